@@ -1,0 +1,137 @@
+// Losses with their gradients, mean-reduced over the batch as PyTorch does.
+//
+// Each loss kernel writes, per row, the row's loss and whether its argmax hit the label; then
+// `loss_reduce` sums those rows in a fixed order (the same bits every run), writes the batch mean,
+// and adds to the running epoch totals, so the host reads back only when it wants a number.
+
+struct LossParams {
+    rows: u32,
+    cols: u32,
+    use_targets: u32,   // MSE: 1 = compare with `targets`, 0 = with one-hot labels
+    groups_x: u32,
+}
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> labels: array<u32>;
+@group(0) @binding(2) var<storage, read> targets: array<f32>;
+@group(0) @binding(3) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(4) var<storage, read_write> row_stats: array<f32>;   // [rows][2]: loss, correct
+@group(0) @binding(5) var<storage, read_write> totals: array<f32>;      // TOTAL_* below
+@group(0) @binding(6) var<uniform> p: LossParams;
+
+const TOTAL_STEP_LOSS: u32 = 0u;    // mean loss of the last batch
+const TOTAL_LOSS_SUM: u32 = 1u;     // sum of per-sample losses since the host last cleared it
+const TOTAL_CORRECT: u32 = 2u;      // correct predictions since then
+const TOTAL_COUNT: u32 = 3u;        // samples since then
+
+// Index of the first maximum, as torch.argmax.
+fn row_argmax(base: u32) -> u32 {
+    var best = 0u;
+    var best_v = logits[base];
+    for (var c = 1u; c < p.cols; c++) {
+        let v = logits[base + c];
+        if (v > best_v) {
+            best_v = v;
+            best = c;
+        }
+    }
+    return best;
+}
+
+// Softmax cross-entropy: loss = logsumexp(z) - z[label]; dz = (softmax(z) - onehot) / rows.
+// Subtracting the row maximum keeps exp in range for logits of any magnitude.
+@compute @workgroup_size(64, 1, 1)
+fn cross_entropy(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let r = flat_group(wg, nwg) * 64u + li;
+    if (r >= p.rows) {
+        return;
+    }
+    let base = r * p.cols;
+    let label = labels[r];
+    let arg = row_argmax(base);
+    let zmax = logits[base + arg];
+    var s = 0.0;
+    for (var c = 0u; c < p.cols; c++) {
+        s += exp(logits[base + c] - zmax);
+    }
+    let lse = zmax + log(s);
+    let inv_rows = 1.0 / f32(p.rows);
+    for (var c = 0u; c < p.cols; c++) {
+        let prob = exp(logits[base + c] - zmax) / s;
+        let onehot = select(0.0, 1.0, c == label);
+        grad[base + c] = (prob - onehot) * inv_rows;
+    }
+    var loss = lse - logits[base + min(label, p.cols - 1u)];
+    if (label >= p.cols) {
+        loss = bitcast<f32>(0x7fc00000u);   // NaN: a label the host failed to check must not pass silently
+    }
+    row_stats[2u * r] = loss;
+    row_stats[2u * r + 1u] = select(0.0, 1.0, arg == label);
+}
+
+// Mean squared error over all elements: loss = sum((y - t)^2) / (rows * cols); dy = 2 (y - t) / (rows * cols).
+@compute @workgroup_size(64, 1, 1)
+fn mse(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let r = flat_group(wg, nwg) * 64u + li;
+    if (r >= p.rows) {
+        return;
+    }
+    let base = r * p.cols;
+    let label = labels[r];
+    let scale = 2.0 / (f32(p.rows) * f32(p.cols));
+    var s = 0.0;
+    for (var c = 0u; c < p.cols; c++) {
+        var t = select(0.0, 1.0, c == label);
+        if (p.use_targets != 0u) {
+            t = targets[base + c];
+        }
+        let d = logits[base + c] - t;
+        s += d * d;
+        grad[base + c] = scale * d;
+    }
+    row_stats[2u * r] = s / f32(p.cols);
+    var correct = 0.0;
+    if (p.use_targets == 0u && row_argmax(base) == label) {
+        correct = 1.0;
+    }
+    row_stats[2u * r + 1u] = correct;
+}
+
+var<workgroup> part_loss: array<f32, 256>;
+var<workgroup> part_correct: array<f32, 256>;
+
+// One workgroup: strided partial sums, then a tree, always in the same order.
+@compute @workgroup_size(256, 1, 1)
+fn loss_reduce(@builtin(local_invocation_index) li: u32) {
+    var sl = 0.0;
+    var sc = 0.0;
+    for (var r = li; r < p.rows; r += 256u) {
+        sl += row_stats[2u * r];
+        sc += row_stats[2u * r + 1u];
+    }
+    part_loss[li] = sl;
+    part_correct[li] = sc;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (li < stride) {
+            part_loss[li] += part_loss[li + stride];
+            part_correct[li] += part_correct[li + stride];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        let sum = part_loss[0];
+        totals[TOTAL_STEP_LOSS] = sum / f32(p.rows);
+        totals[TOTAL_LOSS_SUM] += sum;
+        totals[TOTAL_CORRECT] += part_correct[0];
+        totals[TOTAL_COUNT] += f32(p.rows);
+    }
+}

@@ -1,0 +1,130 @@
+//! The TOML run description: data, model, optimizer, training. Unknown fields are errors.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::data::{BatchScheme, CsvOptions, LabelColumn};
+use crate::error::{Error, Result};
+use crate::nn::{LayerSpec, Loss};
+use crate::optim::Sgd;
+
+/// The built-in default run (configs/digits.toml), used when `gradflow` gets no arguments.
+pub const DEFAULT_CONFIG: &str = include_str!("../configs/digits.toml");
+pub const DEFAULT_CONFIG_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml");
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub optimizer: OptimizerConfig,
+    pub train: TrainConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A CSV file (features and a label column) or a `.npy` of inputs (then `labels` is required).
+    pub path: PathBuf,
+    /// `.npy` of integer labels, for `.npy` inputs.
+    pub labels: Option<PathBuf>,
+    /// "last", "first" or a 0-based column index.
+    #[serde(default = "default_label_column")]
+    pub label_column: toml::Value,
+    pub num_classes: Option<usize>,
+    /// Every feature is multiplied by this.
+    #[serde(default = "one")]
+    pub scale: f32,
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    #[serde(default)]
+    pub split_seed: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub layers: Vec<LayerSpec>,
+    #[serde(default)]
+    pub loss: Loss,
+    #[serde(default)]
+    pub init_seed: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum OptimizerConfig {
+    Sgd(Sgd),
+}
+
+impl OptimizerConfig {
+    pub fn sgd(&self) -> &Sgd {
+        match self {
+            OptimizerConfig::Sgd(s) => s,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    #[serde(default = "default_batching")]
+    pub batching: BatchScheme,
+    #[serde(default)]
+    pub drop_last: bool,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_label_column() -> toml::Value {
+    toml::Value::String("last".into())
+}
+fn one() -> f32 {
+    1.0
+}
+fn default_test_fraction() -> f64 {
+    0.2
+}
+fn default_batching() -> BatchScheme {
+    BatchScheme::Shuffle
+}
+
+impl Config {
+    /// Parses `text`; relative data paths are resolved against `base` (the config's folder).
+    pub fn parse(text: &str, file: &Path) -> Result<Config> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| Error::Config { file: file.to_path_buf(), message: e.to_string() })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        config.data.path = base.join(&config.data.path);
+        config.data.labels = config.data.labels.map(|p| base.join(p));
+        Ok(config)
+    }
+
+    pub fn load(file: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::Io { file: file.to_path_buf(), message: e.to_string() })?;
+        Config::parse(&text, file)
+    }
+
+    /// The built-in digits run.
+    pub fn default_run() -> Result<Config> {
+        Config::parse(DEFAULT_CONFIG, Path::new(DEFAULT_CONFIG_PATH))
+    }
+
+    pub fn csv_options(&self, file: &Path) -> Result<CsvOptions> {
+        let label_column = match &self.data.label_column {
+            toml::Value::String(s) if s == "last" => LabelColumn::Last,
+            toml::Value::String(s) if s == "first" => LabelColumn::First,
+            toml::Value::Integer(i) if *i >= 0 => LabelColumn::Index(*i as usize),
+            other => {
+                return Err(Error::Config {
+                    file: file.to_path_buf(),
+                    message: format!("data.label_column: expected \"last\", \"first\" or a column index ≥ 0, found {other}"),
+                })
+            }
+        };
+        Ok(CsvOptions { label_column, has_header: None, num_classes: self.data.num_classes })
+    }
+}

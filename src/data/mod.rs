@@ -1,0 +1,81 @@
+//! Data sets: loading (CSV, .npy), validation, train/test split, and minibatch schedules.
+
+pub mod batches;
+pub mod csv;
+pub mod npy;
+
+use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+
+pub use batches::{BatchScheme, Batcher};
+pub use csv::{load_csv, CsvOptions, LabelColumn};
+pub use npy::{load_npy_pair, read_npy, NpyArray, NpyData};
+
+use crate::error::{Error, Result};
+
+/// Rows of features with integer class labels, features row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub x: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub n: usize,
+    pub d: usize,
+    pub num_classes: usize,
+}
+
+impl Dataset {
+    /// Checks shapes, finiteness and label range; `what` names the data in errors.
+    pub fn new(x: Vec<f32>, labels: Vec<u32>, d: usize, num_classes: usize, what: &str) -> Result<Dataset> {
+        let n = labels.len();
+        if d == 0 || x.len() != n * d {
+            return Err(Error::Shape {
+                what: what.to_string(),
+                expected: format!("{n} rows × {d} features = {} values", n * d),
+                got: format!("{} values", x.len()),
+            });
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Usage(format!("{what}: row {}, feature {} is {} (NaN/Inf are not allowed)", i / d, i % d, x[i])));
+        }
+        if let Some(i) = labels.iter().position(|&l| l as usize >= num_classes) {
+            return Err(Error::Usage(format!("{what}: row {i} has label {} but there are {num_classes} classes", labels[i])));
+        }
+        Ok(Dataset { x, labels, n, d, num_classes })
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.x[i * self.d..(i + 1) * self.d]
+    }
+
+    /// A seeded shuffle of the rows; the first round(n·test_fraction) become the test set.
+    pub fn split(&self, test_fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        if !(0.0..1.0).contains(&test_fraction) {
+            return Err(Error::Usage(format!("test_fraction must be in [0, 1), got {test_fraction}")));
+        }
+        let mut idx: Vec<usize> = (0..self.n).collect();
+        idx.shuffle(&mut StdRng::seed_from_u64(seed));
+        let n_test = (self.n as f64 * test_fraction).round() as usize;
+        let (test, train) = idx.split_at(n_test);
+        Ok((self.subset(train), self.subset(test)))
+    }
+
+    fn subset(&self, idx: &[usize]) -> Dataset {
+        let (mut x, mut labels) = (Vec::new(), Vec::new());
+        self.gather(idx, &mut x, &mut labels);
+        Dataset { x, labels, n: idx.len(), d: self.d, num_classes: self.num_classes }
+    }
+
+    /// Copies rows `idx` into `x_out` and their labels into `y_out`.
+    pub fn gather(&self, idx: &[usize], x_out: &mut Vec<f32>, y_out: &mut Vec<u32>) {
+        x_out.clear();
+        y_out.clear();
+        for &i in idx {
+            x_out.extend_from_slice(self.row(i));
+            y_out.push(self.labels[i]);
+        }
+    }
+
+    /// Multiplies every feature by `factor`.
+    pub fn scale(&mut self, factor: f32) {
+        self.x.iter_mut().for_each(|v| *v *= factor);
+    }
+}

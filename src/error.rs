@@ -1,0 +1,43 @@
+//! One error type for the whole crate: every failure a user can cause names what was wrong.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no GPU adapter found{0}")]
+    NoAdapter(String),
+    #[error("no adapter matches '{wanted}'; available: {available}")]
+    AdapterNotFound { wanted: String, available: String },
+    #[error("could not open a device on adapter '{adapter}': {source}")]
+    RequestDevice { adapter: String, source: wgpu::RequestDeviceError },
+    #[error("GPU validation error in {context}: {message}")]
+    GpuValidation { context: String, message: String },
+    #[error("GPU out of memory in {context}: {message}")]
+    GpuOutOfMemory { context: String, message: String },
+    #[error("GPU read-back failed: {0}")]
+    Readback(String),
+    #[error("{what} needs {bytes} bytes in one buffer but this device allows at most {limit} (max_storage_buffer_binding_size / max_buffer_size); use a smaller batch or narrower layer")]
+    TooLargeForDevice { what: String, bytes: u64, limit: u64 },
+
+    #[error("{file}: {message}")]
+    Io { file: PathBuf, message: String },
+    #[error("{file}, line {line}: {message}")]
+    Data { file: PathBuf, line: usize, message: String },
+    #[error("{file}: {message}")]
+    DataFile { file: PathBuf, message: String },
+
+    #[error("config {file}: {message}")]
+    Config { file: PathBuf, message: String },
+    #[error("model: {0}")]
+    Model(String),
+    #[error("shape mismatch in {what}: expected {expected}, got {got}")]
+    Shape { what: String, expected: String, got: String },
+    #[error("training diverged: loss is {value} at step {step} (epoch {epoch}); lower the learning rate")]
+    NonFiniteLoss { value: f32, step: usize, epoch: usize },
+    #[error("fixture {file}: {message}")]
+    Fixture { file: PathBuf, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

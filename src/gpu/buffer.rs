@@ -1,0 +1,124 @@
+//! Storage buffers with their element counts, uploads, and blocking read-back.
+
+use wgpu::util::DeviceExt;
+
+use super::Gpu;
+use crate::error::{Error, Result};
+
+/// A storage buffer of `len` 4-byte elements (f32 or u32).
+#[derive(Clone, Debug)]
+pub struct GpuBuffer {
+    pub buffer: wgpu::Buffer,
+    pub len: usize,
+}
+
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl Gpu {
+    fn check_size(&self, what: &str, len: usize) -> Result<u64> {
+        let bytes = (len.max(1) as u64).saturating_mul(4);
+        let limit = self.max_storage_bytes();
+        if bytes > limit {
+            return Err(Error::TooLargeForDevice { what: what.to_string(), bytes, limit });
+        }
+        Ok(bytes)
+    }
+
+    /// A zero-filled storage buffer of `len` elements; an error if the device cannot hold it.
+    pub fn storage(&self, what: &str, len: usize) -> Result<GpuBuffer> {
+        let bytes = self.check_size(what, len)?;
+        let buffer = self.scoped(what, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(what),
+                size: bytes,
+                usage: STORAGE,
+                mapped_at_creation: false,
+            })
+        })?;
+        Ok(GpuBuffer { buffer, len })
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn upload<T: bytemuck::Pod>(&self, what: &str, data: &[T]) -> Result<GpuBuffer> {
+        assert_eq!(std::mem::size_of::<T>(), 4, "GPU buffers hold 4-byte elements");
+        self.check_size(what, data.len())?;
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let contents: Vec<u8> = if bytes.is_empty() { vec![0; 4] } else { bytes.to_vec() };
+        let buffer = self.scoped(what, || {
+            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(what),
+                contents: &contents,
+                usage: STORAGE,
+            })
+        })?;
+        Ok(GpuBuffer { buffer, len: data.len() })
+    }
+
+    /// A uniform buffer holding one parameter struct; rewritten with `queue.write_buffer` when it changes.
+    pub fn uniform<T: bytemuck::Pod>(&self, what: &str, value: &T) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(what),
+            contents: bytemuck::bytes_of(value),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    /// Overwrites the start of `dst` with `data` (queued: lands before the next submit runs).
+    pub fn write<T: bytemuck::Pod>(&self, dst: &GpuBuffer, data: &[T]) {
+        if !data.is_empty() {
+            self.queue.write_buffer(&dst.buffer, 0, bytemuck::cast_slice(data));
+        }
+    }
+
+    /// Copies `len` elements from `offset` of `src` back to the host: copy into a staging buffer,
+    /// `map_async`, wait on a futures-intrusive channel while polling the device.
+    pub fn read<T: bytemuck::Pod>(&self, src: &GpuBuffer, offset: usize, len: usize) -> Result<Vec<T>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        if offset + len > src.len {
+            return Err(Error::Readback(format!(
+                "asked for elements {offset}..{} of a buffer of {}",
+                offset + len,
+                src.len
+            )));
+        }
+        let bytes = (len * 4) as u64;
+        let staging = self.scoped("read-back", || {
+            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("staging"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            encoder.copy_buffer_to_buffer(&src.buffer, (offset * 4) as u64, &staging, 0, bytes);
+            self.queue.submit([encoder.finish()]);
+            staging
+        })?;
+        let slice = staging.slice(..);
+        let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+        slice.map_async(wgpu::MapMode::Read, move |result| {
+            sender.send(result).ok();
+        });
+        self.wait()?;
+        match pollster::block_on(receiver.receive()) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Readback(e.to_string())),
+            None => return Err(Error::Readback("map callback never ran".into())),
+        }
+        let data = {
+            let view = slice.get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, T>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// The whole buffer, as f32.
+    pub fn read_all(&self, src: &GpuBuffer) -> Result<Vec<f32>> {
+        self.read(src, 0, src.len)
+    }
+}

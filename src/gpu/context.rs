@@ -1,0 +1,158 @@
+//! Picking an adapter and opening a device on it, with wgpu's errors turned into ours.
+
+use std::sync::Arc;
+
+use super::Kernels;
+use crate::error::{Error, Result};
+
+/// Environment variable that picks an adapter, like `--adapter`.
+pub const ADAPTER_ENV: &str = "GRADFLOW_ADAPTER";
+
+/// How to get a GPU where there is none: printed whenever no adapter is found.
+pub const NO_ADAPTER_HINT: &str = "; on headless Linux install Mesa's software Vulkan driver (lavapipe): \
+    `apt-get install -y mesa-vulkan-drivers`";
+
+/// An open device with everything the rest of the crate needs from it.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    /// Every pipeline, compiled once when the device opens.
+    pub kernels: Kernels,
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    // The native APIs before GL: better compute support and limits.
+    let api = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (kind, api)
+}
+
+/// One line per adapter: name, type, backend, driver.
+pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
+    let driver = if info.driver.is_empty() {
+        String::new()
+    } else {
+        format!(", driver {} {}", info.driver, info.driver_info)
+    };
+    format!("{} ({:?}, {:?}{})", info.name, info.device_type, info.backend, driver.trim_end())
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::all();
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter wgpu can see, best first.
+pub fn list_adapters() -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    adapters
+}
+
+fn matches(info: &wgpu::AdapterInfo, wanted: &str) -> bool {
+    let wanted = wanted.to_lowercase();
+    info.name.to_lowercase().contains(&wanted)
+        || format!("{:?}", info.backend).to_lowercase() == wanted
+        || info.driver.to_lowercase().contains(&wanted)
+}
+
+impl Gpu {
+    /// Opens the best adapter, or the first whose name, backend or driver matches `wanted`
+    /// (else `$GRADFLOW_ADAPTER`). Discrete beats integrated beats software.
+    pub fn new(wanted: Option<&str>) -> Result<Gpu> {
+        let env = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
+        let wanted = wanted.map(str::to_owned).or(env);
+        let adapters = list_adapters();
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(NO_ADAPTER_HINT.to_string()));
+        }
+        let adapter = match &wanted {
+            None => adapters[0].clone(),
+            Some(w) => adapters
+                .iter()
+                .find(|a| matches(&a.get_info(), w))
+                .cloned()
+                .ok_or_else(|| Error::AdapterNotFound {
+                    wanted: w.clone(),
+                    available: adapters
+                        .iter()
+                        .map(|a| describe_adapter(&a.get_info()))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                })?,
+        };
+        Gpu::from_adapter(&adapter)
+    }
+
+    /// Opens a device with the adapter's own limits, so layers as large as the hardware allows fit.
+    pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("gradflow"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::default(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
+        // Errors outside our scopes are reported, not turned into a panic inside wgpu.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            eprintln!("gradflow: uncaptured GPU error: {e}");
+        }));
+        let kernels = Kernels::new(&device)?;
+        Ok(Gpu { device, queue, info, limits, kernels })
+    }
+
+    pub fn describe(&self) -> String {
+        describe_adapter(&self.info)
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and returns what they caught.
+    pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        scoped(&self.device, context, f)
+    }
+
+    /// Largest buffer this device can bind as one storage array, in bytes.
+    pub fn max_storage_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
+    /// Blocks until the queue is idle.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Readback(e.to_string()))
+    }
+}
+
+/// Runs `f` inside validation and out-of-memory error scopes on `device` and returns what they caught.
+pub fn scoped<T>(device: &wgpu::Device, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let value = f();
+    let validation_err = pollster::block_on(validation.pop());
+    let oom_err = pollster::block_on(oom.pop());
+    if let Some(e) = oom_err {
+        return Err(Error::GpuOutOfMemory { context: context.to_string(), message: e.to_string() });
+    }
+    if let Some(e) = validation_err {
+        return Err(Error::GpuValidation { context: context.to_string(), message: e.to_string() });
+    }
+    Ok(value)
+}

@@ -1,0 +1,11 @@
+//! The GPU path: device selection, buffers, compiled kernels and their dispatches.
+
+pub mod buffer;
+pub mod context;
+pub mod kernels;
+pub mod ops;
+pub mod shaders;
+
+pub use buffer::GpuBuffer;
+pub use context::{describe_adapter, list_adapters, Gpu};
+pub use kernels::Kernels;

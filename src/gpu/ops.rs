@@ -1,0 +1,174 @@
+//! Each op run once on host data: upload, one dispatch, read back. Same names and signatures as
+//! the CPU reference in `crate::cpu`, so a test (or `gradflow check`) holds one against the other.
+//! Training does not use these: `GpuNetwork` builds its launches once and reuses them.
+
+use super::kernels::{
+    submit, ActParams, LossParams, MatmulParams, SgdParams, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT, TOTALS_LEN,
+    TOTAL_STEP_LOSS,
+};
+use super::Gpu;
+use crate::cpu::LossOutput;
+use crate::error::Result;
+use crate::nn::{Act, Activation};
+use crate::optim::Sgd;
+
+/// (z, y): z = x·Wᵀ + b and y = act(z); x [m, k], W [n, k].
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward(gpu: &Gpu, x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize, act: Act) -> Result<(Vec<f32>, Vec<f32>)> {
+    let gx = gpu.upload("x", x)?;
+    let gw = gpu.upload("weight", w)?;
+    let gb = b.map(|b| gpu.upload("bias", b)).transpose()?;
+    let gy = gpu.storage("y", m * n)?;
+    let gz = gpu.storage("z", m * n)?;
+    let p = MatmulParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        a_stride_m: k as u32,
+        a_stride_k: 1,
+        b_stride_k: 1,
+        b_stride_n: k as u32,
+        flags: FLAG_STORE_PREACT | if b.is_some() { FLAG_BIAS } else { 0 },
+        act: act.kind.code(),
+        slope: act.slope,
+        ..Default::default()
+    };
+    let d = gpu.matmul(&gx, &gw, gb.as_ref(), &gy, Some(&gz), p)?;
+    submit(gpu, "linear_forward", &[&d])?;
+    Ok((gpu.read_all(&gz)?, gpu.read_all(&gy)?))
+}
+
+/// dx = dz·W: [m, n]·[n, k]; with `prev` = (z_prev, act) the epilogue multiplies by act'(z_prev),
+/// as the training step does to produce the previous layer's dz directly.
+pub fn linear_backward_input(gpu: &Gpu, dz: &[f32], w: &[f32], m: usize, k: usize, n: usize, prev: Option<(&[f32], Act)>) -> Result<Vec<f32>> {
+    let gdz = gpu.upload("dz", dz)?;
+    let gw = gpu.upload("weight", w)?;
+    let gdx = gpu.storage("dx", m * k)?;
+    let gaux = prev.map(|(z, _)| gpu.upload("z_prev", z)).transpose()?;
+    let act = prev.map_or(Act::IDENTITY, |(_, a)| a);
+    let p = MatmulParams {
+        m: m as u32,
+        n: k as u32,
+        k: n as u32,
+        a_stride_m: n as u32,
+        a_stride_k: 1,
+        b_stride_k: k as u32,
+        b_stride_n: 1,
+        flags: if prev.is_some() { FLAG_ACT_GRAD } else { 0 },
+        act: act.kind.code(),
+        slope: act.slope,
+        ..Default::default()
+    };
+    let d = gpu.matmul(&gdz, &gw, None, &gdx, gaux.as_ref(), p)?;
+    submit(gpu, "linear_backward_input", &[&d])?;
+    gpu.read_all(&gdx)
+}
+
+/// dW = dzᵀ·x: [n, m]·[m, k].
+pub fn linear_backward_weight(gpu: &Gpu, dz: &[f32], x: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+    let gdz = gpu.upload("dz", dz)?;
+    let gx = gpu.upload("x", x)?;
+    let gdw = gpu.storage("dweight", n * k)?;
+    let p = MatmulParams {
+        m: n as u32,
+        n: k as u32,
+        k: m as u32,
+        a_stride_m: 1,
+        a_stride_k: n as u32,
+        b_stride_k: k as u32,
+        b_stride_n: 1,
+        ..Default::default()
+    };
+    let d = gpu.matmul(&gdz, &gx, None, &gdw, None, p)?;
+    submit(gpu, "linear_backward_weight", &[&d])?;
+    gpu.read_all(&gdw)
+}
+
+/// db = Σ_rows dz.
+pub fn bias_grad(gpu: &Gpu, dz: &[f32], m: usize, n: usize) -> Result<Vec<f32>> {
+    let gdz = gpu.upload("dz", dz)?;
+    let gdb = gpu.storage("dbias", n)?;
+    let d = gpu.bias_grad(&gdz, &gdb, MatmulParams { m: m as u32, n: n as u32, ..Default::default() })?;
+    submit(gpu, "bias_grad", &[&d])?;
+    gpu.read_all(&gdb)
+}
+
+fn act_params(act: Act, len: usize) -> ActParams {
+    ActParams { len: len as u32, act: act.kind.code(), slope: act.slope, _pad: 0 }
+}
+
+pub fn activation_forward(gpu: &Gpu, x: &[f32], act: Act) -> Result<Vec<f32>> {
+    let gx = gpu.upload("x", x)?;
+    let gy = gpu.storage("y", x.len())?;
+    let d = gpu.activation(true, &gx, None, &gy, act_params(act, x.len()))?;
+    submit(gpu, "activation_forward", &[&d])?;
+    gpu.read_all(&gy)
+}
+
+pub fn activation_backward(gpu: &Gpu, x: &[f32], dy: &[f32], act: Act) -> Result<Vec<f32>> {
+    let gx = gpu.upload("x", x)?;
+    let gdy = gpu.upload("dy", dy)?;
+    let gdx = gpu.storage("dx", x.len())?;
+    let d = gpu.activation(false, &gx, Some(&gdy), &gdx, act_params(act, x.len()))?;
+    submit(gpu, "activation_backward", &[&d])?;
+    gpu.read_all(&gdx)
+}
+
+fn loss(gpu: &Gpu, entry: &'static str, logits: &[f32], targets: Option<&[f32]>, labels: &[u32], rows: usize, cols: usize) -> Result<LossOutput> {
+    let gl = gpu.upload("logits", logits)?;
+    let glab = gpu.upload("labels", labels)?;
+    let gt = targets.map(|t| gpu.upload("targets", t)).transpose()?;
+    let grad = gpu.storage("grad", rows * cols)?;
+    let stats = gpu.storage("row stats", 2 * rows)?;
+    let totals = gpu.storage("totals", TOTALS_LEN)?;
+    let p = LossParams { rows: rows as u32, cols: cols as u32, use_targets: u32::from(targets.is_some()), _pad: 0 };
+    let d = gpu.loss(entry, &gl, &glab, gt.as_ref(), &grad, &stats, &totals, p)?;
+    let r = gpu.loss_reduce(&stats, &totals, p)?;
+    submit(gpu, entry, &[&d, &r])?;
+    let stats_host = gpu.read_all(&stats)?;
+    let correct = stats_host.chunks(2).filter(|c| c[1] != 0.0).count();
+    Ok(LossOutput { loss: gpu.read::<f32>(&totals, TOTAL_STEP_LOSS, 1)?[0], grad: gpu.read_all(&grad)?, correct })
+}
+
+pub fn cross_entropy(gpu: &Gpu, logits: &[f32], labels: &[u32], rows: usize, cols: usize) -> Result<LossOutput> {
+    loss(gpu, "cross_entropy", logits, None, labels, rows, cols)
+}
+
+pub fn mse(gpu: &Gpu, pred: &[f32], targets: Option<&[f32]>, labels: &[u32], rows: usize, cols: usize) -> Result<LossOutput> {
+    let labels: Vec<u32> = if labels.is_empty() { vec![0; rows] } else { labels.to_vec() };
+    loss(gpu, "mse", pred, targets, &labels, rows, cols)
+}
+
+/// Runs `grads.len()` SGD steps from `param` with one gradient each; returns every iterate.
+pub fn sgd_update(gpu: &Gpu, param: &[f32], grads: &[Vec<f32>], sgd: &Sgd) -> Result<Vec<Vec<f32>>> {
+    let gp = gpu.upload("param", param)?;
+    let gg = gpu.storage("grad", param.len())?;
+    let gv = gpu.storage("velocity", param.len())?;
+    let mut p = SgdParams {
+        len: param.len() as u32,
+        nesterov: u32::from(sgd.nesterov),
+        first_step: 1,
+        _pad: 0,
+        lr: sgd.lr,
+        momentum: sgd.momentum,
+        dampening: sgd.dampening,
+        weight_decay: sgd.weight_decay,
+    };
+    let mut d = gpu.sgd_update(&gp, &gg, &gv, p)?;
+    let mut out = Vec::with_capacity(grads.len());
+    for (t, g) in grads.iter().enumerate() {
+        if t == 1 {
+            p.first_step = 0;
+            d.update(gpu, &p, Gpu::elementwise_grid(param.len()));
+        }
+        gpu.write(&gg, g);
+        submit(gpu, "sgd_update", &[&d])?;
+        out.push(gpu.read_all(&gp)?);
+    }
+    Ok(out)
+}
+
+/// Every activation the kernels know, for sweeping tests.
+pub fn all_activations() -> Vec<Act> {
+    Activation::ALL.iter().map(|&k| Act::new(k)).collect()
+}

@@ -1,0 +1,16 @@
+//! Layers and models: what a config describes, how parameters are laid out, and the two
+//! executors (GPU and CPU reference) that run one model description the same way.
+
+pub mod activation;
+pub mod cpu_network;
+pub mod gpu_network;
+pub mod loss;
+pub mod model;
+pub mod network;
+
+pub use activation::{Act, Activation};
+pub use cpu_network::CpuNetwork;
+pub use gpu_network::GpuNetwork;
+pub use loss::Loss;
+pub use model::{LayerSpec, Model, ParamTensor, Stage};
+pub use network::{Network, Totals};

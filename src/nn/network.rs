@@ -1,0 +1,36 @@
+//! What both executors offer, so tests and the trainer compare like with like.
+
+use crate::data::Dataset;
+use crate::error::Result;
+
+use super::Model;
+
+/// Loss and accuracy summed on the device since the last `take_totals`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Totals {
+    pub mean_loss: f32,
+    pub accuracy: f32,
+    pub samples: usize,
+}
+
+pub trait Network {
+    /// "GPU: <adapter>" or "CPU reference".
+    fn describe(&self) -> String;
+    fn model(&self) -> &Model;
+    /// Makes `data` the training set that `train_step`'s indices refer to (resident on the GPU).
+    fn set_train_data(&mut self, data: &Dataset) -> Result<()>;
+    /// One step on the rows `batch` of the training set: forward, loss, backward, update.
+    /// Nothing is read back.
+    fn train_step(&mut self, batch: &[u32], lr: f32) -> Result<()>;
+    /// The last step's mean loss (a read-back on the GPU).
+    fn last_loss(&mut self) -> Result<f32>;
+    /// Loss and accuracy over the steps since the last call, then starts counting afresh.
+    fn take_totals(&mut self) -> Result<Totals>;
+    /// Network outputs (logits) for `rows` rows of `x`.
+    fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>>;
+    /// The flat parameter vector (layout in `Model::params`).
+    fn params(&mut self) -> Result<Vec<f32>>;
+    fn set_params(&mut self, flat: &[f32]) -> Result<()>;
+    /// The last step's gradients, flat like the parameters.
+    fn grads(&mut self) -> Result<Vec<f32>>;
+}

@@ -1,0 +1,65 @@
+//! The training loop, the same for both executors: batches from a `Batcher`, one `train_step`
+//! each, and a read-back only at the end of an epoch (or when a caller asks for a step's loss).
+
+use std::time::Instant;
+
+use crate::data::{Batcher, Dataset};
+use crate::error::{Error, Result};
+use crate::nn::{Loss, Network};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub steps: usize,
+    pub train_loss: f32,
+    pub train_accuracy: f32,
+    pub samples_per_sec: f64,
+}
+
+/// Runs one epoch of `batcher` on `net`, calling `on_step` after each step (for a progress bar).
+pub fn train_epoch(
+    net: &mut dyn Network,
+    batcher: &mut Batcher,
+    epoch: usize,
+    lr: f32,
+    mut on_step: impl FnMut(usize),
+) -> Result<EpochReport> {
+    let start = Instant::now();
+    let batches = batcher.next_epoch();
+    let mut idx: Vec<u32> = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        idx.clear();
+        idx.extend(batch.iter().map(|&r| r as u32));
+        net.train_step(&idx, lr)?;
+        on_step(i + 1);
+    }
+    let totals = net.take_totals()?;
+    let secs = start.elapsed().as_secs_f64();
+    if !totals.mean_loss.is_finite() {
+        return Err(Error::NonFiniteLoss { value: totals.mean_loss, step: batches.len(), epoch });
+    }
+    Ok(EpochReport {
+        epoch,
+        steps: batches.len(),
+        train_loss: totals.mean_loss,
+        train_accuracy: totals.accuracy,
+        samples_per_sec: totals.samples as f64 / secs.max(1e-9),
+    })
+}
+
+/// Mean loss and accuracy of `net` on `data` (computed on the host from the predicted logits).
+pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f32, f32)> {
+    if data.n == 0 {
+        return Ok((f32::NAN, f32::NAN));
+    }
+    let logits = net.predict(&data.x, data.n)?;
+    let classes = net.model().outputs();
+    let out = match loss {
+        Loss::CrossEntropy => crate::cpu::cross_entropy(&logits, &data.labels, data.n, classes),
+        Loss::Mse => crate::cpu::mse(&logits, None, &data.labels, data.n, classes),
+    };
+    Ok((out.loss, out.correct as f32 / data.n as f32))
+}
+
+pub mod run;
+pub use run::{batcher, build_network, load_data, max_rows, Placement};

@@ -1,0 +1,71 @@
+//! A whole run from a config: load and split the data, build the model on the chosen executor,
+//! train, evaluate. The CLI is a thin layer over this.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::data::{self, Batcher, Dataset};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::{CpuNetwork, GpuNetwork, Model, Network};
+
+/// Where to run: a named (or the best) GPU adapter, or the CPU reference.
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    pub adapter: Option<String>,
+    pub cpu: bool,
+}
+
+/// Loads the data a config names, scaled, as (train, test).
+pub fn load_data(config: &Config, config_file: &std::path::Path) -> Result<(Dataset, Dataset)> {
+    let path = &config.data.path;
+    let mut all = match &config.data.labels {
+        Some(labels) => data::load_npy_pair(path, labels, config.data.num_classes)?,
+        None => {
+            let is_npy = path.extension().is_some_and(|e| e == "npy");
+            if is_npy {
+                return Err(Error::Config {
+                    file: config_file.to_path_buf(),
+                    message: format!("data.path {} is a .npy file: give data.labels too", path.display()),
+                });
+            }
+            data::load_csv(path, &config.csv_options(config_file)?)?
+        }
+    };
+    if config.data.scale != 1.0 {
+        all.scale(config.data.scale);
+    }
+    all.split(config.data.test_fraction, config.data.split_seed)
+}
+
+/// Opens the GPU (or falls back to the CPU with a one-line warning when no adapter exists) and
+/// builds the network with parameters initialised from the config's seed.
+pub fn build_network(config: &Config, model: Model, placement: &Placement, max_rows: usize) -> Result<Box<dyn Network>> {
+    let params = model.init_params(config.model.init_seed);
+    let sgd = config.optimizer.sgd().clone();
+    if placement.cpu {
+        return Ok(Box::new(CpuNetwork::new(model, config.model.loss, sgd, params)?));
+    }
+    match Gpu::new(placement.adapter.as_deref()) {
+        Ok(gpu) => Ok(Box::new(GpuNetwork::new(Arc::new(gpu), model, config.model.loss, sgd, &params, max_rows)?)),
+        Err(Error::NoAdapter(hint)) => {
+            eprintln!("warning: no GPU adapter found, training on the CPU reference path{hint}");
+            Ok(Box::new(CpuNetwork::new(model, config.model.loss, sgd, params)?))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The batcher a config asks for.
+pub fn batcher(config: &Config, n: usize) -> Result<Batcher> {
+    let t = &config.train;
+    Batcher::new(t.batching, n, t.batch_size, t.drop_last, t.seed)
+}
+
+/// Largest batch the network must hold: the batch size, or the whole set for full-batch descent.
+pub fn max_rows(config: &Config, n: usize) -> usize {
+    match config.train.batching {
+        crate::data::BatchScheme::FullBatch => n.max(1),
+        _ => config.train.batch_size.max(1),
+    }
+}

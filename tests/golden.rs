@@ -1,0 +1,215 @@
+//! PyTorch's golden cases (float64 maths on float32 inputs, ../shared/golden, copied to
+//! tests/fixtures/golden) on both paths. The CPU reference rounds an f64 computation once, so it
+//! must sit within about one f32 rounding of each value; the GPU within the forward error bounds
+//! derived in `common` (dot products γ_{K+1}·Σ|a·b|; built-ins at Vulkan's required precision).
+
+mod common;
+
+use common::golden::{cases_of, load};
+use common::*;
+use gradflow::cpu;
+use gradflow::gpu::ops;
+use gradflow::nn::{Act, Activation};
+use gradflow::optim::Sgd;
+
+fn labels_u32(v: &[f64]) -> Vec<u32> {
+    v.iter().map(|&l| l as u32).collect()
+}
+
+#[test]
+fn golden_linear_both_paths() {
+    let cases = cases_of("linear");
+    assert_eq!(cases.len(), 3, "linear cases in the manifest");
+    for name in cases {
+        let c = load(&name);
+        let (m, k) = (c.shape("x")[0], c.shape("x")[1]);
+        let n = c.shape("weight")[0];
+        let (x, w, b, dy) = (c.f32("x"), c.f32("weight"), c.f32("bias"), c.f32("dy"));
+        // |a·b| sums for each output, the scale of the dot-product bound.
+        let y_scale: Vec<f64> = (0..m * n)
+            .map(|i| (0..k).map(|p| (x[(i / n) * k + p] as f64 * w[(i % n) * k + p] as f64).abs()).sum::<f64>() + b[i % n].abs() as f64)
+            .collect();
+        let dx_scale: Vec<f64> = (0..m * k)
+            .map(|i| (0..n).map(|j| (dy[(i / k) * n + j] as f64 * w[j * k + i % k] as f64).abs()).sum())
+            .collect();
+        let dw_scale: Vec<f64> = (0..n * k)
+            .map(|i| (0..m).map(|r| (dy[r * n + i / k] as f64 * x[r * k + i % k] as f64).abs()).sum())
+            .collect();
+        let db_scale: Vec<f64> = (0..n).map(|j| (0..m).map(|r| dy[r * n + j].abs() as f64).sum()).collect();
+        let gpu_b = |scale: &[f64], terms: usize, want: &[f64]| -> Vec<f64> {
+            scale.iter().zip(want).map(|(s, w)| dot_bound(terms, *s) + EPS * w.abs()).collect()
+        };
+
+        let (_, y) = cpu::linear_forward(&x, &w, Some(&b), m, k, n, Act::IDENTITY);
+        assert_within(&format!("{name} cpu y"), &y, c.t("y"), &cpu_bound(c.t("y")));
+        assert_within(&format!("{name} cpu dx"), &cpu::linear_backward_input(&dy, &w, m, k, n), c.t("dx"), &cpu_bound(c.t("dx")));
+        assert_within(&format!("{name} cpu dweight"), &cpu::linear_backward_weight(&dy, &x, m, k, n), c.t("dweight"), &cpu_bound(c.t("dweight")));
+        assert_within(&format!("{name} cpu dbias"), &cpu::bias_grad(&dy, m, n), c.t("dbias"), &cpu_bound(c.t("dbias")));
+
+        let g = gpu();
+        let (_, y) = ops::linear_forward(g, &x, &w, Some(&b), m, k, n, Act::IDENTITY).unwrap();
+        let (e1, _) = assert_within(&format!("{name} gpu y"), &y, c.t("y"), &gpu_b(&y_scale, k + 1, c.t("y")));
+        let dx = ops::linear_backward_input(g, &dy, &w, m, k, n, None).unwrap();
+        let (e2, _) = assert_within(&format!("{name} gpu dx"), &dx, c.t("dx"), &gpu_b(&dx_scale, n, c.t("dx")));
+        let dw = ops::linear_backward_weight(g, &dy, &x, m, k, n).unwrap();
+        let (e3, _) = assert_within(&format!("{name} gpu dweight"), &dw, c.t("dweight"), &gpu_b(&dw_scale, m, c.t("dweight")));
+        let db = ops::bias_grad(g, &dy, m, n).unwrap();
+        let (e4, _) = assert_within(&format!("{name} gpu dbias"), &db, c.t("dbias"), &gpu_b(&db_scale, m, c.t("dbias")));
+        eprintln!("{name}: worst GPU error y {e1:.2e} dx {e2:.2e} dW {e3:.2e} db {e4:.2e}");
+    }
+}
+
+#[test]
+fn golden_activations_both_paths() {
+    let cases = cases_of("activation");
+    assert_eq!(cases.len(), 5, "activation cases in the manifest");
+    for name in cases {
+        let c = load(&name);
+        let act = match c.params["activation"].as_str().unwrap() {
+            "relu" => Act::new(Activation::Relu),
+            "sigmoid" => Act::new(Activation::Sigmoid),
+            "tanh" => Act::new(Activation::Tanh),
+            "gelu" => Act::new(Activation::Gelu),
+            "leaky_relu" => Act { kind: Activation::LeakyRelu, slope: c.param("negative_slope") as f32 },
+            other => panic!("unknown activation {other}"),
+        };
+        let (x, dy) = (c.f32("x"), c.f32("dy"));
+        // The negative slope is an f32 here (the kernels take f32) and a double in PyTorch: its
+        // rounding is one more u relative on the negative side.
+        let slope_rounding = if act.kind == Activation::LeakyRelu { EPS } else { 0.0 };
+        let with_slope = |want: &[f64]| -> Vec<f64> { cpu_bound(want).iter().zip(want).map(|(b, w)| b + slope_rounding * w.abs()).collect() };
+        assert_within(&format!("{name} cpu y"), &cpu::activation_forward(&x, act), c.t("y"), &with_slope(c.t("y")));
+        assert_within(&format!("{name} cpu dx"), &cpu::activation_backward(&x, &dy, act), c.t("dx"), &with_slope(c.t("dx")));
+
+        let y_b: Vec<f64> = x.iter().zip(c.t("y")).map(|(&z, &y)| act_eval_bound(act, z as f64, y) + (EPS + slope_rounding) * y.abs()).collect();
+        let dx_b: Vec<f64> = x
+            .iter()
+            .zip(&dy)
+            .zip(c.t("dx"))
+            .map(|((&z, &g), &d)| {
+                let exact_grad = d / g as f64;
+                (g as f64).abs() * act_grad_eval_bound(act, z as f64, if g == 0.0 { 0.0 } else { exact_grad }) + (2.0 * EPS + slope_rounding) * d.abs()
+            })
+            .collect();
+        let y = ops::activation_forward(gpu(), &x, act).unwrap();
+        let (e1, _) = assert_within(&format!("{name} gpu y"), &y, c.t("y"), &y_b);
+        let dx = ops::activation_backward(gpu(), &x, &dy, act).unwrap();
+        let (e2, _) = assert_within(&format!("{name} gpu dx"), &dx, c.t("dx"), &dx_b);
+        eprintln!("{name}: worst GPU error y {e1:.2e} dx {e2:.2e}");
+    }
+}
+
+#[test]
+fn golden_cross_entropy_both_paths() {
+    let cases = cases_of("cross_entropy");
+    assert_eq!(cases.len(), 2);
+    for name in cases {
+        let c = load(&name);
+        let (rows, cols) = (c.shape("logits")[0], c.shape("logits")[1]);
+        let logits = c.f32("logits");
+        let labels = labels_u32(c.t("labels"));
+        let want_loss = c.t("loss")[0];
+        let out = cpu::cross_entropy(&logits, &labels, rows, cols);
+        assert_within(&format!("{name} cpu loss"), &[out.loss], &[want_loss], &cpu_bound(&[want_loss]));
+        assert_within(&format!("{name} cpu dlogits"), &out.grad, c.t("dlogits"), &cpu_bound(c.t("dlogits")));
+
+        let (loss_b, grad_b) = cross_entropy_bounds(&logits, &labels, rows, cols);
+        let out = ops::cross_entropy(gpu(), &logits, &labels, rows, cols).unwrap();
+        let (e1, _) = assert_within(&format!("{name} gpu loss"), &[out.loss], &[want_loss], &[loss_b]);
+        let (e2, _) = assert_within(&format!("{name} gpu dlogits"), &out.grad, c.t("dlogits"), &grad_b);
+        eprintln!("{name}: GPU loss error {e1:.2e} (bound {loss_b:.2e}), worst dlogits error {e2:.2e}");
+    }
+}
+
+#[test]
+fn golden_mse_both_paths() {
+    let cases = cases_of("mse");
+    assert_eq!(cases.len(), 2);
+    for name in cases {
+        let c = load(&name);
+        let (rows, cols) = (c.shape("pred")[0], c.shape("pred")[1]);
+        let (pred, target) = (c.f32("pred"), c.f32("target"));
+        let want_loss = c.t("loss")[0];
+        let out = cpu::mse(&pred, Some(&target), &[], rows, cols);
+        assert_within(&format!("{name} cpu loss"), &[out.loss], &[want_loss], &cpu_bound(&[want_loss]));
+        assert_within(&format!("{name} cpu dpred"), &out.grad, c.t("dpred"), &cpu_bound(c.t("dpred")));
+
+        let (loss_b, grad_b) = mse_bounds(&pred, c.t("target"), rows, cols);
+        let out = ops::mse(gpu(), &pred, Some(&target), &[], rows, cols).unwrap();
+        let (e1, _) = assert_within(&format!("{name} gpu loss"), &[out.loss], &[want_loss], &[loss_b]);
+        let (e2, _) = assert_within(&format!("{name} gpu dpred"), &out.grad, c.t("dpred"), &grad_b);
+        eprintln!("{name}: GPU loss error {e1:.2e}, worst dpred error {e2:.2e}");
+    }
+}
+
+/// A running forward-error bound for f32 SGD along the exact trajectory: each line of the update
+/// adds one rounding (≤ u·|result| per operation) and carries the errors of its inputs.
+fn sgd_bounds(sgd: &Sgd, p0: &[f64], grads: &[Vec<f64>], expected: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let u = EPS;
+    let (lr, mu, damp, wd) = (sgd.lr as f64, sgd.momentum as f64, sgd.dampening as f64, sgd.weight_decay as f64);
+    let n = p0.len();
+    let (mut p, mut buf) = (p0.to_vec(), vec![0.0; n]);
+    let (mut ep, mut eb) = (vec![0.0; n], vec![0.0; n]);
+    let mut out = Vec::new();
+    for (t, g) in grads.iter().enumerate() {
+        let mut bounds = vec![0.0; n];
+        for i in 0..n {
+            // lr, μ, wd themselves are f32 roundings of the manifest's values: one more u each.
+            let gg = g[i] + wd * p[i];
+            let mut eg = wd * ep[i] + 3.0 * u * ((wd * p[i]).abs() + gg.abs());
+            let mut step = gg;
+            if mu != 0.0 {
+                let b = if t == 0 { gg } else { mu * buf[i] + (1.0 - damp) * gg };
+                eb[i] = if t == 0 { eg } else { mu * eb[i] + (1.0 - damp) * eg + 4.0 * u * ((mu * buf[i]).abs() + gg.abs() + b.abs()) };
+                buf[i] = b;
+                if sgd.nesterov {
+                    step = gg + mu * b;
+                    eg += mu * eb[i] + 3.0 * u * ((mu * b).abs() + step.abs());
+                } else {
+                    step = b;
+                    eg = eb[i];
+                }
+            }
+            let np = p[i] - lr * step;
+            ep[i] += lr * eg + 3.0 * u * ((lr * step).abs() + np.abs());
+            p[i] = expected[t][i];
+            bounds[i] = ep[i] + 1e-30;
+        }
+        out.push(bounds);
+    }
+    out
+}
+
+#[test]
+fn golden_sgd_both_paths() {
+    let names = ["opt_sgd", "opt_sgd_weight_decay", "opt_momentum", "opt_nesterov"];
+    for name in names {
+        let c = load(name);
+        let sgd = Sgd {
+            lr: c.param("lr") as f32,
+            momentum: c.param("momentum") as f32,
+            dampening: c.param("dampening") as f32,
+            weight_decay: c.param("weight_decay") as f32,
+            nesterov: c.flag("nesterov"),
+        };
+        let steps = c.shape("grads")[0];
+        let n = c.shape("p0")[0];
+        let grads: Vec<Vec<f32>> = c.f32("grads").chunks(n).map(<[f32]>::to_vec).collect();
+        let expected: Vec<Vec<f64>> = c.t("expected").chunks(n).map(<[f64]>::to_vec).collect();
+        let grads64: Vec<Vec<f64>> = c.t("grads").chunks(n).map(<[f64]>::to_vec).collect();
+        let bounds = sgd_bounds(&sgd, c.t("p0"), &grads64, &expected);
+
+        let mut p = c.f32("p0");
+        let mut v = vec![0.0f32; n];
+        for t in 0..steps {
+            cpu::sgd_update(&mut p, &grads[t], &mut v, &sgd, sgd.lr, t == 0);
+            assert_within(&format!("{name} cpu step {t}"), &p, &expected[t], &bounds[t]);
+        }
+        let iterates = ops::sgd_update(gpu(), &c.f32("p0"), &grads, &sgd).unwrap();
+        let mut worst = 0.0f64;
+        for t in 0..steps {
+            worst = worst.max(assert_within(&format!("{name} gpu step {t}"), &iterates[t], &expected[t], &bounds[t]).0);
+        }
+        eprintln!("{name}: {steps} steps, worst GPU error {worst:.2e}");
+    }
+}

@@ -1,0 +1,272 @@
+//! Every kernel on the GPU against its CPU reference, on random and awkward shapes: 1, primes,
+//! one past a 64-wide tile or a 256-wide workgroup, large, and a dispatch split past 65,535
+//! workgroups.
+//!
+//! Tolerances come from forward error analysis (see `common`): an f32 dot product of length K is
+//! within γ_{K+1}·Σ|a·b| of the exact value; built-in functions are held to Vulkan's required
+//! precision; the CPU reference is exact to one rounding (f64 accumulation), so
+//! |GPU − CPU| ≤ (GPU bound) + u·|CPU|.
+
+mod common;
+
+use common::*;
+use gradflow::cpu;
+use gradflow::gpu::ops;
+use gradflow::nn::Act;
+use gradflow::optim::Sgd;
+
+/// (m, k, n) triples: degenerate, prime, tile edges, and one large.
+const SHAPES: [(usize, usize, usize); 9] = [
+    (1, 1, 1),
+    (1, 7, 1),
+    (3, 5, 7),
+    (13, 29, 37),
+    (64, 64, 64),
+    (65, 17, 65),
+    (127, 257, 63),
+    (257, 131, 129),
+    (512, 384, 320),
+];
+
+/// Σ_p |a[i, p]·b[p, j]| for the product of a (rows × inner, via `a_at`) and b.
+fn abs_products(rows: usize, cols: usize, inner: usize, a_at: impl Fn(usize, usize) -> f32, b_at: impl Fn(usize, usize) -> f32) -> Vec<f64> {
+    let mut out = vec![0.0; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            out[i * cols + j] = (0..inner).map(|p| (a_at(i, p) as f64 * b_at(p, j) as f64).abs()).sum();
+        }
+    }
+    out
+}
+
+#[test]
+fn linear_forward_matches_cpu_for_every_activation() {
+    let mut r = rng(1);
+    for &(m, k, n) in &SHAPES {
+        for act in ops::all_activations() {
+            let x = uniform(&mut r, m * k, -2.0, 2.0);
+            let w = uniform(&mut r, n * k, -1.0, 1.0);
+            let b = uniform(&mut r, n, -1.0, 1.0);
+            let (z, y) = ops::linear_forward(gpu(), &x, &w, Some(&b), m, k, n, act).unwrap();
+            let (z_ref, y_ref) = cpu::linear_forward(&x, &w, Some(&b), m, k, n, act);
+            let scale = abs_products(m, n, k, |i, p| x[i * k + p], |p, j| w[j * k + p]);
+            let zb: Vec<f64> = (0..m * n)
+                .map(|i| dot_bound(k + 1, scale[i] + b[i % n].abs() as f64) + EPS * (z_ref[i] as f64).abs())
+                .collect();
+            let yb: Vec<f64> = (0..m * n)
+                .map(|i| act_lipschitz(act) * zb[i] + act_eval_bound(act, z_ref[i] as f64, y_ref[i] as f64) + EPS * (y_ref[i] as f64).abs())
+                .collect();
+            let what = format!("linear_forward {m}x{k}x{n} {}", act.kind.name());
+            assert_within(&format!("{what} z"), &z, &widen(&z_ref), &zb);
+            let (err, _) = assert_within(&format!("{what} y"), &y, &widen(&y_ref), &yb);
+            if (m, k, n) == SHAPES[8] {
+                eprintln!("{what}: worst |GPU − CPU| {err:.2e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_forward_without_bias() {
+    let mut r = rng(2);
+    let (m, k, n) = (33, 70, 5);
+    let x = uniform(&mut r, m * k, -1.0, 1.0);
+    let w = uniform(&mut r, n * k, -1.0, 1.0);
+    let (_, y) = ops::linear_forward(gpu(), &x, &w, None, m, k, n, Act::IDENTITY).unwrap();
+    let (_, y_ref) = cpu::linear_forward(&x, &w, None, m, k, n, Act::IDENTITY);
+    let scale = abs_products(m, n, k, |i, p| x[i * k + p], |p, j| w[j * k + p]);
+    let b: Vec<f64> = (0..m * n).map(|i| dot_bound(k, scale[i]) + EPS * (y_ref[i] as f64).abs()).collect();
+    assert_within("linear_forward no bias", &y, &widen(&y_ref), &b);
+}
+
+#[test]
+fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
+    let mut r = rng(3);
+    for &(m, k, n) in &SHAPES {
+        let dz = uniform(&mut r, m * n, -1.0, 1.0);
+        let w = uniform(&mut r, n * k, -1.0, 1.0);
+        let scale = abs_products(m, k, n, |i, j| dz[i * n + j], |j, p| w[j * k + p]);
+        let dx = ops::linear_backward_input(gpu(), &dz, &w, m, k, n, None).unwrap();
+        let dx_ref = cpu::linear_backward_input(&dz, &w, m, k, n);
+        let b: Vec<f64> = (0..m * k).map(|i| dot_bound(n, scale[i]) + EPS * (dx_ref[i] as f64).abs()).collect();
+        let (err, _) = assert_within(&format!("linear_backward_input {m}x{k}x{n}"), &dx, &widen(&dx_ref), &b);
+        if (m, k, n) == SHAPES[8] {
+            eprintln!("linear_backward_input {m}x{k}x{n}: worst |GPU − CPU| {err:.2e}");
+        }
+        // The fused epilogue: dz_prev = (dz·W) ⊙ act'(z_prev).
+        for act in ops::all_activations() {
+            let z_prev = uniform(&mut r, m * k, -3.0, 3.0);
+            let got = ops::linear_backward_input(gpu(), &dz, &w, m, k, n, Some((&z_prev, act))).unwrap();
+            let want = cpu::activation_backward(&z_prev, &dx_ref, act);
+            let bound: Vec<f64> = (0..m * k)
+                .map(|i| {
+                    let g = cpu::activate_grad(z_prev[i], act) as f64;
+                    g.abs() * b[i] + (dx_ref[i] as f64).abs() * act_grad_eval_bound(act, z_prev[i] as f64, g) + 2.0 * EPS * (want[i] as f64).abs()
+                })
+                .collect();
+            assert_within(&format!("fused act' {} {m}x{k}x{n}", act.kind.name()), &got, &widen(&want), &bound);
+        }
+    }
+}
+
+#[test]
+fn linear_backward_weight_and_bias_grad_match_cpu() {
+    let mut r = rng(4);
+    for &(m, k, n) in &SHAPES {
+        let dz = uniform(&mut r, m * n, -1.0, 1.0);
+        let x = uniform(&mut r, m * k, -1.0, 1.0);
+        let dw = ops::linear_backward_weight(gpu(), &dz, &x, m, k, n).unwrap();
+        let dw_ref = cpu::linear_backward_weight(&dz, &x, m, k, n);
+        let scale = abs_products(n, k, m, |j, i| dz[i * n + j], |i, p| x[i * k + p]);
+        let b: Vec<f64> = (0..n * k).map(|i| dot_bound(m, scale[i]) + EPS * (dw_ref[i] as f64).abs()).collect();
+        let (e1, _) = assert_within(&format!("linear_backward_weight {m}x{k}x{n}"), &dw, &widen(&dw_ref), &b);
+
+        let db = ops::bias_grad(gpu(), &dz, m, n).unwrap();
+        let db_ref = cpu::bias_grad(&dz, m, n);
+        let b: Vec<f64> = (0..n)
+            .map(|j| dot_bound(m, (0..m).map(|i| dz[i * n + j].abs() as f64).sum()) + EPS * (db_ref[j] as f64).abs())
+            .collect();
+        let (e2, _) = assert_within(&format!("bias_grad {m}x{n}"), &db, &widen(&db_ref), &b);
+        if (m, k, n) == SHAPES[8] {
+            eprintln!("linear_backward_weight {m}x{k}x{n}: worst {e1:.2e}; bias_grad: worst {e2:.2e}");
+        }
+    }
+}
+
+#[test]
+fn bias_grad_past_one_workgroup_of_columns() {
+    let mut r = rng(5);
+    for n in [255, 256, 257, 1031] {
+        let m = 3;
+        let dz = uniform(&mut r, m * n, -1.0, 1.0);
+        let db = ops::bias_grad(gpu(), &dz, m, n).unwrap();
+        let db_ref = cpu::bias_grad(&dz, m, n);
+        let b: Vec<f64> = (0..n).map(|j| dot_bound(m, (0..m).map(|i| dz[i * n + j].abs() as f64).sum())).collect();
+        assert_within(&format!("bias_grad n={n}"), &db, &widen(&db_ref), &b);
+    }
+}
+
+#[test]
+fn activations_match_cpu_on_edge_lengths_and_values() {
+    let mut r = rng(6);
+    let special = [0.0f32, -0.0, 1e-30, -1e-30, 30.0, -30.0, 88.0, -88.0, 100.0, -100.0];
+    for len in [1usize, 7, 255, 256, 257, 65_537] {
+        for act in ops::all_activations() {
+            let mut x = uniform(&mut r, len, -6.0, 6.0);
+            for (i, v) in special.iter().enumerate().take(len) {
+                x[i] = *v;
+            }
+            let dy = uniform(&mut r, len, -1.0, 1.0);
+            let y = ops::activation_forward(gpu(), &x, act).unwrap();
+            let y_ref = cpu::activation_forward(&x, act);
+            let yb: Vec<f64> = (0..len).map(|i| act_eval_bound(act, x[i] as f64, y_ref[i] as f64) + EPS * (y_ref[i] as f64).abs()).collect();
+            assert_within(&format!("activation_forward {} len {len}", act.kind.name()), &y, &widen(&y_ref), &yb);
+            let dx = ops::activation_backward(gpu(), &x, &dy, act).unwrap();
+            let dx_ref = cpu::activation_backward(&x, &dy, act);
+            let db: Vec<f64> = (0..len)
+                .map(|i| {
+                    let g = cpu::activate_grad(x[i], act) as f64;
+                    (dy[i] as f64).abs() * act_grad_eval_bound(act, x[i] as f64, g) + 2.0 * EPS * (dx_ref[i] as f64).abs()
+                })
+                .collect();
+            let (err, _) = assert_within(&format!("activation_backward {} len {len}", act.kind.name()), &dx, &widen(&dx_ref), &db);
+            if len == 65_537 {
+                eprintln!("activation {}: worst backward |GPU − CPU| {err:.2e}", act.kind.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn elementwise_dispatch_splits_past_65535_workgroups() {
+    // 65,535 × 256 + 1 elements need 65,536 workgroups: the grid becomes 2-D.
+    let len = 65_535 * 256 + 1;
+    let x: Vec<f32> = (0..len).map(|i| (i % 1000) as f32 - 500.0).collect();
+    let act = Act::new(gradflow::nn::Activation::Relu);
+    let y = ops::activation_forward(gpu(), &x, act).unwrap();
+    assert_eq!(y.len(), len);
+    for i in [0, 1, 255, 256, 65_535 * 256 - 1, 65_535 * 256, len - 1] {
+        assert_eq!(y[i], x[i].max(0.0), "element {i}");
+    }
+    assert!(y.iter().zip(&x).all(|(a, b)| *a == b.max(0.0)));
+}
+
+#[test]
+fn matmul_dispatch_splits_past_65535_workgroups() {
+    // 64 × 65,537 rows of tiles: more tiles than one grid dimension holds.
+    let (m, k, n) = (64 * 65_537, 2, 3);
+    let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32) - 8.0).collect();
+    let w: Vec<f32> = vec![1.0, 0.5, -1.0, 2.0, 0.25, 0.0];
+    let (_, y) = ops::linear_forward(gpu(), &x, &w, None, m, k, n, Act::IDENTITY).unwrap();
+    // Small integers and halves: every product and sum is exact in f32.
+    let (_, y_ref) = cpu::linear_forward(&x, &w, None, m, k, n, Act::IDENTITY);
+    assert_eq!(y, y_ref);
+}
+
+#[test]
+fn cross_entropy_matches_cpu_including_logits_of_100() {
+    let mut r = rng(7);
+    for &(rows, cols, scale) in &[(1usize, 1usize, 1.0f32), (1, 2, 1.0), (7, 3, 5.0), (64, 10, 1.0), (257, 13, 100.0), (1000, 100, 20.0)] {
+        let logits = uniform(&mut r, rows * cols, -scale, scale);
+        let labels: Vec<u32> = (0..rows).map(|i| ((i * 7 + 3) % cols) as u32).collect();
+        let out = ops::cross_entropy(gpu(), &logits, &labels, rows, cols).unwrap();
+        let want = cpu::cross_entropy(&logits, &labels, rows, cols);
+        let (loss_b, grad_b) = cross_entropy_bounds(&logits, &labels, rows, cols);
+        let what = format!("cross_entropy {rows}x{cols} ±{scale}");
+        assert!(out.loss.is_finite(), "{what}: loss {}", out.loss);
+        assert_within(&format!("{what} loss"), &[out.loss], &[want.loss as f64], &[loss_b + EPS * want.loss.abs() as f64]);
+        let gb: Vec<f64> = grad_b.iter().zip(&want.grad).map(|(b, g)| b + EPS * g.abs() as f64).collect();
+        assert_within(&format!("{what} grad"), &out.grad, &widen(&want.grad), &gb);
+        assert_eq!(out.correct, want.correct, "{what}: correct count");
+    }
+}
+
+#[test]
+fn mse_matches_cpu_with_targets_and_with_one_hot_labels() {
+    let mut r = rng(8);
+    for &(rows, cols) in &[(1usize, 1usize), (10, 2), (129, 3), (300, 10)] {
+        let pred = uniform(&mut r, rows * cols, -2.0, 2.0);
+        let target = uniform(&mut r, rows * cols, -2.0, 2.0);
+        let out = ops::mse(gpu(), &pred, Some(&target), &[], rows, cols).unwrap();
+        let want = cpu::mse(&pred, Some(&target), &[], rows, cols);
+        let (lb, gb) = mse_bounds(&pred, &widen(&target), rows, cols);
+        assert_within(&format!("mse {rows}x{cols} loss"), &[out.loss], &[want.loss as f64], &[lb + EPS * want.loss as f64]);
+        let gb: Vec<f64> = gb.iter().zip(&want.grad).map(|(b, g)| b + EPS * g.abs() as f64).collect();
+        assert_within(&format!("mse {rows}x{cols} grad"), &out.grad, &widen(&want.grad), &gb);
+
+        let labels: Vec<u32> = (0..rows).map(|i| (i % cols) as u32).collect();
+        let onehot: Vec<f64> = (0..rows * cols).map(|i| f64::from(u8::from(i % cols == labels[i / cols] as usize))).collect();
+        let out = ops::mse(gpu(), &pred, None, &labels, rows, cols).unwrap();
+        let want = cpu::mse(&pred, None, &labels, rows, cols);
+        let (lb, _) = mse_bounds(&pred, &onehot, rows, cols);
+        assert_within(&format!("mse one-hot {rows}x{cols} loss"), &[out.loss], &[want.loss as f64], &[lb + EPS * want.loss as f64]);
+        assert_eq!(out.correct, want.correct);
+    }
+}
+
+#[test]
+fn sgd_update_matches_cpu() {
+    // Each line of the update is a handful of f32 operations on the same inputs; only fma
+    // contraction can differ, by at most a few roundings per step (u·(|lr·g| + |p|) each).
+    let mut r = rng(9);
+    for sgd in [
+        Sgd::new(0.1),
+        Sgd { weight_decay: 0.01, ..Sgd::new(0.05) },
+        Sgd::with_momentum(0.05, 0.9),
+        Sgd { dampening: 0.5, ..Sgd::with_momentum(0.05, 0.9) },
+        Sgd { nesterov: true, ..Sgd::with_momentum(0.05, 0.9) },
+    ] {
+        for len in [1usize, 257, 100_003] {
+            let p0 = uniform(&mut r, len, -1.0, 1.0);
+            let grads: Vec<Vec<f32>> = (0..5).map(|_| uniform(&mut r, len, -1.0, 1.0)).collect();
+            let got = ops::sgd_update(gpu(), &p0, &grads, &sgd).unwrap();
+            let (mut p, mut v) = (p0.clone(), vec![0.0; len]);
+            for (t, g) in grads.iter().enumerate() {
+                cpu::sgd_update(&mut p, g, &mut v, &sgd, sgd.lr, t == 0);
+                // Velocity magnitudes stay below 1/(1−μ) = 10; each step adds ≤ 8 roundings of ≤ 10·lr + |p|.
+                let b: Vec<f64> = p.iter().map(|&x| (t + 1) as f64 * 8.0 * EPS * (10.0 * sgd.lr as f64 + x.abs() as f64 + 1.0)).collect();
+                assert_within(&format!("sgd {sgd:?} len {len} step {t}"), &got[t], &widen(&p), &b);
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Whole training steps: the GPU executor against the CPU executor from the same initial
+//! weights, and the default run's accuracy.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use gradflow::data::{BatchScheme, Batcher, Dataset};
+use gradflow::gpu::Gpu;
+use gradflow::nn::{CpuNetwork, GpuNetwork, LayerSpec, Loss, Model, Network};
+use gradflow::optim::Sgd;
+
+fn shared_gpu() -> Arc<Gpu> {
+    // Each test builds its own device handle: Arc<Gpu> owns it, and the adapter choice is the same.
+    Arc::new(Gpu::new(None).unwrap_or_else(|e| {
+        panic!("the GPU tests need a wgpu adapter ({e}); on headless Linux: apt-get install -y mesa-vulkan-drivers")
+    }))
+}
+
+fn synthetic(rows: usize, d: usize, classes: usize, seed: u64) -> Dataset {
+    let mut r = rng(seed);
+    let x = uniform(&mut r, rows * d, -1.0, 1.0);
+    // Labels from a fixed linear rule, so the problem is learnable.
+    let labels = (0..rows)
+        .map(|i| {
+            let s: f32 = x[i * d..(i + 1) * d].iter().enumerate().map(|(j, v)| v * ((j % 5) as f32 - 2.0)).sum();
+            ((s.abs() * 3.0) as usize % classes) as u32
+        })
+        .collect();
+    Dataset::new(x, labels, d, classes, "synthetic").unwrap()
+}
+
+/// Tolerance for step losses and parameters, GPU against CPU. One step's forward error is a
+/// handful of dot products of length ≤ 64 with |terms| ≲ 1, i.e. ≲ 64·u ≈ 4e-6 relative; the update
+/// map (lr 0.05, momentum 0.9) amplifies a perturbation by at most ~(1 + lr·‖H‖)/(1 − μ) over the
+/// run, with ‖H‖ ≲ 1 here; 20 steps of that stay below 50× the one-step error: 2e-4.
+const REL_TOL: f64 = 2e-4;
+
+fn run_both(model: Model, loss: Loss, sgd: Sgd, scheme: BatchScheme, batch: usize, steps: usize, data: &Dataset) {
+    let params = model.init_params(7);
+    let mut cpu = CpuNetwork::new(model.clone(), loss, sgd.clone(), params.clone()).unwrap();
+    let mut gpu = GpuNetwork::new(shared_gpu(), model, loss, sgd.clone(), &params, batch.max(data.n)).unwrap();
+    cpu.set_train_data(data).unwrap();
+    gpu.set_train_data(data).unwrap();
+    let mut batcher = Batcher::new(scheme, data.n, batch, false, 3).unwrap();
+    let mut done = 0;
+    let mut worst = 0.0f64;
+    'outer: loop {
+        for b in batcher.next_epoch() {
+            let idx: Vec<u32> = b.iter().map(|&i| i as u32).collect();
+            cpu.train_step(&idx, sgd.lr).unwrap();
+            gpu.train_step(&idx, sgd.lr).unwrap();
+            let (lc, lg) = (cpu.last_loss().unwrap() as f64, gpu.last_loss().unwrap() as f64);
+            let err = (lc - lg).abs() / lc.abs().max(1.0);
+            worst = worst.max(err);
+            assert!(err <= REL_TOL, "{scheme:?} step {done}: CPU loss {lc}, GPU loss {lg} (rel. error {err:e} > {REL_TOL:e})");
+            done += 1;
+            if done == steps {
+                break 'outer;
+            }
+        }
+    }
+    let (pc, pg) = (cpu.params().unwrap(), gpu.params().unwrap());
+    let scale = pc.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64;
+    for (i, (a, b)) in pc.iter().zip(&pg).enumerate() {
+        let err = (*a as f64 - *b as f64).abs();
+        assert!(err <= REL_TOL * scale, "{scheme:?}: parameter {i} CPU {a} GPU {b}");
+    }
+    let (tc, tg) = (cpu.take_totals().unwrap(), gpu.take_totals().unwrap());
+    assert_eq!(tc.samples, tg.samples);
+    assert!((tc.mean_loss - tg.mean_loss).abs() as f64 <= REL_TOL * tc.mean_loss.abs().max(1.0) as f64);
+    eprintln!("{scheme:?}: {steps} steps, worst relative step-loss difference GPU vs CPU {worst:.2e}");
+}
+
+fn mlp(inputs: usize) -> Model {
+    Model::new(
+        inputs,
+        vec![
+            LayerSpec::Linear { out: 48, bias: true },
+            LayerSpec::Tanh,
+            LayerSpec::Linear { out: 33, bias: true },
+            LayerSpec::Relu,
+            LayerSpec::Gelu,
+            LayerSpec::Linear { out: 7, bias: false },
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn twenty_steps_gpu_and_cpu_agree_for_every_batching_scheme() {
+    let data = synthetic(203, 20, 7, 1);
+    for scheme in [BatchScheme::Shuffle, BatchScheme::Replacement, BatchScheme::InOrder] {
+        run_both(mlp(20), Loss::CrossEntropy, Sgd::with_momentum(0.05, 0.9), scheme, 32, 20, &data);
+    }
+    run_both(mlp(20), Loss::CrossEntropy, Sgd::new(0.1), BatchScheme::FullBatch, 203, 20, &data);
+}
+
+#[test]
+fn twenty_steps_with_mse_and_a_sigmoid_output_agree() {
+    let data = synthetic(64, 2, 2, 2);
+    // The Higham & Higham (2018) shape: 2 → 2 → 3 → 2, sigmoid everywhere, MSE, plain SGD.
+    let model = Model::new(
+        2,
+        vec![
+            LayerSpec::Linear { out: 2, bias: true },
+            LayerSpec::Sigmoid,
+            LayerSpec::Linear { out: 3, bias: true },
+            LayerSpec::Sigmoid,
+            LayerSpec::Linear { out: 2, bias: true },
+            LayerSpec::Sigmoid,
+        ],
+    )
+    .unwrap();
+    run_both(model, Loss::Mse, Sgd::new(0.05), BatchScheme::Replacement, 1, 20, &data);
+}
+
+#[test]
+fn gradients_of_one_step_agree() {
+    let data = synthetic(50, 20, 7, 4);
+    let model = mlp(20);
+    let params = model.init_params(1);
+    let sgd = Sgd::new(0.0);
+    let mut cpu = CpuNetwork::new(model.clone(), Loss::CrossEntropy, sgd.clone(), params.clone()).unwrap();
+    let mut gpu = GpuNetwork::new(shared_gpu(), model, Loss::CrossEntropy, sgd, &params, 50).unwrap();
+    cpu.set_train_data(&data).unwrap();
+    gpu.set_train_data(&data).unwrap();
+    let idx: Vec<u32> = (0..50).collect();
+    cpu.train_step(&idx, 0.0).unwrap();
+    gpu.train_step(&idx, 0.0).unwrap();
+    let (gc, gg) = (cpu.grads().unwrap(), gpu.grads().unwrap());
+    let scale = gc.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64;
+    // Back-propagated through three layers of length ≤ 48 dot products: ≲ 3·64·u relative to the largest gradient.
+    let tol = 200.0 * EPS * scale;
+    let mut worst = 0.0f64;
+    for (i, (a, b)) in gc.iter().zip(&gg).enumerate() {
+        let err = (*a as f64 - *b as f64).abs();
+        worst = worst.max(err);
+        assert!(err <= tol, "gradient {i}: CPU {a} GPU {b} (tolerance {tol:e})");
+    }
+    eprintln!("one-step gradients: worst |GPU − CPU| {worst:.2e} (largest gradient {scale:.2e})");
+}
+
+#[test]
+fn default_digits_run_reaches_95_percent_test_accuracy_on_the_gpu() {
+    let config = gradflow::config::Config::default_run().unwrap();
+    let file = std::path::PathBuf::from(gradflow::config::DEFAULT_CONFIG_PATH);
+    let (train, test) = gradflow::train::load_data(&config, &file).unwrap();
+    let model = Model::new(train.d, config.model.layers.clone()).unwrap();
+    let placement = gradflow::train::Placement::default();
+    let mut net = gradflow::train::build_network(&config, model, &placement, config.train.batch_size).unwrap();
+    assert!(net.describe().starts_with("GPU"), "runs on {}", net.describe());
+    net.set_train_data(&train).unwrap();
+    let mut batcher = gradflow::train::batcher(&config, train.n).unwrap();
+    for epoch in 1..=config.train.epochs {
+        gradflow::train::train_epoch(net.as_mut(), &mut batcher, epoch, config.optimizer.sgd().lr, |_| {}).unwrap();
+    }
+    let (loss, acc) = gradflow::train::evaluate(net.as_mut(), &test, config.model.loss).unwrap();
+    eprintln!("default run: test accuracy {:.1}%, loss {loss:.4}", 100.0 * acc);
+    assert!(acc >= 0.95, "test accuracy {acc}");
+}
