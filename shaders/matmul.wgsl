@@ -4,7 +4,7 @@
 //
 // A and B are read through strides, so X·Wᵀ, dY·W and dYᵀ·X all use this one kernel without
 // materialising a transpose. Each workgroup computes a 64×64 tile of C; each of its 16×16 threads
-// a 4×4 block, strided by 16 so neighbouring threads touch neighbouring shared-memory words.
+// a 4×4 block held in four vec4 accumulators.
 
 struct MatmulParams {
     m: u32,
@@ -39,9 +39,51 @@ const FLAG_ACT_GRAD: u32 = 4u;       // multiply by act'(aux[m, n]) (backward: d
 const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
 
-var<workgroup> a_tile: array<f32, 1024>;   // [TILE_K][TILE], k-major
-var<workgroup> b_tile: array<f32, 1024>;   // [TILE_K][TILE]
+// Tiles are stored as vec4s so the inner loop is two shared-memory loads and four vec4 FMAs.
+var<workgroup> a_tile: array<vec4<f32>, 256>;   // [TILE_K][TILE / 4]: 4 consecutive rows of A at one k
+var<workgroup> b_tile: array<vec4<f32>, 256>;   // [TILE_K][TILE / 4]: 4 consecutive columns of B at one k
 
+fn load_a(r: u32, k: u32) -> f32 {
+    if (r < p.m && k < p.k) {
+        return a[p.a_offset + r * p.a_stride_m + k * p.a_stride_k];
+    }
+    return 0.0;
+}
+
+fn load_b(k: u32, col: u32) -> f32 {
+    if (k < p.k && col < p.n) {
+        return b[p.b_offset + k * p.b_stride_k + col * p.b_stride_n];
+    }
+    return 0.0;
+}
+
+fn store_c(r: u32, col: u32, acc: f32) {
+    if (r >= p.m || col >= p.n) {
+        return;
+    }
+    var z = acc;
+    if ((p.flags & FLAG_BIAS) != 0u) {
+        z += bias[p.bias_offset + col];
+    }
+    let out = r * p.n + col;
+    if ((p.flags & FLAG_STORE_PREACT) != 0u) {
+        aux[out] = z;
+    }
+    if ((p.flags & FLAG_ACT_GRAD) != 0u) {
+        c[p.c_offset + out] = z * activate_grad(aux[out], p.act, p.slope);
+    } else {
+        c[p.c_offset + out] = activate(z, p.act, p.slope);
+    }
+}
+
+fn store_row(r: u32, col: u32, acc: vec4<f32>) {
+    store_c(r, col, acc.x);
+    store_c(r, col + 1u, acc.y);
+    store_c(r, col + 2u, acc.z);
+    store_c(r, col + 3u, acc.w);
+}
+
+// Each thread owns rows 4·ty..4·ty+3 and columns 4·tx..4·tx+3 of the tile.
 @compute @workgroup_size(16, 16, 1)
 fn matmul(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -57,81 +99,40 @@ fn matmul(
     let col0 = (tile % p.tiles_n) * TILE;
     let tx = lid.x;
     let ty = lid.y;
+    // Loading roles: thread li fetches 4 rows of A at one k, and 4 columns of B at one k.
+    let a_k = li % TILE_K;
+    let a_r = row0 + (li / TILE_K) * 4u;
+    let b_k = li / 16u;
+    let b_c = col0 + (li % 16u) * 4u;
 
-    var acc: array<array<f32, 4>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
-    }
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
 
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        // Each of the 256 threads loads 4 elements of each tile; out-of-range reads become zero.
-        for (var e = 0u; e < 4u; e++) {
-            let idx = li + e * 256u;
-            let ar = idx / TILE_K;
-            let ak = idx % TILE_K;
-            let gr = row0 + ar;
-            let gk = k0 + ak;
-            var av = 0.0;
-            if (gr < p.m && gk < p.k) {
-                av = a[p.a_offset + gr * p.a_stride_m + gk * p.a_stride_k];
-            }
-            a_tile[ak * TILE + ar] = av;
-
-            let bk = idx / TILE;
-            let bc = idx % TILE;
-            let hk = k0 + bk;
-            let gc = col0 + bc;
-            var bv = 0.0;
-            if (hk < p.k && gc < p.n) {
-                bv = b[p.b_offset + hk * p.b_stride_k + gc * p.b_stride_n];
-            }
-            b_tile[bk * TILE + bc] = bv;
-        }
+        let ka = k0 + a_k;
+        a_tile[a_k * 16u + li / TILE_K] = vec4<f32>(load_a(a_r, ka), load_a(a_r + 1u, ka), load_a(a_r + 2u, ka), load_a(a_r + 3u, ka));
+        let kb = k0 + b_k;
+        b_tile[b_k * 16u + li % 16u] = vec4<f32>(load_b(kb, b_c), load_b(kb, b_c + 1u), load_b(kb, b_c + 2u), load_b(kb, b_c + 3u));
         workgroupBarrier();
-
         for (var kk = 0u; kk < TILE_K; kk++) {
-            var ar: array<f32, 4>;
-            var br: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                ar[i] = a_tile[kk * TILE + ty + 16u * i];
-                br[i] = b_tile[kk * TILE + tx + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(ar[i], br[j], acc[i][j]);
-                }
-            }
+            let av = a_tile[kk * 16u + ty];
+            let bv = b_tile[kk * 16u + tx];
+            acc0 += av.x * bv;
+            acc1 += av.y * bv;
+            acc2 += av.z * bv;
+            acc3 += av.w * bv;
         }
         workgroupBarrier();
     }
 
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + ty + 16u * i;
-        if (r >= p.m) {
-            continue;
-        }
-        for (var j = 0u; j < 4u; j++) {
-            let col = col0 + tx + 16u * j;
-            if (col >= p.n) {
-                continue;
-            }
-            var z = acc[i][j];
-            if ((p.flags & FLAG_BIAS) != 0u) {
-                z += bias[p.bias_offset + col];
-            }
-            let out = r * p.n + col;
-            if ((p.flags & FLAG_STORE_PREACT) != 0u) {
-                aux[out] = z;
-            }
-            if ((p.flags & FLAG_ACT_GRAD) != 0u) {
-                c[p.c_offset + out] = z * activate_grad(aux[out], p.act, p.slope);
-            } else {
-                c[p.c_offset + out] = activate(z, p.act, p.slope);
-            }
-        }
-    }
+    let r = row0 + ty * 4u;
+    let col = col0 + tx * 4u;
+    store_row(r, col, acc0);
+    store_row(r + 1u, col, acc1);
+    store_row(r + 2u, col, acc2);
+    store_row(r + 3u, col, acc3);
 }
 
 // dbias[n] = sum over rows of dZ[m, n], with dZ bound as `a` (m rows, n columns, row-major) and the

@@ -12,10 +12,8 @@ use gradflow::nn::{CpuNetwork, GpuNetwork, LayerSpec, Loss, Model, Network};
 use gradflow::optim::Sgd;
 
 fn shared_gpu() -> Arc<Gpu> {
-    // Each test builds its own device handle: Arc<Gpu> owns it, and the adapter choice is the same.
-    Arc::new(Gpu::new(None).unwrap_or_else(|e| {
-        panic!("the GPU tests need a wgpu adapter ({e}); on headless Linux: apt-get install -y mesa-vulkan-drivers")
-    }))
+    // Each test opens its own device: GpuNetwork owns an Arc<Gpu>.
+    Arc::new(gpu_or_panic())
 }
 
 fn synthetic(rows: usize, d: usize, classes: usize, seed: u64) -> Dataset {

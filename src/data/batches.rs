@@ -31,6 +31,18 @@ impl std::str::FromStr for BatchScheme {
     }
 }
 
+impl std::fmt::Display for BatchScheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BatchScheme::Shuffle => "shuffle",
+            BatchScheme::Replacement => "replacement",
+            BatchScheme::InOrder => "in-order",
+            BatchScheme::FullBatch => "full-batch",
+        })
+    }
+}
+
+/// Hands out each epoch's minibatches as row indices, reproducibly from a seed.
 pub struct Batcher {
     scheme: BatchScheme,
     n: usize,

@@ -1,11 +1,15 @@
 //! CSV of numbers with one integer label column. Errors name the file, line and column.
+//!
+//! Deliberately simple: comma-separated, no quoting, blank lines skipped, surrounding spaces and
+//! `\r` trimmed, an optional UTF-8 byte-order mark ignored.
 
 use std::path::Path;
 
 use super::Dataset;
 use crate::error::{Error, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+/// Which field of each row holds the class label. `Index` counts from 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LabelColumn {
     #[default]
     Last,
@@ -13,17 +17,22 @@ pub enum LabelColumn {
     Index(usize),
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct CsvOptions {
     pub label_column: LabelColumn,
-    /// None: a first line with a non-numeric field is a header.
+    /// None: the first line is a header if any of its fields is not a number.
     pub has_header: Option<bool>,
     /// None: the largest label + 1.
     pub num_classes: Option<usize>,
 }
 
+/// Reads a CSV file whose rows are features plus one integer label column.
 pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::DataFile {
+        file: path.to_path_buf(),
+        message: format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+    })?;
     parse_csv(&text, path, opts)
 }
 
@@ -31,58 +40,88 @@ fn err(path: &Path, line: usize, message: String) -> Error {
     Error::Data { file: path.to_path_buf(), line, message }
 }
 
+/// Parses CSV text; `path` is only used to name the source in errors.
 pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> {
+    if opts.num_classes == Some(0) {
+        return Err(Error::Usage("num_classes must be at least 1".into()));
+    }
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).peekable();
-    let first = lines.peek().map(|(_, l)| *l).ok_or_else(|| Error::DataFile { file: path.to_path_buf(), message: "the file is empty".into() })?;
+    let Some(&(first_line, first)) = lines.peek() else {
+        return Err(Error::DataFile { file: path.to_path_buf(), message: "the file is empty".into() });
+    };
     let header = opts.has_header.unwrap_or_else(|| first.split(',').any(|f| f.trim().parse::<f64>().is_err()));
+    // Column names from the header, for error messages; the header also fixes the field count.
+    let mut names: Vec<String> = Vec::new();
+    let mut expected: Option<(usize, usize)> = None; // (fields, line that set it)
     if header {
+        names = first.split(',').map(|f| f.trim().to_string()).collect();
+        expected = Some((names.len(), first_line));
         lines.next();
     }
-    let mut fields_per_row = None;
+    let column = |col: usize| match names.get(col).filter(|s| !s.is_empty()) {
+        Some(name) => format!("column {} ('{name}')", col + 1),
+        None => format!("column {}", col + 1),
+    };
+
     let (mut x, mut labels) = (Vec::new(), Vec::new());
     let mut d = 0;
     for (line, text) in lines {
         let fields: Vec<&str> = text.split(',').map(str::trim).collect();
-        let expected = *fields_per_row.get_or_insert(fields.len());
-        if fields.len() != expected {
-            return Err(err(path, line, format!("expected {expected} fields, found {}", fields.len())));
+        let (want, set_by) = *expected.get_or_insert((fields.len(), line));
+        if fields.len() != want {
+            let origin = if header && set_by == first_line { "the header on line" } else { "line" };
+            return Err(err(path, line, format!("expected {want} fields, found {} ({origin} {set_by} has {want})", fields.len())));
         }
-        if expected < 2 {
-            return Err(err(path, line, "a row needs at least one feature and a label".into()));
+        if want < 2 {
+            return Err(err(path, line, format!("found {want} field; a row needs at least one feature and a label")));
         }
         let label_at = match opts.label_column {
-            LabelColumn::Last => expected - 1,
+            LabelColumn::Last => want - 1,
             LabelColumn::First => 0,
-            LabelColumn::Index(i) if i < expected => i,
-            LabelColumn::Index(i) => return Err(err(path, line, format!("label column {i} is past the {expected} fields"))),
-        };
-        d = expected - 1;
-        for (col, field) in fields.iter().enumerate() {
-            let value: f64 = field
-                .parse()
-                .map_err(|_| err(path, line, format!("column {}: '{field}' is not a number", col + 1)))?;
-            if col == label_at {
-                if value < 0.0 || value.fract() != 0.0 || value > u32::MAX as f64 {
-                    return Err(err(path, line, format!("column {} (label): '{field}' is not a non-negative integer", col + 1)));
-                }
-                labels.push(value as u32);
-            } else {
-                if !value.is_finite() {
-                    return Err(err(path, line, format!("column {}: {field} in data (NaN and Inf are not allowed)", col + 1)));
-                }
-                x.push(value as f32);
+            LabelColumn::Index(i) if i < want => i,
+            LabelColumn::Index(i) => {
+                return Err(err(path, line, format!("label column index {i} (counting from 0) is past the {want} fields")))
             }
-        }
-        if let Some(k) = opts.num_classes {
-            if let Some(&l) = labels.last() {
-                if l as usize >= k {
-                    return Err(err(path, line, format!("label {l} is out of range for {k} classes (0..{})", k - 1)));
+        };
+        d = want - 1;
+        for (col, field) in fields.iter().enumerate() {
+            if field.is_empty() {
+                return Err(err(path, line, format!("{}: empty field", column(col))));
+            }
+            let value: f64 = field.parse().map_err(|_| err(path, line, format!("{}: '{field}' is not a number", column(col))))?;
+            if col == label_at {
+                if !(value >= 0.0 && value.fract() == 0.0 && value <= u32::MAX as f64) {
+                    return Err(err(path, line, format!("{} (label): '{field}' is not a non-negative integer", column(col))));
                 }
+                let label = value as u32;
+                if let Some(k) = opts.num_classes {
+                    if label as usize >= k {
+                        return Err(err(
+                            path,
+                            line,
+                            format!("{} (label): label {label} is out of range for {k} classes (0..={})", column(col), k - 1),
+                        ));
+                    }
+                }
+                labels.push(label);
+            } else {
+                if value.is_nan() {
+                    return Err(err(path, line, format!("{}: NaN in data", column(col))));
+                }
+                if value.is_infinite() {
+                    return Err(err(path, line, format!("{}: Inf in data ('{field}')", column(col))));
+                }
+                let v = value as f32;
+                if !v.is_finite() {
+                    return Err(err(path, line, format!("{}: {field} is too large for float32", column(col))));
+                }
+                x.push(v);
             }
         }
     }
     if labels.is_empty() {
-        return Err(Error::DataFile { file: path.to_path_buf(), message: "no data rows".into() });
+        return Err(Error::DataFile { file: path.to_path_buf(), message: "no data rows (only a header)".into() });
     }
     let classes = opts.num_classes.unwrap_or_else(|| labels.iter().max().map_or(1, |&m| m as usize + 1));
     Dataset::new(x, labels, d, classes, &path.display().to_string())

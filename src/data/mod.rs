@@ -26,15 +26,19 @@ impl Dataset {
     /// Checks shapes, finiteness and label range; `what` names the data in errors.
     pub fn new(x: Vec<f32>, labels: Vec<u32>, d: usize, num_classes: usize, what: &str) -> Result<Dataset> {
         let n = labels.len();
-        if d == 0 || x.len() != n * d {
+        if d == 0 || n.checked_mul(d) != Some(x.len()) {
             return Err(Error::Shape {
                 what: what.to_string(),
-                expected: format!("{n} rows × {d} features = {} values", n * d),
+                expected: format!("{n} rows × {d} features (d ≥ 1) = {} values", n.saturating_mul(d)),
                 got: format!("{} values", x.len()),
             });
         }
+        if num_classes == 0 {
+            return Err(Error::Usage(format!("{what}: num_classes must be at least 1")));
+        }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Usage(format!("{what}: row {}, feature {} is {} (NaN/Inf are not allowed)", i / d, i % d, x[i])));
+            let bad = if x[i].is_nan() { "NaN" } else { "Inf" };
+            return Err(Error::Usage(format!("{what}: row {}, feature {}: {bad} in data", i / d, i % d)));
         }
         if let Some(i) = labels.iter().position(|&l| l as usize >= num_classes) {
             return Err(Error::Usage(format!("{what}: row {i} has label {} but there are {num_classes} classes", labels[i])));

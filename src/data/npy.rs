@@ -1,10 +1,13 @@
-//! NumPy `.npy` files (format 1.0–3.0): float32/float64 inputs [n, d] and integer labels [n].
+//! NumPy `.npy` files (format 1.0–3.0, little-endian, C order): float32/float64 inputs [n, d] and
+//! integer labels [n].
 
 use std::path::Path;
 
 use super::Dataset;
 use crate::error::{Error, Result};
 
+/// The values of an array. Narrow integer dtypes are widened on reading: int8/int16/uint16 →
+/// `I32`, uint32/uint64 → `I64` (uint64 above i64::MAX is an error); bool and uint8 → `U8`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NpyData {
     F32(Vec<f32>),
@@ -12,6 +15,19 @@ pub enum NpyData {
     I64(Vec<i64>),
     I32(Vec<i32>),
     U8(Vec<u8>),
+}
+
+impl NpyData {
+    /// A short name of the element type, for messages.
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            NpyData::F32(_) => "float32",
+            NpyData::F64(_) => "float64",
+            NpyData::I64(_) => "int64",
+            NpyData::I32(_) => "int32",
+            NpyData::U8(_) => "uint8",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -24,88 +40,161 @@ fn bad(path: &Path, message: impl Into<String>) -> Error {
     Error::DataFile { file: path.to_path_buf(), message: message.into() }
 }
 
-/// The value of `'key': value` in the header dictionary.
+/// The text of the value of `'key': value` in the header dictionary.
 fn header_field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let start = header.find(&format!("'{key}'"))? + key.len() + 2;
-    let rest = header[start..].trim_start().strip_prefix(':')?.trim_start();
-    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}']).unwrap_or(rest.len()) };
+    let at = header.find(&format!("'{key}'")).or_else(|| header.find(&format!("\"{key}\"")))?;
+    let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+    let end = match rest.chars().next()? {
+        '(' => rest.find(')')? + 1,
+        '[' => rest.find(']')? + 1,
+        _ => rest.find([',', '}']).unwrap_or(rest.len()),
+    };
     Some(rest[..end].trim())
 }
 
+fn chunks<const W: usize>(body: &[u8]) -> impl Iterator<Item = [u8; W]> + '_ {
+    body.chunks_exact(W).map(|b| {
+        let mut a = [0u8; W];
+        a.copy_from_slice(b);
+        a
+    })
+}
+
+/// Reads one array. Refuses Fortran order, big-endian data, and dtypes other than float32,
+/// float64, (u)int8–64 and bool, each with a message naming the file.
 pub fn read_npy(path: &Path) -> Result<NpyArray> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+    if bytes.is_empty() {
+        return Err(bad(path, "the file is empty"));
+    }
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad(path, "not a .npy file (missing the \\x93NUMPY magic)"));
     }
-    let (header_len, start) = match bytes[6] {
+    let (header_len, start): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
-        v => return Err(bad(path, format!("unsupported .npy version {v}"))),
+        v => return Err(bad(path, format!("unsupported .npy format version {v}"))),
     };
     let header = bytes
-        .get(start..start + header_len)
+        .get(start..start.saturating_add(header_len))
         .and_then(|h| std::str::from_utf8(h).ok())
         .ok_or_else(|| bad(path, "truncated or unreadable .npy header"))?;
-    let descr = header_field(header, "descr").ok_or_else(|| bad(path, "header has no 'descr'"))?.trim_matches(['\'', '"']);
-    if header_field(header, "fortran_order") == Some("True") {
-        return Err(bad(path, "fortran_order=True is not supported; save with np.ascontiguousarray"));
+    let descr = header_field(header, "descr")
+        .ok_or_else(|| bad(path, "the header has no 'descr'"))?
+        .trim_matches(['\'', '"']);
+    match header_field(header, "fortran_order") {
+        Some("False") => {}
+        Some("True") => {
+            return Err(bad(path, "fortran_order=True is not supported; save a C-order array (np.ascontiguousarray)"))
+        }
+        _ => return Err(bad(path, "the header has no valid 'fortran_order'")),
     }
-    let shape_text = header_field(header, "shape").ok_or_else(|| bad(path, "header has no 'shape'"))?;
+    let shape_text = header_field(header, "shape").ok_or_else(|| bad(path, "the header has no 'shape'"))?;
     let shape = shape_text
-        .trim_matches(['(', ')'])
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .ok_or_else(|| bad(path, format!("bad shape {shape_text}")))?
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad(path, format!("bad shape {shape_text}"))))
+        .map(|s| s.trim_end_matches('L').parse::<usize>().map_err(|_| bad(path, format!("bad shape {shape_text}"))))
         .collect::<Result<Vec<usize>>>()?;
-    let count: usize = shape.iter().product();
-    let body = &bytes[start + header_len..];
-    if descr.starts_with('>') {
-        return Err(bad(path, format!("big-endian dtype {descr} is not supported")));
-    }
-    let width = match &descr[1..] {
-        "f4" | "i4" => 4,
-        "f8" | "i8" => 8,
-        "u1" | "i1" | "b1" => 1,
-        other => return Err(bad(path, format!("dtype {other} is not supported (use float32, float64 or an integer type)"))),
+
+    let (order, kind) = match descr.chars().next() {
+        Some(c @ ('<' | '>' | '|' | '=')) => (c, &descr[1..]),
+        _ => return Err(bad(path, format!("dtype '{descr}' is not supported (use float32, float64 or an integer type)"))),
     };
-    if body.len() != count * width {
-        return Err(bad(path, format!("shape {shape:?} needs {} bytes of data, the file has {}", count * width, body.len())));
+    let width = match kind {
+        "f4" | "i4" | "u4" => 4,
+        "f8" | "i8" | "u8" => 8,
+        "i2" | "u2" => 2,
+        "i1" | "u1" | "b1" => 1,
+        _ => return Err(bad(path, format!("dtype '{descr}' is not supported (use float32, float64 or an integer type)"))),
+    };
+    if order == '>' && width > 1 {
+        return Err(bad(path, format!("big-endian dtype '{descr}' is not supported; save with a little-endian dtype (e.g. astype('<{kind}'))")));
     }
-    let data = match &descr[1..] {
-        "f4" => NpyData::F32(body.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
-        "f8" => NpyData::F64(body.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect()),
-        "i8" => NpyData::I64(body.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect()),
-        "i4" => NpyData::I32(body.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
-        _ => NpyData::U8(body.to_vec()),
+    if order == '=' && cfg!(target_endian = "big") && width > 1 {
+        return Err(bad(path, format!("native-order dtype '{descr}' on a big-endian machine is not supported")));
+    }
+    let count = shape.iter().try_fold(1usize, |a, &s| a.checked_mul(s));
+    let needed = count.and_then(|c| c.checked_mul(width));
+    let body = &bytes[start + header_len..];
+    let count = match needed {
+        Some(bytes_needed) if bytes_needed == body.len() => count.unwrap_or(0),
+        Some(bytes_needed) => {
+            return Err(bad(path, format!("shape {shape:?} of '{descr}' needs {bytes_needed} bytes of data, the file has {}", body.len())))
+        }
+        None => return Err(bad(path, format!("shape {shape:?} is too large"))),
+    };
+    debug_assert_eq!(count * width, body.len());
+    let data = match kind {
+        "f4" => NpyData::F32(chunks::<4>(body).map(f32::from_le_bytes).collect()),
+        "f8" => NpyData::F64(chunks::<8>(body).map(f64::from_le_bytes).collect()),
+        "i8" => NpyData::I64(chunks::<8>(body).map(i64::from_le_bytes).collect()),
+        "u8" => {
+            let v: Vec<u64> = chunks::<8>(body).map(u64::from_le_bytes).collect();
+            if let Some(i) = v.iter().position(|&x| x > i64::MAX as u64) {
+                return Err(bad(path, format!("element {i} ({}) does not fit in int64", v[i])));
+            }
+            NpyData::I64(v.into_iter().map(|x| x as i64).collect())
+        }
+        "u4" => NpyData::I64(chunks::<4>(body).map(|b| i64::from(u32::from_le_bytes(b))).collect()),
+        "i4" => NpyData::I32(chunks::<4>(body).map(i32::from_le_bytes).collect()),
+        "i2" => NpyData::I32(chunks::<2>(body).map(|b| i32::from(i16::from_le_bytes(b))).collect()),
+        "u2" => NpyData::I32(chunks::<2>(body).map(|b| i32::from(u16::from_le_bytes(b))).collect()),
+        "i1" => NpyData::I32(body.iter().map(|&b| i32::from(b as i8)).collect()),
+        _ => NpyData::U8(body.to_vec()), // u1, b1
     };
     Ok(NpyArray { shape, data })
 }
 
-/// Inputs `x_path` ([n, d] float) and labels `y_path` ([n] integer).
+/// Inputs `x_path` (float32/float64, shape [n, d]) and labels `y_path` (integers, shape [n]).
 pub fn load_npy_pair(x_path: &Path, y_path: &Path, num_classes: Option<usize>) -> Result<Dataset> {
+    if num_classes == Some(0) {
+        return Err(Error::Usage("num_classes must be at least 1".into()));
+    }
     let xa = read_npy(x_path)?;
     if xa.shape.len() != 2 {
         return Err(bad(x_path, format!("inputs must be 2-D [rows, features], got shape {:?}", xa.shape)));
     }
     let (n, d) = (xa.shape[0], xa.shape[1]);
+    if d == 0 {
+        return Err(bad(x_path, format!("inputs have no features (shape {:?})", xa.shape)));
+    }
     let x: Vec<f32> = match xa.data {
         NpyData::F32(v) => v,
-        NpyData::F64(v) => v.into_iter().map(|v| v as f32).collect(),
-        _ => return Err(bad(x_path, "inputs must be float32 or float64")),
+        NpyData::F64(v) => {
+            if let Some(i) = v.iter().position(|v| v.is_finite() && !(*v as f32).is_finite()) {
+                return Err(bad(x_path, format!("row {}, feature {}: {} is too large for float32", i / d, i % d, v[i])));
+            }
+            v.into_iter().map(|v| v as f32).collect()
+        }
+        other => {
+            return Err(bad(x_path, format!("inputs must be float32 or float64, found {} (use x.astype('float32'))", other.dtype_name())))
+        }
     };
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(bad(x_path, format!("row {}, feature {}: {} in data (NaN and Inf are not allowed)", i / d.max(1), i % d.max(1), x[i])));
+        let what = if x[i].is_nan() { "NaN" } else { "Inf" };
+        return Err(bad(x_path, format!("row {}, feature {}: {what} in data", i / d, i % d)));
     }
     let ya = read_npy(y_path)?;
-    if ya.shape != [n] {
-        return Err(bad(y_path, format!("labels must have shape [{n}] to match the inputs, got {:?}", ya.shape)));
+    if ya.shape.len() != 1 {
+        return Err(bad(y_path, format!("labels must be 1-D [rows], got shape {:?}", ya.shape)));
+    }
+    if ya.shape[0] != n {
+        return Err(bad(
+            y_path,
+            format!("row count mismatch: {} labels here but {} rows in {}", ya.shape[0], n, x_path.display()),
+        ));
     }
     let raw: Vec<i64> = match ya.data {
         NpyData::I64(v) => v,
         NpyData::I32(v) => v.into_iter().map(i64::from).collect(),
         NpyData::U8(v) => v.into_iter().map(i64::from).collect(),
-        _ => return Err(bad(y_path, "labels must be integers")),
+        other => {
+            return Err(bad(y_path, format!("labels must be integers, found {} (use y.astype('int64'))", other.dtype_name())))
+        }
     };
     if let Some(i) = raw.iter().position(|&l| l < 0 || l > u32::MAX as i64) {
         return Err(bad(y_path, format!("row {i}: label {} is not a non-negative integer", raw[i])));
@@ -113,7 +202,7 @@ pub fn load_npy_pair(x_path: &Path, y_path: &Path, num_classes: Option<usize>) -
     let labels: Vec<u32> = raw.into_iter().map(|l| l as u32).collect();
     let classes = num_classes.unwrap_or_else(|| labels.iter().max().map_or(1, |&m| m as usize + 1));
     if let Some(i) = labels.iter().position(|&l| l as usize >= classes) {
-        return Err(bad(y_path, format!("row {i}: label {} is out of range for {classes} classes", labels[i])));
+        return Err(bad(y_path, format!("row {i}: label {} is out of range for {classes} classes (0..={})", labels[i], classes - 1)));
     }
     Dataset::new(x, labels, d, classes, &x_path.display().to_string())
 }

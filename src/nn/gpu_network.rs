@@ -115,10 +115,8 @@ fn act_params(act: Act, len: usize) -> ActParams {
 impl GpuNetwork {
     /// Builds every buffer and launch for batches of up to `max_rows` rows.
     pub fn new(gpu: Arc<Gpu>, model: Model, loss: Loss, sgd: Sgd, params: &[f32], max_rows: usize) -> Result<GpuNetwork> {
+        Self::check_fits(&gpu, &model, max_rows)?;
         super::cpu_network::check_params(&model, params)?;
-        if max_rows == 0 {
-            return Err(Error::Usage("batch size must be at least 1".into()));
-        }
         let g = &*gpu;
         let stages = &model.stages;
         let last = stages.len() - 1;
@@ -321,6 +319,42 @@ impl GpuNetwork {
             _stage_buffers: bufs,
             _train: None,
         })
+    }
+
+    /// Whether every buffer this model needs fits the device's per-buffer limit, checked before
+    /// anything is allocated (on the host or the device).
+    pub fn check_fits(gpu: &Gpu, model: &Model, max_rows: usize) -> Result<()> {
+        if max_rows == 0 {
+            return Err(Error::Usage("batch size must be at least 1".into()));
+        }
+        let limit = gpu.max_storage_bytes();
+        let too_large = |what: String, values: usize| {
+            let bytes = (values as u64).saturating_mul(4);
+            if bytes > limit {
+                Err(Error::TooLargeForDevice { what, bytes, limit })
+            } else {
+                Ok(())
+            }
+        };
+        let largest = model.params.iter().max_by_key(|t| t.len);
+        too_large(
+            format!(
+                "the parameters ({} values; the largest tensor, '{}' {:?}, has {})",
+                model.param_len,
+                largest.map_or("", |t| &t.name),
+                largest.map_or(&[][..], |t| &t.shape),
+                largest.map_or(0, |t| t.len)
+            ),
+            model.param_len,
+        )?;
+        too_large(format!("the batch input ({max_rows} rows × {} features)", model.inputs), max_rows.saturating_mul(model.inputs))?;
+        for (s, stage) in model.stages.iter().enumerate() {
+            too_large(
+                format!("the activations of stage {s} ({max_rows} rows × {} outputs)", stage.outputs()),
+                max_rows.saturating_mul(stage.outputs()),
+            )?;
+        }
+        Ok(())
     }
 
     fn resize(&mut self, rows: usize) {

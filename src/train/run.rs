@@ -41,18 +41,30 @@ pub fn load_data(config: &Config, config_file: &std::path::Path) -> Result<(Data
 /// Opens the GPU (or falls back to the CPU with a one-line warning when no adapter exists) and
 /// builds the network with parameters initialised from the config's seed.
 pub fn build_network(config: &Config, model: Model, placement: &Placement, max_rows: usize) -> Result<Box<dyn Network>> {
-    let params = model.init_params(config.model.init_seed);
     let sgd = config.optimizer.sgd().clone();
-    if placement.cpu {
-        return Ok(Box::new(CpuNetwork::new(model, config.model.loss, sgd, params)?));
-    }
-    match Gpu::new(placement.adapter.as_deref()) {
-        Ok(gpu) => Ok(Box::new(GpuNetwork::new(Arc::new(gpu), model, config.model.loss, sgd, &params, max_rows)?)),
-        Err(Error::NoAdapter(hint)) => {
-            eprintln!("warning: no GPU adapter found, training on the CPU reference path{hint}");
+    let gpu = if placement.cpu {
+        None
+    } else {
+        match Gpu::new(placement.adapter.as_deref()) {
+            Ok(gpu) => Some(gpu),
+            Err(Error::NoAdapter(hint)) => {
+                eprintln!("warning: no GPU adapter found, training on the CPU reference path{hint}");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    match gpu {
+        Some(gpu) => {
+            // Before the parameters are drawn: a model too large for the device fails at once.
+            GpuNetwork::check_fits(&gpu, &model, max_rows)?;
+            let params = model.init_params(config.model.init_seed);
+            Ok(Box::new(GpuNetwork::new(Arc::new(gpu), model, config.model.loss, sgd, &params, max_rows)?))
+        }
+        None => {
+            let params = model.init_params(config.model.init_seed);
             Ok(Box::new(CpuNetwork::new(model, config.model.loss, sgd, params)?))
         }
-        Err(e) => Err(e),
     }
 }
 

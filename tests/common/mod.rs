@@ -11,7 +11,12 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 /// The device every GPU test uses: `$GRADFLOW_ADAPTER` if set, else the best adapter.
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| match Gpu::new(None) {
+    GPU.get_or_init(gpu_or_panic)
+}
+
+/// A new device handle, or a panic that says how to get one.
+pub fn gpu_or_panic() -> Gpu {
+    match Gpu::new(None) {
         Ok(gpu) => {
             eprintln!("GPU tests on {}", gpu.describe());
             gpu
@@ -20,7 +25,7 @@ pub fn gpu() -> &'static Gpu {
             "the GPU tests need a wgpu adapter and found none ({e}). On a headless Linux machine \
              install Mesa's software Vulkan driver: `apt-get install -y mesa-vulkan-drivers`"
         ),
-    })
+    }
 }
 
 pub fn rng(seed: u64) -> StdRng {
