@@ -135,6 +135,46 @@ fn matmul(
     store_row(r + 3u, col, acc3);
 }
 
+// The same product without workgroup memory or barriers, for CPU-backed adapters (lavapipe,
+// SwiftShader): there caches do what shared memory does on a GPU, every barrier is a coroutine
+// switch, and every load is a per-lane gather, so each of the 8×8 threads owns an 8×8 block and
+// does 64 multiply-adds per 16 loads. Same 64×64 tile per workgroup as `matmul`, same grid.
+@compute @workgroup_size(8, 8, 1)
+fn matmul_direct(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let tile = flat_group(wg, nwg);
+    if (tile >= p.tiles_total) {
+        return;
+    }
+    let r = (tile / p.tiles_n) * TILE + lid.y * 8u;
+    let col = (tile % p.tiles_n) * TILE + lid.x * 8u;
+    if (r >= p.m || col >= p.n) {
+        return;
+    }
+    var lo: array<vec4<f32>, 8>;   // columns col..col+3 of rows r..r+7
+    var hi: array<vec4<f32>, 8>;   // columns col+4..col+7
+    for (var i = 0u; i < 8u; i++) {
+        lo[i] = vec4<f32>(0.0);
+        hi[i] = vec4<f32>(0.0);
+    }
+    for (var k = 0u; k < p.k; k++) {
+        let b_lo = vec4<f32>(load_b(k, col), load_b(k, col + 1u), load_b(k, col + 2u), load_b(k, col + 3u));
+        let b_hi = vec4<f32>(load_b(k, col + 4u), load_b(k, col + 5u), load_b(k, col + 6u), load_b(k, col + 7u));
+        for (var i = 0u; i < 8u; i++) {
+            let av = load_a(r + i, k);
+            lo[i] += av * b_lo;
+            hi[i] += av * b_hi;
+        }
+    }
+    for (var i = 0u; i < 8u; i++) {
+        store_row(r + i, col, lo[i]);
+        store_row(r + i, col + 4u, hi[i]);
+    }
+}
+
 // dbias[n] = sum over rows of dZ[m, n], with dZ bound as `a` (m rows, n columns, row-major) and the
 // result written to c[c_offset + n]. One thread per column, rows summed in order: deterministic.
 @compute @workgroup_size(256, 1, 1)

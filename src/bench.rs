@@ -105,7 +105,11 @@ pub fn run(placement: &Placement, quick: bool) -> Result<()> {
         bench.run(&gpu, 1)?; // warm-up: pipeline and memory first touch
         let reps = if quick { 2 } else { ((4e9 / bench.flops()) as usize).clamp(2, 50) };
         let secs = time(|| bench.run(&gpu, reps))?;
-        println!("matmul n={n:>5}: {:8.2} GFLOP/s  ({reps} reps, {:.1} ms each)", bench.flops() * reps as f64 / secs / 1e9, 1e3 * secs / reps as f64);
+        println!(
+            "matmul n={n:>5}: {:8.2} GFLOP/s  ({reps} reps, {:.1} ms each)",
+            bench.flops() * reps as f64 / secs / 1e9,
+            1e3 * secs / reps as f64
+        );
     }
     for &batch in &[256usize, 1024] {
         let (mut net, rows) = bench_mlp(gpu.clone(), batch)?;

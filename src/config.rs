@@ -104,7 +104,8 @@ impl Config {
     }
 
     pub fn load(file: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(file).map_err(|e| Error::Io { file: file.to_path_buf(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Error::Io { file: file.to_path_buf(), message: e.to_string() })?;
         Config::parse(&text, file)
     }
 
@@ -121,7 +122,9 @@ impl Config {
             other => {
                 return Err(Error::Config {
                     file: file.to_path_buf(),
-                    message: format!("data.label_column: expected \"last\", \"first\" or a column index ≥ 0, found {other}"),
+                    message: format!(
+                        "data.label_column: expected \"last\", \"first\" or a column index ≥ 0, found {other}"
+                    ),
                 })
             }
         };

@@ -1,12 +1,12 @@
 //! gradflow: dense networks trained with WGSL compute shaders through wgpu, every kernel held
 //! against a plain-Rust CPU reference.
 
-pub mod error;
+pub mod bench;
+pub mod config;
 pub mod cpu;
+pub mod data;
+pub mod error;
 pub mod gpu;
 pub mod nn;
 pub mod optim;
 pub mod train;
-pub mod config;
-pub mod bench;
-pub mod data;

@@ -79,13 +79,17 @@ fn csv_header_autodetect_and_label_columns() {
     assert_eq!(ds.x, vec![1.0, 2.0, 3.0, 4.0]);
     assert_eq!(ds.labels, vec![2, 0]);
 
-    let ds = load_csv(&q, &CsvOptions { label_column: LabelColumn::Index(1), num_classes: Some(5), ..Default::default() }).unwrap();
+    let ds =
+        load_csv(&q, &CsvOptions { label_column: LabelColumn::Index(1), num_classes: Some(5), ..Default::default() })
+            .unwrap();
     assert_eq!(ds.x, vec![2.0, 2.0, 0.0, 4.0]);
     assert_eq!(ds.labels, vec![1, 3]);
     assert_eq!(ds.num_classes, 5);
 
     // A header forced on: the first (numeric) line is skipped.
-    let ds = load_csv(&q, &CsvOptions { has_header: Some(true), label_column: LabelColumn::First, ..Default::default() }).unwrap();
+    let ds =
+        load_csv(&q, &CsvOptions { has_header: Some(true), label_column: LabelColumn::First, ..Default::default() })
+            .unwrap();
     assert_eq!((ds.n, ds.labels.clone()), (1, vec![0]));
     for f in [p, q] {
         let _ = std::fs::remove_file(f);
@@ -120,16 +124,28 @@ fn csv_unparsable_number_names_column() {
     assert!(e.contains("line 1") && e.contains("column 2") && e.contains("empty"), "{e}");
 
     // A header wrongly declared absent: its words are reported as non-numbers on line 1.
-    let e = csv_err("header_as_data.csv", "a,b,label\n1,2,0\n", &CsvOptions { has_header: Some(false), ..Default::default() });
+    let e = csv_err(
+        "header_as_data.csv",
+        "a,b,label\n1,2,0\n",
+        &CsvOptions { has_header: Some(false), ..Default::default() },
+    );
     assert!(e.contains("line 1") && e.contains("column 1") && e.contains("'a'"), "{e}");
 }
 
 #[test]
 fn csv_bad_labels() {
-    for (bad, what) in [("2.5", "non-negative integer"), ("-1", "non-negative integer"), ("nan", "non-negative integer"), ("inf", "non-negative integer")] {
+    for (bad, what) in [
+        ("2.5", "non-negative integer"),
+        ("-1", "non-negative integer"),
+        ("nan", "non-negative integer"),
+        ("inf", "non-negative integer"),
+    ] {
         let text = format!("{}{}\n", good_rows(4, 2), row_of(&["1", "2", bad]));
         let e = csv_err("bad_label.csv", &text, &CsvOptions::default());
-        assert!(e.contains("line 5") && e.contains("column 3") && e.contains("label") && e.contains(what), "{bad}: {e}");
+        assert!(
+            e.contains("line 5") && e.contains("column 3") && e.contains("label") && e.contains(what),
+            "{bad}: {e}"
+        );
     }
     let text = format!("{}{}\n", good_rows(2, 2), row_of(&["1", "2", "3"]));
     let e = csv_err("label_range.csv", &text, &CsvOptions { num_classes: Some(3), ..Default::default() });
@@ -139,7 +155,11 @@ fn csv_bad_labels() {
     assert_eq!(load_csv(&p, &CsvOptions::default()).unwrap().num_classes, 4);
     let _ = std::fs::remove_file(p);
 
-    let e = csv_err("label_index.csv", "1,2,3\n", &CsvOptions { label_column: LabelColumn::Index(3), ..Default::default() });
+    let e = csv_err(
+        "label_index.csv",
+        "1,2,3\n",
+        &CsvOptions { label_column: LabelColumn::Index(3), ..Default::default() },
+    );
     assert!(e.contains("line 1") && e.contains("label column"), "{e}");
 
     let e = csv_err("one_field.csv", "1\n2\n", &CsvOptions::default());
@@ -301,7 +321,10 @@ fn npy_errors() {
 
     let y4 = npy_file("y_4rows.npy", "<i8", &[4], &le_i64(&[0; 4]));
     let e = npy_err(&x, &y4, None);
-    assert!(e.contains("y_4rows.npy") && e.contains("mismatch") && e.contains("4 labels") && e.contains("3 rows"), "{e}");
+    assert!(
+        e.contains("y_4rows.npy") && e.contains("mismatch") && e.contains("4 labels") && e.contains("3 rows"),
+        "{e}"
+    );
 
     let short = npy_file("truncated.npy", "<f4", &[3, 2], &le_f32(&[0.0; 5]));
     let e = npy_err(&short, &y, None);

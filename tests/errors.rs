@@ -121,7 +121,11 @@ fn a_diverging_run_reports_the_non_finite_loss() {
     let x: Vec<f32> = (0..64).map(|i| (i % 7) as f32 * 100.0).collect();
     let labels: Vec<u32> = (0..32).map(|i| i % 2).collect();
     let data = Dataset::new(x, labels, 2, 2, "toy").unwrap();
-    let model = Model::new(2, vec![LayerSpec::Linear { out: 8, bias: true }, LayerSpec::Relu, LayerSpec::Linear { out: 2, bias: true }]).unwrap();
+    let model = Model::new(
+        2,
+        vec![LayerSpec::Linear { out: 8, bias: true }, LayerSpec::Relu, LayerSpec::Linear { out: 2, bias: true }],
+    )
+    .unwrap();
     let params = model.init_params(0);
     let mut net = GpuNetwork::new(gpu(), model, Loss::CrossEntropy, Sgd::new(1e30), &params, 8).unwrap();
     net.set_train_data(&data).unwrap();

@@ -27,7 +27,10 @@ fn golden_linear_both_paths() {
         let (x, w, b, dy) = (c.f32("x"), c.f32("weight"), c.f32("bias"), c.f32("dy"));
         // |a·b| sums for each output, the scale of the dot-product bound.
         let y_scale: Vec<f64> = (0..m * n)
-            .map(|i| (0..k).map(|p| (x[(i / n) * k + p] as f64 * w[(i % n) * k + p] as f64).abs()).sum::<f64>() + b[i % n].abs() as f64)
+            .map(|i| {
+                (0..k).map(|p| (x[(i / n) * k + p] as f64 * w[(i % n) * k + p] as f64).abs()).sum::<f64>()
+                    + b[i % n].abs() as f64
+            })
             .collect();
         let dx_scale: Vec<f64> = (0..m * k)
             .map(|i| (0..n).map(|j| (dy[(i / k) * n + j] as f64 * w[j * k + i % k] as f64).abs()).sum())
@@ -42,8 +45,18 @@ fn golden_linear_both_paths() {
 
         let (_, y) = cpu::linear_forward(&x, &w, Some(&b), m, k, n, Act::IDENTITY);
         assert_within(&format!("{name} cpu y"), &y, c.t("y"), &cpu_bound(c.t("y")));
-        assert_within(&format!("{name} cpu dx"), &cpu::linear_backward_input(&dy, &w, m, k, n), c.t("dx"), &cpu_bound(c.t("dx")));
-        assert_within(&format!("{name} cpu dweight"), &cpu::linear_backward_weight(&dy, &x, m, k, n), c.t("dweight"), &cpu_bound(c.t("dweight")));
+        assert_within(
+            &format!("{name} cpu dx"),
+            &cpu::linear_backward_input(&dy, &w, m, k, n),
+            c.t("dx"),
+            &cpu_bound(c.t("dx")),
+        );
+        assert_within(
+            &format!("{name} cpu dweight"),
+            &cpu::linear_backward_weight(&dy, &x, m, k, n),
+            c.t("dweight"),
+            &cpu_bound(c.t("dweight")),
+        );
         assert_within(&format!("{name} cpu dbias"), &cpu::bias_grad(&dy, m, n), c.t("dbias"), &cpu_bound(c.t("dbias")));
 
         let g = gpu();
@@ -52,9 +65,11 @@ fn golden_linear_both_paths() {
         let dx = ops::linear_backward_input(g, &dy, &w, m, k, n, None).unwrap();
         let (e2, _) = assert_within(&format!("{name} gpu dx"), &dx, c.t("dx"), &gpu_b(&dx_scale, n, c.t("dx")));
         let dw = ops::linear_backward_weight(g, &dy, &x, m, k, n).unwrap();
-        let (e3, _) = assert_within(&format!("{name} gpu dweight"), &dw, c.t("dweight"), &gpu_b(&dw_scale, m, c.t("dweight")));
+        let (e3, _) =
+            assert_within(&format!("{name} gpu dweight"), &dw, c.t("dweight"), &gpu_b(&dw_scale, m, c.t("dweight")));
         let db = ops::bias_grad(g, &dy, m, n).unwrap();
-        let (e4, _) = assert_within(&format!("{name} gpu dbias"), &db, c.t("dbias"), &gpu_b(&db_scale, m, c.t("dbias")));
+        let (e4, _) =
+            assert_within(&format!("{name} gpu dbias"), &db, c.t("dbias"), &gpu_b(&db_scale, m, c.t("dbias")));
         eprintln!("{name}: worst GPU error y {e1:.2e} dx {e2:.2e} dW {e3:.2e} db {e4:.2e}");
     }
 }
@@ -77,18 +92,30 @@ fn golden_activations_both_paths() {
         // The negative slope is an f32 here (the kernels take f32) and a double in PyTorch: its
         // rounding is one more u relative on the negative side.
         let slope_rounding = if act.kind == Activation::LeakyRelu { EPS } else { 0.0 };
-        let with_slope = |want: &[f64]| -> Vec<f64> { cpu_bound(want).iter().zip(want).map(|(b, w)| b + slope_rounding * w.abs()).collect() };
+        let with_slope = |want: &[f64]| -> Vec<f64> {
+            cpu_bound(want).iter().zip(want).map(|(b, w)| b + slope_rounding * w.abs()).collect()
+        };
         assert_within(&format!("{name} cpu y"), &cpu::activation_forward(&x, act), c.t("y"), &with_slope(c.t("y")));
-        assert_within(&format!("{name} cpu dx"), &cpu::activation_backward(&x, &dy, act), c.t("dx"), &with_slope(c.t("dx")));
+        assert_within(
+            &format!("{name} cpu dx"),
+            &cpu::activation_backward(&x, &dy, act),
+            c.t("dx"),
+            &with_slope(c.t("dx")),
+        );
 
-        let y_b: Vec<f64> = x.iter().zip(c.t("y")).map(|(&z, &y)| act_eval_bound(act, z as f64, y) + (EPS + slope_rounding) * y.abs()).collect();
+        let y_b: Vec<f64> = x
+            .iter()
+            .zip(c.t("y"))
+            .map(|(&z, &y)| act_eval_bound(act, z as f64, y) + (EPS + slope_rounding) * y.abs())
+            .collect();
         let dx_b: Vec<f64> = x
             .iter()
             .zip(&dy)
             .zip(c.t("dx"))
             .map(|((&z, &g), &d)| {
                 let exact_grad = d / g as f64;
-                (g as f64).abs() * act_grad_eval_bound(act, z as f64, if g == 0.0 { 0.0 } else { exact_grad }) + (2.0 * EPS + slope_rounding) * d.abs()
+                (g as f64).abs() * act_grad_eval_bound(act, z as f64, if g == 0.0 { 0.0 } else { exact_grad })
+                    + (2.0 * EPS + slope_rounding) * d.abs()
             })
             .collect();
         let y = ops::activation_forward(gpu(), &x, act).unwrap();
@@ -160,7 +187,11 @@ fn sgd_bounds(sgd: &Sgd, p0: &[f64], grads: &[Vec<f64>], expected: &[Vec<f64>]) 
             let mut step = gg;
             if mu != 0.0 {
                 let b = if t == 0 { gg } else { mu * buf[i] + (1.0 - damp) * gg };
-                eb[i] = if t == 0 { eg } else { mu * eb[i] + (1.0 - damp) * eg + 4.0 * u * ((mu * buf[i]).abs() + gg.abs() + b.abs()) };
+                eb[i] = if t == 0 {
+                    eg
+                } else {
+                    mu * eb[i] + (1.0 - damp) * eg + 4.0 * u * ((mu * buf[i]).abs() + gg.abs() + b.abs())
+                };
                 buf[i] = b;
                 if sgd.nesterov {
                     step = gg + mu * b;

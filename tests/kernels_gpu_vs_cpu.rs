@@ -11,7 +11,8 @@ mod common;
 
 use common::*;
 use gradflow::cpu;
-use gradflow::gpu::ops;
+use gradflow::gpu::kernels::MatmulVariant;
+use gradflow::gpu::{ops, Gpu};
 use gradflow::nn::Act;
 use gradflow::optim::Sgd;
 
@@ -28,8 +29,19 @@ const SHAPES: [(usize, usize, usize); 9] = [
     (512, 384, 320),
 ];
 
+/// The shared device, once per matmul schedule (both are held to the same bounds).
+fn matmul_gpus() -> Vec<Gpu> {
+    MatmulVariant::ALL.iter().map(|&v| Gpu { matmul_variant: v, ..gpu().clone() }).collect()
+}
+
 /// Σ_p |a[i, p]·b[p, j]| for the product of a (rows × inner, via `a_at`) and b.
-fn abs_products(rows: usize, cols: usize, inner: usize, a_at: impl Fn(usize, usize) -> f32, b_at: impl Fn(usize, usize) -> f32) -> Vec<f64> {
+fn abs_products(
+    rows: usize,
+    cols: usize,
+    inner: usize,
+    a_at: impl Fn(usize, usize) -> f32,
+    b_at: impl Fn(usize, usize) -> f32,
+) -> Vec<f64> {
     let mut out = vec![0.0; rows * cols];
     for i in 0..rows {
         for j in 0..cols {
@@ -42,25 +54,31 @@ fn abs_products(rows: usize, cols: usize, inner: usize, a_at: impl Fn(usize, usi
 #[test]
 fn linear_forward_matches_cpu_for_every_activation() {
     let mut r = rng(1);
-    for &(m, k, n) in &SHAPES {
-        for act in ops::all_activations() {
-            let x = uniform(&mut r, m * k, -2.0, 2.0);
-            let w = uniform(&mut r, n * k, -1.0, 1.0);
-            let b = uniform(&mut r, n, -1.0, 1.0);
-            let (z, y) = ops::linear_forward(gpu(), &x, &w, Some(&b), m, k, n, act).unwrap();
-            let (z_ref, y_ref) = cpu::linear_forward(&x, &w, Some(&b), m, k, n, act);
-            let scale = abs_products(m, n, k, |i, p| x[i * k + p], |p, j| w[j * k + p]);
-            let zb: Vec<f64> = (0..m * n)
-                .map(|i| dot_bound(k + 1, scale[i] + b[i % n].abs() as f64) + EPS * (z_ref[i] as f64).abs())
-                .collect();
-            let yb: Vec<f64> = (0..m * n)
-                .map(|i| act_lipschitz(act) * zb[i] + act_eval_bound(act, z_ref[i] as f64, y_ref[i] as f64) + EPS * (y_ref[i] as f64).abs())
-                .collect();
-            let what = format!("linear_forward {m}x{k}x{n} {}", act.kind.name());
-            assert_within(&format!("{what} z"), &z, &widen(&z_ref), &zb);
-            let (err, _) = assert_within(&format!("{what} y"), &y, &widen(&y_ref), &yb);
-            if (m, k, n) == SHAPES[8] {
-                eprintln!("{what}: worst |GPU − CPU| {err:.2e}");
+    for g in matmul_gpus() {
+        for &(m, k, n) in &SHAPES {
+            for act in ops::all_activations() {
+                let x = uniform(&mut r, m * k, -2.0, 2.0);
+                let w = uniform(&mut r, n * k, -1.0, 1.0);
+                let b = uniform(&mut r, n, -1.0, 1.0);
+                let (z, y) = ops::linear_forward(&g, &x, &w, Some(&b), m, k, n, act).unwrap();
+                let (z_ref, y_ref) = cpu::linear_forward(&x, &w, Some(&b), m, k, n, act);
+                let scale = abs_products(m, n, k, |i, p| x[i * k + p], |p, j| w[j * k + p]);
+                let zb: Vec<f64> = (0..m * n)
+                    .map(|i| dot_bound(k + 1, scale[i] + b[i % n].abs() as f64) + EPS * (z_ref[i] as f64).abs())
+                    .collect();
+                let yb: Vec<f64> = (0..m * n)
+                    .map(|i| {
+                        act_lipschitz(act) * zb[i]
+                            + act_eval_bound(act, z_ref[i] as f64, y_ref[i] as f64)
+                            + EPS * (y_ref[i] as f64).abs()
+                    })
+                    .collect();
+                let what = format!("linear_forward ({:?}) {m}x{k}x{n} {}", g.matmul_variant, act.kind.name());
+                assert_within(&format!("{what} z"), &z, &widen(&z_ref), &zb);
+                let (err, _) = assert_within(&format!("{what} y"), &y, &widen(&y_ref), &yb);
+                if (m, k, n) == SHAPES[8] {
+                    eprintln!("{what}: worst |GPU − CPU| {err:.2e}");
+                }
             }
         }
     }
@@ -82,29 +100,40 @@ fn linear_forward_without_bias() {
 #[test]
 fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
     let mut r = rng(3);
-    for &(m, k, n) in &SHAPES {
-        let dz = uniform(&mut r, m * n, -1.0, 1.0);
-        let w = uniform(&mut r, n * k, -1.0, 1.0);
-        let scale = abs_products(m, k, n, |i, j| dz[i * n + j], |j, p| w[j * k + p]);
-        let dx = ops::linear_backward_input(gpu(), &dz, &w, m, k, n, None).unwrap();
-        let dx_ref = cpu::linear_backward_input(&dz, &w, m, k, n);
-        let b: Vec<f64> = (0..m * k).map(|i| dot_bound(n, scale[i]) + EPS * (dx_ref[i] as f64).abs()).collect();
-        let (err, _) = assert_within(&format!("linear_backward_input {m}x{k}x{n}"), &dx, &widen(&dx_ref), &b);
-        if (m, k, n) == SHAPES[8] {
-            eprintln!("linear_backward_input {m}x{k}x{n}: worst |GPU − CPU| {err:.2e}");
-        }
-        // The fused epilogue: dz_prev = (dz·W) ⊙ act'(z_prev).
-        for act in ops::all_activations() {
-            let z_prev = uniform(&mut r, m * k, -3.0, 3.0);
-            let got = ops::linear_backward_input(gpu(), &dz, &w, m, k, n, Some((&z_prev, act))).unwrap();
-            let want = cpu::activation_backward(&z_prev, &dx_ref, act);
-            let bound: Vec<f64> = (0..m * k)
-                .map(|i| {
-                    let g = cpu::activate_grad(z_prev[i], act) as f64;
-                    g.abs() * b[i] + (dx_ref[i] as f64).abs() * act_grad_eval_bound(act, z_prev[i] as f64, g) + 2.0 * EPS * (want[i] as f64).abs()
-                })
-                .collect();
-            assert_within(&format!("fused act' {} {m}x{k}x{n}", act.kind.name()), &got, &widen(&want), &bound);
+    for g in matmul_gpus() {
+        for &(m, k, n) in &SHAPES {
+            let dz = uniform(&mut r, m * n, -1.0, 1.0);
+            let w = uniform(&mut r, n * k, -1.0, 1.0);
+            let scale = abs_products(m, k, n, |i, j| dz[i * n + j], |j, p| w[j * k + p]);
+            let dx = ops::linear_backward_input(&g, &dz, &w, m, k, n, None).unwrap();
+            let dx_ref = cpu::linear_backward_input(&dz, &w, m, k, n);
+            let b: Vec<f64> = (0..m * k).map(|i| dot_bound(n, scale[i]) + EPS * (dx_ref[i] as f64).abs()).collect();
+            let v = g.matmul_variant;
+            let (err, _) =
+                assert_within(&format!("linear_backward_input ({v:?}) {m}x{k}x{n}"), &dx, &widen(&dx_ref), &b);
+            if (m, k, n) == SHAPES[8] {
+                eprintln!("linear_backward_input ({v:?}) {m}x{k}x{n}: worst |GPU − CPU| {err:.2e}");
+            }
+            // The fused epilogue: dz_prev = (dz·W) ⊙ act'(z_prev).
+            for act in ops::all_activations() {
+                let z_prev = uniform(&mut r, m * k, -3.0, 3.0);
+                let got = ops::linear_backward_input(&g, &dz, &w, m, k, n, Some((&z_prev, act))).unwrap();
+                let want = cpu::activation_backward(&z_prev, &dx_ref, act);
+                let bound: Vec<f64> = (0..m * k)
+                    .map(|i| {
+                        let g = cpu::activate_grad(z_prev[i], act) as f64;
+                        g.abs() * b[i]
+                            + (dx_ref[i] as f64).abs() * act_grad_eval_bound(act, z_prev[i] as f64, g)
+                            + 2.0 * EPS * (want[i] as f64).abs()
+                    })
+                    .collect();
+                assert_within(
+                    &format!("fused act' ({v:?}) {} {m}x{k}x{n}", act.kind.name()),
+                    &got,
+                    &widen(&want),
+                    &bound,
+                );
+            }
         }
     }
 }
@@ -112,23 +141,29 @@ fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
 #[test]
 fn linear_backward_weight_and_bias_grad_match_cpu() {
     let mut r = rng(4);
-    for &(m, k, n) in &SHAPES {
-        let dz = uniform(&mut r, m * n, -1.0, 1.0);
-        let x = uniform(&mut r, m * k, -1.0, 1.0);
-        let dw = ops::linear_backward_weight(gpu(), &dz, &x, m, k, n).unwrap();
-        let dw_ref = cpu::linear_backward_weight(&dz, &x, m, k, n);
-        let scale = abs_products(n, k, m, |j, i| dz[i * n + j], |i, p| x[i * k + p]);
-        let b: Vec<f64> = (0..n * k).map(|i| dot_bound(m, scale[i]) + EPS * (dw_ref[i] as f64).abs()).collect();
-        let (e1, _) = assert_within(&format!("linear_backward_weight {m}x{k}x{n}"), &dw, &widen(&dw_ref), &b);
+    for g in matmul_gpus() {
+        for &(m, k, n) in &SHAPES {
+            let dz = uniform(&mut r, m * n, -1.0, 1.0);
+            let x = uniform(&mut r, m * k, -1.0, 1.0);
+            let dw = ops::linear_backward_weight(&g, &dz, &x, m, k, n).unwrap();
+            let dw_ref = cpu::linear_backward_weight(&dz, &x, m, k, n);
+            let scale = abs_products(n, k, m, |j, i| dz[i * n + j], |i, p| x[i * k + p]);
+            let b: Vec<f64> = (0..n * k).map(|i| dot_bound(m, scale[i]) + EPS * (dw_ref[i] as f64).abs()).collect();
+            let v = g.matmul_variant;
+            let (e1, _) =
+                assert_within(&format!("linear_backward_weight ({v:?}) {m}x{k}x{n}"), &dw, &widen(&dw_ref), &b);
 
-        let db = ops::bias_grad(gpu(), &dz, m, n).unwrap();
-        let db_ref = cpu::bias_grad(&dz, m, n);
-        let b: Vec<f64> = (0..n)
-            .map(|j| dot_bound(m, (0..m).map(|i| dz[i * n + j].abs() as f64).sum()) + EPS * (db_ref[j] as f64).abs())
-            .collect();
-        let (e2, _) = assert_within(&format!("bias_grad {m}x{n}"), &db, &widen(&db_ref), &b);
-        if (m, k, n) == SHAPES[8] {
-            eprintln!("linear_backward_weight {m}x{k}x{n}: worst {e1:.2e}; bias_grad: worst {e2:.2e}");
+            let db = ops::bias_grad(gpu(), &dz, m, n).unwrap();
+            let db_ref = cpu::bias_grad(&dz, m, n);
+            let b: Vec<f64> = (0..n)
+                .map(|j| {
+                    dot_bound(m, (0..m).map(|i| dz[i * n + j].abs() as f64).sum()) + EPS * (db_ref[j] as f64).abs()
+                })
+                .collect();
+            let (e2, _) = assert_within(&format!("bias_grad {m}x{n}"), &db, &widen(&db_ref), &b);
+            if (m, k, n) == SHAPES[8] {
+                eprintln!("linear_backward_weight ({v:?}) {m}x{k}x{n}: worst {e1:.2e}; bias_grad: worst {e2:.2e}");
+            }
         }
     }
 }
@@ -159,17 +194,21 @@ fn activations_match_cpu_on_edge_lengths_and_values() {
             let dy = uniform(&mut r, len, -1.0, 1.0);
             let y = ops::activation_forward(gpu(), &x, act).unwrap();
             let y_ref = cpu::activation_forward(&x, act);
-            let yb: Vec<f64> = (0..len).map(|i| act_eval_bound(act, x[i] as f64, y_ref[i] as f64) + EPS * (y_ref[i] as f64).abs()).collect();
+            let yb: Vec<f64> = (0..len)
+                .map(|i| act_eval_bound(act, x[i] as f64, y_ref[i] as f64) + EPS * (y_ref[i] as f64).abs())
+                .collect();
             assert_within(&format!("activation_forward {} len {len}", act.kind.name()), &y, &widen(&y_ref), &yb);
             let dx = ops::activation_backward(gpu(), &x, &dy, act).unwrap();
             let dx_ref = cpu::activation_backward(&x, &dy, act);
             let db: Vec<f64> = (0..len)
                 .map(|i| {
                     let g = cpu::activate_grad(x[i], act) as f64;
-                    (dy[i] as f64).abs() * act_grad_eval_bound(act, x[i] as f64, g) + 2.0 * EPS * (dx_ref[i] as f64).abs()
+                    (dy[i] as f64).abs() * act_grad_eval_bound(act, x[i] as f64, g)
+                        + 2.0 * EPS * (dx_ref[i] as f64).abs()
                 })
                 .collect();
-            let (err, _) = assert_within(&format!("activation_backward {} len {len}", act.kind.name()), &dx, &widen(&dx_ref), &db);
+            let (err, _) =
+                assert_within(&format!("activation_backward {} len {len}", act.kind.name()), &dx, &widen(&dx_ref), &db);
             if len == 65_537 {
                 eprintln!("activation {}: worst backward |GPU − CPU| {err:.2e}", act.kind.name());
             }
@@ -197,16 +236,20 @@ fn matmul_dispatch_splits_past_65535_workgroups() {
     let (m, k, n) = (64 * 65_537, 2, 3);
     let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32) - 8.0).collect();
     let w: Vec<f32> = vec![1.0, 0.5, -1.0, 2.0, 0.25, 0.0];
-    let (_, y) = ops::linear_forward(gpu(), &x, &w, None, m, k, n, Act::IDENTITY).unwrap();
     // Small integers and halves: every product and sum is exact in f32.
     let (_, y_ref) = cpu::linear_forward(&x, &w, None, m, k, n, Act::IDENTITY);
-    assert_eq!(y, y_ref);
+    for g in matmul_gpus() {
+        let (_, y) = ops::linear_forward(&g, &x, &w, None, m, k, n, Act::IDENTITY).unwrap();
+        assert!(y == y_ref, "{:?}: split dispatch differs", g.matmul_variant);
+    }
 }
 
 #[test]
 fn cross_entropy_matches_cpu_including_logits_of_100() {
     let mut r = rng(7);
-    for &(rows, cols, scale) in &[(1usize, 1usize, 1.0f32), (1, 2, 1.0), (7, 3, 5.0), (64, 10, 1.0), (257, 13, 100.0), (1000, 100, 20.0)] {
+    for &(rows, cols, scale) in
+        &[(1usize, 1usize, 1.0f32), (1, 2, 1.0), (7, 3, 5.0), (64, 10, 1.0), (257, 13, 100.0), (1000, 100, 20.0)]
+    {
         let logits = uniform(&mut r, rows * cols, -scale, scale);
         let labels: Vec<u32> = (0..rows).map(|i| ((i * 7 + 3) % cols) as u32).collect();
         let out = ops::cross_entropy(gpu(), &logits, &labels, rows, cols).unwrap();
@@ -214,7 +257,12 @@ fn cross_entropy_matches_cpu_including_logits_of_100() {
         let (loss_b, grad_b) = cross_entropy_bounds(&logits, &labels, rows, cols);
         let what = format!("cross_entropy {rows}x{cols} ±{scale}");
         assert!(out.loss.is_finite(), "{what}: loss {}", out.loss);
-        assert_within(&format!("{what} loss"), &[out.loss], &[want.loss as f64], &[loss_b + EPS * want.loss.abs() as f64]);
+        assert_within(
+            &format!("{what} loss"),
+            &[out.loss],
+            &[want.loss as f64],
+            &[loss_b + EPS * want.loss.abs() as f64],
+        );
         let gb: Vec<f64> = grad_b.iter().zip(&want.grad).map(|(b, g)| b + EPS * g.abs() as f64).collect();
         assert_within(&format!("{what} grad"), &out.grad, &widen(&want.grad), &gb);
         assert_eq!(out.correct, want.correct, "{what}: correct count");
@@ -230,16 +278,27 @@ fn mse_matches_cpu_with_targets_and_with_one_hot_labels() {
         let out = ops::mse(gpu(), &pred, Some(&target), &[], rows, cols).unwrap();
         let want = cpu::mse(&pred, Some(&target), &[], rows, cols);
         let (lb, gb) = mse_bounds(&pred, &widen(&target), rows, cols);
-        assert_within(&format!("mse {rows}x{cols} loss"), &[out.loss], &[want.loss as f64], &[lb + EPS * want.loss as f64]);
+        assert_within(
+            &format!("mse {rows}x{cols} loss"),
+            &[out.loss],
+            &[want.loss as f64],
+            &[lb + EPS * want.loss as f64],
+        );
         let gb: Vec<f64> = gb.iter().zip(&want.grad).map(|(b, g)| b + EPS * g.abs() as f64).collect();
         assert_within(&format!("mse {rows}x{cols} grad"), &out.grad, &widen(&want.grad), &gb);
 
         let labels: Vec<u32> = (0..rows).map(|i| (i % cols) as u32).collect();
-        let onehot: Vec<f64> = (0..rows * cols).map(|i| f64::from(u8::from(i % cols == labels[i / cols] as usize))).collect();
+        let onehot: Vec<f64> =
+            (0..rows * cols).map(|i| f64::from(u8::from(i % cols == labels[i / cols] as usize))).collect();
         let out = ops::mse(gpu(), &pred, None, &labels, rows, cols).unwrap();
         let want = cpu::mse(&pred, None, &labels, rows, cols);
         let (lb, _) = mse_bounds(&pred, &onehot, rows, cols);
-        assert_within(&format!("mse one-hot {rows}x{cols} loss"), &[out.loss], &[want.loss as f64], &[lb + EPS * want.loss as f64]);
+        assert_within(
+            &format!("mse one-hot {rows}x{cols} loss"),
+            &[out.loss],
+            &[want.loss as f64],
+            &[lb + EPS * want.loss as f64],
+        );
         assert_eq!(out.correct, want.correct);
     }
 }
@@ -264,7 +323,10 @@ fn sgd_update_matches_cpu() {
             for (t, g) in grads.iter().enumerate() {
                 cpu::sgd_update(&mut p, g, &mut v, &sgd, sgd.lr, t == 0);
                 // Velocity magnitudes stay below 1/(1−μ) = 10; each step adds ≤ 8 roundings of ≤ 10·lr + |p|.
-                let b: Vec<f64> = p.iter().map(|&x| (t + 1) as f64 * 8.0 * EPS * (10.0 * sgd.lr as f64 + x.abs() as f64 + 1.0)).collect();
+                let b: Vec<f64> = p
+                    .iter()
+                    .map(|&x| (t + 1) as f64 * 8.0 * EPS * (10.0 * sgd.lr as f64 + x.abs() as f64 + 1.0))
+                    .collect();
                 assert_within(&format!("sgd {sgd:?} len {len} step {t}"), &got[t], &widen(&p), &b);
             }
         }

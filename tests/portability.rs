@@ -46,10 +46,7 @@ fn resources(module: &Module) -> Vec<(ResourceBinding, Resource)> {
 }
 
 fn uses_num_workgroups(ep: &EntryPoint) -> bool {
-    ep.function
-        .arguments
-        .iter()
-        .any(|arg| matches!(arg.binding, Some(Binding::BuiltIn(BuiltIn::NumWorkGroups))))
+    ep.function.arguments.iter().any(|arg| matches!(arg.binding, Some(Binding::BuiltIn(BuiltIn::NumWorkGroups))))
 }
 
 /// Parses and validates every family; panics with naga's rendered diagnostics on the first
@@ -59,14 +56,16 @@ fn families() -> Vec<Family> {
         .iter()
         .map(|&(file, _)| {
             let source = shaders::source(file).unwrap_or_else(|| panic!("shaders::source({file:?}) returned None"));
-            let module = naga::front::wgsl::parse_str(&source)
-                .unwrap_or_else(|e| panic!("{file}: WGSL parse failed:\n{}", e.emit_to_string_with_path(&source, file)));
+            let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
+                panic!("{file}: WGSL parse failed:\n{}", e.emit_to_string_with_path(&source, file))
+            });
             // Default capabilities (MULTISAMPLED_SHADING | CUBE_ARRAY_TEXTURES) are enough: the
             // kernels use only f32/u32, storage/uniform buffers and workgroup memory, which core
             // WebGPU allows everywhere.
-            let info = Validator::new(ValidationFlags::all(), Capabilities::default())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{file}: naga validation failed:\n{}", e.emit_to_string_with_path(&source, file)));
+            let info =
+                Validator::new(ValidationFlags::all(), Capabilities::default()).validate(&module).unwrap_or_else(|e| {
+                    panic!("{file}: naga validation failed:\n{}", e.emit_to_string_with_path(&source, file))
+                });
             Family { file, module, info }
         })
         .collect()
@@ -124,7 +123,9 @@ fn every_entry_point_translates_to_spirv() {
             fake_missing_bindings: false,
             binding_map: resources(&f.module)
                 .into_iter()
-                .map(|(b, _)| (b, spv::BindingInfo { descriptor_set: b.group, binding: b.binding, binding_array_size: None }))
+                .map(|(b, _)| {
+                    (b, spv::BindingInfo { descriptor_set: b.group, binding: b.binding, binding_array_size: None })
+                })
                 .collect(),
             // What wgpu-hal's Vulkan back end uses when the device lacks robust buffer access.
             bounds_check_policies: naga::proc::BoundsCheckPolicies {
@@ -135,7 +136,8 @@ fn every_entry_point_translates_to_spirv() {
             ..Default::default()
         };
         let pipeline = spv::PipelineOptions { shader_stage: ep.stage, entry_point: ep.name.clone() };
-        let words = spv::write_vec(&f.module, &f.info, &options, Some(&pipeline)).map_err(|e| format!("{e} ({e:?})"))?;
+        let words =
+            spv::write_vec(&f.module, &f.info, &options, Some(&pipeline)).map_err(|e| format!("{e} ({e:?})"))?;
         if words.len() < 5 {
             return Err(format!("only {} words of output", words.len()));
         }
@@ -188,7 +190,8 @@ fn every_entry_point_translates_to_msl() {
             ..Default::default()
         };
         let pipeline = msl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())), ..Default::default() };
-        let (text, info) = msl::write_string(&f.module, &f.info, &options, &pipeline).map_err(|e| format!("{e} ({e:?})"))?;
+        let (text, info) =
+            msl::write_string(&f.module, &f.info, &options, &pipeline).map_err(|e| format!("{e} ({e:?})"))?;
         check_text_output(&text, &ep.name, &info.entry_point_names)?;
         if !text.contains("kernel void") {
             return Err("no `kernel` function in the MSL".into());
@@ -207,7 +210,9 @@ fn every_entry_point_translates_to_hlsl() {
             // unique register within each; the group becomes the register space.
             let binding_map: hlsl::BindingMap = resources
                 .iter()
-                .map(|&(b, _)| (b, hlsl::BindTarget { space: b.group as u8, register: b.binding, ..Default::default() }))
+                .map(|&(b, _)| {
+                    (b, hlsl::BindTarget { space: b.group as u8, register: b.binding, ..Default::default() })
+                })
                 .collect();
             // `@builtin(num_workgroups)` has no HLSL semantic: wgpu passes it in a constant buffer.
             // Without this binding naga would fall back to SV_GroupID, which is a different value.
@@ -216,7 +221,11 @@ fn every_entry_point_translates_to_hlsl() {
                 shader_model: model,
                 binding_map,
                 fake_missing_bindings: false,
-                special_constants_binding: Some(hlsl::BindTarget { space: 0, register: free_register, ..Default::default() }),
+                special_constants_binding: Some(hlsl::BindTarget {
+                    space: 0,
+                    register: free_register,
+                    ..Default::default()
+                }),
                 ..Default::default()
             };
             let pipeline = hlsl::PipelineOptions { entry_point: Some((ep.stage, ep.name.clone())) };
@@ -226,7 +235,9 @@ fn every_entry_point_translates_to_hlsl() {
                 .map_err(|e| format!("{e} ({e:?})"))?;
             check_text_output(&text, &ep.name, &info.entry_point_names)?;
             if uses_num_workgroups(ep) && !text.contains("_NagaConstants") {
-                return Err("uses num_workgroups but the HLSL does not read it from the special constants buffer".into());
+                return Err(
+                    "uses num_workgroups but the HLSL does not read it from the special constants buffer".into()
+                );
             }
             if !text.contains("[numthreads(") {
                 return Err("no [numthreads(...)] attribute in the HLSL".into());

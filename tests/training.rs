@@ -52,7 +52,10 @@ fn run_both(model: Model, loss: Loss, sgd: Sgd, scheme: BatchScheme, batch: usiz
             let (lc, lg) = (cpu.last_loss().unwrap() as f64, gpu.last_loss().unwrap() as f64);
             let err = (lc - lg).abs() / lc.abs().max(1.0);
             worst = worst.max(err);
-            assert!(err <= REL_TOL, "{scheme:?} step {done}: CPU loss {lc}, GPU loss {lg} (rel. error {err:e} > {REL_TOL:e})");
+            assert!(
+                err <= REL_TOL,
+                "{scheme:?} step {done}: CPU loss {lc}, GPU loss {lg} (rel. error {err:e} > {REL_TOL:e})"
+            );
             done += 1;
             if done == steps {
                 break 'outer;

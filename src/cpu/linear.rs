@@ -5,7 +5,15 @@ use super::activation::activate;
 use crate::nn::Act;
 
 /// Returns (z, y): the pre-activation x·Wᵀ + b and y = act(z).
-pub fn linear_forward(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize, act: Act) -> (Vec<f32>, Vec<f32>) {
+pub fn linear_forward(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+    act: Act,
+) -> (Vec<f32>, Vec<f32>) {
     let mut z = vec![0.0f32; m * n];
     for i in 0..m {
         for j in 0..n {

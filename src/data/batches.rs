@@ -58,7 +58,9 @@ impl Batcher {
         }
         let batch_size = if scheme == BatchScheme::FullBatch { n } else { batch_size };
         if batch_size == 0 || batch_size > n {
-            return Err(Error::Usage(format!("train.batch_size must be between 1 and the {n} training rows, got {batch_size}")));
+            return Err(Error::Usage(format!(
+                "train.batch_size must be between 1 and the {n} training rows, got {batch_size}"
+            )));
         }
         Ok(Batcher { scheme, n, batch_size, drop_last, rng: StdRng::seed_from_u64(seed) })
     }
@@ -76,7 +78,9 @@ impl Batcher {
         let order: Vec<usize> = match self.scheme {
             BatchScheme::Replacement => {
                 let (n, m) = (self.n, self.batch_size);
-                return (0..self.steps_per_epoch()).map(|_| (0..m).map(|_| self.rng.random_range(0..n)).collect()).collect();
+                return (0..self.steps_per_epoch())
+                    .map(|_| (0..m).map(|_| self.rng.random_range(0..n)).collect())
+                    .collect();
             }
             BatchScheme::Shuffle => {
                 let mut idx: Vec<usize> = (0..self.n).collect();

@@ -71,7 +71,11 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
         let (want, set_by) = *expected.get_or_insert((fields.len(), line));
         if fields.len() != want {
             let origin = if header && set_by == first_line { "the header on line" } else { "line" };
-            return Err(err(path, line, format!("expected {want} fields, found {} ({origin} {set_by} has {want})", fields.len())));
+            return Err(err(
+                path,
+                line,
+                format!("expected {want} fields, found {} ({origin} {set_by} has {want})", fields.len()),
+            ));
         }
         if want < 2 {
             return Err(err(path, line, format!("found {want} field; a row needs at least one feature and a label")));
@@ -81,7 +85,11 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
             LabelColumn::First => 0,
             LabelColumn::Index(i) if i < want => i,
             LabelColumn::Index(i) => {
-                return Err(err(path, line, format!("label column index {i} (counting from 0) is past the {want} fields")))
+                return Err(err(
+                    path,
+                    line,
+                    format!("label column index {i} (counting from 0) is past the {want} fields"),
+                ))
             }
         };
         d = want - 1;
@@ -89,10 +97,15 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
             if field.is_empty() {
                 return Err(err(path, line, format!("{}: empty field", column(col))));
             }
-            let value: f64 = field.parse().map_err(|_| err(path, line, format!("{}: '{field}' is not a number", column(col))))?;
+            let value: f64 =
+                field.parse().map_err(|_| err(path, line, format!("{}: '{field}' is not a number", column(col))))?;
             if col == label_at {
                 if !(value >= 0.0 && value.fract() == 0.0 && value <= u32::MAX as f64) {
-                    return Err(err(path, line, format!("{} (label): '{field}' is not a non-negative integer", column(col))));
+                    return Err(err(
+                        path,
+                        line,
+                        format!("{} (label): '{field}' is not a non-negative integer", column(col)),
+                    ));
                 }
                 let label = value as u32;
                 if let Some(k) = opts.num_classes {
@@ -100,7 +113,11 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
                         return Err(err(
                             path,
                             line,
-                            format!("{} (label): label {label} is out of range for {k} classes (0..={})", column(col), k - 1),
+                            format!(
+                                "{} (label): label {label} is out of range for {k} classes (0..={})",
+                                column(col),
+                                k - 1
+                            ),
                         ));
                     }
                 }

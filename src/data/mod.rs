@@ -41,7 +41,10 @@ impl Dataset {
             return Err(Error::Usage(format!("{what}: row {}, feature {}: {bad} in data", i / d, i % d)));
         }
         if let Some(i) = labels.iter().position(|&l| l as usize >= num_classes) {
-            return Err(Error::Usage(format!("{what}: row {i} has label {} but there are {num_classes} classes", labels[i])));
+            return Err(Error::Usage(format!(
+                "{what}: row {i} has label {} but there are {num_classes} classes",
+                labels[i]
+            )));
         }
         Ok(Dataset { x, labels, n, d, num_classes })
     }

@@ -79,9 +79,8 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
         .get(start..start.saturating_add(header_len))
         .and_then(|h| std::str::from_utf8(h).ok())
         .ok_or_else(|| bad(path, "truncated or unreadable .npy header"))?;
-    let descr = header_field(header, "descr")
-        .ok_or_else(|| bad(path, "the header has no 'descr'"))?
-        .trim_matches(['\'', '"']);
+    let descr =
+        header_field(header, "descr").ok_or_else(|| bad(path, "the header has no 'descr'"))?.trim_matches(['\'', '"']);
     match header_field(header, "fortran_order") {
         Some("False") => {}
         Some("True") => {
@@ -102,17 +101,32 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
 
     let (order, kind) = match descr.chars().next() {
         Some(c @ ('<' | '>' | '|' | '=')) => (c, &descr[1..]),
-        _ => return Err(bad(path, format!("dtype '{descr}' is not supported (use float32, float64 or an integer type)"))),
+        _ => {
+            return Err(bad(
+                path,
+                format!("dtype '{descr}' is not supported (use float32, float64 or an integer type)"),
+            ))
+        }
     };
     let width = match kind {
         "f4" | "i4" | "u4" => 4,
         "f8" | "i8" | "u8" => 8,
         "i2" | "u2" => 2,
         "i1" | "u1" | "b1" => 1,
-        _ => return Err(bad(path, format!("dtype '{descr}' is not supported (use float32, float64 or an integer type)"))),
+        _ => {
+            return Err(bad(
+                path,
+                format!("dtype '{descr}' is not supported (use float32, float64 or an integer type)"),
+            ))
+        }
     };
     if order == '>' && width > 1 {
-        return Err(bad(path, format!("big-endian dtype '{descr}' is not supported; save with a little-endian dtype (e.g. astype('<{kind}'))")));
+        return Err(bad(
+            path,
+            format!(
+                "big-endian dtype '{descr}' is not supported; save with a little-endian dtype (e.g. astype('<{kind}'))"
+            ),
+        ));
     }
     if order == '=' && cfg!(target_endian = "big") && width > 1 {
         return Err(bad(path, format!("native-order dtype '{descr}' on a big-endian machine is not supported")));
@@ -123,7 +137,10 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
     let count = match needed {
         Some(bytes_needed) if bytes_needed == body.len() => count.unwrap_or(0),
         Some(bytes_needed) => {
-            return Err(bad(path, format!("shape {shape:?} of '{descr}' needs {bytes_needed} bytes of data, the file has {}", body.len())))
+            return Err(bad(
+                path,
+                format!("shape {shape:?} of '{descr}' needs {bytes_needed} bytes of data, the file has {}", body.len()),
+            ))
         }
         None => return Err(bad(path, format!("shape {shape:?} is too large"))),
     };
@@ -166,12 +183,18 @@ pub fn load_npy_pair(x_path: &Path, y_path: &Path, num_classes: Option<usize>) -
         NpyData::F32(v) => v,
         NpyData::F64(v) => {
             if let Some(i) = v.iter().position(|v| v.is_finite() && !(*v as f32).is_finite()) {
-                return Err(bad(x_path, format!("row {}, feature {}: {} is too large for float32", i / d, i % d, v[i])));
+                return Err(bad(
+                    x_path,
+                    format!("row {}, feature {}: {} is too large for float32", i / d, i % d, v[i]),
+                ));
             }
             v.into_iter().map(|v| v as f32).collect()
         }
         other => {
-            return Err(bad(x_path, format!("inputs must be float32 or float64, found {} (use x.astype('float32'))", other.dtype_name())))
+            return Err(bad(
+                x_path,
+                format!("inputs must be float32 or float64, found {} (use x.astype('float32'))", other.dtype_name()),
+            ))
         }
     };
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
@@ -193,7 +216,10 @@ pub fn load_npy_pair(x_path: &Path, y_path: &Path, num_classes: Option<usize>) -
         NpyData::I32(v) => v.into_iter().map(i64::from).collect(),
         NpyData::U8(v) => v.into_iter().map(i64::from).collect(),
         other => {
-            return Err(bad(y_path, format!("labels must be integers, found {} (use y.astype('int64'))", other.dtype_name())))
+            return Err(bad(
+                y_path,
+                format!("labels must be integers, found {} (use y.astype('int64'))", other.dtype_name()),
+            ))
         }
     };
     if let Some(i) = raw.iter().position(|&l| l < 0 || l > u32::MAX as i64) {
@@ -202,7 +228,10 @@ pub fn load_npy_pair(x_path: &Path, y_path: &Path, num_classes: Option<usize>) -
     let labels: Vec<u32> = raw.into_iter().map(|l| l as u32).collect();
     let classes = num_classes.unwrap_or_else(|| labels.iter().max().map_or(1, |&m| m as usize + 1));
     if let Some(i) = labels.iter().position(|&l| l as usize >= classes) {
-        return Err(bad(y_path, format!("row {i}: label {} is out of range for {classes} classes (0..={})", labels[i], classes - 1)));
+        return Err(bad(
+            y_path,
+            format!("row {i}: label {} is out of range for {classes} classes (0..={})", labels[i], classes - 1),
+        ));
     }
     Dataset::new(x, labels, d, classes, &x_path.display().to_string())
 }

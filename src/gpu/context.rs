@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::kernels::MatmulVariant;
 use super::Kernels;
 use crate::error::{Error, Result};
 
@@ -12,7 +13,8 @@ pub const ADAPTER_ENV: &str = "GRADFLOW_ADAPTER";
 pub const NO_ADAPTER_HINT: &str = "; on headless Linux install Mesa's software Vulkan driver (lavapipe): \
     `apt-get install -y mesa-vulkan-drivers`";
 
-/// An open device with everything the rest of the crate needs from it.
+/// An open device with everything the rest of the crate needs from it. Cloning shares the device.
+#[derive(Clone)]
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -20,6 +22,8 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Every pipeline, compiled once when the device opens.
     pub kernels: Kernels,
+    /// The matmul schedule `Gpu::matmul` launches.
+    pub matmul_variant: MatmulVariant,
 }
 
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
@@ -40,11 +44,8 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 
 /// One line per adapter: name, type, backend, driver.
 pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
-    let driver = if info.driver.is_empty() {
-        String::new()
-    } else {
-        format!(", driver {} {}", info.driver, info.driver_info)
-    };
+    let driver =
+        if info.driver.is_empty() { String::new() } else { format!(", driver {} {}", info.driver, info.driver_info) };
     format!("{} ({:?}, {:?}{})", info.name, info.device_type, info.backend, driver.trim_end())
 }
 
@@ -80,18 +81,12 @@ impl Gpu {
         }
         let adapter = match &wanted {
             None => adapters[0].clone(),
-            Some(w) => adapters
-                .iter()
-                .find(|a| matches(&a.get_info(), w))
-                .cloned()
-                .ok_or_else(|| Error::AdapterNotFound {
+            Some(w) => {
+                adapters.iter().find(|a| matches(&a.get_info(), w)).cloned().ok_or_else(|| Error::AdapterNotFound {
                     wanted: w.clone(),
-                    available: adapters
-                        .iter()
-                        .map(|a| describe_adapter(&a.get_info()))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                })?,
+                    available: adapters.iter().map(|a| describe_adapter(&a.get_info())).collect::<Vec<_>>().join("; "),
+                })?
+            }
         };
         Gpu::from_adapter(&adapter)
     }
@@ -115,7 +110,8 @@ impl Gpu {
             eprintln!("gradflow: uncaptured GPU error: {e}");
         }));
         let kernels = Kernels::new(&device)?;
-        Ok(Gpu { device, queue, info, limits, kernels })
+        let matmul_variant = MatmulVariant::for_adapter(&info);
+        Ok(Gpu { device, queue, info, limits, kernels, matmul_variant })
     }
 
     pub fn describe(&self) -> String {
@@ -134,10 +130,7 @@ impl Gpu {
 
     /// Blocks until the queue is idle.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Readback(e.to_string()))
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::Readback(e.to_string()))
     }
 }
 

@@ -14,7 +14,16 @@ use crate::optim::Sgd;
 
 /// (z, y): z = x·Wᵀ + b and y = act(z); x [m, k], W [n, k].
 #[allow(clippy::too_many_arguments)]
-pub fn linear_forward(gpu: &Gpu, x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize, act: Act) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn linear_forward(
+    gpu: &Gpu,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+    act: Act,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let gx = gpu.upload("x", x)?;
     let gw = gpu.upload("weight", w)?;
     let gb = b.map(|b| gpu.upload("bias", b)).transpose()?;
@@ -40,7 +49,15 @@ pub fn linear_forward(gpu: &Gpu, x: &[f32], w: &[f32], b: Option<&[f32]>, m: usi
 
 /// dx = dz·W: [m, n]·[n, k]; with `prev` = (z_prev, act) the epilogue multiplies by act'(z_prev),
 /// as the training step does to produce the previous layer's dz directly.
-pub fn linear_backward_input(gpu: &Gpu, dz: &[f32], w: &[f32], m: usize, k: usize, n: usize, prev: Option<(&[f32], Act)>) -> Result<Vec<f32>> {
+pub fn linear_backward_input(
+    gpu: &Gpu,
+    dz: &[f32],
+    w: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    prev: Option<(&[f32], Act)>,
+) -> Result<Vec<f32>> {
     let gdz = gpu.upload("dz", dz)?;
     let gw = gpu.upload("weight", w)?;
     let gdx = gpu.storage("dx", m * k)?;
@@ -114,7 +131,15 @@ pub fn activation_backward(gpu: &Gpu, x: &[f32], dy: &[f32], act: Act) -> Result
     gpu.read_all(&gdx)
 }
 
-fn loss(gpu: &Gpu, entry: &'static str, logits: &[f32], targets: Option<&[f32]>, labels: &[u32], rows: usize, cols: usize) -> Result<LossOutput> {
+fn loss(
+    gpu: &Gpu,
+    entry: &'static str,
+    logits: &[f32],
+    targets: Option<&[f32]>,
+    labels: &[u32],
+    rows: usize,
+    cols: usize,
+) -> Result<LossOutput> {
     let gl = gpu.upload("logits", logits)?;
     let glab = gpu.upload("labels", labels)?;
     let gt = targets.map(|t| gpu.upload("targets", t)).transpose()?;
@@ -134,7 +159,14 @@ pub fn cross_entropy(gpu: &Gpu, logits: &[f32], labels: &[u32], rows: usize, col
     loss(gpu, "cross_entropy", logits, None, labels, rows, cols)
 }
 
-pub fn mse(gpu: &Gpu, pred: &[f32], targets: Option<&[f32]>, labels: &[u32], rows: usize, cols: usize) -> Result<LossOutput> {
+pub fn mse(
+    gpu: &Gpu,
+    pred: &[f32],
+    targets: Option<&[f32]>,
+    labels: &[u32],
+    rows: usize,
+    cols: usize,
+) -> Result<LossOutput> {
     let labels: Vec<u32> = if labels.is_empty() { vec![0; rows] } else { labels.to_vec() };
     loss(gpu, "mse", pred, targets, &labels, rows, cols)
 }

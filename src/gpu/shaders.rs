@@ -14,8 +14,5 @@ pub const FAMILIES: [(&str, &str); 5] = [
 
 /// The full source the device compiles for one family (common functions first).
 pub fn source(file: &str) -> Option<String> {
-    FAMILIES
-        .iter()
-        .find(|(name, _)| *name == file)
-        .map(|(_, body)| format!("{COMMON}\n{body}"))
+    FAMILIES.iter().find(|(name, _)| *name == file).map(|(_, body)| format!("{COMMON}\n{body}"))
 }

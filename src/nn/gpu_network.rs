@@ -114,7 +114,14 @@ fn act_params(act: Act, len: usize) -> ActParams {
 
 impl GpuNetwork {
     /// Builds every buffer and launch for batches of up to `max_rows` rows.
-    pub fn new(gpu: Arc<Gpu>, model: Model, loss: Loss, sgd: Sgd, params: &[f32], max_rows: usize) -> Result<GpuNetwork> {
+    pub fn new(
+        gpu: Arc<Gpu>,
+        model: Model,
+        loss: Loss,
+        sgd: Sgd,
+        params: &[f32],
+        max_rows: usize,
+    ) -> Result<GpuNetwork> {
         Self::check_fits(&gpu, &model, max_rows)?;
         super::cpu_network::check_params(&model, params)?;
         let g = &*gpu;
@@ -140,7 +147,11 @@ impl GpuNetwork {
                     let has_act = act.kind != Activation::Identity;
                     StageBuffers {
                         out: g.storage(&name("output"), max_rows * width)?,
-                        preact: if has_act { Some(g.storage(&name("pre-activation"), max_rows * width)?) } else { None },
+                        preact: if has_act {
+                            Some(g.storage(&name("pre-activation"), max_rows * width)?)
+                        } else {
+                            None
+                        },
                         dz: Some(g.storage(&name("gradient dz"), max_rows * width)?),
                         grad_out: if has_act && !next_is_dense {
                             Some(g.storage(&name("output gradient"), max_rows * width)?)
@@ -240,7 +251,8 @@ impl GpuNetwork {
                     let d = g.matmul(dz, input(s), None, &grads, None, p)?;
                     backward.push(Launch { dispatch: d, shape: Shape::MatmulRowsK(p) });
                     if let Some(bias) = bias {
-                        let p = MatmulParams { m: rows, n: outputs as u32, c_offset: bias as u32, ..Default::default() };
+                        let p =
+                            MatmulParams { m: rows, n: outputs as u32, c_offset: bias as u32, ..Default::default() };
                         let d = g.bias_grad(dz, &grads, p)?;
                         backward.push(Launch { dispatch: d, shape: Shape::BiasGrad(p) });
                     }
@@ -347,7 +359,10 @@ impl GpuNetwork {
             ),
             model.param_len,
         )?;
-        too_large(format!("the batch input ({max_rows} rows × {} features)", model.inputs), max_rows.saturating_mul(model.inputs))?;
+        too_large(
+            format!("the batch input ({max_rows} rows × {} features)", model.inputs),
+            max_rows.saturating_mul(model.inputs),
+        )?;
         for (s, stage) in model.stages.iter().enumerate() {
             too_large(
                 format!("the activations of stage {s} ({max_rows} rows × {} outputs)", stage.outputs()),

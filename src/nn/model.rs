@@ -44,7 +44,9 @@ impl LayerSpec {
             LayerSpec::Sigmoid => Activation::Sigmoid,
             LayerSpec::Tanh => Activation::Tanh,
             LayerSpec::Gelu => Activation::Gelu,
-            LayerSpec::LeakyRelu { negative_slope } => return Some(Act { kind: Activation::LeakyRelu, slope: *negative_slope }),
+            LayerSpec::LeakyRelu { negative_slope } => {
+                return Some(Act { kind: Activation::LeakyRelu, slope: *negative_slope })
+            }
         };
         Some(Act::new(kind))
     }
@@ -130,7 +132,8 @@ impl Model {
                     width = *out;
                 }
                 other => {
-                    let act = other.activation().ok_or_else(|| Error::Model(format!("layer {i}: not an activation")))?;
+                    let act =
+                        other.activation().ok_or_else(|| Error::Model(format!("layer {i}: not an activation")))?;
                     stages.push(Stage::Activation { index: i, width, act });
                 }
             }

@@ -40,7 +40,12 @@ pub fn load_data(config: &Config, config_file: &std::path::Path) -> Result<(Data
 
 /// Opens the GPU (or falls back to the CPU with a one-line warning when no adapter exists) and
 /// builds the network with parameters initialised from the config's seed.
-pub fn build_network(config: &Config, model: Model, placement: &Placement, max_rows: usize) -> Result<Box<dyn Network>> {
+pub fn build_network(
+    config: &Config,
+    model: Model,
+    placement: &Placement,
+    max_rows: usize,
+) -> Result<Box<dyn Network>> {
     let sgd = config.optimizer.sgd().clone();
     let gpu = if placement.cpu {
         None

@@ -53,7 +53,8 @@ pub fn cases_of(kind: &str) -> Vec<String> {
 
 pub fn load(name: &str) -> Case {
     let m = manifest();
-    let entry = m["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no case {name}"));
+    let entry =
+        m["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no case {name}"));
     let bytes = std::fs::read(dir().join(entry["file"].as_str().unwrap())).expect("golden file");
     let st = SafeTensors::deserialize(&bytes).expect("golden file is safetensors");
     let mut tensors = HashMap::new();
