@@ -89,10 +89,17 @@ pub fn train_steps(net: &mut GpuNetwork, rows: usize, batch: usize, steps: usize
     net.gpu().wait()
 }
 
-fn time(f: impl FnOnce() -> Result<()>) -> Result<f64> {
-    let t = Instant::now();
-    f()?;
-    Ok(t.elapsed().as_secs_f64())
+/// Repeats `f(batch_of_reps)` with a doubling batch until `budget` seconds have passed (at least
+/// `min_reps` reps); returns (reps, seconds).
+fn run_for(budget: f64, min_reps: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<(usize, f64)> {
+    let start = Instant::now();
+    let (mut reps, mut chunk) = (0, min_reps.max(1));
+    while reps < min_reps || start.elapsed().as_secs_f64() < budget {
+        f(chunk)?;
+        reps += chunk;
+        chunk = (chunk * 2).min(64);
+    }
+    Ok((reps, start.elapsed().as_secs_f64()))
 }
 
 /// `gradflow bench`.
@@ -100,11 +107,12 @@ pub fn run(placement: &Placement, quick: bool) -> Result<()> {
     let gpu = Arc::new(Gpu::new(placement.adapter.as_deref())?);
     println!("adapter: {}", gpu.describe());
     let sizes: &[usize] = if quick { &[256, 512] } else { &[256, 512, 1024, 2048] };
+    // Seconds of measurement per figure (after a warm-up run); each figure takes at least 2 runs.
+    let budget = if quick { 0.5 } else { 3.0 };
     for &n in sizes {
         let bench = MatmulBench::new(&gpu, n)?;
         bench.run(&gpu, 1)?; // warm-up: pipeline and memory first touch
-        let reps = if quick { 2 } else { ((4e9 / bench.flops()) as usize).clamp(2, 50) };
-        let secs = time(|| bench.run(&gpu, reps))?;
+        let (reps, secs) = run_for(budget, 2, |r| bench.run(&gpu, r))?;
         println!(
             "matmul n={n:>5}: {:8.2} GFLOP/s  ({reps} reps, {:.1} ms each)",
             bench.flops() * reps as f64 / secs / 1e9,
@@ -114,8 +122,7 @@ pub fn run(placement: &Placement, quick: bool) -> Result<()> {
     for &batch in &[256usize, 1024] {
         let (mut net, rows) = bench_mlp(gpu.clone(), batch)?;
         train_steps(&mut net, rows, batch, 2)?; // warm-up
-        let steps = if quick { 3 } else { (40_000 / batch).max(5) };
-        let secs = time(|| train_steps(&mut net, rows, batch, steps))?;
+        let (steps, secs) = run_for(budget, 3, |s| train_steps(&mut net, rows, batch, s))?;
         let sps = (steps * batch) as f64 / secs;
         let flops = 3.0 * net.model().forward_flops_per_sample() as f64 * sps;
         println!(
