@@ -148,6 +148,24 @@ fn run_cli(args: &[&str]) -> (bool, String) {
 }
 
 #[test]
+fn with_no_adapter_at_all_the_cli_falls_back_to_the_cpu_with_one_warning() {
+    // Only Vulkan, and a Vulkan loader pointed at no driver: wgpu sees no adapter.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradflow"))
+        .args(["train", "--epochs", "1"])
+        .env("WGPU_BACKEND", "vulkan")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .output()
+        .expect("run gradflow");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("CPU reference") && warnings[0].contains("mesa-vulkan-drivers"), "{stderr}");
+    assert!(stdout.contains("device: CPU reference") && stdout.contains("test accuracy"), "{stdout}");
+}
+
+#[test]
 fn cli_reports_bad_data_files_by_line() {
     let ragged = temp("ragged.csv", "1,2,0\n3,4,1\n5,1\n");
     let config = temp("ragged.toml", &GOOD.replace("x.csv", ragged.to_str().unwrap()));

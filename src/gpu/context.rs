@@ -49,15 +49,20 @@ pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?}, {:?}{})", info.name, info.device_type, info.backend, driver.trim_end())
 }
 
+/// Every backend, or those `$WGPU_BACKEND` names (wgpu's own variable: "vulkan,gl", …).
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all())
+}
+
 fn instance() -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = wgpu::Backends::all();
+    desc.backends = backends();
     wgpu::Instance::new(desc)
 }
 
 /// Every adapter wgpu can see, best first.
 pub fn list_adapters() -> Vec<wgpu::Adapter> {
-    let mut adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    let mut adapters = pollster::block_on(instance().enumerate_adapters(backends()));
     adapters.sort_by_key(|a| rank(&a.get_info()));
     adapters
 }

@@ -243,6 +243,22 @@ pub struct SgdParams {
     pub weight_decay: f32,
 }
 
+impl SgdParams {
+    /// The uniform for `sgd` over `len` parameters, set for the first step.
+    pub fn new(sgd: &crate::optim::Sgd, len: usize) -> SgdParams {
+        SgdParams {
+            len: len as u32,
+            nesterov: u32::from(sgd.nesterov),
+            first_step: 1,
+            _pad: 0,
+            lr: sgd.lr,
+            momentum: sgd.momentum,
+            dampening: sgd.dampening,
+            weight_decay: sgd.weight_decay,
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GatherParams {

@@ -176,16 +176,7 @@ pub fn sgd_update(gpu: &Gpu, param: &[f32], grads: &[Vec<f32>], sgd: &Sgd) -> Re
     let gp = gpu.upload("param", param)?;
     let gg = gpu.storage("grad", param.len())?;
     let gv = gpu.storage("velocity", param.len())?;
-    let mut p = SgdParams {
-        len: param.len() as u32,
-        nesterov: u32::from(sgd.nesterov),
-        first_step: 1,
-        _pad: 0,
-        lr: sgd.lr,
-        momentum: sgd.momentum,
-        dampening: sgd.dampening,
-        weight_decay: sgd.weight_decay,
-    };
+    let mut p = SgdParams::new(sgd, param.len());
     let mut d = gpu.sgd_update(&gp, &gg, &gv, p)?;
     let mut out = Vec::with_capacity(grads.len());
     for (t, g) in grads.iter().enumerate() {

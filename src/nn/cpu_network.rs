@@ -115,13 +115,7 @@ impl Network for CpuNetwork {
     }
 
     fn set_train_data(&mut self, data: &Dataset) -> Result<()> {
-        if data.d != self.model.inputs {
-            return Err(Error::Shape {
-                what: "training data".into(),
-                expected: format!("{} features", self.model.inputs),
-                got: format!("{}", data.d),
-            });
-        }
+        super::network::check_features(&self.model, data)?;
         self.train_x = data.x.clone();
         self.train_labels = data.labels.clone();
         Ok(())
@@ -168,13 +162,7 @@ impl Network for CpuNetwork {
     }
 
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        if x.len() != rows * self.model.inputs {
-            return Err(Error::Shape {
-                what: "prediction input".into(),
-                expected: format!("{rows} × {} values", self.model.inputs),
-                got: format!("{}", x.len()),
-            });
-        }
+        super::network::check_rows(&self.model, x, rows)?;
         Ok(self.forward(x, rows).output)
     }
 

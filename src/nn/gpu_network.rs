@@ -293,16 +293,7 @@ impl GpuNetwork {
             }
         }
 
-        let sgd_params = SgdParams {
-            len: model.param_len as u32,
-            nesterov: sgd.nesterov as u32,
-            first_step: 1,
-            _pad: 0,
-            lr: sgd.lr,
-            momentum: sgd.momentum,
-            dampening: sgd.dampening,
-            weight_decay: sgd.weight_decay,
-        };
+        let sgd_params = SgdParams::new(&sgd, model.param_len);
         let d = g.sgd_update(&params_buf, &grads, &velocity, sgd_params)?;
         backward.push(Launch { dispatch: d, shape: Shape::Fixed });
         let sgd_launch = backward.len() - 1;
@@ -398,13 +389,7 @@ impl Network for GpuNetwork {
     }
 
     fn set_train_data(&mut self, data: &Dataset) -> Result<()> {
-        if data.d != self.model.inputs {
-            return Err(Error::Shape {
-                what: "training data".into(),
-                expected: format!("{} features", self.model.inputs),
-                got: format!("{}", data.d),
-            });
-        }
+        super::network::check_features(&self.model, data)?;
         let g = &*self.gpu;
         let x = g.upload("training inputs", &data.x)?;
         let labels = g.upload("training labels", &data.labels)?;
@@ -464,14 +449,8 @@ impl Network for GpuNetwork {
     }
 
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        super::network::check_rows(&self.model, x, rows)?;
         let d = self.model.inputs;
-        if x.len() != rows * d {
-            return Err(Error::Shape {
-                what: "prediction input".into(),
-                expected: format!("{rows} × {d} values"),
-                got: format!("{}", x.len()),
-            });
-        }
         let classes = self.model.outputs();
         let mut out = Vec::with_capacity(rows * classes);
         let last = self._stage_buffers.len() - 1;

@@ -1,7 +1,7 @@
 //! What both executors offer, so tests and the trainer compare like with like.
 
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 use super::Model;
 
@@ -33,4 +33,28 @@ pub trait Network {
     fn set_params(&mut self, flat: &[f32]) -> Result<()>;
     /// The last step's gradients, flat like the parameters.
     fn grads(&mut self) -> Result<Vec<f32>>;
+}
+
+/// The data's width matches the model's input.
+pub(crate) fn check_features(model: &Model, data: &Dataset) -> Result<()> {
+    if data.d != model.inputs {
+        return Err(Error::Shape {
+            what: "training data".into(),
+            expected: format!("{} features", model.inputs),
+            got: format!("{}", data.d),
+        });
+    }
+    Ok(())
+}
+
+/// `x` holds `rows` rows of the model's input width.
+pub(crate) fn check_rows(model: &Model, x: &[f32], rows: usize) -> Result<()> {
+    if Some(x.len()) != rows.checked_mul(model.inputs) {
+        return Err(Error::Shape {
+            what: "prediction input".into(),
+            expected: format!("{rows} × {} values", model.inputs),
+            got: format!("{}", x.len()),
+        });
+    }
+    Ok(())
 }
