@@ -205,3 +205,23 @@ fn cli_reports_an_unknown_adapter() {
     assert!(!ok);
     assert!(err.contains("no-such-gpu-anywhere") && err.contains("available"), "{err}");
 }
+
+#[test]
+fn batch_indices_past_the_training_set_are_errors_on_both_executors() {
+    use gradflow::data::Dataset;
+    use gradflow::nn::{CpuNetwork, Network};
+    let data = Dataset::new(vec![0.5; 20], vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], 2, 2, "toy").unwrap();
+    let model = Model::new(2, vec![LayerSpec::Linear { out: 2, bias: true }]).unwrap();
+    let params = model.init_params(0);
+    let mut gpu_net = GpuNetwork::new(gpu(), model.clone(), Loss::CrossEntropy, Sgd::new(0.1), &params, 4).unwrap();
+    let mut cpu_net = CpuNetwork::new(model, Loss::CrossEntropy, Sgd::new(0.1), params).unwrap();
+    for net in [&mut gpu_net as &mut dyn Network, &mut cpu_net] {
+        net.set_train_data(&data).unwrap();
+        let e = net.train_step(&[0, 10], 0.1).unwrap_err().to_string();
+        assert!(e.contains("row index 10") && e.contains("10 training rows"), "{}: {e}", net.describe());
+        let e = net.train_step(&[], 0.1).unwrap_err().to_string();
+        assert!(e.contains("a batch of 0 rows"), "{}: {e}", net.describe());
+    }
+    let e = gpu_net.train_step(&[0, 1, 2, 3, 4], 0.1).unwrap_err().to_string();
+    assert!(e.contains("1 to 4"), "{e}");
+}

@@ -122,6 +122,7 @@ impl Network for CpuNetwork {
     }
 
     fn train_step(&mut self, batch: &[u32], lr: f32) -> Result<()> {
+        super::network::check_batch(batch, self.train_labels.len(), usize::MAX)?;
         let d = self.model.inputs;
         let rows = batch.len();
         let mut x = Vec::with_capacity(rows * d);

@@ -99,13 +99,14 @@ pub struct GpuNetwork {
     backward: Vec<Launch>,
     gather: Option<Launch>,
     train_rows: usize,
-    sgd: Sgd,
     sgd_params: SgdParams,
     sgd_launch: usize,
     steps: usize,
-    // Kept alive for the bind groups that use them.
-    _stage_buffers: Vec<StageBuffers>,
-    _train: Option<(GpuBuffer, GpuBuffer)>,
+    stage_buffers: Vec<StageBuffers>,
+    /// Optimizer state (the momentum buffer), flat like the parameters.
+    velocity: GpuBuffer,
+    /// The resident training set (inputs, labels) the gather kernel reads.
+    train_data: Option<(GpuBuffer, GpuBuffer)>,
 }
 
 fn act_params(act: Act, len: usize) -> ActParams {
@@ -297,8 +298,6 @@ impl GpuNetwork {
         let d = g.sgd_update(&params_buf, &grads, &velocity, sgd_params)?;
         backward.push(Launch { dispatch: d, shape: Shape::Fixed });
         let sgd_launch = backward.len() - 1;
-        // The velocity buffer lives on through the update's bind group.
-        drop(velocity);
 
         Ok(GpuNetwork {
             gpu,
@@ -315,12 +314,12 @@ impl GpuNetwork {
             backward,
             gather: None,
             train_rows: 0,
-            sgd,
             sgd_params,
             sgd_launch,
             steps: 0,
-            _stage_buffers: bufs,
-            _train: None,
+            stage_buffers: bufs,
+            velocity,
+            train_data: None,
         })
     }
 
@@ -377,6 +376,11 @@ impl GpuNetwork {
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
+
+    /// The optimizer's state (SGD's momentum buffer; one unused element without momentum).
+    pub fn optimizer_state(&self) -> Result<Vec<f32>> {
+        self.gpu.read_all(&self.velocity)
+    }
 }
 
 impl Network for GpuNetwork {
@@ -396,25 +400,16 @@ impl Network for GpuNetwork {
         let p = GatherParams { rows: self.rows, cols: self.model.inputs as u32, _pad: [0; 2] };
         let d = g.gather_batch(&x, &labels, &self.indices, &self.batch_x, &self.batch_labels, p)?;
         self.gather = Some(Launch { dispatch: d, shape: Shape::Gather(p) });
-        self._train = Some((x, labels));
+        self.train_data = Some((x, labels));
         self.train_rows = data.n;
         Ok(())
     }
 
     fn train_step(&mut self, batch: &[u32], lr: f32) -> Result<()> {
-        if batch.is_empty() || batch.len() > self.max_rows {
-            return Err(Error::Usage(format!(
-                "a batch of {} rows; this network was built for 1 to {}",
-                batch.len(),
-                self.max_rows
-            )));
-        }
         if self.gather.is_none() {
             return Err(Error::Usage("train_step before set_train_data".into()));
         }
-        if let Some(&bad) = batch.iter().find(|&&i| i as usize >= self.train_rows) {
-            return Err(Error::Usage(format!("row index {bad} is past the {} training rows", self.train_rows)));
-        }
+        super::network::check_batch(batch, self.train_rows, self.max_rows)?;
         self.resize(batch.len());
         self.gpu.write(&self.indices, batch);
         let first = u32::from(self.steps == 0);
@@ -453,14 +448,14 @@ impl Network for GpuNetwork {
         let d = self.model.inputs;
         let classes = self.model.outputs();
         let mut out = Vec::with_capacity(rows * classes);
-        let last = self._stage_buffers.len() - 1;
+        let last = self.stage_buffers.len() - 1;
         for start in (0..rows).step_by(self.max_rows) {
             let n = (rows - start).min(self.max_rows);
             self.resize(n);
             self.gpu.write(&self.batch_x, &x[start * d..(start + n) * d]);
             let launches: Vec<&Dispatch> = self.forward.iter().map(|l| &l.dispatch).collect();
             submit(&self.gpu, "forward", &launches)?;
-            out.extend(self.gpu.read::<f32>(&self._stage_buffers[last].out, 0, n * classes)?);
+            out.extend(self.gpu.read::<f32>(&self.stage_buffers[last].out, 0, n * classes)?);
         }
         Ok(out)
     }
@@ -477,11 +472,5 @@ impl Network for GpuNetwork {
 
     fn grads(&mut self) -> Result<Vec<f32>> {
         self.gpu.read_all(&self.grads)
-    }
-}
-
-impl GpuNetwork {
-    pub fn sgd(&self) -> &Sgd {
-        &self.sgd
     }
 }

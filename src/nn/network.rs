@@ -58,3 +58,14 @@ pub(crate) fn check_rows(model: &Model, x: &[f32], rows: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// A batch has 1 to `max_rows` rows, each an index into the `train_rows` training rows.
+pub(crate) fn check_batch(batch: &[u32], train_rows: usize, max_rows: usize) -> Result<()> {
+    if batch.is_empty() || batch.len() > max_rows {
+        return Err(Error::Usage(format!("a batch of {} rows; this network takes 1 to {max_rows}", batch.len())));
+    }
+    if let Some(&bad) = batch.iter().find(|&&i| i as usize >= train_rows) {
+        return Err(Error::Usage(format!("row index {bad} is past the {train_rows} training rows")));
+    }
+    Ok(())
+}
