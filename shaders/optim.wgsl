@@ -1,47 +1,240 @@
-// Fused optimizer updates over the flat parameter buffer: one dispatch updates every tensor.
+// Fused optimizer updates over the flat parameter buffer: one dispatch updates every tensor of
+// the model. Each kernel mirrors its CPU reference (src/cpu/optim.rs) line by line, with
+// torch.optim's formulas. State is slot-major: state[s * len + i].
+//
+// Every 1 − h is computed on the host in f64 and rounded once, as PyTorch passes its Python
+// floats: in f32, 1 − 0.999 would carry 1000× the rounding error of 0.999 itself.
+//
+// Per-group learning rate (already multiplied by the schedule's factor) and weight decay come
+// from `p.groups`, indexed by the group of the element's 64-element block. With clipping on, the
+// gradient is scaled by clip[0], which `grad_norm_finish` wrote earlier in the same submit.
 
-struct SgdParams {
+struct OptParams {
     len: u32,
-    nesterov: u32,
-    first_step: u32,    // torch initialises the momentum buffer to the first gradient
-    _pad: u32,
-    lr: f32,
+    flags: u32,         // FLAG_* below
+    step: u32,          // 1-based
+    max_norm: f32,      // clip_grad_norm_ threshold (grad_norm_finish)
     momentum: f32,
-    dampening: f32,
-    weight_decay: f32,
+    one_minus_dampening: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    eps: f32,
+    alpha: f32,
+    lr_decay_div: f32,  // Adagrad: 1 + (step − 1)·lr_decay
+    bias_c1: f32,       // Adam: 1 − β1^step
+    bias_c2_sqrt: f32,  // Adam: √(1 − β2^step)
+    one_minus_beta2: f32,
+    one_minus_alpha: f32,
+    _pad: f32,
+    groups: array<vec4<f32>, 8>,   // x: lr, y: weight decay
 }
+
+const FLAG_NESTEROV: u32 = 1u;
+const FLAG_HEAVY_BALL: u32 = 2u;
+const FLAG_NESTEROV_LOOKAHEAD: u32 = 4u;
+const FLAG_CENTERED: u32 = 8u;
+const FLAG_AMSGRAD: u32 = 16u;
+const FLAG_DECOUPLED: u32 = 32u;
+const FLAG_CLIP: u32 = 64u;
+
+const BLOCK: u32 = 64u;        // parameter tensors start on 64-element boundaries
+const NORM_CHUNK: u32 = 4096u; // gradient elements per workgroup of grad_norm_partial
 
 @group(0) @binding(0) var<storage, read_write> param: array<f32>;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
-@group(0) @binding(2) var<storage, read_write> velocity: array<f32>;
-@group(0) @binding(3) var<uniform> p: SgdParams;
+@group(0) @binding(2) var<storage, read_write> state: array<f32>;
+@group(0) @binding(3) var<storage, read> block_group: array<u32>;
+@group(0) @binding(4) var<storage, read_write> clip: array<f32>;   // [coef, norm, partial sums...]
+@group(0) @binding(5) var<uniform> p: OptParams;
 
-// torch.optim.SGD: g = grad + wd·p; buf = μ·buf + (1 − dampening)·g; g = nesterov ? g + μ·buf : buf; p -= lr·g.
+fn element(wg: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
+    return flat_group(wg, nwg) * 256u + li;
+}
+
+fn group_lr(i: u32) -> f32 {
+    return p.groups[block_group[i / BLOCK]].x;
+}
+
+fn group_wd(i: u32) -> f32 {
+    return p.groups[block_group[i / BLOCK]].y;
+}
+
+fn clipped_grad(i: u32) -> f32 {
+    var coef = 1.0;
+    if ((p.flags & FLAG_CLIP) != 0u) {
+        coef = clip[0];
+    }
+    return grad[i] * coef;
+}
+
+// torch.optim.SGD, and the course's heavy-ball and Nesterov look-ahead forms.
 @compute @workgroup_size(256, 1, 1)
-fn sgd_update(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let i = flat_group(wg, nwg) * 256u + li;
+fn sgd_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = element(wg, nwg, li);
     if (i >= p.len) {
         return;
     }
-    var g = grad[i];
-    if (p.weight_decay != 0.0) {
-        g += p.weight_decay * param[i];
+    let lr = group_lr(i);
+    let wd = group_wd(i);
+    var g = clipped_grad(i);
+    if (wd != 0.0) {
+        g = g + wd * param[i];
     }
-    if (p.momentum != 0.0) {
+    let mu = p.momentum;
+    if (mu == 0.0) {
+        param[i] = param[i] - lr * g;
+        return;
+    }
+    if ((p.flags & FLAG_HEAVY_BALL) != 0u) {
+        let v = mu * state[i] - lr * g;
+        state[i] = v;
+        param[i] = param[i] + v;
+    } else if ((p.flags & FLAG_NESTEROV_LOOKAHEAD) != 0u) {
+        let old = state[i];
+        let v = mu * old - lr * g;
+        state[i] = v;
+        param[i] = param[i] + v + mu * (v - old);
+    } else {
         var buf = g;
-        if (p.first_step == 0u) {
-            buf = p.momentum * velocity[i] + (1.0 - p.dampening) * g;
+        if (p.step != 1u) {
+            buf = mu * state[i] + p.one_minus_dampening * g;
         }
-        velocity[i] = buf;
-        if (p.nesterov != 0u) {
-            g += p.momentum * buf;
-        } else {
-            g = buf;
+        state[i] = buf;
+        var d = buf;
+        if ((p.flags & FLAG_NESTEROV) != 0u) {
+            d = g + mu * buf;
+        }
+        param[i] = param[i] - lr * d;
+    }
+}
+
+// torch.optim.Adagrad: sum += g²; p −= clr · g / (√sum + eps), clr = lr / (1 + (t − 1)·lr_decay).
+@compute @workgroup_size(256, 1, 1)
+fn adagrad_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = element(wg, nwg, li);
+    if (i >= p.len) {
+        return;
+    }
+    let wd = group_wd(i);
+    var g = clipped_grad(i);
+    if (wd != 0.0) {
+        g = g + wd * param[i];
+    }
+    let clr = group_lr(i) / p.lr_decay_div;
+    let sum = state[i] + g * g;
+    state[i] = sum;
+    let std_dev = sqrt(sum) + p.eps;
+    param[i] = param[i] - clr * (g / std_dev);
+}
+
+// torch.optim.RMSprop: square_avg = α·sq + (1 − α)·g²; centered subtracts grad_avg²; eps outside the root.
+@compute @workgroup_size(256, 1, 1)
+fn rmsprop_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = element(wg, nwg, li);
+    if (i >= p.len) {
+        return;
+    }
+    let lr = group_lr(i);
+    let wd = group_wd(i);
+    var g = clipped_grad(i);
+    if (wd != 0.0) {
+        g = g + wd * param[i];
+    }
+    let a = p.alpha;
+    let sq = state[i] * a + p.one_minus_alpha * g * g;
+    state[i] = sq;
+    var avg: f32;
+    if ((p.flags & FLAG_CENTERED) != 0u) {
+        let ga = state[p.len + i] + p.one_minus_alpha * (g - state[p.len + i]);
+        state[p.len + i] = ga;
+        avg = sqrt(sq - ga * ga) + p.eps;
+    } else {
+        avg = sqrt(sq) + p.eps;
+    }
+    if (p.momentum > 0.0) {
+        let buf = state[2u * p.len + i] * p.momentum + g / avg;
+        state[2u * p.len + i] = buf;
+        param[i] = param[i] - lr * buf;
+    } else {
+        param[i] = param[i] - lr * (g / avg);
+    }
+}
+
+// torch.optim.Adam (L2 decay into the gradient) and AdamW (decoupled: p ← p·(1 − lr·wd) first).
+@compute @workgroup_size(256, 1, 1)
+fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let i = element(wg, nwg, li);
+    if (i >= p.len) {
+        return;
+    }
+    let lr = group_lr(i);
+    let wd = group_wd(i);
+    var g = clipped_grad(i);
+    if ((p.flags & FLAG_DECOUPLED) != 0u) {
+        param[i] = param[i] * (1.0 - lr * wd);
+    } else if (wd != 0.0) {
+        g = g + wd * param[i];
+    }
+    let m = state[i] + p.one_minus_beta1 * (g - state[i]);
+    let v = state[p.len + i] * p.beta2 + p.one_minus_beta2 * g * g;
+    state[i] = m;
+    state[p.len + i] = v;
+    var v_used = v;
+    if ((p.flags & FLAG_AMSGRAD) != 0u) {
+        v_used = max(state[2u * p.len + i], v);
+        state[2u * p.len + i] = v_used;
+    }
+    let denom = sqrt(v_used) / p.bias_c2_sqrt + p.eps;
+    param[i] = param[i] - (lr / p.bias_c1) * (m / denom);
+}
+
+var<workgroup> partial: array<f32, 256>;
+
+// Σ g² over one NORM_CHUNK of the gradient, in a fixed order: thread t adds elements t, t + 256, …
+@compute @workgroup_size(256, 1, 1)
+fn grad_norm_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let chunk = flat_group(wg, nwg);
+    let start = chunk * NORM_CHUNK;
+    var s = 0.0;
+    for (var j = 0u; j < NORM_CHUNK / 256u; j++) {
+        let i = start + j * 256u + li;
+        if (i < p.len) {
+            s += grad[i] * grad[i];
         }
     }
-    param[i] -= p.lr * g;
+    partial[li] = s;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (li < stride) {
+            partial[li] += partial[li + stride];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        clip[2u + chunk] = partial[0];
+    }
+}
+
+// One workgroup: the partial sums in a fixed order, then clip_grad_norm_'s coefficient
+// min(max_norm / (‖g‖ + 1e-6), 1) into clip[0] and the norm into clip[1].
+@compute @workgroup_size(256, 1, 1)
+fn grad_norm_finish(@builtin(local_invocation_index) li: u32) {
+    let chunks = (p.len + NORM_CHUNK - 1u) / NORM_CHUNK;
+    var s = 0.0;
+    for (var c = li; c < chunks; c += 256u) {
+        s += clip[2u + c];
+    }
+    partial[li] = s;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (li < stride) {
+            partial[li] += partial[li + stride];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        let norm = sqrt(partial[0]);
+        clip[1] = norm;
+        clip[0] = min(p.max_norm / (norm + 1e-6), 1.0);
+    }
 }

@@ -12,6 +12,7 @@ use crate::gpu::kernels::{submit, Dispatch, MatmulParams};
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::nn::{GpuNetwork, LayerSpec, Loss, Model, Network};
 use crate::optim::Sgd;
+
 use crate::train::Placement;
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
@@ -84,14 +85,14 @@ pub fn train_steps(net: &mut GpuNetwork, rows: usize, batch: usize, steps: usize
     for s in 0..steps {
         idx.clear();
         idx.extend((0..batch).map(|i| ((s * batch + i) % rows) as u32));
-        net.train_step(&idx, 0.01)?;
+        net.train_step(&idx)?;
     }
     net.gpu().wait()
 }
 
 /// Repeats `f(batch_of_reps)` with a doubling batch until `budget` seconds have passed (at least
 /// `min_reps` reps); returns (reps, seconds).
-fn run_for(budget: f64, min_reps: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<(usize, f64)> {
+fn run_for(budget: f64, min_reps: usize, f: &mut impl FnMut(usize) -> Result<()>) -> Result<(usize, f64)> {
     let start = Instant::now();
     let (mut reps, mut chunk) = (0, min_reps.max(1));
     while reps < min_reps || start.elapsed().as_secs_f64() < budget {
@@ -112,7 +113,7 @@ pub fn run(placement: &Placement, quick: bool) -> Result<()> {
     for &n in sizes {
         let bench = MatmulBench::new(&gpu, n)?;
         bench.run(&gpu, 1)?; // warm-up: pipeline and memory first touch
-        let (reps, secs) = run_for(budget, 2, |r| bench.run(&gpu, r))?;
+        let (reps, secs) = run_for(budget, 2, &mut |r| bench.run(&gpu, r))?;
         println!(
             "matmul n={n:>5}: {:8.2} GFLOP/s  ({reps} reps, {:.1} ms each)",
             bench.flops() * reps as f64 / secs / 1e9,
@@ -122,7 +123,7 @@ pub fn run(placement: &Placement, quick: bool) -> Result<()> {
     for &batch in &[256usize, 1024] {
         let (mut net, rows) = bench_mlp(gpu.clone(), batch)?;
         train_steps(&mut net, rows, batch, 2)?; // warm-up
-        let (steps, secs) = run_for(budget, 3, |s| train_steps(&mut net, rows, batch, s))?;
+        let (steps, secs) = run_for(budget, 3, &mut |s| train_steps(&mut net, rows, batch, s))?;
         let sps = (steps * batch) as f64 / secs;
         let flops = 3.0 * net.model().forward_flops_per_sample() as f64 * sps;
         println!(
@@ -130,5 +131,78 @@ pub fn run(placement: &Placement, quick: bool) -> Result<()> {
             flops / 1e9
         );
     }
+    let n = 1 << 22;
+    let t = |s: &str| -> Result<crate::optim::Optimizer> {
+        toml::from_str(s).map_err(|e| crate::error::Error::Usage(format!("benchmark optimizer: {e}")))
+    };
+    let optimizers = [
+        ("sgd", t("type='sgd'\nlr=0.01")?),
+        ("sgd momentum", t("type='sgd'\nlr=0.01\nmomentum=0.9")?),
+        ("adagrad", t("type='adagrad'")?),
+        ("rmsprop", t("type='rmsprop'")?),
+        ("rmsprop centered+momentum", t("type='rmsprop'\ncentered=true\nmomentum=0.9")?),
+        ("adam", t("type='adam'")?),
+        ("adamw amsgrad", t("type='adamw'\namsgrad=true")?),
+    ];
+    for (name, opt) in &optimizers {
+        let (update, copy) = optimizer_throughput(&gpu, opt, n, budget)?;
+        println!(
+            "optimizer {name:<26} {update:7.2} GB/s ({} B/param), copy kernel {copy:7.2} GB/s: {:.0}% of copy",
+            optimizer_bytes_per_param(opt),
+            100.0 * update / copy
+        );
+    }
     Ok(())
+}
+
+/// Bytes one update reads and writes per parameter (f32 everything; the group table's u32 per
+/// 64 parameters is left out): parameter and gradient in, parameter out, plus each state
+/// slot the configuration touches, in and out.
+pub fn optimizer_bytes_per_param(opt: &crate::optim::Optimizer) -> usize {
+    use crate::optim::Optimizer;
+    let slots_touched = match opt.normalized() {
+        Optimizer::Sgd(s) if s.momentum.value() == 0.0 => 0,
+        Optimizer::Sgd(_) | Optimizer::Adagrad(_) => 1,
+        Optimizer::Rmsprop(r) => 1 + usize::from(r.centered) + usize::from(r.momentum > 0.0),
+        Optimizer::Adam(a) => 2 + usize::from(a.amsgrad),
+        Optimizer::Adamw(_) => 2,
+    };
+    4 * (3 + 2 * slots_touched)
+}
+
+/// (GB/s of the update, GB/s of a plain copy) over `n` parameters on `gpu`.
+pub fn optimizer_throughput(gpu: &Gpu, opt: &crate::optim::Optimizer, n: usize, budget: f64) -> Result<(f64, f64)> {
+    use crate::gpu::optimizer::GpuOptimizer;
+    use crate::optim::ParamGroups;
+    let param = gpu.upload("bench parameters", &random(n, 4))?;
+    let grad = gpu.upload("bench gradients", &random(n, 5))?;
+    let groups = ParamGroups {
+        groups: vec![(opt.lr(), opt.weight_decay())],
+        block_group: vec![0; n.div_ceil(crate::nn::PARAM_ALIGN)],
+    };
+    let mut o = GpuOptimizer::new(gpu, &param, &grad, opt, groups, None)?;
+    let mut step = 0u32;
+    let mut run = |reps: usize| -> Result<()> {
+        for _ in 0..reps {
+            step += 1;
+            o.prepare(gpu, step, 1.0);
+            let launches: Vec<&Dispatch> = o.dispatches().collect();
+            submit(gpu, "bench optimizer", &launches)?;
+        }
+        gpu.wait()
+    };
+    run(1)?;
+    let (reps, secs) = run_for(budget, 3, &mut run)?;
+    let update = (optimizer_bytes_per_param(opt) * n * reps) as f64 / secs / 1e9;
+    let dst = gpu.storage("bench copy", n)?;
+    let copy = gpu.copy_f32(&param, &dst, n)?;
+    let mut run_copy = |reps: usize| -> Result<()> {
+        for _ in 0..reps {
+            submit(gpu, "bench copy", &[&copy])?;
+        }
+        gpu.wait()
+    };
+    run_copy(1)?;
+    let (reps, secs) = run_for(budget, 3, &mut run_copy)?;
+    Ok((update, (8 * n * reps) as f64 / secs / 1e9))
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::data::{BatchScheme, CsvOptions, LabelColumn};
 use crate::error::{Error, Result};
 use crate::nn::{LayerSpec, Loss};
-use crate::optim::Sgd;
+use crate::optim::{GroupSpec, Optimizer, OptimizerSetup, Schedule};
 
 /// The built-in default run (configs/digits.toml), used when `gradflow` gets no arguments.
 pub const DEFAULT_CONFIG: &str = include_str!("../configs/digits.toml");
@@ -18,7 +18,7 @@ pub const DEFAULT_CONFIG_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf
 pub struct Config {
     pub data: DataConfig,
     pub model: ModelConfig,
-    pub optimizer: OptimizerConfig,
+    pub optimizer: Optimizer,
     pub train: TrainConfig,
 }
 
@@ -53,20 +53,6 @@ pub struct ModelConfig {
 }
 
 #[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum OptimizerConfig {
-    Sgd(Sgd),
-}
-
-impl OptimizerConfig {
-    pub fn sgd(&self) -> &Sgd {
-        match self {
-            OptimizerConfig::Sgd(s) => s,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     pub epochs: usize,
@@ -77,6 +63,14 @@ pub struct TrainConfig {
     pub drop_last: bool,
     #[serde(default)]
     pub seed: u64,
+    /// Learning-rate schedule over optimizer steps (default constant).
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// torch.nn.utils.clip_grad_norm_ threshold on the global gradient norm (default: none).
+    pub clip_grad_norm: Option<f32>,
+    /// Parameter groups with their own lr / weight_decay; first match wins.
+    #[serde(default)]
+    pub param_groups: Vec<GroupSpec>,
 }
 
 fn default_label_column() -> toml::Value {
@@ -112,6 +106,16 @@ impl Config {
     /// The built-in digits run.
     pub fn default_run() -> Result<Config> {
         Config::parse(DEFAULT_CONFIG, Path::new(DEFAULT_CONFIG_PATH))
+    }
+
+    /// The optimizer with the training section's groups, schedule and clipping.
+    pub fn optimizer_setup(&self) -> OptimizerSetup {
+        OptimizerSetup {
+            optimizer: self.optimizer.clone(),
+            groups: self.train.param_groups.clone(),
+            schedule: self.train.schedule.clone(),
+            clip_grad_norm: self.train.clip_grad_norm,
+        }
     }
 
     pub fn csv_options(&self, file: &Path) -> Result<CsvOptions> {

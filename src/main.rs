@@ -128,9 +128,9 @@ fn train_cmd(config_path: Option<PathBuf>, epochs: Option<usize>, placement: &Pl
     let max_rows = train::max_rows(&config, train_set.n);
     let mut net = train::build_network(&config, model, placement, max_rows)?;
     println!("device: {}", net.describe());
+    println!("optimizer: {:?}", config.optimizer);
     net.set_train_data(&train_set)?;
     let mut batcher = train::batcher(&config, train_set.n)?;
-    let lr = config.optimizer.sgd().lr;
     let epochs = config.train.epochs;
     let mut total_samples_per_sec = 0.0;
     for epoch in 1..=epochs {
@@ -142,12 +142,13 @@ fn train_cmd(config_path: Option<PathBuf>, epochs: Option<usize>, placement: &Pl
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("{epoch}/{epochs}"));
-        let report = train::train_epoch(net.as_mut(), &mut batcher, epoch, lr, |_| bar.inc(1))?;
+        let lr = net.lr();
+        let report = train::train_epoch(net.as_mut(), &mut batcher, epoch, |_| bar.inc(1))?;
         bar.finish_and_clear();
         let (_, test_acc) = train::evaluate(net.as_mut(), &test_set, config.model.loss)?;
         total_samples_per_sec += report.samples_per_sec;
         println!(
-            "epoch {epoch:>3}/{epochs}  loss {:.4}  train acc {:5.1}%  test acc {:5.1}%  {:>9.0} samples/s",
+            "epoch {epoch:>3}/{epochs}  lr {lr:.3e}  loss {:.4}  train acc {:5.1}%  test acc {:5.1}%  {:>9.0} samples/s",
             report.train_loss,
             100.0 * report.train_accuracy,
             100.0 * test_acc,

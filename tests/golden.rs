@@ -10,7 +10,6 @@ use common::*;
 use gradflow::cpu;
 use gradflow::gpu::ops;
 use gradflow::nn::{Act, Activation};
-use gradflow::optim::Sgd;
 
 fn labels_u32(v: &[f64]) -> Vec<u32> {
     v.iter().map(|&l| l as u32).collect()
@@ -166,81 +165,5 @@ fn golden_mse_both_paths() {
         let (e1, _) = assert_within(&format!("{name} gpu loss"), &[out.loss], &[want_loss], &[loss_b]);
         let (e2, _) = assert_within(&format!("{name} gpu dpred"), &out.grad, c.t("dpred"), &grad_b);
         eprintln!("{name}: GPU loss error {e1:.2e}, worst dpred error {e2:.2e}");
-    }
-}
-
-/// A running forward-error bound for f32 SGD along the exact trajectory: each line of the update
-/// adds one rounding (≤ u·|result| per operation) and carries the errors of its inputs.
-fn sgd_bounds(sgd: &Sgd, p0: &[f64], grads: &[Vec<f64>], expected: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    let u = EPS;
-    let (lr, mu, damp, wd) = (sgd.lr as f64, sgd.momentum as f64, sgd.dampening as f64, sgd.weight_decay as f64);
-    let n = p0.len();
-    let (mut p, mut buf) = (p0.to_vec(), vec![0.0; n]);
-    let (mut ep, mut eb) = (vec![0.0; n], vec![0.0; n]);
-    let mut out = Vec::new();
-    for (t, g) in grads.iter().enumerate() {
-        let mut bounds = vec![0.0; n];
-        for i in 0..n {
-            // lr, μ, wd themselves are f32 roundings of the manifest's values: one more u each.
-            let gg = g[i] + wd * p[i];
-            let mut eg = wd * ep[i] + 3.0 * u * ((wd * p[i]).abs() + gg.abs());
-            let mut step = gg;
-            if mu != 0.0 {
-                let b = if t == 0 { gg } else { mu * buf[i] + (1.0 - damp) * gg };
-                eb[i] = if t == 0 {
-                    eg
-                } else {
-                    mu * eb[i] + (1.0 - damp) * eg + 4.0 * u * ((mu * buf[i]).abs() + gg.abs() + b.abs())
-                };
-                buf[i] = b;
-                if sgd.nesterov {
-                    step = gg + mu * b;
-                    eg += mu * eb[i] + 3.0 * u * ((mu * b).abs() + step.abs());
-                } else {
-                    step = b;
-                    eg = eb[i];
-                }
-            }
-            let np = p[i] - lr * step;
-            ep[i] += lr * eg + 3.0 * u * ((lr * step).abs() + np.abs());
-            p[i] = expected[t][i];
-            bounds[i] = ep[i] + 1e-30;
-        }
-        out.push(bounds);
-    }
-    out
-}
-
-#[test]
-fn golden_sgd_both_paths() {
-    let names = ["opt_sgd", "opt_sgd_weight_decay", "opt_momentum", "opt_nesterov"];
-    for name in names {
-        let c = load(name);
-        let sgd = Sgd {
-            lr: c.param("lr") as f32,
-            momentum: c.param("momentum") as f32,
-            dampening: c.param("dampening") as f32,
-            weight_decay: c.param("weight_decay") as f32,
-            nesterov: c.flag("nesterov"),
-        };
-        let steps = c.shape("grads")[0];
-        let n = c.shape("p0")[0];
-        let grads: Vec<Vec<f32>> = c.f32("grads").chunks(n).map(<[f32]>::to_vec).collect();
-        let expected: Vec<Vec<f64>> = c.t("expected").chunks(n).map(<[f64]>::to_vec).collect();
-        let grads64: Vec<Vec<f64>> = c.t("grads").chunks(n).map(<[f64]>::to_vec).collect();
-        let bounds = sgd_bounds(&sgd, c.t("p0"), &grads64, &expected);
-
-        let mut p = c.f32("p0");
-        let mut v = vec![0.0f32; n];
-        for t in 0..steps {
-            cpu::sgd_update(&mut p, &grads[t], &mut v, &sgd, sgd.lr, t == 0);
-            assert_within(&format!("{name} cpu step {t}"), &p, &expected[t], &bounds[t]);
-        }
-        let iterates = ops::sgd_update(gpu(), &c.f32("p0"), &grads, &sgd).unwrap();
-        let mut worst = 0.0f64;
-        for t in 0..steps {
-            worst = worst.max(assert_within(&format!("{name} gpu step {t}"), &iterates[t], &expected[t], &bounds[t]).0);
-        }
-        eprintln!("{name}: {steps} steps, worst GPU error {worst:.2e}");
     }
 }

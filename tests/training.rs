@@ -9,7 +9,7 @@ use common::*;
 use gradflow::data::{BatchScheme, Batcher, Dataset};
 use gradflow::gpu::Gpu;
 use gradflow::nn::{CpuNetwork, GpuNetwork, LayerSpec, Loss, Model, Network};
-use gradflow::optim::Sgd;
+use gradflow::optim::{Optimizer, OptimizerSetup, Sgd};
 
 fn shared_gpu() -> Arc<Gpu> {
     // Each test opens its own device: GpuNetwork owns an Arc<Gpu>.
@@ -35,7 +35,16 @@ fn synthetic(rows: usize, d: usize, classes: usize, seed: u64) -> Dataset {
 /// run, with ‖H‖ ≲ 1 here; 20 steps of that stay below 50× the one-step error: 2e-4.
 const REL_TOL: f64 = 2e-4;
 
-fn run_both(model: Model, loss: Loss, sgd: Sgd, scheme: BatchScheme, batch: usize, steps: usize, data: &Dataset) {
+fn run_both(
+    model: Model,
+    loss: Loss,
+    opt: impl Into<OptimizerSetup>,
+    scheme: BatchScheme,
+    batch: usize,
+    steps: usize,
+    data: &Dataset,
+) {
+    let sgd: OptimizerSetup = opt.into();
     let params = model.init_params(7);
     let mut cpu = CpuNetwork::new(model.clone(), loss, sgd.clone(), params.clone()).unwrap();
     let mut gpu = GpuNetwork::new(shared_gpu(), model, loss, sgd.clone(), &params, batch.max(data.n)).unwrap();
@@ -47,8 +56,8 @@ fn run_both(model: Model, loss: Loss, sgd: Sgd, scheme: BatchScheme, batch: usiz
     'outer: loop {
         for b in batcher.next_epoch() {
             let idx: Vec<u32> = b.iter().map(|&i| i as u32).collect();
-            cpu.train_step(&idx, sgd.lr).unwrap();
-            gpu.train_step(&idx, sgd.lr).unwrap();
+            cpu.train_step(&idx).unwrap();
+            gpu.train_step(&idx).unwrap();
             let (lc, lg) = (cpu.last_loss().unwrap() as f64, gpu.last_loss().unwrap() as f64);
             let err = (lc - lg).abs() / lc.abs().max(1.0);
             worst = worst.max(err);
@@ -71,7 +80,10 @@ fn run_both(model: Model, loss: Loss, sgd: Sgd, scheme: BatchScheme, batch: usiz
     let (tc, tg) = (cpu.take_totals().unwrap(), gpu.take_totals().unwrap());
     assert_eq!(tc.samples, tg.samples);
     assert!((tc.mean_loss - tg.mean_loss).abs() as f64 <= REL_TOL * tc.mean_loss.abs().max(1.0) as f64);
-    eprintln!("{scheme:?}: {steps} steps, worst relative step-loss difference GPU vs CPU {worst:.2e}");
+    eprintln!(
+        "{scheme:?} {}: {steps} steps, worst relative step-loss difference GPU vs CPU {worst:.2e}",
+        sgd.optimizer.name()
+    );
 }
 
 fn mlp(inputs: usize) -> Model {
@@ -96,6 +108,26 @@ fn twenty_steps_gpu_and_cpu_agree_for_every_batching_scheme() {
         run_both(mlp(20), Loss::CrossEntropy, Sgd::with_momentum(0.05, 0.9), scheme, 32, 20, &data);
     }
     run_both(mlp(20), Loss::CrossEntropy, Sgd::new(0.1), BatchScheme::FullBatch, 203, 20, &data);
+}
+
+#[test]
+fn twenty_steps_agree_for_every_optimizer() {
+    let data = synthetic(203, 20, 7, 5);
+    let adam = Optimizer::adam(0.01);
+    for opt in [
+        Optimizer::Sgd(Sgd { nesterov: true, weight_decay: 1e-3, ..Sgd::with_momentum(0.05, 0.9) }),
+        Optimizer::Sgd(Sgd::with_form(0.05, 0.9, gradflow::optim::MomentumForm::HeavyBall)),
+        toml_optimizer("type = 'adagrad'\nlr = 0.05\nlr_decay = 0.01"),
+        toml_optimizer("type = 'rmsprop'\nlr = 0.001\ncentered = true\nmomentum = 0.5"),
+        Optimizer::Adam(gradflow::optim::Adam { amsgrad: true, weight_decay: 1e-3, ..adam.clone() }),
+        toml_optimizer("type = 'adamw'\nlr = 0.01"),
+    ] {
+        run_both(mlp(20), Loss::CrossEntropy, opt, BatchScheme::Shuffle, 32, 20, &data);
+    }
+}
+
+fn toml_optimizer(text: &str) -> Optimizer {
+    toml::from_str(text).unwrap()
 }
 
 #[test]
@@ -128,8 +160,8 @@ fn gradients_of_one_step_agree() {
     cpu.set_train_data(&data).unwrap();
     gpu.set_train_data(&data).unwrap();
     let idx: Vec<u32> = (0..50).collect();
-    cpu.train_step(&idx, 0.0).unwrap();
-    gpu.train_step(&idx, 0.0).unwrap();
+    cpu.train_step(&idx).unwrap();
+    gpu.train_step(&idx).unwrap();
     let (gc, gg) = (cpu.grads().unwrap(), gpu.grads().unwrap());
     let scale = gc.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64;
     // Back-propagated through three layers of length ≤ 48 dot products: ≲ 3·64·u relative to the largest gradient.
@@ -155,7 +187,7 @@ fn default_digits_run_reaches_95_percent_test_accuracy_on_the_gpu() {
     net.set_train_data(&train).unwrap();
     let mut batcher = gradflow::train::batcher(&config, train.n).unwrap();
     for epoch in 1..=config.train.epochs {
-        gradflow::train::train_epoch(net.as_mut(), &mut batcher, epoch, config.optimizer.sgd().lr, |_| {}).unwrap();
+        gradflow::train::train_epoch(net.as_mut(), &mut batcher, epoch, |_| {}).unwrap();
     }
     let (loss, acc) = gradflow::train::evaluate(net.as_mut(), &test, config.model.loss).unwrap();
     eprintln!("default run: test accuracy {:.1}%, loss {loss:.4}", 100.0 * acc);

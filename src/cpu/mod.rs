@@ -10,4 +10,4 @@ pub mod optim;
 pub use activation::{activate, activate_grad, activation_backward, activation_forward};
 pub use linear::{bias_grad, linear_backward_input, linear_backward_weight, linear_forward};
 pub use loss::{cross_entropy, mse, LossOutput};
-pub use optim::sgd_update;
+pub use optim::{clip_coefficient, optimizer_update, Real};

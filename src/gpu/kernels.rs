@@ -232,35 +232,6 @@ pub struct LossParams {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct SgdParams {
-    pub len: u32,
-    pub nesterov: u32,
-    pub first_step: u32,
-    pub _pad: u32,
-    pub lr: f32,
-    pub momentum: f32,
-    pub dampening: f32,
-    pub weight_decay: f32,
-}
-
-impl SgdParams {
-    /// The uniform for `sgd` over `len` parameters, set for the first step.
-    pub fn new(sgd: &crate::optim::Sgd, len: usize) -> SgdParams {
-        SgdParams {
-            len: len as u32,
-            nesterov: u32::from(sgd.nesterov),
-            first_step: 1,
-            _pad: 0,
-            lr: sgd.lr,
-            momentum: sgd.momentum,
-            dampening: sgd.dampening,
-            weight_decay: sgd.weight_decay,
-        }
-    }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GatherParams {
     pub rows: u32,
     pub cols: u32,
@@ -321,7 +292,19 @@ impl Kernels {
                 &[Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, Uniform],
                 &["cross_entropy", "mse", "loss_reduce"],
             )?,
-            optim: Family::new(device, "optim.wgsl", &[ReadWrite, Read, ReadWrite, Uniform], &["sgd_update"])?,
+            optim: Family::new(
+                device,
+                "optim.wgsl",
+                &[ReadWrite, Read, ReadWrite, Read, ReadWrite, Uniform],
+                &[
+                    "sgd_update",
+                    "adagrad_update",
+                    "rmsprop_update",
+                    "adam_update",
+                    "grad_norm_partial",
+                    "grad_norm_finish",
+                ],
+            )?,
             data: Family::new(
                 device,
                 "data.wgsl",
@@ -442,19 +425,25 @@ impl Gpu {
         )
     }
 
-    pub fn sgd_update(
+    /// One optimizer kernel (`entry`) over the flat parameter buffer; see optim.wgsl.
+    #[allow(clippy::too_many_arguments)]
+    pub fn optimizer_kernel(
         &self,
+        entry: &'static str,
         param: &GpuBuffer,
         grad: &GpuBuffer,
-        velocity: &GpuBuffer,
-        params: SgdParams,
+        state: &GpuBuffer,
+        block_group: &GpuBuffer,
+        clip: &GpuBuffer,
+        params: &crate::gpu::optimizer::OptParams,
+        groups: [u32; 3],
     ) -> Result<Dispatch> {
         self.kernels.optim.dispatch(
             self,
-            "sgd_update",
-            &[&param.buffer, &grad.buffer, &velocity.buffer],
-            &params,
-            groups_for(params.len as usize, 256),
+            entry,
+            &[&param.buffer, &grad.buffer, &state.buffer, &block_group.buffer, &clip.buffer],
+            params,
+            groups,
         )
     }
 

@@ -4,6 +4,7 @@ pub mod buffer;
 pub mod context;
 pub mod kernels;
 pub mod ops;
+pub mod optimizer;
 pub mod shaders;
 
 pub use buffer::GpuBuffer;

@@ -3,14 +3,15 @@
 //! Training does not use these: `GpuNetwork` builds its launches once and reuses them.
 
 use super::kernels::{
-    submit, ActParams, LossParams, MatmulParams, SgdParams, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT, TOTALS_LEN,
+    submit, ActParams, LossParams, MatmulParams, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT, TOTALS_LEN,
     TOTAL_STEP_LOSS,
 };
+use super::optimizer::GpuOptimizer;
 use super::Gpu;
 use crate::cpu::LossOutput;
 use crate::error::Result;
 use crate::nn::{Act, Activation};
-use crate::optim::Sgd;
+use crate::optim::{OptimizerSetup, ParamGroups};
 
 /// (z, y): z = x·Wᵀ + b and y = act(z); x [m, k], W [n, k].
 #[allow(clippy::too_many_arguments)]
@@ -171,24 +172,27 @@ pub fn mse(
     loss(gpu, "mse", pred, targets, &labels, rows, cols)
 }
 
-/// Runs `grads.len()` SGD steps from `param` with one gradient each; returns every iterate.
-pub fn sgd_update(gpu: &Gpu, param: &[f32], grads: &[Vec<f32>], sgd: &Sgd) -> Result<Vec<Vec<f32>>> {
+/// Runs one optimizer step per gradient in `grads` from `param` (the group layout of
+/// `groups`); returns every iterate and the final state.
+pub fn optimizer_update(
+    gpu: &Gpu,
+    param: &[f32],
+    grads: &[Vec<f32>],
+    setup: &OptimizerSetup,
+    groups: ParamGroups,
+) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
     let gp = gpu.upload("param", param)?;
     let gg = gpu.storage("grad", param.len())?;
-    let gv = gpu.storage("velocity", param.len())?;
-    let mut p = SgdParams::new(sgd, param.len());
-    let mut d = gpu.sgd_update(&gp, &gg, &gv, p)?;
+    let mut opt = GpuOptimizer::new(gpu, &gp, &gg, &setup.optimizer, groups, setup.clip_grad_norm)?;
     let mut out = Vec::with_capacity(grads.len());
     for (t, g) in grads.iter().enumerate() {
-        if t == 1 {
-            p.first_step = 0;
-            d.update(gpu, &p, Gpu::elementwise_grid(param.len()));
-        }
+        opt.prepare(gpu, t as u32 + 1, setup.schedule.factor(t as u32));
         gpu.write(&gg, g);
-        submit(gpu, "sgd_update", &[&d])?;
+        let launches: Vec<&super::kernels::Dispatch> = opt.dispatches().collect();
+        submit(gpu, "optimizer_update", &launches)?;
         out.push(gpu.read_all(&gp)?);
     }
-    Ok(out)
+    Ok((out, opt.state(gpu)?))
 }
 
 /// Every activation the kernels know, for sweeping tests.

@@ -5,15 +5,16 @@ use super::{Loss, Model, Network, Stage, Totals};
 use crate::cpu;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::optim::Sgd;
+use crate::optim::{OptimizerSetup, OptimizerStep, ParamGroups};
 
 pub struct CpuNetwork {
     model: Model,
     loss: Loss,
-    sgd: Sgd,
+    setup: OptimizerSetup,
+    groups: ParamGroups,
     params: Vec<f32>,
     grads: Vec<f32>,
-    velocity: Vec<f32>,
+    state: Vec<f32>,
     steps: usize,
     train_x: Vec<f32>,
     train_labels: Vec<u32>,
@@ -33,16 +34,19 @@ struct Trace {
 }
 
 impl CpuNetwork {
-    pub fn new(model: Model, loss: Loss, sgd: Sgd, params: Vec<f32>) -> Result<CpuNetwork> {
+    pub fn new(model: Model, loss: Loss, setup: impl Into<OptimizerSetup>, params: Vec<f32>) -> Result<CpuNetwork> {
         check_params(&model, &params)?;
+        let setup = setup.into();
+        let groups = ParamGroups::new(&model, &setup.optimizer, &setup.groups)?;
         let n = model.param_len;
         Ok(CpuNetwork {
+            state: setup.optimizer.initial_state(n),
+            groups,
+            setup,
             model,
             loss,
-            sgd,
             params,
             grads: vec![0.0; n],
-            velocity: vec![0.0; n],
             steps: 0,
             train_x: Vec::new(),
             train_labels: Vec::new(),
@@ -121,7 +125,7 @@ impl Network for CpuNetwork {
         Ok(())
     }
 
-    fn train_step(&mut self, batch: &[u32], lr: f32) -> Result<()> {
+    fn train_step(&mut self, batch: &[u32]) -> Result<()> {
         super::network::check_batch(batch, self.train_labels.len(), usize::MAX)?;
         let d = self.model.inputs;
         let rows = batch.len();
@@ -139,7 +143,15 @@ impl Network for CpuNetwork {
             Loss::Mse => cpu::mse(&trace.output, None, &labels, rows, c),
         };
         self.backward(&trace, out.grad, rows);
-        cpu::sgd_update(&mut self.params, &self.grads, &mut self.velocity, &self.sgd, lr, self.steps == 0);
+        let step = OptimizerStep {
+            optimizer: &self.setup.optimizer,
+            step: self.steps as u32 + 1,
+            lr_factor: self.setup.schedule.factor(self.steps as u32),
+            groups: &self.groups,
+            max_norm: self.setup.clip_grad_norm,
+        };
+        let coef = cpu::clip_coefficient(&self.grads, self.setup.clip_grad_norm);
+        cpu::optimizer_update(&mut self.params, &self.grads, &mut self.state, &step, coef);
         self.steps += 1;
         self.last_loss = out.loss;
         self.loss_sum += out.loss as f64 * rows as f64;
@@ -179,5 +191,13 @@ impl Network for CpuNetwork {
 
     fn grads(&mut self) -> Result<Vec<f32>> {
         Ok(self.grads.clone())
+    }
+
+    fn optimizer_state(&mut self) -> Result<Vec<f32>> {
+        Ok(self.state.clone())
+    }
+
+    fn lr(&self) -> f32 {
+        self.setup.lr_at(self.steps as u32) as f32
     }
 }

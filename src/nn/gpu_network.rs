@@ -8,11 +8,12 @@ use super::{Act, Activation, Loss, Model, Network, Stage, Totals};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{
-    submit, ActParams, Dispatch, GatherParams, LossParams, MatmulParams, SgdParams, FLAG_ACT_GRAD, FLAG_BIAS,
-    FLAG_STORE_PREACT, TOTALS_LEN, TOTAL_CORRECT, TOTAL_COUNT, TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
+    submit, ActParams, Dispatch, GatherParams, LossParams, MatmulParams, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT,
+    TOTALS_LEN, TOTAL_CORRECT, TOTAL_COUNT, TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
 };
+use crate::gpu::optimizer::GpuOptimizer;
 use crate::gpu::{Gpu, GpuBuffer};
-use crate::optim::Sgd;
+use crate::optim::{OptimizerSetup, ParamGroups};
 
 /// How a launch's parameters depend on the number of rows in the batch.
 enum Shape {
@@ -25,7 +26,6 @@ enum Shape {
     Loss(LossParams),
     Reduce(LossParams),
     Gather(GatherParams),
-    Fixed,
 }
 
 struct Launch {
@@ -66,7 +66,6 @@ impl Launch {
                 p.rows = rows;
                 self.dispatch.update(gpu, p, Gpu::gather_grid(p));
             }
-            Shape::Fixed => {}
         }
     }
 }
@@ -99,12 +98,10 @@ pub struct GpuNetwork {
     backward: Vec<Launch>,
     gather: Option<Launch>,
     train_rows: usize,
-    sgd_params: SgdParams,
-    sgd_launch: usize,
+    optimizer: GpuOptimizer,
+    setup: OptimizerSetup,
     steps: usize,
     stage_buffers: Vec<StageBuffers>,
-    /// Optimizer state (the momentum buffer), flat like the parameters.
-    velocity: GpuBuffer,
     /// The resident training set (inputs, labels) the gather kernel reads.
     train_data: Option<(GpuBuffer, GpuBuffer)>,
 }
@@ -119,7 +116,7 @@ impl GpuNetwork {
         gpu: Arc<Gpu>,
         model: Model,
         loss: Loss,
-        sgd: Sgd,
+        setup: impl Into<OptimizerSetup>,
         params: &[f32],
         max_rows: usize,
     ) -> Result<GpuNetwork> {
@@ -130,7 +127,9 @@ impl GpuNetwork {
         let last = stages.len() - 1;
         let params_buf = g.upload("parameters", params)?;
         let grads = g.storage("gradients", model.param_len)?;
-        let velocity = g.storage("optimizer state (velocity)", if sgd.has_state() { model.param_len } else { 1 })?;
+        let setup = setup.into();
+        let groups = ParamGroups::new(&model, &setup.optimizer, &setup.groups)?;
+        let optimizer = GpuOptimizer::new(g, &params_buf, &grads, &setup.optimizer, groups, setup.clip_grad_norm)?;
         let batch_x = g.storage("batch input", max_rows * model.inputs)?;
         let batch_labels = g.storage("batch labels", max_rows)?;
         let indices = g.storage("batch indices", max_rows)?;
@@ -294,11 +293,6 @@ impl GpuNetwork {
             }
         }
 
-        let sgd_params = SgdParams::new(&sgd, model.param_len);
-        let d = g.sgd_update(&params_buf, &grads, &velocity, sgd_params)?;
-        backward.push(Launch { dispatch: d, shape: Shape::Fixed });
-        let sgd_launch = backward.len() - 1;
-
         Ok(GpuNetwork {
             gpu,
             model,
@@ -314,11 +308,10 @@ impl GpuNetwork {
             backward,
             gather: None,
             train_rows: 0,
-            sgd_params,
-            sgd_launch,
+            optimizer,
+            setup,
             steps: 0,
             stage_buffers: bufs,
-            velocity,
             train_data: None,
         })
     }
@@ -377,9 +370,9 @@ impl GpuNetwork {
         &self.gpu
     }
 
-    /// The optimizer's state (SGD's momentum buffer; one unused element without momentum).
-    pub fn optimizer_state(&self) -> Result<Vec<f32>> {
-        self.gpu.read_all(&self.velocity)
+    /// (coefficient, global gradient norm) of the last step when clipping is on.
+    pub fn clip_stats(&self) -> Result<(f32, f32)> {
+        self.optimizer.clip_stats(&self.gpu)
     }
 }
 
@@ -405,24 +398,20 @@ impl Network for GpuNetwork {
         Ok(())
     }
 
-    fn train_step(&mut self, batch: &[u32], lr: f32) -> Result<()> {
+    fn train_step(&mut self, batch: &[u32]) -> Result<()> {
         if self.gather.is_none() {
             return Err(Error::Usage("train_step before set_train_data".into()));
         }
         super::network::check_batch(batch, self.train_rows, self.max_rows)?;
         self.resize(batch.len());
         self.gpu.write(&self.indices, batch);
-        let first = u32::from(self.steps == 0);
-        if self.sgd_params.lr != lr || self.sgd_params.first_step != first {
-            self.sgd_params.lr = lr;
-            self.sgd_params.first_step = first;
-            let p = self.sgd_params;
-            self.backward[self.sgd_launch].dispatch.update(&self.gpu, &p, Gpu::elementwise_grid(p.len as usize));
-        }
-        let mut launches: Vec<&Dispatch> = Vec::with_capacity(1 + self.forward.len() + self.backward.len());
+        let k = self.steps as u32;
+        self.optimizer.prepare(&self.gpu, k + 1, self.setup.schedule.factor(k));
+        let mut launches: Vec<&Dispatch> = Vec::with_capacity(4 + self.forward.len() + self.backward.len());
         launches.extend(self.gather.iter().map(|l| &l.dispatch));
         launches.extend(self.forward.iter().map(|l| &l.dispatch));
         launches.extend(self.backward.iter().map(|l| &l.dispatch));
+        launches.extend(self.optimizer.dispatches());
         submit(&self.gpu, "training step", &launches)?;
         self.steps += 1;
         Ok(())
@@ -472,5 +461,13 @@ impl Network for GpuNetwork {
 
     fn grads(&mut self) -> Result<Vec<f32>> {
         self.gpu.read_all(&self.grads)
+    }
+
+    fn optimizer_state(&mut self) -> Result<Vec<f32>> {
+        self.optimizer.state(&self.gpu)
+    }
+
+    fn lr(&self) -> f32 {
+        self.setup.lr_at(self.steps as u32) as f32
     }
 }

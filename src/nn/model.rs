@@ -178,6 +178,12 @@ impl Model {
             .sum()
     }
 
+    /// Whether `name` belongs to a normalisation layer (none exist yet; batch norm will).
+    pub fn is_norm_param(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
+
     /// The flat vector as named tensors, in state-dict order.
     pub fn named<'a>(&'a self, flat: &'a [f32]) -> impl Iterator<Item = (&'a ParamTensor, &'a [f32])> + 'a {
         self.params.iter().map(move |t| (t, &flat[t.offset..t.offset + t.len]))

@@ -19,9 +19,9 @@ pub trait Network {
     fn model(&self) -> &Model;
     /// Makes `data` the training set that `train_step`'s indices refer to (resident on the GPU).
     fn set_train_data(&mut self, data: &Dataset) -> Result<()>;
-    /// One step on the rows `batch` of the training set: forward, loss, backward, update.
-    /// Nothing is read back.
-    fn train_step(&mut self, batch: &[u32], lr: f32) -> Result<()>;
+    /// One step on the rows `batch` of the training set: forward, loss, backward, update, at
+    /// the learning rate the schedule gives for this step. Nothing is read back.
+    fn train_step(&mut self, batch: &[u32]) -> Result<()>;
     /// The last step's mean loss (a read-back on the GPU).
     fn last_loss(&mut self) -> Result<f32>;
     /// Loss and accuracy over the steps since the last call, then starts counting afresh.
@@ -33,6 +33,10 @@ pub trait Network {
     fn set_params(&mut self, flat: &[f32]) -> Result<()>;
     /// The last step's gradients, flat like the parameters.
     fn grads(&mut self) -> Result<Vec<f32>>;
+    /// The optimizer's state, slot-major (`Optimizer::state_slots` vectors of the parameter length).
+    fn optimizer_state(&mut self) -> Result<Vec<f32>>;
+    /// Group 0's learning rate for the next step.
+    fn lr(&self) -> f32;
 }
 
 /// The data's width matches the model's input.

@@ -1,32 +1,431 @@
-//! Optimizers. SGD with momentum, dampening, Nesterov and L2 weight decay, as torch.optim.SGD.
+//! Optimizers with torch.optim's defaults and meaning of every hyper-parameter, the course's
+//! momentum forms, parameter groups, learning-rate schedules and gradient clipping.
+//!
+//! Each optimizer is one fused kernel over the flat parameter buffer (optim.wgsl) and one
+//! per-element function in `crate::cpu::optim`; both read the same `OptimizerStep` numbers.
+
+pub mod schedule;
 
 use serde::Deserialize;
 
+pub use schedule::Schedule;
+
+use crate::error::{Error, Result};
+use crate::nn::Model;
+
+/// How momentum is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MomentumForm {
+    /// torch.optim.SGD: buf ← μ·buf + (1 − dampening)·g; p ← p − lr·buf (Nesterov: p ← p − lr·(g + μ·buf)).
+    #[default]
+    Pytorch,
+    /// The course's heavy ball: v ← μ·v − lr·g; x ← x + v. Equal to `pytorch` while lr is constant
+    /// (v = −lr·buf); when lr changes, past steps keep the rate they were taken with.
+    HeavyBall,
+    /// The course's Nesterov: v ← μ·v − lr·∇f(x + μ·v); x ← x + v. The parameters held (where the
+    /// gradient is taken) are the look-ahead point y = x + μ·v, so the update is
+    /// y ← y + v_new + μ·(v_new − v_old). Equal to `pytorch` with nesterov = true while lr is constant.
+    NesterovLookahead,
+}
+
+/// `momentum = 0.9`, or `momentum = { value = 0.9, form = "heavy-ball" }`.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum MomentumSpec {
+    Value(f64),
+    Table {
+        #[serde(default = "default_momentum")]
+        value: f64,
+        #[serde(default)]
+        form: MomentumForm,
+    },
+}
+
+fn default_momentum() -> f64 {
+    0.9
+}
+
+impl Default for MomentumSpec {
+    fn default() -> Self {
+        MomentumSpec::Value(0.0)
+    }
+}
+
+impl MomentumSpec {
+    pub fn value(&self) -> f64 {
+        match *self {
+            MomentumSpec::Value(v) | MomentumSpec::Table { value: v, .. } => v,
+        }
+    }
+    pub fn form(&self) -> MomentumForm {
+        match *self {
+            MomentumSpec::Value(_) => MomentumForm::Pytorch,
+            MomentumSpec::Table { form, .. } => form,
+        }
+    }
+}
+
+/// torch.optim.SGD.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sgd {
-    pub lr: f32,
+    pub lr: f64,
     #[serde(default)]
-    pub momentum: f32,
+    pub momentum: MomentumSpec,
     #[serde(default)]
-    pub dampening: f32,
+    pub dampening: f64,
     #[serde(default)]
-    pub weight_decay: f32,
+    pub weight_decay: f64,
     #[serde(default)]
     pub nesterov: bool,
 }
 
 impl Sgd {
-    pub fn new(lr: f32) -> Sgd {
-        Sgd { lr, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false }
+    pub fn new(lr: f64) -> Sgd {
+        Sgd { lr, momentum: MomentumSpec::Value(0.0), dampening: 0.0, weight_decay: 0.0, nesterov: false }
     }
 
-    pub fn with_momentum(lr: f32, momentum: f32) -> Sgd {
-        Sgd { momentum, ..Sgd::new(lr) }
+    pub fn with_momentum(lr: f64, momentum: f64) -> Sgd {
+        Sgd { momentum: MomentumSpec::Value(momentum), ..Sgd::new(lr) }
     }
 
-    /// Whether the update keeps a velocity buffer.
-    pub fn has_state(&self) -> bool {
-        self.momentum != 0.0
+    pub fn with_form(lr: f64, momentum: f64, form: MomentumForm) -> Sgd {
+        Sgd { momentum: MomentumSpec::Table { value: momentum, form }, ..Sgd::new(lr) }
+    }
+}
+
+/// torch.optim.Adagrad (eps outside the square root).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adagrad {
+    #[serde(default = "lr_1e_2")]
+    pub lr: f64,
+    #[serde(default)]
+    pub lr_decay: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub initial_accumulator_value: f64,
+    #[serde(default = "eps_1e_10")]
+    pub eps: f64,
+}
+
+/// torch.optim.RMSprop (eps outside the square root).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rmsprop {
+    #[serde(default = "lr_1e_2")]
+    pub lr: f64,
+    #[serde(default = "alpha_99")]
+    pub alpha: f64,
+    #[serde(default = "eps_1e_8")]
+    pub eps: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub centered: bool,
+}
+
+/// torch.optim.Adam (L2 weight decay added to the gradient) and, with `decoupled`,
+/// torch.optim.AdamW (p ← p·(1 − lr·wd) before the step).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adam {
+    #[serde(default = "lr_1e_3")]
+    pub lr: f64,
+    #[serde(default = "betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "eps_1e_8")]
+    pub eps: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub amsgrad: bool,
+    #[serde(skip)]
+    pub decoupled: bool,
+}
+
+/// AdamW's own defaults (weight_decay 0.01).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdamW {
+    #[serde(default = "lr_1e_3")]
+    pub lr: f64,
+    #[serde(default = "betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "eps_1e_8")]
+    pub eps: f64,
+    #[serde(default = "wd_1e_2")]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub amsgrad: bool,
+}
+
+fn lr_1e_2() -> f64 {
+    1e-2
+}
+fn lr_1e_3() -> f64 {
+    1e-3
+}
+fn eps_1e_10() -> f64 {
+    1e-10
+}
+fn eps_1e_8() -> f64 {
+    1e-8
+}
+fn alpha_99() -> f64 {
+    0.99
+}
+fn betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn wd_1e_2() -> f64 {
+    1e-2
+}
+
+/// The `[optimizer]` table's `type`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Optimizer {
+    Sgd(Sgd),
+    Adagrad(Adagrad),
+    Rmsprop(Rmsprop),
+    Adam(Adam),
+    Adamw(AdamW),
+}
+
+impl From<Sgd> for Optimizer {
+    fn from(s: Sgd) -> Optimizer {
+        Optimizer::Sgd(s)
+    }
+}
+
+impl From<Adam> for Optimizer {
+    fn from(a: Adam) -> Optimizer {
+        Optimizer::Adam(a)
+    }
+}
+
+impl Optimizer {
+    pub fn adam(lr: f64) -> Adam {
+        Adam { lr, betas: betas(), eps: eps_1e_8(), weight_decay: 0.0, amsgrad: false, decoupled: false }
+    }
+
+    /// AdamW as Adam with decoupled decay: one kernel serves both.
+    pub fn normalized(&self) -> Optimizer {
+        match self {
+            Optimizer::Adamw(a) => Optimizer::Adam(Adam {
+                lr: a.lr,
+                betas: a.betas,
+                eps: a.eps,
+                weight_decay: a.weight_decay,
+                amsgrad: a.amsgrad,
+                decoupled: true,
+            }),
+            other => other.clone(),
+        }
+    }
+
+    pub fn lr(&self) -> f64 {
+        match self {
+            Optimizer::Sgd(s) => s.lr,
+            Optimizer::Adagrad(a) => a.lr,
+            Optimizer::Rmsprop(r) => r.lr,
+            Optimizer::Adam(a) => a.lr,
+            Optimizer::Adamw(a) => a.lr,
+        }
+    }
+
+    pub fn weight_decay(&self) -> f64 {
+        match self {
+            Optimizer::Sgd(s) => s.weight_decay,
+            Optimizer::Adagrad(a) => a.weight_decay,
+            Optimizer::Rmsprop(r) => r.weight_decay,
+            Optimizer::Adam(a) => a.weight_decay,
+            Optimizer::Adamw(a) => a.weight_decay,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Optimizer::Sgd(_) => "sgd",
+            Optimizer::Adagrad(_) => "adagrad",
+            Optimizer::Rmsprop(_) => "rmsprop",
+            Optimizer::Adam(a) if a.decoupled => "adamw",
+            Optimizer::Adam(_) => "adam",
+            Optimizer::Adamw(_) => "adamw",
+        }
+    }
+
+    /// State vectors per parameter, in slot order (each slot is `param_len` long):
+    /// SGD: velocity; Adagrad: sum; RMSprop: square_avg, grad_avg, momentum buffer;
+    /// Adam: exp_avg, exp_avg_sq, max_exp_avg_sq.
+    pub fn state_slots(&self) -> usize {
+        match self.normalized() {
+            Optimizer::Sgd(_) | Optimizer::Adagrad(_) => 1,
+            _ => 3,
+        }
+    }
+
+    /// Initial value of every state slot (Adagrad's accumulator starts at initial_accumulator_value).
+    pub fn initial_state(&self, param_len: usize) -> Vec<f32> {
+        let mut s = vec![0.0; param_len * self.state_slots()];
+        if let Optimizer::Adagrad(a) = self {
+            s.fill(a.initial_accumulator_value as f32);
+        }
+        s
+    }
+}
+
+/// A parameter group: the tensors whose names match, with their own lr and weight decay.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    /// Tensor-name patterns: "bias" (every *.bias), "weight" (every *.weight), "norm" (the
+    /// parameters of normalisation layers), or a state-dict name with `*` wildcards ("0.*").
+    #[serde(rename = "match")]
+    pub patterns: Vec<String>,
+    pub lr: Option<f64>,
+    pub weight_decay: Option<f64>,
+}
+
+/// At most this many groups (the default group included): they travel in the kernel's uniform.
+pub const MAX_GROUPS: usize = 8;
+
+/// `*` matches any run of characters (state-dict names are ASCII).
+fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.find('*') {
+        None => pattern == name,
+        Some(i) => {
+            let (head, rest) = (&pattern[..i], &pattern[i + 1..]);
+            name.starts_with(head) && (head.len()..=name.len()).any(|j| glob(rest, &name[j..]))
+        }
+    }
+}
+
+fn matches(pattern: &str, name: &str, is_norm: bool) -> bool {
+    match pattern {
+        "bias" => name.ends_with(".bias"),
+        "weight" => name.ends_with(".weight"),
+        "norm" => is_norm,
+        p => glob(p, name),
+    }
+}
+
+/// Per-group learning rate and weight decay, and the group of each 64-element block of the
+/// flat parameter buffer (tensors start on 64-element boundaries, so a block has one tensor).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamGroups {
+    /// (lr, weight_decay) per group; group 0 is the optimizer's own.
+    pub groups: Vec<(f64, f64)>,
+    pub block_group: Vec<u32>,
+}
+
+impl ParamGroups {
+    /// Groups from `specs` (first match wins); every tensor nobody matches is in group 0.
+    pub fn new(model: &Model, opt: &Optimizer, specs: &[GroupSpec]) -> Result<ParamGroups> {
+        if specs.len() + 1 > MAX_GROUPS {
+            return Err(Error::Usage(format!(
+                "optimizer.groups: at most {} groups, got {}",
+                MAX_GROUPS - 1,
+                specs.len()
+            )));
+        }
+        let (lr, wd) = (opt.lr(), opt.weight_decay());
+        let mut groups = vec![(lr, wd)];
+        groups.extend(specs.iter().map(|s| (s.lr.unwrap_or(lr), s.weight_decay.unwrap_or(wd))));
+        let blocks = model.param_len.div_ceil(crate::nn::model::PARAM_ALIGN);
+        let mut block_group = vec![0u32; blocks];
+        for t in &model.params {
+            let is_norm = model.is_norm_param(&t.name);
+            let g =
+                specs.iter().position(|s| s.patterns.iter().any(|p| matches(p, &t.name, is_norm))).map_or(0, |i| i + 1);
+            let first = t.offset / crate::nn::model::PARAM_ALIGN;
+            let last = (t.offset + t.len).div_ceil(crate::nn::model::PARAM_ALIGN);
+            block_group[first..last].fill(g as u32);
+        }
+        for (i, s) in specs.iter().enumerate() {
+            if !model
+                .params
+                .iter()
+                .any(|t| s.patterns.iter().any(|p| matches(p, &t.name, model.is_norm_param(&t.name))))
+            {
+                return Err(Error::Usage(format!(
+                    "optimizer.groups[{i}]: match {:?} names no parameter (parameters: {})",
+                    s.patterns,
+                    model.params.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        Ok(ParamGroups { groups, block_group })
+    }
+
+    /// One group for everything.
+    pub fn single(model: &Model, opt: &Optimizer) -> ParamGroups {
+        ParamGroups {
+            groups: vec![(opt.lr(), opt.weight_decay())],
+            block_group: vec![0; model.param_len.div_ceil(crate::nn::model::PARAM_ALIGN)],
+        }
+    }
+
+    /// Group of element `i`.
+    pub fn group_of(&self, i: usize) -> usize {
+        self.block_group[i / crate::nn::model::PARAM_ALIGN] as usize
+    }
+}
+
+/// `clip_grad_norm = 1.0`: torch.nn.utils.clip_grad_norm_ over all parameters before the step.
+pub const CLIP_EPS: f32 = 1e-6;
+
+/// Everything one update needs besides the buffers: the optimizer, the 1-based step number,
+/// the schedule's factor on every group's lr, the groups, and the clipping threshold.
+#[derive(Clone, Debug)]
+pub struct OptimizerStep<'a> {
+    pub optimizer: &'a Optimizer,
+    pub step: u32,
+    pub lr_factor: f64,
+    pub groups: &'a ParamGroups,
+    pub max_norm: Option<f32>,
+}
+
+/// An optimizer with everything around it: parameter groups, schedule, clipping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerSetup {
+    pub optimizer: Optimizer,
+    pub groups: Vec<GroupSpec>,
+    pub schedule: Schedule,
+    pub clip_grad_norm: Option<f32>,
+}
+
+impl From<Optimizer> for OptimizerSetup {
+    fn from(optimizer: Optimizer) -> OptimizerSetup {
+        OptimizerSetup { optimizer, groups: Vec::new(), schedule: Schedule::Constant, clip_grad_norm: None }
+    }
+}
+
+impl From<Sgd> for OptimizerSetup {
+    fn from(s: Sgd) -> OptimizerSetup {
+        Optimizer::Sgd(s).into()
+    }
+}
+
+impl From<Adam> for OptimizerSetup {
+    fn from(a: Adam) -> OptimizerSetup {
+        Optimizer::Adam(a).into()
+    }
+}
+
+impl OptimizerSetup {
+    pub fn with_schedule(mut self, schedule: Schedule) -> OptimizerSetup {
+        self.schedule = schedule;
+        self
+    }
+
+    /// The learning rate of group 0 at optimizer step `k` (0-based).
+    pub fn lr_at(&self, k: u32) -> f64 {
+        self.optimizer.lr() * self.schedule.factor(k)
     }
 }

@@ -21,7 +21,6 @@ pub fn train_epoch(
     net: &mut dyn Network,
     batcher: &mut Batcher,
     epoch: usize,
-    lr: f32,
     mut on_step: impl FnMut(usize),
 ) -> Result<EpochReport> {
     let start = Instant::now();
@@ -30,7 +29,7 @@ pub fn train_epoch(
     for (i, batch) in batches.iter().enumerate() {
         idx.clear();
         idx.extend(batch.iter().map(|&r| r as u32));
-        net.train_step(&idx, lr)?;
+        net.train_step(&idx)?;
         on_step(i + 1);
     }
     let totals = net.take_totals()?;

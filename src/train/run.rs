@@ -46,7 +46,7 @@ pub fn build_network(
     placement: &Placement,
     max_rows: usize,
 ) -> Result<Box<dyn Network>> {
-    let sgd = config.optimizer.sgd().clone();
+    let setup = config.optimizer_setup();
     let gpu = if placement.cpu {
         None
     } else {
@@ -64,11 +64,11 @@ pub fn build_network(
             // Before the parameters are drawn: a model too large for the device fails at once.
             GpuNetwork::check_fits(&gpu, &model, max_rows)?;
             let params = model.init_params(config.model.init_seed);
-            Ok(Box::new(GpuNetwork::new(Arc::new(gpu), model, config.model.loss, sgd, &params, max_rows)?))
+            Ok(Box::new(GpuNetwork::new(Arc::new(gpu), model, config.model.loss, setup, &params, max_rows)?))
         }
         None => {
             let params = model.init_params(config.model.init_seed);
-            Ok(Box::new(CpuNetwork::new(model, config.model.loss, sgd, params)?))
+            Ok(Box::new(CpuNetwork::new(model, config.model.loss, setup, params)?))
         }
     }
 }

@@ -21,10 +21,11 @@ pub fn gpu_or_panic() -> Gpu {
             eprintln!("GPU tests on {}", gpu.describe());
             gpu
         }
-        Err(e) => panic!(
+        Err(e @ gradflow::error::Error::NoAdapter(_)) => panic!(
             "the GPU tests need a wgpu adapter and found none ({e}). On a headless Linux machine \
              install Mesa's software Vulkan driver: `apt-get install -y mesa-vulkan-drivers`"
         ),
+        Err(e) => panic!("could not open the GPU: {e}"),
     }
 }
 

@@ -1,0 +1,224 @@
+//! The optimizer on the device: its state, the group table, gradient clipping, and the launches
+//! that make one update (optim.wgsl). Built once; each step rewrites only the uniform.
+
+use super::kernels::{grid, Dispatch};
+use super::{Gpu, GpuBuffer};
+use crate::error::{Error, Result};
+use crate::optim::{MomentumForm, Optimizer, OptimizerStep, ParamGroups, MAX_GROUPS};
+
+/// optim.wgsl's `OptParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct OptParams {
+    pub len: u32,
+    pub flags: u32,
+    pub step: u32,
+    pub max_norm: f32,
+    pub momentum: f32,
+    pub one_minus_dampening: f32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub alpha: f32,
+    pub lr_decay_div: f32,
+    pub bias_c1: f32,
+    pub bias_c2_sqrt: f32,
+    pub one_minus_beta2: f32,
+    pub one_minus_alpha: f32,
+    pub _pad: f32,
+    pub groups: [[f32; 4]; MAX_GROUPS],
+}
+
+const FLAG_NESTEROV: u32 = 1;
+const FLAG_HEAVY_BALL: u32 = 2;
+const FLAG_NESTEROV_LOOKAHEAD: u32 = 4;
+const FLAG_CENTERED: u32 = 8;
+const FLAG_AMSGRAD: u32 = 16;
+const FLAG_DECOUPLED: u32 = 32;
+const FLAG_CLIP: u32 = 64;
+/// Gradient elements per workgroup of `grad_norm_partial`.
+pub const NORM_CHUNK: usize = 4096;
+
+impl OptParams {
+    /// Every number of one step, computed on the host in f64 and rounded once, exactly as the
+    /// CPU reference (`cpu::optimizer_update`) rounds them.
+    pub fn new(len: usize, s: &OptimizerStep) -> OptParams {
+        let t = s.step as f64;
+        let mut p =
+            OptParams { len: len as u32, step: s.step, max_norm: s.max_norm.unwrap_or(0.0), ..Default::default() };
+        if s.max_norm.is_some() {
+            p.flags |= FLAG_CLIP;
+        }
+        for (g, &(lr, wd)) in s.groups.groups.iter().enumerate() {
+            p.groups[g] = [(lr * s.lr_factor) as f32, wd as f32, 0.0, 0.0];
+        }
+        match s.optimizer.normalized() {
+            Optimizer::Sgd(o) => {
+                p.momentum = o.momentum.value() as f32;
+                p.one_minus_dampening = (1.0 - o.dampening) as f32;
+                p.flags |= match o.momentum.form() {
+                    MomentumForm::Pytorch if o.nesterov => FLAG_NESTEROV,
+                    MomentumForm::Pytorch => 0,
+                    MomentumForm::HeavyBall => FLAG_HEAVY_BALL,
+                    MomentumForm::NesterovLookahead => FLAG_NESTEROV_LOOKAHEAD,
+                };
+            }
+            Optimizer::Adagrad(o) => {
+                p.eps = o.eps as f32;
+                p.lr_decay_div = (1.0 + (t - 1.0) * o.lr_decay) as f32;
+            }
+            Optimizer::Rmsprop(o) => {
+                p.alpha = o.alpha as f32;
+                p.one_minus_alpha = (1.0 - o.alpha) as f32;
+                p.eps = o.eps as f32;
+                p.momentum = o.momentum as f32;
+                if o.centered {
+                    p.flags |= FLAG_CENTERED;
+                }
+            }
+            Optimizer::Adam(o) => {
+                p.one_minus_beta1 = (1.0 - o.betas[0]) as f32;
+                p.beta2 = o.betas[1] as f32;
+                p.one_minus_beta2 = (1.0 - o.betas[1]) as f32;
+                p.eps = o.eps as f32;
+                p.bias_c1 = (1.0 - o.betas[0].powf(t)) as f32;
+                p.bias_c2_sqrt = (1.0 - o.betas[1].powf(t)).sqrt() as f32;
+                if o.amsgrad {
+                    p.flags |= FLAG_AMSGRAD;
+                }
+                if o.decoupled {
+                    p.flags |= FLAG_DECOUPLED;
+                }
+            }
+            Optimizer::Adamw(_) => {}
+        }
+        p
+    }
+}
+
+fn entry(opt: &Optimizer) -> &'static str {
+    match opt.normalized() {
+        Optimizer::Sgd(_) => "sgd_update",
+        Optimizer::Adagrad(_) => "adagrad_update",
+        Optimizer::Rmsprop(_) => "rmsprop_update",
+        _ => "adam_update",
+    }
+}
+
+pub struct GpuOptimizer {
+    optimizer: Optimizer,
+    groups: ParamGroups,
+    max_norm: Option<f32>,
+    len: usize,
+    state: GpuBuffer,
+    clip: GpuBuffer,
+    _block_group: GpuBuffer,
+    norm_partial: Option<Dispatch>,
+    norm_finish: Option<Dispatch>,
+    update: Dispatch,
+}
+
+impl GpuOptimizer {
+    /// State, group table and launches for updating `param` (length `len`) from `grad`.
+    pub fn new(
+        gpu: &Gpu,
+        param: &GpuBuffer,
+        grad: &GpuBuffer,
+        optimizer: &Optimizer,
+        groups: ParamGroups,
+        max_norm: Option<f32>,
+    ) -> Result<GpuOptimizer> {
+        let len = param.len;
+        if let Some(m) = max_norm {
+            if !(m > 0.0 && m.is_finite()) {
+                return Err(Error::Usage(format!("clip_grad_norm must be a positive number, got {m}")));
+            }
+        }
+        let state = gpu.upload("optimizer state", &optimizer.initial_state(len))?;
+        let block_group = gpu.upload("parameter groups", &groups.block_group)?;
+        let chunks = len.div_ceil(NORM_CHUNK);
+        let mut clip_init = vec![0.0f32; 2 + chunks];
+        clip_init[0] = 1.0;
+        let clip = gpu.upload("gradient clipping", &clip_init)?;
+        let first = OptimizerStep { optimizer, step: 1, lr_factor: 1.0, groups: &groups, max_norm };
+        let params = OptParams::new(len, &first);
+        let elementwise = super::Gpu::elementwise_grid(len);
+        let update =
+            gpu.optimizer_kernel(entry(optimizer), param, grad, &state, &block_group, &clip, &params, elementwise)?;
+        let (norm_partial, norm_finish) = if max_norm.is_some() {
+            let partial = gpu.optimizer_kernel(
+                "grad_norm_partial",
+                param,
+                grad,
+                &state,
+                &block_group,
+                &clip,
+                &params,
+                grid(chunks as u32),
+            )?;
+            let finish =
+                gpu.optimizer_kernel("grad_norm_finish", param, grad, &state, &block_group, &clip, &params, [1, 1, 1])?;
+            (Some(partial), Some(finish))
+        } else {
+            (None, None)
+        };
+        Ok(GpuOptimizer {
+            optimizer: optimizer.clone(),
+            groups,
+            max_norm,
+            len,
+            state,
+            clip,
+            _block_group: block_group,
+            norm_partial,
+            norm_finish,
+            update,
+        })
+    }
+
+    /// Writes step `step`'s numbers (1-based) with the schedule's `lr_factor`.
+    pub fn prepare(&mut self, gpu: &Gpu, step: u32, lr_factor: f64) {
+        let s = OptimizerStep {
+            optimizer: &self.optimizer,
+            step,
+            lr_factor,
+            groups: &self.groups,
+            max_norm: self.max_norm,
+        };
+        let groups = self.update.groups;
+        self.update.update(gpu, &OptParams::new(self.len, &s), groups);
+    }
+
+    /// The launches of one update, in order (norm reduction first when clipping).
+    pub fn dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.norm_partial.iter().chain(self.norm_finish.iter()).chain(std::iter::once(&self.update))
+    }
+
+    /// The optimizer state, slot-major (see `Optimizer::state_slots`).
+    pub fn state(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        gpu.read_all(&self.state)
+    }
+
+    /// Overwrites the state (same layout as `state`).
+    pub fn set_state(&self, gpu: &Gpu, state: &[f32]) -> Result<()> {
+        if state.len() != self.state.len {
+            return Err(Error::Shape {
+                what: "optimizer state".into(),
+                expected: format!("{} values", self.state.len),
+                got: state.len().to_string(),
+            });
+        }
+        gpu.write(&self.state, state);
+        Ok(())
+    }
+
+    /// (coefficient, gradient norm) of the last clipped step.
+    pub fn clip_stats(&self, gpu: &Gpu) -> Result<(f32, f32)> {
+        let c = gpu.read::<f32>(&self.clip, 0, 2)?;
+        Ok((c[0], c[1]))
+    }
+
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.optimizer
+    }
+}
