@@ -193,3 +193,38 @@ fn default_digits_run_reaches_95_percent_test_accuracy_on_the_gpu() {
     eprintln!("default run: test accuracy {:.1}%, loss {loss:.4}", 100.0 * acc);
     assert!(acc >= 0.95, "test accuracy {acc}");
 }
+
+#[test]
+fn optimizer_state_reads_back_and_moves_between_executors() {
+    // Adam for 5 steps on the GPU, then its parameters, state and step count continue on the
+    // CPU: the sixth step matches a GPU that kept going (same tolerance as above).
+    let data = synthetic(64, 20, 7, 6);
+    let model = mlp(20);
+    let params = model.init_params(2);
+    let opt: OptimizerSetup = Optimizer::Adam(Optimizer::adam(0.01)).into();
+    let mut gpu = GpuNetwork::new(shared_gpu(), model.clone(), Loss::CrossEntropy, opt.clone(), &params, 64).unwrap();
+    gpu.set_train_data(&data).unwrap();
+    let idx: Vec<u32> = (0..64).collect();
+    for _ in 0..5 {
+        gpu.train_step(&idx).unwrap();
+    }
+    let state = gpu.optimizer_state().unwrap();
+    assert_eq!(state.len(), 3 * model.param_len, "Adam keeps exp_avg, exp_avg_sq, max_exp_avg_sq");
+    assert!(state[..model.param_len].iter().any(|&m| m != 0.0), "exp_avg has moved");
+    let mut cpu = CpuNetwork::new(model.clone(), Loss::CrossEntropy, opt, gpu.params().unwrap()).unwrap();
+    cpu.set_train_data(&data).unwrap();
+    cpu.set_optimizer_state(&state).unwrap();
+    assert!(cpu.set_optimizer_state(&state[1..]).is_err());
+    cpu.set_steps(gpu.steps());
+    assert_eq!(cpu.steps(), 5);
+    gpu.train_step(&idx).unwrap();
+    cpu.train_step(&idx).unwrap();
+    let (lg, lc) = (gpu.last_loss().unwrap() as f64, cpu.last_loss().unwrap() as f64);
+    assert!((lg - lc).abs() <= REL_TOL * lc.abs().max(1.0), "GPU {lg} CPU {lc}");
+    // And the sixth update (bias correction at step 6) lands in the same place.
+    let (pg, pc) = (gpu.params().unwrap(), cpu.params().unwrap());
+    let scale = pc.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64;
+    for (i, (a, b)) in pc.iter().zip(&pg).enumerate() {
+        assert!((*a as f64 - *b as f64).abs() <= REL_TOL * scale, "parameter {i}: CPU {a} GPU {b}");
+    }
+}

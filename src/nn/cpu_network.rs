@@ -197,6 +197,26 @@ impl Network for CpuNetwork {
         Ok(self.state.clone())
     }
 
+    fn set_optimizer_state(&mut self, state: &[f32]) -> Result<()> {
+        if state.len() != self.state.len() {
+            return Err(Error::Shape {
+                what: "optimizer state".into(),
+                expected: format!("{} values", self.state.len()),
+                got: state.len().to_string(),
+            });
+        }
+        self.state.copy_from_slice(state);
+        Ok(())
+    }
+
+    fn steps(&self) -> usize {
+        self.steps
+    }
+
+    fn set_steps(&mut self, steps: usize) {
+        self.steps = steps;
+    }
+
     fn lr(&self) -> f32 {
         self.setup.lr_at(self.steps as u32) as f32
     }

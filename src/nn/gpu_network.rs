@@ -467,6 +467,18 @@ impl Network for GpuNetwork {
         self.optimizer.state(&self.gpu)
     }
 
+    fn set_optimizer_state(&mut self, state: &[f32]) -> Result<()> {
+        self.optimizer.set_state(&self.gpu, state)
+    }
+
+    fn steps(&self) -> usize {
+        self.steps
+    }
+
+    fn set_steps(&mut self, steps: usize) {
+        self.steps = steps;
+    }
+
     fn lr(&self) -> f32 {
         self.setup.lr_at(self.steps as u32) as f32
     }

@@ -35,6 +35,12 @@ pub trait Network {
     fn grads(&mut self) -> Result<Vec<f32>>;
     /// The optimizer's state, slot-major (`Optimizer::state_slots` vectors of the parameter length).
     fn optimizer_state(&mut self) -> Result<Vec<f32>>;
+    /// Replaces the optimizer's state (same layout as `optimizer_state`), e.g. from a checkpoint.
+    fn set_optimizer_state(&mut self, state: &[f32]) -> Result<()>;
+    /// Optimizer steps taken (the schedule's position, and Adam's bias-correction step).
+    fn steps(&self) -> usize;
+    /// Continues counting from `steps`, e.g. after loading a checkpoint.
+    fn set_steps(&mut self, steps: usize);
     /// Group 0's learning rate for the next step.
     fn lr(&self) -> f32;
 }

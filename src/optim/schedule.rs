@@ -29,7 +29,7 @@ impl Schedule {
     /// The factor at optimizer step `k` (0 for the first step).
     pub fn factor(&self, k: u32) -> f64 {
         let k = k as f64;
-        
+
         match *self {
             Schedule::Constant => 1.0,
             Schedule::Step { every, gamma } => gamma.powi((k as u32 / every.max(1)) as i32),
