@@ -12,7 +12,7 @@
 struct OptParams {
     len: u32,
     flags: u32,         // FLAG_* below
-    step: u32,          // 1-based
+    _reserved: u32,
     max_norm: f32,      // clip_grad_norm_ threshold (grad_norm_finish)
     momentum: f32,
     one_minus_dampening: f32,
@@ -36,6 +36,7 @@ const FLAG_CENTERED: u32 = 8u;
 const FLAG_AMSGRAD: u32 = 16u;
 const FLAG_DECOUPLED: u32 = 32u;
 const FLAG_CLIP: u32 = 64u;
+const FLAG_FIRST_STEP: u32 = 128u; // SGD: torch starts the momentum buffer at the first gradient
 
 const BLOCK: u32 = 64u;        // parameter tensors start on 64-element boundaries
 const NORM_CHUNK: u32 = 4096u; // gradient elements per workgroup of grad_norm_partial
@@ -96,7 +97,7 @@ fn sgd_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         param[i] = param[i] + v + mu * (v - old);
     } else {
         var buf = g;
-        if (p.step != 1u) {
+        if ((p.flags & FLAG_FIRST_STEP) == 0u) {
             buf = mu * state[i] + p.one_minus_dampening * g;
         }
         state[i] = buf;

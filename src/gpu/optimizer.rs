@@ -12,7 +12,9 @@ use crate::optim::{MomentumForm, Optimizer, OptimizerStep, ParamGroups, MAX_GROU
 pub struct OptParams {
     pub len: u32,
     pub flags: u32,
-    pub step: u32,
+    /// Unused: everything that depends on the step number is computed here, so the uniform
+    /// (and its per-step write) stays the same from step to step when nothing else changes.
+    pub _reserved: u32,
     pub max_norm: f32,
     pub momentum: f32,
     pub one_minus_dampening: f32,
@@ -36,6 +38,7 @@ const FLAG_CENTERED: u32 = 8;
 const FLAG_AMSGRAD: u32 = 16;
 const FLAG_DECOUPLED: u32 = 32;
 const FLAG_CLIP: u32 = 64;
+const FLAG_FIRST_STEP: u32 = 128;
 /// Gradient elements per workgroup of `grad_norm_partial`.
 pub const NORM_CHUNK: usize = 4096;
 
@@ -44,10 +47,12 @@ impl OptParams {
     /// CPU reference (`cpu::optimizer_update`) rounds them.
     pub fn new(len: usize, s: &OptimizerStep) -> OptParams {
         let t = s.step as f64;
-        let mut p =
-            OptParams { len: len as u32, step: s.step, max_norm: s.max_norm.unwrap_or(0.0), ..Default::default() };
+        let mut p = OptParams { len: len as u32, max_norm: s.max_norm.unwrap_or(0.0), ..Default::default() };
         if s.max_norm.is_some() {
             p.flags |= FLAG_CLIP;
+        }
+        if s.step == 1 {
+            p.flags |= FLAG_FIRST_STEP;
         }
         for (g, &(lr, wd)) in s.groups.groups.iter().enumerate() {
             p.groups[g] = [(lr * s.lr_factor) as f32, wd as f32, 0.0, 0.0];
@@ -116,6 +121,8 @@ pub struct GpuOptimizer {
     norm_partial: Option<Dispatch>,
     norm_finish: Option<Dispatch>,
     update: Dispatch,
+    /// What the update's uniform holds now (rewritten only when a step changes it).
+    written: Option<OptParams>,
 }
 
 impl GpuOptimizer {
@@ -173,6 +180,7 @@ impl GpuOptimizer {
             norm_partial,
             norm_finish,
             update,
+            written: None,
         })
     }
 
@@ -185,8 +193,13 @@ impl GpuOptimizer {
             groups: &self.groups,
             max_norm: self.max_norm,
         };
+        let params = OptParams::new(self.len, &s);
+        if self.written.is_some_and(|w| bytemuck::bytes_of(&w) == bytemuck::bytes_of(&params)) {
+            return;
+        }
         let groups = self.update.groups;
-        self.update.update(gpu, &OptParams::new(self.len, &s), groups);
+        self.update.update(gpu, &params, groups);
+        self.written = Some(params);
     }
 
     /// The launches of one update, in order (norm reduction first when clipping).
