@@ -28,6 +28,7 @@ struct MatmulParams {
 const FLAG_BIAS: u32 = 1u;           // add bias[n] (forward)
 const FLAG_STORE_PREACT: u32 = 2u;   // write z to `aux` before the activation (forward, kept for backward)
 const FLAG_ACT_GRAD: u32 = 4u;       // multiply by act'(aux[m, n]) (backward: dZ = (dY·W) ⊙ act'(Z))
+const FLAG_ACCUMULATE: u32 = 8u;     // add to c instead of overwriting (a value with two consumers)
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
@@ -69,11 +70,16 @@ fn store_c(r: u32, col: u32, acc: f32) {
     if ((p.flags & FLAG_STORE_PREACT) != 0u) {
         aux[out] = z;
     }
+    var v: f32;
     if ((p.flags & FLAG_ACT_GRAD) != 0u) {
-        c[p.c_offset + out] = z * activate_grad(aux[out], p.act, p.slope);
+        v = z * activate_grad(aux[out], p.act, p.slope);
     } else {
-        c[p.c_offset + out] = activate(z, p.act, p.slope);
+        v = activate(z, p.act, p.slope);
     }
+    if ((p.flags & FLAG_ACCUMULATE) != 0u) {
+        v += c[p.c_offset + out];
+    }
+    c[p.c_offset + out] = v;
 }
 
 fn store_row(r: u32, col: u32, acc: vec4<f32>) {

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use gradflow::config::{Config, DEFAULT_CONFIG_PATH};
 use gradflow::error::Result;
-use gradflow::nn::{Model, Stage};
+use gradflow::nn::Model;
 use gradflow::train::{self, Placement};
 
 #[derive(Parser)]
@@ -82,20 +82,7 @@ fn devices() -> Result<()> {
 }
 
 fn describe_model(model: &Model) -> String {
-    let mut s = format!("{}", model.inputs);
-    for stage in &model.stages {
-        match stage {
-            Stage::Dense { outputs, act, .. } => {
-                s += &format!(" → Linear({outputs})");
-                if act.kind != gradflow::nn::Activation::Identity {
-                    s += &format!("+{}", act.kind.name());
-                }
-            }
-            Stage::Activation { act, .. } => s += &format!(" → {}", act.kind.name()),
-        }
-    }
-    let n: usize = model.params.iter().map(|t| t.len).sum();
-    format!("{s}; {n} parameters")
+    model.summary()
 }
 
 fn train_cmd(config_path: Option<PathBuf>, epochs: Option<usize>, placement: &Placement) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Activations, forward and backward (activation.wgsl, and the matmul epilogue).
 
+use super::Real;
 use crate::nn::{Act, Activation};
 
 fn sigmoid(x: f64) -> f64 {
@@ -7,8 +8,8 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 /// act(z), evaluated in f64.
-pub fn activate(z: f32, act: Act) -> f32 {
-    let x = z as f64;
+pub fn activate<T: Real>(z: T, act: Act) -> T {
+    let x = z.to_f64();
     let y = match act.kind {
         Activation::Identity => x,
         Activation::Relu => x.max(0.0),
@@ -23,15 +24,15 @@ pub fn activate(z: f32, act: Act) -> f32 {
             }
         }
     };
-    y as f32
+    T::of(y)
 }
 
 /// act'(z), evaluated in f64.
-pub fn activate_grad(z: f32, act: Act) -> f32 {
-    activate_grad_f64(z as f64, act) as f32
+pub fn activate_grad<T: Real>(z: T, act: Act) -> T {
+    T::of(activate_grad_f64(z.to_f64(), act))
 }
 
-fn activate_grad_f64(x: f64, act: Act) -> f64 {
+pub(crate) fn activate_grad_f64(x: f64, act: Act) -> f64 {
     match act.kind {
         Activation::Identity => 1.0,
         Activation::Relu => {
@@ -59,11 +60,11 @@ fn activate_grad_f64(x: f64, act: Act) -> f64 {
 }
 
 /// y = act(x), element-wise.
-pub fn activation_forward(x: &[f32], act: Act) -> Vec<f32> {
+pub fn activation_forward<T: Real>(x: &[T], act: Act) -> Vec<T> {
     x.iter().map(|&v| activate(v, act)).collect()
 }
 
 /// dx = dy ⊙ act'(x), element-wise, rounded once.
-pub fn activation_backward(x: &[f32], dy: &[f32], act: Act) -> Vec<f32> {
-    x.iter().zip(dy).map(|(&v, &g)| (g as f64 * activate_grad_f64(v as f64, act)) as f32).collect()
+pub fn activation_backward<T: Real>(x: &[T], dy: &[T], act: Act) -> Vec<T> {
+    x.iter().zip(dy).map(|(&v, &g)| T::of(g.to_f64() * activate_grad_f64(v.to_f64(), act))).collect()
 }

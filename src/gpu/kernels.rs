@@ -200,6 +200,7 @@ pub struct MatmulParams {
 pub const FLAG_BIAS: u32 = 1;
 pub const FLAG_STORE_PREACT: u32 = 2;
 pub const FLAG_ACT_GRAD: u32 = 4;
+pub const FLAG_ACCUMULATE: u32 = 8;
 pub const MATMUL_TILE: u32 = 64;
 
 impl MatmulParams {
@@ -218,8 +219,36 @@ pub struct ActParams {
     pub len: u32,
     pub act: u32,
     pub slope: f32,
-    pub _pad: u32,
+    pub flags: u32,
 }
+
+/// activation.wgsl: add to the destination instead of overwriting it.
+pub const ACT_ACCUMULATE: u32 = 1;
+
+/// Parameters of batchnorm.wgsl's kernels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BnParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub gamma_offset: u32,
+    pub beta_offset: u32,
+    pub mean_offset: u32,
+    pub var_offset: u32,
+    pub flags: u32,
+    pub act: u32,
+    pub slope: f32,
+    pub eps: f32,
+    pub keep: f32,
+    pub take: f32,
+}
+
+/// batchnorm.wgsl: normalise with the batch's statistics and update the running ones.
+pub const BN_TRAIN: u32 = 1;
+/// batchnorm.wgsl: `batchnorm_backward_input` adds dx to its destination.
+pub const BN_ACCUMULATE: u32 = 2;
+/// Features per workgroup of the batch-norm reductions.
+pub const BN_FEATURES: u32 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -253,6 +282,7 @@ pub struct Kernels {
     loss: Family,
     optim: Family,
     data: Family,
+    batchnorm: Family,
     unused_read: wgpu::Buffer,
     unused_write: wgpu::Buffer,
 }
@@ -284,7 +314,7 @@ impl Kernels {
                 device,
                 "activation.wgsl",
                 &[Read, Read, ReadWrite, Uniform],
-                &["activation_forward", "activation_backward"],
+                &["activation_forward", "activation_backward", "residual_add"],
             )?,
             loss: Family::new(
                 device,
@@ -310,6 +340,12 @@ impl Kernels {
                 "data.wgsl",
                 &[Read, Read, Read, ReadWrite, ReadWrite, Uniform],
                 &["gather_batch", "copy_f32"],
+            )?,
+            batchnorm: Family::new(
+                device,
+                "batchnorm.wgsl",
+                &[Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Uniform],
+                &["batchnorm_stats", "batchnorm_forward", "batchnorm_backward_reduce", "batchnorm_backward_input"],
             )?,
             unused_read: placeholder("unused (read)"),
             unused_write: placeholder("unused (write)"),
@@ -374,6 +410,50 @@ impl Gpu {
             &params,
             groups_for(params.len as usize, 256),
         )
+    }
+
+    /// y = x + skip (the end of a residual block).
+    pub fn residual_add(&self, x: &GpuBuffer, skip: &GpuBuffer, y: &GpuBuffer, params: ActParams) -> Result<Dispatch> {
+        self.kernels.activation.dispatch(
+            self,
+            "residual_add",
+            &[&x.buffer, &skip.buffer, &y.buffer],
+            &params,
+            groups_for(params.len as usize, 256),
+        )
+    }
+
+    /// One batch-norm kernel (`entry`, see batchnorm.wgsl); `dy` only for the backward kernels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batchnorm(
+        &self,
+        entry: &'static str,
+        x: &GpuBuffer,
+        dy: Option<&GpuBuffer>,
+        params: &GpuBuffer,
+        running: &GpuBuffer,
+        stats: &GpuBuffer,
+        out: Option<&GpuBuffer>,
+        grads: &GpuBuffer,
+        p: BnParams,
+    ) -> Result<Dispatch> {
+        let dy = dy.map_or(&self.kernels.unused_read, |b| &b.buffer);
+        let out = out.map_or(&self.kernels.unused_write, |b| &b.buffer);
+        self.kernels.batchnorm.dispatch(
+            self,
+            entry,
+            &[&x.buffer, dy, &params.buffer, &running.buffer, &stats.buffer, out, &grads.buffer],
+            &p,
+            Gpu::batchnorm_grid(entry, &p),
+        )
+    }
+
+    /// Reductions run one workgroup per 16 features; the element-wise kernels one thread per value.
+    pub fn batchnorm_grid(entry: &str, p: &BnParams) -> [u32; 3] {
+        match entry {
+            "batchnorm_stats" | "batchnorm_backward_reduce" => groups_for(p.cols as usize, BN_FEATURES),
+            _ => groups_for(p.rows as usize * p.cols as usize, 256),
+        }
     }
 
     pub fn elementwise_grid(len: usize) -> [u32; 3] {

@@ -3,11 +3,11 @@
 //! Training does not use these: `GpuNetwork` builds its launches once and reuses them.
 
 use super::kernels::{
-    submit, ActParams, LossParams, MatmulParams, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT, TOTALS_LEN,
-    TOTAL_STEP_LOSS,
+    submit, ActParams, BnParams, LossParams, MatmulParams, BN_TRAIN, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT,
+    TOTALS_LEN, TOTAL_STEP_LOSS,
 };
 use super::optimizer::GpuOptimizer;
-use super::Gpu;
+use super::{Gpu, GpuBuffer};
 use crate::cpu::LossOutput;
 use crate::error::Result;
 use crate::nn::{Act, Activation};
@@ -112,7 +112,7 @@ pub fn bias_grad(gpu: &Gpu, dz: &[f32], m: usize, n: usize) -> Result<Vec<f32>> 
 }
 
 fn act_params(act: Act, len: usize) -> ActParams {
-    ActParams { len: len as u32, act: act.kind.code(), slope: act.slope, _pad: 0 }
+    ActParams { len: len as u32, act: act.kind.code(), slope: act.slope, flags: 0 }
 }
 
 pub fn activation_forward(gpu: &Gpu, x: &[f32], act: Act) -> Result<Vec<f32>> {
@@ -170,6 +170,123 @@ pub fn mse(
 ) -> Result<LossOutput> {
     let labels: Vec<u32> = if labels.is_empty() { vec![0; rows] } else { labels.to_vec() };
     loss(gpu, "mse", pred, targets, &labels, rows, cols)
+}
+
+/// y = a + b: the end of a residual block.
+pub fn residual_add(gpu: &Gpu, a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
+    let ga = gpu.upload("a", a)?;
+    let gb = gpu.upload("b", b)?;
+    let gy = gpu.storage("y", a.len())?;
+    let d = gpu.residual_add(&ga, &gb, &gy, act_params(Act::IDENTITY, a.len()))?;
+    submit(gpu, "residual_add", &[&d])?;
+    gpu.read_all(&gy)
+}
+
+/// One batch-norm layer's buffers, laid out as the network lays them out: γ then β in a
+/// parameter buffer, running mean then variance in a running buffer, dγ and dβ in a gradient one.
+struct BatchNormBuffers {
+    x: GpuBuffer,
+    params: GpuBuffer,
+    running: GpuBuffer,
+    stats: GpuBuffer,
+    grads: GpuBuffer,
+    p: BnParams,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn batchnorm_buffers(
+    gpu: &Gpu,
+    x: &[f32],
+    m: usize,
+    n: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    running_mean: &[f32],
+    running_var: &[f32],
+    eps: f64,
+    act: Act,
+) -> Result<BatchNormBuffers> {
+    let p = BnParams {
+        rows: m as u32,
+        cols: n as u32,
+        gamma_offset: 0,
+        beta_offset: n as u32,
+        mean_offset: 0,
+        var_offset: n as u32,
+        flags: 0,
+        act: act.kind.code(),
+        slope: act.slope,
+        eps: eps as f32,
+        keep: 1.0,
+        take: 0.0,
+    };
+    Ok(BatchNormBuffers {
+        x: gpu.upload("x", x)?,
+        params: gpu.upload("gamma, beta", &[gamma, beta].concat())?,
+        running: gpu.upload("running mean, running var", &[running_mean, running_var].concat())?,
+        stats: gpu.storage("batch-norm statistics", 3 * n)?,
+        grads: gpu.storage("dgamma, dbeta", 2 * n)?,
+        p,
+    })
+}
+
+/// y = act(γ·x̂ + β) for an [m, n] batch: with `train = Some(factor)` from the batch's statistics,
+/// updating the running ones with that blend factor (the momentum); with `None` (eval mode) from
+/// the running statistics. Returns (y, running_mean, running_var) as they are afterwards.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_forward(
+    gpu: &Gpu,
+    x: &[f32],
+    m: usize,
+    n: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    running_mean: &[f32],
+    running_var: &[f32],
+    eps: f64,
+    train: Option<f64>,
+    act: Act,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let b = batchnorm_buffers(gpu, x, m, n, gamma, beta, running_mean, running_var, eps, act)?;
+    let gy = gpu.storage("y", m * n)?;
+    let p = match train {
+        Some(factor) => BnParams { flags: BN_TRAIN, keep: (1.0 - factor) as f32, take: factor as f32, ..b.p },
+        None => b.p,
+    };
+    let stats = gpu.batchnorm("batchnorm_stats", &b.x, None, &b.params, &b.running, &b.stats, None, &b.grads, p)?;
+    let fwd =
+        gpu.batchnorm("batchnorm_forward", &b.x, None, &b.params, &b.running, &b.stats, Some(&gy), &b.grads, p)?;
+    submit(gpu, "batchnorm_forward", &[&stats, &fwd])?;
+    let running = gpu.read_all(&b.running)?;
+    Ok((gpu.read_all(&gy)?, running[..n].to_vec(), running[n..].to_vec()))
+}
+
+/// Training-mode gradients of `batchnorm_forward` given dL/dy: (dx, dγ, dβ), as
+/// `cpu::batchnorm_backward`.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward(
+    gpu: &Gpu,
+    x: &[f32],
+    dy: &[f32],
+    m: usize,
+    n: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    act: Act,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let ones = vec![1.0f32; n];
+    let b = batchnorm_buffers(gpu, x, m, n, gamma, beta, &ones, &ones, eps, act)?;
+    let gdy = gpu.upload("dy", dy)?;
+    let gdx = gpu.storage("dx", m * n)?;
+    let p = BnParams { flags: BN_TRAIN, ..b.p };
+    let (bx, bp, br, bs, bg) = (&b.x, &b.params, &b.running, &b.stats, &b.grads);
+    let stats = gpu.batchnorm("batchnorm_stats", bx, None, bp, br, bs, None, bg, p)?;
+    let reduce = gpu.batchnorm("batchnorm_backward_reduce", bx, Some(&gdy), bp, br, bs, None, bg, p)?;
+    let input = gpu.batchnorm("batchnorm_backward_input", bx, Some(&gdy), bp, br, bs, Some(&gdx), bg, p)?;
+    submit(gpu, "batchnorm_backward", &[&stats, &reduce, &input])?;
+    let grads = gpu.read_all(&b.grads)?;
+    Ok((gpu.read_all(&gdx)?, grads[..n].to_vec(), grads[n..].to_vec()))
 }
 
 /// Runs one optimizer step per gradient in `grads` from `param` (the group layout of

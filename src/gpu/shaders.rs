@@ -4,12 +4,13 @@
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// Every kernel family, by file name.
-pub const FAMILIES: [(&str, &str); 5] = [
+pub const FAMILIES: [(&str, &str); 6] = [
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
     ("activation.wgsl", include_str!("../../shaders/activation.wgsl")),
     ("loss.wgsl", include_str!("../../shaders/loss.wgsl")),
     ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
     ("data.wgsl", include_str!("../../shaders/data.wgsl")),
+    ("batchnorm.wgsl", include_str!("../../shaders/batchnorm.wgsl")),
 ];
 
 /// The full source the device compiles for one family (common functions first).

@@ -1,8 +1,8 @@
 //! The CPU executor: the reference functions of `crate::cpu`, stage by stage. It is the oracle
 //! the GPU executor is tested against, and the fallback where no adapter exists.
 
-use super::{Loss, Model, Network, Stage, Totals};
-use crate::cpu;
+use super::{Activation, Loss, Model, Network, NormState, Op, Totals};
+use crate::cpu::{self, LossOutput, NormStats, Real};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::optim::{OptimizerSetup, OptimizerStep, ParamGroups};
@@ -15,6 +15,7 @@ pub struct CpuNetwork {
     params: Vec<f32>,
     grads: Vec<f32>,
     state: Vec<f32>,
+    norm: NormState,
     steps: usize,
     train_x: Vec<f32>,
     train_labels: Vec<u32>,
@@ -22,15 +23,6 @@ pub struct CpuNetwork {
     loss_sum: f64,
     correct: usize,
     count: usize,
-}
-
-/// What the forward pass keeps for the backward pass, per stage.
-struct Trace {
-    /// Input of each stage (the batch for stage 0).
-    inputs: Vec<Vec<f32>>,
-    /// Pre-activation of each stage.
-    preacts: Vec<Vec<f32>>,
-    output: Vec<f32>,
 }
 
 impl CpuNetwork {
@@ -41,6 +33,7 @@ impl CpuNetwork {
         let n = model.param_len;
         Ok(CpuNetwork {
             state: setup.optimizer.initial_state(n),
+            norm: model.init_norm_state(),
             groups,
             setup,
             model,
@@ -56,46 +49,197 @@ impl CpuNetwork {
             count: 0,
         })
     }
+}
 
-    fn forward(&self, x: &[f32], rows: usize) -> Trace {
-        let mut inputs = Vec::with_capacity(self.model.stages.len());
-        let mut preacts = Vec::with_capacity(self.model.stages.len());
-        let mut h = x.to_vec();
-        for stage in &self.model.stages {
-            let (z, y) = match *stage {
-                Stage::Dense { inputs: k, outputs: n, weight, bias, act, .. } => {
-                    let w = &self.params[weight..weight + n * k];
-                    let b = bias.map(|b| &self.params[b..b + n]);
-                    cpu::linear_forward(&h, w, b, rows, k, n, act)
-                }
-                Stage::Activation { act, .. } => (h.clone(), cpu::activation_forward(&h, act)),
-            };
-            inputs.push(std::mem::replace(&mut h, y));
-            preacts.push(z);
-        }
-        Trace { inputs, preacts, output: h }
-    }
+/// Batch norm's two behaviours, as PyTorch's `model.train()` and `model.eval()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Normalise with the batch's statistics (and let the caller update the running ones).
+    Train,
+    /// Normalise with the running statistics.
+    Eval,
+}
 
-    /// Fills `self.grads` from the gradient with respect to the network's output.
-    fn backward(&mut self, trace: &Trace, mut grad: Vec<f32>, rows: usize) {
-        for (s, stage) in self.model.stages.iter().enumerate().rev() {
-            grad = match *stage {
-                Stage::Dense { inputs: k, outputs: n, weight, bias, act, .. } => {
-                    let dz = cpu::activation_backward(&trace.preacts[s], &grad, act);
-                    let dw = cpu::linear_backward_weight(&dz, &trace.inputs[s], rows, k, n);
-                    self.grads[weight..weight + n * k].copy_from_slice(&dw);
-                    if let Some(b) = bias {
-                        self.grads[b..b + n].copy_from_slice(&cpu::bias_grad(&dz, rows, n));
-                    }
-                    if s == 0 {
-                        break;
-                    }
-                    cpu::linear_backward_input(&dz, &self.params[weight..weight + n * k], rows, k, n)
+/// What the forward pass keeps for the backward pass.
+pub struct Trace<T> {
+    /// Every value: 0 is the input, s + 1 the output of stage s.
+    pub values: Vec<Vec<T>>,
+    /// Each stage's pre-activation (Dense only).
+    pub preacts: Vec<Option<Vec<T>>>,
+    /// Each batch-norm stage's normalising statistics.
+    pub stats: Vec<Option<NormStats>>,
+}
+
+impl<T> Trace<T> {
+    pub fn output(&self) -> &[T] {
+        self.values.last().map_or(&[][..], |v| &v[..])
+    }
+}
+
+/// The forward pass over `rows` rows of `x`, in the float type `T`.
+pub fn forward<T: Real>(model: &Model, params: &[T], running: &[f32], x: &[T], rows: usize, mode: Mode) -> Trace<T> {
+    let mut values = vec![x.to_vec()];
+    let mut preacts = Vec::with_capacity(model.stages.len());
+    let mut stats = Vec::with_capacity(model.stages.len());
+    for stage in &model.stages {
+        let input = &values[stage.input];
+        let (mut preact, mut stat) = (None, None);
+        let y = match stage.op {
+            Op::Dense { inputs: k, outputs: n, weight, bias, act } => {
+                let w = &params[weight..weight + n * k];
+                let b = bias.map(|b| &params[b..b + n]);
+                let (z, y) = cpu::linear_forward(input, w, b, rows, k, n, act);
+                preact = Some(z);
+                y
+            }
+            Op::BatchNorm { width, gamma, beta, norm, act } => {
+                let layer = &model.norms[norm];
+                let s = match mode {
+                    Mode::Train => cpu::batchnorm_stats(input, rows, width, layer.eps),
+                    Mode::Eval => NormStats::running(
+                        &running[layer.running_mean..layer.running_mean + width],
+                        &running[layer.running_var..layer.running_var + width],
+                        layer.eps,
+                    ),
+                };
+                let y = cpu::batchnorm_forward(
+                    input,
+                    rows,
+                    width,
+                    &params[gamma..gamma + width],
+                    &params[beta..beta + width],
+                    &s,
+                    act,
+                );
+                stat = Some(s);
+                y
+            }
+            Op::Activation { act, .. } => cpu::activation_forward(input, act),
+            Op::Add { skip, .. } => cpu::residual_add(input, &values[skip]),
+        };
+        values.push(y);
+        preacts.push(preact);
+        stats.push(stat);
+    }
+    Trace { values, preacts, stats }
+}
+
+/// Adds `g` into the gradient of a value: the first contribution is stored, later ones summed,
+/// in the order the GPU sums them (stages in reverse).
+fn accumulate<T: Real>(slot: &mut Option<Vec<T>>, g: Vec<T>) {
+    match slot {
+        None => *slot = Some(g),
+        Some(acc) => acc.iter_mut().zip(g).for_each(|(a, b)| *a = T::of(a.to_f64() + b.to_f64())),
+    }
+}
+
+/// The gradient of every parameter (flat like `params`) from the gradient with respect to the
+/// network's output. Batch norm is differentiated in training mode (statistics depend on x).
+pub fn backward<T: Real>(model: &Model, params: &[T], trace: &Trace<T>, grad_out: Vec<T>, rows: usize) -> Vec<T> {
+    let mut grads = vec![T::of(0.0); model.param_len];
+    let mut value_grads: Vec<Option<Vec<T>>> = vec![None; model.stages.len() + 1];
+    value_grads[model.stages.len()] = Some(grad_out);
+    for (s, stage) in model.stages.iter().enumerate().rev() {
+        // Every value but the input is read by a later stage or the loss, so its gradient exists.
+        let g = value_grads[s + 1].take().unwrap_or_else(|| vec![T::of(0.0); rows * stage.outputs()]);
+        let input = &trace.values[stage.input];
+        let dx = match stage.op {
+            Op::Dense { inputs: k, outputs: n, weight, bias, act } => {
+                let dz = match &trace.preacts[s] {
+                    Some(z) if act.kind != Activation::Identity => cpu::activation_backward(z, &g, act),
+                    _ => g,
+                };
+                grads[weight..weight + n * k].copy_from_slice(&cpu::linear_backward_weight(&dz, input, rows, k, n));
+                if let Some(b) = bias {
+                    grads[b..b + n].copy_from_slice(&cpu::bias_grad(&dz, rows, n));
                 }
-                Stage::Activation { act, .. } => cpu::activation_backward(&trace.inputs[s], &grad, act),
-            };
+                (stage.input != 0).then(|| cpu::linear_backward_input(&dz, &params[weight..weight + n * k], rows, k, n))
+            }
+            Op::BatchNorm { width, gamma, beta, act, .. } => {
+                let stats = trace.stats[s].as_ref().expect("batch-norm stage keeps its statistics");
+                let (dx, dgamma, dbeta) = cpu::batchnorm_backward(
+                    input,
+                    &g,
+                    rows,
+                    width,
+                    &params[gamma..gamma + width],
+                    &params[beta..beta + width],
+                    stats,
+                    act,
+                );
+                grads[gamma..gamma + width].copy_from_slice(&dgamma);
+                grads[beta..beta + width].copy_from_slice(&dbeta);
+                Some(dx)
+            }
+            Op::Activation { act, .. } => Some(cpu::activation_backward(input, &g, act)),
+            Op::Add { skip, .. } => {
+                if skip != 0 {
+                    accumulate(&mut value_grads[skip], g.clone());
+                }
+                Some(g)
+            }
+        };
+        if let (Some(dx), true) = (dx, stage.input != 0) {
+            accumulate(&mut value_grads[stage.input], dx);
         }
     }
+    grads
+}
+
+/// Training-mode loss and parameter gradients for one batch, in the float type `T`: the
+/// reference's own forward and backward, used in f64 for finite-difference checks.
+pub fn loss_and_grads<T: Real>(
+    model: &Model,
+    loss: Loss,
+    params: &[T],
+    running: &[f32],
+    x: &[T],
+    labels: &[u32],
+    rows: usize,
+) -> (T, Vec<T>) {
+    let trace = forward(model, params, running, x, rows, Mode::Train);
+    let out = loss_of(loss, trace.output(), labels, rows, model.outputs());
+    let grads = backward(model, params, &trace, out.grad, rows);
+    (out.loss, grads)
+}
+
+fn loss_of<T: Real>(loss: Loss, output: &[T], labels: &[u32], rows: usize, classes: usize) -> LossOutput<T> {
+    match loss {
+        Loss::CrossEntropy => cpu::cross_entropy(output, labels, rows, classes),
+        Loss::Mse => cpu::mse(output, None, labels, rows, classes),
+    }
+}
+
+/// A batch-norm model cannot train on one row: its variance is 0/0 (PyTorch refuses it too).
+pub(crate) fn check_batch_norm_rows(model: &Model, rows: usize) -> Result<()> {
+    if rows < 2 && model.has_batch_norm() {
+        return Err(Error::Usage(format!(
+            "batch norm in training mode needs more than 1 row per batch, got {rows} (layer {}); \
+             use a larger batch_size or drop_last = true",
+            model.norms[0].name
+        )));
+    }
+    Ok(())
+}
+
+/// Updates every batch-norm layer's running statistics from a training forward pass.
+pub(crate) fn update_running<T>(model: &Model, trace: &Trace<T>, norm: &mut NormState, rows: usize) {
+    for (s, stage) in model.stages.iter().enumerate() {
+        if let (Op::BatchNorm { width, norm: k, .. }, Some(stats)) = (&stage.op, &trace.stats[s]) {
+            let layer = &model.norms[*k];
+            norm.batches_tracked[*k] += 1;
+            let factor = layer.momentum.factor(norm.batches_tracked[*k]);
+            let (mean_part, var_part) = split_two(&mut norm.running, layer.running_mean, layer.running_var, *width);
+            cpu::batchnorm_update_running(mean_part, var_part, stats, rows, factor);
+        }
+    }
+}
+
+/// Two disjoint `len`-long windows of one slice.
+fn split_two(v: &mut [f32], a: usize, b: usize, len: usize) -> (&mut [f32], &mut [f32]) {
+    debug_assert!(a + len <= b);
+    let (lo, hi) = v.split_at_mut(b);
+    (&mut lo[a..a + len], &mut hi[..len])
 }
 
 pub(crate) fn check_params(model: &Model, params: &[f32]) -> Result<()> {
@@ -127,6 +271,7 @@ impl Network for CpuNetwork {
 
     fn train_step(&mut self, batch: &[u32]) -> Result<()> {
         super::network::check_batch(batch, self.train_labels.len(), usize::MAX)?;
+        check_batch_norm_rows(&self.model, batch.len())?;
         let d = self.model.inputs;
         let rows = batch.len();
         let mut x = Vec::with_capacity(rows * d);
@@ -136,13 +281,10 @@ impl Network for CpuNetwork {
             x.extend_from_slice(&self.train_x[i * d..(i + 1) * d]);
             labels.push(self.train_labels[i]);
         }
-        let trace = self.forward(&x, rows);
-        let c = self.model.outputs();
-        let out = match self.loss {
-            Loss::CrossEntropy => cpu::cross_entropy(&trace.output, &labels, rows, c),
-            Loss::Mse => cpu::mse(&trace.output, None, &labels, rows, c),
-        };
-        self.backward(&trace, out.grad, rows);
+        let trace = forward(&self.model, &self.params, &self.norm.running, &x, rows, Mode::Train);
+        update_running(&self.model, &trace, &mut self.norm, rows);
+        let out = loss_of(self.loss, trace.output(), &labels, rows, self.model.outputs());
+        self.grads = backward(&self.model, &self.params, &trace, out.grad, rows);
         let step = OptimizerStep {
             optimizer: &self.setup.optimizer,
             step: self.steps as u32 + 1,
@@ -176,7 +318,8 @@ impl Network for CpuNetwork {
 
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         super::network::check_rows(&self.model, x, rows)?;
-        Ok(self.forward(x, rows).output)
+        let trace = forward(&self.model, &self.params, &self.norm.running, x, rows, Mode::Eval);
+        Ok(trace.values.last().cloned().unwrap_or_default())
     }
 
     fn params(&mut self) -> Result<Vec<f32>> {
@@ -206,6 +349,16 @@ impl Network for CpuNetwork {
             });
         }
         self.state.copy_from_slice(state);
+        Ok(())
+    }
+
+    fn norm_state(&mut self) -> Result<NormState> {
+        Ok(self.norm.clone())
+    }
+
+    fn set_norm_state(&mut self, state: &NormState) -> Result<()> {
+        super::network::check_norm_state(&self.model, state)?;
+        self.norm = state.clone();
         Ok(())
     }
 

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use super::{Act, Activation, Loss, Model, Network, Stage, Totals};
+use super::{Act, Activation, Loss, Model, Network, NormState, Op, Totals};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{
-    submit, ActParams, Dispatch, GatherParams, LossParams, MatmulParams, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT,
-    TOTALS_LEN, TOTAL_CORRECT, TOTAL_COUNT, TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
+    submit, ActParams, BnParams, Dispatch, GatherParams, LossParams, MatmulParams, ACT_ACCUMULATE, BN_ACCUMULATE,
+    BN_TRAIN, FLAG_ACCUMULATE, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT, TOTALS_LEN, TOTAL_CORRECT, TOTAL_COUNT,
+    TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
 };
 use crate::gpu::optimizer::GpuOptimizer;
 use crate::gpu::{Gpu, GpuBuffer};
@@ -26,14 +27,28 @@ enum Shape {
     Loss(LossParams),
     Reduce(LossParams),
     Gather(GatherParams),
+    BatchNorm(BnParams, &'static str),
+}
+
+/// Which pass a forward launch belongs to: batch norm differs between training and eval.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum When {
+    Always,
+    Train,
+    Eval,
 }
 
 struct Launch {
     dispatch: Dispatch,
     shape: Shape,
+    when: When,
 }
 
 impl Launch {
+    fn new(dispatch: Dispatch, shape: Shape) -> Launch {
+        Launch { dispatch, shape, when: When::Always }
+    }
+
     fn resize(&mut self, gpu: &Gpu, rows: u32) {
         match &mut self.shape {
             Shape::MatmulRowsM(p) => {
@@ -66,19 +81,32 @@ impl Launch {
                 p.rows = rows;
                 self.dispatch.update(gpu, p, Gpu::gather_grid(p));
             }
+            Shape::BatchNorm(p, entry) => {
+                p.rows = rows;
+                self.dispatch.update(gpu, p, Gpu::batchnorm_grid(entry, p));
+            }
         }
     }
 }
 
-/// Per-stage activations and gradients, each sized for the largest batch.
+/// The buffers of one stage's output value, each sized for the largest batch.
 struct StageBuffers {
     out: GpuBuffer,
-    /// Pre-activation z, kept for the backward pass when the activation is not the identity.
+    /// Pre-activation z of a Dense stage with an activation, kept for the backward pass.
     preact: Option<GpuBuffer>,
     /// dL/dz of a Dense stage (dL/d out when the activation is the identity).
     dz: Option<GpuBuffer>,
-    /// dL/d out when it cannot be fused into dz (before a standalone activation or the loss).
-    grad_out: Option<GpuBuffer>,
+    /// dL/d out, where the readers of this value cannot write dz directly.
+    grad: Option<GpuBuffer>,
+    /// Batch norm's per-feature shift, shifted mean and 1/σ (batchnorm.wgsl).
+    stats: Option<GpuBuffer>,
+}
+
+/// Where the readers of a value write its gradient, and the activation derivative they must
+/// apply on the way (a Dense producer's act', fused into the writer).
+struct Target<'a> {
+    buf: &'a GpuBuffer,
+    fused: Option<(&'a GpuBuffer, Act)>,
 }
 
 pub struct GpuNetwork {
@@ -88,12 +116,16 @@ pub struct GpuNetwork {
     rows: u32,
     params: GpuBuffer,
     grads: GpuBuffer,
+    running: GpuBuffer,
+    batches_tracked: Vec<u64>,
     batch_x: GpuBuffer,
     batch_labels: GpuBuffer,
     indices: GpuBuffer,
     totals: GpuBuffer,
-    /// Forward launches (stage order); `predict` runs these alone.
+    /// Forward launches (stage order); `predict` runs those for eval.
     forward: Vec<Launch>,
+    /// For each batch norm, the index in `forward` of its training-statistics launch.
+    norm_launches: Vec<usize>,
     /// Loss, reduction, backward and the update, in order.
     backward: Vec<Launch>,
     gather: Option<Launch>,
@@ -106,8 +138,18 @@ pub struct GpuNetwork {
     train_data: Option<(GpuBuffer, GpuBuffer)>,
 }
 
-fn act_params(act: Act, len: usize) -> ActParams {
-    ActParams { len: len as u32, act: act.kind.code(), slope: act.slope, _pad: 0 }
+fn act_params(act: Act, len: usize, accumulate: bool) -> ActParams {
+    ActParams {
+        len: len as u32,
+        act: act.kind.code(),
+        slope: act.slope,
+        flags: if accumulate { ACT_ACCUMULATE } else { 0 },
+    }
+}
+
+/// running ← keep·running + take·batch, with keep = 1 − take formed in f64 and rounded once.
+fn blend(factor: f64) -> (f32, f32) {
+    ((1.0 - factor) as f32, factor as f32)
 }
 
 impl GpuNetwork {
@@ -124,9 +166,11 @@ impl GpuNetwork {
         super::cpu_network::check_params(&model, params)?;
         let g = &*gpu;
         let stages = &model.stages;
-        let last = stages.len() - 1;
+        let last = stages.len();
         let params_buf = g.upload("parameters", params)?;
         let grads = g.storage("gradients", model.param_len)?;
+        let norm_state = model.init_norm_state();
+        let running = g.upload("batch-norm running statistics", &norm_state.running)?;
         let setup = setup.into();
         let groups = ParamGroups::new(&model, &setup.optimizer, &setup.groups)?;
         let optimizer = GpuOptimizer::new(g, &params_buf, &grads, &setup.optimizer, groups, setup.clip_grad_norm)?;
@@ -136,59 +180,88 @@ impl GpuNetwork {
         let row_stats = g.storage("per-row loss", 2 * max_rows)?;
         let totals = g.storage("loss totals", TOTALS_LEN)?;
 
-        // Buffers per stage.
+        // Who reads each value; a Dense producer's act' can be fused into its readers' kernels
+        // only if every reader is a matmul (dX) or a residual sum (activation_backward).
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); last + 1];
+        for (s, stage) in stages.iter().enumerate() {
+            for v in stage.reads() {
+                readers[v].push(s);
+            }
+        }
+        let fusable: Vec<bool> = (0..=last)
+            .map(|v| {
+                v > 0
+                    && v < last
+                    && matches!(stages[v - 1].op, Op::Dense { act, .. } if act.kind != Activation::Identity)
+                    && readers[v].iter().all(|&r| matches!(stages[r].op, Op::Dense { .. } | Op::Add { .. }))
+            })
+            .collect();
+
         let mut bufs = Vec::with_capacity(stages.len());
         for (s, stage) in stages.iter().enumerate() {
             let width = stage.outputs();
-            let name = |what: &str| format!("stage {s} {what} ({} × {width})", max_rows);
-            let next_is_dense = matches!(stages.get(s + 1), Some(Stage::Dense { .. }));
-            let b = match stage {
-                Stage::Dense { act, .. } => {
+            let name = |what: &str| format!("stage {s} ({}) {what} ({max_rows} × {width})", stage.name);
+            let values = max_rows * width;
+            let b = match stage.op {
+                Op::Dense { act, .. } => {
                     let has_act = act.kind != Activation::Identity;
                     StageBuffers {
-                        out: g.storage(&name("output"), max_rows * width)?,
-                        preact: if has_act {
-                            Some(g.storage(&name("pre-activation"), max_rows * width)?)
+                        out: g.storage(&name("output"), values)?,
+                        preact: if has_act { Some(g.storage(&name("pre-activation"), values)?) } else { None },
+                        dz: Some(g.storage(&name("gradient dz"), values)?),
+                        grad: if has_act && !fusable[s + 1] {
+                            Some(g.storage(&name("output gradient"), values)?)
                         } else {
                             None
                         },
-                        dz: Some(g.storage(&name("gradient dz"), max_rows * width)?),
-                        grad_out: if has_act && !next_is_dense {
-                            Some(g.storage(&name("output gradient"), max_rows * width)?)
-                        } else {
-                            None
-                        },
+                        stats: None,
                     }
                 }
-                Stage::Activation { .. } => StageBuffers {
-                    out: g.storage(&name("output"), max_rows * width)?,
+                Op::BatchNorm { width, .. } => StageBuffers {
+                    out: g.storage(&name("output"), values)?,
                     preact: None,
                     dz: None,
-                    grad_out: Some(g.storage(&name("output gradient"), max_rows * width)?),
+                    grad: Some(g.storage(&name("output gradient"), values)?),
+                    stats: Some(g.storage(&name("statistics"), 3 * width)?),
+                },
+                Op::Activation { .. } | Op::Add { .. } => StageBuffers {
+                    out: g.storage(&name("output"), values)?,
+                    preact: None,
+                    dz: None,
+                    grad: Some(g.storage(&name("output gradient"), values)?),
+                    stats: None,
                 },
             };
             bufs.push(b);
         }
-        // Where whoever computes dL/d out_s writes it: dz_s directly when the activation is the
-        // identity or the writer is a matmul that can apply act' in its epilogue; else grad_out_s.
-        let target = |s: usize, writer_is_matmul: bool| -> (&GpuBuffer, Option<(&GpuBuffer, Act)>) {
-            let b = &bufs[s];
-            match &stages[s] {
-                Stage::Dense { act, .. } if act.kind == Activation::Identity => (b.dz.as_ref().unwrap_or(&b.out), None),
-                Stage::Dense { act, .. } if writer_is_matmul => {
-                    (b.dz.as_ref().unwrap_or(&b.out), b.preact.as_ref().map(|p| (p, *act)))
+        let out = |v: usize| if v == 0 { &batch_x } else { &bufs[v - 1].out };
+        let target = |v: usize| -> Target<'_> {
+            let b = &bufs[v - 1];
+            match (&stages[v - 1].op, &b.dz, &b.grad) {
+                (Op::Dense { act, .. }, Some(dz), _) if act.kind == Activation::Identity => {
+                    Target { buf: dz, fused: None }
                 }
-                _ => (b.grad_out.as_ref().unwrap_or(&b.out), None),
+                (Op::Dense { act, .. }, Some(dz), None) => {
+                    Target { buf: dz, fused: b.preact.as_ref().map(|p| (p, *act)) }
+                }
+                (_, _, Some(grad)) => Target { buf: grad, fused: None },
+                _ => Target { buf: &b.out, fused: None }, // unreachable by construction
             }
         };
-        let input = |s: usize| if s == 0 { &batch_x } else { &bufs[s - 1].out };
+        // The gradient a stage's backward reads: what its readers wrote.
+        let grad_in = |s: usize| -> &GpuBuffer {
+            let b = &bufs[s];
+            b.grad.as_ref().or(b.dz.as_ref()).unwrap_or(&b.out)
+        };
         let rows = max_rows as u32;
 
         let mut forward = Vec::new();
+        let mut norm_launches = Vec::new();
         for (s, stage) in stages.iter().enumerate() {
             let b = &bufs[s];
-            match *stage {
-                Stage::Dense { inputs, outputs, weight, bias, act, .. } => {
+            let x = out(stage.input);
+            match stage.op {
+                Op::Dense { inputs, outputs, weight, bias, act } => {
                     let p = MatmulParams {
                         m: rows,
                         n: outputs as u32,
@@ -206,35 +279,85 @@ impl GpuNetwork {
                         ..Default::default()
                     };
                     let bias_buf = bias.map(|_| &params_buf);
-                    let d = g.matmul(input(s), &params_buf, bias_buf, &b.out, b.preact.as_ref(), p)?;
-                    forward.push(Launch { dispatch: d, shape: Shape::MatmulRowsM(p) });
+                    let d = g.matmul(x, &params_buf, bias_buf, &b.out, b.preact.as_ref(), p)?;
+                    forward.push(Launch::new(d, Shape::MatmulRowsM(p)));
                 }
-                Stage::Activation { width, act, .. } => {
-                    let p = act_params(act, max_rows * width);
-                    let d = g.activation(true, input(s), None, &b.out, p)?;
-                    forward.push(Launch { dispatch: d, shape: Shape::Act(p, width) });
+                Op::BatchNorm { width, gamma, beta, norm, act } => {
+                    let layer = &model.norms[norm];
+                    let (keep, take) = blend(layer.momentum.factor(1));
+                    let p = BnParams {
+                        rows,
+                        cols: width as u32,
+                        gamma_offset: gamma as u32,
+                        beta_offset: beta as u32,
+                        mean_offset: layer.running_mean as u32,
+                        var_offset: layer.running_var as u32,
+                        flags: 0,
+                        act: act.kind.code(),
+                        slope: act.slope,
+                        eps: layer.eps as f32,
+                        keep,
+                        take,
+                    };
+                    let stats = b.stats.as_ref().unwrap_or(&b.out);
+                    for (when, flags) in [(When::Train, BN_TRAIN), (When::Eval, 0)] {
+                        let p = BnParams { flags, ..p };
+                        let d =
+                            g.batchnorm("batchnorm_stats", x, None, &params_buf, &running, stats, None, &grads, p)?;
+                        if when == When::Train {
+                            norm_launches.push(forward.len());
+                        }
+                        forward.push(Launch { dispatch: d, shape: Shape::BatchNorm(p, "batchnorm_stats"), when });
+                    }
+                    let d = g.batchnorm(
+                        "batchnorm_forward",
+                        x,
+                        None,
+                        &params_buf,
+                        &running,
+                        stats,
+                        Some(&b.out),
+                        &grads,
+                        p,
+                    )?;
+                    forward.push(Launch::new(d, Shape::BatchNorm(p, "batchnorm_forward")));
+                }
+                Op::Activation { width, act } => {
+                    let p = act_params(act, max_rows * width, false);
+                    let d = g.activation(true, x, None, &b.out, p)?;
+                    forward.push(Launch::new(d, Shape::Act(p, width)));
+                }
+                Op::Add { width, skip } => {
+                    let p = act_params(Act::IDENTITY, max_rows * width, false);
+                    let d = g.residual_add(x, out(skip), &b.out, p)?;
+                    forward.push(Launch::new(d, Shape::Act(p, width)));
                 }
             }
         }
 
         let mut backward = Vec::new();
+        // Whether some reader already wrote a value's gradient (later readers then add to it).
+        let mut written = vec![false; last + 1];
         let classes = model.outputs() as u32;
         let lp = LossParams { rows, cols: classes, use_targets: 0, _pad: 0 };
-        let (loss_grad, _) = target(last, false);
-        let d = g.loss(loss.entry(), &bufs[last].out, &batch_labels, None, loss_grad, &row_stats, &totals, lp)?;
-        backward.push(Launch { dispatch: d, shape: Shape::Loss(lp) });
+        let loss_grad = target(last).buf;
+        written[last] = true;
+        let d = g.loss(loss.entry(), out(last), &batch_labels, None, loss_grad, &row_stats, &totals, lp)?;
+        backward.push(Launch::new(d, Shape::Loss(lp)));
         let d = g.loss_reduce(&row_stats, &totals, lp)?;
-        backward.push(Launch { dispatch: d, shape: Shape::Reduce(lp) });
+        backward.push(Launch::new(d, Shape::Reduce(lp)));
 
         for (s, stage) in stages.iter().enumerate().rev() {
             let b = &bufs[s];
-            match *stage {
-                Stage::Dense { inputs, outputs, weight, bias, act, .. } => {
+            let x = out(stage.input);
+            let g_out = grad_in(s);
+            match stage.op {
+                Op::Dense { inputs, outputs, weight, bias, act } => {
                     let dz = b.dz.as_ref().unwrap_or(&b.out);
-                    if let (Some(grad_out), Some(preact)) = (&b.grad_out, &b.preact) {
-                        let p = act_params(act, max_rows * outputs);
-                        let d = g.activation(false, preact, Some(grad_out), dz, p)?;
-                        backward.push(Launch { dispatch: d, shape: Shape::Act(p, outputs) });
+                    if let (Some(grad), Some(preact)) = (&b.grad, &b.preact) {
+                        let p = act_params(act, max_rows * outputs, false);
+                        let d = g.activation(false, preact, Some(grad), dz, p)?;
+                        backward.push(Launch::new(d, Shape::Act(p, outputs)));
                     }
                     // dW = dZᵀ·X: [outputs, rows]·[rows, inputs]
                     let p = MatmulParams {
@@ -248,20 +371,21 @@ impl GpuNetwork {
                         c_offset: weight as u32,
                         ..Default::default()
                     };
-                    let d = g.matmul(dz, input(s), None, &grads, None, p)?;
-                    backward.push(Launch { dispatch: d, shape: Shape::MatmulRowsK(p) });
+                    let d = g.matmul(dz, x, None, &grads, None, p)?;
+                    backward.push(Launch::new(d, Shape::MatmulRowsK(p)));
                     if let Some(bias) = bias {
                         let p =
                             MatmulParams { m: rows, n: outputs as u32, c_offset: bias as u32, ..Default::default() };
                         let d = g.bias_grad(dz, &grads, p)?;
-                        backward.push(Launch { dispatch: d, shape: Shape::BiasGrad(p) });
+                        backward.push(Launch::new(d, Shape::BiasGrad(p)));
                     }
-                    if s > 0 {
-                        // dX = dZ·W: [rows, outputs]·[outputs, inputs], with act' of the previous stage fused.
-                        let (dst, fused) = target(s - 1, true);
-                        let (aux, flags, prev_act) = match fused {
-                            Some((preact, a)) => (Some(preact), FLAG_ACT_GRAD, a),
-                            None => (None, 0, Act::IDENTITY),
+                    if stage.input > 0 {
+                        // dX = dZ·W: [rows, outputs]·[outputs, inputs], the producer's act' fused.
+                        let t = target(stage.input);
+                        let accumulate = std::mem::replace(&mut written[stage.input], true);
+                        let (aux, prev_act) = match t.fused {
+                            Some((preact, a)) => (Some(preact), a),
+                            None => (None, Act::IDENTITY),
                         };
                         let p = MatmulParams {
                             m: rows,
@@ -272,22 +396,68 @@ impl GpuNetwork {
                             b_offset: weight as u32,
                             b_stride_k: inputs as u32,
                             b_stride_n: 1,
-                            flags,
+                            flags: if aux.is_some() { FLAG_ACT_GRAD } else { 0 }
+                                | if accumulate { FLAG_ACCUMULATE } else { 0 },
                             act: prev_act.kind.code(),
                             slope: prev_act.slope,
                             ..Default::default()
                         };
-                        let d = g.matmul(dz, &params_buf, None, dst, aux, p)?;
-                        backward.push(Launch { dispatch: d, shape: Shape::MatmulRowsM(p) });
+                        let d = g.matmul(dz, &params_buf, None, t.buf, aux, p)?;
+                        backward.push(Launch::new(d, Shape::MatmulRowsM(p)));
                     }
                 }
-                Stage::Activation { width, act, .. } => {
-                    if s > 0 {
-                        let (dst, _) = target(s - 1, false);
-                        let grad_out = b.grad_out.as_ref().unwrap_or(&b.out);
-                        let p = act_params(act, max_rows * width);
-                        let d = g.activation(false, input(s), Some(grad_out), dst, p)?;
-                        backward.push(Launch { dispatch: d, shape: Shape::Act(p, width) });
+                Op::BatchNorm { width, gamma, beta, norm, act } => {
+                    let layer = &model.norms[norm];
+                    let stats = b.stats.as_ref().unwrap_or(&b.out);
+                    let mut p = BnParams {
+                        rows,
+                        cols: width as u32,
+                        gamma_offset: gamma as u32,
+                        beta_offset: beta as u32,
+                        mean_offset: layer.running_mean as u32,
+                        var_offset: layer.running_var as u32,
+                        flags: 0,
+                        act: act.kind.code(),
+                        slope: act.slope,
+                        eps: layer.eps as f32,
+                        keep: 1.0,
+                        take: 0.0,
+                    };
+                    let entry = "batchnorm_backward_reduce";
+                    let d = g.batchnorm(entry, x, Some(g_out), &params_buf, &running, stats, None, &grads, p)?;
+                    backward.push(Launch::new(d, Shape::BatchNorm(p, entry)));
+                    if stage.input > 0 {
+                        let t = target(stage.input);
+                        if std::mem::replace(&mut written[stage.input], true) {
+                            p.flags |= BN_ACCUMULATE;
+                        }
+                        let entry = "batchnorm_backward_input";
+                        let d =
+                            g.batchnorm(entry, x, Some(g_out), &params_buf, &running, stats, Some(t.buf), &grads, p)?;
+                        backward.push(Launch::new(d, Shape::BatchNorm(p, entry)));
+                    }
+                }
+                Op::Activation { width, act } => {
+                    if stage.input > 0 {
+                        let t = target(stage.input);
+                        let accumulate = std::mem::replace(&mut written[stage.input], true);
+                        let p = act_params(act, max_rows * width, accumulate);
+                        let d = g.activation(false, x, Some(g_out), t.buf, p)?;
+                        backward.push(Launch::new(d, Shape::Act(p, width)));
+                    }
+                }
+                Op::Add { width, skip } => {
+                    // Both summands receive the sum's gradient (times their producer's act').
+                    for v in [stage.input, skip] {
+                        if v == 0 {
+                            continue;
+                        }
+                        let t = target(v);
+                        let accumulate = std::mem::replace(&mut written[v], true);
+                        let (z, act) = t.fused.unwrap_or((g_out, Act::IDENTITY));
+                        let p = act_params(act, max_rows * width, accumulate);
+                        let d = g.activation(false, z, Some(g_out), t.buf, p)?;
+                        backward.push(Launch::new(d, Shape::Act(p, width)));
                     }
                 }
             }
@@ -295,16 +465,19 @@ impl GpuNetwork {
 
         Ok(GpuNetwork {
             gpu,
+            batches_tracked: norm_state.batches_tracked,
             model,
             max_rows,
             rows,
             params: params_buf,
             grads,
+            running,
             batch_x,
             batch_labels,
             indices,
             totals,
             forward,
+            norm_launches,
             backward,
             gather: None,
             train_rows: 0,
@@ -314,6 +487,23 @@ impl GpuNetwork {
             stage_buffers: bufs,
             train_data: None,
         })
+    }
+
+    /// Counts the coming training batch for every batch norm and, for the cumulative average
+    /// (momentum "none"), rewrites the blend factor 1/num_batches_tracked.
+    fn prepare_norms(&mut self) {
+        for (k, &launch) in self.norm_launches.iter().enumerate() {
+            self.batches_tracked[k] += 1;
+            let factor = self.model.norms[k].momentum.factor(self.batches_tracked[k]);
+            let l = &mut self.forward[launch];
+            if let Shape::BatchNorm(p, entry) = &mut l.shape {
+                let (keep, take) = blend(factor);
+                if (keep, take) != (p.keep, p.take) {
+                    (p.keep, p.take) = (keep, take);
+                    l.dispatch.update(&self.gpu, p, Gpu::batchnorm_grid(entry, p));
+                }
+            }
+        }
     }
 
     /// Whether every buffer this model needs fits the device's per-buffer limit, checked before
@@ -392,7 +582,7 @@ impl Network for GpuNetwork {
         let labels = g.upload("training labels", &data.labels)?;
         let p = GatherParams { rows: self.rows, cols: self.model.inputs as u32, _pad: [0; 2] };
         let d = g.gather_batch(&x, &labels, &self.indices, &self.batch_x, &self.batch_labels, p)?;
-        self.gather = Some(Launch { dispatch: d, shape: Shape::Gather(p) });
+        self.gather = Some(Launch::new(d, Shape::Gather(p)));
         self.train_data = Some((x, labels));
         self.train_rows = data.n;
         Ok(())
@@ -403,13 +593,15 @@ impl Network for GpuNetwork {
             return Err(Error::Usage("train_step before set_train_data".into()));
         }
         super::network::check_batch(batch, self.train_rows, self.max_rows)?;
+        super::cpu_network::check_batch_norm_rows(&self.model, batch.len())?;
         self.resize(batch.len());
+        self.prepare_norms();
         self.gpu.write(&self.indices, batch);
         let k = self.steps as u32;
         self.optimizer.prepare(&self.gpu, k + 1, self.setup.schedule.factor(k));
         let mut launches: Vec<&Dispatch> = Vec::with_capacity(4 + self.forward.len() + self.backward.len());
         launches.extend(self.gather.iter().map(|l| &l.dispatch));
-        launches.extend(self.forward.iter().map(|l| &l.dispatch));
+        launches.extend(self.forward.iter().filter(|l| l.when != When::Eval).map(|l| &l.dispatch));
         launches.extend(self.backward.iter().map(|l| &l.dispatch));
         launches.extend(self.optimizer.dispatches());
         submit(&self.gpu, "training step", &launches)?;
@@ -442,7 +634,8 @@ impl Network for GpuNetwork {
             let n = (rows - start).min(self.max_rows);
             self.resize(n);
             self.gpu.write(&self.batch_x, &x[start * d..(start + n) * d]);
-            let launches: Vec<&Dispatch> = self.forward.iter().map(|l| &l.dispatch).collect();
+            let launches: Vec<&Dispatch> =
+                self.forward.iter().filter(|l| l.when != When::Train).map(|l| &l.dispatch).collect();
             submit(&self.gpu, "forward", &launches)?;
             out.extend(self.gpu.read::<f32>(&self.stage_buffers[last].out, 0, n * classes)?);
         }
@@ -469,6 +662,17 @@ impl Network for GpuNetwork {
 
     fn set_optimizer_state(&mut self, state: &[f32]) -> Result<()> {
         self.optimizer.set_state(&self.gpu, state)
+    }
+
+    fn norm_state(&mut self) -> Result<NormState> {
+        Ok(NormState { running: self.gpu.read_all(&self.running)?, batches_tracked: self.batches_tracked.clone() })
+    }
+
+    fn set_norm_state(&mut self, state: &NormState) -> Result<()> {
+        super::network::check_norm_state(&self.model, state)?;
+        self.gpu.write(&self.running, &state.running);
+        self.batches_tracked = state.batches_tracked.clone();
+        Ok(())
     }
 
     fn steps(&self) -> usize {

@@ -12,5 +12,5 @@ pub use activation::{Act, Activation};
 pub use cpu_network::CpuNetwork;
 pub use gpu_network::GpuNetwork;
 pub use loss::Loss;
-pub use model::{LayerSpec, Model, ParamTensor, Stage, PARAM_ALIGN};
+pub use model::{BnMomentum, Init, LayerSpec, Model, NormLayer, NormState, Op, ParamTensor, Stage, PARAM_ALIGN};
 pub use network::{Network, Totals};

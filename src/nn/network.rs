@@ -3,7 +3,7 @@
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 
-use super::Model;
+use super::{Model, NormState};
 
 /// Loss and accuracy summed on the device since the last `take_totals`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,6 +37,10 @@ pub trait Network {
     fn optimizer_state(&mut self) -> Result<Vec<f32>>;
     /// Replaces the optimizer's state (same layout as `optimizer_state`), e.g. from a checkpoint.
     fn set_optimizer_state(&mut self, state: &[f32]) -> Result<()>;
+    /// Batch-norm running statistics and batch counters (empty without batch norm).
+    fn norm_state(&mut self) -> Result<NormState>;
+    /// Replaces the batch-norm state (layout of `Model::init_norm_state`), e.g. from a checkpoint.
+    fn set_norm_state(&mut self, state: &NormState) -> Result<()>;
     /// Optimizer steps taken (the schedule's position, and Adam's bias-correction step).
     fn steps(&self) -> usize;
     /// Continues counting from `steps`, e.g. after loading a checkpoint.
@@ -76,6 +80,18 @@ pub(crate) fn check_batch(batch: &[u32], train_rows: usize, max_rows: usize) -> 
     }
     if let Some(&bad) = batch.iter().find(|&&i| i as usize >= train_rows) {
         return Err(Error::Usage(format!("row index {bad} is past the {train_rows} training rows")));
+    }
+    Ok(())
+}
+
+/// A batch-norm state has the model's running-buffer length and one counter per layer.
+pub(crate) fn check_norm_state(model: &Model, state: &NormState) -> Result<()> {
+    if state.running.len() != model.running_len || state.batches_tracked.len() != model.norms.len() {
+        return Err(Error::Shape {
+            what: "batch-norm state".into(),
+            expected: format!("{} running values and {} counters", model.running_len, model.norms.len()),
+            got: format!("{} and {}", state.running.len(), state.batches_tracked.len()),
+        });
     }
     Ok(())
 }

@@ -1,0 +1,188 @@
+// Batch normalisation over the rows of an [m, n] batch (torch.nn.BatchNorm1d), with the
+// activation after it fused: y = act(γ·x̂ + β), the course's H = max(0, γẐ + β).
+//
+// Statistics are per feature and deterministic: a workgroup owns 16 features, its 16 row lanes
+// each sum rows lane, lane + 16, … in order, and the 16 partial sums are added by a fixed tree.
+// The mean is the shift K = x[0, j] plus the mean of x − K (the shifted-data algorithm), and the
+// variance a second pass over (x − K) − d, so a mean of 10⁴ with a spread of 1 loses nothing
+// to cancellation. x̂ is formed as ((x − K) − d)·inv_std and never through a rounded f32 mean.
+
+struct BnParams {
+    rows: u32,
+    cols: u32,
+    gamma_offset: u32,   // γ and β in the flat parameter buffer; dγ, dβ at the same offsets in grads
+    beta_offset: u32,
+    mean_offset: u32,    // running mean and variance in the flat running buffer
+    var_offset: u32,
+    flags: u32,          // BN_* below
+    act: u32,            // activation after the norm (common.wgsl codes)
+    slope: f32,
+    eps: f32,
+    keep: f32,           // running ← keep·running + take·batch; keep = 1 − take rounded once on the host
+    take: f32,
+}
+
+const BN_TRAIN: u32 = 1u;        // batch statistics (else the running ones: eval mode)
+const BN_ACCUMULATE: u32 = 2u;   // dx is added to `out` (the input value has another consumer)
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> params: array<f32>;
+@group(0) @binding(3) var<storage, read_write> running: array<f32>;
+@group(0) @binding(4) var<storage, read_write> stats: array<f32>;   // [K (n), d (n), inv_std (n)]
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(7) var<uniform> p: BnParams;
+
+const FEATURES: u32 = 16u;
+const LANES: u32 = 16u;
+
+var<workgroup> partial_a: array<f32, 256>;   // [lane][feature]
+var<workgroup> partial_b: array<f32, 256>;
+
+// Sums partial_a and partial_b over the 16 lanes of feature column `f`, by a fixed tree.
+fn reduce_lanes(lane: u32, f: u32) {
+    for (var half = LANES / 2u; half > 0u; half /= 2u) {
+        workgroupBarrier();
+        if (lane < half) {
+            partial_a[lane * FEATURES + f] += partial_a[(lane + half) * FEATURES + f];
+            partial_b[lane * FEATURES + f] += partial_b[(lane + half) * FEATURES + f];
+        }
+    }
+    workgroupBarrier();
+}
+
+fn xhat_at(r: u32, j: u32) -> f32 {
+    let n = p.cols;
+    return ((x[r * n + j] - stats[j]) - stats[n + j]) * stats[2u * n + j];
+}
+
+// Training: per-feature shift, mean and inverse standard deviation of the batch, and the running
+// statistics' update. Eval: the same three numbers from the running statistics.
+@compute @workgroup_size(16, 16, 1)
+fn batchnorm_stats(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let n = p.cols;
+    let m = p.rows;
+    let f = lid.x;
+    let lane = lid.y;
+    let j = flat_group(wg, nwg) * FEATURES + f;
+    let live = j < n;
+    if ((p.flags & BN_TRAIN) == 0u) {
+        if (live && lane == 0u) {
+            stats[j] = running[p.mean_offset + j];
+            stats[n + j] = 0.0;
+            stats[2u * n + j] = 1.0 / sqrt(running[p.var_offset + j] + p.eps);
+        }
+        return;
+    }
+    var shift = 0.0;
+    var s = 0.0;
+    if (live) {
+        shift = x[j];
+        for (var r = lane; r < m; r += LANES) {
+            s += x[r * n + j] - shift;
+        }
+    }
+    partial_a[lane * FEATURES + f] = s;
+    partial_b[lane * FEATURES + f] = 0.0;
+    reduce_lanes(lane, f);
+    let d = partial_a[f] / f32(m);
+    workgroupBarrier();
+    var q = 0.0;
+    if (live) {
+        for (var r = lane; r < m; r += LANES) {
+            let c = (x[r * n + j] - shift) - d;
+            q += c * c;
+        }
+    }
+    partial_a[lane * FEATURES + f] = q;
+    reduce_lanes(lane, f);
+    if (live && lane == 0u) {
+        let var_biased = partial_a[f] / f32(m);
+        stats[j] = shift;
+        stats[n + j] = d;
+        stats[2u * n + j] = 1.0 / sqrt(var_biased + p.eps);
+        let mean = shift + d;
+        let unbiased = var_biased * (f32(m) / f32(m - 1u));
+        running[p.mean_offset + j] = p.keep * running[p.mean_offset + j] + p.take * mean;
+        running[p.var_offset + j] = p.keep * running[p.var_offset + j] + p.take * unbiased;
+    }
+}
+
+// y = act(γ·x̂ + β), element-wise, from the statistics `batchnorm_stats` left.
+@compute @workgroup_size(256, 1, 1)
+fn batchnorm_forward(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = flat_group(wg, nwg) * 256u + li;
+    if (i >= p.rows * p.cols) {
+        return;
+    }
+    let j = i % p.cols;
+    let u = params[p.gamma_offset + j] * xhat_at(i / p.cols, j) + params[p.beta_offset + j];
+    out[i] = activate(u, p.act, p.slope);
+}
+
+// dβ = Σ du and dγ = Σ du·x̂ per feature, with du = dy ⊙ act'(γx̂ + β) recomputed, written to the
+// gradient buffer; the same fixed-order reduction as the statistics.
+@compute @workgroup_size(16, 16, 1)
+fn batchnorm_backward_reduce(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let n = p.cols;
+    let f = lid.x;
+    let lane = lid.y;
+    let j = flat_group(wg, nwg) * FEATURES + f;
+    var sum_du = 0.0;
+    var sum_du_xhat = 0.0;
+    if (j < n) {
+        let gamma = params[p.gamma_offset + j];
+        let beta = params[p.beta_offset + j];
+        for (var r = lane; r < p.rows; r += LANES) {
+            let xh = xhat_at(r, j);
+            let du = dy[r * n + j] * activate_grad(gamma * xh + beta, p.act, p.slope);
+            sum_du += du;
+            sum_du_xhat += du * xh;
+        }
+    }
+    partial_a[lane * FEATURES + f] = sum_du;
+    partial_b[lane * FEATURES + f] = sum_du_xhat;
+    reduce_lanes(lane, f);
+    if (j < n && lane == 0u) {
+        grads[p.beta_offset + j] = partial_a[f];
+        grads[p.gamma_offset + j] = partial_b[f];
+    }
+}
+
+// dx = γ·inv_std/m · (m·du − Σdu − x̂·Σ(du·x̂)), element-wise, from the sums just written.
+@compute @workgroup_size(256, 1, 1)
+fn batchnorm_backward_input(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = flat_group(wg, nwg) * 256u + li;
+    if (i >= p.rows * p.cols) {
+        return;
+    }
+    let n = p.cols;
+    let j = i % n;
+    let m = f32(p.rows);
+    let gamma = params[p.gamma_offset + j];
+    let xh = xhat_at(i / n, j);
+    let du = dy[i] * activate_grad(gamma * xh + params[p.beta_offset + j], p.act, p.slope);
+    let dx = gamma * stats[2u * n + j] / m * (m * du - grads[p.beta_offset + j] - xh * grads[p.gamma_offset + j]);
+    if ((p.flags & BN_ACCUMULATE) != 0u) {
+        out[i] = out[i] + dx;
+    } else {
+        out[i] = dx;
+    }
+}
