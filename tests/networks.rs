@@ -1,0 +1,481 @@
+//! Whole networks with batch norm and residual blocks: PyTorch's golden training runs on both
+//! paths, the CPU reference's gradients against central finite differences in f64, the GPU's
+//! gradients against the CPU's on a deep residual MLP, running statistics, and bad models.
+
+mod common;
+
+use common::golden::{cases_of, load, Case};
+use common::*;
+use gradflow::cpu::{self, Real};
+use gradflow::data::Dataset;
+use gradflow::nn::cpu_network::{loss_and_grads, Mode};
+use gradflow::nn::{CpuNetwork, GpuNetwork, LayerSpec, Loss, Model, Network, NormState};
+use gradflow::optim::Optimizer;
+
+fn layers(toml_text: &str) -> Vec<LayerSpec> {
+    #[derive(serde::Deserialize)]
+    struct L {
+        layers: Vec<LayerSpec>,
+    }
+    toml::from_str::<L>(toml_text).unwrap().layers
+}
+
+/// The golden runs' model: Linear(20,64) BN ReLU Linear(64,64) BN ReLU Linear(64,5).
+fn golden_model() -> Model {
+    Model::new(
+        20,
+        layers(
+            "layers = [{ type = 'linear', out = 64 }, { type = 'batch-norm' }, { type = 'relu' },
+                       { type = 'linear', out = 64 }, { type = 'batch-norm' }, { type = 'relu' },
+                       { type = 'linear', out = 5 }]",
+        ),
+    )
+    .unwrap()
+}
+
+fn golden_optimizer(c: &Case) -> Optimizer {
+    let mut t = toml::Table::new();
+    t.insert("type".into(), toml::Value::String(c.params["optimizer"].as_str().unwrap().to_lowercase()));
+    for key in ["lr", "momentum", "weight_decay"] {
+        if let Some(v) = c.params.get(key).and_then(|v| v.as_f64()) {
+            t.insert(key.into(), toml::Value::Float(v));
+        }
+    }
+    if c.flag("nesterov") {
+        t.insert("nesterov".into(), toml::Value::Boolean(true));
+    }
+    toml::Value::Table(t).try_into().unwrap_or_else(|e| panic!("{}: {e}", c.name))
+}
+
+/// Flat parameters and batch-norm state from `prefix.*` tensors of a golden case.
+fn state_of(model: &Model, c: &Case, prefix: &str) -> (Vec<f32>, NormState) {
+    let mut flat = vec![0.0f32; model.param_len];
+    for t in &model.params {
+        let v = c.t(&format!("{prefix}.{}", t.name));
+        assert_eq!(v.len(), t.len, "{}", t.name);
+        for (dst, &src) in flat[t.offset..t.offset + t.len].iter_mut().zip(v) {
+            *dst = src as f32;
+        }
+    }
+    let mut norm = model.init_norm_state();
+    for t in &model.running {
+        let v = c.t(&format!("{prefix}.{}", t.name));
+        for (dst, &src) in norm.running[t.offset..t.offset + t.len].iter_mut().zip(v) {
+            *dst = src as f32;
+        }
+    }
+    for (k, layer) in model.norms.iter().enumerate() {
+        norm.batches_tracked[k] = c.t(&format!("{prefix}.{}.num_batches_tracked", layer.name))[0] as u64;
+    }
+    (flat, norm)
+}
+
+struct RunResult {
+    losses: Vec<f32>,
+    params: Vec<f32>,
+    norm: NormState,
+    eval_logits: Vec<f32>,
+}
+
+/// The golden protocol: in-order batches of 64 (the last may be short), `epochs` epochs.
+fn golden_run(net: &mut dyn Network, c: &Case, x: &[f32], labels: &[u32]) -> RunResult {
+    let n = labels.len();
+    let batch = c.param("batch_size") as usize;
+    let data = Dataset::new(x.to_vec(), labels.to_vec(), 20, 5, "golden x").unwrap();
+    net.set_train_data(&data).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..c.param("epochs") as usize {
+        for start in (0..n).step_by(batch) {
+            let rows: Vec<u32> = (start as u32..(start + batch).min(n) as u32).collect();
+            net.train_step(&rows).unwrap();
+            losses.push(net.last_loss().unwrap());
+        }
+    }
+    RunResult {
+        losses,
+        params: net.params().unwrap(),
+        norm: net.norm_state().unwrap(),
+        eval_logits: net.predict(x, n).unwrap(),
+    }
+}
+
+/// Biases of Linear layers whose output feeds only batch norms: batch norm subtracts the batch
+/// mean, so their gradient is exactly zero and what PyTorch (or we) compute is rounding noise of
+/// order 1e-9 (f32) or 1e-17 (f64). SGD scales that noise by lr and the biases stay put; AdaGrad,
+/// RMSprop and Adam divide by its own size and move them by steps of about lr in directions that
+/// rounding chooses. Their values, and the running means and eval logits that carry them, are
+/// therefore not reproducible by any implementation that rounds differently.
+fn noise_driven_biases(model: &Model) -> Vec<String> {
+    use gradflow::nn::Op;
+    let mut out = Vec::new();
+    for (s, stage) in model.stages.iter().enumerate() {
+        if let Op::Dense { bias: Some(_), .. } = stage.op {
+            let readers: Vec<_> = model.stages.iter().filter(|t| t.reads().contains(&(s + 1))).collect();
+            if !readers.is_empty() && readers.iter().all(|t| matches!(t.op, Op::BatchNorm { .. })) {
+                out.push(format!("{}.bias", stage.name));
+                out.extend(readers.iter().map(|t| format!("{}.running_mean", t.name)));
+            }
+        }
+    }
+    out
+}
+
+/// The most one step of `opt` can move a parameter whose gradient is noise: AdaGrad lr (|g|/√Σg²
+/// ≤ 1), RMSprop lr/√(1 − α), Adam lr·max(1, (1 − β₁)/√(1 − β₂)) (Kingma & Ba, §2.1).
+fn max_noise_step(opt: &Optimizer) -> Option<f64> {
+    match opt.normalized() {
+        Optimizer::Sgd(_) => None,
+        Optimizer::Adagrad(a) => Some(a.lr),
+        Optimizer::Rmsprop(r) => Some(r.lr / (1.0 - r.alpha).sqrt()),
+        Optimizer::Adam(a) => Some(a.lr * f64::max(1.0, (1.0 - a.betas[0]) / (1.0 - a.betas[1]).sqrt())),
+        Optimizer::Adamw(a) => Some(a.lr * f64::max(1.0, (1.0 - a.betas[0]) / (1.0 - a.betas[1]).sqrt())),
+    }
+}
+
+/// |got − want| ≤ rel·(|want| + floor) + extra, element-wise; returns the worst share of the bound.
+fn check(what: &str, got: &[f32], want: &[f64], rel: f64, floor: f64, extra: f64) -> f64 {
+    let bound: Vec<f64> = want.iter().map(|w| rel * (w.abs() + floor) + extra).collect();
+    assert_within(what, got, want, &bound).1
+}
+
+#[test]
+fn golden_bn_training_runs_on_both_paths() {
+    let names = cases_of("training_run");
+    assert_eq!(names.len(), 7, "one golden training run per optimizer");
+    let model = golden_model();
+    let noisy = noise_driven_biases(&model);
+    assert_eq!(noisy, ["0.bias", "1.running_mean", "3.bias", "4.running_mean"]);
+    for name in names {
+        let c = load(&name);
+        let x = c.f32("x");
+        let labels: Vec<u32> = c.t("y").iter().map(|&v| v as u32).collect();
+        let opt = golden_optimizer(&c);
+        let steps = c.t("losses").len();
+        // Tolerance: each step's gradients are f32 sums of at most K = 64 terms (batch 64, width
+        // 64), each within γ_K of exact relative to Σ|terms|; over `steps` steps of a trajectory
+        // that does not amplify errors, that is steps·K·u (measured: SGD-family runs use at most 1.1 % of it).
+        let tol = steps as f64 * 64.0 * EPS;
+        let noise = max_noise_step(&opt).map(|s| s * steps as f64);
+        let (p0, norm0) = state_of(&model, &c, "init");
+        let (p_final, norm_final) = state_of(&model, &c, "final");
+        let cpu_net = CpuNetwork::new(model.clone(), Loss::CrossEntropy, opt.clone(), p0.clone()).unwrap();
+        let gpu_net = GpuNetwork::new(gpu_arc(), model.clone(), Loss::CrossEntropy, opt.clone(), &p0, 64).unwrap();
+        let nets: [(&str, Box<dyn Network>); 2] = [("cpu", Box::new(cpu_net)), ("gpu", Box::new(gpu_net))];
+        for (path, mut net) in nets {
+            let what = |t: &str| format!("{name} {path} {t}");
+            net.set_norm_state(&norm0).unwrap();
+            let r = golden_run(net.as_mut(), &c, &x, &labels);
+            let mut worst = check(&what("losses"), &r.losses, c.t("losses"), tol, 0.0, 0.0);
+            let tensors =
+                model.params.iter().map(|t| (t, &r.params)).chain(model.running.iter().map(|t| (t, &r.norm.running)));
+            for (t, flat) in tensors {
+                let got = &flat[t.offset..t.offset + t.len];
+                let want = c.t(&format!("final.{}", t.name));
+                let extra = if noisy.contains(&t.name) { noise.unwrap_or(0.0) } else { 0.0 };
+                worst = worst.max(check(&what(&t.name), got, want, tol, 0.1, extra));
+            }
+            assert_eq!(r.norm.batches_tracked, norm_final.batches_tracked, "{}", what("num_batches_tracked"));
+            if noise.is_none() {
+                worst = worst.max(check(&what("eval_logits"), &r.eval_logits, c.t("eval_logits"), tol, 1.0, 0.0));
+            } else {
+                assert!(r.eval_logits.iter().all(|v| v.is_finite()), "{}", what("eval logits finite"));
+            }
+            // The eval path on PyTorch's own final state, for every optimizer.
+            net.set_params(&p_final).unwrap();
+            net.set_norm_state(&norm_final).unwrap();
+            let logits = net.predict(&x, labels.len()).unwrap();
+            worst = worst.max(check(&what("eval_logits from final state"), &logits, c.t("eval_logits"), tol, 1.0, 0.0));
+            eprintln!("{name} {path}: worst share of bound {worst:.3}");
+        }
+    }
+}
+
+fn gpu_arc() -> std::sync::Arc<gradflow::gpu::Gpu> {
+    std::sync::Arc::new(gpu().clone())
+}
+
+/// A small model with every new piece: batch norm with a fused activation, a residual block
+/// without and one with a projection, nested layers, smooth activations (finite differences
+/// need no kinks).
+fn residual_bn_model() -> Model {
+    Model::new(
+        6,
+        layers(
+            "layers = [
+               { type = 'linear', out = 8 }, { type = 'tanh' },
+               { type = 'residual', layers = [
+                   { type = 'batch-norm' }, { type = 'gelu' }, { type = 'linear', out = 8 },
+                   { type = 'batch-norm', momentum = 'none' }, { type = 'tanh' } ] },
+               { type = 'residual', projection = true, layers = [
+                   { type = 'linear', out = 5 }, { type = 'sigmoid' }, { type = 'batch-norm' } ] },
+               { type = 'linear', out = 3 } ]",
+        ),
+    )
+    .unwrap()
+}
+
+#[test]
+fn state_dict_names_follow_the_pytorch_module_tree() {
+    let model = residual_bn_model();
+    let names: Vec<&str> = model.params.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "0.weight",
+            "0.bias",
+            "2.body.0.weight",
+            "2.body.0.bias",
+            "2.body.2.weight",
+            "2.body.2.bias",
+            "2.body.3.weight",
+            "2.body.3.bias",
+            "3.body.0.weight",
+            "3.body.0.bias",
+            "3.body.2.weight",
+            "3.body.2.bias",
+            "3.projection.weight",
+            "4.weight",
+            "4.bias"
+        ]
+    );
+    let running: Vec<&str> = model.running.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        running,
+        [
+            "2.body.0.running_mean",
+            "2.body.0.running_var",
+            "2.body.3.running_mean",
+            "2.body.3.running_var",
+            "3.body.2.running_mean",
+            "3.body.2.running_var"
+        ]
+    );
+    assert_eq!(model.params.iter().find(|t| t.name == "3.projection.weight").unwrap().shape, [5, 8]);
+    assert!(model.is_norm_param("2.body.3.weight") && !model.is_norm_param("2.body.2.weight"));
+}
+
+#[test]
+fn cpu_reference_gradients_match_central_differences_in_f64() {
+    let model = residual_bn_model();
+    let rows = 10;
+    let mut r = rng(21);
+    let params: Vec<f64> = model.init_params(3).iter().map(|&v| v as f64).collect();
+    // Move γ and β off 1 and 0 so their gradients are generic.
+    let mut params = params;
+    for t in model.params.iter().filter(|t| t.norm) {
+        for v in &mut params[t.offset..t.offset + t.len] {
+            *v += uniform(&mut r, 1, -0.5, 0.5)[0] as f64;
+        }
+    }
+    let x: Vec<f64> = uniform(&mut r, rows * 6, -2.0, 2.0).iter().map(|&v| v as f64).collect();
+    let labels: Vec<u32> = (0..rows as u32).map(|i| i % 3).collect();
+    let running = model.init_norm_state().running;
+    for loss in [Loss::CrossEntropy, Loss::Mse] {
+        let f = |p: &[f64]| loss_and_grads(&model, loss, p, &running, &x, &labels, rows).0;
+        let (_, grads) = loss_and_grads(&model, loss, &params, &running, &x, &labels, rows);
+        // Central differences with h = 1e-5: truncation h²·|L'''|/6 ≈ 1e-11 and rounding
+        // u₆₄·|L|/h ≈ 1e-11, so 1e-8 absolute is three orders of magnitude of headroom.
+        let h = 1e-5;
+        let mut worst = 0.0f64;
+        let mut checked = 0;
+        for t in &model.params {
+            for i in t.offset..t.offset + t.len {
+                let mut p = params.clone();
+                p[i] += h;
+                let up = f(&p);
+                p[i] -= 2.0 * h;
+                let down = f(&p);
+                let fd = (up - down) / (2.0 * h);
+                let err = (fd - grads[i]).abs();
+                assert!(
+                    err < 1e-8,
+                    "{loss:?} {}[{}]: analytic {} vs central difference {fd}",
+                    t.name,
+                    i - t.offset,
+                    grads[i]
+                );
+                worst = worst.max(err);
+                checked += 1;
+            }
+        }
+        let largest = grads.iter().fold(0.0f64, |a, g| a.max(g.abs()));
+        assert!(largest > 1e-3, "gradients are not trivially zero");
+        eprintln!("{loss:?}: {checked} parameters, worst |analytic − central difference| {worst:e} (largest gradient {largest:e})");
+    }
+}
+
+/// A deep residual MLP: `blocks` blocks of [Linear (no bias), BN+gelu, Linear] around an identity
+/// skip. The Linear before each batch norm has no bias, as usual: batch norm would cancel it and
+/// its gradient would be exactly zero (then only rounding noise is left to compare).
+fn deep_residual(width: usize, blocks: usize) -> Model {
+    let block = format!(
+        "{{ type = 'residual', layers = [{{ type = 'linear', out = {width}, bias = false }}, {{ type = 'batch-norm' }}, {{ type = 'gelu' }}, {{ type = 'linear', out = {width} }}] }}"
+    );
+    let body = vec![block; blocks].join(", ");
+    Model::new(
+        16,
+        layers(&format!("layers = [{{ type = 'linear', out = {width} }}, {body}, {{ type = 'linear', out = 4 }}]")),
+    )
+    .unwrap()
+}
+
+#[test]
+fn gpu_gradients_match_the_cpu_on_a_deep_residual_mlp() {
+    let (width, blocks, rows) = (48, 10, 96);
+    let model = deep_residual(width, blocks);
+    let params = model.init_params(9);
+    let mut r = rng(4);
+    let x = uniform(&mut r, rows * 16, -1.0, 1.0);
+    let labels: Vec<u32> = (0..rows as u32).map(|i| (i * 7) % 4).collect();
+    let data = Dataset::new(x, labels, 16, 4, "random").unwrap();
+    let batch: Vec<u32> = (0..rows as u32).collect();
+    let sgd = gradflow::optim::Sgd::new(0.0);
+    let mut cpu_net = CpuNetwork::new(model.clone(), Loss::CrossEntropy, sgd.clone(), params.clone()).unwrap();
+    let mut gpu_net = GpuNetwork::new(gpu_arc(), model.clone(), Loss::CrossEntropy, sgd, &params, rows).unwrap();
+    for net in [&mut cpu_net as &mut dyn Network, &mut gpu_net] {
+        net.set_train_data(&data).unwrap();
+        net.train_step(&batch).unwrap();
+    }
+    let (gc, gg) = (cpu_net.grads().unwrap(), gpu_net.grads().unwrap());
+    // Each of the 2·blocks + 2 layers the gradient passes adds an f32 error of about K·u
+    // (K ≤ 96 terms) relative to the gradient scale of its tensor; batch norm's backward is a
+    // difference of such sums, so the error is measured against each tensor's largest entry:
+    // bound = layers·K·u·max|g_tensor| (measured below, printed).
+    let layers_passed = (2 * blocks + 3) as f64;
+    let mut worst_share = 0.0f64;
+    for t in &model.params {
+        let c = &gc[t.offset..t.offset + t.len];
+        let g = &gg[t.offset..t.offset + t.len];
+        let scale = c.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64;
+        let bound = layers_passed * rows as f64 * EPS * scale + 1e-30;
+        for (a, b) in c.iter().zip(g) {
+            let err = (*a as f64 - *b as f64).abs();
+            assert!(err <= bound, "{}: cpu {a} gpu {b}, |error| {err:e} > bound {bound:e}", t.name);
+            worst_share = worst_share.max(err / bound);
+        }
+    }
+    let (lc, lg) = (cpu_net.last_loss().unwrap(), gpu_net.last_loss().unwrap());
+    assert!(((lc - lg) / lc).abs() < 1e-5, "loss cpu {lc} gpu {lg}");
+    let (nc, ng) = (cpu_net.norm_state().unwrap(), gpu_net.norm_state().unwrap());
+    let diff = nc.running.iter().zip(&ng.running).map(|(a, b)| (a - b).abs() / (a.abs() + 1.0)).fold(0.0, f32::max);
+    assert!(diff < 1e-5, "running statistics differ by {diff}");
+    eprintln!("deep residual ({blocks} blocks, width {width}): worst gradient error {worst_share:.4} of bound");
+}
+
+#[test]
+fn running_statistics_are_the_momentum_average_or_the_cumulative_one() {
+    // BatchNorm on the input itself: the running statistics are then functions of the data
+    // alone, computed here independently in f64.
+    let (n, d, batch) = (90, 5, 20); // batches of 20, 20, 20, 20, 10
+    let mut r = rng(8);
+    let x: Vec<f32> = (0..n * d).map(|i| 3.0 * (i % d) as f32 + uniform(&mut r, 1, -1.0, 1.0)[0]).collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 2).collect();
+    let data = Dataset::new(x.clone(), labels, d, 2, "random").unwrap();
+    for momentum in ["0.25", "'none'"] {
+        let model = Model::new(
+            d,
+            layers(&format!(
+                "layers = [{{ type = 'batch-norm', momentum = {momentum} }}, {{ type = 'linear', out = 2 }}]"
+            )),
+        )
+        .unwrap();
+        let params = model.init_params(1);
+        let (mut mean, mut var) = (vec![0.0f64; d], vec![1.0f64; d]);
+        let mut k = 0u64;
+        for start in (0..n).step_by(batch) {
+            let m = batch.min(n - start);
+            k += 1;
+            let f = if momentum == "'none'" { 1.0 / k as f64 } else { 0.25 };
+            for j in 0..d {
+                let col: Vec<f64> = (start..start + m).map(|i| x[i * d + j] as f64).collect();
+                let mu = col.iter().sum::<f64>() / m as f64;
+                let unbiased = col.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / (m as f64 - 1.0);
+                mean[j] = (1.0 - f) * mean[j] + f * mu;
+                var[j] = (1.0 - f) * var[j] + f * unbiased;
+            }
+        }
+        let sgd = gradflow::optim::Sgd::new(0.1);
+        let cpu_net = CpuNetwork::new(model.clone(), Loss::CrossEntropy, sgd.clone(), params.clone()).unwrap();
+        let gpu_net = GpuNetwork::new(gpu_arc(), model.clone(), Loss::CrossEntropy, sgd, &params, batch).unwrap();
+        let nets: [(&str, Box<dyn Network>); 2] = [("cpu", Box::new(cpu_net)), ("gpu", Box::new(gpu_net))];
+        for (path, mut net) in nets {
+            net.set_train_data(&data).unwrap();
+            for start in (0..n).step_by(batch) {
+                let rows: Vec<u32> = (start as u32..(start + batch).min(n) as u32).collect();
+                net.train_step(&rows).unwrap();
+            }
+            let s = net.norm_state().unwrap();
+            assert_eq!(s.batches_tracked, [5], "{path} num_batches_tracked");
+            let (rm, rv) = (&model.running[0], &model.running[1]);
+            // Five blends, each a few roundings of values of size |mean| + spread: 64u relative.
+            let bound = |w: &[f64]| w.iter().map(|v| 64.0 * EPS * (v.abs() + 1.0)).collect::<Vec<_>>();
+            assert_within(
+                &format!("{path} momentum {momentum} running_mean"),
+                &s.running[rm.offset..rm.offset + d],
+                &mean,
+                &bound(&mean),
+            );
+            assert_within(
+                &format!("{path} momentum {momentum} running_var"),
+                &s.running[rv.offset..rv.offset + d],
+                &var,
+                &bound(&var),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_batch_of_one_in_training_mode_is_an_error_on_both_paths() {
+    let model = Model::new(
+        3,
+        layers("layers = [{ type = 'linear', out = 4 }, { type = 'batch-norm' }, { type = 'linear', out = 2 }]"),
+    )
+    .unwrap();
+    let params = model.init_params(0);
+    let data = Dataset::new(vec![0.5; 12], vec![0, 1, 0, 1], 3, 2, "tiny").unwrap();
+    let sgd = gradflow::optim::Sgd::new(0.1);
+    let cpu_net = CpuNetwork::new(model.clone(), Loss::CrossEntropy, sgd.clone(), params.clone()).unwrap();
+    let gpu_net = GpuNetwork::new(gpu_arc(), model.clone(), Loss::CrossEntropy, sgd, &params, 4).unwrap();
+    let nets: [Box<dyn Network>; 2] = [Box::new(cpu_net), Box::new(gpu_net)];
+    for mut net in nets {
+        net.set_train_data(&data).unwrap();
+        let e = net.train_step(&[2]).unwrap_err().to_string();
+        assert!(e.contains("more than 1 row") && e.contains("layer 1"), "{e}");
+        // Eval mode is fine with one row (it uses the running statistics).
+        assert_eq!(net.predict(&[0.1, 0.2, 0.3], 1).unwrap().len(), 2);
+        net.train_step(&[0, 1]).unwrap();
+    }
+}
+
+#[test]
+fn residual_width_mismatch_is_found_when_the_model_is_built() {
+    let e = Model::new(
+        8,
+        layers("layers = [{ type = 'residual', layers = [{ type = 'linear', out = 5 }, { type = 'relu' }] }]"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("layer 0 (residual)")
+            && e.contains("width 8")
+            && e.contains("width 5")
+            && e.contains("projection = true"),
+        "{e}"
+    );
+    let e = Model::new(8, layers("layers = [{ type = 'residual', layers = [] }]")).unwrap_err().to_string();
+    assert!(e.contains("layers` is empty"), "{e}");
+    let e = toml::from_str::<toml::Table>("layers = [{ type = 'batch-norm', momentum = 'fast' }]")
+        .unwrap()
+        .try_into::<std::collections::BTreeMap<String, Vec<LayerSpec>>>()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("momentum") && e.contains("none"), "{e}");
+    // With a projection the same block builds, and its projection has the state-dict name PyTorch's module gives it.
+    let m = Model::new(
+        8,
+        layers("layers = [{ type = 'residual', projection = true, layers = [{ type = 'linear', out = 5 }] }]"),
+    )
+    .unwrap();
+    assert!(m.params.iter().any(|t| t.name == "0.projection.weight" && t.shape == [5, 8]));
+}
