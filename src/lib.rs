@@ -9,4 +9,5 @@ pub mod error;
 pub mod gpu;
 pub mod nn;
 pub mod optim;
+pub mod plot;
 pub mod train;

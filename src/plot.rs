@@ -1,0 +1,180 @@
+//! Line charts as standalone SVG: training curves without a plotting dependency (an SVG is a few
+//! dozen text elements, and a browser or any image viewer renders it).
+
+use std::fmt::Write;
+
+/// One named curve of (x, y) points.
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One panel: axes, labels and curves.
+#[derive(Clone, Debug)]
+pub struct Chart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    /// Log-scale y axis (for losses spanning decades).
+    pub log_y: bool,
+    /// Fixed y range (linear axes), e.g. 0–100 for an accuracy; else the data's range.
+    pub y_range: Option<(f64, f64)>,
+}
+
+const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const W: f64 = 460.0;
+const H: f64 = 320.0;
+const LEFT: f64 = 64.0;
+const RIGHT: f64 = 16.0;
+const TOP: f64 = 36.0;
+const BOTTOM: f64 = 48.0;
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Round tick values covering [lo, hi].
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let span = (hi - lo).max(1e-12);
+    let raw = span / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= 6.0).unwrap_or(10.0 * mag);
+    let mut t = (lo / step).ceil() * step;
+    let mut out = Vec::new();
+    while t <= hi + 1e-9 * span {
+        out.push(t);
+        t += step;
+    }
+    out
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 1e4 || v.abs() < 1e-2 {
+        format!("{v:.0e}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn panel(out: &mut String, chart: &Chart, x0: f64) {
+    let tf = |v: f64| if chart.log_y { v.max(1e-30).log10() } else { v };
+    let pts: Vec<(f64, f64)> = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|&(x, y)| (x, tf(y))))
+        .filter(|p| p.1.is_finite())
+        .collect();
+    let (mut xlo, mut xhi, mut ylo, mut yhi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in &pts {
+        (xlo, xhi, ylo, yhi) = (xlo.min(x), xhi.max(x), ylo.min(y), yhi.max(y));
+    }
+    if pts.is_empty() {
+        (xlo, xhi, ylo, yhi) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if chart.log_y {
+        (ylo, yhi) = (ylo.floor(), yhi.ceil());
+    } else if let Some(range) = chart.y_range {
+        (ylo, yhi) = range;
+    }
+    if yhi - ylo < 1e-12 {
+        (ylo, yhi) = (ylo - 0.5, yhi + 0.5);
+    }
+    if xhi - xlo < 1e-12 {
+        xhi = xlo + 1.0;
+    }
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let sx = |x: f64| x0 + LEFT + (x - xlo) / (xhi - xlo) * pw;
+    let sy = |y: f64| TOP + (1.0 - (y - ylo) / (yhi - ylo)) * ph;
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="20" font-size="14" text-anchor="middle" font-weight="bold">{}</text>"#,
+        x0 + LEFT + pw / 2.0,
+        escape(&chart.title)
+    );
+    let _ = writeln!(
+        out,
+        r##"<rect x="{:.1}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##,
+        x0 + LEFT
+    );
+    for t in ticks(xlo, xhi) {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="#ddd"/><text x="{0:.1}" y="{3:.1}" font-size="11" text-anchor="middle">{4}</text>"##,
+            sx(t),
+            TOP,
+            TOP + ph,
+            TOP + ph + 15.0,
+            fmt_tick(t)
+        );
+    }
+    let yt = if chart.log_y { (ylo as i32..=yhi as i32).map(f64::from).collect() } else { ticks(ylo, yhi) };
+    for t in yt {
+        let label = if chart.log_y { format!("1e{}", t as i32) } else { fmt_tick(t) };
+        let _ = writeln!(
+            out,
+            r##"<line x1="{0:.1}" y1="{1:.1}" x2="{2:.1}" y2="{1:.1}" stroke="#ddd"/><text x="{3:.1}" y="{4:.1}" font-size="11" text-anchor="end">{5}</text>"##,
+            x0 + LEFT,
+            sy(t),
+            x0 + LEFT + pw,
+            x0 + LEFT - 5.0,
+            sy(t) + 4.0,
+            label
+        );
+    }
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
+        x0 + LEFT + pw / 2.0,
+        H - 10.0,
+        escape(&chart.x_label)
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{0:.1}" y="{1:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 {0:.1} {1:.1})">{2}</text>"#,
+        x0 + 16.0,
+        TOP + ph / 2.0,
+        escape(&chart.y_label)
+    );
+    for (i, s) in chart.series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = s
+            .points
+            .iter()
+            .map(|&(x, y)| (x, tf(y)))
+            .filter(|p| p.1.is_finite())
+            .map(|(x, y)| format!("{:.1},{:.1}", sx(x), sy(y.clamp(ylo, yhi))))
+            .collect();
+        let _ =
+            writeln!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, path.join(" "));
+        let ly = TOP + 14.0 + 16.0 * i as f64;
+        let lx = x0 + W - RIGHT - 140.0;
+        let _ = writeln!(
+            out,
+            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
+            lx + 18.0,
+            lx + 22.0,
+            ly + 4.0,
+            escape(&s.name)
+        );
+    }
+}
+
+/// The charts side by side in one SVG document.
+pub fn svg(charts: &[Chart]) -> String {
+    let width = W * charts.len().max(1) as f64;
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H}" viewBox="0 0 {width} {H}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+"#
+    );
+    for (i, c) in charts.iter().enumerate() {
+        panel(&mut out, c, W * i as f64);
+    }
+    out.push_str("</svg>\n");
+    out
+}
