@@ -113,6 +113,7 @@ fn train_cmd(config_path: Option<PathBuf>, epochs: Option<usize>, placement: &Pl
     );
     println!("model: {}", describe_model(&model));
     let max_rows = train::max_rows(&config, train_set.n);
+    train::check_batches(&model, &train::batcher(&config, train_set.n)?)?;
     let mut net = train::build_network(&config, model, placement, max_rows)?;
     println!("device: {}", net.describe());
     println!("optimizer: {:?}", config.optimizer);

@@ -225,3 +225,34 @@ fn batch_indices_past_the_training_set_are_errors_on_both_executors() {
     let e = gpu_net.train_step(&[0, 1, 2, 3, 4]).unwrap_err().to_string();
     assert!(e.contains("1 to 4"), "{e}");
 }
+
+/// configs/digits.toml with its data path made absolute and `layers` and `batch_size` replaced.
+fn digits_config(name: &str, layers: &str, batch_size: usize) -> PathBuf {
+    let text = gradflow::config::DEFAULT_CONFIG
+        .replace("../data/digits.csv", concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv"))
+        .replace("batch_size = 32", &format!("batch_size = {batch_size}"));
+    let start = text.find("layers = [").unwrap();
+    let end = start + text[start..].find("\n]\n").unwrap() + 3;
+    temp(name, &format!("{}layers = {layers}\n{}", &text[..start], &text[end..]))
+}
+
+#[test]
+fn cli_refuses_batch_norm_batches_of_one_row_before_training() {
+    // 1,438 training rows in batches of 3 leave a last batch of 1.
+    let layers =
+        "[{ type = 'linear', out = 16 }, { type = 'batch-norm' }, { type = 'relu' }, { type = 'linear', out = 10 }]";
+    let config = digits_config("bn1.toml", layers, 3);
+    let (ok, err) = run_cli(&["--cpu", "train", "--config", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("1 row") && err.contains("batch norm (layer 1)") && err.contains("drop_last"), "{err}");
+    assert!(!err.contains("epoch"), "the error comes before any training: {err}");
+}
+
+#[test]
+fn cli_reports_a_residual_width_mismatch_before_training() {
+    let layers = "[{ type = 'linear', out = 16 }, { type = 'residual', layers = [{ type = 'linear', out = 12 }] }, { type = 'linear', out = 10 }]";
+    let config = digits_config("res.toml", layers, 32);
+    let (ok, err) = run_cli(&["--cpu", "train", "--config", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("layer 1 (residual)") && err.contains("width 16") && err.contains("width 12"), "{err}");
+}

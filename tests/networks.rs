@@ -109,7 +109,10 @@ fn noise_driven_biases(model: &Model) -> Vec<String> {
     use gradflow::nn::Op;
     let mut out = Vec::new();
     for (s, stage) in model.stages.iter().enumerate() {
-        if let Op::Dense { bias: Some(_), .. } = stage.op {
+        if let Op::Dense { bias: Some(_), act, .. } = stage.op {
+            if act.kind != gradflow::nn::Activation::Identity {
+                continue;
+            }
             let readers: Vec<_> = model.stages.iter().filter(|t| t.reads().contains(&(s + 1))).collect();
             if !readers.is_empty() && readers.iter().all(|t| matches!(t.op, Op::BatchNorm { .. })) {
                 out.push(format!("{}.bias", stage.name));
@@ -508,4 +511,93 @@ fn at_thirty_layers_the_gradient_reaches_the_first_layer_only_through_residual_b
     }
     eprintln!("first-layer gradient norm: plain {:e}, residual {:e}", norms[0], norms[1]);
     assert!(norms[0] < 1e-8 && norms[1] > 1e-2, "plain {:e}, residual {:e}", norms[0], norms[1]);
+}
+
+#[test]
+fn gpu_gradient_routing_matches_the_cpu_for_every_way_a_value_is_shared() {
+    // Each model shares a value between two readers in a different way, so every accumulate
+    // path of the backward pass runs: a batch norm reading a block's input (BN_ACCUMULATE), a
+    // Linear+tanh output read by a matmul and a residual sum (fused act' with FLAG_ACCUMULATE and
+    // ACT_ACCUMULATE), a projection next to a body, and standalone activations.
+    let models = [
+        ("bn + projection + cumulative momentum", residual_bn_model()),
+        (
+            "fused activation shared by a matmul and a sum",
+            Model::new(
+                6,
+                layers(
+                    "layers = [{ type = 'linear', out = 8 }, { type = 'tanh' },
+                     { type = 'residual', layers = [{ type = 'linear', out = 8 }, { type = 'gelu' }, { type = 'linear', out = 8 }] },
+                     { type = 'residual', layers = [{ type = 'linear', out = 8 }, { type = 'sigmoid' }] },
+                     { type = 'linear', out = 3 }]",
+                ),
+            )
+            .unwrap(),
+        ),
+        (
+            "standalone activations around a block",
+            Model::new(
+                6,
+                layers(
+                    "layers = [{ type = 'linear', out = 8, bias = false }, { type = 'batch-norm' },
+                     { type = 'residual', layers = [{ type = 'tanh' }, { type = 'linear', out = 8 }] },
+                     { type = 'sigmoid' }, { type = 'linear', out = 3 }]",
+                ),
+            )
+            .unwrap(),
+        ),
+    ];
+    let rows = 37;
+    let mut r = rng(12);
+    let x = uniform(&mut r, rows * 6, -2.0, 2.0);
+    let labels: Vec<u32> = (0..rows as u32).map(|i| i % 3).collect();
+    let data = Dataset::new(x, labels, 6, 3, "random").unwrap();
+    let batch: Vec<u32> = (0..rows as u32).collect();
+    for (label, model) in models {
+        let params = model.init_params(2);
+        let sgd = gradflow::optim::Sgd::new(0.1);
+        let mut cpu_net = CpuNetwork::new(model.clone(), Loss::CrossEntropy, sgd.clone(), params.clone()).unwrap();
+        let mut gpu_net = GpuNetwork::new(gpu_arc(), model.clone(), Loss::CrossEntropy, sgd, &params, rows).unwrap();
+        for net in [&mut cpu_net as &mut dyn Network, &mut gpu_net] {
+            net.set_train_data(&data).unwrap();
+            net.train_step(&batch).unwrap();
+        }
+        let (gc, gg) = (cpu_net.grads().unwrap(), gpu_net.grads().unwrap());
+        // As in the deep test: stages·K·u relative to each tensor's largest gradient. A bias that
+        // only batch norm reads has an exactly zero gradient; both paths must give noise below
+        // that bound relative to the model's largest gradient.
+        let bound_scale = (model.stages.len() * rows) as f64 * EPS;
+        let noisy = noise_driven_biases(&model);
+        let largest = gc.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64;
+        for t in model.params.iter().filter(|t| noisy.contains(&t.name)) {
+            for v in gc[t.offset..t.offset + t.len].iter().chain(&gg[t.offset..t.offset + t.len]) {
+                assert!(
+                    (*v as f64).abs() <= bound_scale * largest,
+                    "{label} {}: {v} should be 0 up to rounding",
+                    t.name
+                );
+            }
+        }
+        for t in model.params.iter().filter(|t| !noisy.contains(&t.name)) {
+            let c = &gc[t.offset..t.offset + t.len];
+            let scale = c.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64;
+            assert!(scale > 0.0, "{label}: {} has no gradient", t.name);
+            for (a, b) in c.iter().zip(&gg[t.offset..t.offset + t.len]) {
+                let err = (*a as f64 - *b as f64).abs();
+                assert!(err <= bound_scale * scale, "{label} {}: cpu {a} gpu {b}", t.name);
+            }
+        }
+        // And the next step starts from the same parameters and running statistics.
+        let (pc, pg) = (cpu_net.params().unwrap(), gpu_net.params().unwrap());
+        let dp = pc.iter().zip(&pg).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(dp < 1e-5, "{label}: parameters differ by {dp}");
+        let (nc, ng) = (cpu_net.norm_state().unwrap(), gpu_net.norm_state().unwrap());
+        assert_eq!(nc.batches_tracked, ng.batches_tracked);
+        let dn = nc.running.iter().zip(&ng.running).map(|(a, b)| (a - b).abs() / (a.abs() + 1.0)).fold(0.0, f32::max);
+        assert!(dn < 1e-5, "{label}: running statistics differ by {dn}");
+        // Eval mode on both.
+        let (ec, eg) = (cpu_net.predict(&data.x, rows).unwrap(), gpu_net.predict(&data.x, rows).unwrap());
+        let de = ec.iter().zip(&eg).map(|(a, b)| (a - b).abs() / (a.abs() + 1.0)).fold(0.0, f32::max);
+        assert!(de < 1e-5, "{label}: eval outputs differ by {de}");
+    }
 }

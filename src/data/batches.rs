@@ -73,6 +73,15 @@ impl Batcher {
         }
     }
 
+    /// The fewest rows any batch of an epoch has (a short last batch unless `drop_last`).
+    pub fn smallest_batch(&self) -> usize {
+        match self.scheme {
+            BatchScheme::Replacement | BatchScheme::FullBatch => self.batch_size,
+            _ if self.drop_last || self.n % self.batch_size == 0 => self.batch_size,
+            _ => self.n % self.batch_size,
+        }
+    }
+
     /// The next epoch's batches as row indices.
     pub fn next_epoch(&mut self) -> Vec<Vec<usize>> {
         let order: Vec<usize> = match self.scheme {

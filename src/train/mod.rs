@@ -61,4 +61,4 @@ pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f3
 }
 
 pub mod run;
-pub use run::{batcher, build_network, load_data, max_rows, Placement};
+pub use run::{batcher, build_network, check_batches, load_data, max_rows, Placement};

@@ -73,6 +73,20 @@ pub fn build_network(
     }
 }
 
+/// Batch norm cannot train on a batch of one row (PyTorch refuses it too): found before the first
+/// step, not at the end of the first epoch when a short last batch arrives.
+pub fn check_batches(model: &Model, batcher: &Batcher) -> Result<()> {
+    let smallest = batcher.smallest_batch();
+    if model.has_batch_norm() && smallest < 2 {
+        return Err(Error::Usage(format!(
+            "train: some batches would have {smallest} row, and batch norm (layer {}) needs at least 2 in \
+             training mode; change train.batch_size or set train.drop_last = true",
+            model.norms[0].name
+        )));
+    }
+    Ok(())
+}
+
 /// The batcher a config asks for.
 pub fn batcher(config: &Config, n: usize) -> Result<Batcher> {
     let t = &config.train;
