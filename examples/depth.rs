@@ -25,7 +25,7 @@ fn main() -> Result<()> {
     ];
     let (mut loss_curves, mut acc_curves) = (Vec::new(), Vec::new());
     println!("30 Linear layers each, same optimizer, epochs, batches and seed");
-    println!("{:<20} {:>14} {:>12} {:>12} {:>10}", "model", "|∇W₀| at init", "train loss", "test acc", "seconds");
+    println!("{:<20} {:>14} {:>12} {:>12} {:>10}", "model", "|∇W₀| epoch 1", "train loss", "test acc", "seconds");
     for (name, file) in runs {
         let config = Config::load(&root.join(file))?;
         let (train_set, test_set) = train::load_data(&config, &root.join(file))?;

@@ -131,6 +131,11 @@ pub fn run(placement: &Placement, quick: bool) -> Result<()> {
             flops / 1e9
         );
     }
+    let (m, n) = if quick { (1024, 256) } else { (4096, 1024) };
+    let (fwd, bwd) = batchnorm_throughput(&gpu, m, n, budget)?;
+    println!(
+        "batch norm {m}×{n} + relu, training: forward {fwd:7.2} GB/s (16 B/value), backward {bwd:7.2} GB/s (20 B/value)"
+    );
     let n = 1 << 22;
     let t = |s: &str| -> Result<crate::optim::Optimizer> {
         toml::from_str(s).map_err(|e| crate::error::Error::Usage(format!("benchmark optimizer: {e}")))
@@ -205,4 +210,52 @@ pub fn optimizer_throughput(gpu: &Gpu, opt: &crate::optim::Optimizer, n: usize, 
     run_copy(1)?;
     let (reps, secs) = run_for(budget, 3, &mut run_copy)?;
     Ok((update, (8 * n * reps) as f64 / secs / 1e9))
+}
+
+/// (forward GB/s, backward GB/s) of a training-mode batch norm with fused ReLU on an [m, n] batch.
+/// Bytes per value: forward reads x three times (two statistics passes, then normalise) and writes
+/// y (16 B); backward reads x and dy twice (reduction, then dx) and writes dx (20 B).
+pub fn batchnorm_throughput(gpu: &Gpu, m: usize, n: usize, budget: f64) -> Result<(f64, f64)> {
+    use crate::gpu::kernels::{BnParams, BN_TRAIN};
+    let x = gpu.upload("bench x", &random(m * n, 6))?;
+    let dy = gpu.upload("bench dy", &random(m * n, 7))?;
+    let params = gpu.upload("bench gamma, beta", &[vec![1.0f32; n], vec![0.0; n]].concat())?;
+    let running = gpu.upload("bench running", &[vec![0.0f32; n], vec![1.0; n]].concat())?;
+    let stats = gpu.storage("bench stats", 3 * n)?;
+    let grads = gpu.storage("bench grads", 2 * n)?;
+    let y = gpu.storage("bench y", m * n)?;
+    let dx = gpu.storage("bench dx", m * n)?;
+    let p = BnParams {
+        rows: m as u32,
+        cols: n as u32,
+        beta_offset: n as u32,
+        var_offset: n as u32,
+        flags: BN_TRAIN,
+        act: crate::nn::Activation::Relu.code(),
+        eps: 1e-5,
+        keep: 0.9,
+        take: 0.1,
+        ..Default::default()
+    };
+    let d = |entry, dy_buf: Option<&GpuBuffer>, out: &GpuBuffer| {
+        gpu.batchnorm(entry, &x, dy_buf, &params, &running, &stats, Some(out), &grads, p)
+    };
+    let forward = [d("batchnorm_stats", None, &y)?, d("batchnorm_forward", None, &y)?];
+    let backward = [d("batchnorm_backward_reduce", Some(&dy), &dx)?, d("batchnorm_backward_input", Some(&dy), &dx)?];
+    let time = |launches: &[Dispatch]| -> Result<f64> {
+        let refs: Vec<&Dispatch> = launches.iter().collect();
+        let mut run = |reps: usize| -> Result<()> {
+            for _ in 0..reps {
+                submit(gpu, "bench batch norm", &refs)?;
+            }
+            gpu.wait()
+        };
+        run(1)?;
+        let (reps, secs) = run_for(budget, 3, &mut run)?;
+        Ok(reps as f64 / secs)
+    };
+    let values = (m * n) as f64;
+    let fwd = time(&forward)? * 16.0 * values / 1e9;
+    let bwd = time(&backward)? * 20.0 * values / 1e9;
+    Ok((fwd, bwd))
 }

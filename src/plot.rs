@@ -151,8 +151,19 @@ fn panel(out: &mut String, chart: &Chart, x0: f64) {
             .collect();
         let _ =
             writeln!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, path.join(" "));
+    }
+    // The legend last, on a translucent box, so no curve hides it.
+    let (lx, n) = (x0 + W - RIGHT - 140.0, chart.series.len() as f64);
+    let _ = writeln!(
+        out,
+        r##"<rect x="{:.1}" y="{:.1}" width="134" height="{:.1}" fill="white" fill-opacity="0.85" stroke="#ccc"/>"##,
+        lx - 6.0,
+        TOP + 4.0,
+        16.0 * n + 4.0
+    );
+    for (i, s) in chart.series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
         let ly = TOP + 14.0 + 16.0 * i as f64;
-        let lx = x0 + W - RIGHT - 140.0;
         let _ = writeln!(
             out,
             r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
