@@ -152,18 +152,51 @@ fn panel(out: &mut String, chart: &Chart, x0: f64) {
         let _ =
             writeln!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, path.join(" "));
     }
-    // The legend last, on a translucent box, so no curve hides it.
-    let (lx, n) = (x0 + W - RIGHT - 140.0, chart.series.len() as f64);
+    // The legend last, on a translucent box, so no curve hides it; placed where it covers the
+    // least of the curves (sampled every few pixels along each segment), top right if free.
+    let n = chart.series.len() as f64;
+    let (box_w, box_h) = (134.0, 16.0 * n + 4.0);
+    let mut samples = Vec::new();
+    for s in &chart.series {
+        let screen: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .map(|&(x, y)| (x, tf(y)))
+            .filter(|p| p.1.is_finite())
+            .map(|(x, y)| (sx(x), sy(y.clamp(ylo, yhi))))
+            .collect();
+        for w in screen.windows(2) {
+            let steps = ((w[1].0 - w[0].0).hypot(w[1].1 - w[0].1) / 3.0).ceil().max(1.0) as usize;
+            for k in 0..=steps {
+                let t = k as f64 / steps as f64;
+                samples.push((w[0].0 + t * (w[1].0 - w[0].0), w[0].1 + t * (w[1].1 - w[0].1)));
+            }
+        }
+        samples.extend(screen.first().copied());
+    }
+    let mut best = (usize::MAX, 0.0, 0.0);
+    for bx in [x0 + W - RIGHT - box_w - 6.0, x0 + LEFT + 6.0] {
+        let mut by = TOP + 4.0;
+        while by + box_h <= TOP + ph - 4.0 {
+            let covered = samples
+                .iter()
+                .filter(|&&(px, py)| px >= bx && px <= bx + box_w && py >= by && py <= by + box_h)
+                .count();
+            if covered < best.0 {
+                best = (covered, bx, by);
+            }
+            by += 4.0;
+        }
+    }
+    let (_, box_x, box_y) = best;
+    let lx = box_x + 6.0;
     let _ = writeln!(
         out,
-        r##"<rect x="{:.1}" y="{:.1}" width="134" height="{:.1}" fill="white" fill-opacity="0.85" stroke="#ccc"/>"##,
-        lx - 6.0,
-        TOP + 4.0,
-        16.0 * n + 4.0
+        r##"<rect x="{box_x:.1}" y="{box_y:.1}" width="{box_w}" height="{box_h:.1}" fill="white" fill-opacity="0.85" stroke="#ccc"/>"##,
     );
     for (i, s) in chart.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let ly = TOP + 14.0 + 16.0 * i as f64;
+        let ly = box_y + 10.0 + 16.0 * i as f64;
         let _ = writeln!(
             out,
             r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,

@@ -144,6 +144,7 @@ impl GpuBounds {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// GPU bound of eval-mode output computed from running statistics carrying errors (brm, brv).
 fn eval_bound(
     x: &[f32],
@@ -291,10 +292,28 @@ fn check_against_reference(
     // The GPU.
     let gb = GpuBounds::new(x, m, n, gamma, beta, eps);
     let (bdx, bdg, bdb) = gb.backward(x, dy, m, n, gamma, eps);
-    let ones = vec![1.0f32; n];
-    let (gy, _, _) =
-        ops::batchnorm_forward(gpu(), x, m, n, gamma, beta, &ones, &ones, eps, Some(0.1), Act::IDENTITY).unwrap();
+    let (rm, rv) = (vec![0.5f32; n], vec![2.0f32; n]);
+    let (gy, grm, grv) =
+        ops::batchnorm_forward(gpu(), x, m, n, gamma, beta, &rm, &rv, eps, Some(0.1), Act::IDENTITY).unwrap();
     let (gdx, gdg, gdb) = ops::batchnorm_backward(gpu(), x, dy, m, n, gamma, beta, eps, Act::IDENTITY).unwrap();
+    // Running statistics after one blend, and eval mode from them, against the reference.
+    let (mut crm, mut crv) = (rm.clone(), rv.clone());
+    let stats64 = cpu::batchnorm_stats(&f64s(x), m, n, eps);
+    let want_rm: Vec<f64> = (0..n).map(|j| 0.9 * rm[j] as f64 + 0.1 * stats64.mean[j]).collect();
+    let want_rv: Vec<f64> =
+        (0..n).map(|j| 0.9 * rv[j] as f64 + 0.1 * stats64.var[j] * m as f64 / (m as f64 - 1.0)).collect();
+    cpu::batchnorm_update_running(&mut crm, &mut crv, &stats, m, 0.1);
+    assert_within(&format!("{label} cpu running_mean"), &crm, &want_rm, &cpu_bound(&want_rm));
+    assert_within(&format!("{label} cpu running_var"), &crv, &want_rv, &cpu_bound(&want_rv));
+    let (brm, brv) = gb.running(x, m, n, &rm, &rv, 0.1);
+    assert_within(&format!("{label} gpu running_mean"), &grm, &want_rm, &brm);
+    assert_within(&format!("{label} gpu running_var"), &grv, &want_rv, &brv);
+    let eval_stats = NormStats { mean: want_rm.clone(), var: want_rv.clone(), eps };
+    let want_eval = cpu::batchnorm_forward(&f64s(x), m, n, &f64s(gamma), &f64s(beta), &eval_stats, Act::IDENTITY);
+    let (g_eval, _, _) =
+        ops::batchnorm_forward(gpu(), x, m, n, gamma, beta, &grm, &grv, eps, None, Act::IDENTITY).unwrap();
+    let eb = eval_bound(x, m, n, gamma, beta, &want_rm, &want_rv, &brm, &brv, eps);
+    assert_within(&format!("{label} gpu eval y"), &g_eval, &want_eval, &eb);
     [
         assert_within(&format!("{label} gpu y"), &gy, &y, &gb.y),
         assert_within(&format!("{label} gpu dx"), &gdx, &dx, &bdx),

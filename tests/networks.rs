@@ -6,9 +6,8 @@ mod common;
 
 use common::golden::{cases_of, load, Case};
 use common::*;
-use gradflow::cpu::{self, Real};
 use gradflow::data::Dataset;
-use gradflow::nn::cpu_network::{loss_and_grads, Mode};
+use gradflow::nn::cpu_network::loss_and_grads;
 use gradflow::nn::{CpuNetwork, GpuNetwork, LayerSpec, Loss, Model, Network, NormState};
 use gradflow::optim::Optimizer;
 

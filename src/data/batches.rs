@@ -77,7 +77,7 @@ impl Batcher {
     pub fn smallest_batch(&self) -> usize {
         match self.scheme {
             BatchScheme::Replacement | BatchScheme::FullBatch => self.batch_size,
-            _ if self.drop_last || self.n % self.batch_size == 0 => self.batch_size,
+            _ if self.drop_last || self.n.is_multiple_of(self.batch_size) => self.batch_size,
             _ => self.n % self.batch_size,
         }
     }

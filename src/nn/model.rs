@@ -270,7 +270,7 @@ impl Builder {
                     width = *out;
                 }
                 LayerSpec::BatchNorm { eps, momentum } => {
-                    if !(*eps > 0.0) {
+                    if eps.is_nan() || *eps <= 0.0 {
                         return Err(Error::Model(format!(
                             "layer {name} (batch-norm): eps must be positive, got {eps}"
                         )));
