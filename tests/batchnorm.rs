@@ -89,21 +89,41 @@ impl GpuBounds {
         gamma: &[f32],
         eps: f64,
     ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let du: Vec<f64> = dy.iter().map(|&v| v as f64).collect();
+        self.backward_with(x, &du, &vec![0.0; m * n], m, n, gamma, eps)
+    }
+
+    /// As `backward`, for du = dy ⊙ act'(γx̂ + β) known exactly and computed by the GPU within
+    /// `du_err` (a fused activation).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_with(
+        &self,
+        x: &[f32],
+        du_all: &[f64],
+        du_err: &[f64],
+        m: usize,
+        n: usize,
+        gamma: &[f32],
+        eps: f64,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let u = EPS;
         let lanes = m.div_ceil(16) + 4;
         let (gl, gl1) = (gamma_l(lanes), gamma_l(lanes + 1));
         let (mut bdx, mut bdg, mut bdb) = (vec![0.0; m * n], vec![0.0; n], vec![0.0; n]);
         for j in 0..n {
             let col: Vec<f64> = (0..m).map(|i| x[i * n + j] as f64).collect();
-            let du: Vec<f64> = (0..m).map(|i| dy[i * n + j] as f64).collect();
+            let du: Vec<f64> = (0..m).map(|i| du_all[i * n + j]).collect();
+            let de: Vec<f64> = (0..m).map(|i| du_err[i * n + j]).collect();
             let mu = col.iter().sum::<f64>() / m as f64;
             let var = col.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / m as f64;
             let inv = 1.0 / (var + eps).sqrt();
             let xh: Vec<f64> = col.iter().map(|v| (v - mu) * inv).collect();
             let sdu: f64 = du.iter().sum();
             let sdx: f64 = du.iter().zip(&xh).map(|(a, b)| a * b).sum();
-            let d_sdu = gl * du.iter().map(|v| v.abs()).sum::<f64>();
-            let d_sdx = (0..m).map(|i| du[i].abs() * self.xhat_err[i * n + j]).sum::<f64>()
+            let d_sdu = gl * du.iter().map(|v| v.abs()).sum::<f64>() + de.iter().sum::<f64>();
+            let d_sdx = (0..m)
+                .map(|i| du[i].abs() * self.xhat_err[i * n + j] + de[i] * (xh[i].abs() + self.xhat_err[i * n + j]))
+                .sum::<f64>()
                 + gl1 * (0..m).map(|i| (du[i] * xh[i]).abs()).sum::<f64>();
             bdb[j] = d_sdu + u * sdu.abs() + 1e-30;
             bdg[j] = d_sdx + u * sdx.abs() + 1e-30;
@@ -113,7 +133,11 @@ impl GpuBounds {
             for i in 0..m {
                 let t = m as f64 * du[i] - sdu - xh[i] * sdx;
                 let terms = m as f64 * du[i].abs() + sdu.abs() + (xh[i] * sdx).abs();
-                let dt = 3.0 * u * terms + d_sdu + xh[i].abs() * d_sdx + self.xhat_err[i * n + j] * sdx.abs();
+                let dt = 3.0 * u * terms
+                    + m as f64 * de[i]
+                    + d_sdu
+                    + xh[i].abs() * d_sdx
+                    + self.xhat_err[i * n + j] * sdx.abs();
                 bdx[i * n + j] = 1.001 * (c.abs() * dt + t.abs() * dc + u * (c * t).abs()) + 1e-30;
             }
         }
@@ -324,8 +348,9 @@ fn check_against_reference(
 
 #[test]
 fn gpu_matches_reference_for_batch_sizes_around_the_tiles() {
-    // 37 features: two full 16-feature workgroups and a partial one; rows around the 16 lanes and 256.
-    for m in [2usize, 3, 255, 256, 257, 4096] {
+    // 37 features: two full 16-feature workgroups and a partial one; rows around the 16 lanes
+    // and 256, as the issue asks (2, 3, 255, 256, 257, 4096) and one past a lane's row stride.
+    for m in [2usize, 3, 15, 16, 17, 255, 256, 257, 4096] {
         let n = 37;
         let (x, gamma, beta, dy) = random_case(m as u64, m, n, 3.0, 2.0);
         let r = check_against_reference(&format!("m={m}"), m, n, &x, &gamma, &beta, &dy);
@@ -421,5 +446,45 @@ fn residual_add_is_exact_to_one_rounding() {
         let bound = cpu_bound(&want);
         assert_within("cpu residual_add", &cpu::residual_add(&a, &b), &want, &bound);
         assert_within("gpu residual_add", &ops::residual_add(gpu(), &a, &b).unwrap(), &want, &bound);
+    }
+}
+
+#[test]
+fn fused_activation_backward_matches_the_reference() {
+    // dx, dγ, dβ through act(γx̂ + β) for the smooth activations (ReLU's kink would make act'
+    // flip under any rounding of γx̂ + β). The GPU evaluates act' at a γx̂ + β that is off by at
+    // most the forward bound δ, so du = dy·act' is off by |dy|·(act' evaluation bound + δ·max|act''|)
+    // plus the product's rounding; max|act''| ≤ 0.8 for tanh, sigmoid and GELU, 1 is used.
+    use gradflow::nn::Activation;
+    let (m, n) = (257, 21);
+    let (x, gamma, beta, dy) = random_case(13, m, n, 2.0, 1.5);
+    let eps = 1e-5;
+    let gb = GpuBounds::new(&x, m, n, &gamma, &beta, eps);
+    let (x64, dy64, g64, b64) = (f64s(&x), f64s(&dy), f64s(&gamma), f64s(&beta));
+    let stats = cpu::batchnorm_stats(&x64, m, n, eps);
+    let pre = cpu::batchnorm_forward(&x64, m, n, &g64, &b64, &stats, Act::IDENTITY);
+    for kind in [Activation::Tanh, Activation::Sigmoid, Activation::Gelu] {
+        let act = Act::new(kind);
+        let (dx, dg, db) = cpu::batchnorm_backward(&x64, &dy64, m, n, &g64, &b64, &stats, act);
+        let du: Vec<f64> = (0..m * n).map(|i| dy64[i] * cpu::activate_grad(pre[i], act)).collect();
+        let du_err: Vec<f64> = (0..m * n)
+            .map(|i| {
+                let g = cpu::activate_grad(pre[i], act);
+                dy64[i].abs() * (act_grad_eval_bound(act, pre[i], g) + gb.y[i]) + 2.0 * EPS * du[i].abs()
+            })
+            .collect();
+        let (bdx, bdg, bdb) = gb.backward_with(&x, &du, &du_err, m, n, &gamma, eps);
+        let (gdx, gdg, gdb) = ops::batchnorm_backward(gpu(), &x, &dy, m, n, &gamma, &beta, eps, act).unwrap();
+        let name = kind.name();
+        let r = [
+            assert_within(&format!("batchnorm+{name} gpu dx"), &gdx, &dx, &bdx),
+            assert_within(&format!("batchnorm+{name} gpu dgamma"), &gdg, &dg, &bdg),
+            assert_within(&format!("batchnorm+{name} gpu dbeta"), &gdb, &db, &bdb),
+        ];
+        // And the f32 CPU path: one rounding of the same f64 computation.
+        let (cdx, _, _) =
+            cpu::batchnorm_backward(&x, &dy, m, n, &gamma, &beta, &cpu::batchnorm_stats(&x, m, n, eps), act);
+        assert_within(&format!("batchnorm+{name} cpu dx"), &cdx, &dx, &cpu_bound(&dx));
+        eprintln!("batchnorm+{name} backward: worst (error, share of bound) dx/dgamma/dbeta {r:?}");
     }
 }

@@ -247,6 +247,11 @@ pub fn batchnorm_forward(
     train: Option<f64>,
     act: Act,
 ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    if train.is_some() && m < 2 {
+        return Err(crate::error::Error::Usage(format!(
+            "batchnorm_forward in training mode needs more than 1 row per batch, got {m}"
+        )));
+    }
     let b = batchnorm_buffers(gpu, x, m, n, gamma, beta, running_mean, running_var, eps, act)?;
     let gy = gpu.storage("y", m * n)?;
     let p = match train {
@@ -275,6 +280,11 @@ pub fn batchnorm_backward(
     eps: f64,
     act: Act,
 ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    if m < 2 {
+        return Err(crate::error::Error::Usage(format!(
+            "batchnorm_backward (training mode) needs more than 1 row per batch, got {m}"
+        )));
+    }
     let ones = vec![1.0f32; n];
     let b = batchnorm_buffers(gpu, x, m, n, gamma, beta, &ones, &ones, eps, act)?;
     let gdy = gpu.upload("dy", dy)?;

@@ -76,8 +76,15 @@ impl<T> Trace<T> {
     }
 }
 
-/// The forward pass over `rows` rows of `x`, in the float type `T`.
-pub fn forward<T: Real>(model: &Model, params: &[T], running: &[f32], x: &[T], rows: usize, mode: Mode) -> Trace<T> {
+/// The forward pass over `rows` rows of `x`, in the float type `T` (shapes checked by callers).
+pub(crate) fn forward<T: Real>(
+    model: &Model,
+    params: &[T],
+    running: &[f32],
+    x: &[T],
+    rows: usize,
+    mode: Mode,
+) -> Trace<T> {
     let mut values = vec![x.to_vec()];
     let mut preacts = Vec::with_capacity(model.stages.len());
     let mut stats = Vec::with_capacity(model.stages.len());
@@ -125,7 +132,8 @@ pub fn forward<T: Real>(model: &Model, params: &[T], running: &[f32], x: &[T], r
 }
 
 /// Adds `g` into the gradient of a value: the first contribution is stored, later ones summed,
-/// in the order the GPU sums them (stages in reverse).
+/// readers taken in reverse stage order as on the GPU (which applies a producer's act' to each
+/// contribution before summing, where this applies it once to the sum: a rounding difference).
 fn accumulate<T: Real>(slot: &mut Option<Vec<T>>, g: Vec<T>) {
     match slot {
         None => *slot = Some(g),
@@ -134,8 +142,15 @@ fn accumulate<T: Real>(slot: &mut Option<Vec<T>>, g: Vec<T>) {
 }
 
 /// The gradient of every parameter (flat like `params`) from the gradient with respect to the
-/// network's output. Batch norm is differentiated in training mode (statistics depend on x).
-pub fn backward<T: Real>(model: &Model, params: &[T], trace: &Trace<T>, grad_out: Vec<T>, rows: usize) -> Vec<T> {
+/// network's output. Batch norm is differentiated in training mode (statistics depend on x), so
+/// `trace` must come from a training-mode forward pass.
+pub(crate) fn backward<T: Real>(
+    model: &Model,
+    params: &[T],
+    trace: &Trace<T>,
+    grad_out: Vec<T>,
+    rows: usize,
+) -> Vec<T> {
     let mut grads = vec![T::of(0.0); model.param_len];
     let mut value_grads: Vec<Option<Vec<T>>> = vec![None; model.stages.len() + 1];
     value_grads[model.stages.len()] = Some(grad_out);
@@ -196,11 +211,29 @@ pub fn loss_and_grads<T: Real>(
     x: &[T],
     labels: &[u32],
     rows: usize,
-) -> (T, Vec<T>) {
+) -> Result<(T, Vec<T>)> {
+    let shape = |what: &str, expected: usize, got: usize| Error::Shape {
+        what: what.into(),
+        expected: format!("{expected} values"),
+        got: got.to_string(),
+    };
+    if params.len() != model.param_len {
+        return Err(shape("flat parameter vector", model.param_len, params.len()));
+    }
+    if running.len() != model.running_len {
+        return Err(shape("batch-norm running statistics", model.running_len, running.len()));
+    }
+    if Some(x.len()) != rows.checked_mul(model.inputs) || labels.len() != rows {
+        return Err(shape("batch input", rows * model.inputs, x.len()));
+    }
+    check_batch_norm_rows(model, rows)?;
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= model.outputs()) {
+        return Err(Error::Usage(format!("label {bad} is not below the model's {} outputs", model.outputs())));
+    }
     let trace = forward(model, params, running, x, rows, Mode::Train);
     let out = loss_of(loss, trace.output(), labels, rows, model.outputs());
     let grads = backward(model, params, &trace, out.grad, rows);
-    (out.loss, grads)
+    Ok((out.loss, grads))
 }
 
 fn loss_of<T: Real>(loss: Loss, output: &[T], labels: &[u32], rows: usize, classes: usize) -> LossOutput<T> {

@@ -124,8 +124,8 @@ pub struct GpuNetwork {
     totals: GpuBuffer,
     /// Forward launches (stage order); `predict` runs those for eval.
     forward: Vec<Launch>,
-    /// For each batch norm, the index in `forward` of its training-statistics launch.
-    norm_launches: Vec<usize>,
+    /// (index in `forward` of a training-statistics launch, its layer in `Model::norms`).
+    norm_launches: Vec<(usize, usize)>,
     /// Loss, reduction, backward and the update, in order.
     backward: Vec<Launch>,
     gather: Option<Launch>,
@@ -305,7 +305,7 @@ impl GpuNetwork {
                         let d =
                             g.batchnorm("batchnorm_stats", x, None, &params_buf, &running, stats, None, &grads, p)?;
                         if when == When::Train {
-                            norm_launches.push(forward.len());
+                            norm_launches.push((forward.len(), norm));
                         }
                         forward.push(Launch { dispatch: d, shape: Shape::BatchNorm(p, "batchnorm_stats"), when });
                     }
@@ -489,12 +489,12 @@ impl GpuNetwork {
         })
     }
 
-    /// Counts the coming training batch for every batch norm and, for the cumulative average
-    /// (momentum "none"), rewrites the blend factor 1/num_batches_tracked.
+    /// Sets each batch norm's blend factor for the coming training batch (it changes every step
+    /// for the cumulative average, momentum "none": 1/num_batches_tracked after this batch).
+    /// The counters themselves move only once the step has been submitted.
     fn prepare_norms(&mut self) {
-        for (k, &launch) in self.norm_launches.iter().enumerate() {
-            self.batches_tracked[k] += 1;
-            let factor = self.model.norms[k].momentum.factor(self.batches_tracked[k]);
+        for &(launch, k) in &self.norm_launches {
+            let factor = self.model.norms[k].momentum.factor(self.batches_tracked[k] + 1);
             let l = &mut self.forward[launch];
             if let Shape::BatchNorm(p, entry) = &mut l.shape {
                 let (keep, take) = blend(factor);
@@ -606,6 +606,7 @@ impl Network for GpuNetwork {
         launches.extend(self.optimizer.dispatches());
         submit(&self.gpu, "training step", &launches)?;
         self.steps += 1;
+        self.batches_tracked.iter_mut().for_each(|n| *n += 1);
         Ok(())
     }
 

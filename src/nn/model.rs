@@ -270,9 +270,11 @@ impl Builder {
                     width = *out;
                 }
                 LayerSpec::BatchNorm { eps, momentum } => {
-                    if eps.is_nan() || *eps <= 0.0 {
+                    // Both paths must see the same positive eps: the GPU holds it in f32.
+                    if !(eps.is_finite() && (*eps as f32) >= f32::MIN_POSITIVE) {
                         return Err(Error::Model(format!(
-                            "layer {name} (batch-norm): eps must be positive, got {eps}"
+                            "layer {name} (batch-norm): eps must be a positive, finite f32 (at least {:e}), got {eps}",
+                            f32::MIN_POSITIVE
                         )));
                     }
                     let gamma = self.params.push(format!("{name}.weight"), vec![width], Init::Constant(1.0), true);

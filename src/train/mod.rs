@@ -23,6 +23,7 @@ pub fn train_epoch(
     epoch: usize,
     mut on_step: impl FnMut(usize),
 ) -> Result<EpochReport> {
+    run::check_batches(net.model(), batcher)?;
     let start = Instant::now();
     let batches = batcher.next_epoch();
     let mut idx: Vec<u32> = Vec::new();
