@@ -89,8 +89,26 @@ fn default_batching() -> BatchScheme {
 impl Config {
     /// Parses `text`; relative data paths are resolved against `base` (the config's folder).
     pub fn parse(text: &str, file: &Path) -> Result<Config> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| Error::Config { file: file.to_path_buf(), message: e.to_string() })?;
+        Config::parse_with(text, file, &[])
+    }
+
+    /// Parses `text`, then applies `overrides` ("section.field=value", value in TOML syntax or a
+    /// bare string), as `--set` does. Errors in the file name its line; errors an override
+    /// causes name the override.
+    pub fn parse_with(text: &str, file: &Path, overrides: &[String]) -> Result<Config> {
+        let config_err = |message: String| Error::Config { file: file.to_path_buf(), message };
+        // The file alone first, so its own mistakes are reported with their line.
+        let mut config: Config = toml::from_str(text).map_err(|e| config_err(e.to_string()))?;
+        if !overrides.is_empty() {
+            let mut table: toml::Table = toml::from_str(text).map_err(|e| config_err(e.to_string()))?;
+            for o in overrides {
+                apply_override(&mut table, o).map_err(|m| config_err(format!("--set {o}: {m}")))?;
+            }
+            let joined = overrides.join(" --set ");
+            config = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| config_err(format!("after --set {joined}: {}", e.message())))?;
+        }
         let base = file.parent().unwrap_or(Path::new("."));
         config.data.path = base.join(&config.data.path);
         config.data.labels = config.data.labels.map(|p| base.join(p));
@@ -98,9 +116,14 @@ impl Config {
     }
 
     pub fn load(file: &Path) -> Result<Config> {
+        Config::load_with(file, &[])
+    }
+
+    /// `load` with `--set` overrides.
+    pub fn load_with(file: &Path, overrides: &[String]) -> Result<Config> {
         let text = std::fs::read_to_string(file)
             .map_err(|e| Error::Io { file: file.to_path_buf(), message: e.to_string() })?;
-        Config::parse(&text, file)
+        Config::parse_with(&text, file, overrides)
     }
 
     /// The built-in digits run.
@@ -134,4 +157,25 @@ impl Config {
         };
         Ok(CsvOptions { label_column, has_header: None, num_classes: self.data.num_classes })
     }
+}
+
+/// Sets `a.b.c = value` in a TOML table, creating missing tables on the way.
+fn apply_override(table: &mut toml::Table, assignment: &str) -> std::result::Result<(), String> {
+    let (key, raw) = assignment.split_once('=').ok_or("expected KEY=VALUE, e.g. optimizer.lr=0.01")?;
+    let (key, raw) = (key.trim(), raw.trim());
+    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("'{key}' is not a dotted field name"));
+    }
+    let mut t = table;
+    for part in &parts[..parts.len() - 1] {
+        let entry = t.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry.as_table_mut().ok_or_else(|| format!("'{part}' is not a table"))?;
+    }
+    t.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
 }

@@ -34,6 +34,8 @@ pub enum Error {
     Shape { what: String, expected: String, got: String },
     #[error("training diverged: loss is {value} at step {step} (epoch {epoch}); lower the learning rate")]
     NonFiniteLoss { value: f32, step: usize, epoch: usize },
+    #[error("checkpoint {file}: {message}")]
+    Checkpoint { file: PathBuf, message: String },
     #[error("fixture {file}: {message}")]
     Fixture { file: PathBuf, message: String },
     #[error("{0}")]

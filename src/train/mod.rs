@@ -21,11 +21,21 @@ pub fn train_epoch(
     net: &mut dyn Network,
     batcher: &mut Batcher,
     epoch: usize,
-    mut on_step: impl FnMut(usize),
+    on_step: impl FnMut(usize),
 ) -> Result<EpochReport> {
     run::check_batches(net.model(), batcher)?;
-    let start = Instant::now();
     let batches = batcher.next_epoch();
+    train_batches(net, &batches, epoch, on_step)
+}
+
+/// Runs `batches` (an epoch, or the part of one a resumed run has left) on `net`.
+pub fn train_batches(
+    net: &mut dyn Network,
+    batches: &[Vec<usize>],
+    epoch: usize,
+    mut on_step: impl FnMut(usize),
+) -> Result<EpochReport> {
+    let start = Instant::now();
     let mut idx: Vec<u32> = Vec::new();
     for (i, batch) in batches.iter().enumerate() {
         idx.clear();

@@ -1,0 +1,267 @@
+//! Checkpoints: one safetensors file with `torch.nn.Sequential` state-dict names and layouts
+//! (`0.weight` as [out, in], `1.running_mean`, `1.num_batches_tracked` as int64), so
+//! `model.load_state_dict(safetensors.torch.load_file(path), strict=False)` takes it, plus the
+//! optimizer state (`optimizer.<slot>.<name>`, PyTorch's slot names) and the run's position in
+//! the metadata: optimizer steps, epoch and batch within it (the batch schedule is replayed from
+//! its seed, which is how its RNG state is kept). A checksum over every tensor's bytes makes an
+//! altered file an error rather than a silently different model. Files are written atomically.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::error::{Error, Result};
+use crate::nn::{Model, NormState};
+use crate::optim::Optimizer;
+
+/// Where a run stands: enough to continue it exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Optimizer steps taken (schedule position, Adam's bias correction).
+    pub steps: usize,
+    /// Epochs fully done.
+    pub epoch: usize,
+    /// Batches done within the next epoch.
+    pub batch: usize,
+}
+
+/// Everything a checkpoint holds, in the executors' flat layouts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub params: Vec<f32>,
+    pub norm: NormState,
+    /// Slot-major optimizer state (`Optimizer::state_slots` × param_len), if saved.
+    pub optimizer_state: Option<Vec<f32>>,
+    pub progress: Progress,
+}
+
+/// PyTorch's names for each state slot of an optimizer (the order of `Optimizer::state_slots`).
+pub fn slot_names(opt: &Optimizer) -> &'static [&'static str] {
+    match opt.normalized() {
+        Optimizer::Sgd(_) => &["momentum_buffer"],
+        Optimizer::Adagrad(_) => &["sum"],
+        Optimizer::Rmsprop(_) => &["square_avg", "grad_avg", "momentum_buffer"],
+        Optimizer::Adam(_) | Optimizer::Adamw(_) => &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+    }
+}
+
+/// FNV-1a over the tensors' names and bytes, in name order: cheap and enough to catch an
+/// altered or swapped byte (this is an integrity check, not a signature).
+fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> u64 {
+    let mut sorted: Vec<_> = tensors.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, bytes) in sorted {
+        for &b in name.as_bytes().iter().chain(bytes) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn io(file: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io { file: file.to_path_buf(), message: e.to_string() }
+}
+
+fn bad(file: &Path, message: impl Into<String>) -> Error {
+    Error::Checkpoint { file: file.to_path_buf(), message: message.into() }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync of the
+/// folder. A crash leaves the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| io(path, "not a file name"))?;
+    let tmp: PathBuf = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all(); // not every platform can fsync a folder
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| io(path, e))
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Saves `ck` for `model` (and the optimizer whose state it carries) to `path`.
+pub fn save(path: &Path, model: &Model, optimizer: &Optimizer, ck: &Checkpoint) -> Result<()> {
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for t in &model.params {
+        owned.push((t.name.clone(), Dtype::F32, t.shape.clone(), f32_bytes(&ck.params[t.offset..t.offset + t.len])));
+    }
+    for t in &model.running {
+        owned.push((
+            t.name.clone(),
+            Dtype::F32,
+            t.shape.clone(),
+            f32_bytes(&ck.norm.running[t.offset..t.offset + t.len]),
+        ));
+    }
+    for (layer, &n) in model.norms.iter().zip(&ck.norm.batches_tracked) {
+        owned.push((
+            format!("{}.num_batches_tracked", layer.name),
+            Dtype::I64,
+            vec![],
+            (n as i64).to_le_bytes().to_vec(),
+        ));
+    }
+    if let Some(state) = &ck.optimizer_state {
+        let len = model.param_len;
+        for (s, slot) in slot_names(optimizer).iter().enumerate() {
+            for t in &model.params {
+                let at = s * len + t.offset;
+                owned.push((
+                    format!("optimizer.{slot}.{}", t.name),
+                    Dtype::F32,
+                    t.shape.clone(),
+                    f32_bytes(&state[at..at + t.len]),
+                ));
+            }
+        }
+    }
+    let sum = checksum(owned.iter().map(|(n, _, _, b)| (n.as_str(), b.as_slice())));
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "gradflow-checkpoint-1".to_string());
+    meta.insert("gradflow.checksum".to_string(), format!("{sum:016x}"));
+    meta.insert("gradflow.steps".to_string(), ck.progress.steps.to_string());
+    meta.insert("gradflow.epoch".to_string(), ck.progress.epoch.to_string());
+    meta.insert("gradflow.batch".to_string(), ck.progress.batch.to_string());
+    meta.insert("gradflow.optimizer".to_string(), optimizer.name().to_string());
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| bad(path, e.to_string()))?;
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// One tensor of a file as f64 values, with its shape (f32, f64, and the integer counters).
+fn values(file: &Path, st: &SafeTensors<'_>, name: &str) -> Result<Option<(Vec<usize>, Vec<f64>)>> {
+    let view = match st.tensor(name) {
+        Ok(v) => v,
+        Err(_) => return Ok(None),
+    };
+    let data = view.data();
+    let v: Vec<f64> = match view.dtype() {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64).collect(),
+        Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect(),
+        Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f64).collect(),
+        other => return Err(bad(file, format!("tensor '{name}' has dtype {other:?}; expected F32, F64 or I64"))),
+    };
+    Ok(Some((view.shape().to_vec(), v)))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| io(path, e))
+}
+
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(path, format!("not a readable safetensors file ({e}); truncated or altered?")))
+}
+
+/// Fills the flat parameters and batch-norm state from a state dict (`prefix` before each name):
+/// every tensor the model has must be present with its shape; other tensors are ignored.
+fn fill_state(path: &Path, st: &SafeTensors<'_>, model: &Model, prefix: &str) -> Result<(Vec<f32>, NormState)> {
+    let mut params = vec![0.0f32; model.param_len];
+    let mut norm = model.init_norm_state();
+    let tensors = model.params.iter().map(|t| (t, true)).chain(model.running.iter().map(|t| (t, false)));
+    for (t, is_param) in tensors {
+        let name = format!("{prefix}{}", t.name);
+        let (shape, v) = values(path, st, &name)?.ok_or_else(|| {
+            bad(path, format!("tensor '{name}' is missing (the config's model has it, shape {:?})", t.shape))
+        })?;
+        if shape != t.shape {
+            return Err(bad(
+                path,
+                format!("tensor '{name}' has shape {shape:?}; the config's model needs {:?}", t.shape),
+            ));
+        }
+        let dst = if is_param { &mut params } else { &mut norm.running };
+        for (d, s) in dst[t.offset..t.offset + t.len].iter_mut().zip(&v) {
+            *d = *s as f32;
+        }
+    }
+    for (k, layer) in model.norms.iter().enumerate() {
+        let name = format!("{prefix}{}.num_batches_tracked", layer.name);
+        if let Some((_, v)) = values(path, st, &name)? {
+            norm.batches_tracked[k] = v.first().copied().unwrap_or(0.0).max(0.0) as u64;
+        }
+    }
+    Ok((params, norm))
+}
+
+/// A state dict saved by PyTorch (`safetensors.torch.save_file(model.state_dict(), path)`) or by
+/// gradflow: parameters and batch-norm state for `model` (`--init`).
+pub fn load_state_dict(path: &Path, model: &Model) -> Result<(Vec<f32>, NormState)> {
+    let bytes = read(path)?;
+    let st = parse(path, &bytes)?;
+    fill_state(path, &st, model, "")
+}
+
+/// A gradflow checkpoint for `model` trained by `optimizer` (`--resume`): checksum, shapes and
+/// the optimizer's state all checked.
+pub fn load(path: &Path, model: &Model, optimizer: &Optimizer) -> Result<Checkpoint> {
+    let bytes = read(path)?;
+    let st = parse(path, &bytes)?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let want =
+        meta.get("gradflow.checksum").ok_or_else(|| bad(path, "no gradflow.checksum: not a gradflow checkpoint"))?;
+    let names = st.names();
+    let tensors: Vec<(&str, &[u8])> =
+        names.iter().filter_map(|n| st.tensor(n).ok().map(|v| (&n[..], v.data()))).collect();
+    let got = format!("{:016x}", checksum(tensors.into_iter()));
+    if &got != want {
+        return Err(bad(
+            path,
+            format!("checksum mismatch (file says {want}, contents give {got}): the file was altered or damaged"),
+        ));
+    }
+    let saved_opt = meta.get("gradflow.optimizer").map(String::as_str).unwrap_or("?");
+    if saved_opt != optimizer.name() {
+        return Err(bad(path, format!("saved by optimizer '{saved_opt}', but the config uses '{}'", optimizer.name())));
+    }
+    let (params, norm) = fill_state(path, &st, model, "")?;
+    let mut state = optimizer.initial_state(model.param_len);
+    for (s, slot) in slot_names(optimizer).iter().enumerate() {
+        for t in &model.params {
+            let name = format!("optimizer.{slot}.{}", t.name);
+            let (shape, v) =
+                values(path, &st, &name)?.ok_or_else(|| bad(path, format!("tensor '{name}' is missing")))?;
+            if shape != t.shape {
+                return Err(bad(path, format!("tensor '{name}' has shape {shape:?}; expected {:?}", t.shape)));
+            }
+            let at = s * model.param_len + t.offset;
+            for (d, x) in state[at..at + t.len].iter_mut().zip(&v) {
+                *d = *x as f32;
+            }
+        }
+    }
+    let number = |key: &str| -> Result<usize> {
+        meta.get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(path, format!("metadata {key} is missing or not a number")))
+    };
+    let progress = Progress {
+        steps: number("gradflow.steps")?,
+        epoch: number("gradflow.epoch")?,
+        batch: number("gradflow.batch")?,
+    };
+    Ok(Checkpoint { params, norm, optimizer_state: Some(state), progress })
+}
