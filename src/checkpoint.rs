@@ -36,6 +36,8 @@ pub struct Checkpoint {
     /// Slot-major optimizer state (`Optimizer::state_slots` × param_len), if saved.
     pub optimizer_state: Option<Vec<f32>>,
     pub progress: Progress,
+    /// The input standardisation (per-feature mean, std) the model was trained with, if any.
+    pub standardize: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// PyTorch's names for each state slot of an optimizer (the order of `Optimizer::state_slots`).
@@ -132,6 +134,10 @@ pub fn save(path: &Path, model: &Model, optimizer: &Optimizer, ck: &Checkpoint) 
                 ));
             }
         }
+    }
+    if let Some((mean, std)) = &ck.standardize {
+        owned.push(("gradflow.input_mean".into(), Dtype::F32, vec![mean.len()], f32_bytes(mean)));
+        owned.push(("gradflow.input_std".into(), Dtype::F32, vec![std.len()], f32_bytes(std)));
     }
     let sum = checksum(owned.iter().map(|(n, _, _, b)| (n.as_str(), b.as_slice())));
     let mut meta = HashMap::new();
@@ -263,5 +269,22 @@ pub fn load(path: &Path, model: &Model, optimizer: &Optimizer) -> Result<Checkpo
         epoch: number("gradflow.epoch")?,
         batch: number("gradflow.batch")?,
     };
-    Ok(Checkpoint { params, norm, optimizer_state: Some(state), progress })
+    let standardize = input_transform(path, &st)?;
+    Ok(Checkpoint { params, norm, optimizer_state: Some(state), progress, standardize })
+}
+
+fn input_transform(path: &Path, st: &SafeTensors<'_>) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+    match (values(path, st, "gradflow.input_mean")?, values(path, st, "gradflow.input_std")?) {
+        (Some((_, m)), Some((_, s))) => {
+            Ok(Some((m.iter().map(|&v| v as f32).collect(), s.iter().map(|&v| v as f32).collect())))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The input standardisation a checkpoint carries (`gradflow.input_mean`, `gradflow.input_std`).
+pub fn load_input_transform(path: &Path) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
+    let bytes = read(path)?;
+    let st = parse(path, &bytes)?;
+    input_transform(path, &st)
 }

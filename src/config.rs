@@ -33,9 +33,15 @@ pub struct DataConfig {
     #[serde(default = "default_label_column")]
     pub label_column: toml::Value,
     pub num_classes: Option<usize>,
+    /// Whether the CSV's first line is a header (default: detected, a header has a non-number).
+    pub header: Option<bool>,
     /// Every feature is multiplied by this.
     #[serde(default = "one")]
     pub scale: f32,
+    /// Standardise each feature with the training split's mean and standard deviation; the
+    /// statistics are saved in checkpoints and applied by `predict`.
+    #[serde(default)]
+    pub standardize: bool,
     #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
     #[serde(default)]
@@ -146,16 +152,17 @@ impl Config {
             toml::Value::String(s) if s == "last" => LabelColumn::Last,
             toml::Value::String(s) if s == "first" => LabelColumn::First,
             toml::Value::Integer(i) if *i >= 0 => LabelColumn::Index(*i as usize),
+            toml::Value::String(s) if !s.is_empty() => LabelColumn::Name(s.clone()),
             other => {
                 return Err(Error::Config {
                     file: file.to_path_buf(),
                     message: format!(
-                        "data.label_column: expected \"last\", \"first\" or a column index ≥ 0, found {other}"
+                        "data.label_column: expected \"last\", \"first\", a header name or a column index ≥ 0, found {other}"
                     ),
                 })
             }
         };
-        Ok(CsvOptions { label_column, has_header: None, num_classes: self.data.num_classes })
+        Ok(CsvOptions { label_column, has_header: self.data.header, num_classes: self.data.num_classes })
     }
 }
 

@@ -2,6 +2,7 @@
 //! against a plain-Rust CPU reference.
 
 pub mod bench;
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;

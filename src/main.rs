@@ -46,12 +46,52 @@ struct TrainArgs {
     /// Stop after this many optimizer steps in all (counting those before --resume).
     #[arg(long, value_name = "STEPS")]
     max_steps: Option<usize>,
+    /// Write metrics here: .csv, or .jsonl for JSON lines (one record per epoch).
+    #[arg(long, value_name = "FILE")]
+    metrics: Option<PathBuf>,
+    /// Also write a metrics record every N steps (each reads the step's loss back).
+    #[arg(long, value_name = "N")]
+    log_every: Option<usize>,
+    /// Write an SVG of the training curves (and, for 2-feature data, the decision regions).
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Train the model a config describes (the default: configs/digits.toml).
     Train(TrainArgs),
+    /// Loss, accuracy and confusion matrix of a saved model on the config's data.
+    Eval {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A gradflow checkpoint or a PyTorch state dict (safetensors).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        /// Which part of the data: test (default), train or all.
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Writes a saved model's outputs for new inputs: logits to .npy, or class and logits to CSV.
+    Predict {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        /// Features: .npy (float32/float64 [n, d]) or CSV without a label column.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        /// .npy (float32 logits [n, classes]) or .csv (predicted class, then the logits).
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Runs every kernel on this machine's adapter against the CPU reference and prints the
+    /// worst error of each; exits non-zero if one is out of bounds.
+    Check,
     /// List the adapters wgpu can see, best first.
     Devices,
     /// Matmul GFLOP/s and training samples/s on the chosen adapter.
@@ -68,6 +108,19 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => train_cmd(TrainArgs::default(), &placement),
         Some(Command::Train(args)) => train_cmd(args, &placement),
+        Some(Command::Eval { config, checkpoint, split, set }) => {
+            eval_cmd(config, &checkpoint, &split, &set, &placement)
+        }
+        Some(Command::Predict { config, checkpoint, input, output, set }) => {
+            predict_cmd(config, &checkpoint, &input, &output, &set, &placement)
+        }
+        Some(Command::Check) => gradflow::check::run(&placement).and_then(|ok| {
+            if ok {
+                Ok(())
+            } else {
+                Err(gradflow::error::Error::Usage("check: some kernels are outside their error bounds".into()))
+            }
+        }),
         Some(Command::Devices) => devices(),
         Some(Command::Bench { quick }) => gradflow::bench::run(&placement, quick),
     };
@@ -142,7 +195,7 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
         (Some(path), _) => {
             let (params, norm) = checkpoint::load_state_dict(path, &model)?;
             println!("init: {}", path.display());
-            Some(Checkpoint { params, norm, optimizer_state: None, progress })
+            Some(Checkpoint { params, norm, optimizer_state: None, progress, standardize: None })
         }
         (None, Some(path)) => {
             let ck = checkpoint::load(path, &model, &config.optimizer)?;
@@ -175,6 +228,7 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
     for _ in 0..progress.epoch {
         batcher.next_epoch();
     }
+    let standardize = train::Standardize::of_config(&config, &file)?.map(|s| (s.mean, s.std));
     let save = |net: &mut dyn gradflow::nn::Network, progress: Progress| -> Result<()> {
         if let Some(path) = &args.save {
             let ck = Checkpoint {
@@ -182,6 +236,7 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
                 norm: net.norm_state()?,
                 optimizer_state: Some(net.optimizer_state()?),
                 progress,
+                standardize: standardize.clone(),
             };
             checkpoint::save(path, net.model(), &config.optimizer, &ck)?;
         }
@@ -190,21 +245,47 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
     let epochs = config.train.epochs;
     let mut total_samples_per_sec = 0.0;
     let mut epochs_run = 0;
+    let clock = std::time::Instant::now();
+    let mut metrics = match &args.metrics {
+        Some(p) => Some(train::metrics::MetricsWriter::create(p, args.resume.is_some())?),
+        None => None,
+    };
+    let mut curves: Vec<Curve> = Vec::new();
     for epoch in progress.epoch + 1..=epochs {
         let batches = batcher.next_epoch();
         let first = if epoch == progress.epoch + 1 { progress.batch.min(batches.len()) } else { 0 };
         let left = args.max_steps.map_or(usize::MAX, |m| m.saturating_sub(net.steps()));
         let last = batches.len().min(first.saturating_add(left));
+        // indicatif draws nothing when stderr is not a terminal (logs, pipes, CI).
         let bar = ProgressBar::new((last - first) as u64);
         bar.set_draw_target(ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}")
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("{epoch}/{epochs}"));
         let lr = net.lr();
-        let report = train::train_batches(net.as_mut(), &batches[first..last], epoch, |_| bar.inc(1))?;
+        let report = train::train_batches(net.as_mut(), &batches[first..last], epoch, |net, i| {
+            bar.inc(1);
+            if let (Some(every), Some(m)) = (args.log_every, metrics.as_mut()) {
+                if every > 0 && net.steps() % every == 0 {
+                    let loss = net.last_loss()? as f64;
+                    bar.set_message(format!("loss {loss:.4}"));
+                    m.write(&train::metrics::Record {
+                        step: net.steps(),
+                        epoch,
+                        loss: Some(loss),
+                        lr: net.lr() as f64,
+                        grad_norm: Some(train::metrics::grad_norm(&net.grads()?)),
+                        wall_s: clock.elapsed().as_secs_f64(),
+                        ..Default::default()
+                    })?;
+                }
+            }
+            let _ = i;
+            Ok(())
+        })?;
         bar.finish_and_clear();
         if last < batches.len() {
             let at = Progress { steps: net.steps(), epoch: epoch - 1, batch: last };
@@ -214,7 +295,27 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
         }
         let at = Progress { steps: net.steps(), epoch, batch: 0 };
         save(net.as_mut(), at)?;
-        let (_, test_acc) = train::evaluate(net.as_mut(), &test_set, config.model.loss)?;
+        let (test_loss, test_acc) = train::evaluate(net.as_mut(), &test_set, config.model.loss)?;
+        if let Some(m) = metrics.as_mut() {
+            m.write(&train::metrics::Record {
+                step: net.steps(),
+                epoch,
+                loss: Some(report.train_loss as f64),
+                accuracy: Some(report.train_accuracy as f64),
+                test_loss: Some(test_loss as f64),
+                test_accuracy: Some(test_acc as f64),
+                lr: lr as f64,
+                grad_norm: Some(train::metrics::grad_norm(&net.grads()?)),
+                wall_s: clock.elapsed().as_secs_f64(),
+            })?;
+        }
+        curves.push((
+            epoch as f64,
+            report.train_loss as f64,
+            report.train_accuracy as f64,
+            test_loss as f64,
+            test_acc as f64,
+        ));
         total_samples_per_sec += report.samples_per_sec;
         epochs_run += 1;
         println!(
@@ -225,6 +326,10 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
             report.samples_per_sec
         );
     }
+    if let Some(path) = &args.plot {
+        write_plot(path, &curves, net.as_mut(), &train_set, &test_set)?;
+        println!("plot: {}", path.display());
+    }
     let (test_loss, test_acc) = train::evaluate(net.as_mut(), &test_set, config.model.loss)?;
     println!(
         "test accuracy {:.1}% (loss {:.4}); training throughput {:.0} samples/s (mean over epochs)",
@@ -233,4 +338,235 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
         total_samples_per_sec / epochs_run.max(1) as f64
     );
     Ok(())
+}
+
+fn load_config(path: Option<PathBuf>, set: &[String]) -> Result<(Config, PathBuf)> {
+    match path {
+        Some(p) => Ok((Config::load_with(&p, set)?, p)),
+        None => {
+            let file = PathBuf::from(DEFAULT_CONFIG_PATH);
+            Ok((Config::parse_with(gradflow::config::DEFAULT_CONFIG, &file, set)?, file))
+        }
+    }
+}
+
+/// The config's model with a checkpoint's (or PyTorch state dict's) parameters, on `placement`.
+fn saved_network(
+    config: &Config,
+    d: usize,
+    checkpoint: &std::path::Path,
+    placement: &Placement,
+    max_rows: usize,
+) -> Result<Box<dyn gradflow::nn::Network>> {
+    let model = Model::new(d, config.model.layers.clone())?;
+    let (params, norm) = gradflow::checkpoint::load_state_dict(checkpoint, &model)?;
+    let mut net = train::build_network(config, model, placement, max_rows)?;
+    net.set_params(&params)?;
+    net.set_norm_state(&norm)?;
+    Ok(net)
+}
+
+fn eval_cmd(
+    config: Option<PathBuf>,
+    checkpoint: &std::path::Path,
+    split: &str,
+    set: &[String],
+    placement: &Placement,
+) -> Result<()> {
+    let (config, file) = load_config(config, set)?;
+    let (train_set, test_set) = train::load_data(&config, &file)?;
+    let data = match split {
+        "test" => test_set,
+        "train" => train_set,
+        "all" => {
+            let mut all = train_set;
+            all.x.extend(&test_set.x);
+            all.labels.extend(&test_set.labels);
+            all.n += test_set.n;
+            all
+        }
+        other => return Err(gradflow::error::Error::Usage(format!("--split {other}: use test, train or all"))),
+    };
+    if data.n == 0 {
+        return Err(gradflow::error::Error::Usage(format!("the {split} split is empty (data.test_fraction?)")));
+    }
+    let mut net = saved_network(&config, data.d, checkpoint, placement, 1024.min(data.n))?;
+    let logits = net.predict(&data.x, data.n)?;
+    let classes = net.model().outputs();
+    let out = match config.model.loss {
+        gradflow::nn::Loss::CrossEntropy => gradflow::cpu::cross_entropy(&logits, &data.labels, data.n, classes),
+        gradflow::nn::Loss::Mse => gradflow::cpu::mse(&logits, None, &data.labels, data.n, classes),
+    };
+    println!("{} rows ({split}) on {}", data.n, net.describe());
+    println!("loss {:.4}  accuracy {:.2}%", out.loss, 100.0 * out.correct as f64 / data.n as f64);
+    // Rows: true class; columns: predicted class (argmax, first maximum as torch.argmax).
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    for (r, &label) in data.labels.iter().enumerate() {
+        let row = &logits[r * classes..(r + 1) * classes];
+        let pred = row.iter().enumerate().fold(0, |best, (c, &v)| if v > row[best] { c } else { best });
+        if (label as usize) < classes {
+            confusion[label as usize][pred] += 1;
+        }
+    }
+    println!("confusion matrix (rows: true class, columns: predicted)");
+    print!("{:>6}", "");
+    for c in 0..classes {
+        print!("{c:>6}");
+    }
+    println!();
+    for (t, row) in confusion.iter().enumerate() {
+        print!("{t:>6}");
+        for v in row {
+            print!("{v:>6}");
+        }
+        println!();
+    }
+    Ok(())
+}
+
+fn predict_cmd(
+    config: Option<PathBuf>,
+    checkpoint: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    set: &[String],
+    placement: &Placement,
+) -> Result<()> {
+    use gradflow::error::Error;
+    let (config, file) = load_config(config, set)?;
+    let is = |p: &std::path::Path, ext: &str| p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext));
+    let (mut x, n, d) = if is(input, "npy") {
+        let a = gradflow::data::read_npy(input)?;
+        if a.shape.len() != 2 {
+            return Err(Error::DataFile {
+                file: input.into(),
+                message: format!("expected a 2-D array [rows, features], got shape {:?}", a.shape),
+            });
+        }
+        let x: Vec<f32> = match a.data {
+            gradflow::data::NpyData::F32(v) => v,
+            gradflow::data::NpyData::F64(v) => v.iter().map(|&x| x as f32).collect(),
+            other => {
+                return Err(Error::DataFile {
+                    file: input.into(),
+                    message: format!("features must be float32 or float64, got {}", other.dtype_name()),
+                })
+            }
+        };
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(Error::DataFile {
+                file: input.into(),
+                message: format!("row {}, feature {}: {} in data", i / a.shape[1], i % a.shape[1], x[i]),
+            });
+        }
+        (x, a.shape[0], a.shape[1])
+    } else {
+        gradflow::data::load_features(input)?
+    };
+    // The same transforms as training: the config's scale, then the saved standardisation.
+    if config.data.scale != 1.0 {
+        x.iter_mut().for_each(|v| *v *= config.data.scale);
+    }
+    let saved = gradflow::checkpoint::load_input_transform(checkpoint)?;
+    let standardize = match saved {
+        Some((mean, std)) => Some(train::Standardize { mean, std }),
+        None => train::Standardize::of_config(&config, &file)?,
+    };
+    if let Some(s) = &standardize {
+        if s.mean.len() != d {
+            return Err(Error::Shape {
+                what: format!("{} features", input.display()),
+                expected: s.mean.len().to_string(),
+                got: d.to_string(),
+            });
+        }
+        s.apply(&mut x);
+    }
+    let mut net = saved_network(&config, d, checkpoint, placement, 1024.min(n.max(1)))?;
+    let logits = net.predict(&x, n)?;
+    let classes = net.model().outputs();
+    if is(output, "npy") {
+        gradflow::data::write_npy_f32(output, &[n, classes], &logits)?;
+    } else {
+        let mut text = String::from("predicted");
+        for c in 0..classes {
+            text += &format!(",logit_{c}");
+        }
+        text.push('\n');
+        for row in logits.chunks(classes) {
+            let pred = row.iter().enumerate().fold(0, |best, (c, &v)| if v > row[best] { c } else { best });
+            text += &pred.to_string();
+            for v in row {
+                text += &format!(",{v}");
+            }
+            text.push('\n');
+        }
+        gradflow::checkpoint::write_atomic(output, text.as_bytes())?;
+    }
+    println!("{n} rows → {} ({classes} outputs each)", output.display());
+    Ok(())
+}
+
+/// (epoch, train loss, train accuracy, test loss, test accuracy) of each epoch.
+type Curve = (f64, f64, f64, f64, f64);
+
+/// Training curves, and for 2-feature data the decision regions with the points.
+fn write_plot(
+    path: &std::path::Path,
+    curves: &[Curve],
+    net: &mut dyn gradflow::nn::Network,
+    train_set: &gradflow::data::Dataset,
+    test_set: &gradflow::data::Dataset,
+) -> Result<()> {
+    use gradflow::plot::{svg_with_regions, Chart, Regions, Series};
+    let series = |name: &str, f: &dyn Fn(&Curve) -> f64| Series {
+        name: name.into(),
+        points: curves.iter().map(|c| (c.0, f(c))).filter(|p| p.1.is_finite()).collect(),
+    };
+    let charts = [
+        Chart {
+            title: "loss".into(),
+            x_label: "epoch".into(),
+            y_label: "loss (log scale)".into(),
+            series: vec![series("train", &|c| c.1), series("test", &|c| c.3)],
+            log_y: true,
+            y_range: None,
+        },
+        Chart {
+            title: "accuracy".into(),
+            x_label: "epoch".into(),
+            y_label: "accuracy (%)".into(),
+            series: vec![series("train", &|c| 100.0 * c.2), series("test", &|c| 100.0 * c.4)],
+            log_y: false,
+            y_range: Some((0.0, 100.0)),
+        },
+    ];
+    let regions = if train_set.d == 2 {
+        let all: Vec<&[f32]> = train_set.x.chunks(2).chain(test_set.x.chunks(2)).collect();
+        let (mut xlo, mut xhi, mut ylo, mut yhi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for p in &all {
+            (xlo, xhi) = (xlo.min(p[0] as f64), xhi.max(p[0] as f64));
+            (ylo, yhi) = (ylo.min(p[1] as f64), yhi.max(p[1] as f64));
+        }
+        let (mx, my) = (0.05 * (xhi - xlo).max(1e-6), 0.05 * (yhi - ylo).max(1e-6));
+        let bounds = (xlo - mx, xhi + mx, ylo - my, yhi + my);
+        let n = 120;
+        let mut grid = Vec::with_capacity(2 * n * n);
+        for row in 0..n {
+            for col in 0..n {
+                grid.push((bounds.0 + (col as f64 + 0.5) / n as f64 * (bounds.1 - bounds.0)) as f32);
+                grid.push((bounds.2 + (row as f64 + 0.5) / n as f64 * (bounds.3 - bounds.2)) as f32);
+            }
+        }
+        let logits = net.predict(&grid, n * n)?;
+        let c = net.model().outputs();
+        let classes =
+            logits.chunks(c).map(|r| r.iter().enumerate().fold(0, |b, (i, &v)| if v > r[b] { i } else { b })).collect();
+        let labels = train_set.labels.iter().chain(&test_set.labels);
+        let points = all.iter().zip(labels).map(|(p, &l)| (p[0] as f64, p[1] as f64, l as usize)).collect();
+        Some(Regions { title: "decision regions".into(), bounds, resolution: n, classes, points })
+    } else {
+        None
+    };
+    gradflow::checkpoint::write_atomic(path, svg_with_regions(&charts, regions.as_ref()).as_bytes())
 }

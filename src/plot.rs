@@ -222,3 +222,108 @@ pub fn svg(charts: &[Chart]) -> String {
     out.push_str("</svg>\n");
     out
 }
+
+/// A classifier's decision regions over a 2-D input box, with data points on top.
+#[derive(Clone, Debug)]
+pub struct Regions {
+    pub title: String,
+    /// (x_min, x_max, y_min, y_max) of the box.
+    pub bounds: (f64, f64, f64, f64),
+    /// `resolution × resolution` predicted classes, row 0 at y_min.
+    pub resolution: usize,
+    pub classes: Vec<usize>,
+    /// (x, y, label) of the points to draw.
+    pub points: Vec<(f64, f64, usize)>,
+}
+
+const LIGHT: [&str; 6] = ["#c6dbef", "#fcbba1", "#c7e9c0", "#fdd0a2", "#dadaeb", "#e7cbc3"];
+
+fn regions_panel(out: &mut String, r: &Regions, x0: f64) {
+    let (xlo, xhi, ylo, yhi) = r.bounds;
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let sx = |x: f64| x0 + LEFT + (x - xlo) / (xhi - xlo) * pw;
+    let sy = |y: f64| TOP + (1.0 - (y - ylo) / (yhi - ylo)) * ph;
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="20" font-size="14" text-anchor="middle" font-weight="bold">{}</text>"#,
+        x0 + LEFT + pw / 2.0,
+        escape(&r.title)
+    );
+    let n = r.resolution.max(1);
+    let (cw, ch) = (pw / n as f64, ph / n as f64);
+    for (i, &c) in r.classes.iter().enumerate() {
+        let (col, row) = (i % n, i / n);
+        let _ = writeln!(
+            out,
+            r#"<rect x="{:.2}" y="{:.2}" width="{:.2}" height="{:.2}" fill="{}"/>"#,
+            x0 + LEFT + col as f64 * cw,
+            TOP + ph - (row + 1) as f64 * ch,
+            cw + 0.3,
+            ch + 0.3,
+            LIGHT[c % LIGHT.len()]
+        );
+    }
+    for &(x, y, label) in &r.points {
+        let _ = writeln!(
+            out,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}" stroke="#222" stroke-width="0.6"/>"##,
+            sx(x),
+            sy(y),
+            COLORS[label % COLORS.len()]
+        );
+    }
+    let _ = writeln!(
+        out,
+        r##"<rect x="{:.1}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##,
+        x0 + LEFT
+    );
+    for t in ticks(xlo, xhi) {
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+            sx(t),
+            TOP + ph + 15.0,
+            fmt_tick(t)
+        );
+    }
+    for t in ticks(ylo, yhi) {
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#,
+            x0 + LEFT - 5.0,
+            sy(t) + 4.0,
+            fmt_tick(t)
+        );
+    }
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">feature 0</text>"#,
+        x0 + LEFT + pw / 2.0,
+        H - 10.0
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{0:.1}" y="{1:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 {0:.1} {1:.1})">feature 1</text>"#,
+        x0 + 16.0,
+        TOP + ph / 2.0
+    );
+}
+
+/// Charts side by side, then the decision regions when given.
+pub fn svg_with_regions(charts: &[Chart], regions: Option<&Regions>) -> String {
+    let panels = charts.len() + usize::from(regions.is_some());
+    let width = W * panels.max(1) as f64;
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H}" viewBox="0 0 {width} {H}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+"#
+    );
+    for (i, c) in charts.iter().enumerate() {
+        panel(&mut out, c, W * i as f64);
+    }
+    if let Some(r) = regions {
+        regions_panel(&mut out, r, W * charts.len() as f64);
+    }
+    out.push_str("</svg>\n");
+    out
+}

@@ -9,12 +9,14 @@ use super::Dataset;
 use crate::error::{Error, Result};
 
 /// Which field of each row holds the class label. `Index` counts from 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum LabelColumn {
     #[default]
     Last,
     First,
     Index(usize),
+    /// The column with this header name (the file needs a header).
+    Name(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -80,10 +82,10 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
         if want < 2 {
             return Err(err(path, line, format!("found {want} field; a row needs at least one feature and a label")));
         }
-        let label_at = match opts.label_column {
+        let label_at = match &opts.label_column {
             LabelColumn::Last => want - 1,
             LabelColumn::First => 0,
-            LabelColumn::Index(i) if i < want => i,
+            LabelColumn::Index(i) if *i < want => *i,
             LabelColumn::Index(i) => {
                 return Err(err(
                     path,
@@ -91,6 +93,19 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
                     format!("label column index {i} (counting from 0) is past the {want} fields"),
                 ))
             }
+            LabelColumn::Name(name) => match names.iter().position(|n| n == name) {
+                Some(i) => i,
+                None if !header => {
+                    return Err(err(path, line, format!("label column '{name}' is named, but the file has no header")))
+                }
+                None => {
+                    return Err(err(
+                        path,
+                        first_line,
+                        format!("no column named '{name}' in the header (columns: {})", names.join(", ")),
+                    ))
+                }
+            },
         };
         d = want - 1;
         for (col, field) in fields.iter().enumerate() {
@@ -142,4 +157,39 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
     }
     let classes = opts.num_classes.unwrap_or_else(|| labels.iter().max().map_or(1, |&m| m as usize + 1));
     Dataset::new(x, labels, d, classes, &path.display().to_string())
+}
+
+/// A CSV of features only (no label column), e.g. `predict`'s input: (values row-major, rows,
+/// features). The header is detected as in `parse_csv`; a bad field names its line and column.
+pub fn load_features(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut rows = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).peekable();
+    if let Some(&(_, first)) = rows.peek() {
+        if first.split(',').any(|f| f.trim().parse::<f64>().is_err()) {
+            rows.next();
+        }
+    }
+    let (mut x, mut n, mut d) = (Vec::new(), 0, None);
+    for (line, text) in rows {
+        let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+        let want = *d.get_or_insert(fields.len());
+        if fields.len() != want {
+            return Err(err(path, line, format!("expected {want} fields, found {}", fields.len())));
+        }
+        for (col, f) in fields.iter().enumerate() {
+            let v: f32 =
+                f.parse().map_err(|_| err(path, line, format!("column {}: '{f}' is not a number", col + 1)))?;
+            if !v.is_finite() {
+                return Err(err(path, line, format!("column {}: {v} in data", col + 1)));
+            }
+            x.push(v);
+        }
+        n += 1;
+    }
+    match d {
+        Some(d) => Ok((x, n, d)),
+        None => Err(Error::DataFile { file: path.to_path_buf(), message: "the file has no rows".into() }),
+    }
 }

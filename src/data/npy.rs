@@ -235,3 +235,19 @@ pub fn load_npy_pair(x_path: &Path, y_path: &Path, num_classes: Option<usize>) -
     }
     Dataset::new(x, labels, d, classes, &x_path.display().to_string())
 }
+
+/// Writes a little-endian float32 array of `shape` (format 1.0), e.g. `predict`'s logits.
+pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    crate::checkpoint::write_atomic(path, &out)
+}

@@ -25,15 +25,20 @@ pub fn train_epoch(
 ) -> Result<EpochReport> {
     run::check_batches(net.model(), batcher)?;
     let batches = batcher.next_epoch();
-    train_batches(net, &batches, epoch, on_step)
+    let mut on_step = on_step;
+    train_batches(net, &batches, epoch, |_, i| {
+        on_step(i);
+        Ok(())
+    })
 }
 
-/// Runs `batches` (an epoch, or the part of one a resumed run has left) on `net`.
+/// Runs `batches` (an epoch, or the part of one a resumed run has left) on `net`; `on_step`
+/// sees the network after each step (a progress bar, a metrics line).
 pub fn train_batches(
     net: &mut dyn Network,
     batches: &[Vec<usize>],
     epoch: usize,
-    mut on_step: impl FnMut(usize),
+    mut on_step: impl FnMut(&mut dyn Network, usize) -> Result<()>,
 ) -> Result<EpochReport> {
     let start = Instant::now();
     let mut idx: Vec<u32> = Vec::new();
@@ -41,7 +46,7 @@ pub fn train_batches(
         idx.clear();
         idx.extend(batch.iter().map(|&r| r as u32));
         net.train_step(&idx)?;
-        on_step(i + 1);
+        on_step(net, i + 1)?;
     }
     let totals = net.take_totals()?;
     let secs = start.elapsed().as_secs_f64();
@@ -71,5 +76,6 @@ pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f3
     Ok((out.loss, out.correct as f32 / data.n as f32))
 }
 
+pub mod metrics;
 pub mod run;
-pub use run::{batcher, build_network, check_batches, load_data, max_rows, Placement};
+pub use run::{batcher, build_network, check_batches, load_data, max_rows, Placement, Standardize};

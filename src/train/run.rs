@@ -35,7 +35,60 @@ pub fn load_data(config: &Config, config_file: &std::path::Path) -> Result<(Data
     if config.data.scale != 1.0 {
         all.scale(config.data.scale);
     }
-    all.split(config.data.test_fraction, config.data.split_seed)
+    let (mut train, mut test) = all.split(config.data.test_fraction, config.data.split_seed)?;
+    if config.data.standardize {
+        let s = Standardize::fit(&train);
+        s.apply(&mut train.x);
+        s.apply(&mut test.x);
+    }
+    Ok((train, test))
+}
+
+/// Per-feature standardisation (x − mean) / std with the training split's statistics (std of a
+/// constant feature taken as 1). Saved in checkpoints so `predict` applies the same transform.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standardize {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Standardize {
+    pub fn fit(train: &Dataset) -> Standardize {
+        let (n, d) = (train.n.max(1) as f64, train.d);
+        let mut mean = vec![0.0f64; d];
+        for row in train.x.chunks(d) {
+            row.iter().zip(&mut mean).for_each(|(x, m)| *m += *x as f64);
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0.0f64; d];
+        for row in train.x.chunks(d) {
+            row.iter().zip(&mean).zip(&mut var).for_each(|((x, m), v)| *v += (*x as f64 - m).powi(2));
+        }
+        let std = var.iter().map(|v| (v / n).sqrt()).map(|s| if s > 0.0 { s as f32 } else { 1.0 }).collect();
+        Standardize { mean: mean.iter().map(|&m| m as f32).collect(), std }
+    }
+
+    /// Standardises rows of `x` in place (row width = the number of features).
+    pub fn apply(&self, x: &mut [f32]) {
+        let d = self.mean.len().max(1);
+        for row in x.chunks_mut(d) {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                *v = ((*v as f64 - *m as f64) / *s as f64) as f32;
+            }
+        }
+    }
+
+    /// The statistics a config's data gives (None unless `data.standardize`): recomputed from
+    /// the training split, which is deterministic.
+    pub fn of_config(config: &Config, config_file: &std::path::Path) -> Result<Option<Standardize>> {
+        if !config.data.standardize {
+            return Ok(None);
+        }
+        let mut c = config.clone();
+        c.data.standardize = false;
+        let (train, _) = load_data(&c, config_file)?;
+        Ok(Some(Standardize::fit(&train)))
+    }
 }
 
 /// Opens the GPU (or falls back to the CPU with a one-line warning when no adapter exists) and

@@ -1,0 +1,190 @@
+//! The command-line tool end to end: train with metrics and a plot, eval, predict (npy and CSV,
+//! with the saved standardisation), check, and the data options' errors.
+
+use std::path::{Path, PathBuf};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gradflow-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn gradflow(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradflow")).args(args).output().expect("run gradflow");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn spirals_config(d: &Path, epochs: usize) -> PathBuf {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/spirals.toml"))
+        .unwrap()
+        .replace("../data/spirals.csv", concat!(env!("CARGO_MANIFEST_DIR"), "/data/spirals.csv"))
+        .replace("epochs = 60", &format!("epochs = {epochs}"));
+    let p = d.join("spirals.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn train_writes_metrics_and_a_plot_then_eval_and_predict_use_the_checkpoint() {
+    let d = dir("flow");
+    let cfg = spirals_config(&d, 12);
+    let (cfg, ck) = (cfg.to_str().unwrap(), d.join("model.safetensors"));
+    let (csv, jsonl, svg) = (d.join("m.csv"), d.join("m.jsonl"), d.join("plot.svg"));
+    let (ok, out, err) = gradflow(&[
+        "train",
+        "--config",
+        cfg,
+        "--save",
+        ck.to_str().unwrap(),
+        "--metrics",
+        csv.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    // The progress bar stays quiet when stderr is not a terminal.
+    assert!(!err.contains("epoch 1/12 ["), "{err}");
+
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "step,epoch,loss,accuracy,test_loss,test_accuracy,lr,grad_norm,wall_s");
+    assert_eq!(lines.len(), 13, "a header and one record per epoch");
+    let last: Vec<f64> = lines[12].split(',').map(|v| v.parse().unwrap()).collect();
+    assert_eq!((last[0], last[1]), (12.0 * 15.0, 12.0), "step and epoch (15 steps an epoch)");
+    assert!(last[5] > 0.8 && last[7] > 0.0 && last[6] == 0.01f32 as f64, "{:?}", last);
+
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("decision regions") && plot.contains("<polyline"));
+    assert!(plot.matches("<circle").count() == 600, "every data point is drawn");
+
+    // JSON lines, every 5 steps and every epoch.
+    let (ok, out, err) = gradflow(&[
+        "train",
+        "--config",
+        cfg,
+        "--set",
+        "train.epochs=2",
+        "--metrics",
+        jsonl.to_str().unwrap(),
+        "--log-every",
+        "5",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(&jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 6 + 2, "30 steps logged every 5, and 2 epochs");
+    assert!(records[0]["accuracy"].is_null() && records[0]["loss"].as_f64().unwrap() > 0.0);
+    assert!(records[7]["test_accuracy"].as_f64().is_some() && records[7]["grad_norm"].as_f64().unwrap() > 0.0);
+
+    // eval: loss, accuracy and a 3×3 confusion matrix whose entries add up to the test split.
+    let (ok, out, err) = gradflow(&["eval", "--config", cfg, "--checkpoint", ck.to_str().unwrap()]);
+    assert!(ok && out.contains("120 rows (test)") && out.contains("confusion matrix"), "{out}\n{err}");
+    let matrix: usize = out
+        .lines()
+        .skip_while(|l| !l.starts_with("confusion"))
+        .skip(2)
+        .flat_map(|l| l.split_whitespace().skip(1).map(|v| v.parse::<usize>().unwrap()).collect::<Vec<_>>())
+        .sum();
+    assert_eq!(matrix, 120);
+
+    // predict on the raw features (no label column): the saved standardisation is applied, so
+    // the classes match the labels as well as training did.
+    let data = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/spirals.csv")).unwrap();
+    let features: String = data.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n").collect();
+    let labels: Vec<usize> = data.lines().skip(1).map(|l| l.rsplit_once(',').unwrap().1.parse().unwrap()).collect();
+    std::fs::write(d.join("features.csv"), features).unwrap();
+    let out_csv = d.join("pred.csv");
+    let (ok, out, err) = gradflow(&[
+        "predict",
+        "--config",
+        cfg,
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--input",
+        d.join("features.csv").to_str().unwrap(),
+        "--output",
+        out_csv.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let pred = std::fs::read_to_string(&out_csv).unwrap();
+    let classes: Vec<usize> = pred.lines().skip(1).map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
+    assert_eq!(classes.len(), 600);
+    let right = classes.iter().zip(&labels).filter(|(a, b)| a == b).count();
+    assert!(right > 540, "{right}/600 right: is the standardisation applied?");
+    // The same as .npy: float32 logits [600, 3].
+    let out_npy = d.join("pred.npy");
+    let (ok, _, err) = gradflow(&[
+        "predict",
+        "--config",
+        cfg,
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--input",
+        d.join("features.csv").to_str().unwrap(),
+        "--output",
+        out_npy.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let a = gradflow::data::read_npy(&out_npy).unwrap();
+    assert_eq!(a.shape, [600, 3]);
+    // Wrong width of input.
+    std::fs::write(d.join("bad.csv"), "1,2,3\n4,5,6\n").unwrap();
+    let (ok, _, err) = gradflow(&[
+        "predict",
+        "--config",
+        cfg,
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--input",
+        d.join("bad.csv").to_str().unwrap(),
+        "--output",
+        out_csv.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("bad.csv") && err.contains("features"), "{err}");
+}
+
+#[test]
+fn check_runs_every_kernel_against_the_reference() {
+    let (ok, out, err) = gradflow(&["check"]);
+    assert!(ok, "{out}\n{err}");
+    for op in [
+        "linear_forward",
+        "linear_backward_weight",
+        "activation_backward gelu",
+        "cross_entropy grad",
+        "batchnorm_backward dx",
+        "residual_add",
+        "adam_update",
+    ] {
+        assert!(out.contains(op), "check covers {op}: {out}");
+    }
+    assert!(out.contains("all within bounds") && !out.contains("FAIL"), "{out}");
+}
+
+#[test]
+fn data_options_and_their_errors() {
+    let d = dir("data");
+    let base = |label: &str, extra: &str| {
+        format!(
+            "[data]\npath = 'd.csv'\nlabel_column = {label}\ntest_fraction = 0.0\n{extra}\n[model]\nlayers = [{{ type = 'linear', out = 2 }}]\n[optimizer]\ntype = 'sgd'\nlr = 0.1\n[train]\nepochs = 1\nbatch_size = 2\n"
+        )
+    };
+    std::fs::write(d.join("d.csv"), "a,kind,b\n0.5,1,2\n1.5,0,3\n2.5,1,4\n").unwrap();
+    let run = |name: &str, text: String| {
+        std::fs::write(d.join(name), text).unwrap();
+        gradflow(&["--cpu", "train", "--config", d.join(name).to_str().unwrap()])
+    };
+    let (ok, out, err) = run("by_name.toml", base("'kind'", ""));
+    assert!(ok && out.contains("3 train / 0 test rows, 2 features, 2 classes"), "{out}\n{err}");
+    let (ok, _, err) = run("missing.toml", base("'type'", ""));
+    assert!(
+        !ok && err.contains("no column named 'type'") && err.contains("a, kind, b") && err.contains("line 1"),
+        "{err}"
+    );
+    std::fs::write(d.join("d.csv"), "0.5,1,2\n1.5,0,3\n").unwrap();
+    let (ok, _, err) = run("no_header.toml", base("'kind'", "header = false"));
+    assert!(!ok && err.contains("'kind'") && err.contains("no header"), "{err}");
+    // header = true takes the first row as names even when it is numeric.
+    let (ok, out, err) = run("forced.toml", base("1", "header = true").replace("batch_size = 2", "batch_size = 1"));
+    assert!(ok && out.contains("1 train / 0 test rows"), "{out}\n{err}");
+}
