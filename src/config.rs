@@ -35,6 +35,14 @@ pub struct DataConfig {
     pub num_classes: Option<usize>,
     /// Whether the CSV's first line is a header (default: detected, a header has a non-number).
     pub header: Option<bool>,
+    /// Keep the training set on the host and upload each batch as it is used, instead of
+    /// resident in GPU memory (default false; a set larger than one GPU buffer streams anyway).
+    #[serde(default)]
+    pub stream: bool,
+    /// "error" (default): NaN or Inf in a feature is an error naming the row; "drop-row": such
+    /// rows are skipped.
+    #[serde(default)]
+    pub non_finite: NonFinite,
     /// Every feature is multiplied by this.
     #[serde(default = "one")]
     pub scale: f32,
@@ -46,6 +54,14 @@ pub struct DataConfig {
     pub test_fraction: f64,
     #[serde(default)]
     pub split_seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NonFinite {
+    #[default]
+    Error,
+    DropRow,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -162,7 +178,12 @@ impl Config {
                 })
             }
         };
-        Ok(CsvOptions { label_column, has_header: self.data.header, num_classes: self.data.num_classes })
+        Ok(CsvOptions {
+            label_column,
+            has_header: self.data.header,
+            num_classes: self.data.num_classes,
+            drop_non_finite: self.data.non_finite == NonFinite::DropRow,
+        })
     }
 }
 

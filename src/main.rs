@@ -222,6 +222,7 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
     }
     println!("device: {}", net.describe());
     println!("optimizer: {:?}", config.optimizer);
+    net.set_streaming(config.data.stream);
     net.set_train_data(&train_set)?;
     let mut batcher = train::batcher(&config, train_set.n)?;
     // The batch schedule's RNG state is its seed and the epochs drawn so far: replay them.
@@ -257,17 +258,21 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
         let left = args.max_steps.map_or(usize::MAX, |m| m.saturating_sub(net.steps()));
         let last = batches.len().min(first.saturating_add(left));
         // indicatif draws nothing when stderr is not a terminal (logs, pipes, CI).
-        let bar = ProgressBar::new((last - first) as u64);
+        let run = &batches[first..last];
+        let bar = ProgressBar::new(run.iter().map(Vec::len).sum::<usize>() as u64);
         bar.set_draw_target(ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta} {msg}")
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} samples {per_sec} eta {eta} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("{epoch}/{epochs}"));
+        if let Some(c) = curves.last() {
+            bar.set_message(format!("last epoch's loss {:.4}", c.1));
+        }
         let lr = net.lr();
-        let report = train::train_batches(net.as_mut(), &batches[first..last], epoch, |net, i| {
-            bar.inc(1);
+        let report = train::train_batches(net.as_mut(), run, epoch, |net, i| {
+            bar.inc(run[i - 1].len() as u64);
             if let (Some(every), Some(m)) = (args.log_every, metrics.as_mut()) {
                 if every > 0 && net.steps() % every == 0 {
                     let loss = net.last_loss()? as f64;
@@ -283,7 +288,6 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
                     })?;
                 }
             }
-            let _ = i;
             Ok(())
         })?;
         bar.finish_and_clear();

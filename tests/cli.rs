@@ -184,6 +184,15 @@ fn data_options_and_their_errors() {
     std::fs::write(d.join("d.csv"), "0.5,1,2\n1.5,0,3\n").unwrap();
     let (ok, _, err) = run("no_header.toml", base("'kind'", "header = false"));
     assert!(!ok && err.contains("'kind'") && err.contains("no header"), "{err}");
+    // NaN in a feature: an error naming the line, unless the config drops such rows.
+    std::fs::write(d.join("d.csv"), "a,kind,b\n0.5,1,2\nnan,0,3\n2.5,1,4\n1.0,0,inf\n").unwrap();
+    let (ok, _, err) = run("nan.toml", base("'kind'", ""));
+    assert!(!ok && err.contains("d.csv, line 3") && err.contains("NaN") && err.contains("drop-row"), "{err}");
+    let (ok, out, err) = run("drop.toml", base("'kind'", "non_finite = 'drop-row'"));
+    assert!(ok && out.contains("2 train / 0 test rows"), "{out}\n{err}");
+    let (ok, _, err) = run("typo.toml", base("'kind'", "non_finite = 'skip'"));
+    assert!(!ok && err.contains("non_finite") && err.contains("drop-row"), "{err}");
+    std::fs::write(d.join("d.csv"), "0.5,1,2\n1.5,0,3\n").unwrap();
     // header = true takes the first row as names even when it is numeric.
     let (ok, out, err) = run("forced.toml", base("1", "header = true").replace("batch_size = 2", "batch_size = 1"));
     assert!(ok && out.contains("1 train / 0 test rows"), "{out}\n{err}");

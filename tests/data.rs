@@ -303,9 +303,12 @@ fn npy_errors() {
     let e = npy_err(&be, &y, None);
     assert!(e.contains("bigendian.npy") && e.contains("big-endian"), "{e}");
 
-    let xi = npy_file("x_int.npy", "<i8", &[3, 2], &le_i64(&[0; 6]));
+    // Integer inputs are taken when exact in float32, refused beyond 2^24.
+    let xi = npy_file("x_int.npy", "<i8", &[3, 2], &le_i64(&[0, 1, 2, 255, -7, 1 << 24]));
+    assert_eq!(load_npy_pair(&xi, &y, None).unwrap().x, [0.0, 1.0, 2.0, 255.0, -7.0, 16_777_216.0]);
+    let xi = npy_file("x_big.npy", "<i8", &[3, 2], &le_i64(&[0, 0, 0, (1 << 24) + 1, 0, 0]));
     let e = npy_err(&xi, &y, None);
-    assert!(e.contains("x_int.npy") && e.contains("float32 or float64") && e.contains("int64"), "{e}");
+    assert!(e.contains("x_big.npy") && e.contains("row 1, feature 1") && e.contains("2^24"), "{e}");
 
     let yf = npy_file("y_float.npy", "<f4", &[3], &le_f32(&[0.0; 3]));
     let e = npy_err(&x, &yf, None);

@@ -26,6 +26,8 @@ pub struct CsvOptions {
     pub has_header: Option<bool>,
     /// None: the largest label + 1.
     pub num_classes: Option<usize>,
+    /// Skip rows with a NaN or infinite feature instead of refusing the file.
+    pub drop_non_finite: bool,
 }
 
 /// Reads a CSV file whose rows are features plus one integer label column.
@@ -108,6 +110,8 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
             },
         };
         d = want - 1;
+        let row_start = (x.len(), labels.len());
+        let mut drop_row = false;
         for (col, field) in fields.iter().enumerate() {
             if field.is_empty() {
                 return Err(err(path, line, format!("{}: empty field", column(col))));
@@ -138,8 +142,16 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
                 }
                 labels.push(label);
             } else {
+                if !value.is_finite() && opts.drop_non_finite {
+                    drop_row = true;
+                    continue;
+                }
                 if value.is_nan() {
-                    return Err(err(path, line, format!("{}: NaN in data", column(col))));
+                    return Err(err(
+                        path,
+                        line,
+                        format!("{}: NaN in data (set data.non_finite = \"drop-row\" to skip such rows)", column(col)),
+                    ));
                 }
                 if value.is_infinite() {
                     return Err(err(path, line, format!("{}: Inf in data ('{field}')", column(col))));
@@ -150,6 +162,10 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
                 }
                 x.push(v);
             }
+        }
+        if drop_row {
+            x.truncate(row_start.0);
+            labels.truncate(row_start.1);
         }
     }
     if labels.is_empty() {

@@ -8,7 +8,7 @@ use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 pub use batches::{BatchScheme, Batcher};
 pub use csv::{load_csv, load_features, CsvOptions, LabelColumn};
-pub use npy::{load_npy_pair, read_npy, write_npy_f32, NpyArray, NpyData};
+pub use npy::{load_npy_pair, load_npy_pair_with, read_npy, write_npy_f32, NpyArray, NpyData};
 
 use crate::error::{Error, Result};
 

@@ -168,6 +168,16 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
 
 /// Inputs `x_path` (float32/float64, shape [n, d]) and labels `y_path` (integers, shape [n]).
 pub fn load_npy_pair(x_path: &Path, y_path: &Path, num_classes: Option<usize>) -> Result<Dataset> {
+    load_npy_pair_with(x_path, y_path, num_classes, false)
+}
+
+/// `load_npy_pair`, skipping rows with a NaN or infinite feature when `drop_non_finite`.
+pub fn load_npy_pair_with(
+    x_path: &Path,
+    y_path: &Path,
+    num_classes: Option<usize>,
+    drop_non_finite: bool,
+) -> Result<Dataset> {
     if num_classes == Some(0) {
         return Err(Error::Usage("num_classes must be at least 1".into()));
     }
@@ -190,16 +200,24 @@ pub fn load_npy_pair(x_path: &Path, y_path: &Path, num_classes: Option<usize>) -
             }
             v.into_iter().map(|v| v as f32).collect()
         }
-        other => {
+        // Integer inputs (pixel values, counts) are exact in f32 up to 2^24; beyond that refused.
+        NpyData::I64(v) => ints_to_f32(x_path, d, v.into_iter())?,
+        NpyData::I32(v) => ints_to_f32(x_path, d, v.into_iter().map(i64::from))?,
+        NpyData::U8(v) => v.into_iter().map(f32::from).collect(),
+    };
+    let keep: Vec<bool> = x.chunks(d).map(|row| row.iter().all(|v| v.is_finite())).collect();
+    if !drop_non_finite {
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            let what = if x[i].is_nan() { "NaN" } else { "Inf" };
             return Err(bad(
                 x_path,
-                format!("inputs must be float32 or float64, found {} (use x.astype('float32'))", other.dtype_name()),
-            ))
+                format!(
+                    "row {}, feature {}: {what} in data (set data.non_finite = \"drop-row\" to skip such rows)",
+                    i / d,
+                    i % d
+                ),
+            ));
         }
-    };
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        let what = if x[i].is_nan() { "NaN" } else { "Inf" };
-        return Err(bad(x_path, format!("row {}, feature {}: {what} in data", i / d, i % d)));
     }
     let ya = read_npy(y_path)?;
     if ya.shape.len() != 1 {
@@ -233,7 +251,34 @@ pub fn load_npy_pair(x_path: &Path, y_path: &Path, num_classes: Option<usize>) -
             format!("row {i}: label {} is out of range for {classes} classes (0..={})", labels[i], classes - 1),
         ));
     }
+    let (x, labels): (Vec<f32>, Vec<u32>) = if keep.iter().all(|&k| k) {
+        (x, labels)
+    } else {
+        let rows = x.chunks(d).zip(&labels).zip(&keep).filter(|(_, &k)| k).map(|((r, &l), _)| (r, l));
+        let (mut xs, mut ls) = (Vec::new(), Vec::new());
+        for (r, l) in rows {
+            xs.extend_from_slice(r);
+            ls.push(l);
+        }
+        (xs, ls)
+    };
     Dataset::new(x, labels, d, classes, &x_path.display().to_string())
+}
+
+fn ints_to_f32(path: &Path, d: usize, v: impl Iterator<Item = i64>) -> Result<Vec<f32>> {
+    const EXACT: i64 = 1 << 24;
+    v.enumerate()
+        .map(|(i, x)| {
+            if x.abs() > EXACT {
+                Err(bad(
+                    path,
+                    format!("row {}, feature {}: integer {x} is not exact in float32 (|x| > 2^24)", i / d, i % d),
+                ))
+            } else {
+                Ok(x as f32)
+            }
+        })
+        .collect()
 }
 
 /// Writes a little-endian float32 array of `shape` (format 1.0), e.g. `predict`'s logits.

@@ -136,6 +136,10 @@ pub struct GpuNetwork {
     stage_buffers: Vec<StageBuffers>,
     /// The resident training set (inputs, labels) the gather kernel reads.
     train_data: Option<(GpuBuffer, GpuBuffer)>,
+    /// The training set kept on the host instead, each batch uploaded as it is used: for data
+    /// larger than one GPU buffer, or when asked (`set_streaming`).
+    streamed: Option<Dataset>,
+    stream: bool,
 }
 
 fn act_params(act: Act, len: usize, accumulate: bool) -> ActParams {
@@ -486,6 +490,8 @@ impl GpuNetwork {
             steps: 0,
             stage_buffers: bufs,
             train_data: None,
+            streamed: None,
+            stream: false,
         })
     }
 
@@ -578,25 +584,49 @@ impl Network for GpuNetwork {
     fn set_train_data(&mut self, data: &Dataset) -> Result<()> {
         super::network::check_features(&self.model, data)?;
         let g = &*self.gpu;
+        let too_large = (data.x.len() as u64).saturating_mul(4) > g.max_storage_bytes();
+        if self.stream || too_large {
+            // Streamed: the rows stay on the host and each batch is written before its step.
+            self.gather = None;
+            self.train_data = None;
+            self.train_rows = data.n;
+            self.streamed = Some(data.clone());
+            return Ok(());
+        }
         let x = g.upload("training inputs", &data.x)?;
         let labels = g.upload("training labels", &data.labels)?;
         let p = GatherParams { rows: self.rows, cols: self.model.inputs as u32, _pad: [0; 2] };
         let d = g.gather_batch(&x, &labels, &self.indices, &self.batch_x, &self.batch_labels, p)?;
         self.gather = Some(Launch::new(d, Shape::Gather(p)));
         self.train_data = Some((x, labels));
+        self.streamed = None;
         self.train_rows = data.n;
         Ok(())
     }
 
+    fn set_streaming(&mut self, on: bool) {
+        self.stream = on;
+    }
+
     fn train_step(&mut self, batch: &[u32]) -> Result<()> {
-        if self.gather.is_none() {
+        if self.gather.is_none() && self.streamed.is_none() {
             return Err(Error::Usage("train_step before set_train_data".into()));
         }
         super::network::check_batch(batch, self.train_rows, self.max_rows)?;
         super::cpu_network::check_batch_norm_rows(&self.model, batch.len())?;
         self.resize(batch.len());
         self.prepare_norms();
-        self.gpu.write(&self.indices, batch);
+        if let Some(data) = &self.streamed {
+            let (mut x, mut labels) = (Vec::with_capacity(batch.len() * data.d), Vec::with_capacity(batch.len()));
+            for &i in batch {
+                x.extend_from_slice(data.row(i as usize));
+                labels.push(data.labels[i as usize]);
+            }
+            self.gpu.write(&self.batch_x, &x);
+            self.gpu.write(&self.batch_labels, &labels);
+        } else {
+            self.gpu.write(&self.indices, batch);
+        }
         let k = self.steps as u32;
         self.optimizer.prepare(&self.gpu, k + 1, self.setup.schedule.factor(k));
         let mut launches: Vec<&Dispatch> = Vec::with_capacity(4 + self.forward.len() + self.backward.len());

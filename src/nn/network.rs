@@ -19,6 +19,9 @@ pub trait Network {
     fn model(&self) -> &Model;
     /// Makes `data` the training set that `train_step`'s indices refer to (resident on the GPU).
     fn set_train_data(&mut self, data: &Dataset) -> Result<()>;
+    /// Keep the training set on the host and upload each batch as it is used (the GPU executor
+    /// does this by itself when the set is larger than one buffer); the CPU has nothing to do.
+    fn set_streaming(&mut self, _on: bool) {}
     /// One step on the rows `batch` of the training set: forward, loss, backward, update, at
     /// the learning rate the schedule gives for this step. Nothing is read back.
     fn train_step(&mut self, batch: &[u32]) -> Result<()>;

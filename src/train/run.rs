@@ -20,7 +20,12 @@ pub struct Placement {
 pub fn load_data(config: &Config, config_file: &std::path::Path) -> Result<(Dataset, Dataset)> {
     let path = &config.data.path;
     let mut all = match &config.data.labels {
-        Some(labels) => data::load_npy_pair(path, labels, config.data.num_classes)?,
+        Some(labels) => data::load_npy_pair_with(
+            path,
+            labels,
+            config.data.num_classes,
+            config.data.non_finite == crate::config::NonFinite::DropRow,
+        )?,
         None => {
             let is_npy = path.extension().is_some_and(|e| e == "npy");
             if is_npy {
