@@ -38,6 +38,9 @@ pub struct Checkpoint {
     pub progress: Progress,
     /// The input standardisation (per-feature mean, std) the model was trained with, if any.
     pub standardize: Option<(Vec<f32>, Vec<f32>)>,
+    /// The batch schedule the position refers to (scheme, batch size, drop_last, seed, rows);
+    /// a resume with another schedule is refused.
+    pub schedule: String,
 }
 
 /// PyTorch's names for each state slot of an optimizer (the order of `Optimizer::state_slots`).
@@ -52,8 +55,13 @@ pub fn slot_names(opt: &Optimizer) -> &'static [&'static str] {
 
 /// FNV-1a over the tensors' names and bytes, in name order: cheap and enough to catch an
 /// altered or swapped byte (this is an integrity check, not a signature).
-fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> u64 {
-    let mut sorted: Vec<_> = tensors.collect();
+fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>, meta: &HashMap<String, String>) -> u64 {
+    let mut sorted: Vec<(&str, &[u8])> = tensors.collect();
+    // The metadata that steers a resume is covered too (everything but the checksum itself).
+    let mut keys: Vec<&String> = meta.keys().filter(|k| k.as_str() != "gradflow.checksum").collect();
+    keys.sort();
+    let meta_bytes: Vec<(String, &String)> = keys.iter().map(|k| (format!("meta:{k}"), &meta[*k])).collect();
+    sorted.extend(meta_bytes.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (name, bytes) in sorted {
@@ -139,14 +147,16 @@ pub fn save(path: &Path, model: &Model, optimizer: &Optimizer, ck: &Checkpoint) 
         owned.push(("gradflow.input_mean".into(), Dtype::F32, vec![mean.len()], f32_bytes(mean)));
         owned.push(("gradflow.input_std".into(), Dtype::F32, vec![std.len()], f32_bytes(std)));
     }
-    let sum = checksum(owned.iter().map(|(n, _, _, b)| (n.as_str(), b.as_slice())));
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "gradflow-checkpoint-1".to_string());
-    meta.insert("gradflow.checksum".to_string(), format!("{sum:016x}"));
     meta.insert("gradflow.steps".to_string(), ck.progress.steps.to_string());
     meta.insert("gradflow.epoch".to_string(), ck.progress.epoch.to_string());
     meta.insert("gradflow.batch".to_string(), ck.progress.batch.to_string());
     meta.insert("gradflow.optimizer".to_string(), optimizer.name().to_string());
+    meta.insert("gradflow.state_layout".to_string(), optimizer.state_layout());
+    meta.insert("gradflow.schedule".to_string(), ck.schedule.clone());
+    let sum = checksum(owned.iter().map(|(n, _, _, b)| (n.as_str(), b.as_slice())), &meta);
+    meta.insert("gradflow.checksum".to_string(), format!("{sum:016x}"));
     let views: Vec<(String, TensorView<'_>)> = owned
         .iter()
         .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
@@ -183,7 +193,13 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
 
 /// Fills the flat parameters and batch-norm state from a state dict (`prefix` before each name):
 /// every tensor the model has must be present with its shape; other tensors are ignored.
-fn fill_state(path: &Path, st: &SafeTensors<'_>, model: &Model, prefix: &str) -> Result<(Vec<f32>, NormState)> {
+fn fill_state(
+    path: &Path,
+    st: &SafeTensors<'_>,
+    model: &Model,
+    prefix: &str,
+    strict: bool,
+) -> Result<(Vec<f32>, NormState)> {
     let mut params = vec![0.0f32; model.param_len];
     let mut norm = model.init_norm_state();
     let tensors = model.params.iter().map(|t| (t, true)).chain(model.running.iter().map(|t| (t, false)));
@@ -198,6 +214,9 @@ fn fill_state(path: &Path, st: &SafeTensors<'_>, model: &Model, prefix: &str) ->
                 format!("tensor '{name}' has shape {shape:?}; the config's model needs {:?}", t.shape),
             ));
         }
+        if v.iter().any(|x| !x.is_finite() || x.abs() > f32::MAX as f64) {
+            return Err(bad(path, format!("tensor '{name}' holds NaN, Inf or a value too large for float32")));
+        }
         let dst = if is_param { &mut params } else { &mut norm.running };
         for (d, s) in dst[t.offset..t.offset + t.len].iter_mut().zip(&v) {
             *d = *s as f32;
@@ -205,11 +224,44 @@ fn fill_state(path: &Path, st: &SafeTensors<'_>, model: &Model, prefix: &str) ->
     }
     for (k, layer) in model.norms.iter().enumerate() {
         let name = format!("{prefix}{}.num_batches_tracked", layer.name);
-        if let Some((_, v)) = values(path, st, &name)? {
-            norm.batches_tracked[k] = v.first().copied().unwrap_or(0.0).max(0.0) as u64;
+        match values(path, st, &name)? {
+            Some((shape, v)) if v.len() == 1 && v[0] >= 0.0 && v[0].fract() == 0.0 => {
+                norm.batches_tracked[k] = v[0] as u64;
+                let _ = shape;
+            }
+            Some((shape, v)) => {
+                return Err(bad(
+                    path,
+                    format!("tensor '{name}' should be one non-negative integer, got shape {shape:?}, values {v:?}"),
+                ))
+            }
+            // PyTorch state dicts always have it; for --init a missing one means a fresh layer.
+            None if strict => return Err(bad(path, format!("tensor '{name}' is missing"))),
+            None => {}
         }
     }
     Ok((params, norm))
+}
+
+/// The file's metadata, its checksum verified when it has one (gradflow's own files);
+/// `required` makes a missing checksum an error (`--resume`).
+fn verified_meta(path: &Path, bytes: &[u8], st: &SafeTensors<'_>, required: bool) -> Result<HashMap<String, String>> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(path, e.to_string()))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let Some(want) = meta.get("gradflow.checksum") else {
+        return if required { Err(bad(path, "no gradflow.checksum: not a gradflow checkpoint")) } else { Ok(meta) };
+    };
+    let names = st.names();
+    let tensors: Vec<(&str, &[u8])> =
+        names.iter().filter_map(|n| st.tensor(n).ok().map(|v| (&n[..], v.data()))).collect();
+    let got = format!("{:016x}", checksum(tensors.into_iter(), &meta));
+    if &got != want {
+        return Err(bad(
+            path,
+            format!("checksum mismatch (file says {want}, contents give {got}): the file was altered or damaged"),
+        ));
+    }
+    Ok(meta)
 }
 
 /// A state dict saved by PyTorch (`safetensors.torch.save_file(model.state_dict(), path)`) or by
@@ -217,7 +269,8 @@ fn fill_state(path: &Path, st: &SafeTensors<'_>, model: &Model, prefix: &str) ->
 pub fn load_state_dict(path: &Path, model: &Model) -> Result<(Vec<f32>, NormState)> {
     let bytes = read(path)?;
     let st = parse(path, &bytes)?;
-    fill_state(path, &st, model, "")
+    verified_meta(path, &bytes, &st, false)?;
+    fill_state(path, &st, model, "", false)
 }
 
 /// A gradflow checkpoint for `model` trained by `optimizer` (`--resume`): checksum, shapes and
@@ -225,25 +278,22 @@ pub fn load_state_dict(path: &Path, model: &Model) -> Result<(Vec<f32>, NormStat
 pub fn load(path: &Path, model: &Model, optimizer: &Optimizer) -> Result<Checkpoint> {
     let bytes = read(path)?;
     let st = parse(path, &bytes)?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
-    let meta = meta.metadata().clone().unwrap_or_default();
-    let want =
-        meta.get("gradflow.checksum").ok_or_else(|| bad(path, "no gradflow.checksum: not a gradflow checkpoint"))?;
-    let names = st.names();
-    let tensors: Vec<(&str, &[u8])> =
-        names.iter().filter_map(|n| st.tensor(n).ok().map(|v| (&n[..], v.data()))).collect();
-    let got = format!("{:016x}", checksum(tensors.into_iter()));
-    if &got != want {
-        return Err(bad(
-            path,
-            format!("checksum mismatch (file says {want}, contents give {got}): the file was altered or damaged"),
-        ));
-    }
+    let meta = verified_meta(path, &bytes, &st, true)?;
     let saved_opt = meta.get("gradflow.optimizer").map(String::as_str).unwrap_or("?");
     if saved_opt != optimizer.name() {
         return Err(bad(path, format!("saved by optimizer '{saved_opt}', but the config uses '{}'", optimizer.name())));
     }
-    let (params, norm) = fill_state(path, &st, model, "")?;
+    let layout = meta.get("gradflow.state_layout").map(String::as_str).unwrap_or("?");
+    if layout != optimizer.state_layout() {
+        return Err(bad(
+            path,
+            format!(
+                "its optimizer state is '{layout}' but the config's optimizer keeps '{}'",
+                optimizer.state_layout()
+            ),
+        ));
+    }
+    let (params, norm) = fill_state(path, &st, model, "", true)?;
     let mut state = optimizer.initial_state(model.param_len);
     for (s, slot) in slot_names(optimizer).iter().enumerate() {
         for t in &model.params {
@@ -270,15 +320,24 @@ pub fn load(path: &Path, model: &Model, optimizer: &Optimizer) -> Result<Checkpo
         batch: number("gradflow.batch")?,
     };
     let standardize = input_transform(path, &st)?;
-    Ok(Checkpoint { params, norm, optimizer_state: Some(state), progress, standardize })
+    let schedule = meta.get("gradflow.schedule").cloned().unwrap_or_default();
+    Ok(Checkpoint { params, norm, optimizer_state: Some(state), progress, standardize, schedule })
 }
 
 fn input_transform(path: &Path, st: &SafeTensors<'_>) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
     match (values(path, st, "gradflow.input_mean")?, values(path, st, "gradflow.input_std")?) {
         (Some((_, m)), Some((_, s))) => {
+            let bad_std = s.iter().any(|v| !(v.is_finite() && *v > 0.0));
+            if m.len() != s.len() || m.iter().any(|v| !v.is_finite()) || bad_std {
+                return Err(bad(
+                    path,
+                    "gradflow.input_mean / input_std: lengths differ, a value is not finite, or a std is not positive",
+                ));
+            }
             Ok(Some((m.iter().map(|&v| v as f32).collect(), s.iter().map(|&v| v as f32).collect())))
         }
-        _ => Ok(None),
+        (None, None) => Ok(None),
+        _ => Err(bad(path, "has one of gradflow.input_mean and gradflow.input_std but not the other")),
     }
 }
 
@@ -286,5 +345,6 @@ fn input_transform(path: &Path, st: &SafeTensors<'_>) -> Result<Option<(Vec<f32>
 pub fn load_input_transform(path: &Path) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
     let bytes = read(path)?;
     let st = parse(path, &bytes)?;
+    verified_meta(path, &bytes, &st, false)?;
     input_transform(path, &st)
 }

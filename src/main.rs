@@ -195,7 +195,14 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
         (Some(path), _) => {
             let (params, norm) = checkpoint::load_state_dict(path, &model)?;
             println!("init: {}", path.display());
-            Some(Checkpoint { params, norm, optimizer_state: None, progress, standardize: None })
+            Some(Checkpoint {
+                params,
+                norm,
+                optimizer_state: None,
+                progress,
+                standardize: None,
+                schedule: String::new(),
+            })
         }
         (None, Some(path)) => {
             let ck = checkpoint::load(path, &model, &config.optimizer)?;
@@ -229,7 +236,24 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
     for _ in 0..progress.epoch {
         batcher.next_epoch();
     }
-    let standardize = train::Standardize::of_config(&config, &file)?.map(|s| (s.mean, s.std));
+    // What the batch position refers to: a resume with another schedule would replay other batches.
+    let t = &config.train;
+    let schedule = format!(
+        "{} batch_size={} drop_last={} seed={} rows={}",
+        t.batching, t.batch_size, t.drop_last, t.seed, train_set.n
+    );
+    if let Some(ck) = start_state.as_ref().filter(|ck| ck.optimizer_state.is_some()) {
+        if ck.schedule != schedule {
+            return Err(gradflow::error::Error::Checkpoint {
+                file: args.resume.clone().unwrap_or_default(),
+                message: format!("saved for the batch schedule '{}', but the config gives '{schedule}'", ck.schedule),
+            });
+        }
+    }
+    let standardize = match start_state.as_ref().and_then(|ck| ck.standardize.clone()) {
+        Some(saved) => Some(saved),
+        None => train::Standardize::of_config(&config, &file)?.map(|s| (s.mean, s.std)),
+    };
     let save = |net: &mut dyn gradflow::nn::Network, progress: Progress| -> Result<()> {
         if let Some(path) = &args.save {
             let ck = Checkpoint {
@@ -238,6 +262,7 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
                 optimizer_state: Some(net.optimizer_state()?),
                 progress,
                 standardize: standardize.clone(),
+                schedule: schedule.clone(),
             };
             checkpoint::save(path, net.model(), &config.optimizer, &ck)?;
         }
@@ -254,7 +279,13 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
     let mut curves: Vec<Curve> = Vec::new();
     for epoch in progress.epoch + 1..=epochs {
         let batches = batcher.next_epoch();
-        let first = if epoch == progress.epoch + 1 { progress.batch.min(batches.len()) } else { 0 };
+        let first = if epoch == progress.epoch + 1 { progress.batch } else { 0 };
+        if first > batches.len() {
+            return Err(gradflow::error::Error::Usage(format!(
+                "the checkpoint is at batch {first} of epoch {epoch}, which has only {} batches",
+                batches.len()
+            )));
+        }
         let left = args.max_steps.map_or(usize::MAX, |m| m.saturating_sub(net.steps()));
         let last = batches.len().min(first.saturating_add(left));
         // indicatif draws nothing when stderr is not a terminal (logs, pipes, CI).
@@ -378,7 +409,25 @@ fn eval_cmd(
     placement: &Placement,
 ) -> Result<()> {
     let (config, file) = load_config(config, set)?;
-    let (train_set, test_set) = train::load_data(&config, &file)?;
+    // The standardisation saved with the model, if any, rather than one recomputed from the data.
+    let saved = gradflow::checkpoint::load_input_transform(checkpoint)?;
+    let mut raw = config.clone();
+    if saved.is_some() {
+        raw.data.standardize = false;
+    }
+    let (mut train_set, mut test_set) = train::load_data(&raw, &file)?;
+    if let Some((mean, std)) = saved {
+        let s = train::Standardize { mean, std };
+        if s.mean.len() != train_set.d {
+            return Err(gradflow::error::Error::Shape {
+                what: format!("{} standardisation", checkpoint.display()),
+                expected: format!("{} features", train_set.d),
+                got: s.mean.len().to_string(),
+            });
+        }
+        s.apply(&mut train_set.x);
+        s.apply(&mut test_set.x);
+    }
     let data = match split {
         "test" => test_set,
         "train" => train_set,
@@ -395,8 +444,13 @@ fn eval_cmd(
         return Err(gradflow::error::Error::Usage(format!("the {split} split is empty (data.test_fraction?)")));
     }
     let mut net = saved_network(&config, data.d, checkpoint, placement, 1024.min(data.n))?;
-    let logits = net.predict(&data.x, data.n)?;
     let classes = net.model().outputs();
+    if let Some(&bad) = data.labels.iter().find(|&&l| l as usize >= classes) {
+        return Err(gradflow::error::Error::Model(format!(
+            "the data has label {bad} but the model has {classes} outputs"
+        )));
+    }
+    let logits = net.predict(&data.x, data.n)?;
     let out = match config.model.loss {
         gradflow::nn::Loss::CrossEntropy => gradflow::cpu::cross_entropy(&logits, &data.labels, data.n, classes),
         gradflow::nn::Loss::Mse => gradflow::cpu::mse(&logits, None, &data.labels, data.n, classes),
@@ -450,10 +504,21 @@ fn predict_cmd(
         let x: Vec<f32> = match a.data {
             gradflow::data::NpyData::F32(v) => v,
             gradflow::data::NpyData::F64(v) => v.iter().map(|&x| x as f32).collect(),
+            // Integers as training takes them: exact in f32 up to 2^24.
+            gradflow::data::NpyData::U8(v) => v.iter().map(|&x| x as f32).collect(),
+            gradflow::data::NpyData::I32(v) if v.iter().all(|x| x.unsigned_abs() <= 1 << 24) => {
+                v.iter().map(|&x| x as f32).collect()
+            }
+            gradflow::data::NpyData::I64(v) if v.iter().all(|x| x.unsigned_abs() <= 1 << 24) => {
+                v.iter().map(|&x| x as f32).collect()
+            }
             other => {
                 return Err(Error::DataFile {
                     file: input.into(),
-                    message: format!("features must be float32 or float64, got {}", other.dtype_name()),
+                    message: format!(
+                        "features must be float32, float64 or integers exact in float32, got {}",
+                        other.dtype_name()
+                    ),
                 })
             }
         };

@@ -41,13 +41,9 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     let raw = span / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= 6.0).unwrap_or(10.0 * mag);
-    let mut t = (lo / step).ceil() * step;
-    let mut out = Vec::new();
-    while t <= hi + 1e-9 * span {
-        out.push(t);
-        t += step;
-    }
-    out
+    let first = (lo / step).ceil();
+    // By index, not by repeated addition: a step below lo's float spacing must not loop forever.
+    (0..=12).map(|i| (first + i as f64) * step).filter(|t| *t <= hi + 1e-9 * span).collect()
 }
 
 fn fmt_tick(v: f64) -> String {

@@ -219,6 +219,28 @@ fn damaged_or_mismatched_checkpoints_are_refused_with_a_clear_message() {
     let (ok, _, err) = gradflow(&["train", "--config", cfg, "--resume", p.to_str().unwrap()]);
     assert!(!ok && err.contains("header.safetensors"), "{err}");
 
+    // Metadata that steers the resume is covered by the checksum too.
+    let text_at = |needle: &[u8]| bytes.windows(needle.len()).position(|w| w == needle).expect("metadata present");
+    let mut moved = bytes.clone();
+    let at = text_at(b"\"gradflow.steps\":\"3\"");
+    moved[at + 18] = b'4';
+    let p = d.join("moved.safetensors");
+    std::fs::write(&p, &moved).unwrap();
+    let (ok, _, err) = gradflow(&["train", "--config", cfg, "--resume", p.to_str().unwrap()]);
+    assert!(!ok && err.contains("checksum mismatch"), "{err}");
+    // --init verifies gradflow files too.
+    let p = d.join("altered.safetensors");
+    let (ok, _, err) = gradflow(&["train", "--config", cfg, "--init", p.to_str().unwrap()]);
+    assert!(!ok && err.contains("checksum mismatch"), "{err}");
+    // Another batch schedule than the one the position refers to.
+    let (ok, _, err) =
+        gradflow(&["train", "--config", cfg, "--set", "train.batch_size=32", "--resume", good.to_str().unwrap()]);
+    assert!(!ok && err.contains("batch_size=64") && err.contains("batch_size=32"), "{err}");
+    // The same optimizer with state that means something else (AMSGrad keeps a third slot in use).
+    let (ok, _, err) =
+        gradflow(&["train", "--config", cfg, "--set", "optimizer.amsgrad=true", "--resume", good.to_str().unwrap()]);
+    assert!(!ok && err.contains("amsgrad=false") && err.contains("amsgrad=true"), "{err}");
+
     // Shapes that do not fit the config: width 16 saved, width 32 configured.
     let wider = bn_digits_config(&d, 32);
     let (ok, _, err) = gradflow(&["train", "--config", wider.to_str().unwrap(), "--resume", good.to_str().unwrap()]);

@@ -94,8 +94,11 @@ fn train_writes_metrics_and_a_plot_then_eval_and_predict_use_the_checkpoint() {
     let labels: Vec<usize> = data.lines().skip(1).map(|l| l.rsplit_once(',').unwrap().1.parse().unwrap()).collect();
     std::fs::write(d.join("features.csv"), features).unwrap();
     let out_csv = d.join("pred.csv");
+    // data.standardize = false here: only the statistics saved in the checkpoint can do it.
     let (ok, out, err) = gradflow(&[
         "predict",
+        "--set",
+        "data.standardize=false",
         "--config",
         cfg,
         "--checkpoint",

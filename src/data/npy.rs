@@ -269,7 +269,7 @@ fn ints_to_f32(path: &Path, d: usize, v: impl Iterator<Item = i64>) -> Result<Ve
     const EXACT: i64 = 1 << 24;
     v.enumerate()
         .map(|(i, x)| {
-            if x.abs() > EXACT {
+            if x.unsigned_abs() > EXACT as u64 {
                 Err(bad(
                     path,
                     format!("row {}, feature {}: integer {x} is not exact in float32 (|x| > 2^24)", i / d, i % d),

@@ -270,6 +270,18 @@ impl Optimizer {
         }
     }
 
+    /// What the state slots mean, for checkpoints: a resumed run must read them the same way
+    /// (the heavy-ball form keeps −lr·buf, AMSGrad a third slot, centered RMSprop a second).
+    pub fn state_layout(&self) -> String {
+        match self.normalized() {
+            Optimizer::Sgd(s) => format!("sgd momentum-form={:?} nesterov={}", s.momentum.form(), s.nesterov),
+            Optimizer::Adagrad(_) => "adagrad".into(),
+            Optimizer::Rmsprop(r) => format!("rmsprop centered={} momentum={}", r.centered, r.momentum > 0.0),
+            Optimizer::Adam(a) => format!("adam amsgrad={}", a.amsgrad),
+            Optimizer::Adamw(a) => format!("adam amsgrad={}", a.amsgrad),
+        }
+    }
+
     /// Initial value of every state slot (Adagrad's accumulator starts at initial_accumulator_value).
     pub fn initial_state(&self, param_len: usize) -> Vec<f32> {
         let mut s = vec![0.0; param_len * self.state_slots()];
