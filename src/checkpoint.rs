@@ -225,9 +225,8 @@ fn fill_state(
     for (k, layer) in model.norms.iter().enumerate() {
         let name = format!("{prefix}{}.num_batches_tracked", layer.name);
         match values(path, st, &name)? {
-            Some((shape, v)) if v.len() == 1 && v[0] >= 0.0 && v[0].fract() == 0.0 => {
+            Some((_, v)) if v.len() == 1 && v[0] >= 0.0 && v[0].fract() == 0.0 => {
                 norm.batches_tracked[k] = v[0] as u64;
-                let _ = shape;
             }
             Some((shape, v)) => {
                 return Err(bad(

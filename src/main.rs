@@ -168,7 +168,7 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
     if let Some(e) = args.epochs {
         config.train.epochs = e;
     }
-    let (train_set, test_set) = train::load_data(&config, &file)?;
+    let (train_set, test_set, fitted) = train::run::load_data_with_stats(&config, &file)?;
     let model = Model::new(train_set.d, config.model.layers.clone())?;
     if model.outputs() < train_set.num_classes {
         return Err(gradflow::error::Error::Model(format!(
@@ -252,7 +252,7 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
     }
     let standardize = match start_state.as_ref().and_then(|ck| ck.standardize.clone()) {
         Some(saved) => Some(saved),
-        None => train::Standardize::of_config(&config, &file)?.map(|s| (s.mean, s.std)),
+        None => fitted.map(|s| (s.mean, s.std)),
     };
     let save = |net: &mut dyn gradflow::nn::Network, progress: Progress| -> Result<()> {
         if let Some(path) = &args.save {
@@ -461,7 +461,7 @@ fn eval_cmd(
     let mut confusion = vec![vec![0usize; classes]; classes];
     for (r, &label) in data.labels.iter().enumerate() {
         let row = &logits[r * classes..(r + 1) * classes];
-        let pred = row.iter().enumerate().fold(0, |best, (c, &v)| if v > row[best] { c } else { best });
+        let pred = gradflow::cpu::argmax(row);
         if (label as usize) < classes {
             confusion[label as usize][pred] += 1;
         }
@@ -563,7 +563,7 @@ fn predict_cmd(
         }
         text.push('\n');
         for row in logits.chunks(classes) {
-            let pred = row.iter().enumerate().fold(0, |best, (c, &v)| if v > row[best] { c } else { best });
+            let pred = gradflow::cpu::argmax(row);
             text += &pred.to_string();
             for v in row {
                 text += &format!(",{v}");
@@ -629,8 +629,7 @@ fn write_plot(
         }
         let logits = net.predict(&grid, n * n)?;
         let c = net.model().outputs();
-        let classes =
-            logits.chunks(c).map(|r| r.iter().enumerate().fold(0, |b, (i, &v)| if v > r[b] { i } else { b })).collect();
+        let classes = logits.chunks(c).map(gradflow::cpu::argmax).collect();
         let labels = train_set.labels.iter().chain(&test_set.labels);
         let points = all.iter().zip(labels).map(|(p, &l)| (p[0] as f64, p[1] as f64, l as usize)).collect();
         Some(Regions { title: "decision regions".into(), bounds, resolution: n, classes, points })

@@ -206,17 +206,7 @@ fn panel(out: &mut String, chart: &Chart, x0: f64) {
 
 /// The charts side by side in one SVG document.
 pub fn svg(charts: &[Chart]) -> String {
-    let width = W * charts.len().max(1) as f64;
-    let mut out = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H}" viewBox="0 0 {width} {H}" font-family="sans-serif">
-<rect width="100%" height="100%" fill="white"/>
-"#
-    );
-    for (i, c) in charts.iter().enumerate() {
-        panel(&mut out, c, W * i as f64);
-    }
-    out.push_str("</svg>\n");
-    out
+    svg_with_regions(charts, None)
 }
 
 /// A classifier's decision regions over a 2-D input box, with data points on top.

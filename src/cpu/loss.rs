@@ -11,7 +11,7 @@ pub struct LossOutput<T = f32> {
 }
 
 /// Index of the first maximum, as torch.argmax.
-fn argmax<T: Real>(row: &[T]) -> usize {
+pub fn argmax<T: Real>(row: &[T]) -> usize {
     let mut best = 0;
     for (c, &v) in row.iter().enumerate() {
         if v > row[best] {

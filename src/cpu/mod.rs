@@ -15,5 +15,5 @@ pub use batchnorm::{
     batchnorm_backward, batchnorm_forward, batchnorm_stats, batchnorm_update_running, residual_add, NormStats,
 };
 pub use linear::{bias_grad, linear_backward_input, linear_backward_weight, linear_forward};
-pub use loss::{cross_entropy, mse, LossOutput};
+pub use loss::{argmax, cross_entropy, mse, LossOutput};
 pub use optim::{clip_coefficient, optimizer_update, Real};

@@ -226,7 +226,7 @@ pub fn loss_and_grads<T: Real>(
     if Some(x.len()) != rows.checked_mul(model.inputs) || labels.len() != rows {
         return Err(shape("batch input", rows * model.inputs, x.len()));
     }
-    check_batch_norm_rows(model, rows)?;
+    super::network::check_batch_norm_rows(model, rows)?;
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= model.outputs()) {
         return Err(Error::Usage(format!("label {bad} is not below the model's {} outputs", model.outputs())));
     }
@@ -241,18 +241,6 @@ fn loss_of<T: Real>(loss: Loss, output: &[T], labels: &[u32], rows: usize, class
         Loss::CrossEntropy => cpu::cross_entropy(output, labels, rows, classes),
         Loss::Mse => cpu::mse(output, None, labels, rows, classes),
     }
-}
-
-/// A batch-norm model cannot train on one row: its variance is 0/0 (PyTorch refuses it too).
-pub(crate) fn check_batch_norm_rows(model: &Model, rows: usize) -> Result<()> {
-    if rows < 2 && model.has_batch_norm() {
-        return Err(Error::Usage(format!(
-            "batch norm in training mode needs more than 1 row per batch, got {rows} (layer {}); \
-             use a larger batch_size or drop_last = true",
-            model.norms[0].name
-        )));
-    }
-    Ok(())
 }
 
 /// Updates every batch-norm layer's running statistics from a training forward pass.
@@ -304,7 +292,7 @@ impl Network for CpuNetwork {
 
     fn train_step(&mut self, batch: &[u32]) -> Result<()> {
         super::network::check_batch(batch, self.train_labels.len(), usize::MAX)?;
-        check_batch_norm_rows(&self.model, batch.len())?;
+        super::network::check_batch_norm_rows(&self.model, batch.len())?;
         let d = self.model.inputs;
         let rows = batch.len();
         let mut x = Vec::with_capacity(rows * d);

@@ -151,6 +151,25 @@ fn act_params(act: Act, len: usize, accumulate: bool) -> ActParams {
     }
 }
 
+/// One batch-norm layer's kernel parameters (no running-statistics blend: keep 1, take 0).
+fn bn_params(model: &Model, norm: usize, rows: u32, width: usize, gamma: usize, beta: usize, act: Act) -> BnParams {
+    let layer = &model.norms[norm];
+    BnParams {
+        rows,
+        cols: width as u32,
+        gamma_offset: gamma as u32,
+        beta_offset: beta as u32,
+        mean_offset: layer.running_mean as u32,
+        var_offset: layer.running_var as u32,
+        flags: 0,
+        act: act.kind.code(),
+        slope: act.slope,
+        eps: layer.eps as f32,
+        keep: 1.0,
+        take: 0.0,
+    }
+}
+
 /// running ← keep·running + take·batch, with keep = 1 − take formed in f64 and rounded once.
 fn blend(factor: f64) -> (f32, f32) {
     ((1.0 - factor) as f32, factor as f32)
@@ -287,22 +306,8 @@ impl GpuNetwork {
                     forward.push(Launch::new(d, Shape::MatmulRowsM(p)));
                 }
                 Op::BatchNorm { width, gamma, beta, norm, act } => {
-                    let layer = &model.norms[norm];
-                    let (keep, take) = blend(layer.momentum.factor(1));
-                    let p = BnParams {
-                        rows,
-                        cols: width as u32,
-                        gamma_offset: gamma as u32,
-                        beta_offset: beta as u32,
-                        mean_offset: layer.running_mean as u32,
-                        var_offset: layer.running_var as u32,
-                        flags: 0,
-                        act: act.kind.code(),
-                        slope: act.slope,
-                        eps: layer.eps as f32,
-                        keep,
-                        take,
-                    };
+                    let (keep, take) = blend(model.norms[norm].momentum.factor(1));
+                    let p = BnParams { keep, take, ..bn_params(&model, norm, rows, width, gamma, beta, act) };
                     let stats = b.stats.as_ref().unwrap_or(&b.out);
                     for (when, flags) in [(When::Train, BN_TRAIN), (When::Eval, 0)] {
                         let p = BnParams { flags, ..p };
@@ -411,22 +416,8 @@ impl GpuNetwork {
                     }
                 }
                 Op::BatchNorm { width, gamma, beta, norm, act } => {
-                    let layer = &model.norms[norm];
                     let stats = b.stats.as_ref().unwrap_or(&b.out);
-                    let mut p = BnParams {
-                        rows,
-                        cols: width as u32,
-                        gamma_offset: gamma as u32,
-                        beta_offset: beta as u32,
-                        mean_offset: layer.running_mean as u32,
-                        var_offset: layer.running_var as u32,
-                        flags: 0,
-                        act: act.kind.code(),
-                        slope: act.slope,
-                        eps: layer.eps as f32,
-                        keep: 1.0,
-                        take: 0.0,
-                    };
+                    let mut p = bn_params(&model, norm, rows, width, gamma, beta, act);
                     let entry = "batchnorm_backward_reduce";
                     let d = g.batchnorm(entry, x, Some(g_out), &params_buf, &running, stats, None, &grads, p)?;
                     backward.push(Launch::new(d, Shape::BatchNorm(p, entry)));
@@ -613,7 +604,7 @@ impl Network for GpuNetwork {
             return Err(Error::Usage("train_step before set_train_data".into()));
         }
         super::network::check_batch(batch, self.train_rows, self.max_rows)?;
-        super::cpu_network::check_batch_norm_rows(&self.model, batch.len())?;
+        super::network::check_batch_norm_rows(&self.model, batch.len())?;
         self.resize(batch.len());
         self.prepare_norms();
         if let Some(data) = &self.streamed {

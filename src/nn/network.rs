@@ -98,3 +98,15 @@ pub(crate) fn check_norm_state(model: &Model, state: &NormState) -> Result<()> {
     }
     Ok(())
 }
+
+/// A batch-norm model cannot train on one row: its variance is 0/0 (PyTorch refuses it too).
+pub(crate) fn check_batch_norm_rows(model: &Model, rows: usize) -> Result<()> {
+    if rows < 2 && model.has_batch_norm() {
+        return Err(Error::Usage(format!(
+            "batch norm in training mode needs more than 1 row per batch, got {rows} (layer {}); \
+             use a larger batch_size or drop_last = true",
+            model.norms[0].name
+        )));
+    }
+    Ok(())
+}

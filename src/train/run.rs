@@ -18,6 +18,14 @@ pub struct Placement {
 
 /// Loads the data a config names, scaled, as (train, test).
 pub fn load_data(config: &Config, config_file: &std::path::Path) -> Result<(Dataset, Dataset)> {
+    load_data_with_stats(config, config_file).map(|(train, test, _)| (train, test))
+}
+
+/// `load_data`, also returning the standardisation it applied (when `data.standardize`).
+pub fn load_data_with_stats(
+    config: &Config,
+    config_file: &std::path::Path,
+) -> Result<(Dataset, Dataset, Option<Standardize>)> {
     let path = &config.data.path;
     let mut all = match &config.data.labels {
         Some(labels) => data::load_npy_pair_with(
@@ -41,12 +49,12 @@ pub fn load_data(config: &Config, config_file: &std::path::Path) -> Result<(Data
         all.scale(config.data.scale);
     }
     let (mut train, mut test) = all.split(config.data.test_fraction, config.data.split_seed)?;
-    if config.data.standardize {
-        let s = Standardize::fit(&train);
+    let stats = config.data.standardize.then(|| Standardize::fit(&train));
+    if let Some(s) = &stats {
         s.apply(&mut train.x);
         s.apply(&mut test.x);
     }
-    Ok((train, test))
+    Ok((train, test, stats))
 }
 
 /// Per-feature standardisation (x − mean) / std with the training split's statistics (std of a
@@ -89,10 +97,7 @@ impl Standardize {
         if !config.data.standardize {
             return Ok(None);
         }
-        let mut c = config.clone();
-        c.data.standardize = false;
-        let (train, _) = load_data(&c, config_file)?;
-        Ok(Some(Standardize::fit(&train)))
+        Ok(load_data_with_stats(config, config_file)?.2)
     }
 }
 
