@@ -26,6 +26,8 @@ enum Resource {
     Uniform,
     StorageRead,
     StorageReadWrite,
+    /// A texture (sampled or storage): a texture slot on Metal, t#/u# on DX12.
+    Texture,
 }
 
 /// Every bound global of a module: its binding and its kind.
@@ -37,6 +39,9 @@ fn resources(module: &Module) -> Vec<(ResourceBinding, Resource)> {
             AddressSpace::Uniform => Resource::Uniform,
             AddressSpace::Storage { access } if access.contains(StorageAccess::STORE) => Resource::StorageReadWrite,
             AddressSpace::Storage { .. } => Resource::StorageRead,
+            AddressSpace::Handle if matches!(module.types[var.ty].inner, naga::TypeInner::Image { .. }) => {
+                Resource::Texture
+            }
             other => panic!("binding {binding:?} in unexpected address space {other:?}: extend tests/portability.rs"),
         };
         out.push((binding, kind));
@@ -160,21 +165,26 @@ fn every_entry_point_translates_to_msl() {
     for_each_entry_point("MSL", |f, ep| {
         // Buffer slots in binding order, then the sizes buffer that runtime-sized arrays need
         // (the layout wgpu-hal's Metal back end builds).
+        // Textures take texture slots, counted apart from the buffers'.
         let mut map = msl::BindingMap::new();
         let resources = resources(&f.module);
-        for (slot, &(binding, kind)) in resources.iter().enumerate() {
-            let target = msl::BindTarget {
-                buffer: Some(slot as msl::Slot),
-                mutable: kind == Resource::StorageReadWrite,
-                ..Default::default()
+        let (mut buffers, mut textures) = (0, 0);
+        for &(binding, kind) in &resources {
+            let target = if kind == Resource::Texture {
+                textures += 1;
+                msl::BindTarget { texture: Some(textures - 1), ..Default::default() }
+            } else {
+                buffers += 1;
+                msl::BindTarget {
+                    buffer: Some(buffers - 1),
+                    mutable: kind == Resource::StorageReadWrite,
+                    ..Default::default()
+                }
             };
             map.insert(binding, target);
         }
-        let ep_resources = msl::EntryPointResources {
-            resources: map,
-            immediates_buffer: None,
-            sizes_buffer: Some(resources.len() as msl::Slot),
-        };
+        let ep_resources =
+            msl::EntryPointResources { resources: map, immediates_buffer: None, sizes_buffer: Some(buffers) };
         let restrict = naga::proc::BoundsCheckPolicy::Restrict;
         let options = msl::Options {
             // Metal 2.0 (macOS 10.13 / iOS 11): the oldest language version wgpu meets in practice.

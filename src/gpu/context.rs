@@ -24,6 +24,8 @@ pub struct Gpu {
     pub kernels: Kernels,
     /// The matmul schedule `Gpu::matmul` launches.
     pub matmul_variant: MatmulVariant,
+    /// How that schedule was chosen (autotuned now, from the cache, or by $GRADFLOW_MATMUL).
+    pub tuning: Option<super::autotune::Tuning>,
 }
 
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
@@ -115,8 +117,12 @@ impl Gpu {
             eprintln!("gradflow: uncaptured GPU error: {e}");
         }));
         let kernels = Kernels::new(&device)?;
-        let matmul_variant = MatmulVariant::for_adapter(&info);
-        Ok(Gpu { device, queue, info, limits, kernels, matmul_variant })
+        // Provisional until the autotuner (or $GRADFLOW_MATMUL) has chosen.
+        let mut gpu = Gpu { device, queue, info, limits, kernels, matmul_variant: MatmulVariant::Tiled, tuning: None };
+        let tuning = super::autotune::matmul_variant(&gpu)?;
+        gpu.matmul_variant = tuning.variant;
+        gpu.tuning = Some(tuning);
+        Ok(gpu)
     }
 
     pub fn describe(&self) -> String {

@@ -22,57 +22,154 @@ enum Slot {
     Read,
     ReadWrite,
     Uniform,
+    /// A sampled rgba32float texture read with `textureLoad`.
+    Texture,
+    /// A write-only rgba32float storage texture.
+    TextureOut,
 }
 
-fn layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::BindGroupLayout {
+/// The texel format of packed operands: four f32 per texel.
+pub const PACKED_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
+
+fn binding_type(slot: Slot) -> wgpu::BindingType {
+    let buffer = |ty| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
+    match slot {
+        Slot::Read => buffer(wgpu::BufferBindingType::Storage { read_only: true }),
+        Slot::ReadWrite => buffer(wgpu::BufferBindingType::Storage { read_only: false }),
+        Slot::Uniform => buffer(wgpu::BufferBindingType::Uniform),
+        Slot::Texture => wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+        Slot::TextureOut => wgpu::BindingType::StorageTexture {
+            access: wgpu::StorageTextureAccess::WriteOnly,
+            format: PACKED_FORMAT,
+            view_dimension: wgpu::TextureViewDimension::D2,
+        },
+    }
+}
+
+/// A layout with `slots` at the given binding numbers.
+fn layout_at(device: &wgpu::Device, label: &str, slots: &[(u32, Slot)]) -> wgpu::BindGroupLayout {
     let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
         .iter()
-        .enumerate()
-        .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
-            binding: i as u32,
+        .map(|&(binding, slot)| wgpu::BindGroupLayoutEntry {
+            binding,
             visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: match slot {
-                    Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                    Slot::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
-                    Slot::Uniform => wgpu::BufferBindingType::Uniform,
-                },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
+            ty: binding_type(slot),
             count: None,
         })
         .collect();
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries })
 }
 
-/// Which matmul kernel to launch: the same product, two schedules.
+/// A layout with `slots` at bindings 0, 1, 2, …
+fn layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::BindGroupLayout {
+    let numbered: Vec<(u32, Slot)> = slots.iter().enumerate().map(|(i, &s)| (i as u32, s)).collect();
+    layout_at(device, label, &numbered)
+}
+
+/// Environment variable that turns wgpu's injected shader checks back on (`1`).
+pub const SHADER_CHECKS_ENV: &str = "GRADFLOW_SHADER_CHECKS";
+
+/// Whether kernels are compiled with wgpu's runtime checks (bounds clamps, loop bounding,
+/// division guards): off unless `$GRADFLOW_SHADER_CHECKS=1`.
+pub fn shader_checks() -> bool {
+    std::env::var(SHADER_CHECKS_ENV).is_ok_and(|v| v == "1")
+}
+
+/// Compiles one kernel family's WGSL.
+///
+/// # Safety contract (why the unchecked module is sound)
+/// Without checks, a kernel that indexes past a binding reads or writes outside it. Every
+/// index a kernel computes is kept inside its bindings by these two halves:
+/// - **The host** builds each launch from sizes it has validated: every buffer is allocated for
+///   the largest batch it will see (`GpuNetwork::new`, `ops::*` size their buffers from the same
+///   m, n, k), offsets and strides come from `Model::params` (checked against the parameter
+///   buffer's length by `check_params`), batch indices are checked against the resident rows
+///   (`check_batch`) before they are written, labels against the class count when data is
+///   loaded, and packed textures are created for the launch's largest m, n, k.
+/// - **Each kernel** guards every index derived from its parameters: `if (i >= len) return`
+///   or the `r < p.m && k < p.k` tests of `load_a`/`load_b`/`store_c`, a clamp to the last row
+///   for texel fetches past the edge (`min(col, p.n - 1)`), `min(label, cols - 1)` for a label
+///   it reads, and loops bounded by uniform sizes. Divisors are uniform sizes the host never
+///   sets to zero (a zero-sized launch is skipped before dispatch: `Dispatch::record`).
+///
+/// `$GRADFLOW_SHADER_CHECKS=1` restores wgpu's checks; CI runs the kernel tests in both modes.
+fn module(device: &wgpu::Device, file: &str, src: String) -> wgpu::ShaderModule {
+    let desc = wgpu::ShaderModuleDescriptor { label: Some(file), source: wgpu::ShaderSource::Wgsl(src.into()) };
+    if shader_checks() {
+        device.create_shader_module(desc)
+    } else {
+        // SAFETY: see the contract above; every WGSL file compiled here is this crate's own.
+        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+    }
+}
+
+fn pipeline(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    layout: &wgpu::BindGroupLayout,
+    entry: &str,
+) -> wgpu::ComputePipeline {
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(entry),
+        bind_group_layouts: &[Some(layout)],
+        immediate_size: 0,
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: Some(&pipeline_layout),
+        module,
+        entry_point: Some(entry),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+/// Which matmul kernel to launch: the same product, three schedules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulVariant {
     /// Workgroup-memory tiles (matmul.wgsl `matmul`): for GPUs.
     Tiled,
-    /// Register blocks read straight from the buffers (`matmul_direct`): for CPU-backed adapters.
+    /// Register blocks read straight from the buffers (`matmul_direct`).
     Direct,
+    /// Operands packed into textures, then register blocks read by texel fetches
+    /// (matmul_packed.wgsl): for CPU-backed adapters, where texel fetches are cheap gathers.
+    Packed,
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 2] = [MatmulVariant::Tiled, MatmulVariant::Direct];
+    pub const ALL: [MatmulVariant; 3] = [MatmulVariant::Tiled, MatmulVariant::Direct, MatmulVariant::Packed];
 
-    pub fn entry(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
-            MatmulVariant::Tiled => "matmul",
-            MatmulVariant::Direct => "matmul_direct",
+            MatmulVariant::Tiled => "tiled",
+            MatmulVariant::Direct => "direct",
+            MatmulVariant::Packed => "packed",
         }
     }
 
-    /// Direct on CPU adapters (measured 1.4× faster on lavapipe), tiled elsewhere;
-    /// `$GRADFLOW_MATMUL=tiled|direct` overrides.
-    pub fn for_adapter(info: &wgpu::AdapterInfo) -> MatmulVariant {
-        match std::env::var("GRADFLOW_MATMUL").as_deref() {
-            Ok("tiled") => MatmulVariant::Tiled,
-            Ok("direct") => MatmulVariant::Direct,
-            _ if info.device_type == wgpu::DeviceType::Cpu => MatmulVariant::Direct,
-            _ => MatmulVariant::Tiled,
+    pub fn from_name(name: &str) -> Option<MatmulVariant> {
+        MatmulVariant::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// `$GRADFLOW_MATMUL=tiled|direct|packed` if set; otherwise None (the autotuner decides).
+    pub fn from_env() -> Option<MatmulVariant> {
+        std::env::var("GRADFLOW_MATMUL").ok().and_then(|v| MatmulVariant::from_name(&v))
+    }
+
+    /// The schedule this product actually runs: `Packed` needs both operands to fit a texture
+    /// (m, n and ceil(k/4) at most the device's 2-D texture size) and falls back to `Direct`,
+    /// which has no size limit beyond the buffers', when they do not.
+    pub fn for_shape(self, p: &MatmulParams, limits: &wgpu::Limits) -> MatmulVariant {
+        let max = limits.max_texture_dimension_2d;
+        let fits = p.m.max(p.n).max(p.k.div_ceil(4)) <= max;
+        if self == MatmulVariant::Packed && !fits {
+            MatmulVariant::Direct
+        } else {
+            self
         }
     }
 }
@@ -89,30 +186,9 @@ impl Family {
     fn new(device: &wgpu::Device, file: &str, slots: &[Slot], entries: &[&'static str]) -> Result<Family> {
         let src = shaders::source(file).ok_or_else(|| Error::Model(format!("no shader {file}")))?;
         scoped(device, &format!("compiling {file}"), || {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(file),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
-            });
+            let module = module(device, file, src);
             let layout = layout(device, file, slots);
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(file),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-            let pipelines = entries
-                .iter()
-                .map(|entry| {
-                    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(entry),
-                        layout: Some(&pipeline_layout),
-                        module: &module,
-                        entry_point: Some(entry),
-                        compilation_options: Default::default(),
-                        cache: None,
-                    });
-                    (*entry, pipeline)
-                })
-                .collect();
+            let pipelines = entries.iter().map(|entry| (*entry, pipeline(device, &module, &layout, entry))).collect();
             Family { layout, pipelines }
         })
     }
@@ -144,34 +220,104 @@ impl Family {
                 layout: &self.layout,
                 entries: &entries,
             });
-            Dispatch { pipeline: self.pipeline(entry).clone(), bind_group, uniform, groups }
+            Dispatch { steps: vec![Step { pipeline: self.pipeline(entry).clone(), bind_group, groups }], uniform }
+        })
+    }
+}
+
+/// The texture product's two kernels, each with its own layout: a texture cannot be bound for
+/// writing and for sampling in the same dispatch.
+#[derive(Clone)]
+pub struct PackedFamily {
+    pack_layout: wgpu::BindGroupLayout,
+    product_layout: wgpu::BindGroupLayout,
+    pack: wgpu::ComputePipeline,
+    product: wgpu::ComputePipeline,
+}
+
+impl PackedFamily {
+    const FILE: &'static str = "matmul_packed.wgsl";
+
+    fn new(device: &wgpu::Device) -> Result<PackedFamily> {
+        use Slot::*;
+        let src = shaders::source(Self::FILE).ok_or_else(|| Error::Model(format!("no shader {}", Self::FILE)))?;
+        scoped(device, "compiling matmul_packed.wgsl", || {
+            let module = module(device, Self::FILE, src);
+            // Binding numbers as declared in matmul.wgsl (0–5) and matmul_packed.wgsl (6–9).
+            let pack_layout = layout_at(
+                device,
+                "matmul_pack",
+                &[(0, Read), (1, Read), (5, Uniform), (8, TextureOut), (9, TextureOut)],
+            );
+            let product_layout = layout_at(
+                device,
+                "matmul_packed",
+                &[(2, Read), (3, ReadWrite), (4, ReadWrite), (5, Uniform), (6, Texture), (7, Texture)],
+            );
+            PackedFamily {
+                pack: pipeline(device, &module, &pack_layout, "matmul_pack"),
+                product: pipeline(device, &module, &product_layout, "matmul_packed"),
+                pack_layout,
+                product_layout,
+            }
         })
     }
 }
 
 /// One kernel launch with its buffers bound: recorded into a pass each step, its parameters
 /// rewritten through the uniform only when they change (a shorter last batch, a new learning rate).
+/// A launch is one dispatch, or a short sequence sharing one parameter struct (the texture
+/// product packs its operands, then multiplies).
 pub struct Dispatch {
+    steps: Vec<Step>,
+    uniform: wgpu::Buffer,
+}
+
+struct Step {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
-    uniform: wgpu::Buffer,
-    pub groups: [u32; 3],
+    groups: [u32; 3],
 }
 
 impl Dispatch {
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        if self.groups.contains(&0) {
-            return;
+        for step in &self.steps {
+            if step.groups.contains(&0) {
+                continue;
+            }
+            pass.set_pipeline(&step.pipeline);
+            pass.set_bind_group(0, &step.bind_group, &[]);
+            pass.dispatch_workgroups(step.groups[0], step.groups[1], step.groups[2]);
         }
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+
+    /// The grid of the launch's last (main) kernel.
+    pub fn groups(&self) -> [u32; 3] {
+        self.steps.last().map_or([0; 3], |s| s.groups)
     }
 
     /// New parameters (queued before the next submit) and the grid they need.
     pub fn update<P: bytemuck::Pod>(&mut self, gpu: &Gpu, params: &P, groups: [u32; 3]) {
+        self.update_steps(gpu, params, &[groups]);
+    }
+
+    /// New parameters and one grid per step (a single grid applies to the last step).
+    pub fn update_steps<P: bytemuck::Pod>(&mut self, gpu: &Gpu, params: &P, groups: &[[u32; 3]]) {
         gpu.queue.write_buffer(&self.uniform, 0, bytemuck::bytes_of(params));
-        self.groups = groups;
+        let first = self.steps.len().saturating_sub(groups.len());
+        for (step, g) in self.steps[first..].iter_mut().zip(groups) {
+            step.groups = *g;
+        }
+    }
+
+    /// A matmul launch resized to `p` (its m or k follows the batch): every step's grid.
+    pub fn update_matmul(&mut self, gpu: &Gpu, p: MatmulParams) {
+        let (p, main) = p.tiled();
+        if self.steps.len() == 2 {
+            self.update_steps(gpu, &p, &[p.pack_grid(), main]);
+        } else {
+            self.update(gpu, &p, main);
+        }
     }
 }
 
@@ -210,6 +356,15 @@ impl MatmulParams {
         self.tiles_total = self.m.div_ceil(MATMUL_TILE) * self.tiles_n;
         let groups = if self.m == 0 || self.n == 0 { 0 } else { self.tiles_total };
         (self, grid(groups))
+    }
+
+    /// The grid of `matmul_pack`: one invocation per texel of both packed operands.
+    pub fn pack_grid(&self) -> [u32; 3] {
+        if self.m == 0 || self.n == 0 {
+            return [0; 3];
+        }
+        let texels = self.k.div_ceil(4) as usize * (self.m as usize + self.n as usize);
+        groups_for(texels, 256)
     }
 }
 
@@ -278,6 +433,7 @@ pub const TOTALS_LEN: usize = 4;
 #[derive(Clone)]
 pub struct Kernels {
     matmul: Family,
+    packed: PackedFamily,
     activation: Family,
     loss: Family,
     optim: Family,
@@ -310,6 +466,7 @@ impl Kernels {
                 &[Read, Read, Read, ReadWrite, ReadWrite, Uniform],
                 &["matmul", "matmul_direct", "bias_grad"],
             )?,
+            packed: PackedFamily::new(device)?,
             activation: Family::new(
                 device,
                 "activation.wgsl",
@@ -354,7 +511,8 @@ impl Kernels {
 }
 
 impl Gpu {
-    /// c[c_offset..] = epilogue(A·B); see matmul.wgsl. `bias` and `aux` may be absent.
+    /// c[c_offset..] = epilogue(A·B); see matmul.wgsl. `bias` and `aux` may be absent. The
+    /// schedule is `self.matmul_variant` as far as the shape allows (`MatmulVariant::for_shape`).
     pub fn matmul(
         &self,
         a: &GpuBuffer,
@@ -367,13 +525,82 @@ impl Gpu {
         let (params, groups) = params.tiled();
         let bias = bias.map_or(&self.kernels.unused_read, |b| &b.buffer);
         let aux = aux.map_or(&self.kernels.unused_write, |b| &b.buffer);
-        self.kernels.matmul.dispatch(
-            self,
-            self.matmul_variant.entry(),
-            &[&a.buffer, &b.buffer, bias, &c.buffer, aux],
-            &params,
-            groups,
-        )
+        let variant = self.matmul_variant.for_shape(&params, &self.limits);
+        if variant == MatmulVariant::Packed {
+            return self.matmul_packed(a, b, bias, c, aux, params, groups);
+        }
+        let entry = if variant == MatmulVariant::Tiled { "matmul" } else { "matmul_direct" };
+        self.kernels.matmul.dispatch(self, entry, &[&a.buffer, &b.buffer, bias, &c.buffer, aux], &params, groups)
+    }
+
+    /// The texture product: two textures sized for this launch's m, n and k (a resized launch
+    /// only shrinks), `matmul_pack` filling them and `matmul_packed` reading them.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_packed(
+        &self,
+        a: &GpuBuffer,
+        b: &GpuBuffer,
+        bias: &wgpu::Buffer,
+        c: &GpuBuffer,
+        aux: &wgpu::Buffer,
+        params: MatmulParams,
+        groups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let f = &self.kernels.packed;
+        self.scoped("matmul (packed)", || {
+            let quads = params.k.div_ceil(4).max(1);
+            let texture = |label, rows: u32| {
+                let t = self.device.create_texture(&wgpu::TextureDescriptor {
+                    label: Some(label),
+                    size: wgpu::Extent3d { width: quads, height: rows.max(1), depth_or_array_layers: 1 },
+                    mip_level_count: 1,
+                    sample_count: 1,
+                    dimension: wgpu::TextureDimension::D2,
+                    format: PACKED_FORMAT,
+                    usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
+                    view_formats: &[],
+                });
+                t.create_view(&Default::default())
+            };
+            let (a_view, b_view) = (texture("packed A", params.m), texture("packed B", params.n));
+            let uniform = self.uniform("matmul (packed)", &params);
+            fn buffer(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+                wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }
+            }
+            fn view(binding: u32, v: &wgpu::TextureView) -> wgpu::BindGroupEntry<'_> {
+                wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::TextureView(v) }
+            }
+            let pack = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("matmul_pack"),
+                layout: &f.pack_layout,
+                entries: &[
+                    buffer(0, &a.buffer),
+                    buffer(1, &b.buffer),
+                    buffer(5, &uniform),
+                    view(8, &a_view),
+                    view(9, &b_view),
+                ],
+            });
+            let product = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("matmul_packed"),
+                layout: &f.product_layout,
+                entries: &[
+                    buffer(2, bias),
+                    buffer(3, &c.buffer),
+                    buffer(4, aux),
+                    buffer(5, &uniform),
+                    view(6, &a_view),
+                    view(7, &b_view),
+                ],
+            });
+            Dispatch {
+                steps: vec![
+                    Step { pipeline: f.pack.clone(), bind_group: pack, groups: params.pack_grid() },
+                    Step { pipeline: f.product.clone(), bind_group: product, groups },
+                ],
+                uniform,
+            }
+        })
     }
 
     /// c[c_offset + j] = Σ_r a[a_offset + r·n + j] for an m × n matrix in `a`.

@@ -1,5 +1,6 @@
 //! The GPU path: device selection, buffers, compiled kernels and their dispatches.
 
+pub mod autotune;
 pub mod buffer;
 pub mod context;
 pub mod kernels;

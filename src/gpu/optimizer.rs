@@ -197,7 +197,7 @@ impl GpuOptimizer {
         if self.written.is_some_and(|w| bytemuck::bytes_of(&w) == bytemuck::bytes_of(&params)) {
             return;
         }
-        let groups = self.update.groups;
+        let groups = self.update.groups();
         self.update.update(gpu, &params, groups);
         self.written = Some(params);
     }

@@ -1,11 +1,14 @@
 //! The WGSL sources, embedded at build time. Each kernel file is compiled with `common.wgsl`
-//! prepended, which holds the activation functions that several families share.
+//! prepended, which holds the activation functions that several families share; a family that
+//! builds on another (the texture product reuses matmul.wgsl's parameters and epilogue) gets that
+//! file prepended too.
 
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// Every kernel family, by file name.
-pub const FAMILIES: [(&str, &str); 6] = [
+pub const FAMILIES: [(&str, &str); 7] = [
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_packed.wgsl", include_str!("../../shaders/matmul_packed.wgsl")),
     ("activation.wgsl", include_str!("../../shaders/activation.wgsl")),
     ("loss.wgsl", include_str!("../../shaders/loss.wgsl")),
     ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
@@ -13,7 +16,26 @@ pub const FAMILIES: [(&str, &str); 6] = [
     ("batchnorm.wgsl", include_str!("../../shaders/batchnorm.wgsl")),
 ];
 
+/// The families a family's source builds on, compiled ahead of it.
+fn builds_on(file: &str) -> &'static [&'static str] {
+    match file {
+        "matmul_packed.wgsl" => &["matmul.wgsl"],
+        _ => &[],
+    }
+}
+
+fn body(file: &str) -> Option<&'static str> {
+    FAMILIES.iter().find(|(name, _)| *name == file).map(|(_, body)| *body)
+}
+
 /// The full source the device compiles for one family (common functions first).
 pub fn source(file: &str) -> Option<String> {
-    FAMILIES.iter().find(|(name, _)| *name == file).map(|(_, body)| format!("{COMMON}\n{body}"))
+    let mut src = COMMON.to_string();
+    for base in builds_on(file) {
+        src.push('\n');
+        src.push_str(body(base)?);
+    }
+    src.push('\n');
+    src.push_str(body(file)?);
+    Some(src)
 }

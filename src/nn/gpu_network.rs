@@ -53,13 +53,11 @@ impl Launch {
         match &mut self.shape {
             Shape::MatmulRowsM(p) => {
                 p.m = rows;
-                let (p, g) = p.tiled();
-                self.dispatch.update(gpu, &p, g);
+                self.dispatch.update_matmul(gpu, *p);
             }
             Shape::MatmulRowsK(p) => {
                 p.k = rows;
-                let (p, g) = p.tiled();
-                self.dispatch.update(gpu, &p, g);
+                self.dispatch.update_matmul(gpu, *p);
             }
             Shape::BiasGrad(p) => {
                 p.m = rows;
