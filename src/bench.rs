@@ -7,11 +7,11 @@ use std::time::Instant;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::kernels::{submit, Dispatch, MatmulParams};
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::nn::{GpuNetwork, LayerSpec, Loss, Model, Network};
-use crate::optim::Sgd;
+use crate::optim::{Adam, Sgd};
 
 use crate::train::Placement;
 
@@ -20,34 +20,64 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| r.random_range(-1.0f32..1.0)).collect()
 }
 
-/// An n×n by n×n product ready to launch, with its buffers.
+/// Which of a Linear layer's three products a benchmark runs (their operand layouts differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    /// y = x·Wᵀ: x [m, k], W [n, k].
+    Forward,
+    /// dx = dz·W: dz [m, k], W [k, n].
+    BackwardInput,
+    /// dW = dzᵀ·x: dz [k, m], x [k, n].
+    BackwardWeight,
+}
+
+impl Product {
+    pub const ALL: [Product; 3] = [Product::Forward, Product::BackwardInput, Product::BackwardWeight];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Product::Forward => "matmul",
+            Product::BackwardInput => "matmul_backward_input",
+            Product::BackwardWeight => "matmul_backward_weight",
+        }
+    }
+
+    /// The launch parameters of an m×k·k×n product in this layout (what `GpuNetwork` builds).
+    pub fn params(self, m: usize, k: usize, n: usize) -> MatmulParams {
+        let (m, k, n) = (m as u32, k as u32, n as u32);
+        let base = MatmulParams { m, n, k, ..Default::default() };
+        match self {
+            Product::Forward => MatmulParams { a_stride_m: k, a_stride_k: 1, b_stride_k: 1, b_stride_n: k, ..base },
+            Product::BackwardInput => MatmulParams { a_stride_m: k, a_stride_k: 1, b_stride_k: n, b_stride_n: 1, ..base },
+            Product::BackwardWeight => MatmulParams { a_stride_m: 1, a_stride_k: m, b_stride_k: n, b_stride_n: 1, ..base },
+        }
+    }
+}
+
+/// An m×k by k×n product ready to launch, with its buffers.
 pub struct MatmulBench {
-    pub n: usize,
+    pub shape: (usize, usize, usize),
     pub dispatch: Dispatch,
     _buffers: [GpuBuffer; 3],
 }
 
 impl MatmulBench {
+    /// The n×n forward product.
     pub fn new(gpu: &Gpu, n: usize) -> Result<MatmulBench> {
-        let a = gpu.upload("bench a", &random(n * n, 1))?;
-        let b = gpu.upload("bench b", &random(n * n, 2))?;
-        let c = gpu.storage("bench c", n * n)?;
-        let p = MatmulParams {
-            m: n as u32,
-            n: n as u32,
-            k: n as u32,
-            a_stride_m: n as u32,
-            a_stride_k: 1,
-            b_stride_k: n as u32,
-            b_stride_n: 1,
-            ..Default::default()
-        };
-        let dispatch = gpu.matmul(&a, &b, None, &c, None, p)?;
-        Ok(MatmulBench { n, dispatch, _buffers: [a, b, c] })
+        MatmulBench::product(gpu, Product::Forward, n, n, n)
+    }
+
+    pub fn product(gpu: &Gpu, product: Product, m: usize, k: usize, n: usize) -> Result<MatmulBench> {
+        let a = gpu.upload("bench a", &random(m * k, 1))?;
+        let b = gpu.upload("bench b", &random(k * n, 2))?;
+        let c = gpu.storage("bench c", m * n)?;
+        let dispatch = gpu.matmul(&a, &b, None, &c, None, product.params(m, k, n))?;
+        Ok(MatmulBench { shape: (m, k, n), dispatch, _buffers: [a, b, c] })
     }
 
     pub fn flops(&self) -> f64 {
-        2.0 * (self.n as f64).powi(3)
+        let (m, k, n) = self.shape;
+        2.0 * m as f64 * k as f64 * n as f64
     }
 
     /// Runs `reps` products (one submit each) and waits for the queue to drain.
@@ -59,13 +89,16 @@ impl MatmulBench {
     }
 }
 
-/// The benchmark MLP: Linear(784,512)-ReLU-Linear(512,512)-ReLU-Linear(512,10), cross-entropy,
-/// SGD with momentum 0.9, trained on random data resident on the device.
+/// The reference MLP of the peer comparison: 784→Linear(512)→BatchNorm→ReLU→Linear(512)→
+/// BatchNorm→ReLU→Linear(10), cross-entropy, Adam (lr 1e-3), on random data resident on the device.
 pub fn bench_mlp(gpu: Arc<Gpu>, batch: usize) -> Result<(GpuNetwork, usize)> {
+    let bn = || LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default() };
     let layers = vec![
         LayerSpec::Linear { out: 512, bias: true },
+        bn(),
         LayerSpec::Relu,
         LayerSpec::Linear { out: 512, bias: true },
+        bn(),
         LayerSpec::Relu,
         LayerSpec::Linear { out: 10, bias: true },
     ];
@@ -74,7 +107,28 @@ pub fn bench_mlp(gpu: Arc<Gpu>, batch: usize) -> Result<(GpuNetwork, usize)> {
     let rows = 8192;
     let labels: Vec<u32> = (0..rows as u32).map(|i| i % 10).collect();
     let data = Dataset::new(random(rows * 784, 3), labels, 784, 10, "benchmark data")?;
-    let mut net = GpuNetwork::new(gpu, model, Loss::CrossEntropy, Sgd::with_momentum(0.01, 0.9), &params, batch)?;
+    let adam = Adam { lr: 1e-3, ..toml::from_str("").map_err(|e| Error::Usage(format!("adam defaults: {e}")))? };
+    let mut net = GpuNetwork::new(gpu, model, Loss::CrossEntropy, adam, &params, batch)?;
+    net.set_train_data(&data)?;
+    Ok((net, rows))
+}
+
+/// Higham & Higham's 2-2-3-2 sigmoid network (sigmoid on every layer, MSE), SGD, batch 1: a step
+/// with almost no arithmetic, so its cost is the per-step overhead.
+pub fn bench_higham(gpu: Arc<Gpu>) -> Result<(GpuNetwork, usize)> {
+    let layers = vec![
+        LayerSpec::Linear { out: 2, bias: true },
+        LayerSpec::Sigmoid,
+        LayerSpec::Linear { out: 3, bias: true },
+        LayerSpec::Sigmoid,
+        LayerSpec::Linear { out: 2, bias: true },
+        LayerSpec::Sigmoid,
+    ];
+    let model = Model::new(2, layers)?;
+    let params = model.init_params(0);
+    let rows = 10;
+    let data = Dataset::new(random(rows * 2, 8), (0..rows as u32).map(|i| i % 2).collect(), 2, 2, "Higham data")?;
+    let mut net = GpuNetwork::new(gpu, model, Loss::Mse, Sgd::new(0.05), &params, 1)?;
     net.set_train_data(&data)?;
     Ok((net, rows))
 }
@@ -103,42 +157,112 @@ fn run_for(budget: f64, min_reps: usize, f: &mut impl FnMut(usize) -> Result<()>
     Ok((reps, start.elapsed().as_secs_f64()))
 }
 
-/// `gradflow bench`.
-pub fn run(placement: &Placement, quick: bool) -> Result<()> {
+/// The figures of one `gradflow bench` run: printed as they come, and written as JSON for
+/// `scripts/peers.sh` and `scripts/gpu-report.sh`.
+pub struct Report {
+    pub adapter: String,
+    pub schedule: String,
+    pub results: Vec<serde_json::Value>,
+}
+
+impl Report {
+    fn add(&mut self, line: String, row: serde_json::Value) {
+        println!("{line}");
+        self.results.push(row);
+    }
+
+    pub fn to_json(&self) -> String {
+        let doc = serde_json::json!({
+            "tool": "gradflow",
+            "adapter": self.adapter,
+            "matmul_schedule": self.schedule,
+            "results": self.results,
+        });
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    }
+}
+
+/// `gradflow bench`: every figure on the chosen adapter, and `json` (a path) if given.
+pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -> Result<()> {
+    use serde_json::json;
+    let opened = Instant::now();
     let gpu = Arc::new(Gpu::new(placement.adapter.as_deref())?);
+    let open_s = opened.elapsed().as_secs_f64();
+    let schedule = gpu.tuning.as_ref().map_or(String::new(), |t| t.describe());
     println!("adapter: {}", gpu.describe());
+    println!("{schedule} (device opened in {open_s:.2} s)");
+    let mut report = Report { adapter: gpu.describe(), schedule, results: Vec::new() };
     let sizes: &[usize] = if quick { &[256, 512] } else { &[256, 512, 1024, 2048] };
     // Seconds of measurement per figure (after a warm-up run); each figure takes at least 2 runs.
-    let budget = if quick { 0.5 } else { 3.0 };
-    for &n in sizes {
-        let bench = MatmulBench::new(&gpu, n)?;
-        bench.run(&gpu, 1)?; // warm-up: pipeline and memory first touch
+    let budget = if quick { 0.5 } else { 2.0 };
+    let time_product = |product: Product, (m, k, n): (usize, usize, usize)| -> Result<(f64, f64)> {
+        let bench = MatmulBench::product(&gpu, product, m, k, n)?;
+        let first = Instant::now();
+        bench.run(&gpu, 1)?; // warm-up: pipeline compilation and memory first touch
+        let first_s = first.elapsed().as_secs_f64();
         let (reps, secs) = run_for(budget, 2, &mut |r| bench.run(&gpu, r))?;
-        println!(
-            "matmul n={n:>5}: {:8.2} GFLOP/s  ({reps} reps, {:.1} ms each)",
-            bench.flops() * reps as f64 / secs / 1e9,
-            1e3 * secs / reps as f64
+        Ok((bench.flops() * reps as f64 / secs / 1e9, first_s))
+    };
+    for product in Product::ALL {
+        for &n in sizes {
+            let (gflops, first_s) = time_product(product, (n, n, n))?;
+            report.add(
+                format!("{:<23} n={n:>5}: {gflops:8.2} GFLOP/s", product.name()),
+                json!({"bench": product.name(), "n": n, "gflops": gflops, "first_run_s": first_s}),
+            );
+        }
+    }
+    // The reference MLP's own products at batch 256: its first layer's three.
+    for product in Product::ALL {
+        let shape = match product {
+            Product::Forward => (256, 784, 512),
+            Product::BackwardInput => (256, 512, 784),
+            Product::BackwardWeight => (512, 256, 784),
+        };
+        let (gflops, _) = time_product(product, shape)?;
+        let (m, k, n) = shape;
+        report.add(
+            format!("{:<23} {m}×{k}·{k}×{n}: {gflops:8.2} GFLOP/s (reference MLP, layer 1)", product.name()),
+            json!({"bench": format!("{}_mlp_shape", product.name()), "m": m, "k": k, "n": n, "gflops": gflops}),
         );
     }
     for &batch in &[256usize, 1024] {
+        let first = Instant::now();
         let (mut net, rows) = bench_mlp(gpu.clone(), batch)?;
-        train_steps(&mut net, rows, batch, 2)?; // warm-up
+        train_steps(&mut net, rows, batch, 1)?; // warm-up, timed: time to the first result
+        let first_s = first.elapsed().as_secs_f64();
         let (steps, secs) = run_for(budget, 3, &mut |s| train_steps(&mut net, rows, batch, s))?;
         let sps = (steps * batch) as f64 / secs;
-        let flops = 3.0 * net.model().forward_flops_per_sample() as f64 * sps;
-        println!(
-            "train MLP 784-512-512-10, batch {batch:>5}: {sps:10.0} samples/s  ({:.2} GFLOP/s, {steps} steps)",
-            flops / 1e9
+        report.add(
+            format!(
+                "train MLP 784-512-BN-512-BN-10 (Adam), batch {batch:>5}: {sps:10.0} samples/s  (first step {first_s:.2} s)"
+            ),
+            json!({"bench": "mlp", "batch": batch, "samples_per_s": sps, "first_step_s": first_s}),
         );
     }
-    let (m, n) = if quick { (1024, 256) } else { (4096, 1024) };
-    let (fwd, bwd) = batchnorm_throughput(&gpu, m, n, budget)?;
-    println!(
-        "batch norm {m}×{n} + relu, training: forward {fwd:7.2} GB/s (16 B/value), backward {bwd:7.2} GB/s (20 B/value)"
+    let (host_us, submit_us, wall_us) = step_overhead(&gpu, budget)?;
+    report.add(
+        format!(
+            "step of the 2-2-3-2 sigmoid net, batch 1: {host_us:7.1} µs host, {submit_us:7.1} µs in queue.submit, {wall_us:7.1} µs wall"
+        ),
+        json!({"bench": "step_overhead", "model": "2-2-3-2", "host_us": host_us, "submit_us": submit_us, "wall_us": wall_us}),
     );
+    let (m, n) = if quick { (1024, 256) } else { (4096, 1024) };
+    let copy = copy_throughput(&gpu, m * n, budget)?;
+    report.add(
+        format!("copy kernel {:>26} {copy:7.2} GB/s (8 B/value)", format!("{m}×{n}:")),
+        json!({"bench": "bandwidth", "kernel": "copy", "gbps": copy}),
+    );
+    let (fwd, bwd) = batchnorm_throughput(&gpu, m, n, budget)?;
+    for (kernel, gbps, bytes) in [("batchnorm_forward", fwd, 16), ("batchnorm_backward", bwd, 20)] {
+        report.add(
+            format!("{kernel:<18} {m}×{n} + relu: {gbps:7.2} GB/s ({bytes} B/value), {:.0}% of copy", 100.0 * gbps / copy),
+            json!({"bench": "bandwidth", "kernel": kernel, "gbps": gbps, "copy_gbps": copy}),
+        );
+    }
     let n = 1 << 22;
     let t = |s: &str| -> Result<crate::optim::Optimizer> {
-        toml::from_str(s).map_err(|e| crate::error::Error::Usage(format!("benchmark optimizer: {e}")))
+        toml::from_str(s).map_err(|e| Error::Usage(format!("benchmark optimizer: {e}")))
     };
     let optimizers = [
         ("sgd", t("type='sgd'\nlr=0.01")?),
@@ -151,13 +275,61 @@ pub fn run(placement: &Placement, quick: bool) -> Result<()> {
     ];
     for (name, opt) in &optimizers {
         let (update, copy) = optimizer_throughput(&gpu, opt, n, budget)?;
-        println!(
-            "optimizer {name:<26} {update:7.2} GB/s ({} B/param), copy kernel {copy:7.2} GB/s: {:.0}% of copy",
-            optimizer_bytes_per_param(opt),
-            100.0 * update / copy
+        report.add(
+            format!(
+                "optimizer {name:<26} {update:7.2} GB/s ({} B/param), copy kernel {copy:7.2} GB/s: {:.0}% of copy",
+                optimizer_bytes_per_param(opt),
+                100.0 * update / copy
+            ),
+            json!({"bench": "bandwidth", "kernel": format!("optimizer {name}"), "gbps": update, "copy_gbps": copy}),
         );
     }
+    if let Some(path) = json {
+        std::fs::write(path, report.to_json()).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
+}
+
+/// Per-step cost of the 2-2-3-2 net at batch 1, in µs: (host time outside `queue.submit`, time
+/// inside it, wall time with the queue drained at the end).
+pub fn step_overhead(gpu: &Arc<Gpu>, budget: f64) -> Result<(f64, f64, f64)> {
+    use std::sync::atomic::Ordering;
+    let (mut net, rows) = bench_higham(gpu.clone())?;
+    train_steps(&mut net, rows, 1, 10)?;
+    let submit_before = crate::gpu::kernels::SUBMIT_NANOS.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let mut steps = 0;
+    let mut host = 0.0;
+    while steps < 100 || start.elapsed().as_secs_f64() < budget.min(1.0) {
+        let t = Instant::now();
+        for s in 0..100 {
+            net.train_step(&[((steps + s) % rows) as u32])?;
+        }
+        host += t.elapsed().as_secs_f64();
+        steps += 100;
+    }
+    gpu.wait()?;
+    let wall = start.elapsed().as_secs_f64();
+    let submit = (crate::gpu::kernels::SUBMIT_NANOS.load(Ordering::Relaxed) - submit_before) as f64 * 1e-9;
+    let per = |s: f64| s / steps as f64 * 1e6;
+    Ok((per(host - submit), per(submit), per(wall)))
+}
+
+/// GB/s of the plain copy kernel over `n` values (read 4 B, write 4 B each).
+pub fn copy_throughput(gpu: &Gpu, n: usize, budget: f64) -> Result<f64> {
+    let src = gpu.upload("bench copy source", &random(n, 9))?;
+    let dst = gpu.storage("bench copy", n)?;
+    let copy = gpu.copy_f32(&src, &dst, n)?;
+    let mut run = |reps: usize| -> Result<()> {
+        for _ in 0..reps {
+            submit(gpu, "bench copy", &[&copy])?;
+        }
+        gpu.wait()
+    };
+    run(1)?;
+    let (reps, secs) = run_for(budget, 3, &mut run)?;
+    Ok((8 * n * reps) as f64 / secs / 1e9)
 }
 
 /// Bytes one update reads and writes per parameter (f32 everything; the group table's u32 per

@@ -99,6 +99,9 @@ enum Command {
         /// Fewer repetitions and sizes (a smoke run).
         #[arg(long)]
         quick: bool,
+        /// Also write every figure as JSON to FILE (for scripts/peers.sh and scripts/gpu-report.sh).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
 }
 
@@ -122,7 +125,7 @@ fn main() -> ExitCode {
             }
         }),
         Some(Command::Devices) => devices(),
-        Some(Command::Bench { quick }) => gradflow::bench::run(&placement, quick),
+        Some(Command::Bench { quick, json }) => gradflow::bench::run(&placement, quick, json.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
