@@ -42,14 +42,12 @@ impl Product {
         }
     }
 
-    /// The launch parameters of an m×k·k×n product in this layout (what `GpuNetwork` builds).
+    /// The launch parameters of an m×k·k×n product in this layout (the builders training uses).
     pub fn params(self, m: usize, k: usize, n: usize) -> MatmulParams {
-        let (m, k, n) = (m as u32, k as u32, n as u32);
-        let base = MatmulParams { m, n, k, ..Default::default() };
         match self {
-            Product::Forward => MatmulParams { a_stride_m: k, a_stride_k: 1, b_stride_k: 1, b_stride_n: k, ..base },
-            Product::BackwardInput => MatmulParams { a_stride_m: k, a_stride_k: 1, b_stride_k: n, b_stride_n: 1, ..base },
-            Product::BackwardWeight => MatmulParams { a_stride_m: 1, a_stride_k: m, b_stride_k: n, b_stride_n: 1, ..base },
+            Product::Forward => MatmulParams::linear_forward(m, k, n),
+            Product::BackwardInput => MatmulParams::linear_backward_input(m, n, k),
+            Product::BackwardWeight => MatmulParams::linear_backward_weight(k, n, m),
         }
     }
 }
@@ -256,7 +254,10 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
     let (fwd, bwd) = batchnorm_throughput(&gpu, m, n, budget)?;
     for (kernel, gbps, bytes) in [("batchnorm_forward", fwd, 16), ("batchnorm_backward", bwd, 20)] {
         report.add(
-            format!("{kernel:<18} {m}×{n} + relu: {gbps:7.2} GB/s ({bytes} B/value), {:.0}% of copy", 100.0 * gbps / copy),
+            format!(
+                "{kernel:<18} {m}×{n} + relu: {gbps:7.2} GB/s ({bytes} B/value), {:.0}% of copy",
+                100.0 * gbps / copy
+            ),
             json!({"bench": "bandwidth", "kernel": kernel, "gbps": gbps, "copy_gbps": copy}),
         );
     }
@@ -285,7 +286,8 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
         );
     }
     if let Some(path) = json {
-        std::fs::write(path, report.to_json()).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+        std::fs::write(path, report.to_json())
+            .map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -144,8 +144,12 @@ fn devices() -> Result<()> {
     for (i, a) in adapters.iter().enumerate() {
         let info = a.get_info();
         let l = a.limits();
+        let schedule = gradflow::gpu::autotune::cached(&info)
+            .map_or("not autotuned yet (the first run that opens it times the candidates)".to_string(), |v| {
+                v.name().to_string()
+            });
         println!(
-            "{i}: {}\n   max storage binding {} MiB, max workgroups/dim {}, max invocations/workgroup {}",
+            "{i}: {}\n   max storage binding {} MiB, max workgroups/dim {}, max invocations/workgroup {}\n   matmul schedule: {schedule}",
             gradflow::gpu::describe_adapter(&info),
             l.max_storage_buffer_binding_size >> 20,
             l.max_compute_workgroups_per_dimension,

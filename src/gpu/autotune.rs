@@ -68,8 +68,7 @@ pub fn cache_path() -> Option<PathBuf> {
 
 /// What a cached choice is valid for: the adapter and driver, this build's kernels, and whether
 /// shader checks are on (they change the relative costs).
-fn cache_key(gpu: &Gpu) -> String {
-    let i = &gpu.info;
+fn cache_key(i: &wgpu::AdapterInfo) -> String {
     let key = format!(
         "{}|{:?}|{}|{}|{:04x}:{:04x}|gradflow {}|checks {}",
         i.name,
@@ -102,6 +101,14 @@ fn write_cache(path: &PathBuf, key: &str, variant: MatmulVariant) {
     }
 }
 
+/// The cached schedule of an adapter, if it has been autotuned (for `gradflow devices`).
+pub fn cached(info: &wgpu::AdapterInfo) -> Option<MatmulVariant> {
+    if let Some(variant) = MatmulVariant::from_env() {
+        return Some(variant);
+    }
+    cache_path().and_then(|p| read_cache(&p, &cache_key(info)))
+}
+
 /// Seconds for one run of each probe product on `variant` (after one untimed run that compiles
 /// the pipelines and touches the memory).
 fn time_variant(gpu: &Gpu, variant: MatmulVariant) -> Result<f64> {
@@ -112,16 +119,7 @@ fn time_variant(gpu: &Gpu, variant: MatmulVariant) -> Result<f64> {
         let b = g.storage("autotune b", k * n)?;
         let c = g.storage("autotune c", m * n)?;
         // x·wᵀ, as a Linear layer's forward pass reads them.
-        let p = MatmulParams {
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
-            a_stride_m: k as u32,
-            a_stride_k: 1,
-            b_stride_k: 1,
-            b_stride_n: k as u32,
-            ..Default::default()
-        };
+        let p = MatmulParams::linear_forward(m, k, n);
         let d = g.matmul(&a, &b, None, &c, None, p)?;
         submit(&g, "autotune", &[&d])?;
         g.wait()?;
@@ -138,7 +136,7 @@ pub fn matmul_variant(gpu: &Gpu) -> Result<Tuning> {
     if let Some(variant) = MatmulVariant::from_env() {
         return Ok(Tuning { variant, source: Source::Environment });
     }
-    let key = cache_key(gpu);
+    let key = cache_key(&gpu.info);
     let path = cache_path();
     if let Some(variant) = path.as_ref().and_then(|p| read_cache(p, &key)) {
         return Ok(Tuning { variant, source: Source::Cached(path.unwrap_or_default()) });

@@ -349,6 +349,31 @@ pub const FLAG_ACT_GRAD: u32 = 4;
 pub const FLAG_ACCUMULATE: u32 = 8;
 pub const MATMUL_TILE: u32 = 64;
 
+/// The three products of a Linear layer with `rows` rows, `inputs` in-features and `outputs`
+/// out-features, as strides over row-major x [rows, inputs], W [outputs, inputs] and
+/// dz [rows, outputs]. These are the only places that lay the products out: training
+/// (`GpuNetwork`), the one-shot ops the tests check (`gpu::ops`), `bench` and the autotuner all
+/// start from them and add offsets, flags and the activation with struct-update syntax.
+impl MatmulParams {
+    /// y = x·Wᵀ: [rows, inputs]·[inputs, outputs].
+    pub fn linear_forward(rows: usize, inputs: usize, outputs: usize) -> MatmulParams {
+        let (m, k, n) = (rows as u32, inputs as u32, outputs as u32);
+        MatmulParams { m, n, k, a_stride_m: k, a_stride_k: 1, b_stride_k: 1, b_stride_n: k, ..Default::default() }
+    }
+
+    /// dx = dz·W: [rows, outputs]·[outputs, inputs].
+    pub fn linear_backward_input(rows: usize, inputs: usize, outputs: usize) -> MatmulParams {
+        let (m, k, n) = (rows as u32, outputs as u32, inputs as u32);
+        MatmulParams { m, n, k, a_stride_m: k, a_stride_k: 1, b_stride_k: n, b_stride_n: 1, ..Default::default() }
+    }
+
+    /// dW = dzᵀ·x: [outputs, rows]·[rows, inputs].
+    pub fn linear_backward_weight(rows: usize, inputs: usize, outputs: usize) -> MatmulParams {
+        let (m, k, n) = (outputs as u32, rows as u32, inputs as u32);
+        MatmulParams { m, n, k, a_stride_m: 1, a_stride_k: m, b_stride_k: n, b_stride_n: 1, ..Default::default() }
+    }
+}
+
 impl MatmulParams {
     /// Fills in the tile counts for m × n and returns the grid.
     pub fn tiled(mut self) -> (MatmulParams, [u32; 3]) {

@@ -31,17 +31,10 @@ pub fn linear_forward(
     let gy = gpu.storage("y", m * n)?;
     let gz = gpu.storage("z", m * n)?;
     let p = MatmulParams {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
-        a_stride_m: k as u32,
-        a_stride_k: 1,
-        b_stride_k: 1,
-        b_stride_n: k as u32,
         flags: FLAG_STORE_PREACT | if b.is_some() { FLAG_BIAS } else { 0 },
         act: act.kind.code(),
         slope: act.slope,
-        ..Default::default()
+        ..MatmulParams::linear_forward(m, k, n)
     };
     let d = gpu.matmul(&gx, &gw, gb.as_ref(), &gy, Some(&gz), p)?;
     submit(gpu, "linear_forward", &[&d])?;
@@ -65,17 +58,10 @@ pub fn linear_backward_input(
     let gaux = prev.map(|(z, _)| gpu.upload("z_prev", z)).transpose()?;
     let act = prev.map_or(Act::IDENTITY, |(_, a)| a);
     let p = MatmulParams {
-        m: m as u32,
-        n: k as u32,
-        k: n as u32,
-        a_stride_m: n as u32,
-        a_stride_k: 1,
-        b_stride_k: k as u32,
-        b_stride_n: 1,
         flags: if prev.is_some() { FLAG_ACT_GRAD } else { 0 },
         act: act.kind.code(),
         slope: act.slope,
-        ..Default::default()
+        ..MatmulParams::linear_backward_input(m, k, n)
     };
     let d = gpu.matmul(&gdz, &gw, None, &gdx, gaux.as_ref(), p)?;
     submit(gpu, "linear_backward_input", &[&d])?;
@@ -87,16 +73,7 @@ pub fn linear_backward_weight(gpu: &Gpu, dz: &[f32], x: &[f32], m: usize, k: usi
     let gdz = gpu.upload("dz", dz)?;
     let gx = gpu.upload("x", x)?;
     let gdw = gpu.storage("dweight", n * k)?;
-    let p = MatmulParams {
-        m: n as u32,
-        n: k as u32,
-        k: m as u32,
-        a_stride_m: 1,
-        a_stride_k: n as u32,
-        b_stride_k: k as u32,
-        b_stride_n: 1,
-        ..Default::default()
-    };
+    let p = MatmulParams::linear_backward_weight(m, k, n);
     let d = gpu.matmul(&gdz, &gx, None, &gdw, None, p)?;
     submit(gpu, "linear_backward_weight", &[&d])?;
     gpu.read_all(&gdw)

@@ -284,20 +284,13 @@ impl GpuNetwork {
             match stage.op {
                 Op::Dense { inputs, outputs, weight, bias, act } => {
                     let p = MatmulParams {
-                        m: rows,
-                        n: outputs as u32,
-                        k: inputs as u32,
-                        a_stride_m: inputs as u32,
-                        a_stride_k: 1,
                         b_offset: weight as u32,
-                        b_stride_k: 1,
-                        b_stride_n: inputs as u32,
                         bias_offset: bias.unwrap_or(0) as u32,
                         flags: if bias.is_some() { FLAG_BIAS } else { 0 }
                             | if b.preact.is_some() { FLAG_STORE_PREACT } else { 0 },
                         act: act.kind.code(),
                         slope: act.slope,
-                        ..Default::default()
+                        ..MatmulParams::linear_forward(max_rows, inputs, outputs)
                     };
                     let bias_buf = bias.map(|_| &params_buf);
                     let d = g.matmul(x, &params_buf, bias_buf, &b.out, b.preact.as_ref(), p)?;
@@ -368,15 +361,8 @@ impl GpuNetwork {
                     }
                     // dW = dZᵀ·X: [outputs, rows]·[rows, inputs]
                     let p = MatmulParams {
-                        m: outputs as u32,
-                        n: inputs as u32,
-                        k: rows,
-                        a_stride_m: 1,
-                        a_stride_k: outputs as u32,
-                        b_stride_k: inputs as u32,
-                        b_stride_n: 1,
                         c_offset: weight as u32,
-                        ..Default::default()
+                        ..MatmulParams::linear_backward_weight(max_rows, inputs, outputs)
                     };
                     let d = g.matmul(dz, x, None, &grads, None, p)?;
                     backward.push(Launch::new(d, Shape::MatmulRowsK(p)));
@@ -395,19 +381,12 @@ impl GpuNetwork {
                             None => (None, Act::IDENTITY),
                         };
                         let p = MatmulParams {
-                            m: rows,
-                            n: inputs as u32,
-                            k: outputs as u32,
-                            a_stride_m: outputs as u32,
-                            a_stride_k: 1,
                             b_offset: weight as u32,
-                            b_stride_k: inputs as u32,
-                            b_stride_n: 1,
                             flags: if aux.is_some() { FLAG_ACT_GRAD } else { 0 }
                                 | if accumulate { FLAG_ACCUMULATE } else { 0 },
                             act: prev_act.kind.code(),
                             slope: prev_act.slope,
-                            ..Default::default()
+                            ..MatmulParams::linear_backward_input(max_rows, inputs, outputs)
                         };
                         let d = g.matmul(dz, &params_buf, None, t.buf, aux, p)?;
                         backward.push(Launch::new(d, Shape::MatmulRowsM(p)));
