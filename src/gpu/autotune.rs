@@ -3,8 +3,8 @@
 //!
 //! The candidates are `MatmulVariant::ALL`, timed on two products that stand for training: the
 //! reference MLP's first layer at batch 256 (256×784 · 784×512) and a small-model layer at
-//! batch 32 (32×64 · 64×128). The schedule with the least total time wins. On lavapipe the
-//! whole search takes about 2 s (most of it compiling and running the slow candidates once).
+//! batch 32 (32×64 · 64×128). Candidates more than 2× slower than the best on the small one are
+//! dropped before the large one; of the rest, the least total time wins.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -109,26 +109,28 @@ pub fn cached(info: &wgpu::AdapterInfo) -> Option<MatmulVariant> {
     cache_path().and_then(|p| read_cache(&p, &cache_key(info)))
 }
 
-/// Seconds for one run of each probe product on `variant` (after one untimed run that compiles
-/// the pipelines and touches the memory).
-fn time_variant(gpu: &Gpu, variant: MatmulVariant) -> Result<f64> {
+/// The products the candidates are timed on: a Linear layer's forward pass at a small model's
+/// shape (batch 32) and at the reference MLP's first layer (batch 256).
+const PROBES: [(usize, usize, usize); 2] = [(32, 64, 128), (256, 784, 512)];
+
+/// A candidate slower than this multiple of the best on the small probe is not timed on the
+/// large one (where a slow schedule costs the search most).
+const PRUNE: f64 = 2.0;
+
+/// Seconds for one run of `variant` on the probe product (m, k, n), after one untimed run that
+/// compiles its pipelines and touches the memory.
+fn time_variant(gpu: &Gpu, variant: MatmulVariant, (m, k, n): (usize, usize, usize)) -> Result<f64> {
     let g = Gpu { matmul_variant: variant, tuning: None, ..gpu.clone() };
-    let mut total = 0.0;
-    for (m, k, n) in [(256usize, 784usize, 512usize), (32, 64, 128)] {
-        let a = g.storage("autotune a", m * k)?;
-        let b = g.storage("autotune b", k * n)?;
-        let c = g.storage("autotune c", m * n)?;
-        // x·wᵀ, as a Linear layer's forward pass reads them.
-        let p = MatmulParams::linear_forward(m, k, n);
-        let d = g.matmul(&a, &b, None, &c, None, p)?;
-        submit(&g, "autotune", &[&d])?;
-        g.wait()?;
-        let start = Instant::now();
-        submit(&g, "autotune", &[&d])?;
-        g.wait()?;
-        total += start.elapsed().as_secs_f64();
-    }
-    Ok(total)
+    let a = g.storage("autotune a", m * k)?;
+    let b = g.storage("autotune b", k * n)?;
+    let c = g.storage("autotune c", m * n)?;
+    let d = g.matmul(&a, &b, None, &c, None, MatmulParams::linear_forward(m, k, n))?;
+    submit(&g, "autotune", &[&d])?;
+    g.wait()?;
+    let start = Instant::now();
+    submit(&g, "autotune", &[&d])?;
+    g.wait()?;
+    Ok(start.elapsed().as_secs_f64())
 }
 
 /// The schedule for `gpu`: `$GRADFLOW_MATMUL`, else the cached winner, else the fastest now.
@@ -144,7 +146,12 @@ pub fn matmul_variant(gpu: &Gpu) -> Result<Tuning> {
     let start = Instant::now();
     let mut times = Vec::new();
     for variant in MatmulVariant::ALL {
-        times.push((variant, time_variant(gpu, variant)?));
+        times.push((variant, time_variant(gpu, variant, PROBES[0])?));
+    }
+    let best = times.iter().map(|t| t.1).fold(f64::INFINITY, f64::min);
+    times.retain(|t| t.1 <= PRUNE * best);
+    for t in &mut times {
+        t.1 += time_variant(gpu, t.0, PROBES[1])?;
     }
     let variant = times.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(MatmulVariant::Tiled, |t| t.0);
     if let Some(p) = &path {
