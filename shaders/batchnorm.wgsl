@@ -52,9 +52,37 @@ fn reduce_lanes(lane: u32, f: u32) {
     workgroupBarrier();
 }
 
-fn xhat_at(r: u32, j: u32) -> f32 {
+// A feature's statistics, read once by each invocation rather than once per element: on
+// CPU-backed adapters every storage load is a per-lane loop, so per-element re-reads of the
+// same numbers cost more than the data itself.
+struct FeatureStats {
+    shift: f32,
+    d: f32,
+    inv_std: f32,
+}
+
+fn feature_stats(j: u32) -> FeatureStats {
     let n = p.cols;
-    return ((x[r * n + j] - stats[j]) - stats[n + j]) * stats[2u * n + j];
+    return FeatureStats(stats[j], stats[n + j], stats[2u * n + j]);
+}
+
+fn xhat_of(v: f32, s: FeatureStats) -> f32 {
+    return ((v - s.shift) - s.d) * s.inv_std;
+}
+
+// The element-wise kernels give each invocation one feature and a run of rows: a workgroup is
+// 64 features (lanes along features, so a row's loads are contiguous) × 4 runs of 16 rows.
+const EW_COLS: u32 = 64u;
+const EW_RUNS: u32 = 4u;
+const EW_ROWS: u32 = 16u;
+
+// (feature, first row) of this invocation, or a feature ≥ cols when it has nothing to do.
+fn elementwise_start(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> vec2<u32> {
+    let tiles_n = (p.cols + EW_COLS - 1u) / EW_COLS;
+    let tile = flat_group(wg, nwg);
+    let j = (tile % tiles_n) * EW_COLS + lid.x;
+    let r0 = ((tile / tiles_n) * EW_RUNS + lid.y) * EW_ROWS;
+    return vec2<u32>(j, r0);
 }
 
 // Training: per-feature shift, mean and inverse standard deviation of the batch, and the running
@@ -114,19 +142,26 @@ fn batchnorm_stats(
 }
 
 // y = act(γ·x̂ + β), element-wise, from the statistics `batchnorm_stats` left.
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(64, 4, 1)
 fn batchnorm_forward(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+    @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let i = flat_group(wg, nwg) * 256u + li;
-    if (i >= p.rows * p.cols) {
+    let start = elementwise_start(wg, nwg, lid);
+    let j = start.x;
+    if (j >= p.cols || start.y >= p.rows) {
         return;
     }
-    let j = i % p.cols;
-    let u = params[p.gamma_offset + j] * xhat_at(i / p.cols, j) + params[p.beta_offset + j];
-    out[i] = activate(u, p.act, p.slope);
+    let n = p.cols;
+    let st = feature_stats(j);
+    let gamma = params[p.gamma_offset + j];
+    let beta = params[p.beta_offset + j];
+    let end = min(start.y + EW_ROWS, p.rows);
+    for (var r = start.y; r < end; r++) {
+        let i = r * n + j;
+        out[i] = activate(gamma * xhat_of(x[i], st) + beta, p.act, p.slope);
+    }
 }
 
 // dβ = Σ du and dγ = Σ du·x̂ per feature, with du = dy ⊙ act'(γx̂ + β) recomputed, written to the
@@ -146,8 +181,9 @@ fn batchnorm_backward_reduce(
     if (j < n) {
         let gamma = params[p.gamma_offset + j];
         let beta = params[p.beta_offset + j];
+        let st = feature_stats(j);
         for (var r = lane; r < p.rows; r += LANES) {
-            let xh = xhat_at(r, j);
+            let xh = xhat_of(x[r * n + j], st);
             let du = dy[r * n + j] * activate_grad(gamma * xh + beta, p.act, p.slope);
             sum_du += du;
             sum_du_xhat += du * xh;
@@ -163,26 +199,35 @@ fn batchnorm_backward_reduce(
 }
 
 // dx = γ·inv_std/m · (m·du − Σdu − x̂·Σ(du·x̂)), element-wise, from the sums just written.
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(64, 4, 1)
 fn batchnorm_backward_input(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+    @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let i = flat_group(wg, nwg) * 256u + li;
-    if (i >= p.rows * p.cols) {
+    let start = elementwise_start(wg, nwg, lid);
+    let j = start.x;
+    if (j >= p.cols || start.y >= p.rows) {
         return;
     }
     let n = p.cols;
-    let j = i % n;
     let m = f32(p.rows);
+    let st = feature_stats(j);
     let gamma = params[p.gamma_offset + j];
-    let xh = xhat_at(i / n, j);
-    let du = dy[i] * activate_grad(gamma * xh + params[p.beta_offset + j], p.act, p.slope);
-    let dx = gamma * stats[2u * n + j] / m * (m * du - grads[p.beta_offset + j] - xh * grads[p.gamma_offset + j]);
-    if ((p.flags & BN_ACCUMULATE) != 0u) {
-        out[i] = out[i] + dx;
-    } else {
+    let beta = params[p.beta_offset + j];
+    let scale = gamma * st.inv_std / m;
+    let sum_du = grads[p.beta_offset + j];
+    let sum_du_xhat = grads[p.gamma_offset + j];
+    let accumulate = (p.flags & BN_ACCUMULATE) != 0u;
+    let end = min(start.y + EW_ROWS, p.rows);
+    for (var r = start.y; r < end; r++) {
+        let i = r * n + j;
+        let xh = xhat_of(x[i], st);
+        let du = dy[i] * activate_grad(gamma * xh + beta, p.act, p.slope);
+        var dx = scale * (m * du - sum_du - xh * sum_du_xhat);
+        if (accumulate) {
+            dx += out[i];
+        }
         out[i] = dx;
     }
 }

@@ -429,6 +429,9 @@ pub const BN_TRAIN: u32 = 1;
 pub const BN_ACCUMULATE: u32 = 2;
 /// Features per workgroup of the batch-norm reductions.
 pub const BN_FEATURES: u32 = 16;
+/// Features and rows per workgroup of the element-wise batch-norm kernels.
+pub const BN_EW_COLS: usize = 64;
+pub const BN_EW_ROWS: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -700,11 +703,15 @@ impl Gpu {
         )
     }
 
-    /// Reductions run one workgroup per 16 features; the element-wise kernels one thread per value.
+    /// Reductions run one workgroup per 16 features; the element-wise kernels one workgroup per
+    /// 64 features × 64 rows (batchnorm.wgsl's EW_* constants).
     pub fn batchnorm_grid(entry: &str, p: &BnParams) -> [u32; 3] {
         match entry {
             "batchnorm_stats" | "batchnorm_backward_reduce" => groups_for(p.cols as usize, BN_FEATURES),
-            _ => groups_for(p.rows as usize * p.cols as usize, 256),
+            _ => {
+                let tiles = (p.cols as usize).div_ceil(BN_EW_COLS) * (p.rows as usize).div_ceil(BN_EW_ROWS);
+                grid(tiles.min(u32::MAX as usize) as u32)
+            }
         }
     }
 
