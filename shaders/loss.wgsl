@@ -8,7 +8,7 @@ struct LossParams {
     rows: u32,
     cols: u32,
     use_targets: u32,   // MSE: 1 = compare with `targets`, 0 = with one-hot labels
-    groups_x: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;

@@ -31,14 +31,14 @@ pub struct OptParams {
     pub groups: [[f32; 4]; MAX_GROUPS],
 }
 
-const FLAG_NESTEROV: u32 = 1;
-const FLAG_HEAVY_BALL: u32 = 2;
-const FLAG_NESTEROV_LOOKAHEAD: u32 = 4;
-const FLAG_CENTERED: u32 = 8;
-const FLAG_AMSGRAD: u32 = 16;
-const FLAG_DECOUPLED: u32 = 32;
-const FLAG_CLIP: u32 = 64;
-const FLAG_FIRST_STEP: u32 = 128;
+pub const FLAG_NESTEROV: u32 = 1;
+pub const FLAG_HEAVY_BALL: u32 = 2;
+pub const FLAG_NESTEROV_LOOKAHEAD: u32 = 4;
+pub const FLAG_CENTERED: u32 = 8;
+pub const FLAG_AMSGRAD: u32 = 16;
+pub const FLAG_DECOUPLED: u32 = 32;
+pub const FLAG_CLIP: u32 = 64;
+pub const FLAG_FIRST_STEP: u32 = 128;
 /// Gradient elements per workgroup of `grad_norm_partial`.
 pub const NORM_CHUNK: usize = 4096;
 

@@ -1,0 +1,185 @@
+//! The numbers the host and the kernels must agree on, read back from the WGSL through naga's
+//! reflection: every flag, code and tile constant the host writes or sizes grids from, and the
+//! byte layout of every parameter struct the host writes into a uniform. A change on one side
+//! only fails here, not as a silently wrong launch.
+
+use std::mem::{offset_of, size_of};
+
+use gradflow::gpu::kernels::*;
+use gradflow::gpu::optimizer::*;
+use gradflow::gpu::shaders;
+use gradflow::nn::Activation;
+use naga::{Expression, Literal, Module, TypeInner};
+
+fn module(file: &str) -> Module {
+    let src = shaders::source(file).unwrap_or_else(|| panic!("no family {file}"));
+    naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// The value of the module-scope `const NAME: u32` in `file`.
+fn constant(m: &Module, file: &str, name: &str) -> u64 {
+    let (_, c) = m
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{file} declares no const {name}"));
+    match m.global_expressions[c.init] {
+        Expression::Literal(Literal::U32(v)) => v as u64,
+        Expression::Literal(Literal::I32(v)) => v as u64,
+        Expression::Literal(Literal::AbstractInt(v)) => v as u64,
+        ref e => panic!("{file}: const {name} is {e:?}, not an integer literal"),
+    }
+}
+
+/// (size, [(member, offset)]) of the WGSL struct `name` in `file`.
+fn layout(m: &Module, file: &str, name: &str) -> (usize, Vec<(String, usize)>) {
+    let ty = m
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("{file} declares no struct {name}"))
+        .1;
+    match &ty.inner {
+        TypeInner::Struct { members, span } => (
+            *span as usize,
+            members.iter().map(|mb| (mb.name.clone().unwrap_or_default(), mb.offset as usize)).collect(),
+        ),
+        other => panic!("{file}: {name} is {other:?}"),
+    }
+}
+
+/// Checks the WGSL struct against the Rust one: the same size, and every named (non-padding)
+/// WGSL member at the offset of the Rust field of that name.
+fn check_struct(file: &str, name: &str, rust_size: usize, rust: &[(&str, usize)]) {
+    let m = module(file);
+    let (size, members) = layout(&m, file, name);
+    assert_eq!(size, rust_size, "{file}: struct {name} is {size} bytes in WGSL, {rust_size} in Rust");
+    for (member, offset) in members.iter().filter(|(n, _)| !n.starts_with('_')) {
+        let rust_offset = rust
+            .iter()
+            .find(|(n, _)| n == member)
+            .unwrap_or_else(|| panic!("{file}: {name}.{member} has no Rust field of that name"))
+            .1;
+        assert_eq!(*offset, rust_offset, "{file}: {name}.{member} at byte {offset} in WGSL, {rust_offset} in Rust");
+    }
+}
+
+macro_rules! fields {
+    ($ty:ty { $($f:ident),* $(,)? }) => {
+        (size_of::<$ty>(), vec![$((stringify!($f), offset_of!($ty, $f))),*])
+    };
+}
+
+#[test]
+fn parameter_structs_have_the_same_layout_on_both_sides() {
+    let (size, f) = fields!(MatmulParams {
+        m,
+        n,
+        k,
+        tiles_n,
+        a_offset,
+        a_stride_m,
+        a_stride_k,
+        b_offset,
+        b_stride_k,
+        b_stride_n,
+        c_offset,
+        bias_offset,
+        flags,
+        act,
+        slope,
+        tiles_total
+    });
+    check_struct("matmul.wgsl", "MatmulParams", size, &f);
+    check_struct("matmul_packed.wgsl", "MatmulParams", size, &f);
+    let (size, f) = fields!(ActParams { len, act, slope, flags });
+    check_struct("activation.wgsl", "ActParams", size, &f);
+    let (size, f) = fields!(BnParams {
+        rows,
+        cols,
+        gamma_offset,
+        beta_offset,
+        mean_offset,
+        var_offset,
+        flags,
+        act,
+        slope,
+        eps,
+        keep,
+        take
+    });
+    check_struct("batchnorm.wgsl", "BnParams", size, &f);
+    let (size, f) = fields!(LossParams { rows, cols, use_targets });
+    check_struct("loss.wgsl", "LossParams", size, &f);
+    let (size, f) = fields!(GatherParams { rows, cols });
+    check_struct("data.wgsl", "GatherParams", size, &f);
+    let (size, f) = fields!(OptParams {
+        len,
+        flags,
+        max_norm,
+        momentum,
+        one_minus_dampening,
+        one_minus_beta1,
+        beta2,
+        eps,
+        alpha,
+        lr_decay_div,
+        bias_c1,
+        bias_c2_sqrt,
+        one_minus_beta2,
+        one_minus_alpha,
+        groups
+    });
+    check_struct("optim.wgsl", "OptParams", size, &f);
+}
+
+#[test]
+fn flags_codes_and_tile_sizes_agree() {
+    let checks: &[(&str, &str, u64)] = &[
+        ("matmul.wgsl", "FLAG_BIAS", FLAG_BIAS as u64),
+        ("matmul.wgsl", "FLAG_STORE_PREACT", FLAG_STORE_PREACT as u64),
+        ("matmul.wgsl", "FLAG_ACT_GRAD", FLAG_ACT_GRAD as u64),
+        ("matmul.wgsl", "FLAG_ACCUMULATE", FLAG_ACCUMULATE as u64),
+        ("matmul.wgsl", "TILE", MATMUL_TILE as u64),
+        ("activation.wgsl", "ACT_ACCUMULATE", ACT_ACCUMULATE as u64),
+        ("batchnorm.wgsl", "BN_TRAIN", BN_TRAIN as u64),
+        ("batchnorm.wgsl", "BN_ACCUMULATE", BN_ACCUMULATE as u64),
+        ("batchnorm.wgsl", "FEATURES", BN_FEATURES as u64),
+        ("batchnorm.wgsl", "EW_COLS", BN_EW_COLS as u64),
+        ("loss.wgsl", "TOTAL_STEP_LOSS", TOTAL_STEP_LOSS as u64),
+        ("loss.wgsl", "TOTAL_LOSS_SUM", TOTAL_LOSS_SUM as u64),
+        ("loss.wgsl", "TOTAL_CORRECT", TOTAL_CORRECT as u64),
+        ("loss.wgsl", "TOTAL_COUNT", TOTAL_COUNT as u64),
+        ("optim.wgsl", "FLAG_NESTEROV", FLAG_NESTEROV as u64),
+        ("optim.wgsl", "FLAG_HEAVY_BALL", FLAG_HEAVY_BALL as u64),
+        ("optim.wgsl", "FLAG_NESTEROV_LOOKAHEAD", FLAG_NESTEROV_LOOKAHEAD as u64),
+        ("optim.wgsl", "FLAG_CENTERED", FLAG_CENTERED as u64),
+        ("optim.wgsl", "FLAG_AMSGRAD", FLAG_AMSGRAD as u64),
+        ("optim.wgsl", "FLAG_DECOUPLED", FLAG_DECOUPLED as u64),
+        ("optim.wgsl", "FLAG_CLIP", FLAG_CLIP as u64),
+        ("optim.wgsl", "FLAG_FIRST_STEP", FLAG_FIRST_STEP as u64),
+        ("optim.wgsl", "NORM_CHUNK", NORM_CHUNK as u64),
+        ("optim.wgsl", "BLOCK", gradflow::nn::PARAM_ALIGN as u64),
+    ];
+    for &(file, name, rust) in checks {
+        let m = module(file);
+        assert_eq!(constant(&m, file, name), rust, "{file}: const {name} differs from the host's");
+    }
+    // Rows per element-wise batch-norm workgroup: runs × rows per run.
+    let m = module("batchnorm.wgsl");
+    let rows = constant(&m, "batchnorm.wgsl", "EW_RUNS") * constant(&m, "batchnorm.wgsl", "EW_ROWS");
+    assert_eq!(rows, BN_EW_ROWS as u64, "batchnorm.wgsl: rows per element-wise workgroup");
+    // Activation codes, by the WGSL names of common.wgsl.
+    let m = module("activation.wgsl");
+    for a in Activation::ALL {
+        let name = match a {
+            Activation::Identity => "ACT_IDENTITY",
+            Activation::Relu => "ACT_RELU",
+            Activation::Sigmoid => "ACT_SIGMOID",
+            Activation::Tanh => "ACT_TANH",
+            Activation::Gelu => "ACT_GELU",
+            Activation::LeakyRelu => "ACT_LEAKY_RELU",
+        };
+        assert_eq!(constant(&m, "common.wgsl", name), a.code() as u64, "activation code of {a:?}");
+    }
+}
