@@ -373,17 +373,7 @@ pub fn optimizer_throughput(gpu: &Gpu, opt: &crate::optim::Optimizer, n: usize, 
     run(1)?;
     let (reps, secs) = run_for(budget, 3, &mut run)?;
     let update = (optimizer_bytes_per_param(opt) * n * reps) as f64 / secs / 1e9;
-    let dst = gpu.storage("bench copy", n)?;
-    let copy = gpu.copy_f32(&param, &dst, n)?;
-    let mut run_copy = |reps: usize| -> Result<()> {
-        for _ in 0..reps {
-            submit(gpu, "bench copy", &[&copy])?;
-        }
-        gpu.wait()
-    };
-    run_copy(1)?;
-    let (reps, secs) = run_for(budget, 3, &mut run_copy)?;
-    Ok((update, (8 * n * reps) as f64 / secs / 1e9))
+    Ok((update, copy_throughput(gpu, n, budget)?))
 }
 
 /// (forward GB/s, backward GB/s) of a training-mode batch norm with fused ReLU on an [m, n] batch.
