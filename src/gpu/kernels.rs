@@ -31,6 +31,15 @@ enum Slot {
 /// The texel format of packed operands: four f32 per texel.
 pub const PACKED_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
 
+/// (width, height of A's texture, height of B's) for a packed product, each rounded up to a
+/// power of two: llvmpipe compiles a separate shader variant for every combination of
+/// power-of-two and other texture sizes, about 12 s each with a cold shader cache, so every
+/// product shares one variant instead of compiling its own.
+pub fn packed_extent(p: &MatmulParams) -> (u32, u32, u32) {
+    let pot = |v: u32| v.max(1).checked_next_power_of_two().unwrap_or(u32::MAX);
+    (pot(p.k.div_ceil(4)), pot(p.m), pot(p.n))
+}
+
 fn binding_type(slot: Slot) -> wgpu::BindingType {
     let buffer = |ty| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
     match slot {
@@ -165,7 +174,8 @@ impl MatmulVariant {
     /// which has no size limit beyond the buffers', when they do not.
     pub fn for_shape(self, p: &MatmulParams, limits: &wgpu::Limits) -> MatmulVariant {
         let max = limits.max_texture_dimension_2d;
-        let fits = p.m.max(p.n).max(p.k.div_ceil(4)) <= max;
+        let (width, a_rows, b_rows) = packed_extent(p);
+        let fits = width.max(a_rows).max(b_rows) <= max;
         if self == MatmulVariant::Packed && !fits {
             MatmulVariant::Direct
         } else {
@@ -561,8 +571,9 @@ impl Gpu {
         self.kernels.matmul.dispatch(self, entry, &[&a.buffer, &b.buffer, bias, &c.buffer, aux], &params, groups)
     }
 
-    /// The texture product: two textures sized for this launch's m, n and k (a resized launch
-    /// only shrinks), `matmul_pack` filling them and `matmul_packed` reading them.
+    /// The texture product: two textures sized for this launch's m, n and k (rounded up to powers
+    /// of two; a resized launch only shrinks), `matmul_pack` filling them and `matmul_packed`
+    /// reading them.
     #[allow(clippy::too_many_arguments)]
     fn matmul_packed(
         &self,
@@ -576,11 +587,11 @@ impl Gpu {
     ) -> Result<Dispatch> {
         let f = &self.kernels.packed;
         self.scoped("matmul (packed)", || {
-            let quads = params.k.div_ceil(4).max(1);
+            let (width, a_rows, b_rows) = packed_extent(&params);
             let texture = |label, rows: u32| {
                 let t = self.device.create_texture(&wgpu::TextureDescriptor {
                     label: Some(label),
-                    size: wgpu::Extent3d { width: quads, height: rows.max(1), depth_or_array_layers: 1 },
+                    size: wgpu::Extent3d { width, height: rows, depth_or_array_layers: 1 },
                     mip_level_count: 1,
                     sample_count: 1,
                     dimension: wgpu::TextureDimension::D2,
@@ -590,7 +601,7 @@ impl Gpu {
                 });
                 t.create_view(&Default::default())
             };
-            let (a_view, b_view) = (texture("packed A", params.m), texture("packed B", params.n));
+            let (a_view, b_view) = (texture("packed A", a_rows), texture("packed B", b_rows));
             let uniform = self.uniform("matmul (packed)", &params);
             fn buffer(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
                 wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }
