@@ -11,6 +11,10 @@ struct ActParams {
 
 const ACT_ACCUMULATE: u32 = 1u;
 
+// The activation, as a pipeline constant (`ActParams::constants` on the host) so the driver
+// compiles only its branch; `p.act` holds the same code for the host.
+override ACT: u32 = 0u;
+
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;   // dy (backward) or the skip value (residual_add)
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -27,7 +31,7 @@ fn activation_forward(
     if (i >= p.len) {
         return;
     }
-    y[i] = activate(x[i], p.act, p.slope);
+    y[i] = activate(x[i], ACT, p.slope);
 }
 
 // dx = dy ⊙ act'(x), written to `y`.
@@ -41,7 +45,7 @@ fn activation_backward(
     if (i >= p.len) {
         return;
     }
-    let g = dy[i] * activate_grad(x[i], p.act, p.slope);
+    let g = dy[i] * activate_grad(x[i], ACT, p.slope);
     if ((p.flags & ACT_ACCUMULATE) != 0u) {
         y[i] = y[i] + g;
     } else {

@@ -25,6 +25,10 @@ struct BnParams {
 const BN_TRAIN: u32 = 1u;        // batch statistics (else the running ones: eval mode)
 const BN_ACCUMULATE: u32 = 2u;   // dx is added to `out` (the input value has another consumer)
 
+// The activation after the normalisation, as a pipeline constant (`BnParams::constants` on the
+// host) so the driver compiles only its branch; `p.act` holds the same code for the host.
+override ACT: u32 = 0u;
+
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> params: array<f32>;
@@ -160,7 +164,7 @@ fn batchnorm_forward(
     let end = min(start.y + EW_ROWS, p.rows);
     for (var r = start.y; r < end; r++) {
         let i = r * n + j;
-        out[i] = activate(gamma * xhat_of(x[i], st) + beta, p.act, p.slope);
+        out[i] = activate(gamma * xhat_of(x[i], st) + beta, ACT, p.slope);
     }
 }
 
@@ -184,7 +188,7 @@ fn batchnorm_backward_reduce(
         let st = feature_stats(j);
         for (var r = lane; r < p.rows; r += LANES) {
             let xh = xhat_of(x[r * n + j], st);
-            let du = dy[r * n + j] * activate_grad(gamma * xh + beta, p.act, p.slope);
+            let du = dy[r * n + j] * activate_grad(gamma * xh + beta, ACT, p.slope);
             sum_du += du;
             sum_du_xhat += du * xh;
         }
@@ -223,7 +227,7 @@ fn batchnorm_backward_input(
     for (var r = start.y; r < end; r++) {
         let i = r * n + j;
         let xh = xhat_of(x[i], st);
-        let du = dy[i] * activate_grad(gamma * xh + beta, p.act, p.slope);
+        let du = dy[i] * activate_grad(gamma * xh + beta, ACT, p.slope);
         var dx = scale * (m * du - sum_du - xh * sum_du_xhat);
         if (accumulate) {
             dx += out[i];

@@ -19,8 +19,8 @@ struct MatmulParams {
     b_stride_n: u32,
     c_offset: u32,
     bias_offset: u32,
-    flags: u32,         // FLAG_* below
-    act: u32,           // activation code (common.wgsl)
+    flags: u32,         // FLAG_* below: the pipeline's EPILOGUE_FLAGS (the kernel reads the constant)
+    act: u32,           // activation code (common.wgsl): the pipeline's EPILOGUE_ACT
     slope: f32,         // leaky ReLU negative slope
     tiles_total: u32,
 }
@@ -29,6 +29,13 @@ const FLAG_BIAS: u32 = 1u;           // add bias[n] (forward)
 const FLAG_STORE_PREACT: u32 = 2u;   // write z to `aux` before the activation (forward, kept for backward)
 const FLAG_ACT_GRAD: u32 = 4u;       // multiply by act'(aux[m, n]) (backward: dZ = (dY·W) ⊙ act'(Z))
 const FLAG_ACCUMULATE: u32 = 8u;     // add to c instead of overwriting (a value with two consumers)
+
+// Each flags × activation combination is its own pipeline (`MatmulParams::epilogue` on the host):
+// as constants the driver folds the epilogue's branches away, where a uniform would leave every
+// activation's code in every store (on lavapipe that cost up to 40 % of a product, and seconds
+// of compile time).
+override EPILOGUE_FLAGS: u32 = 0u;
+override EPILOGUE_ACT: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
@@ -63,20 +70,20 @@ fn store_c(r: u32, col: u32, acc: f32) {
         return;
     }
     var z = acc;
-    if ((p.flags & FLAG_BIAS) != 0u) {
+    if ((EPILOGUE_FLAGS & FLAG_BIAS) != 0u) {
         z += bias[p.bias_offset + col];
     }
     let out = r * p.n + col;
-    if ((p.flags & FLAG_STORE_PREACT) != 0u) {
+    if ((EPILOGUE_FLAGS & FLAG_STORE_PREACT) != 0u) {
         aux[out] = z;
     }
     var v: f32;
-    if ((p.flags & FLAG_ACT_GRAD) != 0u) {
-        v = z * activate_grad(aux[out], p.act, p.slope);
+    if ((EPILOGUE_FLAGS & FLAG_ACT_GRAD) != 0u) {
+        v = z * activate_grad(aux[out], EPILOGUE_ACT, p.slope);
     } else {
-        v = activate(z, p.act, p.slope);
+        v = activate(z, EPILOGUE_ACT, p.slope);
     }
-    if ((p.flags & FLAG_ACCUMULATE) != 0u) {
+    if ((EPILOGUE_FLAGS & FLAG_ACCUMULATE) != 0u) {
         v += c[p.c_offset + out];
     }
     c[p.c_offset + out] = v;

@@ -76,22 +76,59 @@ fn families() -> Vec<Family> {
         .collect()
 }
 
-/// Runs `check` on every entry point of every family and fails once, listing every failure.
+/// The override values a family is translated with besides its defaults: every epilogue flag
+/// on and the activation with the most code (GELU), as the host may specialise a pipeline.
+fn specialisation(module: &Module) -> naga::back::PipelineConstants {
+    let mut constants = naga::back::PipelineConstants::default();
+    for (_, o) in module.overrides.iter() {
+        let name = o.name.clone().unwrap_or_default();
+        let value = match name.as_str() {
+            "EPILOGUE_FLAGS" => 15.0,
+            "EPILOGUE_ACT" | "ACT" => 4.0,
+            other => panic!("override {other}: give tests/portability.rs a value for it"),
+        };
+        constants.insert(name, value);
+    }
+    constants
+}
+
+/// Runs `check` on every entry point of every family, with its overrides at their defaults and
+/// at `specialisation`'s values (resolved as wgpu resolves them when it makes a pipeline), and
+/// fails once, listing every failure.
 fn for_each_entry_point(backend: &str, mut check: impl FnMut(&Family, &EntryPoint) -> Result<(), String>) {
     let families = families();
     let mut failures = Vec::new();
     let mut checked = 0;
     for family in &families {
-        for ep in &family.module.entry_points {
-            checked += 1;
-            if let Err(e) = check(family, ep) {
-                failures.push(format!("{backend}: {} entry point `{}`: {e}", family.file, ep.name));
+        for constants in [naga::back::PipelineConstants::default(), specialisation(&family.module)] {
+            for ep in &family.module.entry_points {
+                checked += 1;
+                let resolved = naga::back::pipeline_constants::process_overrides(
+                    &family.module,
+                    &family.info,
+                    Some((ep.stage, &ep.name)),
+                    &constants,
+                );
+                let result = match resolved {
+                    Ok((module, info)) => {
+                        let f = Family { file: family.file, module: module.into_owned(), info: info.into_owned() };
+                        let ep = f.module.entry_points.iter().find(|e| e.name == ep.name).cloned();
+                        match ep {
+                            Some(ep) => check(&f, &ep),
+                            None => Err("entry point lost while resolving overrides".into()),
+                        }
+                    }
+                    Err(e) => Err(format!("overrides {constants:?}: {e}")),
+                };
+                if let Err(e) = result {
+                    failures.push(format!("{backend}: {} entry point `{}`: {e}", family.file, ep.name));
+                }
             }
         }
     }
     assert!(checked > 0, "no entry points at all");
     assert!(failures.is_empty(), "{} of {checked} entry points failed:\n\n{}", failures.len(), failures.join("\n\n"));
-    eprintln!("{backend}: {checked} entry points translated");
+    eprintln!("{backend}: {checked} entry point specialisations translated");
 }
 
 #[test]

@@ -183,3 +183,42 @@ fn flags_codes_and_tile_sizes_agree() {
         assert_eq!(constant(&m, "common.wgsl", name), a.code() as u64, "activation code of {a:?}");
     }
 }
+
+/// The pipeline constants the host specialises the matmul epilogue on are `override …: u32`
+/// declarations of every module that launches it.
+#[test]
+fn epilogue_constants_are_u32_overrides() {
+    let names: Vec<&str> = MatmulParams::default().epilogue().iter().map(|(n, _)| *n).collect();
+    for file in ["matmul.wgsl", "matmul_packed.wgsl"] {
+        let m = module(file);
+        for name in &names {
+            let (_, o) = m
+                .overrides
+                .iter()
+                .find(|(_, o)| o.name.as_deref() == Some(*name))
+                .unwrap_or_else(|| panic!("{file} declares no override {name}"));
+            assert!(
+                matches!(m.types[o.ty].inner, TypeInner::Scalar(naga::Scalar::U32)),
+                "{file}: override {name} is not a u32"
+            );
+        }
+    }
+}
+
+/// The same for the activation constant of the element-wise families.
+#[test]
+fn activation_constants_are_u32_overrides() {
+    let checks = [
+        ("activation.wgsl", ActParams::default().constants()[0].0),
+        ("batchnorm.wgsl", BnParams::default().constants()[0].0),
+    ];
+    for (file, name) in checks {
+        let m = module(file);
+        let (_, o) = m
+            .overrides
+            .iter()
+            .find(|(_, o)| o.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{file} declares no override {name}"));
+        assert!(matches!(m.types[o.ty].inner, TypeInner::Scalar(naga::Scalar::U32)), "{file}: {name} not u32");
+    }
+}
