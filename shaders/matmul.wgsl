@@ -29,6 +29,7 @@ const FLAG_BIAS: u32 = 1u;           // add bias[n] (forward)
 const FLAG_STORE_PREACT: u32 = 2u;   // write z to `aux` before the activation (forward, kept for backward)
 const FLAG_ACT_GRAD: u32 = 4u;       // multiply by act'(aux[m, n]) (backward: dZ = (dY·W) ⊙ act'(Z))
 const FLAG_ACCUMULATE: u32 = 8u;     // add to c instead of overwriting (a value with two consumers)
+const FLAG_ROW_SUM: u32 = 16u;       // also write sum_k A[m, k] to c[bias_offset + m] (dW = dZᵀ·X: the bias gradient)
 
 // Each flags × activation combination is its own pipeline (`MatmulParams::epilogue` on the host):
 // as constants the driver folds the epilogue's branches away, where a uniform would leave every
@@ -89,6 +90,18 @@ fn store_c(r: u32, col: u32, acc: f32) {
     c[p.c_offset + out] = v;
 }
 
+// Row r's sum of A (FLAG_ROW_SUM), summed in k order: written by the invocation that owns column 0.
+fn store_row_sum(r: u32, col: u32, sum: f32) {
+    if (col != 0u || r >= p.m) {
+        return;
+    }
+    var v = sum;
+    if ((EPILOGUE_FLAGS & FLAG_ACCUMULATE) != 0u) {
+        v += c[p.bias_offset + r];
+    }
+    c[p.bias_offset + r] = v;
+}
+
 fn store_row(r: u32, col: u32, acc: vec4<f32>) {
     store_c(r, col, acc.x);
     store_c(r, col + 1u, acc.y);
@@ -122,6 +135,7 @@ fn matmul(
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
+    var row_sums = vec4<f32>(0.0);   // FLAG_ROW_SUM: sum over k of A for rows 4·ty..4·ty+3
 
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
         let ka = k0 + a_k;
@@ -132,6 +146,9 @@ fn matmul(
         for (var kk = 0u; kk < TILE_K; kk++) {
             let av = a_tile[kk * 16u + ty];
             let bv = b_tile[kk * 16u + tx];
+            if ((EPILOGUE_FLAGS & FLAG_ROW_SUM) != 0u) {
+                row_sums += av;
+            }
             acc0 += av.x * bv;
             acc1 += av.y * bv;
             acc2 += av.z * bv;
@@ -146,6 +163,12 @@ fn matmul(
     store_row(r + 1u, col, acc1);
     store_row(r + 2u, col, acc2);
     store_row(r + 3u, col, acc3);
+    if ((EPILOGUE_FLAGS & FLAG_ROW_SUM) != 0u) {
+        store_row_sum(r, col, row_sums.x);
+        store_row_sum(r + 1u, col, row_sums.y);
+        store_row_sum(r + 2u, col, row_sums.z);
+        store_row_sum(r + 3u, col, row_sums.w);
+    }
 }
 
 // The same product without workgroup memory or barriers, for CPU-backed adapters (lavapipe,
@@ -169,15 +192,20 @@ fn matmul_direct(
     }
     var lo: array<vec4<f32>, 8>;   // columns col..col+3 of rows r..r+7
     var hi: array<vec4<f32>, 8>;   // columns col+4..col+7
+    var row_sums: array<f32, 8>;   // FLAG_ROW_SUM: sum over k of A for rows r..r+7
     for (var i = 0u; i < 8u; i++) {
         lo[i] = vec4<f32>(0.0);
         hi[i] = vec4<f32>(0.0);
+        row_sums[i] = 0.0;
     }
     for (var k = 0u; k < p.k; k++) {
         let b_lo = vec4<f32>(load_b(k, col), load_b(k, col + 1u), load_b(k, col + 2u), load_b(k, col + 3u));
         let b_hi = vec4<f32>(load_b(k, col + 4u), load_b(k, col + 5u), load_b(k, col + 6u), load_b(k, col + 7u));
         for (var i = 0u; i < 8u; i++) {
             let av = load_a(r + i, k);
+            if ((EPILOGUE_FLAGS & FLAG_ROW_SUM) != 0u) {
+                row_sums[i] += av;
+            }
             lo[i] += av * b_lo;
             hi[i] += av * b_hi;
         }
@@ -185,24 +213,8 @@ fn matmul_direct(
     for (var i = 0u; i < 8u; i++) {
         store_row(r + i, col, lo[i]);
         store_row(r + i, col + 4u, hi[i]);
+        if ((EPILOGUE_FLAGS & FLAG_ROW_SUM) != 0u) {
+            store_row_sum(r + i, col, row_sums[i]);
+        }
     }
-}
-
-// dbias[n] = sum over rows of dZ[m, n], with dZ bound as `a` (m rows, n columns, row-major) and the
-// result written to c[c_offset + n]. One thread per column, rows summed in order: deterministic.
-@compute @workgroup_size(256, 1, 1)
-fn bias_grad(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let col = flat_group(wg, nwg) * 256u + li;
-    if (col >= p.n) {
-        return;
-    }
-    var s = 0.0;
-    for (var r = 0u; r < p.m; r++) {
-        s += a[p.a_offset + r * p.n + col];
-    }
-    c[p.c_offset + col] = s;
 }

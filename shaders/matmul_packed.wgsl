@@ -68,9 +68,11 @@ fn matmul_packed(
     }
     var lo: array<vec4<f32>, 16>;   // columns col..col+3 of rows r..r+15
     var hi: array<vec4<f32>, 16>;   // columns col+4..col+7
+    var row_sums: array<f32, 16>;   // FLAG_ROW_SUM: sum over k of A for rows r..r+15
     for (var i = 0u; i < 16u; i++) {
         lo[i] = vec4<f32>(0.0);
         hi[i] = vec4<f32>(0.0);
+        row_sums[i] = 0.0;
     }
     let quads = (p.k + 3u) / 4u;
     for (var q = 0u; q < quads; q++) {
@@ -79,6 +81,9 @@ fn matmul_packed(
         let b_hi = mat4x4<f32>(b_quad(col + 4u, q), b_quad(col + 5u, q), b_quad(col + 6u, q), b_quad(col + 7u, q));
         for (var i = 0u; i < 16u; i++) {
             let a_quad = textureLoad(a_packed, vec2<u32>(q, min(r + i, p.m - 1u)), 0);
+            if ((EPILOGUE_FLAGS & FLAG_ROW_SUM) != 0u) {
+                row_sums[i] = row_sums[i] + a_quad.x + a_quad.y + a_quad.z + a_quad.w;   // k order
+            }
             lo[i] += a_quad * b_lo;
             hi[i] += a_quad * b_hi;
         }
@@ -86,5 +91,8 @@ fn matmul_packed(
     for (var i = 0u; i < 16u; i++) {
         store_row(r + i, col, lo[i]);
         store_row(r + i, col + 4u, hi[i]);
+        if ((EPILOGUE_FLAGS & FLAG_ROW_SUM) != 0u) {
+            store_row_sum(r + i, col, row_sums[i]);
+        }
     }
 }

@@ -88,10 +88,12 @@ fn linear(gpu: &Gpu, rng: &mut StdRng, m: usize, k: usize, n: usize, out: &mut V
         &dw,
         &bound,
     ));
+    let (dw_fused, db_fused) = ops::linear_backward_weight_and_bias(gpu, &dz, &x, m, k, n)?;
+    out.push(compare(format!("linear_backward_weight (with bias) {shape}"), &dw_fused, &dw, &bound));
     let db = cpu::bias_grad(&wide(&dz), m, n);
     let bound: Vec<f64> =
         (0..n).map(|j| gamma(m + 1) * (0..m).map(|r| dz[r * n + j].abs() as f64).sum::<f64>()).collect();
-    out.push(compare(format!("bias_grad {m}×{n}"), &ops::bias_grad(gpu, &dz, m, n)?, &db, &bound));
+    out.push(compare(format!("bias_grad {m}×{n} (fused into dW)"), &db_fused, &db, &bound));
     Ok(())
 }
 

@@ -145,21 +145,23 @@ fn linear_backward_weight_and_bias_grad_match_cpu() {
             let dz = uniform(&mut r, m * n, -1.0, 1.0);
             let x = uniform(&mut r, m * k, -1.0, 1.0);
             let dw = ops::linear_backward_weight(&g, &dz, &x, m, k, n).unwrap();
+            let (dw_fused, db) = ops::linear_backward_weight_and_bias(&g, &dz, &x, m, k, n).unwrap();
             let dw_ref = cpu::linear_backward_weight(&dz, &x, m, k, n);
             let scale = abs_products(n, k, m, |j, i| dz[i * n + j], |i, p| x[i * k + p]);
             let b: Vec<f64> = (0..n * k).map(|i| dot_bound(m, scale[i]) + EPS * (dw_ref[i] as f64).abs()).collect();
             let v = g.matmul_variant;
             let (e1, _) =
                 assert_within(&format!("linear_backward_weight ({v:?}) {m}x{k}x{n}"), &dw, &widen(&dw_ref), &b);
+            // The row-sum epilogue must leave the product itself exactly as it was.
+            assert_eq!(dw_fused, dw, "linear_backward_weight_and_bias ({v:?}) {m}x{k}x{n}: dW differs without bias");
 
-            let db = ops::bias_grad(gpu(), &dz, m, n).unwrap();
             let db_ref = cpu::bias_grad(&dz, m, n);
             let b: Vec<f64> = (0..n)
                 .map(|j| {
                     dot_bound(m, (0..m).map(|i| dz[i * n + j].abs() as f64).sum()) + EPS * (db_ref[j] as f64).abs()
                 })
                 .collect();
-            let (e2, _) = assert_within(&format!("bias_grad {m}x{n}"), &db, &widen(&db_ref), &b);
+            let (e2, _) = assert_within(&format!("bias_grad ({v:?}, fused) {m}x{n}"), &db, &widen(&db_ref), &b);
             if (m, k, n) == SHAPES[8] {
                 eprintln!("linear_backward_weight ({v:?}) {m}x{k}x{n}: worst {e1:.2e}; bias_grad: worst {e2:.2e}");
             }
@@ -167,16 +169,22 @@ fn linear_backward_weight_and_bias_grad_match_cpu() {
     }
 }
 
+/// The bias gradient is written by the invocations that own column 0 of dW, one per row of dW
+/// (an output feature): check feature counts around the tile and block edges, and a dW with one
+/// column, on every schedule.
 #[test]
-fn bias_grad_past_one_workgroup_of_columns() {
+fn bias_grad_past_one_tile_of_features() {
     let mut r = rng(5);
-    for n in [255, 256, 257, 1031] {
-        let m = 3;
-        let dz = uniform(&mut r, m * n, -1.0, 1.0);
-        let db = ops::bias_grad(gpu(), &dz, m, n).unwrap();
-        let db_ref = cpu::bias_grad(&dz, m, n);
-        let b: Vec<f64> = (0..n).map(|j| dot_bound(m, (0..m).map(|i| dz[i * n + j].abs() as f64).sum())).collect();
-        assert_within(&format!("bias_grad n={n}"), &db, &widen(&db_ref), &b);
+    for g in matmul_gpus() {
+        for (n, k) in [(1, 1), (7, 1), (63, 3), (64, 5), (65, 8), (129, 2), (257, 9)] {
+            let m = 3;
+            let dz = uniform(&mut r, m * n, -1.0, 1.0);
+            let x = uniform(&mut r, m * k, -1.0, 1.0);
+            let (_, db) = ops::linear_backward_weight_and_bias(&g, &dz, &x, m, k, n).unwrap();
+            let db_ref = cpu::bias_grad(&dz, m, n);
+            let b: Vec<f64> = (0..n).map(|j| dot_bound(m, (0..m).map(|i| dz[i * n + j].abs() as f64).sum())).collect();
+            assert_within(&format!("bias_grad ({:?}) n={n} k={k}", g.matmul_variant), &db, &widen(&db_ref), &b);
+        }
     }
 }
 

@@ -418,6 +418,7 @@ pub const FLAG_BIAS: u32 = 1;
 pub const FLAG_STORE_PREACT: u32 = 2;
 pub const FLAG_ACT_GRAD: u32 = 4;
 pub const FLAG_ACCUMULATE: u32 = 8;
+pub const FLAG_ROW_SUM: u32 = 16;
 pub const MATMUL_TILE: u32 = 64;
 
 /// The three products of a Linear layer with `rows` rows, `inputs` in-features and `outputs`
@@ -442,6 +443,21 @@ impl MatmulParams {
     pub fn linear_backward_weight(rows: usize, inputs: usize, outputs: usize) -> MatmulParams {
         let (m, k, n) = (outputs as u32, rows as u32, inputs as u32);
         MatmulParams { m, n, k, a_stride_m: 1, a_stride_k: m, b_stride_k: n, b_stride_n: 1, ..Default::default() }
+    }
+
+    /// dW = dzᵀ·x and, in the same launch, the bias gradient db = Σ_rows dz (the row sums of
+    /// dzᵀ) written at `bias_offset` of the output buffer: one dispatch for both.
+    pub fn linear_backward_weight_and_bias(
+        rows: usize,
+        inputs: usize,
+        outputs: usize,
+        bias_offset: usize,
+    ) -> MatmulParams {
+        MatmulParams {
+            flags: FLAG_ROW_SUM,
+            bias_offset: bias_offset as u32,
+            ..MatmulParams::linear_backward_weight(rows, inputs, outputs)
+        }
     }
 }
 
@@ -583,7 +599,7 @@ impl Kernels {
                 device,
                 "matmul.wgsl",
                 &[Read, Read, Read, ReadWrite, ReadWrite, Uniform],
-                &["matmul", "matmul_direct", "bias_grad"],
+                &["matmul", "matmul_direct"],
             )?,
             packed: PackedFamily::new(device)?,
             activation: Family::new(
@@ -732,22 +748,6 @@ impl Gpu {
                 uniform,
             }
         })
-    }
-
-    /// c[c_offset + j] = Σ_r a[a_offset + r·n + j] for an m × n matrix in `a`.
-    pub fn bias_grad(&self, a: &GpuBuffer, c: &GpuBuffer, params: MatmulParams) -> Result<Dispatch> {
-        let groups = Gpu::bias_grad_grid(&params);
-        self.kernels.matmul.dispatch(
-            self,
-            "bias_grad",
-            &[&a.buffer, &self.kernels.unused_read, &self.kernels.unused_read, &c.buffer, &self.kernels.unused_write],
-            &params,
-            groups,
-        )
-    }
-
-    pub fn bias_grad_grid(params: &MatmulParams) -> [u32; 3] {
-        groups_for(params.n as usize, 256)
     }
 
     /// y = act(x) (`forward`) or y = dy ⊙ act'(x).

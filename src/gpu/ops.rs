@@ -68,24 +68,35 @@ pub fn linear_backward_input(
     gpu.read_all(&gdx)
 }
 
-/// dW = dzᵀ·x: [n, m]·[m, k].
+/// dW = dzᵀ·x: [n, m]·[m, k] (a layer without bias).
 pub fn linear_backward_weight(gpu: &Gpu, dz: &[f32], x: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
     let gdz = gpu.upload("dz", dz)?;
     let gx = gpu.upload("x", x)?;
     let gdw = gpu.storage("dweight", n * k)?;
-    let p = MatmulParams::linear_backward_weight(m, k, n);
-    let d = gpu.matmul(&gdz, &gx, None, &gdw, None, p)?;
+    let d = gpu.matmul(&gdz, &gx, None, &gdw, None, MatmulParams::linear_backward_weight(m, k, n))?;
     submit(gpu, "linear_backward_weight", &[&d])?;
     gpu.read_all(&gdw)
 }
 
-/// db = Σ_rows dz.
-pub fn bias_grad(gpu: &Gpu, dz: &[f32], m: usize, n: usize) -> Result<Vec<f32>> {
+/// (dW, db): dW = dzᵀ·x and db = Σ_rows dz from the one launch a layer with bias trains with.
+pub fn linear_backward_weight_and_bias(
+    gpu: &Gpu,
+    dz: &[f32],
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let gdz = gpu.upload("dz", dz)?;
-    let gdb = gpu.storage("dbias", n)?;
-    let d = gpu.bias_grad(&gdz, &gdb, MatmulParams { m: m as u32, n: n as u32, ..Default::default() })?;
-    submit(gpu, "bias_grad", &[&d])?;
-    gpu.read_all(&gdb)
+    let gx = gpu.upload("x", x)?;
+    // dW then db in one buffer, as in the gradient buffer training writes.
+    let grads = gpu.storage("dweight and dbias", n * k + n)?;
+    let p = MatmulParams::linear_backward_weight_and_bias(m, k, n, n * k);
+    let d = gpu.matmul(&gdz, &gx, None, &grads, None, p)?;
+    submit(gpu, "linear_backward_weight_and_bias", &[&d])?;
+    let mut dw = gpu.read_all(&grads)?;
+    let db = dw.split_off(n * k);
+    Ok((dw, db))
 }
 
 fn act_params(act: Act, len: usize) -> ActParams {

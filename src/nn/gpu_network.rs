@@ -22,7 +22,6 @@ enum Shape {
     MatmulRowsM(MatmulParams),
     /// Matmul whose k is the batch (dW = dZᵀ·X).
     MatmulRowsK(MatmulParams),
-    BiasGrad(MatmulParams),
     Act(ActParams, usize),
     Loss(LossParams),
     Reduce(LossParams),
@@ -58,10 +57,6 @@ impl Launch {
             Shape::MatmulRowsK(p) => {
                 p.k = rows;
                 self.dispatch.update_matmul(gpu, *p);
-            }
-            Shape::BiasGrad(p) => {
-                p.m = rows;
-                self.dispatch.update(gpu, p, Gpu::bias_grad_grid(p));
             }
             Shape::Act(p, width) => {
                 p.len = rows * *width as u32;
@@ -359,19 +354,18 @@ impl GpuNetwork {
                         let d = g.activation(false, preact, Some(grad), dz, p)?;
                         backward.push(Launch::new(d, Shape::Act(p, outputs)));
                     }
-                    // dW = dZᵀ·X: [outputs, rows]·[rows, inputs]
+                    // dW = dZᵀ·X: [outputs, rows]·[rows, inputs], and db = Σ_rows dZ in the same launch.
                     let p = MatmulParams {
                         c_offset: weight as u32,
-                        ..MatmulParams::linear_backward_weight(max_rows, inputs, outputs)
+                        ..match bias {
+                            Some(bias) => {
+                                MatmulParams::linear_backward_weight_and_bias(max_rows, inputs, outputs, bias)
+                            }
+                            None => MatmulParams::linear_backward_weight(max_rows, inputs, outputs),
+                        }
                     };
                     let d = g.matmul(dz, x, None, &grads, None, p)?;
                     backward.push(Launch::new(d, Shape::MatmulRowsK(p)));
-                    if let Some(bias) = bias {
-                        let p =
-                            MatmulParams { m: rows, n: outputs as u32, c_offset: bias as u32, ..Default::default() };
-                        let d = g.bias_grad(dz, &grads, p)?;
-                        backward.push(Launch::new(d, Shape::BiasGrad(p)));
-                    }
                     if stage.input > 0 {
                         // dX = dZ·W: [rows, outputs]·[outputs, inputs], the producer's act' fused.
                         let t = target(stage.input);
