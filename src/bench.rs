@@ -380,7 +380,7 @@ pub fn optimizer_throughput(gpu: &Gpu, opt: &crate::optim::Optimizer, n: usize, 
 /// Bytes per value: forward reads x three times (two statistics passes, then normalise) and writes
 /// y (16 B); backward reads x and dy twice (reduction, then dx) and writes dx (20 B).
 pub fn batchnorm_throughput(gpu: &Gpu, m: usize, n: usize, budget: f64) -> Result<(f64, f64)> {
-    use crate::gpu::kernels::{BnParams, BN_TRAIN};
+    use crate::gpu::kernels::BnParams;
     let x = gpu.upload("bench x", &random(m * n, 6))?;
     let dy = gpu.upload("bench dy", &random(m * n, 7))?;
     let params = gpu.upload("bench gamma, beta", &[vec![1.0f32; n], vec![0.0; n]].concat())?;
@@ -389,18 +389,7 @@ pub fn batchnorm_throughput(gpu: &Gpu, m: usize, n: usize, budget: f64) -> Resul
     let grads = gpu.storage("bench grads", 2 * n)?;
     let y = gpu.storage("bench y", m * n)?;
     let dx = gpu.storage("bench dx", m * n)?;
-    let p = BnParams {
-        rows: m as u32,
-        cols: n as u32,
-        beta_offset: n as u32,
-        var_offset: n as u32,
-        flags: BN_TRAIN,
-        act: crate::nn::Activation::Relu.code(),
-        eps: 1e-5,
-        keep: 0.9,
-        take: 0.1,
-        ..Default::default()
-    };
+    let p = BnParams::layer(m, n, 0, n, 0, n, 1e-5, crate::nn::Act::new(crate::nn::Activation::Relu)).training(0.1);
     let d = |entry, dy_buf: Option<&GpuBuffer>, out: &GpuBuffer| {
         gpu.batchnorm(entry, &x, dy_buf, &params, &running, &stats, Some(out), &grads, p)
     };

@@ -30,6 +30,9 @@ pub enum Error {
     Config { file: PathBuf, message: String },
     #[error("model: {0}")]
     Model(String),
+    /// A broken assumption while planning the GPU step: a bug in gradflow, not in the input.
+    #[error("internal error planning the GPU step: {0} (a gradflow bug: please report it with the model config)")]
+    Plan(String),
     #[error("shape mismatch in {what}: expected {expected}, got {got}")]
     Shape { what: String, expected: String, got: String },
     #[error("training diverged: loss is {value} at step {step} (epoch {epoch}); lower the learning rate")]

@@ -524,6 +524,44 @@ pub struct BnParams {
 }
 
 impl BnParams {
+    /// One batch-norm layer over a [rows, cols] batch in eval mode (normalise with the running
+    /// statistics; no blend): γ and β at `gamma`, `beta` of the parameter buffer, the running
+    /// mean and variance at `mean`, `var` of the running buffer. Training, `ops` and `bench` all
+    /// start here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer(
+        rows: usize,
+        cols: usize,
+        gamma: usize,
+        beta: usize,
+        mean: usize,
+        var: usize,
+        eps: f64,
+        act: crate::nn::Act,
+    ) -> BnParams {
+        BnParams {
+            rows: rows as u32,
+            cols: cols as u32,
+            gamma_offset: gamma as u32,
+            beta_offset: beta as u32,
+            mean_offset: mean as u32,
+            var_offset: var as u32,
+            flags: 0,
+            act: act.kind.code(),
+            slope: act.slope,
+            eps: eps as f32,
+            keep: 1.0,
+            take: 0.0,
+        }
+    }
+
+    /// Training mode: normalise with the batch's statistics and blend them into the running
+    /// ones, running ← keep·running + take·batch with keep = 1 − factor formed in f64 and
+    /// rounded once (as the CPU reference does).
+    pub fn training(self, factor: f64) -> BnParams {
+        BnParams { flags: self.flags | BN_TRAIN, keep: (1.0 - factor) as f32, take: factor as f32, ..self }
+    }
+
     /// batchnorm.wgsl's pipeline constant: each activation after the norm is its own pipeline.
     pub fn constants(&self) -> [(&'static str, u32); 1] {
         [("ACT", self.act)]

@@ -3,8 +3,8 @@
 //! Training does not use these: `GpuNetwork` builds its launches once and reuses them.
 
 use super::kernels::{
-    submit, ActParams, BnParams, LossParams, MatmulParams, BN_TRAIN, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT,
-    TOTALS_LEN, TOTAL_STEP_LOSS,
+    submit, ActParams, BnParams, LossParams, MatmulParams, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT, TOTALS_LEN,
+    TOTAL_STEP_LOSS,
 };
 use super::optimizer::GpuOptimizer;
 use super::{Gpu, GpuBuffer};
@@ -194,20 +194,7 @@ fn batchnorm_buffers(
     eps: f64,
     act: Act,
 ) -> Result<BatchNormBuffers> {
-    let p = BnParams {
-        rows: m as u32,
-        cols: n as u32,
-        gamma_offset: 0,
-        beta_offset: n as u32,
-        mean_offset: 0,
-        var_offset: n as u32,
-        flags: 0,
-        act: act.kind.code(),
-        slope: act.slope,
-        eps: eps as f32,
-        keep: 1.0,
-        take: 0.0,
-    };
+    let p = BnParams::layer(m, n, 0, n, 0, n, eps, act);
     Ok(BatchNormBuffers {
         x: gpu.upload("x", x)?,
         params: gpu.upload("gamma, beta", &[gamma, beta].concat())?,
@@ -243,7 +230,7 @@ pub fn batchnorm_forward(
     let b = batchnorm_buffers(gpu, x, m, n, gamma, beta, running_mean, running_var, eps, act)?;
     let gy = gpu.storage("y", m * n)?;
     let p = match train {
-        Some(factor) => BnParams { flags: BN_TRAIN, keep: (1.0 - factor) as f32, take: factor as f32, ..b.p },
+        Some(factor) => b.p.training(factor),
         None => b.p,
     };
     let stats = gpu.batchnorm("batchnorm_stats", &b.x, None, &b.params, &b.running, &b.stats, None, &b.grads, p)?;
@@ -277,7 +264,7 @@ pub fn batchnorm_backward(
     let b = batchnorm_buffers(gpu, x, m, n, gamma, beta, &ones, &ones, eps, act)?;
     let gdy = gpu.upload("dy", dy)?;
     let gdx = gpu.storage("dx", m * n)?;
-    let p = BnParams { flags: BN_TRAIN, ..b.p };
+    let p = b.p.training(0.0); // batch statistics, running ones left as they are
     let (bx, bp, br, bs, bg) = (&b.x, &b.params, &b.running, &b.stats, &b.grads);
     let stats = gpu.batchnorm("batchnorm_stats", bx, None, bp, br, bs, None, bg, p)?;
     let reduce = gpu.batchnorm("batchnorm_backward_reduce", bx, Some(&gdy), bp, br, bs, None, bg, p)?;

@@ -4,103 +4,17 @@
 
 use std::sync::Arc;
 
-use super::{Act, Activation, Loss, Model, Network, NormState, Op, Totals};
+use super::launch::{self, Buffers, Context, Launch, Shape, When};
+use super::plan::Plan;
+use super::{Loss, Model, Network, NormState, Totals};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{
-    submit, ActParams, BnParams, Dispatch, GatherParams, LossParams, MatmulParams, ACT_ACCUMULATE, BN_ACCUMULATE,
-    BN_TRAIN, FLAG_ACCUMULATE, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT, TOTALS_LEN, TOTAL_CORRECT, TOTAL_COUNT,
-    TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
+    submit, Dispatch, GatherParams, TOTALS_LEN, TOTAL_CORRECT, TOTAL_COUNT, TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
 };
 use crate::gpu::optimizer::GpuOptimizer;
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::optim::{OptimizerSetup, ParamGroups};
-
-/// How a launch's parameters depend on the number of rows in the batch.
-enum Shape {
-    /// Matmul whose m is the batch (forward, dX).
-    MatmulRowsM(MatmulParams),
-    /// Matmul whose k is the batch (dW = dZᵀ·X).
-    MatmulRowsK(MatmulParams),
-    Act(ActParams, usize),
-    Loss(LossParams),
-    Reduce(LossParams),
-    Gather(GatherParams),
-    BatchNorm(BnParams, &'static str),
-}
-
-/// Which pass a forward launch belongs to: batch norm differs between training and eval.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum When {
-    Always,
-    Train,
-    Eval,
-}
-
-struct Launch {
-    dispatch: Dispatch,
-    shape: Shape,
-    when: When,
-}
-
-impl Launch {
-    fn new(dispatch: Dispatch, shape: Shape) -> Launch {
-        Launch { dispatch, shape, when: When::Always }
-    }
-
-    fn resize(&mut self, gpu: &Gpu, rows: u32) {
-        match &mut self.shape {
-            Shape::MatmulRowsM(p) => {
-                p.m = rows;
-                self.dispatch.update_matmul(gpu, *p);
-            }
-            Shape::MatmulRowsK(p) => {
-                p.k = rows;
-                self.dispatch.update_matmul(gpu, *p);
-            }
-            Shape::Act(p, width) => {
-                p.len = rows * *width as u32;
-                self.dispatch.update(gpu, p, Gpu::elementwise_grid(p.len as usize));
-            }
-            Shape::Loss(p) => {
-                p.rows = rows;
-                self.dispatch.update(gpu, p, Gpu::loss_grid(rows as usize));
-            }
-            Shape::Reduce(p) => {
-                p.rows = rows;
-                self.dispatch.update(gpu, p, [1, 1, 1]);
-            }
-            Shape::Gather(p) => {
-                p.rows = rows;
-                self.dispatch.update(gpu, p, Gpu::gather_grid(p));
-            }
-            Shape::BatchNorm(p, entry) => {
-                p.rows = rows;
-                self.dispatch.update(gpu, p, Gpu::batchnorm_grid(entry, p));
-            }
-        }
-    }
-}
-
-/// The buffers of one stage's output value, each sized for the largest batch.
-struct StageBuffers {
-    out: GpuBuffer,
-    /// Pre-activation z of a Dense stage with an activation, kept for the backward pass.
-    preact: Option<GpuBuffer>,
-    /// dL/dz of a Dense stage (dL/d out when the activation is the identity).
-    dz: Option<GpuBuffer>,
-    /// dL/d out, where the readers of this value cannot write dz directly.
-    grad: Option<GpuBuffer>,
-    /// Batch norm's per-feature shift, shifted mean and 1/σ (batchnorm.wgsl).
-    stats: Option<GpuBuffer>,
-}
-
-/// Where the readers of a value write its gradient, and the activation derivative they must
-/// apply on the way (a Dense producer's act', fused into the writer).
-struct Target<'a> {
-    buf: &'a GpuBuffer,
-    fused: Option<(&'a GpuBuffer, Act)>,
-}
 
 pub struct GpuNetwork {
     gpu: Arc<Gpu>,
@@ -126,46 +40,16 @@ pub struct GpuNetwork {
     optimizer: GpuOptimizer,
     setup: OptimizerSetup,
     steps: usize,
-    stage_buffers: Vec<StageBuffers>,
+    /// The plan's buffers, one per `BufferSpec`.
+    stage_buffers: Vec<GpuBuffer>,
+    /// The buffer `predict` reads the logits from.
+    logits: super::plan::Buf,
     /// The resident training set (inputs, labels) the gather kernel reads.
     train_data: Option<(GpuBuffer, GpuBuffer)>,
     /// The training set kept on the host instead, each batch uploaded as it is used: for data
     /// larger than one GPU buffer, or when asked (`set_streaming`).
     streamed: Option<Dataset>,
     stream: bool,
-}
-
-fn act_params(act: Act, len: usize, accumulate: bool) -> ActParams {
-    ActParams {
-        len: len as u32,
-        act: act.kind.code(),
-        slope: act.slope,
-        flags: if accumulate { ACT_ACCUMULATE } else { 0 },
-    }
-}
-
-/// One batch-norm layer's kernel parameters (no running-statistics blend: keep 1, take 0).
-fn bn_params(model: &Model, norm: usize, rows: u32, width: usize, gamma: usize, beta: usize, act: Act) -> BnParams {
-    let layer = &model.norms[norm];
-    BnParams {
-        rows,
-        cols: width as u32,
-        gamma_offset: gamma as u32,
-        beta_offset: beta as u32,
-        mean_offset: layer.running_mean as u32,
-        var_offset: layer.running_var as u32,
-        flags: 0,
-        act: act.kind.code(),
-        slope: act.slope,
-        eps: layer.eps as f32,
-        keep: 1.0,
-        take: 0.0,
-    }
-}
-
-/// running ← keep·running + take·batch, with keep = 1 − take formed in f64 and rounded once.
-fn blend(factor: f64) -> (f32, f32) {
-    ((1.0 - factor) as f32, factor as f32)
 }
 
 impl GpuNetwork {
@@ -180,9 +64,8 @@ impl GpuNetwork {
     ) -> Result<GpuNetwork> {
         Self::check_fits(&gpu, &model, max_rows)?;
         super::cpu_network::check_params(&model, params)?;
+        let plan = Plan::new(&model, max_rows)?;
         let g = &*gpu;
-        let stages = &model.stages;
-        let last = stages.len();
         let params_buf = g.upload("parameters", params)?;
         let grads = g.storage("gradients", model.param_len)?;
         let norm_state = model.init_norm_state();
@@ -195,239 +78,40 @@ impl GpuNetwork {
         let indices = g.storage("batch indices", max_rows)?;
         let row_stats = g.storage("per-row loss", 2 * max_rows)?;
         let totals = g.storage("loss totals", TOTALS_LEN)?;
+        let stage_buffers =
+            plan.buffers.iter().map(|b| g.storage(&b.name, b.len)).collect::<Result<Vec<GpuBuffer>>>()?;
 
-        // Who reads each value; a Dense producer's act' can be fused into its readers' kernels
-        // only if every reader is a matmul (dX) or a residual sum (activation_backward).
-        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); last + 1];
-        for (s, stage) in stages.iter().enumerate() {
-            for v in stage.reads() {
-                readers[v].push(s);
-            }
-        }
-        let fusable: Vec<bool> = (0..=last)
-            .map(|v| {
-                v > 0
-                    && v < last
-                    && matches!(stages[v - 1].op, Op::Dense { act, .. } if act.kind != Activation::Identity)
-                    && readers[v].iter().all(|&r| matches!(stages[r].op, Op::Dense { .. } | Op::Add { .. }))
-            })
-            .collect();
-
-        let mut bufs = Vec::with_capacity(stages.len());
-        for (s, stage) in stages.iter().enumerate() {
-            let width = stage.outputs();
-            let name = |what: &str| format!("stage {s} ({}) {what} ({max_rows} × {width})", stage.name);
-            let values = max_rows * width;
-            let b = match stage.op {
-                Op::Dense { act, .. } => {
-                    let has_act = act.kind != Activation::Identity;
-                    StageBuffers {
-                        out: g.storage(&name("output"), values)?,
-                        preact: if has_act { Some(g.storage(&name("pre-activation"), values)?) } else { None },
-                        dz: Some(g.storage(&name("gradient dz"), values)?),
-                        grad: if has_act && !fusable[s + 1] {
-                            Some(g.storage(&name("output gradient"), values)?)
-                        } else {
-                            None
-                        },
-                        stats: None,
-                    }
-                }
-                Op::BatchNorm { width, .. } => StageBuffers {
-                    out: g.storage(&name("output"), values)?,
-                    preact: None,
-                    dz: None,
-                    grad: Some(g.storage(&name("output gradient"), values)?),
-                    stats: Some(g.storage(&name("statistics"), 3 * width)?),
-                },
-                Op::Activation { .. } | Op::Add { .. } => StageBuffers {
-                    out: g.storage(&name("output"), values)?,
-                    preact: None,
-                    dz: None,
-                    grad: Some(g.storage(&name("output gradient"), values)?),
-                    stats: None,
-                },
-            };
-            bufs.push(b);
-        }
-        let out = |v: usize| if v == 0 { &batch_x } else { &bufs[v - 1].out };
-        let target = |v: usize| -> Target<'_> {
-            let b = &bufs[v - 1];
-            match (&stages[v - 1].op, &b.dz, &b.grad) {
-                (Op::Dense { act, .. }, Some(dz), _) if act.kind == Activation::Identity => {
-                    Target { buf: dz, fused: None }
-                }
-                (Op::Dense { act, .. }, Some(dz), None) => {
-                    Target { buf: dz, fused: b.preact.as_ref().map(|p| (p, *act)) }
-                }
-                (_, _, Some(grad)) => Target { buf: grad, fused: None },
-                _ => Target { buf: &b.out, fused: None }, // unreachable by construction
-            }
+        let c = Context {
+            gpu: g,
+            buffers: Buffers {
+                input: &batch_x,
+                stage: &stage_buffers,
+                params: &params_buf,
+                grads: &grads,
+                running: &running,
+                labels: &batch_labels,
+                row_stats: &row_stats,
+                totals: &totals,
+            },
+            model: &model,
+            loss,
+            max_rows,
         };
-        // The gradient a stage's backward reads: what its readers wrote.
-        let grad_in = |s: usize| -> &GpuBuffer {
-            let b = &bufs[s];
-            b.grad.as_ref().or(b.dz.as_ref()).unwrap_or(&b.out)
-        };
-        let rows = max_rows as u32;
-
         let mut forward = Vec::new();
         let mut norm_launches = Vec::new();
-        for (s, stage) in stages.iter().enumerate() {
-            let b = &bufs[s];
-            let x = out(stage.input);
-            match stage.op {
-                Op::Dense { inputs, outputs, weight, bias, act } => {
-                    let p = MatmulParams {
-                        b_offset: weight as u32,
-                        bias_offset: bias.unwrap_or(0) as u32,
-                        flags: if bias.is_some() { FLAG_BIAS } else { 0 }
-                            | if b.preact.is_some() { FLAG_STORE_PREACT } else { 0 },
-                        act: act.kind.code(),
-                        slope: act.slope,
-                        ..MatmulParams::linear_forward(max_rows, inputs, outputs)
-                    };
-                    let bias_buf = bias.map(|_| &params_buf);
-                    let d = g.matmul(x, &params_buf, bias_buf, &b.out, b.preact.as_ref(), p)?;
-                    forward.push(Launch::new(d, Shape::MatmulRowsM(p)));
+        for op in &plan.forward {
+            for l in launch::forward(&c, op)? {
+                if let (super::plan::ForwardOp::BatchNorm { norm, .. }, When::Train) = (op, l.when) {
+                    norm_launches.push((forward.len(), *norm));
                 }
-                Op::BatchNorm { width, gamma, beta, norm, act } => {
-                    let (keep, take) = blend(model.norms[norm].momentum.factor(1));
-                    let p = BnParams { keep, take, ..bn_params(&model, norm, rows, width, gamma, beta, act) };
-                    let stats = b.stats.as_ref().unwrap_or(&b.out);
-                    for (when, flags) in [(When::Train, BN_TRAIN), (When::Eval, 0)] {
-                        let p = BnParams { flags, ..p };
-                        let d =
-                            g.batchnorm("batchnorm_stats", x, None, &params_buf, &running, stats, None, &grads, p)?;
-                        if when == When::Train {
-                            norm_launches.push((forward.len(), norm));
-                        }
-                        forward.push(Launch { dispatch: d, shape: Shape::BatchNorm(p, "batchnorm_stats"), when });
-                    }
-                    let d = g.batchnorm(
-                        "batchnorm_forward",
-                        x,
-                        None,
-                        &params_buf,
-                        &running,
-                        stats,
-                        Some(&b.out),
-                        &grads,
-                        p,
-                    )?;
-                    forward.push(Launch::new(d, Shape::BatchNorm(p, "batchnorm_forward")));
-                }
-                Op::Activation { width, act } => {
-                    let p = act_params(act, max_rows * width, false);
-                    let d = g.activation(true, x, None, &b.out, p)?;
-                    forward.push(Launch::new(d, Shape::Act(p, width)));
-                }
-                Op::Add { width, skip } => {
-                    let p = act_params(Act::IDENTITY, max_rows * width, false);
-                    let d = g.residual_add(x, out(skip), &b.out, p)?;
-                    forward.push(Launch::new(d, Shape::Act(p, width)));
-                }
+                forward.push(l);
             }
         }
-
         let mut backward = Vec::new();
-        // Whether some reader already wrote a value's gradient (later readers then add to it).
-        let mut written = vec![false; last + 1];
-        let classes = model.outputs() as u32;
-        let lp = LossParams { rows, cols: classes, use_targets: 0, _pad: 0 };
-        let loss_grad = target(last).buf;
-        written[last] = true;
-        let d = g.loss(loss.entry(), out(last), &batch_labels, None, loss_grad, &row_stats, &totals, lp)?;
-        backward.push(Launch::new(d, Shape::Loss(lp)));
-        let d = g.loss_reduce(&row_stats, &totals, lp)?;
-        backward.push(Launch::new(d, Shape::Reduce(lp)));
-
-        for (s, stage) in stages.iter().enumerate().rev() {
-            let b = &bufs[s];
-            let x = out(stage.input);
-            let g_out = grad_in(s);
-            match stage.op {
-                Op::Dense { inputs, outputs, weight, bias, act } => {
-                    let dz = b.dz.as_ref().unwrap_or(&b.out);
-                    if let (Some(grad), Some(preact)) = (&b.grad, &b.preact) {
-                        let p = act_params(act, max_rows * outputs, false);
-                        let d = g.activation(false, preact, Some(grad), dz, p)?;
-                        backward.push(Launch::new(d, Shape::Act(p, outputs)));
-                    }
-                    // dW = dZᵀ·X: [outputs, rows]·[rows, inputs], and db = Σ_rows dZ in the same launch.
-                    let p = MatmulParams {
-                        c_offset: weight as u32,
-                        ..match bias {
-                            Some(bias) => {
-                                MatmulParams::linear_backward_weight_and_bias(max_rows, inputs, outputs, bias)
-                            }
-                            None => MatmulParams::linear_backward_weight(max_rows, inputs, outputs),
-                        }
-                    };
-                    let d = g.matmul(dz, x, None, &grads, None, p)?;
-                    backward.push(Launch::new(d, Shape::MatmulRowsK(p)));
-                    if stage.input > 0 {
-                        // dX = dZ·W: [rows, outputs]·[outputs, inputs], the producer's act' fused.
-                        let t = target(stage.input);
-                        let accumulate = std::mem::replace(&mut written[stage.input], true);
-                        let (aux, prev_act) = match t.fused {
-                            Some((preact, a)) => (Some(preact), a),
-                            None => (None, Act::IDENTITY),
-                        };
-                        let p = MatmulParams {
-                            b_offset: weight as u32,
-                            flags: if aux.is_some() { FLAG_ACT_GRAD } else { 0 }
-                                | if accumulate { FLAG_ACCUMULATE } else { 0 },
-                            act: prev_act.kind.code(),
-                            slope: prev_act.slope,
-                            ..MatmulParams::linear_backward_input(max_rows, inputs, outputs)
-                        };
-                        let d = g.matmul(dz, &params_buf, None, t.buf, aux, p)?;
-                        backward.push(Launch::new(d, Shape::MatmulRowsM(p)));
-                    }
-                }
-                Op::BatchNorm { width, gamma, beta, norm, act } => {
-                    let stats = b.stats.as_ref().unwrap_or(&b.out);
-                    let mut p = bn_params(&model, norm, rows, width, gamma, beta, act);
-                    let entry = "batchnorm_backward_reduce";
-                    let d = g.batchnorm(entry, x, Some(g_out), &params_buf, &running, stats, None, &grads, p)?;
-                    backward.push(Launch::new(d, Shape::BatchNorm(p, entry)));
-                    if stage.input > 0 {
-                        let t = target(stage.input);
-                        if std::mem::replace(&mut written[stage.input], true) {
-                            p.flags |= BN_ACCUMULATE;
-                        }
-                        let entry = "batchnorm_backward_input";
-                        let d =
-                            g.batchnorm(entry, x, Some(g_out), &params_buf, &running, stats, Some(t.buf), &grads, p)?;
-                        backward.push(Launch::new(d, Shape::BatchNorm(p, entry)));
-                    }
-                }
-                Op::Activation { width, act } => {
-                    if stage.input > 0 {
-                        let t = target(stage.input);
-                        let accumulate = std::mem::replace(&mut written[stage.input], true);
-                        let p = act_params(act, max_rows * width, accumulate);
-                        let d = g.activation(false, x, Some(g_out), t.buf, p)?;
-                        backward.push(Launch::new(d, Shape::Act(p, width)));
-                    }
-                }
-                Op::Add { width, skip } => {
-                    // Both summands receive the sum's gradient (times their producer's act').
-                    for v in [stage.input, skip] {
-                        if v == 0 {
-                            continue;
-                        }
-                        let t = target(v);
-                        let accumulate = std::mem::replace(&mut written[v], true);
-                        let (z, act) = t.fused.unwrap_or((g_out, Act::IDENTITY));
-                        let p = act_params(act, max_rows * width, accumulate);
-                        let d = g.activation(false, z, Some(g_out), t.buf, p)?;
-                        backward.push(Launch::new(d, Shape::Act(p, width)));
-                    }
-                }
-            }
+        for op in &plan.backward {
+            backward.extend(launch::backward(&c, op)?);
         }
+        let rows = max_rows as u32;
 
         Ok(GpuNetwork {
             gpu,
@@ -450,7 +134,8 @@ impl GpuNetwork {
             optimizer,
             setup,
             steps: 0,
-            stage_buffers: bufs,
+            stage_buffers,
+            logits: plan.logits,
             train_data: None,
             streamed: None,
             stream: false,
@@ -465,9 +150,9 @@ impl GpuNetwork {
             let factor = self.model.norms[k].momentum.factor(self.batches_tracked[k] + 1);
             let l = &mut self.forward[launch];
             if let Shape::BatchNorm(p, entry) = &mut l.shape {
-                let (keep, take) = blend(factor);
-                if (keep, take) != (p.keep, p.take) {
-                    (p.keep, p.take) = (keep, take);
+                let blended = p.training(factor);
+                if (blended.keep, blended.take) != (p.keep, p.take) {
+                    *p = blended;
                     l.dispatch.update(&self.gpu, p, Gpu::batchnorm_grid(entry, p));
                 }
             }
@@ -622,7 +307,6 @@ impl Network for GpuNetwork {
         let d = self.model.inputs;
         let classes = self.model.outputs();
         let mut out = Vec::with_capacity(rows * classes);
-        let last = self.stage_buffers.len() - 1;
         for start in (0..rows).step_by(self.max_rows) {
             let n = (rows - start).min(self.max_rows);
             self.resize(n);
@@ -630,7 +314,11 @@ impl Network for GpuNetwork {
             let launches: Vec<&Dispatch> =
                 self.forward.iter().filter(|l| l.when != When::Train).map(|l| &l.dispatch).collect();
             submit(&self.gpu, "forward", &launches)?;
-            out.extend(self.gpu.read::<f32>(&self.stage_buffers[last].out, 0, n * classes)?);
+            let logits = match self.logits {
+                super::plan::Buf::Stage(i) => &self.stage_buffers[i],
+                super::plan::Buf::Input => &self.batch_x,
+            };
+            out.extend(self.gpu.read::<f32>(logits, 0, n * classes)?);
         }
         Ok(out)
     }

@@ -4,9 +4,11 @@
 pub mod activation;
 pub mod cpu_network;
 pub mod gpu_network;
+mod launch;
 pub mod loss;
 pub mod model;
 pub mod network;
+pub mod plan;
 
 pub use activation::{Act, Activation};
 pub use cpu_network::CpuNetwork;
