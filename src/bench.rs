@@ -224,26 +224,36 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
             json!({"bench": format!("{}_mlp_shape", product.name()), "m": m, "k": k, "n": n, "gflops": gflops}),
         );
     }
-    for &batch in &[256usize, 1024] {
+    type Build = fn(Arc<Gpu>, usize) -> Result<(GpuNetwork, usize)>;
+    let mlps: [(&str, usize, Build); 3] = [
+        ("784-512-BN-512-BN-10 (Adam)", 256, bench_mlp),
+        ("784-512-BN-512-BN-10 (Adam)", 1024, bench_mlp),
+        ("64-128-64-10 (SGD momentum)", 32, |gpu, _| bench_small(gpu)),
+    ];
+    for &(name, batch, build) in &mlps {
         let first = Instant::now();
-        let (mut net, rows) = bench_mlp(gpu.clone(), batch)?;
+        let (mut net, rows) = build(gpu.clone(), batch)?;
         train_steps(&mut net, rows, batch, 1)?; // warm-up, timed: time to the first result
         let first_s = first.elapsed().as_secs_f64();
         let (steps, secs) = run_for(budget, 3, &mut |s| train_steps(&mut net, rows, batch, s))?;
         let sps = (steps * batch) as f64 / secs;
+        let device = device_seconds_per_step(&gpu, 20, &mut |s| train_steps(&mut net, rows, batch, s))?;
+        let device_text = device.map_or(String::new(), |d| format!(", {:.0} µs/step on the device", d * 1e6));
         report.add(
             format!(
-                "train MLP 784-512-BN-512-BN-10 (Adam), batch {batch:>5}: {sps:10.0} samples/s  (first step {first_s:.2} s)"
+                "train MLP {name}, batch {batch:>5}: {sps:10.0} samples/s  (first step {first_s:.2} s{device_text})"
             ),
-            json!({"bench": "mlp", "batch": batch, "samples_per_s": sps, "first_step_s": first_s}),
+            json!({"bench": "mlp", "model": name, "batch": batch, "samples_per_s": sps, "first_step_s": first_s,
+                   "device_s_per_step": device, "wall_s_per_step": secs / steps as f64}),
         );
     }
-    let (host_us, submit_us, wall_us) = step_overhead(&gpu, budget)?;
+    let (host_us, submit_us, wall_us, device_us) = step_overhead(&gpu, budget)?;
+    let device_text = device_us.map_or(String::new(), |d| format!(", {d:7.1} µs on the device"));
     report.add(
         format!(
-            "step of the 2-2-3-2 sigmoid net, batch 1: {host_us:7.1} µs host, {submit_us:7.1} µs in queue.submit, {wall_us:7.1} µs wall"
+            "step of the 2-2-3-2 sigmoid net, batch 1: {host_us:7.1} µs host, {submit_us:7.1} µs in queue.submit, {wall_us:7.1} µs wall{device_text}"
         ),
-        json!({"bench": "step_overhead", "model": "2-2-3-2", "host_us": host_us, "submit_us": submit_us, "wall_us": wall_us}),
+        json!({"bench": "step_overhead", "model": "2-2-3-2", "host_us": host_us, "submit_us": submit_us, "wall_us": wall_us, "device_us": device_us}),
     );
     let (m, n) = if quick { (1024, 256) } else { (4096, 1024) };
     let copy = copy_throughput(&gpu, m * n, budget)?;
@@ -293,9 +303,46 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
     Ok(())
 }
 
+/// Mean device seconds per step of `run(steps)` from timestamp queries around each step's pass,
+/// or None where the adapter has no timestamps.
+pub fn device_seconds_per_step(
+    gpu: &Gpu,
+    steps: usize,
+    run: &mut impl FnMut(usize) -> Result<()>,
+) -> Result<Option<f64>> {
+    if !gpu.start_pass_timer(steps as u32) {
+        return Ok(None);
+    }
+    let ran = run(steps);
+    let times = gpu.finish_pass_timer()?;
+    ran?;
+    Ok((!times.is_empty()).then(|| times.iter().sum::<f64>() / times.len() as f64))
+}
+
+/// The default digits run's model on random data: 64→Linear(128)→ReLU→Linear(64)→ReLU→Linear(10),
+/// cross-entropy, SGD with momentum 0.9, batch 32: a small model whose step is mostly overhead.
+pub fn bench_small(gpu: Arc<Gpu>) -> Result<(GpuNetwork, usize)> {
+    let layers = vec![
+        LayerSpec::Linear { out: 128, bias: true },
+        LayerSpec::Relu,
+        LayerSpec::Linear { out: 64, bias: true },
+        LayerSpec::Relu,
+        LayerSpec::Linear { out: 10, bias: true },
+    ];
+    let model = Model::new(64, layers)?;
+    let params = model.init_params(0);
+    let rows = 1440;
+    let labels: Vec<u32> = (0..rows as u32).map(|i| i % 10).collect();
+    let data = Dataset::new(random(rows * 64, 4), labels, 64, 10, "benchmark data")?;
+    let sgd = Sgd { momentum: crate::optim::MomentumSpec::Value(0.9), ..Sgd::new(0.05) };
+    let mut net = GpuNetwork::new(gpu, model, Loss::CrossEntropy, sgd, &params, 32)?;
+    net.set_train_data(&data)?;
+    Ok((net, rows))
+}
+
 /// Per-step cost of the 2-2-3-2 net at batch 1, in µs: (host time outside `queue.submit`, time
-/// inside it, wall time with the queue drained at the end).
-pub fn step_overhead(gpu: &Arc<Gpu>, budget: f64) -> Result<(f64, f64, f64)> {
+/// inside it, wall time with the queue drained at the end, device time from timestamps).
+pub fn step_overhead(gpu: &Arc<Gpu>, budget: f64) -> Result<(f64, f64, f64, Option<f64>)> {
     use std::sync::atomic::Ordering;
     let (mut net, rows) = bench_higham(gpu.clone())?;
     train_steps(&mut net, rows, 1, 10)?;
@@ -315,7 +362,15 @@ pub fn step_overhead(gpu: &Arc<Gpu>, budget: f64) -> Result<(f64, f64, f64)> {
     let wall = start.elapsed().as_secs_f64();
     let submit = (crate::gpu::kernels::SUBMIT_NANOS.load(Ordering::Relaxed) - submit_before) as f64 * 1e-9;
     let per = |s: f64| s / steps as f64 * 1e6;
-    Ok((per(host - submit), per(submit), per(wall)))
+    let mut step = 0;
+    let device = device_seconds_per_step(gpu, 100, &mut |n| {
+        for _ in 0..n {
+            net.train_step(&[(step % rows) as u32])?;
+            step += 1;
+        }
+        gpu.wait()
+    })?;
+    Ok((per(host - submit), per(submit), per(wall), device.map(|d| d * 1e6)))
 }
 
 /// GB/s of the plain copy kernel over `n` values (read 4 B, write 4 B each).

@@ -26,6 +26,8 @@ pub struct Gpu {
     pub matmul_variant: MatmulVariant,
     /// How that schedule was chosen (autotuned now, from the cache, or by $GRADFLOW_MATMUL).
     pub tuning: Option<super::autotune::Tuning>,
+    /// Timestamps of submitted passes while `bench` measures device time (`gpu::timing`).
+    pub timer: Arc<std::sync::Mutex<Option<super::timing::PassTimer>>>,
 }
 
 fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
@@ -104,7 +106,8 @@ impl Gpu {
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {
             label: Some("gradflow"),
-            required_features: wgpu::Features::empty(),
+            // Timestamps only let `bench` read device time per pass; nothing else needs them.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::default(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -118,7 +121,16 @@ impl Gpu {
         }));
         let kernels = Kernels::new(&device)?;
         // Provisional until the autotuner (or $GRADFLOW_MATMUL) has chosen.
-        let mut gpu = Gpu { device, queue, info, limits, kernels, matmul_variant: MatmulVariant::Tiled, tuning: None };
+        let mut gpu = Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            kernels,
+            matmul_variant: MatmulVariant::Tiled,
+            tuning: None,
+            timer: Default::default(),
+        };
         let tuning = super::autotune::matmul_variant(&gpu)?;
         gpu.matmul_variant = tuning.variant;
         gpu.tuning = Some(tuning);

@@ -986,13 +986,22 @@ pub fn submit_with(
     gpu.scoped(label, || {
         let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         before(&mut encoder);
+        let mut timer = gpu.timer.lock().unwrap_or_else(|e| e.into_inner());
+        let (timestamp_writes, timed) = match timer.as_mut().and_then(|t| t.next()) {
+            Some((writes, i)) => (Some(writes), Some(i)),
+            None => (None, None),
+        };
         {
             let mut pass =
-                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes });
             for d in dispatches {
                 d.record(&mut pass);
             }
         }
+        if let (Some(t), Some(i)) = (timer.as_ref(), timed) {
+            t.resolve(&mut encoder, i);
+        }
+        drop(timer);
         let start = std::time::Instant::now();
         gpu.queue.submit([encoder.finish()]);
         SUBMIT_NANOS.fetch_add(start.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);

@@ -221,7 +221,10 @@ impl GpuNetwork {
 
 impl Network for GpuNetwork {
     fn describe(&self) -> String {
-        format!("GPU: {}", self.gpu.describe())
+        match &self.gpu.tuning {
+            Some(t) => format!("GPU: {}\n        {}", self.gpu.describe(), t.describe()),
+            None => format!("GPU: {}", self.gpu.describe()),
+        }
     }
 
     fn model(&self) -> &Model {
