@@ -145,9 +145,7 @@ fn devices() -> Result<()> {
         let info = a.get_info();
         let l = a.limits();
         let schedule = gradflow::gpu::autotune::cached(&info)
-            .map_or("not autotuned yet (the first run that opens it times the candidates)".to_string(), |v| {
-                v.name().to_string()
-            });
+            .map_or("not autotuned yet (the first run that opens it times the candidates)".to_string(), |s| s.name());
         println!(
             "{i}: {}\n   max storage binding {} MiB, max workgroups/dim {}, max invocations/workgroup {}\n   matmul schedule: {schedule}",
             gradflow::gpu::describe_adapter(&info),

@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use gradflow::cpu;
-use gradflow::gpu::kernels::MatmulVariant;
+use gradflow::gpu::kernels::{MatmulVariant, Schedule};
 use gradflow::gpu::{ops, Gpu};
 use gradflow::nn::Act;
 
@@ -30,7 +30,7 @@ const SHAPES: [(usize, usize, usize); 9] = [
 
 /// The shared device, once per matmul schedule (both are held to the same bounds).
 fn matmul_gpus() -> Vec<Gpu> {
-    MatmulVariant::ALL.iter().map(|&v| Gpu { matmul_variant: v, ..gpu().clone() }).collect()
+    MatmulVariant::ALL.iter().map(|&v| Gpu { matmul_schedule: Schedule::uniform(v), ..gpu().clone() }).collect()
 }
 
 /// Σ_p |a[i, p]·b[p, j]| for the product of a (rows × inner, via `a_at`) and b.
@@ -72,7 +72,7 @@ fn linear_forward_matches_cpu_for_every_activation() {
                             + EPS * (y_ref[i] as f64).abs()
                     })
                     .collect();
-                let what = format!("linear_forward ({:?}) {m}x{k}x{n} {}", g.matmul_variant, act.kind.name());
+                let what = format!("linear_forward ({:?}) {m}x{k}x{n} {}", g.matmul_schedule.large, act.kind.name());
                 assert_within(&format!("{what} z"), &z, &widen(&z_ref), &zb);
                 let (err, _) = assert_within(&format!("{what} y"), &y, &widen(&y_ref), &yb);
                 if (m, k, n) == SHAPES[8] {
@@ -107,7 +107,7 @@ fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
             let dx = ops::linear_backward_input(&g, &dz, &w, m, k, n, None).unwrap();
             let dx_ref = cpu::linear_backward_input(&dz, &w, m, k, n);
             let b: Vec<f64> = (0..m * k).map(|i| dot_bound(n, scale[i]) + EPS * (dx_ref[i] as f64).abs()).collect();
-            let v = g.matmul_variant;
+            let v = g.matmul_schedule.large;
             let (err, _) =
                 assert_within(&format!("linear_backward_input ({v:?}) {m}x{k}x{n}"), &dx, &widen(&dx_ref), &b);
             if (m, k, n) == SHAPES[8] {
@@ -149,7 +149,7 @@ fn linear_backward_weight_and_bias_grad_match_cpu() {
             let dw_ref = cpu::linear_backward_weight(&dz, &x, m, k, n);
             let scale = abs_products(n, k, m, |j, i| dz[i * n + j], |i, p| x[i * k + p]);
             let b: Vec<f64> = (0..n * k).map(|i| dot_bound(m, scale[i]) + EPS * (dw_ref[i] as f64).abs()).collect();
-            let v = g.matmul_variant;
+            let v = g.matmul_schedule.large;
             let (e1, _) =
                 assert_within(&format!("linear_backward_weight ({v:?}) {m}x{k}x{n}"), &dw, &widen(&dw_ref), &b);
             // The row-sum epilogue must leave the product itself exactly as it was.
@@ -183,7 +183,7 @@ fn bias_grad_past_one_tile_of_features() {
             let (_, db) = ops::linear_backward_weight_and_bias(&g, &dz, &x, m, k, n).unwrap();
             let db_ref = cpu::bias_grad(&dz, m, n);
             let b: Vec<f64> = (0..n).map(|j| dot_bound(m, (0..m).map(|i| dz[i * n + j].abs() as f64).sum())).collect();
-            assert_within(&format!("bias_grad ({:?}) n={n} k={k}", g.matmul_variant), &db, &widen(&db_ref), &b);
+            assert_within(&format!("bias_grad ({:?}) n={n} k={k}", g.matmul_schedule.large), &db, &widen(&db_ref), &b);
         }
     }
 }
@@ -247,7 +247,7 @@ fn matmul_dispatch_splits_past_65535_workgroups() {
     let (_, y_ref) = cpu::linear_forward(&x, &w, None, m, k, n, Act::IDENTITY);
     for g in matmul_gpus() {
         let (_, y) = ops::linear_forward(&g, &x, &w, None, m, k, n, Act::IDENTITY).unwrap();
-        assert!(y == y_ref, "{:?}: split dispatch differs", g.matmul_variant);
+        assert!(y == y_ref, "{:?}: split dispatch differs", g.matmul_schedule.large);
     }
 }
 

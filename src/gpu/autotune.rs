@@ -1,15 +1,17 @@
-//! Picks the matmul schedule for an adapter by timing each candidate once, and remembers the
-//! winner in a small cache file so later runs spend nothing on it.
+//! Picks the matmul schedule for an adapter and each shape class by timing the candidates, and
+//! remembers the winners in a small cache file so later runs spend nothing on it.
 //!
-//! The candidates are `MatmulVariant::ALL`, timed on two products that stand for training: the
-//! reference MLP's first layer at batch 256 (256×784 · 784×512) and a small-model layer at
-//! batch 32 (32×64 · 64×128). Candidates more than 2× slower than the best on the small one are
-//! dropped before the large one; of the rest, the least total time wins.
+//! The candidates are `MatmulVariant::ALL`, timed per shape class (`Schedule::is_small`): on the
+//! three products of a small-model layer at batch 32 (128 → 64 features: forward, dX and dW, the
+//! best of five runs each, since each is over in a fraction of a millisecond) and on the
+//! reference MLP's first layer at batch 256 (256×784 · 784×512). Each class takes its fastest; a candidate
+//! more than 4× slower than the best on the small product is not timed on the large one (where a
+//! slow schedule costs the search most).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::kernels::{submit, MatmulParams, MatmulVariant};
+use super::kernels::{submit, MatmulParams, MatmulVariant, Schedule};
 use super::Gpu;
 use crate::error::Result;
 
@@ -24,29 +26,35 @@ pub enum Source {
     Environment,
     /// Read from the cache file.
     Cached(PathBuf),
-    /// Timed now: (variant, seconds for the two probe products) per candidate, and the search's
-    /// wall time.
-    Measured { times: Vec<(MatmulVariant, f64)>, seconds: f64 },
+    /// Timed now: (variant, seconds) per candidate on the small and on the large product, and
+    /// the search's wall time.
+    Measured { small: Vec<(MatmulVariant, f64)>, large: Vec<(MatmulVariant, f64)>, seconds: f64 },
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tuning {
-    pub variant: MatmulVariant,
+    pub schedule: Schedule,
     pub source: Source,
 }
 
 impl Tuning {
-    /// One line for `gradflow devices` and `bench`.
+    /// One line for `gradflow devices`, `train` and `bench`.
     pub fn describe(&self) -> String {
-        let name = self.variant.name();
+        let name = self.schedule.name();
         match &self.source {
             Source::Environment => format!("matmul schedule: {name} (from $GRADFLOW_MATMUL)"),
             Source::Cached(path) => {
                 format!("matmul schedule: {name} (autotuned earlier, cached in {})", path.display())
             }
-            Source::Measured { times, seconds } => {
-                let each: Vec<String> = times.iter().map(|(v, t)| format!("{} {:.1} ms", v.name(), t * 1e3)).collect();
-                format!("matmul schedule: {name} (autotuned in {seconds:.2} s: {})", each.join(", "))
+            Source::Measured { small, large, seconds } => {
+                let each = |times: &[(MatmulVariant, f64)]| {
+                    times.iter().map(|(v, t)| format!("{} {:.2} ms", v.name(), t * 1e3)).collect::<Vec<_>>().join(", ")
+                };
+                format!(
+                    "matmul schedule: {name} (autotuned in {seconds:.2} s; small layer, 3 products: {}; large product: {})",
+                    each(small),
+                    each(large)
+                )
             }
         }
     }
@@ -84,78 +92,137 @@ fn cache_key(i: &wgpu::AdapterInfo) -> String {
     key.replace(['\t', '\n'], " ")
 }
 
-fn read_cache(path: &PathBuf, key: &str) -> Option<MatmulVariant> {
+fn read_cache(path: &PathBuf, key: &str) -> Option<Schedule> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines().rev().find_map(|line| {
         let (k, v) = line.split_once('\t')?;
-        (k == key).then(|| MatmulVariant::from_name(v.trim())).flatten()
+        (k == key).then(|| Schedule::from_cache(v.trim())).flatten()
     })
 }
 
 /// Appends the entry; a cache that cannot be written only costs the next run another search.
-fn write_cache(path: &PathBuf, key: &str, variant: MatmulVariant) {
+fn write_cache(path: &PathBuf, key: &str, schedule: Schedule) {
     use std::io::Write;
     let _ = path.parent().map(std::fs::create_dir_all);
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-        let _ = writeln!(f, "{key}\t{}", variant.name());
+        let _ = writeln!(f, "{key}\t{}", schedule.to_cache());
     }
 }
 
 /// The cached schedule of an adapter, if it has been autotuned (for `gradflow devices`).
-pub fn cached(info: &wgpu::AdapterInfo) -> Option<MatmulVariant> {
+pub fn cached(info: &wgpu::AdapterInfo) -> Option<Schedule> {
     if let Some(variant) = MatmulVariant::from_env() {
-        return Some(variant);
+        return Some(Schedule::uniform(variant));
     }
     cache_path().and_then(|p| read_cache(&p, &cache_key(info)))
 }
 
-/// The products the candidates are timed on: a Linear layer's forward pass at a small model's
-/// shape (batch 32) and at the reference MLP's first layer (batch 256).
-const PROBES: [(usize, usize, usize); 2] = [(32, 64, 128), (256, 784, 512)];
+/// The small class's probe: a Linear layer's (rows, inputs, outputs), all three of its products.
+const SMALL_LAYER: (usize, usize, usize) = (32, 128, 64);
+/// The large class's probe: the reference MLP's first forward product (rows, inputs, outputs).
+const LARGE_LAYER: (usize, usize, usize) = (256, 784, 512);
 
 /// A candidate slower than this multiple of the best on the small probe is not timed on the
 /// large one (where a slow schedule costs the search most).
-const PRUNE: f64 = 2.0;
+const PRUNE: f64 = 4.0;
 
-/// Seconds for one run of `variant` on the probe product (m, k, n), after one untimed run that
-/// compiles its pipelines and touches the memory.
-fn time_variant(gpu: &Gpu, variant: MatmulVariant, (m, k, n): (usize, usize, usize)) -> Result<f64> {
-    let g = Gpu { matmul_variant: variant, tuning: None, ..gpu.clone() };
+/// Seconds for `variant` on the product `p` over x [rows, inputs], W [outputs, inputs] and
+/// dz [rows, outputs]: the best of `runs` timed runs, after one untimed run that compiles its
+/// pipeline and touches the memory.
+fn time_product(gpu: &Gpu, variant: MatmulVariant, p: MatmulParams, runs: usize) -> Result<f64> {
+    let g = Gpu { matmul_schedule: Schedule::uniform(variant), tuning: None, ..gpu.clone() };
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     let a = g.storage("autotune a", m * k)?;
     let b = g.storage("autotune b", k * n)?;
     let c = g.storage("autotune c", m * n)?;
-    let d = g.matmul(&a, &b, None, &c, None, MatmulParams::linear_forward(m, k, n))?;
+    let d = g.matmul(&a, &b, None, &c, None, p)?;
     submit(&g, "autotune", &[&d])?;
     g.wait()?;
-    let start = Instant::now();
-    submit(&g, "autotune", &[&d])?;
-    g.wait()?;
-    Ok(start.elapsed().as_secs_f64())
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let start = Instant::now();
+        submit(&g, "autotune", &[&d])?;
+        g.wait()?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(best)
 }
 
-/// The schedule for `gpu`: `$GRADFLOW_MATMUL`, else the cached winner, else the fastest now.
-pub fn matmul_variant(gpu: &Gpu) -> Result<Tuning> {
+/// Seconds for the small probe: the layer's forward, dX and dW products, five runs each.
+fn time_small(gpu: &Gpu, variant: MatmulVariant) -> Result<f64> {
+    let (rows, inputs, outputs) = SMALL_LAYER;
+    let mut total = 0.0;
+    for p in [
+        MatmulParams::linear_forward(rows, inputs, outputs),
+        MatmulParams::linear_backward_input(rows, inputs, outputs),
+        MatmulParams::linear_backward_weight(rows, inputs, outputs),
+    ] {
+        total += time_product(gpu, variant, p, 5)?;
+    }
+    Ok(total)
+}
+
+fn fastest(times: &[(MatmulVariant, f64)]) -> MatmulVariant {
+    times.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(MatmulVariant::Tiled, |t| t.0)
+}
+
+/// The schedule for `gpu`: `$GRADFLOW_MATMUL` (one schedule for every shape), else the cached
+/// winners, else the fastest now for each shape class.
+pub fn matmul_schedule(gpu: &Gpu) -> Result<Tuning> {
     if let Some(variant) = MatmulVariant::from_env() {
-        return Ok(Tuning { variant, source: Source::Environment });
+        return Ok(Tuning { schedule: Schedule::uniform(variant), source: Source::Environment });
     }
     let key = cache_key(&gpu.info);
     let path = cache_path();
-    if let Some(variant) = path.as_ref().and_then(|p| read_cache(p, &key)) {
-        return Ok(Tuning { variant, source: Source::Cached(path.unwrap_or_default()) });
+    if let Some(schedule) = path.as_ref().and_then(|p| read_cache(p, &key)) {
+        return Ok(Tuning { schedule, source: Source::Cached(path.unwrap_or_default()) });
     }
     let start = Instant::now();
-    let mut times = Vec::new();
+    let mut small = Vec::new();
     for variant in MatmulVariant::ALL {
-        times.push((variant, time_variant(gpu, variant, PROBES[0])?));
+        small.push((variant, time_small(gpu, variant)?));
     }
-    let best = times.iter().map(|t| t.1).fold(f64::INFINITY, f64::min);
-    times.retain(|t| t.1 <= PRUNE * best);
-    for t in &mut times {
-        t.1 += time_variant(gpu, t.0, PROBES[1])?;
+    let best = small.iter().map(|t| t.1).fold(f64::INFINITY, f64::min);
+    let mut large = Vec::new();
+    for &(variant, t) in &small {
+        if t <= PRUNE * best {
+            let (rows, inputs, outputs) = LARGE_LAYER;
+            large.push((variant, time_product(gpu, variant, MatmulParams::linear_forward(rows, inputs, outputs), 1)?));
+        }
     }
-    let variant = times.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(MatmulVariant::Tiled, |t| t.0);
+    let schedule = Schedule { small: fastest(&small), large: fastest(&large) };
     if let Some(p) = &path {
-        write_cache(p, &key, variant);
+        write_cache(p, &key, schedule);
     }
-    Ok(Tuning { variant, source: Source::Measured { times, seconds: start.elapsed().as_secs_f64() } })
+    Ok(Tuning { schedule, source: Source::Measured { small, large, seconds: start.elapsed().as_secs_f64() } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::kernels::SMALL_PRODUCT_DIM;
+
+    #[test]
+    fn cache_entries_round_trip_and_old_single_names_still_read() {
+        for small in MatmulVariant::ALL {
+            for large in MatmulVariant::ALL {
+                let s = Schedule { small, large };
+                assert_eq!(Schedule::from_cache(&s.to_cache()), Some(s));
+            }
+        }
+        assert_eq!(Schedule::from_cache("packed"), Some(Schedule::uniform(MatmulVariant::Packed)));
+        assert_eq!(Schedule::from_cache("fast"), None);
+        assert_eq!(Schedule::from_cache("tiled,"), None);
+    }
+
+    #[test]
+    fn a_product_is_small_when_any_dimension_is() {
+        let d = SMALL_PRODUCT_DIM as usize;
+        assert!(Schedule::is_small(&MatmulParams::linear_forward(d, 784, 512)));
+        assert!(!Schedule::is_small(&MatmulParams::linear_forward(d + 1, 784, 512)));
+        // dW's k is the batch.
+        assert!(Schedule::is_small(&MatmulParams::linear_backward_weight(32, 784, 512)));
+        assert!(Schedule::is_small(&MatmulParams::linear_forward(256, 512, 10)));
+        assert!(!Schedule::is_small(&MatmulParams::linear_backward_input(256, 784, 512)));
+    }
 }

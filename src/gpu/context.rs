@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::kernels::MatmulVariant;
+use super::kernels::{MatmulVariant, Schedule};
 use super::Kernels;
 use crate::error::{Error, Result};
 
@@ -22,8 +22,8 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Every pipeline, compiled once when the device opens.
     pub kernels: Kernels,
-    /// The matmul schedule `Gpu::matmul` launches.
-    pub matmul_variant: MatmulVariant,
+    /// The matmul schedule `Gpu::matmul` launches, per shape class.
+    pub matmul_schedule: Schedule,
     /// How that schedule was chosen (autotuned now, from the cache, or by $GRADFLOW_MATMUL).
     pub tuning: Option<super::autotune::Tuning>,
     /// Timestamps of submitted passes while `bench` measures device time (`gpu::timing`).
@@ -127,12 +127,12 @@ impl Gpu {
             info,
             limits,
             kernels,
-            matmul_variant: MatmulVariant::Tiled,
+            matmul_schedule: Schedule::uniform(MatmulVariant::Tiled),
             tuning: None,
             timer: Default::default(),
         };
-        let tuning = super::autotune::matmul_variant(&gpu)?;
-        gpu.matmul_variant = tuning.variant;
+        let tuning = super::autotune::matmul_schedule(&gpu)?;
+        gpu.matmul_schedule = tuning.schedule;
         gpu.tuning = Some(tuning);
         Ok(gpu)
     }

@@ -221,6 +221,61 @@ impl MatmulVariant {
     }
 }
 
+/// The largest dimension of a product in the small class: the small batches of 1–64 rows and
+/// narrow layers, where a schedule's fixed costs (packing, a mostly idle 64×64 tile) weigh most.
+pub const SMALL_PRODUCT_DIM: u32 = 64;
+
+/// The matmul schedule per shape class, as the autotuner chose it (or one schedule for both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// Products with m, n or k at most `SMALL_PRODUCT_DIM`.
+    pub small: MatmulVariant,
+    pub large: MatmulVariant,
+}
+
+impl Schedule {
+    pub fn uniform(variant: MatmulVariant) -> Schedule {
+        Schedule { small: variant, large: variant }
+    }
+
+    pub fn is_small(p: &MatmulParams) -> bool {
+        p.m.min(p.n).min(p.k) <= SMALL_PRODUCT_DIM
+    }
+
+    /// The schedule of the product `p` on a device with `limits`.
+    pub fn for_product(&self, p: &MatmulParams, limits: &wgpu::Limits) -> MatmulVariant {
+        let v = if Schedule::is_small(p) { self.small } else { self.large };
+        v.for_shape(p, limits)
+    }
+
+    /// "packed", or "packed (small products: direct)".
+    pub fn name(&self) -> String {
+        if self.small == self.large {
+            self.large.name().to_string()
+        } else {
+            format!("{} (small products: {})", self.large.name(), self.small.name())
+        }
+    }
+
+    /// The cache file's form: "packed", or "direct,packed" (small, large).
+    pub fn to_cache(&self) -> String {
+        if self.small == self.large {
+            self.large.name().to_string()
+        } else {
+            format!("{},{}", self.small.name(), self.large.name())
+        }
+    }
+
+    pub fn from_cache(text: &str) -> Option<Schedule> {
+        match text.split_once(',') {
+            Some((small, large)) => {
+                Some(Schedule { small: MatmulVariant::from_name(small)?, large: MatmulVariant::from_name(large)? })
+            }
+            None => MatmulVariant::from_name(text).map(Schedule::uniform),
+        }
+    }
+}
+
 /// One family of kernels: a WGSL file, the bind-group layout its entry points share, and a
 /// pipeline per entry point.
 #[derive(Clone)]
@@ -685,7 +740,8 @@ impl Kernels {
 
 impl Gpu {
     /// c[c_offset..] = epilogue(A·B); see matmul.wgsl. `bias` and `aux` may be absent. The
-    /// schedule is `self.matmul_variant` as far as the shape allows (`MatmulVariant::for_shape`).
+    /// schedule is `self.matmul_schedule`'s for the product's shape class, as far as the shape
+    /// allows (`MatmulVariant::for_shape`).
     pub fn matmul(
         &self,
         a: &GpuBuffer,
@@ -698,7 +754,7 @@ impl Gpu {
         let (params, groups) = params.tiled();
         let bias = bias.map_or(&self.kernels.unused_read, |b| &b.buffer);
         let aux = aux.map_or(&self.kernels.unused_write, |b| &b.buffer);
-        let variant = self.matmul_variant.for_shape(&params, &self.limits);
+        let variant = self.matmul_schedule.for_product(&params, &self.limits);
         if variant == MatmulVariant::Packed {
             return self.matmul_packed(a, b, bias, c, aux, params, groups);
         }
