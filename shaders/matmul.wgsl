@@ -29,6 +29,7 @@ const FLAG_BIAS: u32 = 1u;           // add bias[n] (forward)
 const FLAG_STORE_PREACT: u32 = 2u;   // write z to `aux` before the activation (forward, kept for backward)
 const FLAG_ACT_GRAD: u32 = 4u;       // multiply by act'(aux[m, n]) (backward: dZ = (dY·W) ⊙ act'(Z))
 const FLAG_ACCUMULATE: u32 = 8u;     // add to c instead of overwriting (a value with two consumers)
+const FLAG_ADD_SKIP: u32 = 32u;      // add aux[m, n] after the activation (a residual sum; aux is not z then)
 const FLAG_ROW_SUM: u32 = 16u;       // also write sum_k A[m, k] to c[bias_offset + m] (dW = dZᵀ·X: the bias gradient)
 
 // Each flags × activation combination is its own pipeline (`MatmulParams::epilogue` on the host):
@@ -83,6 +84,9 @@ fn store_c(r: u32, col: u32, acc: f32) {
         v = z * activate_grad(aux[out], EPILOGUE_ACT, p.slope);
     } else {
         v = activate(z, EPILOGUE_ACT, p.slope);
+    }
+    if ((EPILOGUE_FLAGS & FLAG_ADD_SKIP) != 0u) {
+        v += aux[out];
     }
     if ((EPILOGUE_FLAGS & FLAG_ACCUMULATE) != 0u) {
         v += c[p.c_offset + out];

@@ -83,6 +83,37 @@ fn linear_forward_matches_cpu_for_every_activation() {
     }
 }
 
+/// A Linear ending a residual block, the sum fused into its epilogue: y = x·Wᵀ + b + skip, against
+/// the CPU's product and residual_add. Bound: the product's, plus the rounding of the sum on
+/// each side.
+#[test]
+fn linear_forward_residual_matches_cpu_product_then_sum() {
+    let mut r = rng(11);
+    for g in matmul_gpus() {
+        for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
+            let x = uniform(&mut r, m * k, -2.0, 2.0);
+            let w = uniform(&mut r, n * k, -1.0, 1.0);
+            let b = uniform(&mut r, n, -1.0, 1.0);
+            let skip = uniform(&mut r, m * n, -3.0, 3.0);
+            let bias = (i % 2 == 0).then_some(&b[..]);
+            let y = ops::linear_forward_residual(&g, &x, &w, bias, &skip, m, k, n).unwrap();
+            let (z_ref, _) = cpu::linear_forward(&x, &w, bias, m, k, n, Act::IDENTITY);
+            let y_ref = cpu::residual_add(&z_ref, &skip);
+            let scale = abs_products(m, n, k, |i, p| x[i * k + p], |p, j| w[j * k + p]);
+            let bound: Vec<f64> = (0..m * n)
+                .map(|i| {
+                    let b_abs = bias.map_or(0.0, |b| b[i % n].abs() as f64);
+                    dot_bound(k + 1, scale[i] + b_abs)
+                        + EPS * (z_ref[i] as f64).abs()
+                        + 2.0 * EPS * (y_ref[i] as f64).abs()
+                })
+                .collect();
+            let v = g.matmul_schedule.large;
+            assert_within(&format!("linear_forward_residual ({v:?}) {m}x{k}x{n}"), &y, &widen(&y_ref), &bound);
+        }
+    }
+}
+
 #[test]
 fn linear_forward_without_bias() {
     let mut r = rng(2);

@@ -83,7 +83,8 @@ fn specialisation(module: &Module) -> naga::back::PipelineConstants {
     for (_, o) in module.overrides.iter() {
         let name = o.name.clone().unwrap_or_default();
         let value = match name.as_str() {
-            "EPILOGUE_FLAGS" => 15.0,
+            // Every flag but ADD_SKIP, which excludes STORE_PREACT and ACT_GRAD.
+            "EPILOGUE_FLAGS" => 31.0,
             "EPILOGUE_ACT" | "ACT" => 4.0,
             other => panic!("override {other}: give tests/portability.rs a value for it"),
         };

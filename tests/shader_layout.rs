@@ -141,6 +141,7 @@ fn flags_codes_and_tile_sizes_agree() {
         ("matmul.wgsl", "FLAG_ACT_GRAD", FLAG_ACT_GRAD as u64),
         ("matmul.wgsl", "FLAG_ACCUMULATE", FLAG_ACCUMULATE as u64),
         ("matmul.wgsl", "FLAG_ROW_SUM", FLAG_ROW_SUM as u64),
+        ("matmul.wgsl", "FLAG_ADD_SKIP", FLAG_ADD_SKIP as u64),
         ("matmul.wgsl", "TILE", MATMUL_TILE as u64),
         ("activation.wgsl", "ACT_ACCUMULATE", ACT_ACCUMULATE as u64),
         ("batchnorm.wgsl", "BN_TRAIN", BN_TRAIN as u64),

@@ -474,6 +474,9 @@ pub const FLAG_STORE_PREACT: u32 = 2;
 pub const FLAG_ACT_GRAD: u32 = 4;
 pub const FLAG_ACCUMULATE: u32 = 8;
 pub const FLAG_ROW_SUM: u32 = 16;
+/// Adds `aux` (the skip value of a residual sum) after the activation; aux then holds no z, so
+/// it excludes `FLAG_STORE_PREACT` and `FLAG_ACT_GRAD`.
+pub const FLAG_ADD_SKIP: u32 = 32;
 pub const MATMUL_TILE: u32 = 64;
 
 /// The three products of a Linear layer with `rows` rows, `inputs` in-features and `outputs`
@@ -751,6 +754,12 @@ impl Gpu {
         aux: Option<&GpuBuffer>,
         params: MatmulParams,
     ) -> Result<Dispatch> {
+        if params.flags & FLAG_ADD_SKIP != 0 && params.flags & (FLAG_STORE_PREACT | FLAG_ACT_GRAD) != 0 {
+            return Err(Error::Plan(format!(
+                "a matmul epilogue cannot add a skip value and use z through the same aux buffer (flags {:#x})",
+                params.flags
+            )));
+        }
         let (params, groups) = params.tiled();
         let bias = bias.map_or(&self.kernels.unused_read, |b| &b.buffer);
         let aux = aux.map_or(&self.kernels.unused_write, |b| &b.buffer);

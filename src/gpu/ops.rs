@@ -3,8 +3,8 @@
 //! Training does not use these: `GpuNetwork` builds its launches once and reuses them.
 
 use super::kernels::{
-    submit, ActParams, BnParams, LossParams, MatmulParams, FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT, TOTALS_LEN,
-    TOTAL_STEP_LOSS,
+    submit, ActParams, BnParams, LossParams, MatmulParams, FLAG_ACT_GRAD, FLAG_ADD_SKIP, FLAG_BIAS, FLAG_STORE_PREACT,
+    TOTALS_LEN, TOTAL_STEP_LOSS,
 };
 use super::optimizer::GpuOptimizer;
 use super::{Gpu, GpuBuffer};
@@ -39,6 +39,33 @@ pub fn linear_forward(
     let d = gpu.matmul(&gx, &gw, gb.as_ref(), &gy, Some(&gz), p)?;
     submit(gpu, "linear_forward", &[&d])?;
     Ok((gpu.read_all(&gz)?, gpu.read_all(&gy)?))
+}
+
+/// y = x·Wᵀ + b + skip: a Linear with no activation whose output ends a residual block, the sum
+/// fused into the product's epilogue as training runs it.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward_residual(
+    gpu: &Gpu,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    skip: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<Vec<f32>> {
+    let gx = gpu.upload("x", x)?;
+    let gw = gpu.upload("weight", w)?;
+    let gb = b.map(|b| gpu.upload("bias", b)).transpose()?;
+    let gskip = gpu.upload("skip", skip)?;
+    let gy = gpu.storage("y", m * n)?;
+    let p = MatmulParams {
+        flags: FLAG_ADD_SKIP | if b.is_some() { FLAG_BIAS } else { 0 },
+        ..MatmulParams::linear_forward(m, k, n)
+    };
+    let d = gpu.matmul(&gx, &gw, gb.as_ref(), &gy, Some(&gskip), p)?;
+    submit(gpu, "linear_forward_residual", &[&d])?;
+    gpu.read_all(&gy)
 }
 
 /// dx = dz·W: [m, n]·[n, k]; with `prev` = (z_prev, act) the epilogue multiplies by act'(z_prev),

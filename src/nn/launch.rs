@@ -8,7 +8,7 @@ use super::{Act, Loss, Model};
 use crate::error::Result;
 use crate::gpu::kernels::{
     ActParams, BnParams, Dispatch, LossParams, MatmulParams, ACT_ACCUMULATE, BN_ACCUMULATE, FLAG_ACCUMULATE,
-    FLAG_ACT_GRAD, FLAG_BIAS, FLAG_STORE_PREACT,
+    FLAG_ACT_GRAD, FLAG_ADD_SKIP, FLAG_BIAS, FLAG_STORE_PREACT,
 };
 use crate::gpu::{Gpu, GpuBuffer};
 
@@ -127,8 +127,8 @@ fn bn_params(c: &Context, norm: usize, width: usize, gamma: usize, beta: usize, 
 
 pub(crate) fn forward(c: &Context, op: &ForwardOp) -> Result<Vec<Launch>> {
     match *op {
-        ForwardOp::Dense { x, out, preact, inputs, outputs, weight, bias, act, .. } => {
-            dense_forward(c, x, out, preact, inputs, outputs, weight, bias, act).map(|l| vec![l])
+        ForwardOp::Dense { x, out, preact, skip, inputs, outputs, weight, bias, act, .. } => {
+            dense_forward(c, x, out, preact, skip, inputs, outputs, weight, bias, act).map(|l| vec![l])
         }
         ForwardOp::BatchNorm { x, out, stats, width, gamma, beta, norm, act, .. } => {
             batchnorm_forward(c, x, out, stats, width, gamma, beta, norm, act)
@@ -164,13 +164,15 @@ pub(crate) fn backward(c: &Context, op: &BackwardOp) -> Result<Vec<Launch>> {
     }
 }
 
-/// out = act(x·Wᵀ + b), z kept for the backward pass when there is an activation.
+/// out = act(x·Wᵀ + b), z kept for the backward pass when there is an activation; plus `skip`
+/// when the Linear ends a residual block (its aux binding then carries the skip value).
 #[allow(clippy::too_many_arguments)]
 fn dense_forward(
     c: &Context,
     x: Buf,
     out: Buf,
     preact: Option<Buf>,
+    skip: Option<Buf>,
     inputs: usize,
     outputs: usize,
     weight: usize,
@@ -181,13 +183,21 @@ fn dense_forward(
     let p = MatmulParams {
         b_offset: weight as u32,
         bias_offset: bias.unwrap_or(0) as u32,
-        flags: if bias.is_some() { FLAG_BIAS } else { 0 } | if preact.is_some() { FLAG_STORE_PREACT } else { 0 },
+        flags: if bias.is_some() { FLAG_BIAS } else { 0 }
+            | if preact.is_some() { FLAG_STORE_PREACT } else { 0 }
+            | if skip.is_some() { FLAG_ADD_SKIP } else { 0 },
         act: act.kind.code(),
         slope: act.slope,
         ..MatmulParams::linear_forward(c.max_rows, inputs, outputs)
     };
     let bias_buf = bias.map(|_| b.params);
-    let d = c.gpu.matmul(b.get(x), b.params, bias_buf, b.get(out), preact.map(|z| b.get(z)), p)?;
+    let aux = match (preact, skip) {
+        (Some(_), Some(_)) => {
+            return Err(crate::error::Error::Plan("a Linear with an activation cannot absorb a residual sum".into()));
+        }
+        (z, s) => z.or(s).map(|a| b.get(a)),
+    };
+    let d = c.gpu.matmul(b.get(x), b.params, bias_buf, b.get(out), aux, p)?;
     Ok(Launch::new(d, Shape::MatmulRowsM(p)))
 }
 

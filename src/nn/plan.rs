@@ -32,12 +32,14 @@ pub struct GradTarget {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ForwardOp {
-    /// out = act(x·Wᵀ + b), z kept in `preact` when there is an activation.
+    /// out = act(x·Wᵀ + b), z kept in `preact` when there is an activation; with `skip` (a Linear
+    /// ending a residual block) out = x·Wᵀ + b + skip, the sum stage fused into the product.
     Dense {
         stage: usize,
         x: Buf,
         out: Buf,
         preact: Option<Buf>,
+        skip: Option<Buf>,
         inputs: usize,
         outputs: usize,
         weight: usize,
@@ -117,8 +119,9 @@ struct StageBufs {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub buffers: Vec<BufferSpec>,
-    /// The buffer holding each value (0 is the input, s + 1 the output of stage s).
-    pub values: Vec<Buf>,
+    /// The buffer holding each value (0 is the input, s + 1 the output of stage s); None for a
+    /// Linear's output that only a residual sum reads, fused into that sum.
+    pub values: Vec<Option<Buf>>,
     /// The buffer holding the logits: the last stage's output.
     pub logits: Buf,
     pub forward: Vec<ForwardOp>,
@@ -155,6 +158,21 @@ impl Plan {
                 && readers[v].iter().all(|&r| matches!(stages[r].op, Op::Dense { .. } | Op::Add { .. }))
         };
 
+        // A residual sum whose summand is a Linear with no activation read by nothing else is
+        // computed in that Linear's epilogue: its output is never stored, the sum's is.
+        let fused_sum = |s: usize| match stages[s].op {
+            Op::Add { .. } => {
+                let v = stages[s].input;
+                v > 0
+                    && matches!(stages[v - 1].op, Op::Dense { act, .. } if act.kind == Activation::Identity)
+                    && readers[v] == [s]
+            }
+            _ => false,
+        };
+        // The Linear stages whose output a sum absorbs.
+        let absorbed: Vec<bool> =
+            (0..last).map(|d| stages.iter().enumerate().any(|(s, st)| fused_sum(s) && st.input == d + 1)).collect();
+
         let mut buffers = Vec::new();
         let mut alloc = |name: String, len: usize| {
             buffers.push(BufferSpec { name, len });
@@ -165,7 +183,10 @@ impl Plan {
             let width = stage.outputs();
             let name = |what: &str| format!("stage {s} ({}) {what} ({max_rows} × {width})", stage.name);
             let values = max_rows * width;
-            let mut b = StageBufs { out: alloc(name("output"), values), ..Default::default() };
+            let mut b = StageBufs::default();
+            if !absorbed[s] {
+                b.out = alloc(name("output"), values);
+            }
             match stage.op {
                 Op::Dense { act, .. } => {
                     let has_act = act.kind != Activation::Identity;
@@ -188,10 +209,10 @@ impl Plan {
         let need = |b: Option<Buf>, s: usize, what: &str| {
             b.ok_or_else(|| bug(format!("stage {s} ({}) has no {what} buffer", stages[s].name)))
         };
-        let mut values = vec![Buf::Input];
-        for (s, b) in bufs.iter().enumerate() {
-            values.push(need(b.out, s, "output")?);
-        }
+        let values: Vec<Option<Buf>> = std::iter::once(Some(Buf::Input)).chain(bufs.iter().map(|b| b.out)).collect();
+        let value = |v: usize| {
+            values[v].ok_or_else(|| bug(format!("value {v} is fused into a residual sum and has no buffer")))
+        };
         let target = |v: usize| -> Result<GradTarget> {
             let (s, b) = (v - 1, &bufs[v - 1]);
             match (&stages[s].op, b.dz, b.grad) {
@@ -210,17 +231,34 @@ impl Plan {
 
         let mut forward = Vec::with_capacity(last);
         for (s, stage) in stages.iter().enumerate() {
-            let (x, out) = (values[stage.input], values[s + 1]);
+            if absorbed[s] {
+                continue; // launched with its sum, below
+            }
+            let out = value(s + 1)?;
             forward.push(match stage.op {
                 Op::Dense { inputs, outputs, weight, bias, act } => {
-                    ForwardOp::Dense { stage: s, x, out, preact: bufs[s].preact, inputs, outputs, weight, bias, act }
+                    let (x, preact) = (value(stage.input)?, bufs[s].preact);
+                    ForwardOp::Dense { stage: s, x, out, preact, skip: None, inputs, outputs, weight, bias, act }
                 }
                 Op::BatchNorm { width, gamma, beta, norm, act } => {
                     let stats = need(bufs[s].stats, s, "statistics")?;
-                    ForwardOp::BatchNorm { stage: s, x, out, stats, width, gamma, beta, norm, act }
+                    ForwardOp::BatchNorm { stage: s, x: value(stage.input)?, out, stats, width, gamma, beta, norm, act }
                 }
-                Op::Activation { width, act } => ForwardOp::Activation { stage: s, x, out, width, act },
-                Op::Add { width, skip } => ForwardOp::Add { stage: s, x, skip: values[skip], out, width },
+                Op::Activation { width, act } => {
+                    ForwardOp::Activation { stage: s, x: value(stage.input)?, out, width, act }
+                }
+                Op::Add { skip, .. } if fused_sum(s) => {
+                    let d = stage.input - 1;
+                    let Op::Dense { inputs, outputs, weight, bias, act } = stages[d].op else {
+                        return Err(bug(format!("stage {s} sums stage {d}, which is not a Linear")));
+                    };
+                    let x = value(stages[d].input)?;
+                    let skip = Some(value(skip)?);
+                    ForwardOp::Dense { stage: d, x, out, preact: None, skip, inputs, outputs, weight, bias, act }
+                }
+                Op::Add { width, skip } => {
+                    ForwardOp::Add { stage: s, x: value(stage.input)?, skip: value(skip)?, out, width }
+                }
             });
         }
 
@@ -233,10 +271,10 @@ impl Plan {
             return Err(bug("the loss gradient would need an activation derivative fused into it".into()));
         }
         write(last);
-        backward.push(BackwardOp::Loss { logits: values[last], grad: loss_grad.buf });
+        backward.push(BackwardOp::Loss { logits: value(last)?, grad: loss_grad.buf });
         for (s, stage) in stages.iter().enumerate().rev() {
             let b = &bufs[s];
-            let x = values[stage.input];
+            let x = || value(stage.input);
             let dy = grad_in(s)?;
             match stage.op {
                 Op::Dense { inputs, outputs, weight, bias, act } => {
@@ -253,7 +291,7 @@ impl Plan {
                             accumulate: false,
                         });
                     }
-                    backward.push(BackwardOp::DenseWeight { dz, x, inputs, outputs, weight, bias });
+                    backward.push(BackwardOp::DenseWeight { dz, x: x()?, inputs, outputs, weight, bias });
                     if stage.input > 0 {
                         let target = target(stage.input)?;
                         let accumulate = write(stage.input);
@@ -262,6 +300,7 @@ impl Plan {
                 }
                 Op::BatchNorm { width, gamma, beta, norm, act } => {
                     let stats = need(b.stats, s, "statistics")?;
+                    let x = x()?;
                     backward.push(BackwardOp::BatchNormReduce { x, dy, stats, width, gamma, beta, norm, act });
                     if stage.input > 0 {
                         let t = target(stage.input)?;
@@ -290,7 +329,7 @@ impl Plan {
                             return Err(bug(format!("activation {s} cannot apply its producer's act'")));
                         }
                         let accumulate = write(stage.input);
-                        backward.push(BackwardOp::ActivationGrad { z: x, dy, out: t.buf, width, act, accumulate });
+                        backward.push(BackwardOp::ActivationGrad { z: x()?, dy, out: t.buf, width, act, accumulate });
                     }
                 }
                 Op::Add { width, skip } => {
@@ -307,7 +346,7 @@ impl Plan {
                 }
             }
         }
-        let logits = values[last];
+        let logits = value(last)?;
         Ok(Plan { buffers, values, logits, forward, backward })
     }
 }
@@ -393,6 +432,50 @@ mod tests {
             .collect();
         assert_eq!(writes.len(), 2, "two writers of value 1's gradient: {:?}", plan.backward);
         assert_eq!(writes.iter().filter(|a| **a).count(), 1);
+    }
+
+    #[test]
+    fn a_linear_ending_a_residual_block_absorbs_the_sum() {
+        let block = |projection| LayerSpec::Residual {
+            layers: vec![
+                LayerSpec::Linear { out: 6, bias: false },
+                LayerSpec::Gelu,
+                LayerSpec::Linear { out: 6, bias: true },
+            ],
+            projection,
+        };
+        for projection in [false, true] {
+            let width = if projection { 4 } else { 6 };
+            let m = model(width, vec![block(projection), LayerSpec::Linear { out: 2, bias: true }]);
+            let plan = Plan::new(&m, 8).unwrap();
+            assert!(!plan.forward.iter().any(|op| matches!(op, ForwardOp::Add { .. })), "{:?}", plan.forward);
+            let fused: Vec<&ForwardOp> =
+                plan.forward.iter().filter(|op| matches!(op, ForwardOp::Dense { skip: Some(_), .. })).collect();
+            assert_eq!(fused.len(), 1);
+            let ForwardOp::Dense { stage, out, skip: Some(skip), .. } = fused[0] else { unreachable!() };
+            // Its own output has no buffer; it writes the sum's, reading the block's input (or
+            // the projection's output), and runs after the projection.
+            assert_eq!(plan.values[stage + 1], None);
+            let add = m.stages.iter().position(|st| matches!(st.op, Op::Add { .. })).unwrap();
+            assert_eq!(Some(*out), plan.values[add + 1]);
+            let Op::Add { skip: skip_value, .. } = m.stages[add].op else { unreachable!() };
+            assert_eq!(Some(*skip), plan.values[skip_value]);
+            let position = |s: usize| plan.forward.iter().position(|op| op_stage(op) == s);
+            if projection {
+                assert!(position(*stage) > position(skip_value - 1), "the sum runs after the projection");
+            }
+            // Backward is unchanged: the sum's gradient reaches the Linear's dz and the skip path.
+            assert!(plan.backward.iter().any(|op| matches!(op, BackwardOp::ActivationGrad { .. })));
+        }
+    }
+
+    fn op_stage(op: &ForwardOp) -> usize {
+        match *op {
+            ForwardOp::Dense { stage, .. }
+            | ForwardOp::BatchNorm { stage, .. }
+            | ForwardOp::Activation { stage, .. }
+            | ForwardOp::Add { stage, .. } => stage,
+        }
     }
 
     #[test]
