@@ -41,6 +41,11 @@ const FLAG_FIRST_STEP: u32 = 128u; // SGD: torch starts the momentum buffer at t
 const BLOCK: u32 = 64u;        // parameter tensors start on 64-element boundaries
 const NORM_CHUNK: u32 = 4096u; // gradient elements per workgroup of grad_norm_partial
 
+// The configuration's flags (every FLAG_* but FIRST_STEP, which changes after step 1) as a
+// pipeline constant (`OptParams::constants` on the host), so the driver compiles only the
+// update the optimizer uses; `p.flags` holds all of them, FIRST_STEP included.
+override OPT_FLAGS: u32 = 0u;
+
 @group(0) @binding(0) var<storage, read_write> param: array<f32>;
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
 @group(0) @binding(2) var<storage, read_write> state: array<f32>;
@@ -62,7 +67,7 @@ fn group_wd(i: u32) -> f32 {
 
 fn clipped_grad(i: u32) -> f32 {
     var coef = 1.0;
-    if ((p.flags & FLAG_CLIP) != 0u) {
+    if ((OPT_FLAGS & FLAG_CLIP) != 0u) {
         coef = clip[0];
     }
     return grad[i] * coef;
@@ -86,11 +91,11 @@ fn sgd_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         param[i] = param[i] - lr * g;
         return;
     }
-    if ((p.flags & FLAG_HEAVY_BALL) != 0u) {
+    if ((OPT_FLAGS & FLAG_HEAVY_BALL) != 0u) {
         let v = mu * state[i] - lr * g;
         state[i] = v;
         param[i] = param[i] + v;
-    } else if ((p.flags & FLAG_NESTEROV_LOOKAHEAD) != 0u) {
+    } else if ((OPT_FLAGS & FLAG_NESTEROV_LOOKAHEAD) != 0u) {
         let old = state[i];
         let v = mu * old - lr * g;
         state[i] = v;
@@ -102,7 +107,7 @@ fn sgd_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         }
         state[i] = buf;
         var d = buf;
-        if ((p.flags & FLAG_NESTEROV) != 0u) {
+        if ((OPT_FLAGS & FLAG_NESTEROV) != 0u) {
             d = g + mu * buf;
         }
         param[i] = param[i] - lr * d;
@@ -145,7 +150,7 @@ fn rmsprop_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let sq = state[i] * a + p.one_minus_alpha * g * g;
     state[i] = sq;
     var avg: f32;
-    if ((p.flags & FLAG_CENTERED) != 0u) {
+    if ((OPT_FLAGS & FLAG_CENTERED) != 0u) {
         let ga = state[p.len + i] + p.one_minus_alpha * (g - state[p.len + i]);
         state[p.len + i] = ga;
         avg = sqrt(sq - ga * ga) + p.eps;
@@ -171,7 +176,7 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let lr = group_lr(i);
     let wd = group_wd(i);
     var g = clipped_grad(i);
-    if ((p.flags & FLAG_DECOUPLED) != 0u) {
+    if ((OPT_FLAGS & FLAG_DECOUPLED) != 0u) {
         param[i] = param[i] * (1.0 - lr * wd);
     } else if (wd != 0.0) {
         g = g + wd * param[i];
@@ -181,7 +186,7 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     state[i] = m;
     state[p.len + i] = v;
     var v_used = v;
-    if ((p.flags & FLAG_AMSGRAD) != 0u) {
+    if ((OPT_FLAGS & FLAG_AMSGRAD) != 0u) {
         v_used = max(state[2u * p.len + i], v);
         state[2u * p.len + i] = v_used;
     }

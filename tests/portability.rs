@@ -86,6 +86,8 @@ fn specialisation(module: &Module) -> naga::back::PipelineConstants {
             // Every flag but ADD_SKIP, which excludes STORE_PREACT and ACT_GRAD.
             "EPILOGUE_FLAGS" => 31.0,
             "EPILOGUE_ACT" | "ACT" => 4.0,
+            // Every static optimizer flag (FIRST_STEP, 128, is never a constant).
+            "OPT_FLAGS" => 127.0,
             other => panic!("override {other}: give tests/portability.rs a value for it"),
         };
         constants.insert(name, value);

@@ -207,12 +207,13 @@ fn epilogue_constants_are_u32_overrides() {
     }
 }
 
-/// The same for the activation constant of the element-wise families.
+/// The same for the activation constant of the element-wise families and the optimizer's flags.
 #[test]
 fn activation_constants_are_u32_overrides() {
     let checks = [
         ("activation.wgsl", ActParams::default().constants()[0].0),
         ("batchnorm.wgsl", BnParams::default().constants()[0].0),
+        ("optim.wgsl", OptParams::default().constants()[0].0),
     ];
     for (file, name) in checks {
         let m = module(file);

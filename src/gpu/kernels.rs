@@ -985,9 +985,10 @@ impl Gpu {
         params: &crate::gpu::optimizer::OptParams,
         groups: [u32; 3],
     ) -> Result<Dispatch> {
-        self.kernels.optim.dispatch(
+        self.kernels.optim.dispatch_specialized(
             self,
             entry,
+            &params.constants(),
             &[&param.buffer, &grad.buffer, &state.buffer, &block_group.buffer, &clip.buffer],
             params,
             groups,

@@ -43,6 +43,11 @@ pub const FLAG_FIRST_STEP: u32 = 128;
 pub const NORM_CHUNK: usize = 4096;
 
 impl OptParams {
+    /// optim.wgsl's pipeline constant: the flags fixed for a whole run (all but FIRST_STEP).
+    pub fn constants(&self) -> [(&'static str, u32); 1] {
+        [("OPT_FLAGS", self.flags & !FLAG_FIRST_STEP)]
+    }
+
     /// Every number of one step, computed on the host in f64 and rounded once, exactly as the
     /// CPU reference (`cpu::optimizer_update`) rounds them.
     pub fn new(len: usize, s: &OptimizerStep) -> OptParams {
