@@ -28,6 +28,8 @@ const BN_ACCUMULATE: u32 = 2u;   // dx is added to `out` (the input value has an
 // The activation after the normalisation, as a pipeline constant (`BnParams::constants` on the
 // host) so the driver compiles only its branch; `p.act` holds the same code for the host.
 override ACT: u32 = 0u;
+// BN_TRAIN / BN_ACCUMULATE, fixed per launch: a pipeline constant too (`p.flags` holds the same).
+override BN_FLAGS: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
@@ -103,7 +105,7 @@ fn batchnorm_stats(
     let lane = lid.y;
     let j = flat_group(wg, nwg) * FEATURES + f;
     let live = j < n;
-    if ((p.flags & BN_TRAIN) == 0u) {
+    if ((BN_FLAGS & BN_TRAIN) == 0u) {
         if (live && lane == 0u) {
             stats[j] = running[p.mean_offset + j];
             stats[n + j] = 0.0;
@@ -222,7 +224,7 @@ fn batchnorm_backward_input(
     let scale = gamma * st.inv_std / m;
     let sum_du = grads[p.beta_offset + j];
     let sum_du_xhat = grads[p.gamma_offset + j];
-    let accumulate = (p.flags & BN_ACCUMULATE) != 0u;
+    let accumulate = (BN_FLAGS & BN_ACCUMULATE) != 0u;
     let end = min(start.y + EW_ROWS, p.rows);
     for (var r = start.y; r < end; r++) {
         let i = r * n + j;

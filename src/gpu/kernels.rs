@@ -620,9 +620,10 @@ impl BnParams {
         BnParams { flags: self.flags | BN_TRAIN, keep: (1.0 - factor) as f32, take: factor as f32, ..self }
     }
 
-    /// batchnorm.wgsl's pipeline constant: each activation after the norm is its own pipeline.
-    pub fn constants(&self) -> [(&'static str, u32); 1] {
-        [("ACT", self.act)]
+    /// batchnorm.wgsl's pipeline constants: the activation after the norm and the launch's
+    /// flags (training or eval statistics, accumulate), each combination its own pipeline.
+    pub fn constants(&self) -> [(&'static str, u32); 2] {
+        [("ACT", self.act), ("BN_FLAGS", self.flags)]
     }
 }
 
