@@ -14,6 +14,8 @@ const ACT_ACCUMULATE: u32 = 1u;
 // The activation, as a pipeline constant (`ActParams::constants` on the host) so the driver
 // compiles only its branch; `p.act` holds the same code for the host.
 override ACT: u32 = 0u;
+// ACT_ACCUMULATE, fixed per launch: a pipeline constant too (`p.flags` holds the same).
+override ACT_FLAGS: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;   // dy (backward) or the skip value (residual_add)
@@ -46,7 +48,7 @@ fn activation_backward(
         return;
     }
     let g = dy[i] * activate_grad(x[i], ACT, p.slope);
-    if ((p.flags & ACT_ACCUMULATE) != 0u) {
+    if ((ACT_FLAGS & ACT_ACCUMULATE) != 0u) {
         y[i] = y[i] + g;
     } else {
         y[i] = g;

@@ -89,6 +89,7 @@ fn specialisation(module: &Module) -> naga::back::PipelineConstants {
             // Every static optimizer flag (FIRST_STEP, 128, is never a constant).
             "OPT_FLAGS" => 127.0,
             "BN_FLAGS" => 3.0,
+            "ACT_FLAGS" => 1.0,
             other => panic!("override {other}: give tests/portability.rs a value for it"),
         };
         constants.insert(name, value);

@@ -212,6 +212,7 @@ fn epilogue_constants_are_u32_overrides() {
 fn activation_constants_are_u32_overrides() {
     let checks = [
         ("activation.wgsl", ActParams::default().constants()[0].0),
+        ("activation.wgsl", ActParams::default().constants()[1].0),
         ("batchnorm.wgsl", BnParams::default().constants()[0].0),
         ("batchnorm.wgsl", BnParams::default().constants()[1].0),
         ("optim.wgsl", OptParams::default().constants()[0].0),

@@ -554,9 +554,9 @@ pub struct ActParams {
 }
 
 impl ActParams {
-    /// activation.wgsl's pipeline constant: each activation is its own pipeline.
-    pub fn constants(&self) -> [(&'static str, u32); 1] {
-        [("ACT", self.act)]
+    /// activation.wgsl's pipeline constants: the activation and the launch's flags.
+    pub fn constants(&self) -> [(&'static str, u32); 2] {
+        [("ACT", self.act), ("ACT_FLAGS", self.flags)]
     }
 }
 
