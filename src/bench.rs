@@ -100,13 +100,25 @@ pub fn bench_mlp(gpu: Arc<Gpu>, batch: usize) -> Result<(GpuNetwork, usize)> {
         LayerSpec::Relu,
         LayerSpec::Linear { out: 10, bias: true },
     ];
-    let model = Model::new(784, layers)?;
-    let params = model.init_params(0);
-    let rows = 8192;
-    let labels: Vec<u32> = (0..rows as u32).map(|i| i % 10).collect();
-    let data = Dataset::new(random(rows * 784, 3), labels, 784, 10, "benchmark data")?;
     let adam = Adam { lr: 1e-3, ..toml::from_str("").map_err(|e| Error::Usage(format!("adam defaults: {e}")))? };
-    let mut net = GpuNetwork::new(gpu, model, Loss::CrossEntropy, adam, &params, batch)?;
+    classifier_on_random_data(gpu, 784, layers, 8192, 3, adam, batch)
+}
+
+/// A 10-class cross-entropy model on `rows` random rows resident on the device.
+fn classifier_on_random_data(
+    gpu: Arc<Gpu>,
+    inputs: usize,
+    layers: Vec<LayerSpec>,
+    rows: usize,
+    seed: u64,
+    setup: impl Into<crate::optim::OptimizerSetup>,
+    batch: usize,
+) -> Result<(GpuNetwork, usize)> {
+    let model = Model::new(inputs, layers)?;
+    let params = model.init_params(0);
+    let labels: Vec<u32> = (0..rows as u32).map(|i| i % 10).collect();
+    let data = Dataset::new(random(rows * inputs, seed), labels, inputs, 10, "benchmark data")?;
+    let mut net = GpuNetwork::new(gpu, model, Loss::CrossEntropy, setup, &params, batch)?;
     net.set_train_data(&data)?;
     Ok((net, rows))
 }
@@ -329,15 +341,8 @@ pub fn bench_small(gpu: Arc<Gpu>) -> Result<(GpuNetwork, usize)> {
         LayerSpec::Relu,
         LayerSpec::Linear { out: 10, bias: true },
     ];
-    let model = Model::new(64, layers)?;
-    let params = model.init_params(0);
-    let rows = 1440;
-    let labels: Vec<u32> = (0..rows as u32).map(|i| i % 10).collect();
-    let data = Dataset::new(random(rows * 64, 4), labels, 64, 10, "benchmark data")?;
     let sgd = Sgd { momentum: crate::optim::MomentumSpec::Value(0.9), ..Sgd::new(0.05) };
-    let mut net = GpuNetwork::new(gpu, model, Loss::CrossEntropy, sgd, &params, 32)?;
-    net.set_train_data(&data)?;
-    Ok((net, rows))
+    classifier_on_random_data(gpu, 64, layers, 1440, 4, sgd, 32)
 }
 
 /// Per-step cost of the 2-2-3-2 net at batch 1, in µs: (host time outside `queue.submit`, time
