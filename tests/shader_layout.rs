@@ -92,6 +92,7 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
     });
     check_struct("matmul.wgsl", "MatmulParams", size, &f);
     check_struct("matmul_packed.wgsl", "MatmulParams", size, &f);
+    check_struct("matmul_uniform.wgsl", "MatmulParams", size, &f);
     let (size, f) = fields!(ActParams { len, act, slope, flags });
     check_struct("activation.wgsl", "ActParams", size, &f);
     let (size, f) = fields!(BnParams {
@@ -143,6 +144,7 @@ fn flags_codes_and_tile_sizes_agree() {
         ("matmul.wgsl", "FLAG_ROW_SUM", FLAG_ROW_SUM as u64),
         ("matmul.wgsl", "FLAG_ADD_SKIP", FLAG_ADD_SKIP as u64),
         ("matmul.wgsl", "TILE", MATMUL_TILE as u64),
+        ("matmul_uniform.wgsl", "UNIFORM_WINDOW", UNIFORM_WINDOW as u64),
         ("activation.wgsl", "ACT_ACCUMULATE", ACT_ACCUMULATE as u64),
         ("batchnorm.wgsl", "BN_TRAIN", BN_TRAIN as u64),
         ("batchnorm.wgsl", "BN_ACCUMULATE", BN_ACCUMULATE as u64),
@@ -191,7 +193,7 @@ fn flags_codes_and_tile_sizes_agree() {
 #[test]
 fn epilogue_constants_are_u32_overrides() {
     let names: Vec<&str> = MatmulParams::default().epilogue().iter().map(|(n, _)| *n).collect();
-    for file in ["matmul.wgsl", "matmul_packed.wgsl"] {
+    for file in ["matmul.wgsl", "matmul_packed.wgsl", "matmul_uniform.wgsl"] {
         let m = module(file);
         for name in &names {
             let (_, o) = m

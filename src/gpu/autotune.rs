@@ -6,7 +6,7 @@
 //! best of five runs each, since each is over in a fraction of a millisecond) and on the
 //! reference MLP's first layer at batch 256 (256×784 · 784×512). Each class takes its fastest; a candidate
 //! more than 4× slower than the best on the small product is not timed on the large one (where a
-//! slow schedule costs the search most).
+//! slow schedule costs the search most), nor is one that cannot run it (`uniform`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -184,10 +184,13 @@ pub fn matmul_schedule(gpu: &Gpu) -> Result<Tuning> {
     }
     let best = small.iter().map(|t| t.1).fold(f64::INFINITY, f64::min);
     let mut large = Vec::new();
+    let (rows, inputs, outputs) = LARGE_LAYER;
+    let large_product = MatmulParams::linear_forward(rows, inputs, outputs);
     for &(variant, t) in &small {
-        if t <= PRUNE * best {
-            let (rows, inputs, outputs) = LARGE_LAYER;
-            large.push((variant, time_product(gpu, variant, MatmulParams::linear_forward(rows, inputs, outputs), 1)?));
+        // A schedule that cannot run the large product (uniform windows are 64 KiB) is not a
+        // candidate for it.
+        if t <= PRUNE * best && variant.for_shape(&large_product, &gpu.limits) == variant {
+            large.push((variant, time_product(gpu, variant, large_product, 1)?));
         }
     }
     let schedule = Schedule { small: fastest(&small), large: fastest(&large) };

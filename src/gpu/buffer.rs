@@ -12,8 +12,15 @@ pub struct GpuBuffer {
     pub len: usize,
 }
 
-const STORAGE: wgpu::BufferUsages =
-    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+/// Every buffer can also be bound as a uniform window (the uniform-window product, matmul_uniform.wgsl).
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::UNIFORM)
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Bytes allocated past a buffer's elements so that a 64 KiB uniform window starting anywhere
+/// inside it stays inside the allocation.
+const WINDOW_SLACK: u64 = (super::kernels::UNIFORM_WINDOW * 4) as u64;
 
 impl Gpu {
     fn check_size(&self, what: &str, len: usize) -> Result<u64> {
@@ -25,9 +32,20 @@ impl Gpu {
         Ok(bytes)
     }
 
+    /// The allocation for `bytes` of elements: with the window slack where the device allows it
+    /// (a buffer without it simply never gets the uniform-window product).
+    fn allocation(&self, bytes: u64) -> u64 {
+        let padded = bytes + WINDOW_SLACK;
+        if padded <= self.max_storage_bytes() {
+            padded
+        } else {
+            bytes
+        }
+    }
+
     /// A zero-filled storage buffer of `len` elements; an error if the device cannot hold it.
     pub fn storage(&self, what: &str, len: usize) -> Result<GpuBuffer> {
-        let bytes = self.check_size(what, len)?;
+        let bytes = self.allocation(self.check_size(what, len)?);
         let buffer = self.scoped(what, || {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(what),
@@ -42,9 +60,10 @@ impl Gpu {
     /// A storage buffer holding `data`.
     pub fn upload<T: bytemuck::Pod>(&self, what: &str, data: &[T]) -> Result<GpuBuffer> {
         assert_eq!(std::mem::size_of::<T>(), 4, "GPU buffers hold 4-byte elements");
-        self.check_size(what, data.len())?;
+        let size = self.allocation(self.check_size(what, data.len())?);
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let contents: Vec<u8> = if bytes.is_empty() { vec![0; 4] } else { bytes.to_vec() };
+        let mut contents = vec![0u8; size as usize];
+        contents[..bytes.len()].copy_from_slice(bytes);
         let buffer = self.scoped(what, || {
             self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(what),

@@ -184,16 +184,21 @@ pub enum MatmulVariant {
     /// Operands packed into textures, then register blocks read by texel fetches
     /// (matmul_packed.wgsl): for CPU-backed adapters, where texel fetches are cheap gathers.
     Packed,
+    /// Register blocks read from 64 KiB uniform-buffer windows of both operands
+    /// (matmul_uniform.wgsl): small products on CPU-backed adapters, with no packing pass.
+    Uniform,
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 3] = [MatmulVariant::Tiled, MatmulVariant::Direct, MatmulVariant::Packed];
+    pub const ALL: [MatmulVariant; 4] =
+        [MatmulVariant::Tiled, MatmulVariant::Direct, MatmulVariant::Packed, MatmulVariant::Uniform];
 
     pub fn name(self) -> &'static str {
         match self {
             MatmulVariant::Tiled => "tiled",
             MatmulVariant::Direct => "direct",
             MatmulVariant::Packed => "packed",
+            MatmulVariant::Uniform => "uniform",
         }
     }
 
@@ -201,7 +206,7 @@ impl MatmulVariant {
         MatmulVariant::ALL.into_iter().find(|v| v.name() == name)
     }
 
-    /// `$GRADFLOW_MATMUL=tiled|direct|packed` if set; otherwise None (the autotuner decides).
+    /// `$GRADFLOW_MATMUL=tiled|direct|packed|uniform` if set; otherwise None (the autotuner decides).
     pub fn from_env() -> Option<MatmulVariant> {
         std::env::var("GRADFLOW_MATMUL").ok().and_then(|v| MatmulVariant::from_name(&v))
     }
@@ -209,16 +214,50 @@ impl MatmulVariant {
     /// The schedule this product actually runs: `Packed` needs both operands to fit a texture
     /// (m, n and ceil(k/4) at most the device's 2-D texture size) and falls back to `Direct`,
     /// which has no size limit beyond the buffers', when they do not.
+    /// `Uniform` needs each operand within one window (`UNIFORM_WINDOW` floats from the 256-byte
+    /// boundary below its offset) and falls back to `Direct` too; whether the buffers leave room
+    /// for the windows is checked where they are bound (`Gpu::matmul`).
     pub fn for_shape(self, p: &MatmulParams, limits: &wgpu::Limits) -> MatmulVariant {
-        let max = limits.max_texture_dimension_2d;
-        let (width, a_rows, b_rows) = packed_extent(p);
-        let fits = width.max(a_rows).max(b_rows) <= max;
-        if self == MatmulVariant::Packed && !fits {
-            MatmulVariant::Direct
-        } else {
+        let fits = match self {
+            MatmulVariant::Packed => {
+                let (width, a_rows, b_rows) = packed_extent(p);
+                width.max(a_rows).max(b_rows) <= limits.max_texture_dimension_2d
+            }
+            MatmulVariant::Uniform => {
+                limits.max_uniform_buffer_binding_size as usize >= UNIFORM_WINDOW * 4
+                    && limits.min_uniform_buffer_offset_alignment as usize * 4 <= UNIFORM_WINDOW
+                    && window_fits(p.a_offset, p.m, p.k, p.a_stride_m, p.a_stride_k, limits)
+                    && window_fits(p.b_offset, p.k, p.n, p.b_stride_k, p.b_stride_n, limits)
+            }
+            _ => true,
+        };
+        if fits {
             self
+        } else {
+            MatmulVariant::Direct
         }
     }
+}
+
+/// Floats in one operand window of the uniform-window product (matmul_uniform.wgsl: 4096 vec4).
+pub const UNIFORM_WINDOW: usize = 16384;
+
+/// The first element of the uniform window holding an operand at `offset`: the offset rounded
+/// down to the device's uniform-binding alignment.
+fn window_start(offset: u32, limits: &wgpu::Limits) -> u32 {
+    let align = (limits.min_uniform_buffer_offset_alignment / 4).max(1);
+    offset - offset % align
+}
+
+/// Whether a rows × cols operand at `offset` with these strides lies inside its window.
+fn window_fits(offset: u32, rows: u32, cols: u32, stride_r: u32, stride_c: u32, limits: &wgpu::Limits) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let last = (offset - window_start(offset, limits)) as u64
+        + (rows as u64 - 1) * stride_r as u64
+        + (cols as u64 - 1) * stride_c as u64;
+    last < UNIFORM_WINDOW as u64
 }
 
 /// The largest dimension of a product in the small class: the small batches of 1–64 rows and
@@ -343,7 +382,7 @@ impl Family {
                 layout: &self.layout,
                 entries: &entries,
             });
-            Dispatch { steps: vec![Step { pipeline, bind_group, groups }], uniform }
+            Dispatch { steps: vec![Step { pipeline, bind_group, groups }], uniform, window_base: [0, 0] }
         })
     }
 }
@@ -390,6 +429,33 @@ impl PackedFamily {
     }
 }
 
+/// The uniform-window product: its own layout (the operands are uniform windows at bindings 10
+/// and 11, the rest as in matmul.wgsl) and one pipeline per epilogue.
+#[derive(Clone)]
+pub struct UniformFamily {
+    module: wgpu::ShaderModule,
+    layout: wgpu::BindGroupLayout,
+    product: Specialized,
+}
+
+impl UniformFamily {
+    const FILE: &'static str = "matmul_uniform.wgsl";
+
+    fn new(device: &wgpu::Device) -> Result<UniformFamily> {
+        use Slot::*;
+        let src = shaders::source(Self::FILE).ok_or_else(|| Error::Model(format!("no shader {}", Self::FILE)))?;
+        scoped(device, "compiling matmul_uniform.wgsl", || {
+            let module = module(device, Self::FILE, src);
+            let layout = layout_at(
+                device,
+                "matmul_uniform",
+                &[(2, Read), (3, ReadWrite), (4, ReadWrite), (5, Uniform), (10, Uniform), (11, Uniform)],
+            );
+            UniformFamily { module, layout, product: Specialized::default() }
+        })
+    }
+}
+
 /// One kernel launch with its buffers bound: recorded into a pass each step, its parameters
 /// rewritten through the uniform only when they change (a shorter last batch, a new learning rate).
 /// A launch is one dispatch, or a short sequence sharing one parameter struct (the texture
@@ -397,6 +463,9 @@ impl PackedFamily {
 pub struct Dispatch {
     steps: Vec<Step>,
     uniform: wgpu::Buffer,
+    /// Elements subtracted from (a_offset, b_offset) when a matmul's parameters are rewritten:
+    /// the uniform-window product reads its operands relative to their windows.
+    window_base: [u32; 2],
 }
 
 struct Step {
@@ -438,7 +507,9 @@ impl Dispatch {
 
     /// A matmul launch resized to `p` (its m or k follows the batch): every step's grid.
     pub fn update_matmul(&mut self, gpu: &Gpu, p: MatmulParams) {
-        let (p, main) = p.tiled();
+        let (mut p, main) = p.tiled();
+        p.a_offset -= self.window_base[0];
+        p.b_offset -= self.window_base[1];
         if self.steps.len() == 2 {
             self.update_steps(gpu, &p, &[p.pack_grid(), main]);
         } else {
@@ -666,6 +737,7 @@ pub const TOTALS_LEN: usize = 4;
 pub struct Kernels {
     matmul: Family,
     packed: PackedFamily,
+    uniform: UniformFamily,
     activation: Family,
     loss: Family,
     optim: Family,
@@ -699,6 +771,7 @@ impl Kernels {
                 &["matmul", "matmul_direct"],
             )?,
             packed: PackedFamily::new(device)?,
+            uniform: UniformFamily::new(device)?,
             activation: Family::new(
                 device,
                 "activation.wgsl",
@@ -768,9 +841,69 @@ impl Gpu {
         if variant == MatmulVariant::Packed {
             return self.matmul_packed(a, b, bias, c, aux, params, groups);
         }
+        let windows_fit = |buffer: &GpuBuffer, offset: u32| {
+            (window_start(offset, &self.limits) as u64 + UNIFORM_WINDOW as u64) * 4 <= buffer.buffer.size()
+        };
+        if variant == MatmulVariant::Uniform && windows_fit(a, params.a_offset) && windows_fit(b, params.b_offset) {
+            return self.matmul_uniform(a, b, bias, c, aux, params, groups);
+        }
+        let variant = if variant == MatmulVariant::Uniform { MatmulVariant::Direct } else { variant };
         let entry = if variant == MatmulVariant::Tiled { "matmul" } else { "matmul_direct" };
         let buffers = [&a.buffer, &b.buffer, bias, &c.buffer, aux];
         self.kernels.matmul.dispatch_specialized(self, entry, &params.epilogue(), &buffers, &params, groups)
+    }
+
+    /// The uniform-window product: 64 KiB uniform bindings of A's and B's buffers at the
+    /// aligned starts of their windows, the offsets in the parameters rebased to them.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_uniform(
+        &self,
+        a: &GpuBuffer,
+        b: &GpuBuffer,
+        bias: &wgpu::Buffer,
+        c: &GpuBuffer,
+        aux: &wgpu::Buffer,
+        params: MatmulParams,
+        groups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let f = &self.kernels.uniform;
+        self.scoped("matmul (uniform windows)", || {
+            let window_base =
+                [window_start(params.a_offset, &self.limits), window_start(params.b_offset, &self.limits)];
+            let rebased = MatmulParams {
+                a_offset: params.a_offset - window_base[0],
+                b_offset: params.b_offset - window_base[1],
+                ..params
+            };
+            let uniform = self.uniform("matmul (uniform windows)", &rebased);
+            fn buffer(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+                wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }
+            }
+            fn window(binding: u32, g: &GpuBuffer, start: u32) -> wgpu::BindGroupEntry<'_> {
+                wgpu::BindGroupEntry {
+                    binding,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &g.buffer,
+                        offset: start as u64 * 4,
+                        size: std::num::NonZeroU64::new(UNIFORM_WINDOW as u64 * 4),
+                    }),
+                }
+            }
+            let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("matmul_uniform"),
+                layout: &f.layout,
+                entries: &[
+                    buffer(2, bias),
+                    buffer(3, &c.buffer),
+                    buffer(4, aux),
+                    buffer(5, &uniform),
+                    window(10, a, window_base[0]),
+                    window(11, b, window_base[1]),
+                ],
+            });
+            let pipeline = f.product.get(&self.device, &f.module, &f.layout, "matmul_uniform", &params.epilogue());
+            Dispatch { steps: vec![Step { pipeline, bind_group, groups }], uniform, window_base }
+        })
     }
 
     /// The texture product: two textures sized for this launch's m, n and k (rounded up to powers
@@ -850,6 +983,7 @@ impl Gpu {
                     },
                 ],
                 uniform,
+                window_base: [0, 0],
             }
         })
     }

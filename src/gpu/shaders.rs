@@ -6,9 +6,10 @@
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// Every kernel family, by file name.
-pub const FAMILIES: [(&str, &str); 7] = [
+pub const FAMILIES: [(&str, &str); 8] = [
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_packed.wgsl", include_str!("../../shaders/matmul_packed.wgsl")),
+    ("matmul_uniform.wgsl", include_str!("../../shaders/matmul_uniform.wgsl")),
     ("activation.wgsl", include_str!("../../shaders/activation.wgsl")),
     ("loss.wgsl", include_str!("../../shaders/loss.wgsl")),
     ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
@@ -19,7 +20,7 @@ pub const FAMILIES: [(&str, &str); 7] = [
 /// The families a family's source builds on, compiled ahead of it.
 fn builds_on(file: &str) -> &'static [&'static str] {
     match file {
-        "matmul_packed.wgsl" => &["matmul.wgsl"],
+        "matmul_packed.wgsl" | "matmul_uniform.wgsl" => &["matmul.wgsl"],
         _ => &[],
     }
 }
