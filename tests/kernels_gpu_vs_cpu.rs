@@ -16,7 +16,7 @@ use gradflow::gpu::{ops, Gpu};
 use gradflow::nn::Act;
 
 /// (m, k, n) triples: degenerate, prime, tile edges, and one large.
-const SHAPES: [(usize, usize, usize); 9] = [
+const SHAPES: [(usize, usize, usize); 12] = [
     (1, 1, 1),
     (1, 7, 1),
     (3, 5, 7),
@@ -26,6 +26,12 @@ const SHAPES: [(usize, usize, usize); 9] = [
     (127, 257, 63),
     (257, 131, 129),
     (512, 384, 320),
+    // Inside the uniform-window schedule's windows with every stride a multiple of 4, so its
+    // four-at-a-time loads run: a batch of 30 (a quad of k past the end in dW), the digits
+    // model's layer, and a tiny aligned one.
+    (30, 64, 128),
+    (32, 128, 64),
+    (6, 8, 12),
 ];
 
 /// The shared device, once per matmul schedule (both are held to the same bounds).

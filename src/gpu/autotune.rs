@@ -74,11 +74,12 @@ pub fn cache_path() -> Option<PathBuf> {
     Some(base.join("gradflow").join("autotune.txt"))
 }
 
-/// What a cached choice is valid for: the adapter and driver, this build's kernels, and whether
-/// shader checks are on (they change the relative costs).
+/// What a cached choice is valid for: the adapter and driver, this build's kernels (a hash of
+/// every WGSL source, so a changed or added schedule is tuned afresh), and whether shader checks
+/// are on (they change the relative costs).
 fn cache_key(i: &wgpu::AdapterInfo) -> String {
     let key = format!(
-        "{}|{:?}|{}|{}|{:04x}:{:04x}|gradflow {}|checks {}",
+        "{}|{:?}|{}|{}|{:04x}:{:04x}|gradflow {} kernels {:016x}|checks {}",
         i.name,
         i.backend,
         i.driver,
@@ -86,10 +87,25 @@ fn cache_key(i: &wgpu::AdapterInfo) -> String {
         i.vendor,
         i.device,
         env!("CARGO_PKG_VERSION"),
+        kernels_hash(),
         super::kernels::shader_checks()
     );
     // One line per entry: keep the key free of the separator and newlines.
     key.replace(['\t', '\n'], " ")
+}
+
+/// FNV-1a over every kernel source and the candidate list: stable across runs and builds of the
+/// same code (std's hasher is not).
+fn kernels_hash() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let names: Vec<&str> = MatmulVariant::ALL.iter().map(|v| v.name()).collect();
+    let parts = super::shaders::FAMILIES.iter().flat_map(|(file, src)| [*file, *src]).chain([super::shaders::COMMON]);
+    for part in parts.chain(names) {
+        for b in part.bytes().chain([0]) {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
 }
 
 fn read_cache(path: &PathBuf, key: &str) -> Option<Schedule> {

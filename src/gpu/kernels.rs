@@ -257,7 +257,37 @@ fn window_fits(offset: u32, rows: u32, cols: u32, stride_r: u32, stride_c: u32, 
     let last = (offset - window_start(offset, limits)) as u64
         + (rows as u64 - 1) * stride_r as u64
         + (cols as u64 - 1) * stride_c as u64;
-    last < UNIFORM_WINDOW as u64
+    // The vec4 loads of matmul_uniform.wgsl read up to 7 values past the last real one.
+    last + WINDOW_OVERREAD < UNIFORM_WINDOW as u64
+}
+
+/// Values past an operand's last one that the uniform-window product may read (and discard).
+const WINDOW_OVERREAD: u64 = 8;
+
+/// matmul_uniform.wgsl's WINDOW_LAYOUT flags.
+pub const WINDOW_A_ALONG_K: u32 = 1;
+pub const WINDOW_A_ALONG_M: u32 = 2;
+pub const WINDOW_B_ALONG_K: u32 = 4;
+pub const WINDOW_B_ALONG_N: u32 = 8;
+
+impl MatmulParams {
+    /// How the operands lie in their windows (matmul_uniform.wgsl's WINDOW_LAYOUT): an axis of
+    /// stride 1 with a 4-aligned offset and 4-aligned other stride is read four values at a time.
+    pub fn window_layout(&self) -> u32 {
+        let aligned = |offset: u32, other: u32| offset % 4 == 0 && other % 4 == 0;
+        let mut layout = 0;
+        if self.a_stride_k == 1 && aligned(self.a_offset, self.a_stride_m) {
+            layout |= WINDOW_A_ALONG_K;
+        } else if self.a_stride_m == 1 && aligned(self.a_offset, self.a_stride_k) {
+            layout |= WINDOW_A_ALONG_M;
+        }
+        if self.b_stride_k == 1 && aligned(self.b_offset, self.b_stride_n) {
+            layout |= WINDOW_B_ALONG_K;
+        } else if self.b_stride_n == 1 && aligned(self.b_offset, self.b_stride_k) {
+            layout |= WINDOW_B_ALONG_N;
+        }
+        layout
+    }
 }
 
 /// The largest dimension of a product in the small class: the small batches of 1–64 rows and
@@ -901,7 +931,9 @@ impl Gpu {
                     window(11, b, window_base[1]),
                 ],
             });
-            let pipeline = f.product.get(&self.device, &f.module, &f.layout, "matmul_uniform", &params.epilogue());
+            let [flags, act] = params.epilogue();
+            let constants = [flags, act, ("WINDOW_LAYOUT", rebased.window_layout())];
+            let pipeline = f.product.get(&self.device, &f.module, &f.layout, "matmul_uniform", &constants);
             Dispatch { steps: vec![Step { pipeline, bind_group, groups }], uniform, window_base }
         })
     }
