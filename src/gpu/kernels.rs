@@ -274,7 +274,7 @@ impl MatmulParams {
     /// How the operands lie in their windows (matmul_uniform.wgsl's WINDOW_LAYOUT): an axis of
     /// stride 1 with a 4-aligned offset and 4-aligned other stride is read four values at a time.
     pub fn window_layout(&self) -> u32 {
-        let aligned = |offset: u32, other: u32| offset % 4 == 0 && other % 4 == 0;
+        let aligned = |offset: u32, other: u32| offset.is_multiple_of(4) && other.is_multiple_of(4);
         let mut layout = 0;
         if self.a_stride_k == 1 && aligned(self.a_offset, self.a_stride_m) {
             layout |= WINDOW_A_ALONG_K;
