@@ -47,9 +47,13 @@ fn cross_entropy(
     @builtin(local_invocation_index) li: u32,
 ) {
     let r = flat_group(wg, nwg) * 64u + li;
-    if (r >= p.rows) {
-        return;
+    if (r < p.rows) {
+        cross_entropy_row(r);
     }
+}
+
+// One row's loss and gradient; writes and returns (loss, correct).
+fn cross_entropy_row(r: u32) -> vec2<f32> {
     let base = r * p.cols;
     let label = labels[r];
     let arg = row_argmax(base);
@@ -69,8 +73,10 @@ fn cross_entropy(
     if (label >= p.cols) {
         loss = bitcast<f32>(0x7fc00000u);   // NaN: a label the host failed to check must not pass silently
     }
-    row_stats[2u * r] = loss;
-    row_stats[2u * r + 1u] = select(0.0, 1.0, arg == label);
+    let stats = vec2<f32>(loss, select(0.0, 1.0, arg == label));
+    row_stats[2u * r] = stats.x;
+    row_stats[2u * r + 1u] = stats.y;
+    return stats;
 }
 
 // Mean squared error over all elements: loss = sum((y - t)^2) / (rows * cols); dy = 2 (y - t) / (rows * cols).
@@ -81,9 +87,12 @@ fn mse(
     @builtin(local_invocation_index) li: u32,
 ) {
     let r = flat_group(wg, nwg) * 64u + li;
-    if (r >= p.rows) {
-        return;
+    if (r < p.rows) {
+        mse_row(r);
     }
+}
+
+fn mse_row(r: u32) -> vec2<f32> {
     let base = r * p.cols;
     let label = labels[r];
     let scale = 2.0 / (f32(p.rows) * f32(p.cols));
@@ -97,12 +106,14 @@ fn mse(
         s += d * d;
         grad[base + c] = scale * d;
     }
-    row_stats[2u * r] = s / f32(p.cols);
     var correct = 0.0;
     if (p.use_targets == 0u && row_argmax(base) == label) {
         correct = 1.0;
     }
-    row_stats[2u * r + 1u] = correct;
+    let stats = vec2<f32>(s / f32(p.cols), correct);
+    row_stats[2u * r] = stats.x;
+    row_stats[2u * r + 1u] = stats.y;
+    return stats;
 }
 
 var<workgroup> part_loss: array<f32, 256>;
@@ -120,7 +131,12 @@ fn loss_reduce(@builtin(local_invocation_index) li: u32) {
     part_loss[li] = sl;
     part_correct[li] = sc;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    reduce_parts(li, 128u);
+}
+
+// Sums part_* pairwise from `top` down (the tree of loss_reduce) and updates the totals.
+fn reduce_parts(li: u32, top: u32) {
+    for (var stride = top; stride > 0u; stride >>= 1u) {
         if (li < stride) {
             part_loss[li] += part_loss[li + stride];
             part_correct[li] += part_correct[li + stride];
@@ -134,4 +150,33 @@ fn loss_reduce(@builtin(local_invocation_index) li: u32) {
         totals[TOTAL_CORRECT] += part_correct[0];
         totals[TOTAL_COUNT] += f32(p.rows);
     }
+}
+
+const ONE_GROUP_ROWS: u32 = 64u;
+
+// A batch of at most 64 rows in one dispatch: each invocation one row, then the same tree from
+// stride 32 (loss_reduce's strides 128 and 64 only add zeros for such a batch, so the bits are
+// those of the two-dispatch path). Saves a dispatch per step for small batches.
+@compute @workgroup_size(ONE_GROUP_ROWS, 1, 1)
+fn cross_entropy_reduced(@builtin(local_invocation_index) li: u32) {
+    var stats = vec2<f32>(0.0);
+    if (li < p.rows) {
+        stats = cross_entropy_row(li);
+    }
+    part_loss[li] = stats.x;
+    part_correct[li] = stats.y;
+    workgroupBarrier();
+    reduce_parts(li, ONE_GROUP_ROWS / 2u);
+}
+
+@compute @workgroup_size(ONE_GROUP_ROWS, 1, 1)
+fn mse_reduced(@builtin(local_invocation_index) li: u32) {
+    var stats = vec2<f32>(0.0);
+    if (li < p.rows) {
+        stats = mse_row(li);
+    }
+    part_loss[li] = stats.x;
+    part_correct[li] = stats.y;
+    workgroupBarrier();
+    reduce_parts(li, ONE_GROUP_ROWS / 2u);
 }

@@ -313,10 +313,39 @@ fn cross_entropy_matches_cpu_including_logits_of_100() {
     }
 }
 
+/// A batch of at most 64 rows runs its loss in one workgroup (`*_reduced`); its loss, gradient
+/// and totals are the bits of the two-dispatch path (per-row kernel, then loss_reduce).
+#[test]
+fn one_workgroup_loss_matches_the_two_dispatch_path_bit_for_bit() {
+    use gradflow::gpu::kernels::{submit, LossParams, LOSS_ONE_GROUP_ROWS, TOTALS_LEN};
+    let g = gpu();
+    let mut r = rng(12);
+    for (entry, rows, cols) in [("cross_entropy", 1, 3), ("cross_entropy", 37, 10), ("mse", 64, 4), ("mse", 5, 1)] {
+        let logits = g.upload("logits", &uniform(&mut r, rows * cols, -3.0, 3.0)).unwrap();
+        let labels: Vec<u32> = (0..rows).map(|i| ((i * 5 + 1) % cols) as u32).collect();
+        let labels = g.upload("labels", &labels).unwrap();
+        let p = LossParams { rows: rows as u32, cols: cols as u32, use_targets: 0, _pad: 0 };
+        let run = |max_rows: usize| {
+            let grad = g.storage("grad", rows * cols).unwrap();
+            let stats = g.storage("row stats", 2 * rows).unwrap();
+            let totals = g.storage("totals", TOTALS_LEN).unwrap();
+            let step = g.loss_step(entry, &logits, &labels, None, &grad, &stats, &totals, p, max_rows).unwrap();
+            submit(g, entry, &step.iter().collect::<Vec<_>>()).unwrap();
+            (step.len(), g.read_all(&grad).unwrap(), g.read_all(&totals).unwrap())
+        };
+        let (one, grad1, totals1) = run(LOSS_ONE_GROUP_ROWS);
+        let (two, grad2, totals2) = run(LOSS_ONE_GROUP_ROWS + 1);
+        assert_eq!((one, two), (1, 2), "{entry}: dispatch counts");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&grad1), bits(&grad2), "{entry} {rows}x{cols}: gradient");
+        assert_eq!(bits(&totals1), bits(&totals2), "{entry} {rows}x{cols}: totals");
+    }
+}
+
 #[test]
 fn mse_matches_cpu_with_targets_and_with_one_hot_labels() {
     let mut r = rng(8);
-    for &(rows, cols) in &[(1usize, 1usize), (10, 2), (129, 3), (300, 10)] {
+    for &(rows, cols) in &[(1usize, 1usize), (10, 2), (64, 3), (65, 4), (129, 3), (300, 10)] {
         let pred = uniform(&mut r, rows * cols, -2.0, 2.0);
         let target = uniform(&mut r, rows * cols, -2.0, 2.0);
         let out = ops::mse(gpu(), &pred, Some(&target), &[], rows, cols).unwrap();

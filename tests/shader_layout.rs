@@ -155,6 +155,7 @@ fn flags_codes_and_tile_sizes_agree() {
         ("batchnorm.wgsl", "FEATURES", BN_FEATURES as u64),
         ("batchnorm.wgsl", "EW_COLS", BN_EW_COLS as u64),
         ("loss.wgsl", "TOTAL_STEP_LOSS", TOTAL_STEP_LOSS as u64),
+        ("loss.wgsl", "ONE_GROUP_ROWS", LOSS_ONE_GROUP_ROWS as u64),
         ("loss.wgsl", "TOTAL_LOSS_SUM", TOTAL_LOSS_SUM as u64),
         ("loss.wgsl", "TOTAL_CORRECT", TOTAL_CORRECT as u64),
         ("loss.wgsl", "TOTAL_COUNT", TOTAL_COUNT as u64),

@@ -755,6 +755,9 @@ pub struct GatherParams {
     pub _pad: [u32; 2],
 }
 
+/// The largest batch whose loss runs in one workgroup (loss.wgsl's `*_reduced` entry points).
+pub const LOSS_ONE_GROUP_ROWS: usize = 64;
+
 /// Indices into `loss.wgsl`'s `totals` buffer.
 pub const TOTAL_STEP_LOSS: usize = 0;
 pub const TOTAL_LOSS_SUM: usize = 1;
@@ -812,7 +815,7 @@ impl Kernels {
                 device,
                 "loss.wgsl",
                 &[Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, Uniform],
-                &["cross_entropy", "mse", "loss_reduce"],
+                &["cross_entropy", "mse", "loss_reduce", "cross_entropy_reduced", "mse_reduced"],
             )?,
             optim: Family::new(
                 device,
@@ -1119,6 +1122,39 @@ impl Gpu {
 
     pub fn loss_grid(rows: usize) -> [u32; 3] {
         groups_for(rows, 64)
+    }
+
+    /// A loss step over batches of up to `max_rows` rows: the per-row kernel `entry` then
+    /// `loss_reduce`, or, for at most `LOSS_ONE_GROUP_ROWS` rows, `entry`'s single-workgroup form
+    /// doing both in one dispatch (same bits). Training (`nn::launch`) and `gpu::ops` both
+    /// build their loss launches here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_step(
+        &self,
+        entry: &'static str,
+        logits: &GpuBuffer,
+        labels: &GpuBuffer,
+        targets: Option<&GpuBuffer>,
+        grad: &GpuBuffer,
+        row_stats: &GpuBuffer,
+        totals: &GpuBuffer,
+        params: LossParams,
+        max_rows: usize,
+    ) -> Result<Vec<Dispatch>> {
+        if max_rows <= LOSS_ONE_GROUP_ROWS {
+            let reduced = match entry {
+                "cross_entropy" => "cross_entropy_reduced",
+                "mse" => "mse_reduced",
+                other => return Err(Error::Plan(format!("no single-workgroup form of loss {other}"))),
+            };
+            let targets = targets.map_or(&self.kernels.unused_read, |b| &b.buffer);
+            let buffers = [&logits.buffer, &labels.buffer, targets, &grad.buffer, &row_stats.buffer, &totals.buffer];
+            return Ok(vec![self.kernels.loss.dispatch(self, reduced, &buffers, &params, [1, 1, 1])?]);
+        }
+        Ok(vec![
+            self.loss(entry, logits, labels, targets, grad, row_stats, totals, params)?,
+            self.loss_reduce(row_stats, totals, params)?,
+        ])
     }
 
     /// Sums the row statistics into the batch loss and the running totals.

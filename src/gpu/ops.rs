@@ -163,9 +163,8 @@ fn loss(
     let stats = gpu.storage("row stats", 2 * rows)?;
     let totals = gpu.storage("totals", TOTALS_LEN)?;
     let p = LossParams { rows: rows as u32, cols: cols as u32, use_targets: u32::from(targets.is_some()), _pad: 0 };
-    let d = gpu.loss(entry, &gl, &glab, gt.as_ref(), &grad, &stats, &totals, p)?;
-    let r = gpu.loss_reduce(&stats, &totals, p)?;
-    submit(gpu, entry, &[&d, &r])?;
+    let step = gpu.loss_step(entry, &gl, &glab, gt.as_ref(), &grad, &stats, &totals, p, rows)?;
+    submit(gpu, entry, &step.iter().collect::<Vec<_>>())?;
     let stats_host = gpu.read_all(&stats)?;
     let correct = stats_host.chunks(2).filter(|c| c[1] != 0.0).count();
     Ok(LossOutput { loss: gpu.read::<f32>(&totals, TOTAL_STEP_LOSS, 1)?[0], grad: gpu.read_all(&grad)?, correct })

@@ -252,13 +252,17 @@ fn residual_add(c: &Context, x: Buf, skip: Buf, out: Buf, width: usize) -> Resul
     Ok(Launch::new(d, Shape::Act(p, width)))
 }
 
-/// The loss and its gradient per row, then the reduction into the step's loss and the totals.
+/// The loss and its gradient per row, then the reduction into the step's loss and the totals (one
+/// dispatch for batches of up to 64 rows).
 fn loss(c: &Context, logits: Buf, grad: Buf) -> Result<Vec<Launch>> {
     let b = &c.buffers;
     let p = LossParams { rows: c.max_rows as u32, cols: c.model.outputs() as u32, use_targets: 0, _pad: 0 };
-    let d = c.gpu.loss(c.loss.entry(), b.get(logits), b.labels, None, b.get(grad), b.row_stats, b.totals, p)?;
-    let reduce = c.gpu.loss_reduce(b.row_stats, b.totals, p)?;
-    Ok(vec![Launch::new(d, Shape::Loss(p)), Launch::new(reduce, Shape::Reduce(p))])
+    let (logits, grad) = (b.get(logits), b.get(grad));
+    let step = c.gpu.loss_step(c.loss.entry(), logits, b.labels, None, grad, b.row_stats, b.totals, p, c.max_rows)?;
+    let last = step.len() - 1;
+    // The per-row kernel's grid follows the rows; a reduction (or the one-workgroup form) is 1.
+    let shape = |i: usize| if i < last { Shape::Loss(p) } else { Shape::Reduce(p) };
+    Ok(step.into_iter().enumerate().map(|(i, d)| Launch::new(d, shape(i))).collect())
 }
 
 /// out (+)= dy ⊙ act'(z).
