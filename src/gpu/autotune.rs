@@ -235,6 +235,19 @@ mod tests {
     }
 
     #[test]
+    fn a_small_product_the_small_schedule_cannot_run_takes_the_large_ones() {
+        let limits = wgpu::Limits::default();
+        let s = Schedule { small: MatmulVariant::Uniform, large: MatmulVariant::Packed };
+        // dW of a 784 -> 512 layer at batch 32: small (k = 32), but x is 25,088 floats.
+        let tall = MatmulParams::linear_backward_weight(32, 784, 512);
+        assert!(Schedule::is_small(&tall));
+        assert_eq!(s.for_product(&tall, &limits), MatmulVariant::Packed);
+        // The digits layer's dW fits the windows.
+        assert_eq!(s.for_product(&MatmulParams::linear_backward_weight(32, 64, 128), &limits), MatmulVariant::Uniform);
+        assert_eq!(s.for_product(&MatmulParams::linear_forward(256, 784, 512), &limits), MatmulVariant::Packed);
+    }
+
+    #[test]
     fn a_product_is_small_when_any_dimension_is() {
         let d = SMALL_PRODUCT_DIM as usize;
         assert!(Schedule::is_small(&MatmulParams::linear_forward(d, 784, 512)));

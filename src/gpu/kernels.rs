@@ -311,10 +311,14 @@ impl Schedule {
         p.m.min(p.n).min(p.k) <= SMALL_PRODUCT_DIM
     }
 
-    /// The schedule of the product `p` on a device with `limits`.
+    /// The schedule of the product `p` on a device with `limits`. A small product the small
+    /// class's schedule cannot run (a tall-skinny dW whose operands exceed the uniform windows)
+    /// takes the large class's, not a generic fallback.
     pub fn for_product(&self, p: &MatmulParams, limits: &wgpu::Limits) -> MatmulVariant {
-        let v = if Schedule::is_small(p) { self.small } else { self.large };
-        v.for_shape(p, limits)
+        if Schedule::is_small(p) && self.small.for_shape(p, limits) == self.small {
+            return self.small;
+        }
+        self.large.for_shape(p, limits)
     }
 
     /// "packed", or "packed (small products: direct)".
@@ -879,6 +883,14 @@ impl Gpu {
         };
         if variant == MatmulVariant::Uniform && windows_fit(a, params.a_offset) && windows_fit(b, params.b_offset) {
             return self.matmul_uniform(a, b, bias, c, aux, params, groups);
+        }
+        // Buffers without the window slack: the large class's schedule, as for_product would.
+        let variant = match variant {
+            MatmulVariant::Uniform => self.matmul_schedule.large.for_shape(&params, &self.limits),
+            v => v,
+        };
+        if variant == MatmulVariant::Packed {
+            return self.matmul_packed(a, b, bias, c, aux, params, groups);
         }
         let variant = if variant == MatmulVariant::Uniform { MatmulVariant::Direct } else { variant };
         let entry = if variant == MatmulVariant::Tiled { "matmul" } else { "matmul_direct" };
