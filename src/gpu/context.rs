@@ -106,8 +106,9 @@ impl Gpu {
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {
             label: Some("gradflow"),
-            // Timestamps only let `bench` read device time per pass; nothing else needs them.
-            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            // Timestamps let `bench` read device time per pass; subgroups let
+            // `examples/subgroup_matmul.rs` try them. No kernel needs either.
+            required_features: adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP),
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::default(),
             memory_hints: wgpu::MemoryHints::Performance,
