@@ -111,9 +111,13 @@ fn b_block(k0: u32, col: u32) -> mat4x4<f32> {
     );
 }
 
-// Each of the 8×8 invocations owns an 8×8 block of the 64×64 tile (the grid of `matmul_direct`)
-// and walks k four at a time, as the texture product does.
-@compute @workgroup_size(8, 8, 1)
+// One SIMD-wide workgroup of 8 invocations per 64×64 tile (the grid of `matmul_direct`): each
+// owns 8 columns and walks the tile's 8 blocks of 8 rows in turn, k four at a time. The rows
+// come from the workgroup id and the loop counter alone, so A's addresses are the same in every
+// lane and the driver can load them once (llvmpipe turns a non-divergent uniform load into one
+// scalar load); only B's differ per lane. Measured against the 8×8-invocation form on the digits
+// run: faster in 4 of 4 alternating pairs, 2–16 %.
+@compute @workgroup_size(8, 1, 1)
 fn matmul_uniform(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -123,36 +127,42 @@ fn matmul_uniform(
     if (tile >= p.tiles_total) {
         return;
     }
-    let r = (tile / p.tiles_n) * TILE + lid.y * 8u;
+    let row0 = (tile / p.tiles_n) * TILE;
     let col = (tile % p.tiles_n) * TILE + lid.x * 8u;
-    if (r >= p.m || col >= p.n) {
+    if (col >= p.n) {
         return;
     }
-    var lo: array<vec4<f32>, 8>;   // columns col..col+3 of rows r..r+7
-    var hi: array<vec4<f32>, 8>;   // columns col+4..col+7
-    var row_sums: array<f32, 8>;   // FLAG_ROW_SUM: sum over k of A for rows r..r+7
-    for (var i = 0u; i < 8u; i++) {
-        lo[i] = vec4<f32>(0.0);
-        hi[i] = vec4<f32>(0.0);
-        row_sums[i] = 0.0;
-    }
-    for (var k0 = 0u; k0 < p.k; k0 += 4u) {
-        let b_lo = b_block(k0, col);
-        let b_hi = b_block(k0, col + 4u);
-        let a = a_quads(r, k0);
-        for (var i = 0u; i < 8u; i++) {
-            if ((EPILOGUE_FLAGS & FLAG_ROW_SUM) != 0u) {
-                row_sums[i] = row_sums[i] + a[i].x + a[i].y + a[i].z + a[i].w;   // k order
-            }
-            lo[i] += a[i] * b_lo;
-            hi[i] += a[i] * b_hi;
+    for (var block = 0u; block < TILE / 8u; block++) {
+        let r = row0 + block * 8u;
+        if (r >= p.m) {
+            break;
         }
-    }
-    for (var i = 0u; i < 8u; i++) {
-        store_row(r + i, col, lo[i]);
-        store_row(r + i, col + 4u, hi[i]);
-        if ((EPILOGUE_FLAGS & FLAG_ROW_SUM) != 0u) {
-            store_row_sum(r + i, col, row_sums[i]);
+        var lo: array<vec4<f32>, 8>;   // columns col..col+3 of rows r..r+7
+        var hi: array<vec4<f32>, 8>;   // columns col+4..col+7
+        var row_sums: array<f32, 8>;   // FLAG_ROW_SUM: sum over k of A for rows r..r+7
+        for (var i = 0u; i < 8u; i++) {
+            lo[i] = vec4<f32>(0.0);
+            hi[i] = vec4<f32>(0.0);
+            row_sums[i] = 0.0;
+        }
+        for (var k0 = 0u; k0 < p.k; k0 += 4u) {
+            let b_lo = b_block(k0, col);
+            let b_hi = b_block(k0, col + 4u);
+            let a = a_quads(r, k0);
+            for (var i = 0u; i < 8u; i++) {
+                if ((EPILOGUE_FLAGS & FLAG_ROW_SUM) != 0u) {
+                    row_sums[i] = row_sums[i] + a[i].x + a[i].y + a[i].z + a[i].w;   // k order
+                }
+                lo[i] += a[i] * b_lo;
+                hi[i] += a[i] * b_hi;
+            }
+        }
+        for (var i = 0u; i < 8u; i++) {
+            store_row(r + i, col, lo[i]);
+            store_row(r + i, col + 4u, hi[i]);
+            if ((EPILOGUE_FLAGS & FLAG_ROW_SUM) != 0u) {
+                store_row_sum(r + i, col, row_sums[i]);
+            }
         }
     }
 }
