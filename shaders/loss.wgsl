@@ -163,10 +163,7 @@ fn cross_entropy_reduced(@builtin(local_invocation_index) li: u32) {
     if (li < p.rows) {
         stats = cross_entropy_row(li);
     }
-    part_loss[li] = stats.x;
-    part_correct[li] = stats.y;
-    workgroupBarrier();
-    reduce_parts(li, ONE_GROUP_ROWS / 2u);
+    reduce_one_group(li, stats);
 }
 
 @compute @workgroup_size(ONE_GROUP_ROWS, 1, 1)
@@ -175,6 +172,11 @@ fn mse_reduced(@builtin(local_invocation_index) li: u32) {
     if (li < p.rows) {
         stats = mse_row(li);
     }
+    reduce_one_group(li, stats);
+}
+
+// The one-workgroup reduction: invocation li's row statistics (zero past the batch) summed.
+fn reduce_one_group(li: u32, stats: vec2<f32>) {
     part_loss[li] = stats.x;
     part_correct[li] = stats.y;
     workgroupBarrier();

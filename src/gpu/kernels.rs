@@ -73,10 +73,9 @@ fn layout_at(device: &wgpu::Device, label: &str, slots: &[(u32, Slot)]) -> wgpu:
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries })
 }
 
-/// A layout with `slots` at bindings 0, 1, 2, …
-fn layout(device: &wgpu::Device, label: &str, slots: &[Slot]) -> wgpu::BindGroupLayout {
-    let numbered: Vec<(u32, Slot)> = slots.iter().enumerate().map(|(i, &s)| (i as u32, s)).collect();
-    layout_at(device, label, &numbered)
+/// A whole buffer at `binding`, for the bind groups built by hand (texture and window products).
+fn buffer(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }
 }
 
 /// Environment variable that turns wgpu's injected shader checks back on (`1`).
@@ -142,17 +141,18 @@ fn pipeline(
     })
 }
 
-/// Pipelines of one entry point specialised on override constants, made on first use and shared
-/// by every clone of the device's kernels. The matmul epilogue is specialised this way: with its
-/// flags and activation as constants the driver folds the branches away, which on lavapipe cut
-/// the cold compile of a product from 0.7–6.8 s to 0.3–0.5 s and its run time by up to 40 %.
+/// A module's pipelines, one per entry point and set of override constants, made on first use
+/// (or up front for the default constants) and shared by every clone of the device's kernels.
+/// The epilogues are specialised this way: with their flags and activation as constants the
+/// driver folds the branches away, which on lavapipe cut the cold compile of a product from
+/// 0.7–6.8 s to 0.3–0.5 s and its run time by up to 40 %.
 #[derive(Clone, Default)]
 struct Specialized {
     made: std::sync::Arc<std::sync::Mutex<Vec<SpecializedPipeline>>>,
 }
 
 /// (entry point, constants, the pipeline).
-type SpecializedPipeline = (String, Vec<(&'static str, u32)>, wgpu::ComputePipeline);
+type SpecializedPipeline = (&'static str, Vec<(&'static str, u32)>, wgpu::ComputePipeline);
 
 impl Specialized {
     fn get(
@@ -160,16 +160,16 @@ impl Specialized {
         device: &wgpu::Device,
         module: &wgpu::ShaderModule,
         layout: &wgpu::BindGroupLayout,
-        entry: &str,
+        entry: &'static str,
         constants: &Constants,
     ) -> wgpu::ComputePipeline {
         // A poisoned lock only means another thread panicked while inserting; the list is intact.
         let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, p)) = made.iter().find(|(e, c, _)| e == entry && c[..] == *constants) {
+        if let Some((_, _, p)) = made.iter().find(|(e, c, _)| *e == entry && c[..] == *constants) {
             return p.clone();
         }
         let p = pipeline(device, module, layout, entry, constants);
-        made.push((entry.to_string(), constants.to_vec(), p.clone()));
+        made.push((entry, constants.to_vec(), p.clone()));
         p
     }
 }
@@ -355,32 +355,46 @@ impl Schedule {
 pub struct Family {
     pub layout: wgpu::BindGroupLayout,
     module: wgpu::ShaderModule,
-    pipelines: Vec<(&'static str, wgpu::ComputePipeline)>,
-    specialized: Specialized,
+    pipelines: Specialized,
 }
 
 impl Family {
+    /// A family whose bindings are `slots` at 0, 1, 2, … (the uniform last), with the default
+    /// pipelines of `entries` made now.
     fn new(device: &wgpu::Device, file: &str, slots: &[Slot], entries: &[&'static str]) -> Result<Family> {
+        let numbered: Vec<(u32, Slot)> = slots.iter().enumerate().map(|(i, &s)| (i as u32, s)).collect();
+        Family::with_bindings(device, file, &numbered, entries)
+    }
+
+    /// A family with `slots` at the given binding numbers.
+    fn with_bindings(
+        device: &wgpu::Device,
+        file: &str,
+        slots: &[(u32, Slot)],
+        entries: &[&'static str],
+    ) -> Result<Family> {
         let src = shaders::source(file).ok_or_else(|| Error::Model(format!("no shader {file}")))?;
         scoped(device, &format!("compiling {file}"), || {
             let module = module(device, file, src);
-            let layout = layout(device, file, slots);
-            let pipelines =
-                entries.iter().map(|entry| (*entry, pipeline(device, &module, &layout, entry, &[]))).collect();
-            Family { layout, module, pipelines, specialized: Specialized::default() }
+            let layout = layout_at(device, file, slots);
+            let family = Family { layout, module, pipelines: Specialized::default() };
+            for entry in entries {
+                family.pipeline(device, entry, &[]);
+            }
+            family
         })
     }
 
-    fn pipeline(&self, entry: &str) -> &wgpu::ComputePipeline {
-        // Entry names are compile-time constants of this module, so a miss is a bug here.
-        &self.pipelines.iter().find(|(e, _)| *e == entry).expect("entry point compiled").1
+    /// `entry` specialised on `constants` (its default pipeline when empty).
+    fn pipeline(&self, device: &wgpu::Device, entry: &'static str, constants: &Constants) -> wgpu::ComputePipeline {
+        self.pipelines.get(device, &self.module, &self.layout, entry, constants)
     }
 
     /// Binds `buffers` (in binding order, the uniform last) to `entry` and returns the launch.
     fn dispatch<P: bytemuck::Pod>(
         &self,
         gpu: &Gpu,
-        entry: &str,
+        entry: &'static str,
         buffers: &[&wgpu::Buffer],
         params: &P,
         groups: [u32; 3],
@@ -392,18 +406,14 @@ impl Family {
     fn dispatch_specialized<P: bytemuck::Pod>(
         &self,
         gpu: &Gpu,
-        entry: &str,
+        entry: &'static str,
         constants: &Constants,
         buffers: &[&wgpu::Buffer],
         params: &P,
         groups: [u32; 3],
     ) -> Result<Dispatch> {
         gpu.scoped(entry, || {
-            let pipeline = if constants.is_empty() {
-                self.pipeline(entry).clone()
-            } else {
-                self.specialized.get(&gpu.device, &self.module, &self.layout, entry, constants)
-            };
+            let pipeline = self.pipeline(&gpu.device, entry, constants);
             let uniform = gpu.uniform(entry, params);
             let mut entries: Vec<wgpu::BindGroupEntry> = buffers
                 .iter()
@@ -459,33 +469,6 @@ impl PackedFamily {
                 pack_layout,
                 product_layout,
             }
-        })
-    }
-}
-
-/// The uniform-window product: its own layout (the operands are uniform windows at bindings 10
-/// and 11, the rest as in matmul.wgsl) and one pipeline per epilogue.
-#[derive(Clone)]
-pub struct UniformFamily {
-    module: wgpu::ShaderModule,
-    layout: wgpu::BindGroupLayout,
-    product: Specialized,
-}
-
-impl UniformFamily {
-    const FILE: &'static str = "matmul_uniform.wgsl";
-
-    fn new(device: &wgpu::Device) -> Result<UniformFamily> {
-        use Slot::*;
-        let src = shaders::source(Self::FILE).ok_or_else(|| Error::Model(format!("no shader {}", Self::FILE)))?;
-        scoped(device, "compiling matmul_uniform.wgsl", || {
-            let module = module(device, Self::FILE, src);
-            let layout = layout_at(
-                device,
-                "matmul_uniform",
-                &[(2, Read), (3, ReadWrite), (4, ReadWrite), (5, Uniform), (10, Uniform), (11, Uniform)],
-            );
-            UniformFamily { module, layout, product: Specialized::default() }
         })
     }
 }
@@ -608,18 +591,19 @@ impl MatmulParams {
         MatmulParams { m, n, k, a_stride_m: 1, a_stride_k: m, b_stride_k: n, b_stride_n: 1, ..Default::default() }
     }
 
-    /// dW = dzᵀ·x and, in the same launch, the bias gradient db = Σ_rows dz (the row sums of
-    /// dzᵀ) written at `bias_offset` of the output buffer: one dispatch for both.
-    pub fn linear_backward_weight_and_bias(
+    /// The weight-gradient launch of a layer: dW = dzᵀ·x and, when it has a bias, in the same
+    /// launch the bias gradient db = Σ_rows dz (the row sums of dzᵀ) written at `bias_offset`
+    /// of the output buffer.
+    pub fn linear_backward_params(
         rows: usize,
         inputs: usize,
         outputs: usize,
-        bias_offset: usize,
+        bias_offset: Option<usize>,
     ) -> MatmulParams {
-        MatmulParams {
-            flags: FLAG_ROW_SUM,
-            bias_offset: bias_offset as u32,
-            ..MatmulParams::linear_backward_weight(rows, inputs, outputs)
+        let dw = MatmulParams::linear_backward_weight(rows, inputs, outputs);
+        match bias_offset {
+            Some(offset) => MatmulParams { flags: FLAG_ROW_SUM, bias_offset: offset as u32, ..dw },
+            None => dw,
         }
     }
 }
@@ -774,7 +758,9 @@ pub const TOTALS_LEN: usize = 4;
 pub struct Kernels {
     matmul: Family,
     packed: PackedFamily,
-    uniform: UniformFamily,
+    /// The uniform-window product: its operands are uniform windows at bindings 10 and 11, the
+    /// rest as in matmul.wgsl; bound by hand (`Gpu::matmul_uniform`), so no default pipeline.
+    uniform: Family,
     activation: Family,
     loss: Family,
     optim: Family,
@@ -808,7 +794,12 @@ impl Kernels {
                 &["matmul", "matmul_direct"],
             )?,
             packed: PackedFamily::new(device)?,
-            uniform: UniformFamily::new(device)?,
+            uniform: Family::with_bindings(
+                device,
+                "matmul_uniform.wgsl",
+                &[(2, Read), (3, ReadWrite), (4, ReadWrite), (5, Uniform), (10, Uniform), (11, Uniform)],
+                &[],
+            )?,
             activation: Family::new(
                 device,
                 "activation.wgsl",
@@ -874,26 +865,23 @@ impl Gpu {
         let (params, groups) = params.tiled();
         let bias = bias.map_or(&self.kernels.unused_read, |b| &b.buffer);
         let aux = aux.map_or(&self.kernels.unused_write, |b| &b.buffer);
-        let variant = self.matmul_schedule.for_product(&params, &self.limits);
-        if variant == MatmulVariant::Packed {
-            return self.matmul_packed(a, b, bias, c, aux, params, groups);
-        }
         let windows_fit = |buffer: &GpuBuffer, offset: u32| {
             (window_start(offset, &self.limits) as u64 + UNIFORM_WINDOW as u64) * 4 <= buffer.buffer.size()
         };
-        if variant == MatmulVariant::Uniform && windows_fit(a, params.a_offset) && windows_fit(b, params.b_offset) {
-            return self.matmul_uniform(a, b, bias, c, aux, params, groups);
+        let mut variant = self.matmul_schedule.for_product(&params, &self.limits);
+        if variant == MatmulVariant::Uniform && !(windows_fit(a, params.a_offset) && windows_fit(b, params.b_offset)) {
+            // Buffers without the window slack: the large class's schedule, as for_product would.
+            variant = match self.matmul_schedule.large.for_shape(&params, &self.limits) {
+                MatmulVariant::Uniform => MatmulVariant::Direct,
+                v => v,
+            };
         }
-        // Buffers without the window slack: the large class's schedule, as for_product would.
-        let variant = match variant {
-            MatmulVariant::Uniform => self.matmul_schedule.large.for_shape(&params, &self.limits),
-            v => v,
+        let entry = match variant {
+            MatmulVariant::Packed => return self.matmul_packed(a, b, bias, c, aux, params, groups),
+            MatmulVariant::Uniform => return self.matmul_uniform(a, b, bias, c, aux, params, groups),
+            MatmulVariant::Tiled => "matmul",
+            MatmulVariant::Direct => "matmul_direct",
         };
-        if variant == MatmulVariant::Packed {
-            return self.matmul_packed(a, b, bias, c, aux, params, groups);
-        }
-        let variant = if variant == MatmulVariant::Uniform { MatmulVariant::Direct } else { variant };
-        let entry = if variant == MatmulVariant::Tiled { "matmul" } else { "matmul_direct" };
         let buffers = [&a.buffer, &b.buffer, bias, &c.buffer, aux];
         self.kernels.matmul.dispatch_specialized(self, entry, &params.epilogue(), &buffers, &params, groups)
     }
@@ -921,9 +909,6 @@ impl Gpu {
                 ..params
             };
             let uniform = self.uniform("matmul (uniform windows)", &rebased);
-            fn buffer(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-                wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }
-            }
             fn window(binding: u32, g: &GpuBuffer, start: u32) -> wgpu::BindGroupEntry<'_> {
                 wgpu::BindGroupEntry {
                     binding,
@@ -948,7 +933,7 @@ impl Gpu {
             });
             let [flags, act] = params.epilogue();
             let constants = [flags, act, ("WINDOW_LAYOUT", rebased.window_layout())];
-            let pipeline = f.product.get(&self.device, &f.module, &f.layout, "matmul_uniform", &constants);
+            let pipeline = f.pipeline(&self.device, "matmul_uniform", &constants);
             Dispatch { steps: vec![Step { pipeline, bind_group, groups }], uniform, window_base }
         })
     }
@@ -985,9 +970,6 @@ impl Gpu {
             };
             let (a_view, b_view) = (texture("packed A", a_rows), texture("packed B", b_rows));
             let uniform = self.uniform("matmul (packed)", &params);
-            fn buffer(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-                wgpu::BindGroupEntry { binding, resource: b.as_entire_binding() }
-            }
             fn view(binding: u32, v: &wgpu::TextureView) -> wgpu::BindGroupEntry<'_> {
                 wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::TextureView(v) }
             }

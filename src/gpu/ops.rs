@@ -97,12 +97,7 @@ pub fn linear_backward_input(
 
 /// dW = dzᵀ·x: [n, m]·[m, k] (a layer without bias).
 pub fn linear_backward_weight(gpu: &Gpu, dz: &[f32], x: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
-    let gdz = gpu.upload("dz", dz)?;
-    let gx = gpu.upload("x", x)?;
-    let gdw = gpu.storage("dweight", n * k)?;
-    let d = gpu.matmul(&gdz, &gx, None, &gdw, None, MatmulParams::linear_backward_weight(m, k, n))?;
-    submit(gpu, "linear_backward_weight", &[&d])?;
-    gpu.read_all(&gdw)
+    backward_weight(gpu, dz, x, m, k, n, false).map(|(dw, _)| dw)
 }
 
 /// (dW, db): dW = dzᵀ·x and db = Σ_rows dz from the one launch a layer with bias trains with.
@@ -114,13 +109,27 @@ pub fn linear_backward_weight_and_bias(
     k: usize,
     n: usize,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
+    backward_weight(gpu, dz, x, m, k, n, true)
+}
+
+/// The weight-gradient launch into one buffer laid out as training's gradient buffer: dW, then
+/// db when `with_bias` (empty otherwise).
+fn backward_weight(
+    gpu: &Gpu,
+    dz: &[f32],
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    with_bias: bool,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let gdz = gpu.upload("dz", dz)?;
     let gx = gpu.upload("x", x)?;
-    // dW then db in one buffer, as in the gradient buffer training writes.
-    let grads = gpu.storage("dweight and dbias", n * k + n)?;
-    let p = MatmulParams::linear_backward_weight_and_bias(m, k, n, n * k);
+    let bias_len = if with_bias { n } else { 0 };
+    let grads = gpu.storage("dweight and dbias", n * k + bias_len)?;
+    let p = MatmulParams::linear_backward_params(m, k, n, with_bias.then_some(n * k));
     let d = gpu.matmul(&gdz, &gx, None, &grads, None, p)?;
-    submit(gpu, "linear_backward_weight_and_bias", &[&d])?;
+    submit(gpu, "linear_backward_weight", &[&d])?;
     let mut dw = gpu.read_all(&grads)?;
     let db = dw.split_off(n * k);
     Ok((dw, db))

@@ -294,10 +294,7 @@ fn dense_backward_weight(
     let b = &c.buffers;
     let p = MatmulParams {
         c_offset: weight as u32,
-        ..match bias {
-            Some(bias) => MatmulParams::linear_backward_weight_and_bias(c.max_rows, inputs, outputs, bias),
-            None => MatmulParams::linear_backward_weight(c.max_rows, inputs, outputs),
-        }
+        ..MatmulParams::linear_backward_params(c.max_rows, inputs, outputs, bias)
     };
     let d = c.gpu.matmul(b.get(dz), b.get(x), None, b.grads, None, p)?;
     Ok(Launch::new(d, Shape::MatmulRowsK(p)))

@@ -170,8 +170,10 @@ impl Plan {
             _ => false,
         };
         // The Linear stages whose output a sum absorbs.
-        let absorbed: Vec<bool> =
-            (0..last).map(|d| stages.iter().enumerate().any(|(s, st)| fused_sum(s) && st.input == d + 1)).collect();
+        let mut absorbed = vec![false; last];
+        for s in (0..last).filter(|&s| fused_sum(s)) {
+            absorbed[stages[s].input - 1] = true;
+        }
 
         let mut buffers = Vec::new();
         let mut alloc = |name: String, len: usize| {
