@@ -114,6 +114,23 @@ fn wgpu_validation_errors_are_returned() {
     assert_eq!(g.read::<f32>(&small, 0, 4).unwrap(), vec![0.0; 4]);
 }
 
+/// An epilogue asked to add a skip value through `aux` while also using `aux` as z is refused
+/// before anything is dispatched.
+#[test]
+fn a_matmul_epilogue_with_conflicting_uses_of_aux_is_an_error() {
+    use gradflow::gpu::kernels::{MatmulParams, FLAG_ADD_SKIP, FLAG_STORE_PREACT};
+    let g = gpu();
+    let (a, b, c, aux) = (
+        g.storage("a", 4).unwrap(),
+        g.storage("b", 4).unwrap(),
+        g.storage("c", 4).unwrap(),
+        g.storage("aux", 4).unwrap(),
+    );
+    let p = MatmulParams { flags: FLAG_ADD_SKIP | FLAG_STORE_PREACT, ..MatmulParams::linear_forward(2, 2, 2) };
+    let e = g.matmul(&a, &b, None, &c, Some(&aux), p).err().expect("conflicting flags refused").to_string();
+    assert!(e.contains("skip value") && e.contains("aux"), "{e}");
+}
+
 #[test]
 fn a_diverging_run_reports_the_non_finite_loss() {
     use gradflow::data::{BatchScheme, Batcher, Dataset};

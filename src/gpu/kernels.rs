@@ -97,10 +97,15 @@ pub fn shader_checks() -> bool {
 ///   m, n, k), offsets and strides come from `Model::params` (checked against the parameter
 ///   buffer's length by `check_params`), batch indices are checked against the resident rows
 ///   (`check_batch`) before they are written, labels against the class count when data is
-///   loaded, and packed textures are created for the launch's largest m, n, k.
+///   loaded, and packed textures are created for the launch's largest m, n, k. A uniform-window
+///   product is built only when each operand's last value plus the kernel's vec4 over-read
+///   (`WINDOW_OVERREAD`) lies inside its 16,384-float window (`window_fits`) and the buffer
+///   holds the whole 64 KiB window from its aligned start (the slack every buffer is allocated
+///   with; checked in `Gpu::matmul`); wgpu itself validates the bound window's size.
 /// - **Each kernel** guards every index derived from its parameters: `if (i >= len) return`
 ///   or the `r < p.m && k < p.k` tests of `load_a`/`load_b`/`store_c`, a clamp to the last row
-///   for texel fetches past the edge (`min(col, p.n - 1)`), `min(label, cols - 1)` for a label
+///   for texel fetches and window reads past the edge (`min(col, p.n - 1)`, `min(k, p.k - 1)`),
+///   `min(label, cols - 1)` for a label
 ///   it reads, and loops bounded by uniform sizes. Divisors are uniform sizes the host never
 ///   sets to zero (a zero-sized launch is skipped before dispatch: `Dispatch::record`).
 ///
