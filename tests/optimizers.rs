@@ -140,6 +140,34 @@ fn golden_optimizers_every_step_on_both_paths() {
     }
 }
 
+/// The update works on quads of four elements: lengths of 1, primes and one past a quad or a
+/// 64-element block must update every element (the last, partial quad too) and nothing else,
+/// and the state must read back in the host's layout. Same bound as the golden test.
+#[test]
+fn every_optimizer_updates_lengths_off_the_quad_grid() {
+    let mut r = rng(29);
+    for n in [1usize, 3, 5, 65, 97, 1009] {
+        let p0: Vec<f64> = uniform(&mut r, n, -1.0, 1.0).iter().map(|&v| v as f64).collect();
+        let grads: Vec<Vec<f64>> =
+            (0..12).map(|_| uniform(&mut r, n, -1.0, 1.0).iter().map(|&v| v as f64).collect()).collect();
+        for (name, setup) in every_optimizer() {
+            let groups = flat_groups(&setup.optimizer, n);
+            // |g| ≤ 1 and n ≤ 1009 keep the global norm under the clipped setup's max_norm of 100,
+            // so the unclipped reference applies to it too.
+            let exact = run::<f64>(&setup, &groups, &p0, &grads);
+            let bound = bounds(&setup, &groups, &p0, &grads, &exact);
+            let p32: Vec<f32> = p0.iter().map(|&v| v as f32).collect();
+            let g32: Vec<Vec<f32>> = grads.iter().map(|g| g.iter().map(|&v| v as f32).collect()).collect();
+            let (gpu_it, state) = ops::optimizer_update(gpu(), &p32, &g32, &setup, groups.clone()).unwrap();
+            for t in 0..grads.len() {
+                assert_within(&format!("{name}, n = {n}, step {t}"), &gpu_it[t], &exact[t], &bound[t]);
+            }
+            assert_eq!(state.len(), n * setup.optimizer.state_slots(), "{name}, n = {n}: state length");
+            assert!(state.iter().all(|v| v.is_finite()), "{name}, n = {n}: state");
+        }
+    }
+}
+
 /// The seven optimizers, with their options spread over them; clipping and a schedule ride on
 /// AdamW. (The course's forms are checked on the GPU in their own test.)
 fn every_optimizer() -> Vec<(&'static str, OptimizerSetup)> {

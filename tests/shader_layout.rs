@@ -117,6 +117,7 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
     let (size, f) = fields!(OptParams {
         len,
         flags,
+        state_stride,
         max_norm,
         momentum,
         one_minus_dampening,

@@ -12,9 +12,9 @@ use crate::optim::{MomentumForm, Optimizer, OptimizerStep, ParamGroups, MAX_GROU
 pub struct OptParams {
     pub len: u32,
     pub flags: u32,
-    /// Unused: everything that depends on the step number is computed here, so the uniform
-    /// (and its per-step write) stays the same from step to step when nothing else changes.
-    pub _reserved: u32,
+    /// Elements between the state's slots on the device: `len` rounded up to a whole vec4, so
+    /// every slot starts on a quad (optim.wgsl updates four elements at a time).
+    pub state_stride: u32,
     pub max_norm: f32,
     pub momentum: f32,
     pub one_minus_dampening: f32,
@@ -52,7 +52,12 @@ impl OptParams {
     /// CPU reference (`cpu::optimizer_update`) rounds them.
     pub fn new(len: usize, s: &OptimizerStep) -> OptParams {
         let t = s.step as f64;
-        let mut p = OptParams { len: len as u32, max_norm: s.max_norm.unwrap_or(0.0), ..Default::default() };
+        let mut p = OptParams {
+            len: len as u32,
+            state_stride: state_stride(len) as u32,
+            max_norm: s.max_norm.unwrap_or(0.0),
+            ..Default::default()
+        };
         if s.max_norm.is_some() {
             p.flags |= FLAG_CLIP;
         }
@@ -106,6 +111,21 @@ impl OptParams {
     }
 }
 
+/// Elements per state slot on the device (see `OptParams::state_stride`).
+fn state_stride(len: usize) -> usize {
+    len.next_multiple_of(4)
+}
+
+/// The host's slot-major state (slots of `len`) laid out with the device's stride.
+fn to_device_layout(state: &[f32], len: usize) -> Vec<f32> {
+    let (stride, slot) = (state_stride(len).max(1), len.max(1));
+    let mut out = vec![0.0; stride * (state.len() / slot)];
+    for (dst, src) in out.chunks_mut(stride).zip(state.chunks(slot)) {
+        dst[..src.len()].copy_from_slice(src);
+    }
+    out
+}
+
 fn entry(opt: &Optimizer) -> &'static str {
     match opt.normalized() {
         Optimizer::Sgd(_) => "sgd_update",
@@ -146,7 +166,7 @@ impl GpuOptimizer {
                 return Err(Error::Usage(format!("clip_grad_norm must be a positive number, got {m}")));
             }
         }
-        let state = gpu.upload("optimizer state", &optimizer.initial_state(len))?;
+        let state = gpu.upload("optimizer state", &to_device_layout(&optimizer.initial_state(len), len))?;
         let block_group = gpu.upload("parameter groups", &groups.block_group)?;
         let chunks = len.div_ceil(NORM_CHUNK);
         let mut clip_init = vec![0.0f32; 2 + chunks];
@@ -154,7 +174,7 @@ impl GpuOptimizer {
         let clip = gpu.upload("gradient clipping", &clip_init)?;
         let first = OptimizerStep { optimizer, step: 1, lr_factor: 1.0, groups: &groups, max_norm };
         let params = OptParams::new(len, &first);
-        let elementwise = super::Gpu::elementwise_grid(len);
+        let elementwise = super::Gpu::elementwise_grid(len.div_ceil(4));
         let update =
             gpu.optimizer_kernel(entry(optimizer), param, grad, &state, &block_group, &clip, &params, elementwise)?;
         let (norm_partial, norm_finish) = if max_norm.is_some() {
@@ -212,21 +232,27 @@ impl GpuOptimizer {
         self.norm_partial.iter().chain(self.norm_finish.iter()).chain(std::iter::once(&self.update))
     }
 
-    /// The optimizer state, slot-major (see `Optimizer::state_slots`).
+    /// The optimizer state, slot-major with slots of `len` (see `Optimizer::state_slots`).
     pub fn state(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        gpu.read_all(&self.state)
+        let stride = state_stride(self.len);
+        if stride == 0 {
+            return Ok(Vec::new());
+        }
+        let device = gpu.read_all(&self.state)?;
+        Ok(device.chunks(stride).flat_map(|slot| &slot[..self.len.min(slot.len())]).copied().collect())
     }
 
     /// Overwrites the state (same layout as `state`).
     pub fn set_state(&self, gpu: &Gpu, state: &[f32]) -> Result<()> {
-        if state.len() != self.state.len {
+        let expected = self.len * self.optimizer.state_slots();
+        if state.len() != expected {
             return Err(Error::Shape {
                 what: "optimizer state".into(),
-                expected: format!("{} values", self.state.len),
+                expected: format!("{expected} values"),
                 got: state.len().to_string(),
             });
         }
-        gpu.write(&self.state, state);
+        gpu.write(&self.state, &to_device_layout(state, self.len));
         Ok(())
     }
 
