@@ -36,9 +36,11 @@ pub struct DataConfig {
     /// Whether the CSV's first line is a header (default: detected, a header has a non-number).
     pub header: Option<bool>,
     /// Keep the training set on the host and upload each batch as it is used, instead of
-    /// resident in GPU memory (default false; a set larger than one GPU buffer streams anyway).
+    /// resident in GPU memory. Unset: streamed on a CPU adapter (lavapipe), where the upload is a
+    /// memcpy and the gather dispatch it saves costs tens of µs; resident elsewhere. A set larger
+    /// than one GPU buffer streams anyway.
     #[serde(default)]
-    pub stream: bool,
+    pub stream: Option<bool>,
     /// "error" (default): NaN or Inf in a feature is an error naming the row; "drop-row": such
     /// rows are skipped.
     #[serde(default)]

@@ -234,7 +234,9 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
     }
     println!("device: {}", net.describe());
     println!("optimizer: {:?}", config.optimizer);
-    net.set_streaming(config.data.stream);
+    if let Some(stream) = config.data.stream {
+        net.set_streaming(stream);
+    }
     net.set_train_data(&train_set)?;
     let mut batcher = train::batcher(&config, train_set.n)?;
     // The batch schedule's RNG state is its seed and the epochs drawn so far: replay them.

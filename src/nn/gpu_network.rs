@@ -46,10 +46,13 @@ pub struct GpuNetwork {
     logits: super::plan::Buf,
     /// The resident training set (inputs, labels) the gather kernel reads.
     train_data: Option<(GpuBuffer, GpuBuffer)>,
-    /// The training set kept on the host instead, each batch uploaded as it is used: for data
-    /// larger than one GPU buffer, or when asked (`set_streaming`).
+    /// The training set kept on the host instead, each batch gathered there and uploaded as it is
+    /// used: for data larger than one GPU buffer, on a CPU adapter (`Gpu::gathers_on_host`), or
+    /// when asked (`set_streaming`).
     streamed: Option<Dataset>,
     stream: bool,
+    /// The streamed batch's rows and labels, reused from step to step.
+    staged: (Vec<f32>, Vec<u32>),
 }
 
 impl GpuNetwork {
@@ -112,6 +115,7 @@ impl GpuNetwork {
             backward.extend(launch::backward(&c, op)?);
         }
         let rows = max_rows as u32;
+        let stream = gpu.gathers_on_host();
 
         Ok(GpuNetwork {
             gpu,
@@ -138,7 +142,8 @@ impl GpuNetwork {
             logits: plan.logits,
             train_data: None,
             streamed: None,
-            stream: false,
+            stream,
+            staged: (Vec::new(), Vec::new()),
         })
     }
 
@@ -267,13 +272,15 @@ impl Network for GpuNetwork {
         self.resize(batch.len());
         self.prepare_norms();
         if let Some(data) = &self.streamed {
-            let (mut x, mut labels) = (Vec::with_capacity(batch.len() * data.d), Vec::with_capacity(batch.len()));
+            let (x, labels) = &mut self.staged;
+            x.clear();
+            labels.clear();
             for &i in batch {
                 x.extend_from_slice(data.row(i as usize));
                 labels.push(data.labels[i as usize]);
             }
-            self.gpu.write(&self.batch_x, &x);
-            self.gpu.write(&self.batch_labels, &labels);
+            self.gpu.write(&self.batch_x, x);
+            self.gpu.write(&self.batch_labels, labels);
         } else {
             self.gpu.write(&self.indices, batch);
         }
