@@ -12,4 +12,5 @@ pub mod gpu;
 pub mod nn;
 pub mod optim;
 pub mod plot;
+pub mod spectrum;
 pub mod train;
