@@ -89,6 +89,29 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// The Hessian of the mean training loss at a saved model: its extreme eigenvalues (Lanczos),
+    /// its index and spectral density (stochastic Lanczos quadrature).
+    Hessian {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A gradflow checkpoint or a PyTorch state dict (safetensors).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        /// Eigenvalues to print at each end of the spectrum.
+        #[arg(long, default_value_t = 5)]
+        k: usize,
+        /// Lanczos steps (for the extremes, and per probe for the density).
+        #[arg(long, default_value_t = 40)]
+        steps: usize,
+        /// Random probes for the density and the index.
+        #[arg(long, default_value_t = 5)]
+        probes: usize,
+        /// Write the spectral density as an SVG.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Runs every kernel on this machine's adapter against the CPU reference and prints the
     /// worst error of each; exits non-zero if one is out of bounds.
     Check,
@@ -116,6 +139,10 @@ fn main() -> ExitCode {
         }
         Some(Command::Predict { config, checkpoint, input, output, set }) => {
             predict_cmd(config, &checkpoint, &input, &output, &set, &placement)
+        }
+        Some(Command::Hessian { config, checkpoint, k, steps, probes, plot, set }) => {
+            let budget = gradflow::spectrum::report::Budget { k, steps, probes, seed: 0 };
+            hessian_cmd(config, &checkpoint, &budget, plot.as_deref(), &set)
         }
         Some(Command::Check) => gradflow::check::run(&placement).and_then(|ok| {
             if ok {
@@ -408,21 +435,19 @@ fn saved_network(
     Ok(net)
 }
 
-fn eval_cmd(
-    config: Option<PathBuf>,
+/// The config's (training, test) splits, standardised as the checkpoint's model was trained: with
+/// the statistics saved in it, if any, rather than ones recomputed from the data.
+fn data_for_checkpoint(
+    config: &Config,
+    file: &std::path::Path,
     checkpoint: &std::path::Path,
-    split: &str,
-    set: &[String],
-    placement: &Placement,
-) -> Result<()> {
-    let (config, file) = load_config(config, set)?;
-    // The standardisation saved with the model, if any, rather than one recomputed from the data.
+) -> Result<(gradflow::data::Dataset, gradflow::data::Dataset)> {
     let saved = gradflow::checkpoint::load_input_transform(checkpoint)?;
     let mut raw = config.clone();
     if saved.is_some() {
         raw.data.standardize = false;
     }
-    let (mut train_set, mut test_set) = train::load_data(&raw, &file)?;
+    let (mut train_set, mut test_set) = train::load_data(&raw, file)?;
     if let Some((mean, std)) = saved {
         let s = train::Standardize { mean, std };
         if s.mean.len() != train_set.d {
@@ -435,6 +460,65 @@ fn eval_cmd(
         s.apply(&mut train_set.x);
         s.apply(&mut test_set.x);
     }
+    Ok((train_set, test_set))
+}
+
+fn hessian_cmd(
+    config: Option<PathBuf>,
+    checkpoint: &std::path::Path,
+    budget: &gradflow::spectrum::report::Budget,
+    plot: Option<&std::path::Path>,
+    set: &[String],
+) -> Result<()> {
+    use gradflow::spectrum::report;
+    let (config, file) = load_config(config, set)?;
+    let (train_set, _) = data_for_checkpoint(&config, &file, checkpoint)?;
+    let model = Model::new(train_set.d, config.model.layers.clone())?;
+    let (params, _) = gradflow::checkpoint::load_state_dict(checkpoint, &model)?;
+    let batch = config.train.batch_size;
+    let norm = if model.has_batch_norm() {
+        format!("batch norm in training mode, statistics of each batch of {batch} consecutive rows")
+    } else {
+        "no batch norm".to_string()
+    };
+    let mut h = gradflow::nn::hessian::Hessian::new(model, config.model.loss, &params, &train_set, batch)?;
+    println!(
+        "Hessian of the mean {} loss over the training split ({} rows; {norm}) at {}: {} parameters",
+        config.model.loss.name(),
+        train_set.n,
+        checkpoint.display(),
+        gradflow::spectrum::SymmetricOperator::dim(&h)
+    );
+    let s = report::summarize(&mut h, budget)?;
+    let list = |v: &[f64]| v.iter().map(|x| format!("{x:.4e}")).collect::<Vec<_>>().join("  ");
+    println!("loss {:.6}, gradient norm {:.3e}", s.loss, s.grad_norm);
+    println!("smallest eigenvalues ({} Lanczos steps): {}", budget.steps, list(&s.smallest));
+    println!("largest eigenvalues:  {}", list(&s.largest));
+    println!(
+        "index (fraction of eigenvalues below −δ, SLQ with {} probes × {} steps): {:.4}; within ±δ: {:.4} \
+         (δ = width/steps = {:.2e}: the quadrature cannot tell these signs apart)",
+        budget.probes, budget.steps, s.index, s.unresolved, s.resolution
+    );
+    println!("{} Hessian-vector products in {:.1} s on the CPU reference (R-operator, f64)", s.products, s.seconds);
+    if let Some(path) = plot {
+        let title = format!("Hessian spectral density, {} parameters", s.dim);
+        let svg = gradflow::plot::svg(&[report::density_chart(&s.density, &title)]);
+        std::fs::write(path, svg)
+            .map_err(|e| gradflow::error::Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn eval_cmd(
+    config: Option<PathBuf>,
+    checkpoint: &std::path::Path,
+    split: &str,
+    set: &[String],
+    placement: &Placement,
+) -> Result<()> {
+    let (config, file) = load_config(config, set)?;
+    let (train_set, test_set) = data_for_checkpoint(&config, &file, checkpoint)?;
     let data = match split {
         "test" => test_set,
         "train" => train_set,

@@ -200,3 +200,55 @@ fn data_options_and_their_errors() {
     let (ok, out, err) = run("forced.toml", base("1", "header = true").replace("batch_size = 2", "batch_size = 1"));
     assert!(ok && out.contains("1 train / 0 test rows"), "{out}\n{err}");
 }
+
+/// `gradflow hessian` on a trained digits model: its loss is the model's loss on the training
+/// split (the same function eval computes, no batch norm), the extremes are ordered, and the
+/// density is drawn.
+#[test]
+fn hessian_reports_the_spectrum_of_a_saved_model() {
+    let d = dir("hessian");
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml");
+    let (ck, svg) = (d.join("digits.safetensors"), d.join("density.svg"));
+    let (ok, out, err) =
+        gradflow(&["train", "--cpu", "--config", cfg, "--epochs", "2", "--save", ck.to_str().unwrap()]);
+    assert!(ok, "{out}\n{err}");
+    let ck = ck.to_str().unwrap();
+    let (ok, out, err) = gradflow(&[
+        "hessian",
+        "--config",
+        cfg,
+        "--checkpoint",
+        ck,
+        "--steps",
+        "8",
+        "--probes",
+        "1",
+        "--k",
+        "2",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("17226 parameters") && out.contains("no batch norm"), "{out}");
+    let after = |prefix: &str| -> Vec<f64> {
+        let line = out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no '{prefix}' in {out}"));
+        line[prefix.len()..]
+            .split(|c: char| c.is_whitespace() || c == ',' || c == ':')
+            .filter_map(|t| t.parse::<f64>().ok())
+            .collect()
+    };
+    let loss = after("loss ")[0];
+    let (smallest, largest) = (after("smallest eigenvalues (8 Lanczos steps): "), after("largest eigenvalues: "));
+    assert_eq!((smallest.len(), largest.len()), (2, 2), "{out}");
+    assert!(smallest[0] <= smallest[1] && smallest[1] <= largest[0] && largest[0] <= largest[1], "{out}");
+    // Cross-entropy's Hessian is positive semi-definite in the logits, so the top of the spectrum
+    // (the curvature the optimizer sees) is positive.
+    assert!(largest[1] > 0.0, "{out}");
+    let (ok, eval, err) = gradflow(&["eval", "--config", cfg, "--checkpoint", ck, "--split", "train"]);
+    assert!(ok, "{eval}\n{err}");
+    let eval_loss: f64 = eval.split("loss ").nth(1).and_then(|t| t.split_whitespace().next()).unwrap().parse().unwrap();
+    // eval runs in f32 and prints 4 decimals; the Hessian's f64 loss must round to it.
+    assert!((loss - eval_loss).abs() <= 6e-5, "hessian loss {loss} vs eval {eval_loss}");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("<polyline") && plot.contains("spectral density"));
+}

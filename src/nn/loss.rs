@@ -13,6 +13,14 @@ pub enum Loss {
 }
 
 impl Loss {
+    /// As a config names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::CrossEntropy => "cross-entropy",
+            Loss::Mse => "mse",
+        }
+    }
+
     /// The kernel in loss.wgsl (and the function in cpu::loss).
     pub fn entry(self) -> &'static str {
         match self {

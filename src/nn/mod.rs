@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod cpu_network;
 pub mod gpu_network;
+pub mod hessian;
 mod launch;
 pub mod loss;
 pub mod model;

@@ -45,7 +45,8 @@ impl SpectralDensity {
 
     /// The mass below `x`: at 0, the estimated index (fraction of negative eigenvalues).
     pub fn fraction_below(&self, x: f64) -> f64 {
-        self.nodes.iter().zip(&self.weights).filter(|(v, _)| **v < x).map(|(_, w)| w).sum()
+        // (+ 0.0: an empty f64 sum is −0.0)
+        self.nodes.iter().zip(&self.weights).filter(|(v, _)| **v < x).map(|(_, w)| w).sum::<f64>() + 0.0
     }
 
     /// The measure convolved with a Gaussian of width `sigma`, at each of `xs`: a density to plot.
