@@ -64,3 +64,13 @@ fn activate_grad(z: f32, act: u32, slope: f32) -> f32 {
         default: { return 1.0; }
     }
 }
+
+// d² act(z) / dz², from the pre-activation z: the R-operator's backward pass (hvp.wgsl).
+fn activate_second(z: f32, act: u32) -> f32 {
+    switch act {
+        case 2u: { let s = sigmoid(z); return s * (1.0 - s) * (1.0 - 2.0 * s); }
+        case 3u: { let t = tanh_safe(z); return -2.0 * t * (1.0 - t * t); }
+        case 4u: { return 0.39894228040143268 * exp(-0.5 * z * z) * (2.0 - z * z); }
+        default: { return 0.0; }   // identity, ReLU and leaky ReLU are piecewise linear
+    }
+}

@@ -142,7 +142,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Hessian { config, checkpoint, k, steps, probes, plot, set }) => {
             let budget = gradflow::spectrum::report::Budget { k, steps, probes, seed: 0 };
-            hessian_cmd(config, &checkpoint, &budget, plot.as_deref(), &set)
+            hessian_cmd(config, &checkpoint, &budget, plot.as_deref(), &set, &placement)
         }
         Some(Command::Check) => gradflow::check::run(&placement).and_then(|ok| {
             if ok {
@@ -469,19 +469,25 @@ fn hessian_cmd(
     budget: &gradflow::spectrum::report::Budget,
     plot: Option<&std::path::Path>,
     set: &[String],
+    placement: &Placement,
 ) -> Result<()> {
     use gradflow::spectrum::report;
     let (config, file) = load_config(config, set)?;
     let (train_set, _) = data_for_checkpoint(&config, &file, checkpoint)?;
     let model = Model::new(train_set.d, config.model.layers.clone())?;
     let (params, _) = gradflow::checkpoint::load_state_dict(checkpoint, &model)?;
-    let batch = config.train.batch_size;
-    let norm = if model.has_batch_norm() {
-        format!("batch norm in training mode, statistics of each batch of {batch} consecutive rows")
+    // Without batch norm the batching does not change the loss: as few batches as memory allows.
+    let (batch, norm) = if model.has_batch_norm() {
+        let b = config.train.batch_size;
+        (b, format!("batch norm in training mode, statistics of each batch of {b} consecutive rows"))
     } else {
-        "no batch norm".to_string()
+        (train_set.n.clamp(1, 4096), "no batch norm".to_string())
     };
     let mut h = gradflow::nn::hessian::Hessian::new(model, config.model.loss, &params, &train_set, batch)?;
+    if let Some(gpu) = train::open_gpu(placement, "Hessian-vector products")? {
+        println!("device: {}", gpu.describe());
+        h.use_gpu(std::sync::Arc::new(gpu))?;
+    }
     println!(
         "Hessian of the mean {} loss over the training split ({} rows; {norm}) at {}: {} parameters",
         config.model.loss.name(),
@@ -499,7 +505,7 @@ fn hessian_cmd(
          (δ = width/steps = {:.2e}: the quadrature cannot tell these signs apart)",
         budget.probes, budget.steps, s.index, s.unresolved, s.resolution
     );
-    println!("{} Hessian-vector products in {:.1} s on the CPU reference (R-operator, f64)", s.products, s.seconds);
+    println!("{} Hessian-vector products in {:.1} s on {}", s.products, s.seconds, h.device());
     if let Some(path) = plot {
         let title = format!("Hessian spectral density, {} parameters", s.dim);
         let svg = gradflow::plot::svg(&[report::density_chart(&s.density, &title)]);

@@ -11,7 +11,11 @@ use gradflow::nn::{LayerSpec, Loss, Model};
 use gradflow::spectrum::{lanczos, stochastic_lanczos_quadrature, symmetric_eigen, SymmetricOperator};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+mod common;
+
 const U: f64 = f64::EPSILON / 2.0;
+/// f32's unit round-off, for the GPU's products.
+const U32: f64 = f32::EPSILON as f64 / 2.0;
 
 /// 3 → Linear(5) tanh → BatchNorm sigmoid → residual [Linear(5) GELU Linear(5)] → leaky ReLU →
 /// residual with projection [Linear(4) ReLU] → Linear(3): every layer type, 149 parameters.
@@ -179,4 +183,120 @@ fn lanczos_extremes_and_index_of_an_exact_hessian_match_its_eigendecomposition()
         exact[n - 1]
     );
     assert!((estimate - negative).abs() <= bound + zeroish as f64 / n as f64, "index {negative} vs SLQ {estimate}");
+}
+
+/// The GPU's R-operator (f32) against the CPU reference's (f64) on the every-layer model, for
+/// both losses and batches of 6 and of 12 rows, in random directions.
+///
+/// Bound: each f32 product or reduction of K terms errs by ≤ K·u·Σ|terms| and the R pass runs
+/// through every stage twice (forward R, backward R), so with K the largest inner dimension
+/// (rows or width), |Hv_gpu − Hv| ≤ 2·stages·K·u·max|Hv|, the repository's gradient bound
+/// (tests/networks.rs) with the R pass's second traversal.
+#[test]
+fn gpu_hessian_vector_products_match_the_cpu_reference() {
+    let model = every_layer_model();
+    let data = data(12, 12);
+    let p = params(&model, 13);
+    let gpu = std::sync::Arc::new(common::gpu().clone());
+    let mut r = StdRng::seed_from_u64(14);
+    for loss in [Loss::CrossEntropy, Loss::Mse] {
+        for batch in [6, 12] {
+            let mut cpu = Hessian::new(model.clone(), loss, &p, &data, batch).unwrap();
+            let mut dev = Hessian::new(model.clone(), loss, &p, &data, batch).unwrap();
+            dev.use_gpu(gpu.clone()).unwrap();
+            let n = cpu.dim();
+            for trial in 0..3 {
+                let v: Vec<f64> = (0..n).map(|_| r.random_range(-1.0..1.0)).collect();
+                let want = cpu.hv(&v).unwrap();
+                let got = dev.hv(&v).unwrap();
+                let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                let k = batch.max(6) as f64;
+                let bound = 2.0 * model.stages.len() as f64 * k * U32 * scale;
+                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+                eprintln!(
+                    "{loss:?}, batch {batch}, direction {trial}: worst |GPU − CPU| {worst:.2e} ({:.1}% of the bound)",
+                    100.0 * worst / bound
+                );
+                assert!(worst <= bound, "{loss:?} batch {batch}: GPU and CPU Hv differ by {worst:e} > {bound:e}");
+            }
+        }
+    }
+}
+
+/// On a bigger model (17,000 parameters, real digits rows, batch norm), the GPU's H·v against
+/// central differences of the CPU reference's f64 gradient along v: (∇L(θ + hv) − ∇L(θ − hv))/2h.
+/// Smooth activations only: a ReLU's kink between θ ± hv makes the difference quotient jump.
+///
+/// Bound: the GPU's (as above) plus the quotient's truncation h²/6·|∂³L[v, v, ·]| and rounding
+/// u·max|∇L|/h; with h = 1e-3 and unit-size v both sit below 1e-6·max|Hv| for third
+/// derivatives up to 10³·max|Hv|, so 1e-6·max|Hv| is added.
+#[test]
+fn gpu_hessian_vector_products_match_central_differences_on_a_bigger_model() {
+    let cfg = gradflow::config::Config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/digits.toml"
+    )))
+    .unwrap();
+    let file = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml"));
+    let (full, _) = gradflow::train::load_data(&cfg, file).unwrap();
+    let rows = 300;
+    let data =
+        Dataset::new(full.x[..rows * 64].to_vec(), full.labels[..rows].to_vec(), 64, 10, "digits subset").unwrap();
+    let l = |out| LayerSpec::Linear { out, bias: true };
+    let layers = vec![
+        l(128),
+        LayerSpec::Tanh,
+        LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default() },
+        LayerSpec::Gelu,
+        l(64),
+        LayerSpec::Sigmoid,
+        l(10),
+    ];
+    let model = Model::new(64, layers).unwrap();
+    let p = params(&model, 15);
+    let batch = 100;
+    let mut h = Hessian::new(model.clone(), Loss::CrossEntropy, &p, &data, batch).unwrap();
+    h.use_gpu(std::sync::Arc::new(common::gpu().clone())).unwrap();
+    let n = h.dim();
+    assert!(n > 17_000, "{n} parameters");
+    let mut r = StdRng::seed_from_u64(16);
+    let v: Vec<f64> = (0..n).map(|_| r.random_range(-1.0..1.0)).collect();
+    let v_unit: Vec<f64> = {
+        let s = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.iter().map(|x| x / s).collect()
+    };
+    let got = h.hv(&v_unit).unwrap();
+    let running = model.init_norm_state().running;
+    let flat: Vec<f64> = p.iter().map(|&x| x as f64).collect();
+    let dir = h.unpack(&v_unit);
+    let grad_at = |t: f64| -> Vec<f64> {
+        let theta: Vec<f64> = flat.iter().zip(&dir).map(|(a, b)| a + t * b).collect();
+        let mut g = vec![0.0; model.param_len];
+        for b in 0..rows / batch {
+            let x: Vec<f64> = data.x[b * batch * 64..(b + 1) * batch * 64].iter().map(|&v| v as f64).collect();
+            let (_, gb) = loss_and_grads::<f64>(
+                &model,
+                Loss::CrossEntropy,
+                &theta,
+                &running,
+                &x,
+                &data.labels[b * batch..(b + 1) * batch],
+                batch,
+            )
+            .unwrap();
+            g.iter_mut().zip(&gb).for_each(|(a, c)| *a += c * batch as f64 / rows as f64);
+        }
+        h.pack(&g)
+    };
+    let step = 1e-3;
+    let (gp, gm) = (grad_at(step), grad_at(-step));
+    let fd: Vec<f64> = gp.iter().zip(&gm).map(|(a, b)| (a - b) / (2.0 * step)).collect();
+    let scale = fd.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let bound = 2.0 * model.stages.len() as f64 * batch.max(128) as f64 * U32 * scale + 1e-6 * scale;
+    let worst = got.iter().zip(&fd).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    eprintln!(
+        "{n} parameters: max|Hv| {scale:.3e}, worst |GPU Hv − central difference| {worst:.2e} ({:.1}% of the bound)",
+        100.0 * worst / bound
+    );
+    assert!(worst <= bound, "GPU Hv and central differences differ by {worst:e} > {bound:e}");
 }

@@ -133,6 +133,8 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         groups
     });
     check_struct("optim.wgsl", "OptParams", size, &f);
+    let (size, f) = fields!(HvpParams { len, rows, cols, act, slope, flags, gamma_offset, beta_offset });
+    check_struct("hvp.wgsl", "HvpParams", size, &f);
 }
 
 #[test]
@@ -170,6 +172,8 @@ fn flags_codes_and_tile_sizes_agree() {
         ("optim.wgsl", "FLAG_FIRST_STEP", FLAG_FIRST_STEP as u64),
         ("optim.wgsl", "NORM_CHUNK", NORM_CHUNK as u64),
         ("optim.wgsl", "BLOCK", gradflow::nn::PARAM_ALIGN as u64),
+        ("hvp.wgsl", "HVP_ACCUMULATE", HVP_ACCUMULATE as u64),
+        ("hvp.wgsl", "FEATURES", HVP_FEATURES as u64),
     ];
     for &(file, name, rust) in checks {
         let m = module(file);
@@ -224,6 +228,8 @@ fn activation_constants_are_u32_overrides() {
         ("batchnorm.wgsl", BnParams::default().constants()[0].0),
         ("batchnorm.wgsl", BnParams::default().constants()[1].0),
         ("optim.wgsl", OptParams::default().constants()[0].0),
+        ("hvp.wgsl", HvpParams::default().constants()[0].0),
+        ("hvp.wgsl", HvpParams::default().constants()[1].0),
     ];
     for (file, name) in checks {
         let m = module(file);

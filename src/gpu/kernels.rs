@@ -657,6 +657,54 @@ impl ActParams {
 /// activation.wgsl: add to the destination instead of overwriting it.
 pub const ACT_ACCUMULATE: u32 = 1;
 
+/// Parameters of hvp.wgsl's kernels (the R-operator's own terms).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct HvpParams {
+    pub len: u32,
+    pub rows: u32,
+    pub cols: u32,
+    pub act: u32,
+    pub slope: f32,
+    pub flags: u32,
+    pub gamma_offset: u32,
+    pub beta_offset: u32,
+}
+
+/// hvp.wgsl: add to the destination instead of overwriting it.
+pub const HVP_ACCUMULATE: u32 = 1;
+/// Features per workgroup of hvp.wgsl's batch-norm reductions.
+pub const HVP_FEATURES: u32 = 16;
+
+impl HvpParams {
+    /// hvp.wgsl's pipeline constants.
+    pub fn constants(&self) -> [(&'static str, u32); 2] {
+        [("ACT", self.act), ("HVP_FLAGS", self.flags)]
+    }
+
+    /// The grid of `entry` for these parameters.
+    pub fn grid(&self, entry: &str) -> [u32; 3] {
+        match entry {
+            "cross_entropy_r" => groups_for(self.rows as usize, 64),
+            "batchnorm_r_forward" | "batchnorm_r_backward_reduce" => groups_for(self.cols as usize, HVP_FEATURES),
+            "batchnorm_r_backward_input" => groups_for(self.rows as usize * self.cols as usize, 256),
+            _ => groups_for(self.len as usize, 256),
+        }
+    }
+}
+
+/// What one hvp.wgsl launch binds (absent inputs get a placeholder).
+pub struct HvpBuffers<'a> {
+    pub x: &'a GpuBuffer,
+    pub rx: &'a GpuBuffer,
+    pub g: Option<&'a GpuBuffer>,
+    pub rg: Option<&'a GpuBuffer>,
+    pub theta: Option<&'a GpuBuffer>,
+    pub v: Option<&'a GpuBuffer>,
+    pub stats: Option<&'a GpuBuffer>,
+    pub out: &'a GpuBuffer,
+}
+
 /// Parameters of batchnorm.wgsl's kernels.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -771,6 +819,9 @@ pub struct Kernels {
     optim: Family,
     data: Family,
     batchnorm: Family,
+    /// The R-operator's kernels (Hessian-vector products), compiled on first use: most runs
+    /// never need them.
+    hvp: Family,
     unused_read: wgpu::Buffer,
     unused_write: wgpu::Buffer,
 }
@@ -841,6 +892,12 @@ impl Kernels {
                 "batchnorm.wgsl",
                 &[Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Uniform],
                 &["batchnorm_stats", "batchnorm_forward", "batchnorm_backward_reduce", "batchnorm_backward_input"],
+            )?,
+            hvp: Family::new(
+                device,
+                "hvp.wgsl",
+                &[Read, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, Uniform],
+                &[],
             )?,
             unused_read: placeholder("unused (read)"),
             unused_write: placeholder("unused (write)"),
@@ -1040,6 +1097,21 @@ impl Gpu {
             &[&x.buffer, dy, &y.buffer],
             &params,
             groups_for(params.len as usize, 256),
+        )
+    }
+
+    /// One of hvp.wgsl's kernels (`entry`), with its grid from `params`.
+    pub fn hvp_kernel<'a>(&'a self, entry: &'static str, b: &HvpBuffers<'a>, params: HvpParams) -> Result<Dispatch> {
+        let unused = &self.kernels.unused_read;
+        let read = |o: Option<&'a GpuBuffer>| -> &'a wgpu::Buffer { o.map_or(unused, |b| &b.buffer) };
+        let stats = b.stats.map_or(&self.kernels.unused_write, |b| &b.buffer);
+        self.kernels.hvp.dispatch_specialized(
+            self,
+            entry,
+            &params.constants(),
+            &[&b.x.buffer, &b.rx.buffer, read(b.g), read(b.rg), read(b.theta), read(b.v), stats, &b.out.buffer],
+            &params,
+            params.grid(entry),
         )
     }
 

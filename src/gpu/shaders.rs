@@ -6,7 +6,7 @@
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// Every kernel family, by file name.
-pub const FAMILIES: [(&str, &str); 8] = [
+pub const FAMILIES: [(&str, &str); 9] = [
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_packed.wgsl", include_str!("../../shaders/matmul_packed.wgsl")),
     ("matmul_uniform.wgsl", include_str!("../../shaders/matmul_uniform.wgsl")),
@@ -15,6 +15,7 @@ pub const FAMILIES: [(&str, &str); 8] = [
     ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
     ("data.wgsl", include_str!("../../shaders/data.wgsl")),
     ("batchnorm.wgsl", include_str!("../../shaders/batchnorm.wgsl")),
+    ("hvp.wgsl", include_str!("../../shaders/hvp.wgsl")),
 ];
 
 /// The families a family's source builds on, compiled ahead of it.

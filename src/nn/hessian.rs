@@ -10,6 +10,9 @@
 //! Coordinates are the parameters themselves, in state-dict order without the flat buffer's
 //! alignment padding (padding would add spurious zero eigenvalues).
 
+use std::sync::Arc;
+
+use super::gpu_hessian::GpuHvp;
 use super::{Loss, Model};
 use crate::cpu::hvp::{loss_grad_hvp, HvpOutput};
 use crate::data::Dataset;
@@ -28,6 +31,9 @@ pub struct Hessian {
     coords: Vec<usize>,
     /// Hessian-vector products computed so far.
     pub products: usize,
+    /// Where `apply` computes its products: the GPU (f32, `nn::gpu_hessian`) or, when None, the
+    /// CPU reference in f64.
+    gpu: Option<GpuHvp>,
 }
 
 impl Hessian {
@@ -72,7 +78,50 @@ impl Hessian {
             rows: data.n,
             coords,
             products: 0,
+            gpu: None,
         })
+    }
+
+    /// Computes `apply`'s products on `gpu` from now on (in f32; the batches are summed in f64).
+    pub fn use_gpu(&mut self, gpu: Arc<crate::gpu::Gpu>) -> Result<()> {
+        let max_rows = self.batches.iter().map(|b| b.2).max().unwrap_or(1);
+        let params: Vec<f32> = self.params.iter().map(|&v| v as f32).collect();
+        self.gpu = Some(GpuHvp::new(gpu, self.model.clone(), self.loss, &params, max_rows)?);
+        Ok(())
+    }
+
+    /// Where the products run, for reports.
+    pub fn device(&self) -> &'static str {
+        if self.gpu.is_some() {
+            "the GPU (R-operator kernels, f32)"
+        } else {
+            "the CPU reference (R-operator, f64)"
+        }
+    }
+
+    /// H·v (v in coordinates), on the GPU when `use_gpu` was called.
+    pub fn hv(&mut self, v: &[f64]) -> Result<Vec<f64>> {
+        let Some(gpu) = self.gpu.as_mut() else {
+            return Ok(self.evaluate(v)?.hv);
+        };
+        if v.len() != self.coords.len() {
+            return Err(Error::Shape {
+                what: "Hessian-vector direction".into(),
+                expected: format!("{} values", self.coords.len()),
+                got: v.len().to_string(),
+            });
+        }
+        let mut flat_v = vec![0.0f32; self.model.param_len];
+        self.coords.iter().zip(v).for_each(|(&i, &x)| flat_v[i] = x as f32);
+        let mut hv = vec![0.0f64; self.model.param_len];
+        for (x, labels, rows) in &self.batches {
+            let x32: Vec<f32> = x.iter().map(|&t| t as f32).collect();
+            let part = gpu.batch_hvp(&x32, labels, *rows, &flat_v)?;
+            let share = *rows as f64 / self.rows as f64;
+            hv.iter_mut().zip(&part).for_each(|(a, &b)| *a += share * b as f64);
+        }
+        self.products += 1;
+        Ok(self.pack(&hv))
     }
 
     /// Flat vector (padding included) → coordinates.
@@ -137,7 +186,7 @@ impl SymmetricOperator for Hessian {
     }
 
     fn apply(&mut self, x: &[f64], y: &mut [f64]) -> Result<()> {
-        let hv = self.evaluate(x)?.hv;
+        let hv = self.hv(x)?;
         y.copy_from_slice(&hv);
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod cpu_network;
+pub mod gpu_hessian;
 pub mod gpu_network;
 pub mod hessian;
 mod launch;

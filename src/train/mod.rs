@@ -78,4 +78,4 @@ pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f3
 
 pub mod metrics;
 pub mod run;
-pub use run::{batcher, build_network, check_batches, load_data, max_rows, Placement, Standardize};
+pub use run::{batcher, build_network, check_batches, load_data, max_rows, open_gpu, Placement, Standardize};

@@ -101,6 +101,22 @@ impl Standardize {
     }
 }
 
+/// The placement's GPU, or None for `--cpu` and (with a one-line warning saying what will `work`
+/// on the CPU reference instead) where no adapter exists.
+pub fn open_gpu(placement: &Placement, work: &str) -> Result<Option<Gpu>> {
+    if placement.cpu {
+        return Ok(None);
+    }
+    match Gpu::new(placement.adapter.as_deref()) {
+        Ok(gpu) => Ok(Some(gpu)),
+        Err(Error::NoAdapter(hint)) => {
+            eprintln!("warning: no GPU adapter found, {work} on the CPU reference path{hint}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Opens the GPU (or falls back to the CPU with a one-line warning when no adapter exists) and
 /// builds the network with parameters initialised from the config's seed.
 pub fn build_network(
@@ -110,19 +126,7 @@ pub fn build_network(
     max_rows: usize,
 ) -> Result<Box<dyn Network>> {
     let setup = config.optimizer_setup();
-    let gpu = if placement.cpu {
-        None
-    } else {
-        match Gpu::new(placement.adapter.as_deref()) {
-            Ok(gpu) => Some(gpu),
-            Err(Error::NoAdapter(hint)) => {
-                eprintln!("warning: no GPU adapter found, training on the CPU reference path{hint}");
-                None
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    match gpu {
+    match open_gpu(placement, "training")? {
         Some(gpu) => {
             // Before the parameters are drawn: a model too large for the device fails at once.
             GpuNetwork::check_fits(&gpu, &model, max_rows)?;
