@@ -255,6 +255,39 @@ fn optimizers(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -
     Ok(())
 }
 
+/// H·v by the GPU's R-operator against the CPU reference's (f64) on a small model with every
+/// layer type, batch norm in training mode over two batches.
+fn hessian_vector_products(gpu: &Gpu, rng: &mut StdRng, loss: crate::nn::Loss, out: &mut Vec<Outcome>) -> Result<()> {
+    use crate::nn::hessian::{gpu_hvp_error_bound, Hessian};
+    use crate::nn::LayerSpec;
+    use crate::spectrum::SymmetricOperator;
+    let l = |out| LayerSpec::Linear { out, bias: true };
+    let layers = vec![
+        l(7),
+        LayerSpec::Tanh,
+        LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default() },
+        LayerSpec::Gelu,
+        LayerSpec::Residual { layers: vec![l(7), LayerSpec::Sigmoid, l(7)], projection: false },
+        LayerSpec::LeakyRelu { negative_slope: 0.1 },
+        l(3),
+    ];
+    let model = crate::nn::Model::new(5, layers)?;
+    let rows = 20;
+    let labels = (0..rows).map(|_| rng.random_range(0..3u32)).collect();
+    let data = crate::data::Dataset::new(random(rng, rows * 5, -2.0, 2.0), labels, 5, 3, "check data")?;
+    let params = model.init_params(rng.random());
+    let mut reference = Hessian::new(model.clone(), loss, &params, &data, 10)?;
+    let mut device = Hessian::new(model.clone(), loss, &params, &data, 10)?;
+    device.use_gpu(std::sync::Arc::new(gpu.clone()))?;
+    let v: Vec<f64> = (0..reference.dim()).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let want = reference.hv(&v)?;
+    let got: Vec<f32> = device.hv(&v)?.iter().map(|&x| x as f32).collect();
+    let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let bound = vec![gpu_hvp_error_bound(&model, 10, scale); want.len()];
+    out.push(compare(format!("hessian_vector_product {} ({} params)", loss.name(), want.len()), &got, &want, &bound));
+    Ok(())
+}
+
 /// Runs every check and prints one line per op; `Ok(true)` when all are within their bounds.
 pub fn run(placement: &Placement) -> Result<bool> {
     let gpu = Gpu::new(placement.adapter.as_deref())?;
@@ -272,12 +305,15 @@ pub fn run(placement: &Placement) -> Result<bool> {
         batchnorm(&gpu, &mut rng, m, n, &mut out)?;
     }
     optimizers(&gpu, &mut rng, 10_007, &mut out)?;
+    for loss in [crate::nn::Loss::CrossEntropy, crate::nn::Loss::Mse] {
+        hessian_vector_products(&gpu, &mut rng, loss, &mut out)?;
+    }
     let mut ok = true;
-    println!("{:<44} {:>12} {:>10}", "op (shape)", "worst error", "of bound");
+    println!("{:<52} {:>12} {:>10}", "op (shape)", "worst error", "of bound");
     for o in &out {
         let pass = o.share <= 1.0;
         ok &= pass;
-        println!("{:<44} {:>12.3e} {:>9.1}% {}", o.op, o.worst, 100.0 * o.share, if pass { "ok" } else { "FAIL" });
+        println!("{:<52} {:>12.3e} {:>9.1}% {}", o.op, o.worst, 100.0 * o.share, if pass { "ok" } else { "FAIL" });
     }
     println!("{} ops checked: {}", out.len(), if ok { "all within bounds" } else { "FAILURES above" });
     Ok(ok)

@@ -6,7 +6,7 @@
 use gradflow::cpu::hvp::loss_grad_hvp;
 use gradflow::data::Dataset;
 use gradflow::nn::cpu_network::loss_and_grads;
-use gradflow::nn::hessian::Hessian;
+use gradflow::nn::hessian::{gpu_hvp_error_bound, Hessian};
 use gradflow::nn::{LayerSpec, Loss, Model};
 use gradflow::spectrum::{lanczos, stochastic_lanczos_quadrature, symmetric_eigen, SymmetricOperator};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -14,8 +14,6 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 mod common;
 
 const U: f64 = f64::EPSILON / 2.0;
-/// f32's unit round-off, for the GPU's products.
-const U32: f64 = f32::EPSILON as f64 / 2.0;
 
 /// 3 → Linear(5) tanh → BatchNorm sigmoid → residual [Linear(5) GELU Linear(5)] → leaky ReLU →
 /// residual with projection [Linear(4) ReLU] → Linear(3): every layer type, 149 parameters.
@@ -188,10 +186,8 @@ fn lanczos_extremes_and_index_of_an_exact_hessian_match_its_eigendecomposition()
 /// The GPU's R-operator (f32) against the CPU reference's (f64) on the every-layer model, for
 /// both losses and batches of 6 and of 12 rows, in random directions.
 ///
-/// Bound: each f32 product or reduction of K terms errs by ≤ K·u·Σ|terms| and the R pass runs
-/// through every stage twice (forward R, backward R), so with K the largest inner dimension
-/// (rows or width), |Hv_gpu − Hv| ≤ 2·stages·K·u·max|Hv|, the repository's gradient bound
-/// (tests/networks.rs) with the R pass's second traversal.
+/// Bound: `gpu_hvp_error_bound` (2·stages·K·u·max|Hv|: the repository's gradient bound of
+/// tests/networks.rs with the R pass's second traversal of every stage).
 #[test]
 fn gpu_hessian_vector_products_match_the_cpu_reference() {
     let model = every_layer_model();
@@ -210,8 +206,7 @@ fn gpu_hessian_vector_products_match_the_cpu_reference() {
                 let want = cpu.hv(&v).unwrap();
                 let got = dev.hv(&v).unwrap();
                 let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-                let k = batch.max(6) as f64;
-                let bound = 2.0 * model.stages.len() as f64 * k * U32 * scale;
+                let bound = gpu_hvp_error_bound(&model, batch, scale);
                 let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
                 eprintln!(
                     "{loss:?}, batch {batch}, direction {trial}: worst |GPU − CPU| {worst:.2e} ({:.1}% of the bound)",
@@ -292,7 +287,7 @@ fn gpu_hessian_vector_products_match_central_differences_on_a_bigger_model() {
     let (gp, gm) = (grad_at(step), grad_at(-step));
     let fd: Vec<f64> = gp.iter().zip(&gm).map(|(a, b)| (a - b) / (2.0 * step)).collect();
     let scale = fd.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let bound = 2.0 * model.stages.len() as f64 * batch.max(128) as f64 * U32 * scale + 1e-6 * scale;
+    let bound = gpu_hvp_error_bound(&model, batch, scale) + 1e-6 * scale;
     let worst = got.iter().zip(&fd).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
     eprintln!(
         "{n} parameters: max|Hv| {scale:.3e}, worst |GPU Hv − central difference| {worst:.2e} ({:.1}% of the bound)",

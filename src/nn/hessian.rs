@@ -19,6 +19,17 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::spectrum::SymmetricOperator;
 
+/// Bound on |H·v (GPU, f32) − H·v (exact)| for `model` with batches of up to `rows` rows, given
+/// max|H·v| = `scale`: each f32 product or reduction of K terms errs by at most K·u·Σ|terms|, and
+/// the R-operator traverses every stage twice (forward R, then the R of the backward pass), so
+/// 2·stages·K·u·max|Hv| with K the largest inner dimension (rows or any width). Used by the
+/// tests and `gradflow check`.
+pub fn gpu_hvp_error_bound(model: &Model, rows: usize, scale: f64) -> f64 {
+    let widest = (0..=model.stages.len()).map(|v| model.width_of(v)).max().unwrap_or(1);
+    let k = rows.max(widest) as f64;
+    2.0 * model.stages.len() as f64 * k * (f32::EPSILON as f64 / 2.0) * scale
+}
+
 pub struct Hessian {
     model: Model,
     loss: Loss,
