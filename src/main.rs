@@ -505,6 +505,20 @@ fn hessian_cmd(
          (δ = width/steps = {:.2e}: the quadrature cannot tell these signs apart)",
         budget.probes, budget.steps, s.index, s.unresolved, s.resolution
     );
+    if let Some(all) = &s.exact {
+        // Eigenvalues within rounding of 0 (n·u·max|λ| of the f64 decomposition) count as zero.
+        let tol = all.len() as f64 * f64::EPSILON * all.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let negative = all.iter().filter(|&&x| x < -tol).count();
+        let zero = all.iter().filter(|&&x| x.abs() <= tol).count();
+        println!(
+            "exact (all {} eigenvalues, Jacobi): index {:.4} ({negative} negative, {zero} zero within {tol:.1e}); \
+             extremes {:.4e} … {:.4e}",
+            all.len(),
+            negative as f64 / all.len() as f64,
+            all[0],
+            all[all.len() - 1]
+        );
+    }
     println!("{} Hessian-vector products in {:.1} s on {}", s.products, s.seconds, h.device());
     if let Some(path) = plot {
         let title = format!("Hessian spectral density, {} parameters", s.dim);

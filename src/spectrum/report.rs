@@ -36,9 +36,15 @@ pub struct HessianSummary {
     /// The spectrum's width over the Lanczos steps: an m-point Gauss quadrature cannot place
     /// mass inside the spectrum more finely than about this.
     pub resolution: f64,
+    /// Every eigenvalue (ascending), for models of at most `EXACT_LIMIT` parameters.
+    pub exact: Option<Vec<f64>>,
     pub products: usize,
     pub seconds: f64,
 }
+
+/// Parameters up to which `summarize` also decomposes the whole Hessian (built column by column
+/// on the CPU reference in f64, then Jacobi: seconds at this size).
+pub const EXACT_LIMIT: usize = 400;
 
 pub fn summarize(h: &mut Hessian, budget: &Budget) -> Result<HessianSummary> {
     let start = Instant::now();
@@ -52,6 +58,7 @@ pub fn summarize(h: &mut Hessian, budget: &Budget) -> Result<HessianSummary> {
     let width = largest.last().copied().unwrap_or(0.0) - smallest.first().copied().unwrap_or(0.0);
     let resolution = width / budget.steps as f64;
     let index = density.fraction_below(-resolution);
+    let exact = if dim <= EXACT_LIMIT { Some(super::symmetric_eigen(&h.dense()?, dim).0) } else { None };
     Ok(HessianSummary {
         dim,
         loss: at.loss,
@@ -62,6 +69,7 @@ pub fn summarize(h: &mut Hessian, budget: &Budget) -> Result<HessianSummary> {
         unresolved: density.fraction_below(resolution) - index,
         resolution,
         density,
+        exact,
         products: h.products,
         seconds: start.elapsed().as_secs_f64(),
     })
