@@ -252,3 +252,52 @@ fn hessian_reports_the_spectrum_of_a_saved_model() {
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.starts_with("<svg") && plot.contains("<polyline") && plot.contains("spectral density"));
 }
+
+/// A model of ≤ 400 parameters is also decomposed exactly: its extremes agree with Lanczos'.
+#[test]
+fn hessian_of_a_small_model_prints_the_exact_spectrum() {
+    let d = dir("hessian-small");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml"))
+        .unwrap()
+        .replace("../data/digits.csv", concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits.csv"));
+    let start = text.find("layers = [").unwrap();
+    let end = start + text[start..].find(']').unwrap() + 1;
+    let text = format!(
+        "{}layers = [{{ type = \"linear\", out = 4 }}, {{ type = \"tanh\" }}, {{ type = \"linear\", out = 10 }}]{}",
+        &text[..start],
+        &text[end..]
+    );
+    let cfg = d.join("tiny.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let (cfg, ck) = (cfg.to_str().unwrap(), d.join("tiny.safetensors"));
+    let (ok, out, err) =
+        gradflow(&["train", "--cpu", "--config", cfg, "--epochs", "3", "--save", ck.to_str().unwrap()]);
+    assert!(ok, "{out}\n{err}");
+    let (ok, out, err) = gradflow(&[
+        "hessian",
+        "--config",
+        cfg,
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--steps",
+        "60",
+        "--probes",
+        "2",
+        "--k",
+        "1",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("310 parameters") && out.contains("exact (all 310 eigenvalues"), "{out}");
+    let numbers = |prefix: &str| -> Vec<f64> {
+        let line = out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no '{prefix}' in {out}"));
+        line.split(|c: char| c.is_whitespace() || c == ';' || c == '…' || c == ':')
+            .filter_map(|t| t.parse::<f64>().ok())
+            .collect()
+    };
+    let low = *numbers("smallest eigenvalues").last().unwrap();
+    let high = numbers("largest eigenvalues")[0];
+    let exact = numbers("exact (all");
+    let (e_low, e_high) = (exact[exact.len() - 2], exact[exact.len() - 1]);
+    // 60 steps on 310 coordinates converge the extremes; both are printed to 5 significant digits.
+    assert!((low - e_low).abs() <= 1e-4 * e_high.abs() && (high - e_high).abs() <= 1e-4 * e_high.abs(), "{out}");
+}

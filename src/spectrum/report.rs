@@ -38,6 +38,7 @@ pub struct HessianSummary {
     pub resolution: f64,
     /// Every eigenvalue (ascending), for models of at most `EXACT_LIMIT` parameters.
     pub exact: Option<Vec<f64>>,
+    /// Products (and seconds) of Lanczos and SLQ, not counting the exact decomposition's.
     pub products: usize,
     pub seconds: f64,
 }
@@ -58,6 +59,8 @@ pub fn summarize(h: &mut Hessian, budget: &Budget) -> Result<HessianSummary> {
     let width = largest.last().copied().unwrap_or(0.0) - smallest.first().copied().unwrap_or(0.0);
     let resolution = width / budget.steps as f64;
     let index = density.fraction_below(-resolution);
+    let (products, seconds) = (h.products, start.elapsed().as_secs_f64());
+    // The exact decomposition's columns come from the CPU reference in f64 (`Hessian::dense`).
     let exact = if dim <= EXACT_LIMIT { Some(super::symmetric_eigen(&h.dense()?, dim).0) } else { None };
     Ok(HessianSummary {
         dim,
@@ -70,8 +73,8 @@ pub fn summarize(h: &mut Hessian, budget: &Budget) -> Result<HessianSummary> {
         resolution,
         density,
         exact,
-        products: h.products,
-        seconds: start.elapsed().as_secs_f64(),
+        products,
+        seconds,
     })
 }
 
