@@ -133,6 +133,24 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         groups
     });
     check_struct("optim.wgsl", "OptParams", size, &f);
+    use gradflow::gpu::small_mlp::SmallMlpParams;
+    let (size, f) = fields!(SmallMlpParams {
+        layers,
+        rows,
+        batch,
+        steps,
+        first_step,
+        every,
+        loss,
+        param_len,
+        lr,
+        momentum,
+        one_minus_dampening,
+        first_momentum_step,
+        shape,
+        act
+    });
+    check_struct("small_mlp.wgsl", "SmallMlpParams", size, &f);
     let (size, f) = fields!(HvpParams { len, rows, cols, act, slope, flags, gamma_offset, beta_offset });
     check_struct("hvp.wgsl", "HvpParams", size, &f);
 }
@@ -174,6 +192,13 @@ fn flags_codes_and_tile_sizes_agree() {
         ("optim.wgsl", "BLOCK", gradflow::nn::PARAM_ALIGN as u64),
         ("hvp.wgsl", "HVP_ACCUMULATE", HVP_ACCUMULATE as u64),
         ("hvp.wgsl", "FEATURES", HVP_FEATURES as u64),
+        ("small_mlp.wgsl", "MAX_LAYERS", gradflow::gpu::small_mlp::MAX_LAYERS as u64),
+        ("small_mlp.wgsl", "MAX_WIDTH", gradflow::gpu::small_mlp::MAX_WIDTH as u64),
+        ("small_mlp.wgsl", "MAX_BATCH", gradflow::gpu::small_mlp::MAX_BATCH as u64),
+        ("small_mlp.wgsl", "MAX_PARAMS", gradflow::gpu::small_mlp::MAX_PARAMS as u64),
+        ("small_mlp.wgsl", "NO_BIAS", gradflow::gpu::small_mlp::NO_BIAS as u64),
+        ("small_mlp.wgsl", "LOSS_MSE", gradflow::gpu::small_mlp::LOSS_MSE as u64),
+        ("small_mlp.wgsl", "LOSS_CROSS_ENTROPY", gradflow::gpu::small_mlp::LOSS_CROSS_ENTROPY as u64),
     ];
     for &(file, name, rust) in checks {
         let m = module(file);

@@ -822,6 +822,8 @@ pub struct Kernels {
     /// The R-operator's kernels (Hessian-vector products), compiled on first use: most runs
     /// never need them.
     hvp: Family,
+    /// Many SGD steps of a small MLP per dispatch (`gpu::small_mlp`), compiled on first use.
+    small_mlp: Family,
     unused_read: wgpu::Buffer,
     unused_write: wgpu::Buffer,
 }
@@ -899,9 +901,26 @@ impl Kernels {
                 &[Read, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, Uniform],
                 &[],
             )?,
+            small_mlp: Family::new(
+                device,
+                "small_mlp.wgsl",
+                &[ReadWrite, ReadWrite, Read, Read, Read, ReadWrite, Uniform],
+                &[],
+            )?,
             unused_read: placeholder("unused (read)"),
             unused_write: placeholder("unused (write)"),
         })
+    }
+}
+
+impl Kernels {
+    pub(crate) fn small_mlp_dispatch(
+        &self,
+        gpu: &Gpu,
+        buffers: &[&wgpu::Buffer],
+        p: &super::small_mlp::SmallMlpParams,
+    ) -> Result<Dispatch> {
+        self.small_mlp.dispatch(gpu, "small_mlp_sgd", buffers, p, [1, 1, 1])
     }
 }
 

@@ -7,6 +7,7 @@ pub mod kernels;
 pub mod ops;
 pub mod optimizer;
 pub mod shaders;
+pub mod small_mlp;
 pub mod timing;
 
 pub use buffer::GpuBuffer;

@@ -6,7 +6,7 @@
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// Every kernel family, by file name.
-pub const FAMILIES: [(&str, &str); 9] = [
+pub const FAMILIES: [(&str, &str); 10] = [
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_packed.wgsl", include_str!("../../shaders/matmul_packed.wgsl")),
     ("matmul_uniform.wgsl", include_str!("../../shaders/matmul_uniform.wgsl")),
@@ -16,6 +16,7 @@ pub const FAMILIES: [(&str, &str); 9] = [
     ("data.wgsl", include_str!("../../shaders/data.wgsl")),
     ("batchnorm.wgsl", include_str!("../../shaders/batchnorm.wgsl")),
     ("hvp.wgsl", include_str!("../../shaders/hvp.wgsl")),
+    ("small_mlp.wgsl", include_str!("../../shaders/small_mlp.wgsl")),
 ];
 
 /// The families a family's source builds on, compiled ahead of it.
