@@ -19,6 +19,13 @@ pub enum Error {
     #[error("{what} needs {bytes} bytes in one buffer but this device allows at most {limit} (max_storage_buffer_binding_size / max_buffer_size); use a smaller batch or narrower layer")]
     TooLargeForDevice { what: String, bytes: u64, limit: u64 },
 
+    #[error(
+        "{what} needs {iterations} loop iterations in one shader invocation, but {adapter} ends every \
+         loop of an invocation after {limit} in all (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS) and would \
+         silently return a wrong result; use a smaller size or another adapter"
+    )]
+    LoopLimit { what: String, iterations: usize, limit: usize, adapter: String },
+
     #[error("{file}: {message}")]
     Io { file: PathBuf, message: String },
     #[error("{file}, line {line}: {message}")]

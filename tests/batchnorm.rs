@@ -488,3 +488,21 @@ fn fused_activation_backward_matches_the_reference() {
         eprintln!("batchnorm+{name} backward: worst (error, share of bound) dx/dgamma/dbeta {r:?}");
     }
 }
+
+/// Training-mode statistics over more rows than one invocation may loop over on llvmpipe (each
+/// of 16 lanes sums every 16th row, twice): refused there with the reason rather than cut short
+/// silently; elsewhere they run.
+#[test]
+fn statistics_past_llvmpipes_loop_budget_are_refused_not_truncated() {
+    let g = gpu();
+    let m = 16 * 32_000;
+    let x = vec![1.0f32; m];
+    let got = ops::batchnorm_forward(g, &x, m, 1, &[1.0], &[0.0], &[0.0], &[1.0], 1e-5, Some(0.1), Act::IDENTITY);
+    match g.loop_limit() {
+        Some(_) => {
+            let e = got.expect_err("llvmpipe must refuse").to_string();
+            assert!(e.contains("batchnorm_stats over 512000 rows") && e.contains("loop iterations"), "{e}");
+        }
+        None => assert!(got.is_ok(), "{:?}", got.err()),
+    }
+}

@@ -133,6 +133,22 @@ fn linear_forward_without_bias() {
     assert_within("linear_forward no bias", &y, &widen(&y_ref), &b);
 }
 
+/// A product longer than llvmpipe's loop budget (65,535 iterations per invocation, which a
+/// direct or packed product would spend one per k): every schedule, and on llvmpipe the
+/// fallback to `tiled`, gives the full sum, not one cut off silently. Constant operands make the
+/// answer exact in f32 (every partial sum k·0.125 is a multiple of 1/8 below 2¹⁴), so a sum
+/// missing any terms cannot hide inside a rounding bound.
+#[test]
+fn products_longer_than_llvmpipes_loop_budget_are_whole() {
+    let (m, k, n) = (5, 70_001, 3);
+    let x = vec![0.5f32; m * k];
+    let w = vec![0.25f32; n * k];
+    for g in matmul_gpus() {
+        let (_, y) = ops::linear_forward(&g, &x, &w, None, m, k, n, Act::IDENTITY).unwrap();
+        assert!(y.iter().all(|&v| v == 0.125 * k as f32), "k = {k} ({}): {:?}", g.matmul_schedule.name(), &y[..3]);
+    }
+}
+
 #[test]
 fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
     let mut r = rng(3);

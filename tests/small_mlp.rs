@@ -31,6 +31,7 @@ fn schedule(n: usize, batch: usize, steps: usize, seed: u64) -> Vec<u32> {
 }
 
 /// Runs both paths and checks parameters and the recorded costs; returns the worst share.
+#[allow(clippy::too_many_arguments)]
 fn agree(
     model: &Model,
     loss: Loss,

@@ -30,7 +30,28 @@ pub struct Gpu {
     pub timer: Arc<std::sync::Mutex<Option<super::timing::PassTimer>>>,
 }
 
+/// Loop iterations one shader invocation may run on llvmpipe (lavapipe's and Mesa GL's software
+/// rasteriser): gallivm ends every loop once all loops of the invocation together have run
+/// 65,535 iterations, without an error. Kept 5,535 below that.
+pub const LLVMPIPE_LOOP_BUDGET: usize = 60_000;
+
 impl Gpu {
+    /// The loop budget of one invocation on this adapter, where it has one (llvmpipe).
+    pub fn loop_limit(&self) -> Option<usize> {
+        let llvmpipe = |s: &str| s.to_lowercase().contains("llvmpipe");
+        (llvmpipe(&self.info.name) || llvmpipe(&self.info.driver)).then_some(LLVMPIPE_LOOP_BUDGET)
+    }
+
+    /// An error when a kernel would run more than `loop_limit` loop iterations per invocation.
+    pub fn check_loops(&self, what: &str, iterations: usize) -> Result<()> {
+        match self.loop_limit() {
+            Some(limit) if iterations > limit => {
+                Err(Error::LoopLimit { what: what.to_string(), iterations, limit, adapter: self.info.name.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether training batches are better gathered on the host and uploaded than gathered by a
     /// kernel from a resident copy: on a CPU adapter (lavapipe, WARP) the upload is a memcpy, and
     /// the gather dispatch it replaces costs 20–40 µs of thread-pool wake-up on lavapipe (the

@@ -109,6 +109,12 @@ pub fn shader_checks() -> bool {
 ///   it reads, and loops bounded by uniform sizes. Divisors are uniform sizes the host never
 ///   sets to zero (a zero-sized launch is skipped before dispatch: `Dispatch::record`).
 ///
+/// A third rule is llvmpipe's, not wgpu's: it ends every loop of an invocation once all its loops
+/// have run 65,535 iterations together, silently. Each launch whose loop count grows with its
+/// sizes is checked against `Gpu::loop_limit` before it is built (`Gpu::check_loops`): long
+/// products move to the tiled schedule, which loops once per 16 of k; what still does not fit
+/// is an error.
+///
 /// `$GRADFLOW_SHADER_CHECKS=1` restores wgpu's checks; CI runs the kernel tests in both modes.
 fn module(device: &wgpu::Device, file: &str, src: String) -> wgpu::ShaderModule {
     let desc = wgpu::ShaderModuleDescriptor { label: Some(file), source: wgpu::ShaderSource::Wgsl(src.into()) };
@@ -957,6 +963,17 @@ impl Gpu {
                 v => v,
             };
         }
+        // The direct and packed products loop once per k in each invocation, `tiled` once per 16
+        // (the uniform windows bound k themselves): past llvmpipe's loop budget, the tiled one.
+        if let Some(limit) = self.loop_limit() {
+            if matches!(variant, MatmulVariant::Direct | MatmulVariant::Packed) && params.k as usize > limit {
+                variant = MatmulVariant::Tiled;
+            }
+            if variant == MatmulVariant::Tiled {
+                let what = format!("a {}×{}×{} matrix product", params.m, params.k, params.n);
+                self.check_loops(&what, (params.k as usize).div_ceil(16))?;
+            }
+        }
         let entry = match variant {
             MatmulVariant::Packed => return self.matmul_packed(a, b, bias, c, aux, params, groups),
             MatmulVariant::Uniform => return self.matmul_uniform(a, b, bias, c, aux, params, groups),
@@ -1121,6 +1138,13 @@ impl Gpu {
 
     /// One of hvp.wgsl's kernels (`entry`), with its grid from `params`.
     pub fn hvp_kernel<'a>(&'a self, entry: &'static str, b: &HvpBuffers<'a>, params: HvpParams) -> Result<Dispatch> {
+        let loops = match entry {
+            "batchnorm_r_forward" => 2 * (params.rows as usize).div_ceil(16),
+            "batchnorm_r_backward_reduce" => (params.rows as usize).div_ceil(16),
+            "cross_entropy_r" => 3 * params.cols as usize,
+            _ => 0,
+        };
+        self.check_loops(&format!("{entry} over {} rows of {}", params.rows, params.cols), loops)?;
         let unused = &self.kernels.unused_read;
         let read = |o: Option<&'a GpuBuffer>| -> &'a wgpu::Buffer { o.map_or(unused, |b| &b.buffer) };
         let stats = b.stats.map_or(&self.kernels.unused_write, |b| &b.buffer);
@@ -1159,6 +1183,14 @@ impl Gpu {
         grads: &GpuBuffer,
         p: BnParams,
     ) -> Result<Dispatch> {
+        // A reduction's lane runs over every 16th row (the statistics twice); the rest 16 rows.
+        let passes = match entry {
+            "batchnorm_stats" => 2,
+            "batchnorm_backward_reduce" => 1,
+            _ => 0,
+        };
+        let what = format!("{entry} over {} rows", p.rows);
+        self.check_loops(&what, passes * (p.rows as usize).div_ceil(16) + BN_EW_ROWS)?;
         let dy = dy.map_or(&self.kernels.unused_read, |b| &b.buffer);
         let out = out.map_or(&self.kernels.unused_write, |b| &b.buffer);
         self.kernels.batchnorm.dispatch_specialized(
@@ -1200,6 +1232,9 @@ impl Gpu {
         totals: &GpuBuffer,
         params: LossParams,
     ) -> Result<Dispatch> {
+        // A row's loss loops over its columns four times; the reduction over rows/256 per lane.
+        let what = format!("{entry} over {} rows of {} columns", params.rows, params.cols);
+        self.check_loops(&what, 4 * params.cols as usize + (params.rows as usize).div_ceil(256) + 64)?;
         let targets = targets.map_or(&self.kernels.unused_read, |b| &b.buffer);
         self.kernels.loss.dispatch(
             self,
@@ -1237,6 +1272,8 @@ impl Gpu {
                 "mse" => "mse_reduced",
                 other => return Err(Error::Plan(format!("no single-workgroup form of loss {other}"))),
             };
+            let what = format!("{reduced} over {} rows of {} columns", params.rows, params.cols);
+            self.check_loops(&what, 4 * params.cols as usize + 2 * LOSS_ONE_GROUP_ROWS)?;
             let targets = targets.map_or(&self.kernels.unused_read, |b| &b.buffer);
             let buffers = [&logits.buffer, &labels.buffer, targets, &grad.buffer, &row_stats.buffer, &totals.buffer];
             return Ok(vec![self.kernels.loss.dispatch(self, reduced, &buffers, &params, [1, 1, 1])?]);
