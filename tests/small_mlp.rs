@@ -60,17 +60,11 @@ fn agree(
     let want = cpu.params().unwrap();
     let mut worst: f64 = 0.0;
     for t in &model.params {
-        for i in t.offset..t.offset + t.len {
-            let err = (run.params[i] - want[i]).abs() as f64;
-            let bound = tol * (want[i].abs() as f64 + 1.0);
-            assert!(
-                err <= bound,
-                "{}[{}]: gpu {} cpu {} (bound {bound:e})",
-                t.name,
-                i - t.offset,
-                run.params[i],
-                want[i]
-            );
+        let (got, exp) = (&run.params[t.offset..t.offset + t.len], &want[t.offset..t.offset + t.len]);
+        for (i, (g, w)) in got.iter().zip(exp).enumerate() {
+            let err = (g - w).abs() as f64;
+            let bound = tol * (w.abs() as f64 + 1.0);
+            assert!(err <= bound, "{}[{i}]: gpu {g} cpu {w} (bound {bound:e})", t.name);
             worst = worst.max(err / bound);
         }
     }
