@@ -5,6 +5,7 @@ pub mod bench;
 pub mod check;
 pub mod checkpoint;
 pub mod config;
+pub mod course;
 pub mod cpu;
 pub mod data;
 pub mod error;

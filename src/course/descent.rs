@@ -1,0 +1,92 @@
+//! Any optimizer on an explicit function: each step the host evaluates ∇f at the current
+//! parameters and the optimizer applies it, on the GPU through the training path's fused update
+//! (`gpu::optimizer`) or on the CPU reference (`cpu::optimizer_update`, f32), so an experiment on
+//! a 2-D surface runs the exact update code a network is trained with.
+
+use crate::error::{Error, Result};
+use crate::gpu::kernels::{submit, Dispatch};
+use crate::gpu::optimizer::GpuOptimizer;
+use crate::gpu::Gpu;
+use crate::optim::{OptimizerSetup, OptimizerStep, ParamGroups};
+
+/// Where the update runs.
+#[derive(Clone, Copy)]
+pub enum Backend<'a> {
+    Cpu,
+    Gpu(&'a Gpu),
+}
+
+impl Backend<'_> {
+    pub fn name(&self) -> String {
+        match self {
+            Backend::Cpu => "CPU reference".into(),
+            Backend::Gpu(g) => format!("GPU ({})", g.info.name),
+        }
+    }
+}
+
+/// One group over `len` parameters (no tensor structure on an explicit function).
+fn groups(setup: &OptimizerSetup, len: usize) -> ParamGroups {
+    let opt = &setup.optimizer;
+    ParamGroups {
+        groups: vec![(opt.lr(), opt.weight_decay())],
+        block_group: vec![0; len.div_ceil(crate::nn::PARAM_ALIGN)],
+    }
+}
+
+/// `steps` steps of `setup` from `x0` with the gradient `grad`; every iterate, x0 first.
+pub fn run_optimizer(
+    backend: Backend,
+    setup: &OptimizerSetup,
+    x0: &[f32],
+    steps: usize,
+    mut grad: impl FnMut(&[f64]) -> Vec<f64>,
+) -> Result<Vec<Vec<f64>>> {
+    if x0.is_empty() || x0.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Usage("the starting point must be non-empty and finite".into()));
+    }
+    let n = x0.len();
+    let groups = groups(setup, n);
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let mut out = vec![wide(x0)];
+    let mut gradient = |x: &[f64]| -> Result<Vec<f32>> {
+        let g = grad(x);
+        if g.len() != n || g.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Usage(format!("the gradient at {x:?} is not {n} finite numbers: {g:?}")));
+        }
+        Ok(g.iter().map(|&v| v as f32).collect())
+    };
+    match backend {
+        Backend::Cpu => {
+            let mut x = x0.to_vec();
+            let mut state = setup.optimizer.initial_state(n);
+            for k in 0..steps {
+                let g = gradient(&out[k])?;
+                let step = OptimizerStep {
+                    optimizer: &setup.optimizer,
+                    step: k as u32 + 1,
+                    lr_factor: setup.schedule.factor(k as u32),
+                    groups: &groups,
+                    max_norm: setup.clip_grad_norm,
+                };
+                let coef = crate::cpu::clip_coefficient(&g, setup.clip_grad_norm);
+                crate::cpu::optimizer_update(&mut x, &g, &mut state, &step, coef);
+                out.push(wide(&x));
+            }
+        }
+        Backend::Gpu(gpu) => {
+            let params = gpu.upload("surface parameters", x0)?;
+            let grads = gpu.storage("surface gradient", n)?;
+            let mut opt = GpuOptimizer::new(gpu, &params, &grads, &setup.optimizer, groups, setup.clip_grad_norm)?;
+            for k in 0..steps {
+                let g = gradient(&out[k])?;
+                gpu.write(&grads, &g);
+                opt.prepare(gpu, k as u32 + 1, setup.schedule.factor(k as u32));
+                let launches: Vec<&Dispatch> = opt.dispatches().collect();
+                submit(gpu, "optimizer on a surface", &launches)?;
+                out.push(wide(&gpu.read_all(&params)?));
+            }
+        }
+    }
+    Ok(out)
+}

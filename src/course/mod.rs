@@ -1,0 +1,6 @@
+//! The course's experiments on explicit functions: optimizers run through the same update code
+//! as training (the GPU's fused kernels or the CPU reference) on a gradient the host computes,
+//! and the continuous-time view of momentum.
+
+pub mod continuous;
+pub mod descent;
