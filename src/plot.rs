@@ -313,3 +313,171 @@ pub fn svg_with_regions(charts: &[Chart], regions: Option<&Regions>) -> String {
     out.push_str("</svg>\n");
     out
 }
+
+/// A function of two variables over a box as filled level bands, with paths (optimizer
+/// trajectories) drawn over it.
+#[derive(Clone, Debug)]
+pub struct Field {
+    pub title: String,
+    /// (x min, x max, y min, y max).
+    pub bounds: (f64, f64, f64, f64),
+    /// Cells per side; `values` is row-major from the bottom row, `resolution`² of them.
+    pub resolution: usize,
+    pub values: Vec<f64>,
+    /// Band on log(value − min + 1e-12·span) instead of the value (for valleys like Rosenbrock's).
+    pub log: bool,
+    pub paths: Vec<Series>,
+}
+
+/// Twelve bands, light (low) to dark (high).
+fn band_color(level: f64) -> String {
+    let l = level.clamp(0.0, 1.0);
+    let c = |lo: f64, hi: f64| (lo + (hi - lo) * l).round() as u8;
+    format!("#{:02x}{:02x}{:02x}", c(247.0, 120.0), c(251.0, 140.0), c(255.0, 170.0))
+}
+
+fn field_panel(out: &mut String, f: &Field, x0: f64, y0: f64) {
+    let (xlo, xhi, ylo, yhi) = f.bounds;
+    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let sx = |x: f64| x0 + LEFT + (x - xlo) / (xhi - xlo) * pw;
+    let sy = |y: f64| y0 + TOP + (1.0 - (y - ylo) / (yhi - ylo)) * ph;
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" font-size="14" text-anchor="middle" font-weight="bold">{}</text>"#,
+        x0 + LEFT + pw / 2.0,
+        y0 + 20.0,
+        escape(&f.title)
+    );
+    let finite: Vec<f64> = f.values.iter().copied().filter(|v| v.is_finite()).collect();
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span = (hi - lo).max(1e-300);
+    let scale = |v: f64| if f.log { (v - lo + 1e-12 * span).ln() } else { v };
+    let (slo, shi) = (scale(lo), scale(hi));
+    let n = f.resolution.max(1);
+    let (cw, ch) = (pw / n as f64, ph / n as f64);
+    for (i, &v) in f.values.iter().enumerate() {
+        let band = (((scale(v) - slo) / (shi - slo).max(1e-300)) * 12.0).floor().min(11.0) / 11.0;
+        let (col, row) = (i % n, i / n);
+        let _ = writeln!(
+            out,
+            r#"<rect x="{:.2}" y="{:.2}" width="{:.2}" height="{:.2}" fill="{}"/>"#,
+            x0 + LEFT + col as f64 * cw,
+            y0 + TOP + ph - (row + 1) as f64 * ch,
+            cw + 0.3,
+            ch + 0.3,
+            band_color(band)
+        );
+    }
+    for (k, s) in f.paths.iter().enumerate() {
+        // Points outside the box are clamped to its edge, so a diverging path stays visible.
+        let pts: Vec<String> = s
+            .points
+            .iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x.clamp(xlo, xhi)), sy(y.clamp(ylo, yhi))))
+            .collect();
+        let color = COLORS[k % COLORS.len()];
+        let _ =
+            writeln!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#, pts.join(" "));
+        let (lx, ly) = (x0 + LEFT + 8.0, y0 + TOP + 14.0 + 14.0 * k as f64);
+        let _ = writeln!(
+            out,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="3" fill="{color}"/><text x="{:.1}" y="{:.1}" font-size="10">{}</text>"#,
+            ly - 4.0,
+            lx + 14.0,
+            ly,
+            escape(&s.name)
+        );
+    }
+    let _ = writeln!(
+        out,
+        r##"<rect x="{:.1}" y="{:.1}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>"##,
+        x0 + LEFT,
+        y0 + TOP
+    );
+    for t in ticks(xlo, xhi) {
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+            sx(t),
+            y0 + TOP + ph + 15.0,
+            fmt_tick(t)
+        );
+    }
+    for t in ticks(ylo, yhi) {
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#,
+            x0 + LEFT - 5.0,
+            sy(t) + 4.0,
+            fmt_tick(t)
+        );
+    }
+}
+
+/// One panel of a grid figure.
+#[derive(Clone, Debug)]
+pub enum Panel {
+    Chart(Chart),
+    Field(Field),
+}
+
+/// Panels in rows of `columns`, as one SVG document.
+pub fn svg_grid(panels: &[Panel], columns: usize) -> String {
+    let columns = columns.max(1);
+    let rows = panels.len().div_ceil(columns).max(1);
+    let (width, height) = (W * columns.min(panels.len().max(1)) as f64, H * rows as f64);
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+"#
+    );
+    for (i, p) in panels.iter().enumerate() {
+        let (x0, y0) = (W * (i % columns) as f64, H * (i / columns) as f64);
+        match p {
+            Panel::Field(f) => field_panel(&mut out, f, x0, y0),
+            Panel::Chart(c) => {
+                // Charts are drawn at the top; shift the group down to its row.
+                let mut one = String::new();
+                panel(&mut one, c, x0);
+                let _ = writeln!(out, r#"<g transform="translate(0 {y0})">{one}</g>"#);
+            }
+        }
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod grid_tests {
+    use super::*;
+
+    #[test]
+    fn a_field_panel_draws_its_bands_and_paths_and_the_grid_stacks_rows() {
+        let field = Field {
+            title: "f".into(),
+            bounds: (0.0, 1.0, 0.0, 1.0),
+            resolution: 4,
+            values: (0..16).map(|i| i as f64).collect(),
+            log: false,
+            paths: vec![Series { name: "run".into(), points: vec![(0.0, 0.0), (0.5, 0.5), (2.0, 2.0)] }],
+        };
+        let chart = Chart {
+            title: "c".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            series: vec![Series { name: "s".into(), points: vec![(0.0, 1.0), (1.0, 2.0)] }],
+            log_y: false,
+            y_range: None,
+        };
+        let svg = svg_grid(&[Panel::Field(field), Panel::Chart(chart.clone()), Panel::Chart(chart)], 2);
+        assert!(svg.contains(&format!(r#"height="{}""#, 2.0 * H)), "two rows");
+        // 16 cells, the lowest value lightest and the highest darkest.
+        assert!(svg.contains(&band_color(0.0)) && svg.contains(&band_color(1.0)));
+        // The path's point outside the box is clamped to its corner (1, 1).
+        let pw = W - LEFT - RIGHT;
+        assert!(svg.contains(&format!("{:.1},{:.1}", LEFT + pw, TOP)), "clamped corner: {svg}");
+        assert!(svg.contains(&format!(r#"translate(0 {H})"#)), "the third panel starts the second row");
+    }
+}

@@ -59,3 +59,77 @@ fn momentum_tracks_the_gradient_flow_to_first_order_and_the_modified_equation_cl
         }
     }
 }
+
+fn sgd(setup: &str) -> gradflow::optim::OptimizerSetup {
+    toml::from_str::<gradflow::optim::Optimizer>(setup).unwrap().into()
+}
+
+/// On ½(x² + κy²) gradient descent with h = 1/κ removes y in one step and shrinks x by exactly
+/// 1 − 1/κ per step; heavy ball with Polyak's parameters (h = 4/(√κ + 1)², λ = ρ², with
+/// ρ = (√κ − 1)/(√κ + 1)) converges at ρ per step, 0.818 for κ = 100 against GD's 0.99. Both on
+/// the GPU's fused update and the CPU reference. f32 iterates: n steps carry ≤ 2n·u relative.
+#[test]
+fn quadratics_converge_at_the_rates_the_course_derives() {
+    use gradflow::course::descent::run_optimizer;
+    use gradflow::course::surfaces::Surface;
+    let gpu = common::gpu();
+    for backend in [Backend::Cpu, Backend::Gpu(gpu)] {
+        for kappa in [10.0f64, 100.0] {
+            let s = Surface::Quadratic { kappa };
+            let xs = run_optimizer(backend, &sgd(&format!("type='sgd'\nlr={}", 1.0 / kappa)), &[1.0, 1.0], 50, |p| {
+                s.gradient(p[0], p[1]).to_vec()
+            })
+            .unwrap();
+            for (n, x) in xs.iter().enumerate().skip(1) {
+                let want = (1.0 - 1.0 / kappa).powi(n as i32);
+                assert!((x[0] - want).abs() <= 2.0 * n as f64 * 6e-8 * want, "κ {kappa} GD x_{n} = {} vs {want}", x[0]);
+                assert!(x[1].abs() <= 1e-7, "κ {kappa} GD y_{n} = {}", x[1]);
+            }
+        }
+        let kappa = 100.0f64;
+        let rho = (kappa.sqrt() - 1.0) / (kappa.sqrt() + 1.0);
+        let (h, lambda) = (4.0 / (kappa.sqrt() + 1.0).powi(2), rho * rho);
+        let s = Surface::Quadratic { kappa };
+        let heavy = format!("type='sgd'\nlr={h}\nmomentum={{ value = {lambda}, form = 'heavy-ball' }}");
+        let xs = run_optimizer(backend, &sgd(&heavy), &[1.0, 1.0], 40, |p| s.gradient(p[0], p[1]).to_vec()).unwrap();
+        let norm = |n: usize| xs[n].iter().map(|v| v * v).sum::<f64>().sqrt();
+        // Both modes share the double root ρ, so ‖x_n‖ ~ n·ρⁿ and the ratio over 20 steps is
+        // ρ·2^(1/20) = 1.035ρ; allow [ρ, 1.05ρ].
+        let measured = (norm(40) / norm(20)).powf(1.0 / 20.0);
+        eprintln!("heavy ball on κ = 100 ({}): rate {measured:.4}, theory {rho:.4}", backend.name());
+        assert!(measured >= rho && measured <= 1.05 * rho, "rate {measured} vs ρ = {rho}");
+    }
+}
+
+/// Gradient descent near the saddle 5x² − y²: x shrinks by 1 − 10h, y grows by 1 + 2h each step,
+/// so a start just off the stable manifold leaves along y; and full-batch GD on the line fit
+/// ends at the normal equations' solution.
+#[test]
+fn descent_leaves_the_saddle_and_solves_least_squares() {
+    use gradflow::course::descent::run_optimizer;
+    use gradflow::course::surfaces::{LineFit, Surface};
+    let gpu = common::gpu();
+    for backend in [Backend::Cpu, Backend::Gpu(gpu)] {
+        let h = 0.05f64;
+        let xs = run_optimizer(backend, &sgd(&format!("type='sgd'\nlr={h}")), &[1.0, 0.01], 40, |p| {
+            Surface::Saddle.gradient(p[0], p[1]).to_vec()
+        })
+        .unwrap();
+        for (n, x) in xs.iter().enumerate() {
+            let (wx, wy) = ((1.0 - 10.0 * h).powi(n as i32), 0.01f32 as f64 * (1.0 + 2.0 * h).powi(n as i32));
+            let tol = 2.0 * (n + 1) as f64 * 6e-8;
+            assert!((x[0] - wx).abs() <= tol * wx && (x[1] - wy).abs() <= tol * wy, "step {n}: {x:?} vs ({wx}, {wy})");
+        }
+        let fit = LineFit::new(50, 0.1, 3);
+        let all: Vec<usize> = (0..50).collect();
+        let xs = run_optimizer(backend, &sgd("type='sgd'\nlr=0.5"), &[0.0, 0.0], 3000, |p| {
+            fit.gradient(p[0], p[1], &all).to_vec()
+        })
+        .unwrap();
+        let (a, b) = fit.solution();
+        let end = xs.last().unwrap();
+        // The normal matrix's condition number is ~20 here, so 3000 steps at 0.5 leave a contraction
+        // error far below f32's; what remains is f32 rounding of the gradient sums (~50·u).
+        assert!((end[0] - a).abs() < 1e-5 && (end[1] - b).abs() < 1e-5, "{end:?} vs ({a}, {b})");
+    }
+}

@@ -40,8 +40,22 @@ pub fn run_optimizer(
     setup: &OptimizerSetup,
     x0: &[f32],
     steps: usize,
+    grad: impl FnMut(&[f64]) -> Vec<f64>,
+) -> Result<Vec<Vec<f64>>> {
+    run_optimizer_within(backend, setup, x0, steps, f64::INFINITY, grad)
+}
+
+/// As `run_optimizer`, stopping early once an iterate's norm exceeds `radius` (a run escaping
+/// down an unbounded surface, such as the monkey saddle's valleys).
+pub fn run_optimizer_within(
+    backend: Backend,
+    setup: &OptimizerSetup,
+    x0: &[f32],
+    steps: usize,
+    radius: f64,
     mut grad: impl FnMut(&[f64]) -> Vec<f64>,
 ) -> Result<Vec<Vec<f64>>> {
+    let escaped = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>().sqrt() > radius;
     if x0.is_empty() || x0.iter().any(|v| !v.is_finite()) {
         return Err(Error::Usage("the starting point must be non-empty and finite".into()));
     }
@@ -61,6 +75,9 @@ pub fn run_optimizer(
             let mut x = x0.to_vec();
             let mut state = setup.optimizer.initial_state(n);
             for k in 0..steps {
+                if escaped(&out[k]) {
+                    break;
+                }
                 let g = gradient(&out[k])?;
                 let step = OptimizerStep {
                     optimizer: &setup.optimizer,
@@ -79,6 +96,9 @@ pub fn run_optimizer(
             let grads = gpu.storage("surface gradient", n)?;
             let mut opt = GpuOptimizer::new(gpu, &params, &grads, &setup.optimizer, groups, setup.clip_grad_norm)?;
             for k in 0..steps {
+                if escaped(&out[k]) {
+                    break;
+                }
                 let g = gradient(&out[k])?;
                 gpu.write(&grads, &g);
                 opt.prepare(gpu, k as u32 + 1, setup.schedule.factor(k as u32));

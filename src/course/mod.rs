@@ -4,3 +4,4 @@
 
 pub mod continuous;
 pub mod descent;
+pub mod surfaces;
