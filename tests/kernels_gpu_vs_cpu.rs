@@ -133,19 +133,34 @@ fn linear_forward_without_bias() {
     assert_within("linear_forward no bias", &y, &widen(&y_ref), &b);
 }
 
-/// A product longer than llvmpipe's loop budget (65,535 iterations per invocation, which a
-/// direct or packed product would spend one per k): every schedule, and on llvmpipe the
-/// fallback to `tiled`, gives the full sum, not one cut off silently. Constant operands make the
-/// answer exact in f32 (every partial sum k·0.125 is a multiple of 1/8 below 2¹⁴), so a sum
-/// missing any terms cannot hide inside a rounding bound.
+/// Products longer than llvmpipe's loop budget (65,535 iterations per invocation, which a direct
+/// product spends one per k): every schedule gives the full sum, by the fallback to `tiled` on
+/// llvmpipe, or, where even that cannot run (k = 70,001 with wgpu's shader checks on), refuses
+/// with the loop-limit error; never a sum cut short. Constant operands make the answer exact in
+/// f32 (every partial sum is a multiple of 1/8 below 2¹⁴), so missing terms cannot hide inside
+/// a rounding bound. 16,001 is past what a checked packed product could loop over.
 #[test]
-fn products_longer_than_llvmpipes_loop_budget_are_whole() {
-    let (m, k, n) = (5, 70_001, 3);
-    let x = vec![0.5f32; m * k];
-    let w = vec![0.25f32; n * k];
-    for g in matmul_gpus() {
-        let (_, y) = ops::linear_forward(&g, &x, &w, None, m, k, n, Act::IDENTITY).unwrap();
-        assert!(y.iter().all(|&v| v == 0.125 * k as f32), "k = {k} ({}): {:?}", g.matmul_schedule.name(), &y[..3]);
+fn products_longer_than_llvmpipes_loop_budget_are_whole_or_refused() {
+    for (m, k, n) in [(70, 16_001, 70), (5, 70_001, 3)] {
+        let x = vec![0.5f32; m * k];
+        let w = vec![0.25f32; n * k];
+        for g in matmul_gpus() {
+            match ops::linear_forward(&g, &x, &w, None, m, k, n, Act::IDENTITY) {
+                Ok((_, y)) => {
+                    assert!(
+                        y.iter().all(|&v| v == 0.125 * k as f32),
+                        "k = {k} ({}): {:?}",
+                        g.matmul_schedule.name(),
+                        &y[..3]
+                    )
+                }
+                Err(e) => assert!(
+                    g.loop_limit().is_some() && e.to_string().contains("loop iterations"),
+                    "k = {k} ({}): {e}",
+                    g.matmul_schedule.name()
+                ),
+            }
+        }
     }
 }
 

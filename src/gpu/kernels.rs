@@ -228,6 +228,25 @@ impl MatmulVariant {
     /// `Uniform` needs each operand within one window (`UNIFORM_WINDOW` floats from the 256-byte
     /// boundary below its offset) and falls back to `Direct` too; whether the buffers leave room
     /// for the windows is checked where they are bound (`Gpu::matmul`).
+    /// Loop iterations one invocation of this schedule runs for `p`, as llvmpipe counts them
+    /// against its budget (`Gpu::loop_limit`). Measured on lavapipe with exact sums of constants:
+    /// its compiler unrolls the constant inner loops of compiled-unchecked modules, so `tiled`
+    /// runs once per 16 of k, `packed` once per 4 and `direct` once per k; with wgpu's checks on
+    /// (`GRADFLOW_SHADER_CHECKS=1`) the tiled and packed inner loops stay loops, 16 iterations and
+    /// two tests each. The uniform product walks at most 8 blocks of 8 rows, k/4 at a time.
+    pub fn loop_iterations(self, p: &MatmulParams, checks: bool) -> usize {
+        let k = p.k as usize;
+        let inner = if checks { 18 } else { 1 };
+        match self {
+            MatmulVariant::Tiled => k.div_ceil(16) * inner,
+            MatmulVariant::Direct => k,
+            MatmulVariant::Packed => k.div_ceil(4) * inner,
+            MatmulVariant::Uniform => {
+                k.div_ceil(4) * (p.m as usize).div_ceil(8).clamp(1, 8) * if checks { 10 } else { 1 }
+            }
+        }
+    }
+
     pub fn for_shape(self, p: &MatmulParams, limits: &wgpu::Limits) -> MatmulVariant {
         let fits = match self {
             MatmulVariant::Packed => {
@@ -963,15 +982,17 @@ impl Gpu {
                 v => v,
             };
         }
-        // The direct and packed products loop once per k in each invocation, `tiled` once per 16
-        // (the uniform windows bound k themselves): past llvmpipe's loop budget, the tiled one.
+        // llvmpipe's loop budget: past it, the tiled schedule (the fewest iterations per k);
+        // past that too, an error rather than a sum cut short.
         if let Some(limit) = self.loop_limit() {
-            if matches!(variant, MatmulVariant::Direct | MatmulVariant::Packed) && params.k as usize > limit {
+            let checks = shader_checks();
+            if variant.loop_iterations(&params, checks) > limit {
                 variant = MatmulVariant::Tiled;
             }
-            if variant == MatmulVariant::Tiled {
+            let iterations = variant.loop_iterations(&params, checks);
+            if iterations > limit {
                 let what = format!("a {}×{}×{} matrix product", params.m, params.k, params.n);
-                self.check_loops(&what, (params.k as usize).div_ceil(16))?;
+                self.check_loops(&what, iterations)?;
             }
         }
         let entry = match variant {
