@@ -112,6 +112,25 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Trains the config's model with each of several optimizers (or batching schemes) from the
+    /// same initial weights and batch schedule, and overlays their curves.
+    Compare {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Comma-separated entries, each a preset with optional settings: sgd, momentum, nesterov,
+        /// adagrad, rmsprop, adam, adamw, sgd-reshuffle, sgd-replacement, gd; e.g.
+        /// "sgd,adam(lr=0.003),sgd(batching=\"replacement\")".
+        #[arg(long, default_value = "sgd,momentum,nesterov,adagrad,rmsprop,adam")]
+        optimizers: String,
+        /// Override train.epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Write the overlaid curves as an SVG.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Runs every kernel on this machine's adapter against the CPU reference and prints the
     /// worst error of each; exits non-zero if one is out of bounds.
     Check,
@@ -143,6 +162,9 @@ fn main() -> ExitCode {
         Some(Command::Hessian { config, checkpoint, k, steps, probes, plot, set }) => {
             let budget = gradflow::spectrum::report::Budget { k, steps, probes, seed: 0 };
             hessian_cmd(config, &checkpoint, &budget, plot.as_deref(), &set, &placement)
+        }
+        Some(Command::Compare { config, optimizers, epochs, plot, set }) => {
+            compare_cmd(config, &optimizers, epochs, plot.as_deref(), &set, &placement)
         }
         Some(Command::Check) => gradflow::check::run(&placement).and_then(|ok| {
             if ok {
@@ -461,6 +483,57 @@ fn data_for_checkpoint(
         s.apply(&mut test_set.x);
     }
     Ok((train_set, test_set))
+}
+
+fn compare_cmd(
+    config: Option<PathBuf>,
+    optimizers: &str,
+    epochs: Option<usize>,
+    plot: Option<&std::path::Path>,
+    set: &[String],
+    placement: &Placement,
+) -> Result<()> {
+    use gradflow::train::compare;
+    let mut set = set.to_vec();
+    if let Some(e) = epochs {
+        set.push(format!("train.epochs={e}"));
+    }
+    let (config, file) = load_config(config, &set)?;
+    let (train_set, test_set) = train::load_data(&config, &file)?;
+    let contenders = compare::parse_contenders(&config, optimizers)?;
+    println!(
+        "{} ({} train / {} test rows), {} epochs, init seed {}, batch seed {}",
+        file.display(),
+        train_set.n,
+        test_set.n,
+        config.train.epochs,
+        config.model.init_seed,
+        config.train.seed
+    );
+    let mut runs = Vec::new();
+    for c in &contenders {
+        let run = compare::run_contender(c, &train_set, &test_set, placement)?;
+        if runs.is_empty() {
+            println!("device: {}", run.device);
+        }
+        let (first, last) = (run.points[0], run.points[run.points.len() - 1]);
+        println!(
+            "{:<32} start loss {:.4}  final train loss {:.4}  test loss {:.4}  test acc {:5.1}%  {:6.2} s",
+            run.label,
+            first.1,
+            last.1,
+            last.2,
+            100.0 * last.3,
+            run.seconds
+        );
+        runs.push(run);
+    }
+    if let Some(path) = plot {
+        std::fs::write(path, gradflow::plot::svg(&compare::charts(&runs)))
+            .map_err(|e| gradflow::error::Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+        println!("plot: {}", path.display());
+    }
+    Ok(())
 }
 
 fn hessian_cmd(

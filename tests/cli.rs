@@ -301,3 +301,50 @@ fn hessian_of_a_small_model_prints_the_exact_spectrum() {
     // 60 steps on 310 coordinates converge the extremes; both are printed to 5 significant digits.
     assert!((low - e_low).abs() <= 1e-4 * e_high.abs() && (high - e_high).abs() <= 1e-4 * e_high.abs(), "{out}");
 }
+
+/// `gradflow compare`: every entry starts from the same weights (the same loss before any step),
+/// an entry equal to the config's own optimizer reproduces `gradflow train` exactly, and bad
+/// entries are refused with the reason.
+#[test]
+fn compare_trains_each_optimizer_from_the_same_start() {
+    let d = dir("compare");
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml");
+    let svg = d.join("compare.svg");
+    let (ok, out, err) = gradflow(&[
+        "compare",
+        "--cpu",
+        "--config",
+        cfg,
+        "--epochs",
+        "3",
+        "--optimizers",
+        "momentum,adam(lr=0.002),sgd(batching=\"replacement\"),gd",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}\n{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("start loss")).collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    let field = |line: &str, key: &str| -> f64 {
+        line.split(key).nth(1).and_then(|t| t.split_whitespace().next()).unwrap().trim_end_matches('%').parse().unwrap()
+    };
+    let start = field(rows[0], "start loss");
+    assert!(rows.iter().all(|r| field(r, "start loss") == start), "{out}");
+    // `momentum` is the digits config's own optimizer (SGD, lr 0.05, momentum 0.9).
+    let (ok, train, err) = gradflow(&["train", "--cpu", "--config", cfg, "--epochs", "3"]);
+    assert!(ok, "{train}\n{err}");
+    let last_epoch = train.lines().find(|l| l.starts_with("epoch   3/3")).unwrap();
+    assert_eq!(field(rows[0], "final train loss"), field(last_epoch, "loss"), "{out}\n{train}");
+    assert_eq!(field(rows[0], "test acc"), field(last_epoch, "test acc"), "{out}\n{train}");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.contains("Training loss") && plot.contains("adam(lr=0.002)"));
+    for (spec, why) in [
+        ("sgd,lion", "unknown entry 'lion'"),
+        ("adam(lr=0.1", "without its ')'"),
+        ("adam(betas=3)", "adam(betas=3)"),
+        ("sgd(batching=\"sometimes\")", "unknown batching 'sometimes'"),
+    ] {
+        let (ok, out, err) = gradflow(&["compare", "--cpu", "--config", cfg, "--epochs", "1", "--optimizers", spec]);
+        assert!(!ok && err.contains(why), "{spec}: {out}\n{err}");
+    }
+}

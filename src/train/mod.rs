@@ -76,6 +76,7 @@ pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f3
     Ok((out.loss, out.correct as f32 / data.n as f32))
 }
 
+pub mod compare;
 pub mod metrics;
 pub mod run;
 pub use run::{batcher, build_network, check_batches, load_data, max_rows, open_gpu, Placement, Standardize};
