@@ -406,3 +406,17 @@ fn mse_matches_cpu_with_targets_and_with_one_hot_labels() {
         assert_eq!(out.correct, want.correct);
     }
 }
+
+/// Pass timing: more passes than one query set holds is refused (false), not a validation error
+/// from wgpu; within the limit it times what it was asked to, on adapters with timestamps.
+#[test]
+fn pass_timer_refuses_more_passes_than_a_query_set_holds() {
+    let g = gpu();
+    assert!(!g.start_pass_timer(2049));
+    if g.start_pass_timer(2) {
+        let x = vec![1.0f32; 64];
+        ops::linear_forward(g, &x, &x, None, 8, 8, 8, Act::IDENTITY).unwrap();
+        let times = g.finish_pass_timer().unwrap();
+        assert!(!times.is_empty() && times.len() <= 2 && times.iter().all(|t| t.is_finite() && *t >= 0.0), "{times:?}");
+    }
+}

@@ -17,9 +17,11 @@ pub struct PassTimer {
 }
 
 impl PassTimer {
-    /// Room for `passes` passes; None where the device has no timestamp queries.
+    /// Room for `passes` passes; None where the device has no timestamp queries, or for more
+    /// passes than one query set holds (wgpu's QUERY_SET_MAX_QUERIES, two per pass).
     fn new(gpu: &Gpu, passes: u32) -> Option<PassTimer> {
-        if !gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) || passes == 0 {
+        let fits = passes > 0 && 2 * passes as u64 <= wgpu::QUERY_SET_MAX_QUERIES as u64;
+        if !gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) || !fits {
             return None;
         }
         let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
@@ -61,7 +63,8 @@ impl PassTimer {
 }
 
 impl Gpu {
-    /// Starts timing the next `passes` submitted passes; false where the device cannot.
+    /// Starts timing the next `passes` submitted passes; false where the device cannot, or
+    /// `passes` is more than one query set holds (2,048).
     pub fn start_pass_timer(&self, passes: u32) -> bool {
         let timer = PassTimer::new(self, passes);
         let on = timer.is_some();
