@@ -784,6 +784,7 @@ fn write_plot(
             series: vec![series("train", &|c| c.1), series("test", &|c| c.3)],
             log_y: true,
             y_range: None,
+            scatter: false,
         },
         Chart {
             title: "accuracy".into(),
@@ -792,6 +793,7 @@ fn write_plot(
             series: vec![series("train", &|c| 100.0 * c.2), series("test", &|c| 100.0 * c.4)],
             log_y: false,
             y_range: Some((0.0, 100.0)),
+            scatter: false,
         },
     ];
     let regions = if train_set.d == 2 {

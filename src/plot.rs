@@ -21,6 +21,8 @@ pub struct Chart {
     pub log_y: bool,
     /// Fixed y range (linear axes), e.g. 0–100 for an accuracy; else the data's range.
     pub y_range: Option<(f64, f64)>,
+    /// Points as markers, not joined (a scatter plot).
+    pub scatter: bool,
 }
 
 const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
@@ -145,8 +147,18 @@ fn panel(out: &mut String, chart: &Chart, x0: f64) {
             .filter(|p| p.1.is_finite())
             .map(|(x, y)| format!("{:.1},{:.1}", sx(x), sy(y.clamp(ylo, yhi))))
             .collect();
-        let _ =
-            writeln!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, path.join(" "));
+        if chart.scatter {
+            for p in &path {
+                let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
+                let _ = writeln!(out, r#"<circle cx="{cx}" cy="{cy}" r="3.5" fill="{color}" fill-opacity="0.8"/>"#);
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+                path.join(" ")
+            );
+        }
     }
     // The legend last, on a translucent box, so no curve hides it; placed where it covers the
     // least of the curves (sampled every few pixels along each segment), top right if free.
@@ -470,6 +482,7 @@ mod grid_tests {
             series: vec![Series { name: "s".into(), points: vec![(0.0, 1.0), (1.0, 2.0)] }],
             log_y: false,
             y_range: None,
+            scatter: false,
         };
         let svg = svg_grid(&[Panel::Field(field), Panel::Chart(chart.clone()), Panel::Chart(chart)], 2);
         assert!(svg.contains(&format!(r#"height="{}""#, 2.0 * H)), "two rows");

@@ -133,3 +133,61 @@ fn descent_leaves_the_saddle_and_solves_least_squares() {
         assert!((end[0] - a).abs() < 1e-5 && (end[1] - b).abs() < 1e-5, "{end:?} vs ({a}, {b})");
     }
 }
+
+/// Dauphin et al.'s point about Newton's method, on a 27-parameter tanh network (4-3-3, random
+/// data, cross-entropy) where Levenberg–Marquardt on ½‖∇L‖² finds a saddle (‖∇L‖ ≤ 1e-9,
+/// index > 0). From 1e-3 off it, 30 steps each: Newton converges to a critical point at the
+/// saddle's loss (the negative curvature flips its step uphill), gradient descent barely moves,
+/// and saddle-free Newton (|H|⁻¹ on a Lanczos subspace, |θ| floored at 0.1·max|θ|) leaves with
+/// the loss falling every step.
+#[test]
+fn newton_is_drawn_to_a_saddle_and_saddle_free_newton_escapes_it() {
+    use gradflow::course::critical::{
+        find_critical_point, grad_norm_and_loss, newton_step, saddle_free_newton_step, take_step,
+    };
+    use gradflow::data::Dataset;
+    use gradflow::nn::hessian::Hessian;
+    use gradflow::nn::{LayerSpec, Loss, Model};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    let mut r = StdRng::seed_from_u64(1);
+    let n = 30;
+    let x: Vec<f32> = (0..n * 4).map(|_| r.random_range(-1.0..1.0)).collect();
+    let labels: Vec<u32> = (0..n).map(|_| r.random_range(0..3)).collect();
+    let data = Dataset::new(x, labels, 4, 3, "random points").unwrap();
+    let l = |out| LayerSpec::Linear { out, bias: true };
+    let model = Model::new(4, vec![l(3), LayerSpec::Tanh, l(3)]).unwrap();
+    let mut p = model.init_params(3);
+    p.iter_mut().for_each(|v| *v *= 3.0);
+    let mut h = Hessian::new(model, Loss::CrossEntropy, &p, &data, n).unwrap();
+    let saddle = find_critical_point(&mut h, 200, 1e-10).unwrap();
+    assert!(saddle.grad_norm <= 1e-9 && saddle.index > 0.0, "{saddle:?}");
+    let start: Vec<f64> =
+        saddle.point.iter().enumerate().map(|(i, v)| v + 1e-3 * (((i * 7919) % 13) as f64 / 6.0 - 1.0)).collect();
+    let mut end = Vec::new();
+    for method in ["Newton", "gradient descent", "saddle-free Newton"] {
+        h.set_point(&start).unwrap();
+        let mut losses = vec![grad_norm_and_loss(&mut h).unwrap().1];
+        for _ in 0..30 {
+            let step = match method {
+                "Newton" => newton_step(&mut h, 1e-6).unwrap(),
+                "gradient descent" => h.evaluate(&vec![0.0; 27]).unwrap().grad.iter().map(|g| -0.5 * g).collect(),
+                _ => saddle_free_newton_step(&mut h, 27, 0.1).unwrap(),
+            };
+            take_step(&mut h, &step).unwrap();
+            losses.push(grad_norm_and_loss(&mut h).unwrap().1);
+        }
+        if method == "saddle-free Newton" {
+            assert!(losses.windows(2).all(|w| w[1] <= w[0] + 1e-12), "saddle-free Newton's loss rose: {losses:?}");
+        }
+        let (g, loss) = grad_norm_and_loss(&mut h).unwrap();
+        eprintln!(
+            "{method}: after 30 steps ‖∇L‖ {g:.2e}, loss {loss:.6} (saddle {:.6}, index {:.3})",
+            saddle.loss, saddle.index
+        );
+        end.push((g, loss));
+    }
+    let (newton, gd, sfn) = (end[0], end[1], end[2]);
+    assert!(newton.0 < 1e-8 && (newton.1 - saddle.loss).abs() < 1e-6, "Newton: {newton:?}");
+    assert!(saddle.loss - gd.1 < 1e-3, "gradient descent left fast: {gd:?}");
+    assert!(saddle.loss - sfn.1 > 0.1 && sfn.1 < gd.1, "saddle-free Newton: {sfn:?}");
+}

@@ -3,5 +3,6 @@
 //! and the continuous-time view of momentum.
 
 pub mod continuous;
+pub mod critical;
 pub mod descent;
 pub mod surfaces;

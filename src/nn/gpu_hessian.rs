@@ -113,6 +113,13 @@ impl GpuHvp {
         })
     }
 
+    /// Takes the products at new parameters (flat, as `new` took them).
+    pub fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        super::cpu_network::check_params(&self.model, params)?;
+        self.gpu.write(&self.params, params);
+        Ok(())
+    }
+
     /// H·v of one batch's mean loss (v and the result flat, padding included).
     pub fn batch_hvp(&mut self, x: &[f32], labels: &[u32], rows: usize, v: &[f32]) -> Result<Vec<f32>> {
         if rows == 0 || rows > self.max_rows {

@@ -186,6 +186,27 @@ impl Hessian {
         Ok(h)
     }
 
+    /// The point where the Hessian is taken, in coordinates.
+    pub fn point(&self) -> Vec<f64> {
+        self.pack(&self.params)
+    }
+
+    /// Moves the point where the Hessian (and loss and gradient) are taken to `x` (coordinates).
+    pub fn set_point(&mut self, x: &[f64]) -> Result<()> {
+        if x.len() != self.coords.len() || x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Usage(format!(
+                "a point of the Hessian must be {} finite coordinates",
+                self.coords.len()
+            )));
+        }
+        self.coords.iter().zip(x).for_each(|(&i, &v)| self.params[i] = v);
+        if let Some(gpu) = self.gpu.as_mut() {
+            let flat: Vec<f32> = self.params.iter().map(|&v| v as f32).collect();
+            gpu.set_params(&flat)?;
+        }
+        Ok(())
+    }
+
     pub fn model(&self) -> &Model {
         &self.model
     }

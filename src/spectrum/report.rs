@@ -97,5 +97,6 @@ pub fn density_chart(density: &SpectralDensity, title: &str) -> Chart {
         }],
         log_y: true,
         y_range: None,
+        scatter: false,
     }
 }

@@ -165,6 +165,7 @@ pub fn charts(runs: &[Run]) -> Vec<crate::plot::Chart> {
             series: series(&|p| p.1),
             log_y: true,
             y_range: None,
+            scatter: false,
         },
         Chart {
             title: "Test accuracy".into(),
@@ -173,6 +174,7 @@ pub fn charts(runs: &[Run]) -> Vec<crate::plot::Chart> {
             series: series(&|p| 100.0 * p.3),
             log_y: false,
             y_range: Some((0.0, 100.0)),
+            scatter: false,
         },
     ]
 }
