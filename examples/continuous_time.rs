@@ -62,6 +62,7 @@ fn main() -> Result<()> {
         ],
         log_y: false,
         y_range: None,
+        scatter: false,
     };
     let chart = Chart {
         title: format!("Error at t = {horizon} (log₁₀)"),
@@ -70,6 +71,7 @@ fn main() -> Result<()> {
         series: error_series,
         log_y: false,
         y_range: None,
+        scatter: false,
     };
     std::fs::write(&out, svg(&[chart, trajectory]))
         .map_err(|e| gradflow::error::Error::Io { file: out.clone().into(), message: e.to_string() })?;

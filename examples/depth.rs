@@ -69,6 +69,7 @@ fn main() -> Result<()> {
             series: loss_curves,
             log_y: true,
             y_range: None,
+            scatter: false,
         },
         Chart {
             title: "test accuracy".into(),
@@ -77,6 +78,7 @@ fn main() -> Result<()> {
             series: acc_curves,
             log_y: false,
             y_range: Some((0.0, 100.0)),
+            scatter: false,
         },
     ];
     std::fs::write(&out, svg(&charts))

@@ -99,6 +99,7 @@ fn main() -> Result<()> {
         }],
         log_y: true,
         y_range: None,
+        scatter: false,
     };
     let regions = Regions {
         title: "Decision regions (A: blue, B: red)".into(),

@@ -44,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         log_y: false,
         y_range: Some((0.0, 0.4)),
+        scatter: false,
     };
     std::fs::write(&out, svg(&[chart]))?;
     println!("wrote {out}");

@@ -97,6 +97,7 @@ fn main() -> Result<()> {
             series: curves,
             log_y: nonnegative,
             y_range: None,
+            scatter: false,
         }));
     }
 
@@ -143,6 +144,7 @@ fn main() -> Result<()> {
         series: curves,
         log_y: true,
         y_range: None,
+        scatter: false,
     }));
     std::fs::write(&out, svg_grid(&panels, 2))
         .map_err(|e| gradflow::error::Error::Io { file: out.clone().into(), message: e.to_string() })?;
