@@ -191,3 +191,42 @@ fn newton_is_drawn_to_a_saddle_and_saddle_free_newton_escapes_it() {
     assert!(saddle.loss - gd.1 < 1e-3, "gradient descent left fast: {gd:?}");
     assert!(saddle.loss - sfn.1 > 0.1 && sfn.1 < gd.1, "saddle-free Newton: {sfn:?}");
 }
+
+/// Saxe et al.: a three-layer linear network from small weights learns the modes of its
+/// input-output map one at a time in order of strength (3, 1.8, 1.1, 0.7, 0.45, 0.3), each after
+/// a plateau, on the GPU and the CPU reference alike (the same step for every mode, give or take
+/// one: f32 rounding of different summation orders). The example's setup: modes of close
+/// strength can swap with another random start (the learning time also grows with the log of
+/// the mode's initial overlap), so the strengths are spread by factors of 1.5–1.7.
+#[test]
+fn a_deep_linear_network_learns_its_modes_strongest_first() {
+    use gradflow::course::deep_linear::{deep_linear_model, learning_times, modes_dataset};
+    use gradflow::nn::{CpuNetwork, GpuNetwork, Loss, Network};
+    use gradflow::optim::Sgd;
+    let data = modes_dataset(&[3.0, 1.8, 1.1, 0.7, 0.45, 0.3]).unwrap();
+    let model = deep_linear_model(6, 3).unwrap();
+    let mut p0 = model.init_params(0);
+    p0.iter_mut().for_each(|v| *v *= 0.1);
+    let gpu = std::sync::Arc::new(common::gpu().clone());
+    let mut times = Vec::new();
+    let nets: Vec<Box<dyn Network>> = vec![
+        Box::new(CpuNetwork::new(model.clone(), Loss::Mse, Sgd::new(2.0), p0.clone()).unwrap()),
+        Box::new(GpuNetwork::new(gpu, model.clone(), Loss::Mse, Sgd::new(2.0), &p0, 6).unwrap()),
+    ];
+    for mut net in nets {
+        net.set_train_data(&data).unwrap();
+        let (learned, losses) = learning_times(net.as_mut(), &data, 1500).unwrap();
+        let learned: Vec<usize> = learned.iter().map(|s| s.expect("every mode learned in 1500 steps")).collect();
+        assert!(learned.windows(2).all(|w| w[0] < w[1]), "modes out of order: {learned:?}");
+        // A plateau before each of the weaker modes: between consecutive learning times the loss
+        // moves less in the first half of the gap than in the second (it waits, then drops).
+        for w in learned.windows(2).skip(1) {
+            let (a, b) = (w[0], w[1]);
+            let mid = (a + b) / 2;
+            assert!(losses[a] - losses[mid] < losses[mid] - losses[b], "no plateau between steps {a} and {b}");
+        }
+        times.push(learned);
+    }
+    let (cpu, gpu) = (&times[0], &times[1]);
+    assert!(cpu.iter().zip(gpu).all(|(a, b)| a.abs_diff(*b) <= 1), "CPU {cpu:?} GPU {gpu:?}");
+}

@@ -40,6 +40,14 @@ pub fn index_of(values: &[f64]) -> f64 {
     values.iter().filter(|&&v| v < -tol).count() as f64 / values.len().max(1) as f64
 }
 
+/// The fraction of `values` below −`rel`·max|λ|: an index that ignores directions flat to within
+/// `rel` of the largest curvature (a network's symmetries give many eigenvalues that are zero up
+/// to rounding, whose signs are noise).
+pub fn index_below(values: &[f64], rel: f64) -> f64 {
+    let tol = rel * values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    values.iter().filter(|&&v| v < -tol).count() as f64 / values.len().max(1) as f64
+}
+
 /// ‖∇L‖ and the loss at the current point.
 pub fn grad_norm_and_loss(h: &mut Hessian) -> Result<(f64, f64)> {
     let at = h.evaluate(&vec![0.0; h.dim()])?;

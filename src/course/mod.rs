@@ -4,5 +4,6 @@
 
 pub mod continuous;
 pub mod critical;
+pub mod deep_linear;
 pub mod descent;
 pub mod surfaces;
