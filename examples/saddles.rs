@@ -6,19 +6,22 @@
 //! 2. Newton, gradient descent and saddle-free Newton from 1e-3 off a saddle of a 27-parameter
 //!    network: Newton is drawn to it, gradient descent is slow to leave, saddle-free Newton
 //!    leaves fastest.
+//! 3. The same three on 5x² − y² from (1, 0.01), near the stable manifold.
 //!
 //!     cargo run --release --example saddles [-- OUT.svg]     (default docs/saddles.svg)
 
 use std::path::Path;
 
 use gradflow::course::critical::{
-    find_critical_point, grad_norm_and_loss, index_of, newton_step, saddle_free_newton_step, spectrum, take_step,
+    eigen_step, find_critical_point, grad_norm_and_loss, index_of, newton_step, saddle_free_newton_step, spectrum,
+    take_step,
 };
+use gradflow::course::surfaces::Surface;
 use gradflow::data::Dataset;
 use gradflow::error::Result;
 use gradflow::nn::hessian::Hessian;
 use gradflow::nn::{LayerSpec, Loss, Model};
-use gradflow::plot::{svg, Chart, Series};
+use gradflow::plot::{svg_grid, Chart, Field, Panel, Series};
 use gradflow::spectrum::SymmetricOperator;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -92,6 +95,46 @@ fn main() -> Result<()> {
         curves.push(Series { name: method.into(), points });
     }
 
+    // 3. On the explicit saddle 5x² − y².
+    let surface = Surface::Saddle;
+    println!("\n3. 5x² − y² from (1, 0.01):");
+    let mut paths = Vec::new();
+    for method in ["Newton", "gradient descent (0.05)", "saddle-free Newton"] {
+        let mut p = [1.0f64, 0.01];
+        let mut path = vec![(p[0], p[1])];
+        for _ in 0..8 {
+            let g = surface.gradient(p[0], p[1]);
+            let d = if method.starts_with("gradient") {
+                vec![-0.05 * g[0], -0.05 * g[1]]
+            } else {
+                let hm = surface.hessian(p[0], p[1]);
+                let (values, vectors) =
+                    gradflow::spectrum::symmetric_eigen(&[hm[0][0], hm[0][1], hm[1][0], hm[1][1]], 2);
+                eigen_step(&g, &values, &vectors, 1e-12, method == "saddle-free Newton")
+            };
+            p = [p[0] + d[0], p[1] + d[1]];
+            path.push((p[0], p[1]));
+        }
+        println!("   {method:<24} after 8 steps: ({:.4}, {:.4})", p[0], p[1]);
+        paths.push(Series { name: method.into(), points: path });
+    }
+    let n = 80;
+    let (xlo, xhi, ylo, yhi) = (-1.2, 1.2, -1.2, 3.0);
+    let values = (0..n * n)
+        .map(|i| {
+            let (c, r) = ((i % n) as f64 + 0.5, (i / n) as f64 + 0.5);
+            surface.value(xlo + (xhi - xlo) * c / n as f64, ylo + (yhi - ylo) * r / n as f64)
+        })
+        .collect();
+    let field = Field {
+        title: "5x² − y² from (1, 0.01)".into(),
+        bounds: (xlo, xhi, ylo, yhi),
+        resolution: n,
+        values,
+        log: false,
+        paths,
+    };
+
     let scatter = Chart {
         title: "Index against loss (64-3-10 on digits)".into(),
         x_label: "loss".into(),
@@ -113,7 +156,7 @@ fn main() -> Result<()> {
         y_range: None,
         scatter: false,
     };
-    std::fs::write(&out, svg(&[scatter, escape]))
+    std::fs::write(&out, svg_grid(&[Panel::Chart(scatter), Panel::Chart(escape), Panel::Field(field)], 3))
         .map_err(|e| gradflow::error::Error::Io { file: out.clone().into(), message: e.to_string() })?;
     println!("wrote {out}");
     Ok(())

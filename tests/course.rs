@@ -230,3 +230,36 @@ fn a_deep_linear_network_learns_its_modes_strongest_first() {
     let (cpu, gpu) = (&times[0], &times[1]);
     assert!(cpu.iter().zip(gpu).all(|(a, b)| a.abs_diff(*b) <= 1), "CPU {cpu:?} GPU {gpu:?}");
 }
+
+/// Newton's method is drawn to the saddle of 5x² − y²; gradient descent leaves it; saddle-free
+/// Newton leaves it fastest. From (1, 0.01): Newton's step −H⁻¹∇f = −(x, y) lands on the saddle
+/// in one step; GD with h = 0.05 scales (x, y) by (0.5, 1.1); saddle-free Newton −|H|⁻¹∇f =
+/// (−x, +y) removes x and doubles y each step. Exact in f64 up to a few roundings.
+#[test]
+fn newton_lands_on_the_saddle_of_5x2_minus_y2_and_saddle_free_newton_doubles_away() {
+    use gradflow::course::critical::eigen_step;
+    use gradflow::course::surfaces::Surface;
+    use gradflow::spectrum::symmetric_eigen;
+    let s = Surface::Saddle;
+    let step = |p: [f64; 2], saddle_free: bool| -> [f64; 2] {
+        let h = s.hessian(p[0], p[1]);
+        let (values, vectors) = symmetric_eigen(&[h[0][0], h[0][1], h[1][0], h[1][1]], 2);
+        let d = eigen_step(&s.gradient(p[0], p[1]), &values, &vectors, 1e-12, saddle_free);
+        [p[0] + d[0], p[1] + d[1]]
+    };
+    let newton = step([1.0, 0.01], false);
+    assert!(newton[0].abs() < 1e-15 && newton[1].abs() < 1e-15, "Newton: {newton:?}");
+    let mut sfn = [1.0, 0.01];
+    let mut gd = [1.0f64, 0.01f64];
+    for n in 1..=10 {
+        sfn = step(sfn, true);
+        let g = s.gradient(gd[0], gd[1]);
+        gd = [gd[0] - 0.05 * g[0], gd[1] - 0.05 * g[1]];
+        assert!(
+            sfn[0].abs() < 1e-15 && (sfn[1] - 0.01 * 2f64.powi(n)).abs() < 1e-14 * 2f64.powi(n),
+            "SFN {n}: {sfn:?}"
+        );
+        assert!((gd[1] - 0.01 * 1.1f64.powi(n)).abs() < 1e-15 * 1.1f64.powi(n) * 10.0, "GD {n}: {gd:?}");
+        assert!(sfn[1] > gd[1], "saddle-free Newton leaves faster");
+    }
+}

@@ -93,19 +93,25 @@ pub fn find_critical_point(h: &mut Hessian, iterations: usize, tol: f64) -> Resu
     Ok(CriticalPoint { point: x, loss: at.loss, grad_norm: norm(&at.grad), index: index_of(&values) })
 }
 
+/// From the gradient `g` and the Hessian's eigenpairs: Newton's step −Σ (vᵢ·g)/λᵢ·vᵢ, or with
+/// `saddle_free` Dauphin's −Σ (vᵢ·g)/|λᵢ|·vᵢ, over the eigenvalues above `rel`·max|λ| in size.
+pub fn eigen_step(g: &[f64], values: &[f64], vectors: &[Vec<f64>], rel: f64, saddle_free: bool) -> Vec<f64> {
+    let floor = rel * values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let mut step = vec![0.0; g.len()];
+    for (l, v) in values.iter().zip(vectors) {
+        if l.abs() > floor {
+            let c = dot(v, g) / if saddle_free { l.abs() } else { *l };
+            step.iter_mut().zip(v).for_each(|(s, vi)| *s -= c * vi);
+        }
+    }
+    step
+}
+
 /// Newton's step −H⁻¹∇L from the current point, leaving out eigenvalues below `rel`·max|λ|.
 pub fn newton_step(h: &mut Hessian, rel: f64) -> Result<Vec<f64>> {
     let g = h.evaluate(&vec![0.0; h.dim()])?.grad;
     let (values, vectors) = spectrum(h)?;
-    let floor = rel * values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let mut step = vec![0.0; g.len()];
-    for (l, v) in values.iter().zip(&vectors) {
-        if l.abs() > floor {
-            let c = dot(v, &g) / l;
-            step.iter_mut().zip(v).for_each(|(s, vi)| *s -= c * vi);
-        }
-    }
-    Ok(step)
+    Ok(eigen_step(&g, &values, &vectors, rel, false))
 }
 
 /// Dauphin's saddle-free Newton step −|H|⁻¹∇L on the k-dimensional Krylov subspace of ∇L

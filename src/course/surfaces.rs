@@ -45,6 +45,16 @@ impl Surface {
         }
     }
 
+    /// The Hessian [[f_xx, f_xy], [f_xy, f_yy]].
+    pub fn hessian(&self, x: f64, y: f64) -> [[f64; 2]; 2] {
+        match *self {
+            Surface::Quadratic { kappa } => [[1.0, 0.0], [0.0, kappa]],
+            Surface::Rosenbrock => [[2.0 - 400.0 * (y - x * x) + 800.0 * x * x, -400.0 * x], [-400.0 * x, 200.0]],
+            Surface::Saddle => [[10.0, 0.0], [0.0, -2.0]],
+            Surface::MonkeySaddle => [[6.0 * x, -6.0 * y], [-6.0 * y, -6.0 * x]],
+        }
+    }
+
     /// The course's starting points: Rosenbrock's classic (−1.2, 1), the saddle just off its
     /// stable manifold.
     pub fn start(&self) -> [f32; 2] {
