@@ -307,7 +307,18 @@ fn hessian_of_a_small_model_prints_the_exact_spectrum() {
 /// entries are refused with the reason.
 #[test]
 fn compare_trains_each_optimizer_from_the_same_start() {
-    let d = dir("compare");
+    compare_on(Some("--cpu"));
+}
+
+/// The same on the GPU: `compare` and `train` build the same launches, so the numbers agree there too.
+#[test]
+fn compare_on_the_gpu_matches_train_on_the_gpu() {
+    compare_on(None);
+}
+
+/// The compare test with `placement` ("--cpu", or None for the best adapter).
+fn compare_on(placement: Option<&str>) {
+    let d = dir(&format!("compare{}", placement.unwrap_or("-gpu")));
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml");
     let svg = d.join("compare.svg");
     let (ok, out, err) = gradflow(&[
@@ -331,7 +342,9 @@ fn compare_trains_each_optimizer_from_the_same_start() {
     let start = field(rows[0], "start loss");
     assert!(rows.iter().all(|r| field(r, "start loss") == start), "{out}");
     // `momentum` is the digits config's own optimizer (SGD, lr 0.05, momentum 0.9).
-    let (ok, train, err) = gradflow(&["train", "--cpu", "--config", cfg, "--epochs", "3"]);
+    let mut args = vec!["train", "--config", cfg, "--epochs", "3"];
+    args.extend(placement);
+    let (ok, train, err) = gradflow(&args);
     assert!(ok, "{train}\n{err}");
     let last_epoch = train.lines().find(|l| l.starts_with("epoch   3/3")).unwrap();
     assert_eq!(field(rows[0], "final train loss"), field(last_epoch, "loss"), "{out}\n{train}");

@@ -190,6 +190,20 @@ fn newton_is_drawn_to_a_saddle_and_saddle_free_newton_escapes_it() {
     assert!(newton.0 < 1e-8 && (newton.1 - saddle.loss).abs() < 1e-6, "Newton: {newton:?}");
     assert!(saddle.loss - gd.1 < 1e-3, "gradient descent left fast: {gd:?}");
     assert!(saddle.loss - sfn.1 > 0.1 && sfn.1 < gd.1, "saddle-free Newton: {sfn:?}");
+    // Saddle-free Newton again with its Lanczos products on the GPU (f32 R-operator): the same
+    // escape, the loss falling at every step, within f32 rounding of the f64 run's end.
+    h.use_gpu(std::sync::Arc::new(common::gpu().clone())).unwrap();
+    h.set_point(&start).unwrap();
+    let mut last = grad_norm_and_loss(&mut h).unwrap().1;
+    for _ in 0..30 {
+        let step = saddle_free_newton_step(&mut h, 27, 0.1).unwrap();
+        take_step(&mut h, &step).unwrap();
+        let loss = grad_norm_and_loss(&mut h).unwrap().1;
+        assert!(loss <= last + 1e-9, "saddle-free Newton on the GPU: the loss rose to {loss}");
+        last = loss;
+    }
+    eprintln!("saddle-free Newton with GPU products: loss {last:.6} (CPU products {:.6})", sfn.1);
+    assert!((last - sfn.1).abs() < 1e-3, "GPU {last} vs CPU {}", sfn.1);
 }
 
 /// Saxe et al.: a three-layer linear network from small weights learns the modes of its
