@@ -209,7 +209,9 @@ fn gpu_hessian_vector_products_match_the_cpu_reference() {
                 let bound = gpu_hvp_error_bound(&model, batch, scale);
                 let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
                 eprintln!(
-                    "{loss:?}, batch {batch}, direction {trial}: worst |GPU − CPU| {worst:.2e} ({:.1}% of the bound)",
+                    "{loss:?}, batch {batch}, direction {trial}: worst |GPU − CPU| {worst:.2e}, {:.1e} of max|Hv| \
+                     ({:.1}% of the bound)",
+                    worst / scale,
                     100.0 * worst / bound
                 );
                 assert!(worst <= bound, "{loss:?} batch {batch}: GPU and CPU Hv differ by {worst:e} > {bound:e}");
