@@ -133,6 +133,7 @@ impl Config {
                 .try_into()
                 .map_err(|e: toml::de::Error| config_err(format!("after --set {joined}: {}", e.message())))?;
         }
+        config.optimizer.validate().map_err(|m| config_err(format!("[optimizer] {m}")))?;
         let base = file.parent().unwrap_or(Path::new("."));
         config.data.path = base.join(&config.data.path);
         config.data.labels = config.data.labels.map(|p| base.join(p));

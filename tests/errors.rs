@@ -273,3 +273,41 @@ fn cli_reports_a_residual_width_mismatch_before_training() {
     assert!(!ok);
     assert!(err.contains("layer 1 (residual)") && err.contains("width 16") && err.contains("width 12"), "{err}");
 }
+
+/// Optimizer settings torch.optim refuses are refused with its wording, naming the config file,
+/// before anything trains; `--set` overrides and library callers (`ParamGroups::new`, which both
+/// networks build) get the same checks.
+#[test]
+fn optimizer_settings_torch_refuses_are_refused_with_its_wording() {
+    let cases: &[(&str, &str)] = &[
+        ("type = \"sgd\"\nlr = -0.05", "Invalid learning rate: -0.05"),
+        ("type = \"sgd\"\nlr = nan", "Invalid learning rate: NaN"),
+        ("type = \"sgd\"\nlr = 0.1\nmomentum = -0.9", "Invalid momentum value: -0.9"),
+        ("type = \"sgd\"\nlr = 0.1\nweight_decay = -1e-4", "Invalid weight_decay value: -0.0001"),
+        ("type = \"sgd\"\nlr = 0.1\nnesterov = true", "Nesterov momentum requires a momentum and zero dampening"),
+        (
+            "type = \"sgd\"\nlr = 0.1\nmomentum = 0.9\ndampening = 0.1\nnesterov = true",
+            "Nesterov momentum requires a momentum and zero dampening",
+        ),
+        ("type = \"adam\"\nbetas = [1.5, 0.999]", "Invalid beta parameter at index 0: 1.5"),
+        ("type = \"adam\"\nbetas = [-0.1, 0.999]", "Invalid beta parameter at index 0: -0.1"),
+        ("type = \"adam\"\nbetas = [0.9, 1.0]", "Invalid beta parameter at index 1: 1"),
+        ("type = \"adamw\"\neps = -1e-8", "Invalid epsilon value: -0.00000001"),
+        ("type = \"adagrad\"\nlr_decay = -0.1", "Invalid lr_decay value: -0.1"),
+        ("type = \"adagrad\"\ninitial_accumulator_value = -1", "Invalid initial_accumulator_value value: -1"),
+        ("type = \"rmsprop\"\nalpha = -0.5", "Invalid alpha value: -0.5"),
+    ];
+    for (optimizer, message) in cases {
+        let text = GOOD.replace("type = \"sgd\"\nlr = 0.1", optimizer);
+        let e = Config::parse(&text, Path::new("/tmp/run.toml")).expect_err(optimizer).to_string();
+        assert!(e.contains("/tmp/run.toml") && e.contains("[optimizer]") && e.contains(message), "{optimizer}: {e}");
+    }
+    // The same through --set, and from the library.
+    let path = temp("good.toml", GOOD);
+    let e = Config::load_with(&path, &["optimizer.lr=-0.05".into()]).unwrap_err().to_string();
+    assert!(e.contains("Invalid learning rate: -0.05"), "{e}");
+    let model = Model::new(2, vec![LayerSpec::Linear { out: 2, bias: true }]).unwrap();
+    let sgd = gradflow::optim::Optimizer::Sgd(Sgd::new(-1.0));
+    let e = gradflow::optim::ParamGroups::new(&model, &sgd, &[]).unwrap_err().to_string();
+    assert!(e.contains("optimizer (sgd): Invalid learning rate: -1"), "{e}");
+}

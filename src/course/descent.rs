@@ -55,6 +55,7 @@ pub fn run_optimizer_within(
     radius: f64,
     mut grad: impl FnMut(&[f64]) -> Vec<f64>,
 ) -> Result<Vec<Vec<f64>>> {
+    setup.optimizer.validate().map_err(|m| Error::Usage(format!("optimizer ({}): {m}", setup.optimizer.name())))?;
     let escaped = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>().sqrt() > radius;
     if x0.is_empty() || x0.iter().any(|v| !v.is_finite()) {
         return Err(Error::Usage("the starting point must be non-empty and finite".into()));

@@ -130,6 +130,7 @@ pub fn train_small_mlp(
     every: usize,
 ) -> Result<SmallMlpRun> {
     check_supported(model, batch, sgd)?;
+    crate::optim::Optimizer::Sgd(sgd.clone()).validate().map_err(|m| Error::Usage(format!("optimizer (sgd): {m}")))?;
     crate::nn::cpu_network::check_params(model, params)?;
     if data.d != model.inputs || data.n == 0 {
         return Err(Error::Shape {

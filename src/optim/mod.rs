@@ -260,6 +260,65 @@ impl Optimizer {
         }
     }
 
+    /// Refuses what torch.optim refuses, with its wording: a negative (or NaN) learning rate,
+    /// epsilon, weight decay, momentum, lr_decay, initial accumulator or alpha; Adam's betas
+    /// outside [0, 1); Nesterov without momentum or with dampening. (torch's checks are
+    /// `not 0.0 <= x`, which NaN fails too.)
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let at_least_zero = |x: f64, what: &str| if x >= 0.0 { Ok(()) } else { Err(format!("Invalid {what}: {x}")) };
+        let lr = |x| at_least_zero(x, "learning rate");
+        let eps = |x| at_least_zero(x, "epsilon value");
+        let wd = |x| at_least_zero(x, "weight_decay value");
+        let betas = |b: [f64; 2]| {
+            for (i, v) in b.iter().enumerate() {
+                if !(0.0..1.0).contains(v) {
+                    return Err(format!("Invalid beta parameter at index {i}: {v}"));
+                }
+            }
+            Ok(())
+        };
+        match self {
+            Optimizer::Sgd(s) => {
+                lr(s.lr)?;
+                at_least_zero(s.momentum.value(), "momentum value")?;
+                wd(s.weight_decay)?;
+                if !s.dampening.is_finite() {
+                    return Err(format!("Invalid dampening value: {}", s.dampening));
+                }
+                if s.nesterov && (s.momentum.value() <= 0.0 || s.dampening != 0.0) {
+                    return Err("Nesterov momentum requires a momentum and zero dampening".into());
+                }
+                Ok(())
+            }
+            Optimizer::Adagrad(a) => {
+                lr(a.lr)?;
+                at_least_zero(a.lr_decay, "lr_decay value")?;
+                wd(a.weight_decay)?;
+                at_least_zero(a.initial_accumulator_value, "initial_accumulator_value value")?;
+                eps(a.eps)
+            }
+            Optimizer::Rmsprop(r) => {
+                lr(r.lr)?;
+                eps(r.eps)?;
+                at_least_zero(r.momentum, "momentum value")?;
+                wd(r.weight_decay)?;
+                at_least_zero(r.alpha, "alpha value")
+            }
+            Optimizer::Adam(a) => {
+                lr(a.lr)?;
+                eps(a.eps)?;
+                betas(a.betas)?;
+                wd(a.weight_decay)
+            }
+            Optimizer::Adamw(a) => {
+                lr(a.lr)?;
+                eps(a.eps)?;
+                betas(a.betas)?;
+                wd(a.weight_decay)
+            }
+        }
+    }
+
     /// State vectors per parameter, in slot order (each slot is `param_len` long):
     /// SGD: velocity; Adagrad: sum; RMSprop: square_avg, grad_avg, momentum buffer;
     /// Adam: exp_avg, exp_avg_sq, max_exp_avg_sq.
@@ -345,6 +404,17 @@ impl ParamGroups {
                 MAX_GROUPS - 1,
                 specs.len()
             )));
+        }
+        opt.validate().map_err(|m| Error::Usage(format!("optimizer ({}): {m}", opt.name())))?;
+        for (i, s) in specs.iter().enumerate() {
+            for (what, v) in [("lr", s.lr), ("weight_decay", s.weight_decay)] {
+                if v.is_some_and(|v| v.is_nan() || v < 0.0) {
+                    return Err(Error::Usage(format!(
+                        "optimizer.groups[{i}].{what}: must be ≥ 0, got {}",
+                        v.unwrap_or(0.0)
+                    )));
+                }
+            }
         }
         let (lr, wd) = (opt.lr(), opt.weight_decay());
         let mut groups = vec![(lr, wd)];

@@ -102,6 +102,7 @@ pub fn parse_contenders(base: &Config, spec: &str) -> Result<Vec<Contender>> {
         config.optimizer = toml::Value::Table(optimizer)
             .try_into::<Optimizer>()
             .map_err(|e| Error::Usage(format!("--optimizers entry '{entry}': {}", e.message())))?;
+        config.optimizer.validate().map_err(|m| Error::Usage(format!("--optimizers entry '{entry}': {m}")))?;
         out.push(Contender { label: entry.clone(), config });
     }
     Ok(out)
