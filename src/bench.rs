@@ -415,10 +415,7 @@ pub fn optimizer_throughput(gpu: &Gpu, opt: &crate::optim::Optimizer, n: usize, 
     use crate::optim::ParamGroups;
     let param = gpu.upload("bench parameters", &random(n, 4))?;
     let grad = gpu.upload("bench gradients", &random(n, 5))?;
-    let groups = ParamGroups {
-        groups: vec![(opt.lr(), opt.weight_decay())],
-        block_group: vec![0; n.div_ceil(crate::nn::PARAM_ALIGN)],
-    };
+    let groups = ParamGroups::flat(opt, n);
     let mut o = GpuOptimizer::new(gpu, &param, &grad, opt, groups, None)?;
     let mut step = 0u32;
     let mut run = |reps: usize| -> Result<()> {

@@ -228,8 +228,7 @@ fn optimizers(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -
     let grads: Vec<Vec<f32>> = (0..5).map(|_| random(rng, len, -1.0, 1.0)).collect();
     for opt in all {
         let setup = OptimizerSetup::from(opt.clone());
-        let groups =
-            ParamGroups { groups: vec![(opt.lr(), opt.weight_decay())], block_group: vec![0; len.div_ceil(64)] };
+        let groups = ParamGroups::flat(&opt, len);
         let (iterates, _) = ops::optimizer_update(gpu, &p0, &grads, &setup, groups.clone())?;
         // The f64 reference run, and per step a bound of 4u·|p| + 8u·s·|update| (tests/optimizers.rs).
         let mut p = wide(&p0);

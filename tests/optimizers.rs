@@ -18,12 +18,12 @@ use gradflow::cpu::{self, optimizer_update};
 use gradflow::gpu::kernels::submit_with;
 use gradflow::gpu::ops;
 use gradflow::gpu::optimizer::GpuOptimizer;
-use gradflow::nn::{LayerSpec, Model, PARAM_ALIGN};
+use gradflow::nn::{LayerSpec, Model};
 use gradflow::optim::{MomentumForm, Optimizer, OptimizerSetup, OptimizerStep, ParamGroups, Schedule, Sgd};
 
 /// One group spanning `len` parameters.
 fn flat_groups(opt: &Optimizer, len: usize) -> ParamGroups {
-    ParamGroups { groups: vec![(opt.lr(), opt.weight_decay())], block_group: vec![0; len.div_ceil(PARAM_ALIGN)] }
+    ParamGroups::flat(opt, len)
 }
 
 /// Runs `setup` over `grads` in the float type T from `p0`; returns every iterate.

@@ -25,15 +25,6 @@ impl Backend<'_> {
     }
 }
 
-/// One group over `len` parameters (no tensor structure on an explicit function).
-fn groups(setup: &OptimizerSetup, len: usize) -> ParamGroups {
-    let opt = &setup.optimizer;
-    ParamGroups {
-        groups: vec![(opt.lr(), opt.weight_decay())],
-        block_group: vec![0; len.div_ceil(crate::nn::PARAM_ALIGN)],
-    }
-}
-
 /// `steps` steps of `setup` from `x0` with the gradient `grad`; every iterate, x0 first.
 pub fn run_optimizer(
     backend: Backend,
@@ -61,7 +52,7 @@ pub fn run_optimizer_within(
         return Err(Error::Usage("the starting point must be non-empty and finite".into()));
     }
     let n = x0.len();
-    let groups = groups(setup, n);
+    let groups = ParamGroups::flat(&setup.optimizer, n);
     let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     let mut out = vec![wide(x0)];
     let mut gradient = |x: &[f64]| -> Result<Vec<f32>> {

@@ -447,9 +447,14 @@ impl ParamGroups {
 
     /// One group for everything.
     pub fn single(model: &Model, opt: &Optimizer) -> ParamGroups {
+        ParamGroups::flat(opt, model.param_len)
+    }
+
+    /// One group over `len` parameters with no tensor structure (benches, explicit functions).
+    pub fn flat(opt: &Optimizer, len: usize) -> ParamGroups {
         ParamGroups {
             groups: vec![(opt.lr(), opt.weight_decay())],
-            block_group: vec![0; model.param_len.div_ceil(crate::nn::model::PARAM_ALIGN)],
+            block_group: vec![0; len.div_ceil(crate::nn::model::PARAM_ALIGN)],
         }
     }
 
