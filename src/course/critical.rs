@@ -124,22 +124,13 @@ pub fn saddle_free_newton_step(h: &mut Hessian, k: usize, rel: f64) -> Result<Ve
         return Ok(vec![0.0; n]);
     }
     let run = lanczos(h, &g, k)?;
-    let (theta, first) = run.ritz();
+    let (theta, s) = run.ritz_pairs();
     let m = run.steps();
-    let mut t = vec![0.0; m * m];
-    for i in 0..m {
-        t[i * m + i] = run.alpha[i];
-        if i + 1 < m {
-            t[i * m + i + 1] = run.beta[i];
-            t[(i + 1) * m + i] = run.beta[i];
-        }
-    }
-    let (_, s) = symmetric_eigen(&t, m);
     let floor = rel * theta.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     // Qᵀg = ‖g‖·e₁, so the step is −Q·S·diag(1/|θ|)·Sᵀ·‖g‖e₁.
     let mut coeff = vec![0.0; m];
-    for ((th, sv), f) in theta.iter().zip(&s).zip(&first) {
-        let c = f * gn / th.abs().max(floor);
+    for (th, sv) in theta.iter().zip(&s) {
+        let c = sv[0] * gn / th.abs().max(floor);
         coeff.iter_mut().zip(sv).for_each(|(a, b)| *a += c * b);
     }
     let mut step = vec![0.0; n];

@@ -63,6 +63,13 @@ impl Lanczos {
 
     /// (Ritz values ascending, the first component of each one's unit eigenvector of T).
     pub fn ritz(&self) -> (Vec<f64>, Vec<f64>) {
+        let (values, vectors) = self.ritz_pairs();
+        let first = vectors.iter().map(|v| v[0]).collect();
+        (values, first)
+    }
+
+    /// (Ritz values ascending, T's unit eigenvector of each, in the Lanczos basis).
+    pub fn ritz_pairs(&self) -> (Vec<f64>, Vec<Vec<f64>>) {
         let m = self.steps();
         let mut t = vec![0.0; m * m];
         for i in 0..m {
@@ -72,9 +79,7 @@ impl Lanczos {
                 t[(i + 1) * m + i] = self.beta[i];
             }
         }
-        let (values, vectors) = super::symmetric_eigen(&t, m);
-        let first = vectors.iter().map(|v| v[0]).collect();
-        (values, first)
+        super::symmetric_eigen(&t, m)
     }
 
     /// The k smallest and k largest Ritz values (each ascending; fewer when m < k).
