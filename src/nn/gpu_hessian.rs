@@ -46,6 +46,9 @@ pub struct GpuHvp {
     norm_stats: Vec<Option<GpuBuffer>>,
     /// The launches of one product for batches of `.0` rows.
     recorded: Option<(usize, Vec<Dispatch>)>,
+    /// The caller's id of the batch now in `values[0]` and `labels`: a product over the same batch
+    /// uploads only the direction.
+    loaded: Option<usize>,
 }
 
 fn act_params(act: Act, len: usize, accumulate: bool) -> ActParams {
@@ -106,6 +109,7 @@ impl GpuHvp {
             dense,
             norm_stats,
             recorded: None,
+            loaded: None,
             gpu,
             model,
             loss,
@@ -120,8 +124,10 @@ impl GpuHvp {
         Ok(())
     }
 
-    /// H·v of one batch's mean loss (v and the result flat, padding included).
-    pub fn batch_hvp(&mut self, x: &[f32], labels: &[u32], rows: usize, v: &[f32]) -> Result<Vec<f32>> {
+    /// H·v of one batch's mean loss, v and the result flat (padding included). `id` is the
+    /// caller's number for the batch: its rows are uploaded only when the last product was over
+    /// another one.
+    pub fn batch_hvp(&mut self, id: usize, x: &[f32], labels: &[u32], rows: usize, v: &[f32]) -> Result<Vec<f32>> {
         if rows == 0 || rows > self.max_rows {
             return Err(crate::error::Error::Usage(format!(
                 "a Hessian batch of {rows} rows (at most {})",
@@ -152,8 +158,11 @@ impl GpuHvp {
         if self.recorded.as_ref().map(|r| r.0) != Some(rows) {
             self.recorded = Some((rows, self.record(rows)?));
         }
-        self.gpu.write(&self.values[0], x);
-        self.gpu.write(&self.labels, labels);
+        if self.loaded != Some(id) {
+            self.gpu.write(&self.values[0], x);
+            self.gpu.write(&self.labels, labels);
+            self.loaded = Some(id);
+        }
         self.gpu.write(&self.v, v);
         let launches: Vec<&Dispatch> = self.recorded.iter().flat_map(|(_, l)| l.iter()).collect();
         submit(&self.gpu, "Hessian-vector product", &launches)?;
@@ -281,7 +290,7 @@ impl GpuHvp {
         let g = &*self.gpu;
         let stage = &self.model.stages[s];
         let input = stage.input;
-        let (gy, rgy) = (&self.gvalues[s + 1], &self.rvalues_grad(s + 1));
+        let (gy, rgy) = (&self.gvalues[s + 1], &self.rgvalues[s + 1]);
         let (a, ra) = (&self.values[input], &self.rvalues[input]);
         // The first gradient reaching a value writes it, later ones add (reverse stage order).
         let accumulate = written[input];
@@ -419,10 +428,6 @@ impl GpuHvp {
             }
         }
         Ok(())
-    }
-
-    fn rvalues_grad(&self, v: usize) -> &GpuBuffer {
-        &self.rgvalues[v]
     }
 
     fn bn_params(&self, rows: usize, width: usize, gamma: usize, beta: usize, norm: usize, act: Act) -> BnParams {

@@ -45,6 +45,8 @@ pub struct Hessian {
     /// Where `apply` computes its products: the GPU (f32, `nn::gpu_hessian`) or, when None, the
     /// CPU reference in f64.
     gpu: Option<GpuHvp>,
+    /// Each batch's inputs in f32, made once for the GPU (empty on the CPU path).
+    gpu_inputs: Vec<Vec<f32>>,
 }
 
 impl Hessian {
@@ -90,6 +92,7 @@ impl Hessian {
             coords,
             products: 0,
             gpu: None,
+            gpu_inputs: Vec::new(),
         })
     }
 
@@ -98,6 +101,7 @@ impl Hessian {
         let max_rows = self.batches.iter().map(|b| b.2).max().unwrap_or(1);
         let params: Vec<f32> = self.params.iter().map(|&v| v as f32).collect();
         self.gpu = Some(GpuHvp::new(gpu, self.model.clone(), self.loss, &params, max_rows)?);
+        self.gpu_inputs = self.batches.iter().map(|(x, _, _)| x.iter().map(|&t| t as f32).collect()).collect();
         Ok(())
     }
 
@@ -112,22 +116,18 @@ impl Hessian {
 
     /// H·v (v in coordinates), on the GPU when `use_gpu` was called.
     pub fn hv(&mut self, v: &[f64]) -> Result<Vec<f64>> {
-        let Some(gpu) = self.gpu.as_mut() else {
+        if self.gpu.is_none() {
             return Ok(self.evaluate(v)?.hv);
-        };
-        if v.len() != self.coords.len() {
-            return Err(Error::Shape {
-                what: "Hessian-vector direction".into(),
-                expected: format!("{} values", self.coords.len()),
-                got: v.len().to_string(),
-            });
         }
+        self.check_direction(v)?;
         let mut flat_v = vec![0.0f32; self.model.param_len];
         self.coords.iter().zip(v).for_each(|(&i, &x)| flat_v[i] = x as f32);
         let mut hv = vec![0.0f64; self.model.param_len];
-        for (x, labels, rows) in &self.batches {
-            let x32: Vec<f32> = x.iter().map(|&t| t as f32).collect();
-            let part = gpu.batch_hvp(&x32, labels, *rows, &flat_v)?;
+        let Some(gpu) = self.gpu.as_mut() else {
+            return Err(Error::Plan("the GPU Hessian-vector product without a GPU".into()));
+        };
+        for (b, ((_, labels, rows), x32)) in self.batches.iter().zip(&self.gpu_inputs).enumerate() {
+            let part = gpu.batch_hvp(b, x32, labels, *rows, &flat_v)?;
             let share = *rows as f64 / self.rows as f64;
             hv.iter_mut().zip(&part).for_each(|(a, &b)| *a += share * b as f64);
         }
@@ -147,8 +147,7 @@ impl Hessian {
         flat
     }
 
-    /// Loss, gradient and H·v over every batch (v in coordinates).
-    pub fn evaluate(&mut self, v: &[f64]) -> Result<HvpOutput> {
+    fn check_direction(&self, v: &[f64]) -> Result<()> {
         if v.len() != self.coords.len() {
             return Err(Error::Shape {
                 what: "Hessian-vector direction".into(),
@@ -156,6 +155,12 @@ impl Hessian {
                 got: v.len().to_string(),
             });
         }
+        Ok(())
+    }
+
+    /// Loss, gradient and H·v over every batch (v in coordinates).
+    pub fn evaluate(&mut self, v: &[f64]) -> Result<HvpOutput> {
+        self.check_direction(v)?;
         let flat_v = self.unpack(v);
         let (mut loss, mut grad, mut hv) = (0.0, vec![0.0; self.model.param_len], vec![0.0; self.model.param_len]);
         for (x, labels, rows) in &self.batches {
