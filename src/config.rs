@@ -52,8 +52,14 @@ pub struct DataConfig {
     /// statistics are saved in checkpoints and applied by `predict`.
     #[serde(default)]
     pub standardize: bool,
-    #[serde(default = "default_test_fraction")]
-    pub test_fraction: f64,
+    /// Held-out share of `path`, split by a seeded shuffle (default 0.2; 0 when `test_path` is
+    /// given). With 0 and no `test_path` there is no test set, and no test column is printed.
+    pub test_fraction: Option<f64>,
+    /// A separate test file (CSV, or `.npy` with `test_labels`), read with the same options and
+    /// transformed with the training data's scale and standardisation; `path` is then all training.
+    pub test_path: Option<PathBuf>,
+    /// `.npy` of integer labels for a `.npy` `test_path`.
+    pub test_labels: Option<PathBuf>,
     #[serde(default)]
     pub split_seed: u64,
 }
@@ -103,11 +109,37 @@ fn default_label_column() -> toml::Value {
 fn one() -> f32 {
     1.0
 }
-fn default_test_fraction() -> f64 {
-    0.2
-}
 fn default_batching() -> BatchScheme {
     BatchScheme::Shuffle
+}
+
+impl DataConfig {
+    /// The held-out share of `path` (see `test_fraction`).
+    pub fn test_fraction(&self) -> f64 {
+        self.test_fraction.unwrap_or(if self.test_path.is_some() { 0.0 } else { 0.2 })
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if !(self.scale.is_finite() && self.scale != 0.0) {
+            return Err(format!("data.scale must be a finite non-zero factor, got {}", self.scale));
+        }
+        let f = self.test_fraction();
+        if !(0.0..1.0).contains(&f) {
+            return Err(format!("data.test_fraction must be in [0, 1), got {f}"));
+        }
+        if self.test_path.is_some() && f > 0.0 {
+            return Err(format!(
+                "data.test_path and data.test_fraction = {f} both give a test set; use one (test_fraction = 0 with a test file)"
+            ));
+        }
+        if self.test_labels.is_some() && self.test_path.is_none() {
+            return Err("data.test_labels needs data.test_path (the test inputs)".into());
+        }
+        if self.num_classes == Some(0) {
+            return Err("data.num_classes must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -122,21 +154,27 @@ impl Config {
     pub fn parse_with(text: &str, file: &Path, overrides: &[String]) -> Result<Config> {
         let config_err = |message: String| Error::Config { file: file.to_path_buf(), message };
         // The file alone first, so its own mistakes are reported with their line.
-        let mut config: Config = toml::from_str(text).map_err(|e| config_err(e.to_string()))?;
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| config_err(tagged::locate(text, true).unwrap_or_else(|| e.to_string())))?;
         if !overrides.is_empty() {
             let mut table: toml::Table = toml::from_str(text).map_err(|e| config_err(e.to_string()))?;
             for o in overrides {
                 apply_override(&mut table, o).map_err(|m| config_err(format!("--set {o}: {m}")))?;
             }
             let joined = overrides.join(" --set ");
-            config = toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| config_err(format!("after --set {joined}: {}", e.message())))?;
+            let merged = toml::to_string(&table).unwrap_or_default();
+            config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+                let message = tagged::locate(&merged, false).unwrap_or_else(|| e.message().to_string());
+                config_err(format!("after --set {joined}: {message}"))
+            })?;
         }
-        config.optimizer.validate().map_err(|m| config_err(format!("[optimizer] {m}")))?;
+        config.optimizer_setup().validate().map_err(config_err)?;
+        config.data.validate().map_err(config_err)?;
         let base = file.parent().unwrap_or(Path::new("."));
         config.data.path = base.join(&config.data.path);
         config.data.labels = config.data.labels.map(|p| base.join(p));
+        config.data.test_path = config.data.test_path.map(|p| base.join(p));
+        config.data.test_labels = config.data.test_labels.map(|p| base.join(p));
         Ok(config)
     }
 
@@ -190,12 +228,32 @@ impl Config {
     }
 }
 
+/// Whether `raw` starts as a TOML value other than a bare string would: a number, sign, array,
+/// inline table or quote.
+fn looks_like_toml(raw: &str) -> bool {
+    let mut chars = raw.chars();
+    match chars.next() {
+        Some('[' | '{' | '"' | '\'' | '+' | '-') => true,
+        Some(c) if c.is_ascii_digit() => true,
+        Some('.') => chars.next().is_some_and(|c| c.is_ascii_digit()),
+        _ => false,
+    }
+}
+
 /// Sets `a.b.c = value` in a TOML table, creating missing tables on the way.
 fn apply_override(table: &mut toml::Table, assignment: &str) -> std::result::Result<(), String> {
     let (key, raw) = assignment.split_once('=').ok_or("expected KEY=VALUE, e.g. optimizer.lr=0.01")?;
     let (key, raw) = (key.trim(), raw.trim());
     let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
         Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        // A bare word (`adam`, `../data/x.csv`) is a string; what starts like a TOML number,
+        // array, table or quoted string was meant as one, and its syntax error is reported.
+        Err(e) if looks_like_toml(raw) => {
+            let message = e.message().trim().to_string();
+            return Err(format!(
+                "'{raw}' is not a valid TOML value ({message}); write strings in quotes, e.g. {key}='text'"
+            ));
+        }
         Err(_) => toml::Value::String(raw.to_string()),
     };
     let parts: Vec<&str> = key.split('.').collect();
@@ -209,4 +267,94 @@ fn apply_override(table: &mut toml::Table, assignment: &str) -> std::result::Res
     }
     t.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
+}
+
+/// serde reports an error inside an internally tagged table (`[optimizer]`, each entry of
+/// `model.layers`, `train.schedule`) at the table, without the field. This finds the field, the
+/// layer's index and the field's line, by deserializing the table one field at a time.
+mod tagged {
+    use std::collections::BTreeMap;
+
+    use serde::de::DeserializeOwned;
+    use serde::Deserialize;
+    use toml::Spanned;
+
+    type Fields = BTreeMap<String, Spanned<toml::Value>>;
+
+    #[derive(Deserialize)]
+    struct Outline {
+        optimizer: Option<Spanned<Fields>>,
+        model: Option<ModelOutline>,
+        train: Option<TrainOutline>,
+    }
+
+    #[derive(Deserialize)]
+    struct ModelOutline {
+        layers: Option<Vec<Spanned<Fields>>>,
+    }
+
+    #[derive(Deserialize)]
+    struct TrainOutline {
+        schedule: Option<Spanned<Fields>>,
+    }
+
+    /// The first error in a tagged table of `text`, as "line L: what.field: message" (no line
+    /// when `lines` is false: the text is a re-serialised table after `--set`).
+    pub(super) fn locate(text: &str, lines: bool) -> Option<String> {
+        let outline: Outline = toml::from_str(text).ok()?;
+        let line = |span: std::ops::Range<usize>| {
+            if lines {
+                format!("line {}: ", text[..span.start.min(text.len())].matches('\n').count() + 1)
+            } else {
+                String::new()
+            }
+        };
+        if let Some(t) = &outline.optimizer {
+            if let Some(m) = first_error::<crate::optim::Optimizer>("[optimizer]", t, &line) {
+                return Some(m);
+            }
+        }
+        for (i, layer) in outline.model.iter().flat_map(|m| m.layers.iter().flatten()).enumerate() {
+            let kind = layer.get_ref().get("type").and_then(|t| t.get_ref().as_str()).unwrap_or("?");
+            if let Some(m) = first_error::<crate::nn::LayerSpec>(&format!("model.layers[{i}] ({kind})"), layer, &line) {
+                return Some(m);
+            }
+        }
+        if let Some(t) = outline.train.as_ref().and_then(|t| t.schedule.as_ref()) {
+            if let Some(m) = first_error::<crate::optim::Schedule>("train.schedule", t, &line) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    fn table(fields: &Fields, keep: impl Fn(&str) -> bool) -> toml::Table {
+        fields.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.get_ref().clone())).collect()
+    }
+
+    /// None if `T` takes the table; else the field to blame: `type` alone first (an unknown
+    /// variant), then each field beside `type` (an error other than a missing required field).
+    fn first_error<T: DeserializeOwned>(
+        what: &str,
+        fields: &Spanned<Fields>,
+        line: &dyn Fn(std::ops::Range<usize>) -> String,
+    ) -> Option<String> {
+        let whole = T::deserialize(table(fields.get_ref(), |_| true)).err()?;
+        let blames = |e: &toml::de::Error| !e.message().starts_with("missing field");
+        if let Err(e) = T::deserialize(table(fields.get_ref(), |k| k == "type")) {
+            if blames(&e) {
+                let span = fields.get_ref().get("type").map_or(fields.span(), |v| v.span());
+                return Some(format!("{}{what}: type: {}", line(span), e.message().trim()));
+            }
+        }
+        for (key, value) in fields.get_ref().iter().filter(|(k, _)| k.as_str() != "type") {
+            if let Err(e) = T::deserialize(table(fields.get_ref(), |k| k == "type" || k == key)) {
+                if blames(&e) {
+                    let message = e.message().trim().trim_end_matches(&format!("in `{key}`")).trim();
+                    return Some(format!("{}{what}: {key}: {message}", line(value.span())));
+                }
+            }
+        }
+        Some(format!("{}{what}: {}", line(fields.span()), whole.message().trim()))
+    }
 }

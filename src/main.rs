@@ -282,7 +282,7 @@ fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
         net.set_steps(ck.progress.steps);
     }
     println!("device: {}", net.describe());
-    println!("optimizer: {:?}", config.optimizer);
+    println!("optimizer: {}", config.optimizer);
     if let Some(stream) = config.data.stream {
         net.set_streaming(stream);
     }

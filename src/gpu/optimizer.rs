@@ -162,9 +162,7 @@ impl GpuOptimizer {
     ) -> Result<GpuOptimizer> {
         let len = param.len;
         if let Some(m) = max_norm {
-            if !(m > 0.0 && m.is_finite()) {
-                return Err(Error::Usage(format!("clip_grad_norm must be a positive number, got {m}")));
-            }
+            crate::optim::validate_clip(m).map_err(Error::Usage)?;
         }
         let state = gpu.upload("optimizer state", &to_device_layout(&optimizer.initial_state(len), len))?;
         let block_group = gpu.upload("parameter groups", &groups.block_group)?;

@@ -29,6 +29,7 @@ impl CpuNetwork {
     pub fn new(model: Model, loss: Loss, setup: impl Into<OptimizerSetup>, params: Vec<f32>) -> Result<CpuNetwork> {
         check_params(&model, &params)?;
         let setup = setup.into();
+        setup.validate().map_err(Error::Usage)?;
         let groups = ParamGroups::new(&model, &setup.optimizer, &setup.groups)?;
         let n = model.param_len;
         Ok(CpuNetwork {

@@ -74,6 +74,7 @@ impl GpuNetwork {
         let norm_state = model.init_norm_state();
         let running = g.upload("batch-norm running statistics", &norm_state.running)?;
         let setup = setup.into();
+        setup.validate().map_err(Error::Usage)?;
         let groups = ParamGroups::new(&model, &setup.optimizer, &setup.groups)?;
         let optimizer = GpuOptimizer::new(g, &params_buf, &grads, &setup.optimizer, groups, setup.clip_grad_norm)?;
         let batch_x = g.storage("batch input", max_rows * model.inputs)?;

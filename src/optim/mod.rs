@@ -265,14 +265,15 @@ impl Optimizer {
     /// outside [0, 1); Nesterov without momentum or with dampening. (torch's checks are
     /// `not 0.0 <= x`, which NaN fails too.)
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let at_least_zero = |x: f64, what: &str| if x >= 0.0 { Ok(()) } else { Err(format!("Invalid {what}: {x}")) };
+        let at_least_zero =
+            |x: f64, what: &str| if x >= 0.0 { Ok(()) } else { Err(format!("Invalid {what}: {}", py_float(x))) };
         let lr = |x| at_least_zero(x, "learning rate");
         let eps = |x| at_least_zero(x, "epsilon value");
         let wd = |x| at_least_zero(x, "weight_decay value");
         let betas = |b: [f64; 2]| {
             for (i, v) in b.iter().enumerate() {
                 if !(0.0..1.0).contains(v) {
-                    return Err(format!("Invalid beta parameter at index {i}: {v}"));
+                    return Err(format!("Invalid beta parameter at index {i}: {}", py_float(*v)));
                 }
             }
             Ok(())
@@ -351,6 +352,99 @@ impl Optimizer {
     }
 }
 
+/// A float as Python's `repr` writes it (`0.05`, `1e-08`, `1.0`), so messages and the printed
+/// optimizer read as torch's do.
+pub fn py_float(x: f64) -> String {
+    if !x.is_finite() {
+        return if x.is_nan() {
+            "nan".into()
+        } else if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
+    }
+    let exp = if x == 0.0 { 0 } else { x.abs().log10().floor() as i32 };
+    if (-4..16).contains(&exp) {
+        let s = format!("{x}");
+        if s.contains('.') {
+            s
+        } else {
+            format!("{s}.0")
+        }
+    } else {
+        let s = format!("{x:e}");
+        let (mantissa, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let (sign, digits) = e.strip_prefix('-').map_or(("+", e), |d| ("-", d));
+        format!("{mantissa}e{sign}{digits:0>2}")
+    }
+}
+
+/// torch's way of printing an optimizer, with the settings that differ from its defaults:
+/// `SGD(lr=0.05, momentum=0.9)`, `Adam(lr=0.01)`.
+impl std::fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = vec![format!("lr={}", py_float(self.lr()))];
+        let put = |parts: &mut Vec<String>, name: &str, v: f64, default: f64| {
+            if v != default {
+                parts.push(format!("{name}={}", py_float(v)));
+            }
+        };
+        let normalized = self.normalized();
+        let name = match &normalized {
+            Optimizer::Sgd(s) => {
+                put(&mut parts, "momentum", s.momentum.value(), 0.0);
+                put(&mut parts, "dampening", s.dampening, 0.0);
+                put(&mut parts, "weight_decay", s.weight_decay, 0.0);
+                if s.nesterov {
+                    parts.push("nesterov=True".into());
+                }
+                match s.momentum.form() {
+                    MomentumForm::Pytorch => {}
+                    MomentumForm::HeavyBall => parts.push("form=heavy-ball".into()),
+                    MomentumForm::NesterovLookahead => parts.push("form=nesterov-lookahead".into()),
+                }
+                "SGD"
+            }
+            Optimizer::Adagrad(a) => {
+                put(&mut parts, "lr_decay", a.lr_decay, 0.0);
+                put(&mut parts, "weight_decay", a.weight_decay, 0.0);
+                put(&mut parts, "initial_accumulator_value", a.initial_accumulator_value, 0.0);
+                put(&mut parts, "eps", a.eps, eps_1e_10());
+                "Adagrad"
+            }
+            Optimizer::Rmsprop(r) => {
+                put(&mut parts, "alpha", r.alpha, alpha_99());
+                put(&mut parts, "eps", r.eps, eps_1e_8());
+                put(&mut parts, "weight_decay", r.weight_decay, 0.0);
+                put(&mut parts, "momentum", r.momentum, 0.0);
+                if r.centered {
+                    parts.push("centered=True".into());
+                }
+                "RMSprop"
+            }
+            // normalized() turns AdamW into Adam with `decoupled`.
+            Optimizer::Adamw(_) => "AdamW",
+            Optimizer::Adam(a) => {
+                if a.betas != betas() {
+                    parts.push(format!("betas=({}, {})", py_float(a.betas[0]), py_float(a.betas[1])));
+                }
+                put(&mut parts, "eps", a.eps, eps_1e_8());
+                put(&mut parts, "weight_decay", a.weight_decay, if a.decoupled { wd_1e_2() } else { 0.0 });
+                if a.amsgrad {
+                    parts.push("amsgrad=True".into());
+                }
+                if a.decoupled {
+                    "AdamW"
+                } else {
+                    "Adam"
+                }
+            }
+        };
+        write!(f, "{name}({})", parts.join(", "))
+    }
+}
+
 /// A parameter group: the tensors whose names match, with their own lr and weight decay.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -400,22 +494,13 @@ impl ParamGroups {
     pub fn new(model: &Model, opt: &Optimizer, specs: &[GroupSpec]) -> Result<ParamGroups> {
         if specs.len() + 1 > MAX_GROUPS {
             return Err(Error::Usage(format!(
-                "optimizer.groups: at most {} groups, got {}",
+                "train.param_groups: at most {} groups, got {}",
                 MAX_GROUPS - 1,
                 specs.len()
             )));
         }
         opt.validate().map_err(|m| Error::Usage(format!("optimizer ({}): {m}", opt.name())))?;
-        for (i, s) in specs.iter().enumerate() {
-            for (what, v) in [("lr", s.lr), ("weight_decay", s.weight_decay)] {
-                if v.is_some_and(|v| v.is_nan() || v < 0.0) {
-                    return Err(Error::Usage(format!(
-                        "optimizer.groups[{i}].{what}: must be ≥ 0, got {}",
-                        v.unwrap_or(0.0)
-                    )));
-                }
-            }
-        }
+        validate_groups(specs).map_err(Error::Usage)?;
         let (lr, wd) = (opt.lr(), opt.weight_decay());
         let mut groups = vec![(lr, wd)];
         groups.extend(specs.iter().map(|s| (s.lr.unwrap_or(lr), s.weight_decay.unwrap_or(wd))));
@@ -436,7 +521,7 @@ impl ParamGroups {
                 .any(|t| s.patterns.iter().any(|p| matches(p, &t.name, model.is_norm_param(&t.name))))
             {
                 return Err(Error::Usage(format!(
-                    "optimizer.groups[{i}]: match {:?} names no parameter (parameters: {})",
+                    "train.param_groups[{i}]: match {:?} names no parameter (parameters: {})",
                     s.patterns,
                     model.params.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
                 )));
@@ -461,6 +546,30 @@ impl ParamGroups {
     /// Group of element `i`.
     pub fn group_of(&self, i: usize) -> usize {
         self.block_group[i / crate::nn::model::PARAM_ALIGN] as usize
+    }
+}
+
+/// Each group's lr and weight decay as torch checks the optimizer's own (≥ 0, NaN refused).
+fn validate_groups(specs: &[GroupSpec]) -> std::result::Result<(), String> {
+    for (i, s) in specs.iter().enumerate() {
+        if s.lr.is_some_and(|v| v.is_nan() || v < 0.0) {
+            return Err(format!("train.param_groups[{i}].lr: Invalid learning rate: {}", s.lr.unwrap_or(0.0)));
+        }
+        if s.weight_decay.is_some_and(|v| v.is_nan() || v < 0.0) {
+            let v = s.weight_decay.unwrap_or(0.0);
+            return Err(format!("train.param_groups[{i}].weight_decay: Invalid weight_decay value: {v}"));
+        }
+    }
+    Ok(())
+}
+
+/// A clipping threshold must be a positive finite norm: torch takes a negative one silently and
+/// flips every gradient's sign, and NaN turns every parameter into NaN.
+pub fn validate_clip(max_norm: f32) -> std::result::Result<(), String> {
+    if max_norm > 0.0 && max_norm.is_finite() {
+        Ok(())
+    } else {
+        Err(format!("train.clip_grad_norm must be a positive finite number, got {max_norm}"))
     }
 }
 
@@ -509,6 +618,18 @@ impl OptimizerSetup {
     pub fn with_schedule(mut self, schedule: Schedule) -> OptimizerSetup {
         self.schedule = schedule;
         self
+    }
+
+    /// Everything torch would refuse, and what it should: the optimizer's settings, the
+    /// schedule, the clipping threshold and every group's lr and weight decay. The message
+    /// names the config field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.optimizer.validate().map_err(|m| format!("[optimizer] {m}"))?;
+        self.schedule.validate().map_err(|m| format!("train.schedule ({}): {m}", self.schedule.name()))?;
+        if let Some(m) = self.clip_grad_norm {
+            validate_clip(m)?;
+        }
+        validate_groups(&self.groups)
     }
 
     /// The learning rate of group 0 at optimizer step `k` (0-based).

@@ -26,6 +26,63 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Refuses schedules that would stop, reverse or explode the learning rate: a zero period,
+    /// a non-positive or non-finite gamma, warm-up past the end, factors outside [0, 1] (torch's
+    /// LinearLR wording where it has one). Messages name the `train.schedule` field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let positive_steps = |field: &str, v: u32| {
+            if v >= 1 {
+                Ok(())
+            } else {
+                Err(format!("{field} must be a positive number of steps, got {v}"))
+            }
+        };
+        let gamma_ok = |g: f64| {
+            if g > 0.0 && g.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("gamma must be a positive finite factor, got {g}"))
+            }
+        };
+        let unit = |field: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{field}: Ending multiplicative factor expected to be between 0 and 1, got {v}"))
+            }
+        };
+        match *self {
+            Schedule::Constant => Ok(()),
+            Schedule::Step { every, gamma } => {
+                positive_steps("every", every)?;
+                gamma_ok(gamma)
+            }
+            Schedule::Exponential { gamma } => gamma_ok(gamma),
+            Schedule::Cosine { warmup, total, min_factor } => {
+                positive_steps("total", total)?;
+                if warmup > total {
+                    return Err(format!("warmup ({warmup} steps) must not exceed total ({total} steps)"));
+                }
+                unit("min_factor", min_factor)
+            }
+            Schedule::LinearDecay { tau, final_factor } => {
+                positive_steps("tau", tau)?;
+                unit("final_factor", final_factor)
+            }
+        }
+    }
+
+    /// The config's `type` of this schedule.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Step { .. } => "step",
+            Schedule::Exponential { .. } => "exponential",
+            Schedule::Cosine { .. } => "cosine",
+            Schedule::LinearDecay { .. } => "linear-decay",
+        }
+    }
+
     /// The factor at optimizer step `k` (0 for the first step).
     pub fn factor(&self, k: u32) -> f64 {
         let k = k as f64;

@@ -26,35 +26,48 @@ pub fn load_data_with_stats(
     config: &Config,
     config_file: &std::path::Path,
 ) -> Result<(Dataset, Dataset, Option<Standardize>)> {
-    let path = &config.data.path;
-    let mut all = match &config.data.labels {
-        Some(labels) => data::load_npy_pair_with(
-            path,
-            labels,
-            config.data.num_classes,
-            config.data.non_finite == crate::config::NonFinite::DropRow,
-        )?,
-        None => {
-            let is_npy = path.extension().is_some_and(|e| e == "npy");
-            if is_npy {
-                return Err(Error::Config {
-                    file: config_file.to_path_buf(),
-                    message: format!("data.path {} is a .npy file: give data.labels too", path.display()),
-                });
-            }
-            data::load_csv(path, &config.csv_options(config_file)?)?
-        }
-    };
+    let mut all = load_rows(config, config_file, &config.data.path, config.data.labels.as_deref())?;
     if config.data.scale != 1.0 {
         all.scale(config.data.scale);
     }
-    let (mut train, mut test) = all.split(config.data.test_fraction, config.data.split_seed)?;
+    let (mut train, mut test) = all.split(config.data.test_fraction(), config.data.split_seed)?;
+    if let Some(test_path) = &config.data.test_path {
+        test = load_rows(config, config_file, test_path, config.data.test_labels.as_deref())?;
+        if test.d != train.d {
+            return Err(Error::Shape {
+                what: format!("{} (data.test_path) features", test_path.display()),
+                expected: format!("{} (as {})", train.d, config.data.path.display()),
+                got: test.d.to_string(),
+            });
+        }
+        if config.data.scale != 1.0 {
+            test.scale(config.data.scale);
+        }
+    }
     let stats = config.data.standardize.then(|| Standardize::fit(&train));
     if let Some(s) = &stats {
         s.apply(&mut train.x);
         s.apply(&mut test.x);
     }
     Ok((train, test, stats))
+}
+
+/// The rows of one data file (`path`, with `labels` for `.npy` inputs) with the config's options.
+fn load_rows(
+    config: &Config,
+    config_file: &std::path::Path,
+    path: &std::path::Path,
+    labels: Option<&std::path::Path>,
+) -> Result<Dataset> {
+    let drop_non_finite = config.data.non_finite == crate::config::NonFinite::DropRow;
+    match labels {
+        Some(labels) => data::load_npy_pair_with(path, labels, config.data.num_classes, drop_non_finite),
+        None if path.extension().is_some_and(|e| e == "npy") => Err(Error::Config {
+            file: config_file.to_path_buf(),
+            message: format!("{} is a .npy file: give its labels too (data.labels / data.test_labels)", path.display()),
+        }),
+        None => data::load_csv(path, &config.csv_options(config_file)?),
+    }
 }
 
 /// Per-feature standardisation (x − mean) / std with the training split's statistics (std of a
