@@ -23,6 +23,14 @@ const TOTAL_STEP_LOSS: u32 = 0u;    // mean loss of the last batch
 const TOTAL_LOSS_SUM: u32 = 1u;     // sum of per-sample losses since the host last cleared it
 const TOTAL_CORRECT: u32 = 2u;      // correct predictions since then
 const TOTAL_COUNT: u32 = 3u;        // samples since then
+const TOTAL_STEPS: u32 = 4u;        // steps since then
+const TOTAL_FIRST_BAD: u32 = 5u;    // 1-based step (since then) whose mean loss was NaN or ±Inf; 0: none
+const TOTAL_BAD_LOSS: u32 = 6u;     // that step's loss
+
+// By the bits, so no fast-math assumption can fold the test away.
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
 
 // Index of the first maximum, as torch.argmax.
 fn row_argmax(base: u32) -> u32 {
@@ -145,10 +153,17 @@ fn reduce_parts(li: u32, top: u32) {
     }
     if (li == 0u) {
         let sum = part_loss[0];
-        totals[TOTAL_STEP_LOSS] = sum / f32(p.rows);
+        let mean = sum / f32(p.rows);
+        totals[TOTAL_STEP_LOSS] = mean;
         totals[TOTAL_LOSS_SUM] += sum;
         totals[TOTAL_CORRECT] += part_correct[0];
         totals[TOTAL_COUNT] += f32(p.rows);
+        // Divergence is caught at the step it happens, without the host reading every loss.
+        totals[TOTAL_STEPS] += 1.0;
+        if (!is_finite(mean) && totals[TOTAL_FIRST_BAD] == 0.0) {
+            totals[TOTAL_FIRST_BAD] = totals[TOTAL_STEPS];
+            totals[TOTAL_BAD_LOSS] = mean;
+        }
     }
 }
 

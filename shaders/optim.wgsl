@@ -25,7 +25,7 @@ struct OptParams {
     bias_c2_sqrt: f32,  // Adam: √(1 − β2^step)
     one_minus_beta2: f32,
     one_minus_alpha: f32,
-    _pad: f32,
+    step: u32,          // 1-based optimizer step, recorded in clip[CLIP_BAD_STEP]
     groups: array<vec4<f32>, 8>,   // x: lr, y: weight decay
 }
 
@@ -54,7 +54,12 @@ override OPT_FLAGS: u32 = 0u;
 @group(0) @binding(1) var<storage, read> grad: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> state: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> block_group: array<u32>;
-@group(0) @binding(4) var<storage, read_write> clip: array<f32>;   // [coef, norm, partial sums...]
+@group(0) @binding(4) var<storage, read_write> clip: array<f32>;   // CLIP_* below, then partial sums
+
+const CLIP_COEF: u32 = 0u;      // clip_grad_norm_'s coefficient for this step
+const CLIP_NORM: u32 = 1u;      // the gradient's norm
+const CLIP_BAD_STEP: u32 = 2u;  // first step that wrote a NaN or ±Inf parameter (f32, exact to 2^24); 0: none
+const CLIP_PARTIALS: u32 = 3u;  // grad_norm_partial's sums start here
 @group(0) @binding(5) var<uniform> p: OptParams;
 
 fn quad_index(wg: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
@@ -80,10 +85,23 @@ fn group_wd(q: u32) -> f32 {
     return p.groups[block_group[4u * q / BLOCK]].y;
 }
 
+// Writes quad q's new parameters (old values where `keep` is false) and records the first step
+// that made one NaN or ±Inf: a diverged run is caught at its step, with no read-back per step.
+// A parameter can go bad while the loss stays finite (ReLU maps NaN to 0), so the loss's own
+// check is not enough.
+fn store_param(q: u32, old_p: vec4<f32>, new_p: vec4<f32>, keep: vec4<bool>) {
+    let v = select(old_p, new_p, keep);
+    param[q] = v;
+    let bad = (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u);
+    if (any(bad) && clip[CLIP_BAD_STEP] == 0.0) {
+        clip[CLIP_BAD_STEP] = f32(p.step);
+    }
+}
+
 fn clipped_grad(q: u32) -> vec4<f32> {
     var coef = 1.0;
     if ((OPT_FLAGS & FLAG_CLIP) != 0u) {
-        coef = clip[0];
+        coef = clip[CLIP_COEF];
     }
     return grad[q] * coef;
 }
@@ -105,18 +123,18 @@ fn sgd_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     }
     let mu = p.momentum;
     if (mu == 0.0) {
-        param[q] = select(old_p, old_p - lr * g, keep);
+        store_param(q, old_p, old_p - lr * g, keep);
         return;
     }
     let old = state[q];
     if ((OPT_FLAGS & FLAG_HEAVY_BALL) != 0u) {
         let v = mu * old - lr * g;
         state[q] = select(old, v, keep);
-        param[q] = select(old_p, old_p + v, keep);
+        store_param(q, old_p, old_p + v, keep);
     } else if ((OPT_FLAGS & FLAG_NESTEROV_LOOKAHEAD) != 0u) {
         let v = mu * old - lr * g;
         state[q] = select(old, v, keep);
-        param[q] = select(old_p, old_p + v + mu * (v - old), keep);
+        store_param(q, old_p, old_p + v + mu * (v - old), keep);
     } else {
         var buf = g;
         if ((p.flags & FLAG_FIRST_STEP) == 0u) {
@@ -127,7 +145,7 @@ fn sgd_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         if ((OPT_FLAGS & FLAG_NESTEROV) != 0u) {
             d = g + mu * buf;
         }
-        param[q] = select(old_p, old_p - lr * d, keep);
+        store_param(q, old_p, old_p - lr * d, keep);
     }
 }
 
@@ -150,7 +168,7 @@ fn adagrad_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let sum = old + g * g;
     state[q] = select(old, sum, keep);
     let std_dev = sqrt(sum) + p.eps;
-    param[q] = select(old_p, old_p - clr * (g / std_dev), keep);
+    store_param(q, old_p, old_p - clr * (g / std_dev), keep);
 }
 
 // torch.optim.RMSprop: square_avg = α·sq + (1 − α)·g²; centered subtracts grad_avg²; eps outside the root.
@@ -185,9 +203,9 @@ fn rmsprop_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         let old_buf = state[slot(2u, q)];
         let buf = old_buf * p.momentum + g / avg;
         state[slot(2u, q)] = select(old_buf, buf, keep);
-        param[q] = select(old_p, old_p - lr * buf, keep);
+        store_param(q, old_p, old_p - lr * buf, keep);
     } else {
-        param[q] = select(old_p, old_p - lr * (g / avg), keep);
+        store_param(q, old_p, old_p - lr * (g / avg), keep);
     }
 }
 
@@ -222,7 +240,7 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         state[slot(2u, q)] = select(old_max, v_used, keep);
     }
     let denom = sqrt(v_used) / p.bias_c2_sqrt + p.eps;
-    param[q] = select(old_p, decayed - (lr / p.bias_c1) * (m / denom), keep);
+    store_param(q, old_p, decayed - (lr / p.bias_c1) * (m / denom), keep);
 }
 
 // Element i of the gradient.
@@ -253,7 +271,7 @@ fn grad_norm_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         workgroupBarrier();
     }
     if (li == 0u) {
-        clip[2u + chunk] = partial[0];
+        clip[CLIP_PARTIALS + chunk] = partial[0];
     }
 }
 
@@ -264,7 +282,7 @@ fn grad_norm_finish(@builtin(local_invocation_index) li: u32) {
     let chunks = (p.len + NORM_CHUNK - 1u) / NORM_CHUNK;
     var s = 0.0;
     for (var c = li; c < chunks; c += 256u) {
-        s += clip[2u + c];
+        s += clip[CLIP_PARTIALS + c];
     }
     partial[li] = s;
     workgroupBarrier();
@@ -276,7 +294,7 @@ fn grad_norm_finish(@builtin(local_invocation_index) li: u32) {
     }
     if (li == 0u) {
         let norm = sqrt(partial[0]);
-        clip[1] = norm;
-        clip[0] = min(p.max_norm / (norm + 1e-6), 1.0);
+        clip[CLIP_NORM] = norm;
+        clip[CLIP_COEF] = min(p.max_norm / (norm + 1e-6), 1.0);
     }
 }

@@ -41,6 +41,8 @@ pub struct Checkpoint {
     /// The batch schedule the position refers to (scheme, batch size, drop_last, seed, rows);
     /// a resume with another schedule is refused.
     pub schedule: String,
+    /// Which rows were the training rows (`train::session::fingerprint`); empty when unknown.
+    pub train_rows: String,
 }
 
 /// PyTorch's names for each state slot of an optimizer (the order of `Optimizer::state_slots`).
@@ -155,6 +157,7 @@ pub fn save(path: &Path, model: &Model, optimizer: &Optimizer, ck: &Checkpoint) 
     meta.insert("gradflow.optimizer".to_string(), optimizer.name().to_string());
     meta.insert("gradflow.state_layout".to_string(), optimizer.state_layout());
     meta.insert("gradflow.schedule".to_string(), ck.schedule.clone());
+    meta.insert("gradflow.train_rows".to_string(), ck.train_rows.clone());
     let sum = checksum(owned.iter().map(|(n, _, _, b)| (n.as_str(), b.as_slice())), &meta);
     meta.insert("gradflow.checksum".to_string(), format!("{sum:016x}"));
     let views: Vec<(String, TensorView<'_>)> = owned
@@ -264,12 +267,57 @@ fn verified_meta(path: &Path, bytes: &[u8], st: &SafeTensors<'_>, required: bool
 }
 
 /// A state dict saved by PyTorch (`safetensors.torch.save_file(model.state_dict(), path)`) or by
-/// gradflow: parameters and batch-norm state for `model` (`--init`).
+/// gradflow: parameters and batch-norm state for `model` (`--init`, `eval`, `predict`). Strict as
+/// torch's `load_state_dict`: a tensor the model does not have (a checkpoint of a bigger model)
+/// is an error, not silently dropped.
 pub fn load_state_dict(path: &Path, model: &Model) -> Result<(Vec<f32>, NormState)> {
+    let (params, norm, unexpected) = load_state_dict_lenient(path, model)?;
+    refuse_unexpected(path, &unexpected)?;
+    Ok((params, norm))
+}
+
+/// `load_state_dict` that takes a file with tensors the model does not have, as torch's
+/// `strict=False`: their names come back so the caller can say which were ignored.
+pub fn load_state_dict_lenient(path: &Path, model: &Model) -> Result<(Vec<f32>, NormState, Vec<String>)> {
     let bytes = read(path)?;
     let st = parse(path, &bytes)?;
     verified_meta(path, &bytes, &st, false)?;
-    fill_state(path, &st, model, "", false)
+    let (params, norm) = fill_state(path, &st, model, "", false)?;
+    Ok((params, norm, unexpected(&st, model)))
+}
+
+/// Names in the file that neither the model nor gradflow's own extras (its optimizer state for
+/// the model's parameters, the input standardisation) account for, sorted.
+fn unexpected(st: &SafeTensors<'_>, model: &Model) -> Vec<String> {
+    let mut known: std::collections::HashSet<String> =
+        model.params.iter().chain(&model.running).map(|t| t.name.clone()).collect();
+    known.extend(model.norms.iter().map(|l| format!("{}.num_batches_tracked", l.name)));
+    known.extend(["gradflow.input_mean".to_string(), "gradflow.input_std".to_string()]);
+    let is_own_state = |name: &str| {
+        name.strip_prefix("optimizer.")
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(_, tensor)| model.params.iter().any(|t| t.name == tensor))
+    };
+    let mut names: Vec<String> =
+        st.names().into_iter().filter(|n| !known.contains(*n) && !is_own_state(n)).map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+fn refuse_unexpected(path: &Path, names: &[String]) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let shown = names.iter().take(8).map(String::as_str).collect::<Vec<_>>().join(", ");
+    let more = if names.len() > 8 { format!(" and {} more", names.len() - 8) } else { String::new() };
+    Err(bad(
+        path,
+        format!(
+            "has {} tensor(s) the config's model does not have: {shown}{more} (a checkpoint of a bigger or \
+             different model?); torch's load_state_dict refuses them too. --non-strict ignores them",
+            names.len()
+        ),
+    ))
 }
 
 /// A gradflow checkpoint for `model` trained by `optimizer` (`--resume`): checksum, shapes and
@@ -293,6 +341,7 @@ pub fn load(path: &Path, model: &Model, optimizer: &Optimizer) -> Result<Checkpo
         ));
     }
     let (params, norm) = fill_state(path, &st, model, "", true)?;
+    refuse_unexpected(path, &unexpected(&st, model))?;
     let mut state = optimizer.initial_state(model.param_len);
     for (s, slot) in slot_names(optimizer).iter().enumerate() {
         for t in &model.params {
@@ -320,7 +369,8 @@ pub fn load(path: &Path, model: &Model, optimizer: &Optimizer) -> Result<Checkpo
     };
     let standardize = input_transform(path, &st)?;
     let schedule = meta.get("gradflow.schedule").cloned().unwrap_or_default();
-    Ok(Checkpoint { params, norm, optimizer_state: Some(state), progress, standardize, schedule })
+    let train_rows = meta.get("gradflow.train_rows").cloned().unwrap_or_default();
+    Ok(Checkpoint { params, norm, optimizer_state: Some(state), progress, standardize, schedule, train_rows })
 }
 
 fn input_transform(path: &Path, st: &SafeTensors<'_>) -> Result<Option<(Vec<f32>, Vec<f32>)>> {

@@ -42,8 +42,10 @@ pub enum Error {
     Plan(String),
     #[error("shape mismatch in {what}: expected {expected}, got {got}")]
     Shape { what: String, expected: String, got: String },
-    #[error("training diverged: loss is {value} at step {step} (epoch {epoch}); lower the learning rate")]
-    NonFiniteLoss { value: f32, step: usize, epoch: usize },
+    #[error(
+        "training diverged at step {step} (epoch {epoch}): {what}; lower the learning rate, or check the data's scale"
+    )]
+    Diverged { step: usize, epoch: usize, what: String },
     #[error("checkpoint {file}: {message}")]
     Checkpoint { file: PathBuf, message: String },
     #[error("fixture {file}: {message}")]

@@ -4,12 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use gradflow::config::{Config, DEFAULT_CONFIG_PATH};
 use gradflow::error::Result;
 use gradflow::nn::Model;
-use gradflow::train::{self, Placement};
+use gradflow::train::{self, session::Ending, Placement};
 
 #[derive(Parser)]
 #[command(name = "gradflow", version, about = "Train dense networks on any GPU with WGSL compute shaders")]
@@ -22,6 +21,10 @@ struct Cli {
     /// Run on the CPU reference path instead of a GPU.
     #[arg(long, global = true)]
     cpu: bool,
+    /// Load state dicts that have tensors the config's model lacks, ignoring them with a warning
+    /// (torch's strict=False); by default such a file is refused. Not for --resume.
+    #[arg(long, global = true)]
+    non_strict: bool,
 }
 
 #[derive(clap::Args, Default)]
@@ -150,18 +153,30 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let placement = Placement { adapter: cli.adapter.clone(), cpu: cli.cpu };
+    let train = |args| match train_cmd(args, &placement, cli.non_strict) {
+        Ok(Ending::NothingToDo(reason)) => {
+            println!("nothing to do: {reason}");
+            Ok(())
+        }
+        Ok(Ending::Signalled { signal }) => Err(128 + signal),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(1)
+        }
+    };
     let result = match cli.command {
-        None => train_cmd(TrainArgs::default(), &placement),
-        Some(Command::Train(args)) => train_cmd(args, &placement),
+        None => return exit(train(TrainArgs::default())),
+        Some(Command::Train(args)) => return exit(train(args)),
         Some(Command::Eval { config, checkpoint, split, set }) => {
-            eval_cmd(config, &checkpoint, &split, &set, &placement)
+            eval_cmd(config, &checkpoint, &split, &set, &placement, cli.non_strict)
         }
         Some(Command::Predict { config, checkpoint, input, output, set }) => {
-            predict_cmd(config, &checkpoint, &input, &output, &set, &placement)
+            predict_cmd(config, &checkpoint, &input, &output, &set, &placement, cli.non_strict)
         }
         Some(Command::Hessian { config, checkpoint, k, steps, probes, plot, set }) => {
             let budget = gradflow::spectrum::report::Budget { k, steps, probes, seed: 0 };
-            hessian_cmd(config, &checkpoint, &budget, plot.as_deref(), &set, &placement)
+            hessian_cmd(config, &checkpoint, &budget, plot.as_deref(), &set, &placement, cli.non_strict)
         }
         Some(Command::Compare { config, optimizers, epochs, plot, set }) => {
             compare_cmd(config, &optimizers, epochs, plot.as_deref(), &set, &placement)
@@ -182,6 +197,14 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The process's exit status: 0, or `code` (1 for an error, 128 + n after signal n).
+fn exit(result: std::result::Result<(), usize>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => ExitCode::from(code.min(255) as u8),
     }
 }
 
@@ -206,229 +229,42 @@ fn devices() -> Result<()> {
     Ok(())
 }
 
-fn describe_model(model: &Model) -> String {
-    model.summary()
+fn train_cmd(args: TrainArgs, placement: &Placement, non_strict: bool) -> Result<Ending> {
+    let mut set = args.set.clone();
+    if let Some(e) = args.epochs {
+        set.push(format!("train.epochs={e}"));
+    }
+    let (config, file) = load_config(args.config, &set)?;
+    let opts = train::session::TrainOptions {
+        init: args.init,
+        resume: args.resume,
+        save: args.save,
+        max_steps: args.max_steps,
+        metrics: args.metrics,
+        log_every: args.log_every,
+        plot: args.plot,
+        non_strict,
+    };
+    let signal = stop_on_signals()?;
+    train::session::train(&config, &file, &opts, placement, &signal)
 }
 
-fn train_cmd(args: TrainArgs, placement: &Placement) -> Result<()> {
-    use gradflow::checkpoint::{self, Checkpoint, Progress};
-    let (mut config, file) = match &args.config {
-        Some(p) => (Config::load_with(p, &args.set)?, p.clone()),
-        None => {
-            let file = PathBuf::from(DEFAULT_CONFIG_PATH);
-            (Config::parse_with(gradflow::config::DEFAULT_CONFIG, &file, &args.set)?, file)
-        }
-    };
-    if let Some(e) = args.epochs {
-        config.train.epochs = e;
+/// SIGINT/SIGTERM (Ctrl-C, `kill`, a scheduler's stop) set a flag the training loop reads after
+/// each step: it finishes the step, saves and exits. A second signal exits at once (128 + signal).
+fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
+    use signal_hook::consts::TERM_SIGNALS;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::Arc;
+    let received = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    let err = |e: std::io::Error| gradflow::error::Error::Usage(format!("could not install the signal handler: {e}"));
+    for &sig in TERM_SIGNALS {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&received)).map_err(err)?;
+        signal_hook::flag::register(sig, Arc::clone(&received)).map_err(err)?;
+        signal_hook::flag::register_usize(sig, Arc::clone(&which), sig as usize).map_err(err)?;
     }
-    let (train_set, test_set, fitted) = train::run::load_data_with_stats(&config, &file)?;
-    let model = Model::new(train_set.d, config.model.layers.clone())?;
-    if model.outputs() < train_set.num_classes {
-        return Err(gradflow::error::Error::Model(format!(
-            "the last layer has {} outputs but the data has {} classes",
-            model.outputs(),
-            train_set.num_classes
-        )));
-    }
-    println!("config: {}", file.display());
-    println!(
-        "data: {} ({} train / {} test rows, {} features, {} classes)",
-        config.data.path.display(),
-        train_set.n,
-        test_set.n,
-        train_set.d,
-        train_set.num_classes
-    );
-    println!("model: {}", describe_model(&model));
-    let max_rows = train::max_rows(&config, train_set.n);
-    train::check_batches(&model, &train::batcher(&config, train_set.n)?)?;
-    // Checkpoints are read before the device is opened: a bad file fails fast.
-    let mut progress = Progress::default();
-    let start_state = match (&args.init, &args.resume) {
-        (Some(path), _) => {
-            let (params, norm) = checkpoint::load_state_dict(path, &model)?;
-            println!("init: {}", path.display());
-            Some(Checkpoint {
-                params,
-                norm,
-                optimizer_state: None,
-                progress,
-                standardize: None,
-                schedule: String::new(),
-            })
-        }
-        (None, Some(path)) => {
-            let ck = checkpoint::load(path, &model, &config.optimizer)?;
-            progress = ck.progress;
-            println!(
-                "resume: {} (step {}, epoch {}, batch {})",
-                path.display(),
-                progress.steps,
-                progress.epoch,
-                progress.batch
-            );
-            Some(ck)
-        }
-        (None, None) => None,
-    };
-    let mut net = train::build_network(&config, model.clone(), placement, max_rows)?;
-    if let Some(ck) = &start_state {
-        net.set_params(&ck.params)?;
-        net.set_norm_state(&ck.norm)?;
-        if let Some(state) = &ck.optimizer_state {
-            net.set_optimizer_state(state)?;
-        }
-        net.set_steps(ck.progress.steps);
-    }
-    println!("device: {}", net.describe());
-    println!("optimizer: {}", config.optimizer);
-    if let Some(stream) = config.data.stream {
-        net.set_streaming(stream);
-    }
-    net.set_train_data(&train_set)?;
-    let mut batcher = train::batcher(&config, train_set.n)?;
-    // The batch schedule's RNG state is its seed and the epochs drawn so far: replay them.
-    for _ in 0..progress.epoch {
-        batcher.next_epoch();
-    }
-    // What the batch position refers to: a resume with another schedule would replay other batches.
-    let t = &config.train;
-    let schedule = format!(
-        "{} batch_size={} drop_last={} seed={} rows={}",
-        t.batching, t.batch_size, t.drop_last, t.seed, train_set.n
-    );
-    if let Some(ck) = start_state.as_ref().filter(|ck| ck.optimizer_state.is_some()) {
-        if ck.schedule != schedule {
-            return Err(gradflow::error::Error::Checkpoint {
-                file: args.resume.clone().unwrap_or_default(),
-                message: format!("saved for the batch schedule '{}', but the config gives '{schedule}'", ck.schedule),
-            });
-        }
-    }
-    let standardize = match start_state.as_ref().and_then(|ck| ck.standardize.clone()) {
-        Some(saved) => Some(saved),
-        None => fitted.map(|s| (s.mean, s.std)),
-    };
-    let save = |net: &mut dyn gradflow::nn::Network, progress: Progress| -> Result<()> {
-        if let Some(path) = &args.save {
-            let ck = Checkpoint {
-                params: net.params()?,
-                norm: net.norm_state()?,
-                optimizer_state: Some(net.optimizer_state()?),
-                progress,
-                standardize: standardize.clone(),
-                schedule: schedule.clone(),
-            };
-            checkpoint::save(path, net.model(), &config.optimizer, &ck)?;
-        }
-        Ok(())
-    };
-    let epochs = config.train.epochs;
-    let mut total_samples_per_sec = 0.0;
-    let mut epochs_run = 0;
-    let clock = std::time::Instant::now();
-    let mut metrics = match &args.metrics {
-        Some(p) => Some(train::metrics::MetricsWriter::create(p, args.resume.is_some())?),
-        None => None,
-    };
-    let mut curves: Vec<Curve> = Vec::new();
-    for epoch in progress.epoch + 1..=epochs {
-        let batches = batcher.next_epoch();
-        let first = if epoch == progress.epoch + 1 { progress.batch } else { 0 };
-        if first > batches.len() {
-            return Err(gradflow::error::Error::Usage(format!(
-                "the checkpoint is at batch {first} of epoch {epoch}, which has only {} batches",
-                batches.len()
-            )));
-        }
-        let left = args.max_steps.map_or(usize::MAX, |m| m.saturating_sub(net.steps()));
-        let last = batches.len().min(first.saturating_add(left));
-        // indicatif draws nothing when stderr is not a terminal (logs, pipes, CI).
-        let run = &batches[first..last];
-        let bar = ProgressBar::new(run.iter().map(Vec::len).sum::<usize>() as u64);
-        bar.set_draw_target(ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} samples {per_sec} eta {eta} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{epoch}/{epochs}"));
-        if let Some(c) = curves.last() {
-            bar.set_message(format!("last epoch's loss {:.4}", c.1));
-        }
-        let lr = net.lr();
-        let report = train::train_batches(net.as_mut(), run, epoch, |net, i| {
-            bar.inc(run[i - 1].len() as u64);
-            if let (Some(every), Some(m)) = (args.log_every, metrics.as_mut()) {
-                if every > 0 && net.steps() % every == 0 {
-                    let loss = net.last_loss()? as f64;
-                    bar.set_message(format!("loss {loss:.4}"));
-                    m.write(&train::metrics::Record {
-                        step: net.steps(),
-                        epoch,
-                        loss: Some(loss),
-                        lr: net.lr() as f64,
-                        grad_norm: Some(train::metrics::grad_norm(&net.grads()?)),
-                        wall_s: clock.elapsed().as_secs_f64(),
-                        ..Default::default()
-                    })?;
-                }
-            }
-            Ok(())
-        })?;
-        bar.finish_and_clear();
-        if last < batches.len() {
-            let at = Progress { steps: net.steps(), epoch: epoch - 1, batch: last };
-            save(net.as_mut(), at)?;
-            println!("stopped after step {} (--max-steps), in epoch {epoch} after batch {last}", net.steps());
-            return Ok(());
-        }
-        let at = Progress { steps: net.steps(), epoch, batch: 0 };
-        save(net.as_mut(), at)?;
-        let (test_loss, test_acc) = train::evaluate(net.as_mut(), &test_set, config.model.loss)?;
-        if let Some(m) = metrics.as_mut() {
-            m.write(&train::metrics::Record {
-                step: net.steps(),
-                epoch,
-                loss: Some(report.train_loss as f64),
-                accuracy: Some(report.train_accuracy as f64),
-                test_loss: Some(test_loss as f64),
-                test_accuracy: Some(test_acc as f64),
-                lr: lr as f64,
-                grad_norm: Some(train::metrics::grad_norm(&net.grads()?)),
-                wall_s: clock.elapsed().as_secs_f64(),
-            })?;
-        }
-        curves.push((
-            epoch as f64,
-            report.train_loss as f64,
-            report.train_accuracy as f64,
-            test_loss as f64,
-            test_acc as f64,
-        ));
-        total_samples_per_sec += report.samples_per_sec;
-        epochs_run += 1;
-        println!(
-            "epoch {epoch:>3}/{epochs}  lr {lr:.3e}  loss {:.4}  train acc {:5.1}%  test acc {:5.1}%  {:>9.0} samples/s",
-            report.train_loss,
-            100.0 * report.train_accuracy,
-            100.0 * test_acc,
-            report.samples_per_sec
-        );
-    }
-    if let Some(path) = &args.plot {
-        write_plot(path, &curves, net.as_mut(), &train_set, &test_set)?;
-        println!("plot: {}", path.display());
-    }
-    let (test_loss, test_acc) = train::evaluate(net.as_mut(), &test_set, config.model.loss)?;
-    println!(
-        "test accuracy {:.1}% (loss {:.4}); training throughput {:.0} samples/s (mean over epochs)",
-        100.0 * test_acc,
-        test_loss,
-        total_samples_per_sec / epochs_run.max(1) as f64
-    );
-    Ok(())
+    Ok(which)
 }
 
 fn load_config(path: Option<PathBuf>, set: &[String]) -> Result<(Config, PathBuf)> {
@@ -441,6 +277,16 @@ fn load_config(path: Option<PathBuf>, set: &[String]) -> Result<(Config, PathBuf
     }
 }
 
+/// A state dict for `model`, strict unless `--non-strict` (which names what it ignores).
+fn state_dict(path: &std::path::Path, model: &Model, non_strict: bool) -> Result<(Vec<f32>, gradflow::nn::NormState)> {
+    if !non_strict {
+        return gradflow::checkpoint::load_state_dict(path, model);
+    }
+    let (params, norm, ignored) = gradflow::checkpoint::load_state_dict_lenient(path, model)?;
+    train::session::warn_ignored(path, &ignored);
+    Ok((params, norm))
+}
+
 /// The config's model with a checkpoint's (or PyTorch state dict's) parameters, on `placement`.
 fn saved_network(
     config: &Config,
@@ -448,9 +294,10 @@ fn saved_network(
     checkpoint: &std::path::Path,
     placement: &Placement,
     max_rows: usize,
+    non_strict: bool,
 ) -> Result<Box<dyn gradflow::nn::Network>> {
     let model = Model::new(d, config.model.layers.clone())?;
-    let (params, norm) = gradflow::checkpoint::load_state_dict(checkpoint, &model)?;
+    let (params, norm) = state_dict(checkpoint, &model, non_strict)?;
     let mut net = train::build_network(config, model, placement, max_rows)?;
     net.set_params(&params)?;
     net.set_norm_state(&norm)?;
@@ -543,12 +390,13 @@ fn hessian_cmd(
     plot: Option<&std::path::Path>,
     set: &[String],
     placement: &Placement,
+    non_strict: bool,
 ) -> Result<()> {
     use gradflow::spectrum::report;
     let (config, file) = load_config(config, set)?;
     let (train_set, _) = data_for_checkpoint(&config, &file, checkpoint)?;
     let model = Model::new(train_set.d, config.model.layers.clone())?;
-    let (params, _) = gradflow::checkpoint::load_state_dict(checkpoint, &model)?;
+    let (params, _) = state_dict(checkpoint, &model, non_strict)?;
     // Without batch norm the batching does not change the loss: as few batches as memory allows.
     let (batch, norm) = if model.has_batch_norm() {
         let b = config.train.batch_size;
@@ -609,6 +457,7 @@ fn eval_cmd(
     split: &str,
     set: &[String],
     placement: &Placement,
+    non_strict: bool,
 ) -> Result<()> {
     let (config, file) = load_config(config, set)?;
     let (train_set, test_set) = data_for_checkpoint(&config, &file, checkpoint)?;
@@ -627,7 +476,7 @@ fn eval_cmd(
     if data.n == 0 {
         return Err(gradflow::error::Error::Usage(format!("the {split} split is empty (data.test_fraction?)")));
     }
-    let mut net = saved_network(&config, data.d, checkpoint, placement, 1024.min(data.n))?;
+    let mut net = saved_network(&config, data.d, checkpoint, placement, 1024.min(data.n), non_strict)?;
     let classes = net.model().outputs();
     if let Some(&bad) = data.labels.iter().find(|&&l| l as usize >= classes) {
         return Err(gradflow::error::Error::Model(format!(
@@ -673,6 +522,7 @@ fn predict_cmd(
     output: &std::path::Path,
     set: &[String],
     placement: &Placement,
+    non_strict: bool,
 ) -> Result<()> {
     use gradflow::error::Error;
     let (config, file) = load_config(config, set)?;
@@ -735,7 +585,7 @@ fn predict_cmd(
         }
         s.apply(&mut x);
     }
-    let mut net = saved_network(&config, d, checkpoint, placement, 1024.min(n.max(1)))?;
+    let mut net = saved_network(&config, d, checkpoint, placement, 1024.min(n.max(1)), non_strict)?;
     let logits = net.predict(&x, n)?;
     let classes = net.model().outputs();
     if is(output, "npy") {
@@ -758,69 +608,4 @@ fn predict_cmd(
     }
     println!("{n} rows → {} ({classes} outputs each)", output.display());
     Ok(())
-}
-
-/// (epoch, train loss, train accuracy, test loss, test accuracy) of each epoch.
-type Curve = (f64, f64, f64, f64, f64);
-
-/// Training curves, and for 2-feature data the decision regions with the points.
-fn write_plot(
-    path: &std::path::Path,
-    curves: &[Curve],
-    net: &mut dyn gradflow::nn::Network,
-    train_set: &gradflow::data::Dataset,
-    test_set: &gradflow::data::Dataset,
-) -> Result<()> {
-    use gradflow::plot::{svg_with_regions, Chart, Regions, Series};
-    let series = |name: &str, f: &dyn Fn(&Curve) -> f64| Series {
-        name: name.into(),
-        points: curves.iter().map(|c| (c.0, f(c))).filter(|p| p.1.is_finite()).collect(),
-    };
-    let charts = [
-        Chart {
-            title: "loss".into(),
-            x_label: "epoch".into(),
-            y_label: "loss (log scale)".into(),
-            series: vec![series("train", &|c| c.1), series("test", &|c| c.3)],
-            log_y: true,
-            y_range: None,
-            scatter: false,
-        },
-        Chart {
-            title: "accuracy".into(),
-            x_label: "epoch".into(),
-            y_label: "accuracy (%)".into(),
-            series: vec![series("train", &|c| 100.0 * c.2), series("test", &|c| 100.0 * c.4)],
-            log_y: false,
-            y_range: Some((0.0, 100.0)),
-            scatter: false,
-        },
-    ];
-    let regions = if train_set.d == 2 {
-        let all: Vec<&[f32]> = train_set.x.chunks(2).chain(test_set.x.chunks(2)).collect();
-        let (mut xlo, mut xhi, mut ylo, mut yhi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for p in &all {
-            (xlo, xhi) = (xlo.min(p[0] as f64), xhi.max(p[0] as f64));
-            (ylo, yhi) = (ylo.min(p[1] as f64), yhi.max(p[1] as f64));
-        }
-        let (mx, my) = (0.05 * (xhi - xlo).max(1e-6), 0.05 * (yhi - ylo).max(1e-6));
-        let bounds = (xlo - mx, xhi + mx, ylo - my, yhi + my);
-        let n = 120;
-        let mut grid = Vec::with_capacity(2 * n * n);
-        for row in 0..n {
-            for col in 0..n {
-                grid.push((bounds.0 + (col as f64 + 0.5) / n as f64 * (bounds.1 - bounds.0)) as f32);
-                grid.push((bounds.2 + (row as f64 + 0.5) / n as f64 * (bounds.3 - bounds.2)) as f32);
-            }
-        }
-        let logits = net.predict(&grid, n * n)?;
-        let c = net.model().outputs();
-        let classes = logits.chunks(c).map(gradflow::cpu::argmax).collect();
-        let labels = train_set.labels.iter().chain(&test_set.labels);
-        let points = all.iter().zip(labels).map(|(p, &l)| (p[0] as f64, p[1] as f64, l as usize)).collect();
-        Some(Regions { title: "decision regions".into(), bounds, resolution: n, classes, points })
-    } else {
-        None
-    };
-    gradflow::checkpoint::write_atomic(path, svg_with_regions(&charts, regions.as_ref()).as_bytes())
 }

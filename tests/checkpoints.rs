@@ -281,7 +281,7 @@ fn set_overrides_single_fields_and_names_bad_ones() {
         "--max-steps",
         "1",
     ]);
-    assert!(ok && out.contains("lr: 0.01"), "{out}\n{err}");
+    assert!(ok && out.contains("(lr=0.01"), "{out}\n{err}");
     let (ok, _, err) = gradflow(&["--cpu", "train", "--config", cfg, "--set", "optimizer.lrr=0.01"]);
     assert!(!ok && err.contains("--set optimizer.lrr=0.01") && err.contains("lrr"), "{err}");
     let (ok, _, err) = gradflow(&["--cpu", "train", "--config", cfg, "--set", "optimizer.lr"]);

@@ -132,9 +132,9 @@ fn a_matmul_epilogue_with_conflicting_uses_of_aux_is_an_error() {
 }
 
 #[test]
-fn a_diverging_run_reports_the_non_finite_loss() {
+fn a_diverging_run_reports_its_first_bad_step_on_both_executors() {
     use gradflow::data::{BatchScheme, Batcher, Dataset};
-    use gradflow::nn::Network;
+    use gradflow::nn::{CpuNetwork, Network};
     let x: Vec<f32> = (0..64).map(|i| (i % 7) as f32 * 100.0).collect();
     let labels: Vec<u32> = (0..32).map(|i| i % 2).collect();
     let data = Dataset::new(x, labels, 2, 2, "toy").unwrap();
@@ -144,19 +144,44 @@ fn a_diverging_run_reports_the_non_finite_loss() {
     )
     .unwrap();
     let params = model.init_params(0);
-    let mut net = GpuNetwork::new(gpu(), model, Loss::CrossEntropy, Sgd::new(1e30), &params, 8).unwrap();
-    net.set_train_data(&data).unwrap();
-    let mut batcher = Batcher::new(BatchScheme::InOrder, 32, 8, false, 0).unwrap();
-    let mut result = Ok(());
-    for epoch in 1..=3 {
-        if let Err(e) = gradflow::train::train_epoch(&mut net, &mut batcher, epoch, |_| {}) {
-            result = Err(e);
-            break;
+    let batches = || Batcher::new(BatchScheme::InOrder, 32, 8, false, 0).unwrap();
+    // The first bad step found independently: the CPU reference stepped by hand, its loss and
+    // parameters read after every step.
+    let mut probe = CpuNetwork::new(model.clone(), Loss::CrossEntropy, Sgd::new(1e30), params.clone()).unwrap();
+    probe.set_train_data(&data).unwrap();
+    let mut batcher = batches();
+    let mut want = None;
+    'epochs: for _ in 0..3 {
+        for batch in batcher.next_epoch() {
+            let idx: Vec<u32> = batch.iter().map(|&r| r as u32).collect();
+            probe.train_step(&idx).unwrap();
+            let bad_params = probe.params().unwrap().iter().any(|p| !p.is_finite());
+            if !probe.last_loss().unwrap().is_finite() || bad_params {
+                want = Some(probe.steps());
+                break 'epochs;
+            }
         }
     }
-    let e = result.expect_err("lr 1e30 diverges");
-    assert!(matches!(e, Error::NonFiniteLoss { .. }), "{e}");
-    assert!(e.to_string().contains("lower the learning rate"), "{e}");
+    let want = want.expect("lr 1e30 diverges within 3 epochs");
+    let cpu: Box<dyn Network> =
+        Box::new(CpuNetwork::new(model.clone(), Loss::CrossEntropy, Sgd::new(1e30), params.clone()).unwrap());
+    let gpu: Box<dyn Network> =
+        Box::new(GpuNetwork::new(gpu(), model, Loss::CrossEntropy, Sgd::new(1e30), &params, 8).unwrap());
+    for mut net in [cpu, gpu] {
+        net.set_train_data(&data).unwrap();
+        let mut batcher = batches();
+        let mut result = Ok(());
+        for epoch in 1..=3 {
+            if let Err(e) = gradflow::train::train_epoch(net.as_mut(), &mut batcher, epoch, |_| {}) {
+                result = Err(e);
+                break;
+            }
+        }
+        let e = result.expect_err("lr 1e30 diverges");
+        let Error::Diverged { step, .. } = e else { panic!("{}: expected Diverged, got {e}", net.describe()) };
+        assert_eq!(step, want, "{}: {e}", net.describe());
+        assert!(e.to_string().contains("lower the learning rate"), "{e}");
+    }
 }
 
 fn run_cli(args: &[&str]) -> (bool, String) {

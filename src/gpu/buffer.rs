@@ -90,6 +90,14 @@ impl Gpu {
         }
     }
 
+    /// Overwrites elements `offset..` of `dst` with `data` (queued like `write`); out-of-range
+    /// writes are dropped (the callers write fixed slots of buffers they sized).
+    pub fn write_at<T: bytemuck::Pod>(&self, dst: &GpuBuffer, offset: usize, data: &[T]) {
+        if !data.is_empty() && offset + data.len() <= dst.len {
+            self.queue.write_buffer(&dst.buffer, (offset * 4) as u64, bytemuck::cast_slice(data));
+        }
+    }
+
     /// Copies `len` elements from `offset` of `src` back to the host: copy into a staging buffer,
     /// `map_async`, wait on a futures-intrusive channel while polling the device.
     pub fn read<T: bytemuck::Pod>(&self, src: &GpuBuffer, offset: usize, len: usize) -> Result<Vec<T>> {

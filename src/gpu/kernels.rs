@@ -829,7 +829,10 @@ pub const TOTAL_STEP_LOSS: usize = 0;
 pub const TOTAL_LOSS_SUM: usize = 1;
 pub const TOTAL_CORRECT: usize = 2;
 pub const TOTAL_COUNT: usize = 3;
-pub const TOTALS_LEN: usize = 4;
+pub const TOTAL_STEPS: usize = 4;
+pub const TOTAL_FIRST_BAD: usize = 5;
+pub const TOTAL_BAD_LOSS: usize = 6;
+pub const TOTALS_LEN: usize = 7;
 
 /// Every compiled kernel of the crate, plus the placeholder buffers bound to unused slots.
 #[derive(Clone)]

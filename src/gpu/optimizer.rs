@@ -27,7 +27,9 @@ pub struct OptParams {
     pub bias_c2_sqrt: f32,
     pub one_minus_beta2: f32,
     pub one_minus_alpha: f32,
-    pub _pad: f32,
+    /// The 1-based step, recorded in `clip[CLIP_BAD_STEP]` by the first update that writes a
+    /// NaN or ±Inf parameter.
+    pub step: u32,
     pub groups: [[f32; 4]; MAX_GROUPS],
 }
 
@@ -41,6 +43,12 @@ pub const FLAG_CLIP: u32 = 64;
 pub const FLAG_FIRST_STEP: u32 = 128;
 /// Gradient elements per workgroup of `grad_norm_partial`.
 pub const NORM_CHUNK: usize = 4096;
+/// optim.wgsl's `clip` buffer: the coefficient, the norm, the first step that wrote a
+/// non-finite parameter (0: none), then `grad_norm_partial`'s sums.
+pub const CLIP_COEF: usize = 0;
+pub const CLIP_NORM: usize = 1;
+pub const CLIP_BAD_STEP: usize = 2;
+pub const CLIP_PARTIALS: usize = 3;
 
 impl OptParams {
     /// optim.wgsl's pipeline constant: the flags fixed for a whole run (all but FIRST_STEP).
@@ -56,6 +64,7 @@ impl OptParams {
             len: len as u32,
             state_stride: state_stride(len) as u32,
             max_norm: s.max_norm.unwrap_or(0.0),
+            step: s.step,
             ..Default::default()
         };
         if s.max_norm.is_some() {
@@ -167,8 +176,8 @@ impl GpuOptimizer {
         let state = gpu.upload("optimizer state", &to_device_layout(&optimizer.initial_state(len), len))?;
         let block_group = gpu.upload("parameter groups", &groups.block_group)?;
         let chunks = len.div_ceil(NORM_CHUNK);
-        let mut clip_init = vec![0.0f32; 2 + chunks];
-        clip_init[0] = 1.0;
+        let mut clip_init = vec![0.0f32; CLIP_PARTIALS + chunks];
+        clip_init[CLIP_COEF] = 1.0;
         let clip = gpu.upload("gradient clipping", &clip_init)?;
         let first = OptimizerStep { optimizer, step: 1, lr_factor: 1.0, groups: &groups, max_norm };
         let params = OptParams::new(len, &first);
@@ -257,7 +266,18 @@ impl GpuOptimizer {
     /// (coefficient, gradient norm) of the last clipped step.
     pub fn clip_stats(&self, gpu: &Gpu) -> Result<(f32, f32)> {
         let c = gpu.read::<f32>(&self.clip, 0, 2)?;
-        Ok((c[0], c[1]))
+        Ok((c[CLIP_COEF], c[CLIP_NORM]))
+    }
+
+    /// The first step (1-based) whose update wrote a NaN or ±Inf parameter since the last call,
+    /// if any; clears the record.
+    pub fn take_bad_step(&self, gpu: &Gpu) -> Result<Option<usize>> {
+        let step = gpu.read::<f32>(&self.clip, CLIP_BAD_STEP, 1)?[0];
+        if step == 0.0 {
+            return Ok(None);
+        }
+        gpu.write_at(&self.clip, CLIP_BAD_STEP, &[0.0f32]);
+        Ok(Some(step as usize))
     }
 
     pub fn optimizer(&self) -> &Optimizer {

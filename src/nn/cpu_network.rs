@@ -1,6 +1,7 @@
 //! The CPU executor: the reference functions of `crate::cpu`, stage by stage. It is the oracle
 //! the GPU executor is tested against, and the fallback where no adapter exists.
 
+use super::network::BadStep;
 use super::{Activation, Loss, Model, Network, NormState, Op, Totals};
 use crate::cpu::{self, LossOutput, NormStats, Real};
 use crate::data::Dataset;
@@ -21,6 +22,7 @@ pub struct CpuNetwork {
     train_labels: Vec<u32>,
     last_loss: f32,
     loss_sum: f64,
+    first_bad: Option<BadStep>,
     correct: usize,
     count: usize,
 }
@@ -46,6 +48,7 @@ impl CpuNetwork {
             train_labels: Vec::new(),
             last_loss: f32::NAN,
             loss_sum: 0.0,
+            first_bad: None,
             correct: 0,
             count: 0,
         })
@@ -317,6 +320,12 @@ impl Network for CpuNetwork {
         let coef = cpu::clip_coefficient(&self.grads, self.setup.clip_grad_norm);
         cpu::optimizer_update(&mut self.params, &self.grads, &mut self.state, &step, coef);
         self.steps += 1;
+        // The same per-step divergence record as the GPU's kernels keep.
+        if self.first_bad.is_none() {
+            let param_bad = self.params.iter().any(|p| !p.is_finite()).then_some(self.steps);
+            let loss_bad = (!out.loss.is_finite()).then_some((self.steps, out.loss));
+            self.first_bad = BadStep::first(loss_bad, param_bad);
+        }
         self.last_loss = out.loss;
         self.loss_sum += out.loss as f64 * rows as f64;
         self.correct += out.correct;
@@ -333,6 +342,7 @@ impl Network for CpuNetwork {
             mean_loss: (self.loss_sum / self.count.max(1) as f64) as f32,
             accuracy: self.correct as f32 / self.count.max(1) as f32,
             samples: self.count,
+            first_bad: self.first_bad.take(),
         };
         (self.loss_sum, self.correct, self.count) = (0.0, 0, 0);
         Ok(t)

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use super::launch::{self, Buffers, Context, Launch, Shape, When};
+use super::network::BadStep;
 use super::plan::Plan;
 use super::{Loss, Model, Network, NormState, Totals};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{
-    submit, Dispatch, GatherParams, TOTALS_LEN, TOTAL_CORRECT, TOTAL_COUNT, TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
+    submit, Dispatch, GatherParams, TOTALS_LEN, TOTAL_BAD_LOSS, TOTAL_CORRECT, TOTAL_COUNT, TOTAL_FIRST_BAD,
+    TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
 };
 use crate::gpu::optimizer::GpuOptimizer;
 use crate::gpu::{Gpu, GpuBuffer};
@@ -40,6 +42,8 @@ pub struct GpuNetwork {
     optimizer: GpuOptimizer,
     setup: OptimizerSetup,
     steps: usize,
+    /// `steps` when the totals were last cleared (the loss kernel counts from there).
+    totals_from_step: usize,
     /// The plan's buffers, one per `BufferSpec`.
     stage_buffers: Vec<GpuBuffer>,
     /// The buffer `predict` reads the logits from.
@@ -139,6 +143,7 @@ impl GpuNetwork {
             optimizer,
             setup,
             steps: 0,
+            totals_from_step: 0,
             stage_buffers,
             logits: plan.logits,
             train_data: None,
@@ -305,11 +310,19 @@ impl Network for GpuNetwork {
     fn take_totals(&mut self) -> Result<Totals> {
         let t = self.gpu.read::<f32>(&self.totals, 0, TOTALS_LEN)?;
         let count = t[TOTAL_COUNT];
-        self.gpu.write(&self.totals, &[t[TOTAL_STEP_LOSS], 0.0, 0.0, 0.0]);
+        let mut cleared = [0.0f32; TOTALS_LEN];
+        cleared[TOTAL_STEP_LOSS] = t[TOTAL_STEP_LOSS];
+        self.gpu.write(&self.totals, &cleared);
+        // The loss kernel counts steps since the last clear; the optimizer records run steps.
+        let loss_bad = (t[TOTAL_FIRST_BAD] > 0.0)
+            .then(|| (self.totals_from_step + t[TOTAL_FIRST_BAD] as usize, t[TOTAL_BAD_LOSS]));
+        let first_bad = BadStep::first(loss_bad, self.optimizer.take_bad_step(&self.gpu)?);
+        self.totals_from_step = self.steps;
         Ok(Totals {
             mean_loss: t[TOTAL_LOSS_SUM] / count.max(1.0),
             accuracy: t[TOTAL_CORRECT] / count.max(1.0),
             samples: count as usize,
+            first_bad,
         })
     }
 
@@ -373,6 +386,7 @@ impl Network for GpuNetwork {
 
     fn set_steps(&mut self, steps: usize) {
         self.steps = steps;
+        self.totals_from_step = steps;
     }
 
     fn lr(&self) -> f32 {

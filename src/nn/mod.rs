@@ -17,4 +17,4 @@ pub use cpu_network::CpuNetwork;
 pub use gpu_network::GpuNetwork;
 pub use loss::Loss;
 pub use model::{BnMomentum, Init, LayerSpec, Model, NormLayer, NormState, Op, ParamTensor, Stage, PARAM_ALIGN};
-pub use network::{Network, Totals};
+pub use network::{BadStep, Network, Totals};

@@ -427,7 +427,6 @@ impl Model {
 
     /// A one-line summary: "64 → Linear(128)+relu → BatchNorm+relu → …; N parameters".
     pub fn summary(&self) -> String {
-        let mut s = format!("{}", self.inputs);
         let with_act = |name: String, act: &Act| {
             if act.kind == Activation::Identity {
                 name
@@ -435,18 +434,49 @@ impl Model {
                 format!("{name}+{}", act.kind.name())
             }
         };
-        for stage in &self.stages {
-            s += " → ";
-            s += &match &stage.op {
+        let stages: Vec<String> = self
+            .stages
+            .iter()
+            .map(|stage| match &stage.op {
                 Op::Dense { outputs, act, .. } => with_act(format!("Linear({outputs})"), act),
                 Op::BatchNorm { act, .. } => with_act("BatchNorm".into(), act),
                 Op::Activation { act, .. } => act.kind.name().to_string(),
                 Op::Add { .. } => format!("Add[{}]", stage.name),
-            };
-        }
+            })
+            .collect();
         let n: usize = self.params.iter().map(|t| t.len).sum();
-        format!("{s}; {n} parameters")
+        format!("{} → {}; {n} parameters", self.inputs, collapse_repeats(&stages).join(" → "))
     }
+}
+
+/// Runs of a repeated block of up to 4 stages written once with a count (`Linear(64)+ReLU ×2998`),
+/// so a deep model's summary stays one readable line; past 40 items the middle is elided.
+fn collapse_repeats(parts: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < parts.len() {
+        let (mut len, mut reps) = (1, 1);
+        for l in 1..=4.min(parts.len() - i) {
+            let mut k = 1;
+            while i + (k + 1) * l <= parts.len() && parts[i + k * l..i + (k + 1) * l] == parts[i..i + l] {
+                k += 1;
+            }
+            if k > 1 && l * k > len * reps {
+                (len, reps) = (l, k);
+            }
+        }
+        out.push(match (len, reps) {
+            (_, 1) => parts[i].clone(),
+            (1, k) => format!("{} ×{k}", parts[i]),
+            (l, k) => format!("[{}] ×{k}", parts[i..i + l].join(" → ")),
+        });
+        i += len * reps;
+    }
+    if out.len() > 40 {
+        let skipped = out.len() - 30;
+        out.splice(20..out.len() - 10, [format!("… {skipped} more …")]);
+    }
+    out
 }
 
 /// Batch-norm state that is not a parameter: running statistics (flat, laid out by

@@ -11,6 +11,30 @@ pub struct Totals {
     pub mean_loss: f32,
     pub accuracy: f32,
     pub samples: usize,
+    /// The first step since the last `take_totals` that went bad, checked at every step on the
+    /// executor itself (no read-back per step).
+    pub first_bad: Option<BadStep>,
+}
+
+/// A step whose loss was NaN or ±Inf, or whose update wrote a NaN or ±Inf parameter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BadStep {
+    /// The optimizer step, 1-based over the whole run.
+    pub step: usize,
+    /// The step's mean loss when that was the first sign; None when a parameter went first.
+    pub loss: Option<f32>,
+}
+
+impl BadStep {
+    /// The earlier of a loss record (`loss_step`, with its loss) and a parameter record.
+    pub fn first(loss: Option<(usize, f32)>, param_step: Option<usize>) -> Option<BadStep> {
+        match (loss, param_step) {
+            (Some((l, v)), Some(p)) if l <= p => Some(BadStep { step: l, loss: Some(v) }),
+            (Some((l, v)), None) => Some(BadStep { step: l, loss: Some(v) }),
+            (_, Some(p)) => Some(BadStep { step: p, loss: None }),
+            (None, None) => None,
+        }
+    }
 }
 
 pub trait Network {

@@ -1,0 +1,66 @@
+//! `train --plot`: the training curves, and for 2-feature data the decision regions.
+
+use super::session::Curve;
+use crate::error::Result;
+
+/// Training curves, and for 2-feature data the decision regions with the points.
+pub fn write(
+    path: &std::path::Path,
+    curves: &[Curve],
+    net: &mut dyn crate::nn::Network,
+    train_set: &crate::data::Dataset,
+    test_set: &crate::data::Dataset,
+) -> Result<()> {
+    use crate::plot::{svg_with_regions, Chart, Regions, Series};
+    let series = |name: &str, f: &dyn Fn(&Curve) -> f64| Series {
+        name: name.into(),
+        points: curves.iter().map(|c| (c.0, f(c))).filter(|p| p.1.is_finite()).collect(),
+    };
+    let charts = [
+        Chart {
+            title: "loss".into(),
+            x_label: "epoch".into(),
+            y_label: "loss (log scale)".into(),
+            series: vec![series("train", &|c| c.1), series("test", &|c| c.3)],
+            log_y: true,
+            y_range: None,
+            scatter: false,
+        },
+        Chart {
+            title: "accuracy".into(),
+            x_label: "epoch".into(),
+            y_label: "accuracy (%)".into(),
+            series: vec![series("train", &|c| 100.0 * c.2), series("test", &|c| 100.0 * c.4)],
+            log_y: false,
+            y_range: Some((0.0, 100.0)),
+            scatter: false,
+        },
+    ];
+    let regions = if train_set.d == 2 {
+        let all: Vec<&[f32]> = train_set.x.chunks(2).chain(test_set.x.chunks(2)).collect();
+        let (mut xlo, mut xhi, mut ylo, mut yhi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for p in &all {
+            (xlo, xhi) = (xlo.min(p[0] as f64), xhi.max(p[0] as f64));
+            (ylo, yhi) = (ylo.min(p[1] as f64), yhi.max(p[1] as f64));
+        }
+        let (mx, my) = (0.05 * (xhi - xlo).max(1e-6), 0.05 * (yhi - ylo).max(1e-6));
+        let bounds = (xlo - mx, xhi + mx, ylo - my, yhi + my);
+        let n = 120;
+        let mut grid = Vec::with_capacity(2 * n * n);
+        for row in 0..n {
+            for col in 0..n {
+                grid.push((bounds.0 + (col as f64 + 0.5) / n as f64 * (bounds.1 - bounds.0)) as f32);
+                grid.push((bounds.2 + (row as f64 + 0.5) / n as f64 * (bounds.3 - bounds.2)) as f32);
+            }
+        }
+        let logits = net.predict(&grid, n * n)?;
+        let c = net.model().outputs();
+        let classes = logits.chunks(c).map(crate::cpu::argmax).collect();
+        let labels = train_set.labels.iter().chain(&test_set.labels);
+        let points = all.iter().zip(labels).map(|(p, &l)| (p[0] as f64, p[1] as f64, l as usize)).collect();
+        Some(Regions { title: "decision regions".into(), bounds, resolution: n, classes, points })
+    } else {
+        None
+    };
+    crate::checkpoint::write_atomic(path, svg_with_regions(&charts, regions.as_ref()).as_bytes())
+}

@@ -1,0 +1,539 @@
+//! `gradflow train` from start to end, in the order it happens: refuse what cannot work before
+//! anything is written, load, build, run the epochs, and stop cleanly on a signal, a step budget
+//! or divergence. The CLI parses arguments and installs the signal handler; this does the rest.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::metrics::{MetricsWriter, Record};
+use super::{Flow, Placement};
+use crate::checkpoint::{self, Checkpoint, Progress};
+use crate::config::Config;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::nn::{Model, Network};
+
+/// What `gradflow train` was asked to do besides the config.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    pub init: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    pub save: Option<PathBuf>,
+    pub max_steps: Option<usize>,
+    pub metrics: Option<PathBuf>,
+    pub log_every: Option<usize>,
+    pub plot: Option<PathBuf>,
+    /// Take a state dict with tensors the model does not have (torch's `strict=False`), naming them.
+    pub non_strict: bool,
+}
+
+/// How a run that did not fail ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Finished,
+    /// `--max-steps` reached inside an epoch (the position is saved with `--save`).
+    StepBudget,
+    /// Stopped by signal `signal` after finishing the step it was in.
+    Signalled {
+        signal: usize,
+    },
+    /// Nothing to train: the reason.
+    NothingToDo(String),
+}
+
+/// (epoch, train loss, train accuracy, test loss, test accuracy) of each epoch.
+pub type Curve = (f64, f64, f64, f64, f64);
+
+/// Trains `config` (read from `config_file`) as `opts` asks, on `placement`. `signal` is set
+/// (to the signal's number) by the CLI's handler: the step in flight finishes, the position is
+/// saved and the run ends with `Ending::Signalled`.
+pub fn train(
+    config: &Config,
+    config_file: &Path,
+    opts: &TrainOptions,
+    placement: &Placement,
+    signal: &AtomicUsize,
+) -> Result<Ending> {
+    if config.train.epochs == 0 {
+        return Ok(Ending::NothingToDo("train.epochs = 0".into()));
+    }
+    check_outputs(opts)?;
+    let (train_set, test_set, fitted) = super::run::load_data_with_stats(config, config_file)?;
+    let model = Model::new(train_set.d, config.model.layers.clone())?;
+    check_labels(&model, &train_set, &test_set, config)?;
+    let batcher = super::batcher(config, train_set.n)?;
+    super::check_batches(&model, &batcher)?;
+    let start = read_start(config, opts, &model)?;
+    let progress = start.as_ref().map_or(Progress::default(), |ck| ck.progress);
+    if let Some(reason) = finished(config, opts, &progress) {
+        return Ok(Ending::NothingToDo(reason));
+    }
+    let schedule = schedule_of(config, train_set.n);
+    let train_rows = fingerprint(&train_set);
+    if let Some(ck) = start.as_ref().filter(|ck| ck.optimizer_state.is_some()) {
+        check_resume(opts, ck, &schedule, &train_rows)?;
+    }
+    print_header(config, config_file, &train_set, &test_set, &model);
+    let max_rows = super::max_rows(config, train_set.n);
+    let mut net = super::build_network(config, model, placement, max_rows)?;
+    if let Some(ck) = &start {
+        net.set_params(&ck.params)?;
+        net.set_norm_state(&ck.norm)?;
+        if let Some(state) = &ck.optimizer_state {
+            net.set_optimizer_state(state)?;
+        }
+        net.set_steps(ck.progress.steps);
+    }
+    println!("device: {}", net.describe());
+    println!("optimizer: {}", config.optimizer);
+    if let Some(stream) = config.data.stream {
+        net.set_streaming(stream);
+    }
+    net.set_train_data(&train_set)?;
+    let standardize = match start.as_ref().and_then(|ck| ck.standardize.clone()) {
+        Some(saved) => Some(saved),
+        None => fitted.map(|s| (s.mean, s.std)),
+    };
+    let metrics = match &opts.metrics {
+        Some(p) => Some(MetricsWriter::create(p, opts.resume.is_some())?),
+        None => None,
+    };
+    let mut run = Run {
+        config,
+        opts,
+        net,
+        train_set: &train_set,
+        test_set: &test_set,
+        metrics,
+        curves: Vec::new(),
+        clock: Instant::now(),
+        signal,
+        saved: Saved { standardize, schedule, train_rows },
+    };
+    run.epochs(batcher, progress)
+}
+
+/// What every checkpoint of this run carries besides the network's state.
+struct Saved {
+    standardize: Option<(Vec<f32>, Vec<f32>)>,
+    schedule: String,
+    train_rows: String,
+}
+
+struct Run<'a> {
+    config: &'a Config,
+    opts: &'a TrainOptions,
+    net: Box<dyn Network>,
+    train_set: &'a Dataset,
+    test_set: &'a Dataset,
+    metrics: Option<MetricsWriter>,
+    curves: Vec<Curve>,
+    clock: Instant,
+    signal: &'a AtomicUsize,
+    saved: Saved,
+}
+
+impl Run<'_> {
+    fn epochs(&mut self, mut batcher: crate::data::Batcher, progress: Progress) -> Result<Ending> {
+        let epochs = self.config.train.epochs;
+        // The batch schedule's RNG state is its seed and the epochs drawn so far: replay them.
+        for _ in 0..progress.epoch {
+            batcher.next_epoch();
+        }
+        let mut throughput = Vec::new();
+        for epoch in progress.epoch + 1..=epochs {
+            if let Some(signal) = self.signalled() {
+                println!(
+                    "stopped by signal {signal} before epoch {epoch}; the last checkpoint is the one of epoch {}",
+                    epoch - 1
+                );
+                return Ok(Ending::Signalled { signal });
+            }
+            let batches = batcher.next_epoch();
+            let first = if epoch == progress.epoch + 1 { progress.batch } else { 0 };
+            if first > batches.len() {
+                return Err(Error::Usage(format!(
+                    "the checkpoint is at batch {first} of epoch {epoch}, which has only {} batches",
+                    batches.len()
+                )));
+            }
+            let left = self.opts.max_steps.map_or(usize::MAX, |m| m.saturating_sub(self.net.steps()));
+            let last = batches.len().min(first.saturating_add(left));
+            let report = self.run_batches(&batches[first..last], epoch)?;
+            let done = first + report.steps;
+            if done < batches.len() {
+                let at = Progress { steps: self.net.steps(), epoch: epoch - 1, batch: done };
+                self.save(at)?;
+                self.write_step_record(epoch)?;
+                let saved = self.opts.save.as_ref().map_or(String::new(), |p| format!("; saved {}", p.display()));
+                return Ok(match self.signalled() {
+                    Some(signal) => {
+                        println!(
+                            "stopped by signal {signal} after step {} (epoch {epoch}, batch {done}){saved}",
+                            self.net.steps()
+                        );
+                        Ending::Signalled { signal }
+                    }
+                    None => {
+                        println!(
+                            "stopped after step {} (--max-steps), in epoch {epoch} after batch {done}{saved}",
+                            self.net.steps()
+                        );
+                        Ending::StepBudget
+                    }
+                });
+            }
+            self.save(Progress { steps: self.net.steps(), epoch, batch: 0 })?;
+            self.end_epoch(epoch, &report)?;
+            throughput.push(report.samples_per_sec);
+        }
+        if let Some(path) = &self.opts.plot {
+            super::plot::write(path, &self.curves, self.net.as_mut(), self.train_set, self.test_set)?;
+            println!("plot: {}", path.display());
+        }
+        let mean = throughput.iter().sum::<f64>() / throughput.len().max(1) as f64;
+        if self.test_set.n > 0 {
+            let (loss, acc) = super::evaluate(self.net.as_mut(), self.test_set, self.config.model.loss)?;
+            println!(
+                "test accuracy {:.1}% (loss {}); training throughput {mean:.0} samples/s (mean over epochs)",
+                100.0 * acc,
+                fmt_loss(loss)
+            );
+        } else {
+            println!("no test set; training throughput {mean:.0} samples/s (mean over epochs)");
+        }
+        Ok(Ending::Finished)
+    }
+
+    fn signalled(&self) -> Option<usize> {
+        Some(self.signal.load(Ordering::SeqCst)).filter(|&s| s != 0)
+    }
+
+    /// One epoch's batches (or what is left of it) with a progress bar; stops early on a signal,
+    /// except after the epoch's last step (that epoch then ends normally).
+    fn run_batches(&mut self, run: &[Vec<usize>], epoch: usize) -> Result<super::EpochReport> {
+        let epochs = self.config.train.epochs;
+        // indicatif draws nothing when stderr is not a terminal (logs, pipes, CI).
+        let bar = ProgressBar::new(run.iter().map(Vec::len).sum::<usize>() as u64);
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} samples {per_sec} eta {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        if let Some(c) = self.curves.last() {
+            bar.set_message(format!("last epoch's loss {}", fmt_loss(c.1 as f32)));
+        }
+        let (log_every, clock, signal) = (self.opts.log_every, self.clock, self.signal);
+        let metrics = &mut self.metrics;
+        let report = super::train_batches(self.net.as_mut(), run, epoch, |net, i| {
+            bar.inc(run[i - 1].len() as u64);
+            if let (Some(every), Some(m)) = (log_every, metrics.as_mut()) {
+                if every > 0 && net.steps() % every == 0 {
+                    let loss = net.last_loss()? as f64;
+                    bar.set_message(format!("loss {}", fmt_loss(loss as f32)));
+                    m.write(&Record {
+                        step: net.steps(),
+                        epoch,
+                        loss: Some(loss),
+                        lr: net.lr() as f64,
+                        grad_norm: Some(super::metrics::grad_norm(&net.grads()?)),
+                        wall_s: clock.elapsed().as_secs_f64(),
+                        ..Default::default()
+                    })?;
+                }
+            }
+            let stop = signal.load(Ordering::SeqCst) != 0 && i < run.len();
+            Ok(if stop { Flow::Stop } else { Flow::Continue })
+        });
+        bar.finish_and_clear();
+        report.map_err(|e| self.explain_divergence(e))
+    }
+
+    /// A divergence message says which checkpoint is still good.
+    fn explain_divergence(&self, e: Error) -> Error {
+        match (e, &self.opts.save) {
+            (Error::Diverged { step, epoch, what }, Some(path)) if path.exists() => Error::Diverged {
+                step,
+                epoch,
+                what: format!("{what}; {} keeps the last good state (not overwritten)", path.display()),
+            },
+            (e, _) => e,
+        }
+    }
+
+    fn end_epoch(&mut self, epoch: usize, report: &super::EpochReport) -> Result<()> {
+        let has_test = self.test_set.n > 0;
+        let (test_loss, test_acc) = if has_test {
+            super::evaluate(self.net.as_mut(), self.test_set, self.config.model.loss)?
+        } else {
+            (f32::NAN, f32::NAN)
+        };
+        let lr = self.net.lr();
+        if let Some(m) = self.metrics.as_mut() {
+            m.write(&Record {
+                step: self.net.steps(),
+                epoch,
+                loss: Some(report.train_loss as f64),
+                accuracy: Some(report.train_accuracy as f64),
+                test_loss: has_test.then_some(test_loss as f64),
+                test_accuracy: has_test.then_some(test_acc as f64),
+                lr: lr as f64,
+                grad_norm: Some(super::metrics::grad_norm(&self.net.grads()?)),
+                wall_s: self.clock.elapsed().as_secs_f64(),
+            })?;
+        }
+        self.curves.push((
+            epoch as f64,
+            report.train_loss as f64,
+            report.train_accuracy as f64,
+            test_loss as f64,
+            test_acc as f64,
+        ));
+        let test = if has_test { format!("  test acc {:5.1}%", 100.0 * test_acc) } else { String::new() };
+        println!(
+            "epoch {epoch:>3}/{}  lr {lr:.3e}  loss {}  train acc {:5.1}%{test}  {:>9.0} samples/s",
+            self.config.train.epochs,
+            fmt_loss(report.train_loss),
+            100.0 * report.train_accuracy,
+            report.samples_per_sec
+        );
+        Ok(())
+    }
+
+    /// The last step's loss as a metrics record, when a run stops inside an epoch.
+    fn write_step_record(&mut self, epoch: usize) -> Result<()> {
+        if let Some(m) = self.metrics.as_mut() {
+            let steps = self.net.steps();
+            m.write(&Record {
+                step: steps,
+                epoch,
+                loss: Some(self.net.last_loss()? as f64),
+                lr: self.net.lr() as f64,
+                grad_norm: Some(super::metrics::grad_norm(&self.net.grads()?)),
+                wall_s: self.clock.elapsed().as_secs_f64(),
+                ..Default::default()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint (with `--save`); parameters that are not finite are never written
+    /// over a good file.
+    fn save(&mut self, progress: Progress) -> Result<()> {
+        let Some(path) = &self.opts.save else { return Ok(()) };
+        let params = self.net.params()?;
+        if let Some(i) = params.iter().position(|p| !p.is_finite()) {
+            return Err(Error::Diverged {
+                step: progress.steps,
+                epoch: progress.epoch,
+                what: format!("parameter {i} is {}; {} was not overwritten", params[i], path.display()),
+            });
+        }
+        let ck = Checkpoint {
+            params,
+            norm: self.net.norm_state()?,
+            optimizer_state: Some(self.net.optimizer_state()?),
+            progress,
+            standardize: self.saved.standardize.clone(),
+            schedule: self.saved.schedule.clone(),
+            train_rows: self.saved.train_rows.clone(),
+        };
+        checkpoint::save(path, self.net.model(), &self.config.optimizer, &ck)
+    }
+}
+
+/// A loss as a person reads it: four decimals in the usual range, else scientific
+/// (`9.4830e26`, not 27 digits).
+pub fn fmt_loss(x: f32) -> String {
+    if x == 0.0 || (1e-4..1e5).contains(&x.abs()) {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.4e}")
+    }
+}
+
+/// Every file the run will write can be written, before any training: a typo in a folder name
+/// must not cost an hour of training.
+fn check_outputs(opts: &TrainOptions) -> Result<()> {
+    for (path, flag) in [(&opts.save, "--save"), (&opts.metrics, "--metrics"), (&opts.plot, "--plot")] {
+        if let Some(path) = path {
+            check_writable(path, flag)?;
+        }
+    }
+    Ok(())
+}
+
+/// `path` is not a folder, its folder exists and takes a new file, and an existing file can be
+/// opened for writing (nothing is changed).
+pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
+    let err = |message: String| Error::Io { file: path.to_path_buf(), message };
+    if path.is_dir() {
+        return Err(err(format!("{flag}: is a folder; give a file name")));
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(err(format!("{flag}: the folder {} does not exist", dir.display())));
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let probe = dir.join(format!(".{name}.probe-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| err(format!("{flag}: cannot write in {}: {e}", dir.display())))?;
+    if path.exists() {
+        std::fs::OpenOptions::new().append(true).open(path).map_err(|e| err(format!("{flag}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Labels every split has must fit the model's outputs; one-class data gets a warning.
+fn check_labels(model: &Model, train: &Dataset, test: &Dataset, config: &Config) -> Result<()> {
+    let outputs = model.outputs();
+    if outputs < train.num_classes {
+        return Err(Error::Model(format!(
+            "the last layer has {outputs} outputs but the data has {} classes",
+            train.num_classes
+        )));
+    }
+    if let Some(&bad) = test.labels.iter().find(|&&l| l as usize >= outputs) {
+        let file = config.data.test_path.as_ref().unwrap_or(&config.data.path);
+        return Err(Error::Model(format!(
+            "{}: the test data has label {bad} but the model has {outputs} outputs",
+            file.display()
+        )));
+    }
+    Ok(())
+}
+
+fn print_header(config: &Config, config_file: &Path, train: &Dataset, test: &Dataset, model: &Model) {
+    println!("config: {}", config_file.display());
+    let classes = match train.num_classes {
+        1 => "1 class".to_string(),
+        n => format!("{n} classes"),
+    };
+    let test_rows = match &config.data.test_path {
+        Some(p) => format!("{} test rows from {}", test.n, p.display()),
+        None => format!("{} test", test.n),
+    };
+    println!(
+        "data: {} ({} train / {test_rows} rows, {} features, {classes})",
+        config.data.path.display(),
+        train.n,
+        train.d
+    );
+    if train.num_classes == 1 {
+        eprintln!(
+            "warning: the training data has only one class: every prediction will be that class \
+             (wrong label column? set data.label_column or data.num_classes)"
+        );
+    }
+    if test.n == 0 {
+        println!("no test set (data.test_fraction = 0 and no data.test_path): no test column");
+    }
+    println!("model: {}", model.summary());
+}
+
+/// The checkpoint a run starts from: `--init`'s state dict or `--resume`'s checkpoint.
+/// Read before the device is opened, so a bad file fails fast.
+fn read_start(config: &Config, opts: &TrainOptions, model: &Model) -> Result<Option<Checkpoint>> {
+    if let Some(path) = &opts.init {
+        let (params, norm) = if opts.non_strict {
+            let (params, norm, ignored) = checkpoint::load_state_dict_lenient(path, model)?;
+            warn_ignored(path, &ignored);
+            (params, norm)
+        } else {
+            checkpoint::load_state_dict(path, model)?
+        };
+        println!("init: {}", path.display());
+        return Ok(Some(Checkpoint {
+            params,
+            norm,
+            optimizer_state: None,
+            progress: Progress::default(),
+            standardize: None,
+            schedule: String::new(),
+            train_rows: String::new(),
+        }));
+    }
+    let Some(path) = &opts.resume else { return Ok(None) };
+    let ck = checkpoint::load(path, model, &config.optimizer)?;
+    let p = ck.progress;
+    let at = match p.batch {
+        0 => format!("after epoch {}", p.epoch),
+        b => format!("epoch {} after batch {b}", p.epoch + 1),
+    };
+    println!("resume: {} (step {}, {at})", path.display(), p.steps);
+    Ok(Some(ck))
+}
+
+/// `--non-strict`'s loud line: which tensors of `path` were dropped.
+pub fn warn_ignored(path: &Path, ignored: &[String]) {
+    if !ignored.is_empty() {
+        eprintln!(
+            "warning: --non-strict: ignoring {} tensor(s) of {} the model does not have: {}",
+            ignored.len(),
+            path.display(),
+            ignored.join(", ")
+        );
+    }
+}
+
+/// Why there is nothing to train from `progress`, if so.
+fn finished(config: &Config, opts: &TrainOptions, progress: &Progress) -> Option<String> {
+    let epochs = config.train.epochs;
+    if opts.resume.is_some() && progress.epoch >= epochs {
+        return Some(format!(
+            "the checkpoint has finished epoch {} of train.epochs = {epochs} (raise --epochs to train on)",
+            progress.epoch
+        ));
+    }
+    match opts.max_steps {
+        Some(m) if m <= progress.steps => Some(format!("--max-steps {m}, and the run is at step {}", progress.steps)),
+        _ => None,
+    }
+}
+
+/// What a saved batch position refers to: a resume with another schedule would replay other batches.
+fn schedule_of(config: &Config, rows: usize) -> String {
+    let t = &config.train;
+    format!("{} batch_size={} drop_last={} seed={} rows={rows}", t.batching, t.batch_size, t.drop_last, t.seed)
+}
+
+/// Which rows are training rows, and their values: a resume on other rows (another split,
+/// file, scale or standardisation) would not continue the same run.
+pub fn fingerprint(train: &Dataset) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = train.x.iter().flat_map(|v| v.to_le_bytes()).chain(train.labels.iter().flat_map(|l| l.to_le_bytes()));
+    for b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("rows={} features={} fnv={h:016x}", train.n, train.d)
+}
+
+/// A checkpoint resumes only the run it came from: the same batch schedule and training rows.
+fn check_resume(opts: &TrainOptions, ck: &Checkpoint, schedule: &str, train_rows: &str) -> Result<()> {
+    let file = opts.resume.clone().unwrap_or_default();
+    if ck.schedule != schedule {
+        return Err(Error::Checkpoint {
+            file,
+            message: format!("saved for the batch schedule '{}', but the config gives '{schedule}'", ck.schedule),
+        });
+    }
+    // Checkpoints from before the fingerprint was saved have none to compare.
+    if !ck.train_rows.is_empty() && ck.train_rows != train_rows {
+        return Err(Error::Checkpoint {
+            file,
+            message: format!(
+                "saved for the training rows '{}', but the config's data gives '{train_rows}' (a changed data \
+                 file, test_fraction, split_seed, scale or standardisation?)",
+                ck.train_rows
+            ),
+        });
+    }
+    Ok(())
+}
