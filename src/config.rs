@@ -12,6 +12,8 @@ use crate::optim::{GroupSpec, Optimizer, OptimizerSetup, Schedule};
 /// The built-in default run (configs/digits.toml), used when `gradflow` gets no arguments.
 pub const DEFAULT_CONFIG: &str = include_str!("../configs/digits.toml");
 pub const DEFAULT_CONFIG_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml");
+/// Its data, built in too: a copied or installed binary runs without the source tree.
+pub const DEFAULT_DATA: &str = include_str!("../data/digits.csv");
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +22,10 @@ pub struct Config {
     pub model: ModelConfig,
     pub optimizer: Optimizer,
     pub train: TrainConfig,
+    /// The built-in digits run: when its data file is not where the source tree had it, the
+    /// built-in copy (`DEFAULT_DATA`) is read instead.
+    #[serde(skip)]
+    pub builtin: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -191,7 +197,14 @@ impl Config {
 
     /// The built-in digits run.
     pub fn default_run() -> Result<Config> {
-        Config::parse(DEFAULT_CONFIG, Path::new(DEFAULT_CONFIG_PATH))
+        Config::default_run_with(&[])
+    }
+
+    /// The built-in digits run with `--set` overrides.
+    pub fn default_run_with(overrides: &[String]) -> Result<Config> {
+        let mut config = Config::parse_with(DEFAULT_CONFIG, Path::new(DEFAULT_CONFIG_PATH), overrides)?;
+        config.builtin = true;
+        Ok(config)
     }
 
     /// The optimizer with the training section's groups, schedule and clipping.

@@ -151,6 +151,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_device_select();
     let cli = Cli::parse();
     let placement = Placement { adapter: cli.adapter.clone(), cpu: cli.cpu };
     let train = |args| match train_cmd(args, &placement, cli.non_strict) {
@@ -197,6 +198,19 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Mesa's Vulkan device-select layer connects to Wayland while adapters are enumerated and, on a
+/// headless machine without XDG_RUNTIME_DIR, prints "error: XDG_RUNTIME_DIR is invalid or not set"
+/// twice, which reads as gradflow's own error. The layer only reorders adapters for programs that
+/// take the first one; gradflow ranks them itself (`--adapter`), so without a runtime folder (and
+/// so without a display to select for) the layer is turned off through its own switch. Runs
+/// first in `main`, before any thread exists.
+fn quiet_device_select() {
+    let runtime_dir_ok = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+    if !runtime_dir_ok && std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
     }
 }
 
@@ -270,10 +284,7 @@ fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicUsize>> {
 fn load_config(path: Option<PathBuf>, set: &[String]) -> Result<(Config, PathBuf)> {
     match path {
         Some(p) => Ok((Config::load_with(&p, set)?, p)),
-        None => {
-            let file = PathBuf::from(DEFAULT_CONFIG_PATH);
-            Ok((Config::parse_with(gradflow::config::DEFAULT_CONFIG, &file, set)?, file))
-        }
+        None => Ok((Config::default_run_with(set)?, PathBuf::from(DEFAULT_CONFIG_PATH))),
     }
 }
 

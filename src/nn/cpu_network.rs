@@ -28,6 +28,32 @@ pub struct CpuNetwork {
 }
 
 impl CpuNetwork {
+    /// Whether this machine can give the reference path its memory: parameters, gradients and
+    /// optimizer state, and a batch's activations (values, pre-activations, gradients), checked
+    /// by reserving it before anything is allocated, so an absurd layer is an error rather than
+    /// an allocation abort.
+    pub fn check_fits(model: &Model, max_rows: usize, state_slots: usize) -> Result<()> {
+        let widths = model.stages.iter().try_fold(model.inputs, |a, s| a.checked_add(s.outputs()));
+        let values = widths
+            .and_then(|w| w.checked_mul(max_rows))
+            .and_then(|a| a.checked_mul(3))
+            .and_then(|a| model.param_len.checked_mul(3 + state_slots).and_then(|p| p.checked_add(a)));
+        let bytes = values.and_then(|v| v.checked_mul(4));
+        let fits = bytes.is_some_and(|b| Vec::<u8>::new().try_reserve_exact(b).is_ok());
+        if fits {
+            return Ok(());
+        }
+        Err(Error::Model(format!(
+            "the CPU reference path needs about {} for {} parameters and {max_rows}-row batches, more than this \
+             machine can allocate; narrow the model or the batch",
+            bytes.map_or("more bytes than addressable".to_string(), |b| format!(
+                "{:.1} GiB",
+                b as f64 / (1u64 << 30) as f64
+            )),
+            model.param_len
+        )))
+    }
+
     pub fn new(model: Model, loss: Loss, setup: impl Into<OptimizerSetup>, params: Vec<f32>) -> Result<CpuNetwork> {
         check_params(&model, &params)?;
         let setup = setup.into();

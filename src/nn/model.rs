@@ -205,6 +205,9 @@ pub struct Model {
     pub norms: Vec<NormLayer>,
 }
 
+/// The most elements one tensor may have: the kernels index with u32.
+pub const MAX_TENSOR_ELEMENTS: usize = u32::MAX as usize;
+
 /// A flat buffer being laid out: tensors on PARAM_ALIGN boundaries.
 #[derive(Default)]
 struct Layout {
@@ -213,12 +216,24 @@ struct Layout {
 }
 
 impl Layout {
-    fn push(&mut self, name: String, shape: Vec<usize>, init: Init, norm: bool) -> usize {
-        let len: usize = shape.iter().product();
+    /// Adds a tensor; one of more than `MAX_TENSOR_ELEMENTS` elements (or a total that
+    /// overflows) is refused, before anything is allocated.
+    fn push(&mut self, name: String, shape: Vec<usize>, init: Init, norm: bool) -> Result<usize> {
+        let len = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).filter(|&n| n <= MAX_TENSOR_ELEMENTS);
+        let Some(len) = len else {
+            return Err(Error::Model(format!(
+                "tensor '{name}' of shape {shape:?} has more than {MAX_TENSOR_ELEMENTS} elements (the kernels index \
+                 with 32 bits; narrow the layer)"
+            )));
+        };
         let offset = self.len;
+        self.len = len
+            .div_ceil(PARAM_ALIGN)
+            .checked_mul(PARAM_ALIGN)
+            .and_then(|padded| offset.checked_add(padded))
+            .ok_or_else(|| Error::Model("the model's parameters overflow this machine's address space".into()))?;
         self.tensors.push(ParamTensor { name, shape, offset, len, init, norm });
-        self.len += len.div_ceil(PARAM_ALIGN) * PARAM_ALIGN;
-        offset
+        Ok(offset)
     }
 }
 
@@ -262,9 +277,10 @@ impl Builder {
                     }
                     let bound = 1.0 / (width as f32).sqrt();
                     let weight =
-                        self.params.push(format!("{name}.weight"), vec![*out, width], Init::Uniform(bound), false);
-                    let bias =
-                        bias.then(|| self.params.push(format!("{name}.bias"), vec![*out], Init::Uniform(bound), false));
+                        self.params.push(format!("{name}.weight"), vec![*out, width], Init::Uniform(bound), false)?;
+                    let bias = bias
+                        .then(|| self.params.push(format!("{name}.bias"), vec![*out], Init::Uniform(bound), false))
+                        .transpose()?;
                     let act = fused(&mut i);
                     value = self.push(name, value, Op::Dense { inputs: width, outputs: *out, weight, bias, act });
                     width = *out;
@@ -277,12 +293,12 @@ impl Builder {
                             f32::MIN_POSITIVE
                         )));
                     }
-                    let gamma = self.params.push(format!("{name}.weight"), vec![width], Init::Constant(1.0), true);
-                    let beta = self.params.push(format!("{name}.bias"), vec![width], Init::Constant(0.0), true);
+                    let gamma = self.params.push(format!("{name}.weight"), vec![width], Init::Constant(1.0), true)?;
+                    let beta = self.params.push(format!("{name}.bias"), vec![width], Init::Constant(0.0), true)?;
                     let running_mean =
-                        self.running.push(format!("{name}.running_mean"), vec![width], Init::Constant(0.0), true);
+                        self.running.push(format!("{name}.running_mean"), vec![width], Init::Constant(0.0), true)?;
                     let running_var =
-                        self.running.push(format!("{name}.running_var"), vec![width], Init::Constant(1.0), true);
+                        self.running.push(format!("{name}.running_var"), vec![width], Init::Constant(1.0), true)?;
                     let norm = self.norms.len();
                     self.norms.push(NormLayer {
                         name: name.clone(),
@@ -307,7 +323,7 @@ impl Builder {
                             vec![body_width, width],
                             Init::Uniform(bound),
                             false,
-                        );
+                        )?;
                         let op =
                             Op::Dense { inputs: width, outputs: body_width, weight, bias: None, act: Act::IDENTITY };
                         self.push(format!("{name}.projection"), block_input, op)

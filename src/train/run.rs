@@ -66,6 +66,9 @@ fn load_rows(
             file: config_file.to_path_buf(),
             message: format!("{} is a .npy file: give its labels too (data.labels / data.test_labels)", path.display()),
         }),
+        None if config.builtin && !path.exists() => {
+            data::csv::parse_csv(crate::config::DEFAULT_DATA, path, &config.csv_options(config_file)?)
+        }
         None => data::load_csv(path, &config.csv_options(config_file)?),
     }
 }
@@ -147,6 +150,7 @@ pub fn build_network(
             Ok(Box::new(GpuNetwork::new(Arc::new(gpu), model, config.model.loss, setup, &params, max_rows)?))
         }
         None => {
+            CpuNetwork::check_fits(&model, max_rows, setup.optimizer.state_slots())?;
             let params = model.init_params(config.model.init_seed);
             Ok(Box::new(CpuNetwork::new(model, config.model.loss, setup, params)?))
         }
@@ -177,6 +181,7 @@ pub fn batcher(config: &Config, n: usize) -> Result<Batcher> {
 pub fn max_rows(config: &Config, n: usize) -> usize {
     match config.train.batching {
         crate::data::BatchScheme::FullBatch => n.max(1),
-        _ => config.train.batch_size.max(1),
+        // No batch holds more rows than the data has.
+        _ => config.train.batch_size.clamp(1, n.max(1)),
     }
 }

@@ -410,7 +410,8 @@ fn check_labels(model: &Model, train: &Dataset, test: &Dataset, config: &Config)
 }
 
 fn print_header(config: &Config, config_file: &Path, train: &Dataset, test: &Dataset, model: &Model) {
-    println!("config: {}", config_file.display());
+    let builtin = config.builtin && !config_file.exists();
+    println!("config: {}{}", config_file.display(), if builtin { " (the built-in copy)" } else { "" });
     let classes = match train.num_classes {
         1 => "1 class".to_string(),
         n => format!("{n} classes"),
@@ -419,8 +420,9 @@ fn print_header(config: &Config, config_file: &Path, train: &Dataset, test: &Dat
         Some(p) => format!("{} test rows from {}", test.n, p.display()),
         None => format!("{} test", test.n),
     };
+    let builtin_data = if config.builtin && !config.data.path.exists() { " (the built-in copy)" } else { "" };
     println!(
-        "data: {} ({} train / {test_rows} rows, {} features, {classes})",
+        "data: {}{builtin_data} ({} train / {test_rows} rows, {} features, {classes})",
         config.data.path.display(),
         train.n,
         train.d
