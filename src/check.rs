@@ -8,6 +8,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::cpu;
 use crate::error::Result;
+use crate::gpu::optimizer::update_step_error_bound;
 use crate::gpu::{ops, Gpu};
 use crate::nn::{Act, Activation};
 use crate::optim::{Optimizer, OptimizerSetup, ParamGroups};
@@ -230,7 +231,7 @@ fn optimizers(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -
         let setup = OptimizerSetup::from(opt.clone());
         let groups = ParamGroups::flat(&opt, len);
         let (iterates, _) = ops::optimizer_update(gpu, &p0, &grads, &setup, groups.clone())?;
-        // The f64 reference run, and per step a bound of 4u·|p| + 8u·s·|update| (tests/optimizers.rs).
+        // The f64 reference run, and per step the update kernels' bound (tests/optimizers.rs).
         let mut p = wide(&p0);
         let mut state: Vec<f64> = opt.initial_state(len).iter().map(|&v| v as f64).collect();
         let mut bound = vec![0.0f64; len];
@@ -245,7 +246,7 @@ fn optimizers(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -
             };
             cpu::optimizer_update(&mut p, &wide(g), &mut state, &step, 1.0);
             for i in 0..len {
-                bound[i] += 4.0 * U * p[i].abs() + 8.0 * U * (s + 1) as f64 * (p[i] - before[i]).abs();
+                bound[i] += update_step_error_bound(p[i], p[i] - before[i], s as u32 + 1);
             }
         }
         let last = iterates.last().map(Vec::as_slice).unwrap_or(&[]);
