@@ -8,10 +8,12 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::cpu;
 use crate::error::Result;
-use crate::gpu::optimizer::update_step_error_bound;
+use crate::gpu::optimizer::{
+    clip_coefficient_rel_error, grad_norm_rel_error, update_step_error_bound, GpuOptimizer, NORM_CHUNK, NORM_THREADS,
+};
 use crate::gpu::{ops, Gpu};
 use crate::nn::{Act, Activation};
-use crate::optim::{Optimizer, OptimizerSetup, ParamGroups};
+use crate::optim::{Optimizer, OptimizerSetup, ParamGroups, CLIP_EPS};
 use crate::train::Placement;
 
 const U: f64 = f32::EPSILON as f64 / 2.0;
@@ -255,6 +257,27 @@ fn optimizers(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -
     Ok(())
 }
 
+/// clip_grad_norm's gradient norm and coefficient (grad_norm_partial, grad_norm_finish) against
+/// the f64 ones, within the bounds of the kernels' fixed summation order.
+fn gradient_norm(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -> Result<()> {
+    let grad = random(rng, len, -1.0, 1.0);
+    let norm64 = grad.iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt();
+    let opt = Optimizer::Sgd(crate::optim::Sgd::new(0.1));
+    let (param, g) = (gpu.upload("param", &vec![0.0f32; len])?, gpu.upload("grad", &grad)?);
+    let mut clip = GpuOptimizer::new(gpu, &param, &g, &opt, ParamGroups::flat(&opt, len), Some(1.0))?;
+    clip.prepare(gpu, 1, 1.0);
+    crate::gpu::kernels::submit(gpu, "gradient norm", &clip.dispatches().collect::<Vec<_>>())?;
+    let (coef, norm) = clip.clip_stats(gpu)?;
+    // The f64 reference's own error (γ_{len+1} in f64) joins both bounds.
+    let reference = (len + 1) as f64 * f64::EPSILON;
+    let bound = (grad_norm_rel_error(len) + reference) * norm64;
+    out.push(compare(format!("grad_norm ×{len}"), &[norm], &[norm64], &[bound]));
+    let want = (1.0 / (norm64 + CLIP_EPS as f64)).min(1.0);
+    let bound = (clip_coefficient_rel_error(len) + reference) * want;
+    out.push(compare(format!("clip_grad_norm coefficient ×{len}"), &[coef], &[want], &[bound]));
+    Ok(())
+}
+
 /// H·v by the GPU's R-operator against the CPU reference's (f64) on a small model with every
 /// layer type, batch norm in training mode over two batches.
 fn hessian_vector_products(gpu: &Gpu, rng: &mut StdRng, loss: crate::nn::Loss, out: &mut Vec<Outcome>) -> Result<()> {
@@ -308,6 +331,8 @@ pub fn run(placement: &Placement) -> Result<bool> {
     for loss in [crate::nn::Loss::CrossEntropy, crate::nn::Loss::Mse] {
         hessian_vector_products(&gpu, &mut rng, loss, &mut out)?;
     }
+    // Past 256 chunks, where each invocation of grad_norm_finish adds a second partial.
+    gradient_norm(&gpu, &mut rng, NORM_CHUNK * NORM_THREADS + 1031, &mut out)?;
     let mut ok = true;
     println!("{:<52} {:>12} {:>10}", "op (shape)", "worst error", "of bound");
     for o in &out {
