@@ -18,7 +18,7 @@ use gradflow::cpu::{self, optimizer_update};
 use gradflow::gpu::kernels::submit_with;
 use gradflow::gpu::ops;
 use gradflow::gpu::optimizer::{
-    clip_coefficient_rel_error, grad_norm_rel_error, update_step_error_bound, GpuOptimizer, NORM_CHUNK,
+    clip_coefficient_rel_error, grad_norm_rel_error, update_step_error_bound, GpuOptimizer, NORM_CHUNK, NORM_THREADS,
 };
 use gradflow::nn::{LayerSpec, Model};
 use gradflow::optim::{MomentumForm, Optimizer, OptimizerSetup, OptimizerStep, ParamGroups, Schedule, Sgd, CLIP_EPS};
@@ -479,6 +479,27 @@ fn gradient_clipping_matches_torch_semantics_and_is_deterministic() {
         let (gpu_it, _) = ops::optimizer_update(g, &p0, &grads, &setup, groups).unwrap();
         assert_eq!(p, gpu_it[0]);
     }
+}
+
+/// Past 256 chunks (256·4096 = 2^20 elements) each invocation of `grad_norm_finish` adds a
+/// second chunk's partial: 2^20 + 1031 gradients (the last chunk partial), one clipped step.
+#[test]
+fn clipping_a_gradient_of_more_than_256_chunks_matches_the_exact_step() {
+    let n = NORM_CHUNK * NORM_THREADS + 1031;
+    let mut r = rng(14);
+    let p0 = uniform(&mut r, n, -1.0, 1.0);
+    let grad = uniform(&mut r, n, -1.0, 1.0);
+    let (lr, max_norm) = (0.1, 1.0f32);
+    let opt = Optimizer::Sgd(Sgd::new(lr));
+    let g = gpu();
+    let gp = g.upload("p", &p0).unwrap();
+    let gg = g.upload("g", &grad).unwrap();
+    let mut o = GpuOptimizer::new(g, &gp, &gg, &opt, flat_groups(&opt, n), Some(max_norm)).unwrap();
+    o.prepare(g, 1, 1.0);
+    gradflow::gpu::kernels::submit(g, "clip", &o.dispatches().collect::<Vec<_>>()).unwrap();
+    let (coef, norm) = o.clip_stats(g).unwrap();
+    let p = g.read_all(&gp).unwrap();
+    check_clipped_sgd_step("2^20 + 1031 gradients", &p0, &grad, lr, max_norm, &p, coef, norm);
 }
 
 #[test]
