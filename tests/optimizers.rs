@@ -1,5 +1,6 @@
-//! The optimizer suite: PyTorch's golden iterates on both paths, GPU against CPU for 1,000 steps
-//! on a million parameters, the course's momentum forms, parameter groups, schedules, clipping.
+//! The optimizer suite: PyTorch's golden iterates on both paths, GPU against CPU (parameters and
+//! state) for 1,000 steps on 10,007 parameters, the course's momentum forms, parameter groups,
+//! schedules, clipping and its gradient norm.
 //!
 //! Error bound for an f32 run against the exact trajectory (derived, not tuned): every line of an
 //! update rounds each operation once (≤ 4 roundings of |p| per step reach the parameter), and
@@ -9,6 +10,9 @@
 //!     |p_t(f32) − p_t(exact)| ≤ Σ_{s≤t} (4u·|p_s| + 8u·s·U_s)
 //! (for centered RMSprop the |g| replay's smaller sq − ga² makes U_s the cancellation-amplified
 //! size). Both the CPU (f32) and the GPU are held to it; the CPU in f64 must match PyTorch to 1e-12.
+//! The state, by the same argument, is within 8u·t·|S_t| of the exact one, S_t being the |g|
+//! replay's state. Both live in the library (`gpu::optimizer::{update_step_error_bound,
+//! state_error_bound}`), as does the bound of the GPU's gradient norm, from its summation order.
 
 mod common;
 
@@ -18,7 +22,8 @@ use gradflow::cpu::{self, optimizer_update};
 use gradflow::gpu::kernels::submit_with;
 use gradflow::gpu::ops;
 use gradflow::gpu::optimizer::{
-    clip_coefficient_rel_error, grad_norm_rel_error, update_step_error_bound, GpuOptimizer, NORM_CHUNK, NORM_THREADS,
+    clip_coefficient_rel_error, grad_norm_rel_error, state_error_bound, update_step_error_bound, GpuOptimizer,
+    NORM_CHUNK, NORM_THREADS,
 };
 use gradflow::nn::{LayerSpec, Model};
 use gradflow::optim::{MomentumForm, Optimizer, OptimizerSetup, OptimizerStep, ParamGroups, Schedule, Sgd, CLIP_EPS};
@@ -30,6 +35,16 @@ fn flat_groups(opt: &Optimizer, len: usize) -> ParamGroups {
 
 /// Runs `setup` over `grads` in the float type T from `p0`; returns every iterate.
 fn run<T: cpu::Real>(setup: &OptimizerSetup, groups: &ParamGroups, p0: &[f64], grads: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    run_with_state::<T>(setup, groups, p0, grads).0
+}
+
+/// As `run`, with the state after the last step too.
+fn run_with_state<T: cpu::Real>(
+    setup: &OptimizerSetup,
+    groups: &ParamGroups,
+    p0: &[f64],
+    grads: &[Vec<f64>],
+) -> (Vec<Vec<f64>>, Vec<f64>) {
     let mut p: Vec<T> = p0.iter().map(|&v| T::of(v)).collect();
     let mut state: Vec<T> = setup.optimizer.initial_state(p.len()).iter().map(|&v| T::of(v as f64)).collect();
     let mut out = Vec::new();
@@ -45,7 +60,7 @@ fn run<T: cpu::Real>(setup: &OptimizerSetup, groups: &ParamGroups, p0: &[f64], g
         optimizer_update(&mut p, &g, &mut state, &step, T::of(1.0));
         out.push(p.iter().map(|v| v.to_f64()).collect());
     }
-    out
+    (out, state.iter().map(|v| v.to_f64()).collect())
 }
 
 /// The running bound described at the top, per step and element.
@@ -154,8 +169,8 @@ fn every_optimizer_updates_lengths_off_the_quad_grid() {
             (0..12).map(|_| uniform(&mut r, n, -1.0, 1.0).iter().map(|&v| v as f64).collect()).collect();
         for (name, setup) in every_optimizer() {
             let groups = flat_groups(&setup.optimizer, n);
-            // |g| ≤ 1 and n ≤ 1009 keep the global norm under the clipped setup's max_norm of 100,
-            // so the unclipped reference applies to it too.
+            // |g| ≤ 1 and n ≤ 1009 keep the global norm (≤ √1009 < 32) under the clipped setup's
+            // max_norm of 40, so the unclipped reference applies to it too.
             let exact = run::<f64>(&setup, &groups, &p0, &grads);
             let bound = bounds(&setup, &groups, &p0, &grads, &exact);
             let p32: Vec<f32> = p0.iter().map(|&v| v as f32).collect();
@@ -171,7 +186,8 @@ fn every_optimizer_updates_lengths_off_the_quad_grid() {
 }
 
 /// The seven optimizers, with their options spread over them; clipping and a schedule ride on
-/// AdamW. (The course's forms are checked on the GPU in their own test.)
+/// AdamW, its max_norm of 40 between the norms of ≤ 1009 and of 10,007 gradients in [−1, 1)
+/// (≤ 32 and ≈ 58). (The course's forms are checked on the GPU in their own test.)
 fn every_optimizer() -> Vec<(&'static str, OptimizerSetup)> {
     let t = |s: &str| -> Optimizer { toml::from_str(s).unwrap() };
     vec![
@@ -190,7 +206,7 @@ fn every_optimizer() -> Vec<(&'static str, OptimizerSetup)> {
         (
             "adamw cosine clipped",
             OptimizerSetup {
-                clip_grad_norm: Some(100.0),
+                clip_grad_norm: Some(40.0),
                 ..OptimizerSetup::from(t("type='adamw'\nlr=0.001")).with_schedule(Schedule::Cosine {
                     warmup: 100,
                     total: 1000,
@@ -201,15 +217,19 @@ fn every_optimizer() -> Vec<(&'static str, OptimizerSetup)> {
     ]
 }
 
+/// 1,000 steps of every optimizer, GPU against the CPU's f32 reference, parameters and every
+/// state slot by value. 10,007 parameters (a prime) end in a partial quad, 64-element block and
+/// workgroup; four gradient vectors are cycled.
 #[test]
-fn gpu_and_cpu_agree_for_1000_steps_of_every_optimizer_on_a_million_parameters() {
-    const N: usize = 1_000_000;
+fn gpu_and_cpu_agree_on_parameters_and_state_for_1000_steps_of_every_optimizer_on_10007_parameters() {
+    const N: usize = 10_007;
     const STEPS: usize = 1000;
     let g = gpu();
     let mut r = rng(11);
     let p0 = uniform(&mut r, N, -1.0, 1.0);
     // Four gradient vectors, cycled: uploaded once, copied on the device each step.
     let cycle: Vec<Vec<f32>> = (0..4).map(|_| uniform(&mut r, N, -1.0, 1.0)).collect();
+    let abs_cycle: Vec<Vec<f32>> = cycle.iter().map(|c| c.iter().map(|v| v.abs()).collect()).collect();
     let all: Vec<f32> = cycle.concat();
     let grads_dev = g.upload("gradient cycle", &all).unwrap();
     for (name, setup) in every_optimizer() {
@@ -222,9 +242,16 @@ fn gpu_and_cpu_agree_for_1000_steps_of_every_optimizer_on_a_million_parameters()
         let mut state = setup.optimizer.initial_state(N);
         let mut p_abs = p0.clone();
         let mut state_abs = setup.optimizer.initial_state(N);
-        let abs_cycle: Vec<Vec<f32>> = cycle.iter().map(|c| c.iter().map(|v| v.abs()).collect()).collect();
+        // The coefficients' relative difference: the GPU's (f32 norm in its fixed order) and the
+        // CPU's (f64 norm), each against the exact one.
+        let clip_rel = if setup.clip_grad_norm.is_some() {
+            clip_coefficient_rel_error(N) + cpu::clip_coefficient_rel_error(N)
+        } else {
+            0.0
+        };
         let mut bound = vec![0.0f64; N];
         let mut before = vec![0.0f32; N];
+        let mut coef = 1.0;
         for s in 0..STEPS {
             let k = s % 4;
             opt.prepare(g, s as u32 + 1, setup.schedule.factor(s as u32));
@@ -243,27 +270,45 @@ fn gpu_and_cpu_agree_for_1000_steps_of_every_optimizer_on_a_million_parameters()
                 groups: &groups,
                 max_norm: setup.clip_grad_norm,
             };
-            let coef = cpu::clip_coefficient(&cycle[k], setup.clip_grad_norm);
+            coef = cpu::clip_coefficient(&cycle[k], setup.clip_grad_norm);
             optimizer_update(&mut p, &cycle[k], &mut state, &step, coef);
             before.copy_from_slice(&p_abs);
             optimizer_update(&mut p_abs, &abs_cycle[k], &mut state_abs, &step, coef);
             for i in 0..N {
                 let update = (p_abs[i] - before[i]).abs() as f64;
                 // Both sides carry the bound's error (GPU vs exact, CPU vs exact), hence 2×; the
-                // clipping coefficient's relative error (f32 norm of 1e6 terms: ≤ 1e6·u) adds its share.
-                let clip_rel = if setup.clip_grad_norm.is_some() { 1e6 * EPS } else { 0.0 };
-                bound[i] +=
-                    2.0 * (4.0 * EPS * (p[i] as f64).abs() + 8.0 * EPS * (s + 1) as f64 * update) + clip_rel * update;
+                // coefficients' difference δ moves the update by ≤ 2δ (AdamW: g over √(g²)).
+                bound[i] += 2.0 * update_step_error_bound(p[i] as f64, update, s as u32 + 1) + 2.0 * clip_rel * update;
             }
         }
         let got = g.read_all(&gp).unwrap();
-        let b: Vec<f64> = bound.iter().map(|x| x + 1e-30).collect();
-        let (worst, ratio) = assert_within(&format!("{name}: 1000 steps"), &got, &widen(&p), &b);
+        let (worst, ratio) =
+            assert_within(&format!("{name}: parameters after {STEPS} steps"), &got, &widen(&p), &bound);
+        // The state by the same argument: 2× its bound, plus the coefficients' 2δ of the |g|
+        // replay's state (δ for the first moments, 2δ for sums of squares).
+        let state_bound: Vec<f64> = state_abs
+            .iter()
+            .map(|&v| 2.0 * state_error_bound(v as f64, STEPS as u32) + 2.0 * clip_rel * v.abs() as f64)
+            .collect();
         let state_gpu = opt.state(g).unwrap();
-        assert_eq!(state_gpu.len(), state.len());
+        assert_eq!(state_gpu.len(), N * setup.optimizer.state_slots(), "{name}: state length");
+        let (worst_state, ratio_state) =
+            assert_within(&format!("{name}: state after {STEPS} steps"), &state_gpu, &widen(&state), &state_bound);
+        if let Some(max_norm) = setup.clip_grad_norm {
+            let (gpu_coef, _) = opt.clip_stats(g).unwrap();
+            assert!(coef < 1.0, "{name}: max_norm {max_norm} clips these gradients");
+            // Each within its share of the exact c ≤ coef/(1 − clip_rel).
+            let diff = (gpu_coef as f64 - coef as f64).abs();
+            assert!(
+                diff <= clip_rel * coef as f64 / (1.0 - clip_rel),
+                "{name}: coefficient {gpu_coef} vs the CPU's {coef}"
+            );
+        }
         eprintln!(
-            "{name}: 1000 steps × 1e6 parameters, worst |GPU − CPU| {worst:.2e} ({:.1}% of the bound)",
-            100.0 * ratio
+            "{name}: {STEPS} steps × {N} parameters, worst |GPU − CPU| {worst:.2e} ({:.1}% of the bound), \
+             state {worst_state:.2e} ({:.1}%)",
+            100.0 * ratio,
+            100.0 * ratio_state
         );
     }
 }
