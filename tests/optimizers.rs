@@ -86,6 +86,13 @@ fn bounds(
     out
 }
 
+/// The bound of the state after the last of `grads`, from the |g| replay's state.
+fn state_bounds(setup: &OptimizerSetup, groups: &ParamGroups, p0: &[f64], grads: &[Vec<f64>]) -> Vec<f64> {
+    let abs: Vec<Vec<f64>> = grads.iter().map(|g| g.iter().map(|v| v.abs()).collect()).collect();
+    let (_, replay) = run_with_state::<f64>(setup, groups, p0, &abs);
+    replay.iter().map(|&s| state_error_bound(s, grads.len() as u32)).collect()
+}
+
 fn optimizer_of_case(c: &common::golden::Case) -> Optimizer {
     let mut table = toml::Table::new();
     let kind = c.params["optimizer"].as_str().unwrap().to_lowercase();
@@ -547,16 +554,51 @@ fn clipping_a_gradient_of_more_than_256_chunks_matches_the_exact_step() {
     check_clipped_sgd_step("2^20 + 1031 gradients", &p0, &grad, lr, max_norm, &p, coef, norm);
 }
 
+/// A model of 80 tensors (padding between them) in two parameter groups: each step is one
+/// launch, and it leaves the CPU reference's parameters and state, within their bounds.
 #[test]
 fn one_dispatch_updates_a_model_of_many_tensors() {
     let layers: Vec<LayerSpec> =
         (0..40).flat_map(|_| [LayerSpec::Linear { out: 9, bias: true }, LayerSpec::Tanh]).collect();
     let model = Model::new(9, layers).unwrap();
     assert_eq!(model.params.len(), 80);
+    let opt: Optimizer = toml::from_str("type = 'adamw'\nlr = 0.001\nweight_decay = 0.1\namsgrad = true").unwrap();
+    // Biases in their own group, so a wrong block-to-group lookup shows in the result.
+    let specs: Vec<gradflow::optim::GroupSpec> =
+        toml::from_str::<toml::Table>("g = [{ match = ['bias'], lr = 0.01, weight_decay = 0.0 }]").unwrap()["g"]
+            .clone()
+            .try_into()
+            .unwrap();
+    let groups = ParamGroups::new(&model, &opt, &specs).unwrap();
+    let setup = OptimizerSetup { groups: specs, ..OptimizerSetup::from(opt.clone()) };
+    let p0 = model.init_params(0);
+    // Gradients on every tensor and none in the padding, as the backward pass leaves them.
+    let mut r = rng(31);
+    let grads: Vec<Vec<f32>> = (0..3)
+        .map(|_| {
+            let mut g = vec![0.0f32; model.param_len];
+            for t in &model.params {
+                g[t.offset..t.offset + t.len].copy_from_slice(&uniform(&mut r, t.len, -1.0, 1.0));
+            }
+            g
+        })
+        .collect();
+    let (p0_64, grads_64): (Vec<f64>, Vec<Vec<f64>>) = (widen(&p0), grads.iter().map(|g| widen(g)).collect());
+    let (exact, exact_state) = run_with_state::<f64>(&setup, &groups, &p0_64, &grads_64);
+    let bound = bounds(&setup, &groups, &p0_64, &grads_64, &exact);
     let g = gpu();
-    let opt = Optimizer::Adam(Optimizer::adam(0.001));
-    let p = g.upload("p", &model.init_params(0)).unwrap();
+    let p = g.upload("p", &p0).unwrap();
     let grad = g.storage("g", model.param_len).unwrap();
-    let o = GpuOptimizer::new(g, &p, &grad, &opt, ParamGroups::single(&model, &opt), None).unwrap();
-    assert_eq!(o.dispatches().count(), 1);
+    let mut o = GpuOptimizer::new(g, &p, &grad, &opt, groups.clone(), None).unwrap();
+    for (t, step_grad) in grads.iter().enumerate() {
+        o.prepare(g, t as u32 + 1, 1.0);
+        g.write(&grad, step_grad);
+        let launches: Vec<_> = o.dispatches().collect();
+        assert_eq!(launches.len(), 1, "one launch updates all 80 tensors");
+        gradflow::gpu::kernels::submit(g, "update", &launches).unwrap();
+        assert_within(&format!("parameters after step {}", t + 1), &g.read_all(&p).unwrap(), &exact[t], &bound[t]);
+    }
+    let state = o.state(g).unwrap();
+    let state_bound = state_bounds(&setup, &groups, &p0_64, &grads_64);
+    assert_within("state (m, v, max v) after 3 steps", &state, &exact_state, &state_bound);
 }
