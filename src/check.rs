@@ -8,9 +8,12 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::cpu;
 use crate::error::Result;
+use crate::gpu::optimizer::{
+    clip_coefficient_rel_error, grad_norm_rel_error, update_step_error_bound, GpuOptimizer, NORM_CHUNK, NORM_THREADS,
+};
 use crate::gpu::{ops, Gpu};
 use crate::nn::{Act, Activation};
-use crate::optim::{Optimizer, OptimizerSetup, ParamGroups};
+use crate::optim::{Optimizer, OptimizerSetup, ParamGroups, CLIP_EPS};
 use crate::train::Placement;
 
 const U: f64 = f32::EPSILON as f64 / 2.0;
@@ -230,7 +233,7 @@ fn optimizers(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -
         let setup = OptimizerSetup::from(opt.clone());
         let groups = ParamGroups::flat(&opt, len);
         let (iterates, _) = ops::optimizer_update(gpu, &p0, &grads, &setup, groups.clone())?;
-        // The f64 reference run, and per step a bound of 4u·|p| + 8u·s·|update| (tests/optimizers.rs).
+        // The f64 reference run, and per step the update kernels' bound (tests/optimizers.rs).
         let mut p = wide(&p0);
         let mut state: Vec<f64> = opt.initial_state(len).iter().map(|&v| v as f64).collect();
         let mut bound = vec![0.0f64; len];
@@ -245,12 +248,33 @@ fn optimizers(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -
             };
             cpu::optimizer_update(&mut p, &wide(g), &mut state, &step, 1.0);
             for i in 0..len {
-                bound[i] += 4.0 * U * p[i].abs() + 8.0 * U * (s + 1) as f64 * (p[i] - before[i]).abs();
+                bound[i] += update_step_error_bound(p[i], p[i] - before[i], s as u32 + 1);
             }
         }
         let last = iterates.last().map(Vec::as_slice).unwrap_or(&[]);
         out.push(compare(format!("{}_update 5 steps ×{len}", opt.name()), last, &p, &bound));
     }
+    Ok(())
+}
+
+/// clip_grad_norm's gradient norm and coefficient (grad_norm_partial, grad_norm_finish) against
+/// the f64 ones, within the bounds of the kernels' fixed summation order.
+fn gradient_norm(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -> Result<()> {
+    let grad = random(rng, len, -1.0, 1.0);
+    let norm64 = grad.iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt();
+    let opt = Optimizer::Sgd(crate::optim::Sgd::new(0.1));
+    let (param, g) = (gpu.upload("param", &vec![0.0f32; len])?, gpu.upload("grad", &grad)?);
+    let mut clip = GpuOptimizer::new(gpu, &param, &g, &opt, ParamGroups::flat(&opt, len), Some(1.0))?;
+    clip.prepare(gpu, 1, 1.0);
+    crate::gpu::kernels::submit(gpu, "gradient norm", &clip.dispatches().collect::<Vec<_>>())?;
+    let (coef, norm) = clip.clip_stats(gpu)?;
+    // The f64 reference's own error (γ_{len+1} in f64) joins both bounds.
+    let reference = (len + 1) as f64 * f64::EPSILON;
+    let bound = (grad_norm_rel_error(len) + reference) * norm64;
+    out.push(compare(format!("grad_norm ×{len}"), &[norm], &[norm64], &[bound]));
+    let want = (1.0 / (norm64 + CLIP_EPS as f64)).min(1.0);
+    let bound = (clip_coefficient_rel_error(len) + reference) * want;
+    out.push(compare(format!("clip_grad_norm coefficient ×{len}"), &[coef], &[want], &[bound]));
     Ok(())
 }
 
@@ -307,6 +331,8 @@ pub fn run(placement: &Placement) -> Result<bool> {
     for loss in [crate::nn::Loss::CrossEntropy, crate::nn::Loss::Mse] {
         hessian_vector_products(&gpu, &mut rng, loss, &mut out)?;
     }
+    // Past 256 chunks, where each invocation of grad_norm_finish adds a second partial.
+    gradient_norm(&gpu, &mut rng, NORM_CHUNK * NORM_THREADS + 1031, &mut out)?;
     let mut ok = true;
     println!("{:<52} {:>12} {:>10}", "op (shape)", "worst error", "of bound");
     for o in &out {

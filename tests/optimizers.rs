@@ -1,5 +1,6 @@
-//! The optimizer suite: PyTorch's golden iterates on both paths, GPU against CPU for 1,000 steps
-//! on a million parameters, the course's momentum forms, parameter groups, schedules, clipping.
+//! The optimizer suite: PyTorch's golden iterates on both paths, GPU against CPU (parameters and
+//! state) for 1,000 steps on 10,007 parameters, the course's momentum forms, parameter groups,
+//! schedules, clipping and its gradient norm.
 //!
 //! Error bound for an f32 run against the exact trajectory (derived, not tuned): every line of an
 //! update rounds each operation once (≤ 4 roundings of |p| per step reach the parameter), and
@@ -9,6 +10,9 @@
 //!     |p_t(f32) − p_t(exact)| ≤ Σ_{s≤t} (4u·|p_s| + 8u·s·U_s)
 //! (for centered RMSprop the |g| replay's smaller sq − ga² makes U_s the cancellation-amplified
 //! size). Both the CPU (f32) and the GPU are held to it; the CPU in f64 must match PyTorch to 1e-12.
+//! The state, by the same argument, is within 8u·t·|S_t| of the exact one, S_t being the |g|
+//! replay's state. Both live in the library (`gpu::optimizer::{update_step_error_bound,
+//! state_error_bound}`), as does the bound of the GPU's gradient norm, from its summation order.
 
 mod common;
 
@@ -17,9 +21,12 @@ use common::*;
 use gradflow::cpu::{self, optimizer_update};
 use gradflow::gpu::kernels::submit_with;
 use gradflow::gpu::ops;
-use gradflow::gpu::optimizer::GpuOptimizer;
+use gradflow::gpu::optimizer::{
+    clip_coefficient_rel_error, grad_norm_rel_error, state_error_bound, update_step_error_bound, GpuOptimizer,
+    NORM_CHUNK, NORM_THREADS,
+};
 use gradflow::nn::{LayerSpec, Model};
-use gradflow::optim::{MomentumForm, Optimizer, OptimizerSetup, OptimizerStep, ParamGroups, Schedule, Sgd};
+use gradflow::optim::{MomentumForm, Optimizer, OptimizerSetup, OptimizerStep, ParamGroups, Schedule, Sgd, CLIP_EPS};
 
 /// One group spanning `len` parameters.
 fn flat_groups(opt: &Optimizer, len: usize) -> ParamGroups {
@@ -28,6 +35,16 @@ fn flat_groups(opt: &Optimizer, len: usize) -> ParamGroups {
 
 /// Runs `setup` over `grads` in the float type T from `p0`; returns every iterate.
 fn run<T: cpu::Real>(setup: &OptimizerSetup, groups: &ParamGroups, p0: &[f64], grads: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    run_with_state::<T>(setup, groups, p0, grads).0
+}
+
+/// As `run`, with the state after the last step too.
+fn run_with_state<T: cpu::Real>(
+    setup: &OptimizerSetup,
+    groups: &ParamGroups,
+    p0: &[f64],
+    grads: &[Vec<f64>],
+) -> (Vec<Vec<f64>>, Vec<f64>) {
     let mut p: Vec<T> = p0.iter().map(|&v| T::of(v)).collect();
     let mut state: Vec<T> = setup.optimizer.initial_state(p.len()).iter().map(|&v| T::of(v as f64)).collect();
     let mut out = Vec::new();
@@ -43,7 +60,7 @@ fn run<T: cpu::Real>(setup: &OptimizerSetup, groups: &ParamGroups, p0: &[f64], g
         optimizer_update(&mut p, &g, &mut state, &step, T::of(1.0));
         out.push(p.iter().map(|v| v.to_f64()).collect());
     }
-    out
+    (out, state.iter().map(|v| v.to_f64()).collect())
 }
 
 /// The running bound described at the top, per step and element.
@@ -62,11 +79,18 @@ fn bounds(
         let prev = if s == 0 { p0 } else { &replay[s - 1][..] };
         for i in 0..p0.len() {
             let update = (replay[s][i] - prev[i]).abs();
-            acc[i] += 4.0 * EPS * exact[s][i].abs() + 8.0 * EPS * (s + 1) as f64 * update;
+            acc[i] += update_step_error_bound(exact[s][i], update, s as u32 + 1);
         }
         out.push(acc.iter().map(|a| a + 1e-30).collect());
     }
     out
+}
+
+/// The bound of the state after the last of `grads`, from the |g| replay's state.
+fn state_bounds(setup: &OptimizerSetup, groups: &ParamGroups, p0: &[f64], grads: &[Vec<f64>]) -> Vec<f64> {
+    let abs: Vec<Vec<f64>> = grads.iter().map(|g| g.iter().map(|v| v.abs()).collect()).collect();
+    let (_, replay) = run_with_state::<f64>(setup, groups, p0, &abs);
+    replay.iter().map(|&s| state_error_bound(s, grads.len() as u32)).collect()
 }
 
 fn optimizer_of_case(c: &common::golden::Case) -> Optimizer {
@@ -152,8 +176,8 @@ fn every_optimizer_updates_lengths_off_the_quad_grid() {
             (0..12).map(|_| uniform(&mut r, n, -1.0, 1.0).iter().map(|&v| v as f64).collect()).collect();
         for (name, setup) in every_optimizer() {
             let groups = flat_groups(&setup.optimizer, n);
-            // |g| ≤ 1 and n ≤ 1009 keep the global norm under the clipped setup's max_norm of 100,
-            // so the unclipped reference applies to it too.
+            // |g| ≤ 1 and n ≤ 1009 keep the global norm (≤ √1009 < 32) under the clipped setup's
+            // max_norm of 40, so the unclipped reference applies to it too.
             let exact = run::<f64>(&setup, &groups, &p0, &grads);
             let bound = bounds(&setup, &groups, &p0, &grads, &exact);
             let p32: Vec<f32> = p0.iter().map(|&v| v as f32).collect();
@@ -169,7 +193,8 @@ fn every_optimizer_updates_lengths_off_the_quad_grid() {
 }
 
 /// The seven optimizers, with their options spread over them; clipping and a schedule ride on
-/// AdamW. (The course's forms are checked on the GPU in their own test.)
+/// AdamW, its max_norm of 40 between the norms of ≤ 1009 and of 10,007 gradients in [−1, 1)
+/// (≤ 32 and ≈ 58). (The course's forms are checked on the GPU in their own test.)
 fn every_optimizer() -> Vec<(&'static str, OptimizerSetup)> {
     let t = |s: &str| -> Optimizer { toml::from_str(s).unwrap() };
     vec![
@@ -188,7 +213,7 @@ fn every_optimizer() -> Vec<(&'static str, OptimizerSetup)> {
         (
             "adamw cosine clipped",
             OptimizerSetup {
-                clip_grad_norm: Some(100.0),
+                clip_grad_norm: Some(40.0),
                 ..OptimizerSetup::from(t("type='adamw'\nlr=0.001")).with_schedule(Schedule::Cosine {
                     warmup: 100,
                     total: 1000,
@@ -199,15 +224,19 @@ fn every_optimizer() -> Vec<(&'static str, OptimizerSetup)> {
     ]
 }
 
+/// 1,000 steps of every optimizer, GPU against the CPU's f32 reference, parameters and every
+/// state slot by value. 10,007 parameters (a prime) end in a partial quad, 64-element block and
+/// workgroup; four gradient vectors are cycled.
 #[test]
-fn gpu_and_cpu_agree_for_1000_steps_of_every_optimizer_on_a_million_parameters() {
-    const N: usize = 1_000_000;
+fn gpu_and_cpu_agree_on_parameters_and_state_for_1000_steps_of_every_optimizer_on_10007_parameters() {
+    const N: usize = 10_007;
     const STEPS: usize = 1000;
     let g = gpu();
     let mut r = rng(11);
     let p0 = uniform(&mut r, N, -1.0, 1.0);
     // Four gradient vectors, cycled: uploaded once, copied on the device each step.
     let cycle: Vec<Vec<f32>> = (0..4).map(|_| uniform(&mut r, N, -1.0, 1.0)).collect();
+    let abs_cycle: Vec<Vec<f32>> = cycle.iter().map(|c| c.iter().map(|v| v.abs()).collect()).collect();
     let all: Vec<f32> = cycle.concat();
     let grads_dev = g.upload("gradient cycle", &all).unwrap();
     for (name, setup) in every_optimizer() {
@@ -220,9 +249,16 @@ fn gpu_and_cpu_agree_for_1000_steps_of_every_optimizer_on_a_million_parameters()
         let mut state = setup.optimizer.initial_state(N);
         let mut p_abs = p0.clone();
         let mut state_abs = setup.optimizer.initial_state(N);
-        let abs_cycle: Vec<Vec<f32>> = cycle.iter().map(|c| c.iter().map(|v| v.abs()).collect()).collect();
+        // The coefficients' relative difference: the GPU's (f32 norm in its fixed order) and the
+        // CPU's (f64 norm), each against the exact one.
+        let clip_rel = if setup.clip_grad_norm.is_some() {
+            clip_coefficient_rel_error(N) + cpu::clip_coefficient_rel_error(N)
+        } else {
+            0.0
+        };
         let mut bound = vec![0.0f64; N];
         let mut before = vec![0.0f32; N];
+        let mut coef = 1.0;
         for s in 0..STEPS {
             let k = s % 4;
             opt.prepare(g, s as u32 + 1, setup.schedule.factor(s as u32));
@@ -241,27 +277,45 @@ fn gpu_and_cpu_agree_for_1000_steps_of_every_optimizer_on_a_million_parameters()
                 groups: &groups,
                 max_norm: setup.clip_grad_norm,
             };
-            let coef = cpu::clip_coefficient(&cycle[k], setup.clip_grad_norm);
+            coef = cpu::clip_coefficient(&cycle[k], setup.clip_grad_norm);
             optimizer_update(&mut p, &cycle[k], &mut state, &step, coef);
             before.copy_from_slice(&p_abs);
             optimizer_update(&mut p_abs, &abs_cycle[k], &mut state_abs, &step, coef);
             for i in 0..N {
                 let update = (p_abs[i] - before[i]).abs() as f64;
                 // Both sides carry the bound's error (GPU vs exact, CPU vs exact), hence 2×; the
-                // clipping coefficient's relative error (f32 norm of 1e6 terms: ≤ 1e6·u) adds its share.
-                let clip_rel = if setup.clip_grad_norm.is_some() { 1e6 * EPS } else { 0.0 };
-                bound[i] +=
-                    2.0 * (4.0 * EPS * (p[i] as f64).abs() + 8.0 * EPS * (s + 1) as f64 * update) + clip_rel * update;
+                // coefficients' difference δ moves the update by ≤ 2δ (AdamW: g over √(g²)).
+                bound[i] += 2.0 * update_step_error_bound(p[i] as f64, update, s as u32 + 1) + 2.0 * clip_rel * update;
             }
         }
         let got = g.read_all(&gp).unwrap();
-        let b: Vec<f64> = bound.iter().map(|x| x + 1e-30).collect();
-        let (worst, ratio) = assert_within(&format!("{name}: 1000 steps"), &got, &widen(&p), &b);
+        let (worst, ratio) =
+            assert_within(&format!("{name}: parameters after {STEPS} steps"), &got, &widen(&p), &bound);
+        // The state by the same argument: 2× its bound, plus the coefficients' 2δ of the |g|
+        // replay's state (δ for the first moments, 2δ for sums of squares).
+        let state_bound: Vec<f64> = state_abs
+            .iter()
+            .map(|&v| 2.0 * state_error_bound(v as f64, STEPS as u32) + 2.0 * clip_rel * v.abs() as f64)
+            .collect();
         let state_gpu = opt.state(g).unwrap();
-        assert_eq!(state_gpu.len(), state.len());
+        assert_eq!(state_gpu.len(), N * setup.optimizer.state_slots(), "{name}: state length");
+        let (worst_state, ratio_state) =
+            assert_within(&format!("{name}: state after {STEPS} steps"), &state_gpu, &widen(&state), &state_bound);
+        if let Some(max_norm) = setup.clip_grad_norm {
+            let (gpu_coef, _) = opt.clip_stats(g).unwrap();
+            assert!(coef < 1.0, "{name}: max_norm {max_norm} clips these gradients");
+            // Each within its share of the exact c ≤ coef/(1 − clip_rel).
+            let diff = (gpu_coef as f64 - coef as f64).abs();
+            assert!(
+                diff <= clip_rel * coef as f64 / (1.0 - clip_rel),
+                "{name}: coefficient {gpu_coef} vs the CPU's {coef}"
+            );
+        }
         eprintln!(
-            "{name}: 1000 steps × 1e6 parameters, worst |GPU − CPU| {worst:.2e} ({:.1}% of the bound)",
-            100.0 * ratio
+            "{name}: {STEPS} steps × {N} parameters, worst |GPU − CPU| {worst:.2e} ({:.1}% of the bound), \
+             state {worst_state:.2e} ({:.1}%)",
+            100.0 * ratio,
+            100.0 * ratio_state
         );
     }
 }
@@ -398,13 +452,59 @@ fn no_decay_on_biases_is_one_line_and_holds_on_both_paths() {
     assert!(e.contains("9.*") && e.contains("names no parameter"), "{e}");
 }
 
+/// One clipped SGD step of the GPU (`p`, with its clip stats `coef` and `norm`) from `p0` over
+/// `grad`, against the exact step: the norm and coefficient within the bounds of the kernels'
+/// fixed summation order, the parameters within one step's bound plus the coefficient's share.
+/// The bound must be tight enough that a chunk missing from the sum would fail it.
+#[allow(clippy::too_many_arguments)]
+fn check_clipped_sgd_step(
+    what: &str,
+    p0: &[f32],
+    grad: &[f32],
+    lr: f64,
+    max_norm: f32,
+    p: &[f32],
+    coef: f32,
+    norm: f32,
+) {
+    let n = grad.len();
+    let squares: Vec<f64> = grad.iter().map(|&v| v as f64 * v as f64).collect();
+    let norm64 = squares.iter().sum::<f64>().sqrt();
+    // The f64 reference's own error (γ_{n+1} in f64, far below the f32 bounds) joins them.
+    let reference_rel = (n + 1) as f64 * f64::EPSILON;
+    let norm_bound = (grad_norm_rel_error(n) + reference_rel) * norm64;
+    let err = (norm as f64 - norm64).abs();
+    assert!(err <= norm_bound, "{what}: norm {norm} vs {norm64}, |error| {err:e} > bound {norm_bound:e}");
+    // Without its smallest chunk the norm drops by more than twice the bound: the GPU's norm of
+    // the rest, within the bound of it, would still fail the check above.
+    let smallest_chunk = squares.chunks(NORM_CHUNK).map(|c| c.iter().sum::<f64>()).fold(f64::INFINITY, f64::min);
+    let drop = norm64 - (norm64 * norm64 - smallest_chunk).sqrt();
+    assert!(drop > 2.0 * norm_bound, "{what}: a dropped chunk moves the norm by {drop:e}, within 2 × {norm_bound:e}");
+    let want = (max_norm as f64 / (norm64 + CLIP_EPS as f64)).min(1.0);
+    let coef_rel = clip_coefficient_rel_error(n) + reference_rel;
+    assert!((coef as f64 - want).abs() <= coef_rel * want, "{what}: coefficient {coef} vs {want}");
+    let (mut exact, mut bound) = (vec![0.0; n], vec![0.0; n]);
+    for i in 0..n {
+        let update = lr * want * grad[i] as f64;
+        exact[i] = p0[i] as f64 - update;
+        bound[i] = update_step_error_bound(exact[i], update, 1) + coef_rel * update.abs();
+    }
+    let (_, ratio) = assert_within(&format!("{what}: parameters"), p, &exact, &bound);
+    eprintln!(
+        "{what}: norm within {:.1}% of its bound {norm_bound:.2e} (a dropped chunk: {drop:.2e}), \
+         coefficient {:.1}%, parameters {:.1}%",
+        100.0 * err / norm_bound,
+        100.0 * (coef as f64 - want).abs() / (coef_rel * want),
+        100.0 * ratio
+    );
+}
+
 #[test]
 fn gradient_clipping_matches_torch_semantics_and_is_deterministic() {
     let n = 300_001;
     let mut r = rng(13);
     let p0 = uniform(&mut r, n, -1.0, 1.0);
     let grads = vec![uniform(&mut r, n, -1.0, 1.0)];
-    let norm64 = grads[0].iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
     let opt = Optimizer::Sgd(Sgd::new(1.0));
     for max_norm in [1.0f32, 1e6] {
         let setup = OptimizerSetup { clip_grad_norm: Some(max_norm), ..OptimizerSetup::from(opt.clone()) };
@@ -418,10 +518,8 @@ fn gradient_clipping_matches_torch_semantics_and_is_deterministic() {
         assert_eq!(launches.len(), 3, "norm partials, norm and coefficient, update");
         gradflow::gpu::kernels::submit(g, "clip", &launches).unwrap();
         let (coef, norm) = o.clip_stats(g).unwrap();
-        // f32 sums of n squares (fixed order): γ_n relative error on the norm².
-        assert!((norm as f64 - norm64).abs() <= dot_bound(n, norm64 * norm64) / norm64, "norm {norm} vs {norm64}");
-        let want = (max_norm as f64 / (norm64 + 1e-6)).min(1.0);
-        assert!((coef as f64 - want).abs() <= 1e-6 * want, "coefficient {coef} vs {want}");
+        let p = g.read_all(&gp).unwrap();
+        check_clipped_sgd_step(&format!("max_norm {max_norm}"), &p0, &grads[0], 1.0, max_norm, &p, coef, norm);
         // Same bits on a second run.
         let (_, second) = {
             let gp2 = g.upload("p", &p0).unwrap();
@@ -430,29 +528,77 @@ fn gradient_clipping_matches_torch_semantics_and_is_deterministic() {
             o2.clip_stats(g).unwrap()
         };
         assert_eq!(norm.to_bits(), second.to_bits(), "the reduction order is fixed");
-        let p = g.read_all(&gp).unwrap();
         let (gpu_it, _) = ops::optimizer_update(g, &p0, &grads, &setup, groups).unwrap();
         assert_eq!(p, gpu_it[0]);
-        for i in [0, 1, n / 2, n - 1] {
-            let want_p = p0[i] as f64 - grads[0][i] as f64 * want;
-            assert!(
-                (p[i] as f64 - want_p).abs()
-                    <= 4.0 * EPS * (p0[i].abs() as f64 + 1.0) + 1e-6 * grads[0][i].abs() as f64
-            );
-        }
     }
 }
 
+/// Past 256 chunks (256·4096 = 2^20 elements) each invocation of `grad_norm_finish` adds a
+/// second chunk's partial: 2^20 + 1031 gradients (the last chunk partial), one clipped step.
+#[test]
+fn clipping_a_gradient_of_more_than_256_chunks_matches_the_exact_step() {
+    let n = NORM_CHUNK * NORM_THREADS + 1031;
+    let mut r = rng(14);
+    let p0 = uniform(&mut r, n, -1.0, 1.0);
+    let grad = uniform(&mut r, n, -1.0, 1.0);
+    let (lr, max_norm) = (0.1, 1.0f32);
+    let opt = Optimizer::Sgd(Sgd::new(lr));
+    let g = gpu();
+    let gp = g.upload("p", &p0).unwrap();
+    let gg = g.upload("g", &grad).unwrap();
+    let mut o = GpuOptimizer::new(g, &gp, &gg, &opt, flat_groups(&opt, n), Some(max_norm)).unwrap();
+    o.prepare(g, 1, 1.0);
+    gradflow::gpu::kernels::submit(g, "clip", &o.dispatches().collect::<Vec<_>>()).unwrap();
+    let (coef, norm) = o.clip_stats(g).unwrap();
+    let p = g.read_all(&gp).unwrap();
+    check_clipped_sgd_step("2^20 + 1031 gradients", &p0, &grad, lr, max_norm, &p, coef, norm);
+}
+
+/// A model of 80 tensors (padding between them) in two parameter groups: each step is one
+/// launch, and it leaves the CPU reference's parameters and state, within their bounds.
 #[test]
 fn one_dispatch_updates_a_model_of_many_tensors() {
     let layers: Vec<LayerSpec> =
         (0..40).flat_map(|_| [LayerSpec::Linear { out: 9, bias: true }, LayerSpec::Tanh]).collect();
     let model = Model::new(9, layers).unwrap();
     assert_eq!(model.params.len(), 80);
+    let opt: Optimizer = toml::from_str("type = 'adamw'\nlr = 0.001\nweight_decay = 0.1\namsgrad = true").unwrap();
+    // Biases in their own group, so a wrong block-to-group lookup shows in the result.
+    let specs: Vec<gradflow::optim::GroupSpec> =
+        toml::from_str::<toml::Table>("g = [{ match = ['bias'], lr = 0.01, weight_decay = 0.0 }]").unwrap()["g"]
+            .clone()
+            .try_into()
+            .unwrap();
+    let groups = ParamGroups::new(&model, &opt, &specs).unwrap();
+    let setup = OptimizerSetup { groups: specs, ..OptimizerSetup::from(opt.clone()) };
+    let p0 = model.init_params(0);
+    // Gradients on every tensor and none in the padding, as the backward pass leaves them.
+    let mut r = rng(31);
+    let grads: Vec<Vec<f32>> = (0..3)
+        .map(|_| {
+            let mut g = vec![0.0f32; model.param_len];
+            for t in &model.params {
+                g[t.offset..t.offset + t.len].copy_from_slice(&uniform(&mut r, t.len, -1.0, 1.0));
+            }
+            g
+        })
+        .collect();
+    let (p0_64, grads_64): (Vec<f64>, Vec<Vec<f64>>) = (widen(&p0), grads.iter().map(|g| widen(g)).collect());
+    let (exact, exact_state) = run_with_state::<f64>(&setup, &groups, &p0_64, &grads_64);
+    let bound = bounds(&setup, &groups, &p0_64, &grads_64, &exact);
     let g = gpu();
-    let opt = Optimizer::Adam(Optimizer::adam(0.001));
-    let p = g.upload("p", &model.init_params(0)).unwrap();
+    let p = g.upload("p", &p0).unwrap();
     let grad = g.storage("g", model.param_len).unwrap();
-    let o = GpuOptimizer::new(g, &p, &grad, &opt, ParamGroups::single(&model, &opt), None).unwrap();
-    assert_eq!(o.dispatches().count(), 1);
+    let mut o = GpuOptimizer::new(g, &p, &grad, &opt, groups.clone(), None).unwrap();
+    for (t, step_grad) in grads.iter().enumerate() {
+        o.prepare(g, t as u32 + 1, 1.0);
+        g.write(&grad, step_grad);
+        let launches: Vec<_> = o.dispatches().collect();
+        assert_eq!(launches.len(), 1, "one launch updates all 80 tensors");
+        gradflow::gpu::kernels::submit(g, "update", &launches).unwrap();
+        assert_within(&format!("parameters after step {}", t + 1), &g.read_all(&p).unwrap(), &exact[t], &bound[t]);
+    }
+    let state = o.state(g).unwrap();
+    let state_bound = state_bounds(&setup, &groups, &p0_64, &grads_64);
+    assert_within("state (m, v, max v) after 3 steps", &state, &exact_state, &state_bound);
 }

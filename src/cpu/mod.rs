@@ -17,4 +17,4 @@ pub use batchnorm::{
 };
 pub use linear::{bias_grad, linear_backward_input, linear_backward_weight, linear_forward};
 pub use loss::{argmax, cross_entropy, mse, LossOutput};
-pub use optim::{clip_coefficient, optimizer_update, Real};
+pub use optim::{clip_coefficient, clip_coefficient_rel_error, optimizer_update, Real};

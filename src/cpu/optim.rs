@@ -65,6 +65,16 @@ pub fn clip_coefficient(grads: &[f32], max_norm: Option<f32>) -> f32 {
     }
 }
 
+/// Relative error of `clip_coefficient` over `len` gradients in f32: the f64 norm (a sequential
+/// sum of squares within γ_{len+1} in f64, and its root) rounded once to f32, one f32 addition
+/// and one correctly rounded division: (1 + u) / ((1 − r)(1 − u)) − 1, r = (1 + u)(1 + γ64_{len+2}) − 1.
+pub fn clip_coefficient_rel_error(len: usize) -> f64 {
+    let (u, u64) = (f32::EPSILON as f64 / 2.0, f64::EPSILON / 2.0);
+    let k = (len + 2) as f64;
+    let r = (1.0 + u) * (1.0 + k * u64 / (1.0 - k * u64)) - 1.0;
+    (1.0 + u) / ((1.0 - r) * (1.0 - u)) - 1.0
+}
+
 /// One optimizer step over the flat `params` with gradients `grads` and `state` (slot-major:
 /// `state[s·len + i]`), in the float type `T` (hyper-parameters are rounded to `T` as given).
 pub fn optimizer_update<T: Real>(params: &mut [T], grads: &[T], state: &mut [T], step: &OptimizerStep, clip_coef: T) {

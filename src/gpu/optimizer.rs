@@ -49,6 +49,8 @@ pub const CLIP_COEF: usize = 0;
 pub const CLIP_NORM: usize = 1;
 pub const CLIP_BAD_STEP: usize = 2;
 pub const CLIP_PARTIALS: usize = 3;
+/// Invocations per workgroup of `grad_norm_partial` and `grad_norm_finish` (their tree's width).
+pub const NORM_THREADS: usize = 256;
 
 impl OptParams {
     /// optim.wgsl's pipeline constant: the flags fixed for a whole run (all but FIRST_STEP).
@@ -282,5 +284,71 @@ impl GpuOptimizer {
 
     pub fn optimizer(&self) -> &Optimizer {
         &self.optimizer
+    }
+}
+
+// ---- Error bounds of the update kernels, shared by the tests and `gradflow check` ----------------
+
+/// Unit round-off of f32.
+const U: f64 = f32::EPSILON as f64 / 2.0;
+
+/// γ_k = k·u/(1 − k·u): the relative error of a product of k roundings.
+fn gamma(k: usize) -> f64 {
+    let k = k as f64;
+    k * U / (1.0 - k * U)
+}
+
+/// One step's share of |p(f32) − p(exact)| for an element at `p` whose update (the |g| replay's,
+/// see tests/optimizers.rs) has size `update`: each line rounds once, ≤ 4 roundings reach p, and
+/// every state recurrence (≤ 8 roundings a step, contraction ≤ 1) has drifted by ≤ 8·step·u.
+pub fn update_step_error_bound(p: f64, update: f64, step: u32) -> f64 {
+    4.0 * U * p.abs() + 8.0 * U * step as f64 * update.abs()
+}
+
+/// |state(f32) − state(exact)| after `step` steps, for a state slot whose |g| replay holds
+/// `replay`: ≤ 8 roundings per step of terms no larger than the replay's, none amplified (each
+/// recurrence contracts at the rate the replay decays), so ≤ 8u per step of the replay's size.
+pub fn state_error_bound(replay: f64, step: u32) -> f64 {
+    8.0 * U * step as f64 * replay.abs()
+}
+
+/// Longest chain of roundings a g_i² meets in the GPU's Σg² (optim.wgsl): its square, the
+/// invocation's sequential sum of NORM_CHUNK/NORM_THREADS terms (the first addition, to 0, is
+/// exact), the workgroup's tree, then `grad_norm_finish`'s sequential sum over every 256th
+/// chunk (a second term past 256 chunks, i.e. 256·4096 elements) and its tree.
+pub fn grad_norm_rounding_depth(len: usize) -> usize {
+    let tree = NORM_THREADS.ilog2() as usize;
+    let per_invocation = NORM_CHUNK / NORM_THREADS;
+    let per_finish_invocation = len.div_ceil(NORM_CHUNK).div_ceil(NORM_THREADS).max(1);
+    1 + (per_invocation - 1) + tree + (per_finish_invocation - 1) + tree
+}
+
+/// Relative error of the GPU's gradient norm (`clip_stats().1`) over `len` elements: Σg² within
+/// γ_D (D the depth above, every term ≥ 0), then sqrt, which Vulkan and WGSL define as
+/// 1/inverseSqrt (2 ulp, then 2.5 ulp: ≤ 9u/(1 − 4u)); the lower side is the larger:
+/// 1 − √(1 − γ_D)·(1 − 9u/(1 − 4u)).
+pub fn grad_norm_rel_error(len: usize) -> f64 {
+    let sqrt = 9.0 * U / (1.0 - 4.0 * U);
+    1.0 - (1.0 - gamma(grad_norm_rounding_depth(len))).sqrt() * (1.0 - sqrt)
+}
+
+/// Relative error of the GPU's clipping coefficient min(max_norm / (‖g‖ + 1e-6), 1)
+/// (`clip_stats().0`) over `len` elements: the norm's error r, one rounded addition, a division
+/// within 2.5 ulp (5u): (1 + 5u) / ((1 − r)(1 − u)) − 1 (the min with 1 adds none).
+pub fn clip_coefficient_rel_error(len: usize) -> f64 {
+    (1.0 + 5.0 * U) / ((1.0 - grad_norm_rel_error(len)) * (1.0 - U)) - 1.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_norm_reduction_is_32_roundings_deep_until_256_chunks_then_one_more_per_256() {
+        assert_eq!(grad_norm_rounding_depth(1), 32);
+        assert_eq!(grad_norm_rounding_depth(NORM_CHUNK * NORM_THREADS), 32);
+        assert_eq!(grad_norm_rounding_depth(NORM_CHUNK * NORM_THREADS + 1), 33);
+        // ≈ 25u on the norm: γ_32/2 through the square root plus the root's own 9u.
+        assert!((grad_norm_rel_error(1) / U - 25.0).abs() < 0.01, "{}", grad_norm_rel_error(1) / U);
     }
 }
