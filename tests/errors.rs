@@ -72,6 +72,7 @@ fn gpu() -> Arc<Gpu> {
 
 #[test]
 fn a_layer_wider_than_the_device_allows_is_an_error_not_an_abort() {
+    common::require_gpu!();
     let g = gpu();
     let limit = g.max_storage_bytes();
     // A weight matrix of more bytes than one storage binding may hold.
@@ -86,6 +87,7 @@ fn a_layer_wider_than_the_device_allows_is_an_error_not_an_abort() {
 
 #[test]
 fn a_batch_wider_than_the_device_allows_is_an_error() {
+    common::require_gpu!();
     let g = gpu();
     let limit = g.max_storage_bytes() as usize;
     let model = Model::new(1024, vec![LayerSpec::Linear { out: 2, bias: true }]).unwrap();
@@ -98,6 +100,7 @@ fn a_batch_wider_than_the_device_allows_is_an_error() {
 
 #[test]
 fn wgpu_validation_errors_are_returned() {
+    common::require_gpu!();
     let g = gpu();
     // Copying past the end of a buffer is a validation error in WebGPU.
     let small = g.storage("small", 4).unwrap();
@@ -118,6 +121,7 @@ fn wgpu_validation_errors_are_returned() {
 /// before anything is dispatched.
 #[test]
 fn a_matmul_epilogue_with_conflicting_uses_of_aux_is_an_error() {
+    common::require_gpu!();
     use gradflow::gpu::kernels::{MatmulParams, FLAG_ADD_SKIP, FLAG_STORE_PREACT};
     let g = gpu();
     let (a, b, c, aux) = (
@@ -133,6 +137,7 @@ fn a_matmul_epilogue_with_conflicting_uses_of_aux_is_an_error() {
 
 #[test]
 fn a_diverging_run_reports_the_non_finite_loss() {
+    common::require_gpu!();
     use gradflow::data::{BatchScheme, Batcher, Dataset};
     use gradflow::nn::Network;
     let x: Vec<f32> = (0..64).map(|i| (i % 7) as f32 * 100.0).collect();
@@ -218,6 +223,8 @@ fn cli_reports_an_unknown_layer_and_a_missing_config() {
 
 #[test]
 fn cli_reports_an_unknown_adapter() {
+    // With no adapter at all the CLI falls back to the CPU (tested above): no list to refuse from.
+    common::require_gpu!();
     let (ok, err) = run_cli(&["--adapter", "no-such-gpu-anywhere", "train", "--epochs", "1"]);
     assert!(!ok);
     assert!(err.contains("no-such-gpu-anywhere") && err.contains("available"), "{err}");
@@ -230,17 +237,22 @@ fn batch_indices_past_the_training_set_are_errors_on_both_executors() {
     let data = Dataset::new(vec![0.5; 20], vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], 2, 2, "toy").unwrap();
     let model = Model::new(2, vec![LayerSpec::Linear { out: 2, bias: true }]).unwrap();
     let params = model.init_params(0);
-    let mut gpu_net = GpuNetwork::new(gpu(), model.clone(), Loss::CrossEntropy, Sgd::new(0.1), &params, 4).unwrap();
+    let mut gpu_net = common::gpu_part!()
+        .then(|| GpuNetwork::new(gpu(), model.clone(), Loss::CrossEntropy, Sgd::new(0.1), &params, 4).unwrap());
     let mut cpu_net = CpuNetwork::new(model, Loss::CrossEntropy, Sgd::new(0.1), params).unwrap();
-    for net in [&mut gpu_net as &mut dyn Network, &mut cpu_net] {
+    let mut nets: Vec<&mut dyn Network> = vec![&mut cpu_net];
+    nets.extend(gpu_net.as_mut().map(|n| n as &mut dyn Network));
+    for net in nets {
         net.set_train_data(&data).unwrap();
         let e = net.train_step(&[0, 10]).unwrap_err().to_string();
         assert!(e.contains("row index 10") && e.contains("10 training rows"), "{}: {e}", net.describe());
         let e = net.train_step(&[]).unwrap_err().to_string();
         assert!(e.contains("a batch of 0 rows"), "{}: {e}", net.describe());
     }
-    let e = gpu_net.train_step(&[0, 1, 2, 3, 4]).unwrap_err().to_string();
-    assert!(e.contains("1 to 4"), "{e}");
+    if let Some(gpu_net) = &mut gpu_net {
+        let e = gpu_net.train_step(&[0, 1, 2, 3, 4]).unwrap_err().to_string();
+        assert!(e.contains("1 to 4"), "{e}");
+    }
 }
 
 /// configs/digits.toml with its data path made absolute and `layers` and `batch_size` replaced.
