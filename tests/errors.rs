@@ -187,6 +187,38 @@ fn with_no_adapter_at_all_the_cli_falls_back_to_the_cpu_with_one_warning() {
     assert!(stdout.contains("device: CPU reference") && stdout.contains("test accuracy"), "{stdout}");
 }
 
+/// This test binary rerun without an adapter (as above): every other test passes, its GPU tests
+/// after one SKIPPED line with the install command; under GRADFLOW_REQUIRE_GPU=1 exactly the
+/// tests that line counts fail, each naming the command.
+#[test]
+fn without_an_adapter_gpu_tests_skip_in_one_line_and_fail_when_one_is_required() {
+    const THIS: &str = "without_an_adapter_gpu_tests_skip_in_one_line_and_fail_when_one_is_required";
+    let rerun = |require: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--skip", THIS])
+            .env("WGPU_BACKEND", "vulkan")
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env_remove("GRADFLOW_ADAPTER")
+            .env(common::REQUIRE_GPU_ENV, require)
+            .output()
+            .expect("rerun this test binary");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, stdout, stderr) = rerun("0");
+    assert!(ok && stdout.contains(" 0 failed"), "{stdout}\n{stderr}");
+    let skips: Vec<&str> = stderr.lines().filter(|l| l.starts_with("SKIPPED")).collect();
+    assert_eq!(skips.len(), 1, "one line per test binary: {stderr}");
+    assert!(skips[0].contains("tests/errors.rs") && skips[0].contains(common::INSTALL_LAVAPIPE), "{}", skips[0]);
+    // "SKIPPED 6 GPU tests of tests/errors.rs and the GPU part of 1 more: …" counts 7.
+    let counted: usize = skips[0].split(':').next().unwrap().split(' ').filter_map(|w| w.parse::<usize>().ok()).sum();
+    let (ok, stdout, _) = rerun("1");
+    let failed = stdout.matches("GRADFLOW_REQUIRE_GPU=1 and wgpu finds no GPU adapter").count();
+    assert!(!ok && counted > 0 && failed == counted, "{counted} counted, {failed} failed:\n{stdout}");
+    assert!(stdout.contains(&format!(" {counted} failed")) && stdout.contains(common::INSTALL_LAVAPIPE), "{stdout}");
+}
+
 #[test]
 fn cli_reports_bad_data_files_by_line() {
     let ragged = temp("ragged.csv", "1,2,0\n3,4,1\n5,1\n");
