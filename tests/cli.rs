@@ -1,6 +1,8 @@
 //! The command-line tool end to end: train with metrics and a plot, eval, predict (npy and CSV,
 //! with the saved standardisation), check, and the data options' errors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 fn dir(name: &str) -> PathBuf {
@@ -148,6 +150,7 @@ fn train_writes_metrics_and_a_plot_then_eval_and_predict_use_the_checkpoint() {
 
 #[test]
 fn check_runs_every_kernel_against_the_reference() {
+    common::require_gpu!();
     let (ok, out, err) = gradflow(&["check"]);
     assert!(ok, "{out}\n{err}");
     for op in [
@@ -313,6 +316,7 @@ fn compare_trains_each_optimizer_from_the_same_start() {
 /// The same on the GPU: `compare` and `train` build the same launches, so the numbers agree there too.
 #[test]
 fn compare_on_the_gpu_matches_train_on_the_gpu() {
+    common::require_gpu!();
     compare_on(None);
 }
 

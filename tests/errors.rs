@@ -72,6 +72,7 @@ fn gpu() -> Arc<Gpu> {
 
 #[test]
 fn a_layer_wider_than_the_device_allows_is_an_error_not_an_abort() {
+    common::require_gpu!();
     let g = gpu();
     let limit = g.max_storage_bytes();
     // A weight matrix of more bytes than one storage binding may hold.
@@ -86,6 +87,7 @@ fn a_layer_wider_than_the_device_allows_is_an_error_not_an_abort() {
 
 #[test]
 fn a_batch_wider_than_the_device_allows_is_an_error() {
+    common::require_gpu!();
     let g = gpu();
     let limit = g.max_storage_bytes() as usize;
     let model = Model::new(1024, vec![LayerSpec::Linear { out: 2, bias: true }]).unwrap();
@@ -98,6 +100,7 @@ fn a_batch_wider_than_the_device_allows_is_an_error() {
 
 #[test]
 fn wgpu_validation_errors_are_returned() {
+    common::require_gpu!();
     let g = gpu();
     // Copying past the end of a buffer is a validation error in WebGPU.
     let small = g.storage("small", 4).unwrap();
@@ -118,6 +121,7 @@ fn wgpu_validation_errors_are_returned() {
 /// before anything is dispatched.
 #[test]
 fn a_matmul_epilogue_with_conflicting_uses_of_aux_is_an_error() {
+    common::require_gpu!();
     use gradflow::gpu::kernels::{MatmulParams, FLAG_ADD_SKIP, FLAG_STORE_PREACT};
     let g = gpu();
     let (a, b, c, aux) = (
@@ -163,11 +167,12 @@ fn a_diverging_run_reports_its_first_bad_step_on_both_executors() {
         }
     }
     let want = want.expect("lr 1e30 diverges within 3 epochs");
-    let cpu: Box<dyn Network> =
-        Box::new(CpuNetwork::new(model.clone(), Loss::CrossEntropy, Sgd::new(1e30), params.clone()).unwrap());
-    let gpu: Box<dyn Network> =
-        Box::new(GpuNetwork::new(gpu(), model, Loss::CrossEntropy, Sgd::new(1e30), &params, 8).unwrap());
-    for mut net in [cpu, gpu] {
+    let mut nets: Vec<Box<dyn Network>> =
+        vec![Box::new(CpuNetwork::new(model.clone(), Loss::CrossEntropy, Sgd::new(1e30), params.clone()).unwrap())];
+    if common::gpu_part!() {
+        nets.push(Box::new(GpuNetwork::new(gpu(), model, Loss::CrossEntropy, Sgd::new(1e30), &params, 8).unwrap()));
+    }
+    for mut net in nets {
         net.set_train_data(&data).unwrap();
         let mut batcher = batches();
         let mut result = Ok(());
@@ -207,6 +212,38 @@ fn with_no_adapter_at_all_the_cli_falls_back_to_the_cpu_with_one_warning() {
     assert!(stdout.contains("device: CPU reference") && stdout.contains("test accuracy"), "{stdout}");
 }
 
+/// This test binary rerun without an adapter (as above): every other test passes, its GPU tests
+/// after one SKIPPED line with the install command; under GRADFLOW_REQUIRE_GPU=1 exactly the
+/// tests that line counts fail, each naming the command.
+#[test]
+fn without_an_adapter_gpu_tests_skip_in_one_line_and_fail_when_one_is_required() {
+    const THIS: &str = "without_an_adapter_gpu_tests_skip_in_one_line_and_fail_when_one_is_required";
+    let rerun = |require: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--skip", THIS])
+            .env("WGPU_BACKEND", "vulkan")
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env_remove("GRADFLOW_ADAPTER")
+            .env(common::REQUIRE_GPU_ENV, require)
+            .output()
+            .expect("rerun this test binary");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, stdout, stderr) = rerun("0");
+    assert!(ok && stdout.contains(" 0 failed"), "{stdout}\n{stderr}");
+    let skips: Vec<&str> = stderr.lines().filter(|l| l.starts_with("SKIPPED")).collect();
+    assert_eq!(skips.len(), 1, "one line per test binary: {stderr}");
+    assert!(skips[0].contains("tests/errors.rs") && skips[0].contains(common::INSTALL_LAVAPIPE), "{}", skips[0]);
+    // "SKIPPED 6 GPU tests of tests/errors.rs and the GPU part of 1 more: …" counts 7.
+    let counted: usize = skips[0].split(':').next().unwrap().split(' ').filter_map(|w| w.parse::<usize>().ok()).sum();
+    let (ok, stdout, _) = rerun("1");
+    let failed = stdout.matches("GRADFLOW_REQUIRE_GPU=1 and wgpu finds no GPU adapter").count();
+    assert!(!ok && counted > 0 && failed == counted, "{counted} counted, {failed} failed:\n{stdout}");
+    assert!(stdout.contains(&format!(" {counted} failed")) && stdout.contains(common::INSTALL_LAVAPIPE), "{stdout}");
+}
+
 #[test]
 fn cli_reports_bad_data_files_by_line() {
     let ragged = temp("ragged.csv", "1,2,0\n3,4,1\n5,1\n");
@@ -243,6 +280,8 @@ fn cli_reports_an_unknown_layer_and_a_missing_config() {
 
 #[test]
 fn cli_reports_an_unknown_adapter() {
+    // With no adapter at all the CLI falls back to the CPU (tested above): no list to refuse from.
+    common::require_gpu!();
     let (ok, err) = run_cli(&["--adapter", "no-such-gpu-anywhere", "train", "--epochs", "1"]);
     assert!(!ok);
     assert!(err.contains("no-such-gpu-anywhere") && err.contains("available"), "{err}");
@@ -255,17 +294,22 @@ fn batch_indices_past_the_training_set_are_errors_on_both_executors() {
     let data = Dataset::new(vec![0.5; 20], vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], 2, 2, "toy").unwrap();
     let model = Model::new(2, vec![LayerSpec::Linear { out: 2, bias: true }]).unwrap();
     let params = model.init_params(0);
-    let mut gpu_net = GpuNetwork::new(gpu(), model.clone(), Loss::CrossEntropy, Sgd::new(0.1), &params, 4).unwrap();
+    let mut gpu_net = common::gpu_part!()
+        .then(|| GpuNetwork::new(gpu(), model.clone(), Loss::CrossEntropy, Sgd::new(0.1), &params, 4).unwrap());
     let mut cpu_net = CpuNetwork::new(model, Loss::CrossEntropy, Sgd::new(0.1), params).unwrap();
-    for net in [&mut gpu_net as &mut dyn Network, &mut cpu_net] {
+    let mut nets: Vec<&mut dyn Network> = vec![&mut cpu_net];
+    nets.extend(gpu_net.as_mut().map(|n| n as &mut dyn Network));
+    for net in nets {
         net.set_train_data(&data).unwrap();
         let e = net.train_step(&[0, 10]).unwrap_err().to_string();
         assert!(e.contains("row index 10") && e.contains("10 training rows"), "{}: {e}", net.describe());
         let e = net.train_step(&[]).unwrap_err().to_string();
         assert!(e.contains("a batch of 0 rows"), "{}: {e}", net.describe());
     }
-    let e = gpu_net.train_step(&[0, 1, 2, 3, 4]).unwrap_err().to_string();
-    assert!(e.contains("1 to 4"), "{e}");
+    if let Some(gpu_net) = &mut gpu_net {
+        let e = gpu_net.train_step(&[0, 1, 2, 3, 4]).unwrap_err().to_string();
+        assert!(e.contains("1 to 4"), "{e}");
+    }
 }
 
 /// configs/digits.toml with its data path made absolute and `layers` and `batch_size` replaced.

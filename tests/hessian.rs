@@ -190,6 +190,7 @@ fn lanczos_extremes_and_index_of_an_exact_hessian_match_its_eigendecomposition()
 /// tests/networks.rs with the R pass's second traversal of every stage).
 #[test]
 fn gpu_hessian_vector_products_match_the_cpu_reference() {
+    common::require_gpu!();
     let model = every_layer_model();
     let data = data(12, 12);
     let p = params(&model, 13);
@@ -229,6 +230,7 @@ fn gpu_hessian_vector_products_match_the_cpu_reference() {
 /// derivatives up to 10³·max|Hv|, so 1e-6·max|Hv| is added.
 #[test]
 fn gpu_hessian_vector_products_match_central_differences_on_a_bigger_model() {
+    common::require_gpu!();
     let cfg = gradflow::config::Config::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/configs/digits.toml"

@@ -58,6 +58,7 @@ fn abs_products(
 
 #[test]
 fn linear_forward_matches_cpu_for_every_activation() {
+    require_gpu!();
     let mut r = rng(1);
     for g in matmul_gpus() {
         for &(m, k, n) in &SHAPES {
@@ -94,6 +95,7 @@ fn linear_forward_matches_cpu_for_every_activation() {
 /// each side.
 #[test]
 fn linear_forward_residual_matches_cpu_product_then_sum() {
+    require_gpu!();
     let mut r = rng(11);
     for g in matmul_gpus() {
         for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
@@ -122,6 +124,7 @@ fn linear_forward_residual_matches_cpu_product_then_sum() {
 
 #[test]
 fn linear_forward_without_bias() {
+    require_gpu!();
     let mut r = rng(2);
     let (m, k, n) = (33, 70, 5);
     let x = uniform(&mut r, m * k, -1.0, 1.0);
@@ -141,6 +144,7 @@ fn linear_forward_without_bias() {
 /// a rounding bound. 16,001 is past what a checked packed product could loop over.
 #[test]
 fn products_longer_than_llvmpipes_loop_budget_are_whole_or_refused() {
+    require_gpu!();
     for (m, k, n) in [(70, 16_001, 70), (5, 70_001, 3)] {
         let x = vec![0.5f32; m * k];
         let w = vec![0.25f32; n * k];
@@ -166,6 +170,7 @@ fn products_longer_than_llvmpipes_loop_budget_are_whole_or_refused() {
 
 #[test]
 fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
+    require_gpu!();
     let mut r = rng(3);
     for g in matmul_gpus() {
         for &(m, k, n) in &SHAPES {
@@ -207,6 +212,7 @@ fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
 
 #[test]
 fn linear_backward_weight_and_bias_grad_match_cpu() {
+    require_gpu!();
     let mut r = rng(4);
     for g in matmul_gpus() {
         for &(m, k, n) in &SHAPES {
@@ -242,6 +248,7 @@ fn linear_backward_weight_and_bias_grad_match_cpu() {
 /// column, on every schedule.
 #[test]
 fn bias_grad_past_one_tile_of_features() {
+    require_gpu!();
     let mut r = rng(5);
     for g in matmul_gpus() {
         for (n, k) in [(1, 1), (7, 1), (63, 3), (64, 5), (65, 8), (129, 2), (257, 9)] {
@@ -258,6 +265,7 @@ fn bias_grad_past_one_tile_of_features() {
 
 #[test]
 fn activations_match_cpu_on_edge_lengths_and_values() {
+    require_gpu!();
     let mut r = rng(6);
     let special = [0.0f32, -0.0, 1e-30, -1e-30, 30.0, -30.0, 88.0, -88.0, 100.0, -100.0];
     for len in [1usize, 7, 255, 256, 257, 65_537] {
@@ -293,6 +301,7 @@ fn activations_match_cpu_on_edge_lengths_and_values() {
 
 #[test]
 fn elementwise_dispatch_splits_past_65535_workgroups() {
+    require_gpu!();
     // 65,535 × 256 + 1 elements need 65,536 workgroups: the grid becomes 2-D.
     let len = 65_535 * 256 + 1;
     let x: Vec<f32> = (0..len).map(|i| (i % 1000) as f32 - 500.0).collect();
@@ -307,6 +316,7 @@ fn elementwise_dispatch_splits_past_65535_workgroups() {
 
 #[test]
 fn matmul_dispatch_splits_past_65535_workgroups() {
+    require_gpu!();
     // 64 × 65,537 rows of tiles: more tiles than one grid dimension holds.
     let (m, k, n) = (64 * 65_537, 2, 3);
     let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32) - 8.0).collect();
@@ -321,6 +331,7 @@ fn matmul_dispatch_splits_past_65535_workgroups() {
 
 #[test]
 fn cross_entropy_matches_cpu_including_logits_of_100() {
+    require_gpu!();
     let mut r = rng(7);
     for &(rows, cols, scale) in
         &[(1usize, 1usize, 1.0f32), (1, 2, 1.0), (7, 3, 5.0), (64, 10, 1.0), (257, 13, 100.0), (1000, 100, 20.0)]
@@ -348,6 +359,7 @@ fn cross_entropy_matches_cpu_including_logits_of_100() {
 /// and totals are the bits of the two-dispatch path (per-row kernel, then loss_reduce).
 #[test]
 fn one_workgroup_loss_matches_the_two_dispatch_path_bit_for_bit() {
+    require_gpu!();
     use gradflow::gpu::kernels::{submit, LossParams, LOSS_ONE_GROUP_ROWS, TOTALS_LEN};
     let g = gpu();
     let mut r = rng(12);
@@ -375,6 +387,7 @@ fn one_workgroup_loss_matches_the_two_dispatch_path_bit_for_bit() {
 
 #[test]
 fn mse_matches_cpu_with_targets_and_with_one_hot_labels() {
+    require_gpu!();
     let mut r = rng(8);
     for &(rows, cols) in &[(1usize, 1usize), (10, 2), (64, 3), (65, 4), (129, 3), (300, 10)] {
         let pred = uniform(&mut r, rows * cols, -2.0, 2.0);
@@ -411,6 +424,7 @@ fn mse_matches_cpu_with_targets_and_with_one_hot_labels() {
 /// from wgpu; within the limit it times what it was asked to, on adapters with timestamps.
 #[test]
 fn pass_timer_refuses_more_passes_than_a_query_set_holds() {
+    require_gpu!();
     let g = gpu();
     assert!(!g.start_pass_timer(2049));
     if g.start_pass_timer(2) {

@@ -142,6 +142,7 @@ fn check(what: &str, got: &[f32], want: &[f64], rel: f64, floor: f64, extra: f64
 
 #[test]
 fn golden_bn_training_runs_on_both_paths() {
+    let with_gpu = gpu_part!();
     let names = cases_of("training_run");
     assert_eq!(names.len(), 7, "one golden training run per optimizer");
     let model = golden_model();
@@ -161,8 +162,11 @@ fn golden_bn_training_runs_on_both_paths() {
         let (p0, norm0) = state_of(&model, &c, "init");
         let (p_final, norm_final) = state_of(&model, &c, "final");
         let cpu_net = CpuNetwork::new(model.clone(), Loss::CrossEntropy, opt.clone(), p0.clone()).unwrap();
-        let gpu_net = GpuNetwork::new(gpu_arc(), model.clone(), Loss::CrossEntropy, opt.clone(), &p0, 64).unwrap();
-        let nets: [(&str, Box<dyn Network>); 2] = [("cpu", Box::new(cpu_net)), ("gpu", Box::new(gpu_net))];
+        let mut nets: Vec<(&str, Box<dyn Network>)> = vec![("cpu", Box::new(cpu_net))];
+        if with_gpu {
+            let gpu_net = GpuNetwork::new(gpu_arc(), model.clone(), Loss::CrossEntropy, opt.clone(), &p0, 64).unwrap();
+            nets.push(("gpu", Box::new(gpu_net)));
+        }
         for (path, mut net) in nets {
             let what = |t: &str| format!("{name} {path} {t}");
             net.set_norm_state(&norm0).unwrap();
@@ -323,6 +327,7 @@ fn deep_residual(width: usize, blocks: usize) -> Model {
 
 #[test]
 fn gpu_gradients_match_the_cpu_on_a_deep_residual_mlp() {
+    require_gpu!();
     let (width, blocks, rows) = (48, 10, 96);
     let model = deep_residual(width, blocks);
     let params = model.init_params(9);
@@ -375,6 +380,7 @@ fn running_statistics_are_the_momentum_average_or_the_cumulative_one() {
     let x: Vec<f32> = (0..n * d).map(|i| 3.0 * (i % d) as f32 + uniform(&mut r, 1, -1.0, 1.0)[0]).collect();
     let labels: Vec<u32> = (0..n as u32).map(|i| i % 2).collect();
     let data = Dataset::new(x.clone(), labels, d, 2, "random").unwrap();
+    let with_gpu = gpu_part!();
     for momentum in ["0.25", "'none'"] {
         let model = Model::new(
             d,
@@ -400,8 +406,11 @@ fn running_statistics_are_the_momentum_average_or_the_cumulative_one() {
         }
         let sgd = gradflow::optim::Sgd::new(0.1);
         let cpu_net = CpuNetwork::new(model.clone(), Loss::CrossEntropy, sgd.clone(), params.clone()).unwrap();
-        let gpu_net = GpuNetwork::new(gpu_arc(), model.clone(), Loss::CrossEntropy, sgd, &params, batch).unwrap();
-        let nets: [(&str, Box<dyn Network>); 2] = [("cpu", Box::new(cpu_net)), ("gpu", Box::new(gpu_net))];
+        let mut nets: Vec<(&str, Box<dyn Network>)> = vec![("cpu", Box::new(cpu_net))];
+        if with_gpu {
+            let gpu_net = GpuNetwork::new(gpu_arc(), model.clone(), Loss::CrossEntropy, sgd, &params, batch).unwrap();
+            nets.push(("gpu", Box::new(gpu_net)));
+        }
         for (path, mut net) in nets {
             net.set_train_data(&data).unwrap();
             for start in (0..n).step_by(batch) {
@@ -440,8 +449,10 @@ fn a_batch_of_one_in_training_mode_is_an_error_on_both_paths() {
     let data = Dataset::new(vec![0.5; 12], vec![0, 1, 0, 1], 3, 2, "tiny").unwrap();
     let sgd = gradflow::optim::Sgd::new(0.1);
     let cpu_net = CpuNetwork::new(model.clone(), Loss::CrossEntropy, sgd.clone(), params.clone()).unwrap();
-    let gpu_net = GpuNetwork::new(gpu_arc(), model.clone(), Loss::CrossEntropy, sgd, &params, 4).unwrap();
-    let nets: [Box<dyn Network>; 2] = [Box::new(cpu_net), Box::new(gpu_net)];
+    let mut nets: Vec<Box<dyn Network>> = vec![Box::new(cpu_net)];
+    if gpu_part!() {
+        nets.push(Box::new(GpuNetwork::new(gpu_arc(), model.clone(), Loss::CrossEntropy, sgd, &params, 4).unwrap()));
+    }
     for mut net in nets {
         net.set_train_data(&data).unwrap();
         let e = net.train_step(&[2]).unwrap_err().to_string();
@@ -492,6 +503,7 @@ fn residual_width_mismatch_is_found_when_the_model_is_built() {
 
 #[test]
 fn at_thirty_layers_the_gradient_reaches_the_first_layer_only_through_residual_blocks() {
+    require_gpu!();
     // The configs of `examples/depth.rs`: one step each on the same batch, then the first
     // layer's weight gradient. Plain: each ReLU layer at PyTorch's default init shrinks the
     // signal's second moment by about 6 (Var W = 1/(3·fan_in), ReLU halves), so ~6^-29 of it
@@ -522,6 +534,7 @@ fn at_thirty_layers_the_gradient_reaches_the_first_layer_only_through_residual_b
 
 #[test]
 fn gpu_gradient_routing_matches_the_cpu_for_every_way_a_value_is_shared() {
+    require_gpu!();
     // Each model shares a value between two readers in a different way, so every accumulate
     // path of the backward pass runs: a batch norm reading a block's input (BN_ACCUMULATE), a
     // Linear+tanh output read by a matmul and a residual sum (fused act' with FLAG_ACCUMULATE and
@@ -616,6 +629,7 @@ fn gpu_gradient_routing_matches_the_cpu_for_every_way_a_value_is_shared() {
 
 #[test]
 fn streamed_training_data_gives_the_same_bits_as_resident_data() {
+    require_gpu!();
     // Data larger than one GPU buffer is kept on the host and each batch uploaded before its
     // step; forced here on a small set, the run must be bit-identical to the resident one.
     let model = residual_bn_model();

@@ -86,6 +86,7 @@ fn higham_data() -> Dataset {
 
 #[test]
 fn higham_network_matches_the_cpu_reference_step_for_step() {
+    common::require_gpu!();
     let l = |out| LayerSpec::Linear { out, bias: true };
     let model =
         Model::new(2, vec![l(2), LayerSpec::Sigmoid, l(3), LayerSpec::Sigmoid, l(2), LayerSpec::Sigmoid]).unwrap();
@@ -95,6 +96,7 @@ fn higham_network_matches_the_cpu_reference_step_for_step() {
 
 #[test]
 fn cross_entropy_with_momentum_and_batches_matches_the_cpu_reference() {
+    common::require_gpu!();
     let mut r = StdRng::seed_from_u64(3);
     let n = 37;
     let x = (0..n * 5).map(|_| r.random_range(-1.0f32..1.0)).collect();

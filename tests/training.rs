@@ -103,6 +103,7 @@ fn mlp(inputs: usize) -> Model {
 
 #[test]
 fn twenty_steps_gpu_and_cpu_agree_for_every_batching_scheme() {
+    require_gpu!();
     let data = synthetic(203, 20, 7, 1);
     for scheme in [BatchScheme::Shuffle, BatchScheme::Replacement, BatchScheme::InOrder] {
         run_both(mlp(20), Loss::CrossEntropy, Sgd::with_momentum(0.05, 0.9), scheme, 32, 20, &data);
@@ -112,6 +113,7 @@ fn twenty_steps_gpu_and_cpu_agree_for_every_batching_scheme() {
 
 #[test]
 fn twenty_steps_agree_for_every_optimizer() {
+    require_gpu!();
     let data = synthetic(203, 20, 7, 5);
     let adam = Optimizer::adam(0.01);
     for opt in [
@@ -132,6 +134,7 @@ fn toml_optimizer(text: &str) -> Optimizer {
 
 #[test]
 fn twenty_steps_with_mse_and_a_sigmoid_output_agree() {
+    require_gpu!();
     let data = synthetic(64, 2, 2, 2);
     // The Higham & Higham (2018) shape: 2 → 2 → 3 → 2, sigmoid everywhere, MSE, plain SGD.
     let model = Model::new(
@@ -151,6 +154,7 @@ fn twenty_steps_with_mse_and_a_sigmoid_output_agree() {
 
 #[test]
 fn gradients_of_one_step_agree() {
+    require_gpu!();
     let data = synthetic(50, 20, 7, 4);
     let model = mlp(20);
     let params = model.init_params(1);
@@ -177,6 +181,7 @@ fn gradients_of_one_step_agree() {
 
 #[test]
 fn default_digits_run_reaches_95_percent_test_accuracy_on_the_gpu() {
+    require_gpu!();
     let config = gradflow::config::Config::default_run().unwrap();
     let file = std::path::PathBuf::from(gradflow::config::DEFAULT_CONFIG_PATH);
     let (train, test) = gradflow::train::load_data(&config, &file).unwrap();
@@ -196,6 +201,7 @@ fn default_digits_run_reaches_95_percent_test_accuracy_on_the_gpu() {
 
 #[test]
 fn optimizer_state_reads_back_and_moves_between_executors() {
+    require_gpu!();
     // Adam for 5 steps on the GPU, then its parameters, state and step count continue on the
     // CPU: the sixth step matches a GPU that kept going (same tolerance as above).
     let data = synthetic(64, 20, 7, 6);

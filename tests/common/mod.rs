@@ -3,28 +3,117 @@
 
 pub mod golden;
 
-use std::sync::OnceLock;
+use std::io::Write;
+use std::sync::{Once, OnceLock};
 
 use gradflow::gpu::Gpu;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-/// The device every GPU test uses: `$GRADFLOW_ADAPTER` if set, else the best adapter.
+/// Set to 1 (`.ci/run` does) to make a missing adapter fail the GPU tests instead of skipping them.
+pub const REQUIRE_GPU_ENV: &str = "GRADFLOW_REQUIRE_GPU";
+
+/// The one command that gives a headless Linux machine an adapter: Mesa's lavapipe.
+pub const INSTALL_LAVAPIPE: &str = "apt-get install -y mesa-vulkan-drivers";
+
+/// First statement of a GPU test: returns from the test (it then passes without running) when
+/// wgpu sees no adapter, or fails it under `GRADFLOW_REQUIRE_GPU=1`; see `gpu_gate`.
+#[allow(unused_macros)]
+macro_rules! require_gpu {
+    () => {
+        if !$crate::common::gpu_gate(file!()) {
+            return;
+        }
+    };
+}
+
+/// For a test that checks the CPU reference too: whether its GPU part runs, decided as
+/// `require_gpu!` decides for a whole test. Written once per test (the skip line counts them).
+#[allow(unused_macros)]
+macro_rules! gpu_part {
+    () => {
+        $crate::common::gpu_gate(file!())
+    };
+}
+
+// Path-addressable (`common::require_gpu!`) and picked up by `use common::*`.
+#[allow(unused_imports)]
+pub(crate) use {gpu_part, require_gpu};
+
+/// Whether wgpu sees any adapter, asked once per test binary. `Gpu::new` fails with `NoAdapter`
+/// exactly when this list is empty.
+pub fn adapter_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    *PRESENT.get_or_init(|| !gradflow::gpu::list_adapters().is_empty())
+}
+
+/// Whether `GRADFLOW_REQUIRE_GPU` asks for an adapter: any value but empty and "0".
+pub fn gpu_required() -> bool {
+    std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The gate behind `require_gpu!` and `gpu_part!` for a test in `file`: true with an adapter;
+/// without one a panic with the install command under `GRADFLOW_REQUIRE_GPU=1`, else false, and
+/// the first time in this test binary one line on stderr saying what is skipped and why.
+pub fn gpu_gate(file: &str) -> bool {
+    if adapter_present() {
+        return true;
+    }
+    if gpu_required() {
+        panic!(
+            "{REQUIRE_GPU_ENV}={} and wgpu finds no GPU adapter. On a headless Linux machine install \
+             Mesa's software Vulkan driver (lavapipe): `{INSTALL_LAVAPIPE}`",
+            std::env::var(REQUIRE_GPU_ENV).unwrap_or_default()
+        );
+    }
+    static ANNOUNCED: Once = Once::new();
+    ANNOUNCED.call_once(|| {
+        // Straight to the process's stderr: libtest captures eprintln! of passing tests.
+        let _ = std::io::stderr().write_all(format!("\n{}\n", skip_line(file)).as_bytes());
+    });
+    false
+}
+
+/// "SKIPPED n GPU tests of `file` …": n counted from the test file's source, one gate per test.
+pub fn skip_line(file: &str) -> String {
+    let source = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .or_else(|_| std::fs::read_to_string(file));
+    let what = match source {
+        Ok(text) => {
+            let code = || text.lines().map(|l| l.split("//").next().unwrap_or(""));
+            let whole = code().filter(|l| l.contains("require_gpu!()")).count();
+            let parts = code().filter(|l| l.contains("gpu_part!()")).count();
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
+            match (whole, parts) {
+                (w, 0) => format!("{w} GPU test{} of {file}", plural(w)),
+                (0, p) => format!("the GPU part of {p} test{} of {file}", plural(p)),
+                (w, p) => format!("{w} GPU test{} of {file} and the GPU part of {p} more", plural(w)),
+            }
+        }
+        Err(_) => format!("the GPU tests of {file}"),
+    };
+    format!(
+        "SKIPPED {what}: wgpu finds no GPU adapter. Install one (Mesa's software Vulkan driver, \
+         lavapipe) with `{INSTALL_LAVAPIPE}`; {REQUIRE_GPU_ENV}=1 turns this skip into a failure."
+    )
+}
+
+/// The device every GPU test uses: `$GRADFLOW_ADAPTER` if set, else the best adapter. For tests
+/// that passed `require_gpu!` or `gpu_part!`.
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(gpu_or_panic)
 }
 
-/// A new device handle, or a panic that says how to get one.
+/// A new device handle (for tests that passed `require_gpu!` or `gpu_part!`), or a panic.
 pub fn gpu_or_panic() -> Gpu {
     match Gpu::new(None) {
         Ok(gpu) => {
             eprintln!("GPU tests on {}", gpu.describe());
             gpu
         }
-        Err(e @ gradflow::error::Error::NoAdapter(_)) => panic!(
-            "the GPU tests need a wgpu adapter and found none ({e}). On a headless Linux machine \
-             install Mesa's software Vulkan driver: `apt-get install -y mesa-vulkan-drivers`"
-        ),
+        Err(e @ gradflow::error::Error::NoAdapter(_)) => {
+            panic!("{e} (a test opened the GPU without `require_gpu!` or `gpu_part!` first)")
+        }
         Err(e) => panic!("could not open the GPU: {e}"),
     }
 }
