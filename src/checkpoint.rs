@@ -390,6 +390,13 @@ fn input_transform(path: &Path, st: &SafeTensors<'_>) -> Result<Option<(Vec<f32>
     }
 }
 
+/// The shape of tensor `name` in a state dict, if it has one.
+pub fn tensor_shape(path: &Path, name: &str) -> Result<Option<Vec<usize>>> {
+    let bytes = read(path)?;
+    let st = parse(path, &bytes)?;
+    Ok(st.tensor(name).ok().map(|v| v.shape().to_vec()))
+}
+
 /// The input standardisation a checkpoint carries (`gradflow.input_mean`, `gradflow.input_std`).
 pub fn load_input_transform(path: &Path) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
     let bytes = read(path)?;

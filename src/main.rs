@@ -288,6 +288,26 @@ fn load_config(path: Option<PathBuf>, set: &[String]) -> Result<(Config, PathBuf
     }
 }
 
+/// An input file with the wrong number of columns is the input's fault, not the checkpoint's:
+/// the model's first tensor ([out, in] or a norm's [in]) says how many features it takes.
+fn check_input_width(config: &Config, checkpoint: &std::path::Path, input: &std::path::Path, d: usize) -> Result<()> {
+    let probe = Model::new(d, config.model.layers.clone())?;
+    let Some(first) = probe.params.first() else { return Ok(()) };
+    let saved = gradflow::checkpoint::tensor_shape(checkpoint, &first.name)?;
+    match saved.as_deref().and_then(|s| s.last()) {
+        Some(&want) if want != d => Err(gradflow::error::Error::DataFile {
+            file: input.to_path_buf(),
+            message: format!(
+                "has {d} feature columns, but the model in {} takes {want} (tensor '{}' {:?})",
+                checkpoint.display(),
+                first.name,
+                saved.unwrap_or_default()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A state dict for `model`, strict unless `--non-strict` (which names what it ignores).
 fn state_dict(path: &std::path::Path, model: &Model, non_strict: bool) -> Result<(Vec<f32>, gradflow::nn::NormState)> {
     if !non_strict {
@@ -596,6 +616,7 @@ fn predict_cmd(
         }
         s.apply(&mut x);
     }
+    check_input_width(&config, checkpoint, input, d)?;
     let mut net = saved_network(&config, d, checkpoint, placement, 1024.min(n.max(1)), non_strict)?;
     let logits = net.predict(&x, n)?;
     let classes = net.model().outputs();
