@@ -308,7 +308,7 @@ fn npy_errors() {
     assert_eq!(load_npy_pair(&xi, &y, None).unwrap().x, [0.0, 1.0, 2.0, 255.0, -7.0, 16_777_216.0]);
     let xi = npy_file("x_big.npy", "<i8", &[3, 2], &le_i64(&[0, 0, 0, (1 << 24) + 1, 0, 0]));
     let e = npy_err(&xi, &y, None);
-    assert!(e.contains("x_big.npy") && e.contains("row 1, feature 1") && e.contains("2^24"), "{e}");
+    assert!(e.contains("x_big.npy") && e.contains("row 2, feature 2 (counting from 1)") && e.contains("2^24"), "{e}");
 
     let yf = npy_file("y_float.npy", "<f4", &[3], &le_f32(&[0.0; 3]));
     let e = npy_err(&x, &yf, None);
@@ -355,17 +355,23 @@ fn npy_errors() {
 
     let xnan = npy_file("x_nan.npy", "<f4", &[3, 2], &le_f32(&[0.0, 0.0, 0.0, f32::NAN, 0.0, 0.0]));
     let e = npy_err(&xnan, &y, None);
-    assert!(e.contains("x_nan.npy") && e.contains("row 1, feature 1: NaN in data"), "{e}");
+    assert!(e.contains("x_nan.npy") && e.contains("row 2, feature 2 (counting from 1): NaN in data"), "{e}");
     let xinf = npy_file("x_inf.npy", "<f8", &[3, 2], &le_f64(&[0.0, 0.0, 0.0, 0.0, f64::INFINITY, 0.0]));
     let e = npy_err(&xinf, &y, None);
-    assert!(e.contains("x_inf.npy") && e.contains("row 2, feature 0: Inf in data"), "{e}");
+    assert!(e.contains("x_inf.npy") && e.contains("row 3, feature 1 (counting from 1): Inf in data"), "{e}");
 
     let yneg = npy_file("y_neg.npy", "<i8", &[3], &le_i64(&[0, -1, 2]));
     let e = npy_err(&x, &yneg, None);
-    assert!(e.contains("y_neg.npy") && e.contains("row 1") && e.contains("non-negative"), "{e}");
+    assert!(e.contains("y_neg.npy") && e.contains("row 2 (counting from 1)") && e.contains("non-negative"), "{e}");
 
     let e = npy_err(&x, &y, Some(2));
-    assert!(e.contains("y_ok.npy") && e.contains("row 2") && e.contains("label 2") && e.contains("2 classes"), "{e}");
+    assert!(
+        e.contains("y_ok.npy")
+            && e.contains("row 3 (counting from 1)")
+            && e.contains("label 2")
+            && e.contains("2 classes"),
+        "{e}"
+    );
 
     for p in [x, y, f, be, xi, yf, x1, y2, y4, short, f16, junk, empty, bad_header, xnan, xinf, yneg] {
         let _ = std::fs::remove_file(p);
@@ -389,6 +395,61 @@ fn npy_other_versions_and_shapes() {
     let _ = std::fs::remove_file(huge);
 }
 
+// ---------------------------------------------------------------- rows and lines
+
+/// CSV errors name the file's line as an editor numbers it (header and blank lines count);
+/// .npy and in-memory errors name rows and features counting from 1, so x[1, 0] is row 2.
+#[test]
+fn rows_and_lines_count_from_1_in_every_reader() {
+    // The second data row holds a NaN in its first feature.
+    let e = csv_err("second_row.csv", "a,b,label\n0,0,0\n\nnan,1,1\n", &CsvOptions::default());
+    assert!(e.contains("second_row.csv, line 4: column 1 ('a'): NaN in data"), "{e}");
+    let x = npy_file("second_row_x.npy", "<f4", &[2, 2], &le_f32(&[0.0, 0.0, f32::NAN, 1.0]));
+    let y = npy_file("second_row_y.npy", "<i8", &[2], &le_i64(&[0, 1]));
+    let e = npy_err(&x, &y, None);
+    assert!(e.contains("second_row_x.npy: row 2, feature 1 (counting from 1): NaN in data"), "{e}");
+    let e = Dataset::new(vec![0.0, 0.0, f32::NAN, 1.0], vec![0, 1], 2, 2, "in memory").unwrap_err().to_string();
+    assert!(e.contains("in memory: row 2, feature 1 (counting from 1): NaN in data"), "{e}");
+
+    // The first label out of range: line 2 of the CSV, row 1 of the labels.
+    let e =
+        csv_err("first_label.csv", "a,b,label\n0,0,5\n", &CsvOptions { num_classes: Some(3), ..Default::default() });
+    assert!(e.contains("first_label.csv, line 2") && e.contains("label 5"), "{e}");
+    let x_ok = npy_file("finite_x.npy", "<f4", &[2, 2], &le_f32(&[0.0; 4]));
+    let y5 = npy_file("first_label_y.npy", "<i8", &[2], &le_i64(&[5, 1]));
+    let e = npy_err(&x_ok, &y5, Some(3));
+    assert!(e.contains("first_label_y.npy: row 1 (counting from 1): label 5"), "{e}");
+    let e = Dataset::new(vec![0.0; 4], vec![5, 1], 2, 3, "in memory").unwrap_err().to_string();
+    assert!(e.contains("in memory: row 1 (counting from 1) has label 5"), "{e}");
+
+    // A label too large for u32, and a negative one, in the labels file.
+    let big = npy_file("big_label_y.npy", "<i8", &[2], &le_i64(&[0, 1 << 40]));
+    let e = npy_err(&x_ok, &big, None);
+    assert!(e.contains("row 2 (counting from 1): label 1099511627776 is larger than 4294967295"), "{e}");
+    let neg = npy_file("neg_label_y.npy", "<i8", &[2], &le_i64(&[-1, 0]));
+    let e = npy_err(&x_ok, &neg, None);
+    assert!(e.contains("row 1 (counting from 1): label -1 is not a non-negative integer"), "{e}");
+    for p in [x, x_ok, y, y5, big, neg] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn npy_without_rows_is_refused_as_csv_is() {
+    let x0 = npy_file("no_rows_x.npy", "<f4", &[0, 2], &[]);
+    let y0 = npy_file("no_rows_y.npy", "<i8", &[0], &[]);
+    let e = npy_err(&x0, &y0, None);
+    assert!(e.contains("no_rows_x.npy") && e.contains("no rows"), "{e}");
+    // Every row dropped for a non-finite feature.
+    let x = npy_file("all_nan_x.npy", "<f4", &[2, 1], &le_f32(&[f32::NAN, f32::INFINITY]));
+    let y = npy_file("all_nan_y.npy", "<i8", &[2], &le_i64(&[0, 1]));
+    let e = load_npy_pair_with(&x, &y, None, true).unwrap_err().to_string();
+    assert!(e.contains("all_nan_x.npy") && e.contains("all 2 rows") && e.contains("dropped"), "{e}");
+    for p in [x0, y0, x, y] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 // ---------------------------------------------------------------- Dataset
 
 /// n rows; row i is [i, -i], label i % k.
@@ -402,9 +463,9 @@ fn dataset_new_validates() {
     let e = Dataset::new(vec![0.0; 5], vec![0, 1], 3, 2, "my set").unwrap_err().to_string();
     assert!(e.contains("my set"), "{e}");
     let e = Dataset::new(vec![0.0, f32::NAN, 0.0, 0.0], vec![0, 1], 2, 2, "my set").unwrap_err().to_string();
-    assert!(e.contains("my set") && e.contains("row 0, feature 1: NaN"), "{e}");
+    assert!(e.contains("my set") && e.contains("row 1, feature 2 (counting from 1): NaN"), "{e}");
     let e = Dataset::new(vec![0.0, 0.0, f32::INFINITY, 0.0], vec![0, 1], 2, 2, "my set").unwrap_err().to_string();
-    assert!(e.contains("my set") && e.contains("row 1, feature 0: Inf"), "{e}");
+    assert!(e.contains("my set") && e.contains("row 2, feature 1 (counting from 1): Inf"), "{e}");
     let e = Dataset::new(vec![0.0; 4], vec![0, 2], 2, 2, "my set").unwrap_err().to_string();
     assert!(e.contains("my set") && e.contains("label 2") && e.contains("2 classes"), "{e}");
     assert!(Dataset::new(vec![], vec![], 0, 2, "no features").is_err());
