@@ -206,6 +206,85 @@ fn csv_empty_missing_header_only() {
     let _ = std::fs::remove_file(p);
 }
 
+#[test]
+fn csv_in_another_separator_is_refused_with_the_likely_cause() {
+    // Each file splits into one field per line at commas; the error says why, on the first line.
+    for (name, text, separator) in [
+        ("semicolon.csv", "x;y;label\n1.5;2;0\n", "';'-separated"),
+        ("semicolon_no_header.csv", "1.5;2;0\n3;4;1\n", "';'-separated"),
+        ("tab.tsv", "x\ty\tlabel\n1.5\t2\t0\n", "tab-separated"),
+        ("space.txt", "1.5 2 0\n3 4 1\n", "space-separated"),
+    ] {
+        let e = csv_err(name, text, &CsvOptions::default());
+        assert!(e.contains("line 1") && e.contains(separator) && e.contains("comma-separated"), "{e}");
+        assert!(!e.contains("found 1 field"), "{e}");
+        let p = temp_file(name, text.as_bytes());
+        let e = load_features(&p).unwrap_err().to_string();
+        let _ = std::fs::remove_file(p);
+        assert!(e.contains(name) && e.contains(separator), "load_features: {e}");
+    }
+    // ';' with decimal commas splits at the commas into non-numbers: the hint comes with them.
+    let e = csv_err("decimal_commas.csv", "a,b,label\n1,5;2,0;1\n", &CsvOptions::default());
+    assert!(e.contains("line 2") && e.contains("'5;2' is not a number") && e.contains("';'-separated"), "{e}");
+    // One ';' line in a comma file: the field count and the hint.
+    let e = csv_err("one_bad_line.csv", "a,b,label\n1,2,0\n3;4;1\n", &CsvOptions::default());
+    assert!(e.contains("line 3") && e.contains("expected 3 fields, found 1") && e.contains("';'-separated"), "{e}");
+    // A header name with a space is no reason to suspect spaces.
+    let p = temp_file("spaced_name.csv", b"pixel value\n0.5\n1.5\n");
+    assert_eq!(load_features(&p).unwrap(), (vec![0.5, 1.5], 2, 1));
+    let _ = std::fs::remove_file(p);
+}
+
+#[test]
+fn csv_quoted_fields_are_read_as_spreadsheets_write_them() {
+    // R's write.csv and pandas' QUOTE_ALL quote fields; the quotes are not part of the value.
+    let text = "\"x\",\"y\",\"arm\"\r\n\"1.5\",\"2\",\"0\"\r\n\" -3 \",\"4e-2\",\"1\"\r\n";
+    let p = temp_file("quoted.csv", text.as_bytes());
+    let ds = load_csv(&p, &CsvOptions { label_column: LabelColumn::Name("arm".into()), ..Default::default() }).unwrap();
+    assert_eq!((ds.x.clone(), ds.labels.clone()), (vec![1.5, 2.0, -3.0, 0.04], vec![0, 1]));
+    assert_eq!(load_features(&p).unwrap(), (vec![1.5, 2.0, 0.0, -3.0, 0.04, 1.0], 2, 3));
+    let _ = std::fs::remove_file(p);
+
+    // A quoted header name may hold a comma or a doubled quote.
+    let p = temp_file("quoted_names.csv", b"\"a,b\",\"say \"\"hi\"\"\",label\n1,2,0\n");
+    let ds = load_csv(&p, &CsvOptions { label_column: LabelColumn::Name("say \"hi\"".into()), ..Default::default() })
+        .unwrap();
+    assert_eq!((ds.d, ds.x.clone(), ds.labels.clone()), (2, vec![1.0, 0.0], vec![2]));
+    let _ = std::fs::remove_file(p);
+
+    let e = csv_err("unclosed.csv", "a,b,label\n1,\"2,0\n", &CsvOptions::default());
+    assert!(e.contains("line 2") && e.contains("column 2") && e.contains("never closes"), "{e}");
+    let e = csv_err("after_quote.csv", "a,b,label\n\"1\"5,2,0\n", &CsvOptions::default());
+    assert!(e.contains("line 2") && e.contains("column 1") && e.contains("after the closing quote"), "{e}");
+    // Quotes do not make a word a number.
+    let e = csv_err("quoted_word.csv", "a,b,label\n\"one\",2,0\n", &CsvOptions::default());
+    assert!(e.contains("line 2") && e.contains("'one' is not a number"), "{e}");
+}
+
+#[test]
+fn csv_with_classic_mac_line_ends_counts_lines_as_an_editor() {
+    let p = temp_file("mac.csv", b"x,y,label\r1,2,0\r3,nan,1\r");
+    let e = load_csv(&p, &CsvOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("line 3") && e.contains("NaN"), "{e}");
+    let _ = std::fs::remove_file(p);
+    let p = temp_file("mac_ok.csv", b"x,y,label\r1,2,0\r3,4,1\r");
+    assert_eq!(load_csv(&p, &CsvOptions::default()).unwrap().n, 2);
+    let _ = std::fs::remove_file(p);
+}
+
+#[test]
+fn csv_label_errors_say_what_is_wrong() {
+    let e = csv_err("huge_label.csv", "1,2,0\n3,4,4294967296\n", &CsvOptions::default());
+    assert!(e.contains("line 2") && e.contains("larger than 4294967295") && !e.contains("non-negative"), "{e}");
+    // Every row dropped for NaN: not "only a header".
+    let e = csv_err(
+        "all_nan.csv",
+        "a,b,label\nnan,1,0\n1,inf,1\n",
+        &CsvOptions { drop_non_finite: true, ..Default::default() },
+    );
+    assert!(e.contains("all 2 data rows") && e.contains("dropped") && !e.contains("header"), "{e}");
+}
+
 // ---------------------------------------------------------------- .npy
 
 /// A .npy v1.0 file: magic, version, u16 header length, header dict padded with spaces and a
