@@ -590,7 +590,7 @@ fn predict_cmd(
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
             return Err(Error::DataFile {
                 file: input.into(),
-                message: format!("row {}, feature {}: {} in data", i / a.shape[1], i % a.shape[1], x[i]),
+                message: format!("{}: {} in data", gradflow::data::row_feature_text(i, a.shape[1]), x[i]),
             });
         }
         (x, a.shape[0], a.shape[1])

@@ -206,6 +206,85 @@ fn csv_empty_missing_header_only() {
     let _ = std::fs::remove_file(p);
 }
 
+#[test]
+fn csv_in_another_separator_is_refused_with_the_likely_cause() {
+    // Each file splits into one field per line at commas; the error says why, on the first line.
+    for (name, text, separator) in [
+        ("semicolon.csv", "x;y;label\n1.5;2;0\n", "';'-separated"),
+        ("semicolon_no_header.csv", "1.5;2;0\n3;4;1\n", "';'-separated"),
+        ("tab.tsv", "x\ty\tlabel\n1.5\t2\t0\n", "tab-separated"),
+        ("space.txt", "1.5 2 0\n3 4 1\n", "space-separated"),
+    ] {
+        let e = csv_err(name, text, &CsvOptions::default());
+        assert!(e.contains("line 1") && e.contains(separator) && e.contains("comma-separated"), "{e}");
+        assert!(!e.contains("found 1 field"), "{e}");
+        let p = temp_file(name, text.as_bytes());
+        let e = load_features(&p).unwrap_err().to_string();
+        let _ = std::fs::remove_file(p);
+        assert!(e.contains(name) && e.contains(separator), "load_features: {e}");
+    }
+    // ';' with decimal commas splits at the commas into non-numbers: the hint comes with them.
+    let e = csv_err("decimal_commas.csv", "a,b,label\n1,5;2,0;1\n", &CsvOptions::default());
+    assert!(e.contains("line 2") && e.contains("'5;2' is not a number") && e.contains("';'-separated"), "{e}");
+    // One ';' line in a comma file: the field count and the hint.
+    let e = csv_err("one_bad_line.csv", "a,b,label\n1,2,0\n3;4;1\n", &CsvOptions::default());
+    assert!(e.contains("line 3") && e.contains("expected 3 fields, found 1") && e.contains("';'-separated"), "{e}");
+    // A header name with a space is no reason to suspect spaces.
+    let p = temp_file("spaced_name.csv", b"pixel value\n0.5\n1.5\n");
+    assert_eq!(load_features(&p).unwrap(), (vec![0.5, 1.5], 2, 1));
+    let _ = std::fs::remove_file(p);
+}
+
+#[test]
+fn csv_quoted_fields_are_read_as_spreadsheets_write_them() {
+    // R's write.csv and pandas' QUOTE_ALL quote fields; the quotes are not part of the value.
+    let text = "\"x\",\"y\",\"arm\"\r\n\"1.5\",\"2\",\"0\"\r\n\" -3 \",\"4e-2\",\"1\"\r\n";
+    let p = temp_file("quoted.csv", text.as_bytes());
+    let ds = load_csv(&p, &CsvOptions { label_column: LabelColumn::Name("arm".into()), ..Default::default() }).unwrap();
+    assert_eq!((ds.x.clone(), ds.labels.clone()), (vec![1.5, 2.0, -3.0, 0.04], vec![0, 1]));
+    assert_eq!(load_features(&p).unwrap(), (vec![1.5, 2.0, 0.0, -3.0, 0.04, 1.0], 2, 3));
+    let _ = std::fs::remove_file(p);
+
+    // A quoted header name may hold a comma or a doubled quote.
+    let p = temp_file("quoted_names.csv", b"\"a,b\",\"say \"\"hi\"\"\",label\n1,2,0\n");
+    let ds = load_csv(&p, &CsvOptions { label_column: LabelColumn::Name("say \"hi\"".into()), ..Default::default() })
+        .unwrap();
+    assert_eq!((ds.d, ds.x.clone(), ds.labels.clone()), (2, vec![1.0, 0.0], vec![2]));
+    let _ = std::fs::remove_file(p);
+
+    let e = csv_err("unclosed.csv", "a,b,label\n1,\"2,0\n", &CsvOptions::default());
+    assert!(e.contains("line 2") && e.contains("column 2") && e.contains("never closes"), "{e}");
+    let e = csv_err("after_quote.csv", "a,b,label\n\"1\"5,2,0\n", &CsvOptions::default());
+    assert!(e.contains("line 2") && e.contains("column 1") && e.contains("after the closing quote"), "{e}");
+    // Quotes do not make a word a number.
+    let e = csv_err("quoted_word.csv", "a,b,label\n\"one\",2,0\n", &CsvOptions::default());
+    assert!(e.contains("line 2") && e.contains("'one' is not a number"), "{e}");
+}
+
+#[test]
+fn csv_with_classic_mac_line_ends_counts_lines_as_an_editor() {
+    let p = temp_file("mac.csv", b"x,y,label\r1,2,0\r3,nan,1\r");
+    let e = load_csv(&p, &CsvOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("line 3") && e.contains("NaN"), "{e}");
+    let _ = std::fs::remove_file(p);
+    let p = temp_file("mac_ok.csv", b"x,y,label\r1,2,0\r3,4,1\r");
+    assert_eq!(load_csv(&p, &CsvOptions::default()).unwrap().n, 2);
+    let _ = std::fs::remove_file(p);
+}
+
+#[test]
+fn csv_label_errors_say_what_is_wrong() {
+    let e = csv_err("huge_label.csv", "1,2,0\n3,4,4294967296\n", &CsvOptions::default());
+    assert!(e.contains("line 2") && e.contains("larger than 4294967295") && !e.contains("non-negative"), "{e}");
+    // Every row dropped for NaN: not "only a header".
+    let e = csv_err(
+        "all_nan.csv",
+        "a,b,label\nnan,1,0\n1,inf,1\n",
+        &CsvOptions { drop_non_finite: true, ..Default::default() },
+    );
+    assert!(e.contains("all 2 data rows") && e.contains("dropped") && !e.contains("header"), "{e}");
+}
+
 // ---------------------------------------------------------------- .npy
 
 /// A .npy v1.0 file: magic, version, u16 header length, header dict padded with spaces and a
@@ -308,7 +387,7 @@ fn npy_errors() {
     assert_eq!(load_npy_pair(&xi, &y, None).unwrap().x, [0.0, 1.0, 2.0, 255.0, -7.0, 16_777_216.0]);
     let xi = npy_file("x_big.npy", "<i8", &[3, 2], &le_i64(&[0, 0, 0, (1 << 24) + 1, 0, 0]));
     let e = npy_err(&xi, &y, None);
-    assert!(e.contains("x_big.npy") && e.contains("row 1, feature 1") && e.contains("2^24"), "{e}");
+    assert!(e.contains("x_big.npy") && e.contains("row 2, feature 2 (counting from 1)") && e.contains("2^24"), "{e}");
 
     let yf = npy_file("y_float.npy", "<f4", &[3], &le_f32(&[0.0; 3]));
     let e = npy_err(&x, &yf, None);
@@ -355,17 +434,23 @@ fn npy_errors() {
 
     let xnan = npy_file("x_nan.npy", "<f4", &[3, 2], &le_f32(&[0.0, 0.0, 0.0, f32::NAN, 0.0, 0.0]));
     let e = npy_err(&xnan, &y, None);
-    assert!(e.contains("x_nan.npy") && e.contains("row 1, feature 1: NaN in data"), "{e}");
+    assert!(e.contains("x_nan.npy") && e.contains("row 2, feature 2 (counting from 1): NaN in data"), "{e}");
     let xinf = npy_file("x_inf.npy", "<f8", &[3, 2], &le_f64(&[0.0, 0.0, 0.0, 0.0, f64::INFINITY, 0.0]));
     let e = npy_err(&xinf, &y, None);
-    assert!(e.contains("x_inf.npy") && e.contains("row 2, feature 0: Inf in data"), "{e}");
+    assert!(e.contains("x_inf.npy") && e.contains("row 3, feature 1 (counting from 1): Inf in data"), "{e}");
 
     let yneg = npy_file("y_neg.npy", "<i8", &[3], &le_i64(&[0, -1, 2]));
     let e = npy_err(&x, &yneg, None);
-    assert!(e.contains("y_neg.npy") && e.contains("row 1") && e.contains("non-negative"), "{e}");
+    assert!(e.contains("y_neg.npy") && e.contains("row 2 (counting from 1)") && e.contains("non-negative"), "{e}");
 
     let e = npy_err(&x, &y, Some(2));
-    assert!(e.contains("y_ok.npy") && e.contains("row 2") && e.contains("label 2") && e.contains("2 classes"), "{e}");
+    assert!(
+        e.contains("y_ok.npy")
+            && e.contains("row 3 (counting from 1)")
+            && e.contains("label 2")
+            && e.contains("2 classes"),
+        "{e}"
+    );
 
     for p in [x, y, f, be, xi, yf, x1, y2, y4, short, f16, junk, empty, bad_header, xnan, xinf, yneg] {
         let _ = std::fs::remove_file(p);
@@ -389,6 +474,61 @@ fn npy_other_versions_and_shapes() {
     let _ = std::fs::remove_file(huge);
 }
 
+// ---------------------------------------------------------------- rows and lines
+
+/// CSV errors name the file's line as an editor numbers it (header and blank lines count);
+/// .npy and in-memory errors name rows and features counting from 1, so x[1, 0] is row 2.
+#[test]
+fn rows_and_lines_count_from_1_in_every_reader() {
+    // The second data row holds a NaN in its first feature.
+    let e = csv_err("second_row.csv", "a,b,label\n0,0,0\n\nnan,1,1\n", &CsvOptions::default());
+    assert!(e.contains("second_row.csv, line 4: column 1 ('a'): NaN in data"), "{e}");
+    let x = npy_file("second_row_x.npy", "<f4", &[2, 2], &le_f32(&[0.0, 0.0, f32::NAN, 1.0]));
+    let y = npy_file("second_row_y.npy", "<i8", &[2], &le_i64(&[0, 1]));
+    let e = npy_err(&x, &y, None);
+    assert!(e.contains("second_row_x.npy: row 2, feature 1 (counting from 1): NaN in data"), "{e}");
+    let e = Dataset::new(vec![0.0, 0.0, f32::NAN, 1.0], vec![0, 1], 2, 2, "in memory").unwrap_err().to_string();
+    assert!(e.contains("in memory: row 2, feature 1 (counting from 1): NaN in data"), "{e}");
+
+    // The first label out of range: line 2 of the CSV, row 1 of the labels.
+    let e =
+        csv_err("first_label.csv", "a,b,label\n0,0,5\n", &CsvOptions { num_classes: Some(3), ..Default::default() });
+    assert!(e.contains("first_label.csv, line 2") && e.contains("label 5"), "{e}");
+    let x_ok = npy_file("finite_x.npy", "<f4", &[2, 2], &le_f32(&[0.0; 4]));
+    let y5 = npy_file("first_label_y.npy", "<i8", &[2], &le_i64(&[5, 1]));
+    let e = npy_err(&x_ok, &y5, Some(3));
+    assert!(e.contains("first_label_y.npy: row 1 (counting from 1): label 5"), "{e}");
+    let e = Dataset::new(vec![0.0; 4], vec![5, 1], 2, 3, "in memory").unwrap_err().to_string();
+    assert!(e.contains("in memory: row 1 (counting from 1) has label 5"), "{e}");
+
+    // A label too large for u32, and a negative one, in the labels file.
+    let big = npy_file("big_label_y.npy", "<i8", &[2], &le_i64(&[0, 1 << 40]));
+    let e = npy_err(&x_ok, &big, None);
+    assert!(e.contains("row 2 (counting from 1): label 1099511627776 is larger than 4294967295"), "{e}");
+    let neg = npy_file("neg_label_y.npy", "<i8", &[2], &le_i64(&[-1, 0]));
+    let e = npy_err(&x_ok, &neg, None);
+    assert!(e.contains("row 1 (counting from 1): label -1 is not a non-negative integer"), "{e}");
+    for p in [x, x_ok, y, y5, big, neg] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn npy_without_rows_is_refused_as_csv_is() {
+    let x0 = npy_file("no_rows_x.npy", "<f4", &[0, 2], &[]);
+    let y0 = npy_file("no_rows_y.npy", "<i8", &[0], &[]);
+    let e = npy_err(&x0, &y0, None);
+    assert!(e.contains("no_rows_x.npy") && e.contains("no rows"), "{e}");
+    // Every row dropped for a non-finite feature.
+    let x = npy_file("all_nan_x.npy", "<f4", &[2, 1], &le_f32(&[f32::NAN, f32::INFINITY]));
+    let y = npy_file("all_nan_y.npy", "<i8", &[2], &le_i64(&[0, 1]));
+    let e = load_npy_pair_with(&x, &y, None, true).unwrap_err().to_string();
+    assert!(e.contains("all_nan_x.npy") && e.contains("all 2 rows") && e.contains("dropped"), "{e}");
+    for p in [x0, y0, x, y] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 // ---------------------------------------------------------------- Dataset
 
 /// n rows; row i is [i, -i], label i % k.
@@ -402,9 +542,9 @@ fn dataset_new_validates() {
     let e = Dataset::new(vec![0.0; 5], vec![0, 1], 3, 2, "my set").unwrap_err().to_string();
     assert!(e.contains("my set"), "{e}");
     let e = Dataset::new(vec![0.0, f32::NAN, 0.0, 0.0], vec![0, 1], 2, 2, "my set").unwrap_err().to_string();
-    assert!(e.contains("my set") && e.contains("row 0, feature 1: NaN"), "{e}");
+    assert!(e.contains("my set") && e.contains("row 1, feature 2 (counting from 1): NaN"), "{e}");
     let e = Dataset::new(vec![0.0, 0.0, f32::INFINITY, 0.0], vec![0, 1], 2, 2, "my set").unwrap_err().to_string();
-    assert!(e.contains("my set") && e.contains("row 1, feature 0: Inf"), "{e}");
+    assert!(e.contains("my set") && e.contains("row 2, feature 1 (counting from 1): Inf"), "{e}");
     let e = Dataset::new(vec![0.0; 4], vec![0, 2], 2, 2, "my set").unwrap_err().to_string();
     assert!(e.contains("my set") && e.contains("label 2") && e.contains("2 classes"), "{e}");
     assert!(Dataset::new(vec![], vec![], 0, 2, "no features").is_err());

@@ -1,11 +1,16 @@
-//! CSV of numbers with one integer label column. Errors name the file, line and column.
+//! CSV of numbers with one integer label column. Errors name the file, the line (as an editor
+//! numbers it, from 1) and the column (from 1).
 //!
-//! Deliberately simple: comma-separated, no quoting, blank lines skipped, surrounding spaces and
-//! `\r` trimmed, an optional UTF-8 byte-order mark ignored.
+//! Comma-separated, blank lines skipped, surrounding spaces and `\r` trimmed, an optional UTF-8
+//! byte-order mark ignored. A field may be quoted as RFC 4180 writes it (`"1.5"`, `"a ""b"""`):
+//! spreadsheets, R's write.csv and pandas' QUOTE_ALL quote fields, and the quotes are removed.
+//! A quoted field cannot span lines. Files separated by `;`, tabs or spaces are refused with a
+//! message naming the separator.
 
+use std::borrow::Cow;
 use std::path::Path;
 
-use super::Dataset;
+use super::{check_inferred_classes, Dataset};
 use crate::error::{Error, Result};
 
 /// Which field of each row holds the class label. `Index` counts from 0.
@@ -32,16 +37,120 @@ pub struct CsvOptions {
 
 /// Reads a CSV file whose rows are features plus one integer label column.
 pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
+    parse_csv(&read_text(path)?, path, opts)
+}
+
+/// The file as UTF-8 text; a bad byte is reported with its line and offset.
+fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
-    let text = String::from_utf8(bytes).map_err(|e| Error::DataFile {
-        file: path.to_path_buf(),
-        message: format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
-    })?;
-    parse_csv(&text, path, opts)
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        err(path, line, format!("not UTF-8 text (invalid byte 0x{:02x} at offset {at})", e.as_bytes()[at]))
+    })
 }
 
 fn err(path: &Path, line: usize, message: String) -> Error {
     Error::Data { file: path.to_path_buf(), line, message }
+}
+
+/// `text` without a leading BOM, lone `\r` line ends (classic Mac, Excel's "CSV (Macintosh)")
+/// made `\n` so that lines count as an editor counts them.
+fn normalized(text: &str) -> Cow<'_, str> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.contains('\r') && !text.contains('\n') {
+        Cow::Owned(text.replace('\r', "\n"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// The non-blank lines of `text` as (line number from 1, trimmed text).
+fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty())
+}
+
+/// The fields of one line, split at commas outside quotes and trimmed; a quoted field loses its
+/// quotes and `""` inside it becomes `"`. Err: what is wrong with the quoting.
+fn split_fields(line: &str) -> std::result::Result<Vec<Cow<'_, str>>, String> {
+    let mut fields = Vec::new();
+    let mut rest = line;
+    loop {
+        let field = rest.trim_start();
+        let Some(quoted) = field.strip_prefix('"') else {
+            match field.find(',') {
+                Some(at) => {
+                    fields.push(Cow::Borrowed(field[..at].trim()));
+                    rest = &field[at + 1..];
+                    continue;
+                }
+                None => {
+                    fields.push(Cow::Borrowed(field.trim()));
+                    return Ok(fields);
+                }
+            }
+        };
+        let column = fields.len() + 1;
+        let (mut value, mut inner) = (String::new(), quoted);
+        let after = loop {
+            let Some(at) = inner.find('"') else {
+                return Err(format!(
+                    "column {column}: a quote opens but never closes (a quoted field cannot span lines)"
+                ));
+            };
+            value.push_str(&inner[..at]);
+            match inner[at + 1..].strip_prefix('"') {
+                Some(more) => {
+                    value.push('"');
+                    inner = more;
+                }
+                None => break inner[at + 1..].trim_start(),
+            }
+        };
+        fields.push(Cow::Owned(value.trim().to_string()));
+        match after.strip_prefix(',') {
+            Some(more) => rest = more,
+            None if after.is_empty() => return Ok(fields),
+            None => return Err(format!("column {column}: text after the closing quote ('{after}')")),
+        }
+    }
+}
+
+/// Why a line that does not split into numbers at commas may be in another format (spaces
+/// count only between numbers: a header name may hold a space).
+fn separator_hint(line: &str) -> Option<&'static str> {
+    if line.contains(';') {
+        Some("the file looks ';'-separated; gradflow reads comma-separated values with '.' as the decimal point")
+    } else if line.contains('\t') {
+        Some("the file looks tab-separated; gradflow reads comma-separated values")
+    } else if !line.contains(',') && line.split_whitespace().nth(1).is_some() && line.split_whitespace().all(is_number)
+    {
+        Some("the file looks space-separated; gradflow reads comma-separated values")
+    } else {
+        None
+    }
+}
+
+/// `message`, followed by the separator hint for `line` when there is one.
+fn hinted(message: String, line: &str) -> String {
+    match separator_hint(line) {
+        Some(hint) => format!("{message}; {hint}"),
+        None => message,
+    }
+}
+
+/// The fields of the first content line, or the error for a file in another format: a single
+/// field that looks separated by something else than commas.
+fn first_fields<'a>(path: &Path, line: usize, text: &'a str) -> Result<Vec<Cow<'a, str>>> {
+    let fields = split_fields(text).map_err(|m| err(path, line, m))?;
+    match separator_hint(text) {
+        Some(hint) if fields.len() == 1 => Err(err(path, line, hint.to_string())),
+        _ => Ok(fields),
+    }
+}
+
+fn is_number(field: &str) -> bool {
+    field.parse::<f64>().is_ok()
 }
 
 /// Parses CSV text; `path` is only used to name the source in errors.
@@ -49,17 +158,18 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
     if opts.num_classes == Some(0) {
         return Err(Error::Usage("num_classes must be at least 1".into()));
     }
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).peekable();
+    let text = normalized(text);
+    let mut lines = content_lines(&text).peekable();
     let Some(&(first_line, first)) = lines.peek() else {
         return Err(Error::DataFile { file: path.to_path_buf(), message: "the file is empty".into() });
     };
-    let header = opts.has_header.unwrap_or_else(|| first.split(',').any(|f| f.trim().parse::<f64>().is_err()));
+    let first_fields = first_fields(path, first_line, first)?;
+    let header = opts.has_header.unwrap_or_else(|| !first_fields.iter().all(|f| is_number(f)));
     // Column names from the header, for error messages; the header also fixes the field count.
     let mut names: Vec<String> = Vec::new();
     let mut expected: Option<(usize, usize)> = None; // (fields, line that set it)
     if header {
-        names = first.split(',').map(|f| f.trim().to_string()).collect();
+        names = first_fields.iter().map(|f| f.to_string()).collect();
         expected = Some((names.len(), first_line));
         lines.next();
     }
@@ -69,20 +179,20 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
     };
 
     let (mut x, mut labels) = (Vec::new(), Vec::new());
-    let mut d = 0;
+    // The largest label kept so far and its line, to name it if the class count it implies is absurd.
+    let mut largest: Option<(u32, usize)> = None;
+    let (mut d, mut rows) = (0, 0);
     for (line, text) in lines {
-        let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+        let fields = split_fields(text).map_err(|m| err(path, line, m))?;
         let (want, set_by) = *expected.get_or_insert((fields.len(), line));
         if fields.len() != want {
             let origin = if header && set_by == first_line { "the header on line" } else { "line" };
-            return Err(err(
-                path,
-                line,
-                format!("expected {want} fields, found {} ({origin} {set_by} has {want})", fields.len()),
-            ));
+            let message = format!("expected {want} fields, found {} ({origin} {set_by} has {want})", fields.len());
+            return Err(err(path, line, hinted(message, text)));
         }
         if want < 2 {
-            return Err(err(path, line, format!("found {want} field; a row needs at least one feature and a label")));
+            let message = format!("found {want} field; a row needs at least one feature and a label");
+            return Err(err(path, line, hinted(message, text)));
         }
         let label_at = match &opts.label_column {
             LabelColumn::Last => want - 1,
@@ -110,20 +220,29 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
             },
         };
         d = want - 1;
+        rows += 1;
         let row_start = (x.len(), labels.len());
         let mut drop_row = false;
         for (col, field) in fields.iter().enumerate() {
             if field.is_empty() {
                 return Err(err(path, line, format!("{}: empty field", column(col))));
             }
-            let value: f64 =
-                field.parse().map_err(|_| err(path, line, format!("{}: '{field}' is not a number", column(col))))?;
+            let value: f64 = field
+                .parse()
+                .map_err(|_| err(path, line, hinted(format!("{}: '{field}' is not a number", column(col)), field)))?;
             if col == label_at {
-                if !(value >= 0.0 && value.fract() == 0.0 && value <= u32::MAX as f64) {
+                if !(value >= 0.0 && value.fract() == 0.0) {
                     return Err(err(
                         path,
                         line,
                         format!("{} (label): '{field}' is not a non-negative integer", column(col)),
+                    ));
+                }
+                if value > u32::MAX as f64 {
+                    return Err(err(
+                        path,
+                        line,
+                        format!("{} (label): {field} is larger than {}, the largest label", column(col), u32::MAX),
                     ));
                 }
                 let label = value as u32;
@@ -166,39 +285,61 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
         if drop_row {
             x.truncate(row_start.0);
             labels.truncate(row_start.1);
+        } else if let Some(&label) = labels.last() {
+            if largest.is_none_or(|(m, _)| label > m) {
+                largest = Some((label, line));
+            }
         }
     }
-    if labels.is_empty() {
-        return Err(Error::DataFile { file: path.to_path_buf(), message: "no data rows (only a header)".into() });
-    }
-    let classes = opts.num_classes.unwrap_or_else(|| labels.iter().max().map_or(1, |&m| m as usize + 1));
+    let Some((max_label, max_line)) = largest else {
+        let message = if rows == 0 {
+            "no data rows (only a header)".to_string()
+        } else {
+            format!("all {rows} data rows have a NaN or Inf feature and were dropped (data.non_finite = \"drop-row\")")
+        };
+        return Err(Error::DataFile { file: path.to_path_buf(), message });
+    };
+    let classes = match opts.num_classes {
+        Some(k) => k,
+        None => {
+            let k = max_label as usize + 1;
+            check_inferred_classes(k, labels.len()).map_err(|m| err(path, max_line, m))?;
+            k
+        }
+    };
     Dataset::new(x, labels, d, classes, &path.display().to_string())
 }
 
 /// A CSV of features only (no label column), e.g. `predict`'s input: (values row-major, rows,
 /// features). The header is detected as in `parse_csv`; a bad field names its line and column.
 pub fn load_features(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut rows = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).peekable();
-    if let Some(&(_, first)) = rows.peek() {
-        if first.split(',').any(|f| f.trim().parse::<f64>().is_err()) {
+    let text = read_text(path)?;
+    let text = normalized(&text);
+    let mut rows = content_lines(&text).peekable();
+    if let Some(&(line, first)) = rows.peek() {
+        if !first_fields(path, line, first)?.iter().all(|f| is_number(f)) {
             rows.next();
         }
     }
     let (mut x, mut n, mut d) = (Vec::new(), 0, None);
     for (line, text) in rows {
-        let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+        let fields = split_fields(text).map_err(|m| err(path, line, m))?;
         let want = *d.get_or_insert(fields.len());
         if fields.len() != want {
-            return Err(err(path, line, format!("expected {want} fields, found {}", fields.len())));
+            return Err(err(path, line, hinted(format!("expected {want} fields, found {}", fields.len()), text)));
         }
         for (col, f) in fields.iter().enumerate() {
-            let v: f32 =
-                f.parse().map_err(|_| err(path, line, format!("column {}: '{f}' is not a number", col + 1)))?;
-            if !v.is_finite() {
-                return Err(err(path, line, format!("column {}: {v} in data", col + 1)));
+            let column = format!("column {}", col + 1);
+            let value: f64 =
+                f.parse().map_err(|_| err(path, line, hinted(format!("{column}: '{f}' is not a number"), f)))?;
+            // Worded as parse_csv words them: "1e39" is too large, not "inf".
+            let v = value as f32;
+            if value.is_nan() {
+                return Err(err(path, line, format!("{column}: NaN in data")));
+            } else if value.is_infinite() {
+                return Err(err(path, line, format!("{column}: Inf in data ('{f}')")));
+            } else if !v.is_finite() {
+                return Err(err(path, line, format!("{column}: {f} is too large for float32")));
             }
             x.push(v);
         }

@@ -1,4 +1,7 @@
 //! Data sets: loading (CSV, .npy), validation, train/test split, and minibatch schedules.
+//!
+//! Errors that point into data count from 1: a CSV error names the file's line as an editor
+//! numbers it, every other error names "row R, feature F (counting from 1)".
 
 pub mod batches;
 pub mod csv;
@@ -11,6 +14,35 @@ pub use csv::{load_csv, load_features, CsvOptions, LabelColumn};
 pub use npy::{load_npy_pair, load_npy_pair_with, read_npy, write_npy_f32, NpyArray, NpyData};
 
 use crate::error::{Error, Result};
+
+/// "row R (counting from 1)" for the 0-based row index `i`.
+pub fn row_text(i: usize) -> String {
+    format!("row {} (counting from 1)", i + 1)
+}
+
+/// "row R, feature F (counting from 1)" for the 0-based flat index `i` into rows of `d` values.
+pub fn row_feature_text(i: usize, d: usize) -> String {
+    let d = d.max(1);
+    format!("row {}, feature {} (counting from 1)", i / d + 1, i % d + 1)
+}
+
+/// An inferred class count (largest label + 1) above this must not exceed the row count: past
+/// it a stray label (-1 stored unsigned, an ID column taken for the label) is likelier than a
+/// real class, and the count would size the model's output layer.
+const MAX_CLASSES_BEYOND_ROWS: usize = 1 << 16;
+
+/// Refuses a class count inferred from `rows` rows whose largest label is implausibly large;
+/// the message says how to insist (an explicit num_classes).
+pub(crate) fn check_inferred_classes(classes: usize, rows: usize) -> std::result::Result<(), String> {
+    if classes > MAX_CLASSES_BEYOND_ROWS && classes > rows {
+        return Err(format!(
+            "label {} implies {classes} classes but there are only {rows} rows; a label this large is \
+             likely a mistake (set data.num_classes = {classes} if it is meant)",
+            classes - 1
+        ));
+    }
+    Ok(())
+}
 
 /// Rows of features with integer class labels, features row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,11 +70,12 @@ impl Dataset {
         }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
             let bad = if x[i].is_nan() { "NaN" } else { "Inf" };
-            return Err(Error::Usage(format!("{what}: row {}, feature {}: {bad} in data", i / d, i % d)));
+            return Err(Error::Usage(format!("{what}: {}: {bad} in data", row_feature_text(i, d))));
         }
         if let Some(i) = labels.iter().position(|&l| l as usize >= num_classes) {
             return Err(Error::Usage(format!(
-                "{what}: row {i} has label {} but there are {num_classes} classes",
+                "{what}: {} has label {} but there are {num_classes} classes",
+                row_text(i),
                 labels[i]
             )));
         }

@@ -1,9 +1,9 @@
 //! NumPy `.npy` files (format 1.0–3.0, little-endian, C order): float32/float64 inputs [n, d] and
-//! integer labels [n].
+//! integer labels [n]. Errors name rows and features counting from 1 (so `x[0]` is row 1).
 
 use std::path::Path;
 
-use super::Dataset;
+use super::{check_inferred_classes, row_feature_text, row_text, Dataset};
 use crate::error::{Error, Result};
 
 /// The values of an array. Narrow integer dtypes are widened on reading: int8/int16/uint16 →
@@ -152,7 +152,7 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
         "u8" => {
             let v: Vec<u64> = chunks::<8>(body).map(u64::from_le_bytes).collect();
             if let Some(i) = v.iter().position(|&x| x > i64::MAX as u64) {
-                return Err(bad(path, format!("element {i} ({}) does not fit in int64", v[i])));
+                return Err(bad(path, format!("{}: {} does not fit in int64", position_text(&shape, i), v[i])));
             }
             NpyData::I64(v.into_iter().map(|x| x as i64).collect())
         }
@@ -189,14 +189,14 @@ pub fn load_npy_pair_with(
     if d == 0 {
         return Err(bad(x_path, format!("inputs have no features (shape {:?})", xa.shape)));
     }
+    if n == 0 {
+        return Err(bad(x_path, format!("inputs have no rows (shape {:?})", xa.shape)));
+    }
     let x: Vec<f32> = match xa.data {
         NpyData::F32(v) => v,
         NpyData::F64(v) => {
             if let Some(i) = v.iter().position(|v| v.is_finite() && !(*v as f32).is_finite()) {
-                return Err(bad(
-                    x_path,
-                    format!("row {}, feature {}: {} is too large for float32", i / d, i % d, v[i]),
-                ));
+                return Err(bad(x_path, format!("{}: {} is too large for float32", row_feature_text(i, d), v[i])));
             }
             v.into_iter().map(|v| v as f32).collect()
         }
@@ -212,9 +212,8 @@ pub fn load_npy_pair_with(
             return Err(bad(
                 x_path,
                 format!(
-                    "row {}, feature {}: {what} in data (set data.non_finite = \"drop-row\" to skip such rows)",
-                    i / d,
-                    i % d
+                    "{}: {what} in data (set data.non_finite = \"drop-row\" to skip such rows)",
+                    row_feature_text(i, d)
                 ),
             ));
         }
@@ -240,15 +239,34 @@ pub fn load_npy_pair_with(
             ))
         }
     };
-    if let Some(i) = raw.iter().position(|&l| l < 0 || l > u32::MAX as i64) {
-        return Err(bad(y_path, format!("row {i}: label {} is not a non-negative integer", raw[i])));
+    if let Some(i) = raw.iter().position(|&l| l < 0) {
+        return Err(bad(y_path, format!("{}: label {} is not a non-negative integer", row_text(i), raw[i])));
+    }
+    if let Some(i) = raw.iter().position(|&l| l > u32::MAX as i64) {
+        return Err(bad(
+            y_path,
+            format!("{}: label {} is larger than {}, the largest label", row_text(i), raw[i], u32::MAX),
+        ));
     }
     let labels: Vec<u32> = raw.into_iter().map(|l| l as u32).collect();
-    let classes = num_classes.unwrap_or_else(|| labels.iter().max().map_or(1, |&m| m as usize + 1));
+    let classes = match num_classes {
+        Some(k) => k,
+        None => {
+            let k = labels.iter().max().map_or(1, |&m| m as usize + 1);
+            check_inferred_classes(k, labels.len()).map_err(|m| bad(y_path, m))?;
+            k
+        }
+    };
     if let Some(i) = labels.iter().position(|&l| l as usize >= classes) {
         return Err(bad(
             y_path,
-            format!("row {i}: label {} is out of range for {classes} classes (0..={})", labels[i], classes - 1),
+            format!("{}: label {} is out of range for {classes} classes (0..={})", row_text(i), labels[i], classes - 1),
+        ));
+    }
+    if !keep.contains(&true) {
+        return Err(bad(
+            x_path,
+            format!("all {n} rows have a NaN or Inf feature and were dropped (data.non_finite = \"drop-row\")"),
         ));
     }
     let (x, labels): (Vec<f32>, Vec<u32>) = if keep.iter().all(|&k| k) {
@@ -270,15 +288,22 @@ fn ints_to_f32(path: &Path, d: usize, v: impl Iterator<Item = i64>) -> Result<Ve
     v.enumerate()
         .map(|(i, x)| {
             if x.unsigned_abs() > EXACT as u64 {
-                Err(bad(
-                    path,
-                    format!("row {}, feature {}: integer {x} is not exact in float32 (|x| > 2^24)", i / d, i % d),
-                ))
+                Err(bad(path, format!("{}: integer {x} is not exact in float32 (|x| > 2^24)", row_feature_text(i, d))))
             } else {
                 Ok(x as f32)
             }
         })
         .collect()
+}
+
+/// Where flat element `i` of an array of `shape` is, counting from 1: rows (and features) for the
+/// 1-D and 2-D arrays gradflow reads, the element in C order otherwise.
+fn position_text(shape: &[usize], i: usize) -> String {
+    match shape {
+        [_] => row_text(i),
+        [_, d] => row_feature_text(i, *d),
+        _ => format!("element {} in C order (counting from 1)", i + 1),
+    }
 }
 
 /// Writes a little-endian float32 array of `shape` (format 1.0), e.g. `predict`'s logits.
