@@ -232,10 +232,12 @@ fn fill_state(
                 norm.batches_tracked[k] = v[0] as u64;
             }
             Some((shape, v)) => {
+                let shown: Vec<f64> = v.iter().take(4).copied().collect();
+                let more = if v.len() > 4 { ", …" } else { "" };
                 return Err(bad(
                     path,
-                    format!("tensor '{name}' should be one non-negative integer, got shape {shape:?}, values {v:?}"),
-                ))
+                    format!("tensor '{name}' should be one non-negative integer, got shape {shape:?}, values {shown:?}{more}"),
+                ));
             }
             // PyTorch state dicts always have it; for --init a missing one means a fresh layer.
             None if strict => return Err(bad(path, format!("tensor '{name}' is missing"))),
@@ -350,6 +352,9 @@ pub fn load(path: &Path, model: &Model, optimizer: &Optimizer) -> Result<Checkpo
                 values(path, &st, &name)?.ok_or_else(|| bad(path, format!("tensor '{name}' is missing")))?;
             if shape != t.shape {
                 return Err(bad(path, format!("tensor '{name}' has shape {shape:?}; expected {:?}", t.shape)));
+            }
+            if v.iter().any(|x| !x.is_finite() || x.abs() > f32::MAX as f64) {
+                return Err(bad(path, format!("tensor '{name}' holds NaN, Inf or a value too large for float32")));
             }
             let at = s * model.param_len + t.offset;
             for (d, x) in state[at..at + t.len].iter_mut().zip(&v) {

@@ -608,10 +608,13 @@ fn predict_cmd(
     };
     if let Some(s) = &standardize {
         if s.mean.len() != d {
-            return Err(Error::Shape {
-                what: format!("{} features", input.display()),
-                expected: s.mean.len().to_string(),
-                got: d.to_string(),
+            return Err(Error::DataFile {
+                file: input.to_path_buf(),
+                message: format!(
+                    "has {d} feature columns, but the model in {} was trained on {} (its saved standardisation)",
+                    checkpoint.display(),
+                    s.mean.len()
+                ),
             });
         }
         s.apply(&mut x);

@@ -343,14 +343,15 @@ fn cli_reports_a_residual_width_mismatch_before_training() {
     assert!(err.contains("layer 1 (residual)") && err.contains("width 16") && err.contains("width 12"), "{err}");
 }
 
-/// Optimizer settings torch.optim refuses are refused with its wording, naming the config file,
+/// Optimizer settings torch.optim refuses are refused with its wording (numbers as Python prints
+/// them: `nan`, `1.0`, `-1e-08`), naming the config file,
 /// before anything trains; `--set` overrides and library callers (`ParamGroups::new`, which both
 /// networks build) get the same checks.
 #[test]
 fn optimizer_settings_torch_refuses_are_refused_with_its_wording() {
     let cases: &[(&str, &str)] = &[
         ("type = \"sgd\"\nlr = -0.05", "Invalid learning rate: -0.05"),
-        ("type = \"sgd\"\nlr = nan", "Invalid learning rate: NaN"),
+        ("type = \"sgd\"\nlr = nan", "Invalid learning rate: nan"),
         ("type = \"sgd\"\nlr = 0.1\nmomentum = -0.9", "Invalid momentum value: -0.9"),
         ("type = \"sgd\"\nlr = 0.1\nweight_decay = -1e-4", "Invalid weight_decay value: -0.0001"),
         ("type = \"sgd\"\nlr = 0.1\nnesterov = true", "Nesterov momentum requires a momentum and zero dampening"),
@@ -360,10 +361,10 @@ fn optimizer_settings_torch_refuses_are_refused_with_its_wording() {
         ),
         ("type = \"adam\"\nbetas = [1.5, 0.999]", "Invalid beta parameter at index 0: 1.5"),
         ("type = \"adam\"\nbetas = [-0.1, 0.999]", "Invalid beta parameter at index 0: -0.1"),
-        ("type = \"adam\"\nbetas = [0.9, 1.0]", "Invalid beta parameter at index 1: 1"),
-        ("type = \"adamw\"\neps = -1e-8", "Invalid epsilon value: -0.00000001"),
+        ("type = \"adam\"\nbetas = [0.9, 1.0]", "Invalid beta parameter at index 1: 1.0"),
+        ("type = \"adamw\"\neps = -1e-8", "Invalid epsilon value: -1e-08"),
         ("type = \"adagrad\"\nlr_decay = -0.1", "Invalid lr_decay value: -0.1"),
-        ("type = \"adagrad\"\ninitial_accumulator_value = -1", "Invalid initial_accumulator_value value: -1"),
+        ("type = \"adagrad\"\ninitial_accumulator_value = -1", "Invalid initial_accumulator_value value: -1.0"),
         ("type = \"rmsprop\"\nalpha = -0.5", "Invalid alpha value: -0.5"),
     ];
     for (optimizer, message) in cases {

@@ -565,6 +565,7 @@ fn checkpoint_of(
         progress: Progress { steps: 12, epoch: 3, batch: 1 },
         standardize,
         schedule: "shuffle batch_size=4 drop_last=false seed=0 rows=16".into(),
+        train_rows: "rows=16 features=3 fnv=0123456789abcdef".into(),
     }
 }
 

@@ -553,11 +553,14 @@ impl ParamGroups {
 fn validate_groups(specs: &[GroupSpec]) -> std::result::Result<(), String> {
     for (i, s) in specs.iter().enumerate() {
         if s.lr.is_some_and(|v| v.is_nan() || v < 0.0) {
-            return Err(format!("train.param_groups[{i}].lr: Invalid learning rate: {}", s.lr.unwrap_or(0.0)));
+            return Err(format!(
+                "train.param_groups[{i}].lr: Invalid learning rate: {}",
+                py_float(s.lr.unwrap_or(0.0))
+            ));
         }
         if s.weight_decay.is_some_and(|v| v.is_nan() || v < 0.0) {
             let v = s.weight_decay.unwrap_or(0.0);
-            return Err(format!("train.param_groups[{i}].weight_decay: Invalid weight_decay value: {v}"));
+            return Err(format!("train.param_groups[{i}].weight_decay: Invalid weight_decay value: {}", py_float(v)));
         }
     }
     Ok(())

@@ -520,12 +520,6 @@ pub fn fingerprint(train: &Dataset) -> String {
 /// A checkpoint resumes only the run it came from: the same batch schedule and training rows.
 fn check_resume(opts: &TrainOptions, ck: &Checkpoint, schedule: &str, train_rows: &str) -> Result<()> {
     let file = opts.resume.clone().unwrap_or_default();
-    if ck.schedule != schedule {
-        return Err(Error::Checkpoint {
-            file,
-            message: format!("saved for the batch schedule '{}', but the config gives '{schedule}'", ck.schedule),
-        });
-    }
     // Checkpoints from before the fingerprint was saved have none to compare.
     if !ck.train_rows.is_empty() && ck.train_rows != train_rows {
         return Err(Error::Checkpoint {
@@ -535,6 +529,12 @@ fn check_resume(opts: &TrainOptions, ck: &Checkpoint, schedule: &str, train_rows
                  file, test_fraction, split_seed, scale or standardisation?)",
                 ck.train_rows
             ),
+        });
+    }
+    if ck.schedule != schedule {
+        return Err(Error::Checkpoint {
+            file,
+            message: format!("saved for the batch schedule '{}', but the config gives '{schedule}'", ck.schedule),
         });
     }
     Ok(())
