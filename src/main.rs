@@ -298,7 +298,7 @@ fn check_input_width(config: &Config, checkpoint: &std::path::Path, input: &std:
         Some(&want) if want != d => Err(gradflow::error::Error::DataFile {
             file: input.to_path_buf(),
             message: format!(
-                "has {d} feature columns, but the model in {} takes {want} (tensor '{}' {:?})",
+                "has {d} features per row, but the model in {} takes {want} (tensor '{}' {:?})",
                 checkpoint.display(),
                 first.name,
                 saved.unwrap_or_default()
@@ -377,6 +377,9 @@ fn compare_cmd(
         set.push(format!("train.epochs={e}"));
     }
     let (config, file) = load_config(config, &set)?;
+    if let Some(p) = plot {
+        train::session::check_writable(p, "--plot")?;
+    }
     let (train_set, test_set) = train::load_data(&config, &file)?;
     let contenders = compare::parse_contenders(&config, optimizers)?;
     println!(
@@ -425,6 +428,9 @@ fn hessian_cmd(
 ) -> Result<()> {
     use gradflow::spectrum::report;
     let (config, file) = load_config(config, set)?;
+    if let Some(p) = plot {
+        train::session::check_writable(p, "--plot")?;
+    }
     let (train_set, _) = data_for_checkpoint(&config, &file, checkpoint)?;
     let model = Model::new(train_set.d, config.model.layers.clone())?;
     let (params, _) = state_dict(checkpoint, &model, non_strict)?;
@@ -557,6 +563,7 @@ fn predict_cmd(
 ) -> Result<()> {
     use gradflow::error::Error;
     let (config, file) = load_config(config, set)?;
+    train::session::check_writable(output, "--output")?;
     let is = |p: &std::path::Path, ext: &str| p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext));
     let (mut x, n, d) = if is(input, "npy") {
         let a = gradflow::data::read_npy(input)?;
@@ -611,7 +618,7 @@ fn predict_cmd(
             return Err(Error::DataFile {
                 file: input.to_path_buf(),
                 message: format!(
-                    "has {d} feature columns, but the model in {} was trained on {} (its saved standardisation)",
+                    "has {d} features per row, but the model in {} was trained on {} (its saved standardisation)",
                     checkpoint.display(),
                     s.mean.len()
                 ),

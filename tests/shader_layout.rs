@@ -130,6 +130,7 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         bias_c2_sqrt,
         one_minus_beta2,
         one_minus_alpha,
+        step,
         groups
     });
     check_struct("optim.wgsl", "OptParams", size, &f);
@@ -180,6 +181,13 @@ fn flags_codes_and_tile_sizes_agree() {
         ("loss.wgsl", "TOTAL_LOSS_SUM", TOTAL_LOSS_SUM as u64),
         ("loss.wgsl", "TOTAL_CORRECT", TOTAL_CORRECT as u64),
         ("loss.wgsl", "TOTAL_COUNT", TOTAL_COUNT as u64),
+        ("loss.wgsl", "TOTAL_STEPS", gradflow::gpu::kernels::TOTAL_STEPS as u64),
+        ("loss.wgsl", "TOTAL_FIRST_BAD", gradflow::gpu::kernels::TOTAL_FIRST_BAD as u64),
+        ("loss.wgsl", "TOTAL_BAD_LOSS", gradflow::gpu::kernels::TOTAL_BAD_LOSS as u64),
+        ("optim.wgsl", "CLIP_COEF", gradflow::gpu::optimizer::CLIP_COEF as u64),
+        ("optim.wgsl", "CLIP_NORM", gradflow::gpu::optimizer::CLIP_NORM as u64),
+        ("optim.wgsl", "CLIP_BAD_STEP", gradflow::gpu::optimizer::CLIP_BAD_STEP as u64),
+        ("optim.wgsl", "CLIP_PARTIALS", gradflow::gpu::optimizer::CLIP_PARTIALS as u64),
         ("optim.wgsl", "FLAG_NESTEROV", FLAG_NESTEROV as u64),
         ("optim.wgsl", "FLAG_HEAVY_BALL", FLAG_HEAVY_BALL as u64),
         ("optim.wgsl", "FLAG_NESTEROV_LOOKAHEAD", FLAG_NESTEROV_LOOKAHEAD as u64),
