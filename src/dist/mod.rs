@@ -1,0 +1,65 @@
+//! Data-parallel training across processes: the collectives a run needs, behind one trait, so
+//! the training loop is the same for one process (`Single`) and for N ranks under `mpirun`
+//! (`Mpi`, with the `mpi` cargo feature).
+//!
+//! Every rank holds the whole model; the global batch is split across ranks from one shared
+//! schedule; one in-place all-reduce per step sums the flat gradient; every rank applies the same
+//! update, so the parameters stay identical. Rank 0 alone prints and writes files.
+
+use crate::error::Result;
+
+/// What data-parallel training needs from the process group.
+pub trait Collective {
+    /// This process's rank, 0-based.
+    fn rank(&self) -> usize;
+    /// Processes in the group.
+    fn size(&self) -> usize;
+    /// Rank among the processes on this host (picks the adapter on multi-GPU hosts).
+    fn local_rank(&self) -> usize;
+    /// Element-wise sum over every rank, in place, on every rank.
+    fn allreduce_sum_f32(&self, values: &mut [f32]) -> Result<()>;
+    /// Element-wise sum in f64 (epoch totals: loss sums, counts).
+    fn allreduce_sum_f64(&self, values: &mut [f64]) -> Result<()>;
+    /// Element-wise minimum (the first bad step seen by any rank).
+    fn allreduce_min_u64(&self, values: &mut [u64]) -> Result<()>;
+    /// Rank `root`'s values, on every rank.
+    fn broadcast_f32(&self, root: usize, values: &mut [f32]) -> Result<()>;
+    /// Whether every rank passed the same value (config hashes at start-up).
+    fn all_equal(&self, value: u64) -> Result<bool>;
+    /// Ends every rank of the run with `code` (after rank 0 has said why): never a hang.
+    fn abort(&self, code: i32) -> !;
+}
+
+/// One process: every collective is the identity.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Single;
+
+impl Collective for Single {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn local_rank(&self) -> usize {
+        0
+    }
+    fn allreduce_sum_f32(&self, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn allreduce_sum_f64(&self, _: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+    fn allreduce_min_u64(&self, _: &mut [u64]) -> Result<()> {
+        Ok(())
+    }
+    fn broadcast_f32(&self, _: usize, _: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn all_equal(&self, _: u64) -> Result<bool> {
+        Ok(true)
+    }
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
