@@ -52,6 +52,9 @@ pub enum Error {
     Fixture { file: PathBuf, message: String },
     #[error("{0}")]
     Usage(String),
+    /// A data-parallel run's ranks disagree or cannot all start; raised on every rank alike.
+    #[error("data-parallel run: {0}")]
+    Dist(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -153,18 +153,33 @@ enum Command {
 fn main() -> ExitCode {
     quiet_device_select();
     let cli = Cli::parse();
-    let placement = Placement { adapter: cli.adapter.clone(), cpu: cli.cpu };
-    let train = |args| match train_cmd(args, &placement, cli.non_strict) {
-        Ok(Ending::NothingToDo(reason)) => {
-            println!("nothing to do: {reason}");
-            Ok(())
+    let placement = Placement { adapter: cli.adapter.clone(), cpu: cli.cpu, rank_on_host: 0 };
+    let train = |args| {
+        let comm = match collective() {
+            Ok(comm) => comm,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(1);
+            }
+        };
+        let placement = Placement { rank_on_host: comm.local_rank(), ..placement.clone() };
+        let ended = match train_cmd(args, &placement, cli.non_strict, comm.as_ref()) {
+            Ok(Ending::NothingToDo(reason)) => {
+                gradflow::say!("nothing to do: {reason}");
+                Ok(())
+            }
+            Ok(Ending::Signalled { signal }) => Err(128 + signal),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                gradflow::warn!("error: {e}");
+                Err(1)
+            }
+        };
+        // A failed rank of a data-parallel run ends them all: never a hang.
+        if let (Err(code), true) = (ended, comm.size() > 1) {
+            comm.abort(code as i32);
         }
-        Ok(Ending::Signalled { signal }) => Err(128 + signal),
-        Ok(_) => Ok(()),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(1)
-        }
+        ended
     };
     let result = match cli.command {
         None => return exit(train(TrainArgs::default())),
@@ -243,7 +258,12 @@ fn devices() -> Result<()> {
     Ok(())
 }
 
-fn train_cmd(args: TrainArgs, placement: &Placement, non_strict: bool) -> Result<Ending> {
+fn train_cmd(
+    args: TrainArgs,
+    placement: &Placement,
+    non_strict: bool,
+    comm: &dyn gradflow::dist::Collective,
+) -> Result<Ending> {
     let mut set = args.set.clone();
     if let Some(e) = args.epochs {
         set.push(format!("train.epochs={e}"));
@@ -260,7 +280,20 @@ fn train_cmd(args: TrainArgs, placement: &Placement, non_strict: bool) -> Result
         non_strict,
     };
     let signal = stop_on_signals()?;
-    train::session::train(&config, &file, &opts, placement, &signal)
+    train::session::train(&config, &file, &opts, placement, &signal, comm)
+}
+
+/// The process group this `train` runs in: MPI's world under `mpirun`/`srun` with the `mpi`
+/// feature (ranks other than 0 then stay quiet), else this process alone.
+fn collective() -> Result<Box<dyn gradflow::dist::Collective>> {
+    #[cfg(feature = "mpi")]
+    {
+        let mpi = gradflow::dist::mpi::Mpi::init()?;
+        gradflow::dist::set_quiet(gradflow::dist::Collective::rank(&mpi) != 0);
+        return Ok(Box::new(mpi));
+    }
+    #[cfg(not(feature = "mpi"))]
+    Ok(Box::new(gradflow::dist::Single))
 }
 
 /// SIGINT/SIGTERM (Ctrl-C, `kill`, a scheduler's stop) set a flag the training loop reads after

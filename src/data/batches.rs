@@ -74,6 +74,11 @@ impl Batcher {
     }
 
     /// The fewest rows any batch of an epoch has (a short last batch unless `drop_last`).
+    /// Rows in a full batch (every batch but perhaps the last).
+    pub fn largest_batch(&self) -> usize {
+        self.batch_size
+    }
+
     pub fn smallest_batch(&self) -> usize {
         match self.scheme {
             BatchScheme::Replacement | BatchScheme::FullBatch => self.batch_size,

@@ -6,7 +6,47 @@
 //! schedule; one in-place all-reduce per step sums the flat gradient; every rank applies the same
 //! update, so the parameters stay identical. Rank 0 alone prints and writes files.
 
+pub mod threads;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::error::Result;
+
+/// Set on every rank but 0 of a data-parallel run: the library's own lines (`say!`, `warn!`)
+/// are then left to rank 0.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process leaves printing to another rank.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Makes this process quiet (a rank other than 0) or not.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// `println!` on rank 0 only (every process when not data-parallel).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !$crate::dist::quiet() {
+            println!($($arg)*);
+        }
+    };
+}
+
+/// `eprintln!` on rank 0 only.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => {
+        if !$crate::dist::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
+pub use threads::Threads;
 
 /// What data-parallel training needs from the process group.
 pub trait Collective {

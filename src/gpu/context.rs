@@ -131,6 +131,21 @@ impl Gpu {
         Gpu::from_adapter(&adapter)
     }
 
+    /// `new`, for data-parallel rank `rank_on_host` of its host: unless an adapter is named, the
+    /// ranks share out the adapters of the best kind (rank r takes the r-th, modulo their number).
+    pub fn for_rank(wanted: Option<&str>, rank_on_host: usize) -> Result<Gpu> {
+        let named = wanted.is_some() || std::env::var(ADAPTER_ENV).is_ok_and(|s| !s.is_empty());
+        if named || rank_on_host == 0 {
+            return Gpu::new(wanted);
+        }
+        let adapters = list_adapters();
+        let Some(best) = adapters.first().map(|a| rank(&a.get_info())) else {
+            return Err(Error::NoAdapter(NO_ADAPTER_HINT.to_string()));
+        };
+        let peers: Vec<&wgpu::Adapter> = adapters.iter().filter(|a| rank(&a.get_info()) == best).collect();
+        Gpu::from_adapter(peers[rank_on_host % peers.len()])
+    }
+
     /// Opens a device with the adapter's own limits, so layers as large as the hardware allows fit.
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();

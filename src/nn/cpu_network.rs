@@ -28,6 +28,49 @@ pub struct CpuNetwork {
 }
 
 impl CpuNetwork {
+    /// One training step; with `reduce`, the gradient passes through it before the update.
+    fn step(&mut self, batch: &[u32], reduce: Option<&mut dyn FnMut(&mut Vec<f32>) -> Result<()>>) -> Result<()> {
+        super::network::check_batch(batch, self.train_labels.len(), usize::MAX)?;
+        super::network::check_batch_norm_rows(&self.model, batch.len())?;
+        let d = self.model.inputs;
+        let rows = batch.len();
+        let mut x = Vec::with_capacity(rows * d);
+        let mut labels = Vec::with_capacity(rows);
+        for &i in batch {
+            let i = i as usize;
+            x.extend_from_slice(&self.train_x[i * d..(i + 1) * d]);
+            labels.push(self.train_labels[i]);
+        }
+        let trace = forward(&self.model, &self.params, &self.norm.running, &x, rows, Mode::Train);
+        update_running(&self.model, &trace, &mut self.norm, rows);
+        let out = loss_of(self.loss, trace.output(), &labels, rows, self.model.outputs());
+        self.grads = backward(&self.model, &self.params, &trace, out.grad, rows);
+        if let Some(reduce) = reduce {
+            reduce(&mut self.grads)?;
+        }
+        let step = OptimizerStep {
+            optimizer: &self.setup.optimizer,
+            step: self.steps as u32 + 1,
+            lr_factor: self.setup.schedule.factor(self.steps as u32),
+            groups: &self.groups,
+            max_norm: self.setup.clip_grad_norm,
+        };
+        let coef = cpu::clip_coefficient(&self.grads, self.setup.clip_grad_norm);
+        cpu::optimizer_update(&mut self.params, &self.grads, &mut self.state, &step, coef);
+        self.steps += 1;
+        // The same per-step divergence record as the GPU's kernels keep.
+        if self.first_bad.is_none() {
+            let param_bad = self.params.iter().any(|p| !p.is_finite()).then_some(self.steps);
+            let loss_bad = (!out.loss.is_finite()).then_some((self.steps, out.loss));
+            self.first_bad = BadStep::first(loss_bad, param_bad);
+        }
+        self.last_loss = out.loss;
+        self.loss_sum += out.loss as f64 * rows as f64;
+        self.correct += out.correct;
+        self.count += rows;
+        Ok(())
+    }
+
     /// Whether this machine can give the reference path its memory: parameters, gradients and
     /// optimizer state, and a batch's activations (values, pre-activations, gradients), checked
     /// by reserving it before anything is allocated, so an absurd layer is an error rather than
@@ -321,42 +364,11 @@ impl Network for CpuNetwork {
     }
 
     fn train_step(&mut self, batch: &[u32]) -> Result<()> {
-        super::network::check_batch(batch, self.train_labels.len(), usize::MAX)?;
-        super::network::check_batch_norm_rows(&self.model, batch.len())?;
-        let d = self.model.inputs;
-        let rows = batch.len();
-        let mut x = Vec::with_capacity(rows * d);
-        let mut labels = Vec::with_capacity(rows);
-        for &i in batch {
-            let i = i as usize;
-            x.extend_from_slice(&self.train_x[i * d..(i + 1) * d]);
-            labels.push(self.train_labels[i]);
-        }
-        let trace = forward(&self.model, &self.params, &self.norm.running, &x, rows, Mode::Train);
-        update_running(&self.model, &trace, &mut self.norm, rows);
-        let out = loss_of(self.loss, trace.output(), &labels, rows, self.model.outputs());
-        self.grads = backward(&self.model, &self.params, &trace, out.grad, rows);
-        let step = OptimizerStep {
-            optimizer: &self.setup.optimizer,
-            step: self.steps as u32 + 1,
-            lr_factor: self.setup.schedule.factor(self.steps as u32),
-            groups: &self.groups,
-            max_norm: self.setup.clip_grad_norm,
-        };
-        let coef = cpu::clip_coefficient(&self.grads, self.setup.clip_grad_norm);
-        cpu::optimizer_update(&mut self.params, &self.grads, &mut self.state, &step, coef);
-        self.steps += 1;
-        // The same per-step divergence record as the GPU's kernels keep.
-        if self.first_bad.is_none() {
-            let param_bad = self.params.iter().any(|p| !p.is_finite()).then_some(self.steps);
-            let loss_bad = (!out.loss.is_finite()).then_some((self.steps, out.loss));
-            self.first_bad = BadStep::first(loss_bad, param_bad);
-        }
-        self.last_loss = out.loss;
-        self.loss_sum += out.loss as f64 * rows as f64;
-        self.correct += out.correct;
-        self.count += rows;
-        Ok(())
+        self.step(batch, None)
+    }
+
+    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>) -> Result<()> {
+        self.step(batch, Some(reduce))
     }
 
     fn last_loss(&mut self) -> Result<f32> {

@@ -60,6 +60,49 @@ pub struct GpuNetwork {
 }
 
 impl GpuNetwork {
+    /// One training step; with `reduce`, the gradient goes to the host between the backward pass
+    /// and the update (two submits instead of one: the price of an all-reduce without GPU-direct).
+    fn step(&mut self, batch: &[u32], reduce: Option<&mut dyn FnMut(&mut Vec<f32>) -> Result<()>>) -> Result<()> {
+        if self.gather.is_none() && self.streamed.is_none() {
+            return Err(Error::Usage("train_step before set_train_data".into()));
+        }
+        super::network::check_batch(batch, self.train_rows, self.max_rows)?;
+        super::network::check_batch_norm_rows(&self.model, batch.len())?;
+        self.resize(batch.len());
+        self.prepare_norms();
+        if let Some(data) = &self.streamed {
+            let (x, labels) = &mut self.staged;
+            x.clear();
+            labels.clear();
+            for &i in batch {
+                x.extend_from_slice(data.row(i as usize));
+                labels.push(data.labels[i as usize]);
+            }
+            self.gpu.write(&self.batch_x, x);
+            self.gpu.write(&self.batch_labels, labels);
+        } else {
+            self.gpu.write(&self.indices, batch);
+        }
+        let k = self.steps as u32;
+        self.optimizer.prepare(&self.gpu, k + 1, self.setup.schedule.factor(k));
+        let mut launches: Vec<&Dispatch> = Vec::with_capacity(4 + self.forward.len() + self.backward.len());
+        launches.extend(self.gather.iter().map(|l| &l.dispatch));
+        launches.extend(self.forward.iter().filter(|l| l.when != When::Eval).map(|l| &l.dispatch));
+        launches.extend(self.backward.iter().map(|l| &l.dispatch));
+        if let Some(reduce) = reduce {
+            submit(&self.gpu, "training step (forward and backward)", &launches)?;
+            let mut grads = self.gpu.read_all(&self.grads)?;
+            reduce(&mut grads)?;
+            self.gpu.write(&self.grads, &grads);
+            launches.clear();
+        }
+        launches.extend(self.optimizer.dispatches());
+        submit(&self.gpu, "training step", &launches)?;
+        self.steps += 1;
+        self.batches_tracked.iter_mut().for_each(|n| *n += 1);
+        Ok(())
+    }
+
     /// Builds every buffer and launch for batches of up to `max_rows` rows.
     pub fn new(
         gpu: Arc<Gpu>,
@@ -270,37 +313,11 @@ impl Network for GpuNetwork {
     }
 
     fn train_step(&mut self, batch: &[u32]) -> Result<()> {
-        if self.gather.is_none() && self.streamed.is_none() {
-            return Err(Error::Usage("train_step before set_train_data".into()));
-        }
-        super::network::check_batch(batch, self.train_rows, self.max_rows)?;
-        super::network::check_batch_norm_rows(&self.model, batch.len())?;
-        self.resize(batch.len());
-        self.prepare_norms();
-        if let Some(data) = &self.streamed {
-            let (x, labels) = &mut self.staged;
-            x.clear();
-            labels.clear();
-            for &i in batch {
-                x.extend_from_slice(data.row(i as usize));
-                labels.push(data.labels[i as usize]);
-            }
-            self.gpu.write(&self.batch_x, x);
-            self.gpu.write(&self.batch_labels, labels);
-        } else {
-            self.gpu.write(&self.indices, batch);
-        }
-        let k = self.steps as u32;
-        self.optimizer.prepare(&self.gpu, k + 1, self.setup.schedule.factor(k));
-        let mut launches: Vec<&Dispatch> = Vec::with_capacity(4 + self.forward.len() + self.backward.len());
-        launches.extend(self.gather.iter().map(|l| &l.dispatch));
-        launches.extend(self.forward.iter().filter(|l| l.when != When::Eval).map(|l| &l.dispatch));
-        launches.extend(self.backward.iter().map(|l| &l.dispatch));
-        launches.extend(self.optimizer.dispatches());
-        submit(&self.gpu, "training step", &launches)?;
-        self.steps += 1;
-        self.batches_tracked.iter_mut().for_each(|n| *n += 1);
-        Ok(())
+        self.step(batch, None)
+    }
+
+    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>) -> Result<()> {
+        self.step(batch, Some(reduce))
     }
 
     fn last_loss(&mut self) -> Result<f32> {

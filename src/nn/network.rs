@@ -49,6 +49,10 @@ pub trait Network {
     /// One step on the rows `batch` of the training set: forward, loss, backward, update, at
     /// the learning rate the schedule gives for this step. Nothing is read back.
     fn train_step(&mut self, batch: &[u32]) -> Result<()>;
+    /// A data-parallel step: forward and backward on `batch` (this rank's share of the global
+    /// batch), then `reduce` turns the flat gradient into the global one (an all-reduce across
+    /// ranks, scaled to the global mean), then the same update as `train_step`.
+    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>) -> Result<()>;
     /// The last step's mean loss (a read-back on the GPU).
     fn last_loss(&mut self) -> Result<f32>;
     /// Loss and accuracy over the steps since the last call, then starts counting afresh.

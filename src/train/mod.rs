@@ -14,6 +14,8 @@ pub struct EpochReport {
     pub train_loss: f32,
     pub train_accuracy: f32,
     pub samples_per_sec: f64,
+    /// Seconds spent in the gradient all-reduce (0 for one process).
+    pub reduce_secs: f64,
 }
 
 /// Whether the training loop goes on after a step (a signal or a step budget can stop it).
@@ -47,36 +49,100 @@ pub fn train_batches(
     net: &mut dyn Network,
     batches: &[Vec<usize>],
     epoch: usize,
+    on_step: impl FnMut(&mut dyn Network, usize) -> Result<Flow>,
+) -> Result<EpochReport> {
+    train_batches_on(net, batches, epoch, &crate::dist::Single, &|| false, on_step)
+}
+
+/// `train_batches` as one rank of a data-parallel run: each global batch is split into `comm`'s
+/// ranks' contiguous shares, each rank steps on its share, and the gradient is summed across
+/// ranks and scaled to the global batch's mean before the (identical) update. `stop` is asked
+/// at every step and travels with the gradient, so every rank stops after the same step. The
+/// epoch's totals and its first bad step are those of the whole global batch.
+pub fn train_batches_on(
+    net: &mut dyn Network,
+    batches: &[Vec<usize>],
+    epoch: usize,
+    comm: &dyn crate::dist::Collective,
+    stop: &dyn Fn() -> bool,
     mut on_step: impl FnMut(&mut dyn Network, usize) -> Result<Flow>,
 ) -> Result<EpochReport> {
     let start = Instant::now();
+    let (rank, ranks) = (comm.rank(), comm.size());
     let mut idx: Vec<u32> = Vec::new();
     let mut steps = 0;
+    let mut reduce_secs = 0.0;
     for (i, batch) in batches.iter().enumerate() {
+        let share = share_of(batch, rank, ranks)?;
         idx.clear();
-        idx.extend(batch.iter().map(|&r| r as u32));
-        net.train_step(&idx)?;
+        idx.extend(share.iter().map(|&r| r as u32));
+        let mut stop_all = false;
+        if ranks == 1 {
+            net.train_step(&idx)?;
+            stop_all = stop();
+        } else {
+            let scale = 1.0 / ranks as f32;
+            net.train_step_reduced(&idx, &mut |grads: &mut Vec<f32>| {
+                grads.push(if stop() { 1.0 } else { 0.0 });
+                let t = Instant::now();
+                comm.allreduce_sum_f32(grads)?;
+                reduce_secs += t.elapsed().as_secs_f64();
+                stop_all = grads.pop().is_some_and(|s| s > 0.0);
+                grads.iter_mut().for_each(|g| *g *= scale);
+                Ok(())
+            })?;
+        }
         steps = i + 1;
-        if on_step(net, steps)? == Flow::Stop {
+        let flow = on_step(net, steps)?;
+        // After the epoch's last step the epoch ends normally (evaluated, saved).
+        if flow == Flow::Stop || (stop_all && steps < batches.len()) {
             break;
         }
     }
     let totals = net.take_totals()?;
+    let (mut sums, mut first_bad) = (
+        [
+            totals.mean_loss as f64 * totals.samples as f64,
+            totals.accuracy as f64 * totals.samples as f64,
+            totals.samples as f64,
+        ],
+        [totals.first_bad.map_or(u64::MAX, |b| b.step as u64)],
+    );
+    comm.allreduce_sum_f64(&mut sums)?;
+    comm.allreduce_min_u64(&mut first_bad)?;
     let secs = start.elapsed().as_secs_f64();
-    if let Some(bad) = totals.first_bad {
-        let what = match bad.loss {
-            Some(v) => format!("the loss is {v}"),
-            None => "the update wrote NaN or ±Inf into the parameters".to_string(),
+    if first_bad[0] != u64::MAX {
+        let step = first_bad[0] as usize;
+        let what = match totals.first_bad.filter(|b| b.step == step).map(|b| b.loss) {
+            Some(Some(v)) => format!("the loss is {v}"),
+            Some(None) => "the update wrote NaN or ±Inf into the parameters".to_string(),
+            None => "another rank's loss or parameters went NaN or ±Inf".to_string(),
         };
-        return Err(Error::Diverged { step: bad.step, epoch, what });
+        return Err(Error::Diverged { step, epoch, what });
     }
+    let samples = sums[2].max(1.0);
     Ok(EpochReport {
         epoch,
         steps,
-        train_loss: totals.mean_loss,
-        train_accuracy: totals.accuracy,
-        samples_per_sec: totals.samples as f64 / secs.max(1e-9),
+        train_loss: (sums[0] / samples) as f32,
+        train_accuracy: (sums[1] / samples) as f32,
+        samples_per_sec: sums[2] / secs.max(1e-9),
+        reduce_secs,
     })
+}
+
+/// Rank `rank`'s contiguous share of a global batch; a batch that does not split evenly is
+/// an error (equal shares make the mean of the ranks' mean gradients the global mean).
+pub fn share_of(batch: &[usize], rank: usize, ranks: usize) -> Result<&[usize]> {
+    if !batch.len().is_multiple_of(ranks) {
+        return Err(Error::Usage(format!(
+            "a batch of {} rows does not split over {ranks} ranks; make train.batch_size (and the last \
+             batch, or set train.drop_last) a multiple of {ranks}",
+            batch.len()
+        )));
+    }
+    let each = batch.len() / ranks;
+    Ok(&batch[rank * each..(rank + 1) * each])
 }
 
 /// Mean loss and accuracy of `net` on `data` (computed on the host from the predicted logits).

@@ -14,6 +14,9 @@ use crate::nn::{CpuNetwork, GpuNetwork, Model, Network};
 pub struct Placement {
     pub adapter: Option<String>,
     pub cpu: bool,
+    /// This process's rank among the data-parallel ranks on its host: with several adapters of
+    /// the best kind and no `adapter` named, rank r takes the r-th (modulo their number).
+    pub rank_on_host: usize,
 }
 
 /// Loads the data a config names, scaled, as (train, test).
@@ -123,10 +126,10 @@ pub fn open_gpu(placement: &Placement, work: &str) -> Result<Option<Gpu>> {
     if placement.cpu {
         return Ok(None);
     }
-    match Gpu::new(placement.adapter.as_deref()) {
+    match Gpu::for_rank(placement.adapter.as_deref(), placement.rank_on_host) {
         Ok(gpu) => Ok(Some(gpu)),
         Err(Error::NoAdapter(hint)) => {
-            eprintln!("warning: no GPU adapter found, {work} on the CPU reference path{hint}");
+            crate::warn!("warning: no GPU adapter found, {work} on the CPU reference path{hint}");
             Ok(None)
         }
         Err(e) => Err(e),

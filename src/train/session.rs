@@ -13,6 +13,7 @@ use super::{Flow, Placement};
 use crate::checkpoint::{self, Checkpoint, Progress};
 use crate::config::Config;
 use crate::data::Dataset;
+use crate::dist::Collective;
 use crate::error::{Error, Result};
 use crate::nn::{Model, Network};
 
@@ -47,59 +48,36 @@ pub enum Ending {
 /// (epoch, train loss, train accuracy, test loss, test accuracy) of each epoch.
 pub type Curve = (f64, f64, f64, f64, f64);
 
-/// Trains `config` (read from `config_file`) as `opts` asks, on `placement`. `signal` is set
-/// (to the signal's number) by the CLI's handler: the step in flight finishes, the position is
-/// saved and the run ends with `Ending::Signalled`.
+/// Trains `config` (read from `config_file`) as `opts` asks, on `placement`, as one rank of
+/// `comm` (`dist::Single` for one process). `signal` is set (to the signal's number) by the
+/// CLI's handler: the step in flight finishes, the position is saved and the run ends with
+/// `Ending::Signalled`.
 pub fn train(
     config: &Config,
     config_file: &Path,
     opts: &TrainOptions,
     placement: &Placement,
     signal: &AtomicUsize,
+    comm: &dyn Collective,
 ) -> Result<Ending> {
     if config.train.epochs == 0 {
         return Ok(Ending::NothingToDo("train.epochs = 0".into()));
     }
-    check_outputs(opts)?;
-    let (train_set, test_set, fitted) = super::run::load_data_with_stats(config, config_file)?;
-    let model = Model::new(train_set.d, config.model.layers.clone())?;
-    check_labels(&model, &train_set, &test_set, config)?;
-    let batcher = super::batcher(config, train_set.n)?;
-    super::check_batches(&model, &batcher)?;
-    let start = read_start(config, opts, &model)?;
-    let progress = start.as_ref().map_or(Progress::default(), |ck| ck.progress);
-    if let Some(reason) = finished(config, opts, &progress) {
-        return Ok(Ending::NothingToDo(reason));
+    // Every rank must run the same config: a hash, compared before anything is loaded.
+    if !comm.all_equal(config_hash(config))? {
+        return Err(Error::Dist(
+            "the ranks were started with different configs (or --set values); every rank must get the same".into(),
+        ));
     }
-    let schedule = schedule_of(config, train_set.n);
-    let train_rows = fingerprint(&train_set);
-    if let Some(ck) = start.as_ref().filter(|ck| ck.optimizer_state.is_some()) {
-        check_resume(opts, ck, &schedule, &train_rows)?;
-    }
-    print_header(config, config_file, &train_set, &test_set, &model);
-    let max_rows = super::max_rows(config, train_set.n);
-    let mut net = super::build_network(config, model, placement, max_rows)?;
-    if let Some(ck) = &start {
-        net.set_params(&ck.params)?;
-        net.set_norm_state(&ck.norm)?;
-        if let Some(state) = &ck.optimizer_state {
-            net.set_optimizer_state(state)?;
-        }
-        net.set_steps(ck.progress.steps);
-    }
-    println!("device: {}", net.describe());
-    println!("optimizer: {}", config.optimizer);
-    if let Some(stream) = config.data.stream {
-        net.set_streaming(stream);
-    }
-    net.set_train_data(&train_set)?;
-    let standardize = match start.as_ref().and_then(|ck| ck.standardize.clone()) {
-        Some(saved) => Some(saved),
-        None => fitted.map(|s| (s.mean, s.std)),
-    };
-    let metrics = match &opts.metrics {
-        Some(p) => Some(MetricsWriter::create(p, opts.resume.is_some())?),
-        None => None,
+    let lead = comm.rank() == 0;
+    let Start { net, train_set, test_set, batcher, progress, saved } =
+        match agree(comm, start(config, config_file, opts, placement, comm, lead))? {
+            Started::Run(start) => *start,
+            Started::NothingToDo(reason) => return Ok(Ending::NothingToDo(reason)),
+        };
+    let metrics = match (&opts.metrics, lead) {
+        (Some(p), true) => Some(MetricsWriter::create(p, opts.resume.is_some())?),
+        _ => None,
     };
     let mut run = Run {
         config,
@@ -111,9 +89,146 @@ pub fn train(
         curves: Vec::new(),
         clock: Instant::now(),
         signal,
-        saved: Saved { standardize, schedule, train_rows },
+        saved,
+        comm,
+        reduce_secs: 0.0,
     };
     run.epochs(batcher, progress)
+}
+
+/// What start-up found: a run to make, or nothing to train.
+enum Started {
+    Run(Box<Start>),
+    NothingToDo(String),
+}
+
+/// Everything a run needs before its first step.
+struct Start {
+    net: Box<dyn Network>,
+    train_set: Dataset,
+    test_set: Dataset,
+    batcher: crate::data::Batcher,
+    progress: Progress,
+    saved: Saved,
+}
+
+/// Loads, checks and builds, unless there is nothing to train. Rank 0 checks the outputs
+/// (only it writes) and prints; every rank builds its network on its own adapter.
+fn start(
+    config: &Config,
+    config_file: &Path,
+    opts: &TrainOptions,
+    placement: &Placement,
+    comm: &dyn Collective,
+    lead: bool,
+) -> Result<Started> {
+    if lead {
+        check_outputs(opts)?;
+    }
+    let (train_set, test_set, fitted) = super::run::load_data_with_stats(config, config_file)?;
+    let model = Model::new(train_set.d, config.model.layers.clone())?;
+    check_labels(&model, &train_set, &test_set, config)?;
+    let batcher = super::batcher(config, train_set.n)?;
+    super::check_batches(&model, &batcher)?;
+    check_split(&model, &batcher, comm.size())?;
+    let start = read_start(config, opts, &model)?;
+    let progress = start.as_ref().map_or(Progress::default(), |ck| ck.progress);
+    if let Some(reason) = finished(config, opts, &progress) {
+        return Ok(Started::NothingToDo(reason));
+    }
+    let schedule = schedule_of(config, train_set.n);
+    let train_rows = fingerprint(&train_set);
+    if let Some(ck) = start.as_ref().filter(|ck| ck.optimizer_state.is_some()) {
+        check_resume(opts, ck, &schedule, &train_rows)?;
+    }
+    print_header(config, config_file, &train_set, &test_set, &model);
+    if comm.size() > 1 {
+        crate::say!(
+            "data-parallel: {} ranks, {} rows of each batch per rank",
+            comm.size(),
+            batcher.largest_batch() / comm.size()
+        );
+    }
+    // Each rank holds its share of a batch.
+    let max_rows = super::max_rows(config, train_set.n).div_ceil(comm.size());
+    let mut net = super::build_network(config, model, placement, max_rows)?;
+    if let Some(ck) = &start {
+        net.set_params(&ck.params)?;
+        net.set_norm_state(&ck.norm)?;
+        if let Some(state) = &ck.optimizer_state {
+            net.set_optimizer_state(state)?;
+        }
+        net.set_steps(ck.progress.steps);
+    }
+    crate::say!("device: {}", net.describe());
+    crate::say!("optimizer: {}", config.optimizer);
+    if let Some(stream) = config.data.stream {
+        net.set_streaming(stream);
+    }
+    net.set_train_data(&train_set)?;
+    let standardize = match start.as_ref().and_then(|ck| ck.standardize.clone()) {
+        Some(saved) => Some(saved),
+        None => fitted.map(|s| (s.mean, s.std)),
+    };
+    let saved = Saved { standardize, schedule, train_rows };
+    Ok(Started::Run(Box::new(Start { net, train_set, test_set, batcher, progress, saved })))
+}
+
+/// The start-up agreement of a data-parallel run: every rank learns whether every rank is
+/// ready, so a failure on one rank is one message and an abort, never a hang in the first
+/// all-reduce. A rank that failed while rank 0 did not says why itself (rank 0 cannot).
+fn agree<T>(comm: &dyn Collective, result: Result<T>) -> Result<T> {
+    if comm.size() == 1 {
+        return result;
+    }
+    let mut all_ok = [result.is_ok() as u64];
+    comm.allreduce_min_u64(&mut all_ok)?;
+    if all_ok[0] == 1 {
+        return result;
+    }
+    let mut lead_ok = [if comm.rank() == 0 { result.is_ok() as u8 as f32 } else { 0.0 }];
+    comm.broadcast_f32(0, &mut lead_ok)?;
+    match result {
+        Err(e) if comm.rank() != 0 && lead_ok[0] > 0.0 => {
+            eprintln!("rank {}: error: {e}", comm.rank());
+            Err(Error::Dist(format!("rank {} could not start", comm.rank())))
+        }
+        Err(e) => Err(e),
+        Ok(_) => Err(Error::Dist("another rank could not start (its message is above)".into())),
+    }
+}
+
+/// Every batch must split evenly over the ranks, and with batch norm each rank's share needs
+/// two rows (each rank normalises its own share, as PyTorch's DDP does).
+fn check_split(model: &Model, batcher: &crate::data::Batcher, ranks: usize) -> Result<()> {
+    if ranks == 1 {
+        return Ok(());
+    }
+    for size in [batcher.largest_batch(), batcher.smallest_batch()] {
+        if !size.is_multiple_of(ranks) {
+            return Err(Error::Dist(format!(
+                "a batch of {size} rows does not split over {ranks} ranks: make train.batch_size a multiple of \
+                 {ranks} (and the last batch too, or set train.drop_last = true)"
+            )));
+        }
+    }
+    if model.has_batch_norm() && batcher.smallest_batch() / ranks < 2 {
+        return Err(Error::Dist(format!(
+            "each of the {ranks} ranks would normalise a share of {} row(s), and batch norm needs at least 2",
+            batcher.smallest_batch() / ranks
+        )));
+    }
+    Ok(())
+}
+
+/// A hash of everything a config sets (paths included), compared across ranks at start-up.
+fn config_hash(config: &Config) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{config:?}").bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// What every checkpoint of this run carries besides the network's state.
@@ -134,6 +249,9 @@ struct Run<'a> {
     clock: Instant,
     signal: &'a AtomicUsize,
     saved: Saved,
+    comm: &'a dyn Collective,
+    /// Seconds in the gradient all-reduce so far.
+    reduce_secs: f64,
 }
 
 impl Run<'_> {
@@ -145,8 +263,8 @@ impl Run<'_> {
         }
         let mut throughput = Vec::new();
         for epoch in progress.epoch + 1..=epochs {
-            if let Some(signal) = self.signalled() {
-                println!(
+            if let Some(signal) = self.signalled()? {
+                crate::say!(
                     "stopped by signal {signal} before epoch {epoch}; the last checkpoint is the one of epoch {}",
                     epoch - 1
                 );
@@ -169,16 +287,16 @@ impl Run<'_> {
                 self.save(at)?;
                 self.write_step_record(epoch)?;
                 let saved = self.opts.save.as_ref().map_or(String::new(), |p| format!("; saved {}", p.display()));
-                return Ok(match self.signalled() {
+                return Ok(match self.signalled()? {
                     Some(signal) => {
-                        println!(
+                        crate::say!(
                             "stopped by signal {signal} after step {} (epoch {epoch}, batch {done}){saved}",
                             self.net.steps()
                         );
                         Ending::Signalled { signal }
                     }
                     None => {
-                        println!(
+                        crate::say!(
                             "stopped after step {} (--max-steps), in epoch {epoch} after batch {done}{saved}",
                             self.net.steps()
                         );
@@ -190,26 +308,44 @@ impl Run<'_> {
             self.end_epoch(epoch, &report)?;
             throughput.push(report.samples_per_sec);
         }
+        if self.comm.rank() != 0 {
+            return Ok(Ending::Finished);
+        }
         if let Some(path) = &self.opts.plot {
             super::plot::write(path, &self.curves, self.net.as_mut(), self.train_set, self.test_set)?;
-            println!("plot: {}", path.display());
+            crate::say!("plot: {}", path.display());
+        }
+        if self.comm.size() > 1 {
+            let wall = self.clock.elapsed().as_secs_f64();
+            crate::say!(
+                "data-parallel over {} ranks: {:.2} s in the gradient all-reduce of {:.2} s training ({:.0} %), rank 0",
+                self.comm.size(),
+                self.reduce_secs,
+                wall,
+                100.0 * self.reduce_secs / wall.max(1e-9)
+            );
         }
         let mean = throughput.iter().sum::<f64>() / throughput.len().max(1) as f64;
         if self.test_set.n > 0 {
             let (loss, acc) = super::evaluate(self.net.as_mut(), self.test_set, self.config.model.loss)?;
-            println!(
+            crate::say!(
                 "test accuracy {:.1}% (loss {}); training throughput {mean:.0} samples/s (mean over epochs)",
                 100.0 * acc,
                 fmt_loss(loss)
             );
         } else {
-            println!("no test set; training throughput {mean:.0} samples/s (mean over epochs)");
+            crate::say!("no test set; training throughput {mean:.0} samples/s (mean over epochs)");
         }
         Ok(Ending::Finished)
     }
 
-    fn signalled(&self) -> Option<usize> {
-        Some(self.signal.load(Ordering::SeqCst)).filter(|&s| s != 0)
+    /// The signal this run received, agreed by every rank (the largest number any rank saw),
+    /// so that all stop at the same point.
+    fn signalled(&self) -> Result<Option<usize>> {
+        let local = self.signal.load(Ordering::SeqCst) as u64;
+        let mut inverted = [u64::MAX - local];
+        self.comm.allreduce_min_u64(&mut inverted)?;
+        Ok(Some((u64::MAX - inverted[0]) as usize).filter(|&s| s != 0))
     }
 
     /// One epoch's batches (or what is left of it) with a progress bar; stops early on a signal,
@@ -230,7 +366,8 @@ impl Run<'_> {
         }
         let (log_every, clock, signal) = (self.opts.log_every, self.clock, self.signal);
         let metrics = &mut self.metrics;
-        let report = super::train_batches(self.net.as_mut(), run, epoch, |net, i| {
+        let stop = || signal.load(Ordering::SeqCst) != 0;
+        let report = super::train_batches_on(self.net.as_mut(), run, epoch, self.comm, &stop, |net, i| {
             bar.inc(run[i - 1].len() as u64);
             if let (Some(every), Some(m)) = (log_every, metrics.as_mut()) {
                 if every > 0 && net.steps() % every == 0 {
@@ -247,11 +384,13 @@ impl Run<'_> {
                     })?;
                 }
             }
-            let stop = signal.load(Ordering::SeqCst) != 0 && i < run.len();
-            Ok(if stop { Flow::Stop } else { Flow::Continue })
+            // A signal stops every rank at the same step: it travels with the gradient.
+            Ok(Flow::Continue)
         });
         bar.finish_and_clear();
-        report.map_err(|e| self.explain_divergence(e))
+        let report = report.map_err(|e| self.explain_divergence(e))?;
+        self.reduce_secs += report.reduce_secs;
+        Ok(report)
     }
 
     /// A divergence message says which checkpoint is still good.
@@ -267,6 +406,10 @@ impl Run<'_> {
     }
 
     fn end_epoch(&mut self, epoch: usize, report: &super::EpochReport) -> Result<()> {
+        self.share_running_statistics()?;
+        if self.comm.rank() != 0 {
+            return Ok(());
+        }
         let has_test = self.test_set.n > 0;
         let (test_loss, test_acc) = if has_test {
             super::evaluate(self.net.as_mut(), self.test_set, self.config.model.loss)?
@@ -295,7 +438,7 @@ impl Run<'_> {
             test_acc as f64,
         ));
         let test = if has_test { format!("  test acc {:5.1}%", 100.0 * test_acc) } else { String::new() };
-        println!(
+        crate::say!(
             "epoch {epoch:>3}/{}  lr {lr:.3e}  loss {}  train acc {:5.1}%{test}  {:>9.0} samples/s",
             self.config.train.epochs,
             fmt_loss(report.train_loss),
@@ -303,6 +446,17 @@ impl Run<'_> {
             report.samples_per_sec
         );
         Ok(())
+    }
+
+    /// Batch norm's running statistics as rank 0 has them, on every rank: each rank normalises
+    /// its own share, and, as PyTorch DDP broadcasts rank 0's buffers, rank 0's are the run's.
+    fn share_running_statistics(&mut self) -> Result<()> {
+        if self.comm.size() == 1 || !self.net.model().has_batch_norm() {
+            return Ok(());
+        }
+        let mut norm = self.net.norm_state()?;
+        self.comm.broadcast_f32(0, &mut norm.running)?;
+        self.net.set_norm_state(&norm)
     }
 
     /// The last step's loss as a metrics record, when a run stops inside an epoch.
@@ -325,7 +479,7 @@ impl Run<'_> {
     /// Writes the checkpoint (with `--save`); parameters that are not finite are never written
     /// over a good file.
     fn save(&mut self, progress: Progress) -> Result<()> {
-        let Some(path) = &self.opts.save else { return Ok(()) };
+        let Some(path) = self.opts.save.as_ref().filter(|_| self.comm.rank() == 0) else { return Ok(()) };
         let params = self.net.params()?;
         if let Some(i) = params.iter().position(|p| !p.is_finite()) {
             return Err(Error::Diverged {
@@ -411,7 +565,7 @@ fn check_labels(model: &Model, train: &Dataset, test: &Dataset, config: &Config)
 
 fn print_header(config: &Config, config_file: &Path, train: &Dataset, test: &Dataset, model: &Model) {
     let builtin = config.builtin && !config_file.exists();
-    println!("config: {}{}", config_file.display(), if builtin { " (the built-in copy)" } else { "" });
+    crate::say!("config: {}{}", config_file.display(), if builtin { " (the built-in copy)" } else { "" });
     let classes = match train.num_classes {
         1 => "1 class".to_string(),
         n => format!("{n} classes"),
@@ -421,22 +575,22 @@ fn print_header(config: &Config, config_file: &Path, train: &Dataset, test: &Dat
         None => format!("{} test", test.n),
     };
     let builtin_data = if config.builtin && !config.data.path.exists() { " (the built-in copy)" } else { "" };
-    println!(
+    crate::say!(
         "data: {}{builtin_data} ({} train / {test_rows} rows, {} features, {classes})",
         config.data.path.display(),
         train.n,
         train.d
     );
     if train.num_classes == 1 {
-        eprintln!(
+        crate::warn!(
             "warning: the training data has only one class: every prediction will be that class \
              (wrong label column? set data.label_column or data.num_classes)"
         );
     }
     if test.n == 0 {
-        println!("no test set (data.test_fraction = 0 and no data.test_path): no test column");
+        crate::say!("no test set (data.test_fraction = 0 and no data.test_path): no test column");
     }
-    println!("model: {}", model.summary());
+    crate::say!("model: {}", model.summary());
 }
 
 /// The checkpoint a run starts from: `--init`'s state dict or `--resume`'s checkpoint.
@@ -450,7 +604,7 @@ fn read_start(config: &Config, opts: &TrainOptions, model: &Model) -> Result<Opt
         } else {
             checkpoint::load_state_dict(path, model)?
         };
-        println!("init: {}", path.display());
+        crate::say!("init: {}", path.display());
         return Ok(Some(Checkpoint {
             params,
             norm,
@@ -468,14 +622,14 @@ fn read_start(config: &Config, opts: &TrainOptions, model: &Model) -> Result<Opt
         0 => format!("after epoch {}", p.epoch),
         b => format!("epoch {} after batch {b}", p.epoch + 1),
     };
-    println!("resume: {} (step {}, {at})", path.display(), p.steps);
+    crate::say!("resume: {} (step {}, {at})", path.display(), p.steps);
     Ok(Some(ck))
 }
 
 /// `--non-strict`'s loud line: which tensors of `path` were dropped.
 pub fn warn_ignored(path: &Path, ignored: &[String]) {
     if !ignored.is_empty() {
-        eprintln!(
+        crate::warn!(
             "warning: --non-strict: ignoring {} tensor(s) of {} the model does not have: {}",
             ignored.len(),
             path.display(),
