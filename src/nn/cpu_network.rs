@@ -1,7 +1,7 @@
 //! The CPU executor: the reference functions of `crate::cpu`, stage by stage. It is the oracle
 //! the GPU executor is tested against, and the fallback where no adapter exists.
 
-use super::network::BadStep;
+use super::network::{BadStep, GradientReduce};
 use super::{Activation, Loss, Model, Network, NormState, Op, Totals};
 use crate::cpu::{self, LossOutput, NormStats, Real};
 use crate::data::Dataset;
@@ -29,7 +29,7 @@ pub struct CpuNetwork {
 
 impl CpuNetwork {
     /// One training step; with `reduce`, the gradient passes through it before the update.
-    fn step(&mut self, batch: &[u32], reduce: Option<&mut dyn FnMut(&mut Vec<f32>) -> Result<()>>) -> Result<()> {
+    fn step(&mut self, batch: &[u32], reduce: Option<&mut GradientReduce<'_>>) -> Result<()> {
         super::network::check_batch(batch, self.train_labels.len(), usize::MAX)?;
         super::network::check_batch_norm_rows(&self.model, batch.len())?;
         let d = self.model.inputs;
@@ -367,7 +367,7 @@ impl Network for CpuNetwork {
         self.step(batch, None)
     }
 
-    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>) -> Result<()> {
+    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut GradientReduce<'_>) -> Result<()> {
         self.step(batch, Some(reduce))
     }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::launch::{self, Buffers, Context, Launch, Shape, When};
-use super::network::BadStep;
+use super::network::{BadStep, GradientReduce};
 use super::plan::Plan;
 use super::{Loss, Model, Network, NormState, Totals};
 use crate::data::Dataset;
@@ -62,7 +62,7 @@ pub struct GpuNetwork {
 impl GpuNetwork {
     /// One training step; with `reduce`, the gradient goes to the host between the backward pass
     /// and the update (two submits instead of one: the price of an all-reduce without GPU-direct).
-    fn step(&mut self, batch: &[u32], reduce: Option<&mut dyn FnMut(&mut Vec<f32>) -> Result<()>>) -> Result<()> {
+    fn step(&mut self, batch: &[u32], reduce: Option<&mut GradientReduce<'_>>) -> Result<()> {
         if self.gather.is_none() && self.streamed.is_none() {
             return Err(Error::Usage("train_step before set_train_data".into()));
         }
@@ -316,7 +316,7 @@ impl Network for GpuNetwork {
         self.step(batch, None)
     }
 
-    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>) -> Result<()> {
+    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut GradientReduce<'_>) -> Result<()> {
         self.step(batch, Some(reduce))
     }
 

@@ -37,6 +37,10 @@ impl BadStep {
     }
 }
 
+/// What a data-parallel step does with the flat gradient between the backward pass and the
+/// update: an all-reduce across ranks, scaled to the global mean.
+pub type GradientReduce<'a> = dyn FnMut(&mut Vec<f32>) -> Result<()> + 'a;
+
 pub trait Network {
     /// "GPU: <adapter>" or "CPU reference".
     fn describe(&self) -> String;
@@ -52,7 +56,7 @@ pub trait Network {
     /// A data-parallel step: forward and backward on `batch` (this rank's share of the global
     /// batch), then `reduce` turns the flat gradient into the global one (an all-reduce across
     /// ranks, scaled to the global mean), then the same update as `train_step`.
-    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut dyn FnMut(&mut Vec<f32>) -> Result<()>) -> Result<()>;
+    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut GradientReduce<'_>) -> Result<()>;
     /// The last step's mean loss (a read-back on the GPU).
     fn last_loss(&mut self) -> Result<f32>;
     /// Loss and accuracy over the steps since the last call, then starts counting afresh.
