@@ -168,3 +168,17 @@ fn the_in_process_group_reduces_exactly() {
         assert!(same && !differ);
     }
 }
+
+#[test]
+fn the_ring_all_reduce_model_moves_2_n_minus_1_over_n_of_the_gradient() {
+    use gradflow::dist::cost::{ring_bytes, ring_seconds, step_cost, Link};
+    // 1,000 f32 over 4 ranks: reduce-scatter and all-gather each move 3/4 of 4,000 bytes.
+    assert_eq!(ring_bytes(1000, 4), 6000.0);
+    assert_eq!(ring_bytes(1000, 1), 0.0);
+    let link = Link { bits_per_sec: 8e9, latency_s: 1e-6, pcie_bytes_per_sec: 1e9 };
+    // 6,000 bytes at 1 GB/s, plus 6 messages of 1 µs.
+    assert!((ring_seconds(1000, 4, &link) - (6e-6 + 6e-6)).abs() < 1e-15);
+    let c = step_cost(1000, 4, 4e-3, &link);
+    assert_eq!((c.compute_s, c.staging_s), (1e-3, 8e-6));
+    assert!((c.efficiency(4e-3, 4) - 1e-3 / c.total()).abs() < 1e-12);
+}

@@ -6,6 +6,7 @@
 //! schedule; one in-place all-reduce per step sums the flat gradient; every rank applies the same
 //! update, so the parameters stay identical. Rank 0 alone prints and writes files.
 
+pub mod cost;
 pub mod threads;
 
 use std::sync::atomic::{AtomicBool, Ordering};
