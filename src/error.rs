@@ -52,6 +52,9 @@ pub enum Error {
     Fixture { file: PathBuf, message: String },
     #[error("{0}")]
     Usage(String),
+    /// Data-parallel runs: a collective used wrongly, or MPI refusing to start.
+    #[error("MPI: {0}")]
+    Dist(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

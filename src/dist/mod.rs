@@ -8,6 +8,11 @@
 
 use crate::error::Result;
 
+#[cfg(feature = "mpi")]
+mod mpi;
+#[cfg(feature = "mpi")]
+pub use self::mpi::Mpi;
+
 /// What data-parallel training needs from the process group.
 pub trait Collective {
     /// This process's rank, 0-based.
