@@ -124,7 +124,7 @@ impl Checks {
 /// f32 values whose sum over any number of ranks (up to thousands) is exact in any order: quarters
 /// well below 2^24, so the reduction tree the MPI library picks cannot change a bit.
 fn f32_term(rank: usize, i: usize) -> f32 {
-    let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+    let sign = if i.is_multiple_of(2) { 1.0 } else { -1.0 };
     sign * ((rank + 1) as f32 * (i % 97) as f32 + 0.25 * rank as f32)
 }
 
