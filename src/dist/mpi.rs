@@ -80,6 +80,16 @@ impl Mpi {
     }
 }
 
+impl std::fmt::Debug for Mpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mpi")
+            .field("rank", &self.rank)
+            .field("size", &self.size)
+            .field("local_rank", &self.local_rank)
+            .finish()
+    }
+}
+
 impl Collective for Mpi {
     fn rank(&self) -> usize {
         self.rank
