@@ -52,7 +52,8 @@ pub enum Error {
     Fixture { file: PathBuf, message: String },
     #[error("{0}")]
     Usage(String),
-    /// A data-parallel run's ranks disagree or cannot all start; raised on every rank alike.
+    /// A data-parallel run's ranks disagree or cannot all start, a collective used wrongly, or
+    /// MPI refusing to start.
     #[error("data-parallel run: {0}")]
     Dist(String),
 }

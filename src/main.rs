@@ -288,7 +288,7 @@ fn train_cmd(
 fn collective() -> Result<Box<dyn gradflow::dist::Collective>> {
     #[cfg(feature = "mpi")]
     {
-        let mpi = gradflow::dist::mpi::Mpi::init()?;
+        let mpi = gradflow::dist::Mpi::init()?;
         gradflow::dist::set_quiet(gradflow::dist::Collective::rank(&mpi) != 0);
         return Ok(Box::new(mpi));
     }

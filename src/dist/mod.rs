@@ -49,6 +49,11 @@ macro_rules! warn {
 
 pub use threads::Threads;
 
+#[cfg(feature = "mpi")]
+mod mpi;
+#[cfg(feature = "mpi")]
+pub use self::mpi::Mpi;
+
 /// What data-parallel training needs from the process group.
 pub trait Collective {
     /// This process's rank, 0-based.
