@@ -16,7 +16,7 @@ use gradflow::train::{self, Placement};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = args.iter().find(|a| !a.starts_with("--")).map_or(PathBuf::from("depth.svg"), PathBuf::from);
-    let placement = Placement { adapter: None, cpu: args.iter().any(|a| a == "--cpu"), rank_on_host: 0 };
+    let placement = Placement { cpu: args.iter().any(|a| a == "--cpu"), ..Default::default() };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
     let runs = [
         ("plain", "deep_plain.toml"),

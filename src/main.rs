@@ -153,7 +153,7 @@ enum Command {
 fn main() -> ExitCode {
     quiet_device_select();
     let cli = Cli::parse();
-    let placement = Placement { adapter: cli.adapter.clone(), cpu: cli.cpu, rank_on_host: 0 };
+    let placement = Placement { adapter: cli.adapter.clone(), cpu: cli.cpu, ..Default::default() };
     let train = |args| {
         let comm = match collective() {
             Ok(comm) => comm,
@@ -162,7 +162,8 @@ fn main() -> ExitCode {
                 return Err(1);
             }
         };
-        let placement = Placement { rank_on_host: comm.local_rank(), ..placement.clone() };
+        let placement =
+            Placement { rank_on_host: comm.local_rank(), data_parallel: comm.size() > 1, ..placement.clone() };
         let ended = match train_cmd(args, &placement, cli.non_strict, comm.as_ref()) {
             Ok(Ending::NothingToDo(reason)) => {
                 gradflow::say!("nothing to do: {reason}");

@@ -184,3 +184,176 @@ fn the_abort_mode_needs_two_ranks() {
     assert_eq!(run.code, Some(2), "{}", run.text());
     assert!(run.stderr.contains("--abort needs at least 2 ranks"), "{}", run.text());
 }
+
+// ---- `gradflow train` under mpirun ------------------------------------------------------------
+
+const GRADFLOW: &str = env!("CARGO_BIN_EXE_gradflow");
+
+/// `mpirun` over app contexts (`-np 1 gradflow <args> : -np 1 gradflow <args'> …`): one rank
+/// each, so ranks can be given different arguments or environments (`-x VAR=value`).
+fn mpirun_gradflow(name: &str, contexts: &[Vec<String>]) -> Run {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mpirun = launcher();
+    let mut full: Vec<String> = Vec::new();
+    let mut envs: Vec<(&str, &str)> = Vec::new();
+    if open_mpi(&mpirun) {
+        full.push("--oversubscribe".into());
+        if is_root() {
+            envs.extend([("OMPI_ALLOW_RUN_AS_ROOT", "1"), ("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")]);
+        }
+    }
+    for (i, context) in contexts.iter().enumerate() {
+        if i > 0 {
+            full.push(":".into());
+        }
+        full.extend(["-np".to_string(), "1".to_string()]);
+        full.extend(context.iter().cloned());
+    }
+    let args: Vec<&str> = full.iter().map(String::as_str).collect();
+    launch(name, &mpirun, &args, &envs)
+}
+
+/// The same `gradflow` arguments on `ranks` ranks.
+fn ranks_of(ranks: usize, args: &[&str]) -> Vec<Vec<String>> {
+    let one: Vec<String> = std::iter::once(GRADFLOW).chain(args.iter().copied()).map(String::from).collect();
+    vec![one; ranks]
+}
+
+fn single(name: &str, args: &[&str]) -> Run {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    launch(name, GRADFLOW, args, &[])
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gradflow-mpi-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The spirals data with a small MLP without batch norm, SGD with momentum, 32-row batches.
+fn spirals(d: &std::path::Path, epochs: usize) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = format!(
+        "[data]\npath = '{root}/data/spirals.csv'\nlabel_column = 'arm'\nstandardize = true\n\n[model]\n\
+         layers = [{{ type = 'linear', out = 32 }}, {{ type = 'tanh' }}, {{ type = 'linear', out = 3 }}]\n\n\
+         [optimizer]\ntype = 'sgd'\nlr = 0.05\nmomentum = 0.9\n\n[train]\nepochs = {epochs}\nbatch_size = 32\n\
+         drop_last = true\n"
+    );
+    let p = d.join("spirals.toml");
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+fn params_of(config: &str, checkpoint: &std::path::Path) -> Vec<f32> {
+    let config = gradflow::config::Config::load(std::path::Path::new(config)).unwrap();
+    let model = gradflow::nn::Model::new(2, config.model.layers.clone()).unwrap();
+    gradflow::checkpoint::load_state_dict(checkpoint, &model).unwrap().0
+}
+
+/// Data-parallel against one process, relative to max |p|: the runs differ only in how each
+/// batch's gradient is summed (one sum of 32 rows, or two of 16 added), each within γ_32·Σ|terms|
+/// ≈ 2e-6 relative; momentum 0.9 at lr 0.05 amplifies a perturbation by at most ~(1 + lr·‖H‖)/(1 − μ)
+/// per step, and over these 45 steps that stays within 100× the one-step error: 2e-4 (the bound
+/// tests/training.rs derives for GPU against CPU, and tests/data_parallel.rs uses).
+const REL_TOL: f64 = 2e-4;
+
+fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((*x as f64 - *y as f64).abs() <= REL_TOL * scale, "{what}: parameter {i}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn two_ranks_train_to_where_one_process_does() {
+    let d = work_dir("match");
+    let cfg = spirals(&d, 3);
+    let (one, two) = (d.join("one.safetensors"), d.join("two.safetensors"));
+    let run = single("match-one", &["--cpu", "train", "--config", &cfg, "--save", one.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{}", run.text());
+    let run = mpirun_gradflow(
+        "match-two",
+        &ranks_of(2, &["--cpu", "train", "--config", &cfg, "--save", two.to_str().unwrap()]),
+    );
+    run.assert_no_panic();
+    assert_eq!(run.code, Some(0), "{}", run.text());
+    // Rank 0 alone prints.
+    assert_eq!(
+        run.stdout.matches("data-parallel: 2 ranks, 16 rows of each batch per rank").count(),
+        1,
+        "{}",
+        run.text()
+    );
+    assert_eq!(run.stdout.matches("epoch   3/3").count(), 1, "{}", run.text());
+    assert!(run.stdout.contains("ms of it in the gradient all-reduce"), "{}", run.text());
+    assert_close("2 ranks against 1", &params_of(&cfg, &one), &params_of(&cfg, &two));
+}
+
+#[test]
+fn a_run_stopped_under_two_ranks_resumes_under_one() {
+    let d = work_dir("resume");
+    let cfg = spirals(&d, 3);
+    let (whole, part) = (d.join("whole.safetensors"), d.join("part.safetensors"));
+    let run = single("resume-whole", &["--cpu", "train", "--config", &cfg, "--save", whole.to_str().unwrap()]);
+    assert_eq!(run.code, Some(0), "{}", run.text());
+    let part_s = part.to_str().unwrap();
+    let args = ["--cpu", "train", "--config", &cfg, "--save", part_s, "--max-steps", "20"];
+    let run = mpirun_gradflow("resume-two", &ranks_of(2, &args));
+    assert_eq!(run.code, Some(0), "{}", run.text());
+    assert!(run.stdout.contains("stopped after step 20 (--max-steps), in epoch 2 after batch 5"), "{}", run.text());
+    let run = single("resume-one", &["--cpu", "train", "--config", &cfg, "--resume", part_s, "--save", part_s]);
+    assert_eq!(run.code, Some(0), "{}", run.text());
+    assert!(
+        run.stdout.contains("resume: ") && run.stdout.contains("(step 20, epoch 2 after batch 5)"),
+        "{}",
+        run.text()
+    );
+    assert_close("2 ranks then 1 against 1 throughout", &params_of(&cfg, &whole), &params_of(&cfg, &part));
+}
+
+/// One clear message from rank 0 and an abort, never a hang: `launch` fails the test on a timeout.
+fn assert_refused(run: &Run, message: &str) {
+    run.assert_no_panic();
+    assert!(matches!(run.code, Some(c) if c != 0), "{}", run.text());
+    assert_eq!(run.stderr.matches(message).count(), 1, "expected {message:?} once\n{}", run.text());
+    assert!(run.elapsed < Duration::from_secs(60), "took {:.1?}\n{}", run.elapsed, run.text());
+}
+
+#[test]
+fn a_batch_that_does_not_split_over_the_ranks_is_one_message_and_an_abort() {
+    let d = work_dir("split");
+    let cfg = spirals(&d, 1);
+    let run =
+        mpirun_gradflow("split", &ranks_of(2, &["--cpu", "train", "--config", &cfg, "--set", "train.batch_size=31"]));
+    assert_refused(&run, "a batch of 31 rows does not split over 2 ranks");
+}
+
+#[test]
+fn ranks_started_with_different_configs_are_one_message_and_an_abort() {
+    let d = work_dir("configs");
+    let cfg = spirals(&d, 1);
+    let mut contexts = ranks_of(2, &["--cpu", "train", "--config", &cfg]);
+    contexts[1].extend(["--set".to_string(), "optimizer.lr=0.5".to_string()]);
+    let run = mpirun_gradflow("configs", &contexts);
+    assert_refused(&run, "the ranks were started with different configs");
+}
+
+#[test]
+fn a_rank_without_an_adapter_is_named_and_the_run_aborts() {
+    let d = work_dir("adapter");
+    let cfg = spirals(&d, 1);
+    let mut contexts = ranks_of(2, &["train", "--config", &cfg]);
+    // Rank 1 sees no adapter: Vulkan only, and a loader pointed at no driver.
+    let hide =
+        ["WGPU_BACKEND=vulkan", "VK_ICD_FILENAMES=/nonexistent/icd.json", "VK_DRIVER_FILES=/nonexistent/icd.json"];
+    let mut with_env: Vec<String> = hide.iter().flat_map(|e| ["-x".to_string(), e.to_string()]).collect();
+    with_env.extend(contexts[1].drain(..));
+    contexts[1] = with_env;
+    let run = mpirun_gradflow("adapter", &contexts);
+    run.assert_no_panic();
+    assert!(matches!(run.code, Some(c) if c != 0), "{}", run.text());
+    assert!(run.stderr.contains("no GPU adapter found on this rank of a data-parallel run"), "{}", run.text());
+    assert!(run.elapsed < Duration::from_secs(60), "{}", run.text());
+}

@@ -17,6 +17,9 @@ pub struct Placement {
     /// This process's rank among the data-parallel ranks on its host: with several adapters of
     /// the best kind and no `adapter` named, rank r takes the r-th (modulo their number).
     pub rank_on_host: usize,
+    /// One rank of several: a missing adapter is an error rather than a fall-back to the CPU
+    /// reference, whose rounding would make this rank's parameters drift from the others'.
+    pub data_parallel: bool,
 }
 
 /// Loads the data a config names, scaled, as (train, test).
@@ -128,6 +131,9 @@ pub fn open_gpu(placement: &Placement, work: &str) -> Result<Option<Gpu>> {
     }
     match Gpu::for_rank(placement.adapter.as_deref(), placement.rank_on_host) {
         Ok(gpu) => Ok(Some(gpu)),
+        Err(Error::NoAdapter(hint)) if placement.data_parallel => Err(Error::NoAdapter(format!(
+            " on this rank of a data-parallel run (every rank needs one, or pass --cpu to all){hint}"
+        ))),
         Err(Error::NoAdapter(hint)) => {
             crate::warn!("warning: no GPU adapter found, {work} on the CPU reference path{hint}");
             Ok(None)

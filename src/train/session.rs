@@ -92,6 +92,7 @@ pub fn train(
         saved,
         comm,
         reduce_secs: 0.0,
+        steps_run: 0,
     };
     run.epochs(batcher, progress)
 }
@@ -181,20 +182,18 @@ fn agree<T>(comm: &dyn Collective, result: Result<T>) -> Result<T> {
     if comm.size() == 1 {
         return result;
     }
-    let mut all_ok = [result.is_ok() as u64];
-    comm.allreduce_min_u64(&mut all_ok)?;
-    if all_ok[0] == 1 {
-        return result;
-    }
-    let mut lead_ok = [if comm.rank() == 0 { result.is_ok() as u8 as f32 } else { 0.0 }];
-    comm.broadcast_f32(0, &mut lead_ok)?;
-    match result {
-        Err(e) if comm.rank() != 0 && lead_ok[0] > 0.0 => {
+    // The lowest rank that failed, or u64::MAX when every rank is ready.
+    let mut failed = [if result.is_ok() { u64::MAX } else { comm.rank() as u64 }];
+    comm.allreduce_min_u64(&mut failed)?;
+    match (result, failed[0]) {
+        (result, u64::MAX) => result,
+        // Rank 0 failed too: its own message is the one shown.
+        (Err(e), 0) => Err(e),
+        (Err(e), _) if comm.rank() != 0 => {
             eprintln!("rank {}: error: {e}", comm.rank());
             Err(Error::Dist(format!("rank {} could not start", comm.rank())))
         }
-        Err(e) => Err(e),
-        Ok(_) => Err(Error::Dist("another rank could not start (its message is above)".into())),
+        (_, rank) => Err(Error::Dist(format!("rank {rank} could not start (its own message is above)"))),
     }
 }
 
@@ -250,8 +249,9 @@ struct Run<'a> {
     signal: &'a AtomicUsize,
     saved: Saved,
     comm: &'a dyn Collective,
-    /// Seconds in the gradient all-reduce so far.
+    /// Seconds in the gradient all-reduce so far, and the steps they were spent over.
     reduce_secs: f64,
+    steps_run: usize,
 }
 
 impl Run<'_> {
@@ -316,13 +316,13 @@ impl Run<'_> {
             crate::say!("plot: {}", path.display());
         }
         if self.comm.size() > 1 {
-            let wall = self.clock.elapsed().as_secs_f64();
+            let (wall, steps) = (self.clock.elapsed().as_secs_f64(), self.steps_run.max(1) as f64);
             crate::say!(
-                "data-parallel over {} ranks: {:.2} s in the gradient all-reduce of {:.2} s training ({:.0} %), rank 0",
+                "data-parallel over {} ranks: {:.3} ms a step on rank 0, {:.3} ms of it in the gradient all-reduce \
+                 (waiting for the slowest rank included)",
                 self.comm.size(),
-                self.reduce_secs,
-                wall,
-                100.0 * self.reduce_secs / wall.max(1e-9)
+                1e3 * wall / steps,
+                1e3 * self.reduce_secs / steps
             );
         }
         let mean = throughput.iter().sum::<f64>() / throughput.len().max(1) as f64;
@@ -390,6 +390,7 @@ impl Run<'_> {
         bar.finish_and_clear();
         let report = report.map_err(|e| self.explain_divergence(e))?;
         self.reduce_secs += report.reduce_secs;
+        self.steps_run += report.steps;
         Ok(report)
     }
 
