@@ -288,13 +288,14 @@ fn train_cmd(
 /// feature (ranks other than 0 then stay quiet), else this process alone.
 fn collective() -> Result<Box<dyn gradflow::dist::Collective>> {
     #[cfg(feature = "mpi")]
-    {
+    let comm = {
         let mpi = gradflow::dist::Mpi::init()?;
         gradflow::dist::set_quiet(gradflow::dist::Collective::rank(&mpi) != 0);
-        return Ok(Box::new(mpi));
-    }
+        Box::new(mpi)
+    };
     #[cfg(not(feature = "mpi"))]
-    Ok(Box::new(gradflow::dist::Single))
+    let comm = Box::new(gradflow::dist::Single);
+    Ok(comm)
 }
 
 /// SIGINT/SIGTERM (Ctrl-C, `kill`, a scheduler's stop) set a flag the training loop reads after
