@@ -349,7 +349,7 @@ fn a_rank_without_an_adapter_is_named_and_the_run_aborts() {
     let hide =
         ["WGPU_BACKEND=vulkan", "VK_ICD_FILENAMES=/nonexistent/icd.json", "VK_DRIVER_FILES=/nonexistent/icd.json"];
     let mut with_env: Vec<String> = hide.iter().flat_map(|e| ["-x".to_string(), e.to_string()]).collect();
-    with_env.extend(contexts[1].drain(..));
+    with_env.append(&mut contexts[1]);
     contexts[1] = with_env;
     let run = mpirun_gradflow("adapter", &contexts);
     run.assert_no_panic();
