@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::golden::{cases_of, load, Case};
+use common::golden::{cases_of, check, golden_optimizer, load, mlp_bn_model, state_of, trajectory_tol, Case};
 use common::*;
 use gradflow::data::Dataset;
 use gradflow::nn::cpu_network::loss_and_grads;
@@ -17,56 +17,6 @@ fn layers(toml_text: &str) -> Vec<LayerSpec> {
         layers: Vec<LayerSpec>,
     }
     toml::from_str::<L>(toml_text).unwrap().layers
-}
-
-/// The golden runs' model: Linear(20,64) BN ReLU Linear(64,64) BN ReLU Linear(64,5).
-fn golden_model() -> Model {
-    Model::new(
-        20,
-        layers(
-            "layers = [{ type = 'linear', out = 64 }, { type = 'batch-norm' }, { type = 'relu' },
-                       { type = 'linear', out = 64 }, { type = 'batch-norm' }, { type = 'relu' },
-                       { type = 'linear', out = 5 }]",
-        ),
-    )
-    .unwrap()
-}
-
-fn golden_optimizer(c: &Case) -> Optimizer {
-    let mut t = toml::Table::new();
-    t.insert("type".into(), toml::Value::String(c.params["optimizer"].as_str().unwrap().to_lowercase()));
-    for key in ["lr", "momentum", "weight_decay"] {
-        if let Some(v) = c.params.get(key).and_then(|v| v.as_f64()) {
-            t.insert(key.into(), toml::Value::Float(v));
-        }
-    }
-    if c.flag("nesterov") {
-        t.insert("nesterov".into(), toml::Value::Boolean(true));
-    }
-    toml::Value::Table(t).try_into().unwrap_or_else(|e| panic!("{}: {e}", c.name))
-}
-
-/// Flat parameters and batch-norm state from `prefix.*` tensors of a golden case.
-fn state_of(model: &Model, c: &Case, prefix: &str) -> (Vec<f32>, NormState) {
-    let mut flat = vec![0.0f32; model.param_len];
-    for t in &model.params {
-        let v = c.t(&format!("{prefix}.{}", t.name));
-        assert_eq!(v.len(), t.len, "{}", t.name);
-        for (dst, &src) in flat[t.offset..t.offset + t.len].iter_mut().zip(v) {
-            *dst = src as f32;
-        }
-    }
-    let mut norm = model.init_norm_state();
-    for t in &model.running {
-        let v = c.t(&format!("{prefix}.{}", t.name));
-        for (dst, &src) in norm.running[t.offset..t.offset + t.len].iter_mut().zip(v) {
-            *dst = src as f32;
-        }
-    }
-    for (k, layer) in model.norms.iter().enumerate() {
-        norm.batches_tracked[k] = c.t(&format!("{prefix}.{}.num_batches_tracked", layer.name))[0] as u64;
-    }
-    (flat, norm)
 }
 
 struct RunResult {
@@ -134,18 +84,12 @@ fn max_noise_step(opt: &Optimizer) -> Option<f64> {
     }
 }
 
-/// |got − want| ≤ rel·(|want| + floor) + extra, element-wise; returns the worst share of the bound.
-fn check(what: &str, got: &[f32], want: &[f64], rel: f64, floor: f64, extra: f64) -> f64 {
-    let bound: Vec<f64> = want.iter().map(|w| rel * (w.abs() + floor) + extra).collect();
-    assert_within(what, got, want, &bound).1
-}
-
 #[test]
 fn golden_bn_training_runs_on_both_paths() {
     let with_gpu = gpu_part!();
     let names = cases_of("training_run");
     assert_eq!(names.len(), 7, "one golden training run per optimizer");
-    let model = golden_model();
+    let model = mlp_bn_model();
     let noisy = noise_driven_biases(&model);
     assert_eq!(noisy, ["0.bias", "1.running_mean", "3.bias", "4.running_mean"]);
     for name in names {
@@ -154,10 +98,9 @@ fn golden_bn_training_runs_on_both_paths() {
         let labels: Vec<u32> = c.t("y").iter().map(|&v| v as u32).collect();
         let opt = golden_optimizer(&c);
         let steps = c.t("losses").len();
-        // Tolerance: each step's gradients are f32 sums of at most K = 64 terms (batch 64, width
-        // 64), each within γ_K of exact relative to Σ|terms|; over `steps` steps of a trajectory
-        // that does not amplify errors, that is steps·K·u (measured: SGD-family runs use at most 1.1 % of it).
-        let tol = steps as f64 * 64.0 * EPS;
+        // Tolerance: `trajectory_tol` (steps·K·u with K = 64: batch 64, width 64; measured: SGD-family
+        // runs use at most 1.1 % of it).
+        let tol = trajectory_tol(steps, 64);
         let noise = max_noise_step(&opt).map(|s| s * steps as f64);
         let (p0, norm0) = state_of(&model, &c, "init");
         let (p_final, norm_final) = state_of(&model, &c, "final");
