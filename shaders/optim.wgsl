@@ -58,7 +58,7 @@ override OPT_FLAGS: u32 = 0u;
 
 const CLIP_COEF: u32 = 0u;      // clip_grad_norm_'s coefficient for this step
 const CLIP_NORM: u32 = 1u;      // the gradient's norm
-const CLIP_BAD_STEP: u32 = 2u;  // first step that wrote a NaN or ±Inf parameter (f32, exact to 2^24); 0: none
+const CLIP_BAD_STEP: u32 = 2u;  // bits of the first step that wrote a NaN or ±Inf parameter; 0: none
 const CLIP_PARTIALS: u32 = 3u;  // grad_norm_partial's sums start here
 @group(0) @binding(5) var<uniform> p: OptParams;
 
@@ -93,8 +93,9 @@ fn store_param(q: u32, old_p: vec4<f32>, new_p: vec4<f32>, keep: vec4<bool>) {
     let v = select(old_p, new_p, keep);
     param[q] = v;
     let bad = (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u);
-    if (any(bad) && clip[CLIP_BAD_STEP] == 0.0) {
-        clip[CLIP_BAD_STEP] = f32(p.step);
+    // The step's bits, not its value: exact past 2^24 steps (compared as bits, never as a float).
+    if (any(bad) && bitcast<u32>(clip[CLIP_BAD_STEP]) == 0u) {
+        clip[CLIP_BAD_STEP] = bitcast<f32>(p.step);
     }
 }
 

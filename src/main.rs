@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use gradflow::config::{Config, DEFAULT_CONFIG_PATH};
-use gradflow::error::Result;
+use gradflow::error::{Error, Result};
 use gradflow::nn::Model;
 use gradflow::train::{self, session::Ending, Placement};
 
@@ -169,18 +169,25 @@ fn main() -> ExitCode {
                 gradflow::say!("nothing to do: {reason}");
                 Ok(())
             }
-            Ok(Ending::Signalled { signal }) => Err(128 + signal),
+            // Every rank stopped at the same step: a normal exit, MPI finalised.
+            Ok(Ending::Signalled { signal }) => Err((128 + signal, true)),
             Ok(_) => Ok(()),
             Err(e) => {
-                gradflow::warn!("error: {e}");
-                Err(1)
+                // Reached by every rank alike (through a collective): rank 0 says it, all exit.
+                let agreed = matches!(e, Error::Diverged { .. } | Error::Dist(_));
+                if !gradflow::dist::quiet() {
+                    eprintln!("error: {e}");
+                } else if !agreed {
+                    eprintln!("rank {}: error: {e}", comm.rank());
+                }
+                Err((1, agreed))
             }
         };
-        // A failed rank of a data-parallel run ends them all: never a hang.
-        if let (Err(code), true) = (ended, comm.size() > 1) {
+        // A failure on some ranks only would leave the others waiting: it ends them all.
+        if let (Err((code, false)), true) = (ended, comm.size() > 1) {
             comm.abort(code as i32);
         }
-        ended
+        ended.map_err(|(code, _)| code)
     };
     let result = match cli.command {
         None => return exit(train(TrainArgs::default())),

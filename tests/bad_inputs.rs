@@ -372,6 +372,22 @@ fn outputs_are_checked_before_training_and_disagreements_show_both_values() {
     let text = refused(&d, &args, 1, &["--metrics", "does not exist"]);
     assert!(!text.contains("epoch "), "refused before training: {text}");
     refused(&d, &["--cpu", "train", "--config", &cfg, "--plot", d.to_str().unwrap()], 1, &["--plot", "is a folder"]);
+    // Two outputs in one file, or an output over an input, are refused before anything is loaded.
+    let same = d.join("out.txt");
+    let same = same.to_str().unwrap();
+    refused(
+        &d,
+        &["--cpu", "train", "--config", &cfg, "--save", same, "--metrics", same],
+        1,
+        &["--save and --metrics name the same file"],
+    );
+    let data = manifest("data/spirals.csv");
+    refused(
+        &d,
+        &["--cpu", "train", "--config", &cfg, "--metrics", &data],
+        1,
+        &["--metrics: would overwrite an input of the run"],
+    );
     // A checkpoint and a config that disagree: both values shown.
     let ck = d.join("adam.safetensors");
     assert!(run(&["--cpu", "train", "--config", &cfg, "--save", ck.to_str().unwrap()]).status.success());
@@ -452,7 +468,10 @@ fn sigint_saves_the_position_and_resume_continues() {
     if stopped.contains("after step") {
         assert!(stopped.contains(&format!("after step {step} ")) && stopped.contains("saved"), "{stopped}\n{last}");
     } else {
-        assert!(stopped.contains("before epoch") && step.is_multiple_of(15), "{stopped}\n{last}");
+        assert!(
+            stopped.contains(&format!("after epoch {}", step / 15)) && step.is_multiple_of(15),
+            "{stopped}\n{last}"
+        );
     }
     // The checkpoint loads, and --resume continues from that step.
     let resumed = run(&[

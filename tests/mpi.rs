@@ -313,7 +313,7 @@ fn a_run_stopped_under_two_ranks_resumes_under_one() {
     assert_close("2 ranks then 1 against 1 throughout", &params_of(&cfg, &whole), &params_of(&cfg, &part));
 }
 
-/// One clear message from rank 0 and an abort, never a hang: `launch` fails the test on a timeout.
+/// One clear message from rank 0 and every rank exiting, never a hang: `launch` fails the test on a timeout.
 fn assert_refused(run: &Run, message: &str) {
     run.assert_no_panic();
     assert!(matches!(run.code, Some(c) if c != 0), "{}", run.text());
@@ -322,7 +322,7 @@ fn assert_refused(run: &Run, message: &str) {
 }
 
 #[test]
-fn a_batch_that_does_not_split_over_the_ranks_is_one_message_and_an_abort() {
+fn a_batch_that_does_not_split_over_the_ranks_is_one_message_and_a_clean_exit() {
     let d = work_dir("split");
     let cfg = spirals(&d, 1);
     let run =
@@ -331,7 +331,7 @@ fn a_batch_that_does_not_split_over_the_ranks_is_one_message_and_an_abort() {
 }
 
 #[test]
-fn ranks_started_with_different_configs_are_one_message_and_an_abort() {
+fn ranks_started_with_different_configs_are_one_message_and_a_clean_exit() {
     let d = work_dir("configs");
     let cfg = spirals(&d, 1);
     let mut contexts = ranks_of(2, &["--cpu", "train", "--config", &cfg]);
@@ -341,7 +341,7 @@ fn ranks_started_with_different_configs_are_one_message_and_an_abort() {
 }
 
 #[test]
-fn a_rank_without_an_adapter_is_named_and_the_run_aborts() {
+fn a_rank_without_an_adapter_is_named_and_every_rank_exits() {
     let d = work_dir("adapter");
     let cfg = spirals(&d, 1);
     let mut contexts = ranks_of(2, &["train", "--config", &cfg]);
@@ -356,4 +356,20 @@ fn a_rank_without_an_adapter_is_named_and_the_run_aborts() {
     assert!(matches!(run.code, Some(c) if c != 0), "{}", run.text());
     assert!(run.stderr.contains("no GPU adapter found on this rank of a data-parallel run"), "{}", run.text());
     assert!(run.elapsed < Duration::from_secs(60), "{}", run.text());
+}
+
+#[test]
+fn ranks_given_different_options_or_epochs_are_one_message_and_never_a_hang() {
+    let d = work_dir("options");
+    let cfg = spirals(&d, 2);
+    // --max-steps on rank 0 only: the ranks would wait in different collectives.
+    let mut contexts = ranks_of(2, &["--cpu", "train", "--config", &cfg]);
+    contexts[0].extend(["--max-steps".to_string(), "5".to_string()]);
+    let run = mpirun_gradflow("options-steps", &contexts);
+    assert_refused(&run, "the ranks differ in their options");
+    // --epochs 0 on rank 1 only: it must not leave alone while rank 0 waits.
+    let mut contexts = ranks_of(2, &["--cpu", "train", "--config", &cfg]);
+    contexts[1].extend(["--epochs".to_string(), "0".to_string()]);
+    let run = mpirun_gradflow("options-epochs", &contexts);
+    assert_refused(&run, "the ranks were started with different configs");
 }

@@ -73,12 +73,12 @@ impl Batcher {
         }
     }
 
-    /// The fewest rows any batch of an epoch has (a short last batch unless `drop_last`).
     /// Rows in a full batch (every batch but perhaps the last).
     pub fn largest_batch(&self) -> usize {
         self.batch_size
     }
 
+    /// The fewest rows any batch of an epoch has (a short last batch unless `drop_last`).
     pub fn smallest_batch(&self) -> usize {
         match self.scheme {
             BatchScheme::Replacement | BatchScheme::FullBatch => self.batch_size,

@@ -274,11 +274,12 @@ impl GpuOptimizer {
     /// The first step (1-based) whose update wrote a NaN or ±Inf parameter since the last call,
     /// if any; clears the record.
     pub fn take_bad_step(&self, gpu: &Gpu) -> Result<Option<usize>> {
-        let step = gpu.read::<f32>(&self.clip, CLIP_BAD_STEP, 1)?[0];
-        if step == 0.0 {
+        // The kernel stores the step's bits (exact for any u32 step).
+        let step = gpu.read::<u32>(&self.clip, CLIP_BAD_STEP, 1)?[0];
+        if step == 0 {
             return Ok(None);
         }
-        gpu.write_at(&self.clip, CLIP_BAD_STEP, &[0.0f32]);
+        gpu.write_at(&self.clip, CLIP_BAD_STEP, &[0u32]);
         Ok(Some(step as usize))
     }
 

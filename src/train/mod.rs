@@ -57,8 +57,10 @@ pub fn train_batches(
 /// `train_batches` as one rank of a data-parallel run: each global batch is split into `comm`'s
 /// ranks' contiguous shares, each rank steps on its share, and the gradient is summed across
 /// ranks and scaled to the global batch's mean before the (identical) update. `stop` is asked
-/// at every step and travels with the gradient, so every rank stops after the same step. The
-/// epoch's totals and its first bad step are those of the whole global batch.
+/// at every step and travels with the gradient, so every rank stops after the same step; a
+/// `Flow::Stop` from `on_step` is this rank's alone, so with several ranks it must be decided
+/// alike on every rank (`train::session` never returns it). The epoch's totals and its first
+/// bad step are those of the whole global batch.
 pub fn train_batches_on(
     net: &mut dyn Network,
     batches: &[Vec<usize>],

@@ -60,21 +60,31 @@ pub fn train(
     signal: &AtomicUsize,
     comm: &dyn Collective,
 ) -> Result<Ending> {
-    if config.train.epochs == 0 {
-        return Ok(Ending::NothingToDo("train.epochs = 0".into()));
-    }
-    // Every rank must run the same config: a hash, compared before anything is loaded.
-    if !comm.all_equal(config_hash(config))? {
+    // Every rank must run the same config: a hash, compared before anything is loaded (and
+    // before any rank can decide alone that there is nothing to do).
+    if !comm.all_equal(Fnv::of(format!("{config:?}").as_bytes()))? {
         return Err(Error::Dist(
             "the ranks were started with different configs (or --set values); every rank must get the same".into(),
         ));
     }
+    if config.train.epochs == 0 {
+        return Ok(Ending::NothingToDo("train.epochs = 0".into()));
+    }
     let lead = comm.rank() == 0;
-    let Start { net, train_set, test_set, batcher, progress, saved } =
-        match agree(comm, start(config, config_file, opts, placement, comm, lead))? {
-            Started::Run(start) => *start,
-            Started::NothingToDo(reason) => return Ok(Ending::NothingToDo(reason)),
-        };
+    let (started, run) = agree(comm, start(config, config_file, opts, placement, comm, lead))?;
+    // The same options, training rows and starting state on every rank, or the replicas would
+    // part ways (or wait in different collectives).
+    if !comm.all_equal(run)? {
+        return Err(Error::Dist(
+            "the ranks differ in their options (--init, --resume, --max-steps, --cpu), their training rows or the \
+             checkpoint they start from; every rank must get the same"
+                .into(),
+        ));
+    }
+    let Start { net, train_set, test_set, batcher, progress, saved } = match started {
+        Started::Run(start) => *start,
+        Started::NothingToDo(reason) => return Ok(Ending::NothingToDo(reason)),
+    };
     let metrics = match (&opts.metrics, lead) {
         (Some(p), true) => Some(MetricsWriter::create(p, opts.resume.is_some())?),
         _ => None,
@@ -93,6 +103,7 @@ pub fn train(
         comm,
         reduce_secs: 0.0,
         steps_run: 0,
+        saved_once: false,
     };
     run.epochs(batcher, progress)
 }
@@ -122,9 +133,9 @@ fn start(
     placement: &Placement,
     comm: &dyn Collective,
     lead: bool,
-) -> Result<Started> {
+) -> Result<(Started, u64)> {
     if lead {
-        check_outputs(opts)?;
+        check_outputs(opts, config, config_file)?;
     }
     let (train_set, test_set, fitted) = super::run::load_data_with_stats(config, config_file)?;
     let model = Model::new(train_set.d, config.model.layers.clone())?;
@@ -134,11 +145,12 @@ fn start(
     check_split(&model, &batcher, comm.size())?;
     let start = read_start(config, opts, &model)?;
     let progress = start.as_ref().map_or(Progress::default(), |ck| ck.progress);
+    let train_rows = fingerprint(&train_set);
+    let run = run_hash(opts, placement, &train_rows, start.as_ref());
     if let Some(reason) = finished(config, opts, &progress) {
-        return Ok(Started::NothingToDo(reason));
+        return Ok((Started::NothingToDo(reason), run));
     }
     let schedule = schedule_of(config, train_set.n);
-    let train_rows = fingerprint(&train_set);
     if let Some(ck) = start.as_ref().filter(|ck| ck.optimizer_state.is_some()) {
         check_resume(opts, ck, &schedule, &train_rows)?;
     }
@@ -172,12 +184,66 @@ fn start(
         None => fitted.map(|s| (s.mean, s.std)),
     };
     let saved = Saved { standardize, schedule, train_rows };
-    Ok(Started::Run(Box::new(Start { net, train_set, test_set, batcher, progress, saved })))
+    Ok((Started::Run(Box::new(Start { net, train_set, test_set, batcher, progress, saved })), run))
+}
+
+/// What must be the same on every rank besides the config: the options that steer the run, the
+/// training rows, and the starting state (parameters, batch-norm and optimizer state, position).
+fn run_hash(opts: &TrainOptions, placement: &Placement, train_rows: &str, start: Option<&Checkpoint>) -> u64 {
+    let mut h = Fnv::default();
+    let steering = format!(
+        "{:?} {} {} {} {}",
+        opts.max_steps,
+        opts.init.is_some(),
+        opts.resume.is_some(),
+        opts.non_strict,
+        placement.cpu
+    );
+    h.bytes(steering.as_bytes());
+    h.bytes(train_rows.as_bytes());
+    if let Some(ck) = start {
+        h.f32s(&ck.params);
+        h.f32s(&ck.norm.running);
+        h.f32s(ck.optimizer_state.as_deref().unwrap_or(&[]));
+        h.bytes(format!("{:?} {:?}", ck.progress, ck.norm.batches_tracked).as_bytes());
+    }
+    h.0
+}
+
+/// FNV-1a: cheap, and enough to tell that two byte streams differ (integrity, not security).
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn f32s(&mut self, values: &[f32]) {
+        for v in values {
+            self.bytes(&v.to_le_bytes());
+        }
+    }
+
+    pub fn of(bytes: &[u8]) -> u64 {
+        let mut h = Fnv::default();
+        h.bytes(bytes);
+        h.0
+    }
 }
 
 /// The start-up agreement of a data-parallel run: every rank learns whether every rank is
-/// ready, so a failure on one rank is one message and an abort, never a hang in the first
-/// all-reduce. A rank that failed while rank 0 did not says why itself (rank 0 cannot).
+/// ready, so a failure on one rank is one message and a clean exit of all, never a hang in the
+/// first all-reduce. A rank that failed while rank 0 did not says why itself (rank 0 cannot).
 fn agree<T>(comm: &dyn Collective, result: Result<T>) -> Result<T> {
     if comm.size() == 1 {
         return result;
@@ -187,13 +253,15 @@ fn agree<T>(comm: &dyn Collective, result: Result<T>) -> Result<T> {
     comm.allreduce_min_u64(&mut failed)?;
     match (result, failed[0]) {
         (result, u64::MAX) => result,
-        // Rank 0 failed too: its own message is the one shown.
-        (Err(e), 0) => Err(e),
+        // Rank 0 failed too: its message is the one shown (the same checks ran on every rank).
+        (Err(e), 0) if comm.rank() == 0 => Err(e),
+        (_, 0) => Err(Error::Dist("rank 0 could not start".into())),
+        // Every rank returns an error alike and exits normally (no abort, nothing cut short).
         (Err(e), _) if comm.rank() != 0 => {
             eprintln!("rank {}: error: {e}", comm.rank());
             Err(Error::Dist(format!("rank {} could not start", comm.rank())))
         }
-        (_, rank) => Err(Error::Dist(format!("rank {rank} could not start (its own message is above)"))),
+        (_, rank) => Err(Error::Dist(format!("rank {rank} could not start (see its own message)"))),
     }
 }
 
@@ -220,16 +288,6 @@ fn check_split(model: &Model, batcher: &crate::data::Batcher, ranks: usize) -> R
     Ok(())
 }
 
-/// A hash of everything a config sets (paths included), compared across ranks at start-up.
-fn config_hash(config: &Config) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{config:?}").bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// What every checkpoint of this run carries besides the network's state.
 struct Saved {
     standardize: Option<(Vec<f32>, Vec<f32>)>,
@@ -252,6 +310,8 @@ struct Run<'a> {
     /// Seconds in the gradient all-reduce so far, and the steps they were spent over.
     reduce_secs: f64,
     steps_run: usize,
+    /// Whether this run has written its checkpoint yet.
+    saved_once: bool,
 }
 
 impl Run<'_> {
@@ -264,10 +324,8 @@ impl Run<'_> {
         let mut throughput = Vec::new();
         for epoch in progress.epoch + 1..=epochs {
             if let Some(signal) = self.signalled()? {
-                crate::say!(
-                    "stopped by signal {signal} before epoch {epoch}; the last checkpoint is the one of epoch {}",
-                    epoch - 1
-                );
+                let saved = self.opts.save.as_ref().map_or(String::new(), |p| format!("; {} has its end", p.display()));
+                crate::say!("stopped by signal {signal} after epoch {}{saved}", epoch - 1);
                 return Ok(Ending::Signalled { signal });
             }
             let batches = batcher.next_epoch();
@@ -279,6 +337,11 @@ impl Run<'_> {
                 )));
             }
             let left = self.opts.max_steps.map_or(usize::MAX, |m| m.saturating_sub(self.net.steps()));
+            if left == 0 {
+                // The budget ended with the last epoch, which is saved and recorded already.
+                crate::say!("stopped after step {} (--max-steps), after epoch {}", self.net.steps(), epoch - 1);
+                return Ok(Ending::StepBudget);
+            }
             let last = batches.len().min(first.saturating_add(left));
             let report = self.run_batches(&batches[first..last], epoch)?;
             let done = first + report.steps;
@@ -397,11 +460,12 @@ impl Run<'_> {
     /// A divergence message says which checkpoint is still good.
     fn explain_divergence(&self, e: Error) -> Error {
         match (e, &self.opts.save) {
-            (Error::Diverged { step, epoch, what }, Some(path)) if path.exists() => Error::Diverged {
-                step,
-                epoch,
-                what: format!("{what}; {} keeps the last good state (not overwritten)", path.display()),
-            },
+            (Error::Diverged { step, epoch, what }, Some(path)) if path.exists() => {
+                // This run's own save, or the checkpoint it resumed from: a good state.
+                let good = self.saved_once || self.opts.resume.as_ref() == Some(path);
+                let kept = if good { "keeps the last good state (not overwritten)" } else { "was not overwritten" };
+                Error::Diverged { step, epoch, what: format!("{what}; {} {kept}", path.display()) }
+            }
             (e, _) => e,
         }
     }
@@ -485,7 +549,8 @@ impl Run<'_> {
         if let Some(i) = params.iter().position(|p| !p.is_finite()) {
             return Err(Error::Diverged {
                 step: progress.steps,
-                epoch: progress.epoch,
+                // The epoch the parameters went bad in (1-based; `progress.epoch` counts finished ones).
+                epoch: if progress.batch > 0 { progress.epoch + 1 } else { progress.epoch },
                 what: format!("parameter {i} is {}; {} was not overwritten", params[i], path.display()),
             });
         }
@@ -498,7 +563,9 @@ impl Run<'_> {
             schedule: self.saved.schedule.clone(),
             train_rows: self.saved.train_rows.clone(),
         };
-        checkpoint::save(path, self.net.model(), &self.config.optimizer, &ck)
+        checkpoint::save(path, self.net.model(), &self.config.optimizer, &ck)?;
+        self.saved_once = true;
+        Ok(())
     }
 }
 
@@ -514,11 +581,32 @@ pub fn fmt_loss(x: f32) -> String {
 
 /// Every file the run will write can be written, before any training: a typo in a folder name
 /// must not cost an hour of training.
-fn check_outputs(opts: &TrainOptions) -> Result<()> {
-    for (path, flag) in [(&opts.save, "--save"), (&opts.metrics, "--metrics"), (&opts.plot, "--plot")] {
-        if let Some(path) = path {
-            check_writable(path, flag)?;
+/// The outputs must also be three different files, none of them one the run reads (the config,
+/// its data; `--save` may be `--resume`'s file, which it continues).
+fn check_outputs(opts: &TrainOptions, config: &Config, config_file: &Path) -> Result<()> {
+    let outputs = [(&opts.save, "--save"), (&opts.metrics, "--metrics"), (&opts.plot, "--plot")];
+    let outputs: Vec<(&PathBuf, &str)> = outputs.iter().filter_map(|(p, f)| p.as_ref().map(|p| (p, *f))).collect();
+    let inputs = [Some(config_file), Some(config.data.path.as_path()), config.data.labels.as_deref()]
+        .into_iter()
+        .chain([config.data.test_path.as_deref(), config.data.test_labels.as_deref(), opts.init.as_deref()])
+        .flatten();
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    for input in inputs {
+        if let Some((path, flag)) = outputs.iter().find(|(p, _)| same(p, input)) {
+            return Err(Error::Io {
+                file: path.to_path_buf(),
+                message: format!("{flag}: would overwrite an input of the run"),
+            });
         }
+    }
+    for (i, (a, fa)) in outputs.iter().enumerate() {
+        if let Some((_, fb)) = outputs[i + 1..].iter().find(|(b, _)| same(a, b)) {
+            return Err(Error::Io { file: a.to_path_buf(), message: format!("{fa} and {fb} name the same file") });
+        }
+        check_writable(a, fa)?;
     }
     Ok(())
 }
@@ -663,13 +751,12 @@ fn schedule_of(config: &Config, rows: usize) -> String {
 /// Which rows are training rows, and their values: a resume on other rows (another split,
 /// file, scale or standardisation) would not continue the same run.
 pub fn fingerprint(train: &Dataset) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = train.x.iter().flat_map(|v| v.to_le_bytes()).chain(train.labels.iter().flat_map(|l| l.to_le_bytes()));
-    for b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut h = Fnv::default();
+    h.f32s(&train.x);
+    for l in &train.labels {
+        h.bytes(&l.to_le_bytes());
     }
-    format!("rows={} features={} fnv={h:016x}", train.n, train.d)
+    format!("rows={} features={} fnv={:016x}", train.n, train.d, h.0)
 }
 
 /// A checkpoint resumes only the run it came from: the same batch schedule and training rows.
