@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use gradflow::data::{BatchScheme, Batcher, Dataset};
+use gradflow::data::{BatchScheme, Batcher};
 use gradflow::dist::{Collective, Threads};
 use gradflow::nn::{CpuNetwork, GpuNetwork, LayerSpec, Loss, Model, Network};
 use gradflow::optim::{OptimizerSetup, Sgd};
@@ -22,18 +22,6 @@ use gradflow::train::{train_batches_on, Flow};
 /// and over the 3 × 8 = 24 steps of these runs that stays below 100× the one-step error: 2e-4,
 /// the bound tests/training.rs derives the same way for GPU against CPU.
 const REL_TOL: f64 = 2e-4;
-
-fn data(rows: usize, d: usize, classes: usize) -> Dataset {
-    let mut r = rng(5);
-    let x = uniform(&mut r, rows * d, -1.0, 1.0);
-    let labels = (0..rows)
-        .map(|i| {
-            let s: f32 = x[i * d..(i + 1) * d].iter().enumerate().map(|(j, v)| v * ((j % 5) as f32 - 2.0)).sum();
-            ((s.abs() * 3.0) as usize % classes) as u32
-        })
-        .collect();
-    Dataset::new(x, labels, d, classes, "synthetic").unwrap()
-}
 
 fn model() -> Model {
     Model::new(
@@ -56,7 +44,7 @@ fn network(gpu: bool, model: Model, setup: OptimizerSetup, rows: usize) -> Box<d
 /// `epochs` epochs of 32-row shuffled batches on `ranks` ranks (threads); every rank's final
 /// parameters and each epoch's global mean loss.
 fn run(gpu: bool, ranks: usize, epochs: usize, stop_after: Option<usize>) -> Vec<(Vec<f32>, Vec<f32>)> {
-    let data = Arc::new(data(256, 8, 3));
+    let data = Arc::new(synthetic(256, 8, 3, 5));
     let handles: Vec<_> = Threads::group(ranks)
         .into_iter()
         .map(|comm| {

@@ -16,19 +16,6 @@ fn shared_gpu() -> Arc<Gpu> {
     Arc::new(gpu_or_panic())
 }
 
-fn synthetic(rows: usize, d: usize, classes: usize, seed: u64) -> Dataset {
-    let mut r = rng(seed);
-    let x = uniform(&mut r, rows * d, -1.0, 1.0);
-    // Labels from a fixed linear rule, so the problem is learnable.
-    let labels = (0..rows)
-        .map(|i| {
-            let s: f32 = x[i * d..(i + 1) * d].iter().enumerate().map(|(j, v)| v * ((j % 5) as f32 - 2.0)).sum();
-            ((s.abs() * 3.0) as usize % classes) as u32
-        })
-        .collect();
-    Dataset::new(x, labels, d, classes, "synthetic").unwrap()
-}
-
 /// Tolerance for step losses and parameters, GPU against CPU. One step's forward error is a
 /// handful of dot products of length ≤ 64 with |terms| ≲ 1, i.e. ≲ 64·u ≈ 4e-6 relative; the update
 /// map (lr 0.05, momentum 0.9) amplifies a perturbation by at most ~(1 + lr·‖H‖)/(1 − μ) over the

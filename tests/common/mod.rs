@@ -118,6 +118,20 @@ pub fn gpu_or_panic() -> Gpu {
     }
 }
 
+/// `rows` random rows of `d` features in [−1, 1) with labels from a fixed linear rule over
+/// `classes` classes, so the problem is learnable.
+pub fn synthetic(rows: usize, d: usize, classes: usize, seed: u64) -> gradflow::data::Dataset {
+    let mut r = rng(seed);
+    let x = uniform(&mut r, rows * d, -1.0, 1.0);
+    let labels = (0..rows)
+        .map(|i| {
+            let s: f32 = x[i * d..(i + 1) * d].iter().enumerate().map(|(j, v)| v * ((j % 5) as f32 - 2.0)).sum();
+            ((s.abs() * 3.0) as usize % classes) as u32
+        })
+        .collect();
+    gradflow::data::Dataset::new(x, labels, d, classes, "synthetic").unwrap()
+}
+
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
