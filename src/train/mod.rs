@@ -101,21 +101,33 @@ pub fn train_batches_on(
             break;
         }
     }
-    let totals = net.take_totals()?;
-    let (mut sums, mut first_bad) = (
-        [
-            totals.mean_loss as f64 * totals.samples as f64,
-            totals.accuracy as f64 * totals.samples as f64,
-            totals.samples as f64,
-        ],
-        [totals.first_bad.map_or(u64::MAX, |b| b.step as u64)],
-    );
+    let totals = global_totals(net.take_totals()?, epoch, comm)?;
+    let secs = start.elapsed().as_secs_f64();
+    Ok(EpochReport {
+        epoch,
+        steps,
+        train_loss: totals.mean_loss,
+        train_accuracy: totals.accuracy,
+        samples_per_sec: totals.samples as f64 / secs.max(1e-9),
+        reduce_secs,
+    })
+}
+
+/// This rank's totals made the global batch's (loss and accuracy summed over every rank's
+/// samples), or the divergence error naming the first bad step any rank saw.
+fn global_totals(
+    local: crate::nn::Totals,
+    epoch: usize,
+    comm: &dyn crate::dist::Collective,
+) -> Result<crate::nn::Totals> {
+    let n = local.samples as f64;
+    let mut sums = [local.mean_loss as f64 * n, local.accuracy as f64 * n, n];
+    let mut first_bad = [local.first_bad.map_or(u64::MAX, |b| b.step as u64)];
     comm.allreduce_sum_f64(&mut sums)?;
     comm.allreduce_min_u64(&mut first_bad)?;
-    let secs = start.elapsed().as_secs_f64();
     if first_bad[0] != u64::MAX {
         let step = first_bad[0] as usize;
-        let what = match totals.first_bad.filter(|b| b.step == step).map(|b| b.loss) {
+        let what = match local.first_bad.filter(|b| b.step == step).map(|b| b.loss) {
             Some(Some(v)) => format!("the loss is {v}"),
             Some(None) => "the update wrote NaN or ±Inf into the parameters".to_string(),
             None => "another rank's loss or parameters went NaN or ±Inf".to_string(),
@@ -123,13 +135,11 @@ pub fn train_batches_on(
         return Err(Error::Diverged { step, epoch, what });
     }
     let samples = sums[2].max(1.0);
-    Ok(EpochReport {
-        epoch,
-        steps,
-        train_loss: (sums[0] / samples) as f32,
-        train_accuracy: (sums[1] / samples) as f32,
-        samples_per_sec: sums[2] / secs.max(1e-9),
-        reduce_secs,
+    Ok(crate::nn::Totals {
+        mean_loss: (sums[0] / samples) as f32,
+        accuracy: (sums[1] / samples) as f32,
+        samples: sums[2] as usize,
+        first_bad: None,
     })
 }
 
