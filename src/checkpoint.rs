@@ -55,6 +55,37 @@ pub fn slot_names(opt: &Optimizer) -> &'static [&'static str] {
     }
 }
 
+/// FNV-1a: cheap, and enough to tell that two byte streams differ (integrity, not security).
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn f32s(&mut self, values: &[f32]) {
+        for v in values {
+            self.bytes(&v.to_le_bytes());
+        }
+    }
+
+    pub fn of(bytes: &[u8]) -> u64 {
+        let mut h = Fnv::default();
+        h.bytes(bytes);
+        h.0
+    }
+}
+
 /// FNV-1a over the tensors' names and bytes, in name order: cheap and enough to catch an
 /// altered or swapped byte (this is an integrity check, not a signature).
 fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>, meta: &HashMap<String, String>) -> u64 {
@@ -65,14 +96,12 @@ fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>, meta: &HashM
     let meta_bytes: Vec<(String, &String)> = keys.iter().map(|k| (format!("meta:{k}"), &meta[*k])).collect();
     sorted.extend(meta_bytes.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = Fnv::default();
     for (name, bytes) in sorted {
-        for &b in name.as_bytes().iter().chain(bytes) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h.bytes(name.as_bytes());
+        h.bytes(bytes);
     }
-    h
+    h.0
 }
 
 fn io(file: &Path, e: impl std::fmt::Display) -> Error {

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::metrics::{MetricsWriter, Record};
 use super::{Flow, Placement};
-use crate::checkpoint::{self, Checkpoint, Progress};
+use crate::checkpoint::{self, Checkpoint, Fnv, Progress};
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::dist::Collective;
@@ -208,37 +208,6 @@ fn run_hash(opts: &TrainOptions, placement: &Placement, train_rows: &str, start:
         h.bytes(format!("{:?} {:?}", ck.progress, ck.norm.batches_tracked).as_bytes());
     }
     h.0
-}
-
-/// FNV-1a: cheap, and enough to tell that two byte streams differ (integrity, not security).
-#[derive(Clone, Copy, Debug)]
-pub struct Fnv(pub u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    pub fn bytes(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    pub fn f32s(&mut self, values: &[f32]) {
-        for v in values {
-            self.bytes(&v.to_le_bytes());
-        }
-    }
-
-    pub fn of(bytes: &[u8]) -> u64 {
-        let mut h = Fnv::default();
-        h.bytes(bytes);
-        h.0
-    }
 }
 
 /// The start-up agreement of a data-parallel run: every rank learns whether every rank is
