@@ -18,7 +18,7 @@ fn mlp(inputs: usize, widths: &[usize], bn: bool) -> Model {
         layers.push(LayerSpec::Linear { out: w, bias: true });
         if i + 1 < widths.len() {
             if bn {
-                layers.push(LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default() });
+                layers.push(LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync: false });
             }
             layers.push(LayerSpec::Relu);
         }

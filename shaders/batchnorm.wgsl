@@ -24,6 +24,9 @@ struct BnParams {
 
 const BN_TRAIN: u32 = 1u;        // batch statistics (else the running ones: eval mode)
 const BN_ACCUMULATE: u32 = 2u;   // dx is added to `out` (the input value has another consumer)
+const BN_SYNC: u32 = 4u;         // with BN_TRAIN: one rank's share of a synchronised batch norm
+                                 // (stats get its biased variance; the host combines the ranks'
+                                 // and writes inv_std and the running statistics)
 
 // The activation after the normalisation, as a pipeline constant (`BnParams::constants` on the
 // host) so the driver compiles only its branch; `p.act` holds the same code for the host.
@@ -139,6 +142,10 @@ fn batchnorm_stats(
         let var_biased = partial_a[f] / f32(m);
         stats[j] = shift;
         stats[n + j] = d;
+        if ((BN_FLAGS & BN_SYNC) != 0u) {
+            stats[2u * n + j] = var_biased;
+            return;
+        }
         stats[2u * n + j] = 1.0 / sqrt(var_biased + p.eps);
         let mean = shift + d;
         let unbiased = var_biased * (f32(m) / f32(m - 1u));

@@ -90,7 +90,7 @@ impl MatmulBench {
 /// The reference MLP of the peer comparison: 784→Linear(512)→BatchNorm→ReLU→Linear(512)→
 /// BatchNorm→ReLU→Linear(10), cross-entropy, Adam (lr 1e-3), on random data resident on the device.
 pub fn bench_mlp(gpu: Arc<Gpu>, batch: usize) -> Result<(GpuNetwork, usize)> {
-    let bn = || LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default() };
+    let bn = || LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync: false };
     let layers = vec![
         LayerSpec::Linear { out: 512, bias: true },
         bn(),

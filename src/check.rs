@@ -288,7 +288,7 @@ fn hessian_vector_products(gpu: &Gpu, rng: &mut StdRng, loss: crate::nn::Loss, o
     let layers = vec![
         l(7),
         LayerSpec::Tanh,
-        LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default() },
+        LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync: false },
         LayerSpec::Gelu,
         LayerSpec::Residual { layers: vec![l(7), LayerSpec::Sigmoid, l(7)], projection: false },
         LayerSpec::LeakyRelu { negative_slope: 0.1 },

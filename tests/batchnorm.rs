@@ -348,6 +348,14 @@ fn check_against_reference(
         ops::batchnorm_forward(gpu(), x, m, n, gamma, beta, &grm, &grv, eps, None, Act::IDENTITY).unwrap();
     let eb = eval_bound(x, m, n, gamma, beta, &want_rm, &want_rv, &brm, &brv, eps);
     assert_within(&format!("{label} gpu eval y"), &g_eval, &want_eval, &eb);
+    // A synchronised batch norm's share (BN_SYNC): the same shift and shifted mean, the biased
+    // variance itself in place of inv_std (bounds δd, δvar above), running statistics untouched.
+    let (shift, d, var, running) = ops::batchnorm_share_stats(gpu(), x, m, n, &rm, &rv, eps).unwrap();
+    assert_eq!(shift, x[..n], "{label}: the shift is each feature's first row");
+    let want_d: Vec<f64> = (0..n).map(|j| stats64.mean[j] - x[j] as f64).collect();
+    assert_within(&format!("{label} gpu share d"), &d, &want_d, &gb.d_err);
+    assert_within(&format!("{label} gpu share variance"), &var, &stats64.var, &gb.var_err);
+    assert_eq!(running, [rm.clone(), rv.clone()].concat(), "{label}: a share leaves the running statistics");
     Some([
         assert_within(&format!("{label} gpu y"), &gy, &y, &gb.y),
         assert_within(&format!("{label} gpu dx"), &gdx, &dx, &bdx),

@@ -31,6 +31,19 @@ fn model() -> Model {
     .unwrap()
 }
 
+/// The course's H = max(0, γẐ + β) between two Linears, with the batch norm synchronised or not.
+fn batch_norm_model(sync: bool) -> Model {
+    let bn = LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync };
+    Model::new(
+        8,
+        vec![LayerSpec::Linear { out: 16, bias: true }, bn, LayerSpec::Relu, LayerSpec::Linear { out: 3, bias: true }],
+    )
+    .unwrap()
+}
+
+/// What a run leaves on one rank: parameters, each epoch's global mean loss, running statistics.
+type RankEnd = (Vec<f32>, Vec<f32>, Vec<f32>);
+
 fn network(gpu: bool, model: Model, setup: OptimizerSetup, rows: usize) -> Box<dyn Network> {
     let params = model.init_params(3);
     if gpu {
@@ -41,9 +54,9 @@ fn network(gpu: bool, model: Model, setup: OptimizerSetup, rows: usize) -> Box<d
     }
 }
 
-/// `epochs` epochs of 32-row shuffled batches on `ranks` ranks (threads); every rank's final
-/// parameters and each epoch's global mean loss.
-fn run(gpu: bool, ranks: usize, epochs: usize, stop_after: Option<usize>) -> Vec<(Vec<f32>, Vec<f32>)> {
+/// `epochs` epochs of 32-row shuffled batches on `ranks` ranks (threads) of `model`; what each
+/// rank ends with.
+fn run(gpu: bool, ranks: usize, epochs: usize, stop_after: Option<usize>, model: fn() -> Model) -> Vec<RankEnd> {
     let data = Arc::new(synthetic(256, 8, 3, 5));
     let handles: Vec<_> = Threads::group(ranks)
         .into_iter()
@@ -72,14 +85,41 @@ fn run(gpu: bool, ranks: usize, epochs: usize, stop_after: Option<usize>) -> Vec
                         break;
                     }
                 }
-                (net.params().unwrap(), losses, net.steps())
+                let end: RankEnd = (net.params().unwrap(), losses, net.norm_state().unwrap().running);
+                (end, net.steps())
             })
         })
         .collect();
-    let out: Vec<(Vec<f32>, Vec<f32>, usize)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let steps = out[0].2;
-    assert!(out.iter().all(|o| o.2 == steps), "every rank stops at the same step");
-    out.into_iter().map(|(p, l, _)| (p, l)).collect()
+    let out: Vec<(RankEnd, usize)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let steps = out[0].1;
+    assert!(out.iter().all(|o| o.1 == steps), "every rank stops at the same step");
+    out.into_iter().map(|(end, _)| end).collect()
+}
+
+/// The largest difference between `a` and `b`, relative to max |a| (at least 1).
+fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(1.0f64, |m, v| m.max(v.abs() as f64));
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs())) / scale
+}
+
+/// 2 and 4 ranks of `model` end where one process on the whole batch does, within `REL_TOL`
+/// (parameters, epoch losses, running statistics), with identical state on every rank.
+fn ranks_match_one_process(gpu: bool, model: fn() -> Model) {
+    let one = run(gpu, 1, 3, None, model);
+    for ranks in [2, 4] {
+        let many = run(gpu, ranks, 3, None, model);
+        for (r, end) in many.iter().enumerate() {
+            assert!(end.0 == many[0].0, "gpu={gpu}: rank {r}'s parameters differ from rank 0's");
+            assert!(end.2 == many[0].2, "gpu={gpu}: rank {r}'s running statistics differ from rank 0's");
+        }
+        let what = |part: &str| format!("gpu={gpu}, {ranks} ranks: {part}");
+        let (p, l, r) =
+            (rel_diff(&one[0].0, &many[0].0), rel_diff(&one[0].1, &many[0].1), rel_diff(&one[0].2, &many[0].2));
+        assert!(p <= REL_TOL, "{} differ by {p:e} of max |p|", what("parameters"));
+        assert!(l <= REL_TOL, "{} differ by {l:e}: {:?} vs {:?}", what("epoch losses"), one[0].1, many[0].1);
+        assert!(r <= REL_TOL, "{} differ by {r:e}", what("running statistics"));
+    }
 }
 
 #[test]
@@ -88,34 +128,39 @@ fn two_and_four_ranks_end_where_one_process_does_with_identical_parameters_on_ev
         if gpu && !gpu_part!() {
             continue;
         }
-        let one = run(gpu, 1, 3, None);
-        for ranks in [2, 4] {
-            let many = run(gpu, ranks, 3, None);
-            for (r, (p, _)) in many.iter().enumerate() {
-                assert!(p == &many[0].0, "gpu={gpu}: rank {r}'s parameters differ from rank 0's");
-            }
-            let scale = one[0].0.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
-            for (i, (a, b)) in one[0].0.iter().zip(&many[0].0).enumerate() {
-                let err = (*a as f64 - *b as f64).abs();
-                assert!(err <= REL_TOL * scale, "gpu={gpu}, {ranks} ranks: parameter {i}: {a} vs {b}");
-            }
-            for (e, (a, b)) in one[0].1.iter().zip(&many[0].1).enumerate() {
-                let err = (*a as f64 - *b as f64).abs();
-                assert!(
-                    err <= REL_TOL * a.abs().max(1.0) as f64,
-                    "gpu={gpu}, {ranks} ranks: epoch {} loss {a} vs {b}",
-                    e + 1
-                );
-            }
-        }
+        ranks_match_one_process(gpu, model);
     }
+}
+
+/// SyncBatchNorm: the statistics and backward sums of the whole global batch, so N ranks are one
+/// process on the global batch (running statistics included) within the same bound: the ranks'
+/// statistics combine in f64 (mean of means, mean of variance plus squared mean offset), and
+/// the backward sums' mean differs from one sum only in rounding, as the gradient's does.
+#[test]
+fn synchronised_batch_norm_on_two_and_four_ranks_is_one_process_on_the_global_batch() {
+    for gpu in [false, true] {
+        if gpu && !gpu_part!() {
+            continue;
+        }
+        ranks_match_one_process(gpu, || batch_norm_model(true));
+    }
+}
+
+/// Per-rank batch norm (DDP's default) normalises each share by its own statistics, so it is not
+/// the single process's run: this is what makes the test above a test of the synchronisation.
+#[test]
+fn per_rank_batch_norm_differs_from_one_process_on_the_global_batch() {
+    let one = run(false, 1, 3, None, || batch_norm_model(false));
+    let two = run(false, 2, 3, None, || batch_norm_model(false));
+    let d = rel_diff(&one[0].0, &two[0].0);
+    assert!(d > 100.0 * REL_TOL, "per-rank statistics moved the parameters by only {d:e}");
 }
 
 #[test]
 fn a_stop_seen_by_one_rank_stops_every_rank_after_the_same_step() {
     // Rank 0 alone asks to stop once 5 steps are done; `run` asserts every rank stopped at the
     // same step, and the parameters agree.
-    let ranks = run(false, 2, 3, Some(5));
+    let ranks = run(false, 2, 3, Some(5), model);
     assert!(ranks[0].0 == ranks[1].0);
     assert_eq!(ranks[0].1.len(), 1, "stopped inside the first epoch");
 }

@@ -22,7 +22,7 @@ fn every_layer_model() -> Model {
     let layers = vec![
         l(5),
         LayerSpec::Tanh,
-        LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default() },
+        LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync: false },
         LayerSpec::Sigmoid,
         LayerSpec::Residual { layers: vec![l(5), LayerSpec::Gelu, l(5)], projection: false },
         LayerSpec::LeakyRelu { negative_slope: 0.1 },
@@ -245,7 +245,7 @@ fn gpu_hessian_vector_products_match_central_differences_on_a_bigger_model() {
     let layers = vec![
         l(128),
         LayerSpec::Tanh,
-        LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default() },
+        LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync: false },
         LayerSpec::Gelu,
         l(64),
         LayerSpec::Sigmoid,

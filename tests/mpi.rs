@@ -9,6 +9,8 @@
 //! two-core machine.
 #![cfg(feature = "mpi")]
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -245,6 +247,25 @@ fn spirals(d: &std::path::Path, epochs: usize) -> String {
     p.to_str().unwrap().to_string()
 }
 
+/// The spirals run with a synchronised batch norm between the layers (`sync = true`).
+fn spirals_sync_bn(d: &std::path::Path, epochs: usize) -> String {
+    let path = spirals(d, epochs);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("{ type = 'tanh' }", "{ type = 'batch-norm', sync = true }, { type = 'relu' }");
+    let p = d.join("spirals_sync_bn.toml");
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Parameters, then batch-norm running statistics, of a checkpoint of `config`'s model.
+fn state_of(config: &str, checkpoint: &std::path::Path) -> Vec<f32> {
+    let config = gradflow::config::Config::load(std::path::Path::new(config)).unwrap();
+    let model = gradflow::nn::Model::new(2, config.model.layers.clone()).unwrap();
+    let (params, norm) = gradflow::checkpoint::load_state_dict(checkpoint, &model).unwrap();
+    [params, norm.running].concat()
+}
+
 fn params_of(config: &str, checkpoint: &std::path::Path) -> Vec<f32> {
     let config = gradflow::config::Config::load(std::path::Path::new(config)).unwrap();
     let model = gradflow::nn::Model::new(2, config.model.layers.clone()).unwrap();
@@ -289,6 +310,35 @@ fn two_ranks_train_to_where_one_process_does() {
     assert_eq!(run.stdout.matches("epoch   3/3").count(), 1, "{}", run.text());
     assert!(run.stdout.contains("ms of it in the gradient all-reduce"), "{}", run.text());
     assert_close("2 ranks against 1", &params_of(&cfg, &one), &params_of(&cfg, &two));
+}
+
+/// SyncBatchNorm: two ranks normalise by the statistics of the whole 32-row batch, so they end
+/// where one process does (running statistics included), on the CPU reference and on the GPU,
+/// within the same bound (the ranks' statistics are combined in f64; see tests/data_parallel.rs).
+#[test]
+fn two_ranks_with_synchronised_batch_norm_train_to_where_one_process_does() {
+    for gpu in [false, true] {
+        if gpu && !common::gpu_part!() {
+            continue;
+        }
+        let d = work_dir(if gpu { "sync-gpu" } else { "sync-cpu" });
+        let cfg = spirals_sync_bn(&d, 3);
+        let (one, two) = (d.join("one.safetensors"), d.join("two.safetensors"));
+        let exec: &[&str] = if gpu { &[] } else { &["--cpu"] };
+        let args = |out: &std::path::Path| -> Vec<String> {
+            let tail = ["train", "--config", &cfg, "--save", out.to_str().unwrap()];
+            exec.iter().chain(tail.iter()).map(|s| s.to_string()).collect()
+        };
+        let one_args = args(&one);
+        let run = single("sync-one", &one_args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(run.code, Some(0), "{}", run.text());
+        let two_args = args(&two);
+        let run = mpirun_gradflow("sync-two", &ranks_of(2, &two_args.iter().map(String::as_str).collect::<Vec<_>>()));
+        run.assert_no_panic();
+        assert_eq!(run.code, Some(0), "{}", run.text());
+        assert!(run.stdout.contains("SyncBatchNorm+relu"), "{}", run.text());
+        assert_close(&format!("gpu={gpu}: 2 ranks against 1"), &state_of(&cfg, &one), &state_of(&cfg, &two));
+    }
 }
 
 #[test]

@@ -174,6 +174,7 @@ fn flags_codes_and_tile_sizes_agree() {
         ("activation.wgsl", "ACT_ACCUMULATE", ACT_ACCUMULATE as u64),
         ("batchnorm.wgsl", "BN_TRAIN", BN_TRAIN as u64),
         ("batchnorm.wgsl", "BN_ACCUMULATE", BN_ACCUMULATE as u64),
+        ("batchnorm.wgsl", "BN_SYNC", BN_SYNC as u64),
         ("batchnorm.wgsl", "FEATURES", BN_FEATURES as u64),
         ("batchnorm.wgsl", "EW_COLS", BN_EW_COLS as u64),
         ("loss.wgsl", "TOTAL_STEP_LOSS", TOTAL_STEP_LOSS as u64),

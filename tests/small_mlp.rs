@@ -117,7 +117,9 @@ fn models_outside_the_kernels_limits_are_refused_with_the_reason() {
     let l = |out| LayerSpec::Linear { out, bias: true };
     let sgd = Sgd::new(0.1);
     let wide = Model::new(2, vec![l(17), l(2)]).unwrap();
-    let bn = Model::new(2, vec![l(4), LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default() }, l(2)]).unwrap();
+    let bn =
+        Model::new(2, vec![l(4), LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync: false }, l(2)])
+            .unwrap();
     let small = Model::new(2, vec![l(4), l(2)]).unwrap();
     let cases = [
         (check_supported(&wide, 1, &sgd), "width 17"),

@@ -76,25 +76,67 @@ pub fn batchnorm_backward<T: Real>(
     stats: &NormStats,
     act: Act,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let mut dx = vec![T::of(0.0); m * n];
-    let mut dgamma = vec![T::of(0.0); n];
-    let mut dbeta = vec![T::of(0.0); n];
+    let sums = batchnorm_backward_reduce(x, dy, m, n, gamma, beta, stats, act);
+    let dx = batchnorm_backward_input(x, dy, m, n, gamma, beta, stats, act, &sums);
+    let (dbeta, dgamma) = sums.split_at(n);
+    (dx, dgamma.iter().map(|&v| T::of(v)).collect(), dbeta.iter().map(|&v| T::of(v)).collect())
+}
+
+/// du = dy ⊙ act'(γx̂ + β) per element.
+fn du_of<T: Real>(x: T, dy: T, gamma: f64, beta: f64, stats: &NormStats, j: usize, act: Act) -> (f64, f64) {
+    let xhat = (x.to_f64() - stats.mean[j]) * stats.inv_std(j);
+    (dy.to_f64() * activate_grad_f64(gamma * xhat + beta, act), xhat)
+}
+
+/// The backward pass's per-feature sums, [Σdu (n), Σdu·x̂ (n)] (dβ and dγ): what a synchronised
+/// batch norm exchanges between ranks before `batchnorm_backward_input`.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward_reduce<T: Real>(
+    x: &[T],
+    dy: &[T],
+    m: usize,
+    n: usize,
+    gamma: &[T],
+    beta: &[T],
+    stats: &NormStats,
+    act: Act,
+) -> Vec<f64> {
+    let mut sums = vec![0.0f64; 2 * n];
     for j in 0..n {
-        let inv_std = stats.inv_std(j);
-        let g = gamma[j].to_f64();
-        let xhat: Vec<f64> = (0..m).map(|i| (x[i * n + j].to_f64() - stats.mean[j]) * inv_std).collect();
-        let du: Vec<f64> =
-            (0..m).map(|i| dy[i * n + j].to_f64() * activate_grad_f64(g * xhat[i] + beta[j].to_f64(), act)).collect();
-        let sum_du: f64 = du.iter().sum();
-        let sum_du_xhat: f64 = du.iter().zip(&xhat).map(|(d, h)| d * h).sum();
+        let (g, b) = (gamma[j].to_f64(), beta[j].to_f64());
         for i in 0..m {
-            let v = g * inv_std / m as f64 * (m as f64 * du[i] - sum_du - xhat[i] * sum_du_xhat);
-            dx[i * n + j] = T::of(v);
+            let (du, xhat) = du_of(x[i * n + j], dy[i * n + j], g, b, stats, j, act);
+            sums[j] += du;
+            sums[n + j] += du * xhat;
         }
-        dgamma[j] = T::of(sum_du_xhat);
-        dbeta[j] = T::of(sum_du);
     }
-    (dx, dgamma, dbeta)
+    sums
+}
+
+/// dx = γ·inv_std/m · (m·du − Σdu − x̂·Σ(du·x̂)) from `sums` as `batchnorm_backward_reduce` gives
+/// them (or their mean over ranks, for a synchronised batch norm).
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward_input<T: Real>(
+    x: &[T],
+    dy: &[T],
+    m: usize,
+    n: usize,
+    gamma: &[T],
+    beta: &[T],
+    stats: &NormStats,
+    act: Act,
+    sums: &[f64],
+) -> Vec<T> {
+    let mut dx = vec![T::of(0.0); m * n];
+    for j in 0..n {
+        let (g, b) = (gamma[j].to_f64(), beta[j].to_f64());
+        let scale = g * stats.inv_std(j) / m as f64;
+        for i in 0..m {
+            let (du, xhat) = du_of(x[i * n + j], dy[i * n + j], g, b, stats, j, act);
+            dx[i * n + j] = T::of(scale * (m as f64 * du - sums[j] - xhat * sums[n + j]));
+        }
+    }
+    dx
 }
 
 /// running ← (1 − f)·running + f·batch, with the unbiased variance var·m/(m − 1), as PyTorch.

@@ -13,7 +13,8 @@ pub mod optim;
 
 pub use activation::{activate, activate_grad, activation_backward, activation_forward};
 pub use batchnorm::{
-    batchnorm_backward, batchnorm_forward, batchnorm_stats, batchnorm_update_running, residual_add, NormStats,
+    batchnorm_backward, batchnorm_backward_input, batchnorm_backward_reduce, batchnorm_forward, batchnorm_stats,
+    batchnorm_update_running, residual_add, NormStats,
 };
 pub use linear::{bias_grad, linear_backward_input, linear_backward_weight, linear_forward};
 pub use loss::{argmax, cross_entropy, mse, LossOutput};

@@ -787,6 +787,11 @@ impl BnParams {
         BnParams { flags: self.flags | BN_TRAIN, keep: (1.0 - factor) as f32, take: factor as f32, ..self }
     }
 
+    /// One rank's share of a synchronised batch norm's training statistics (`BN_SYNC`).
+    pub fn synced(self) -> BnParams {
+        BnParams { flags: self.flags | BN_TRAIN | BN_SYNC, ..self }
+    }
+
     /// batchnorm.wgsl's pipeline constants: the activation after the norm and the launch's
     /// flags (training or eval statistics, accumulate), each combination its own pipeline.
     pub fn constants(&self) -> [(&'static str, u32); 2] {
@@ -798,6 +803,9 @@ impl BnParams {
 pub const BN_TRAIN: u32 = 1;
 /// batchnorm.wgsl: `batchnorm_backward_input` adds dx to its destination.
 pub const BN_ACCUMULATE: u32 = 2;
+/// batchnorm.wgsl: `batchnorm_stats` computes one rank's share of a synchronised batch norm,
+/// leaving its biased variance where inv_std goes and the running statistics to the host.
+pub const BN_SYNC: u32 = 4;
 /// Features per workgroup of the batch-norm reductions.
 pub const BN_FEATURES: u32 = 16;
 /// Features and rows per workgroup of the element-wise batch-norm kernels.

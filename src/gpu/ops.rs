@@ -276,6 +276,35 @@ pub fn batchnorm_forward(
     Ok((gpu.read_all(&gy)?, running[..n].to_vec(), running[n..].to_vec()))
 }
 
+/// One rank's share of a synchronised batch norm's training statistics (`BnParams::synced`,
+/// the launch a data-parallel step uses): per feature (shift, d, biased variance) with the
+/// share's mean = shift + d, and the running statistics, returned to show they are untouched.
+#[allow(clippy::type_complexity)]
+pub fn batchnorm_share_stats(
+    gpu: &Gpu,
+    x: &[f32],
+    m: usize,
+    n: usize,
+    running_mean: &[f32],
+    running_var: &[f32],
+    eps: f64,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> {
+    if m < 2 {
+        return Err(crate::error::Error::Usage(format!(
+            "batchnorm_share_stats (training mode) needs more than 1 row per batch, got {m}"
+        )));
+    }
+    let ones = vec![1.0f32; n];
+    let zeros = vec![0.0f32; n];
+    let b = batchnorm_buffers(gpu, x, m, n, &ones, &zeros, running_mean, running_var, eps, Act::IDENTITY)?;
+    let p = b.p.training(0.5).synced();
+    let stats = gpu.batchnorm("batchnorm_stats", &b.x, None, &b.params, &b.running, &b.stats, None, &b.grads, p)?;
+    submit(gpu, "batchnorm_share_stats", &[&stats])?;
+    let s = gpu.read_all(&b.stats)?;
+    let running = gpu.read_all(&b.running)?;
+    Ok((s[..n].to_vec(), s[n..2 * n].to_vec(), s[2 * n..].to_vec(), running))
+}
+
 /// Training-mode gradients of `batchnorm_forward` given dL/dy: (dx, dγ, dβ), as
 /// `cpu::batchnorm_backward`.
 #[allow(clippy::too_many_arguments)]

@@ -1,7 +1,7 @@
 //! The CPU executor: the reference functions of `crate::cpu`, stage by stage. It is the oracle
 //! the GPU executor is tested against, and the fallback where no adapter exists.
 
-use super::network::{BadStep, GradientReduce};
+use super::network::{BadStep, StepSync};
 use super::{Activation, Loss, Model, Network, NormState, Op, Totals};
 use crate::cpu::{self, LossOutput, NormStats, Real};
 use crate::data::Dataset;
@@ -28,8 +28,10 @@ pub struct CpuNetwork {
 }
 
 impl CpuNetwork {
-    /// One training step; with `reduce`, the gradient passes through it before the update.
-    fn step(&mut self, batch: &[u32], reduce: Option<&mut GradientReduce<'_>>) -> Result<()> {
+    /// One training step; with `sync`, one rank's share of a data-parallel step (synchronised
+    /// batch norms exchange their statistics and sums, and the gradient passes through it
+    /// before the update).
+    fn step(&mut self, batch: &[u32], mut sync: Option<&mut dyn StepSync>) -> Result<()> {
         super::network::check_batch(batch, self.train_labels.len(), usize::MAX)?;
         super::network::check_batch_norm_rows(&self.model, batch.len())?;
         let d = self.model.inputs;
@@ -41,12 +43,14 @@ impl CpuNetwork {
             x.extend_from_slice(&self.train_x[i * d..(i + 1) * d]);
             labels.push(self.train_labels[i]);
         }
-        let trace = forward(&self.model, &self.params, &self.norm.running, &x, rows, Mode::Train);
-        update_running(&self.model, &trace, &mut self.norm, rows);
+        let ranks = sync.as_ref().map_or(1, |s| s.ranks());
+        let (model, params) = (&self.model, &self.params);
+        let trace = forward(model, params, &self.norm.running, &x, rows, Mode::Train, sync.as_deref_mut())?;
+        update_running(&self.model, &trace, &mut self.norm, rows, ranks);
         let out = loss_of(self.loss, trace.output(), &labels, rows, self.model.outputs());
-        self.grads = backward(&self.model, &self.params, &trace, out.grad, rows);
-        if let Some(reduce) = reduce {
-            reduce(&mut self.grads)?;
+        self.grads = backward(&self.model, &self.params, &trace, out.grad, rows, sync.as_deref_mut())?;
+        if let Some(sync) = sync {
+            sync.gradient(&mut self.grads)?;
         }
         let step = OptimizerStep {
             optimizer: &self.setup.optimizer,
@@ -149,7 +153,9 @@ impl<T> Trace<T> {
     }
 }
 
-/// The forward pass over `rows` rows of `x`, in the float type `T` (shapes checked by callers).
+/// The forward pass over `rows` rows of `x`, in the float type `T` (shapes checked by callers);
+/// with `sync` (training, data-parallel), synchronised batch norms use the global batch's
+/// statistics.
 pub(crate) fn forward<T: Real>(
     model: &Model,
     params: &[T],
@@ -157,7 +163,8 @@ pub(crate) fn forward<T: Real>(
     x: &[T],
     rows: usize,
     mode: Mode,
-) -> Trace<T> {
+    mut sync: Option<&mut (dyn StepSync + '_)>,
+) -> Result<Trace<T>> {
     let mut values = vec![x.to_vec()];
     let mut preacts = Vec::with_capacity(model.stages.len());
     let mut stats = Vec::with_capacity(model.stages.len());
@@ -174,9 +181,14 @@ pub(crate) fn forward<T: Real>(
             }
             Op::BatchNorm { width, gamma, beta, norm, act } => {
                 let layer = &model.norms[norm];
-                let s = match mode {
-                    Mode::Train => cpu::batchnorm_stats(input, rows, width, layer.eps),
-                    Mode::Eval => NormStats::running(
+                let s = match (mode, sync.as_deref_mut()) {
+                    (Mode::Train, Some(sync)) if layer.sync => {
+                        let mut s = cpu::batchnorm_stats(input, rows, width, layer.eps);
+                        sync.norm_stats(&mut s.mean, &mut s.var)?;
+                        s
+                    }
+                    (Mode::Train, _) => cpu::batchnorm_stats(input, rows, width, layer.eps),
+                    (Mode::Eval, _) => NormStats::running(
                         &running[layer.running_mean..layer.running_mean + width],
                         &running[layer.running_var..layer.running_var + width],
                         layer.eps,
@@ -201,7 +213,7 @@ pub(crate) fn forward<T: Real>(
         preacts.push(preact);
         stats.push(stat);
     }
-    Trace { values, preacts, stats }
+    Ok(Trace { values, preacts, stats })
 }
 
 /// Adds `g` into the gradient of a value: the first contribution is stored, later ones summed,
@@ -216,14 +228,15 @@ fn accumulate<T: Real>(slot: &mut Option<Vec<T>>, g: Vec<T>) {
 
 /// The gradient of every parameter (flat like `params`) from the gradient with respect to the
 /// network's output. Batch norm is differentiated in training mode (statistics depend on x), so
-/// `trace` must come from a training-mode forward pass.
+/// `trace` must come from a training-mode forward pass (with the same `sync`).
 pub(crate) fn backward<T: Real>(
     model: &Model,
     params: &[T],
     trace: &Trace<T>,
     grad_out: Vec<T>,
     rows: usize,
-) -> Vec<T> {
+    mut sync: Option<&mut (dyn StepSync + '_)>,
+) -> Result<Vec<T>> {
     let mut grads = vec![T::of(0.0); model.param_len];
     let mut value_grads: Vec<Option<Vec<T>>> = vec![None; model.stages.len() + 1];
     value_grads[model.stages.len()] = Some(grad_out);
@@ -243,21 +256,16 @@ pub(crate) fn backward<T: Real>(
                 }
                 (stage.input != 0).then(|| cpu::linear_backward_input(&dz, &params[weight..weight + n * k], rows, k, n))
             }
-            Op::BatchNorm { width, gamma, beta, act, .. } => {
+            Op::BatchNorm { width, gamma, beta, act, norm } => {
                 let stats = trace.stats[s].as_ref().expect("batch-norm stage keeps its statistics");
-                let (dx, dgamma, dbeta) = cpu::batchnorm_backward(
-                    input,
-                    &g,
-                    rows,
-                    width,
-                    &params[gamma..gamma + width],
-                    &params[beta..beta + width],
-                    stats,
-                    act,
-                );
-                grads[gamma..gamma + width].copy_from_slice(&dgamma);
-                grads[beta..beta + width].copy_from_slice(&dbeta);
-                Some(dx)
+                let (gm, bt) = (&params[gamma..gamma + width], &params[beta..beta + width]);
+                let mut sums = cpu::batchnorm_backward_reduce(input, &g, rows, width, gm, bt, stats, act);
+                if let (Some(sync), true) = (sync.as_deref_mut(), model.norms[norm].sync) {
+                    sync.norm_sums(&mut sums)?;
+                }
+                grads[beta..beta + width].iter_mut().zip(&sums[..width]).for_each(|(d, &v)| *d = T::of(v));
+                grads[gamma..gamma + width].iter_mut().zip(&sums[width..]).for_each(|(d, &v)| *d = T::of(v));
+                Some(cpu::batchnorm_backward_input(input, &g, rows, width, gm, bt, stats, act, &sums))
             }
             Op::Activation { act, .. } => Some(cpu::activation_backward(input, &g, act)),
             Op::Add { skip, .. } => {
@@ -271,7 +279,7 @@ pub(crate) fn backward<T: Real>(
             accumulate(&mut value_grads[stage.input], dx);
         }
     }
-    grads
+    Ok(grads)
 }
 
 /// Training-mode loss and parameter gradients for one batch, in the float type `T`: the
@@ -303,9 +311,9 @@ pub fn loss_and_grads<T: Real>(
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= model.outputs()) {
         return Err(Error::Usage(format!("label {bad} is not below the model's {} outputs", model.outputs())));
     }
-    let trace = forward(model, params, running, x, rows, Mode::Train);
+    let trace = forward(model, params, running, x, rows, Mode::Train, None)?;
     let out = loss_of(loss, trace.output(), labels, rows, model.outputs());
-    let grads = backward(model, params, &trace, out.grad, rows);
+    let grads = backward(model, params, &trace, out.grad, rows, None)?;
     Ok((out.loss, grads))
 }
 
@@ -316,15 +324,17 @@ fn loss_of<T: Real>(loss: Loss, output: &[T], labels: &[u32], rows: usize, class
     }
 }
 
-/// Updates every batch-norm layer's running statistics from a training forward pass.
-pub(crate) fn update_running<T>(model: &Model, trace: &Trace<T>, norm: &mut NormState, rows: usize) {
+/// Updates every batch-norm layer's running statistics from a training forward pass over
+/// `rows` rows on each of `ranks` ranks (a synchronised layer's statistics are over all of them).
+pub(crate) fn update_running<T>(model: &Model, trace: &Trace<T>, norm: &mut NormState, rows: usize, ranks: usize) {
     for (s, stage) in model.stages.iter().enumerate() {
         if let (Op::BatchNorm { width, norm: k, .. }, Some(stats)) = (&stage.op, &trace.stats[s]) {
             let layer = &model.norms[*k];
             norm.batches_tracked[*k] += 1;
             let factor = layer.momentum.factor(norm.batches_tracked[*k]);
             let (mean_part, var_part) = split_two(&mut norm.running, layer.running_mean, layer.running_var, *width);
-            cpu::batchnorm_update_running(mean_part, var_part, stats, rows, factor);
+            let count = if layer.sync { rows * ranks } else { rows };
+            cpu::batchnorm_update_running(mean_part, var_part, stats, count, factor);
         }
     }
 }
@@ -367,8 +377,8 @@ impl Network for CpuNetwork {
         self.step(batch, None)
     }
 
-    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut GradientReduce<'_>) -> Result<()> {
-        self.step(batch, Some(reduce))
+    fn train_step_reduced(&mut self, batch: &[u32], sync: &mut dyn StepSync) -> Result<()> {
+        self.step(batch, Some(sync))
     }
 
     fn last_loss(&mut self) -> Result<f32> {
@@ -388,7 +398,7 @@ impl Network for CpuNetwork {
 
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         super::network::check_rows(&self.model, x, rows)?;
-        let trace = forward(&self.model, &self.params, &self.norm.running, x, rows, Mode::Eval);
+        let trace = forward(&self.model, &self.params, &self.norm.running, x, rows, Mode::Eval, None)?;
         Ok(trace.values.last().cloned().unwrap_or_default())
     }
 

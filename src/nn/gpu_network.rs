@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use super::gpu_sync::SyncedNorm;
 use super::launch::{self, Buffers, Context, Launch, Shape, When};
-use super::network::{BadStep, GradientReduce};
-use super::plan::Plan;
+use super::network::{BadStep, StepSync};
+use super::plan::{BackwardOp, Buf, ForwardOp, Plan};
 use super::{Loss, Model, Network, NormState, Totals};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -35,6 +36,12 @@ pub struct GpuNetwork {
     forward: Vec<Launch>,
     /// (index in `forward` of a training-statistics launch, its layer in `Model::norms`).
     norm_launches: Vec<(usize, usize)>,
+    /// The synchronised batch norms, in stage order.
+    synced: Vec<SyncedNorm>,
+    /// The host's copy of the running statistics, kept for the synchronised layers (whose
+    /// running update a data-parallel step does on the host); None when the kernels have moved
+    /// them since (an ordinary step), to be read again.
+    running_host: Option<Vec<f32>>,
     /// Loss, reduction, backward and the update, in order.
     backward: Vec<Launch>,
     gather: Option<Launch>,
@@ -60,9 +67,11 @@ pub struct GpuNetwork {
 }
 
 impl GpuNetwork {
-    /// One training step; with `reduce`, the gradient goes to the host between the backward pass
-    /// and the update (two submits instead of one: the price of an all-reduce without GPU-direct).
-    fn step(&mut self, batch: &[u32], reduce: Option<&mut GradientReduce<'_>>) -> Result<()> {
+    /// One training step; with `sync`, one rank's share of a data-parallel step: the gradient
+    /// goes to the host between the backward pass and the update (two submits instead of one:
+    /// the price of an all-reduce without GPU-direct), and each synchronised batch norm splits
+    /// the step once more on the way forward and once on the way back.
+    fn step(&mut self, batch: &[u32], sync: Option<&mut dyn StepSync>) -> Result<()> {
         if self.gather.is_none() && self.streamed.is_none() {
             return Err(Error::Usage("train_step before set_train_data".into()));
         }
@@ -85,19 +94,67 @@ impl GpuNetwork {
         }
         let k = self.steps as u32;
         self.optimizer.prepare(&self.gpu, k + 1, self.setup.schedule.factor(k));
-        let mut launches: Vec<&Dispatch> = Vec::with_capacity(4 + self.forward.len() + self.backward.len());
-        launches.extend(self.gather.iter().map(|l| &l.dispatch));
-        launches.extend(self.forward.iter().filter(|l| l.when != When::Eval).map(|l| &l.dispatch));
-        launches.extend(self.backward.iter().map(|l| &l.dispatch));
-        if let Some(reduce) = reduce {
-            submit(&self.gpu, "training step (forward and backward)", &launches)?;
-            let mut grads = self.gpu.read_all(&self.grads)?;
-            reduce(&mut grads)?;
-            self.gpu.write(&self.grads, &grads);
-            launches.clear();
+        let Some(sync) = sync else {
+            let mut launches: Vec<&Dispatch> = Vec::with_capacity(4 + self.forward.len() + self.backward.len());
+            launches.extend(self.gather.iter().map(|l| &l.dispatch));
+            launches.extend(self.forward.iter().filter(|l| l.when != When::Eval).map(|l| &l.dispatch));
+            launches.extend(self.backward.iter().map(|l| &l.dispatch));
+            launches.extend(self.optimizer.dispatches());
+            submit(&self.gpu, "training step", &launches)?;
+            if !self.synced.is_empty() {
+                self.running_host = None; // the kernels moved the synchronised layers' too
+            }
+            return self.stepped();
+        };
+        self.forward_backward_synced(batch.len(), sync)?;
+        let mut grads = self.gpu.read_all(&self.grads)?;
+        sync.gradient(&mut grads)?;
+        self.gpu.write(&self.grads, &grads);
+        let launches: Vec<&Dispatch> = self.optimizer.dispatches().collect();
+        submit(&self.gpu, "training step (update)", &launches)?;
+        self.stepped()
+    }
+
+    /// Forward and backward of a data-parallel step, submitted in pieces split at each
+    /// synchronised batch norm's statistics and backward sums, which the ranks exchange.
+    fn forward_backward_synced(&mut self, rows: usize, sync: &mut dyn StepSync) -> Result<()> {
+        if self.running_host.is_none() && !self.synced.is_empty() {
+            self.running_host = Some(self.gpu.read_all(&self.running)?);
         }
-        launches.extend(self.optimizer.dispatches());
-        submit(&self.gpu, "training step", &launches)?;
+        let gpu = &*self.gpu;
+        let buffer = |b: Buf| match b {
+            Buf::Stage(i) => &self.stage_buffers[i],
+            Buf::Input => &self.batch_x,
+        };
+        let mut pending: Vec<&Dispatch> = self.gather.iter().map(|l| &l.dispatch).collect();
+        for (i, l) in self.forward.iter().enumerate() {
+            match self.synced.iter().find(|s| s.train_stats == i) {
+                Some(s) => {
+                    pending.push(&s.share_stats.dispatch);
+                    submit(gpu, "training step (forward)", &pending)?;
+                    pending.clear();
+                    let layer = &self.model.norms[s.norm];
+                    let factor = layer.momentum.factor(self.batches_tracked[s.norm] + 1);
+                    let running_host = self.running_host.as_mut().expect("read above");
+                    s.sync_stats(gpu, layer, buffer(s.stats), &self.running, running_host, factor, rows, sync)?;
+                }
+                None if l.when != When::Eval => pending.push(&l.dispatch),
+                None => {}
+            }
+        }
+        for (i, l) in self.backward.iter().enumerate() {
+            pending.push(&l.dispatch);
+            if let Some(s) = self.synced.iter().find(|s| s.reduce == i) {
+                submit(gpu, "training step (backward)", &pending)?;
+                pending.clear();
+                s.sync_sums(gpu, &self.grads, sync)?;
+            }
+        }
+        submit(gpu, "training step (backward)", &pending)
+    }
+
+    /// Counts a submitted step.
+    fn stepped(&mut self) -> Result<()> {
         self.steps += 1;
         self.batches_tracked.iter_mut().for_each(|n| *n += 1);
         Ok(())
@@ -150,16 +207,35 @@ impl GpuNetwork {
         };
         let mut forward = Vec::new();
         let mut norm_launches = Vec::new();
+        let mut synced = Vec::new();
         for op in &plan.forward {
             for l in launch::forward(&c, op)? {
-                if let (super::plan::ForwardOp::BatchNorm { norm, .. }, When::Train) = (op, l.when) {
-                    norm_launches.push((forward.len(), *norm));
+                if let (&ForwardOp::BatchNorm { norm, stats, width, gamma, beta, .. }, When::Train) = (op, l.when) {
+                    norm_launches.push((forward.len(), norm));
+                    if let Some(share_stats) = launch::synced_stats(&c, op)? {
+                        let train_stats = forward.len();
+                        synced.push(SyncedNorm {
+                            norm,
+                            width,
+                            gamma,
+                            beta,
+                            stats,
+                            train_stats,
+                            share_stats,
+                            reduce: 0,
+                        });
+                    }
                 }
                 forward.push(l);
             }
         }
         let mut backward = Vec::new();
         for op in &plan.backward {
+            if let &BackwardOp::BatchNormReduce { norm, .. } = op {
+                if let Some(s) = synced.iter_mut().find(|s| s.norm == norm) {
+                    s.reduce = backward.len();
+                }
+            }
             backward.extend(launch::backward(&c, op)?);
         }
         let rows = max_rows as u32;
@@ -180,6 +256,8 @@ impl GpuNetwork {
             totals,
             forward,
             norm_launches,
+            synced,
+            running_host: Some(norm_state.running.clone()),
             backward,
             gather: None,
             train_rows: 0,
@@ -257,7 +335,8 @@ impl GpuNetwork {
         if rows == self.rows {
             return;
         }
-        for l in self.forward.iter_mut().chain(self.backward.iter_mut()).chain(self.gather.iter_mut()) {
+        let synced = self.synced.iter_mut().map(|s| &mut s.share_stats);
+        for l in self.forward.iter_mut().chain(self.backward.iter_mut()).chain(self.gather.iter_mut()).chain(synced) {
             l.resize(&self.gpu, rows);
         }
         self.rows = rows;
@@ -316,8 +395,8 @@ impl Network for GpuNetwork {
         self.step(batch, None)
     }
 
-    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut GradientReduce<'_>) -> Result<()> {
-        self.step(batch, Some(reduce))
+    fn train_step_reduced(&mut self, batch: &[u32], sync: &mut dyn StepSync) -> Result<()> {
+        self.step(batch, Some(sync))
     }
 
     fn last_loss(&mut self) -> Result<f32> {
@@ -356,8 +435,8 @@ impl Network for GpuNetwork {
                 self.forward.iter().filter(|l| l.when != When::Train).map(|l| &l.dispatch).collect();
             submit(&self.gpu, "forward", &launches)?;
             let logits = match self.logits {
-                super::plan::Buf::Stage(i) => &self.stage_buffers[i],
-                super::plan::Buf::Input => &self.batch_x,
+                Buf::Stage(i) => &self.stage_buffers[i],
+                Buf::Input => &self.batch_x,
             };
             out.extend(self.gpu.read::<f32>(logits, 0, n * classes)?);
         }
@@ -393,6 +472,7 @@ impl Network for GpuNetwork {
     fn set_norm_state(&mut self, state: &NormState) -> Result<()> {
         super::network::check_norm_state(&self.model, state)?;
         self.gpu.write(&self.running, &state.running);
+        self.running_host = Some(state.running.clone());
         self.batches_tracked = state.batches_tracked.clone();
         Ok(())
     }

@@ -224,6 +224,19 @@ fn batchnorm_forward(
     Ok(launches)
 }
 
+/// A synchronised batch norm's training statistics as one rank's share (`BnParams::synced`):
+/// the host combines the ranks' before `batchnorm_forward` runs. None for any other op.
+pub(crate) fn synced_stats(c: &Context, op: &ForwardOp) -> Result<Option<Launch>> {
+    match *op {
+        ForwardOp::BatchNorm { x, stats, width, gamma, beta, norm, act, .. } if c.model.norms[norm].sync => {
+            let p = bn_params(c, norm, width, gamma, beta, act).synced();
+            let l = batchnorm_launch(c, "batchnorm_stats", x, None, stats, None, p)?;
+            Ok(Some(Launch { when: When::Train, ..l }))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn batchnorm_launch(
     c: &Context,
     entry: &'static str,

@@ -26,6 +26,11 @@ pub enum LayerSpec {
         /// Running-statistics momentum, or "none" for the cumulative average (PyTorch's None).
         #[serde(default)]
         momentum: BnMomentum,
+        /// SyncBatchNorm: in a data-parallel run the statistics (and their backward sums) are
+        /// those of the whole global batch, all-reduced across ranks; per-rank otherwise, as
+        /// DDP's plain BatchNorm1d. The same layer on one process.
+        #[serde(default)]
+        sync: bool,
     },
     /// y = skip(x) + body(x): `layers` is the body; `projection` adds a bias-free Linear on the
     /// skip path (needed when the body changes the width).
@@ -150,6 +155,8 @@ pub struct NormLayer {
     pub running_var: usize,
     pub eps: f64,
     pub momentum: BnMomentum,
+    /// Statistics over every rank's rows in a data-parallel run (SyncBatchNorm).
+    pub sync: bool,
 }
 
 /// What the executors run.
@@ -285,7 +292,7 @@ impl Builder {
                     value = self.push(name, value, Op::Dense { inputs: width, outputs: *out, weight, bias, act });
                     width = *out;
                 }
-                LayerSpec::BatchNorm { eps, momentum } => {
+                LayerSpec::BatchNorm { eps, momentum, sync } => {
                     // Both paths must see the same positive eps: the GPU holds it in f32.
                     if !(eps.is_finite() && (*eps as f32) >= f32::MIN_POSITIVE) {
                         return Err(Error::Model(format!(
@@ -306,6 +313,7 @@ impl Builder {
                         running_var,
                         eps: *eps,
                         momentum: *momentum,
+                        sync: *sync,
                     });
                     let act = fused(&mut i);
                     value = self.push(name, value, Op::BatchNorm { width, gamma, beta, norm, act });
@@ -455,7 +463,9 @@ impl Model {
             .iter()
             .map(|stage| match &stage.op {
                 Op::Dense { outputs, act, .. } => with_act(format!("Linear({outputs})"), act),
-                Op::BatchNorm { act, .. } => with_act("BatchNorm".into(), act),
+                Op::BatchNorm { act, norm, .. } => {
+                    with_act(if self.norms[*norm].sync { "SyncBatchNorm" } else { "BatchNorm" }.into(), act)
+                }
                 Op::Activation { act, .. } => act.kind.name().to_string(),
                 Op::Add { .. } => format!("Add[{}]", stage.name),
             })

@@ -37,9 +37,22 @@ impl BadStep {
     }
 }
 
-/// What a data-parallel step does with the flat gradient between the backward pass and the
-/// update: an all-reduce across ranks, scaled to the global mean.
-pub type GradientReduce<'a> = dyn FnMut(&mut Vec<f32>) -> Result<()> + 'a;
+/// What a data-parallel step exchanges with the other ranks: a synchronised batch norm's
+/// statistics on the way forward and its sums on the way back, and the flat gradient between the
+/// backward pass and the update. Every rank steps on an equal share of the global batch.
+pub trait StepSync {
+    /// Ranks sharing the global batch.
+    fn ranks(&self) -> usize;
+    /// Turns this rank's per-feature batch mean and biased variance (over its share) into the
+    /// global batch's, identical on every rank.
+    fn norm_stats(&mut self, mean: &mut [f64], var: &mut [f64]) -> Result<()>;
+    /// Turns this rank's per-feature backward sums (Σdu, Σdu·x̂ over its share) into their mean
+    /// over the ranks: with equal shares of m rows, dx = γ·inv_std/m·(m·du − mean Σdu − x̂·mean
+    /// Σdu·x̂) is then the global batch's, and dγ, dβ pass the gradient's mean unchanged.
+    fn norm_sums(&mut self, sums: &mut [f64]) -> Result<()>;
+    /// Turns the flat gradient into the global one (an all-reduce, scaled to the global mean).
+    fn gradient(&mut self, grads: &mut Vec<f32>) -> Result<()>;
+}
 
 pub trait Network {
     /// "GPU: <adapter>" or "CPU reference".
@@ -54,9 +67,10 @@ pub trait Network {
     /// the learning rate the schedule gives for this step. Nothing is read back.
     fn train_step(&mut self, batch: &[u32]) -> Result<()>;
     /// A data-parallel step: forward and backward on `batch` (this rank's share of the global
-    /// batch), then `reduce` turns the flat gradient into the global one (an all-reduce across
-    /// ranks, scaled to the global mean), then the same update as `train_step`.
-    fn train_step_reduced(&mut self, batch: &[u32], reduce: &mut GradientReduce<'_>) -> Result<()>;
+    /// batch), synchronised batch norms exchanging their statistics and sums through `sync` as
+    /// they go, then `sync` turns the flat gradient into the global one, then the same update as
+    /// `train_step`.
+    fn train_step_reduced(&mut self, batch: &[u32], sync: &mut dyn StepSync) -> Result<()>;
     /// The last step's mean loss (a read-back on the GPU).
     fn last_loss(&mut self) -> Result<f32>;
     /// Loss and accuracy over the steps since the last call, then starts counting afresh.

@@ -486,7 +486,7 @@ mod tests {
             6,
             vec![
                 LayerSpec::Linear { out: 5, bias: true },
-                LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default() },
+                LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync: false },
                 LayerSpec::Relu,
                 LayerSpec::Linear { out: 2, bias: true },
             ],

@@ -78,22 +78,15 @@ pub fn train_batches_on(
         let share = share_of(batch, rank, ranks)?;
         idx.clear();
         idx.extend(share.iter().map(|&r| r as u32));
-        let mut stop_all = false;
-        if ranks == 1 {
+        let stop_all = if ranks == 1 {
             net.train_step(&idx)?;
-            stop_all = stop();
+            stop()
         } else {
-            let scale = 1.0 / ranks as f32;
-            net.train_step_reduced(&idx, &mut |grads: &mut Vec<f32>| {
-                grads.push(if stop() { 1.0 } else { 0.0 });
-                let t = Instant::now();
-                comm.allreduce_sum_f32(grads)?;
-                reduce_secs += t.elapsed().as_secs_f64();
-                stop_all = grads.pop().is_some_and(|s| s > 0.0);
-                grads.iter_mut().for_each(|g| *g *= scale);
-                Ok(())
-            })?;
-        }
+            let mut sync = RankSync { comm, stop, stop_all: false, secs: 0.0 };
+            net.train_step_reduced(&idx, &mut sync)?;
+            reduce_secs += sync.secs;
+            sync.stop_all
+        };
         steps = i + 1;
         let flow = on_step(net, steps)?;
         // After the epoch's last step the epoch ends normally (evaluated, saved).
@@ -111,6 +104,60 @@ pub fn train_batches_on(
         samples_per_sec: totals.samples as f64 / secs.max(1e-9),
         reduce_secs,
     })
+}
+
+/// One rank's side of a data-parallel step's exchanges, over `comm`.
+struct RankSync<'a> {
+    comm: &'a dyn crate::dist::Collective,
+    /// Whether this rank asks to stop; the request rides with the gradient.
+    stop: &'a dyn Fn() -> bool,
+    /// Whether any rank asked, known once the gradient is reduced.
+    stop_all: bool,
+    /// Seconds spent in the step's collectives.
+    secs: f64,
+}
+
+impl RankSync<'_> {
+    /// Element-wise mean over the ranks, in f64, timed.
+    fn mean_f64(&mut self, values: &mut [f64]) -> Result<()> {
+        let t = Instant::now();
+        self.comm.allreduce_sum_f64(values)?;
+        self.secs += t.elapsed().as_secs_f64();
+        let n = self.comm.size() as f64;
+        values.iter_mut().for_each(|v| *v /= n);
+        Ok(())
+    }
+}
+
+impl crate::nn::StepSync for RankSync<'_> {
+    fn ranks(&self) -> usize {
+        self.comm.size()
+    }
+
+    /// Equal shares: the global mean is the mean of the ranks' means, and the global variance
+    /// the mean of each rank's variance plus its mean's squared distance from the global one
+    /// (Chan et al.'s pairwise combination), so no rank forms Σx² and loses it to cancellation.
+    fn norm_stats(&mut self, mean: &mut [f64], var: &mut [f64]) -> Result<()> {
+        let local = mean.to_vec();
+        self.mean_f64(mean)?;
+        var.iter_mut().zip(local.iter().zip(mean.iter())).for_each(|(v, (l, g))| *v += (l - g) * (l - g));
+        self.mean_f64(var)
+    }
+
+    fn norm_sums(&mut self, sums: &mut [f64]) -> Result<()> {
+        self.mean_f64(sums)
+    }
+
+    fn gradient(&mut self, grads: &mut Vec<f32>) -> Result<()> {
+        grads.push(if (self.stop)() { 1.0 } else { 0.0 });
+        let t = Instant::now();
+        self.comm.allreduce_sum_f32(grads)?;
+        self.secs += t.elapsed().as_secs_f64();
+        self.stop_all = grads.pop().is_some_and(|s| s > 0.0);
+        let scale = 1.0 / self.comm.size() as f32;
+        grads.iter_mut().for_each(|g| *g *= scale);
+        Ok(())
+    }
 }
 
 /// This rank's totals made the global batch's (loss and accuracy summed over every rank's
