@@ -107,6 +107,28 @@ pub struct TrainConfig {
     /// Parameter groups with their own lr / weight_decay; first match wins.
     #[serde(default)]
     pub param_groups: Vec<GroupSpec>,
+    /// Data-parallel runs: MiB of gradient per all-reduce call, as DDP's `bucket_cap_mb`; the
+    /// GPU sends each bucket as soon as the backward pass has finished it.
+    #[serde(default = "default_bucket_cap_mb")]
+    pub bucket_cap_mb: f64,
+}
+
+impl TrainConfig {
+    /// The all-reduce bucket in bytes.
+    pub fn bucket_bytes(&self) -> usize {
+        (self.bucket_cap_mb * (1u64 << 20) as f64) as usize
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if !(self.bucket_cap_mb.is_finite() && self.bucket_cap_mb > 0.0) {
+            return Err(format!("train.bucket_cap_mb must be a positive number of MiB, got {}", self.bucket_cap_mb));
+        }
+        Ok(())
+    }
+}
+
+fn default_bucket_cap_mb() -> f64 {
+    25.0
 }
 
 fn default_label_column() -> toml::Value {
@@ -176,6 +198,7 @@ impl Config {
         }
         config.optimizer_setup().validate().map_err(config_err)?;
         config.data.validate().map_err(config_err)?;
+        config.train.validate().map_err(config_err)?;
         let base = file.parent().unwrap_or(Path::new("."));
         config.data.path = base.join(&config.data.path);
         config.data.labels = config.data.labels.map(|p| base.join(p));

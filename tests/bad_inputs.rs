@@ -85,6 +85,21 @@ fn nan_or_zero_data_scale_is_refused_before_training() {
 }
 
 #[test]
+fn a_bucket_cap_that_is_not_a_positive_size_is_refused() {
+    let d = dir("bucket");
+    let cfg = spirals(&d, 2);
+    for value in ["0", "-1.5", "nan", "inf"] {
+        let set = format!("train.bucket_cap_mb={value}");
+        refused(
+            &d,
+            &["--cpu", "train", "--config", &cfg, "--set", &set],
+            1,
+            &["train.bucket_cap_mb must be a positive"],
+        );
+    }
+}
+
+#[test]
 fn a_checkpoint_of_a_bigger_model_is_refused_unless_non_strict() {
     let d = dir("strict");
     let cfg = spirals(&d, 1);

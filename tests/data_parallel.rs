@@ -57,6 +57,18 @@ fn network(gpu: bool, model: Model, setup: OptimizerSetup, rows: usize) -> Box<d
 /// `epochs` epochs of 32-row shuffled batches on `ranks` ranks (threads) of `model`; what each
 /// rank ends with.
 fn run(gpu: bool, ranks: usize, epochs: usize, stop_after: Option<usize>, model: fn() -> Model) -> Vec<RankEnd> {
+    run_bucketed(gpu, ranks, epochs, stop_after, model, None)
+}
+
+/// `run` with the gradient's all-reduce cut into buckets of `bucket_bytes` (else the default).
+fn run_bucketed(
+    gpu: bool,
+    ranks: usize,
+    epochs: usize,
+    stop_after: Option<usize>,
+    model: fn() -> Model,
+    bucket_bytes: Option<usize>,
+) -> Vec<RankEnd> {
     let data = Arc::new(synthetic(256, 8, 3, 5));
     let handles: Vec<_> = Threads::group(ranks)
         .into_iter()
@@ -66,6 +78,9 @@ fn run(gpu: bool, ranks: usize, epochs: usize, stop_after: Option<usize>, model:
                 let setup: OptimizerSetup = Sgd::with_momentum(0.05, 0.9).into();
                 let mut net = network(gpu, model(), setup, 32 / comm.size());
                 net.set_train_data(&data).unwrap();
+                if let Some(bytes) = bucket_bytes {
+                    net.set_bucket_cap(bytes);
+                }
                 let mut batcher = Batcher::new(BatchScheme::Shuffle, data.n, 32, false, 9).unwrap();
                 let mut losses = Vec::new();
                 // Only rank 0 "receives" the signal; every rank must stop at the same step.
@@ -154,6 +169,24 @@ fn per_rank_batch_norm_differs_from_one_process_on_the_global_batch() {
     let two = run(false, 2, 3, None, || batch_norm_model(false));
     let d = rel_diff(&one[0].0, &two[0].0);
     assert!(d > 100.0 * REL_TOL, "per-rank statistics moved the parameters by only {d:e}");
+}
+
+/// The GPU's gradient buckets (each read back and all-reduced as soon as the backward pass has
+/// finished it, while the device runs the rest): cut after every layer, the run is bit for bit
+/// the one-bucket run, since each element is summed over the ranks in the same order either way;
+/// a bucket read before its gradients were final would change it. With synchronised batch norm,
+/// whose dγ and dβ are rewritten between the launches, and with a stop riding in the first bucket.
+#[test]
+fn gradient_buckets_cut_after_every_layer_change_nothing() {
+    require_gpu!();
+    for model in [model as fn() -> Model, || batch_norm_model(true)] {
+        let whole = run_bucketed(true, 2, 2, None, model, None);
+        let cut = run_bucketed(true, 2, 2, None, model, Some(4));
+        assert!(whole[0] == cut[0] && cut[0] == cut[1], "bucketed run differs");
+        let stopped = run_bucketed(true, 2, 2, Some(3), model, Some(4));
+        assert!(stopped[0].0 == stopped[1].0);
+        assert_eq!(stopped[0].1.len(), 1, "stopped inside the first epoch");
+    }
 }
 
 #[test]

@@ -101,8 +101,16 @@ impl Gpu {
     /// Copies `len` elements from `offset` of `src` back to the host: copy into a staging buffer,
     /// `map_async`, wait on a futures-intrusive channel while polling the device.
     pub fn read<T: bytemuck::Pod>(&self, src: &GpuBuffer, offset: usize, len: usize) -> Result<Vec<T>> {
+        self.start_read(src, offset, len)?.finish(self)
+    }
+
+    /// The first half of `read`: submits the copy of elements `offset..offset + len` of `src`
+    /// (after everything submitted so far) and asks for the staging buffer's mapping, without
+    /// waiting. Work submitted after it runs while the host waits on `PendingRead::finish`,
+    /// which waits for this copy alone.
+    pub fn start_read(&self, src: &GpuBuffer, offset: usize, len: usize) -> Result<PendingRead> {
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(PendingRead { mapping: None });
         }
         if offset + len > src.len {
             return Err(Error::Readback(format!(
@@ -112,7 +120,7 @@ impl Gpu {
             )));
         }
         let bytes = (len * 4) as u64;
-        let staging = self.scoped("read-back", || {
+        let (staging, index) = self.scoped("read-back", || {
             let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("staging"),
                 size: bytes,
@@ -121,30 +129,53 @@ impl Gpu {
             });
             let mut encoder = self.device.create_command_encoder(&Default::default());
             encoder.copy_buffer_to_buffer(&src.buffer, (offset * 4) as u64, &staging, 0, bytes);
-            self.queue.submit([encoder.finish()]);
-            staging
+            let index = self.queue.submit([encoder.finish()]);
+            (staging, index)
         })?;
-        let slice = staging.slice(..);
         let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
-        slice.map_async(wgpu::MapMode::Read, move |result| {
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |result| {
             sender.send(result).ok();
         });
-        self.wait()?;
+        Ok(PendingRead { mapping: Some((staging, index, receiver)) })
+    }
+
+    /// The whole buffer, as f32.
+    pub fn read_all(&self, src: &GpuBuffer) -> Result<Vec<f32>> {
+        self.read(src, 0, src.len)
+    }
+}
+
+/// A read-back under way (`Gpu::start_read`).
+#[must_use = "a pending read holds its staging buffer until finished"]
+pub struct PendingRead {
+    #[allow(clippy::type_complexity)]
+    mapping: Option<(
+        wgpu::Buffer,
+        wgpu::SubmissionIndex,
+        futures_intrusive::channel::shared::OneshotReceiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    )>,
+}
+
+impl PendingRead {
+    /// Waits for the copy's submission (not for work submitted after it) and returns the values.
+    pub fn finish<T: bytemuck::Pod>(self, gpu: &Gpu) -> Result<Vec<T>> {
+        let Some((staging, index, receiver)) = self.mapping else {
+            return Ok(Vec::new());
+        };
+        gpu.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| Error::Readback(e.to_string()))?;
         match pollster::block_on(receiver.receive()) {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Error::Readback(e.to_string())),
             None => return Err(Error::Readback("map callback never ran".into())),
         }
+        let slice = staging.slice(..);
         let data = {
             let view = slice.get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?;
             bytemuck::cast_slice::<u8, T>(&view).to_vec()
         };
         staging.unmap();
         Ok(data)
-    }
-
-    /// The whole buffer, as f32.
-    pub fn read_all(&self, src: &GpuBuffer) -> Result<Vec<f32>> {
-        self.read(src, 0, src.len)
     }
 }

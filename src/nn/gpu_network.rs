@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::gpu_sync::SyncedNorm;
+use super::gpu_sync::{self, GradBucket, SyncedNorm};
 use super::launch::{self, Buffers, Context, Launch, Shape, When};
 use super::network::{BadStep, StepSync};
 use super::plan::{BackwardOp, Buf, ForwardOp, Plan};
@@ -38,6 +38,10 @@ pub struct GpuNetwork {
     norm_launches: Vec<(usize, usize)>,
     /// The synchronised batch norms, in stage order.
     synced: Vec<SyncedNorm>,
+    /// After each backward launch, where the gradient's finished tail starts.
+    grad_tails: Vec<usize>,
+    /// Where a data-parallel step cuts the gradient for the all-reduce (`set_bucket_cap`).
+    buckets: Vec<GradBucket>,
     /// The host's copy of the running statistics, kept for the synchronised layers (whose
     /// running update a data-parallel step does on the host); None when the kernels have moved
     /// them since (an ordinary step), to be read again.
@@ -107,16 +111,15 @@ impl GpuNetwork {
             return self.stepped();
         };
         self.forward_backward_synced(batch.len(), sync)?;
-        let mut grads = self.gpu.read_all(&self.grads)?;
-        sync.gradient(&mut grads)?;
-        self.gpu.write(&self.grads, &grads);
         let launches: Vec<&Dispatch> = self.optimizer.dispatches().collect();
         submit(&self.gpu, "training step (update)", &launches)?;
         self.stepped()
     }
 
     /// Forward and backward of a data-parallel step, submitted in pieces split at each
-    /// synchronised batch norm's statistics and backward sums, which the ranks exchange.
+    /// synchronised batch norm's statistics and backward sums, which the ranks exchange, and at
+    /// each gradient bucket's end, whose read-back starts at once; the buckets are then reduced
+    /// in order, each while the device still runs the backward launches after it.
     fn forward_backward_synced(&mut self, rows: usize, sync: &mut dyn StepSync) -> Result<()> {
         if self.running_host.is_none() && !self.synced.is_empty() {
             self.running_host = Some(self.gpu.read_all(&self.running)?);
@@ -142,15 +145,31 @@ impl GpuNetwork {
                 None => {}
             }
         }
+        let mut reads = Vec::with_capacity(self.buckets.len());
         for (i, l) in self.backward.iter().enumerate() {
             pending.push(&l.dispatch);
-            if let Some(s) = self.synced.iter().find(|s| s.reduce == i) {
+            let synced = self.synced.iter().find(|s| s.reduce == i);
+            let bucket = self.buckets.iter().find(|b| b.after == i);
+            if synced.is_some() || bucket.is_some() {
                 submit(gpu, "training step (backward)", &pending)?;
                 pending.clear();
+            }
+            if let Some(s) = synced {
                 s.sync_sums(gpu, &self.grads, sync)?;
             }
+            if let Some(b) = bucket {
+                reads.push((b.range.start, gpu.start_read(&self.grads, b.range.start, b.range.len())?));
+            }
         }
-        submit(gpu, "training step (backward)", &pending)
+        if !pending.is_empty() {
+            submit(gpu, "training step (backward)", &pending)?;
+        }
+        for (start, read) in reads {
+            let mut part = read.finish(gpu)?;
+            sync.gradient(&mut part)?;
+            gpu.write_at(&self.grads, start, &part);
+        }
+        Ok(())
     }
 
     /// Counts a submitted step.
@@ -230,6 +249,8 @@ impl GpuNetwork {
             }
         }
         let mut backward = Vec::new();
+        // The tensors whose gradients each backward launch writes (on its op's last launch).
+        let mut writes: Vec<Vec<usize>> = Vec::new();
         for op in &plan.backward {
             if let &BackwardOp::BatchNormReduce { norm, .. } = op {
                 if let Some(s) = synced.iter_mut().find(|s| s.norm == norm) {
@@ -237,7 +258,17 @@ impl GpuNetwork {
                 }
             }
             backward.extend(launch::backward(&c, op)?);
+            writes.resize(backward.len(), Vec::new());
+            if let Some(last) = writes.last_mut() {
+                *last = match *op {
+                    BackwardOp::DenseWeight { weight, bias, .. } => std::iter::once(weight).chain(bias).collect(),
+                    BackwardOp::BatchNormReduce { gamma, beta, .. } => vec![gamma, beta],
+                    _ => Vec::new(),
+                };
+            }
         }
+        let grad_tails = gpu_sync::finished_tails(&model, &writes);
+        let buckets = gpu_sync::buckets(&grad_tails, model.param_len, gpu_sync::DEFAULT_BUCKET_BYTES / 4);
         let rows = max_rows as u32;
         let stream = gpu.gathers_on_host();
 
@@ -257,6 +288,8 @@ impl GpuNetwork {
             forward,
             norm_launches,
             synced,
+            grad_tails,
+            buckets,
             running_host: Some(norm_state.running.clone()),
             backward,
             gather: None,
@@ -389,6 +422,10 @@ impl Network for GpuNetwork {
 
     fn set_streaming(&mut self, on: bool) {
         self.stream = on;
+    }
+
+    fn set_bucket_cap(&mut self, bytes: usize) {
+        self.buckets = gpu_sync::buckets(&self.grad_tails, self.model.param_len, bytes / 4);
     }
 
     fn train_step(&mut self, batch: &[u32]) -> Result<()> {

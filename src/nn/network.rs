@@ -50,7 +50,9 @@ pub trait StepSync {
     /// over the ranks: with equal shares of m rows, dx = γ·inv_std/m·(m·du − mean Σdu − x̂·mean
     /// Σdu·x̂) is then the global batch's, and dγ, dβ pass the gradient's mean unchanged.
     fn norm_sums(&mut self, sums: &mut [f64]) -> Result<()>;
-    /// Turns the flat gradient into the global one (an all-reduce, scaled to the global mean).
+    /// Turns a piece of the flat gradient into the global one (an all-reduce, scaled to the
+    /// global mean): called once per bucket, in the same order on every rank, the whole
+    /// gradient being one bucket or several consecutive ones.
     fn gradient(&mut self, grads: &mut Vec<f32>) -> Result<()>;
 }
 
@@ -63,6 +65,11 @@ pub trait Network {
     /// Keep the training set on the host and upload each batch as it is used (the GPU executor
     /// does this by itself when the set is larger than one buffer); the CPU has nothing to do.
     fn set_streaming(&mut self, _on: bool) {}
+    /// Bytes of gradient per all-reduce call in a data-parallel step (DDP's `bucket_cap_mb`): the
+    /// GPU executor sends each bucket as soon as the backward pass has finished it, overlapping
+    /// the all-reduce with the rest of the pass; the CPU reference computes and reduces on one
+    /// thread and sends the whole gradient at once.
+    fn set_bucket_cap(&mut self, _bytes: usize) {}
     /// One step on the rows `batch` of the training set: forward, loss, backward, update, at
     /// the learning rate the schedule gives for this step. Nothing is read back.
     fn train_step(&mut self, batch: &[u32]) -> Result<()>;

@@ -14,7 +14,7 @@ pub struct EpochReport {
     pub train_loss: f32,
     pub train_accuracy: f32,
     pub samples_per_sec: f64,
-    /// Seconds spent in the gradient all-reduce (0 for one process).
+    /// Seconds spent in the step's all-reduces: gradient and synchronised batch norms (0 for one process).
     pub reduce_secs: f64,
 }
 
@@ -82,10 +82,10 @@ pub fn train_batches_on(
             net.train_step(&idx)?;
             stop()
         } else {
-            let mut sync = RankSync { comm, stop, stop_all: false, secs: 0.0 };
+            let mut sync = RankSync { comm, stop, stop_all: None, secs: 0.0 };
             net.train_step_reduced(&idx, &mut sync)?;
             reduce_secs += sync.secs;
-            sync.stop_all
+            sync.stop_all.unwrap_or(false)
         };
         steps = i + 1;
         let flow = on_step(net, steps)?;
@@ -111,8 +111,8 @@ struct RankSync<'a> {
     comm: &'a dyn crate::dist::Collective,
     /// Whether this rank asks to stop; the request rides with the gradient.
     stop: &'a dyn Fn() -> bool,
-    /// Whether any rank asked, known once the gradient is reduced.
-    stop_all: bool,
+    /// Whether any rank asked, known once the step's first gradient bucket is reduced.
+    stop_all: Option<bool>,
     /// Seconds spent in the step's collectives.
     secs: f64,
 }
@@ -148,12 +148,18 @@ impl crate::nn::StepSync for RankSync<'_> {
         self.mean_f64(sums)
     }
 
+    /// The stop request rides as one more element of the step's first bucket.
     fn gradient(&mut self, grads: &mut Vec<f32>) -> Result<()> {
-        grads.push(if (self.stop)() { 1.0 } else { 0.0 });
+        let first = self.stop_all.is_none();
+        if first {
+            grads.push(if (self.stop)() { 1.0 } else { 0.0 });
+        }
         let t = Instant::now();
         self.comm.allreduce_sum_f32(grads)?;
         self.secs += t.elapsed().as_secs_f64();
-        self.stop_all = grads.pop().is_some_and(|s| s > 0.0);
+        if first {
+            self.stop_all = Some(grads.pop().is_some_and(|s| s > 0.0));
+        }
         let scale = 1.0 / self.comm.size() as f32;
         grads.iter_mut().for_each(|g| *g *= scale);
         Ok(())

@@ -178,6 +178,7 @@ fn start(
     if let Some(stream) = config.data.stream {
         net.set_streaming(stream);
     }
+    net.set_bucket_cap(config.train.bucket_bytes());
     net.set_train_data(&train_set)?;
     let standardize = match start.as_ref().and_then(|ck| ck.standardize.clone()) {
         Some(saved) => Some(saved),
@@ -276,7 +277,7 @@ struct Run<'a> {
     signal: &'a AtomicUsize,
     saved: Saved,
     comm: &'a dyn Collective,
-    /// Seconds in the gradient all-reduce so far, and the steps they were spent over.
+    /// Seconds in the step's all-reduces so far, and the steps they were spent over.
     reduce_secs: f64,
     steps_run: usize,
     /// Whether this run has written its checkpoint yet.
@@ -350,8 +351,8 @@ impl Run<'_> {
         if self.comm.size() > 1 {
             let (wall, steps) = (self.clock.elapsed().as_secs_f64(), self.steps_run.max(1) as f64);
             crate::say!(
-                "data-parallel over {} ranks: {:.3} ms a step on rank 0, {:.3} ms of it in the gradient all-reduce \
-                 (waiting for the slowest rank included)",
+                "data-parallel over {} ranks: {:.3} ms a step on rank 0, {:.3} ms of it in all-reduces \
+                 (waiting for the slowest rank included; a bucket's overlaps the backward pass on a GPU)",
                 self.comm.size(),
                 1e3 * wall / steps,
                 1e3 * self.reduce_secs / steps
