@@ -232,6 +232,25 @@ fn flags_codes_and_tile_sizes_agree() {
     }
 }
 
+/// The workgroup sizes the host sizes its grids and error bounds by: the gradient norm's threads
+/// (`grad_norm_rel_error` counts its tree levels from them) and batch norm's feature tiles.
+#[test]
+fn workgroup_sizes_agree() {
+    let checks: &[(&str, &str, [u32; 3])] = &[
+        ("optim.wgsl", "grad_norm_partial", [NORM_THREADS as u32, 1, 1]),
+        ("optim.wgsl", "grad_norm_finish", [NORM_THREADS as u32, 1, 1]),
+        ("batchnorm.wgsl", "batchnorm_stats", [BN_FEATURES, 16, 1]),
+        ("batchnorm.wgsl", "batchnorm_backward_reduce", [BN_FEATURES, 16, 1]),
+        ("batchnorm.wgsl", "batchnorm_forward", [BN_EW_COLS as u32, 4, 1]),
+        ("batchnorm.wgsl", "batchnorm_backward_input", [BN_EW_COLS as u32, 4, 1]),
+    ];
+    for &(file, entry, want) in checks {
+        let m = module(file);
+        let ep = m.entry_points.iter().find(|e| e.name == entry).unwrap_or_else(|| panic!("{file} has no {entry}"));
+        assert_eq!(ep.workgroup_size, want, "{file}: {entry}'s workgroup size differs from the host's");
+    }
+}
+
 /// The pipeline constants the host specialises the matmul epilogue on are `override …: u32`
 /// declarations of every module that launches it.
 #[test]

@@ -199,15 +199,22 @@ fn global_totals(
 /// Rank `rank`'s contiguous share of a global batch; a batch that does not split evenly is
 /// an error (equal shares make the mean of the ranks' mean gradients the global mean).
 pub fn share_of(batch: &[usize], rank: usize, ranks: usize) -> Result<&[usize]> {
-    if !batch.len().is_multiple_of(ranks) {
-        return Err(Error::Usage(format!(
-            "a batch of {} rows does not split over {ranks} ranks; make train.batch_size (and the last \
-             batch, or set train.drop_last) a multiple of {ranks}",
-            batch.len()
-        )));
+    if let Some(problem) = split_problem(batch.len(), ranks) {
+        return Err(Error::Usage(problem));
     }
     let each = batch.len() / ranks;
     Ok(&batch[rank * each..(rank + 1) * each])
+}
+
+/// Why a batch of `size` rows cannot be shared equally by `ranks` ranks, if it cannot: the
+/// session's start-up check and `share_of` say it in the same words.
+pub fn split_problem(size: usize, ranks: usize) -> Option<String> {
+    (!size.is_multiple_of(ranks)).then(|| {
+        format!(
+            "a batch of {size} rows does not split over {ranks} ranks: make train.batch_size a multiple of \
+             {ranks} (and the last batch too, or set train.drop_last = true)"
+        )
+    })
 }
 
 /// Mean loss and accuracy of `net` on `data` (computed on the host from the predicted logits).

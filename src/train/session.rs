@@ -242,11 +242,8 @@ fn check_split(model: &Model, batcher: &crate::data::Batcher, ranks: usize) -> R
         return Ok(());
     }
     for size in [batcher.largest_batch(), batcher.smallest_batch()] {
-        if !size.is_multiple_of(ranks) {
-            return Err(Error::Dist(format!(
-                "a batch of {size} rows does not split over {ranks} ranks: make train.batch_size a multiple of \
-                 {ranks} (and the last batch too, or set train.drop_last = true)"
-            )));
+        if let Some(problem) = super::split_problem(size, ranks) {
+            return Err(Error::Dist(problem));
         }
     }
     if model.has_batch_norm() && batcher.smallest_batch() / ranks < 2 {
