@@ -54,34 +54,48 @@ fn network(gpu: bool, model: Model, setup: OptimizerSetup, rows: usize) -> Box<d
     }
 }
 
-/// `epochs` epochs of 32-row shuffled batches on `ranks` ranks (threads) of `model`; what each
-/// rank ends with.
-fn run(gpu: bool, ranks: usize, epochs: usize, stop_after: Option<usize>, model: fn() -> Model) -> Vec<RankEnd> {
-    run_bucketed(gpu, ranks, epochs, stop_after, model, None)
-}
-
-/// `run` with the gradient's all-reduce cut into buckets of `bucket_bytes` (else the default).
-fn run_bucketed(
+/// One data-parallel run: `epochs` epochs of `batch`-row shuffled batches of `rows` synthetic
+/// rows on `ranks` ranks (threads) of `model`.
+#[derive(Clone, Copy)]
+struct Case {
     gpu: bool,
     ranks: usize,
     epochs: usize,
+    /// Rank 0 alone asks to stop once this many steps are done.
     stop_after: Option<usize>,
     model: fn() -> Model,
+    /// The gradient's all-reduce in buckets of this many bytes (else the default).
     bucket_bytes: Option<usize>,
-) -> Vec<RankEnd> {
-    let data = Arc::new(synthetic(256, 8, 3, 5));
+    rows: usize,
+    batch: usize,
+}
+
+impl Case {
+    fn new(gpu: bool, ranks: usize, model: fn() -> Model) -> Case {
+        Case { gpu, ranks, epochs: 3, stop_after: None, model, bucket_bytes: None, rows: 256, batch: 32 }
+    }
+}
+
+/// `Case::new(..)` for 3 epochs (or until `stop_after`): what each rank ends with.
+fn run(gpu: bool, ranks: usize, epochs: usize, stop_after: Option<usize>, model: fn() -> Model) -> Vec<RankEnd> {
+    run_case(Case { epochs, stop_after, ..Case::new(gpu, ranks, model) })
+}
+
+fn run_case(case: Case) -> Vec<RankEnd> {
+    let Case { gpu, ranks, epochs, stop_after, model, bucket_bytes, rows, batch } = case;
+    let data = Arc::new(synthetic(rows, 8, 3, 5));
     let handles: Vec<_> = Threads::group(ranks)
         .into_iter()
         .map(|comm| {
             let data = Arc::clone(&data);
             std::thread::spawn(move || {
                 let setup: OptimizerSetup = Sgd::with_momentum(0.05, 0.9).into();
-                let mut net = network(gpu, model(), setup, 32 / comm.size());
+                let mut net = network(gpu, model(), setup, batch / comm.size());
                 net.set_train_data(&data).unwrap();
                 if let Some(bytes) = bucket_bytes {
                     net.set_bucket_cap(bytes);
                 }
-                let mut batcher = Batcher::new(BatchScheme::Shuffle, data.n, 32, false, 9).unwrap();
+                let mut batcher = Batcher::new(BatchScheme::Shuffle, data.n, batch, false, 9).unwrap();
                 let mut losses = Vec::new();
                 // Only rank 0 "receives" the signal; every rank must stop at the same step.
                 let steps = std::sync::atomic::AtomicUsize::new(0);
@@ -118,12 +132,13 @@ fn rel_diff(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs())) / scale
 }
 
-/// 2 and 4 ranks of `model` end where one process on the whole batch does, within `REL_TOL`
+/// 2 and 4 ranks of `case` end where one process on the whole batch does, within `REL_TOL`
 /// (parameters, epoch losses, running statistics), with identical state on every rank.
-fn ranks_match_one_process(gpu: bool, model: fn() -> Model) {
-    let one = run(gpu, 1, 3, None, model);
+fn ranks_match_one_process(case: Case) {
+    let gpu = case.gpu;
+    let one = run_case(Case { ranks: 1, ..case });
     for ranks in [2, 4] {
-        let many = run(gpu, ranks, 3, None, model);
+        let many = run_case(Case { ranks, ..case });
         for (r, end) in many.iter().enumerate() {
             assert!(end.0 == many[0].0, "gpu={gpu}: rank {r}'s parameters differ from rank 0's");
             assert!(end.2 == many[0].2, "gpu={gpu}: rank {r}'s running statistics differ from rank 0's");
@@ -143,22 +158,126 @@ fn two_and_four_ranks_end_where_one_process_does_with_identical_parameters_on_ev
         if gpu && !gpu_part!() {
             continue;
         }
-        ranks_match_one_process(gpu, model);
+        ranks_match_one_process(Case::new(gpu, 1, model));
     }
 }
 
 /// SyncBatchNorm: the statistics and backward sums of the whole global batch, so N ranks are one
 /// process on the global batch (running statistics included) within the same bound: the ranks'
 /// statistics combine in f64 (mean of means, mean of variance plus squared mean offset), and
-/// the backward sums' mean differs from one sum only in rounding, as the gradient's does.
+/// the backward sums' mean differs from one sum only in rounding, as the gradient's does. 232
+/// rows end each epoch on a short batch of 8 (shares of 4 and 2 rows: the launches resized).
 #[test]
 fn synchronised_batch_norm_on_two_and_four_ranks_is_one_process_on_the_global_batch() {
     for gpu in [false, true] {
         if gpu && !gpu_part!() {
             continue;
         }
-        ranks_match_one_process(gpu, || batch_norm_model(true));
+        for rows in [256, 232] {
+            ranks_match_one_process(Case { rows, ..Case::new(gpu, 1, || batch_norm_model(true)) });
+        }
     }
+}
+
+/// A residual block with a per-rank batch norm inside, between two synchronised ones.
+fn mixed_norm_model() -> Model {
+    let bn = |sync| LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync };
+    let block = LayerSpec::Residual {
+        layers: vec![LayerSpec::Linear { out: 16, bias: false }, bn(false), LayerSpec::Relu],
+        projection: false,
+    };
+    let layers = vec![
+        LayerSpec::Linear { out: 16, bias: true },
+        bn(true),
+        LayerSpec::Tanh,
+        block,
+        bn(true),
+        LayerSpec::Linear { out: 3, bias: true },
+    ];
+    Model::new(8, layers).unwrap()
+}
+
+/// Synchronised and per-rank batch norms in one model, around a residual sum: the GPU's 2-rank
+/// run (in buckets or not, bit for bit) is the CPU reference's within the GPU-against-CPU bound.
+#[test]
+fn mixed_synchronised_and_per_rank_norms_agree_across_executors_and_buckets() {
+    require_gpu!();
+    let case = Case { epochs: 2, ..Case::new(true, 2, mixed_norm_model) };
+    let gpu = run_case(case);
+    let cut = run_case(Case { bucket_bytes: Some(4), ..case });
+    assert!(gpu[0] == cut[0], "bucketed run differs");
+    let cpu = run_case(Case { gpu: false, ..case });
+    let (p, r) = (rel_diff(&cpu[0].0, &gpu[0].0), rel_diff(&cpu[0].2, &gpu[0].2));
+    assert!(p <= REL_TOL && r <= REL_TOL, "GPU against CPU on 2 ranks: parameters {p:e}, running {r:e}");
+}
+
+/// A synchronised batch norm needs two rows in the whole global batch, not in each share (as
+/// torch.nn.SyncBatchNorm): 2-row batches on 2 ranks train, and end where one process does.
+#[test]
+fn synchronised_batch_norm_trains_on_one_row_per_rank() {
+    for gpu in [false, true] {
+        if gpu && !gpu_part!() {
+            continue;
+        }
+        let case = Case { rows: 32, batch: 2, epochs: 1, ..Case::new(gpu, 1, || batch_norm_model(true)) };
+        let one = run_case(case);
+        let two = run_case(Case { ranks: 2, ..case });
+        let d = rel_diff(&one[0].0, &two[0].0);
+        assert!(d <= REL_TOL, "gpu={gpu}: one row per rank against one process: {d:e}");
+    }
+}
+
+/// A `StepSync` for one rank: every exchange is the identity.
+struct Alone;
+
+impl gradflow::nn::StepSync for Alone {
+    fn ranks(&self) -> usize {
+        1
+    }
+    fn norm_stats(&mut self, _: &mut [f64], _: &mut [f64]) -> gradflow::error::Result<()> {
+        Ok(())
+    }
+    fn norm_sums(&mut self, _: &mut [f64]) -> gradflow::error::Result<()> {
+        Ok(())
+    }
+    fn gradient(&mut self, _: &mut Vec<f32>) -> gradflow::error::Result<()> {
+        Ok(())
+    }
+}
+
+/// The GPU's host copy of the synchronised layers' running statistics stays right when reduced
+/// steps (the host updates them) alternate with ordinary ones (the kernels do), a `predict`
+/// and a `set_norm_state`: the same network stepped only the ordinary way ends at the same
+/// state within rounding (the host rounds the statistics once in f64 where the kernel uses f32).
+#[test]
+fn reduced_and_ordinary_steps_interleave_on_the_gpu() {
+    require_gpu!();
+    let data = synthetic(64, 8, 3, 5);
+    let setup = || -> OptimizerSetup { Sgd::with_momentum(0.05, 0.9).into() };
+    let (mut mixed, mut plain) =
+        (network(true, mixed_norm_model(), setup(), 16), network(true, mixed_norm_model(), setup(), 16));
+    for net in [&mut mixed, &mut plain] {
+        net.set_train_data(&data).unwrap();
+    }
+    let batches: Vec<Vec<u32>> = (0..12).map(|i| ((i * 5 % 4) * 16..(i * 5 % 4 + 1) * 16).collect()).collect();
+    for (i, b) in batches.iter().enumerate() {
+        if i % 3 == 0 {
+            mixed.train_step_reduced(b, &mut Alone).unwrap();
+        } else {
+            mixed.train_step(b).unwrap();
+        }
+        plain.train_step(b).unwrap();
+        if i == 5 {
+            let state = plain.norm_state().unwrap();
+            mixed.set_norm_state(&state).unwrap();
+            let _ = mixed.predict(&data.x[..8 * 4], 4).unwrap();
+        }
+    }
+    let (p, r) = (
+        rel_diff(&plain.params().unwrap(), &mixed.params().unwrap()),
+        rel_diff(&plain.norm_state().unwrap().running, &mixed.norm_state().unwrap().running),
+    );
+    assert!(p <= REL_TOL && r <= REL_TOL, "interleaved steps: parameters {p:e}, running statistics {r:e}");
 }
 
 /// Per-rank batch norm (DDP's default) normalises each share by its own statistics, so it is not
@@ -175,15 +294,18 @@ fn per_rank_batch_norm_differs_from_one_process_on_the_global_batch() {
 /// finished it, while the device runs the rest): cut after every layer, the run is bit for bit
 /// the one-bucket run, since each element is summed over the ranks in the same order either way;
 /// a bucket read before its gradients were final would change it. With synchronised batch norm,
-/// whose dγ and dβ are rewritten between the launches, and with a stop riding in the first bucket.
+/// whose dγ and dβ are rewritten between the launches (read early, they would give the same
+/// mean up to rounding, which the bit comparison sees only by chance), and with a stop riding in
+/// the first bucket.
 #[test]
 fn gradient_buckets_cut_after_every_layer_change_nothing() {
     require_gpu!();
     for model in [model as fn() -> Model, || batch_norm_model(true)] {
-        let whole = run_bucketed(true, 2, 2, None, model, None);
-        let cut = run_bucketed(true, 2, 2, None, model, Some(4));
+        let case = Case { epochs: 2, ..Case::new(true, 2, model) };
+        let whole = run_case(case);
+        let cut = run_case(Case { bucket_bytes: Some(4), ..case });
         assert!(whole[0] == cut[0] && cut[0] == cut[1], "bucketed run differs");
-        let stopped = run_bucketed(true, 2, 2, Some(3), model, Some(4));
+        let stopped = run_case(Case { stop_after: Some(3), bucket_bytes: Some(4), ..case });
         assert!(stopped[0].0 == stopped[1].0);
         assert_eq!(stopped[0].1.len(), 1, "stopped inside the first epoch");
     }

@@ -33,7 +33,8 @@ impl CpuNetwork {
     /// before the update).
     fn step(&mut self, batch: &[u32], mut sync: Option<&mut dyn StepSync>) -> Result<()> {
         super::network::check_batch(batch, self.train_labels.len(), usize::MAX)?;
-        super::network::check_batch_norm_rows(&self.model, batch.len())?;
+        let ranks = sync.as_ref().map_or(1, |s| s.ranks());
+        super::network::check_batch_norm_rows(&self.model, batch.len(), ranks)?;
         let d = self.model.inputs;
         let rows = batch.len();
         let mut x = Vec::with_capacity(rows * d);
@@ -43,7 +44,6 @@ impl CpuNetwork {
             x.extend_from_slice(&self.train_x[i * d..(i + 1) * d]);
             labels.push(self.train_labels[i]);
         }
-        let ranks = sync.as_ref().map_or(1, |s| s.ranks());
         let (model, params) = (&self.model, &self.params);
         let trace = forward(model, params, &self.norm.running, &x, rows, Mode::Train, sync.as_deref_mut())?;
         update_running(&self.model, &trace, &mut self.norm, rows, ranks);
@@ -307,7 +307,7 @@ pub fn loss_and_grads<T: Real>(
     if Some(x.len()) != rows.checked_mul(model.inputs) || labels.len() != rows {
         return Err(shape("batch input", rows * model.inputs, x.len()));
     }
-    super::network::check_batch_norm_rows(model, rows)?;
+    super::network::check_batch_norm_rows(model, rows, 1)?;
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= model.outputs()) {
         return Err(Error::Usage(format!("label {bad} is not below the model's {} outputs", model.outputs())));
     }
@@ -340,7 +340,7 @@ pub(crate) fn update_running<T>(model: &Model, trace: &Trace<T>, norm: &mut Norm
 }
 
 /// Two disjoint `len`-long windows of one slice.
-fn split_two(v: &mut [f32], a: usize, b: usize, len: usize) -> (&mut [f32], &mut [f32]) {
+pub(super) fn split_two(v: &mut [f32], a: usize, b: usize, len: usize) -> (&mut [f32], &mut [f32]) {
     debug_assert!(a + len <= b);
     let (lo, hi) = v.split_at_mut(b);
     (&mut lo[a..a + len], &mut hi[..len])

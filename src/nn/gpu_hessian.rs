@@ -134,7 +134,7 @@ impl GpuHvp {
                 self.max_rows
             )));
         }
-        super::network::check_batch_norm_rows(&self.model, rows)?;
+        super::network::check_batch_norm_rows(&self.model, rows, 1)?;
         let shape = |what: &str, expected: usize, got: usize| {
             if expected == got {
                 Ok(())

@@ -42,9 +42,10 @@ pub struct GpuNetwork {
     grad_tails: Vec<usize>,
     /// Where a data-parallel step cuts the gradient for the all-reduce (`set_bucket_cap`).
     buckets: Vec<GradBucket>,
-    /// The host's copy of the running statistics, kept for the synchronised layers (whose
-    /// running update a data-parallel step does on the host); None when the kernels have moved
-    /// them since (an ordinary step), to be read again.
+    /// The host's copy of the running statistics, current only in the synchronised layers'
+    /// windows (a data-parallel step updates those on the host; the other layers' move on the
+    /// device); None when the kernels have moved the synchronised ones too (an ordinary step),
+    /// to be read again.
     running_host: Option<Vec<f32>>,
     /// Loss, reduction, backward and the update, in order.
     backward: Vec<Launch>,
@@ -71,16 +72,17 @@ pub struct GpuNetwork {
 }
 
 impl GpuNetwork {
-    /// One training step; with `sync`, one rank's share of a data-parallel step: the gradient
-    /// goes to the host between the backward pass and the update (two submits instead of one:
-    /// the price of an all-reduce without GPU-direct), and each synchronised batch norm splits
-    /// the step once more on the way forward and once on the way back.
+    /// One training step; with `sync`, one rank's share of a data-parallel step, submitted in
+    /// pieces: the gradient goes to the host bucket by bucket between the backward pass and the
+    /// update (the price of an all-reduce without GPU-direct), and each synchronised batch norm
+    /// splits the step once more on the way forward and once on the way back.
     fn step(&mut self, batch: &[u32], sync: Option<&mut dyn StepSync>) -> Result<()> {
         if self.gather.is_none() && self.streamed.is_none() {
             return Err(Error::Usage("train_step before set_train_data".into()));
         }
         super::network::check_batch(batch, self.train_rows, self.max_rows)?;
-        super::network::check_batch_norm_rows(&self.model, batch.len())?;
+        let ranks = sync.as_ref().map_or(1, |s| s.ranks());
+        super::network::check_batch_norm_rows(&self.model, batch.len(), ranks)?;
         self.resize(batch.len());
         self.prepare_norms();
         if let Some(data) = &self.streamed {
@@ -148,7 +150,7 @@ impl GpuNetwork {
         let mut reads = Vec::with_capacity(self.buckets.len());
         for (i, l) in self.backward.iter().enumerate() {
             pending.push(&l.dispatch);
-            let synced = self.synced.iter().find(|s| s.reduce == i);
+            let synced = self.synced.iter().find(|s| s.reduce == Some(i));
             let bucket = self.buckets.iter().find(|b| b.after == i);
             if synced.is_some() || bucket.is_some() {
                 submit(gpu, "training step (backward)", &pending)?;
@@ -231,7 +233,7 @@ impl GpuNetwork {
             for l in launch::forward(&c, op)? {
                 if let (&ForwardOp::BatchNorm { norm, stats, width, gamma, beta, .. }, When::Train) = (op, l.when) {
                     norm_launches.push((forward.len(), norm));
-                    if let Some(share_stats) = launch::synced_stats(&c, op)? {
+                    if let Some(share_stats) = launch::share_stats(&c, op)? {
                         let train_stats = forward.len();
                         synced.push(SyncedNorm {
                             norm,
@@ -241,7 +243,7 @@ impl GpuNetwork {
                             stats,
                             train_stats,
                             share_stats,
-                            reduce: 0,
+                            reduce: None,
                         });
                     }
                 }
@@ -254,18 +256,22 @@ impl GpuNetwork {
         for op in &plan.backward {
             if let &BackwardOp::BatchNormReduce { norm, .. } = op {
                 if let Some(s) = synced.iter_mut().find(|s| s.norm == norm) {
-                    s.reduce = backward.len();
+                    s.reduce = Some(backward.len());
                 }
             }
+            let before = backward.len();
             backward.extend(launch::backward(&c, op)?);
             writes.resize(backward.len(), Vec::new());
-            if let Some(last) = writes.last_mut() {
+            if let (Some(last), true) = (writes.last_mut(), backward.len() > before) {
                 *last = match *op {
                     BackwardOp::DenseWeight { weight, bias, .. } => std::iter::once(weight).chain(bias).collect(),
                     BackwardOp::BatchNormReduce { gamma, beta, .. } => vec![gamma, beta],
                     _ => Vec::new(),
                 };
             }
+        }
+        if let Some(s) = synced.iter().find(|s| s.reduce.is_none()) {
+            return Err(Error::Plan(format!("synchronised batch norm {} has no backward reduction", s.norm)));
         }
         let grad_tails = gpu_sync::finished_tails(&model, &writes);
         let buckets = gpu_sync::buckets(&grad_tails, model.param_len, gpu_sync::DEFAULT_BUCKET_BYTES / 4);

@@ -28,8 +28,8 @@ pub(crate) struct SyncedNorm {
     pub train_stats: usize,
     /// `batchnorm_stats` with `BN_SYNC`: this rank's shift, d and biased variance.
     pub share_stats: Launch,
-    /// Index in the backward launches of its `batchnorm_backward_reduce`.
-    pub reduce: usize,
+    /// Index in the backward launches of its `batchnorm_backward_reduce` (set once they are built).
+    pub reduce: Option<usize>,
 }
 
 impl SyncedNorm {
@@ -63,8 +63,8 @@ impl SyncedNorm {
             out[2 * w + j] = (1.0 / (global.var[j] + layer.eps).sqrt()) as f32;
         }
         gpu.write(stats, &out);
-        let (lo, hi) = running_host.split_at_mut(layer.running_var);
-        let (mean_part, var_part) = (&mut lo[layer.running_mean..layer.running_mean + w], &mut hi[..w]);
+        let (mean_part, var_part) =
+            super::cpu_network::split_two(running_host, layer.running_mean, layer.running_var, w);
         cpu::batchnorm_update_running(mean_part, var_part, &global, rows * sync.ranks(), factor);
         gpu.write_at(running, layer.running_mean, mean_part);
         gpu.write_at(running, layer.running_var, var_part);
@@ -131,7 +131,8 @@ pub(crate) fn buckets(tails: &[usize], param_len: usize, cap: usize) -> Vec<Grad
             end = tail;
         }
     }
-    if end > 0 {
+    // Always at least one bucket, even an empty one: the stop request rides in the first.
+    if end > 0 || out.is_empty() {
         out.push(GradBucket { after: tails.len().saturating_sub(1), range: 0..end });
     }
     out

@@ -72,7 +72,7 @@ impl Hessian {
             }
         }
         if let Some((s, e)) = bounds.first() {
-            super::network::check_batch_norm_rows(&model, e - s)?;
+            super::network::check_batch_norm_rows(&model, e - s, 1)?;
         }
         let d = data.d;
         let batches = bounds

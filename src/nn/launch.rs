@@ -226,7 +226,7 @@ fn batchnorm_forward(
 
 /// A synchronised batch norm's training statistics as one rank's share (`BnParams::synced`):
 /// the host combines the ranks' before `batchnorm_forward` runs. None for any other op.
-pub(crate) fn synced_stats(c: &Context, op: &ForwardOp) -> Result<Option<Launch>> {
+pub(crate) fn share_stats(c: &Context, op: &ForwardOp) -> Result<Option<Launch>> {
     match *op {
         ForwardOp::BatchNorm { x, stats, width, gamma, beta, norm, act, .. } if c.model.norms[norm].sync => {
             let p = bn_params(c, norm, width, gamma, beta, act).synced();

@@ -153,12 +153,16 @@ pub(crate) fn check_norm_state(model: &Model, state: &NormState) -> Result<()> {
 }
 
 /// A batch-norm model cannot train on one row: its variance is 0/0 (PyTorch refuses it too).
-pub(crate) fn check_batch_norm_rows(model: &Model, rows: usize) -> Result<()> {
-    if rows < 2 && model.has_batch_norm() {
+/// With `ranks` ranks sharing the batch, a synchronised layer normalises all their `rows`-row
+/// shares together, so it only needs two rows in all (as torch.nn.SyncBatchNorm).
+pub(crate) fn check_batch_norm_rows(model: &Model, rows: usize, ranks: usize) -> Result<()> {
+    let short = model.norms.iter().find(|n| if n.sync { rows * ranks < 2 } else { rows < 2 });
+    if let Some(layer) = short {
+        let (count, whose) = if layer.sync { (rows * ranks, "the global batch") } else { (rows, "each batch") };
         return Err(Error::Usage(format!(
-            "batch norm in training mode needs more than 1 row per batch, got {rows} (layer {}); \
+            "batch norm in training mode needs more than 1 row in {whose}, got {count} (layer {}); \
              use a larger batch_size or drop_last = true",
-            model.norms[0].name
+            layer.name
         )));
     }
     Ok(())

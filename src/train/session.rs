@@ -235,8 +235,9 @@ fn agree<T>(comm: &dyn Collective, result: Result<T>) -> Result<T> {
     }
 }
 
-/// Every batch must split evenly over the ranks, and with batch norm each rank's share needs
-/// two rows (each rank normalises its own share, as PyTorch's DDP does).
+/// Every batch must split evenly over the ranks, and a batch norm needs two rows to normalise:
+/// in each rank's share (each rank normalises its own, as PyTorch's DDP does), or in the whole
+/// global batch for a synchronised one.
 fn check_split(model: &Model, batcher: &crate::data::Batcher, ranks: usize) -> Result<()> {
     if ranks == 1 {
         return Ok(());
@@ -246,13 +247,9 @@ fn check_split(model: &Model, batcher: &crate::data::Batcher, ranks: usize) -> R
             return Err(Error::Dist(problem));
         }
     }
-    if model.has_batch_norm() && batcher.smallest_batch() / ranks < 2 {
-        return Err(Error::Dist(format!(
-            "each of the {ranks} ranks would normalise a share of {} row(s), and batch norm needs at least 2",
-            batcher.smallest_batch() / ranks
-        )));
-    }
-    Ok(())
+    let share = batcher.smallest_batch() / ranks;
+    crate::nn::network::check_batch_norm_rows(model, share, ranks)
+        .map_err(|e| Error::Dist(format!("each of the {ranks} ranks would train on {share} row(s): {e}")))
 }
 
 /// What every checkpoint of this run carries besides the network's state.
