@@ -119,24 +119,53 @@ impl Gpu {
                 src.len
             )));
         }
-        let bytes = (len * 4) as u64;
-        let (staging, index) = self.scoped("read-back", || {
-            let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging = self.staging(len)?;
+        self.start_read_via(src, offset, len, &staging)
+    }
+
+    /// A host-readable buffer for read-backs of up to `len` elements, to be kept by a caller that
+    /// reads every step (a data-parallel step's gradient buckets) rather than made per read.
+    pub fn staging(&self, len: usize) -> Result<wgpu::Buffer> {
+        self.scoped("read-back staging", || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("staging"),
-                size: bytes,
+                size: (len.max(1) * 4) as u64,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
-            });
+            })
+        })
+    }
+
+    /// `start_read` through `staging` (from `Gpu::staging`, at least `len` elements, not mapped).
+    pub fn start_read_via(
+        &self,
+        src: &GpuBuffer,
+        offset: usize,
+        len: usize,
+        staging: &wgpu::Buffer,
+    ) -> Result<PendingRead> {
+        if len == 0 {
+            return Ok(PendingRead { mapping: None });
+        }
+        let bytes = (len * 4) as u64;
+        if offset + len > src.len || bytes > staging.size() {
+            return Err(Error::Readback(format!(
+                "asked for elements {offset}..{} of a buffer of {} through {} staged",
+                offset + len,
+                src.len,
+                staging.size() / 4
+            )));
+        }
+        let index = self.scoped("read-back", || {
             let mut encoder = self.device.create_command_encoder(&Default::default());
-            encoder.copy_buffer_to_buffer(&src.buffer, (offset * 4) as u64, &staging, 0, bytes);
-            let index = self.queue.submit([encoder.finish()]);
-            (staging, index)
+            encoder.copy_buffer_to_buffer(&src.buffer, (offset * 4) as u64, staging, 0, bytes);
+            self.queue.submit([encoder.finish()])
         })?;
         let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |result| {
+        staging.slice(..bytes).map_async(wgpu::MapMode::Read, move |result| {
             sender.send(result).ok();
         });
-        Ok(PendingRead { mapping: Some((staging, index, receiver)) })
+        Ok(PendingRead { mapping: Some((staging.clone(), bytes, index, receiver)) })
     }
 
     /// The whole buffer, as f32.
@@ -151,6 +180,7 @@ pub struct PendingRead {
     #[allow(clippy::type_complexity)]
     mapping: Option<(
         wgpu::Buffer,
+        u64,
         wgpu::SubmissionIndex,
         futures_intrusive::channel::shared::OneshotReceiver<std::result::Result<(), wgpu::BufferAsyncError>>,
     )>,
@@ -159,7 +189,7 @@ pub struct PendingRead {
 impl PendingRead {
     /// Waits for the copy's submission (not for work submitted after it) and returns the values.
     pub fn finish<T: bytemuck::Pod>(self, gpu: &Gpu) -> Result<Vec<T>> {
-        let Some((staging, index, receiver)) = self.mapping else {
+        let Some((staging, bytes, index, receiver)) = self.mapping else {
             return Ok(Vec::new());
         };
         gpu.device
@@ -170,7 +200,7 @@ impl PendingRead {
             Some(Err(e)) => return Err(Error::Readback(e.to_string())),
             None => return Err(Error::Readback("map callback never ran".into())),
         }
-        let slice = staging.slice(..);
+        let slice = staging.slice(..bytes);
         let data = {
             let view = slice.get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?;
             bytemuck::cast_slice::<u8, T>(&view).to_vec()

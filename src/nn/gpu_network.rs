@@ -42,6 +42,8 @@ pub struct GpuNetwork {
     grad_tails: Vec<usize>,
     /// Where a data-parallel step cuts the gradient for the all-reduce (`set_bucket_cap`).
     buckets: Vec<GradBucket>,
+    /// One host-readable buffer per bucket, made at the first data-parallel step and reused.
+    bucket_staging: Vec<wgpu::Buffer>,
     /// The host's copy of the running statistics, current only in the synchronised layers'
     /// windows (a data-parallel step updates those on the host; the other layers' move on the
     /// device); None when the kernels have moved the synchronised ones too (an ordinary step),
@@ -126,6 +128,10 @@ impl GpuNetwork {
         if self.running_host.is_none() && !self.synced.is_empty() {
             self.running_host = Some(self.gpu.read_all(&self.running)?);
         }
+        if self.bucket_staging.len() != self.buckets.len() {
+            let lens = self.buckets.iter().map(|b| b.range.len());
+            self.bucket_staging = lens.map(|len| self.gpu.staging(len)).collect::<Result<_>>()?;
+        }
         let gpu = &*self.gpu;
         let buffer = |b: Buf| match b {
             Buf::Stage(i) => &self.stage_buffers[i],
@@ -151,7 +157,7 @@ impl GpuNetwork {
         for (i, l) in self.backward.iter().enumerate() {
             pending.push(&l.dispatch);
             let synced = self.synced.iter().find(|s| s.reduce == Some(i));
-            let bucket = self.buckets.iter().find(|b| b.after == i);
+            let bucket = self.buckets.iter().zip(&self.bucket_staging).find(|(b, _)| b.after == i);
             if synced.is_some() || bucket.is_some() {
                 submit(gpu, "training step (backward)", &pending)?;
                 pending.clear();
@@ -159,8 +165,8 @@ impl GpuNetwork {
             if let Some(s) = synced {
                 s.sync_sums(gpu, &self.grads, sync)?;
             }
-            if let Some(b) = bucket {
-                reads.push((b.range.start, gpu.start_read(&self.grads, b.range.start, b.range.len())?));
+            if let Some((b, staging)) = bucket {
+                reads.push((b.range.start, gpu.start_read_via(&self.grads, b.range.start, b.range.len(), staging)?));
             }
         }
         if !pending.is_empty() {
@@ -296,6 +302,7 @@ impl GpuNetwork {
             synced,
             grad_tails,
             buckets,
+            bucket_staging: Vec::new(),
             running_host: Some(norm_state.running.clone()),
             backward,
             gather: None,
@@ -432,6 +439,7 @@ impl Network for GpuNetwork {
 
     fn set_bucket_cap(&mut self, bytes: usize) {
         self.buckets = gpu_sync::buckets(&self.grad_tails, self.model.param_len, bytes / 4);
+        self.bucket_staging.clear();
     }
 
     fn train_step(&mut self, batch: &[u32]) -> Result<()> {
