@@ -245,6 +245,46 @@ impl gradflow::nn::StepSync for Alone {
     }
 }
 
+/// A `StepSync` that says there are `.0` ranks and exchanges nothing: for the row checks.
+struct Ranks(usize);
+
+impl gradflow::nn::StepSync for Ranks {
+    fn ranks(&self) -> usize {
+        self.0
+    }
+    fn norm_stats(&mut self, _: &mut [f64], _: &mut [f64]) -> gradflow::error::Result<()> {
+        Ok(())
+    }
+    fn norm_sums(&mut self, _: &mut [f64]) -> gradflow::error::Result<()> {
+        Ok(())
+    }
+    fn gradient(&mut self, _: &mut Vec<f32>) -> gradflow::error::Result<()> {
+        Ok(())
+    }
+}
+
+/// One row per rank: refused for a per-rank batch norm, and for a synchronised one only when
+/// the whole global batch is one row; each message names the layer and whose rows are short.
+#[test]
+fn one_row_shares_are_refused_where_a_batch_norm_would_normalise_one_row() {
+    let data = synthetic(8, 8, 3, 5);
+    for gpu in [false, true] {
+        if gpu && !gpu_part!() {
+            continue;
+        }
+        let setup = || -> OptimizerSetup { Sgd::new(0.05).into() };
+        let mut per_rank = network(gpu, batch_norm_model(false), setup(), 4);
+        per_rank.set_train_data(&data).unwrap();
+        let e = per_rank.train_step_reduced(&[0], &mut Ranks(2)).unwrap_err().to_string();
+        assert!(e.contains("more than 1 row in each batch, got 1 (layer 1)"), "gpu={gpu}: {e}");
+        let mut synced = network(gpu, batch_norm_model(true), setup(), 4);
+        synced.set_train_data(&data).unwrap();
+        let e = synced.train_step_reduced(&[0], &mut Ranks(1)).unwrap_err().to_string();
+        assert!(e.contains("more than 1 row in the global batch, got 1 (layer 1)"), "gpu={gpu}: {e}");
+        synced.train_step_reduced(&[0], &mut Ranks(2)).unwrap();
+    }
+}
+
 /// The GPU's host copy of the synchronised layers' running statistics stays right when reduced
 /// steps (the host updates them) alternate with ordinary ones (the kernels do), a `predict`
 /// and a `set_norm_state`: the same network stepped only the ordinary way ends at the same
