@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gradflow::bench::{bench_mlp, train_steps, MatmulBench};
-use gradflow::gpu::Gpu;
+use gradflow::kernels::Gpu;
 
 fn open() -> Arc<Gpu> {
     let gpu = Gpu::new(None).unwrap_or_else(|e| panic!("benchmarks need an adapter: {e}"));

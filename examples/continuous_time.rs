@@ -14,7 +14,7 @@ use gradflow::plot::{svg, Chart, Series};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = args.iter().find(|a| !a.starts_with("--")).cloned().unwrap_or_else(|| "docs/continuous-time.svg".into());
-    let gpu = if args.iter().any(|a| a == "--cpu") { None } else { Some(gradflow::gpu::Gpu::new(None)?) };
+    let gpu = if args.iter().any(|a| a == "--cpu") { None } else { Some(gradflow::kernels::Gpu::new(None)?) };
     let backend = gpu.as_ref().map_or(Backend::Cpu, Backend::Gpu);
     let (lambda, kappa, horizon) = (0.5, 10.0, 1.0);
     let q = [1.0, kappa];

@@ -11,10 +11,11 @@
 use gradflow::course::critical::{index_below, spectrum};
 use gradflow::course::deep_linear::{deep_linear_model, learning_times, modes_dataset};
 use gradflow::error::Result;
-use gradflow::nn::hessian::Hessian;
-use gradflow::nn::{CpuNetwork, GpuNetwork, Loss, Network};
+use gradflow::exec::hessian::Hessian;
+use gradflow::exec::{CpuNetwork, GpuNetwork, Network};
 use gradflow::optim::Sgd;
 use gradflow::plot::{svg, Chart, Series};
+use gradflow::spec::Loss;
 
 const STRENGTHS: [f32; 6] = [3.0, 1.8, 1.1, 0.7, 0.45, 0.3];
 const STEPS: usize = 1500;
@@ -26,7 +27,7 @@ fn main() -> Result<()> {
     let model = deep_linear_model(d, 3)?;
     let mut p0 = model.init_params(0);
     p0.iter_mut().for_each(|v| *v *= 0.1);
-    let gpu = std::sync::Arc::new(gradflow::gpu::Gpu::new(None)?);
+    let gpu = std::sync::Arc::new(gradflow::kernels::Gpu::new(None)?);
     let nets: Vec<(&str, Box<dyn Network>)> = vec![
         ("CPU reference", Box::new(CpuNetwork::new(model.clone(), Loss::Mse, Sgd::new(2.0), p0.clone())?)),
         ("GPU", Box::new(GpuNetwork::new(gpu, model.clone(), Loss::Mse, Sgd::new(2.0), &p0, d)?)),

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use gradflow::config::Config;
 use gradflow::error::Result;
-use gradflow::nn::Model;
 use gradflow::plot::{svg, Chart, Series};
+use gradflow::spec::Model;
 use gradflow::train::{self, Placement};
 
 fn main() -> Result<()> {

@@ -15,10 +15,11 @@ use std::time::Instant;
 
 use gradflow::data::{BatchScheme, Batcher, Dataset};
 use gradflow::error::Result;
-use gradflow::gpu::small_mlp::train_small_mlp;
-use gradflow::nn::{CpuNetwork, LayerSpec, Loss, Model, Network};
+use gradflow::exec::small_mlp::train_small_mlp;
+use gradflow::exec::{CpuNetwork, Network};
 use gradflow::optim::Sgd;
 use gradflow::plot::{svg_with_regions, Chart, Regions, Series};
+use gradflow::spec::{LayerSpec, Loss, Model};
 use gradflow::spectrum::random_matrix::standard_normal;
 use rand::{rngs::StdRng, SeedableRng};
 
@@ -51,7 +52,7 @@ fn main() -> Result<()> {
     }
     schedule.truncate(STEPS);
 
-    let gpu = gradflow::gpu::Gpu::new(None)?;
+    let gpu = gradflow::kernels::Gpu::new(None)?;
     let start = Instant::now();
     let run = train_small_mlp(&gpu, &model, Loss::Mse, &sgd, &p0, &data, &schedule, 1, EVERY)?;
     let gpu_secs = start.elapsed().as_secs_f64();

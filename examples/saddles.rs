@@ -19,9 +19,9 @@ use gradflow::course::critical::{
 use gradflow::course::surfaces::Surface;
 use gradflow::data::Dataset;
 use gradflow::error::Result;
-use gradflow::nn::hessian::Hessian;
-use gradflow::nn::{LayerSpec, Loss, Model};
+use gradflow::exec::hessian::Hessian;
 use gradflow::plot::{svg_grid, Chart, Field, Panel, Series};
+use gradflow::spec::{LayerSpec, Loss, Model};
 use gradflow::spectrum::SymmetricOperator;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 

@@ -10,7 +10,7 @@
 //! `cargo run --release --example scaling`
 
 use gradflow::dist::cost::{step_cost, Link};
-use gradflow::nn::{LayerSpec, Model};
+use gradflow::spec::{LayerSpec, Model};
 
 fn mlp(inputs: usize, widths: &[usize], bn: bool) -> Model {
     let mut layers = Vec::new();

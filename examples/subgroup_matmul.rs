@@ -6,8 +6,9 @@
 use std::time::Instant;
 
 use gradflow::bench::{MatmulBench, Product};
-use gradflow::gpu::kernels::{submit, Dispatch, MatmulVariant, Schedule};
-use gradflow::gpu::Gpu;
+use gradflow::device::{submit, Dispatch};
+use gradflow::kernels::Gpu;
+use gradflow::kernels::{MatmulVariant, Schedule};
 use wgpu::util::DeviceExt;
 
 const SRC: &str = r#"

@@ -48,7 +48,7 @@ fn field(
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = args.iter().find(|a| !a.starts_with("--")).cloned().unwrap_or_else(|| "docs/surfaces.svg".into());
-    let gpu = if args.iter().any(|a| a == "--cpu") { None } else { Some(gradflow::gpu::Gpu::new(None)?) };
+    let gpu = if args.iter().any(|a| a == "--cpu") { None } else { Some(gradflow::kernels::Gpu::new(None)?) };
     let backend = gpu.as_ref().map_or(Backend::Cpu, Backend::Gpu);
     println!("on the {}", backend.name());
     println!("{:<36} {:<22} {:>6} {:>24} {:>12}", "surface", "optimizer", "steps", "end", "f(end)");

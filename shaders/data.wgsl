@@ -4,8 +4,8 @@
 struct GatherParams {
     rows: u32,   // batch size
     cols: u32,   // features per row
-    _pad0: u32,
-    _pad1: u32,
+    src_rows: u32,   // rows of the resident set: every index is clamped below it
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> src_x: array<f32>;
@@ -28,7 +28,8 @@ fn gather_batch(
     }
     let r = i / p.cols;
     let c = i % p.cols;
-    let src = indices[r];
+    // Indices are data the host checks when it writes them; the clamp keeps a wrong one in bounds.
+    let src = min(indices[r], p.src_rows - 1u);
     dst_x[i] = src_x[src * p.cols + c];
     if (c == 0u) {
         dst_labels[r] = src_labels[src];

@@ -77,12 +77,17 @@ fn slot(s: u32, q: u32) -> u32 {
     return s * (p.state_stride / 4u) + q;
 }
 
+// The group table's entries are data: clamped into `groups` so a wrong one stays in bounds.
+fn group_of(q: u32) -> u32 {
+    return min(block_group[4u * q / BLOCK], 7u);
+}
+
 fn group_lr(q: u32) -> f32 {
-    return p.groups[block_group[4u * q / BLOCK]].x;
+    return p.groups[group_of(q)].x;
 }
 
 fn group_wd(q: u32) -> f32 {
-    return p.groups[block_group[4u * q / BLOCK]].y;
+    return p.groups[group_of(q)].y;
 }
 
 // Writes quad q's new parameters (old values where `keep` is false) and records the first step

@@ -7,11 +7,14 @@ use std::time::Instant;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::data::Dataset;
+use crate::device::GpuBuffer;
+use crate::device::{submit, Dispatch};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{submit, Dispatch, MatmulParams};
-use crate::gpu::{Gpu, GpuBuffer};
-use crate::nn::{GpuNetwork, LayerSpec, Loss, Model, Network};
+use crate::exec::{GpuNetwork, Network};
+use crate::kernels::Gpu;
+use crate::kernels::{BnEntry, MatmulParams};
 use crate::optim::{Adam, Sgd};
+use crate::spec::{LayerSpec, Loss, Model};
 
 use crate::train::Placement;
 
@@ -351,7 +354,7 @@ pub fn step_overhead(gpu: &Arc<Gpu>, budget: f64) -> Result<(f64, f64, f64, Opti
     use std::sync::atomic::Ordering;
     let (mut net, rows) = bench_higham(gpu.clone())?;
     train_steps(&mut net, rows, 1, 10)?;
-    let submit_before = crate::gpu::kernels::SUBMIT_NANOS.load(Ordering::Relaxed);
+    let submit_before = crate::device::SUBMIT_NANOS.load(Ordering::Relaxed);
     let start = Instant::now();
     let mut steps = 0;
     let mut host = 0.0;
@@ -365,7 +368,7 @@ pub fn step_overhead(gpu: &Arc<Gpu>, budget: f64) -> Result<(f64, f64, f64, Opti
     }
     gpu.wait()?;
     let wall = start.elapsed().as_secs_f64();
-    let submit = (crate::gpu::kernels::SUBMIT_NANOS.load(Ordering::Relaxed) - submit_before) as f64 * 1e-9;
+    let submit = (crate::device::SUBMIT_NANOS.load(Ordering::Relaxed) - submit_before) as f64 * 1e-9;
     let per = |s: f64| s / steps as f64 * 1e6;
     let mut step = 0;
     let device = device_seconds_per_step(gpu, 100, &mut |n| {
@@ -411,7 +414,7 @@ pub fn optimizer_bytes_per_param(opt: &crate::optim::Optimizer) -> usize {
 
 /// (GB/s of the update, GB/s of a plain copy) over `n` parameters on `gpu`.
 pub fn optimizer_throughput(gpu: &Gpu, opt: &crate::optim::Optimizer, n: usize, budget: f64) -> Result<(f64, f64)> {
-    use crate::gpu::optimizer::GpuOptimizer;
+    use crate::kernels::optim::GpuOptimizer;
     use crate::optim::ParamGroups;
     let param = gpu.upload("bench parameters", &random(n, 4))?;
     let grad = gpu.upload("bench gradients", &random(n, 5))?;
@@ -437,7 +440,7 @@ pub fn optimizer_throughput(gpu: &Gpu, opt: &crate::optim::Optimizer, n: usize, 
 /// Bytes per value: forward reads x three times (two statistics passes, then normalise) and writes
 /// y (16 B); backward reads x and dy twice (reduction, then dx) and writes dx (20 B).
 pub fn batchnorm_throughput(gpu: &Gpu, m: usize, n: usize, budget: f64) -> Result<(f64, f64)> {
-    use crate::gpu::kernels::BnParams;
+    use crate::kernels::BnParams;
     let x = gpu.upload("bench x", &random(m * n, 6))?;
     let dy = gpu.upload("bench dy", &random(m * n, 7))?;
     let params = gpu.upload("bench gamma, beta", &[vec![1.0f32; n], vec![0.0; n]].concat())?;
@@ -446,12 +449,12 @@ pub fn batchnorm_throughput(gpu: &Gpu, m: usize, n: usize, budget: f64) -> Resul
     let grads = gpu.storage("bench grads", 2 * n)?;
     let y = gpu.storage("bench y", m * n)?;
     let dx = gpu.storage("bench dx", m * n)?;
-    let p = BnParams::layer(m, n, 0, n, 0, n, 1e-5, crate::nn::Act::new(crate::nn::Activation::Relu)).training(0.1);
+    let p = BnParams::layer(m, n, 0, n, 0, n, 1e-5, crate::spec::Act::new(crate::spec::Activation::Relu)).training(0.1);
     let d = |entry, dy_buf: Option<&GpuBuffer>, out: &GpuBuffer| {
         gpu.batchnorm(entry, &x, dy_buf, &params, &running, &stats, Some(out), &grads, p)
     };
-    let forward = [d("batchnorm_stats", None, &y)?, d("batchnorm_forward", None, &y)?];
-    let backward = [d("batchnorm_backward_reduce", Some(&dy), &dx)?, d("batchnorm_backward_input", Some(&dy), &dx)?];
+    let forward = [d(BnEntry::Stats, None, &y)?, d(BnEntry::Forward, None, &y)?];
+    let backward = [d(BnEntry::BackwardReduce, Some(&dy), &dx)?, d(BnEntry::BackwardInput, Some(&dy), &dx)?];
     let time = |launches: &[Dispatch]| -> Result<f64> {
         let refs: Vec<&Dispatch> = launches.iter().collect();
         let mut run = |reps: usize| -> Result<()> {

@@ -6,14 +6,15 @@
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use crate::cpu;
 use crate::error::Result;
-use crate::gpu::optimizer::{
+use crate::exec::ops;
+use crate::kernels::optim::{
     clip_coefficient_rel_error, grad_norm_rel_error, update_step_error_bound, GpuOptimizer, NORM_CHUNK, NORM_THREADS,
 };
-use crate::gpu::{ops, Gpu};
-use crate::nn::{Act, Activation};
+use crate::kernels::Gpu;
 use crate::optim::{Optimizer, OptimizerSetup, ParamGroups, CLIP_EPS};
+use crate::reference as cpu;
+use crate::spec::{Act, Activation};
 use crate::train::Placement;
 
 const U: f64 = f32::EPSILON as f64 / 2.0;
@@ -266,7 +267,7 @@ fn gradient_norm(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>
     let (param, g) = (gpu.upload("param", &vec![0.0f32; len])?, gpu.upload("grad", &grad)?);
     let mut clip = GpuOptimizer::new(gpu, &param, &g, &opt, ParamGroups::flat(&opt, len), Some(1.0))?;
     clip.prepare(gpu, 1, 1.0);
-    crate::gpu::kernels::submit(gpu, "gradient norm", &clip.dispatches().collect::<Vec<_>>())?;
+    crate::device::submit(gpu, "gradient norm", &clip.dispatches().collect::<Vec<_>>())?;
     let (coef, norm) = clip.clip_stats(gpu)?;
     // The f64 reference's own error (γ_{len+1} in f64) joins both bounds.
     let reference = (len + 1) as f64 * f64::EPSILON;
@@ -280,9 +281,9 @@ fn gradient_norm(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>
 
 /// H·v by the GPU's R-operator against the CPU reference's (f64) on a small model with every
 /// layer type, batch norm in training mode over two batches.
-fn hessian_vector_products(gpu: &Gpu, rng: &mut StdRng, loss: crate::nn::Loss, out: &mut Vec<Outcome>) -> Result<()> {
-    use crate::nn::hessian::{gpu_hvp_error_bound, Hessian};
-    use crate::nn::LayerSpec;
+fn hessian_vector_products(gpu: &Gpu, rng: &mut StdRng, loss: crate::spec::Loss, out: &mut Vec<Outcome>) -> Result<()> {
+    use crate::exec::hessian::{gpu_hvp_error_bound, Hessian};
+    use crate::spec::LayerSpec;
     use crate::spectrum::SymmetricOperator;
     let l = |out| LayerSpec::Linear { out, bias: true };
     let layers = vec![
@@ -294,7 +295,7 @@ fn hessian_vector_products(gpu: &Gpu, rng: &mut StdRng, loss: crate::nn::Loss, o
         LayerSpec::LeakyRelu { negative_slope: 0.1 },
         l(3),
     ];
-    let model = crate::nn::Model::new(5, layers)?;
+    let model = crate::spec::Model::new(5, layers)?;
     let rows = 20;
     let labels = (0..rows).map(|_| rng.random_range(0..3u32)).collect();
     let data = crate::data::Dataset::new(random(rng, rows * 5, -2.0, 2.0), labels, 5, 3, "check data")?;
@@ -328,7 +329,7 @@ pub fn run(placement: &Placement) -> Result<bool> {
         batchnorm(&gpu, &mut rng, m, n, &mut out)?;
     }
     optimizers(&gpu, &mut rng, 10_007, &mut out)?;
-    for loss in [crate::nn::Loss::CrossEntropy, crate::nn::Loss::Mse] {
+    for loss in [crate::spec::Loss::CrossEntropy, crate::spec::Loss::Mse] {
         hessian_vector_products(&gpu, &mut rng, loss, &mut out)?;
     }
     // Past 256 chunks, where each invocation of grad_norm_finish adds a second partial.

@@ -14,8 +14,8 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 use crate::error::{Error, Result};
-use crate::nn::{Model, NormState};
 use crate::optim::Optimizer;
+use crate::spec::{Model, NormState};
 
 /// Where a run stands: enough to continue it exactly.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use crate::data::{BatchScheme, CsvOptions, LabelColumn};
 use crate::error::{Error, Result};
-use crate::nn::{LayerSpec, Loss};
 use crate::optim::{GroupSpec, Optimizer, OptimizerSetup, Schedule};
+use crate::spec::{LayerSpec, Loss};
 
 /// The built-in default run (configs/digits.toml), used when `gradflow` gets no arguments.
 pub const DEFAULT_CONFIG: &str = include_str!("../configs/digits.toml");
@@ -352,7 +352,8 @@ mod tagged {
         }
         for (i, layer) in outline.model.iter().flat_map(|m| m.layers.iter().flatten()).enumerate() {
             let kind = layer.get_ref().get("type").and_then(|t| t.get_ref().as_str()).unwrap_or("?");
-            if let Some(m) = first_error::<crate::nn::LayerSpec>(&format!("model.layers[{i}] ({kind})"), layer, &line) {
+            if let Some(m) = first_error::<crate::spec::LayerSpec>(&format!("model.layers[{i}] ({kind})"), layer, &line)
+            {
                 return Some(m);
             }
         }

@@ -26,6 +26,14 @@ pub enum Error {
     )]
     LoopLimit { what: String, iterations: usize, limit: usize, adapter: String },
 
+    #[error(
+        "launch of {kernel} refused: binding {binding} would be read or written up to element {needed}, \
+         but its buffer holds {available}"
+    )]
+    LaunchOutOfBounds { kernel: &'static str, binding: usize, needed: u64, available: u64 },
+    #[error("launch of {kernel} refused: {why}")]
+    LaunchParams { kernel: &'static str, why: String },
+
     #[error("{file}: {message}")]
     Io { file: PathBuf, message: String },
     #[error("{file}, line {line}: {message}")]

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use gradflow::config::{Config, DEFAULT_CONFIG_PATH};
 use gradflow::error::{Error, Result};
-use gradflow::nn::Model;
+use gradflow::spec::Model;
 use gradflow::train::{self, session::Ending, Placement};
 
 #[derive(Parser)]
@@ -199,7 +199,7 @@ fn main() -> ExitCode {
             predict_cmd(config, &checkpoint, &input, &output, &set, &placement, cli.non_strict)
         }
         Some(Command::Hessian { config, checkpoint, k, steps, probes, plot, set }) => {
-            let budget = gradflow::spectrum::report::Budget { k, steps, probes, seed: 0 };
+            let budget = gradflow::cli::hessian::Budget { k, steps, probes, seed: 0 };
             hessian_cmd(config, &checkpoint, &budget, plot.as_deref(), &set, &placement, cli.non_strict)
         }
         Some(Command::Compare { config, optimizers, epochs, plot, set }) => {
@@ -246,18 +246,18 @@ fn exit(result: std::result::Result<(), usize>) -> ExitCode {
 }
 
 fn devices() -> Result<()> {
-    let adapters = gradflow::gpu::list_adapters();
+    let adapters = gradflow::device::list_adapters();
     if adapters.is_empty() {
-        println!("no adapters{}", gradflow::gpu::context::NO_ADAPTER_HINT);
+        println!("no adapters{}", gradflow::device::context::NO_ADAPTER_HINT);
     }
     for (i, a) in adapters.iter().enumerate() {
         let info = a.get_info();
         let l = a.limits();
-        let schedule = gradflow::gpu::autotune::cached(&info)
+        let schedule = gradflow::kernels::autotune::cached(&info)
             .map_or("not autotuned yet (the first run that opens it times the candidates)".to_string(), |s| s.name());
         println!(
             "{i}: {}\n   max storage binding {} MiB, max workgroups/dim {}, max invocations/workgroup {}\n   matmul schedule: {schedule}",
-            gradflow::gpu::describe_adapter(&info),
+            gradflow::device::describe_adapter(&info),
             l.max_storage_buffer_binding_size >> 20,
             l.max_compute_workgroups_per_dimension,
             l.max_compute_invocations_per_workgroup
@@ -351,7 +351,11 @@ fn check_input_width(config: &Config, checkpoint: &std::path::Path, input: &std:
 }
 
 /// A state dict for `model`, strict unless `--non-strict` (which names what it ignores).
-fn state_dict(path: &std::path::Path, model: &Model, non_strict: bool) -> Result<(Vec<f32>, gradflow::nn::NormState)> {
+fn state_dict(
+    path: &std::path::Path,
+    model: &Model,
+    non_strict: bool,
+) -> Result<(Vec<f32>, gradflow::spec::NormState)> {
     if !non_strict {
         return gradflow::checkpoint::load_state_dict(path, model);
     }
@@ -368,7 +372,7 @@ fn saved_network(
     placement: &Placement,
     max_rows: usize,
     non_strict: bool,
-) -> Result<Box<dyn gradflow::nn::Network>> {
+) -> Result<Box<dyn gradflow::exec::Network>> {
     let model = Model::new(d, config.model.layers.clone())?;
     let (params, norm) = state_dict(checkpoint, &model, non_strict)?;
     let mut net = train::build_network(config, model, placement, max_rows)?;
@@ -462,13 +466,13 @@ fn compare_cmd(
 fn hessian_cmd(
     config: Option<PathBuf>,
     checkpoint: &std::path::Path,
-    budget: &gradflow::spectrum::report::Budget,
+    budget: &gradflow::cli::hessian::Budget,
     plot: Option<&std::path::Path>,
     set: &[String],
     placement: &Placement,
     non_strict: bool,
 ) -> Result<()> {
-    use gradflow::spectrum::report;
+    use gradflow::cli::hessian as report;
     let (config, file) = load_config(config, set)?;
     if let Some(p) = plot {
         train::session::check_writable(p, "--plot")?;
@@ -483,7 +487,7 @@ fn hessian_cmd(
     } else {
         (train_set.n.clamp(1, 4096), "no batch norm".to_string())
     };
-    let mut h = gradflow::nn::hessian::Hessian::new(model, config.model.loss, &params, &train_set, batch)?;
+    let mut h = gradflow::exec::hessian::Hessian::new(model, config.model.loss, &params, &train_set, batch)?;
     if let Some(gpu) = train::open_gpu(placement, "Hessian-vector products")? {
         println!("device: {}", gpu.describe());
         h.use_gpu(std::sync::Arc::new(gpu))?;
@@ -564,8 +568,10 @@ fn eval_cmd(
     }
     let logits = net.predict(&data.x, data.n)?;
     let out = match config.model.loss {
-        gradflow::nn::Loss::CrossEntropy => gradflow::cpu::cross_entropy(&logits, &data.labels, data.n, classes),
-        gradflow::nn::Loss::Mse => gradflow::cpu::mse(&logits, None, &data.labels, data.n, classes),
+        gradflow::spec::Loss::CrossEntropy => {
+            gradflow::reference::cross_entropy(&logits, &data.labels, data.n, classes)
+        }
+        gradflow::spec::Loss::Mse => gradflow::reference::mse(&logits, None, &data.labels, data.n, classes),
     };
     println!("{} rows ({split}) on {}", data.n, net.describe());
     println!("loss {:.4}  accuracy {:.2}%", out.loss, 100.0 * out.correct as f64 / data.n as f64);
@@ -573,7 +579,7 @@ fn eval_cmd(
     let mut confusion = vec![vec![0usize; classes]; classes];
     for (r, &label) in data.labels.iter().enumerate() {
         let row = &logits[r * classes..(r + 1) * classes];
-        let pred = gradflow::cpu::argmax(row);
+        let pred = gradflow::reference::argmax(row);
         if (label as usize) < classes {
             confusion[label as usize][pred] += 1;
         }
@@ -681,7 +687,7 @@ fn predict_cmd(
         }
         text.push('\n');
         for row in logits.chunks(classes) {
-            let pred = gradflow::cpu::argmax(row);
+            let pred = gradflow::reference::argmax(row);
             text += &pred.to_string();
             for v in row {
                 text += &format!(",{v}");

@@ -16,9 +16,10 @@ mod common;
 
 use common::golden::{cases_of, load};
 use common::*;
-use gradflow::cpu::{self, NormStats};
-use gradflow::gpu::ops;
-use gradflow::nn::Act;
+use gradflow::exec::ops;
+use gradflow::reference as cpu;
+use gradflow::reference::NormStats;
+use gradflow::spec::Act;
 
 fn gamma_l(terms: usize) -> f64 {
     let n = terms as f64;
@@ -412,7 +413,7 @@ fn batch_statistics_are_bit_identical_across_runs() {
             &ones,
             1e-5,
             Some(0.1),
-            Act::new(gradflow::nn::Activation::Relu),
+            Act::new(gradflow::spec::Activation::Relu),
         )
         .unwrap();
         let b = ops::batchnorm_backward(
@@ -424,7 +425,7 @@ fn batch_statistics_are_bit_identical_across_runs() {
             &gamma,
             &beta,
             1e-5,
-            Act::new(gradflow::nn::Activation::Relu),
+            Act::new(gradflow::spec::Activation::Relu),
         )
         .unwrap();
         (f, b)
@@ -481,7 +482,7 @@ fn fused_activation_backward_matches_the_reference() {
     // flip under any rounding of γx̂ + β). The GPU evaluates act' at a γx̂ + β that is off by at
     // most the forward bound δ, so du = dy·act' is off by |dy|·(act' evaluation bound + δ·max|act''|)
     // plus the product's rounding; max|act''| ≤ 0.8 for tanh, sigmoid and GELU, 1 is used.
-    use gradflow::nn::Activation;
+    use gradflow::spec::Activation;
     let (m, n) = (257, 21);
     let (x, gamma, beta, dy) = random_case(13, m, n, 2.0, 1.5);
     let eps = 1e-5;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use common::golden::{cases_of, load, Case};
 use common::EPS;
 use gradflow::checkpoint;
-use gradflow::nn::{LayerSpec, Model};
+use gradflow::spec::{LayerSpec, Model};
 use safetensors::tensor::{Dtype, TensorView};
 
 fn dir(name: &str) -> PathBuf {

@@ -152,8 +152,8 @@ fn newton_is_drawn_to_a_saddle_and_saddle_free_newton_escapes_it() {
         find_critical_point, grad_norm_and_loss, newton_step, saddle_free_newton_step, take_step,
     };
     use gradflow::data::Dataset;
-    use gradflow::nn::hessian::Hessian;
-    use gradflow::nn::{LayerSpec, Loss, Model};
+    use gradflow::exec::hessian::Hessian;
+    use gradflow::spec::{LayerSpec, Loss, Model};
     use rand::{rngs::StdRng, Rng, SeedableRng};
     let mut r = StdRng::seed_from_u64(1);
     let n = 30;
@@ -224,8 +224,9 @@ fn newton_is_drawn_to_a_saddle_and_saddle_free_newton_escapes_it() {
 #[test]
 fn a_deep_linear_network_learns_its_modes_strongest_first() {
     use gradflow::course::deep_linear::{deep_linear_model, learning_times, modes_dataset};
-    use gradflow::nn::{CpuNetwork, GpuNetwork, Loss, Network};
+    use gradflow::exec::{CpuNetwork, GpuNetwork, Network};
     use gradflow::optim::Sgd;
+    use gradflow::spec::Loss;
     let data = modes_dataset(&[3.0, 1.8, 1.1, 0.7, 0.45, 0.3]).unwrap();
     let model = deep_linear_model(6, 3).unwrap();
     let mut p0 = model.init_params(0);

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use common::*;
 use gradflow::data::{BatchScheme, Batcher};
 use gradflow::dist::{Collective, Threads};
-use gradflow::nn::{CpuNetwork, GpuNetwork, LayerSpec, Loss, Model, Network};
+use gradflow::exec::{CpuNetwork, GpuNetwork, Network};
 use gradflow::optim::{OptimizerSetup, Sgd};
+use gradflow::spec::{LayerSpec, Loss, Model};
 use gradflow::train::{train_batches_on, Flow};
 
 /// Tolerance, data-parallel against one process, relative to max |p|: the two differ only in
@@ -230,7 +231,7 @@ fn synchronised_batch_norm_trains_on_one_row_per_rank() {
 /// A `StepSync` that says there are `.0` ranks and exchanges nothing: for the row checks.
 struct Ranks(usize);
 
-impl gradflow::nn::StepSync for Ranks {
+impl gradflow::exec::StepSync for Ranks {
     fn ranks(&self) -> usize {
         self.0
     }

@@ -35,7 +35,8 @@ use common::golden::{
 use common::*;
 use gradflow::data::{BatchScheme, Batcher, Dataset};
 use gradflow::dist::Threads;
-use gradflow::nn::{CpuNetwork, GpuNetwork, Loss, Network, NormState};
+use gradflow::exec::{CpuNetwork, GpuNetwork, Network};
+use gradflow::spec::{Loss, NormState};
 use gradflow::train::{train_batches_on, Flow};
 
 const RANKS: usize = 2;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use gradflow::config::Config;
 use gradflow::error::Error;
-use gradflow::gpu::Gpu;
-use gradflow::nn::{GpuNetwork, LayerSpec, Loss, Model};
+use gradflow::exec::GpuNetwork;
+use gradflow::kernels::Gpu;
 use gradflow::optim::Sgd;
+use gradflow::spec::{LayerSpec, Loss, Model};
 
 fn temp(name: &str, contents: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("gradflow-errors-{}-{name}", std::process::id()));
@@ -122,7 +123,7 @@ fn wgpu_validation_errors_are_returned() {
 #[test]
 fn a_matmul_epilogue_with_conflicting_uses_of_aux_is_an_error() {
     common::require_gpu!();
-    use gradflow::gpu::kernels::{MatmulParams, FLAG_ADD_SKIP, FLAG_STORE_PREACT};
+    use gradflow::kernels::{MatmulParams, FLAG_ADD_SKIP, FLAG_STORE_PREACT};
     let g = gpu();
     let (a, b, c, aux) = (
         g.storage("a", 4).unwrap(),
@@ -138,7 +139,7 @@ fn a_matmul_epilogue_with_conflicting_uses_of_aux_is_an_error() {
 #[test]
 fn a_diverging_run_reports_its_first_bad_step_on_both_executors() {
     use gradflow::data::{BatchScheme, Batcher, Dataset};
-    use gradflow::nn::{CpuNetwork, Network};
+    use gradflow::exec::{CpuNetwork, Network};
     let x: Vec<f32> = (0..64).map(|i| (i % 7) as f32 * 100.0).collect();
     let labels: Vec<u32> = (0..32).map(|i| i % 2).collect();
     let data = Dataset::new(x, labels, 2, 2, "toy").unwrap();
@@ -290,7 +291,7 @@ fn cli_reports_an_unknown_adapter() {
 #[test]
 fn batch_indices_past_the_training_set_are_errors_on_both_executors() {
     use gradflow::data::Dataset;
-    use gradflow::nn::{CpuNetwork, Network};
+    use gradflow::exec::{CpuNetwork, Network};
     let data = Dataset::new(vec![0.5; 20], vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1], 2, 2, "toy").unwrap();
     let model = Model::new(2, vec![LayerSpec::Linear { out: 2, bias: true }]).unwrap();
     let params = model.init_params(0);

@@ -7,9 +7,9 @@ mod common;
 
 use common::golden::{cases_of, load};
 use common::*;
-use gradflow::cpu;
-use gradflow::gpu::ops;
-use gradflow::nn::{Act, Activation};
+use gradflow::exec::ops;
+use gradflow::reference as cpu;
+use gradflow::spec::{Act, Activation};
 
 fn labels_u32(v: &[f64]) -> Vec<u32> {
     v.iter().map(|&l| l as u32).collect()

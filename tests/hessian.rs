@@ -3,11 +3,11 @@
 //! symmetry (nothing in the R-operator enforces it); then Lanczos and SLQ on the exact Hessian
 //! against its full eigendecomposition.
 
-use gradflow::cpu::hvp::loss_grad_hvp;
 use gradflow::data::Dataset;
-use gradflow::nn::cpu_network::loss_and_grads;
-use gradflow::nn::hessian::{gpu_hvp_error_bound, Hessian};
-use gradflow::nn::{LayerSpec, Loss, Model};
+use gradflow::exec::cpu_network::loss_and_grads;
+use gradflow::exec::hessian::{gpu_hvp_error_bound, Hessian};
+use gradflow::reference::hvp::loss_grad_hvp;
+use gradflow::spec::{LayerSpec, Loss, Model};
 use gradflow::spectrum::{lanczos, stochastic_lanczos_quadrature, symmetric_eigen, SymmetricOperator};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 

@@ -10,10 +10,11 @@
 mod common;
 
 use common::*;
-use gradflow::cpu;
-use gradflow::gpu::kernels::{MatmulVariant, Schedule};
-use gradflow::gpu::{ops, Gpu};
-use gradflow::nn::Act;
+use gradflow::exec::ops;
+use gradflow::kernels::Gpu;
+use gradflow::kernels::{MatmulVariant, Schedule};
+use gradflow::reference as cpu;
+use gradflow::spec::Act;
 
 /// (m, k, n) triples: degenerate, prime, tile edges, and one large.
 const SHAPES: [(usize, usize, usize); 12] = [
@@ -305,7 +306,7 @@ fn elementwise_dispatch_splits_past_65535_workgroups() {
     // 65,535 × 256 + 1 elements need 65,536 workgroups: the grid becomes 2-D.
     let len = 65_535 * 256 + 1;
     let x: Vec<f32> = (0..len).map(|i| (i % 1000) as f32 - 500.0).collect();
-    let act = Act::new(gradflow::nn::Activation::Relu);
+    let act = Act::new(gradflow::spec::Activation::Relu);
     let y = ops::activation_forward(gpu(), &x, act).unwrap();
     assert_eq!(y.len(), len);
     for i in [0, 1, 255, 256, 65_535 * 256 - 1, 65_535 * 256, len - 1] {
@@ -360,10 +361,15 @@ fn cross_entropy_matches_cpu_including_logits_of_100() {
 #[test]
 fn one_workgroup_loss_matches_the_two_dispatch_path_bit_for_bit() {
     require_gpu!();
-    use gradflow::gpu::kernels::{submit, LossParams, LOSS_ONE_GROUP_ROWS, TOTALS_LEN};
+    use gradflow::device::submit;
+    use gradflow::kernels::{LossParams, LOSS_ONE_GROUP_ROWS, TOTALS_LEN};
     let g = gpu();
     let mut r = rng(12);
-    for (entry, rows, cols) in [("cross_entropy", 1, 3), ("cross_entropy", 37, 10), ("mse", 64, 4), ("mse", 5, 1)] {
+    use gradflow::spec::Loss;
+    for (loss, rows, cols) in
+        [(Loss::CrossEntropy, 1, 3), (Loss::CrossEntropy, 37, 10), (Loss::Mse, 64, 4), (Loss::Mse, 5, 1)]
+    {
+        let entry = loss.name();
         let logits = g.upload("logits", &uniform(&mut r, rows * cols, -3.0, 3.0)).unwrap();
         let labels: Vec<u32> = (0..rows).map(|i| ((i * 5 + 1) % cols) as u32).collect();
         let labels = g.upload("labels", &labels).unwrap();
@@ -372,7 +378,7 @@ fn one_workgroup_loss_matches_the_two_dispatch_path_bit_for_bit() {
             let grad = g.storage("grad", rows * cols).unwrap();
             let stats = g.storage("row stats", 2 * rows).unwrap();
             let totals = g.storage("totals", TOTALS_LEN).unwrap();
-            let step = g.loss_step(entry, &logits, &labels, None, &grad, &stats, &totals, p, max_rows).unwrap();
+            let step = g.loss_step(loss, &logits, &labels, None, &grad, &stats, &totals, p, max_rows).unwrap();
             submit(g, entry, &step.iter().collect::<Vec<_>>()).unwrap();
             (step.len(), g.read_all(&grad).unwrap(), g.read_all(&totals).unwrap())
         };

@@ -261,14 +261,14 @@ fn spirals_sync_bn(d: &std::path::Path, epochs: usize) -> String {
 /// Parameters, then batch-norm running statistics, of a checkpoint of `config`'s model.
 fn state_of(config: &str, checkpoint: &std::path::Path) -> Vec<f32> {
     let config = gradflow::config::Config::load(std::path::Path::new(config)).unwrap();
-    let model = gradflow::nn::Model::new(2, config.model.layers.clone()).unwrap();
+    let model = gradflow::spec::Model::new(2, config.model.layers.clone()).unwrap();
     let (params, norm) = gradflow::checkpoint::load_state_dict(checkpoint, &model).unwrap();
     [params, norm.running].concat()
 }
 
 fn params_of(config: &str, checkpoint: &std::path::Path) -> Vec<f32> {
     let config = gradflow::config::Config::load(std::path::Path::new(config)).unwrap();
-    let model = gradflow::nn::Model::new(2, config.model.layers.clone()).unwrap();
+    let model = gradflow::spec::Model::new(2, config.model.layers.clone()).unwrap();
     gradflow::checkpoint::load_state_dict(checkpoint, &model).unwrap().0
 }
 

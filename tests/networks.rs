@@ -7,9 +7,10 @@ mod common;
 use common::golden::{cases_of, check, golden_optimizer, load, mlp_bn_model, state_of, trajectory_tol, Case};
 use common::*;
 use gradflow::data::Dataset;
-use gradflow::nn::cpu_network::loss_and_grads;
-use gradflow::nn::{CpuNetwork, GpuNetwork, LayerSpec, Loss, Model, Network, NormState};
+use gradflow::exec::cpu_network::loss_and_grads;
+use gradflow::exec::{CpuNetwork, GpuNetwork, Network};
 use gradflow::optim::Optimizer;
+use gradflow::spec::{LayerSpec, Loss, Model, NormState};
 
 fn layers(toml_text: &str) -> Vec<LayerSpec> {
     #[derive(serde::Deserialize)]
@@ -55,11 +56,11 @@ fn golden_run(net: &mut dyn Network, c: &Case, x: &[f32], labels: &[u32]) -> Run
 /// rounding chooses. Their values, and the running means and eval logits that carry them, are
 /// therefore not reproducible by any implementation that rounds differently.
 fn noise_driven_biases(model: &Model) -> Vec<String> {
-    use gradflow::nn::Op;
+    use gradflow::spec::Op;
     let mut out = Vec::new();
     for (s, stage) in model.stages.iter().enumerate() {
         if let Op::Dense { bias: Some(_), act, .. } = stage.op {
-            if act.kind != gradflow::nn::Activation::Identity {
+            if act.kind != gradflow::spec::Activation::Identity {
                 continue;
             }
             let readers: Vec<_> = model.stages.iter().filter(|t| t.reads().contains(&(s + 1))).collect();
@@ -139,7 +140,7 @@ fn golden_bn_training_runs_on_both_paths() {
     }
 }
 
-fn gpu_arc() -> std::sync::Arc<gradflow::gpu::Gpu> {
+fn gpu_arc() -> std::sync::Arc<gradflow::kernels::Gpu> {
     std::sync::Arc::new(gpu().clone())
 }
 

@@ -18,15 +18,16 @@ mod common;
 
 use common::golden::{cases_of, load};
 use common::*;
-use gradflow::cpu::{self, optimizer_update};
-use gradflow::gpu::kernels::submit_with;
-use gradflow::gpu::ops;
-use gradflow::gpu::optimizer::{
+use gradflow::device::submit_with;
+use gradflow::exec::ops;
+use gradflow::kernels::optim::{
     clip_coefficient_rel_error, grad_norm_rel_error, state_error_bound, update_step_error_bound, GpuOptimizer,
     NORM_CHUNK, NORM_THREADS,
 };
-use gradflow::nn::{LayerSpec, Model};
 use gradflow::optim::{MomentumForm, Optimizer, OptimizerSetup, OptimizerStep, ParamGroups, Schedule, Sgd, CLIP_EPS};
+use gradflow::reference as cpu;
+use gradflow::reference::optimizer_update;
+use gradflow::spec::{LayerSpec, Model};
 
 /// One group spanning `len` parameters.
 fn flat_groups(opt: &Optimizer, len: usize) -> ParamGroups {
@@ -526,7 +527,7 @@ fn gradient_clipping_matches_torch_semantics_and_is_deterministic() {
         o.prepare(g, 1, 1.0);
         let launches: Vec<_> = o.dispatches().collect();
         assert_eq!(launches.len(), 3, "norm partials, norm and coefficient, update");
-        gradflow::gpu::kernels::submit(g, "clip", &launches).unwrap();
+        gradflow::device::submit(g, "clip", &launches).unwrap();
         let (coef, norm) = o.clip_stats(g).unwrap();
         let p = g.read_all(&gp).unwrap();
         check_clipped_sgd_step(&format!("max_norm {max_norm}"), &p0, &grads[0], 1.0, max_norm, &p, coef, norm);
@@ -534,7 +535,7 @@ fn gradient_clipping_matches_torch_semantics_and_is_deterministic() {
         let (_, second) = {
             let gp2 = g.upload("p", &p0).unwrap();
             let o2 = GpuOptimizer::new(g, &gp2, &gg, &opt, groups.clone(), Some(max_norm)).unwrap();
-            gradflow::gpu::kernels::submit(g, "clip", &o2.dispatches().collect::<Vec<_>>()).unwrap();
+            gradflow::device::submit(g, "clip", &o2.dispatches().collect::<Vec<_>>()).unwrap();
             o2.clip_stats(g).unwrap()
         };
         assert_eq!(norm.to_bits(), second.to_bits(), "the reduction order is fixed");
@@ -559,7 +560,7 @@ fn clipping_a_gradient_of_more_than_256_chunks_matches_the_exact_step() {
     let gg = g.upload("g", &grad).unwrap();
     let mut o = GpuOptimizer::new(g, &gp, &gg, &opt, flat_groups(&opt, n), Some(max_norm)).unwrap();
     o.prepare(g, 1, 1.0);
-    gradflow::gpu::kernels::submit(g, "clip", &o.dispatches().collect::<Vec<_>>()).unwrap();
+    gradflow::device::submit(g, "clip", &o.dispatches().collect::<Vec<_>>()).unwrap();
     let (coef, norm) = o.clip_stats(g).unwrap();
     let p = g.read_all(&gp).unwrap();
     check_clipped_sgd_step("2^20 + 1031 gradients", &p0, &grad, lr, max_norm, &p, coef, norm);
@@ -607,7 +608,7 @@ fn one_dispatch_updates_a_model_of_many_tensors() {
         g.write(&grad, step_grad);
         let launches: Vec<_> = o.dispatches().collect();
         assert_eq!(launches.len(), 1, "one launch updates all 80 tensors");
-        gradflow::gpu::kernels::submit(g, "update", &launches).unwrap();
+        gradflow::device::submit(g, "update", &launches).unwrap();
         assert_within(&format!("parameters after step {}", t + 1), &g.read_all(&p).unwrap(), &exact[t], &bound[t]);
     }
     let state = o.state(g).unwrap();

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use gradflow::gpu::shaders::{self, FAMILIES};
+use gradflow::device::shaders::{self, FAMILIES};
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 use naga::{AddressSpace, Binding, BuiltIn, EntryPoint, Module, ResourceBinding, ShaderStage, StorageAccess};
 

@@ -5,10 +5,11 @@
 
 use std::mem::{offset_of, size_of};
 
-use gradflow::gpu::kernels::*;
-use gradflow::gpu::optimizer::*;
-use gradflow::gpu::shaders;
-use gradflow::nn::Activation;
+use gradflow::device::shaders;
+use gradflow::kernels::matmul::*;
+use gradflow::kernels::optim::*;
+use gradflow::kernels::*;
+use gradflow::spec::Activation;
 use naga::{Expression, Literal, Module, TypeInner};
 
 fn module(file: &str) -> Module {
@@ -112,7 +113,7 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
     check_struct("batchnorm.wgsl", "BnParams", size, &f);
     let (size, f) = fields!(LossParams { rows, cols, use_targets });
     check_struct("loss.wgsl", "LossParams", size, &f);
-    let (size, f) = fields!(GatherParams { rows, cols });
+    let (size, f) = fields!(GatherParams { rows, cols, src_rows });
     check_struct("data.wgsl", "GatherParams", size, &f);
     let (size, f) = fields!(OptParams {
         len,
@@ -134,7 +135,7 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         groups
     });
     check_struct("optim.wgsl", "OptParams", size, &f);
-    use gradflow::gpu::small_mlp::SmallMlpParams;
+    use gradflow::kernels::small_mlp::SmallMlpParams;
     let (size, f) = fields!(SmallMlpParams {
         layers,
         rows,
@@ -182,13 +183,13 @@ fn flags_codes_and_tile_sizes_agree() {
         ("loss.wgsl", "TOTAL_LOSS_SUM", TOTAL_LOSS_SUM as u64),
         ("loss.wgsl", "TOTAL_CORRECT", TOTAL_CORRECT as u64),
         ("loss.wgsl", "TOTAL_COUNT", TOTAL_COUNT as u64),
-        ("loss.wgsl", "TOTAL_STEPS", gradflow::gpu::kernels::TOTAL_STEPS as u64),
-        ("loss.wgsl", "TOTAL_FIRST_BAD", gradflow::gpu::kernels::TOTAL_FIRST_BAD as u64),
-        ("loss.wgsl", "TOTAL_BAD_LOSS", gradflow::gpu::kernels::TOTAL_BAD_LOSS as u64),
-        ("optim.wgsl", "CLIP_COEF", gradflow::gpu::optimizer::CLIP_COEF as u64),
-        ("optim.wgsl", "CLIP_NORM", gradflow::gpu::optimizer::CLIP_NORM as u64),
-        ("optim.wgsl", "CLIP_BAD_STEP", gradflow::gpu::optimizer::CLIP_BAD_STEP as u64),
-        ("optim.wgsl", "CLIP_PARTIALS", gradflow::gpu::optimizer::CLIP_PARTIALS as u64),
+        ("loss.wgsl", "TOTAL_STEPS", gradflow::kernels::TOTAL_STEPS as u64),
+        ("loss.wgsl", "TOTAL_FIRST_BAD", gradflow::kernels::TOTAL_FIRST_BAD as u64),
+        ("loss.wgsl", "TOTAL_BAD_LOSS", gradflow::kernels::TOTAL_BAD_LOSS as u64),
+        ("optim.wgsl", "CLIP_COEF", gradflow::kernels::optim::CLIP_COEF as u64),
+        ("optim.wgsl", "CLIP_NORM", gradflow::kernels::optim::CLIP_NORM as u64),
+        ("optim.wgsl", "CLIP_BAD_STEP", gradflow::kernels::optim::CLIP_BAD_STEP as u64),
+        ("optim.wgsl", "CLIP_PARTIALS", gradflow::kernels::optim::CLIP_PARTIALS as u64),
         ("optim.wgsl", "FLAG_NESTEROV", FLAG_NESTEROV as u64),
         ("optim.wgsl", "FLAG_HEAVY_BALL", FLAG_HEAVY_BALL as u64),
         ("optim.wgsl", "FLAG_NESTEROV_LOOKAHEAD", FLAG_NESTEROV_LOOKAHEAD as u64),
@@ -198,16 +199,16 @@ fn flags_codes_and_tile_sizes_agree() {
         ("optim.wgsl", "FLAG_CLIP", FLAG_CLIP as u64),
         ("optim.wgsl", "FLAG_FIRST_STEP", FLAG_FIRST_STEP as u64),
         ("optim.wgsl", "NORM_CHUNK", NORM_CHUNK as u64),
-        ("optim.wgsl", "BLOCK", gradflow::nn::PARAM_ALIGN as u64),
+        ("optim.wgsl", "BLOCK", gradflow::spec::PARAM_ALIGN as u64),
         ("hvp.wgsl", "HVP_ACCUMULATE", HVP_ACCUMULATE as u64),
         ("hvp.wgsl", "FEATURES", HVP_FEATURES as u64),
-        ("small_mlp.wgsl", "MAX_LAYERS", gradflow::gpu::small_mlp::MAX_LAYERS as u64),
-        ("small_mlp.wgsl", "MAX_WIDTH", gradflow::gpu::small_mlp::MAX_WIDTH as u64),
-        ("small_mlp.wgsl", "MAX_BATCH", gradflow::gpu::small_mlp::MAX_BATCH as u64),
-        ("small_mlp.wgsl", "MAX_PARAMS", gradflow::gpu::small_mlp::MAX_PARAMS as u64),
-        ("small_mlp.wgsl", "NO_BIAS", gradflow::gpu::small_mlp::NO_BIAS as u64),
-        ("small_mlp.wgsl", "LOSS_MSE", gradflow::gpu::small_mlp::LOSS_MSE as u64),
-        ("small_mlp.wgsl", "LOSS_CROSS_ENTROPY", gradflow::gpu::small_mlp::LOSS_CROSS_ENTROPY as u64),
+        ("small_mlp.wgsl", "MAX_LAYERS", gradflow::kernels::small_mlp::MAX_LAYERS as u64),
+        ("small_mlp.wgsl", "MAX_WIDTH", gradflow::kernels::small_mlp::MAX_WIDTH as u64),
+        ("small_mlp.wgsl", "MAX_BATCH", gradflow::kernels::small_mlp::MAX_BATCH as u64),
+        ("small_mlp.wgsl", "MAX_PARAMS", gradflow::kernels::small_mlp::MAX_PARAMS as u64),
+        ("small_mlp.wgsl", "NO_BIAS", gradflow::kernels::small_mlp::NO_BIAS as u64),
+        ("small_mlp.wgsl", "LOSS_MSE", gradflow::kernels::small_mlp::LOSS_MSE as u64),
+        ("small_mlp.wgsl", "LOSS_CROSS_ENTROPY", gradflow::kernels::small_mlp::LOSS_CROSS_ENTROPY as u64),
     ];
     for &(file, name, rust) in checks {
         let m = module(file);

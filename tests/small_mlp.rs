@@ -11,9 +11,10 @@ mod common;
 
 use common::gpu;
 use gradflow::data::{BatchScheme, Batcher, Dataset};
-use gradflow::gpu::small_mlp::{check_supported, train_small_mlp};
-use gradflow::nn::{CpuNetwork, LayerSpec, Loss, Model, Network};
+use gradflow::exec::small_mlp::{check_supported, train_small_mlp};
+use gradflow::exec::{CpuNetwork, Network};
 use gradflow::optim::{MomentumSpec, Sgd};
+use gradflow::spec::{LayerSpec, Loss, Model};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 const U: f64 = f32::EPSILON as f64 / 2.0;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use common::*;
 use gradflow::data::{BatchScheme, Batcher, Dataset};
-use gradflow::gpu::Gpu;
-use gradflow::nn::{CpuNetwork, GpuNetwork, LayerSpec, Loss, Model, Network};
+use gradflow::exec::{CpuNetwork, GpuNetwork, Network};
+use gradflow::kernels::Gpu;
 use gradflow::optim::{Optimizer, OptimizerSetup, Sgd};
+use gradflow::spec::{LayerSpec, Loss, Model};
 
 fn shared_gpu() -> Arc<Gpu> {
     // Each test opens its own device: GpuNetwork owns an Arc<Gpu>.

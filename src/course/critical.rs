@@ -7,7 +7,7 @@
 //! - the saddle-free Newton step −|H|⁻¹∇L on a Lanczos subspace, which a saddle repels.
 
 use crate::error::Result;
-use crate::nn::hessian::Hessian;
+use crate::exec::hessian::Hessian;
 use crate::spectrum::{lanczos, symmetric_eigen, SymmetricOperator};
 
 fn norm(v: &[f64]) -> f64 {

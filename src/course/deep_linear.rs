@@ -4,7 +4,8 @@
 
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::nn::{LayerSpec, Loss, Model, Network};
+use crate::exec::Network;
+use crate::spec::{LayerSpec, Loss, Model};
 
 /// Inputs sᶜ·eᶜ, each its own class: with one-hot targets the input-output correlation is
 /// diag(sᶜ)/n, so mode c has strength sᶜ.

@@ -3,10 +3,10 @@
 //! (`gpu::optimizer`) or on the CPU reference (`cpu::optimizer_update`, f32), so an experiment on
 //! a 2-D surface runs the exact update code a network is trained with.
 
+use crate::device::{submit, Dispatch};
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{submit, Dispatch};
-use crate::gpu::optimizer::GpuOptimizer;
-use crate::gpu::Gpu;
+use crate::kernels::optim::GpuOptimizer;
+use crate::kernels::Gpu;
 use crate::optim::{OptimizerSetup, OptimizerStep, ParamGroups};
 
 /// Where the update runs.
@@ -78,8 +78,8 @@ pub fn run_optimizer_within(
                     groups: &groups,
                     max_norm: setup.clip_grad_norm,
                 };
-                let coef = crate::cpu::clip_coefficient(&g, setup.clip_grad_norm);
-                crate::cpu::optimizer_update(&mut x, &g, &mut state, &step, coef);
+                let coef = crate::reference::clip_coefficient(&g, setup.clip_grad_norm);
+                crate::reference::optimizer_update(&mut x, &g, &mut state, &step, coef);
                 out.push(wide(&x));
             }
         }

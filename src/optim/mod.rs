@@ -2,7 +2,7 @@
 //! momentum forms, parameter groups, learning-rate schedules and gradient clipping.
 //!
 //! Each optimizer is one fused kernel over the flat parameter buffer (optim.wgsl) and one
-//! per-element function in `crate::cpu::optim`; both read the same `OptimizerStep` numbers.
+//! per-element function in `crate::reference::optim`; both read the same `OptimizerStep` numbers.
 
 pub mod schedule;
 
@@ -11,7 +11,7 @@ use serde::Deserialize;
 pub use schedule::Schedule;
 
 use crate::error::{Error, Result};
-use crate::nn::Model;
+use crate::spec::Model;
 
 /// How momentum is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -504,14 +504,14 @@ impl ParamGroups {
         let (lr, wd) = (opt.lr(), opt.weight_decay());
         let mut groups = vec![(lr, wd)];
         groups.extend(specs.iter().map(|s| (s.lr.unwrap_or(lr), s.weight_decay.unwrap_or(wd))));
-        let blocks = model.param_len.div_ceil(crate::nn::model::PARAM_ALIGN);
+        let blocks = model.param_len.div_ceil(crate::spec::model::PARAM_ALIGN);
         let mut block_group = vec![0u32; blocks];
         for t in &model.params {
             let is_norm = model.is_norm_param(&t.name);
             let g =
                 specs.iter().position(|s| s.patterns.iter().any(|p| matches(p, &t.name, is_norm))).map_or(0, |i| i + 1);
-            let first = t.offset / crate::nn::model::PARAM_ALIGN;
-            let last = (t.offset + t.len).div_ceil(crate::nn::model::PARAM_ALIGN);
+            let first = t.offset / crate::spec::model::PARAM_ALIGN;
+            let last = (t.offset + t.len).div_ceil(crate::spec::model::PARAM_ALIGN);
             block_group[first..last].fill(g as u32);
         }
         for (i, s) in specs.iter().enumerate() {
@@ -539,13 +539,13 @@ impl ParamGroups {
     pub fn flat(opt: &Optimizer, len: usize) -> ParamGroups {
         ParamGroups {
             groups: vec![(opt.lr(), opt.weight_decay())],
-            block_group: vec![0; len.div_ceil(crate::nn::model::PARAM_ALIGN)],
+            block_group: vec![0; len.div_ceil(crate::spec::model::PARAM_ALIGN)],
         }
     }
 
     /// Group of element `i`.
     pub fn group_of(&self, i: usize) -> usize {
-        self.block_group[i / crate::nn::model::PARAM_ALIGN] as usize
+        self.block_group[i / crate::spec::model::PARAM_ALIGN] as usize
     }
 }
 

@@ -10,7 +10,6 @@
 pub mod jacobi;
 pub mod lanczos;
 pub mod random_matrix;
-pub mod report;
 pub mod slq;
 
 pub use jacobi::symmetric_eigen;

@@ -127,7 +127,7 @@ pub fn run_contender(
     placement: &super::Placement,
 ) -> Result<Run> {
     let config = &contender.config;
-    let model = crate::nn::Model::new(train_set.d, config.model.layers.clone())?;
+    let model = crate::spec::Model::new(train_set.d, config.model.layers.clone())?;
     let mut batcher = super::batcher(config, train_set.n)?;
     super::check_batches(&model, &batcher)?;
     let mut net = super::build_network(config, model, placement, super::max_rows(config, train_set.n))?;

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use crate::data::{Batcher, Dataset};
 use crate::error::{Error, Result};
-use crate::nn::{Loss, Network};
+use crate::exec::Network;
+use crate::spec::Loss;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochReport {
@@ -129,7 +130,7 @@ impl RankSync<'_> {
     }
 }
 
-impl crate::nn::StepSync for RankSync<'_> {
+impl crate::exec::StepSync for RankSync<'_> {
     fn ranks(&self) -> usize {
         self.comm.size()
     }
@@ -169,10 +170,10 @@ impl crate::nn::StepSync for RankSync<'_> {
 /// This rank's totals made the global batch's (loss and accuracy summed over every rank's
 /// samples), or the divergence error naming the first bad step any rank saw.
 fn global_totals(
-    local: crate::nn::Totals,
+    local: crate::exec::Totals,
     epoch: usize,
     comm: &dyn crate::dist::Collective,
-) -> Result<crate::nn::Totals> {
+) -> Result<crate::exec::Totals> {
     let n = local.samples as f64;
     let mut sums = [local.mean_loss as f64 * n, local.accuracy as f64 * n, n];
     let mut first_bad = [local.first_bad.map_or(u64::MAX, |b| b.step as u64)];
@@ -188,7 +189,7 @@ fn global_totals(
         return Err(Error::Diverged { step, epoch, what });
     }
     let samples = sums[2].max(1.0);
-    Ok(crate::nn::Totals {
+    Ok(crate::exec::Totals {
         mean_loss: (sums[0] / samples) as f32,
         accuracy: (sums[1] / samples) as f32,
         samples: sums[2] as usize,
@@ -225,8 +226,8 @@ pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f3
     let logits = net.predict(&data.x, data.n)?;
     let classes = net.model().outputs();
     let out = match loss {
-        Loss::CrossEntropy => crate::cpu::cross_entropy(&logits, &data.labels, data.n, classes),
-        Loss::Mse => crate::cpu::mse(&logits, None, &data.labels, data.n, classes),
+        Loss::CrossEntropy => crate::reference::cross_entropy(&logits, &data.labels, data.n, classes),
+        Loss::Mse => crate::reference::mse(&logits, None, &data.labels, data.n, classes),
     };
     Ok((out.loss, out.correct as f32 / data.n as f32))
 }

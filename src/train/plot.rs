@@ -7,7 +7,7 @@ use crate::error::Result;
 pub fn write(
     path: &std::path::Path,
     curves: &[Curve],
-    net: &mut dyn crate::nn::Network,
+    net: &mut dyn crate::exec::Network,
     train_set: &crate::data::Dataset,
     test_set: &crate::data::Dataset,
 ) -> Result<()> {
@@ -55,7 +55,7 @@ pub fn write(
         }
         let logits = net.predict(&grid, n * n)?;
         let c = net.model().outputs();
-        let classes = logits.chunks(c).map(crate::cpu::argmax).collect();
+        let classes = logits.chunks(c).map(crate::reference::argmax).collect();
         let labels = train_set.labels.iter().chain(&test_set.labels);
         let points = all.iter().zip(labels).map(|(p, &l)| (p[0] as f64, p[1] as f64, l as usize)).collect();
         Some(Regions { title: "decision regions".into(), bounds, resolution: n, classes, points })

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::data::{self, Batcher, Dataset};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-use crate::nn::{CpuNetwork, GpuNetwork, Model, Network};
+use crate::exec::{CpuNetwork, GpuNetwork, Network};
+use crate::kernels::Gpu;
+use crate::spec::Model;
 
 /// Where to run: a named (or the best) GPU adapter, or the CPU reference.
 #[derive(Clone, Debug, Default)]

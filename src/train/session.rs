@@ -15,7 +15,8 @@ use crate::config::Config;
 use crate::data::Dataset;
 use crate::dist::Collective;
 use crate::error::{Error, Result};
-use crate::nn::{Model, Network};
+use crate::exec::Network;
+use crate::spec::Model;
 
 /// What `gradflow train` was asked to do besides the config.
 #[derive(Clone, Debug, Default)]
@@ -248,7 +249,7 @@ fn check_split(model: &Model, batcher: &crate::data::Batcher, ranks: usize) -> R
         }
     }
     let share = batcher.smallest_batch() / ranks;
-    crate::nn::network::check_batch_norm_rows(model, share, ranks)
+    crate::exec::network::check_batch_norm_rows(model, share, ranks)
         .map_err(|e| Error::Dist(format!("each of the {ranks} ranks would train on {share} row(s): {e}")))
 }
 

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use gradflow::nn::{LayerSpec, Model, NormState};
 use gradflow::optim::Optimizer;
+use gradflow::spec::{LayerSpec, Model, NormState};
 use safetensors::{Dtype, SafeTensors};
 
 pub fn dir() -> PathBuf {

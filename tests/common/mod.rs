@@ -6,7 +6,7 @@ pub mod golden;
 use std::io::Write;
 use std::sync::{Once, OnceLock};
 
-use gradflow::gpu::Gpu;
+use gradflow::kernels::Gpu;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// Set to 1 (`.ci/run` does) to make a missing adapter fail the GPU tests instead of skipping them.
@@ -43,7 +43,7 @@ pub(crate) use {gpu_part, require_gpu};
 /// exactly when this list is empty.
 pub fn adapter_present() -> bool {
     static PRESENT: OnceLock<bool> = OnceLock::new();
-    *PRESENT.get_or_init(|| !gradflow::gpu::list_adapters().is_empty())
+    *PRESENT.get_or_init(|| !gradflow::device::list_adapters().is_empty())
 }
 
 /// Whether `GRADFLOW_REQUIRE_GPU` asks for an adapter: any value but empty and "0".
@@ -181,7 +181,7 @@ pub fn widen(v: &[f32]) -> Vec<f64> {
 // Vulkan's required precision (and WGSL's): exp within (3 + 2|x|) ulp, division 2.5 ulp, log 3 ulp
 // (absolute 2^-21 on [0.5, 2]). One ulp of a value is at most 2u of it.
 
-use gradflow::nn::{Act, Activation};
+use gradflow::spec::{Act, Activation};
 
 /// Relative error bound of the GPU's exp(x).
 pub fn exp_rel(x: f64) -> f64 {

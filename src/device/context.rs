@@ -1,0 +1,222 @@
+//! Picking an adapter and opening a device on it, with wgpu's errors turned into ours.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// Environment variable that picks an adapter, like `--adapter`.
+pub const ADAPTER_ENV: &str = "GRADFLOW_ADAPTER";
+
+/// How to get a GPU where there is none: printed whenever no adapter is found.
+pub const NO_ADAPTER_HINT: &str = "; on headless Linux install Mesa's software Vulkan driver (lavapipe): \
+    `apt-get install -y mesa-vulkan-drivers`";
+
+/// An open device: adapter, queue, limits and the pass timer, before any kernel is compiled
+/// (`kernels::Gpu` adds them). Cloning shares the device.
+#[derive(Clone)]
+pub struct Device {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    /// Timestamps of submitted passes while `bench` measures device time (`device::timing`).
+    pub timer: Arc<std::sync::Mutex<Option<super::timing::PassTimer>>>,
+}
+
+/// Loop iterations one shader invocation may run on llvmpipe (lavapipe's and Mesa GL's software
+/// rasteriser): gallivm ends every loop once all loops of the invocation together have run
+/// 65,535 iterations, without an error. Kept 5,535 below that.
+pub const LLVMPIPE_LOOP_BUDGET: usize = 60_000;
+
+impl Device {
+    /// The loop budget of one invocation on this adapter, where it has one (llvmpipe).
+    pub fn loop_limit(&self) -> Option<usize> {
+        let llvmpipe = |s: &str| s.to_lowercase().contains("llvmpipe");
+        (llvmpipe(&self.info.name) || llvmpipe(&self.info.driver)).then_some(LLVMPIPE_LOOP_BUDGET)
+    }
+
+    /// An error when a kernel would run more than `loop_limit` loop iterations per invocation.
+    pub fn check_loops(&self, what: &str, iterations: usize) -> Result<()> {
+        match self.loop_limit() {
+            Some(limit) if iterations > limit => {
+                Err(Error::LoopLimit { what: what.to_string(), iterations, limit, adapter: self.info.name.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether training batches are better gathered on the host and uploaded than gathered by a
+    /// kernel from a resident copy: on a CPU adapter (lavapipe, WARP) the upload is a memcpy, and
+    /// the gather dispatch it replaces costs 20–40 µs of thread-pool wake-up on lavapipe (the
+    /// digits run: about +15 % samples/s). On a GPU the upload crosses the bus; the kernel wins.
+    pub fn gathers_on_host(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    // The native APIs before GL: better compute support and limits.
+    let api = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (kind, api)
+}
+
+/// One line per adapter: name, type, backend, driver.
+pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
+    let driver =
+        if info.driver.is_empty() { String::new() } else { format!(", driver {} {}", info.driver, info.driver_info) };
+    format!("{} ({:?}, {:?}{})", info.name, info.device_type, info.backend, driver.trim_end())
+}
+
+/// Every backend, or those `$WGPU_BACKEND` names (wgpu's own variable: "vulkan,gl", …).
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all())
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends();
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter wgpu can see, best first.
+pub fn list_adapters() -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance().enumerate_adapters(backends()));
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    adapters
+}
+
+fn matches(info: &wgpu::AdapterInfo, wanted: &str) -> bool {
+    let wanted = wanted.to_lowercase();
+    info.name.to_lowercase().contains(&wanted)
+        || format!("{:?}", info.backend).to_lowercase() == wanted
+        || info.driver.to_lowercase().contains(&wanted)
+}
+
+impl Device {
+    /// Opens the best adapter, or the first whose name, backend or driver matches `wanted`
+    /// (else `$GRADFLOW_ADAPTER`). Discrete beats integrated beats software.
+    pub fn new(wanted: Option<&str>) -> Result<Device> {
+        let env = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
+        let wanted = wanted.map(str::to_owned).or(env);
+        let adapters = list_adapters();
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(NO_ADAPTER_HINT.to_string()));
+        }
+        let adapter = match &wanted {
+            None => adapters[0].clone(),
+            Some(w) => {
+                adapters.iter().find(|a| matches(&a.get_info(), w)).cloned().ok_or_else(|| Error::AdapterNotFound {
+                    wanted: w.clone(),
+                    available: adapters.iter().map(|a| describe_adapter(&a.get_info())).collect::<Vec<_>>().join("; "),
+                })?
+            }
+        };
+        Device::from_adapter(&adapter)
+    }
+
+    /// `new`, for data-parallel rank `rank_on_host` of its host: unless an adapter is named, the
+    /// ranks share out the adapters of the best kind (rank r takes the r-th, modulo their number).
+    pub fn for_rank(wanted: Option<&str>, rank_on_host: usize) -> Result<Device> {
+        let named = wanted.is_some() || std::env::var(ADAPTER_ENV).is_ok_and(|s| !s.is_empty());
+        if named || rank_on_host == 0 {
+            return Device::new(wanted);
+        }
+        let adapters = list_adapters();
+        let Some(best) = adapters.first().map(|a| rank(&a.get_info())) else {
+            return Err(Error::NoAdapter(NO_ADAPTER_HINT.to_string()));
+        };
+        let peers: Vec<&wgpu::Adapter> = adapters.iter().filter(|a| rank(&a.get_info()) == best).collect();
+        Device::from_adapter(peers[rank_on_host % peers.len()])
+    }
+
+    /// Opens a device with the adapter's own limits, so layers as large as the hardware allows fit.
+    pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Device> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("gradflow"),
+            // Timestamps let `bench` read device time per pass; subgroups let
+            // `examples/subgroup_matmul.rs` try them. No kernel needs either.
+            required_features: adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::default(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
+        // Errors outside our scopes are reported, not turned into a panic inside wgpu.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+            eprintln!("gradflow: uncaptured GPU error: {e}");
+        }));
+        Ok(Device { device, queue, info, limits, timer: Default::default() })
+    }
+
+    pub fn describe(&self) -> String {
+        describe_adapter(&self.info)
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and returns what they caught.
+    pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        scoped(&self.device, context, f)
+    }
+
+    /// Largest buffer this device can bind as one storage array, in bytes.
+    pub fn max_storage_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
+    /// Blocks until the queue is idle.
+    pub fn wait(&self) -> Result<()> {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| Error::Readback(e.to_string()))
+    }
+}
+
+/// Runs `f` inside validation and out-of-memory error scopes on `device` and returns what they caught.
+pub fn scoped<T>(device: &wgpu::Device, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let value = f();
+    let validation_err = pollster::block_on(validation.pop());
+    let oom_err = pollster::block_on(oom.pop());
+    if let Some(e) = oom_err {
+        return Err(Error::GpuOutOfMemory { context: context.to_string(), message: e.to_string() });
+    }
+    if let Some(e) = validation_err {
+        return Err(Error::GpuValidation { context: context.to_string(), message: e.to_string() });
+    }
+    Ok(value)
+}
+
+impl Device {
+    /// Starts timing the next `passes` submitted passes; false where the device cannot, or
+    /// `passes` is more than one query set holds (2,048).
+    pub fn start_pass_timer(&self, passes: u32) -> bool {
+        let timer = super::timing::PassTimer::new(&self.device, passes);
+        let on = timer.is_some();
+        *self.timer.lock().unwrap_or_else(|e| e.into_inner()) = timer;
+        on
+    }
+
+    /// Stops the timer and returns the device seconds of each pass it timed.
+    pub fn finish_pass_timer(&self) -> Result<Vec<f64>> {
+        let timer = self.timer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(t) = timer else {
+            return Err(Error::Readback("no pass timer was running".into()));
+        };
+        let stamps = self.read::<u64>(&t.resolve, 0, super::timing::SLOT_ELEMENTS * t.used as usize)?;
+        let period = self.queue.get_timestamp_period() as f64 * 1e-9;
+        let per_slot = super::timing::SLOT_ELEMENTS / 2;
+        Ok(stamps.chunks_exact(per_slot).map(|p| p[1].saturating_sub(p[0]) as f64 * period).collect())
+    }
+}

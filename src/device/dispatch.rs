@@ -1,0 +1,147 @@
+//! `Dispatch`: one bound kernel launch, recorded into every step's compute pass without
+//! rebuilding anything, the grid helpers, and `submit`, the unit of work of a step.
+
+use super::Device;
+use crate::error::Result;
+
+/// A launch's bounds check over its parameters' bytes (`pipeline::Bounds`, erased).
+pub type BoundsCheck = std::sync::Arc<dyn Fn(&[u8]) -> Result<()> + Send + Sync>;
+
+/// The largest workgroup count per dimension that every WebGPU device accepts.
+pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
+
+/// Lays `groups` workgroups out as (x, y, 1) with x ≤ 65,535; kernels rebuild the flat index.
+pub fn grid(groups: u32) -> [u32; 3] {
+    if groups == 0 {
+        return [0, 0, 0];
+    }
+    let x = groups.min(MAX_GROUPS_PER_DIM);
+    [x, groups.div_ceil(x), 1]
+}
+
+/// Workgroups of `per_group` invocations covering `len` elements, laid out by `grid`.
+pub fn groups_for(len: usize, per_group: u32) -> [u32; 3] {
+    grid((len as u64).div_ceil(per_group as u64).min(u32::MAX as u64) as u32)
+}
+
+/// One kernel launch with its buffers bound: recorded into a pass each step, its parameters
+/// rewritten through the uniform only when they change (a shorter last batch, a new learning rate).
+/// A launch is one dispatch, or a short sequence sharing one parameter struct (the texture
+/// product packs its operands, then multiplies).
+pub struct Dispatch {
+    pub(crate) steps: Vec<Step>,
+    uniform: wgpu::Buffer,
+    /// Elements subtracted from (a_offset, b_offset) when a matmul's parameters are rewritten:
+    /// the uniform-window product reads its operands relative to their windows.
+    pub(crate) window_base: [u32; 2],
+    /// Checks parameters against the bound buffers before they are written.
+    bounds: BoundsCheck,
+    /// The parameters the launch was built with (a resize may only shrink a product).
+    pub(crate) built: Vec<u8>,
+}
+
+/// One dispatch of a launch.
+pub struct Step {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+}
+
+impl Dispatch {
+    /// A launch of `steps` sharing `uniform`, built with `params`, which `bounds` has checked.
+    pub(crate) fn new<P: bytemuck::Pod>(
+        steps: Vec<Step>,
+        uniform: wgpu::Buffer,
+        bounds: BoundsCheck,
+        params: &P,
+    ) -> Dispatch {
+        Dispatch { steps, uniform, window_base: [0, 0], bounds, built: bytemuck::bytes_of(params).to_vec() }
+    }
+
+    /// Records the launch into `pass` (a launch with an empty grid records nothing).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for step in &self.steps {
+            if step.groups.contains(&0) {
+                continue;
+            }
+            pass.set_pipeline(&step.pipeline);
+            pass.set_bind_group(0, &step.bind_group, &[]);
+            pass.dispatch_workgroups(step.groups[0], step.groups[1], step.groups[2]);
+        }
+    }
+
+    /// The grid of the launch's last (main) kernel.
+    pub fn groups(&self) -> [u32; 3] {
+        self.steps.last().map_or([0; 3], |s| s.groups)
+    }
+
+    /// New parameters (queued before the next submit) and the grid they need, refused when
+    /// they would reach past a bound buffer.
+    pub fn update<P: bytemuck::Pod>(&mut self, gpu: &Device, params: &P, groups: [u32; 3]) -> Result<()> {
+        self.update_steps(gpu, params, &[groups])
+    }
+
+    /// New parameters and one grid per step (a single grid applies to the last step).
+    pub fn update_steps<P: bytemuck::Pod>(&mut self, gpu: &Device, params: &P, groups: &[[u32; 3]]) -> Result<()> {
+        (self.bounds)(bytemuck::bytes_of(params))?;
+        self.write_steps(gpu, params, groups);
+        Ok(())
+    }
+
+    /// `update_steps` without the check: for parameters already checked in another form (the
+    /// uniform-window product checks absolute offsets, then writes them rebased).
+    pub(crate) fn write_steps<P: bytemuck::Pod>(&mut self, gpu: &Device, params: &P, groups: &[[u32; 3]]) {
+        gpu.queue.write_buffer(&self.uniform, 0, bytemuck::bytes_of(params));
+        let first = self.steps.len().saturating_sub(groups.len());
+        for (step, g) in self.steps[first..].iter_mut().zip(groups) {
+            step.groups = *g;
+        }
+    }
+
+    /// Runs the launch's bounds check on `params`.
+    pub(crate) fn check<P: bytemuck::Pod>(&self, params: &P) -> Result<()> {
+        (self.bounds)(bytemuck::bytes_of(params))
+    }
+}
+
+/// Records `dispatches` into one compute pass and submits it: the unit of work of a step.
+pub fn submit(gpu: &Device, label: &str, dispatches: &[&Dispatch]) -> Result<()> {
+    submit_with(gpu, label, |_| {}, dispatches)
+}
+
+/// As `submit`, with `before` recording copies or clears ahead of the pass in the same submit.
+pub fn submit_with(
+    gpu: &Device,
+    label: &str,
+    before: impl FnOnce(&mut wgpu::CommandEncoder),
+    dispatches: &[&Dispatch],
+) -> Result<()> {
+    gpu.scoped(label, || {
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        before(&mut encoder);
+        let mut timer = gpu.timer.lock().unwrap_or_else(|e| e.into_inner());
+        let (timestamp_writes, timed) = match timer.as_mut().and_then(|t| t.next()) {
+            Some((writes, i)) => (Some(writes), Some(i)),
+            None => (None, None),
+        };
+        {
+            let mut pass =
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes });
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        if let (Some(t), Some(i)) = (timer.as_ref(), timed) {
+            t.resolve(&mut encoder, i);
+        }
+        drop(timer);
+        let start = std::time::Instant::now();
+        gpu.queue.submit([encoder.finish()]);
+        SUBMIT_NANOS.fetch_add(start.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+    })
+}
+
+/// Nanoseconds spent inside `queue.submit` by this process: a driver that runs work on submit
+/// (lavapipe waits there for a free slot) counts it here, so `bench` can report host time
+/// without it.
+pub static SUBMIT_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -1,0 +1,18 @@
+//! The device layer: adapter selection, buffers, the unchecked-module contract, pipelines,
+//! dispatch and timing. Knows nothing of any particular kernel.
+
+pub mod buffer;
+pub mod context;
+pub mod dispatch;
+pub mod memory;
+pub mod pipeline;
+pub mod shaders;
+pub mod timing;
+
+pub use buffer::{Binding, GpuBuffer, PendingRead};
+pub use context::{
+    describe_adapter, list_adapters, scoped, Device, ADAPTER_ENV, LLVMPIPE_LOOP_BUDGET, NO_ADAPTER_HINT,
+};
+pub use dispatch::{grid, groups_for, submit, submit_with, Dispatch, MAX_GROUPS_PER_DIM, SUBMIT_NANOS};
+pub(crate) use pipeline::entries;
+pub use pipeline::{shader_checks, strided_extent, Entry, Family, Slot, SHADER_CHECKS_ENV};

@@ -1,0 +1,17 @@
+//! The executor layer: the GPU and CPU executors that run one model description the same way,
+//! Hessian-vector products on both, data-parallel synchronisation, the one-shot ops the tests
+//! and `check` call, and the many-steps small-MLP trainer.
+
+pub mod cpu_network;
+pub mod gpu_hessian;
+pub mod gpu_network;
+mod gpu_sync;
+pub mod hessian;
+mod launch;
+pub mod network;
+pub mod ops;
+pub mod small_mlp;
+
+pub use cpu_network::CpuNetwork;
+pub use gpu_network::GpuNetwork;
+pub use network::{BadStep, Network, StepSync, Totals};

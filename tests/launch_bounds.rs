@@ -1,0 +1,218 @@
+//! The host's half of the unchecked-shader safety contract, from safe public code: every launch
+//! builder refuses parameters that would reach past a bound buffer, with an error naming the
+//! kernel and the binding, when the launch is built and whenever its parameters are rewritten.
+//! (Data-dependent indices, such as gathered row numbers and group indices, are the kernels'
+//! half: each is clamped in the WGSL.)
+
+mod common;
+
+use common::*;
+use gradflow::device::Entry;
+use gradflow::error::Error;
+use gradflow::kernels::small_mlp::{SmallMlpParams, MAX_LAYERS};
+use gradflow::kernels::{
+    ActEntry, ActParams, BnEntry, BnParams, GatherParams, HvpBuffers, HvpEntry, HvpParams, LossParams, MatmulParams,
+    MatmulVariant, Schedule, FLAG_BIAS, FLAG_STORE_PREACT,
+};
+use gradflow::spec::{Act, Loss};
+
+/// The error a refused launch must give: out of bounds at `binding` of `kernel`.
+fn assert_out_of_bounds<T>(r: gradflow::error::Result<T>, kernel: &str, binding: usize) {
+    match r {
+        Err(Error::LaunchOutOfBounds { kernel: k, binding: b, needed, available }) => {
+            assert_eq!((k, b), (kernel, binding), "wrong kernel or binding named");
+            assert!(needed > available, "{needed} > {available}");
+        }
+        Err(e) => panic!("expected an out-of-bounds refusal of {kernel} binding {binding}, got: {e}"),
+        Ok(_) => panic!("a launch of {kernel} past binding {binding} was built"),
+    }
+}
+
+#[test]
+fn a_matmul_past_its_operands_is_refused_on_every_schedule() {
+    require_gpu!();
+    let g = gpu();
+    let (rows, inputs, outputs) = (5, 7, 3);
+    let x = g.storage("x", rows * inputs).unwrap();
+    let w = g.storage("w", outputs * inputs + outputs).unwrap();
+    let y = g.storage("y", rows * outputs).unwrap();
+    let z = g.storage("z", rows * outputs).unwrap();
+    let ok = MatmulParams::linear_forward(rows, inputs, outputs);
+    for variant in MatmulVariant::ALL {
+        let mut g = g.clone();
+        g.matmul_schedule = Schedule::uniform(variant);
+        let name = variant.name();
+        g.matmul(&x, &w, None, &y, None, ok).unwrap_or_else(|e| panic!("{name}: an exact fit was refused: {e}"));
+        // A: one row too many through the offset, then through the stride.
+        assert_out_of_bounds(g.matmul(&x, &w, None, &y, None, MatmulParams { a_offset: 1, ..ok }), "matmul", 0);
+        assert_out_of_bounds(g.matmul(&x, &w, None, &y, None, MatmulParams { a_stride_m: 8, ..ok }), "matmul", 0);
+        // B (W as strided), the bias past W's end, C at an offset, z without room.
+        assert_out_of_bounds(g.matmul(&x, &w, None, &y, None, MatmulParams { b_stride_n: 9, ..ok }), "matmul", 1);
+        let bias = MatmulParams { flags: FLAG_BIAS, bias_offset: (outputs * inputs + 1) as u32, ..ok };
+        assert_out_of_bounds(g.matmul(&x, &w, Some(&w), &y, None, bias), "matmul", 2);
+        assert_out_of_bounds(g.matmul(&x, &w, None, &y, None, MatmulParams { c_offset: 1, ..ok }), "matmul", 3);
+        let preact = MatmulParams { flags: FLAG_STORE_PREACT, ..ok };
+        assert_out_of_bounds(g.matmul(&x, &w, None, &y, None, preact), "matmul", 4);
+        g.matmul(&x, &w, None, &y, Some(&z), preact).unwrap_or_else(|e| panic!("{name}: z that fits: {e}"));
+    }
+}
+
+#[test]
+fn a_built_product_can_shrink_but_not_grow_or_move() {
+    require_gpu!();
+    let g = gpu();
+    let x = g.storage("x", 8 * 4).unwrap();
+    let w = g.storage("w", 3 * 4).unwrap();
+    let y = g.storage("y", 8 * 3).unwrap();
+    let built = MatmulParams::linear_forward(8, 4, 3);
+    let mut d = g.matmul(&x, &w, None, &y, None, built).unwrap();
+    d.update_matmul(g, MatmulParams { m: 5, ..built }).expect("a shorter batch");
+    d.update_matmul(g, built).expect("back to the built size");
+    for (what, p) in [
+        ("a larger batch", MatmulParams { m: 9, ..built }),
+        ("another offset", MatmulParams { m: 5, a_offset: 4, ..built }),
+        ("another epilogue", MatmulParams { flags: FLAG_BIAS, ..built }),
+    ] {
+        match d.update_matmul(g, p) {
+            Err(Error::LaunchParams { kernel: "matmul", .. }) => {}
+            other => panic!("{what}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
+fn elementwise_norm_loss_gather_and_hvp_launches_check_their_ranges() {
+    require_gpu!();
+    let g = gpu();
+    let (rows, cols) = (6, 5);
+    let small = g.storage("small", rows * cols - 1).unwrap();
+    let full = g.storage("full", rows * cols).unwrap();
+    let act =
+        ActParams { len: (rows * cols) as u32, act: gradflow::spec::Activation::Relu.code(), slope: 0.0, flags: 0 };
+    g.activation(ActEntry::Forward, &full, None, &full, act).expect("a fitting activation");
+    assert_out_of_bounds(g.activation(ActEntry::Forward, &small, None, &full, act), "activation_forward", 0);
+    assert_out_of_bounds(g.activation(ActEntry::Backward, &full, Some(&small), &full, act), "activation_backward", 1);
+    assert_out_of_bounds(g.residual_add(&full, &full, &small, act), "residual_add", 2);
+    // An update that grows the launch past its buffers is refused too.
+    let mut d = g.activation(ActEntry::Forward, &small, None, &small, ActParams { len: 3, ..act }).unwrap();
+    assert_out_of_bounds(d.update(g, &act, act.grid()).map(|_| ()), "activation_forward", 0);
+
+    // Batch norm: γ at the end of a parameter buffer one element short.
+    let params = g.storage("params", 2 * cols).unwrap();
+    let running = g.storage("running", 2 * cols).unwrap();
+    let stats = g.storage("stats", 3 * cols).unwrap();
+    let bn = BnParams::layer(rows, cols, 0, cols, 0, cols, 1e-5, Act::IDENTITY);
+    let run =
+        |p: BnParams| g.batchnorm(BnEntry::Forward, &full, None, &params, &running, &stats, Some(&full), &full, p);
+    run(bn).expect("a fitting batch norm");
+    assert_out_of_bounds(run(BnParams { beta_offset: cols as u32 + 1, ..bn }), "batchnorm_forward", 2);
+    let stats_short = g.storage("stats", 3 * cols - 1).unwrap();
+    let r = g.batchnorm(BnEntry::Stats, &full, None, &params, &running, &stats_short, None, &full, bn);
+    assert_out_of_bounds(r, "batchnorm_stats", 4);
+    let r = g.batchnorm(
+        BnEntry::Stats,
+        &full,
+        None,
+        &params,
+        &running,
+        &stats,
+        None,
+        &full,
+        BnParams { mean_offset: 6, ..bn },
+    );
+    assert_out_of_bounds(r, "batchnorm_stats", 3);
+
+    // Loss: labels one short.
+    let labels = g.storage("labels", rows - 1).unwrap();
+    let row_stats = g.storage("row stats", 2 * rows).unwrap();
+    let totals = g.storage("totals", gradflow::kernels::TOTALS_LEN).unwrap();
+    let lp = LossParams { rows: rows as u32, cols: cols as u32, use_targets: 0, _pad: 0 };
+    let r = g.loss_step(Loss::CrossEntropy, &full, &labels, None, &full, &row_stats, &totals, lp, rows);
+    assert_out_of_bounds(r, "cross_entropy_reduced", 1);
+
+    // Gather: a resident set claimed larger than its buffer; no rows at all.
+    let indices = g.storage("indices", rows).unwrap();
+    let gp = GatherParams::new(rows, cols, rows + 1);
+    assert_out_of_bounds(g.gather_batch(&full, &indices, &indices, &full, &indices, gp), "gather_batch", 0);
+    match g.gather_batch(&full, &indices, &indices, &full, &indices, GatherParams::new(rows, cols, 0)) {
+        Err(Error::LaunchParams { kernel: "gather_batch", .. }) => {}
+        other => panic!("gathering from no rows: {:?}", other.map(|_| ())),
+    }
+
+    // HVP: the direction v one element short of β.
+    let hp = HvpParams {
+        len: 0,
+        rows: rows as u32,
+        cols: cols as u32,
+        act: 0,
+        slope: 0.0,
+        flags: 0,
+        gamma_offset: 0,
+        beta_offset: cols as u32,
+    };
+    let bufs = |v| HvpBuffers {
+        x: &full,
+        rx: &full,
+        g: None,
+        rg: None,
+        theta: Some(&params),
+        v: Some(v),
+        stats: Some(&stats),
+        out: &full,
+    };
+    let short_v = g.storage("v", 2 * cols - 1).unwrap();
+    let stats5 = g.storage("stats", 5 * cols).unwrap();
+    let ok = HvpBuffers { stats: Some(&stats5), ..bufs(&params) };
+    g.hvp_kernel(HvpEntry::BatchnormRForward, &ok, hp).expect("a fitting R-forward");
+    let short = HvpBuffers { stats: Some(&stats5), ..bufs(&short_v) };
+    assert_out_of_bounds(g.hvp_kernel(HvpEntry::BatchnormRForward, &short, hp), "batchnorm_r_forward", 5);
+    assert_out_of_bounds(g.hvp_kernel(HvpEntry::BatchnormRForward, &bufs(&params), hp), "batchnorm_r_forward", 6);
+}
+
+#[test]
+fn the_small_mlp_kernel_refuses_shapes_its_workgroup_arrays_cannot_hold() {
+    require_gpu!();
+    let g = gpu();
+    let b = |n| g.storage("buffer", n).unwrap();
+    let (params, velocity, x, labels, schedule, costs) = (b(64), b(64), b(16), b(8), b(8), b(1));
+    let buffers = [&params, &velocity, &x, &labels, &schedule, &costs];
+    let mut p = SmallMlpParams { layers: 1, rows: 8, batch: 1, steps: 1, param_len: 6, ..Default::default() };
+    p.shape[0] = [2, 2, 0, 4];
+    g.small_mlp_kernel(&buffers, &p).expect("a 2-2 layer");
+    for (what, bad) in [
+        ("too many layers", SmallMlpParams { layers: MAX_LAYERS as u32 + 1, ..p }),
+        ("weights past the parameters", SmallMlpParams { param_len: 3, ..p }),
+        ("too wide", {
+            let mut q = p;
+            q.shape[0] = [17, 2, 0, u32::MAX];
+            q.param_len = 34;
+            q
+        }),
+    ] {
+        match g.small_mlp_kernel(&buffers, &bad) {
+            Err(Error::LaunchParams { kernel, .. }) => assert_eq!(kernel, "small_mlp_sgd", "{what}"),
+            other => panic!("{what}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+    // Steps past the schedule's rows.
+    assert_out_of_bounds(g.small_mlp_kernel(&buffers, &SmallMlpParams { steps: 9, ..p }), "small_mlp_sgd", 4);
+}
+
+/// Every entry-point enum names exactly the WGSL file's entry points (read by naga), so an
+/// entry point is never a string that could be misspelt.
+#[test]
+fn entry_point_enums_match_the_wgsl() {
+    for (file, names) in gradflow::kernels::entry_points() {
+        let src = gradflow::device::shaders::source(file).unwrap_or_else(|| panic!("no shader {file}"));
+        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{file}: {e}"));
+        // A family compiled on top of another (the packed product on matmul.wgsl) declares its own.
+        let own = gradflow::device::shaders::FAMILIES.iter().find(|(f, _)| *f == file).map(|(_, s)| *s).unwrap();
+        let mut wgsl: Vec<&str> =
+            module.entry_points.iter().map(|e| e.name.as_str()).filter(|n| own.contains(&format!("fn {n}("))).collect();
+        let mut ours = names.clone();
+        wgsl.sort();
+        ours.sort();
+        assert_eq!(ours, wgsl, "{file}: the enum's entry points against the WGSL's");
+    }
+    assert_eq!(BnEntry::Stats.name(), "batchnorm_stats");
+}
