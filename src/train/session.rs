@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::metrics::{MetricsWriter, Record};
+use super::metrics::{Curve, MetricsWriter, Record};
 use super::{Flow, Placement};
 use crate::checkpoint::{self, Checkpoint, Fnv, Progress};
 use crate::config::Config;
@@ -44,9 +44,6 @@ pub enum Ending {
     /// Nothing to train: the reason.
     NothingToDo(String),
 }
-
-/// (epoch, train loss, train accuracy, test loss, test accuracy) of each epoch.
-pub type Curve = (f64, f64, f64, f64, f64);
 
 /// Trains `config` (read from `config_file`) as `opts` asks, on `placement`, as one rank of
 /// `comm` (`dist::Single` for one process). `signal` is set (to the signal's number) by the
