@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod check;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod course;
 pub mod cpu;
