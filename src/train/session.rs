@@ -19,8 +19,8 @@ mod epochs;
 mod preflight;
 
 pub use epochs::fmt_loss;
-pub use preflight::{check_writable, fingerprint, warn_ignored};
 use preflight::{check_labels, check_outputs, check_resume, finished, print_header, read_start, schedule_of};
+pub use preflight::{check_writable, fingerprint, warn_ignored};
 
 /// What `gradflow train` was asked to do besides the config.
 #[derive(Clone, Debug, Default)]
