@@ -1,5 +1,6 @@
 //! The command-line tool end to end: train with metrics and a plot, eval, predict (npy and CSV,
-//! with the saved standardisation), check, and the data options' errors.
+//! with the saved standardisation), check, and the data options' errors; and the commands'
+//! bodies called from the library (`gradflow::cli`) without spawning the binary.
 
 mod common;
 
@@ -363,5 +364,78 @@ fn compare_on(placement: Option<&str>) {
     ] {
         let (ok, out, err) = gradflow(&["compare", "--cpu", "--config", cfg, "--epochs", "1", "--optimizers", spec]);
         assert!(!ok && err.contains(why), "{spec}: {out}\n{err}");
+    }
+}
+
+/// The command bodies are library functions (`gradflow::cli`): train on the CPU in this process,
+/// stopped by the step budget and by a signal, resume to the end, then evaluate the checkpoint;
+/// the evaluation prints exactly what `gradflow eval` prints.
+#[test]
+fn command_bodies_run_from_the_library() {
+    use gradflow::checkpoint::Progress;
+    use gradflow::cli::{self, EvalArgs, TrainArgs};
+    use gradflow::train::session::Ending;
+    use std::sync::atomic::AtomicUsize;
+
+    let d = dir("library");
+    let cfg = spirals_config(&d, 3);
+    let ck = d.join("model.safetensors");
+    let cpu = gradflow::train::Placement { cpu: true, ..Default::default() };
+    let (config, _) = cli::load_config(Some(cfg.clone()), &[]).unwrap();
+    let saved = || {
+        let model = gradflow::spec::Model::new(2, config.model.layers.clone()).unwrap();
+        gradflow::checkpoint::load(&ck, &model, &config.optimizer).unwrap().progress
+    };
+    let train = |args: TrainArgs, signal: usize| {
+        let args = TrainArgs { config: Some(cfg.clone()), save: Some(ck.clone()), ..args };
+        cli::train::train_until(args, &cpu, false, &gradflow::dist::Single, &AtomicUsize::new(signal))
+    };
+
+    // 15 steps an epoch: step 40 is batch 10 of epoch 3.
+    assert_eq!(train(TrainArgs { max_steps: Some(40), ..Default::default() }, 0).unwrap(), Ending::StepBudget);
+    assert_eq!(saved(), Progress { steps: 40, epoch: 2, batch: 10 });
+    // A signal already received stops the resumed run before its first step.
+    let resume = || TrainArgs { resume: Some(ck.clone()), ..Default::default() };
+    assert_eq!(train(resume(), 15).unwrap(), Ending::Signalled { signal: 15 });
+    assert_eq!(saved(), Progress { steps: 40, epoch: 2, batch: 10 });
+    assert_eq!(train(resume(), 0).unwrap(), Ending::Finished);
+    assert_eq!(saved(), Progress { steps: 45, epoch: 3, batch: 0 });
+    assert_eq!(
+        train(resume(), 0).unwrap(),
+        Ending::NothingToDo(
+            "the checkpoint has finished epoch 3 of train.epochs = 3 (raise --epochs to train on)".into()
+        )
+    );
+
+    let args = EvalArgs { config: Some(cfg.clone()), checkpoint: ck.clone(), split: "all".into(), set: vec![] };
+    let e = cli::eval::evaluate(&args, &cpu, false).unwrap();
+    assert_eq!((e.rows, e.split.as_str(), e.device.as_str()), (600, "all", "CPU reference"));
+    assert_eq!(e.confusion.len(), 3, "three arms");
+    assert_eq!(e.confusion.iter().flatten().sum::<usize>(), 600, "{:?}", e.confusion);
+    assert_eq!((0..3).map(|c| e.confusion[c][c]).sum::<usize>(), e.correct, "{:?}", e.confusion);
+    assert!(e.loss.is_finite() && e.loss > 0.0 && e.correct > 0, "{e}");
+    let (ok, out, err) = gradflow(&[
+        "eval",
+        "--cpu",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--split",
+        "all",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(out, e.to_string());
+
+    let bad = cli::eval::evaluate(&EvalArgs { split: "validation".into(), ..args }, &cpu, false).unwrap_err();
+    assert_eq!(bad.to_string(), "--split validation: use test, train or all");
+
+    // One entry of three lines per adapter wgpu sees, or the line saying there is none.
+    let adapters = gradflow::device::list_adapters().len();
+    let listing = cli::devices::listing();
+    if adapters == 0 {
+        assert!(listing.starts_with("no adapters"), "{listing}");
+    } else {
+        assert!(listing.starts_with("0: ") && listing.lines().count() == 3 * adapters, "{listing}");
     }
 }

@@ -23,6 +23,10 @@ pub struct Record {
     pub wall_s: f64,
 }
 
+/// (epoch, train loss, train accuracy, test loss, test accuracy) of each epoch: what the session
+/// records and `train --plot` draws.
+pub type Curve = (f64, f64, f64, f64, f64);
+
 const FIELDS: [&str; 9] =
     ["step", "epoch", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "grad_norm", "wall_s"];
 

@@ -1,6 +1,6 @@
 //! `train --plot`: the training curves, and for 2-feature data the decision regions.
 
-use super::session::Curve;
+use super::metrics::Curve;
 use crate::error::Result;
 
 /// Training curves, and for 2-feature data the decision regions with the points.

@@ -1,0 +1,75 @@
+//! `gradflow hessian`: the Hessian of the mean training loss at a saved model, its extreme
+//! eigenvalues, index and spectral density (the numbers from `spectrum::report`).
+
+use super::hessian as report;
+use super::hessian::Budget;
+use super::saved::{data_for_checkpoint, state_dict};
+use super::HessianArgs;
+use crate::error::{Error, Result};
+use crate::spec::Model;
+use crate::train::{self, Placement};
+
+/// The command: builds the Hessian operator (on the GPU unless `--cpu`), prints the spectrum's
+/// summary and writes the density's plot.
+pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> Result<()> {
+    let budget = Budget { k: args.k, steps: args.steps, probes: args.probes, seed: 0 };
+    let (checkpoint, plot) = (args.checkpoint.as_path(), args.plot.as_deref());
+    let (config, file) = super::load_config(args.config.clone(), &args.set)?;
+    if let Some(p) = plot {
+        train::session::check_writable(p, "--plot")?;
+    }
+    let (train_set, _) = data_for_checkpoint(&config, &file, checkpoint)?;
+    let model = Model::new(train_set.d, config.model.layers.clone())?;
+    let (params, _) = state_dict(checkpoint, &model, non_strict)?;
+    // Without batch norm the batching does not change the loss: as few batches as memory allows.
+    let (batch, norm) = if model.has_batch_norm() {
+        let b = config.train.batch_size;
+        (b, format!("batch norm in training mode, statistics of each batch of {b} consecutive rows"))
+    } else {
+        (train_set.n.clamp(1, 4096), "no batch norm".to_string())
+    };
+    let mut h = crate::exec::hessian::Hessian::new(model, config.model.loss, &params, &train_set, batch)?;
+    if let Some(gpu) = train::open_gpu(placement, "Hessian-vector products")? {
+        println!("device: {}", gpu.describe());
+        h.use_gpu(std::sync::Arc::new(gpu))?;
+    }
+    println!(
+        "Hessian of the mean {} loss over the training split ({} rows; {norm}) at {}: {} parameters",
+        config.model.loss.name(),
+        train_set.n,
+        checkpoint.display(),
+        crate::spectrum::SymmetricOperator::dim(&h)
+    );
+    let s = report::summarize(&mut h, &budget)?;
+    let list = |v: &[f64]| v.iter().map(|x| format!("{x:.4e}")).collect::<Vec<_>>().join("  ");
+    println!("loss {:.6}, gradient norm {:.3e}", s.loss, s.grad_norm);
+    println!("smallest eigenvalues ({} Lanczos steps): {}", budget.steps, list(&s.smallest));
+    println!("largest eigenvalues:  {}", list(&s.largest));
+    println!(
+        "index (fraction of eigenvalues below −δ, SLQ with {} probes × {} steps): {:.4}; within ±δ: {:.4} \
+         (δ = width/steps = {:.2e}: the quadrature cannot tell these signs apart)",
+        budget.probes, budget.steps, s.index, s.unresolved, s.resolution
+    );
+    if let Some(all) = &s.exact {
+        // Eigenvalues within rounding of 0 (n·u·max|λ| of the f64 decomposition) count as zero.
+        let tol = all.len() as f64 * f64::EPSILON * all.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let negative = all.iter().filter(|&&x| x < -tol).count();
+        let zero = all.iter().filter(|&&x| x.abs() <= tol).count();
+        println!(
+            "exact (all {} eigenvalues, Jacobi): index {:.4} ({negative} negative, {zero} zero within {tol:.1e}); \
+             extremes {:.4e} … {:.4e}",
+            all.len(),
+            negative as f64 / all.len() as f64,
+            all[0],
+            all[all.len() - 1]
+        );
+    }
+    println!("{} Hessian-vector products in {:.1} s on {}", s.products, s.seconds, h.device());
+    if let Some(path) = plot {
+        let title = format!("Hessian spectral density, {} parameters", s.dim);
+        let svg = crate::plot::svg(&[report::density_chart(&s.density, &title)]);
+        std::fs::write(path, svg).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

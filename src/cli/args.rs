@@ -1,0 +1,169 @@
+//! The command line as clap parses it: the global flags, and one argument struct per command.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "gradflow", version, about = "Train dense networks on any GPU with WGSL compute shaders")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Adapter to use: a substring of its name, or a backend (vulkan, metal, dx12, gl). Also $GRADFLOW_ADAPTER.
+    #[arg(long, global = true)]
+    pub adapter: Option<String>,
+    /// Run on the CPU reference path instead of a GPU.
+    #[arg(long, global = true)]
+    pub cpu: bool,
+    /// Load state dicts that have tensors the config's model lacks, ignoring them with a warning
+    /// (torch's strict=False); by default such a file is refused. Not for --resume.
+    #[arg(long, global = true)]
+    pub non_strict: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train the model a config describes (the default: configs/digits.toml).
+    Train(TrainArgs),
+    /// Loss, accuracy and confusion matrix of a saved model on the config's data.
+    Eval(EvalArgs),
+    /// Writes a saved model's outputs for new inputs: logits to .npy, or class and logits to CSV.
+    Predict(PredictArgs),
+    /// The Hessian of the mean training loss at a saved model: its extreme eigenvalues (Lanczos),
+    /// its index and spectral density (stochastic Lanczos quadrature).
+    Hessian(HessianArgs),
+    /// Trains the config's model with each of several optimizers (or batching schemes) from the
+    /// same initial weights and batch schedule, and overlays their curves.
+    Compare(CompareArgs),
+    /// Runs every kernel on this machine's adapter against the CPU reference and prints the
+    /// worst error of each; exits non-zero if one is out of bounds.
+    Check,
+    /// List the adapters wgpu can see, best first.
+    Devices,
+    /// Matmul GFLOP/s and training samples/s on the chosen adapter.
+    Bench(BenchArgs),
+}
+
+// The argument structs carry no doc comments of their own: clap would take one for the
+// command's description, which is the `Command` variant's.
+
+// `gradflow train`, and `gradflow` alone (all defaults).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override train.epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override one config field, e.g. --set optimizer.lr=0.01 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Start from a state dict (safetensors, nn.Sequential names), e.g. one saved by PyTorch.
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<PathBuf>,
+    /// Continue a run from a gradflow checkpoint (parameters, optimizer state, position).
+    #[arg(long, value_name = "FILE", conflicts_with = "init")]
+    pub resume: Option<PathBuf>,
+    /// Write a checkpoint here after every epoch and when the run stops (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Stop after this many optimizer steps in all (counting those before --resume).
+    #[arg(long, value_name = "STEPS")]
+    pub max_steps: Option<usize>,
+    /// Write metrics here: .csv, or .jsonl for JSON lines (one record per epoch).
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+    /// Also write a metrics record every N steps (each reads the step's loss back).
+    #[arg(long, value_name = "N")]
+    pub log_every: Option<usize>,
+    /// Write an SVG of the training curves (and, for 2-feature data, the decision regions).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+}
+
+// `gradflow eval`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A gradflow checkpoint or a PyTorch state dict (safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Which part of the data: test (default), train or all.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+// `gradflow predict`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PredictArgs {
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Features: .npy (float32/float64 [n, d]) or CSV without a label column.
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// .npy (float32 logits [n, classes]) or .csv (predicted class, then the logits).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+// `gradflow hessian`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct HessianArgs {
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A gradflow checkpoint or a PyTorch state dict (safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Eigenvalues to print at each end of the spectrum.
+    #[arg(long, default_value_t = 5)]
+    pub k: usize,
+    /// Lanczos steps (for the extremes, and per probe for the density).
+    #[arg(long, default_value_t = 40)]
+    pub steps: usize,
+    /// Random probes for the density and the index.
+    #[arg(long, default_value_t = 5)]
+    pub probes: usize,
+    /// Write the spectral density as an SVG.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+// `gradflow compare`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CompareArgs {
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Comma-separated entries, each a preset with optional settings: sgd, momentum, nesterov,
+    /// adagrad, rmsprop, adam, adamw, sgd-reshuffle, sgd-replacement, gd; e.g.
+    /// "sgd,adam(lr=0.003),sgd(batching=\"replacement\")".
+    #[arg(long, default_value = "sgd,momentum,nesterov,adagrad,rmsprop,adam")]
+    pub optimizers: String,
+    /// Override train.epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Write the overlaid curves as an SVG.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+// `gradflow bench`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct BenchArgs {
+    /// Fewer repetitions and sizes (a smoke run).
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write every figure as JSON to FILE (for scripts/peers.sh and scripts/gpu-report.sh).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}

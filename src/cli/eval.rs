@@ -1,0 +1,108 @@
+//! `gradflow eval`: loss, accuracy and confusion matrix of a saved model on the config's data.
+
+use std::fmt;
+
+use super::saved::{data_for_checkpoint, saved_network};
+use super::EvalArgs;
+use crate::error::{Error, Result};
+use crate::train::Placement;
+
+/// What `gradflow eval` found; `Display` writes the command's report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// The split evaluated: test, train or all.
+    pub split: String,
+    pub rows: usize,
+    /// The network and where it ran (`Network::describe`).
+    pub device: String,
+    /// Mean loss over the rows.
+    pub loss: f32,
+    /// Rows whose predicted class (argmax of the outputs) is the label.
+    pub correct: usize,
+    /// `confusion[true class][predicted class]`: row counts.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+impl Evaluation {
+    /// The fraction of rows predicted right.
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.rows as f64
+    }
+}
+
+impl fmt::Display for Evaluation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} rows ({}) on {}", self.rows, self.split, self.device)?;
+        // As a percentage computed in this order, so the figure reads as it always has.
+        writeln!(f, "loss {:.4}  accuracy {:.2}%", self.loss, 100.0 * self.correct as f64 / self.rows as f64)?;
+        writeln!(f, "confusion matrix (rows: true class, columns: predicted)")?;
+        write!(f, "{:>6}", "")?;
+        for c in 0..self.confusion.len() {
+            write!(f, "{c:>6}")?;
+        }
+        writeln!(f)?;
+        for (t, row) in self.confusion.iter().enumerate() {
+            write!(f, "{t:>6}")?;
+            for v in row {
+                write!(f, "{v:>6}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// The command: evaluates and prints the report.
+pub fn eval(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Result<()> {
+    print!("{}", evaluate(args, placement, non_strict)?);
+    Ok(())
+}
+
+/// Evaluates `args.checkpoint` on the split `args.split` of the config's data, printing nothing.
+pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Result<Evaluation> {
+    let (split, checkpoint) = (args.split.as_str(), args.checkpoint.as_path());
+    let (config, file) = super::load_config(args.config.clone(), &args.set)?;
+    let (train_set, test_set) = data_for_checkpoint(&config, &file, checkpoint)?;
+    let data = match split {
+        "test" => test_set,
+        "train" => train_set,
+        "all" => {
+            let mut all = train_set;
+            all.x.extend(&test_set.x);
+            all.labels.extend(&test_set.labels);
+            all.n += test_set.n;
+            all
+        }
+        other => return Err(Error::Usage(format!("--split {other}: use test, train or all"))),
+    };
+    if data.n == 0 {
+        return Err(Error::Usage(format!("the {split} split is empty (data.test_fraction?)")));
+    }
+    let mut net = saved_network(&config, data.d, checkpoint, placement, 1024.min(data.n), non_strict)?;
+    let classes = net.model().outputs();
+    if let Some(&bad) = data.labels.iter().find(|&&l| l as usize >= classes) {
+        return Err(Error::Model(format!("the data has label {bad} but the model has {classes} outputs")));
+    }
+    let logits = net.predict(&data.x, data.n)?;
+    let out = match config.model.loss {
+        crate::spec::Loss::CrossEntropy => crate::reference::cross_entropy(&logits, &data.labels, data.n, classes),
+        crate::spec::Loss::Mse => crate::reference::mse(&logits, None, &data.labels, data.n, classes),
+    };
+    // Rows: true class; columns: predicted class (argmax, first maximum as torch.argmax).
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    for (r, &label) in data.labels.iter().enumerate() {
+        let row = &logits[r * classes..(r + 1) * classes];
+        let pred = crate::reference::argmax(row);
+        if (label as usize) < classes {
+            confusion[label as usize][pred] += 1;
+        }
+    }
+    Ok(Evaluation {
+        split: split.to_string(),
+        rows: data.n,
+        device: net.describe(),
+        loss: out.loss,
+        correct: out.correct,
+        confusion,
+    })
+}

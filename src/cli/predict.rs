@@ -1,0 +1,126 @@
+//! `gradflow predict`: a saved model's outputs for new inputs, as .npy logits or a CSV of the
+//! predicted class and the logits.
+
+use std::path::Path;
+
+use super::saved::saved_network;
+use super::PredictArgs;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::spec::Model;
+use crate::train::{self, Placement};
+
+/// The command: reads `args.input`, transforms it as training did, and writes `args.output`.
+pub fn predict(args: &PredictArgs, placement: &Placement, non_strict: bool) -> Result<()> {
+    let (checkpoint, input, output) = (args.checkpoint.as_path(), args.input.as_path(), args.output.as_path());
+    let (config, file) = super::load_config(args.config.clone(), &args.set)?;
+    train::session::check_writable(output, "--output")?;
+    let (mut x, n, d) = if is(input, "npy") { read_npy_features(input)? } else { crate::data::load_features(input)? };
+    // The same transforms as training: the config's scale, then the saved standardisation.
+    if config.data.scale != 1.0 {
+        x.iter_mut().for_each(|v| *v *= config.data.scale);
+    }
+    let saved = crate::checkpoint::load_input_transform(checkpoint)?;
+    let standardize = match saved {
+        Some((mean, std)) => Some(train::Standardize { mean, std }),
+        None => train::Standardize::of_config(&config, &file)?,
+    };
+    if let Some(s) = &standardize {
+        if s.mean.len() != d {
+            return Err(Error::DataFile {
+                file: input.to_path_buf(),
+                message: format!(
+                    "has {d} features per row, but the model in {} was trained on {} (its saved standardisation)",
+                    checkpoint.display(),
+                    s.mean.len()
+                ),
+            });
+        }
+        s.apply(&mut x);
+    }
+    check_input_width(&config, checkpoint, input, d)?;
+    let mut net = saved_network(&config, d, checkpoint, placement, 1024.min(n.max(1)), non_strict)?;
+    let logits = net.predict(&x, n)?;
+    let classes = net.model().outputs();
+    if is(output, "npy") {
+        crate::data::write_npy_f32(output, &[n, classes], &logits)?;
+    } else {
+        let mut text = String::from("predicted");
+        for c in 0..classes {
+            text += &format!(",logit_{c}");
+        }
+        text.push('\n');
+        for row in logits.chunks(classes) {
+            let pred = crate::reference::argmax(row);
+            text += &pred.to_string();
+            for v in row {
+                text += &format!(",{v}");
+            }
+            text.push('\n');
+        }
+        crate::checkpoint::write_atomic(output, text.as_bytes())?;
+    }
+    println!("{n} rows → {} ({classes} outputs each)", output.display());
+    Ok(())
+}
+
+/// Whether `p` has the extension `ext` (any case).
+fn is(p: &Path, ext: &str) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+/// Features from a 2-D .npy array: (values, rows, features), all finite.
+fn read_npy_features(input: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    use crate::data::NpyData;
+    let a = crate::data::read_npy(input)?;
+    if a.shape.len() != 2 {
+        return Err(Error::DataFile {
+            file: input.into(),
+            message: format!("expected a 2-D array [rows, features], got shape {:?}", a.shape),
+        });
+    }
+    let x: Vec<f32> = match a.data {
+        NpyData::F32(v) => v,
+        NpyData::F64(v) => v.iter().map(|&x| x as f32).collect(),
+        // Integers as training takes them: exact in f32 up to 2^24.
+        NpyData::U8(v) => v.iter().map(|&x| x as f32).collect(),
+        NpyData::I32(v) if v.iter().all(|x| x.unsigned_abs() <= 1 << 24) => v.iter().map(|&x| x as f32).collect(),
+        NpyData::I64(v) if v.iter().all(|x| x.unsigned_abs() <= 1 << 24) => v.iter().map(|&x| x as f32).collect(),
+        other => {
+            return Err(Error::DataFile {
+                file: input.into(),
+                message: format!(
+                    "features must be float32, float64 or integers exact in float32, got {}",
+                    other.dtype_name()
+                ),
+            })
+        }
+    };
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(Error::DataFile {
+            file: input.into(),
+            message: format!("{}: {} in data", crate::data::row_feature_text(i, a.shape[1]), x[i]),
+        });
+    }
+    Ok((x, a.shape[0], a.shape[1]))
+}
+
+/// An input file with the wrong number of columns is the input's fault, not the checkpoint's:
+/// the model's first tensor ([out, in] or a norm's [in]) says how many features it takes.
+fn check_input_width(config: &Config, checkpoint: &Path, input: &Path, d: usize) -> Result<()> {
+    let probe = Model::new(d, config.model.layers.clone())?;
+    let Some(first) = probe.params.first() else { return Ok(()) };
+    let saved = crate::checkpoint::tensor_shape(checkpoint, &first.name)?;
+    match saved.as_deref().and_then(|s| s.last()) {
+        Some(&want) if want != d => Err(Error::DataFile {
+            file: input.to_path_buf(),
+            message: format!(
+                "has {d} features per row, but the model in {} takes {want} (tensor '{}' {:?})",
+                checkpoint.display(),
+                first.name,
+                saved.unwrap_or_default()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,334 @@
+//! The epoch loop of `gradflow train`: the steps of each epoch behind a progress bar, the
+//! per-epoch (and `--log-every`) metrics records and evaluation, the checkpoint after every
+//! epoch and when the run stops (a signal, `--max-steps`), and the closing summary.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{Ending, Saved, Start, TrainOptions};
+use crate::checkpoint::{self, Checkpoint, Progress};
+use crate::config::Config;
+use crate::data::Dataset;
+use crate::dist::Collective;
+use crate::error::{Error, Result};
+use crate::exec::Network;
+use crate::train::metrics::{Curve, MetricsWriter, Record};
+use crate::train::Flow;
+
+/// Runs the epochs `start` has left, writing metrics on rank 0 (the only rank that writes).
+pub(super) fn run(
+    config: &Config,
+    opts: &TrainOptions,
+    start: Start,
+    signal: &AtomicUsize,
+    comm: &dyn Collective,
+) -> Result<Ending> {
+    let Start { net, train_set, test_set, batcher, progress, saved } = start;
+    let metrics = match (&opts.metrics, comm.rank() == 0) {
+        (Some(p), true) => Some(MetricsWriter::create(p, opts.resume.is_some())?),
+        _ => None,
+    };
+    let mut run = Run {
+        config,
+        opts,
+        net,
+        train_set: &train_set,
+        test_set: &test_set,
+        metrics,
+        curves: Vec::new(),
+        clock: Instant::now(),
+        signal,
+        saved,
+        comm,
+        reduce_secs: 0.0,
+        steps_run: 0,
+        saved_once: false,
+    };
+    run.epochs(batcher, progress)
+}
+
+struct Run<'a> {
+    config: &'a Config,
+    opts: &'a TrainOptions,
+    net: Box<dyn Network>,
+    train_set: &'a Dataset,
+    test_set: &'a Dataset,
+    metrics: Option<MetricsWriter>,
+    curves: Vec<Curve>,
+    clock: Instant,
+    signal: &'a AtomicUsize,
+    saved: Saved,
+    comm: &'a dyn Collective,
+    /// Seconds in the step's all-reduces so far, and the steps they were spent over.
+    reduce_secs: f64,
+    steps_run: usize,
+    /// Whether this run has written its checkpoint yet.
+    saved_once: bool,
+}
+
+impl Run<'_> {
+    fn epochs(&mut self, mut batcher: crate::data::Batcher, progress: Progress) -> Result<Ending> {
+        let epochs = self.config.train.epochs;
+        // The batch schedule's RNG state is its seed and the epochs drawn so far: replay them.
+        for _ in 0..progress.epoch {
+            batcher.next_epoch();
+        }
+        let mut throughput = Vec::new();
+        for epoch in progress.epoch + 1..=epochs {
+            if let Some(signal) = self.signalled()? {
+                let saved = self.opts.save.as_ref().map_or(String::new(), |p| format!("; {} has its end", p.display()));
+                crate::say!("stopped by signal {signal} after epoch {}{saved}", epoch - 1);
+                return Ok(Ending::Signalled { signal });
+            }
+            let batches = batcher.next_epoch();
+            let first = if epoch == progress.epoch + 1 { progress.batch } else { 0 };
+            if first > batches.len() {
+                return Err(Error::Usage(format!(
+                    "the checkpoint is at batch {first} of epoch {epoch}, which has only {} batches",
+                    batches.len()
+                )));
+            }
+            let left = self.opts.max_steps.map_or(usize::MAX, |m| m.saturating_sub(self.net.steps()));
+            if left == 0 {
+                // The budget ended with the last epoch, which is saved and recorded already.
+                crate::say!("stopped after step {} (--max-steps), after epoch {}", self.net.steps(), epoch - 1);
+                return Ok(Ending::StepBudget);
+            }
+            let last = batches.len().min(first.saturating_add(left));
+            let report = self.run_batches(&batches[first..last], epoch)?;
+            let done = first + report.steps;
+            if done < batches.len() {
+                let at = Progress { steps: self.net.steps(), epoch: epoch - 1, batch: done };
+                self.save(at)?;
+                self.write_step_record(epoch)?;
+                let saved = self.opts.save.as_ref().map_or(String::new(), |p| format!("; saved {}", p.display()));
+                return Ok(match self.signalled()? {
+                    Some(signal) => {
+                        crate::say!(
+                            "stopped by signal {signal} after step {} (epoch {epoch}, batch {done}){saved}",
+                            self.net.steps()
+                        );
+                        Ending::Signalled { signal }
+                    }
+                    None => {
+                        crate::say!(
+                            "stopped after step {} (--max-steps), in epoch {epoch} after batch {done}{saved}",
+                            self.net.steps()
+                        );
+                        Ending::StepBudget
+                    }
+                });
+            }
+            self.save(Progress { steps: self.net.steps(), epoch, batch: 0 })?;
+            self.end_epoch(epoch, &report)?;
+            throughput.push(report.samples_per_sec);
+        }
+        if self.comm.rank() != 0 {
+            return Ok(Ending::Finished);
+        }
+        if let Some(path) = &self.opts.plot {
+            crate::train::plot::write(path, &self.curves, self.net.as_mut(), self.train_set, self.test_set)?;
+            crate::say!("plot: {}", path.display());
+        }
+        if self.comm.size() > 1 {
+            let (wall, steps) = (self.clock.elapsed().as_secs_f64(), self.steps_run.max(1) as f64);
+            crate::say!(
+                "data-parallel over {} ranks: {:.3} ms a step on rank 0, {:.3} ms of it in all-reduces \
+                 (waiting for the slowest rank included; a bucket's overlaps the backward pass on a GPU)",
+                self.comm.size(),
+                1e3 * wall / steps,
+                1e3 * self.reduce_secs / steps
+            );
+        }
+        let mean = throughput.iter().sum::<f64>() / throughput.len().max(1) as f64;
+        if self.test_set.n > 0 {
+            let (loss, acc) = crate::train::evaluate(self.net.as_mut(), self.test_set, self.config.model.loss)?;
+            crate::say!(
+                "test accuracy {:.1}% (loss {}); training throughput {mean:.0} samples/s (mean over epochs)",
+                100.0 * acc,
+                fmt_loss(loss)
+            );
+        } else {
+            crate::say!("no test set; training throughput {mean:.0} samples/s (mean over epochs)");
+        }
+        Ok(Ending::Finished)
+    }
+
+    /// The signal this run received, agreed by every rank (the largest number any rank saw),
+    /// so that all stop at the same point.
+    fn signalled(&self) -> Result<Option<usize>> {
+        let local = self.signal.load(Ordering::SeqCst) as u64;
+        let mut inverted = [u64::MAX - local];
+        self.comm.allreduce_min_u64(&mut inverted)?;
+        Ok(Some((u64::MAX - inverted[0]) as usize).filter(|&s| s != 0))
+    }
+
+    /// One epoch's batches (or what is left of it) with a progress bar; stops early on a signal,
+    /// except after the epoch's last step (that epoch then ends normally).
+    fn run_batches(&mut self, run: &[Vec<usize>], epoch: usize) -> Result<crate::train::EpochReport> {
+        let epochs = self.config.train.epochs;
+        // indicatif draws nothing when stderr is not a terminal (logs, pipes, CI).
+        let bar = ProgressBar::new(run.iter().map(Vec::len).sum::<usize>() as u64);
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} samples {per_sec} eta {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        if let Some(c) = self.curves.last() {
+            bar.set_message(format!("last epoch's loss {}", fmt_loss(c.1 as f32)));
+        }
+        let (log_every, clock, signal) = (self.opts.log_every, self.clock, self.signal);
+        let metrics = &mut self.metrics;
+        let stop = || signal.load(Ordering::SeqCst) != 0;
+        let report = crate::train::train_batches_on(self.net.as_mut(), run, epoch, self.comm, &stop, |net, i| {
+            bar.inc(run[i - 1].len() as u64);
+            if let (Some(every), Some(m)) = (log_every, metrics.as_mut()) {
+                if every > 0 && net.steps() % every == 0 {
+                    let loss = net.last_loss()? as f64;
+                    bar.set_message(format!("loss {}", fmt_loss(loss as f32)));
+                    m.write(&Record {
+                        step: net.steps(),
+                        epoch,
+                        loss: Some(loss),
+                        lr: net.lr() as f64,
+                        grad_norm: Some(crate::train::metrics::grad_norm(&net.grads()?)),
+                        wall_s: clock.elapsed().as_secs_f64(),
+                        ..Default::default()
+                    })?;
+                }
+            }
+            // A signal stops every rank at the same step: it travels with the gradient.
+            Ok(Flow::Continue)
+        });
+        bar.finish_and_clear();
+        let report = report.map_err(|e| self.explain_divergence(e))?;
+        self.reduce_secs += report.reduce_secs;
+        self.steps_run += report.steps;
+        Ok(report)
+    }
+
+    /// A divergence message says which checkpoint is still good.
+    fn explain_divergence(&self, e: Error) -> Error {
+        match (e, &self.opts.save) {
+            (Error::Diverged { step, epoch, what }, Some(path)) if path.exists() => {
+                // This run's own save, or the checkpoint it resumed from: a good state.
+                let good = self.saved_once || self.opts.resume.as_ref() == Some(path);
+                let kept = if good { "keeps the last good state (not overwritten)" } else { "was not overwritten" };
+                Error::Diverged { step, epoch, what: format!("{what}; {} {kept}", path.display()) }
+            }
+            (e, _) => e,
+        }
+    }
+
+    fn end_epoch(&mut self, epoch: usize, report: &crate::train::EpochReport) -> Result<()> {
+        self.share_running_statistics()?;
+        if self.comm.rank() != 0 {
+            return Ok(());
+        }
+        let has_test = self.test_set.n > 0;
+        let (test_loss, test_acc) = if has_test {
+            crate::train::evaluate(self.net.as_mut(), self.test_set, self.config.model.loss)?
+        } else {
+            (f32::NAN, f32::NAN)
+        };
+        let lr = self.net.lr();
+        if let Some(m) = self.metrics.as_mut() {
+            m.write(&Record {
+                step: self.net.steps(),
+                epoch,
+                loss: Some(report.train_loss as f64),
+                accuracy: Some(report.train_accuracy as f64),
+                test_loss: has_test.then_some(test_loss as f64),
+                test_accuracy: has_test.then_some(test_acc as f64),
+                lr: lr as f64,
+                grad_norm: Some(crate::train::metrics::grad_norm(&self.net.grads()?)),
+                wall_s: self.clock.elapsed().as_secs_f64(),
+            })?;
+        }
+        self.curves.push((
+            epoch as f64,
+            report.train_loss as f64,
+            report.train_accuracy as f64,
+            test_loss as f64,
+            test_acc as f64,
+        ));
+        let test = if has_test { format!("  test acc {:5.1}%", 100.0 * test_acc) } else { String::new() };
+        crate::say!(
+            "epoch {epoch:>3}/{}  lr {lr:.3e}  loss {}  train acc {:5.1}%{test}  {:>9.0} samples/s",
+            self.config.train.epochs,
+            fmt_loss(report.train_loss),
+            100.0 * report.train_accuracy,
+            report.samples_per_sec
+        );
+        Ok(())
+    }
+
+    /// Batch norm's running statistics as rank 0 has them, on every rank: each rank normalises
+    /// its own share, and, as PyTorch DDP broadcasts rank 0's buffers, rank 0's are the run's.
+    fn share_running_statistics(&mut self) -> Result<()> {
+        if self.comm.size() == 1 || !self.net.model().has_batch_norm() {
+            return Ok(());
+        }
+        let mut norm = self.net.norm_state()?;
+        self.comm.broadcast_f32(0, &mut norm.running)?;
+        self.net.set_norm_state(&norm)
+    }
+
+    /// The last step's loss as a metrics record, when a run stops inside an epoch.
+    fn write_step_record(&mut self, epoch: usize) -> Result<()> {
+        if let Some(m) = self.metrics.as_mut() {
+            let steps = self.net.steps();
+            m.write(&Record {
+                step: steps,
+                epoch,
+                loss: Some(self.net.last_loss()? as f64),
+                lr: self.net.lr() as f64,
+                grad_norm: Some(crate::train::metrics::grad_norm(&self.net.grads()?)),
+                wall_s: self.clock.elapsed().as_secs_f64(),
+                ..Default::default()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoint (with `--save`); parameters that are not finite are never written
+    /// over a good file.
+    fn save(&mut self, progress: Progress) -> Result<()> {
+        let Some(path) = self.opts.save.as_ref().filter(|_| self.comm.rank() == 0) else { return Ok(()) };
+        let params = self.net.params()?;
+        if let Some(i) = params.iter().position(|p| !p.is_finite()) {
+            return Err(Error::Diverged {
+                step: progress.steps,
+                // The epoch the parameters went bad in (1-based; `progress.epoch` counts finished ones).
+                epoch: if progress.batch > 0 { progress.epoch + 1 } else { progress.epoch },
+                what: format!("parameter {i} is {}; {} was not overwritten", params[i], path.display()),
+            });
+        }
+        let ck = Checkpoint {
+            params,
+            norm: self.net.norm_state()?,
+            optimizer_state: Some(self.net.optimizer_state()?),
+            progress,
+            standardize: self.saved.standardize.clone(),
+            schedule: self.saved.schedule.clone(),
+            train_rows: self.saved.train_rows.clone(),
+        };
+        checkpoint::save(path, self.net.model(), &self.config.optimizer, &ck)?;
+        self.saved_once = true;
+        Ok(())
+    }
+}
+
+/// A loss as a person reads it: four decimals in the usual range, else scientific
+/// (`9.4830e26`, not 27 digits).
+pub fn fmt_loss(x: f32) -> String {
+    if x == 0.0 || (1e-4..1e5).contains(&x.abs()) {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.4e}")
+    }
+}

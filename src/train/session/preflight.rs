@@ -1,0 +1,215 @@
+//! What `gradflow train` checks and reads before its first step: outputs that can be written
+//! and overwrite no input, labels that fit the model, the header it prints, the state it starts
+//! from (`--init`, `--resume`) and whether a checkpoint continues this run.
+
+use std::path::{Path, PathBuf};
+
+use super::TrainOptions;
+use crate::checkpoint::{self, Checkpoint, Fnv, Progress};
+use crate::config::Config;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::spec::Model;
+
+/// Every file the run will write can be written, before any training: a typo in a folder name
+/// must not cost an hour of training.
+/// The outputs must also be three different files, none of them one the run reads (the config,
+/// its data; `--save` may be `--resume`'s file, which it continues).
+pub(super) fn check_outputs(opts: &TrainOptions, config: &Config, config_file: &Path) -> Result<()> {
+    let outputs = [(&opts.save, "--save"), (&opts.metrics, "--metrics"), (&opts.plot, "--plot")];
+    let outputs: Vec<(&PathBuf, &str)> = outputs.iter().filter_map(|(p, f)| p.as_ref().map(|p| (p, *f))).collect();
+    let inputs = [Some(config_file), Some(config.data.path.as_path()), config.data.labels.as_deref()]
+        .into_iter()
+        .chain([config.data.test_path.as_deref(), config.data.test_labels.as_deref(), opts.init.as_deref()])
+        .flatten();
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    for input in inputs {
+        if let Some((path, flag)) = outputs.iter().find(|(p, _)| same(p, input)) {
+            return Err(Error::Io {
+                file: path.to_path_buf(),
+                message: format!("{flag}: would overwrite an input of the run"),
+            });
+        }
+    }
+    for (i, (a, fa)) in outputs.iter().enumerate() {
+        if let Some((_, fb)) = outputs[i + 1..].iter().find(|(b, _)| same(a, b)) {
+            return Err(Error::Io { file: a.to_path_buf(), message: format!("{fa} and {fb} name the same file") });
+        }
+        check_writable(a, fa)?;
+    }
+    Ok(())
+}
+
+/// `path` is not a folder, its folder exists and takes a new file, and an existing file can be
+/// opened for writing (nothing is changed).
+pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
+    let err = |message: String| Error::Io { file: path.to_path_buf(), message };
+    if path.is_dir() {
+        return Err(err(format!("{flag}: is a folder; give a file name")));
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(err(format!("{flag}: the folder {} does not exist", dir.display())));
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let probe = dir.join(format!(".{name}.probe-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| err(format!("{flag}: cannot write in {}: {e}", dir.display())))?;
+    if path.exists() {
+        std::fs::OpenOptions::new().append(true).open(path).map_err(|e| err(format!("{flag}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Labels every split has must fit the model's outputs; one-class data gets a warning.
+pub(super) fn check_labels(model: &Model, train: &Dataset, test: &Dataset, config: &Config) -> Result<()> {
+    let outputs = model.outputs();
+    if outputs < train.num_classes {
+        return Err(Error::Model(format!(
+            "the last layer has {outputs} outputs but the data has {} classes",
+            train.num_classes
+        )));
+    }
+    if let Some(&bad) = test.labels.iter().find(|&&l| l as usize >= outputs) {
+        let file = config.data.test_path.as_ref().unwrap_or(&config.data.path);
+        return Err(Error::Model(format!(
+            "{}: the test data has label {bad} but the model has {outputs} outputs",
+            file.display()
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn print_header(config: &Config, config_file: &Path, train: &Dataset, test: &Dataset, model: &Model) {
+    let builtin = config.builtin && !config_file.exists();
+    crate::say!("config: {}{}", config_file.display(), if builtin { " (the built-in copy)" } else { "" });
+    let classes = match train.num_classes {
+        1 => "1 class".to_string(),
+        n => format!("{n} classes"),
+    };
+    let test_rows = match &config.data.test_path {
+        Some(p) => format!("{} test rows from {}", test.n, p.display()),
+        None => format!("{} test", test.n),
+    };
+    let builtin_data = if config.builtin && !config.data.path.exists() { " (the built-in copy)" } else { "" };
+    crate::say!(
+        "data: {}{builtin_data} ({} train / {test_rows} rows, {} features, {classes})",
+        config.data.path.display(),
+        train.n,
+        train.d
+    );
+    if train.num_classes == 1 {
+        crate::warn!(
+            "warning: the training data has only one class: every prediction will be that class \
+             (wrong label column? set data.label_column or data.num_classes)"
+        );
+    }
+    if test.n == 0 {
+        crate::say!("no test set (data.test_fraction = 0 and no data.test_path): no test column");
+    }
+    crate::say!("model: {}", model.summary());
+}
+
+/// The checkpoint a run starts from: `--init`'s state dict or `--resume`'s checkpoint.
+/// Read before the device is opened, so a bad file fails fast.
+pub(super) fn read_start(config: &Config, opts: &TrainOptions, model: &Model) -> Result<Option<Checkpoint>> {
+    if let Some(path) = &opts.init {
+        let (params, norm) = if opts.non_strict {
+            let (params, norm, ignored) = checkpoint::load_state_dict_lenient(path, model)?;
+            warn_ignored(path, &ignored);
+            (params, norm)
+        } else {
+            checkpoint::load_state_dict(path, model)?
+        };
+        crate::say!("init: {}", path.display());
+        return Ok(Some(Checkpoint {
+            params,
+            norm,
+            optimizer_state: None,
+            progress: Progress::default(),
+            standardize: None,
+            schedule: String::new(),
+            train_rows: String::new(),
+        }));
+    }
+    let Some(path) = &opts.resume else { return Ok(None) };
+    let ck = checkpoint::load(path, model, &config.optimizer)?;
+    let p = ck.progress;
+    let at = match p.batch {
+        0 => format!("after epoch {}", p.epoch),
+        b => format!("epoch {} after batch {b}", p.epoch + 1),
+    };
+    crate::say!("resume: {} (step {}, {at})", path.display(), p.steps);
+    Ok(Some(ck))
+}
+
+/// `--non-strict`'s loud line: which tensors of `path` were dropped.
+pub fn warn_ignored(path: &Path, ignored: &[String]) {
+    if !ignored.is_empty() {
+        crate::warn!(
+            "warning: --non-strict: ignoring {} tensor(s) of {} the model does not have: {}",
+            ignored.len(),
+            path.display(),
+            ignored.join(", ")
+        );
+    }
+}
+
+/// Why there is nothing to train from `progress`, if so.
+pub(super) fn finished(config: &Config, opts: &TrainOptions, progress: &Progress) -> Option<String> {
+    let epochs = config.train.epochs;
+    if opts.resume.is_some() && progress.epoch >= epochs {
+        return Some(format!(
+            "the checkpoint has finished epoch {} of train.epochs = {epochs} (raise --epochs to train on)",
+            progress.epoch
+        ));
+    }
+    match opts.max_steps {
+        Some(m) if m <= progress.steps => Some(format!("--max-steps {m}, and the run is at step {}", progress.steps)),
+        _ => None,
+    }
+}
+
+/// What a saved batch position refers to: a resume with another schedule would replay other batches.
+pub(super) fn schedule_of(config: &Config, rows: usize) -> String {
+    let t = &config.train;
+    format!("{} batch_size={} drop_last={} seed={} rows={rows}", t.batching, t.batch_size, t.drop_last, t.seed)
+}
+
+/// Which rows are training rows, and their values: a resume on other rows (another split,
+/// file, scale or standardisation) would not continue the same run.
+pub fn fingerprint(train: &Dataset) -> String {
+    let mut h = Fnv::default();
+    h.f32s(&train.x);
+    for l in &train.labels {
+        h.bytes(&l.to_le_bytes());
+    }
+    format!("rows={} features={} fnv={:016x}", train.n, train.d, h.0)
+}
+
+/// A checkpoint resumes only the run it came from: the same batch schedule and training rows.
+pub(super) fn check_resume(opts: &TrainOptions, ck: &Checkpoint, schedule: &str, train_rows: &str) -> Result<()> {
+    let file = opts.resume.clone().unwrap_or_default();
+    // Checkpoints from before the fingerprint was saved have none to compare.
+    if !ck.train_rows.is_empty() && ck.train_rows != train_rows {
+        return Err(Error::Checkpoint {
+            file,
+            message: format!(
+                "saved for the training rows '{}', but the config's data gives '{train_rows}' (a changed data \
+                 file, test_fraction, split_seed, scale or standardisation?)",
+                ck.train_rows
+            ),
+        });
+    }
+    if ck.schedule != schedule {
+        return Err(Error::Checkpoint {
+            file,
+            message: format!("saved for the batch schedule '{}', but the config gives '{schedule}'", ck.schedule),
+        });
+    }
+    Ok(())
+}
