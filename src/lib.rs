@@ -14,5 +14,6 @@ pub mod gpu;
 pub mod nn;
 pub mod optim;
 pub mod plot;
+pub mod prelude;
 pub mod spectrum;
 pub mod train;

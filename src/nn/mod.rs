@@ -2,6 +2,7 @@
 //! executors (GPU and CPU reference) that run one model description the same way.
 
 pub mod activation;
+pub mod builder;
 pub mod cpu_network;
 pub mod gpu_hessian;
 pub mod gpu_network;
@@ -14,6 +15,7 @@ pub mod network;
 pub mod plan;
 
 pub use activation::{Act, Activation};
+pub use builder::ModelBuilder;
 pub use cpu_network::CpuNetwork;
 pub use gpu_network::GpuNetwork;
 pub use loss::Loss;
