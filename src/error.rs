@@ -66,4 +66,6 @@ pub enum Error {
     Dist(String),
 }
 
-pub type Result<T> = std::result::Result<T, Error>;
+/// `Result<T>` is `Result<T, gradflow::error::Error>`; the second parameter defaults, so the
+/// prelude's glob import still lets `Result<T, E>` name any other error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -5,6 +5,7 @@
 
 pub mod batches;
 pub mod csv;
+mod memory;
 pub mod npy;
 
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};

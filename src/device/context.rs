@@ -14,7 +14,7 @@ pub const NO_ADAPTER_HINT: &str = "; on headless Linux install Mesa's software V
 /// An open device: adapter, queue, limits and the pass timer, before any kernel is compiled
 /// (`kernels::Gpu` adds them). Cloning shares the device.
 #[derive(Clone)]
-pub struct Device {
+pub struct Context {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
@@ -28,7 +28,7 @@ pub struct Device {
 /// 65,535 iterations, without an error. Kept 5,535 below that.
 pub const LLVMPIPE_LOOP_BUDGET: usize = 60_000;
 
-impl Device {
+impl Context {
     /// The loop budget of one invocation on this adapter, where it has one (llvmpipe).
     pub fn loop_limit(&self) -> Option<usize> {
         let llvmpipe = |s: &str| s.to_lowercase().contains("llvmpipe");
@@ -102,10 +102,10 @@ fn matches(info: &wgpu::AdapterInfo, wanted: &str) -> bool {
         || info.driver.to_lowercase().contains(&wanted)
 }
 
-impl Device {
+impl Context {
     /// Opens the best adapter, or the first whose name, backend or driver matches `wanted`
     /// (else `$GRADFLOW_ADAPTER`). Discrete beats integrated beats software.
-    pub fn new(wanted: Option<&str>) -> Result<Device> {
+    pub fn new(wanted: Option<&str>) -> Result<Context> {
         let env = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
         let wanted = wanted.map(str::to_owned).or(env);
         let adapters = list_adapters();
@@ -121,26 +121,26 @@ impl Device {
                 })?
             }
         };
-        Device::from_adapter(&adapter)
+        Context::from_adapter(&adapter)
     }
 
     /// `new`, for data-parallel rank `rank_on_host` of its host: unless an adapter is named, the
     /// ranks share out the adapters of the best kind (rank r takes the r-th, modulo their number).
-    pub fn for_rank(wanted: Option<&str>, rank_on_host: usize) -> Result<Device> {
+    pub fn for_rank(wanted: Option<&str>, rank_on_host: usize) -> Result<Context> {
         let named = wanted.is_some() || std::env::var(ADAPTER_ENV).is_ok_and(|s| !s.is_empty());
         if named || rank_on_host == 0 {
-            return Device::new(wanted);
+            return Context::new(wanted);
         }
         let adapters = list_adapters();
         let Some(best) = adapters.first().map(|a| rank(&a.get_info())) else {
             return Err(Error::NoAdapter(NO_ADAPTER_HINT.to_string()));
         };
         let peers: Vec<&wgpu::Adapter> = adapters.iter().filter(|a| rank(&a.get_info()) == best).collect();
-        Device::from_adapter(peers[rank_on_host % peers.len()])
+        Context::from_adapter(peers[rank_on_host % peers.len()])
     }
 
     /// Opens a device with the adapter's own limits, so layers as large as the hardware allows fit.
-    pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Device> {
+    pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Context> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {
@@ -159,7 +159,7 @@ impl Device {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("gradflow: uncaptured GPU error: {e}");
         }));
-        Ok(Device { device, queue, info, limits, timer: Default::default() })
+        Ok(Context { device, queue, info, limits, timer: Default::default() })
     }
 
     pub fn describe(&self) -> String {
@@ -198,7 +198,7 @@ pub fn scoped<T>(device: &wgpu::Device, context: &str, f: impl FnOnce() -> T) ->
     Ok(value)
 }
 
-impl Device {
+impl Context {
     /// Starts timing the next `passes` submitted passes; false where the device cannot, or
     /// `passes` is more than one query set holds (2,048).
     pub fn start_pass_timer(&self, passes: u32) -> bool {

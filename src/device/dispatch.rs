@@ -1,7 +1,7 @@
 //! `Dispatch`: one bound kernel launch, recorded into every step's compute pass without
 //! rebuilding anything, the grid helpers, and `submit`, the unit of work of a step.
 
-use super::Device;
+use super::Context;
 use crate::error::Result;
 
 /// A launch's bounds check over its parameters' bytes (`pipeline::Bounds`, erased).
@@ -77,12 +77,12 @@ impl Dispatch {
 
     /// New parameters (queued before the next submit) and the grid they need, refused when
     /// they would reach past a bound buffer.
-    pub fn update<P: bytemuck::Pod>(&mut self, gpu: &Device, params: &P, groups: [u32; 3]) -> Result<()> {
+    pub fn update<P: bytemuck::Pod>(&mut self, gpu: &Context, params: &P, groups: [u32; 3]) -> Result<()> {
         self.update_steps(gpu, params, &[groups])
     }
 
     /// New parameters and one grid per step (a single grid applies to the last step).
-    pub fn update_steps<P: bytemuck::Pod>(&mut self, gpu: &Device, params: &P, groups: &[[u32; 3]]) -> Result<()> {
+    pub fn update_steps<P: bytemuck::Pod>(&mut self, gpu: &Context, params: &P, groups: &[[u32; 3]]) -> Result<()> {
         (self.bounds)(bytemuck::bytes_of(params))?;
         self.write_steps(gpu, params, groups);
         Ok(())
@@ -90,7 +90,7 @@ impl Dispatch {
 
     /// `update_steps` without the check: for parameters already checked in another form (the
     /// uniform-window product checks absolute offsets, then writes them rebased).
-    pub(crate) fn write_steps<P: bytemuck::Pod>(&mut self, gpu: &Device, params: &P, groups: &[[u32; 3]]) {
+    pub(crate) fn write_steps<P: bytemuck::Pod>(&mut self, gpu: &Context, params: &P, groups: &[[u32; 3]]) {
         gpu.queue.write_buffer(&self.uniform, 0, bytemuck::bytes_of(params));
         let first = self.steps.len().saturating_sub(groups.len());
         for (step, g) in self.steps[first..].iter_mut().zip(groups) {
@@ -105,13 +105,13 @@ impl Dispatch {
 }
 
 /// Records `dispatches` into one compute pass and submits it: the unit of work of a step.
-pub fn submit(gpu: &Device, label: &str, dispatches: &[&Dispatch]) -> Result<()> {
+pub fn submit(gpu: &Context, label: &str, dispatches: &[&Dispatch]) -> Result<()> {
     submit_with(gpu, label, |_| {}, dispatches)
 }
 
 /// As `submit`, with `before` recording copies or clears ahead of the pass in the same submit.
 pub fn submit_with(
-    gpu: &Device,
+    gpu: &Context,
     label: &str,
     before: impl FnOnce(&mut wgpu::CommandEncoder),
     dispatches: &[&Dispatch],

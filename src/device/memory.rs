@@ -4,10 +4,10 @@
 use wgpu::util::DeviceExt;
 
 use super::buffer::{GpuBuffer, PendingRead, STORAGE, WINDOW_SLACK};
-use super::Device;
+use super::Context;
 use crate::error::{Error, Result};
 
-impl Device {
+impl Context {
     fn check_size(&self, what: &str, len: usize) -> Result<u64> {
         let bytes = (len.max(1) as u64).saturating_mul(4);
         let limit = self.max_storage_bytes();
@@ -166,13 +166,13 @@ impl Device {
 
 impl PendingRead {
     /// Waits for the copy's submission (not for work submitted after it) and returns the values.
-    pub fn finish<T: bytemuck::Pod>(self, gpu: &Device) -> Result<Vec<T>> {
+    pub fn finish<T: bytemuck::Pod>(self, gpu: &Context) -> Result<Vec<T>> {
         pollster::block_on(self.values(gpu))
     }
 
     /// The values, once the copy's mapping has completed: natively the device is polled for the
     /// copy's submission first; in a browser the event loop completes the mapping.
-    pub async fn values<T: bytemuck::Pod>(self, gpu: &Device) -> Result<Vec<T>> {
+    pub async fn values<T: bytemuck::Pod>(self, gpu: &Context) -> Result<Vec<T>> {
         let Some((staging, bytes, index, receiver)) = self.mapping else {
             return Ok(Vec::new());
         };

@@ -11,7 +11,7 @@ pub mod timing;
 
 pub use buffer::{Binding, GpuBuffer, PendingRead};
 pub use context::{
-    describe_adapter, list_adapters, scoped, Device, ADAPTER_ENV, LLVMPIPE_LOOP_BUDGET, NO_ADAPTER_HINT,
+    describe_adapter, list_adapters, scoped, Context, ADAPTER_ENV, LLVMPIPE_LOOP_BUDGET, NO_ADAPTER_HINT,
 };
 pub use dispatch::{grid, groups_for, submit, submit_with, Dispatch, MAX_GROUPS_PER_DIM, SUBMIT_NANOS};
 pub(crate) use pipeline::entries;

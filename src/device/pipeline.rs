@@ -4,7 +4,7 @@
 
 use super::context::scoped;
 use super::dispatch::{Dispatch, Step};
-use super::{shaders, Binding, Device};
+use super::{shaders, Binding, Context};
 use crate::error::{Error, Result};
 
 /// What a binding holds.
@@ -258,7 +258,7 @@ impl<E: Entry> Family<E> {
     #[allow(clippy::too_many_arguments)]
     pub fn dispatch<P: bytemuck::Pod + Send + Sync>(
         &self,
-        gpu: &Device,
+        gpu: &Context,
         entry: E,
         constants: &Constants,
         buffers: &[Binding],

@@ -1,4 +1,4 @@
-//! Device time of compute passes from timestamp queries (where the adapter has them), for
+//! Context time of compute passes from timestamp queries (where the adapter has them), for
 //! `bench`: while a timer is running, every submitted pass writes a timestamp at its start and
 //! end into the next pair of a query set, resolved in the same submit; `finish` reads them all
 //! back at once, so timing adds no read-back inside the measured steps.

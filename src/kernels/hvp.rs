@@ -59,7 +59,7 @@ impl HvpParams {
         }
     }
 
-    /// Loop iterations of one invocation of `entry` (llvmpipe's budget, `Device::check_loops`).
+    /// Loop iterations of one invocation of `entry` (llvmpipe's budget, `Context::check_loops`).
     pub fn loop_iterations(&self, entry: HvpEntry) -> usize {
         match entry {
             HvpEntry::BatchnormRForward => 2 * (self.rows as usize).div_ceil(16),

@@ -29,7 +29,7 @@ pub use matmul::{
 pub use optim::{GpuOptimizer, OptEntry, OptParams};
 pub use small_mlp::{SmallMlpEntry, SmallMlpParams};
 
-use crate::device::{Binding, Device, Entry, Family, Slot};
+use crate::device::{Binding, Context, Entry, Family, Slot};
 use crate::error::Result;
 
 /// Every kernel family's entry points, by file: what `tests/shader_layout.rs` holds against
@@ -124,10 +124,10 @@ impl Kernels {
 }
 
 /// An open device with every kernel family compiled and the matmul schedule chosen. Derefs to
-/// the `Device` (queue, limits, buffers). Cloning shares the device.
+/// the `Context` (queue, limits, buffers). Cloning shares the device.
 #[derive(Clone)]
 pub struct Gpu {
-    pub ctx: Device,
+    pub ctx: Context,
     /// Every pipeline, compiled once when the device opens.
     pub kernels: Kernels,
     /// The matmul schedule `Gpu::matmul` launches, per shape class.
@@ -137,8 +137,8 @@ pub struct Gpu {
 }
 
 impl std::ops::Deref for Gpu {
-    type Target = Device;
-    fn deref(&self) -> &Device {
+    type Target = Context;
+    fn deref(&self) -> &Context {
         &self.ctx
     }
 }
@@ -147,22 +147,22 @@ impl Gpu {
     /// Opens the best adapter, or the first whose name, backend or driver matches `wanted`
     /// (else `$GRADFLOW_ADAPTER`). Discrete beats integrated beats software.
     pub fn new(wanted: Option<&str>) -> Result<Gpu> {
-        Gpu::on(Device::new(wanted)?)
+        Gpu::on(Context::new(wanted)?)
     }
 
     /// `new`, for data-parallel rank `rank_on_host` of its host: unless an adapter is named, the
     /// ranks share out the adapters of the best kind.
     pub fn for_rank(wanted: Option<&str>, rank_on_host: usize) -> Result<Gpu> {
-        Gpu::on(Device::for_rank(wanted, rank_on_host)?)
+        Gpu::on(Context::for_rank(wanted, rank_on_host)?)
     }
 
     /// Opens a device on `adapter` with the adapter's own limits.
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Gpu> {
-        Gpu::on(Device::from_adapter(adapter)?)
+        Gpu::on(Context::from_adapter(adapter)?)
     }
 
     /// Compiles every family on `ctx` and chooses the matmul schedule.
-    pub fn on(ctx: Device) -> Result<Gpu> {
+    pub fn on(ctx: Context) -> Result<Gpu> {
         let kernels = Kernels::new(&ctx.device)?;
         // Provisional until the autotuner (or $GRADFLOW_MATMUL) has chosen.
         let mut gpu = Gpu { ctx, kernels, matmul_schedule: Schedule::uniform(MatmulVariant::Tiled), tuning: None };
