@@ -20,23 +20,25 @@ pub const UNIFORM_WINDOW: usize = 16384;
 pub(crate) const WINDOW_SLACK: u64 = (UNIFORM_WINDOW * 4) as u64;
 
 impl GpuBuffer {
-    /// The buffer as a launch binds it: its element count is what the bounds check holds
-    /// every index against (not the allocation, which has the window slack past it).
+    /// The buffer as a launch binds it: its element count, rounded up to the whole last quad
+    /// every allocation holds, is what the bounds check holds every index against (not the
+    /// allocation's window slack past it). Never more than the allocation, whatever `len` says.
     pub fn bind(&self) -> Binding<'_> {
-        Binding { buffer: &self.buffer, len: self.len as u64 }
+        let len = (self.len as u64).next_multiple_of(4).min(self.buffer.size() / 4);
+        Binding { buffer: &self.buffer, len }
     }
 }
 
 /// A buffer bound to a launch with the number of 4-byte elements the launch may touch in it.
 #[derive(Clone, Copy, Debug)]
 pub struct Binding<'a> {
-    pub buffer: &'a wgpu::Buffer,
-    pub len: u64,
+    pub(crate) buffer: &'a wgpu::Buffer,
+    pub(crate) len: u64,
 }
 
 impl<'a> Binding<'a> {
     /// A placeholder for a binding the launch does not use: no element may be touched.
-    pub fn unused(buffer: &'a wgpu::Buffer) -> Binding<'a> {
+    pub(crate) fn unused(buffer: &'a wgpu::Buffer) -> Binding<'a> {
         Binding { buffer, len: 0 }
     }
 }

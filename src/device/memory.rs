@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 
 impl Context {
     fn check_size(&self, what: &str, len: usize) -> Result<u64> {
-        let bytes = (len.max(1) as u64).saturating_mul(4);
+        // Whole 16-byte quads: kernels that work four elements at a time (optim.wgsl) read the
+        // last quad whole, so every allocation holds it (`GpuBuffer::bind`).
+        let bytes = (len.max(1) as u64).saturating_mul(4).next_multiple_of(16);
         let limit = self.max_storage_bytes();
         if bytes > limit {
             return Err(Error::TooLargeForDevice { what: what.to_string(), bytes, limit });

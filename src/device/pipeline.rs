@@ -98,7 +98,7 @@ pub fn shader_checks() -> bool {
 /// is an error.
 ///
 /// `$GRADFLOW_SHADER_CHECKS=1` restores wgpu's checks; CI runs the kernel tests in both modes.
-pub fn module(device: &wgpu::Device, file: &str, src: String) -> wgpu::ShaderModule {
+pub(crate) fn module(device: &wgpu::Device, file: &str, src: String) -> wgpu::ShaderModule {
     let desc = wgpu::ShaderModuleDescriptor { label: Some(file), source: wgpu::ShaderSource::Wgsl(src.into()) };
     if shader_checks() {
         device.create_shader_module(desc)
@@ -225,13 +225,13 @@ impl<E: Entry> Clone for Family<E> {
 impl<E: Entry> Family<E> {
     /// A family whose bindings are `slots` at 0, 1, 2, … (the uniform last), with the default
     /// pipelines of `eager` made now (the rest on first use).
-    pub fn new(device: &wgpu::Device, slots: &[Slot], eager: &[E]) -> Result<Family<E>> {
+    pub(crate) fn new(device: &wgpu::Device, slots: &[Slot], eager: &[E]) -> Result<Family<E>> {
         let numbered: Vec<(u32, Slot)> = slots.iter().enumerate().map(|(i, &s)| (i as u32, s)).collect();
         Family::with_bindings(device, &numbered, eager)
     }
 
     /// A family with `slots` at the given binding numbers.
-    pub fn with_bindings(device: &wgpu::Device, slots: &[(u32, Slot)], eager: &[E]) -> Result<Family<E>> {
+    pub(crate) fn with_bindings(device: &wgpu::Device, slots: &[(u32, Slot)], eager: &[E]) -> Result<Family<E>> {
         let file = E::FILE;
         let src = shaders::source(file).ok_or_else(|| Error::Model(format!("no shader {file}")))?;
         scoped(device, &format!("compiling {file}"), || {
@@ -256,7 +256,7 @@ impl<E: Entry> Family<E> {
     /// launch may touch lies inside its buffer; the same check guards every later rewrite of
     /// the launch's parameters (`Dispatch::update`).
     #[allow(clippy::too_many_arguments)]
-    pub fn dispatch<P: bytemuck::Pod + Send + Sync>(
+    pub(crate) fn dispatch<P: bytemuck::Pod + Send + Sync>(
         &self,
         gpu: &Context,
         entry: E,
@@ -297,7 +297,7 @@ pub struct Bounds<E: Entry, P> {
 
 impl<E: Entry, P: bytemuck::Pod + Send + Sync> Bounds<E, P> {
     /// The check for `entry` over `buffers` (their lengths in 4-byte elements).
-    pub fn new(entry: E, buffers: &[Binding], extents: Extents<E, P>) -> Bounds<E, P> {
+    pub(crate) fn new(entry: E, buffers: &[Binding], extents: Extents<E, P>) -> Bounds<E, P> {
         Bounds { entry, lengths: buffers.iter().map(|b| b.len).collect(), extents }
     }
 
