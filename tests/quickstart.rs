@@ -132,3 +132,15 @@ fn a_large_batch_size_takes_every_row() {
     let history = trainer(2).batch_size(1000).fit(&xor(), None).unwrap();
     assert!(history.iter().all(|e| e.steps == 1), "{history:?}");
 }
+
+/// The README's "Use from Rust" program is `examples/quickstart.rs` word for word, so the
+/// program the tests above compile and run is the one a reader copies.
+#[test]
+fn the_readme_shows_the_quickstart_word_for_word() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("examples/quickstart.rs")).unwrap();
+    let section = readme.split("## Use from Rust").nth(1).expect("README has a 'Use from Rust' section");
+    let block = section.split("```rust\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a rust block");
+    assert_eq!(block.trim_end(), example.trim_end(), "README's quickstart differs from examples/quickstart.rs");
+}
