@@ -4,7 +4,8 @@
 //! family compiled.
 
 pub mod activation;
-pub mod autotune;
+pub use matmul::autotune;
+
 pub mod batchnorm;
 pub mod data;
 pub mod hvp;
