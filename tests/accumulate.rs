@@ -87,7 +87,7 @@ fn activation_backward_accumulate_adds_dy_times_the_derivative() {
     require_gpu!();
     let g = gpu();
     let mut r = rng(32);
-    for act in Activation::ALL {
+    for &act in Activation::ALL {
         for len in [1, 255, 256, 257, 4099] {
             let x = g.upload("x", &uniform(&mut r, len, -3.0, 3.0)).unwrap();
             let dy = g.upload("dy", &uniform(&mut r, len, -2.0, 2.0)).unwrap();

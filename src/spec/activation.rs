@@ -2,50 +2,43 @@
 
 use serde::Deserialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Activation {
-    Identity,
-    Relu,
-    Sigmoid,
-    Tanh,
-    /// The exact (erf) form, PyTorch's default.
-    Gelu,
-    LeakyRelu,
+/// Declares `Activation` from one table: each line is a variant, the code `common.wgsl`
+/// switches on (its `ACT_*` constant, checked by tests/shader_layout.rs) and the name a config
+/// uses. A new activation is a line here, its WGSL in common.wgsl and its reference in
+/// `reference::activation` (whose exhaustive matches, and the error model's, then fail to
+/// compile until it has one).
+macro_rules! activations {
+    ($($(#[$meta:meta])* $variant:ident = $code:literal, $name:literal;)+) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+        pub enum Activation {
+            $($(#[$meta])* #[serde(rename = $name)] $variant,)+
+        }
+
+        impl Activation {
+            /// Every activation, in code order.
+            pub const ALL: &'static [Activation] = &[$(Activation::$variant),+];
+
+            /// The code `common.wgsl` switches on (`ACT_*`).
+            pub fn code(self) -> u32 {
+                match self { $(Activation::$variant => $code),+ }
+            }
+
+            /// As a config names it.
+            pub fn name(self) -> &'static str {
+                match self { $(Activation::$variant => $name),+ }
+            }
+        }
+    };
 }
 
-impl Activation {
-    /// The code `common.wgsl` switches on (`ACT_*`).
-    pub fn code(self) -> u32 {
-        match self {
-            Activation::Identity => 0,
-            Activation::Relu => 1,
-            Activation::Sigmoid => 2,
-            Activation::Tanh => 3,
-            Activation::Gelu => 4,
-            Activation::LeakyRelu => 5,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Activation::Identity => "identity",
-            Activation::Relu => "relu",
-            Activation::Sigmoid => "sigmoid",
-            Activation::Tanh => "tanh",
-            Activation::Gelu => "gelu",
-            Activation::LeakyRelu => "leaky-relu",
-        }
-    }
-
-    pub const ALL: [Activation; 6] = [
-        Activation::Identity,
-        Activation::Relu,
-        Activation::Sigmoid,
-        Activation::Tanh,
-        Activation::Gelu,
-        Activation::LeakyRelu,
-    ];
+activations! {
+    Identity = 0, "identity";
+    Relu = 1, "relu";
+    Sigmoid = 2, "sigmoid";
+    Tanh = 3, "tanh";
+    /// The exact (erf) form, PyTorch's default.
+    Gelu = 4, "gelu";
+    LeakyRelu = 5, "leaky-relu";
 }
 
 /// An activation with its parameter (leaky ReLU's negative slope; ignored by the others).
