@@ -6,7 +6,7 @@
 //! steps; and the decision regions on [0, 1]².
 //!
 //! A million steps of the training path's ~10 launches each would take over 8 minutes on
-//! lavapipe; here they run through `gpu::small_mlp`, thousands of steps per dispatch. The CPU
+//! lavapipe; here they run through `exec::small_mlp`, thousands of steps per dispatch. The CPU
 //! reference replays the same million steps for comparison.
 //!
 //!     cargo run --release --example higham [-- OUT.svg]      (default docs/higham.svg)

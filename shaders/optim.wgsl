@@ -1,5 +1,5 @@
 // Fused optimizer updates over the flat parameter buffer: one dispatch updates every tensor of
-// the model. Each kernel mirrors its CPU reference (src/cpu/optim.rs) line by line, with
+// the model. Each kernel mirrors its CPU reference (src/reference/optim.rs) line by line, with
 // torch.optim's formulas. State is slot-major: state[s * len + i].
 //
 // Every 1 − h is computed on the host in f64 and rounded once, as PyTorch passes its Python

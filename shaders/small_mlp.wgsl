@@ -1,7 +1,7 @@
 // A whole small MLP trained by SGD inside one invocation, many steps per dispatch: for models
 // like Higham & Higham's 2-2-3-2 network, where a step is a few hundred flops and the training
 // path's ~10 launches per step would cost far more than the arithmetic (on lavapipe ~40 µs
-// each). Same maths as the training path (src/cpu: Linear + activation per layer, mean loss,
+// each). Same maths as the training path (src/reference: Linear + activation per layer, mean loss,
 // torch.optim.SGD with momentum and dampening); parameters live in workgroup memory for the
 // whole dispatch and go back to the flat buffer at its end.
 //
@@ -11,7 +11,7 @@
 //
 // llvmpipe ends every loop of an invocation once all its loops together have run 65,535
 // iterations (LP_MAX_TGSI_LOOP_ITERATIONS, shared by every loop of a shader), silently. So the
-// host sizes each dispatch by this kernel's loop count (`gpu::small_mlp::loop_iterations`), and
+// host sizes each dispatch by this kernel's loop count (`exec::small_mlp::loop_iterations`), and
 // the loops here run over parameters and units only, never over padding.
 
 struct SmallMlpParams {

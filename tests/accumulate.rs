@@ -1,6 +1,6 @@
 //! Every accumulate flag, per kernel: a launch with the flag adds to its destination exactly
 //! what the same launch without it writes (the plain launches are held against the CPU
-//! reference in kernels_gpu_vs_cpu.rs, batchnorm.rs and hvp_kernels.rs). Training uses these
+//! reference in kernels_gpu_vs_cpu.rs and batchnorm.rs; HVP_ACCUMULATE in hvp_kernels.rs). Training uses these
 //! where a value has two consumers: a matmul's dX or dW into a gradient another launch also
 //! writes, a standalone activation's backward, a batch norm's dx.
 //!

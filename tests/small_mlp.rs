@@ -1,4 +1,4 @@
-//! The many-steps kernel (gpu::small_mlp) against the CPU reference replaying the same step
+//! The many-steps kernel (exec::small_mlp) against the CPU reference replaying the same step
 //! schedule: Higham & Higham's 2-2-3-2 sigmoid network with MSE and single-sample SGD, and a
 //! cross-entropy model with momentum, dampening and batches of 4; then the limits it refuses.
 //!

@@ -1,5 +1,5 @@
 //! `gradflow hessian`: the Hessian of the mean training loss at a saved model, its extreme
-//! eigenvalues, index and spectral density (the numbers from `spectrum::report`).
+//! eigenvalues, index and spectral density (the numbers from `cli::hessian`).
 
 use super::hessian as report;
 use super::hessian::Budget;

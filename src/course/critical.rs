@@ -1,6 +1,6 @@
 //! Critical points of a training loss and the methods drawn to or away from saddles (Dauphin et
 //! al., "Identifying and attacking the saddle point problem", NIPS 2014), for models small
-//! enough to decompose the Hessian exactly (`nn::hessian`, f64):
+//! enough to decompose the Hessian exactly (`exec::hessian`, f64):
 //! - a critical point near a point, by Levenberg–Marquardt on ½‖∇L‖² (its gradient is H·∇L and
 //!   its Gauss–Newton matrix H²);
 //! - Newton's step −H⁻¹∇L, which a nearby saddle attracts;

@@ -1,6 +1,6 @@
 //! Any optimizer on an explicit function: each step the host evaluates ∇f at the current
 //! parameters and the optimizer applies it, on the GPU through the training path's fused update
-//! (`gpu::optimizer`) or on the CPU reference (`cpu::optimizer_update`, f32), so an experiment on
+//! (`gpu::optimizer`) or on the CPU reference (`reference::optimizer_update`, f32), so an experiment on
 //! a 2-D surface runs the exact update code a network is trained with.
 
 use crate::device::{submit, Dispatch};

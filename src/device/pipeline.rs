@@ -74,26 +74,33 @@ pub fn shader_checks() -> bool {
 /// # Safety contract (why the unchecked module is sound)
 /// Without checks, a kernel that indexes past a binding reads or writes outside it. Every
 /// index a kernel computes is kept inside its bindings by these two halves:
-/// - **The host** builds each launch from sizes it has validated: every buffer is allocated for
-///   the largest batch it will see (`GpuNetwork::new`, `ops::*` size their buffers from the same
-///   m, n, k), offsets and strides come from `Model::params` (checked against the parameter
-///   buffer's length by `check_params`), batch indices are checked against the resident rows
-///   (`check_batch`) before they are written, labels against the class count when data is
-///   loaded, and packed textures are created for the launch's largest m, n, k. A uniform-window
-///   product is built only when each operand's last value plus the kernel's vec4 over-read
-///   (`WINDOW_OVERREAD`) lies inside its 16,384-float window (`window_fits`) and the buffer
-///   holds the whole 64 KiB window from its aligned start (the slack every buffer is allocated
-///   with; checked in `Gpu::matmul`); wgpu itself validates the bound window's size.
+/// - **The host** checks every launch before it exists: each kernel module states, per entry
+///   point, how many elements of each binding a launch with given parameters may touch (its
+///   `extents` function; also the limits its workgroup arrays rely on), and `Family::dispatch`
+///   refuses a launch whose extents pass any bound buffer's element count (`Bounds`; the count
+///   is the buffer's length rounded to the whole 16-byte quad every allocation holds, never more
+///   than the allocation) with `Error::LaunchOutOfBounds` naming kernel and binding. Rewritten
+///   parameters are checked again (`Dispatch::update`; a product may only shrink,
+///   `Dispatch::update_matmul`). The pieces that could skip this (`Family::dispatch`,
+///   `Binding`'s fields, this function) are crate-private. A uniform-window product is built
+///   only when each operand's last value plus the kernel's vec4 over-read (`WINDOW_OVERREAD`)
+///   lies inside its 16,384-float window (`window_fits`) and the buffer holds the whole 64 KiB
+///   window from its aligned start (checked in `Gpu::matmul`); packed textures are made for the
+///   launch's m, n, k; wgpu itself validates every binding's size.
+/// - **Indices that are data, not parameters**, are clamped in the kernel: gathered row
+///   numbers below `src_rows` (data.wgsl), the small-MLP schedule's rows below `rows`, the
+///   optimizer's group indices below `MAX_GROUPS` (optim.wgsl), labels below `cols`
+///   (loss.wgsl). The host checks them too where it writes them (`check_batch`, data loading),
+///   so the clamps never change a valid result.
 /// - **Each kernel** guards every index derived from its parameters: `if (i >= len) return`
 ///   or the `r < p.m && k < p.k` tests of `load_a`/`load_b`/`store_c`, a clamp to the last row
 ///   for texel fetches and window reads past the edge (`min(col, p.n - 1)`, `min(k, p.k - 1)`),
-///   `min(label, cols - 1)` for a label
-///   it reads, and loops bounded by uniform sizes. Divisors are uniform sizes the host never
+///   and loops bounded by uniform sizes. Divisors are uniform sizes the host never
 ///   sets to zero (a zero-sized launch is skipped before dispatch: `Dispatch::record`).
 ///
 /// A third rule is llvmpipe's, not wgpu's: it ends every loop of an invocation once all its loops
 /// have run 65,535 iterations together, silently. Each launch whose loop count grows with its
-/// sizes is checked against `Gpu::loop_limit` before it is built (`Gpu::check_loops`): long
+/// sizes is checked against `Context::loop_limit` before it is built (`Context::check_loops`): long
 /// products move to the tiled schedule, which loops once per 16 of k; what still does not fit
 /// is an error.
 ///
@@ -169,7 +176,7 @@ impl Specialized {
 }
 
 /// A WGSL file's entry points as an enum, so that no entry point is a string: `entries!`
-/// declares one per kernel family, and `tests/shader_layout.rs` holds each against the WGSL.
+/// declares one per kernel family, and `tests/launch_bounds.rs` holds each against the WGSL.
 pub trait Entry: Copy + Eq + std::fmt::Debug + Send + Sync + 'static {
     /// The WGSL file the entry points live in.
     const FILE: &'static str;

@@ -1,4 +1,4 @@
-//! The CPU executor: the reference functions of `crate::cpu`, stage by stage. It is the oracle
+//! The CPU executor: the reference functions of `crate::reference`, stage by stage. It is the oracle
 //! the GPU executor is tested against, and the fallback where no adapter exists.
 
 use super::network::{BadStep, StepSync};

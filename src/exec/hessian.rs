@@ -42,7 +42,7 @@ pub struct Hessian {
     coords: Vec<usize>,
     /// Hessian-vector products computed so far.
     pub products: usize,
-    /// Where `apply` computes its products: the GPU (f32, `nn::gpu_hessian`) or, when None, the
+    /// Where `apply` computes its products: the GPU (f32, `exec::gpu_hessian`) or, when None, the
     /// CPU reference in f64.
     gpu: Option<GpuHvp>,
     /// Each batch's inputs in f32, made once for the GPU (empty on the CPU path).

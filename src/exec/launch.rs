@@ -1,5 +1,5 @@
-//! One short launch function per planned op (`nn::plan`): each turns a forward or backward op
-//! into the kernel launches that run it, from the same parameter builders `gpu::ops` (and so the
+//! One short launch function per planned op (`spec::plan`): each turns a forward or backward op
+//! into the kernel launches that run it, from the same parameter builders `exec::ops` (and so the
 //! kernel tests), `bench` and `check` use. `GpuNetwork` calls them in plan order, once, when it
 //! is built; a training step only records the launches.
 

@@ -1,5 +1,5 @@
 //! Each op run once on host data: upload, one dispatch, read back. Same names and signatures as
-//! the CPU reference in `crate::cpu`, so a test (or `gradflow check`) holds one against the other.
+//! the CPU reference in `crate::reference`, so a test (or `gradflow check`) holds one against the other.
 //! Training does not use these: `GpuNetwork` builds its launches once and reuses them.
 
 use crate::device::submit;
@@ -301,7 +301,7 @@ pub fn batchnorm_share_stats(
 }
 
 /// Training-mode gradients of `batchnorm_forward` given dL/dy: (dx, dγ, dβ), as
-/// `cpu::batchnorm_backward`.
+/// `reference::batchnorm_backward`.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(
     gpu: &Gpu,

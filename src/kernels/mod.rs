@@ -33,7 +33,7 @@ pub use small_mlp::{SmallMlpEntry, SmallMlpParams};
 use crate::device::{Binding, Context, Entry, Family, Slot};
 use crate::error::Result;
 
-/// Every kernel family's entry points, by file: what `tests/shader_layout.rs` holds against
+/// Every kernel family's entry points, by file: what `tests/launch_bounds.rs` holds against
 /// the WGSL.
 pub fn entry_points() -> Vec<(&'static str, Vec<&'static str>)> {
     fn of<E: Entry>() -> (&'static str, Vec<&'static str>) {

@@ -130,7 +130,7 @@ impl OptParams {
     }
 
     /// Every number of one step, computed on the host in f64 and rounded once, exactly as the
-    /// CPU reference (`cpu::optimizer_update`) rounds them.
+    /// CPU reference (`reference::optimizer_update`) rounds them.
     pub fn new(len: usize, s: &OptimizerStep) -> OptParams {
         let t = s.step as f64;
         let mut p = OptParams {

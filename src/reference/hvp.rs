@@ -59,7 +59,7 @@ enum Kept {
 }
 
 /// Loss, gradient and Hessian-vector product of the mean loss of one batch (training-mode
-/// batch norm). Shapes are the caller's to check (`nn::hessian` does).
+/// batch norm). Shapes are the caller's to check (`exec::hessian` does).
 // Row and column indices address several arrays at once, as in the formulas.
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 pub fn loss_grad_hvp(

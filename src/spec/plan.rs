@@ -1,7 +1,7 @@
 //! What one GPU training step does, decided from the model alone: the buffers it needs, where
 //! each value's gradient is written (and which activation derivative is fused into the writer),
 //! and the forward and backward ops in order. Pure data, so it is tested without a device;
-//! `GpuNetwork` allocates the buffers and turns each op into launches (`nn::launch`).
+//! `GpuNetwork` allocates the buffers and turns each op into launches (`exec::launch`).
 
 use super::{Act, Activation, Model, Op};
 use crate::error::{Error, Result};

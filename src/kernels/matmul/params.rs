@@ -38,7 +38,7 @@ pub const MATMUL_TILE: u32 = 64;
 /// The three products of a Linear layer with `rows` rows, `inputs` in-features and `outputs`
 /// out-features, as strides over row-major x [rows, inputs], W [outputs, inputs] and
 /// dz [rows, outputs]. These are the only places that lay the products out: training
-/// (`GpuNetwork`), the one-shot ops the tests check (`gpu::ops`), `bench` and the autotuner all
+/// (`GpuNetwork`), the one-shot ops the tests check (`exec::ops`), `bench` and the autotuner all
 /// start from them and add offsets, flags and the activation with struct-update syntax.
 impl MatmulParams {
     /// y = x·Wᵀ: [rows, inputs]·[inputs, outputs].

@@ -55,7 +55,7 @@ impl MatmulVariant {
     /// boundary below its offset) and falls back to `Direct` too; whether the buffers leave room
     /// for the windows is checked where they are bound (`Gpu::matmul`).
     /// Loop iterations one invocation of this schedule runs for `p`, as llvmpipe counts them
-    /// against its budget (`Gpu::loop_limit`). Measured on lavapipe with exact sums of constants:
+    /// against its budget (`Context::loop_limit`). Measured on lavapipe with exact sums of constants:
     /// its compiler unrolls the constant inner loops of compiled-unchecked modules, so `tiled`
     /// runs once per 16 of k, `packed` once per 4 and `direct` once per k; with wgpu's checks on
     /// (`GRADFLOW_SHADER_CHECKS=1`) the tiled and packed inner loops stay loops, 16 iterations and
