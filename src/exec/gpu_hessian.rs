@@ -1,4 +1,4 @@
-//! Hessian-vector products on the GPU: the R-operator of `cpu::hvp`, stage by stage, as launches
+//! Hessian-vector products on the GPU: the R-operator of `reference::hvp`, stage by stage, as launches
 //! of the training kernels (products, activations, batch norm, the loss) and of hvp.wgsl's own
 //! terms (act'', the losses' and batch norm's R-values). One batch per submit; `nn::hessian`
 //! sums the batches' products on the host in f64.
