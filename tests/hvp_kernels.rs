@@ -383,9 +383,9 @@ impl NormCase {
 
     /// Stats blocks `blocks` set to the f32 rounding of the reference's (the next kernel's input).
     fn set_blocks(&mut self, from: &[f64], blocks: std::ops::Range<usize>) {
-        let n = self.l.cols;
-        for t in blocks.start * n..blocks.end * n {
-            self.stats[t] = from[t] as f32;
+        let at = blocks.start * self.l.cols..blocks.end * self.l.cols;
+        for (s, &f) in self.stats[at.clone()].iter_mut().zip(&from[at]) {
+            *s = f as f32;
         }
     }
 
