@@ -2,7 +2,9 @@
 // derivative of every value along a parameter direction v, through the forward pass and
 // differentiate the backward pass the same way. The products and the plain gradient reuse the
 // training kernels (matmul.wgsl, activation.wgsl, batchnorm.wgsl, loss.wgsl); these are the
-// terms that have no training counterpart. Each mirrors src/reference/hvp.rs.
+// terms that have no training counterpart. Each has a function of the same name in
+// src/reference/hvp.rs computing what it computes, and tests/hvp_kernels.rs holds one against
+// the other.
 
 struct HvpParams {
     len: u32,            // elements (element-wise kernels)

@@ -10,6 +10,7 @@ pub mod hessian;
 mod launch;
 pub mod network;
 pub mod ops;
+pub mod ops_hvp;
 pub mod small_mlp;
 
 pub use cpu_network::CpuNetwork;
