@@ -1,8 +1,9 @@
 //! `gradflow check`: every kernel on this machine's adapter against the CPU reference (run in
 //! f64 on the same f32 inputs) on random shapes, with each op's worst error and its share of a
-//! forward-error bound. The first thing to run on a new GPU or driver. The bounds are the
-//! tests' (tests/common, tests/batchnorm.rs) in compact form: u = 2^-24, a length-K sum within
-//! γ_K·Σ|terms|, built-ins within Vulkan's precision (exp 3 + 2|x| ulp, division 2.5 ulp).
+//! forward-error bound. The first thing to run on a new GPU or driver. The bounds are the ones
+//! the tests hold the kernels to, one function per op in `reference::bounds` (u = 2^-24, a
+//! length-K sum within γ_K·Σ|terms|, built-ins within Vulkan's precision); the optimizers' come
+//! from `kernels::optim`.
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -14,15 +15,9 @@ use crate::kernels::optim::{
 use crate::kernels::Gpu;
 use crate::optim::{Optimizer, OptimizerSetup, ParamGroups, CLIP_EPS};
 use crate::reference as cpu;
-use crate::spec::{Act, Activation};
+use crate::reference::bounds;
+use crate::spec::Act;
 use crate::train::Placement;
-
-const U: f64 = f32::EPSILON as f64 / 2.0;
-
-fn gamma(k: usize) -> f64 {
-    let k = k as f64;
-    k * U / (1.0 - k * U)
-}
 
 fn random(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(lo..hi)).collect()
@@ -63,19 +58,12 @@ fn linear(gpu: &Gpu, rng: &mut StdRng, m: usize, k: usize, n: usize, out: &mut V
         random(rng, m * n, -1.0, 1.0),
     );
     let shape = format!("{m}×{k}×{n}");
-    let (z, _) = cpu::linear_forward(&wide(&x), &wide(&w), Some(&wide(&b)), m, k, n, Act::IDENTITY);
-    let bound: Vec<f64> = (0..m * n)
-        .map(|i| {
-            let s: f64 = (0..k).map(|p| (x[(i / n) * k + p] * w[(i % n) * k + p]).abs() as f64).sum::<f64>();
-            gamma(k + 2) * (s + b[i % n].abs() as f64) + U * z[i].abs()
-        })
-        .collect();
+    let (z, y_ref) = cpu::linear_forward(&wide(&x), &wide(&w), Some(&wide(&b)), m, k, n, Act::IDENTITY);
+    let (_, bound) = bounds::linear_forward_bound(&x, &w, Some(&b), m, k, n, Act::IDENTITY, &z, &y_ref);
     let (_, y) = ops::linear_forward(gpu, &x, &w, Some(&b), m, k, n, Act::IDENTITY)?;
-    out.push(compare(format!("linear_forward {shape}"), &y, &z, &bound));
+    out.push(compare(format!("linear_forward {shape}"), &y, &y_ref, &bound));
     let dx = cpu::linear_backward_input(&wide(&dz), &wide(&w), m, k, n);
-    let bound: Vec<f64> = (0..m * k)
-        .map(|i| gamma(n + 1) * (0..n).map(|j| (dz[(i / k) * n + j] * w[j * k + i % k]).abs() as f64).sum::<f64>())
-        .collect();
+    let bound = bounds::linear_backward_input_bound(&dz, &w, m, k, n, &dx);
     out.push(compare(
         format!("linear_backward_input {shape}"),
         &ops::linear_backward_input(gpu, &dz, &w, m, k, n, None)?,
@@ -83,9 +71,7 @@ fn linear(gpu: &Gpu, rng: &mut StdRng, m: usize, k: usize, n: usize, out: &mut V
         &bound,
     ));
     let dw = cpu::linear_backward_weight(&wide(&dz), &wide(&x), m, k, n);
-    let bound: Vec<f64> = (0..n * k)
-        .map(|i| gamma(m + 1) * (0..m).map(|r| (dz[r * n + i / k] * x[r * k + i % k]).abs() as f64).sum::<f64>())
-        .collect();
+    let bound = bounds::linear_backward_weight_bound(&dz, &x, m, k, n, &dw);
     out.push(compare(
         format!("linear_backward_weight {shape}"),
         &ops::linear_backward_weight(gpu, &dz, &x, m, k, n)?,
@@ -95,22 +81,9 @@ fn linear(gpu: &Gpu, rng: &mut StdRng, m: usize, k: usize, n: usize, out: &mut V
     let (dw_fused, db_fused) = ops::linear_backward_weight_and_bias(gpu, &dz, &x, m, k, n)?;
     out.push(compare(format!("linear_backward_weight (with bias) {shape}"), &dw_fused, &dw, &bound));
     let db = cpu::bias_grad(&wide(&dz), m, n);
-    let bound: Vec<f64> =
-        (0..n).map(|j| gamma(m + 1) * (0..m).map(|r| dz[r * n + j].abs() as f64).sum::<f64>()).collect();
+    let bound = bounds::bias_grad_bound(&dz, m, n);
     out.push(compare(format!("bias_grad {m}×{n} (fused into dW)"), &db_fused, &db, &bound));
     Ok(())
-}
-
-/// Relative precision of the GPU's act and act' at x: exp-based functions within (3 + 2|x|) ulp
-/// plus a few roundings; GELU adds the erf approximation's 1.5e-7.
-fn act_bound(act: Act, x: f64, value: f64, scale: f64) -> f64 {
-    let exp_rel = (3.0 + 2.0 * x.abs().min(30.0)) * 2.0 * U;
-    match act.kind {
-        // One multiplication (leaky ReLU's slope·x): correctly rounded, 2u for slack in the ratio.
-        Activation::Identity | Activation::Relu | Activation::LeakyRelu => 2.0 * U * value.abs() * scale,
-        Activation::Sigmoid | Activation::Tanh => (2.0 * exp_rel + 16.0 * U) * scale,
-        Activation::Gelu => (x.abs() + 1.0) * (1.5e-7 + 2.0 * exp_rel + 16.0 * U) * scale,
-    }
 }
 
 fn activations(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -> Result<()> {
@@ -119,7 +92,7 @@ fn activations(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) 
     for act in ops::all_activations() {
         let name = act.kind.name();
         let want: Vec<f64> = x.iter().map(|&v| cpu::activate(v as f64, act)).collect();
-        let bound: Vec<f64> = x.iter().zip(&want).map(|(&v, &y)| act_bound(act, v as f64, y, 1.0 + y.abs())).collect();
+        let bound = bounds::activation_forward_bound(act, &x, &want);
         out.push(compare(
             format!("activation_forward {name} ×{len}"),
             &ops::activation_forward(gpu, &x, act)?,
@@ -127,11 +100,7 @@ fn activations(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) 
             &bound,
         ));
         let want: Vec<f64> = cpu::activation_backward(&wide(&x), &wide(&dy), act);
-        let bound: Vec<f64> = (0..len)
-            .map(|i| {
-                act_bound(act, x[i] as f64, want[i], dy[i].abs() as f64 * (1.0 + x[i].abs() as f64)) + U * want[i].abs()
-            })
-            .collect();
+        let bound = bounds::activation_backward_bound(act, &x, &dy, &want);
         out.push(compare(
             format!("activation_backward {name} ×{len}"),
             &ops::activation_backward(gpu, &x, &dy, act)?,
@@ -145,20 +114,17 @@ fn activations(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) 
 fn losses(gpu: &Gpu, rng: &mut StdRng, rows: usize, cols: usize, out: &mut Vec<Outcome>) -> Result<()> {
     let logits = random(rng, rows * cols, -20.0, 20.0);
     let labels: Vec<u32> = (0..rows).map(|_| rng.random_range(0..cols as u32)).collect();
+    // The references here are f64, the exact values the loss bounds are stated against.
     let want = cpu::cross_entropy(&wide(&logits), &labels, rows, cols);
     let got = ops::cross_entropy(gpu, &logits, &labels, rows, cols)?;
-    // exp of arguments down to −40: (3 + 80) ulp, through the softmax and a log; the mean adds rows·u.
-    let rel = (2.0 * 83.0 + 32.0) * U;
-    let loss_bound = (rel * 2.0 + (rows + cols) as f64 * U) * (want.loss.abs() + 40.0);
+    let (loss_bound, bound) = bounds::cross_entropy_bounds(&logits, &labels, rows, cols);
     out.push(compare(format!("cross_entropy loss {rows}×{cols}"), &[got.loss], &[want.loss], &[loss_bound]));
-    let bound: Vec<f64> = want.grad.iter().map(|g| rel * (g.abs() + 1.0 / rows as f64) + 1e-30).collect();
     out.push(compare(format!("cross_entropy grad {rows}×{cols}"), &got.grad, &want.grad, &bound));
     let targets = random(rng, rows * cols, -1.0, 1.0);
     let want = cpu::mse(&wide(&logits), Some(&wide(&targets)), &labels, rows, cols);
     let got = ops::mse(gpu, &logits, Some(&targets), &labels, rows, cols)?;
-    let loss_bound = (cols + rows + 10) as f64 * U * want.loss.abs();
+    let (loss_bound, bound) = bounds::mse_bounds(&logits, &wide(&targets), rows, cols);
     out.push(compare(format!("mse loss {rows}×{cols}"), &[got.loss], &[want.loss], &[loss_bound]));
-    let bound: Vec<f64> = want.grad.iter().map(|g| 6.0 * U * g.abs() + 1e-30).collect();
     out.push(compare(format!("mse grad {rows}×{cols}"), &got.grad, &want.grad, &bound));
     Ok(())
 }
@@ -172,47 +138,19 @@ fn batchnorm(gpu: &Gpu, rng: &mut StdRng, m: usize, n: usize, out: &mut Vec<Outc
     let y = cpu::batchnorm_forward(&wide(&x), m, n, &wide(&gamma_v), &wide(&beta_v), &stats, Act::IDENTITY);
     let (dx, dg, db) =
         cpu::batchnorm_backward(&wide(&x), &wide(&dy), m, n, &wide(&gamma_v), &wide(&beta_v), &stats, Act::IDENTITY);
-    // Compact form of tests/batchnorm.rs: the shifted mean is within L·u of the column's spread
-    // (L = m/16 + 6 terms per lane and tree levels), x̂ within that over σ plus 32u relative.
-    let l = (m.div_ceil(16) + 6) as f64;
-    let spread: Vec<f64> =
-        (0..n).map(|j| (0..m).map(|i| (x[i * n + j] as f64 - x[j] as f64).abs()).fold(0.0, f64::max) + 1e-30).collect();
-    let inv: Vec<f64> = (0..n).map(|j| 1.0 / (stats.var[j] + eps).sqrt()).collect();
-    let xhat_err = |i: usize| {
-        let j = i % n;
-        let xh = (x[i] as f64 - stats.mean[j]) * inv[j];
-        2.0 * l * U * spread[j] * inv[j] + 32.0 * U * (xh.abs() + 1.0)
-    };
-    let bound: Vec<f64> =
-        (0..m * n).map(|i| gamma_v[i % n].abs() as f64 * xhat_err(i) + 2.0 * U * (y[i].abs() + 1.0)).collect();
+    let gb = bounds::BatchNormBounds::new(&x, m, n, &gamma_v, &beta_v, eps);
     let ones = vec![1.0f32; n];
     let (gy, _, _) =
         ops::batchnorm_forward(gpu, &x, m, n, &gamma_v, &beta_v, &ones, &ones, eps, Some(0.1), Act::IDENTITY)?;
-    out.push(compare(format!("batchnorm_forward {m}×{n}"), &gy, &y, &bound));
+    out.push(compare(format!("batchnorm_forward {m}×{n}"), &gy, &y, &gb.y));
     let (gdx, gdg, gdb) = ops::batchnorm_backward(gpu, &x, &dy, m, n, &gamma_v, &beta_v, eps, Act::IDENTITY)?;
-    let sum_abs: Vec<f64> = (0..n).map(|j| (0..m).map(|i| dy[i * n + j].abs() as f64).sum()).collect();
-    let bdb: Vec<f64> = (0..n).map(|j| gamma(l as usize) * sum_abs[j] + U * db[j].abs()).collect();
-    let bdg: Vec<f64> = (0..n)
-        .map(|j| {
-            (0..m).map(|i| dy[i * n + j].abs() as f64 * (xhat_err(i * n + j) + l * U * 8.0)).sum::<f64>()
-                + U * dg[j].abs()
-        })
-        .collect();
-    let bdx: Vec<f64> = (0..m * n)
-        .map(|i| {
-            let j = i % n;
-            let c = gamma_v[j].abs() as f64 * inv[j] / m as f64;
-            c * (8.0 * U * m as f64 * dy[i].abs() as f64 + bdb[j] + 8.0 * bdg[j] + xhat_err(i) * dg[j].abs())
-                + 64.0 * U * dx[i].abs()
-        })
-        .collect();
+    let (bdx, bdg, bdb) = gb.backward(&x, &dy, m, n, &gamma_v, eps);
     out.push(compare(format!("batchnorm_backward dx {m}×{n}"), &gdx, &dx, &bdx));
     out.push(compare(format!("batchnorm_backward dgamma {m}×{n}"), &gdg, &dg, &bdg));
     out.push(compare(format!("batchnorm_backward dbeta {m}×{n}"), &gdb, &db, &bdb));
     let (a, b) = (random(rng, m * n, -5.0, 5.0), random(rng, m * n, -5.0, 5.0));
     let want = cpu::residual_add(&wide(&a), &wide(&b));
-    // One correctly rounded addition (u·|sum|), with 2u so the ratio has slack.
-    let bound: Vec<f64> = want.iter().map(|v| 2.0 * U * v.abs()).collect();
+    let bound = bounds::residual_add_bound(&want);
     out.push(compare(format!("residual_add ×{}", m * n), &ops::residual_add(gpu, &a, &b)?, &want, &bound));
     Ok(())
 }

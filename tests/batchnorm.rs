@@ -3,14 +3,9 @@
 //! bit-for-bit determinism.
 //!
 //! Error bounds. The reference is `cpu::batchnorm_*` run in f64 on the same f32 inputs; the f32
-//! CPU path rounds that once (u·|value|). The GPU's bound follows its arithmetic step by step
-//! (`GpuBounds::new`, u = 2^-24, L = ⌈m/16⌉ + 4 terms per lane plus tree levels):
-//!   shifted sum   S = Σ fl(x − K):          |δS| ≤ γ_L·Σ|x − K| + u·Σ|x − K|,  δd = |δS|/m + u|d|
-//!   centred value c = fl(fl(x − K) − d̃):   e_i ≤ u|x − K| + δd + u(|x − μ| + δd)
-//!   variance      Σc²/m:                   δvar ≤ (Σ 2|x − μ|e_i + e_i² + γ_{L+1}(|x − μ| + e_i)²)/m + u·var
-//!   1/√(var + ε)  (sqrt 4.5 ulp, division 2.5 ulp, as WGSL/Vulkan allow): rel ≤ ½(δvar/(var+ε) + u) + 16u
-//!   x̂ = c·inv:   δx̂ ≤ e_i·inv + |x̂|(rel + u);   y = γx̂ + β: δy ≤ |γ|δx̂ + u|γx̂| + u|y|
-//! and the backward sums and dx formula likewise (`GpuBounds::backward`).
+//! CPU path rounds that once (u·|value|). The GPU's bound follows its arithmetic step by step:
+//! `gradflow::reference::bounds::BatchNormBounds` (its doc has the derivation) and
+//! `batchnorm_eval_bound`, the bounds `gradflow check` uses too.
 
 mod common;
 
@@ -20,185 +15,6 @@ use gradflow::exec::ops;
 use gradflow::reference as cpu;
 use gradflow::reference::NormStats;
 use gradflow::spec::Act;
-
-fn gamma_l(terms: usize) -> f64 {
-    let n = terms as f64;
-    n * EPS / (1.0 - n * EPS)
-}
-
-/// Per-element GPU error bounds for one batch-norm layer (identity activation).
-struct GpuBounds {
-    y: Vec<f64>,
-    /// Per column: δd (error of the shifted mean), δvar, relative error of 1/√(var + ε).
-    d_err: Vec<f64>,
-    var_err: Vec<f64>,
-    inv_rel: Vec<f64>,
-    /// Per element: error of x̂.
-    xhat_err: Vec<f64>,
-}
-
-impl GpuBounds {
-    fn new(x: &[f32], m: usize, n: usize, gamma: &[f32], beta: &[f32], eps: f64) -> GpuBounds {
-        let u = EPS;
-        let lanes = m.div_ceil(16) + 4;
-        let (gl, gl1) = (gamma_l(lanes), gamma_l(lanes + 1));
-        let mut b = GpuBounds {
-            y: vec![0.0; m * n],
-            d_err: vec![0.0; n],
-            var_err: vec![0.0; n],
-            inv_rel: vec![0.0; n],
-            xhat_err: vec![0.0; m * n],
-        };
-        for j in 0..n {
-            let col: Vec<f64> = (0..m).map(|i| x[i * n + j] as f64).collect();
-            let k = col[0];
-            let mu = col.iter().sum::<f64>() / m as f64;
-            let var = col.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / m as f64;
-            let inv = 1.0 / (var + eps).sqrt();
-            let a: f64 = col.iter().map(|v| (v - k).abs()).sum();
-            let dd = (gl * a + u * a) / m as f64 + u * (mu - k).abs();
-            let e: Vec<f64> = col.iter().map(|v| u * (v - k).abs() + dd + u * ((v - mu).abs() + dd)).collect();
-            let q_err: f64 = col
-                .iter()
-                .zip(&e)
-                .map(|(v, ei)| 2.0 * (v - mu).abs() * ei + ei * ei + gl1 * ((v - mu).abs() + ei).powi(2))
-                .sum();
-            let dvar = q_err / m as f64 + u * var;
-            let rel = 0.5 * (dvar / (var + eps) + u) + 16.0 * u;
-            b.d_err[j] = dd;
-            b.var_err[j] = dvar;
-            b.inv_rel[j] = rel;
-            for i in 0..m {
-                let xh = (col[i] - mu) * inv;
-                let dxh = e[i] * inv + xh.abs() * (rel + u);
-                let g = gamma[j] as f64;
-                let y = g * xh + beta[j] as f64;
-                b.xhat_err[i * n + j] = dxh;
-                b.y[i * n + j] = 1.001 * (g.abs() * dxh + u * (g * xh).abs() + u * y.abs()) + 1e-30;
-            }
-        }
-        b
-    }
-
-    /// Bounds for (dx, dγ, dβ) given dy (identity activation).
-    fn backward(
-        &self,
-        x: &[f32],
-        dy: &[f32],
-        m: usize,
-        n: usize,
-        gamma: &[f32],
-        eps: f64,
-    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        let du: Vec<f64> = dy.iter().map(|&v| v as f64).collect();
-        self.backward_with(x, &du, &vec![0.0; m * n], m, n, gamma, eps)
-    }
-
-    /// As `backward`, for du = dy ⊙ act'(γx̂ + β) known exactly and computed by the GPU within
-    /// `du_err` (a fused activation).
-    #[allow(clippy::too_many_arguments)]
-    fn backward_with(
-        &self,
-        x: &[f32],
-        du_all: &[f64],
-        du_err: &[f64],
-        m: usize,
-        n: usize,
-        gamma: &[f32],
-        eps: f64,
-    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        let u = EPS;
-        let lanes = m.div_ceil(16) + 4;
-        let (gl, gl1) = (gamma_l(lanes), gamma_l(lanes + 1));
-        let (mut bdx, mut bdg, mut bdb) = (vec![0.0; m * n], vec![0.0; n], vec![0.0; n]);
-        for j in 0..n {
-            let col: Vec<f64> = (0..m).map(|i| x[i * n + j] as f64).collect();
-            let du: Vec<f64> = (0..m).map(|i| du_all[i * n + j]).collect();
-            let de: Vec<f64> = (0..m).map(|i| du_err[i * n + j]).collect();
-            let mu = col.iter().sum::<f64>() / m as f64;
-            let var = col.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / m as f64;
-            let inv = 1.0 / (var + eps).sqrt();
-            let xh: Vec<f64> = col.iter().map(|v| (v - mu) * inv).collect();
-            let sdu: f64 = du.iter().sum();
-            let sdx: f64 = du.iter().zip(&xh).map(|(a, b)| a * b).sum();
-            let d_sdu = gl * du.iter().map(|v| v.abs()).sum::<f64>() + de.iter().sum::<f64>();
-            let d_sdx = (0..m)
-                .map(|i| du[i].abs() * self.xhat_err[i * n + j] + de[i] * (xh[i].abs() + self.xhat_err[i * n + j]))
-                .sum::<f64>()
-                + gl1 * (0..m).map(|i| (du[i] * xh[i]).abs()).sum::<f64>();
-            bdb[j] = d_sdu + u * sdu.abs() + 1e-30;
-            bdg[j] = d_sdx + u * sdx.abs() + 1e-30;
-            let g = gamma[j] as f64;
-            let c = g * inv / m as f64;
-            let dc = c.abs() * (self.inv_rel[j] + 3.0 * u);
-            for i in 0..m {
-                let t = m as f64 * du[i] - sdu - xh[i] * sdx;
-                let terms = m as f64 * du[i].abs() + sdu.abs() + (xh[i] * sdx).abs();
-                let dt = 3.0 * u * terms
-                    + m as f64 * de[i]
-                    + d_sdu
-                    + xh[i].abs() * d_sdx
-                    + self.xhat_err[i * n + j] * sdx.abs();
-                bdx[i * n + j] = 1.001 * (c.abs() * dt + t.abs() * dc + u * (c * t).abs()) + 1e-30;
-            }
-        }
-        (bdx, bdg, bdb)
-    }
-
-    /// Bounds on the running statistics after one blend with `factor`.
-    fn running(&self, x: &[f32], m: usize, n: usize, rm: &[f32], rv: &[f32], factor: f64) -> (Vec<f64>, Vec<f64>) {
-        let u = EPS;
-        let keep = 1.0 - factor;
-        let (mut bm, mut bv) = (vec![0.0; n], vec![0.0; n]);
-        for j in 0..n {
-            let col: Vec<f64> = (0..m).map(|i| x[i * n + j] as f64).collect();
-            let mu = col.iter().sum::<f64>() / m as f64;
-            let var = col.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / m as f64;
-            let unb = var * m as f64 / (m as f64 - 1.0);
-            let dmean = self.d_err[j] + u * mu.abs();
-            let new_m = keep * rm[j] as f64 + factor * mu;
-            let new_v = keep * rv[j] as f64 + factor * unb;
-            bm[j] =
-                factor * dmean + 3.0 * u * (keep * (rm[j] as f64).abs() + factor * mu.abs()) + u * new_m.abs() + 1e-30;
-            bv[j] = factor * (self.var_err[j] * m as f64 / (m as f64 - 1.0) + 4.0 * u * unb)
-                + 3.0 * u * (keep * rv[j] as f64 + factor * unb)
-                + u * new_v
-                + 1e-30;
-        }
-        (bm, bv)
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-/// GPU bound of eval-mode output computed from running statistics carrying errors (brm, brv).
-fn eval_bound(
-    x: &[f32],
-    m: usize,
-    n: usize,
-    gamma: &[f32],
-    beta: &[f32],
-    rm: &[f64],
-    rv: &[f64],
-    brm: &[f64],
-    brv: &[f64],
-    eps: f64,
-) -> Vec<f64> {
-    let u = EPS;
-    let mut b = vec![0.0; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let inv = 1.0 / (rv[j] + eps).sqrt();
-            let c = x[i * n + j] as f64 - rm[j];
-            let xh = c * inv;
-            let rel = 0.5 * (brv[j] + u * (rv[j] + eps)) / (rv[j] + eps) + 16.0 * u;
-            let dxh = (brm[j] + 2.0 * u * c.abs()) * inv + xh.abs() * (rel + u);
-            let g = gamma[j] as f64;
-            let y = g * xh + beta[j] as f64;
-            b[i * n + j] = 1.001 * (g.abs() * dxh + u * (g * xh).abs() + u * y.abs()) + 1e-30;
-        }
-    }
-    b
-}
 
 fn f64s(v: &[f32]) -> Vec<f64> {
     widen(v)
@@ -257,14 +73,14 @@ fn golden_batchnorm_both_paths() {
         let rv_after = c.t("running_var_after");
         let brm: Vec<f64> = rm_after.iter().map(|v| EPS * v.abs()).collect();
         let brv: Vec<f64> = rv_after.iter().map(|v| EPS * v.abs()).collect();
-        let eb = eval_bound(&x, m, n, &gamma, &beta, rm_after, rv_after, &brm, &brv, eps);
+        let eb = batchnorm_eval_bound(&x, m, n, &gamma, &beta, rm_after, rv_after, &brm, &brv, eps);
         assert_within(&format!("{name} cpu y_eval_after"), &y_eval, c.t("y_eval_after"), &eb);
 
         // The GPU.
         if !gpu_part!() {
             continue;
         }
-        let gb = GpuBounds::new(&x, m, n, &gamma, &beta, eps);
+        let gb = BatchNormBounds::new(&x, m, n, &gamma, &beta, eps);
         let (bdx, bdg, bdb) = gb.backward(&x, &dy, m, n, &gamma, eps);
         let (brm, brv) = gb.running(&x, m, n, &rm, &rv, momentum);
         let g = gpu();
@@ -281,7 +97,7 @@ fn golden_batchnorm_both_paths() {
             ("running_mean", assert_within(&format!("{name} gpu running_mean"), &grm, rm_after, &brm)),
             ("running_var", assert_within(&format!("{name} gpu running_var"), &grv, rv_after, &brv)),
         ];
-        let eb = eval_bound(&x, m, n, &gamma, &beta, rm_after, rv_after, &brm, &brv, eps);
+        let eb = batchnorm_eval_bound(&x, m, n, &gamma, &beta, rm_after, rv_after, &brm, &brv, eps);
         let re = assert_within(&format!("{name} gpu y_eval_after"), &gy_eval, c.t("y_eval_after"), &eb);
         eprintln!("{name}: gpu worst (error, share of bound): {r:?} eval {re:?}");
     }
@@ -335,7 +151,7 @@ fn check_against_reference(
         return None;
     }
     // The GPU.
-    let gb = GpuBounds::new(x, m, n, gamma, beta, eps);
+    let gb = BatchNormBounds::new(x, m, n, gamma, beta, eps);
     let (bdx, bdg, bdb) = gb.backward(x, dy, m, n, gamma, eps);
     let (gy, grm, grv) =
         ops::batchnorm_forward(gpu(), x, m, n, gamma, beta, &rm, &rv, eps, Some(0.1), Act::IDENTITY).unwrap();
@@ -347,7 +163,7 @@ fn check_against_reference(
     let want_eval = cpu::batchnorm_forward(&f64s(x), m, n, &f64s(gamma), &f64s(beta), &eval_stats, Act::IDENTITY);
     let (g_eval, _, _) =
         ops::batchnorm_forward(gpu(), x, m, n, gamma, beta, &grm, &grv, eps, None, Act::IDENTITY).unwrap();
-    let eb = eval_bound(x, m, n, gamma, beta, &want_rm, &want_rv, &brm, &brv, eps);
+    let eb = batchnorm_eval_bound(x, m, n, gamma, beta, &want_rm, &want_rv, &brm, &brv, eps);
     assert_within(&format!("{label} gpu eval y"), &g_eval, &want_eval, &eb);
     // A synchronised batch norm's share (BN_SYNC): the same shift and shifted mean, the biased
     // variance itself in place of inv_std (bounds δd, δvar above), running statistics untouched.
@@ -439,20 +255,18 @@ fn batch_statistics_are_bit_identical_across_runs() {
 #[test]
 fn fused_activation_matches_the_reference() {
     require_gpu!();
-    // act(γx̂ + β) in one kernel, against the reference; the bound adds act's Lipschitz constant
-    // times the pre-activation bound and the evaluation error of act.
+    // act(γx̂ + β) in one kernel, against the reference; the bound (`activation_forward`) adds
+    // act's Lipschitz constant times the pre-activation bound and the evaluation error of act.
     let (m, n) = (300, 19);
     let (x, gamma, beta, _) = random_case(3, m, n, 1.0, 2.0);
     let eps = 1e-5;
-    let gb = GpuBounds::new(&x, m, n, &gamma, &beta, eps);
+    let gb = BatchNormBounds::new(&x, m, n, &gamma, &beta, eps);
     let stats = cpu::batchnorm_stats(&f64s(&x), m, n, eps);
     let ones = vec![1.0f32; n];
     for act in ops::all_activations() {
         let u = cpu::batchnorm_forward(&f64s(&x), m, n, &f64s(&gamma), &f64s(&beta), &stats, Act::IDENTITY);
         let want: Vec<f64> = u.iter().map(|&z| cpu::activate(z, act)).collect();
-        let bound: Vec<f64> = (0..m * n)
-            .map(|i| act_lipschitz(act) * gb.y[i] + act_eval_bound(act, u[i], want[i]) + EPS * want[i].abs())
-            .collect();
+        let bound = gb.activation_forward(act, &u, &want);
         let (gy, _, _) =
             ops::batchnorm_forward(gpu(), &x, m, n, &gamma, &beta, &ones, &ones, eps, Some(0.1), act).unwrap();
         let r = assert_within(&format!("batchnorm+{}", act.kind.name()), &gy, &want, &bound);
@@ -468,7 +282,8 @@ fn residual_add_is_exact_to_one_rounding() {
         let a = uniform(&mut r, len, -3.0, 3.0);
         let b = uniform(&mut r, len, -3.0, 3.0);
         let want: Vec<f64> = a.iter().zip(&b).map(|(p, q)| *p as f64 + *q as f64).collect();
-        let bound = cpu_bound(&want);
+        // One correctly rounded addition on either path.
+        let bound = residual_add_bound(&want);
         assert_within("cpu residual_add", &cpu::residual_add(&a, &b), &want, &bound);
         if with_gpu {
             assert_within("gpu residual_add", &ops::residual_add(gpu(), &a, &b).unwrap(), &want, &bound);
@@ -479,14 +294,12 @@ fn residual_add_is_exact_to_one_rounding() {
 #[test]
 fn fused_activation_backward_matches_the_reference() {
     // dx, dγ, dβ through act(γx̂ + β) for the smooth activations (ReLU's kink would make act'
-    // flip under any rounding of γx̂ + β). The GPU evaluates act' at a γx̂ + β that is off by at
-    // most the forward bound δ, so du = dy·act' is off by |dy|·(act' evaluation bound + δ·max|act''|)
-    // plus the product's rounding; max|act''| ≤ 0.8 for tanh, sigmoid and GELU, 1 is used.
+    // flip under any rounding of γx̂ + β); the bound is `BatchNormBounds::activation_backward`.
     use gradflow::spec::Activation;
     let (m, n) = (257, 21);
     let (x, gamma, beta, dy) = random_case(13, m, n, 2.0, 1.5);
     let eps = 1e-5;
-    let gb = GpuBounds::new(&x, m, n, &gamma, &beta, eps);
+    let gb = BatchNormBounds::new(&x, m, n, &gamma, &beta, eps);
     let (x64, dy64, g64, b64) = (f64s(&x), f64s(&dy), f64s(&gamma), f64s(&beta));
     let stats = cpu::batchnorm_stats(&x64, m, n, eps);
     let pre = cpu::batchnorm_forward(&x64, m, n, &g64, &b64, &stats, Act::IDENTITY);
@@ -500,14 +313,7 @@ fn fused_activation_backward_matches_the_reference() {
         if !gpu_part!() {
             continue;
         }
-        let du: Vec<f64> = (0..m * n).map(|i| dy64[i] * cpu::activate_grad(pre[i], act)).collect();
-        let du_err: Vec<f64> = (0..m * n)
-            .map(|i| {
-                let g = cpu::activate_grad(pre[i], act);
-                dy64[i].abs() * (act_grad_eval_bound(act, pre[i], g) + gb.y[i]) + 2.0 * EPS * du[i].abs()
-            })
-            .collect();
-        let (bdx, bdg, bdb) = gb.backward_with(&x, &du, &du_err, m, n, &gamma, eps);
+        let (bdx, bdg, bdb) = gb.activation_backward(act, &x, &dy, &pre, m, n, &gamma, eps);
         let (gdx, gdg, gdb) = ops::batchnorm_backward(gpu(), &x, &dy, m, n, &gamma, &beta, eps, act).unwrap();
         let name = kind.name();
         let r = [

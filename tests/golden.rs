@@ -1,7 +1,8 @@
 //! PyTorch's golden cases (float64 maths on float32 inputs, ../shared/golden, copied to
 //! tests/fixtures/golden) on both paths. The CPU reference rounds an f64 computation once, so it
 //! must sit within about one f32 rounding of each value; the GPU within the forward error bounds
-//! derived in `common` (dot products γ_{K+1}·Σ|a·b|; built-ins at Vulkan's required precision).
+//! of `gradflow::reference::bounds` (dot products γ_{K+1}·Σ|a·b|; built-ins at Vulkan's required
+//! precision).
 
 mod common;
 
@@ -24,24 +25,6 @@ fn golden_linear_both_paths() {
         let (m, k) = (c.shape("x")[0], c.shape("x")[1]);
         let n = c.shape("weight")[0];
         let (x, w, b, dy) = (c.f32("x"), c.f32("weight"), c.f32("bias"), c.f32("dy"));
-        // |a·b| sums for each output, the scale of the dot-product bound.
-        let y_scale: Vec<f64> = (0..m * n)
-            .map(|i| {
-                (0..k).map(|p| (x[(i / n) * k + p] as f64 * w[(i % n) * k + p] as f64).abs()).sum::<f64>()
-                    + b[i % n].abs() as f64
-            })
-            .collect();
-        let dx_scale: Vec<f64> = (0..m * k)
-            .map(|i| (0..n).map(|j| (dy[(i / k) * n + j] as f64 * w[j * k + i % k] as f64).abs()).sum())
-            .collect();
-        let dw_scale: Vec<f64> = (0..n * k)
-            .map(|i| (0..m).map(|r| (dy[r * n + i / k] as f64 * x[r * k + i % k] as f64).abs()).sum())
-            .collect();
-        let db_scale: Vec<f64> = (0..n).map(|j| (0..m).map(|r| dy[r * n + j].abs() as f64).sum()).collect();
-        let gpu_b = |scale: &[f64], terms: usize, want: &[f64]| -> Vec<f64> {
-            scale.iter().zip(want).map(|(s, w)| dot_bound(terms, *s) + EPS * w.abs()).collect()
-        };
-
         let (_, y) = cpu::linear_forward(&x, &w, Some(&b), m, k, n, Act::IDENTITY);
         assert_within(&format!("{name} cpu y"), &y, c.t("y"), &cpu_bound(c.t("y")));
         assert_within(
@@ -62,15 +45,16 @@ fn golden_linear_both_paths() {
             continue;
         }
         let g = gpu();
+        let (_, y_b) = linear_forward_bound(&x, &w, Some(&b), m, k, n, Act::IDENTITY, c.t("y"), c.t("y"));
         let (_, y) = ops::linear_forward(g, &x, &w, Some(&b), m, k, n, Act::IDENTITY).unwrap();
-        let (e1, _) = assert_within(&format!("{name} gpu y"), &y, c.t("y"), &gpu_b(&y_scale, k + 1, c.t("y")));
+        let (e1, _) = assert_within(&format!("{name} gpu y"), &y, c.t("y"), &y_b);
         let dx = ops::linear_backward_input(g, &dy, &w, m, k, n, None).unwrap();
-        let (e2, _) = assert_within(&format!("{name} gpu dx"), &dx, c.t("dx"), &gpu_b(&dx_scale, n, c.t("dx")));
+        let dx_b = linear_backward_input_bound(&dy, &w, m, k, n, c.t("dx"));
+        let (e2, _) = assert_within(&format!("{name} gpu dx"), &dx, c.t("dx"), &dx_b);
         let (dw, db) = ops::linear_backward_weight_and_bias(g, &dy, &x, m, k, n).unwrap();
-        let (e3, _) =
-            assert_within(&format!("{name} gpu dweight"), &dw, c.t("dweight"), &gpu_b(&dw_scale, m, c.t("dweight")));
-        let (e4, _) =
-            assert_within(&format!("{name} gpu dbias"), &db, c.t("dbias"), &gpu_b(&db_scale, m, c.t("dbias")));
+        let dw_b = linear_backward_weight_bound(&dy, &x, m, k, n, c.t("dweight"));
+        let (e3, _) = assert_within(&format!("{name} gpu dweight"), &dw, c.t("dweight"), &dw_b);
+        let (e4, _) = assert_within(&format!("{name} gpu dbias"), &db, c.t("dbias"), &bias_grad_bound(&dy, m, n));
         eprintln!("{name}: worst GPU error y {e1:.2e} dx {e2:.2e} dW {e3:.2e} db {e4:.2e}");
     }
 }
@@ -107,11 +91,13 @@ fn golden_activations_both_paths() {
         if !gpu_part!() {
             continue;
         }
-        let y_b: Vec<f64> = x
+        let y_b: Vec<f64> = activation_forward_bound(act, &x, c.t("y"))
             .iter()
             .zip(c.t("y"))
-            .map(|(&z, &y)| act_eval_bound(act, z as f64, y) + (EPS + slope_rounding) * y.abs())
+            .map(|(b, y)| b + slope_rounding * y.abs())
             .collect();
+        // The golden dx/dy is act' exact, so the evaluation bound is taken at it (the library's
+        // activation_backward_bound takes act' from the f32 reference).
         let dx_b: Vec<f64> = x
             .iter()
             .zip(&dy)

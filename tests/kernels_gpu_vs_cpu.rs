@@ -2,9 +2,10 @@
 //! one past a 64-wide tile or a 256-wide workgroup, large, and a dispatch split past 65,535
 //! workgroups.
 //!
-//! Tolerances come from forward error analysis (see `common`): an f32 dot product of length K is
-//! within γ_{K+1}·Σ|a·b| of the exact value; built-in functions are held to Vulkan's required
-//! precision; the CPU reference is exact to one rounding (f64 accumulation), so
+//! Tolerances come from forward error analysis, one function per op in
+//! `gradflow::reference::bounds` (which `gradflow check` uses too): an f32 dot product of length
+//! K is within γ_{K+1}·Σ|a·b| of the exact value; built-in functions are held to Vulkan's
+//! required precision; the CPU reference is exact to one rounding (f64 accumulation), so
 //! |GPU − CPU| ≤ (GPU bound) + u·|CPU|.
 
 mod common;
@@ -40,23 +41,6 @@ fn matmul_gpus() -> Vec<Gpu> {
     MatmulVariant::ALL.iter().map(|&v| Gpu { matmul_schedule: Schedule::uniform(v), ..gpu().clone() }).collect()
 }
 
-/// Σ_p |a[i, p]·b[p, j]| for the product of a (rows × inner, via `a_at`) and b.
-fn abs_products(
-    rows: usize,
-    cols: usize,
-    inner: usize,
-    a_at: impl Fn(usize, usize) -> f32,
-    b_at: impl Fn(usize, usize) -> f32,
-) -> Vec<f64> {
-    let mut out = vec![0.0; rows * cols];
-    for i in 0..rows {
-        for j in 0..cols {
-            out[i * cols + j] = (0..inner).map(|p| (a_at(i, p) as f64 * b_at(p, j) as f64).abs()).sum();
-        }
-    }
-    out
-}
-
 #[test]
 fn linear_forward_matches_cpu_for_every_activation() {
     require_gpu!();
@@ -69,17 +53,7 @@ fn linear_forward_matches_cpu_for_every_activation() {
                 let b = uniform(&mut r, n, -1.0, 1.0);
                 let (z, y) = ops::linear_forward(&g, &x, &w, Some(&b), m, k, n, act).unwrap();
                 let (z_ref, y_ref) = cpu::linear_forward(&x, &w, Some(&b), m, k, n, act);
-                let scale = abs_products(m, n, k, |i, p| x[i * k + p], |p, j| w[j * k + p]);
-                let zb: Vec<f64> = (0..m * n)
-                    .map(|i| dot_bound(k + 1, scale[i] + b[i % n].abs() as f64) + EPS * (z_ref[i] as f64).abs())
-                    .collect();
-                let yb: Vec<f64> = (0..m * n)
-                    .map(|i| {
-                        act_lipschitz(act) * zb[i]
-                            + act_eval_bound(act, z_ref[i] as f64, y_ref[i] as f64)
-                            + EPS * (y_ref[i] as f64).abs()
-                    })
-                    .collect();
+                let (zb, yb) = linear_forward_bound(&x, &w, Some(&b), m, k, n, act, &z_ref, &y_ref);
                 let what = format!("linear_forward ({:?}) {m}x{k}x{n} {}", g.matmul_schedule.large, act.kind.name());
                 assert_within(&format!("{what} z"), &z, &widen(&z_ref), &zb);
                 let (err, _) = assert_within(&format!("{what} y"), &y, &widen(&y_ref), &yb);
@@ -92,8 +66,7 @@ fn linear_forward_matches_cpu_for_every_activation() {
 }
 
 /// A Linear ending a residual block, the sum fused into its epilogue: y = x·Wᵀ + b + skip, against
-/// the CPU's product and residual_add. Bound: the product's, plus the rounding of the sum on
-/// each side.
+/// the CPU's product and residual_add (bound: `linear_forward_residual_bound`).
 #[test]
 fn linear_forward_residual_matches_cpu_product_then_sum() {
     require_gpu!();
@@ -108,15 +81,7 @@ fn linear_forward_residual_matches_cpu_product_then_sum() {
             let y = ops::linear_forward_residual(&g, &x, &w, bias, &skip, m, k, n).unwrap();
             let (z_ref, _) = cpu::linear_forward(&x, &w, bias, m, k, n, Act::IDENTITY);
             let y_ref = cpu::residual_add(&z_ref, &skip);
-            let scale = abs_products(m, n, k, |i, p| x[i * k + p], |p, j| w[j * k + p]);
-            let bound: Vec<f64> = (0..m * n)
-                .map(|i| {
-                    let b_abs = bias.map_or(0.0, |b| b[i % n].abs() as f64);
-                    dot_bound(k + 1, scale[i] + b_abs)
-                        + EPS * (z_ref[i] as f64).abs()
-                        + 2.0 * EPS * (y_ref[i] as f64).abs()
-                })
-                .collect();
+            let bound = linear_forward_residual_bound(&x, &w, bias, m, k, n, &z_ref, &y_ref);
             let v = g.matmul_schedule.large;
             assert_within(&format!("linear_forward_residual ({v:?}) {m}x{k}x{n}"), &y, &widen(&y_ref), &bound);
         }
@@ -131,9 +96,8 @@ fn linear_forward_without_bias() {
     let x = uniform(&mut r, m * k, -1.0, 1.0);
     let w = uniform(&mut r, n * k, -1.0, 1.0);
     let (_, y) = ops::linear_forward(gpu(), &x, &w, None, m, k, n, Act::IDENTITY).unwrap();
-    let (_, y_ref) = cpu::linear_forward(&x, &w, None, m, k, n, Act::IDENTITY);
-    let scale = abs_products(m, n, k, |i, p| x[i * k + p], |p, j| w[j * k + p]);
-    let b: Vec<f64> = (0..m * n).map(|i| dot_bound(k, scale[i]) + EPS * (y_ref[i] as f64).abs()).collect();
+    let (z_ref, y_ref) = cpu::linear_forward(&x, &w, None, m, k, n, Act::IDENTITY);
+    let (_, b) = linear_forward_bound(&x, &w, None, m, k, n, Act::IDENTITY, &z_ref, &y_ref);
     assert_within("linear_forward no bias", &y, &widen(&y_ref), &b);
 }
 
@@ -177,10 +141,9 @@ fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
         for &(m, k, n) in &SHAPES {
             let dz = uniform(&mut r, m * n, -1.0, 1.0);
             let w = uniform(&mut r, n * k, -1.0, 1.0);
-            let scale = abs_products(m, k, n, |i, j| dz[i * n + j], |j, p| w[j * k + p]);
             let dx = ops::linear_backward_input(&g, &dz, &w, m, k, n, None).unwrap();
             let dx_ref = cpu::linear_backward_input(&dz, &w, m, k, n);
-            let b: Vec<f64> = (0..m * k).map(|i| dot_bound(n, scale[i]) + EPS * (dx_ref[i] as f64).abs()).collect();
+            let b = linear_backward_input_bound(&dz, &w, m, k, n, &dx_ref);
             let v = g.matmul_schedule.large;
             let (err, _) =
                 assert_within(&format!("linear_backward_input ({v:?}) {m}x{k}x{n}"), &dx, &widen(&dx_ref), &b);
@@ -192,14 +155,7 @@ fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
                 let z_prev = uniform(&mut r, m * k, -3.0, 3.0);
                 let got = ops::linear_backward_input(&g, &dz, &w, m, k, n, Some((&z_prev, act))).unwrap();
                 let want = cpu::activation_backward(&z_prev, &dx_ref, act);
-                let bound: Vec<f64> = (0..m * k)
-                    .map(|i| {
-                        let g = cpu::activate_grad(z_prev[i], act) as f64;
-                        g.abs() * b[i]
-                            + (dx_ref[i] as f64).abs() * act_grad_eval_bound(act, z_prev[i] as f64, g)
-                            + 2.0 * EPS * (want[i] as f64).abs()
-                    })
-                    .collect();
+                let bound = act_grad_epilogue_bound(act, &z_prev, &b, &dx_ref, &want);
                 assert_within(
                     &format!("fused act' ({v:?}) {} {m}x{k}x{n}", act.kind.name()),
                     &got,
@@ -222,8 +178,7 @@ fn linear_backward_weight_and_bias_grad_match_cpu() {
             let dw = ops::linear_backward_weight(&g, &dz, &x, m, k, n).unwrap();
             let (dw_fused, db) = ops::linear_backward_weight_and_bias(&g, &dz, &x, m, k, n).unwrap();
             let dw_ref = cpu::linear_backward_weight(&dz, &x, m, k, n);
-            let scale = abs_products(n, k, m, |j, i| dz[i * n + j], |i, p| x[i * k + p]);
-            let b: Vec<f64> = (0..n * k).map(|i| dot_bound(m, scale[i]) + EPS * (dw_ref[i] as f64).abs()).collect();
+            let b = linear_backward_weight_bound(&dz, &x, m, k, n, &dw_ref);
             let v = g.matmul_schedule.large;
             let (e1, _) =
                 assert_within(&format!("linear_backward_weight ({v:?}) {m}x{k}x{n}"), &dw, &widen(&dw_ref), &b);
@@ -231,11 +186,7 @@ fn linear_backward_weight_and_bias_grad_match_cpu() {
             assert_eq!(dw_fused, dw, "linear_backward_weight_and_bias ({v:?}) {m}x{k}x{n}: dW differs without bias");
 
             let db_ref = cpu::bias_grad(&dz, m, n);
-            let b: Vec<f64> = (0..n)
-                .map(|j| {
-                    dot_bound(m, (0..m).map(|i| dz[i * n + j].abs() as f64).sum()) + EPS * (db_ref[j] as f64).abs()
-                })
-                .collect();
+            let b = bias_grad_bound(&dz, m, n);
             let (e2, _) = assert_within(&format!("bias_grad ({v:?}, fused) {m}x{n}"), &db, &widen(&db_ref), &b);
             if (m, k, n) == SHAPES[8] {
                 eprintln!("linear_backward_weight ({v:?}) {m}x{k}x{n}: worst {e1:.2e}; bias_grad: worst {e2:.2e}");
@@ -258,7 +209,7 @@ fn bias_grad_past_one_tile_of_features() {
             let x = uniform(&mut r, m * k, -1.0, 1.0);
             let (_, db) = ops::linear_backward_weight_and_bias(&g, &dz, &x, m, k, n).unwrap();
             let db_ref = cpu::bias_grad(&dz, m, n);
-            let b: Vec<f64> = (0..n).map(|j| dot_bound(m, (0..m).map(|i| dz[i * n + j].abs() as f64).sum())).collect();
+            let b = bias_grad_bound(&dz, m, n);
             assert_within(&format!("bias_grad ({:?}) n={n} k={k}", g.matmul_schedule.large), &db, &widen(&db_ref), &b);
         }
     }
@@ -278,19 +229,11 @@ fn activations_match_cpu_on_edge_lengths_and_values() {
             let dy = uniform(&mut r, len, -1.0, 1.0);
             let y = ops::activation_forward(gpu(), &x, act).unwrap();
             let y_ref = cpu::activation_forward(&x, act);
-            let yb: Vec<f64> = (0..len)
-                .map(|i| act_eval_bound(act, x[i] as f64, y_ref[i] as f64) + EPS * (y_ref[i] as f64).abs())
-                .collect();
+            let yb = activation_forward_bound(act, &x, &y_ref);
             assert_within(&format!("activation_forward {} len {len}", act.kind.name()), &y, &widen(&y_ref), &yb);
             let dx = ops::activation_backward(gpu(), &x, &dy, act).unwrap();
             let dx_ref = cpu::activation_backward(&x, &dy, act);
-            let db: Vec<f64> = (0..len)
-                .map(|i| {
-                    let g = cpu::activate_grad(x[i], act) as f64;
-                    (dy[i] as f64).abs() * act_grad_eval_bound(act, x[i] as f64, g)
-                        + 2.0 * EPS * (dx_ref[i] as f64).abs()
-                })
-                .collect();
+            let db = activation_backward_bound(act, &x, &dy, &dx_ref);
             let (err, _) =
                 assert_within(&format!("activation_backward {} len {len}", act.kind.name()), &dx, &widen(&dx_ref), &db);
             if len == 65_537 {
@@ -341,6 +284,7 @@ fn cross_entropy_matches_cpu_including_logits_of_100() {
         let labels: Vec<u32> = (0..rows).map(|i| ((i * 7 + 3) % cols) as u32).collect();
         let out = ops::cross_entropy(gpu(), &logits, &labels, rows, cols).unwrap();
         let want = cpu::cross_entropy(&logits, &labels, rows, cols);
+        // The library's loss bounds are against the exact values; u·|CPU| for the f32 reference.
         let (loss_b, grad_b) = cross_entropy_bounds(&logits, &labels, rows, cols);
         let what = format!("cross_entropy {rows}x{cols} ±{scale}");
         assert!(out.loss.is_finite(), "{what}: loss {}", out.loss);
@@ -400,6 +344,7 @@ fn mse_matches_cpu_with_targets_and_with_one_hot_labels() {
         let target = uniform(&mut r, rows * cols, -2.0, 2.0);
         let out = ops::mse(gpu(), &pred, Some(&target), &[], rows, cols).unwrap();
         let want = cpu::mse(&pred, Some(&target), &[], rows, cols);
+        // Against the exact values, as cross-entropy's; u·|CPU| for the f32 reference.
         let (lb, gb) = mse_bounds(&pred, &widen(&target), rows, cols);
         assert_within(
             &format!("mse {rows}x{cols} loss"),

@@ -27,7 +27,7 @@ use crate::spectrum::SymmetricOperator;
 pub fn gpu_hvp_error_bound(model: &Model, rows: usize, scale: f64) -> f64 {
     let widest = (0..=model.stages.len()).map(|v| model.width_of(v)).max().unwrap_or(1);
     let k = rows.max(widest) as f64;
-    2.0 * model.stages.len() as f64 * k * (f32::EPSILON as f64 / 2.0) * scale
+    2.0 * model.stages.len() as f64 * k * crate::reference::bounds::EPS * scale
 }
 
 pub struct Hessian {

@@ -395,15 +395,9 @@ impl GpuOptimizer {
 }
 
 // ---- Error bounds of the update kernels, shared by the tests and `gradflow check` ----------------
+// In the crate's error model (`reference::bounds`): u = 2^-24, γ_k = k·u/(1 − k·u).
 
-/// Unit round-off of f32.
-const U: f64 = f32::EPSILON as f64 / 2.0;
-
-/// γ_k = k·u/(1 − k·u): the relative error of a product of k roundings.
-fn gamma(k: usize) -> f64 {
-    let k = k as f64;
-    k * U / (1.0 - k * U)
-}
+use crate::reference::bounds::{gamma, EPS as U};
 
 /// One step's share of |p(f32) − p(exact)| for an element at `p` whose update (the |g| replay's,
 /// see tests/optimizers.rs) has size `update`: each line rounds once, ≤ 4 roundings reach p, and

@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod batchnorm;
+pub mod bounds;
 pub mod hvp;
 pub mod linear;
 pub mod loss;

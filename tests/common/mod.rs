@@ -1,4 +1,5 @@
-//! Shared by the integration tests: one device per test binary, random data, error bounds.
+//! Shared by the integration tests: one device per test binary, random data, and the check of a
+//! result against its error bound (the bounds themselves are `gradflow::reference::bounds`).
 #![allow(dead_code)]
 
 pub mod golden;
@@ -7,6 +8,8 @@ use std::io::Write;
 use std::sync::{Once, OnceLock};
 
 use gradflow::kernels::Gpu;
+// The error model (u, γ_n, the built-ins' precisions, one bound per op) is the library's.
+pub use gradflow::reference::bounds::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// Set to 1 (`.ci/run` does) to make a missing adapter fail the GPU tests instead of skipping them.
@@ -140,16 +143,6 @@ pub fn uniform(rng: &mut StdRng, len: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(lo..hi)).collect()
 }
 
-/// Unit round-off of f32.
-pub const EPS: f64 = f32::EPSILON as f64 / 2.0;
-
-/// Forward error bound of an f32 sum of `terms` products (any order, fma or not): γ_n·Σ|a·b| with
-/// γ_n = n·u/(1 − n·u), plus one rounding of the result.
-pub fn dot_bound(terms: usize, sum_abs: f64) -> f64 {
-    let n = terms as f64 + 1.0;
-    n * EPS / (1.0 - n * EPS) * sum_abs
-}
-
 /// Asserts |got − want| ≤ bound[i] element-wise and returns the worst |error| and worst error/bound.
 pub fn assert_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) -> (f64, f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
@@ -175,98 +168,4 @@ pub fn assert_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) -> (f
 
 pub fn widen(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
-}
-
-// ---- Error bounds for the GPU's built-in functions --------------------------------------------
-// Vulkan's required precision (and WGSL's): exp within (3 + 2|x|) ulp, division 2.5 ulp, log 3 ulp
-// (absolute 2^-21 on [0.5, 2]). One ulp of a value is at most 2u of it.
-
-use gradflow::spec::{Act, Activation};
-
-/// Relative error bound of the GPU's exp(x).
-pub fn exp_rel(x: f64) -> f64 {
-    (3.0 + 2.0 * x.abs()) * 2.0 * EPS
-}
-
-/// Bound on the error of the erf approximation in common.wgsl: A&S 7.1.26's 1.5e-7 plus the f32
-/// evaluation (exp(−a²) and a degree-5 polynomial).
-pub const ERF_APPROX: f64 = 1.5e-7 + 16.0 * EPS;
-
-/// |GPU act(z) − act(z)| for an exactly known z (y = act(z)).
-pub fn act_eval_bound(act: Act, z: f64, y: f64) -> f64 {
-    match act.kind {
-        Activation::Identity | Activation::Relu => 0.0,
-        Activation::LeakyRelu => EPS * y.abs(),
-        Activation::Sigmoid => y.abs() * (exp_rel(z) + 8.0 * EPS),
-        Activation::Tanh => 0.5 * exp_rel(2.0 * z.abs().min(15.0)) + 8.0 * EPS * y.abs() + 1e-30,
-        Activation::Gelu => 0.5 * z.abs() * ERF_APPROX + 4.0 * EPS * y.abs(),
-    }
-}
-
-/// Largest |act'| (how an error in z reaches act(z)).
-pub fn act_lipschitz(act: Act) -> f64 {
-    match act.kind {
-        Activation::Gelu => 1.13,
-        Activation::Sigmoid => 0.25,
-        _ => 1.0,
-    }
-}
-
-/// |GPU act'(z) − act'(z)| for an exactly known z (g = act'(z)).
-pub fn act_grad_eval_bound(act: Act, z: f64, g: f64) -> f64 {
-    let s = 1.0 / (1.0 + (-z).exp());
-    match act.kind {
-        Activation::Identity | Activation::Relu | Activation::LeakyRelu => 0.0,
-        Activation::Sigmoid => s * (exp_rel(z) + 8.0 * EPS) + 3.0 * EPS * g.abs(),
-        Activation::Tanh => 2.0 * (0.5 * exp_rel(2.0 * z.abs().min(15.0)) + 8.0 * EPS) + 2.0 * EPS,
-        Activation::Gelu => {
-            let pdf = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
-            0.5 * ERF_APPROX + z.abs() * pdf * (exp_rel(0.5 * z * z) + 4.0 * EPS) + 4.0 * EPS * g.abs()
-        }
-    }
-}
-
-/// Softmax cross-entropy on the GPU (loss.wgsl), error bounds per element of the gradient and for
-/// the mean loss, from the precisions above; `want_grad` and the row losses are the exact values.
-pub fn cross_entropy_bounds(logits: &[f32], labels: &[u32], rows: usize, cols: usize) -> (f64, Vec<f64>) {
-    let u = EPS;
-    let mut loss_err = 0.0;
-    let mut sum_abs_loss = 0.0;
-    let mut grad_b = vec![0.0; rows * cols];
-    for r in 0..rows {
-        let z: Vec<f64> = logits[r * cols..(r + 1) * cols].iter().map(|&v| v as f64).collect();
-        let zmax = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = z.iter().map(|&v| (v - zmax).exp()).collect();
-        let rel: Vec<f64> = z.iter().map(|&v| exp_rel(v - zmax) + u * (v - zmax).abs()).collect();
-        let s: f64 = e.iter().sum();
-        let rel_s = e.iter().zip(&rel).map(|(a, b)| a * b).sum::<f64>() / s + cols as f64 * u;
-        let lse = zmax + s.ln();
-        let loss_r = lse - z[labels[r] as usize];
-        let log_err = 2f64.powi(-21) + 6.0 * u * s.ln().abs() + rel_s;
-        loss_err += log_err + u * lse.abs() + u * loss_r.abs();
-        sum_abs_loss += loss_r.abs();
-        for c in 0..cols {
-            let p = e[c] / s;
-            let onehot = if c == labels[r] as usize { 1.0 } else { 0.0 };
-            grad_b[r * cols + c] = (p * (rel[c] + rel_s + 5.0 * u) + 3.0 * u * (p - onehot).abs()) / rows as f64;
-        }
-    }
-    let mean_abs = sum_abs_loss / rows as f64;
-    (loss_err / rows as f64 + rows as f64 * u * mean_abs + u * mean_abs + 1e-30, grad_b)
-}
-
-/// MSE on the GPU: bounds for the mean loss and the gradient (values of d = pred − target exact).
-pub fn mse_bounds(pred: &[f32], target: &[f64], rows: usize, cols: usize) -> (f64, Vec<f64>) {
-    let u = EPS;
-    let n = (rows * cols) as f64;
-    let sq: f64 = pred.iter().zip(target).map(|(&p, &t)| (p as f64 - t).powi(2)).sum();
-    let loss = sq / n;
-    let loss_b = (cols as f64 + rows as f64 + 10.0) * u * loss + 1e-30;
-    let grad_b = pred.iter().zip(target).map(|(&p, &t)| 6.0 * u * (2.0 * (p as f64 - t) / n).abs() + 1e-30).collect();
-    (loss_b, grad_b)
-}
-
-/// Bound for a value the CPU reference computes in f64 and rounds once to f32.
-pub fn cpu_bound(want: &[f64]) -> Vec<f64> {
-    want.iter().map(|w| EPS * w.abs() + 1e-12).collect()
 }
