@@ -36,8 +36,8 @@ mod common;
 
 use common::*;
 use gradflow::exec::ops_hvp as ops;
-use gradflow::reference::hvp::{self as cpu, NormLayout, NORM_STATS_BLOCKS};
 use gradflow::reference::bounds::running::*;
+use gradflow::reference::hvp::{self as cpu, NormLayout, NORM_STATS_BLOCKS};
 use gradflow::spec::Act;
 
 /// Holds the GPU's `got` against the reference's `want` within the bounds `ev`, after checking

@@ -1,6 +1,8 @@
-//! Hessian-vector products on the GPU: the R-operator of `reference::hvp`, stage by stage, as launches
-//! of the training kernels (products, activations, batch norm, the loss) and of hvp.wgsl's own
-//! terms (act'', the losses' and batch norm's R-values). One batch per submit; `exec::hessian`
+//! Hessian-vector products on the GPU: the R-operator of `reference::hvp`, stage by stage. Each
+//! stage's plain value and gradient come from the training launches themselves (`exec::launch`:
+//! the fused Linear, batch norm, activation, loss and dW/dX launches); its R-values from
+//! products against the direction and hvp.wgsl's own terms (act'', the losses' and batch norm's
+//! R-values). One batch per submit; `exec::hessian`
 //! sums the batches' products on the host in f64.
 //!
 //! Every value v has a buffer, its R-value, its gradient and the gradient's R-value; a Dense
@@ -8,14 +10,12 @@
 
 use std::sync::Arc;
 
+use super::launch::{self, Aux, Net};
 use crate::device::GpuBuffer;
 use crate::device::{submit, Dispatch};
 use crate::error::Result;
 use crate::kernels::Gpu;
-use crate::kernels::{
-    ActEntry, ActParams, BnEntry, BnParams, Epilogue, HvpBuffers, HvpEntry, HvpParams, LossParams, MatmulParams,
-    ACT_ACCUMULATE, BN_ACCUMULATE, HVP_ACCUMULATE,
-};
+use crate::kernels::{BnEntry, Epilogue, HvpBuffers, HvpEntry, HvpParams, MatmulParams, HVP_ACCUMULATE};
 use crate::spec::{Act, Loss, Model, Op};
 
 struct DenseBuffers {
@@ -51,15 +51,6 @@ pub struct GpuHvp {
     /// The caller's id of the batch now in `values[0]` and `labels`: a product over the same batch
     /// uploads only the direction.
     loaded: Option<usize>,
-}
-
-fn act_params(act: Act, len: usize, accumulate: bool) -> ActParams {
-    ActParams {
-        len: len as u32,
-        act: act.kind.code(),
-        slope: act.slope,
-        flags: if accumulate { ACT_ACCUMULATE } else { 0 },
-    }
 }
 
 impl GpuHvp {
@@ -185,51 +176,47 @@ impl GpuHvp {
         Ok(out)
     }
 
+    /// The network the training launches see: this product's parameters, gradient and loss
+    /// buffers, for batches of `rows` rows.
+    fn net(&self, rows: usize) -> Net<'_> {
+        Net {
+            gpu: &self.gpu,
+            model: &self.model,
+            loss: self.loss,
+            rows,
+            params: &self.params,
+            grads: &self.grads,
+            running: &self.running,
+            labels: &self.labels,
+            row_stats: &self.row_stats,
+            totals: &self.totals,
+        }
+    }
+
+    /// Stage `s` forward: its value by the training launch, its R-value by the R-terms.
     fn forward(&self, rows: usize, s: usize, input: usize, out: &mut Vec<Dispatch>) -> Result<()> {
-        let g = &*self.gpu;
+        let (g, net) = (&*self.gpu, self.net(rows));
         let (a, ra, y, ry) = (&self.values[input], &self.rvalues[input], &self.values[s + 1], &self.rvalues[s + 1]);
         match self.model.stages[s].op {
             Op::Dense { inputs: k, outputs: n, weight, bias, act } => {
-                let d =
-                    self.dense[s].as_ref().ok_or_else(|| crate::error::Error::Plan("Dense without buffers".into()))?;
+                let d = self.dense(s)?;
+                // z = a·Wᵀ + b, y = act(z); R{z} = a·Vᵀ + v_b (+ R{a}·Wᵀ); R{y} = act'(z)·R{z}.
+                out.push(launch::dense_forward(&net, a, y, Aux::Preact(&d.z), k, n, weight, bias, act)?.dispatch);
                 let fwd = |bias_at, accumulate| {
                     MatmulParams::dense_forward(rows, k, n, weight, Epilogue::linear(bias_at, accumulate))
                 };
-                // z = a·Wᵀ + b, y = act(z); R{z} = a·Vᵀ + v_b (+ R{a}·Wᵀ); R{y} = act'(z)·R{z}.
-                out.push(g.matmul(a, &self.params, bias.map(|_| &self.params), &d.z, None, fwd(bias, false))?);
-                out.push(g.activation(ActEntry::Forward, &d.z, None, y, act_params(act, rows * n, false))?);
                 out.push(g.matmul(a, &self.v, bias.map(|_| &self.v), &d.rz, None, fwd(bias, false))?);
                 if input != 0 {
                     out.push(g.matmul(ra, &self.params, None, &d.rz, None, fwd(None, true))?);
                 }
-                out.push(g.activation(ActEntry::Backward, &d.z, Some(&d.rz), ry, act_params(act, rows * n, false))?);
+                out.push(launch::activation_backward(&net, &d.z, &d.rz, ry, n, act, false)?.dispatch);
             }
             Op::BatchNorm { width, gamma, beta, norm, act } => {
-                let stats =
-                    self.norm_stats[s].as_ref().ok_or_else(|| crate::error::Error::Plan("norm stats".into()))?;
-                let p = self.bn_params(rows, width, gamma, beta, norm, act);
-                out.push(g.batchnorm(
-                    BnEntry::Stats,
-                    a,
-                    None,
-                    &self.params,
-                    &self.running,
-                    stats,
-                    None,
-                    &self.grads,
-                    p.training(0.0),
-                )?);
-                out.push(g.batchnorm(
-                    BnEntry::Forward,
-                    a,
-                    None,
-                    &self.params,
-                    &self.running,
-                    stats,
-                    Some(y),
-                    &self.grads,
-                    p,
-                )?);
+                let stats = self.norm_stats(s)?;
+                // Training-mode statistics that leave this product's running statistics alone.
+                let p = launch::bn_params(&net, norm, width, gamma, beta, act);
+                out.push(launch::batchnorm(&net, BnEntry::Stats, a, None, stats, None, p.training(0.0))?.dispatch);
+                out.push(launch::batchnorm(&net, BnEntry::Forward, a, None, stats, Some(y), p)?.dispatch);
                 let hp = self.hvp_params(rows, width, act, false, gamma, beta);
                 let b = HvpBuffers {
                     x: a,
@@ -244,25 +231,24 @@ impl GpuHvp {
                 out.push(g.hvp_kernel(HvpEntry::BatchnormRForward, &b, hp)?);
             }
             Op::Activation { width, act } => {
-                out.push(g.activation(ActEntry::Forward, a, None, y, act_params(act, rows * width, false))?);
-                out.push(g.activation(ActEntry::Backward, a, Some(ra), ry, act_params(act, rows * width, false))?);
+                out.push(launch::activation_forward(&net, a, y, width, act)?.dispatch);
+                out.push(launch::activation_backward(&net, a, ra, ry, width, act, false)?.dispatch);
             }
             Op::Add { width, skip } => {
-                let p = act_params(Act::IDENTITY, rows * width, false);
-                out.push(g.residual_add(a, &self.values[skip], y, p)?);
-                out.push(g.residual_add(ra, &self.rvalues[skip], ry, p)?);
+                out.push(launch::residual_add(&net, a, &self.values[skip], y, width)?.dispatch);
+                out.push(launch::residual_add(&net, ra, &self.rvalues[skip], ry, width)?.dispatch);
             }
         }
         Ok(())
     }
 
+    /// The training loss launches (gradient at the output), then R{gradient}.
     fn loss_and_r(&self, rows: usize, out: &mut Vec<Dispatch>) -> Result<()> {
         let g = &*self.gpu;
         let last = self.model.stages.len();
         let classes = self.model.outputs();
         let (o, ro, grad, rgrad) = (&self.values[last], &self.rvalues[last], &self.gvalues[last], &self.rgvalues[last]);
-        let p = LossParams { rows: rows as u32, cols: classes as u32, use_targets: 0, _pad: 0 };
-        out.extend(g.loss_step(self.loss, o, &self.labels, None, grad, &self.row_stats, &self.totals, p, rows)?);
+        out.extend(launch::loss(&self.net(rows), o, grad)?.into_iter().map(|l| l.dispatch));
         let entry = match self.loss {
             Loss::CrossEntropy => HvpEntry::CrossEntropyR,
             Loss::Mse => HvpEntry::MseR,
@@ -274,8 +260,9 @@ impl GpuHvp {
         Ok(())
     }
 
+    /// Stage `s` backward: its gradients by the training launches, their R-values by the R-terms.
     fn backward(&self, rows: usize, s: usize, written: &mut [bool], out: &mut Vec<Dispatch>) -> Result<()> {
-        let g = &*self.gpu;
+        let (g, net) = (&*self.gpu, self.net(rows));
         let stage = &self.model.stages[s];
         let input = stage.input;
         let (gy, rgy) = (&self.gvalues[s + 1], &self.rgvalues[s + 1]);
@@ -287,12 +274,11 @@ impl GpuHvp {
         }
         match stage.op {
             Op::Dense { inputs: k, outputs: n, weight, bias, act } => {
-                let d =
-                    self.dense[s].as_ref().ok_or_else(|| crate::error::Error::Plan("Dense without buffers".into()))?;
-                let len = rows * n;
+                let d = self.dense(s)?;
                 // dz = act'(z)·g, R{dz} = act''(z)·R{z}·g + act'(z)·R{g}.
-                out.push(g.activation(ActEntry::Backward, &d.z, Some(gy), &d.dz, act_params(act, len, false))?);
-                let hp = HvpParams { len: len as u32, act: act.kind.code(), slope: act.slope, ..Default::default() };
+                out.push(launch::activation_backward(&net, &d.z, gy, &d.dz, n, act, false)?.dispatch);
+                let hp =
+                    HvpParams { len: (rows * n) as u32, act: act.kind.code(), slope: act.slope, ..Default::default() };
                 let b = HvpBuffers {
                     x: &d.z,
                     rx: &d.rz,
@@ -305,27 +291,25 @@ impl GpuHvp {
                 };
                 out.push(g.hvp_kernel(HvpEntry::ActivationRBackward, &b, hp)?);
                 // ∇W = dzᵀ·a (+ ∇b); H·v for W = R{dz}ᵀ·a + dzᵀ·R{a} (+ ΣR{dz} for b).
+                out.push(launch::dense_backward_weight(&net, &d.dz, a, k, n, weight, bias)?.dispatch);
                 let dw = |bias_at: Option<usize>, accumulate| {
                     MatmulParams::dense_backward_params(rows, k, n, weight, bias_at, accumulate)
                 };
-                out.push(g.matmul(&d.dz, a, None, &self.grads, None, dw(bias, false))?);
                 out.push(g.matmul(&d.rdz, a, None, &self.hv, None, dw(bias, false))?);
                 if input != 0 {
                     out.push(g.matmul(&d.dz, ra, None, &self.hv, None, dw(None, true))?);
                     // ∇a (+)= dz·W; R{∇a} (+)= R{dz}·W + dz·V.
+                    let ga = &self.gvalues[input];
+                    out.push(launch::dense_backward_input(&net, &d.dz, ga, None, accumulate, k, n, weight)?.dispatch);
                     let dx = |accumulate| MatmulParams::dense_backward_input(rows, k, n, weight, None, accumulate);
-                    let acc = accumulate;
-                    out.push(g.matmul(&d.dz, &self.params, None, &self.gvalues[input], None, dx(acc))?);
-                    out.push(g.matmul(&d.rdz, &self.params, None, &self.rgvalues[input], None, dx(acc))?);
+                    out.push(g.matmul(&d.rdz, &self.params, None, &self.rgvalues[input], None, dx(accumulate))?);
                     out.push(g.matmul(&d.dz, &self.v, None, &self.rgvalues[input], None, dx(true))?);
                 }
             }
             Op::BatchNorm { width, gamma, beta, norm, act } => {
-                let stats =
-                    self.norm_stats[s].as_ref().ok_or_else(|| crate::error::Error::Plan("norm stats".into()))?;
-                let p = self.bn_params(rows, width, gamma, beta, norm, act);
-                let (gr, run) = (&self.grads, &self.running);
-                out.push(g.batchnorm(BnEntry::BackwardReduce, a, Some(gy), &self.params, run, stats, None, gr, p)?);
+                let stats = self.norm_stats(s)?;
+                let p = launch::bn_params(&net, norm, width, gamma, beta, act);
+                out.push(launch::batchnorm(&net, BnEntry::BackwardReduce, a, Some(gy), stats, None, p)?.dispatch);
                 let hp = self.hvp_params(rows, width, act, false, gamma, beta);
                 let b = HvpBuffers {
                     x: a,
@@ -339,18 +323,10 @@ impl GpuHvp {
                 };
                 out.push(g.hvp_kernel(HvpEntry::BatchnormRBackwardReduce, &b, hp)?);
                 if input != 0 {
-                    let pi = BnParams { flags: if accumulate { BN_ACCUMULATE } else { 0 }, ..p };
-                    out.push(g.batchnorm(
-                        BnEntry::BackwardInput,
-                        a,
-                        Some(gy),
-                        &self.params,
-                        run,
-                        stats,
-                        Some(&self.gvalues[input]),
-                        gr,
-                        pi,
-                    )?);
+                    let (pi, ga) = (launch::bn_input_params(p, accumulate), &self.gvalues[input]);
+                    out.push(
+                        launch::batchnorm(&net, BnEntry::BackwardInput, a, Some(gy), stats, Some(ga), pi)?.dispatch,
+                    );
                     let hp = self.hvp_params(rows, width, act, accumulate, gamma, beta);
                     let b = HvpBuffers { out: &self.rgvalues[input], ..b };
                     out.push(g.hvp_kernel(HvpEntry::BatchnormRBackwardInput, &b, hp)?);
@@ -358,16 +334,10 @@ impl GpuHvp {
             }
             Op::Activation { width, act } => {
                 if input != 0 {
-                    let len = rows * width;
-                    out.push(g.activation(
-                        ActEntry::Backward,
-                        a,
-                        Some(gy),
-                        &self.gvalues[input],
-                        act_params(act, len, accumulate),
-                    )?);
+                    let ga = &self.gvalues[input];
+                    out.push(launch::activation_backward(&net, a, gy, ga, width, act, accumulate)?.dispatch);
                     let hp = HvpParams {
-                        len: len as u32,
+                        len: (rows * width) as u32,
                         act: act.kind.code(),
                         slope: act.slope,
                         flags: if accumulate { HVP_ACCUMULATE } else { 0 },
@@ -387,14 +357,14 @@ impl GpuHvp {
                 }
             }
             Op::Add { width, skip } => {
-                // The gradient goes on unchanged to both summands (identity act' = 1).
+                // The gradient goes on unchanged to both summands: identity act' = 1 (as training's plan).
                 for (target, acc) in [(input, accumulate), (skip, written[skip])] {
                     if target == 0 {
                         continue;
                     }
-                    let p = act_params(Act::IDENTITY, rows * width, acc);
-                    out.push(g.activation(ActEntry::Backward, gy, Some(gy), &self.gvalues[target], p)?);
-                    out.push(g.activation(ActEntry::Backward, rgy, Some(rgy), &self.rgvalues[target], p)?);
+                    let (gt, rgt) = (&self.gvalues[target], &self.rgvalues[target]);
+                    out.push(launch::activation_backward(&net, gy, gy, gt, width, Act::IDENTITY, acc)?.dispatch);
+                    out.push(launch::activation_backward(&net, rgy, rgy, rgt, width, Act::IDENTITY, acc)?.dispatch);
                     written[target] = true;
                 }
             }
@@ -402,12 +372,12 @@ impl GpuHvp {
         Ok(())
     }
 
-    fn bn_params(&self, rows: usize, width: usize, gamma: usize, beta: usize, norm: usize, act: Act) -> BnParams {
-        let layer = &self.model.norms[norm];
-        BnParams {
-            rows: rows as u32,
-            ..BnParams::layer(self.max_rows, width, gamma, beta, layer.running_mean, layer.running_var, layer.eps, act)
-        }
+    fn dense(&self, s: usize) -> Result<&DenseBuffers> {
+        self.dense[s].as_ref().ok_or_else(|| crate::error::Error::Plan("Dense without buffers".into()))
+    }
+
+    fn norm_stats(&self, s: usize) -> Result<&GpuBuffer> {
+        self.norm_stats[s].as_ref().ok_or_else(|| crate::error::Error::Plan("norm stats".into()))
     }
 
     fn hvp_params(

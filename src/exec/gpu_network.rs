@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::gpu_sync::{self, GradBucket, SyncedNorm};
-use super::launch::{self, Buffers, Context, Launch, Shape, When};
+use super::launch::{self, Context, Launch, Net, Shape, When};
 use super::network::{BadStep, StepSync};
 use super::{Network, Totals};
 use crate::data::Dataset;
@@ -220,10 +220,11 @@ impl GpuNetwork {
             plan.buffers.iter().map(|b| g.storage(&b.name, b.len)).collect::<Result<Vec<GpuBuffer>>>()?;
 
         let c = Context {
-            gpu: g,
-            buffers: Buffers {
-                input: &batch_x,
-                stage: &stage_buffers,
+            net: Net {
+                gpu: g,
+                model: &model,
+                loss,
+                rows: max_rows,
                 params: &params_buf,
                 grads: &grads,
                 running: &running,
@@ -231,9 +232,8 @@ impl GpuNetwork {
                 row_stats: &row_stats,
                 totals: &totals,
             },
-            model: &model,
-            loss,
-            max_rows,
+            input: &batch_x,
+            stage: &stage_buffers,
         };
         let mut forward = Vec::new();
         let mut norm_launches = Vec::new();

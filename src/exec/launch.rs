@@ -1,7 +1,9 @@
-//! One short launch function per planned op (`spec::plan`): each turns a forward or backward op
-//! into the kernel launches that run it, from the same parameter builders `exec::ops` (and so the
-//! kernel tests), `bench` and `check` use. `GpuNetwork` calls them in plan order, once, when it
-//! is built; a training step only records the launches.
+//! One short launch function per layer pass (a Linear's forward, its dW and dX, a batch norm's
+//! kernels, an activation, the loss), from the same parameter builders `exec::ops` (and so the
+//! kernel tests), `bench` and `check` use. `GpuNetwork` calls them through `forward`/`backward`
+//! for each planned op (`spec::plan`), once, when it is built, and a training step only records
+//! them; the Hessian-vector product (`exec::gpu_hessian`) calls the same functions for its plain
+//! values and gradients and adds only the R-terms.
 
 use crate::device::Dispatch;
 use crate::device::GpuBuffer;
@@ -11,7 +13,7 @@ use crate::kernels::{
     ActEntry, ActParams, BnEntry, BnParams, Epilogue, LossEntry, LossParams, MatmulParams, ACT_ACCUMULATE,
     BN_ACCUMULATE,
 };
-use crate::spec::plan::{BackwardOp, Buf, ForwardOp, GradTarget};
+use crate::spec::plan::{BackwardOp, Buf, ForwardOp};
 use crate::spec::{Act, Loss, Model};
 
 /// How a launch's parameters depend on the number of rows in the batch.
@@ -82,10 +84,14 @@ impl Launch {
     }
 }
 
-/// Every buffer a launch can bind: the plan's, and the network's own.
-pub(crate) struct Buffers<'a> {
-    pub input: &'a GpuBuffer,
-    pub stage: &'a [GpuBuffer],
+/// What every launch of one network shares: the device, the model, the rows the launches are
+/// built for (a training network's largest batch, which `Launch::resize` may shrink; a Hessian
+/// product's batch), and the buffers that are not per value.
+pub(crate) struct Net<'a> {
+    pub gpu: &'a Gpu,
+    pub model: &'a Model,
+    pub loss: Loss,
+    pub rows: usize,
     pub params: &'a GpuBuffer,
     pub grads: &'a GpuBuffer,
     pub running: &'a GpuBuffer,
@@ -94,23 +100,30 @@ pub(crate) struct Buffers<'a> {
     pub totals: &'a GpuBuffer,
 }
 
-impl Buffers<'_> {
+/// A training plan's ops with their `Buf`s resolved: the network, its batch input and the plan's
+/// stage buffers (allocated from the same plan, one per `BufferSpec`).
+pub(crate) struct Context<'a> {
+    pub net: Net<'a>,
+    pub input: &'a GpuBuffer,
+    pub stage: &'a [GpuBuffer],
+}
+
+impl Context<'_> {
     fn get(&self, b: Buf) -> &GpuBuffer {
         match b {
             Buf::Input => self.input,
-            // The stage buffers are allocated from the same plan, one per `BufferSpec`.
             Buf::Stage(i) => &self.stage[i],
         }
     }
 }
 
-/// What every launch of one network shares.
-pub(crate) struct Context<'a> {
-    pub gpu: &'a Gpu,
-    pub buffers: Buffers<'a>,
-    pub model: &'a Model,
-    pub loss: Loss,
-    pub max_rows: usize,
+/// What a dense forward launch writes besides its output.
+pub(crate) enum Aux<'a> {
+    None,
+    /// z = x·Wᵀ + b before the activation, for the backward pass.
+    Preact(&'a GpuBuffer),
+    /// The skip value of the residual block the Linear ends, added in the epilogue.
+    Skip(&'a GpuBuffer),
 }
 
 fn act_params(act: Act, len: usize, accumulate: bool) -> ActParams {
@@ -123,99 +136,88 @@ fn act_params(act: Act, len: usize, accumulate: bool) -> ActParams {
 }
 
 /// One batch-norm layer's parameters, blended for the first training batch.
-fn bn_params(c: &Context, norm: usize, width: usize, gamma: usize, beta: usize, act: Act) -> BnParams {
-    let layer = &c.model.norms[norm];
-    BnParams::layer(c.max_rows, width, gamma, beta, layer.running_mean, layer.running_var, layer.eps, act)
+pub(crate) fn bn_params(n: &Net, norm: usize, width: usize, gamma: usize, beta: usize, act: Act) -> BnParams {
+    let layer = &n.model.norms[norm];
+    BnParams::layer(n.rows, width, gamma, beta, layer.running_mean, layer.running_var, layer.eps, act)
 }
 
+// ---- A plan's ops -------------------------------------------------------------------------------
+
 pub(crate) fn forward(c: &Context, op: &ForwardOp) -> Result<Vec<Launch>> {
+    let n = &c.net;
     match *op {
         ForwardOp::Dense { x, out, preact, skip, inputs, outputs, weight, bias, act, .. } => {
-            dense_forward(c, x, out, preact, skip, inputs, outputs, weight, bias, act).map(|l| vec![l])
+            let aux = match (preact, skip) {
+                (Some(_), Some(_)) => {
+                    return Err(crate::error::Error::Plan(
+                        "a Linear with an activation cannot absorb a residual sum".into(),
+                    ));
+                }
+                (Some(z), None) => Aux::Preact(c.get(z)),
+                (None, Some(s)) => Aux::Skip(c.get(s)),
+                (None, None) => Aux::None,
+            };
+            dense_forward(n, c.get(x), c.get(out), aux, inputs, outputs, weight, bias, act).map(|l| vec![l])
         }
         ForwardOp::BatchNorm { x, out, stats, width, gamma, beta, norm, act, .. } => {
-            batchnorm_forward(c, x, out, stats, width, gamma, beta, norm, act)
+            batchnorm_forward(n, c.get(x), c.get(out), c.get(stats), width, gamma, beta, norm, act)
         }
-        ForwardOp::Activation { x, out, width, act, .. } => activation_forward(c, x, out, width, act).map(|l| vec![l]),
-        ForwardOp::Add { x, skip, out, width, .. } => residual_add(c, x, skip, out, width).map(|l| vec![l]),
+        ForwardOp::Activation { x, out, width, act, .. } => {
+            activation_forward(n, c.get(x), c.get(out), width, act).map(|l| vec![l])
+        }
+        ForwardOp::Add { x, skip, out, width, .. } => {
+            residual_add(n, c.get(x), c.get(skip), c.get(out), width).map(|l| vec![l])
+        }
     }
 }
 
 pub(crate) fn backward(c: &Context, op: &BackwardOp) -> Result<Vec<Launch>> {
+    let n = &c.net;
     match *op {
-        BackwardOp::Loss { logits, grad } => loss(c, logits, grad),
+        BackwardOp::Loss { logits, grad } => loss(n, c.get(logits), c.get(grad)),
         BackwardOp::ActivationGrad { z, dy, out, width, act, accumulate } => {
-            activation_backward(c, z, dy, out, width, act, accumulate).map(|l| vec![l])
+            activation_backward(n, c.get(z), c.get(dy), c.get(out), width, act, accumulate).map(|l| vec![l])
         }
         BackwardOp::DenseWeight { dz, x, inputs, outputs, weight, bias } => {
-            dense_backward_weight(c, dz, x, inputs, outputs, weight, bias).map(|l| vec![l])
+            dense_backward_weight(n, c.get(dz), c.get(x), inputs, outputs, weight, bias).map(|l| vec![l])
         }
         BackwardOp::DenseInput { dz, target, accumulate, inputs, outputs, weight } => {
-            dense_backward_input(c, dz, target, accumulate, inputs, outputs, weight).map(|l| vec![l])
+            let fused = target.fused.map(|(z, act)| (c.get(z), act));
+            dense_backward_input(n, c.get(dz), c.get(target.buf), fused, accumulate, inputs, outputs, weight)
+                .map(|l| vec![l])
         }
         BackwardOp::BatchNormReduce { x, dy, stats, width, gamma, beta, norm, act } => {
-            let p = bn_params(c, norm, width, gamma, beta, act);
-            batchnorm_launch(c, BnEntry::BackwardReduce, x, Some(dy), stats, None, p).map(|l| vec![l])
+            let p = bn_params(n, norm, width, gamma, beta, act);
+            batchnorm(n, BnEntry::BackwardReduce, c.get(x), Some(c.get(dy)), c.get(stats), None, p).map(|l| vec![l])
         }
         BackwardOp::BatchNormInput { x, dy, stats, target, accumulate, width, gamma, beta, norm, act } => {
-            let mut p = bn_params(c, norm, width, gamma, beta, act);
-            if accumulate {
-                p.flags |= BN_ACCUMULATE;
-            }
-            batchnorm_launch(c, BnEntry::BackwardInput, x, Some(dy), stats, Some(target), p).map(|l| vec![l])
+            let p = bn_input_params(bn_params(n, norm, width, gamma, beta, act), accumulate);
+            let (x, dy, stats, target) = (c.get(x), c.get(dy), c.get(stats), c.get(target));
+            batchnorm(n, BnEntry::BackwardInput, x, Some(dy), stats, Some(target), p).map(|l| vec![l])
         }
     }
-}
-
-/// out = act(x·Wᵀ + b), z kept for the backward pass when there is an activation; plus `skip`
-/// when the Linear ends a residual block (its aux binding then carries the skip value).
-#[allow(clippy::too_many_arguments)]
-fn dense_forward(
-    c: &Context,
-    x: Buf,
-    out: Buf,
-    preact: Option<Buf>,
-    skip: Option<Buf>,
-    inputs: usize,
-    outputs: usize,
-    weight: usize,
-    bias: Option<usize>,
-    act: Act,
-) -> Result<Launch> {
-    let b = &c.buffers;
-    let epilogue = Epilogue { keep_z: preact.is_some(), add_skip: skip.is_some(), ..Epilogue::dense(bias, act) };
-    let p = MatmulParams::dense_forward(c.max_rows, inputs, outputs, weight, epilogue);
-    let bias_buf = bias.map(|_| b.params);
-    let aux = match (preact, skip) {
-        (Some(_), Some(_)) => {
-            return Err(crate::error::Error::Plan("a Linear with an activation cannot absorb a residual sum".into()));
-        }
-        (z, s) => z.or(s).map(|a| b.get(a)),
-    };
-    let d = c.gpu.matmul(b.get(x), b.params, bias_buf, b.get(out), aux, p)?;
-    Ok(Launch::new(d, Shape::MatmulRowsM(p)))
 }
 
 /// The batch statistics (training) or the running ones (eval), then out = act(γ·x̂ + β).
 #[allow(clippy::too_many_arguments)]
 fn batchnorm_forward(
-    c: &Context,
-    x: Buf,
-    out: Buf,
-    stats: Buf,
+    n: &Net,
+    x: &GpuBuffer,
+    out: &GpuBuffer,
+    stats: &GpuBuffer,
     width: usize,
     gamma: usize,
     beta: usize,
     norm: usize,
     act: Act,
 ) -> Result<Vec<Launch>> {
-    let p = bn_params(c, norm, width, gamma, beta, act).training(c.model.norms[norm].momentum.factor(1));
+    let p = bn_params(n, norm, width, gamma, beta, act).training(n.model.norms[norm].momentum.factor(1));
     let mut launches = Vec::with_capacity(3);
     for (when, p) in [(When::Train, p), (When::Eval, BnParams { flags: 0, ..p })] {
-        let l = batchnorm_launch(c, BnEntry::Stats, x, None, stats, None, p)?;
+        let l = batchnorm(n, BnEntry::Stats, x, None, stats, None, p)?;
         launches.push(Launch { when, ..l });
     }
-    launches.push(batchnorm_launch(c, BnEntry::Forward, x, None, stats, Some(out), BnParams { flags: 0, ..p })?);
+    launches.push(batchnorm(n, BnEntry::Forward, x, None, stats, Some(out), BnParams { flags: 0, ..p })?);
     Ok(launches)
 }
 
@@ -223,50 +225,77 @@ fn batchnorm_forward(
 /// the host combines the ranks' before `batchnorm_forward` runs. None for any other op.
 pub(crate) fn share_stats(c: &Context, op: &ForwardOp) -> Result<Option<Launch>> {
     match *op {
-        ForwardOp::BatchNorm { x, stats, width, gamma, beta, norm, act, .. } if c.model.norms[norm].sync => {
-            let p = bn_params(c, norm, width, gamma, beta, act).synced();
-            let l = batchnorm_launch(c, BnEntry::Stats, x, None, stats, None, p)?;
+        ForwardOp::BatchNorm { x, stats, width, gamma, beta, norm, act, .. } if c.net.model.norms[norm].sync => {
+            let p = bn_params(&c.net, norm, width, gamma, beta, act).synced();
+            let l = batchnorm(&c.net, BnEntry::Stats, c.get(x), None, c.get(stats), None, p)?;
             Ok(Some(Launch { when: When::Train, ..l }))
         }
         _ => Ok(None),
     }
 }
 
-fn batchnorm_launch(
-    c: &Context,
+// ---- The layers' launches, on buffers: the training plan's and the Hessian product's -------------
+
+/// out = act(x·Wᵀ + b), with z kept or a skip value added as `aux` says.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dense_forward(
+    n: &Net,
+    x: &GpuBuffer,
+    out: &GpuBuffer,
+    aux: Aux,
+    inputs: usize,
+    outputs: usize,
+    weight: usize,
+    bias: Option<usize>,
+    act: Act,
+) -> Result<Launch> {
+    let (keep_z, add_skip, aux) = match aux {
+        Aux::None => (false, false, None),
+        Aux::Preact(z) => (true, false, Some(z)),
+        Aux::Skip(s) => (false, true, Some(s)),
+    };
+    let epilogue = Epilogue { keep_z, add_skip, ..Epilogue::dense(bias, act) };
+    let p = MatmulParams::dense_forward(n.rows, inputs, outputs, weight, epilogue);
+    let d = n.gpu.matmul(x, n.params, bias.map(|_| n.params), out, aux, p)?;
+    Ok(Launch::new(d, Shape::MatmulRowsM(p)))
+}
+
+/// One batch-norm kernel on the network's parameters, running statistics and gradient.
+pub(crate) fn batchnorm(
+    n: &Net,
     entry: BnEntry,
-    x: Buf,
-    dy: Option<Buf>,
-    stats: Buf,
-    out: Option<Buf>,
+    x: &GpuBuffer,
+    dy: Option<&GpuBuffer>,
+    stats: &GpuBuffer,
+    out: Option<&GpuBuffer>,
     p: BnParams,
 ) -> Result<Launch> {
-    let b = &c.buffers;
-    let (dy, out) = (dy.map(|d| b.get(d)), out.map(|o| b.get(o)));
-    let d = c.gpu.batchnorm(entry, b.get(x), dy, b.params, b.running, b.get(stats), out, b.grads, p)?;
+    let d = n.gpu.batchnorm(entry, x, dy, n.params, n.running, stats, out, n.grads, p)?;
     Ok(Launch::new(d, Shape::BatchNorm(p, entry)))
 }
 
-fn activation_forward(c: &Context, x: Buf, out: Buf, width: usize, act: Act) -> Result<Launch> {
-    let p = act_params(act, c.max_rows * width, false);
-    let d = c.gpu.activation(ActEntry::Forward, c.buffers.get(x), None, c.buffers.get(out), p)?;
+/// The backward-input launch's parameters: dx written, or added where the value has other readers.
+pub(crate) fn bn_input_params(p: BnParams, accumulate: bool) -> BnParams {
+    BnParams { flags: if accumulate { p.flags | BN_ACCUMULATE } else { p.flags }, ..p }
+}
+
+pub(crate) fn activation_forward(n: &Net, x: &GpuBuffer, out: &GpuBuffer, width: usize, act: Act) -> Result<Launch> {
+    let p = act_params(act, n.rows * width, false);
+    let d = n.gpu.activation(ActEntry::Forward, x, None, out, p)?;
     Ok(Launch::new(d, Shape::Act(p, width)))
 }
 
-fn residual_add(c: &Context, x: Buf, skip: Buf, out: Buf, width: usize) -> Result<Launch> {
-    let b = &c.buffers;
-    let p = act_params(Act::IDENTITY, c.max_rows * width, false);
-    let d = c.gpu.residual_add(b.get(x), b.get(skip), b.get(out), p)?;
+pub(crate) fn residual_add(n: &Net, x: &GpuBuffer, skip: &GpuBuffer, out: &GpuBuffer, width: usize) -> Result<Launch> {
+    let p = act_params(Act::IDENTITY, n.rows * width, false);
+    let d = n.gpu.residual_add(x, skip, out, p)?;
     Ok(Launch::new(d, Shape::Act(p, width)))
 }
 
 /// The loss and its gradient per row, then the reduction into the step's loss and the totals (one
 /// dispatch for batches of up to 64 rows).
-fn loss(c: &Context, logits: Buf, grad: Buf) -> Result<Vec<Launch>> {
-    let b = &c.buffers;
-    let p = LossParams { rows: c.max_rows as u32, cols: c.model.outputs() as u32, use_targets: 0, _pad: 0 };
-    let (logits, grad) = (b.get(logits), b.get(grad));
-    let step = c.gpu.loss_step(c.loss, logits, b.labels, None, grad, b.row_stats, b.totals, p, c.max_rows)?;
+pub(crate) fn loss(n: &Net, logits: &GpuBuffer, grad: &GpuBuffer) -> Result<Vec<Launch>> {
+    let p = LossParams { rows: n.rows as u32, cols: n.model.outputs() as u32, use_targets: 0, _pad: 0 };
+    let step = n.gpu.loss_step(n.loss, logits, n.labels, None, grad, n.row_stats, n.totals, p, n.rows)?;
     let last = step.len() - 1;
     // The per-row kernel's grid follows the rows; a reduction (or the one-workgroup form) is 1.
     let shape = |i: usize| if i < last { Shape::Loss(p) } else { Shape::Reduce(p) };
@@ -274,54 +303,50 @@ fn loss(c: &Context, logits: Buf, grad: Buf) -> Result<Vec<Launch>> {
 }
 
 /// out (+)= dy ⊙ act'(z).
-fn activation_backward(
-    c: &Context,
-    z: Buf,
-    dy: Buf,
-    out: Buf,
+pub(crate) fn activation_backward(
+    n: &Net,
+    z: &GpuBuffer,
+    dy: &GpuBuffer,
+    out: &GpuBuffer,
     width: usize,
     act: Act,
     accumulate: bool,
 ) -> Result<Launch> {
-    let b = &c.buffers;
-    let p = act_params(act, c.max_rows * width, accumulate);
-    let d = c.gpu.activation(ActEntry::Backward, b.get(z), Some(b.get(dy)), b.get(out), p)?;
+    let p = act_params(act, n.rows * width, accumulate);
+    let d = n.gpu.activation(ActEntry::Backward, z, Some(dy), out, p)?;
     Ok(Launch::new(d, Shape::Act(p, width)))
 }
 
-/// dW = dZᵀ·X: [outputs, rows]·[rows, inputs], and db = Σ_rows dZ in the same launch.
-fn dense_backward_weight(
-    c: &Context,
-    dz: Buf,
-    x: Buf,
+/// dW = dZᵀ·X: [outputs, rows]·[rows, inputs], and db = Σ_rows dZ in the same launch, into the
+/// network's gradient.
+pub(crate) fn dense_backward_weight(
+    n: &Net,
+    dz: &GpuBuffer,
+    x: &GpuBuffer,
     inputs: usize,
     outputs: usize,
     weight: usize,
     bias: Option<usize>,
 ) -> Result<Launch> {
-    let b = &c.buffers;
-    let p = MatmulParams::dense_backward_params(c.max_rows, inputs, outputs, weight, bias, false);
-    let d = c.gpu.matmul(b.get(dz), b.get(x), None, b.grads, None, p)?;
+    let p = MatmulParams::dense_backward_params(n.rows, inputs, outputs, weight, bias, false);
+    let d = n.gpu.matmul(dz, x, None, n.grads, None, p)?;
     Ok(Launch::new(d, Shape::MatmulRowsK(p)))
 }
 
-/// dX = dZ·W: [rows, outputs]·[outputs, inputs], the producer's act' fused when the plan says so.
-fn dense_backward_input(
-    c: &Context,
-    dz: Buf,
-    target: GradTarget,
+/// dX (+)= dZ·W: [rows, outputs]·[outputs, inputs], with the producer's act'(z) fused when given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dense_backward_input(
+    n: &Net,
+    dz: &GpuBuffer,
+    target: &GpuBuffer,
+    fused: Option<(&GpuBuffer, Act)>,
     accumulate: bool,
     inputs: usize,
     outputs: usize,
     weight: usize,
 ) -> Result<Launch> {
-    let b = &c.buffers;
-    let (aux, prev_act) = match target.fused {
-        Some((z, act)) => (Some(b.get(z)), act),
-        None => (None, Act::IDENTITY),
-    };
-    let act_grad = aux.is_some().then_some(prev_act);
-    let p = MatmulParams::dense_backward_input(c.max_rows, inputs, outputs, weight, act_grad, accumulate);
-    let d = c.gpu.matmul(b.get(dz), b.params, None, b.get(target.buf), aux, p)?;
+    let (aux, act_grad) = (fused.map(|f| f.0), fused.map(|f| f.1));
+    let p = MatmulParams::dense_backward_input(n.rows, inputs, outputs, weight, act_grad, accumulate);
+    let d = n.gpu.matmul(dz, n.params, None, target, aux, p)?;
     Ok(Launch::new(d, Shape::MatmulRowsM(p)))
 }
