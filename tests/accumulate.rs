@@ -13,8 +13,7 @@ mod common;
 use common::*;
 use gradflow::device::{submit, Dispatch, GpuBuffer};
 use gradflow::kernels::{
-    ActEntry, ActParams, BnEntry, BnParams, Epilogue, Gpu, MatmulParams, MatmulVariant, Schedule, ACT_ACCUMULATE,
-    BN_ACCUMULATE, BN_TRAIN,
+    ActEntry, ActParams, BnEntry, BnParams, Epilogue, Gpu, MatmulParams, ACT_ACCUMULATE, BN_ACCUMULATE, BN_TRAIN,
 };
 use gradflow::spec::{Act, Activation};
 
@@ -36,18 +35,15 @@ fn assert_adds(what: &str, acc: &[f32], plain: &[f32], initial: &[f32]) {
 
 const SHAPES: [(usize, usize, usize); 5] = [(1, 1, 1), (3, 5, 7), (37, 29, 13), (65, 64, 66), (130, 257, 31)];
 
-#[test]
-fn matmul_accumulate_adds_the_product_on_every_schedule() {
-    require_gpu!();
-    let mut r = rng(31);
-    for variant in MatmulVariant::ALL {
-        let g = Gpu { matmul_schedule: Schedule::uniform(variant), ..gpu().clone() };
+for_every_schedule! {
+    fn matmul_accumulate_adds_the_product_on_every_schedule(g: &Gpu) {
+        let mut r = rng(31);
         for &(m, k, n) in &SHAPES {
-            let what = |launch: &str| format!("{launch} {m}x{k}x{n} ({})", variant.name());
+            let what = |launch: &str| format!("{launch} {m}x{k}x{n} ({})", g.matmul_schedule.name());
             let x = g.upload("x", &uniform(&mut r, m * k, -2.0, 2.0)).unwrap();
             let wb = g.upload("weight and bias", &uniform(&mut r, n * k + n, -1.0, 1.0)).unwrap();
             let dz = g.upload("dz", &uniform(&mut r, m * n, -1.0, 1.0)).unwrap();
-            let (g, x, wb, dz) = (&g, &x, &wb, &dz);
+            let (x, wb, dz) = (&x, &wb, &dz);
 
             // Forward, with the bias: y (+)= x·Wᵀ + b.
             let initial = uniform(&mut r, m * n, -3.0, 3.0);

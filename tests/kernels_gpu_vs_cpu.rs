@@ -12,8 +12,6 @@ mod common;
 
 use common::*;
 use gradflow::exec::ops;
-use gradflow::kernels::Gpu;
-use gradflow::kernels::{MatmulVariant, Schedule};
 use gradflow::reference as cpu;
 use gradflow::spec::Act;
 
@@ -36,22 +34,15 @@ const SHAPES: [(usize, usize, usize); 12] = [
     (6, 8, 12),
 ];
 
-/// The shared device, once per matmul schedule (both are held to the same bounds).
-fn matmul_gpus() -> Vec<Gpu> {
-    MatmulVariant::ALL.iter().map(|&v| Gpu { matmul_schedule: Schedule::uniform(v), ..gpu().clone() }).collect()
-}
-
-#[test]
-fn linear_forward_matches_cpu_for_every_activation() {
-    require_gpu!();
-    let mut r = rng(1);
-    for g in matmul_gpus() {
+for_every_schedule! {
+    fn linear_forward_matches_cpu_for_every_activation(g: &Gpu) {
+        let mut r = rng(1);
         for &(m, k, n) in &SHAPES {
             for act in ops::all_activations() {
                 let x = uniform(&mut r, m * k, -2.0, 2.0);
                 let w = uniform(&mut r, n * k, -1.0, 1.0);
                 let b = uniform(&mut r, n, -1.0, 1.0);
-                let (z, y) = ops::linear_forward(&g, &x, &w, Some(&b), m, k, n, act).unwrap();
+                let (z, y) = ops::linear_forward(g, &x, &w, Some(&b), m, k, n, act).unwrap();
                 let (z_ref, y_ref) = cpu::linear_forward(&x, &w, Some(&b), m, k, n, act);
                 let (zb, yb) = linear_forward_bound(&x, &w, Some(&b), m, k, n, act, &z_ref, &y_ref);
                 let what = format!("linear_forward ({:?}) {m}x{k}x{n} {}", g.matmul_schedule.large, act.kind.name());
@@ -65,20 +56,18 @@ fn linear_forward_matches_cpu_for_every_activation() {
     }
 }
 
-/// A Linear ending a residual block, the sum fused into its epilogue: y = x·Wᵀ + b + skip, against
-/// the CPU's product and residual_add (bound: `linear_forward_residual_bound`).
-#[test]
-fn linear_forward_residual_matches_cpu_product_then_sum() {
-    require_gpu!();
-    let mut r = rng(11);
-    for g in matmul_gpus() {
+for_every_schedule! {
+    /// A Linear ending a residual block, the sum fused into its epilogue: y = x·Wᵀ + b + skip, against
+    /// the CPU's product and residual_add (bound: `linear_forward_residual_bound`).
+    fn linear_forward_residual_matches_cpu_product_then_sum(g: &Gpu) {
+        let mut r = rng(11);
         for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
             let x = uniform(&mut r, m * k, -2.0, 2.0);
             let w = uniform(&mut r, n * k, -1.0, 1.0);
             let b = uniform(&mut r, n, -1.0, 1.0);
             let skip = uniform(&mut r, m * n, -3.0, 3.0);
             let bias = (i % 2 == 0).then_some(&b[..]);
-            let y = ops::linear_forward_residual(&g, &x, &w, bias, &skip, m, k, n).unwrap();
+            let y = ops::linear_forward_residual(g, &x, &w, bias, &skip, m, k, n).unwrap();
             let (z_ref, _) = cpu::linear_forward(&x, &w, bias, m, k, n, Act::IDENTITY);
             let y_ref = cpu::residual_add(&z_ref, &skip);
             let bound = linear_forward_residual_bound(&x, &w, bias, m, k, n, &z_ref, &y_ref);
@@ -101,20 +90,18 @@ fn linear_forward_without_bias() {
     assert_within("linear_forward no bias", &y, &widen(&y_ref), &b);
 }
 
-/// Products longer than llvmpipe's loop budget (65,535 iterations per invocation, which a direct
-/// product spends one per k): every schedule gives the full sum, by the fallback to `tiled` on
-/// llvmpipe, or, where even that cannot run (k = 70,001 with wgpu's shader checks on), refuses
-/// with the loop-limit error; never a sum cut short. Constant operands make the answer exact in
-/// f32 (every partial sum is a multiple of 1/8 below 2¹⁴), so missing terms cannot hide inside
-/// a rounding bound. 16,001 is past what a checked packed product could loop over.
-#[test]
-fn products_longer_than_llvmpipes_loop_budget_are_whole_or_refused() {
-    require_gpu!();
-    for (m, k, n) in [(70, 16_001, 70), (5, 70_001, 3)] {
-        let x = vec![0.5f32; m * k];
-        let w = vec![0.25f32; n * k];
-        for g in matmul_gpus() {
-            match ops::linear_forward(&g, &x, &w, None, m, k, n, Act::IDENTITY) {
+for_every_schedule! {
+    /// Products longer than llvmpipe's loop budget (65,535 iterations per invocation, which a direct
+    /// product spends one per k): every schedule gives the full sum, by the fallback to `tiled` on
+    /// llvmpipe, or, where even that cannot run (k = 70,001 with wgpu's shader checks on), refuses
+    /// with the loop-limit error; never a sum cut short. Constant operands make the answer exact in
+    /// f32 (every partial sum is a multiple of 1/8 below 2¹⁴), so missing terms cannot hide inside
+    /// a rounding bound. 16,001 is past what a checked packed product could loop over.
+    fn products_longer_than_llvmpipes_loop_budget_are_whole_or_refused(g: &Gpu) {
+        for (m, k, n) in [(70, 16_001, 70), (5, 70_001, 3)] {
+            let x = vec![0.5f32; m * k];
+            let w = vec![0.25f32; n * k];
+            match ops::linear_forward(g, &x, &w, None, m, k, n, Act::IDENTITY) {
                 Ok((_, y)) => {
                     assert!(
                         y.iter().all(|&v| v == 0.125 * k as f32),
@@ -133,15 +120,13 @@ fn products_longer_than_llvmpipes_loop_budget_are_whole_or_refused() {
     }
 }
 
-#[test]
-fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
-    require_gpu!();
-    let mut r = rng(3);
-    for g in matmul_gpus() {
+for_every_schedule! {
+    fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad(g: &Gpu) {
+        let mut r = rng(3);
         for &(m, k, n) in &SHAPES {
             let dz = uniform(&mut r, m * n, -1.0, 1.0);
             let w = uniform(&mut r, n * k, -1.0, 1.0);
-            let dx = ops::linear_backward_input(&g, &dz, &w, m, k, n, None).unwrap();
+            let dx = ops::linear_backward_input(g, &dz, &w, m, k, n, None).unwrap();
             let dx_ref = cpu::linear_backward_input(&dz, &w, m, k, n);
             let b = linear_backward_input_bound(&dz, &w, m, k, n, &dx_ref);
             let v = g.matmul_schedule.large;
@@ -153,7 +138,7 @@ fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
             // The fused epilogue: dz_prev = (dz·W) ⊙ act'(z_prev).
             for act in ops::all_activations() {
                 let z_prev = uniform(&mut r, m * k, -3.0, 3.0);
-                let got = ops::linear_backward_input(&g, &dz, &w, m, k, n, Some((&z_prev, act))).unwrap();
+                let got = ops::linear_backward_input(g, &dz, &w, m, k, n, Some((&z_prev, act))).unwrap();
                 let want = cpu::activation_backward(&z_prev, &dx_ref, act);
                 let bound = act_grad_epilogue_bound(act, &z_prev, &b, &dx_ref, &want);
                 assert_within(
@@ -167,16 +152,14 @@ fn linear_backward_input_matches_cpu_plain_and_with_fused_activation_grad() {
     }
 }
 
-#[test]
-fn linear_backward_weight_and_bias_grad_match_cpu() {
-    require_gpu!();
-    let mut r = rng(4);
-    for g in matmul_gpus() {
+for_every_schedule! {
+    fn linear_backward_weight_and_bias_grad_match_cpu(g: &Gpu) {
+        let mut r = rng(4);
         for &(m, k, n) in &SHAPES {
             let dz = uniform(&mut r, m * n, -1.0, 1.0);
             let x = uniform(&mut r, m * k, -1.0, 1.0);
-            let dw = ops::linear_backward_weight(&g, &dz, &x, m, k, n).unwrap();
-            let (dw_fused, db) = ops::linear_backward_weight_and_bias(&g, &dz, &x, m, k, n).unwrap();
+            let dw = ops::linear_backward_weight(g, &dz, &x, m, k, n).unwrap();
+            let (dw_fused, db) = ops::linear_backward_weight_and_bias(g, &dz, &x, m, k, n).unwrap();
             let dw_ref = cpu::linear_backward_weight(&dz, &x, m, k, n);
             let b = linear_backward_weight_bound(&dz, &x, m, k, n, &dw_ref);
             let v = g.matmul_schedule.large;
@@ -195,19 +178,17 @@ fn linear_backward_weight_and_bias_grad_match_cpu() {
     }
 }
 
-/// The bias gradient is written by the invocations that own column 0 of dW, one per row of dW
-/// (an output feature): check feature counts around the tile and block edges, and a dW with one
-/// column, on every schedule.
-#[test]
-fn bias_grad_past_one_tile_of_features() {
-    require_gpu!();
-    let mut r = rng(5);
-    for g in matmul_gpus() {
+for_every_schedule! {
+    /// The bias gradient is written by the invocations that own column 0 of dW, one per row of dW
+    /// (an output feature): check feature counts around the tile and block edges, and a dW with one
+    /// column, on every schedule.
+    fn bias_grad_past_one_tile_of_features(g: &Gpu) {
+        let mut r = rng(5);
         for (n, k) in [(1, 1), (7, 1), (63, 3), (64, 5), (65, 8), (129, 2), (257, 9)] {
             let m = 3;
             let dz = uniform(&mut r, m * n, -1.0, 1.0);
             let x = uniform(&mut r, m * k, -1.0, 1.0);
-            let (_, db) = ops::linear_backward_weight_and_bias(&g, &dz, &x, m, k, n).unwrap();
+            let (_, db) = ops::linear_backward_weight_and_bias(g, &dz, &x, m, k, n).unwrap();
             let db_ref = cpu::bias_grad(&dz, m, n);
             let b = bias_grad_bound(&dz, m, n);
             assert_within(&format!("bias_grad ({:?}) n={n} k={k}", g.matmul_schedule.large), &db, &widen(&db_ref), &b);
@@ -258,17 +239,15 @@ fn elementwise_dispatch_splits_past_65535_workgroups() {
     assert!(y.iter().zip(&x).all(|(a, b)| *a == b.max(0.0)));
 }
 
-#[test]
-fn matmul_dispatch_splits_past_65535_workgroups() {
-    require_gpu!();
-    // 64 × 65,537 rows of tiles: more tiles than one grid dimension holds.
-    let (m, k, n) = (64 * 65_537, 2, 3);
-    let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32) - 8.0).collect();
-    let w: Vec<f32> = vec![1.0, 0.5, -1.0, 2.0, 0.25, 0.0];
-    // Small integers and halves: every product and sum is exact in f32.
-    let (_, y_ref) = cpu::linear_forward(&x, &w, None, m, k, n, Act::IDENTITY);
-    for g in matmul_gpus() {
-        let (_, y) = ops::linear_forward(&g, &x, &w, None, m, k, n, Act::IDENTITY).unwrap();
+for_every_schedule! {
+    fn matmul_dispatch_splits_past_65535_workgroups(g: &Gpu) {
+        // 64 × 65,537 rows of tiles: more tiles than one grid dimension holds.
+        let (m, k, n) = (64 * 65_537, 2, 3);
+        let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32) - 8.0).collect();
+        let w: Vec<f32> = vec![1.0, 0.5, -1.0, 2.0, 0.25, 0.0];
+        // Small integers and halves: every product and sum is exact in f32.
+        let (_, y_ref) = cpu::linear_forward(&x, &w, None, m, k, n, Act::IDENTITY);
+        let (_, y) = ops::linear_forward(g, &x, &w, None, m, k, n, Act::IDENTITY).unwrap();
         assert!(y == y_ref, "{:?}: split dispatch differs", g.matmul_schedule.large);
     }
 }

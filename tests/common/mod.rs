@@ -29,6 +29,48 @@ macro_rules! require_gpu {
     };
 }
 
+/// Burn's `testgen_all!` for the matmul schedules: each body becomes a module with one `#[test]`
+/// per schedule (`name::on_tiled`, `::on_direct`, `::on_packed`, `::on_uniform`), each on the shared device
+/// with that schedule forced for every product (`on_schedule`), so a failure names its schedule
+/// and a new schedule is one line here, not an edit to every test. The other executors come from
+/// the environment: `.ci/run` reruns these files with shader checks on and on GL.
+#[allow(unused_macros)]
+macro_rules! for_every_schedule {
+    ($($(#[$meta:meta])* fn $name:ident($g:ident: &Gpu) $body:block)*) => {$(
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            // A new MatmulVariant must get its test line below.
+            const _: () = assert!(gradflow::kernels::MatmulVariant::ALL.len() == 4);
+            fn body($g: &gradflow::kernels::Gpu) $body
+            #[test]
+            fn on_tiled() {
+                $crate::common::on_schedule(file!(), gradflow::kernels::MatmulVariant::Tiled, body)
+            }
+            #[test]
+            fn on_direct() {
+                $crate::common::on_schedule(file!(), gradflow::kernels::MatmulVariant::Direct, body)
+            }
+            #[test]
+            fn on_packed() {
+                $crate::common::on_schedule(file!(), gradflow::kernels::MatmulVariant::Packed, body)
+            }
+            #[test]
+            fn on_uniform() {
+                $crate::common::on_schedule(file!(), gradflow::kernels::MatmulVariant::Uniform, body)
+            }
+        }
+    )*};
+}
+
+/// Runs `body` on the shared device with every product on `variant` (after `require_gpu!`'s gate).
+pub fn on_schedule(file: &str, variant: gradflow::kernels::MatmulVariant, body: impl FnOnce(&Gpu)) {
+    if gpu_gate(file) {
+        body(&Gpu { matmul_schedule: gradflow::kernels::Schedule::uniform(variant), ..gpu().clone() });
+    }
+}
+
 /// For a test that checks the CPU reference too: whether its GPU part runs, decided as
 /// `require_gpu!` decides for a whole test. Written once per test (the skip line counts them).
 #[allow(unused_macros)]
@@ -40,7 +82,7 @@ macro_rules! gpu_part {
 
 // Path-addressable (`common::require_gpu!`) and picked up by `use common::*`.
 #[allow(unused_imports)]
-pub(crate) use {gpu_part, require_gpu};
+pub(crate) use {for_every_schedule, gpu_part, require_gpu};
 
 /// Whether wgpu sees any adapter, asked once per test binary. `Gpu::new` fails with `NoAdapter`
 /// exactly when this list is empty.
