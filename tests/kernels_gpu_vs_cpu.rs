@@ -364,3 +364,36 @@ fn pass_timer_refuses_more_passes_than_a_query_set_holds() {
         assert!(!times.is_empty() && times.len() <= 2 && times.iter().all(|t| t.is_finite() && *t >= 0.0), "{times:?}");
     }
 }
+
+/// data.wgsl's gather against `Dataset::gather`, bit for bit (a gather only copies): batches of 1,
+/// a prime, one past a 256-element workgroup and large, with repeated and extreme indices.
+#[test]
+fn gather_batch_matches_dataset_gather_bit_for_bit() {
+    require_gpu!();
+    let g = gpu();
+    let mut r = rng(12);
+    for (n, cols, rows) in [(1usize, 1usize, 1usize), (7, 3, 13), (300, 1, 257), (1000, 37, 4099)] {
+        let x = uniform(&mut r, n * cols, -5.0, 5.0);
+        let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+        let ds = gradflow::data::Dataset::new(x.clone(), labels.clone(), cols, 3, "gathered").unwrap();
+        // First and last rows, repeats, then random rows.
+        let mut idx: Vec<usize> = vec![0, n - 1, n - 1];
+        idx.extend((idx.len()..rows).map(|i| (i * 7919 + 13) % n));
+        idx.truncate(rows);
+        let (mut want_x, mut want_y) = (Vec::new(), Vec::new());
+        ds.gather(&idx, &mut want_x, &mut want_y);
+
+        let idx32: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+        let (src_x, src_y, ids) =
+            (g.upload("x", &x).unwrap(), g.upload("labels", &labels).unwrap(), g.upload("indices", &idx32).unwrap());
+        let (dst_x, dst_y) = (g.storage("batch x", rows * cols).unwrap(), g.storage("batch labels", rows).unwrap());
+        let p = gradflow::kernels::GatherParams::new(rows, cols, n);
+        let d = g.gather_batch(&src_x, &src_y, &ids, &dst_x, &dst_y, p).unwrap();
+        gradflow::device::submit(g, "gather", &[&d]).unwrap();
+        let got_x = g.read_all(&dst_x).unwrap();
+        let got_y: Vec<u32> = g.read(&dst_y, 0, rows).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got_x), bits(&want_x), "gather_batch x, {rows} rows of {cols} from {n}");
+        assert_eq!(got_y, want_y, "gather_batch labels, {rows} rows from {n}");
+    }
+}

@@ -1,4 +1,6 @@
-//! activation.wgsl: activations forward and backward, and the residual sum.
+//! activation.wgsl: activations forward and backward, and the residual sum; each mirrors a
+//! function of `reference` (`activation_forward`, `activation_backward`, `residual_add`), and
+//! tests/kernels_gpu_vs_cpu.rs holds one against the other.
 
 use crate::device::{entries, groups_for, Dispatch, GpuBuffer};
 use crate::error::Result;

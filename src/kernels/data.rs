@@ -1,4 +1,6 @@
-//! data.wgsl: gathering a batch from the resident data set, and the copy yardstick.
+//! data.wgsl: gathering a batch from the resident data set, and the copy yardstick. The CPU
+//! counterpart is plain indexing (`data::Dataset::gather`); tests/kernels_gpu_vs_cpu.rs holds
+//! the two equal, bit for bit.
 
 use crate::device::{entries, groups_for, Dispatch, GpuBuffer};
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
 //! small_mlp.wgsl: many SGD steps of a small MLP in one invocation (`exec::small_mlp` drives
-//! it). Its parameters, limits, entry point and launch builder.
+//! it). Its parameters, limits, entry point and launch builder. Its reference is the CPU
+//! network replaying the same steps (`exec::cpu_network`), which tests/small_mlp.rs holds it to.
 
 use crate::device::{entries, Dispatch, GpuBuffer};
 use crate::error::{Error, Result};

@@ -1,5 +1,7 @@
 //! The matrix product with its fused epilogues (matmul.wgsl and its packed and uniform-window
-//! schedules): parameters, flags, the schedule choice and the one launch builder.
+//! schedules): parameters, flags, the schedule choice and the one launch builder. Its CPU
+//! reference is `reference::linear` (with `reference::activation` for the fused epilogues);
+//! tests/kernels_gpu_vs_cpu.rs and tests/accumulate.rs run it on every schedule.
 
 use crate::device::dispatch::Step;
 use crate::device::pipeline::{buffer, layout_at, module, pipeline, Bounds, Specialized, PACKED_FORMAT};
