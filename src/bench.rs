@@ -146,15 +146,25 @@ pub fn bench_higham(gpu: Arc<Gpu>) -> Result<(GpuNetwork, usize)> {
     Ok((net, rows))
 }
 
-/// Runs `steps` training steps of `batch` rows and waits for the queue to drain.
+/// Runs `steps` training steps of `batch` rows as training does (`Network::train_steps`, the
+/// network's steps per submit at a time) and waits for the queue to drain.
 pub fn train_steps(net: &mut GpuNetwork, rows: usize, batch: usize, steps: usize) -> Result<()> {
-    let mut idx: Vec<u32> = Vec::with_capacity(batch);
-    for s in 0..steps {
-        idx.clear();
-        idx.extend((0..batch).map(|i| ((s * batch + i) % rows) as u32));
-        net.train_step(&idx)?;
+    let batches: Vec<Vec<u32>> =
+        (0..steps).map(|s| (0..batch).map(|i| ((s * batch + i) % rows) as u32).collect()).collect();
+    for chunk in batches.chunks(net.steps_per_submit()) {
+        let chunk: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+        net.train_steps(&chunk)?;
     }
     net.gpu().wait()
+}
+
+/// `f` with one step per submit: the device's timestamps are taken per submit.
+fn one_per_submit<T>(net: &mut GpuNetwork, f: impl FnOnce(&mut GpuNetwork) -> Result<T>) -> Result<T> {
+    let per = net.steps_per_submit();
+    net.set_steps_per_submit(1);
+    let out = f(net);
+    net.set_steps_per_submit(per);
+    out
 }
 
 /// Repeats `f(batch_of_reps)` with a doubling batch until `budget` seconds have passed (at least
@@ -252,7 +262,9 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
         let first_s = first.elapsed().as_secs_f64();
         let (steps, secs) = run_for(budget, 3, &mut |s| train_steps(&mut net, rows, batch, s))?;
         let sps = (steps * batch) as f64 / secs;
-        let device = device_seconds_per_step(&gpu, 20, &mut |s| train_steps(&mut net, rows, batch, s))?;
+        let device = one_per_submit(&mut net, |net| {
+            device_seconds_per_step(&gpu, 20, &mut |s| train_steps(net, rows, batch, s))
+        })?;
         let device_text = device.map_or(String::new(), |d| format!(", {:.0} µs/step on the device", d * 1e6));
         report.add(
             format!(
@@ -262,14 +274,17 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
                    "device_s_per_step": device, "wall_s_per_step": secs / steps as f64}),
         );
     }
-    let (host_us, submit_us, wall_us, device_us) = step_overhead(&gpu, budget)?;
-    let device_text = device_us.map_or(String::new(), |d| format!(", {d:7.1} µs on the device"));
-    report.add(
-        format!(
-            "step of the 2-2-3-2 sigmoid net, batch 1: {host_us:7.1} µs host, {submit_us:7.1} µs in queue.submit, {wall_us:7.1} µs wall{device_text}"
-        ),
-        json!({"bench": "step_overhead", "model": "2-2-3-2", "host_us": host_us, "submit_us": submit_us, "wall_us": wall_us, "device_us": device_us}),
-    );
+    for per_submit in [1, crate::exec::DEFAULT_STEPS_PER_SUBMIT] {
+        let (host_us, submit_us, wall_us, device_us) = step_overhead(&gpu, budget, per_submit)?;
+        let device_text = device_us.map_or(String::new(), |d| format!(", {d:7.1} µs on the device"));
+        report.add(
+            format!(
+                "step of the 2-2-3-2 sigmoid net, batch 1, {per_submit:>2} per submit: {host_us:7.1} µs host, {submit_us:7.1} µs in queue.submit, {wall_us:7.1} µs wall{device_text}"
+            ),
+            json!({"bench": "step_overhead", "model": "2-2-3-2", "steps_per_submit": per_submit, "host_us": host_us,
+                   "submit_us": submit_us, "wall_us": wall_us, "device_us": device_us}),
+        );
+    }
     let (m, n) = if quick { (1024, 256) } else { (4096, 1024) };
     let copy = copy_throughput(&gpu, m * n, budget)?;
     report.add(
@@ -348,25 +363,35 @@ pub fn bench_small(gpu: Arc<Gpu>) -> Result<(GpuNetwork, usize)> {
     classifier_on_random_data(gpu, 64, layers, 1440, 4, sgd, 32)
 }
 
-/// Per-step cost of the 2-2-3-2 net at batch 1, in µs: (host time outside `queue.submit`, time
-/// inside it, wall time with the queue drained at the end, device time from timestamps).
-pub fn step_overhead(gpu: &Arc<Gpu>, budget: f64) -> Result<(f64, f64, f64, Option<f64>)> {
+/// Per-step cost of the 2-2-3-2 net at batch 1 with `per_submit` steps per submit, in µs: (host
+/// time outside `queue.submit`, time inside it, wall time with the queue drained at the end,
+/// device time from timestamps, taken one step per submit and only for `per_submit` 1).
+pub fn step_overhead(gpu: &Arc<Gpu>, budget: f64, per_submit: usize) -> Result<(f64, f64, f64, Option<f64>)> {
     use std::sync::atomic::Ordering;
     let (mut net, rows) = bench_higham(gpu.clone())?;
+    net.set_steps_per_submit(per_submit);
     train_steps(&mut net, rows, 1, 10)?;
     let submit_before = crate::device::SUBMIT_NANOS.load(Ordering::Relaxed);
     let start = Instant::now();
     let mut steps = 0;
     let mut host = 0.0;
+    let batches: Vec<[u32; 1]> = (0..rows as u32).map(|r| [r]).collect();
     while steps < 100 || start.elapsed().as_secs_f64() < budget.min(1.0) {
         let t = Instant::now();
-        for s in 0..100 {
-            net.train_step(&[((steps + s) % rows) as u32])?;
+        for s in (0..96).step_by(per_submit) {
+            let chunk: Vec<&[u32]> = (s..(s + per_submit).min(96)).map(|i| &batches[(steps + i) % rows][..]).collect();
+            net.train_steps(&chunk)?;
         }
         host += t.elapsed().as_secs_f64();
-        steps += 100;
+        steps += 96;
     }
     gpu.wait()?;
+    if per_submit > 1 {
+        let wall = start.elapsed().as_secs_f64();
+        let submit = (crate::device::SUBMIT_NANOS.load(Ordering::Relaxed) - submit_before) as f64 * 1e-9;
+        let per = |s: f64| s / steps as f64 * 1e6;
+        return Ok((per(host - submit), per(submit), per(wall), None));
+    }
     let wall = start.elapsed().as_secs_f64();
     let submit = (crate::device::SUBMIT_NANOS.load(Ordering::Relaxed) - submit_before) as f64 * 1e-9;
     let per = |s: f64| s / steps as f64 * 1e6;

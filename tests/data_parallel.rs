@@ -14,7 +14,7 @@ use gradflow::dist::{Collective, Threads};
 use gradflow::exec::{CpuNetwork, GpuNetwork, Network};
 use gradflow::optim::{OptimizerSetup, Sgd};
 use gradflow::spec::{LayerSpec, Loss, Model};
-use gradflow::train::{train_batches_on, Flow};
+use gradflow::train::{train_batches_on, Flow, Observe};
 
 /// Tolerance, data-parallel against one process, relative to max |p|: the two differ only in
 /// how the batch's gradient is summed (one sum of b rows, or N sums of b/N rows each scaled and
@@ -105,11 +105,12 @@ fn run_case(case: Case) -> Vec<RankEnd> {
                 };
                 for epoch in 1..=epochs {
                     let batches = batcher.next_epoch();
-                    let report = train_batches_on(net.as_mut(), &batches, epoch, &comm, &stop, |_, _| {
-                        steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        Ok(Flow::Continue)
-                    })
-                    .unwrap();
+                    let report =
+                        train_batches_on(net.as_mut(), &batches, epoch, &comm, &stop, Observe::EveryStep, |_, _| {
+                            steps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            Ok(Flow::Continue)
+                        })
+                        .unwrap();
                     losses.push(report.train_loss);
                     if report.steps < batches.len() {
                         break;

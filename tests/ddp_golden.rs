@@ -37,7 +37,7 @@ use gradflow::data::{BatchScheme, Batcher, Dataset};
 use gradflow::dist::Threads;
 use gradflow::exec::{CpuNetwork, GpuNetwork, Network};
 use gradflow::spec::{Loss, NormState};
-use gradflow::train::{train_batches_on, Flow};
+use gradflow::train::{train_batches_on, Flow, Observe};
 
 const RANKS: usize = 2;
 
@@ -76,10 +76,18 @@ fn ddp_run(c: &Case, gpu: bool) -> Vec<Rank> {
                 let mut losses = Vec::new();
                 for epoch in 1..=epochs {
                     let batches = batcher.next_epoch();
-                    let report = train_batches_on(net.as_mut(), &batches, epoch, &comm, &|| false, |net, _| {
-                        losses.push(net.last_loss()?);
-                        Ok(Flow::Continue)
-                    })
+                    let report = train_batches_on(
+                        net.as_mut(),
+                        &batches,
+                        epoch,
+                        &comm,
+                        &|| false,
+                        Observe::EveryStep,
+                        |net, _| {
+                            losses.push(net.last_loss()?);
+                            Ok(Flow::Continue)
+                        },
+                    )
                     .unwrap();
                     assert_eq!(report.steps, batches.len());
                 }

@@ -1,7 +1,7 @@
 //! `Dispatch`: one bound kernel launch, recorded into every step's compute pass without
 //! rebuilding anything, the grid helpers, and `submit`, the unit of work of a step.
 
-use super::Context;
+use super::{Context, GpuBuffer};
 use crate::error::Result;
 
 /// A launch's bounds check over its parameters' bytes (`pipeline::Bounds`, erased).
@@ -102,6 +102,50 @@ impl Dispatch {
     pub(crate) fn check<P: bytemuck::Pod>(&self, params: &P) -> Result<()> {
         (self.bounds)(bytemuck::bytes_of(params))
     }
+
+    /// A copy that sets this launch's parameters inside a submit (`submit_steps`) to the
+    /// `P`-sized bytes at `src_offset` of `src`, which the caller has checked with `check`.
+    pub(crate) fn params_copy<'a, P: bytemuck::Pod>(&'a self, src: &'a GpuBuffer, src_offset: u64) -> StepCopy<'a> {
+        StepCopy { src, src_offset, dst: &self.uniform, dst_offset: 0, size: std::mem::size_of::<P>() as u64 }
+    }
+}
+
+/// A buffer-to-buffer copy recorded before a step's pass in `submit_steps`: unlike a queue write,
+/// which lands before the whole submit, it is ordered with the passes around it, so each step
+/// of a submit can read its own batch indices and parameters.
+pub struct StepCopy<'a> {
+    pub src: &'a GpuBuffer,
+    pub src_offset: u64,
+    pub dst: &'a wgpu::Buffer,
+    pub dst_offset: u64,
+    pub size: u64,
+}
+
+/// One step of a many-steps submit: its copies, then its launches in one compute pass.
+pub struct StepRecord<'a> {
+    pub copies: Vec<StepCopy<'a>>,
+    pub dispatches: Vec<&'a Dispatch>,
+}
+
+/// Records every step (copies, then a pass) into one command buffer and submits it once: the
+/// host's cost of a submit is paid once for all of them.
+pub fn submit_steps(gpu: &Context, label: &str, steps: &[StepRecord]) -> Result<()> {
+    gpu.scoped(label, || {
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        for step in steps {
+            for c in &step.copies {
+                encoder.copy_buffer_to_buffer(&c.src.buffer, c.src_offset, c.dst, c.dst_offset, c.size);
+            }
+            let mut pass =
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+            for d in &step.dispatches {
+                d.record(&mut pass);
+            }
+        }
+        let start = std::time::Instant::now();
+        gpu.queue.submit([encoder.finish()]);
+        SUBMIT_NANOS.fetch_add(start.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+    })
 }
 
 /// Records `dispatches` into one compute pass and submits it: the unit of work of a step.

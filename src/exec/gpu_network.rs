@@ -22,6 +22,8 @@ use crate::optim::{OptimizerSetup, ParamGroups};
 use crate::spec::plan::{BackwardOp, Buf, ForwardOp, Plan};
 use crate::spec::{Loss, Model, NormState};
 
+mod many_steps;
+
 pub struct GpuNetwork {
     gpu: Arc<Gpu>,
     model: Model,
@@ -74,7 +76,15 @@ pub struct GpuNetwork {
     stream: bool,
     /// The streamed batch's rows and labels, reused from step to step.
     staged: (Vec<f32>, Vec<u32>),
+    /// Steps the training loop hands `train_steps` at once (`set_steps_per_submit`).
+    steps_per_submit: usize,
+    /// Inputs and per-step parameters of a many-steps submit (`many_steps`), kept for the next.
+    step_staging: Option<GpuBuffer>,
 }
+
+/// Steps per submit unless set: enough that the host's cost of a submit is spread thin, few
+/// enough that a stop request waits for little.
+pub const DEFAULT_STEPS_PER_SUBMIT: usize = 32;
 
 impl GpuNetwork {
     /// One training step; with `sync`, one rank's share of a data-parallel step, submitted in
@@ -320,6 +330,8 @@ impl GpuNetwork {
             streamed: None,
             stream,
             staged: (Vec::new(), Vec::new()),
+            steps_per_submit: DEFAULT_STEPS_PER_SUBMIT,
+            step_staging: None,
         })
     }
 
@@ -453,6 +465,23 @@ impl Network for GpuNetwork {
 
     fn train_step_reduced(&mut self, batch: &[u32], sync: &mut dyn StepSync) -> Result<()> {
         self.step(batch, Some(sync))
+    }
+
+    fn train_steps(&mut self, batches: &[&[u32]]) -> Result<()> {
+        let ready = self.gather.is_some() || self.streamed.is_some();
+        let same_size = batches.windows(2).all(|w| w[0].len() == w[1].len());
+        if batches.len() > 1 && ready && same_size {
+            return self.steps_in_one_submit(batches);
+        }
+        batches.iter().try_for_each(|b| self.step(b, None))
+    }
+
+    fn steps_per_submit(&self) -> usize {
+        self.steps_per_submit
+    }
+
+    fn set_steps_per_submit(&mut self, steps: usize) {
+        self.steps_per_submit = steps.max(1);
     }
 
     fn last_loss(&mut self) -> Result<f32> {

@@ -78,6 +78,17 @@ pub trait Network {
     /// they go, then `sync` turns the flat gradient into the global one, then the same update as
     /// `train_step`.
     fn train_step_reduced(&mut self, batch: &[u32], sync: &mut dyn StepSync) -> Result<()>;
+    /// `batches` in order, each as `train_step` would run it, in as few submits as the executor
+    /// can (the GPU executor: one, when the batches are of one size). Nothing is read back.
+    fn train_steps(&mut self, batches: &[&[u32]]) -> Result<()> {
+        batches.iter().try_for_each(|b| self.train_step(b))
+    }
+    /// How many steps the training loop hands `train_steps` at once (1 where that gains nothing).
+    fn steps_per_submit(&self) -> usize {
+        1
+    }
+    /// Sets `steps_per_submit` (1: a submit per step, as before); the CPU reference ignores it.
+    fn set_steps_per_submit(&mut self, _steps: usize) {}
     /// The last step's mean loss (a read-back on the GPU).
     fn last_loss(&mut self) -> Result<f32>;
     /// Loss and accuracy over the steps since the last call, then starts counting afresh.

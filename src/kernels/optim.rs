@@ -322,8 +322,8 @@ impl GpuOptimizer {
         })
     }
 
-    /// Writes step `step`'s numbers (1-based) with the schedule's `lr_factor`.
-    pub fn prepare(&mut self, gpu: &Gpu, step: u32, lr_factor: f64) {
+    /// Step `step`'s numbers (1-based) with the schedule's `lr_factor`, as the update reads them.
+    pub fn step_params(&self, step: u32, lr_factor: f64) -> OptParams {
         let s = OptimizerStep {
             optimizer: &self.optimizer,
             step,
@@ -331,7 +331,22 @@ impl GpuOptimizer {
             groups: &self.groups,
             max_norm: self.max_norm,
         };
-        let params = OptParams::new(self.len, &s);
+        OptParams::new(self.len, &s)
+    }
+
+    /// The update launch, whose parameters `prepare` writes (or a many-steps submit copies).
+    pub(crate) fn update_launch(&self) -> &Dispatch {
+        &self.update
+    }
+
+    /// Records that the update's uniform now holds `params` (a many-steps submit copied them).
+    pub(crate) fn mark_written(&mut self, params: OptParams) {
+        self.written = Some(params);
+    }
+
+    /// Writes step `step`'s numbers (1-based) with the schedule's `lr_factor`.
+    pub fn prepare(&mut self, gpu: &Gpu, step: u32, lr_factor: f64) {
+        let params = self.step_params(step, lr_factor);
         if self.written.is_some_and(|w| bytemuck::bytes_of(&w) == bytemuck::bytes_of(&params)) {
             return;
         }

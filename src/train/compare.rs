@@ -143,7 +143,9 @@ pub fn run_contender(
     let start = std::time::Instant::now();
     for epoch in 1..=config.train.epochs {
         let batches = batcher.next_epoch();
-        let report = super::train_batches(net.as_mut(), &batches, epoch, |_, _| Ok(super::Flow::Continue))?;
+        let report = super::train_batches(net.as_mut(), &batches, epoch, super::Observe::Submits, |_, _| {
+            Ok(super::Flow::Continue)
+        })?;
         let (test_loss, test_acc) = super::evaluate(net.as_mut(), test_set, loss)?;
         points.push((epoch, report.train_loss as f64, test_loss as f64, test_acc as f64));
     }

@@ -19,6 +19,35 @@ pub struct EpochReport {
     pub reduce_secs: f64,
 }
 
+/// After which steps the caller's `on_step` must see the network as that step left it; between
+/// them the loop hands the executor several steps per submit (`Network::train_steps`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observe {
+    /// Every step: one submit per step, as a per-step loss or a step counter needs.
+    EveryStep,
+    /// Steps whose global number (`Network::steps`) is a multiple of this (a log interval).
+    Every(usize),
+    /// Only the end of the batches (and whatever submit boundaries the executor chooses).
+    Submits,
+}
+
+impl Observe {
+    /// Steps of `batches[from..]` the next submit may take, for a network `steps` steps in that
+    /// prefers `per_submit`.
+    fn chunk(self, batches: &[Vec<usize>], from: usize, steps: usize, per_submit: usize) -> usize {
+        let mut n = match self {
+            Observe::EveryStep => 1,
+            // The chunk ends at the next multiple of `every`.
+            Observe::Every(every) if every > 0 => per_submit.min(every - steps % every),
+            _ => per_submit,
+        };
+        n = n.clamp(1, batches.len() - from);
+        // One submit runs batches of one size (an epoch's last batch may be shorter).
+        let size = batches[from].len();
+        batches[from..from + n].iter().take_while(|b| b.len() == size).count().max(1)
+    }
+}
+
 /// Whether the training loop goes on after a step (a signal or a step budget can stop it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -36,23 +65,26 @@ pub fn train_epoch(
     run::check_batches(net.model(), batcher)?;
     let batches = batcher.next_epoch();
     let mut on_step = on_step;
-    train_batches(net, &batches, epoch, |_, i| {
+    train_batches(net, &batches, epoch, Observe::Submits, |_, i| {
         on_step(i);
         Ok(Flow::Continue)
     })
 }
 
 /// Runs `batches` (an epoch, or the part of one a resumed run has left) on `net`; `on_step`
-/// sees the network after each step (a progress bar, a metrics line) and may stop the loop, in
-/// which case the report's `steps` says how many ran. A step whose loss or parameters went
-/// NaN or ±Inf, found by the executor at that step, is an error naming it.
+/// sees the network after each submit, with the number of `batches` done (a progress bar, a
+/// metrics line), and may stop the loop, in which case the report's `steps` says how many ran.
+/// `observe` says after which steps a submit must end so `on_step` sees them. A step whose
+/// loss or parameters went NaN or ±Inf, found by the executor at that step, is an error naming
+/// it.
 pub fn train_batches(
     net: &mut dyn Network,
     batches: &[Vec<usize>],
     epoch: usize,
+    observe: Observe,
     on_step: impl FnMut(&mut dyn Network, usize) -> Result<Flow>,
 ) -> Result<EpochReport> {
-    train_batches_on(net, batches, epoch, &crate::dist::Single, &|| false, on_step)
+    train_batches_on(net, batches, epoch, &crate::dist::Single, &|| false, observe, on_step)
 }
 
 /// `train_batches` as one rank of a data-parallel run: each global batch is split into `comm`'s
@@ -61,34 +93,42 @@ pub fn train_batches(
 /// at every step and travels with the gradient, so every rank stops after the same step; a
 /// `Flow::Stop` from `on_step` is this rank's alone, so with several ranks it must be decided
 /// alike on every rank (`train::session` never returns it). The epoch's totals and its first
-/// bad step are those of the whole global batch.
+/// bad step are those of the whole global batch. With one rank, steps go to the executor
+/// several per submit as `observe` allows (a stop is then seen at the submit's end); with
+/// several, one per submit.
 pub fn train_batches_on(
     net: &mut dyn Network,
     batches: &[Vec<usize>],
     epoch: usize,
     comm: &dyn crate::dist::Collective,
     stop: &dyn Fn() -> bool,
+    observe: Observe,
     mut on_step: impl FnMut(&mut dyn Network, usize) -> Result<Flow>,
 ) -> Result<EpochReport> {
     let start = Instant::now();
     let (rank, ranks) = (comm.rank(), comm.size());
-    let mut idx: Vec<u32> = Vec::new();
+    let mut idx: Vec<Vec<u32>> = Vec::new();
     let mut steps = 0;
     let mut reduce_secs = 0.0;
-    for (i, batch) in batches.iter().enumerate() {
-        let share = share_of(batch, rank, ranks)?;
-        idx.clear();
-        idx.extend(share.iter().map(|&r| r as u32));
+    while steps < batches.len() {
+        let observe = if ranks == 1 { observe } else { Observe::EveryStep };
+        let n = observe.chunk(batches, steps, net.steps(), net.steps_per_submit());
+        idx.resize(n, Vec::new());
+        for (ids, batch) in idx.iter_mut().zip(&batches[steps..steps + n]) {
+            ids.clear();
+            ids.extend(share_of(batch, rank, ranks)?.iter().map(|&r| r as u32));
+        }
         let stop_all = if ranks == 1 {
-            net.train_step(&idx)?;
+            let chunk: Vec<&[u32]> = idx.iter().map(|v| v.as_slice()).collect();
+            net.train_steps(&chunk)?;
             stop()
         } else {
             let mut sync = RankSync { comm, stop, stop_all: None, secs: 0.0 };
-            net.train_step_reduced(&idx, &mut sync)?;
+            net.train_step_reduced(&idx[0], &mut sync)?;
             reduce_secs += sync.secs;
             sync.stop_all.unwrap_or(false)
         };
-        steps = i + 1;
+        steps += n;
         let flow = on_step(net, steps)?;
         // After the epoch's last step the epoch ends normally (evaluated, saved).
         if flow == Flow::Stop || (stop_all && steps < batches.len()) {

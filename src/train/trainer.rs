@@ -336,9 +336,15 @@ impl Trainer {
             let lr = net.lr();
             let start = Instant::now();
             let batches = batcher.next_epoch();
-            let report = super::train_batches_on(net, &batches, epoch, &crate::dist::Single, &|| false, |_, _| {
-                Ok(Flow::Continue)
-            })?;
+            let report = super::train_batches_on(
+                net,
+                &batches,
+                epoch,
+                &crate::dist::Single,
+                &|| false,
+                super::Observe::Submits,
+                |_, _| Ok(Flow::Continue),
+            )?;
             let seconds = start.elapsed().as_secs_f64();
             let (test_loss, test_accuracy) = match test {
                 Some(test) => {

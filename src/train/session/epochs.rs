@@ -15,7 +15,7 @@ use crate::dist::Collective;
 use crate::error::{Error, Result};
 use crate::exec::Network;
 use crate::train::metrics::{Curve, MetricsWriter, Record};
-use crate::train::Flow;
+use crate::train::{Flow, Observe};
 
 /// Runs the epochs `start` has left, writing metrics on rank 0 (the only rank that writes).
 pub(super) fn run(
@@ -184,26 +184,35 @@ impl Run<'_> {
         let (log_every, clock, signal) = (self.opts.log_every, self.clock, self.signal);
         let metrics = &mut self.metrics;
         let stop = || signal.load(Ordering::SeqCst) != 0;
-        let report = crate::train::train_batches_on(self.net.as_mut(), run, epoch, self.comm, &stop, |net, i| {
-            bar.inc(run[i - 1].len() as u64);
-            if let (Some(every), Some(m)) = (log_every, metrics.as_mut()) {
-                if every > 0 && net.steps() % every == 0 {
-                    let loss = net.last_loss()? as f64;
-                    bar.set_message(format!("loss {}", fmt_loss(loss as f32)));
-                    m.write(&Record {
-                        step: net.steps(),
-                        epoch,
-                        loss: Some(loss),
-                        lr: net.lr() as f64,
-                        grad_norm: Some(crate::train::metrics::grad_norm(&net.grads()?)),
-                        wall_s: clock.elapsed().as_secs_f64(),
-                        ..Default::default()
-                    })?;
+        // Per-step metrics need the network as each logged step left it; otherwise the steps
+        // go several per submit and the bar moves a submit at a time.
+        let observe = match log_every {
+            Some(every) if every > 0 && metrics.is_some() => Observe::Every(every),
+            _ => Observe::Submits,
+        };
+        let mut done = 0;
+        let report =
+            crate::train::train_batches_on(self.net.as_mut(), run, epoch, self.comm, &stop, observe, |net, i| {
+                bar.inc(run[done..i].iter().map(Vec::len).sum::<usize>() as u64);
+                done = i;
+                if let (Some(every), Some(m)) = (log_every, metrics.as_mut()) {
+                    if every > 0 && net.steps() % every == 0 {
+                        let loss = net.last_loss()? as f64;
+                        bar.set_message(format!("loss {}", fmt_loss(loss as f32)));
+                        m.write(&Record {
+                            step: net.steps(),
+                            epoch,
+                            loss: Some(loss),
+                            lr: net.lr() as f64,
+                            grad_norm: Some(crate::train::metrics::grad_norm(&net.grads()?)),
+                            wall_s: clock.elapsed().as_secs_f64(),
+                            ..Default::default()
+                        })?;
+                    }
                 }
-            }
-            // A signal stops every rank at the same step: it travels with the gradient.
-            Ok(Flow::Continue)
-        });
+                // A signal stops every rank at the same step: it travels with the gradient.
+                Ok(Flow::Continue)
+            });
         bar.finish_and_clear();
         let report = report.map_err(|e| self.explain_divergence(e))?;
         self.reduce_secs += report.reduce_secs;

@@ -1,0 +1,155 @@
+//! Many training steps in one submit. The steps' batches (indices into the resident set, or the
+//! rows themselves when the set is streamed) and the parameters that change from step to step
+//! (the optimizer's step number and learning rate, a batch norm's blend over its first batches)
+//! are uploaded once; before each step's pass, copies in the same command buffer put that
+//! step's share where the launches read it. A queue write could not do this: it lands before
+//! the whole submit. The launches themselves are the ones `step` records.
+
+use super::*;
+use crate::device::{submit_steps, StepCopy, StepRecord};
+use crate::kernels::{BnParams, OptParams};
+
+/// Words of a `P` (every parameter struct is a whole number of 4-byte words).
+fn words_of<P: bytemuck::Pod>(p: &P) -> &[u32] {
+    bytemuck::cast_slice(bytemuck::bytes_of(p))
+}
+
+impl GpuNetwork {
+    /// `batches`, all of one size, as `step` would run them one by one, in one submit.
+    pub(super) fn steps_in_one_submit(&mut self, batches: &[&[u32]]) -> Result<()> {
+        let rows = batches.first().map_or(0, |b| b.len());
+        for b in batches {
+            if b.len() != rows {
+                return Err(Error::Usage(format!("steps of one submit share a batch size ({rows}, not {})", b.len())));
+            }
+            super::super::network::check_batch(b, self.train_rows, self.max_rows)?;
+        }
+        super::super::network::check_batch_norm_rows(&self.model, rows, 1)?;
+        self.resize(rows)?;
+
+        // Everything the steps need, in one upload: inputs, then per step its optimizer and
+        // batch-norm parameters.
+        let mut words: Vec<u32> = Vec::new();
+        let inputs = self.stage_inputs(batches, &mut words);
+        let (first, count) = (self.steps, batches.len());
+        let opt_at = words.len();
+        let mut last_opt = OptParams::default();
+        for j in 0..count {
+            let k = first + j;
+            last_opt = self.optimizer.step_params(k as u32 + 1, self.setup.schedule.factor(k as u32));
+            words.extend_from_slice(words_of(&last_opt));
+        }
+        let norm_at = words.len();
+        let mut last_norm: Vec<BnParams> = Vec::new();
+        for j in 0..count {
+            last_norm.clear();
+            for &(launch, k) in &self.norm_launches {
+                let l = &self.forward[launch];
+                let Shape::BatchNorm(p, _) = &l.shape else {
+                    return Err(Error::Plan("a batch-norm statistics launch without batch-norm parameters".into()));
+                };
+                let blended = p.training(self.model.norms[k].momentum.factor(self.batches_tracked[k] + j as u64 + 1));
+                // Only the blend differs from what the launch was checked with; check anyway.
+                l.dispatch.check(&blended)?;
+                words.extend_from_slice(words_of(&blended));
+                last_norm.push(blended);
+            }
+        }
+        let staging = self.step_staging(words.len())?;
+        self.gpu.write(&staging, &words);
+
+        let opt_size = std::mem::size_of::<OptParams>() as u64;
+        let norm_size = std::mem::size_of::<BnParams>() as u64;
+        let records: Vec<StepRecord> = (0..count)
+            .map(|j| {
+                let mut copies = inputs.copies(self, &staging, j);
+                let opt_offset = (opt_at * 4) as u64 + j as u64 * opt_size;
+                copies.push(self.optimizer.update_launch().params_copy::<OptParams>(&staging, opt_offset));
+                for (n, &(launch, _)) in self.norm_launches.iter().enumerate() {
+                    let offset = (norm_at * 4) as u64 + (j * self.norm_launches.len() + n) as u64 * norm_size;
+                    copies.push(self.forward[launch].dispatch.params_copy::<BnParams>(&staging, offset));
+                }
+                let mut dispatches: Vec<&Dispatch> = self.gather.iter().map(|l| &l.dispatch).collect();
+                dispatches.extend(self.forward.iter().filter(|l| l.when != When::Eval).map(|l| &l.dispatch));
+                dispatches.extend(self.backward.iter().map(|l| &l.dispatch));
+                dispatches.extend(self.optimizer.dispatches());
+                StepRecord { copies, dispatches }
+            })
+            .collect();
+        submit_steps(&self.gpu, "training steps", &records)?;
+        drop(records);
+        self.step_staging = Some(staging);
+
+        // The uniforms now hold the last step's parameters: the host's copies say so.
+        self.optimizer.mark_written(last_opt);
+        for (&(launch, _), p) in self.norm_launches.iter().zip(last_norm) {
+            if let Shape::BatchNorm(shape, _) = &mut self.forward[launch].shape {
+                *shape = p;
+            }
+        }
+        if !self.synced.is_empty() {
+            self.running_host = None;
+        }
+        for _ in 0..count {
+            self.stepped()?;
+        }
+        Ok(())
+    }
+
+    /// Appends the steps' inputs to `words` and says where each step's share goes.
+    fn stage_inputs(&self, batches: &[&[u32]], words: &mut Vec<u32>) -> StagedInputs {
+        let rows = batches.first().map_or(0, |b| b.len());
+        match &self.streamed {
+            Some(data) => {
+                let x_at = words.len();
+                for &i in batches.iter().flat_map(|b| b.iter()) {
+                    words.extend(data.row(i as usize).iter().map(|v| v.to_bits()));
+                }
+                let labels_at = words.len();
+                words.extend(batches.iter().flat_map(|b| b.iter()).map(|&i| data.labels[i as usize]));
+                StagedInputs::Rows { x_at, labels_at, x_len: rows * self.model.inputs, labels_len: rows }
+            }
+            None => {
+                let at = words.len();
+                words.extend(batches.iter().flat_map(|b| b.iter().copied()));
+                StagedInputs::Indices { at, len: rows }
+            }
+        }
+    }
+
+    /// The staging buffer, grown to hold `words` (kept between submits).
+    fn step_staging(&mut self, words: usize) -> Result<GpuBuffer> {
+        match self.step_staging.take() {
+            Some(b) if b.len >= words => Ok(b),
+            _ => self.gpu.storage("many-steps staging", words.next_power_of_two()),
+        }
+    }
+}
+
+/// Where the steps' inputs sit in the staging buffer (in words).
+enum StagedInputs {
+    /// Batch indices for the gather launch, `len` per step.
+    Indices { at: usize, len: usize },
+    /// The batch rows and labels themselves (a streamed set), per step.
+    Rows { x_at: usize, labels_at: usize, x_len: usize, labels_len: usize },
+}
+
+impl StagedInputs {
+    /// Step `j`'s copies of its inputs into the buffers its launches read.
+    fn copies<'a>(&self, net: &'a GpuNetwork, staging: &'a GpuBuffer, j: usize) -> Vec<StepCopy<'a>> {
+        let copy = |src_word: usize, dst: &'a GpuBuffer, len: usize| StepCopy {
+            src: staging,
+            src_offset: (src_word * 4) as u64,
+            dst: &dst.buffer,
+            dst_offset: 0,
+            size: (len * 4) as u64,
+        };
+        match *self {
+            StagedInputs::Indices { at, len } => vec![copy(at + j * len, &net.indices, len)],
+            StagedInputs::Rows { x_at, labels_at, x_len, labels_len } => vec![
+                copy(x_at + j * x_len, &net.batch_x, x_len),
+                copy(labels_at + j * labels_len, &net.batch_labels, labels_len),
+            ],
+        }
+    }
+}
