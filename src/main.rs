@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some(Command::Predict(args)) => cli::predict::predict(&args, &placement, non_strict),
         Some(Command::Hessian(args)) => cli::analyse::hessian(&args, &placement, non_strict),
         Some(Command::Compare(args)) => cli::compare::compare(&args, &placement),
+        Some(Command::Sweep(args)) => cli::sweep::sweep(&args, &placement),
         Some(Command::Check) => cli::devices::check(&placement),
         Some(Command::Devices) => cli::devices::devices(),
         Some(Command::Bench(args)) => cli::devices::bench(&args, &placement),

@@ -35,6 +35,9 @@ pub enum Command {
     /// Trains the config's model with each of several optimizers (or batching schemes) from the
     /// same initial weights and batch schedule, and overlays their curves.
     Compare(CompareArgs),
+    /// Trains a grid of settings (e.g. learning rates × momenta), each from several seeds, and
+    /// prints one table of the final numbers' mean and spread.
+    Sweep(SweepArgs),
     /// Runs every kernel on this machine's adapter against the CPU reference and prints the
     /// worst error of each; exits non-zero if one is out of bounds.
     Check,
@@ -138,7 +141,7 @@ pub struct HessianArgs {
 }
 
 // `gradflow compare`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Default)]
 pub struct CompareArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -150,9 +153,38 @@ pub struct CompareArgs {
     /// Override train.epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Write the overlaid curves as an SVG.
+    /// Write the overlaid curves as an SVG (with --seeds, the mean curve of each entry).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Train each entry from N seeds (initial weights and batch order both moved by 0..N) and
+    /// print the mean and standard deviation of the final numbers.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seeds: usize,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+// `gradflow sweep`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SweepArgs {
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// One axis of the grid: a config key and a TOML list of values, e.g.
+    /// "optimizer.lr=[0.01, 0.05, 0.1]". Repeat for more axes; every combination is trained.
+    #[arg(long, value_name = "KEY=[VALUES]", required = true)]
+    pub grid: Vec<String>,
+    /// Train each setting from N seeds (initial weights and batch order both moved by 0..N).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seeds: usize,
+    /// Override train.epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Write the mean curves of every setting as an SVG.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Write the table (mean ± standard deviation per setting) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub table: Option<PathBuf>,
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }

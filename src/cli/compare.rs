@@ -1,9 +1,10 @@
 //! `gradflow compare`: the config's model trained with each of several optimizers (or batching
-//! schemes) from the same start, one line each, and their curves overlaid.
+//! schemes) from the same start, one line each, and their curves overlaid; with `--seeds N`,
+//! each from N seeds, with the mean and spread.
 
 use super::CompareArgs;
 use crate::error::{Error, Result};
-use crate::train::{self, compare, Placement};
+use crate::train::{self, compare, sweep, Placement};
 
 /// The command: trains each contender in turn, printing a line for each, then the plot.
 pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
@@ -13,10 +14,18 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
     if let Some(p) = plot {
         train::session::check_writable(p, "--plot")?;
     }
+    if args.seeds == 0 {
+        return Err(Error::Usage("--seeds must be at least 1".into()));
+    }
     let (train_set, test_set) = train::load_data(&config, &file)?;
     let contenders = compare::parse_contenders(&config, &args.optimizers)?;
+    let seeds = if args.seeds > 1 {
+        format!(", seeds {}..{} (init and batch seeds moved together)", 0, args.seeds - 1)
+    } else {
+        String::new()
+    };
     println!(
-        "{} ({} train / {} test rows), {} epochs, init seed {}, batch seed {}",
+        "{} ({} train / {} test rows), {} epochs, init seed {}, batch seed {}{seeds}",
         file.display(),
         train_set.n,
         test_set.n,
@@ -24,28 +33,48 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
         config.model.init_seed,
         config.train.seed
     );
-    let mut runs = Vec::new();
+    let (mut all, mut means, mut summaries) = (Vec::new(), Vec::new(), Vec::new());
     for c in &contenders {
-        let run = compare::run_contender(c, &train_set, &test_set, placement)?;
-        if runs.is_empty() {
-            println!("device: {}", run.device);
+        let mut runs = Vec::new();
+        for seed in 0..args.seeds {
+            let mut config = c.config.clone();
+            config.model.init_seed += seed as u64;
+            config.train.seed += seed as u64;
+            let label = if args.seeds > 1 { format!("{} seed {seed}", c.label) } else { c.label.clone() };
+            let run = compare::run_contender(&compare::Contender { label, config }, &train_set, &test_set, placement)?;
+            if all.is_empty() && runs.is_empty() {
+                println!("device: {}", run.device);
+            }
+            print_run(&run);
+            runs.push(run);
         }
-        let (first, last) = (run.points[0], run.points[run.points.len() - 1]);
-        println!(
-            "{:<32} start loss {:.4}  final train loss {:.4}  test loss {:.4}  test acc {:5.1}%  {:6.2} s",
-            run.label,
-            first.1,
-            last.1,
-            last.2,
-            100.0 * last.3,
-            run.seconds
-        );
-        runs.push(run);
+        summaries.push(sweep::Summary::of(&c.label, &runs));
+        means.push(sweep::mean_run(&c.label, &runs));
+        all.extend(runs);
     }
+    if args.seeds > 1 {
+        println!("\nmean ± standard deviation over {} seeds:\n{}", args.seeds, sweep::table(&summaries));
+    }
+    println!("{}", sweep::throughput_line(&all));
     if let Some(path) = plot {
-        std::fs::write(path, crate::plot::svg(&compare::charts(&runs)))
+        std::fs::write(path, crate::plot::svg(&compare::charts(&means)))
             .map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
-        println!("plot: {}", path.display());
+        let what = if args.seeds > 1 { " (means over seeds)" } else { "" };
+        println!("plot: {}{what}", path.display());
     }
     Ok(())
+}
+
+/// One run's line: where it started and ended, and its training time.
+pub(super) fn print_run(run: &compare::Run) {
+    let (first, last) = (run.points[0], run.last());
+    println!(
+        "{:<32} start loss {:.4}  final train loss {:.4}  test loss {:.4}  test acc {:5.1}%  {:6.2} s",
+        run.label,
+        first.train_loss,
+        last.train_loss,
+        last.test_loss,
+        100.0 * last.test_accuracy,
+        run.seconds
+    );
 }

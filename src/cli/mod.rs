@@ -13,11 +13,12 @@ pub mod devices;
 pub mod eval;
 pub mod hessian;
 pub mod predict;
+pub mod sweep;
 pub mod train;
 
 use std::path::PathBuf;
 
-pub use args::{BenchArgs, Cli, Command, CompareArgs, EvalArgs, HessianArgs, PredictArgs, TrainArgs};
+pub use args::{BenchArgs, Cli, Command, CompareArgs, EvalArgs, HessianArgs, PredictArgs, SweepArgs, TrainArgs};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::error::Result;

@@ -108,8 +108,16 @@ pub fn parse_contenders(base: &Config, spec: &str) -> Result<Vec<Contender>> {
     Ok(out)
 }
 
-/// One epoch of a run: (epoch, train loss, test loss, test accuracy); epoch 0 is before training.
-pub type Point = (usize, f64, f64, f64);
+/// One epoch of a run; epoch 0 is before training (its training numbers then come from an
+/// evaluation of the training set, later ones from the epoch's own steps).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+}
 
 pub struct Run {
     pub label: String,
@@ -117,6 +125,15 @@ pub struct Run {
     pub device: String,
     pub points: Vec<Point>,
     pub seconds: f64,
+    /// Training rows stepped over, all epochs together.
+    pub samples: usize,
+}
+
+impl Run {
+    /// The last epoch's numbers.
+    pub fn last(&self) -> Point {
+        self.points[self.points.len() - 1]
+    }
 }
 
 /// Trains `contender` for its config's epochs from the config's initial weights and batch seed.
@@ -137,19 +154,29 @@ pub fn run_contender(
     net.set_train_data(train_set)?;
     let loss = config.model.loss;
     // Before any step: the same numbers for every contender, since they share the weights.
-    let (train_loss, _) = super::evaluate(net.as_mut(), train_set, loss)?;
+    let (train_loss, train_acc) = super::evaluate(net.as_mut(), train_set, loss)?;
     let (test_loss, test_acc) = super::evaluate(net.as_mut(), test_set, loss)?;
-    let mut points = vec![(0, train_loss as f64, test_loss as f64, test_acc as f64)];
+    let point = |epoch, train: (f32, f32), test: (f32, f32)| Point {
+        epoch,
+        train_loss: train.0 as f64,
+        train_accuracy: train.1 as f64,
+        test_loss: test.0 as f64,
+        test_accuracy: test.1 as f64,
+    };
+    let mut points = vec![point(0, (train_loss, train_acc), (test_loss, test_acc))];
     let start = std::time::Instant::now();
+    let mut samples = 0;
     for epoch in 1..=config.train.epochs {
         let batches = batcher.next_epoch();
         let report = super::train_batches(net.as_mut(), &batches, epoch, super::Observe::Submits, |_, _| {
             Ok(super::Flow::Continue)
         })?;
-        let (test_loss, test_acc) = super::evaluate(net.as_mut(), test_set, loss)?;
-        points.push((epoch, report.train_loss as f64, test_loss as f64, test_acc as f64));
+        samples += batches[..report.steps].iter().map(Vec::len).sum::<usize>();
+        let test = super::evaluate(net.as_mut(), test_set, loss)?;
+        points.push(point(epoch, (report.train_loss, report.train_accuracy), test));
     }
-    Ok(Run { label: contender.label.clone(), device: net.describe(), points, seconds: start.elapsed().as_secs_f64() })
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Run { label: contender.label.clone(), device: net.describe(), points, seconds, samples })
 }
 
 /// Training loss (log axis) and test accuracy of every run, overlaid.
@@ -157,7 +184,10 @@ pub fn charts(runs: &[Run]) -> Vec<crate::plot::Chart> {
     use crate::plot::{Chart, Series};
     let series = |f: &dyn Fn(&Point) -> f64| {
         runs.iter()
-            .map(|r| Series { name: r.label.clone(), points: r.points.iter().map(|p| (p.0 as f64, f(p))).collect() })
+            .map(|r| Series {
+                name: r.label.clone(),
+                points: r.points.iter().map(|p| (p.epoch as f64, f(p))).collect(),
+            })
             .collect()
     };
     vec![
@@ -165,7 +195,7 @@ pub fn charts(runs: &[Run]) -> Vec<crate::plot::Chart> {
             title: "Training loss".into(),
             x_label: "epoch".into(),
             y_label: "loss".into(),
-            series: series(&|p| p.1),
+            series: series(&|p| p.train_loss),
             log_y: true,
             y_range: None,
             scatter: false,
@@ -174,7 +204,7 @@ pub fn charts(runs: &[Run]) -> Vec<crate::plot::Chart> {
             title: "Test accuracy".into(),
             x_label: "epoch".into(),
             y_label: "%".into(),
-            series: series(&|p| 100.0 * p.3),
+            series: series(&|p| 100.0 * p.test_accuracy),
             log_y: false,
             y_range: Some((0.0, 100.0)),
             scatter: false,

@@ -277,6 +277,7 @@ pub mod metrics;
 pub mod plot;
 pub mod run;
 pub mod session;
+pub mod sweep;
 pub mod trainer;
 pub use run::{batcher, build_network, check_batches, load_data, max_rows, open_gpu, Placement, Standardize};
 pub use trainer::{Device, EpochStats, Evaluation, History, Trainer};

@@ -1,0 +1,82 @@
+//! `gradflow sweep`: a grid of settings, each trained from several seeds; one table (mean and
+//! spread of the final numbers per setting) and one plot (the mean curves).
+
+use super::SweepArgs;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::train::{self, compare, sweep, Placement};
+
+pub fn sweep(args: &SweepArgs, placement: &Placement) -> Result<()> {
+    let set = super::with_epochs(&args.set, args.epochs);
+    let (base, file) = super::load_config(args.config.clone(), &set)?;
+    for (path, what) in [(&args.plot, "--plot"), (&args.table, "--table")] {
+        if let Some(p) = path {
+            train::session::check_writable(p, what)?;
+        }
+    }
+    if args.seeds == 0 {
+        return Err(Error::Usage("--seeds must be at least 1".into()));
+    }
+    let axes = args.grid.iter().map(|g| sweep::Axis::parse(g)).collect::<Result<Vec<_>>>()?;
+    if let Some(a) = axes.iter().find(|a| a.key.starts_with("data.")) {
+        return Err(Error::Usage(format!("--grid {}: a sweep shares one data set; data.* cannot vary", a.key)));
+    }
+    let settings = sweep::settings(&axes);
+    // Every run's config is read before any trains, so a bad value fails at once.
+    let configs = settings
+        .iter()
+        .map(|s| {
+            (0..args.seeds)
+                .map(|seed| {
+                    let mut o = set.clone();
+                    o.extend(s.overrides.iter().cloned());
+                    o.extend(sweep::seed_overrides(&base, seed));
+                    match &args.config {
+                        Some(p) => Config::load_with(p, &o),
+                        None => Config::default_run_with(&o),
+                    }
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (train_set, test_set) = train::load_data(&base, &file)?;
+    println!(
+        "{} ({} train / {} test rows), {} epochs; {} settings × {} seeds = {} runs",
+        file.display(),
+        train_set.n,
+        test_set.n,
+        base.train.epochs,
+        settings.len(),
+        args.seeds,
+        settings.len() * args.seeds
+    );
+    let (mut all, mut means, mut summaries) = (Vec::new(), Vec::new(), Vec::new());
+    for (setting, configs) in settings.iter().zip(configs) {
+        let mut runs = Vec::new();
+        for (seed, config) in configs.into_iter().enumerate() {
+            let label = format!("{} seed {seed}", setting.label);
+            let run = compare::run_contender(&compare::Contender { label, config }, &train_set, &test_set, placement)?;
+            if all.is_empty() && runs.is_empty() {
+                println!("device: {}", run.device);
+            }
+            super::compare::print_run(&run);
+            runs.push(run);
+        }
+        summaries.push(sweep::Summary::of(&setting.label, &runs));
+        means.push(sweep::mean_run(&setting.label, &runs));
+        all.extend(runs);
+    }
+    let table = sweep::table(&summaries);
+    println!("\nmean ± standard deviation over {} seeds:\n{table}", args.seeds);
+    println!("{}", sweep::throughput_line(&all));
+    if let Some(path) = &args.table {
+        std::fs::write(path, &table).map_err(|e| Error::Io { file: path.clone(), message: e.to_string() })?;
+        println!("table: {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, crate::plot::svg(&compare::charts(&means)))
+            .map_err(|e| Error::Io { file: path.clone(), message: e.to_string() })?;
+        println!("plot: {} (means over seeds)", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! `gradflow sweep` and `gradflow compare --seeds`: the grid, the seeds, and the table's numbers
+//! against runs made independently through `compare::run_contender` and summarised here.
+
+mod common;
+
+use std::path::PathBuf;
+
+use gradflow::cli::{CompareArgs, SweepArgs};
+use gradflow::config::{Config, DEFAULT_CONFIG_PATH};
+use gradflow::train::compare::{run_contender, Contender};
+use gradflow::train::sweep::{settings, Axis, Spread, Summary};
+use gradflow::train::{load_data, Placement};
+
+fn cpu() -> Placement {
+    Placement { cpu: true, ..Placement::default() }
+}
+
+#[test]
+fn a_grid_axis_reads_a_toml_list_and_refuses_what_is_not_one() {
+    let a = Axis::parse("optimizer.lr=[0.01, 0.1]").unwrap();
+    assert_eq!((a.key.as_str(), a.values.clone()), ("optimizer.lr", vec!["0.01".to_string(), "0.1".to_string()]));
+    assert_eq!(Axis::parse("train.batching = 'shuffle'").unwrap().values, vec!["\"shuffle\"".to_string()]);
+    for (bad, says) in [
+        ("optimizer.lr", "no '='"),
+        ("=[1]", "no key"),
+        ("optimizer.lr=[]", "empty list"),
+        ("optimizer.lr=[0.1,", "KEY=[v1, v2, …]"),
+    ] {
+        let e = Axis::parse(bad).unwrap_err().to_string();
+        assert!(e.contains(says) && e.contains("--grid"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn settings_are_every_combination_first_axis_slowest() {
+    let axes =
+        [Axis::parse("optimizer.lr=[1, 2]").unwrap(), Axis::parse("optimizer.momentum=[0.0, 0.5, 0.9]").unwrap()];
+    let s = settings(&axes);
+    let labels: Vec<&str> = s.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "lr=1 momentum=0.0",
+            "lr=1 momentum=0.5",
+            "lr=1 momentum=0.9",
+            "lr=2 momentum=0.0",
+            "lr=2 momentum=0.5",
+            "lr=2 momentum=0.9"
+        ]
+    );
+    assert_eq!(s[4].overrides, ["optimizer.lr=2", "optimizer.momentum=0.5"]);
+    // Keys whose last parts clash keep their full names.
+    let clash = settings(&[Axis::parse("optimizer.lr=[1]").unwrap(), Axis::parse("other.lr=[2]").unwrap()]);
+    assert_eq!(clash[0].label, "optimizer.lr=1 other.lr=2");
+}
+
+#[test]
+fn spread_is_the_mean_and_sample_standard_deviation_of_finite_values() {
+    let s = Spread::of([2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+    assert_eq!(s.mean, 5.0);
+    assert!((s.sd - (32.0f64 / 7.0).sqrt()).abs() < 1e-15);
+    assert_eq!(Spread::of([3.0, f64::NAN]), Spread { mean: 3.0, sd: 0.0 });
+    assert!(Spread::of([f64::INFINITY]).mean.is_nan());
+}
+
+/// Two seeds of two learning rates on the CPU reference, three epochs of the digits: the table
+/// the command writes holds, per setting, the mean ± sd of runs made here one by one.
+#[test]
+fn the_sweep_table_is_the_mean_and_spread_of_its_runs() {
+    let table = std::env::temp_dir().join(format!("gradflow-sweep-table-{}.txt", std::process::id()));
+    let set = vec!["train.epochs=2".to_string()];
+    let args = SweepArgs {
+        grid: vec!["optimizer.lr=[0.02, 0.08]".into()],
+        seeds: 2,
+        table: Some(table.clone()),
+        set: set.clone(),
+        ..SweepArgs::default()
+    };
+    gradflow::cli::sweep::sweep(&args, &cpu()).unwrap();
+    let written = std::fs::read_to_string(&table).unwrap();
+    std::fs::remove_file(&table).unwrap();
+
+    let file = PathBuf::from(DEFAULT_CONFIG_PATH);
+    let base = Config::default_run_with(&set).unwrap();
+    let (train, test) = load_data(&base, &file).unwrap();
+    let mut rows = vec![written.lines().next().unwrap().to_string()];
+    for lr in ["0.02", "0.08"] {
+        let runs: Vec<_> = (0..2u64)
+            .map(|seed| {
+                let mut config = base.clone();
+                config.optimizer = Config::default_run_with(&[format!("optimizer.lr={lr}")]).unwrap().optimizer;
+                config.model.init_seed += seed;
+                config.train.seed += seed;
+                run_contender(&Contender { label: String::new(), config }, &train, &test, &cpu()).unwrap()
+            })
+            .collect();
+        assert_ne!(runs[0].last(), runs[1].last(), "the seeds must differ");
+        let line = gradflow::train::sweep::table(&[Summary::of(&format!("lr={lr}"), &runs)]);
+        rows.push(line.lines().nth(1).unwrap().to_string());
+    }
+    // The same columns: realign the independent rows to the written table's label width.
+    let ours: Vec<Vec<&str>> = rows.iter().map(|r| r.split_whitespace().collect()).collect();
+    let theirs: Vec<Vec<&str>> = written.lines().map(|r| r.split_whitespace().collect()).collect();
+    assert_eq!(theirs, ours, "written:\n{written}");
+}
+
+#[test]
+fn sweep_and_compare_refuse_bad_arguments_before_training() {
+    let e = |args: SweepArgs| gradflow::cli::sweep::sweep(&args, &cpu()).unwrap_err().to_string();
+    let grid = |g: &str| SweepArgs { grid: vec![g.into()], seeds: 1, ..SweepArgs::default() };
+    assert!(e(grid("data.scale=[1.0, 2.0]")).contains("data.* cannot vary"));
+    let msg = e(grid("optimizer.lr=[0.1, -1.0]"));
+    assert!(msg.contains("learning rate: -1"), "a bad value in the grid is refused as --set would refuse it: {msg}");
+    assert!(e(SweepArgs { seeds: 0, ..grid("optimizer.lr=[0.1]") }).contains("--seeds"));
+    let c = CompareArgs { optimizers: "sgd".into(), seeds: 0, ..CompareArgs::default() };
+    assert!(gradflow::cli::compare::compare(&c, &cpu()).unwrap_err().to_string().contains("--seeds"));
+}
