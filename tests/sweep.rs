@@ -104,6 +104,27 @@ fn the_sweep_table_is_the_mean_and_spread_of_its_runs() {
     assert_eq!(theirs, ours, "written:\n{written}");
 }
 
+/// A learning rate that blows the weights up is a result of the sweep, not its failure: the
+/// setting's row says none of its runs finished and the other settings are summarised as usual.
+#[test]
+fn a_diverging_setting_is_reported_and_the_sweep_goes_on() {
+    let table = std::env::temp_dir().join(format!("gradflow-sweep-diverged-{}.txt", std::process::id()));
+    let args = SweepArgs {
+        grid: vec!["optimizer.lr=[0.05, 1e30]".into()],
+        seeds: 2,
+        table: Some(table.clone()),
+        set: vec!["train.epochs=2".into()],
+        ..SweepArgs::default()
+    };
+    gradflow::cli::sweep::sweep(&args, &cpu()).unwrap();
+    let written = std::fs::read_to_string(&table).unwrap();
+    std::fs::remove_file(&table).unwrap();
+    let rows: Vec<Vec<&str>> = written.lines().skip(1).map(|r| r.split_whitespace().collect()).collect();
+    assert_eq!((rows[0][0], rows[0][1]), ("lr=0.05", "2"), "{written}");
+    assert!(rows[0][2].parse::<f64>().unwrap().is_finite(), "{written}");
+    assert_eq!((rows[1][0], rows[1][1], rows[1][2]), ("lr=1e30", "0/2", "NaN"), "{written}");
+}
+
 #[test]
 fn sweep_and_compare_refuse_bad_arguments_before_training() {
     let e = |args: SweepArgs| gradflow::cli::sweep::sweep(&args, &cpu()).unwrap_err().to_string();

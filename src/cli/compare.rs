@@ -67,6 +67,10 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
 
 /// One run's line: where it started and ended, and its training time.
 pub(super) fn print_run(run: &compare::Run) {
+    if let Some(why) = &run.diverged {
+        println!("{:<32} diverged: {why}", run.label);
+        return;
+    }
     let (first, last) = (run.points[0], run.last());
     println!(
         "{:<32} start loss {:.4}  final train loss {:.4}  test loss {:.4}  test acc {:5.1}%  {:6.2} s",

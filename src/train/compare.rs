@@ -127,6 +127,9 @@ pub struct Run {
     pub seconds: f64,
     /// Training rows stepped over, all epochs together.
     pub samples: usize,
+    /// Why the run stopped early: its loss or parameters went NaN or ±Inf (its last point is
+    /// then NaN).
+    pub diverged: Option<String>,
 }
 
 impl Run {
@@ -166,17 +169,28 @@ pub fn run_contender(
     let mut points = vec![point(0, (train_loss, train_acc), (test_loss, test_acc))];
     let start = std::time::Instant::now();
     let mut samples = 0;
+    let mut diverged = None;
     for epoch in 1..=config.train.epochs {
         let batches = batcher.next_epoch();
-        let report = super::train_batches(net.as_mut(), &batches, epoch, super::Observe::Submits, |_, _| {
+        let report = match super::train_batches(net.as_mut(), &batches, epoch, super::Observe::Submits, |_, _| {
             Ok(super::Flow::Continue)
-        })?;
+        }) {
+            Ok(r) => r,
+            // A diverged run is a result of the comparison, not a failure of it.
+            Err(e @ Error::Diverged { .. }) => {
+                let nan = (f32::NAN, f32::NAN);
+                points.push(point(epoch, nan, nan));
+                diverged = Some(e.to_string());
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         samples += batches[..report.steps].iter().map(Vec::len).sum::<usize>();
         let test = super::evaluate(net.as_mut(), test_set, loss)?;
         points.push(point(epoch, (report.train_loss, report.train_accuracy), test));
     }
     let seconds = start.elapsed().as_secs_f64();
-    Ok(Run { label: contender.label.clone(), device: net.describe(), points, seconds, samples })
+    Ok(Run { label: contender.label.clone(), device: net.describe(), points, seconds, samples, diverged })
 }
 
 /// Training loss (log axis) and test accuracy of every run, overlaid.

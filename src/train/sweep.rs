@@ -30,10 +30,15 @@ impl Axis {
         }
         let table: toml::Table =
             toml::from_str(&format!("v = {}", values.trim())).map_err(|e| bad(e.message().trim()))?;
+        // Floats as Rust's shortest round-trip form (1e30, not thirty-one digits).
+        let text = |v: &toml::Value| match v {
+            toml::Value::Float(f) => format!("{f:?}"),
+            other => other.to_string(),
+        };
         let values = match &table["v"] {
             toml::Value::Array(a) if a.is_empty() => return Err(bad("an empty list")),
-            toml::Value::Array(a) => a.iter().map(toml::Value::to_string).collect(),
-            one => vec![one.to_string()],
+            toml::Value::Array(a) => a.iter().map(text).collect(),
+            one => vec![text(one)],
         };
         Ok(Axis { key: key.to_string(), values })
     }
@@ -152,13 +157,16 @@ pub fn table(summaries: &[Summary]) -> String {
     out
 }
 
-/// A run whose every point is the mean of `runs`' points at that epoch (their curves averaged).
+/// A run whose every point is the mean of `runs`' points at that epoch (their curves averaged),
+/// over the runs that did not diverge (over all when every one did).
 pub fn mean_run(label: &str, runs: &[Run]) -> Run {
-    let epochs = runs.iter().map(|r| r.points.len()).min().unwrap_or(0);
-    let mean = |i: usize, f: fn(&Point) -> f64| Spread::of(runs.iter().map(|r| f(&r.points[i]))).mean;
+    let finished: Vec<&Run> = runs.iter().filter(|r| r.diverged.is_none()).collect();
+    let kept: Vec<&Run> = if finished.is_empty() { runs.iter().collect() } else { finished };
+    let epochs = kept.iter().map(|r| r.points.len()).min().unwrap_or(0);
+    let mean = |i: usize, f: fn(&Point) -> f64| Spread::of(kept.iter().map(|r| f(&r.points[i]))).mean;
     let points = (0..epochs)
         .map(|i| Point {
-            epoch: runs[0].points[i].epoch,
+            epoch: kept[0].points[i].epoch,
             train_loss: mean(i, |p| p.train_loss),
             train_accuracy: mean(i, |p| p.train_accuracy),
             test_loss: mean(i, |p| p.test_loss),
@@ -171,6 +179,7 @@ pub fn mean_run(label: &str, runs: &[Run]) -> Run {
         points,
         seconds: runs.iter().map(|r| r.seconds).sum(),
         samples: runs.iter().map(|r| r.samples).sum(),
+        diverged: None,
     }
 }
 
