@@ -18,6 +18,8 @@ use crate::spec::{LayerSpec, Loss, Model};
 
 use crate::train::Placement;
 
+pub mod small_models;
+
 fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut r = StdRng::seed_from_u64(seed);
     (0..len).map(|_| r.random_range(-1.0f32..1.0)).collect()
@@ -272,6 +274,19 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
             ),
             json!({"bench": "mlp", "model": name, "batch": batch, "samples_per_s": sps, "first_step_s": first_s,
                    "device_s_per_step": device, "wall_s_per_step": secs / steps as f64}),
+        );
+    }
+    for case in small_models::cases() {
+        let (on_gpu, on_cpu) = small_models::measure(&gpu, &case, budget)?;
+        report.add(
+            format!(
+                "small model {:<42} batch {:>2}: GPU {on_gpu:9.0} samples/s, CPU reference {on_cpu:9.0} samples/s ({:.2}×)",
+                case.name,
+                case.batch,
+                on_gpu / on_cpu
+            ),
+            json!({"bench": "small_model", "model": case.name, "batch": case.batch, "gpu_samples_per_s": on_gpu,
+                   "cpu_samples_per_s": on_cpu}),
         );
     }
     for per_submit in [1, crate::exec::DEFAULT_STEPS_PER_SUBMIT] {
