@@ -111,6 +111,10 @@ pub struct TrainConfig {
     /// GPU sends each bucket as soon as the backward pass has finished it.
     #[serde(default = "default_bucket_cap_mb")]
     pub bucket_cap_mb: f64,
+    /// GPU training steps recorded into one submit (default 32; 1: a submit per step). Fewer
+    /// make a stop request wait less and keep one submit short where a driver has a watchdog.
+    #[serde(default = "default_steps_per_submit")]
+    pub steps_per_submit: usize,
 }
 
 impl TrainConfig {
@@ -123,8 +127,15 @@ impl TrainConfig {
         if !(self.bucket_cap_mb.is_finite() && self.bucket_cap_mb > 0.0) {
             return Err(format!("train.bucket_cap_mb must be a positive number of MiB, got {}", self.bucket_cap_mb));
         }
+        if self.steps_per_submit == 0 {
+            return Err("train.steps_per_submit must be at least 1".into());
+        }
         Ok(())
     }
+}
+
+fn default_steps_per_submit() -> usize {
+    crate::exec::DEFAULT_STEPS_PER_SUBMIT
 }
 
 fn default_bucket_cap_mb() -> f64 {

@@ -162,3 +162,14 @@ fn a_stop_request_is_seen_at_the_end_of_the_submit() {
     .unwrap();
     assert_eq!((r.steps, net.steps()), (4, 4), "the first submit's four steps, then the stop");
 }
+
+#[test]
+fn steps_per_submit_comes_from_the_config_and_zero_is_refused() {
+    let e = gradflow::config::Config::default_run_with(&["train.steps_per_submit=0".into()]).unwrap_err().to_string();
+    assert!(e.contains("train.steps_per_submit must be at least 1"), "{e}");
+    require_gpu!();
+    let config = gradflow::config::Config::default_run_with(&["train.steps_per_submit=5".into()]).unwrap();
+    let model = Model::new(64, config.model.layers.clone()).unwrap();
+    let net = gradflow::train::build_network(&config, model, &gradflow::train::Placement::default(), 32).unwrap();
+    assert_eq!(net.steps_per_submit(), 5);
+}

@@ -130,6 +130,10 @@ fn sweep_and_compare_refuse_bad_arguments_before_training() {
     let e = |args: SweepArgs| gradflow::cli::sweep::sweep(&args, &cpu()).unwrap_err().to_string();
     let grid = |g: &str| SweepArgs { grid: vec![g.into()], seeds: 1, ..SweepArgs::default() };
     assert!(e(grid("data.scale=[1.0, 2.0]")).contains("data.* cannot vary"));
+    assert!(e(grid("model.init_seed=[0, 1]")).contains("--seeds"));
+    assert!(e(grid("train.seed=[0, 1]")).contains("--seeds"));
+    let twice = SweepArgs { grid: vec!["optimizer.lr=[0.1]".into(), "optimizer.lr=[0.2]".into()], ..grid("x=[1]") };
+    assert!(e(twice).contains("given twice"));
     let msg = e(grid("optimizer.lr=[0.1, -1.0]"));
     assert!(msg.contains("learning rate: -1"), "a bad value in the grid is refused as --set would refuse it: {msg}");
     assert!(e(SweepArgs { seeds: 0, ..grid("optimizer.lr=[0.1]") }).contains("--seeds"));

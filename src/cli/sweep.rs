@@ -18,8 +18,14 @@ pub fn sweep(args: &SweepArgs, placement: &Placement) -> Result<()> {
         return Err(Error::Usage("--seeds must be at least 1".into()));
     }
     let axes = args.grid.iter().map(|g| sweep::Axis::parse(g)).collect::<Result<Vec<_>>>()?;
-    if let Some(a) = axes.iter().find(|a| a.key.starts_with("data.")) {
+    if let Some(a) = axes.iter().find(|a| a.key == "data" || a.key.starts_with("data.")) {
         return Err(Error::Usage(format!("--grid {}: a sweep shares one data set; data.* cannot vary", a.key)));
+    }
+    if let Some(a) = axes.iter().find(|a| a.key == "model.init_seed" || a.key == "train.seed") {
+        return Err(Error::Usage(format!("--grid {}: the seeds vary with --seeds N (both together)", a.key)));
+    }
+    if let Some((i, a)) = axes.iter().enumerate().find(|(i, a)| axes[..*i].iter().any(|b| b.key == a.key)) {
+        return Err(Error::Usage(format!("--grid {}: given twice (axis {})", a.key, i + 1)));
     }
     let settings = sweep::settings(&axes);
     // Every run's config is read before any trains, so a bad value fails at once.
@@ -40,12 +46,16 @@ pub fn sweep(args: &SweepArgs, placement: &Placement) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let (train_set, test_set) = train::load_data(&base, &file)?;
+    let epochs = if axes.iter().any(|a| a.key == "train.epochs") {
+        "epochs per setting".to_string()
+    } else {
+        format!("{} epochs", base.train.epochs)
+    };
     println!(
-        "{} ({} train / {} test rows), {} epochs; {} settings × {} seeds = {} runs",
+        "{} ({} train / {} test rows), {epochs}; {} settings × {} seeds = {} runs",
         file.display(),
         train_set.n,
         test_set.n,
-        base.train.epochs,
         settings.len(),
         args.seeds,
         settings.len() * args.seeds

@@ -124,6 +124,7 @@ pub struct Run {
     /// Where it ran (`Network::describe`).
     pub device: String,
     pub points: Vec<Point>,
+    /// Seconds spent training (the evaluations after each epoch not counted).
     pub seconds: f64,
     /// Training rows stepped over, all epochs together.
     pub samples: usize,
@@ -167,11 +168,11 @@ pub fn run_contender(
         test_accuracy: test.1 as f64,
     };
     let mut points = vec![point(0, (train_loss, train_acc), (test_loss, test_acc))];
-    let start = std::time::Instant::now();
-    let mut samples = 0;
+    let (mut seconds, mut samples) = (0.0, 0);
     let mut diverged = None;
     for epoch in 1..=config.train.epochs {
         let batches = batcher.next_epoch();
+        let start = std::time::Instant::now();
         let report = match super::train_batches(net.as_mut(), &batches, epoch, super::Observe::Submits, |_, _| {
             Ok(super::Flow::Continue)
         }) {
@@ -185,11 +186,11 @@ pub fn run_contender(
             }
             Err(e) => return Err(e),
         };
+        seconds += start.elapsed().as_secs_f64();
         samples += batches[..report.steps].iter().map(Vec::len).sum::<usize>();
         let test = super::evaluate(net.as_mut(), test_set, loss)?;
         points.push(point(epoch, (report.train_loss, report.train_accuracy), test));
     }
-    let seconds = start.elapsed().as_secs_f64();
     Ok(Run { label: contender.label.clone(), device: net.describe(), points, seconds, samples, diverged })
 }
 

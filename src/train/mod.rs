@@ -55,7 +55,8 @@ pub enum Flow {
     Stop,
 }
 
-/// Runs one epoch of `batcher` on `net`, calling `on_step` after each step (for a progress bar).
+/// Runs one epoch of `batcher` on `net`, calling `on_step` after each submit with the number of
+/// steps done (for a progress bar).
 pub fn train_epoch(
     net: &mut dyn Network,
     batcher: &mut Batcher,

@@ -157,7 +157,9 @@ pub fn build_network(
             // Before the parameters are drawn: a model too large for the device fails at once.
             GpuNetwork::check_fits(&gpu, &model, max_rows)?;
             let params = model.init_params(config.model.init_seed);
-            Ok(Box::new(GpuNetwork::new(Arc::new(gpu), model, config.model.loss, setup, &params, max_rows)?))
+            let mut net = GpuNetwork::new(Arc::new(gpu), model, config.model.loss, setup, &params, max_rows)?;
+            net.set_steps_per_submit(config.train.steps_per_submit);
+            Ok(Box::new(net))
         }
         None => {
             CpuNetwork::check_fits(&model, max_rows, setup.optimizer.state_slots())?;

@@ -110,7 +110,7 @@ impl Spread {
 pub struct Summary {
     pub label: String,
     pub runs: usize,
-    /// Runs whose final training loss is not finite (left out of the spreads).
+    /// Runs that diverged (left out of the spreads).
     pub diverged: usize,
     pub train_loss: Spread,
     pub train_accuracy: Spread,
@@ -120,12 +120,12 @@ pub struct Summary {
 
 impl Summary {
     pub fn of(label: &str, runs: &[Run]) -> Summary {
-        let last: Vec<Point> = runs.iter().map(Run::last).collect();
-        let spread = |f: fn(&Point) -> f64| Spread::of(last.iter().filter(|p| p.train_loss.is_finite()).map(f));
+        let last: Vec<Point> = runs.iter().filter(|r| r.diverged.is_none()).map(Run::last).collect();
+        let spread = |f: fn(&Point) -> f64| Spread::of(last.iter().map(f));
         Summary {
             label: label.to_string(),
             runs: runs.len(),
-            diverged: last.iter().filter(|p| !p.train_loss.is_finite()).count(),
+            diverged: runs.iter().filter(|r| r.diverged.is_some()).count(),
             train_loss: spread(|p| p.train_loss),
             train_accuracy: spread(|p| p.train_accuracy),
             test_loss: spread(|p| p.test_loss),
@@ -183,7 +183,8 @@ pub fn mean_run(label: &str, runs: &[Run]) -> Run {
     }
 }
 
-/// "N runs, … samples/s in all": every run's training rows over the runs' training time.
+/// "N runs, … samples/s in all": every run's training rows over the runs' training time
+/// (evaluations not counted).
 pub fn throughput_line(runs: &[Run]) -> String {
     let samples: usize = runs.iter().map(|r| r.samples).sum();
     let seconds: f64 = runs.iter().map(|r| r.seconds).sum();

@@ -25,6 +25,18 @@ impl GpuNetwork {
             super::super::network::check_batch(b, self.train_rows, self.max_rows)?;
         }
         super::super::network::check_batch_norm_rows(&self.model, rows, 1)?;
+        // The staging buffer holds every step's share: split a submit that would not fit in one
+        // buffer, and take the steps one by one where not even two fit.
+        let input_words = if self.streamed.is_some() { rows * (self.model.inputs + 1) } else { rows };
+        let param_words =
+            (std::mem::size_of::<OptParams>() + self.norm_launches.len() * std::mem::size_of::<BnParams>()) / 4;
+        let fit = (self.gpu.max_storage_bytes() / 4) as usize / (input_words + param_words);
+        if fit < batches.len() {
+            if fit < 2 {
+                return batches.iter().try_for_each(|b| self.step(b, None));
+            }
+            return batches.chunks(fit).try_for_each(|chunk| self.steps_in_one_submit(chunk));
+        }
         self.resize(rows)?;
 
         // Everything the steps need, in one upload: inputs, then per step its optimizer and
@@ -117,11 +129,15 @@ impl GpuNetwork {
         }
     }
 
-    /// The staging buffer, grown to hold `words` (kept between submits).
+    /// The staging buffer, grown to hold `words` (kept between submits; `words` fits the
+    /// device's buffer limit, the rounding up never passes it).
     fn step_staging(&mut self, words: usize) -> Result<GpuBuffer> {
         match self.step_staging.take() {
             Some(b) if b.len >= words => Ok(b),
-            _ => self.gpu.storage("many-steps staging", words.next_power_of_two()),
+            _ => {
+                let limit = (self.gpu.max_storage_bytes() / 4) as usize;
+                self.gpu.storage("many-steps staging", words.next_power_of_two().min(limit).max(words))
+            }
         }
     }
 }
