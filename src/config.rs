@@ -134,8 +134,12 @@ impl TrainConfig {
     }
 }
 
+/// GPU training steps per submit unless the config says: enough that the host's cost of a submit
+/// is spread thin, few enough that a stop request waits for little.
+pub const DEFAULT_STEPS_PER_SUBMIT: usize = 32;
+
 fn default_steps_per_submit() -> usize {
-    crate::exec::DEFAULT_STEPS_PER_SUBMIT
+    DEFAULT_STEPS_PER_SUBMIT
 }
 
 fn default_bucket_cap_mb() -> f64 {

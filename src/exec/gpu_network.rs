@@ -82,9 +82,8 @@ pub struct GpuNetwork {
     step_staging: Option<GpuBuffer>,
 }
 
-/// Steps per submit unless set: enough that the host's cost of a submit is spread thin, few
-/// enough that a stop request waits for little.
-pub const DEFAULT_STEPS_PER_SUBMIT: usize = 32;
+/// Steps per submit unless set (`train.steps_per_submit`'s default).
+pub use crate::config::DEFAULT_STEPS_PER_SUBMIT;
 
 impl GpuNetwork {
     /// One training step; with `sync`, one rank's share of a data-parallel step, submitted in
