@@ -596,3 +596,37 @@ fn streamed_training_data_gives_the_same_bits_as_resident_data() {
     assert!(resident.0.iter().zip(&streamed.0).all(|(a, b)| a.to_bits() == b.to_bits()), "parameters differ");
     assert_eq!(resident.1, streamed.1);
 }
+
+for_every_schedule! {
+    /// A residual block straight on the network's input reads the input as the product's A and
+    /// adds it back through the epilogue's aux binding: a schedule that binds A as a uniform
+    /// window must not take that launch (one buffer cannot be a uniform and writable storage in
+    /// one dispatch). One step on every schedule, against the CPU reference.
+    fn a_residual_block_on_the_input_trains_on_every_schedule(g: &Gpu) {
+        let layers: Vec<LayerSpec> = toml::from_str::<toml::Table>(
+            "layers = [{ type = 'residual', layers = [{ type = 'linear', out = 64 }] }, { type = 'tanh' }, { type = 'linear', out = 3 }]",
+        )
+        .unwrap()["layers"]
+            .clone()
+            .try_into()
+            .unwrap();
+        let model = Model::new(64, layers).unwrap();
+        let data = synthetic(20, 64, 3, 4);
+        let params = model.init_params(2);
+        let sgd = gradflow::optim::Sgd::new(0.1);
+        let mut gpu_net =
+            GpuNetwork::new(std::sync::Arc::new(g.clone()), model.clone(), Loss::CrossEntropy, sgd.clone(), &params, 8).unwrap();
+        let mut cpu_net = CpuNetwork::new(model.clone(), Loss::CrossEntropy, sgd, params).unwrap();
+        let batch: Vec<u32> = (0..8).collect();
+        for net in [&mut gpu_net as &mut dyn Network, &mut cpu_net] {
+            net.set_train_data(&data).unwrap();
+            net.train_step(&batch).unwrap();
+        }
+        // Two layers of at most 8 rows and 64 terms: within 2·(8 + 64)·u of the largest gradient.
+        let (gg, gc) = (gpu_net.grads().unwrap(), cpu_net.grads().unwrap());
+        let scale = gc.iter().fold(0.0f64, |a, v| a.max(v.abs() as f64));
+        for (a, b) in gg.iter().zip(&gc) {
+            assert!(((a - b).abs() as f64) <= 2.0 * 72.0 * EPS * scale, "gpu {a} cpu {b}");
+        }
+    }
+}

@@ -160,11 +160,14 @@ impl Plan {
 
         // A residual sum whose summand is a Linear with no activation read by nothing else is
         // computed in that Linear's epilogue: its output is never stored, the sum's is.
+        // Not when the Linear reads the skip value itself (a block of one Linear): the product
+        // would bind one buffer as its read-only input and as the writable aux it adds from.
         let fused_sum = |s: usize| match stages[s].op {
-            Op::Add { .. } => {
+            Op::Add { skip, .. } => {
                 let v = stages[s].input;
                 v > 0
                     && matches!(stages[v - 1].op, Op::Dense { act, .. } if act.kind == Activation::Identity)
+                    && stages[v - 1].input != skip
                     && readers[v] == [s]
             }
             _ => false,
