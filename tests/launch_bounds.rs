@@ -13,7 +13,7 @@ use gradflow::error::Error;
 use gradflow::kernels::small_mlp::{SmallMlpParams, MAX_LAYERS};
 use gradflow::kernels::{
     ActEntry, ActParams, BnEntry, BnParams, GatherParams, HvpBuffers, HvpEntry, HvpParams, LossParams, MatmulParams,
-    MatmulVariant, Schedule, FLAG_BIAS, FLAG_STORE_PREACT,
+    MatmulVariant, Schedule, SmallNetBuffers, SmallNetParams, FLAG_BIAS, FLAG_STORE_PREACT,
 };
 use gradflow::spec::{Act, Loss};
 
@@ -216,4 +216,48 @@ fn entry_point_enums_match_the_wgsl() {
         assert_eq!(ours, wgsl, "{file}: the enum's entry points against the WGSL's");
     }
     assert_eq!(BnEntry::Stats.name(), "batchnorm_stats");
+}
+
+#[test]
+fn the_small_net_kernel_refuses_a_chain_it_cannot_walk_and_buffers_too_short() {
+    require_gpu!();
+    let g = gpu();
+    let b = |n| g.storage("buffer", n).unwrap();
+    let model = gradflow::spec::ModelBuilder::new(3)
+        .dense(5, gradflow::spec::Activation::Tanh)
+        .dense(2, gradflow::spec::Activation::Identity)
+        .build()
+        .unwrap();
+    let net = gradflow::kernels::SmallNet::new(&model, Loss::CrossEntropy, 4).unwrap();
+    let p = net.params.for_batch(4, 10, true);
+    let (params, grads, values, totals) = (b(model.param_len), b(model.param_len), b(net.values_len), b(7));
+    let (x, labels, indices) = (b(30), b(10), b(4));
+    let run = |p: &SmallNetParams, values: &gradflow::device::GpuBuffer, x: &gradflow::device::GpuBuffer| {
+        let buffers = SmallNetBuffers {
+            params: &params,
+            grads: &grads,
+            values,
+            totals: &totals,
+            x,
+            labels: &labels,
+            indices: Some(&indices),
+        };
+        g.small_net_step(&buffers, p)
+    };
+    run(&p, &values, &x).expect("a 3-5-2 net on 4 of 10 rows");
+    let short_values = b(net.values_len - 4);
+    assert_out_of_bounds(run(&p, &short_values, &x), "small_net_forward_backward", 2);
+    let short_x = b(27);
+    assert_out_of_bounds(run(&p, &values, &short_x), "small_net_forward_backward", 4);
+    for (what, bad) in [
+        ("65 rows", SmallNetParams { rows: 65, ..p }),
+        ("no layers", SmallNetParams { layers: 0, ..p }),
+        ("a broken chain", SmallNetParams { inputs: 4, ..p }),
+        ("MSE targets", SmallNetParams { use_targets: 1, ..p }),
+    ] {
+        match run(&bad, &values, &x) {
+            Err(Error::LaunchParams { kernel, .. }) => assert_eq!(kernel, "small_net_forward_backward", "{what}"),
+            other => panic!("{what}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
 }

@@ -153,6 +153,25 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         act
     });
     check_struct("small_mlp.wgsl", "SmallMlpParams", size, &f);
+    use gradflow::kernels::SmallNetParams;
+    let (size, f) = fields!(SmallNetParams {
+        rows,
+        cols,
+        use_targets,
+        layers,
+        inputs,
+        src_rows,
+        gathered,
+        loss,
+        logits_at,
+        logit_grads_at,
+        stats_at,
+        delta_a,
+        delta_b,
+        shape,
+        act
+    });
+    check_struct("small_net.wgsl", "SmallNetParams", size, &f);
     let (size, f) = fields!(HvpParams { len, rows, cols, act, slope, flags, gamma_offset, beta_offset });
     check_struct("hvp.wgsl", "HvpParams", size, &f);
 }
@@ -209,6 +228,12 @@ fn flags_codes_and_tile_sizes_agree() {
         ("small_mlp.wgsl", "NO_BIAS", gradflow::kernels::small_mlp::NO_BIAS as u64),
         ("small_mlp.wgsl", "LOSS_MSE", gradflow::kernels::small_mlp::LOSS_MSE as u64),
         ("small_mlp.wgsl", "LOSS_CROSS_ENTROPY", gradflow::kernels::small_mlp::LOSS_CROSS_ENTROPY as u64),
+        ("small_net.wgsl", "MAX_LAYERS", gradflow::kernels::small_net::SMALL_NET_MAX_LAYERS as u64),
+        ("small_net.wgsl", "ONE_GROUP_ROWS", gradflow::kernels::small_net::SMALL_NET_WORKGROUP as u64),
+        ("small_net.wgsl", "NO_BIAS", gradflow::kernels::small_net::SMALL_NET_NO_BIAS as u64),
+        ("small_net.wgsl", "LOSS_MSE", gradflow::kernels::small_net::SMALL_NET_MSE as u64),
+        ("small_net.wgsl", "LOSS_CROSS_ENTROPY", gradflow::kernels::small_net::SMALL_NET_CROSS_ENTROPY as u64),
+        ("small_net.wgsl", "TOTAL_FIRST_BAD", gradflow::kernels::TOTAL_FIRST_BAD as u64),
     ];
     for &(file, name, rust) in checks {
         let m = module(file);

@@ -23,10 +23,15 @@ use crate::spec::plan::{BackwardOp, Buf, ForwardOp, Plan};
 use crate::spec::{Loss, Model, NormState};
 
 mod many_steps;
+mod small_net;
+
+use small_net::SmallNetStep;
+pub use small_net::StepKind;
 
 pub struct GpuNetwork {
     gpu: Arc<Gpu>,
     model: Model,
+    loss: Loss,
     max_rows: usize,
     rows: u32,
     params: GpuBuffer,
@@ -80,6 +85,8 @@ pub struct GpuNetwork {
     steps_per_submit: usize,
     /// Inputs and per-step parameters of a many-steps submit (`many_steps`), kept for the next.
     step_staging: Option<GpuBuffer>,
+    /// The fused forward-and-backward launch that replaces the per-op ones (None: those run).
+    small_net: Option<SmallNetStep>,
 }
 
 /// Steps per submit unless set (`train.steps_per_submit`'s default).
@@ -115,10 +122,7 @@ impl GpuNetwork {
         let k = self.steps as u32;
         self.optimizer.prepare(&self.gpu, k + 1, self.setup.schedule.factor(k));
         let Some(sync) = sync else {
-            let mut launches: Vec<&Dispatch> = Vec::with_capacity(4 + self.forward.len() + self.backward.len());
-            launches.extend(self.gather.iter().map(|l| &l.dispatch));
-            launches.extend(self.forward.iter().filter(|l| l.when != When::Eval).map(|l| &l.dispatch));
-            launches.extend(self.backward.iter().map(|l| &l.dispatch));
+            let mut launches = self.step_launches();
             launches.extend(self.optimizer.dispatches());
             submit(&self.gpu, "training step", &launches)?;
             if !self.synced.is_empty() {
@@ -295,11 +299,13 @@ impl GpuNetwork {
         let buckets = gpu_sync::buckets(&grad_tails, model.param_len, gpu_sync::DEFAULT_BUCKET_BYTES / 4);
         let rows = max_rows as u32;
         let stream = gpu.gathers_on_host();
+        let small_net = Self::auto_small_net(&gpu, &model, loss, max_rows)?;
 
         Ok(GpuNetwork {
             gpu,
             batches_tracked: norm_state.batches_tracked,
             model,
+            loss,
             max_rows,
             rows,
             params: params_buf,
@@ -331,6 +337,7 @@ impl GpuNetwork {
             staged: (Vec::new(), Vec::new()),
             steps_per_submit: DEFAULT_STEPS_PER_SUBMIT,
             step_staging: None,
+            small_net,
         })
     }
 
@@ -401,7 +408,7 @@ impl GpuNetwork {
             l.resize(&self.gpu, rows)?;
         }
         self.rows = rows;
-        Ok(())
+        self.resize_small_net()
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -417,8 +424,10 @@ impl GpuNetwork {
 impl Network for GpuNetwork {
     fn describe(&self) -> String {
         match &self.gpu.tuning {
-            Some(t) => format!("GPU: {}\n        {}", self.gpu.describe(), t.describe()),
-            None => format!("GPU: {}", self.gpu.describe()),
+            Some(t) => {
+                format!("GPU: {}\n        {}\n        {}", self.gpu.describe(), t.describe(), self.describe_step())
+            }
+            None => format!("GPU: {}\n        {}", self.gpu.describe(), self.describe_step()),
         }
     }
 
@@ -436,7 +445,7 @@ impl Network for GpuNetwork {
             self.train_data = None;
             self.train_rows = data.n;
             self.streamed = Some(data.clone());
-            return Ok(());
+            return self.build_small_net_launch();
         }
         let x = g.upload("training inputs", &data.x)?;
         let labels = g.upload("training labels", &data.labels)?;
@@ -446,7 +455,7 @@ impl Network for GpuNetwork {
         self.train_data = Some((x, labels));
         self.streamed = None;
         self.train_rows = data.n;
-        Ok(())
+        self.build_small_net_launch()
     }
 
     fn set_streaming(&mut self, on: bool) {

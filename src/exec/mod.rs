@@ -14,5 +14,5 @@ pub mod ops_hvp;
 pub mod small_mlp;
 
 pub use cpu_network::CpuNetwork;
-pub use gpu_network::{GpuNetwork, DEFAULT_STEPS_PER_SUBMIT};
+pub use gpu_network::{GpuNetwork, StepKind, DEFAULT_STEPS_PER_SUBMIT};
 pub use network::{BadStep, Network, StepSync, Totals};

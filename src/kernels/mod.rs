@@ -13,6 +13,7 @@ pub mod loss;
 pub mod matmul;
 pub mod optim;
 pub mod small_mlp;
+pub mod small_net;
 
 pub use activation::{ActEntry, ActParams, ACT_ACCUMULATE};
 pub use batchnorm::{BnEntry, BnParams, BN_ACCUMULATE, BN_EW_COLS, BN_EW_ROWS, BN_FEATURES, BN_SYNC, BN_TRAIN};
@@ -29,6 +30,7 @@ pub use matmul::{
 };
 pub use optim::{GpuOptimizer, OptEntry, OptParams};
 pub use small_mlp::{SmallMlpEntry, SmallMlpParams};
+pub use small_net::{SmallNet, SmallNetBuffers, SmallNetEntry, SmallNetParams};
 
 use crate::device::{Binding, Context, Entry, Family, Slot};
 use crate::error::Result;
@@ -50,6 +52,7 @@ pub fn entry_points() -> Vec<(&'static str, Vec<&'static str>)> {
         of::<BnEntry>(),
         of::<HvpEntry>(),
         of::<SmallMlpEntry>(),
+        of::<SmallNetEntry>(),
     ]
 }
 
@@ -71,6 +74,9 @@ pub struct Kernels {
     hvp: Family<HvpEntry>,
     /// Many SGD steps of a small MLP per dispatch (`exec::small_mlp`), compiled on first use.
     small_mlp: Family<SmallMlpEntry>,
+    /// A small dense network's forward and backward pass in one launch (`exec::GpuNetwork`
+    /// chooses it), compiled on first use.
+    small_net: Family<SmallNetEntry>,
     unused_read: wgpu::Buffer,
     unused_write: wgpu::Buffer,
 }
@@ -106,6 +112,7 @@ impl Kernels {
             )?,
             hvp: Family::new(device, &[Read, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, Uniform], &[])?,
             small_mlp: Family::new(device, &[ReadWrite, ReadWrite, Read, Read, Read, ReadWrite, Uniform], &[])?,
+            small_net: Family::new(device, &[Read, ReadWrite, ReadWrite, ReadWrite, Read, Read, Read, Uniform], &[])?,
             unused_read: placeholder("unused (read)"),
             unused_write: placeholder("unused (write)"),
         })

@@ -81,9 +81,7 @@ impl GpuNetwork {
                     let offset = (norm_at * 4) as u64 + (j * self.norm_launches.len() + n) as u64 * norm_size;
                     copies.push(self.forward[launch].dispatch.params_copy::<BnParams>(&staging, offset));
                 }
-                let mut dispatches: Vec<&Dispatch> = self.gather.iter().map(|l| &l.dispatch).collect();
-                dispatches.extend(self.forward.iter().filter(|l| l.when != When::Eval).map(|l| &l.dispatch));
-                dispatches.extend(self.backward.iter().map(|l| &l.dispatch));
+                let mut dispatches = self.step_launches();
                 dispatches.extend(self.optimizer.dispatches());
                 StepRecord { copies, dispatches }
             })

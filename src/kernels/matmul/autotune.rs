@@ -102,6 +102,7 @@ fn kernels_hash() -> u64 {
     let names: Vec<&str> = MatmulVariant::ALL.iter().map(|v| v.name()).collect();
     let parts = crate::device::shaders::FAMILIES
         .iter()
+        .chain(&crate::device::shaders::PARTS)
         .flat_map(|(file, src)| [*file, *src])
         .chain([crate::device::shaders::COMMON]);
     for part in parts.chain(names) {

@@ -1,0 +1,176 @@
+// A whole training step's forward and backward pass of a small dense network in one launch of one
+// workgroup: for models so small that the per-op path's ~10 launches per step cost more than
+// their arithmetic. The optimizer's update stays a launch of its own (optim.wgsl), so every
+// optimizer, schedule and clipping works unchanged. Same sums in the same order as the per-op
+// kernels: each product element is summed over k from 0 (bias added after), the weight gradient
+// over rows in order, dX·act'(z) as the fused matmul epilogue; the loss is loss_rows.wgsl's.
+//
+// Layers run one after another, separated by storage barriers; within a layer the workgroup's
+// 64 invocations share the outputs. Values, pre-activations and gradients of each layer live in
+// `values`, at offsets the host lays out (kernels/small_net.rs).
+
+struct SmallNetParams {
+    rows: u32,            // batch rows (at most ONE_GROUP_ROWS)
+    cols: u32,            // network outputs
+    use_targets: u32,     // always 0: classes from labels
+    layers: u32,
+    inputs: u32,          // input width
+    src_rows: u32,        // rows of src_x / src_labels
+    gathered: u32,        // 1: batch row r is data row indices[r]; 0: src_x, src_labels hold the batch
+    loss: u32,            // LOSS_CROSS_ENTROPY or LOSS_MSE
+    logits_at: u32,       // offsets into `values`: the outputs, their gradient, the row statistics,
+    logit_grads_at: u32,  // and the two halves the backward pass alternates between
+    stats_at: u32,
+    delta_a: u32,
+    delta_b: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    shape: array<vec4<u32>, 8>,   // per layer: inputs, outputs, weight offset, bias offset (NO_BIAS: none)
+    act: array<vec4<u32>, 8>,     // per layer: activation code, leaky slope as f32 bits, z at, output at
+}
+
+const LOSS_CROSS_ENTROPY: u32 = 0u;
+const LOSS_MSE: u32 = 1u;
+const NO_BIAS: u32 = 0xffffffffu;
+const MAX_LAYERS: u32 = 8u;
+
+@group(0) @binding(0) var<storage, read> params: array<f32>;
+@group(0) @binding(1) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(2) var<storage, read_write> values: array<f32>;
+@group(0) @binding(3) var<storage, read_write> totals: array<f32>;
+@group(0) @binding(4) var<storage, read> src_x: array<f32>;
+@group(0) @binding(5) var<storage, read> src_labels: array<u32>;
+@group(0) @binding(6) var<storage, read> indices: array<u32>;
+@group(0) @binding(7) var<uniform> p: SmallNetParams;
+
+// The data row behind batch row r (clamped: indices are data).
+fn data_row(r: u32) -> u32 {
+    if (p.gathered != 0u) {
+        return min(indices[r], p.src_rows - 1u);
+    }
+    return r;
+}
+
+// loss_rows.wgsl's accessors.
+fn logit(i: u32) -> f32 {
+    return values[p.logits_at + i];
+}
+
+fn set_logit_grad(i: u32, v: f32) {
+    values[p.logit_grads_at + i] = v;
+}
+
+fn row_label(r: u32) -> u32 {
+    return src_labels[data_row(r)];
+}
+
+fn row_target(i: u32) -> f32 {
+    return 0.0;   // never read: use_targets is 0
+}
+
+fn set_row_stats(r: u32, s: vec2<f32>) {
+    values[p.stats_at + 2u * r] = s.x;
+    values[p.stats_at + 2u * r + 1u] = s.y;
+}
+
+fn slope(l: u32) -> f32 {
+    return bitcast<f32>(p.act[l].y);
+}
+
+// Element (r, i) of layer l's input.
+fn layer_input(l: u32, r: u32, i: u32) -> f32 {
+    if (l == 0u) {
+        return src_x[data_row(r) * p.inputs + i];
+    }
+    return values[p.act[l - 1u].w + r * p.shape[l].x + i];
+}
+
+// z = x·Wᵀ + b and act(z), rows × outputs; the last layer's go to the logits.
+fn forward(l: u32, li: u32) {
+    let s = p.shape[l];
+    let a = p.act[l];
+    for (var e = li; e < p.rows * s.y; e += ONE_GROUP_ROWS) {
+        let r = e / s.y;
+        let j = e % s.y;
+        var acc = 0.0;
+        for (var i = 0u; i < s.x; i++) {
+            acc += layer_input(l, r, i) * params[s.z + j * s.x + i];
+        }
+        var z = acc;
+        if (s.w != NO_BIAS) {
+            z += params[s.w + j];
+        }
+        values[a.z + e] = z;
+        values[a.w + e] = activate(z, a.x, slope(l));
+    }
+}
+
+// Layer l's dW = dZᵀ·X and db = Σ_rows dZ into the gradient, and (past the first layer) the
+// previous layer's dZ = (dZ·W) ⊙ act'(z) into `next`.
+fn backward(l: u32, li: u32, dz: u32, next: u32) {
+    let s = p.shape[l];
+    for (var e = li; e < s.y * s.x; e += ONE_GROUP_ROWS) {
+        let j = e / s.x;
+        let i = e % s.x;
+        var acc = 0.0;
+        for (var r = 0u; r < p.rows; r++) {
+            acc += values[dz + r * s.y + j] * layer_input(l, r, i);
+        }
+        grads[s.z + e] = acc;
+    }
+    if (s.w != NO_BIAS) {
+        for (var j = li; j < s.y; j += ONE_GROUP_ROWS) {
+            var acc = 0.0;
+            for (var r = 0u; r < p.rows; r++) {
+                acc += values[dz + r * s.y + j];
+            }
+            grads[s.w + j] = acc;
+        }
+    }
+    if (l > 0u) {
+        let prev = p.act[l - 1u];
+        for (var e = li; e < p.rows * s.x; e += ONE_GROUP_ROWS) {
+            let r = e / s.x;
+            let i = e % s.x;
+            var acc = 0.0;
+            for (var j = 0u; j < s.y; j++) {
+                acc += values[dz + r * s.y + j] * params[s.z + j * s.x + i];
+            }
+            values[next + e] = acc * activate_grad(values[prev.z + e], prev.x, slope(l - 1u));
+        }
+    }
+}
+
+@compute @workgroup_size(ONE_GROUP_ROWS, 1, 1)
+fn small_net_forward_backward(@builtin(local_invocation_index) li: u32) {
+    for (var l = 0u; l < p.layers; l++) {
+        forward(l, li);
+        storageBarrier();
+    }
+    var stats = vec2<f32>(0.0);
+    if (li < p.rows) {
+        if (p.loss == LOSS_MSE) {
+            stats = mse_row(li);
+        } else {
+            stats = cross_entropy_row(li);
+        }
+    }
+    reduce_one_group(li, stats);
+    storageBarrier();
+    // The last layer's dZ = dL/dy ⊙ act'(z).
+    let top = p.act[p.layers - 1u];
+    for (var e = li; e < p.rows * p.cols; e += ONE_GROUP_ROWS) {
+        values[p.delta_a + e] = values[p.logit_grads_at + e] * activate_grad(values[top.z + e], top.x, slope(p.layers - 1u));
+    }
+    storageBarrier();
+    var dz = p.delta_a;
+    var next = p.delta_b;
+    for (var k = 0u; k < p.layers; k++) {
+        backward(p.layers - 1u - k, li, dz, next);
+        storageBarrier();
+        let t = dz;
+        dz = next;
+        next = t;
+    }
+}

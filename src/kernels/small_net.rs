@@ -1,0 +1,232 @@
+//! small_net.wgsl: a small dense network's whole forward and backward pass (loss included) in one
+//! launch of one workgroup, for models whose per-op launches would cost more than their
+//! arithmetic. Its parameters and layout (`SmallNet::new` says which models it takes), entry
+//! point, loop count and launch builder. Its reference is the per-op path it replaces, the same
+//! sums in the same order (tests/small_net.rs holds the two together, and both to the CPU).
+
+use crate::device::{entries, Binding, Dispatch, Entry, GpuBuffer};
+use crate::error::{Error, Result};
+use crate::spec::{Loss, Model, Op};
+
+use super::loss::{LOSS_ONE_GROUP_ROWS, TOTALS_LEN};
+use super::Gpu;
+
+entries! {
+    /// small_net.wgsl's entry point.
+    pub enum SmallNetEntry in "small_net.wgsl" {
+        /// Forward, loss and backward of one step, the gradient written for the optimizer.
+        ForwardBackward = "small_net_forward_backward",
+    }
+}
+
+pub const SMALL_NET_MAX_LAYERS: usize = 8;
+/// Invocations of the one workgroup; also the largest batch (the loss gives each row one).
+pub const SMALL_NET_WORKGROUP: usize = LOSS_ONE_GROUP_ROWS;
+pub const SMALL_NET_NO_BIAS: u32 = u32::MAX;
+pub const SMALL_NET_CROSS_ENTROPY: u32 = 0;
+pub const SMALL_NET_MSE: u32 = 1;
+/// The most multiply-adds per step the one workgroup takes on by default: past this, the per-op
+/// path's many workgroups win even after paying for their launches (measured on lavapipe; see
+/// docs/benchmarks.md, "Small models").
+pub const SMALL_NET_MAX_STEP_MACS: usize = 200_000;
+
+/// small_net.wgsl's `SmallNetParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SmallNetParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub use_targets: u32,
+    pub layers: u32,
+    pub inputs: u32,
+    pub src_rows: u32,
+    pub gathered: u32,
+    pub loss: u32,
+    pub logits_at: u32,
+    pub logit_grads_at: u32,
+    pub stats_at: u32,
+    pub delta_a: u32,
+    pub delta_b: u32,
+    pub _pad: [u32; 3],
+    /// Per layer: inputs, outputs, weight offset, bias offset (`SMALL_NET_NO_BIAS`: none).
+    pub shape: [[u32; 4]; SMALL_NET_MAX_LAYERS],
+    /// Per layer: activation code, leaky slope's f32 bits, z offset, output offset (in `values`).
+    pub act: [[u32; 4]; SMALL_NET_MAX_LAYERS],
+}
+
+/// A model laid out for small_net.wgsl at a batch size: the launch's parameters and the length
+/// of the `values` scratch it needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SmallNet {
+    pub params: SmallNetParams,
+    pub values_len: usize,
+}
+
+impl SmallNet {
+    /// The layout for batches of up to `max_rows` rows, or why the kernel does not take the model:
+    /// only chains of Linear layers (each with its activation), at most `SMALL_NET_MAX_LAYERS`,
+    /// batches of at most `SMALL_NET_WORKGROUP` rows.
+    pub fn new(model: &Model, loss: Loss, max_rows: usize) -> std::result::Result<SmallNet, String> {
+        let mut dense = Vec::new();
+        for (s, stage) in model.stages.iter().enumerate() {
+            match stage.op {
+                Op::Dense { inputs, outputs, weight, bias, act } if stage.input == s => {
+                    dense.push((inputs, outputs, weight, bias, act))
+                }
+                Op::Dense { .. } => return Err(format!("layer {} is inside a residual block", stage.name)),
+                Op::BatchNorm { .. } => return Err(format!("layer {} is a batch norm", stage.name)),
+                Op::Activation { .. } => return Err(format!("layer {} is an activation on its own", stage.name)),
+                Op::Add { .. } => return Err(format!("layer {} ends a residual block", stage.name)),
+            }
+        }
+        if dense.is_empty() || dense.len() > SMALL_NET_MAX_LAYERS {
+            return Err(format!("{} Linear layers (1 to {SMALL_NET_MAX_LAYERS})", dense.len()));
+        }
+        if max_rows == 0 || max_rows > SMALL_NET_WORKGROUP {
+            return Err(format!("batches of {max_rows} rows (1 to {SMALL_NET_WORKGROUP})"));
+        }
+        let widest = dense.iter().map(|d| d.0.max(d.1)).max().unwrap_or(0);
+        let at = |n: usize| u32::try_from(n).map_err(|_| format!("{n} values do not fit the kernel's offsets"));
+        let mut p = SmallNetParams {
+            rows: max_rows as u32,
+            cols: at(model.outputs())?,
+            layers: dense.len() as u32,
+            inputs: at(model.inputs)?,
+            loss: match loss {
+                Loss::CrossEntropy => SMALL_NET_CROSS_ENTROPY,
+                Loss::Mse => SMALL_NET_MSE,
+            },
+            ..Default::default()
+        };
+        // `values`: each layer's z and output (the last layer's output is the logits), then the
+        // logits' gradient, the row statistics and the two backward halves.
+        let mut len = 0usize;
+        let mut take = |n: usize| -> std::result::Result<u32, String> {
+            let start = at(len)?;
+            len += n;
+            Ok(start)
+        };
+        for (l, &(inputs, outputs, weight, bias, act)) in dense.iter().enumerate() {
+            let bias = match bias {
+                Some(b) => at(b)?,
+                None => SMALL_NET_NO_BIAS,
+            };
+            p.shape[l] = [at(inputs)?, at(outputs)?, at(weight)?, bias];
+            p.act[l] = [act.kind.code(), act.slope.to_bits(), take(max_rows * outputs)?, take(max_rows * outputs)?];
+        }
+        p.logits_at = p.act[dense.len() - 1][3];
+        p.logit_grads_at = take(max_rows * model.outputs())?;
+        p.stats_at = take(2 * max_rows)?;
+        p.delta_a = take(max_rows * widest)?;
+        p.delta_b = take(max_rows * widest)?;
+        at(len)?;
+        Ok(SmallNet { params: p, values_len: len })
+    }
+
+    /// Multiply-adds per step of `rows` rows: the forward product and the two backward ones.
+    pub fn step_macs(&self, rows: usize) -> usize {
+        let p = &self.params;
+        p.shape[..p.layers as usize].iter().map(|s| 3 * rows * s[0] as usize * s[1] as usize).sum()
+    }
+}
+
+impl SmallNetParams {
+    /// These parameters for a batch of `rows` rows read from `src_rows` data rows (through the
+    /// batch's indices when `gathered`).
+    pub fn for_batch(&self, rows: usize, src_rows: usize, gathered: bool) -> SmallNetParams {
+        SmallNetParams { rows: rows as u32, src_rows: src_rows as u32, gathered: gathered as u32, ..*self }
+    }
+
+    /// Loop iterations of one invocation (each loop's body runs plus one test per entry), which
+    /// llvmpipe's budget applies to: per layer, the forward elements with their sums, the weight
+    /// and bias gradients with theirs over the rows, and past the first layer dX's sums; then
+    /// the loss row and its reduction tree.
+    pub fn loop_iterations(&self) -> usize {
+        let (rows, wg) = (self.rows as usize, SMALL_NET_WORKGROUP);
+        let share = |n: usize| n.div_ceil(wg) + 1;
+        let mut n = 2 * (self.layers as usize + 1);
+        for (l, s) in self.shape[..self.layers as usize].iter().enumerate() {
+            let (i, o) = (s[0] as usize, s[1] as usize);
+            n += share(rows * o) * (i + 1);
+            n += share(o * i) * (rows + 1) + share(o) * (rows + 1);
+            if l > 0 {
+                n += share(rows * i) * (o + 1);
+            }
+        }
+        n + 4 * (self.cols as usize + 1) + 8 + share(rows * self.cols as usize)
+    }
+}
+
+/// Elements of params, grads, values, totals, src_x, src_labels and indices a launch may touch,
+/// after checking the chain the kernel walks: 1 to `SMALL_NET_MAX_LAYERS` layers, 1 to
+/// `SMALL_NET_WORKGROUP` rows, each layer's input width the last one's output, the first the
+/// input's, the last the outputs'. Indices are data: the kernel clamps them below `src_rows`.
+fn extents(entry: SmallNetEntry, p: &SmallNetParams) -> Result<Vec<u64>> {
+    let refuse = |why: String| Err(Error::LaunchParams { kernel: entry.name(), why });
+    let layers = p.layers as usize;
+    if layers == 0 || layers > SMALL_NET_MAX_LAYERS {
+        return refuse(format!("{layers} layers (1 to {SMALL_NET_MAX_LAYERS})"));
+    }
+    if p.rows == 0 || p.rows as usize > SMALL_NET_WORKGROUP || p.src_rows == 0 || p.use_targets != 0 {
+        return refuse(format!(
+            "{} rows from {} (1 to {SMALL_NET_WORKGROUP}), targets {}",
+            p.rows, p.src_rows, p.use_targets
+        ));
+    }
+    if p.gathered == 0 && p.src_rows < p.rows {
+        return refuse(format!("a batch of {} rows in {} source rows", p.rows, p.src_rows));
+    }
+    let rows = p.rows as u64;
+    let (mut params, mut values) = (0u64, 0u64);
+    let mut width = p.inputs;
+    for (l, s) in p.shape[..layers].iter().enumerate() {
+        let [inputs, outputs, weight, bias] = *s;
+        if inputs != width || outputs == 0 {
+            return refuse(format!("layer {l} takes {inputs} inputs to {outputs} outputs after a width of {width}"));
+        }
+        width = outputs;
+        params = params.max(weight as u64 + inputs as u64 * outputs as u64);
+        if bias != SMALL_NET_NO_BIAS {
+            params = params.max(bias as u64 + outputs as u64);
+        }
+        let [_, _, z, out] = p.act[l];
+        values = values.max(z as u64 + rows * outputs as u64).max(out as u64 + rows * outputs as u64);
+    }
+    if width != p.cols || p.act[layers - 1][3] != p.logits_at {
+        return refuse(format!("the last layer's {width} outputs are not the {} logits", p.cols));
+    }
+    let widest = p.shape[..layers].iter().map(|s| s[0].max(s[1]) as u64).max().unwrap_or(0);
+    let matrix = rows * p.cols as u64;
+    values = values
+        .max(p.logit_grads_at as u64 + matrix)
+        .max(p.stats_at as u64 + 2 * rows)
+        .max(p.delta_a as u64 + rows * widest)
+        .max(p.delta_b as u64 + rows * widest);
+    let src = if p.gathered != 0 { p.src_rows as u64 } else { rows };
+    let indices = if p.gathered != 0 { rows } else { 0 };
+    Ok(vec![params, params, values, TOTALS_LEN as u64, src * p.inputs as u64, src, indices])
+}
+
+/// What a small_net.wgsl launch reads and writes.
+pub struct SmallNetBuffers<'a> {
+    pub params: &'a GpuBuffer,
+    pub grads: &'a GpuBuffer,
+    pub values: &'a GpuBuffer,
+    pub totals: &'a GpuBuffer,
+    /// The data rows: the resident training set (read through `indices`) or the batch itself.
+    pub x: &'a GpuBuffer,
+    pub labels: &'a GpuBuffer,
+    /// The batch's row indices; None when `x` and `labels` hold the batch.
+    pub indices: Option<&'a GpuBuffer>,
+}
+
+impl Gpu {
+    /// One launch of small_net.wgsl; `p` from `SmallNet::new` and `SmallNetParams::for_batch`.
+    pub fn small_net_step(&self, b: &SmallNetBuffers, p: &SmallNetParams) -> Result<Dispatch> {
+        self.check_loops("the fused small-network step", p.loop_iterations())?;
+        let indices: Binding = b.indices.map_or(self.kernels.none_read(), |i| i.bind());
+        let bound =
+            [b.params.bind(), b.grads.bind(), b.values.bind(), b.totals.bind(), b.x.bind(), b.labels.bind(), indices];
+        self.kernels.small_net.dispatch(self, SmallNetEntry::ForwardBackward, &[], &bound, extents, p, [1, 1, 1])
+    }
+}

@@ -1,0 +1,271 @@
+//! The fused small-network step (small_net.wgsl: forward, loss and backward in one launch)
+//! against the per-op step it replaces on the same device, and against the CPU reference; many
+//! steps per submit on it; the automatic choice and its refusals.
+//!
+//! Tolerances: each gradient element is a sum over the batch's rows of products that passed
+//! through L layers of dot products of at most `widest` terms; every path is within
+//! L·(rows + widest)·u of the exact value relative to the tensor's largest gradient (the house
+//! convention of tests/networks.rs), so two paths are within twice that. The fused kernel sums
+//! in the per-op kernels' order; they differ only where a matmul schedule splits k into lanes.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use gradflow::data::Dataset;
+use gradflow::error::Error;
+use gradflow::exec::{CpuNetwork, GpuNetwork, Network, StepKind};
+use gradflow::optim::{Optimizer, OptimizerSetup, Schedule};
+use gradflow::spec::{LayerSpec, Loss, Model};
+
+fn model(inputs: usize, layers: &str) -> Model {
+    #[derive(serde::Deserialize)]
+    struct L {
+        layers: Vec<LayerSpec>,
+    }
+    Model::new(inputs, toml::from_str::<L>(&format!("layers = [{layers}]")).unwrap().layers).unwrap()
+}
+
+fn data(n: usize, d: usize, classes: usize, seed: u64) -> Dataset {
+    let mut r = rng(seed);
+    let x = uniform(&mut r, n * d, -2.0, 2.0);
+    let labels = (0..n).map(|i| ((x[i * d] * 1.3 + x[i * d + d - 1]).abs() * 2.1) as u32 % classes as u32).collect();
+    Dataset::new(x, labels, d, classes, "fused-step data").unwrap()
+}
+
+/// (what, model, loss, batch rows): every activation, a Linear without bias, one layer, the
+/// 64-row limit, one row, primes.
+fn cases() -> Vec<(&'static str, Model, Loss, usize)> {
+    vec![
+        ("2-16-2 tanh (XOR size)", model(2, "{ type = 'linear', out = 16 }, { type = 'tanh' }, { type = 'linear', out = 2 }"), Loss::CrossEntropy, 32),
+        (
+            "2-2-3-2 sigmoid (Higham), MSE",
+            model(2, "{ type = 'linear', out = 2 }, { type = 'sigmoid' }, { type = 'linear', out = 3 }, { type = 'sigmoid' }, { type = 'linear', out = 2 }, { type = 'sigmoid' }"),
+            Loss::Mse,
+            1,
+        ),
+        (
+            "3-17-5-4 gelu, no-bias leaky relu",
+            model(3, "{ type = 'linear', out = 17 }, { type = 'gelu' }, { type = 'linear', out = 5, bias = false }, { type = 'leaky-relu', negative_slope = 0.2 }, { type = 'linear', out = 4 }"),
+            Loss::CrossEntropy,
+            7,
+        ),
+        (
+            "5-67-3 relu, MSE, 64 rows",
+            model(5, "{ type = 'linear', out = 67 }, { type = 'relu' }, { type = 'linear', out = 3 }"),
+            Loss::Mse,
+            64,
+        ),
+        ("one 9-3 layer", model(9, "{ type = 'linear', out = 3 }"), Loss::CrossEntropy, 13),
+    ]
+}
+
+fn gpu_net(
+    m: &Model,
+    loss: Loss,
+    setup: OptimizerSetup,
+    rows: usize,
+    fused: bool,
+    streamed: bool,
+    d: &Dataset,
+) -> GpuNetwork {
+    let p0 = m.init_params(11);
+    let mut n = GpuNetwork::new(Arc::new(gpu().clone()), m.clone(), loss, setup, &p0, rows).unwrap();
+    n.set_small_net(fused).unwrap();
+    n.set_streaming(streamed);
+    n.set_train_data(d).unwrap();
+    n
+}
+
+/// L·(rows + widest)·u: one path's gradient error relative to the tensor's largest gradient.
+fn sum_bound(m: &Model, rows: usize) -> f64 {
+    let widest = m.stages.iter().map(|s| s.outputs()).chain([m.inputs]).max().unwrap();
+    (m.stages.len() * (rows + widest)) as f64 * EPS
+}
+
+fn assert_grads_close(what: &str, m: &Model, got: &[f32], want: &[f32], rel: f64) {
+    for t in &m.params {
+        let (g, w) = (&got[t.offset..t.offset + t.len], &want[t.offset..t.offset + t.len]);
+        let scale = w.iter().fold(0.0f64, |a, v| a.max(v.abs() as f64));
+        for (a, b) in g.iter().zip(w) {
+            let err = (*a as f64 - *b as f64).abs();
+            assert!(err <= rel * scale + 1e-30, "{what} {}: {a} vs {b}, |error| {err:e} > {:e}", t.name, rel * scale);
+        }
+    }
+}
+
+#[test]
+fn one_fused_step_gives_the_per_op_step_and_the_cpu_reference_gradient_and_loss() {
+    require_gpu!();
+    for (what, m, loss, rows) in cases() {
+        let d = data(rows * 3 + 2, m.inputs, m.outputs(), 4);
+        let batch: Vec<u32> = (0..rows as u32).map(|i| (i * 7 + 3) % d.n as u32).collect();
+        let setup = || OptimizerSetup::from(Optimizer::from(Optimizer::adam(0.01)));
+        let mut cpu = CpuNetwork::new(m.clone(), loss, setup(), m.init_params(11)).unwrap();
+        cpu.set_train_data(&d).unwrap();
+        cpu.train_step(&batch).unwrap();
+        let (cpu_grads, cpu_totals) = (cpu.grads().unwrap(), cpu.take_totals().unwrap());
+        let bound = sum_bound(&m, rows);
+        for streamed in [false, true] {
+            let label = format!("{what} ({})", if streamed { "streamed" } else { "resident" });
+            let mut fused = gpu_net(&m, loss, setup(), rows, true, streamed, &d);
+            let mut per_op = gpu_net(&m, loss, setup(), rows, false, streamed, &d);
+            assert_eq!((fused.step_kind(), per_op.step_kind()), (StepKind::SmallNet, StepKind::PerOp));
+            fused.train_step(&batch).unwrap();
+            per_op.train_step(&batch).unwrap();
+            let g = fused.grads().unwrap();
+            assert_grads_close(&format!("{label} fused vs cpu"), &m, &g, &cpu_grads, bound);
+            assert_grads_close(&format!("{label} fused vs per-op"), &m, &g, &per_op.grads().unwrap(), 2.0 * bound);
+            let (t, tp) = (fused.take_totals().unwrap(), per_op.take_totals().unwrap());
+            assert_eq!(
+                (t.samples, t.accuracy, t.first_bad),
+                (cpu_totals.samples, cpu_totals.accuracy, None),
+                "{label}"
+            );
+            assert_eq!((t.samples, t.accuracy), (tp.samples, tp.accuracy), "{label}");
+            let loss_err = (t.mean_loss as f64 - cpu_totals.mean_loss as f64).abs();
+            assert!(
+                loss_err <= bound * cpu_totals.mean_loss.abs() as f64 + 1e-30,
+                "{label}: loss {} vs {}",
+                t.mean_loss,
+                cpu_totals.mean_loss
+            );
+        }
+    }
+}
+
+/// The seven optimizers, with clipping and a schedule on some, 40 steps of shuffled batches with
+/// a shorter last one: the fused trajectory stays within `trajectory_tol` of the per-op one.
+#[test]
+fn the_fused_step_trains_as_the_per_op_step_with_every_optimizer() {
+    require_gpu!();
+    let m = model(4, "{ type = 'linear', out = 12 }, { type = 'tanh' }, { type = 'linear', out = 6 }, { type = 'relu' }, { type = 'linear', out = 3 }");
+    let d = data(90, 4, 3, 8);
+    let t = |s: &str| -> Optimizer { toml::from_str(s).unwrap() };
+    let optimizers: Vec<(&str, OptimizerSetup)> = vec![
+        ("sgd", t("type='sgd'\nlr=0.05").into()),
+        (
+            "momentum + clip",
+            OptimizerSetup { clip_grad_norm: Some(0.3), ..t("type='sgd'\nlr=0.05\nmomentum=0.9").into() },
+        ),
+        (
+            "nesterov + schedule",
+            OptimizerSetup::from(t("type='sgd'\nlr=0.05\nmomentum=0.9\nnesterov=true"))
+                .with_schedule(Schedule::Exponential { gamma: 0.95 }),
+        ),
+        ("adagrad", t("type='adagrad'\nlr=0.05").into()),
+        ("rmsprop", t("type='rmsprop'\nlr=0.005").into()),
+        ("adam", t("type='adam'\nlr=0.01").into()),
+        ("adamw + clip", OptimizerSetup { clip_grad_norm: Some(0.5), ..t("type='adamw'\nlr=0.01").into() }),
+    ];
+    let steps = 40;
+    let batches: Vec<Vec<u32>> = (0..steps)
+        .map(|s| {
+            let rows = if s % 10 == 9 { 11 } else { 16 };
+            (0..rows).map(|i| ((i * 13 + s * 29) % 90) as u32).collect()
+        })
+        .collect();
+    for (name, setup) in optimizers {
+        let mut fused = gpu_net(&m, Loss::CrossEntropy, setup.clone(), 16, true, false, &d);
+        let mut per_op = gpu_net(&m, Loss::CrossEntropy, setup, 16, false, false, &d);
+        for b in &batches {
+            fused.train_step(b).unwrap();
+            per_op.train_step(b).unwrap();
+        }
+        // tests/common/golden.rs's trajectory_tol: steps·K·u with K the rows plus the widest layer.
+        let tol = (steps * (16 + 12)) as f64 * EPS;
+        let (pf, pp) = (fused.params().unwrap(), per_op.params().unwrap());
+        let want: Vec<f64> = widen(&pp);
+        let bound: Vec<f64> = want.iter().map(|w| tol * (w.abs() + 0.1)).collect();
+        assert_within(&format!("{name}: parameters"), &pf, &want, &bound);
+        let (sf, sp) = (fused.optimizer_state().unwrap(), per_op.optimizer_state().unwrap());
+        let scale = sp.iter().fold(0.0f64, |a, v| a.max(v.abs() as f64));
+        let bound: Vec<f64> = sp.iter().map(|_| tol * (scale + 1e-6)).collect();
+        assert_within(&format!("{name}: optimizer state"), &sf, &widen(&sp), &bound);
+        let (tf, tp) = (fused.take_totals().unwrap(), per_op.take_totals().unwrap());
+        assert_eq!(tf.samples, tp.samples, "{name}");
+        assert!(((tf.mean_loss - tp.mean_loss) as f64).abs() <= tol * tp.mean_loss as f64, "{name}: {tf:?} vs {tp:?}");
+    }
+}
+
+/// On the fused step, many steps per submit run the same launches as one submit per step: the
+/// same bits, and a divergence in the middle of a submit is reported at its step.
+#[test]
+fn many_steps_per_submit_on_the_fused_step_give_the_same_bits_and_the_divergent_step() {
+    require_gpu!();
+    let m = model(2, "{ type = 'linear', out = 16 }, { type = 'tanh' }, { type = 'linear', out = 2 }");
+    let d = data(100, 2, 2, 3);
+    let batches: Vec<Vec<u32>> = (0..24).map(|s| (0..32).map(|i| ((i * 3 + s * 11) % 100) as u32).collect()).collect();
+    let refs: Vec<&[u32]> = batches.iter().map(|b| b.as_slice()).collect();
+    for (lr, streamed) in [(0.01, false), (0.01, true), (1e37, false)] {
+        // Adam's steps are bounded by lr; SGD at 1e37 overflows f32 within a few steps.
+        let setup = || match lr > 1.0 {
+            true => OptimizerSetup::from(Optimizer::from(gradflow::optim::Sgd::new(lr))),
+            false => OptimizerSetup::from(Optimizer::from(Optimizer::adam(lr))),
+        };
+        let mut one = gpu_net(&m, Loss::CrossEntropy, setup(), 32, true, streamed, &d);
+        let mut many = gpu_net(&m, Loss::CrossEntropy, setup(), 32, true, streamed, &d);
+        for b in &refs {
+            one.train_step(b).unwrap();
+        }
+        for chunk in refs.chunks(8) {
+            many.train_steps(chunk).unwrap();
+        }
+        let what = format!("lr {lr}, streamed {streamed}");
+        assert_eq!(one.params().unwrap(), many.params().unwrap(), "{what}: parameters");
+        assert_eq!(one.optimizer_state().unwrap(), many.optimizer_state().unwrap(), "{what}: state");
+        let (a, b) = (one.take_totals().unwrap(), many.take_totals().unwrap());
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{what}: totals");
+        if lr > 1.0 {
+            let bad = a.first_bad.expect("an lr of 1e37 diverges");
+            assert!(bad.step >= 1 && bad.step <= 24, "{what}: diverged at {}", bad.step);
+        }
+    }
+}
+
+#[test]
+fn the_step_is_chosen_by_the_model_and_a_refusal_says_why() {
+    require_gpu!();
+    let d = data(200, 64, 10, 2);
+    let setup = || OptimizerSetup::from(Optimizer::from(gradflow::optim::Sgd::new(0.1)));
+    let make = |m: &Model, rows: usize| {
+        GpuNetwork::new(Arc::new(gpu().clone()), m.clone(), Loss::CrossEntropy, setup(), &m.init_params(1), rows)
+            .unwrap()
+    };
+    let xor = model(64, "{ type = 'linear', out = 16 }, { type = 'tanh' }, { type = 'linear', out = 10 }");
+    let net = make(&xor, 32);
+    assert_eq!(net.step_kind(), StepKind::SmallNet);
+    assert!(net.describe().contains("step: fused small-network kernel"), "{}", net.describe());
+    // Past the batch limit, and with a batch norm: the per-op step, and a forced fused one is refused.
+    for (m, rows, why) in [
+        (xor.clone(), 65, "batches of 65 rows"),
+        (
+            model(64, "{ type = 'linear', out = 8 }, { type = 'batch-norm' }, { type = 'linear', out = 10 }"),
+            8,
+            "layer 1 is a batch norm",
+        ),
+        (
+            model(64, "{ type = 'residual', layers = [{ type = 'linear', out = 64 }] }, { type = 'linear', out = 10 }"),
+            8,
+            "residual",
+        ),
+    ] {
+        let mut net = make(&m, rows);
+        assert_eq!(net.step_kind(), StepKind::PerOp, "{why}");
+        assert!(net.describe().contains("step: one launch per op"), "{}", net.describe());
+        match net.set_small_net(true) {
+            Err(Error::Usage(msg)) => assert!(msg.contains(why), "{msg}"),
+            other => panic!("{why}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+        net.set_train_data(&d).unwrap();
+        net.train_step(&(0..rows.min(8) as u32).collect::<Vec<_>>()).unwrap();
+    }
+    // The digits network at batch 32 is past the size where one workgroup wins: per-op by
+    // default, fused when asked.
+    let digits = model(64, "{ type = 'linear', out = 128 }, { type = 'relu' }, { type = 'linear', out = 64 }, { type = 'relu' }, { type = 'linear', out = 10 }");
+    let mut net = make(&digits, 32);
+    assert_eq!(net.step_kind(), StepKind::PerOp);
+    net.set_small_net(true).unwrap();
+    assert_eq!(net.step_kind(), StepKind::SmallNet);
+}
