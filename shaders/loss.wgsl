@@ -80,7 +80,7 @@ fn loss_reduce(@builtin(local_invocation_index) li: u32) {
     part_loss[li] = sl;
     part_correct[li] = sc;
     workgroupBarrier();
-    reduce_parts(li, 128u);
+    reduce_parts(li, 128u, 256u);
 }
 
 // A batch of at most 64 rows in one dispatch: each invocation one row, then the tree. Saves a

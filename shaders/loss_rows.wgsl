@@ -90,12 +90,13 @@ fn mse_row(r: u32) -> vec2<f32> {
 var<workgroup> part_loss: array<f32, 256>;
 var<workgroup> part_correct: array<f32, 256>;
 
-// Sums part_* pairwise from `top` down and updates the totals.
-fn reduce_parts(li: u32, top: u32) {
+// Sums part_* pairwise from `top` down and updates the totals; `lanes` invocations share each
+// level (the pairs are the same whatever their number, so are the bits).
+fn reduce_parts(li: u32, top: u32, lanes: u32) {
     for (var stride = top; stride > 0u; stride >>= 1u) {
-        if (li < stride) {
-            part_loss[li] += part_loss[li + stride];
-            part_correct[li] += part_correct[li + stride];
+        for (var i = li; i < stride; i += lanes) {
+            part_loss[i] += part_loss[i + stride];
+            part_correct[i] += part_correct[i + stride];
         }
         workgroupBarrier();
     }
@@ -124,5 +125,5 @@ fn reduce_one_group(li: u32, stats: vec2<f32>) {
     part_loss[li] = stats.x;
     part_correct[li] = stats.y;
     workgroupBarrier();
-    reduce_parts(li, ONE_GROUP_ROWS / 2u);
+    reduce_parts(li, ONE_GROUP_ROWS / 2u, ONE_GROUP_ROWS);
 }

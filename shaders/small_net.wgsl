@@ -6,8 +6,14 @@
 // over rows in order, dX·act'(z) as the fused matmul epilogue; the loss is loss_rows.wgsl's.
 //
 // Layers run one after another, separated by storage barriers; within a layer the workgroup's
-// 64 invocations share the outputs. Values, pre-activations and gradients of each layer live in
+// LANES invocations share the outputs. The host sets LANES to 1 on a CPU adapter: llvmpipe runs a
+// workgroup's invocations as coroutines and every barrier switches between them, which cost more
+// than the arithmetic of such a step. Values, pre-activations and gradients of each layer live in
 // `values`, at offsets the host lays out (kernels/small_net.rs).
+//
+// The parameters are a read-only storage buffer, not a uniform: lavapipe (Mesa 22) recompiles a
+// shader whose loop bounds come from a uniform with those values inlined, at every dispatch
+// until it gives up, which made a step of the XOR-sized net cost 4.5 ms instead of 0.1 ms.
 
 struct SmallNetParams {
     rows: u32,            // batch rows (at most ONE_GROUP_ROWS)
@@ -35,6 +41,9 @@ const LOSS_MSE: u32 = 1u;
 const NO_BIAS: u32 = 0xffffffffu;
 const MAX_LAYERS: u32 = 8u;
 
+// Invocations in the workgroup: 64 (ONE_GROUP_ROWS), or 1 on a CPU adapter.
+override LANES: u32 = 64u;
+
 @group(0) @binding(0) var<storage, read> params: array<f32>;
 @group(0) @binding(1) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(2) var<storage, read_write> values: array<f32>;
@@ -42,7 +51,7 @@ const MAX_LAYERS: u32 = 8u;
 @group(0) @binding(4) var<storage, read> src_x: array<f32>;
 @group(0) @binding(5) var<storage, read> src_labels: array<u32>;
 @group(0) @binding(6) var<storage, read> indices: array<u32>;
-@group(0) @binding(7) var<uniform> p: SmallNetParams;
+@group(0) @binding(7) var<storage, read> p: SmallNetParams;   // storage, not uniform: see the top
 
 // The data row behind batch row r (clamped: indices are data).
 fn data_row(r: u32) -> u32 {
@@ -90,7 +99,7 @@ fn layer_input(l: u32, r: u32, i: u32) -> f32 {
 fn forward(l: u32, li: u32) {
     let s = p.shape[l];
     let a = p.act[l];
-    for (var e = li; e < p.rows * s.y; e += ONE_GROUP_ROWS) {
+    for (var e = li; e < p.rows * s.y; e += LANES) {
         let r = e / s.y;
         let j = e % s.y;
         var acc = 0.0;
@@ -110,7 +119,7 @@ fn forward(l: u32, li: u32) {
 // previous layer's dZ = (dZ·W) ⊙ act'(z) into `next`.
 fn backward(l: u32, li: u32, dz: u32, next: u32) {
     let s = p.shape[l];
-    for (var e = li; e < s.y * s.x; e += ONE_GROUP_ROWS) {
+    for (var e = li; e < s.y * s.x; e += LANES) {
         let j = e / s.x;
         let i = e % s.x;
         var acc = 0.0;
@@ -120,7 +129,7 @@ fn backward(l: u32, li: u32, dz: u32, next: u32) {
         grads[s.z + e] = acc;
     }
     if (s.w != NO_BIAS) {
-        for (var j = li; j < s.y; j += ONE_GROUP_ROWS) {
+        for (var j = li; j < s.y; j += LANES) {
             var acc = 0.0;
             for (var r = 0u; r < p.rows; r++) {
                 acc += values[dz + r * s.y + j];
@@ -130,7 +139,7 @@ fn backward(l: u32, li: u32, dz: u32, next: u32) {
     }
     if (l > 0u) {
         let prev = p.act[l - 1u];
-        for (var e = li; e < p.rows * s.x; e += ONE_GROUP_ROWS) {
+        for (var e = li; e < p.rows * s.x; e += LANES) {
             let r = e / s.x;
             let i = e % s.x;
             var acc = 0.0;
@@ -142,25 +151,31 @@ fn backward(l: u32, li: u32, dz: u32, next: u32) {
     }
 }
 
-@compute @workgroup_size(ONE_GROUP_ROWS, 1, 1)
+@compute @workgroup_size(LANES, 1, 1)
 fn small_net_forward_backward(@builtin(local_invocation_index) li: u32) {
     for (var l = 0u; l < p.layers; l++) {
         forward(l, li);
         storageBarrier();
     }
-    var stats = vec2<f32>(0.0);
-    if (li < p.rows) {
-        if (p.loss == LOSS_MSE) {
-            stats = mse_row(li);
-        } else {
-            stats = cross_entropy_row(li);
+    // loss_rows.wgsl's row statistics (zero past the batch), summed by the one-workgroup tree.
+    for (var r = li; r < ONE_GROUP_ROWS; r += LANES) {
+        var stats = vec2<f32>(0.0);
+        if (r < p.rows) {
+            if (p.loss == LOSS_MSE) {
+                stats = mse_row(r);
+            } else {
+                stats = cross_entropy_row(r);
+            }
         }
+        part_loss[r] = stats.x;
+        part_correct[r] = stats.y;
     }
-    reduce_one_group(li, stats);
+    workgroupBarrier();
+    reduce_parts(li, ONE_GROUP_ROWS / 2u, LANES);
     storageBarrier();
     // The last layer's dZ = dL/dy ⊙ act'(z).
     let top = p.act[p.layers - 1u];
-    for (var e = li; e < p.rows * p.cols; e += ONE_GROUP_ROWS) {
+    for (var e = li; e < p.rows * p.cols; e += LANES) {
         values[p.delta_a + e] = values[p.logit_grads_at + e] * activate_grad(values[top.z + e], top.x, slope(p.layers - 1u));
     }
     storageBarrier();

@@ -16,6 +16,7 @@ use common::*;
 use gradflow::data::Dataset;
 use gradflow::error::Error;
 use gradflow::exec::{CpuNetwork, GpuNetwork, Network, StepKind};
+use gradflow::kernels::Gpu;
 use gradflow::optim::{Optimizer, OptimizerSetup, Schedule};
 use gradflow::spec::{LayerSpec, Loss, Model};
 
@@ -52,8 +53,8 @@ fn cases() -> Vec<(&'static str, Model, Loss, usize)> {
             7,
         ),
         (
-            "5-67-3 relu, MSE, 64 rows",
-            model(5, "{ type = 'linear', out = 67 }, { type = 'relu' }, { type = 'linear', out = 3 }"),
+            "5-23-3 relu, MSE, 64 rows",
+            model(5, "{ type = 'linear', out = 23 }, { type = 'relu' }, { type = 'linear', out = 3 }"),
             Loss::Mse,
             64,
         ),
@@ -61,7 +62,17 @@ fn cases() -> Vec<(&'static str, Model, Loss, usize)> {
     ]
 }
 
+/// The device with the fused step's workgroup at `lanes` invocations (1: the CPU adapters'
+/// choice, 64: the GPUs'), so both forms run on every adapter.
+fn with_lanes(lanes: u32) -> Arc<Gpu> {
+    Arc::new(Gpu { small_net_lanes: lanes, ..gpu().clone() })
+}
+
+const LANES: [u32; 2] = [1, 64];
+
+#[allow(clippy::too_many_arguments)]
 fn gpu_net(
+    g: &Arc<Gpu>,
     m: &Model,
     loss: Loss,
     setup: OptimizerSetup,
@@ -71,7 +82,7 @@ fn gpu_net(
     d: &Dataset,
 ) -> GpuNetwork {
     let p0 = m.init_params(11);
-    let mut n = GpuNetwork::new(Arc::new(gpu().clone()), m.clone(), loss, setup, &p0, rows).unwrap();
+    let mut n = GpuNetwork::new(g.clone(), m.clone(), loss, setup, &p0, rows).unwrap();
     n.set_small_net(fused).unwrap();
     n.set_streaming(streamed);
     n.set_train_data(d).unwrap();
@@ -107,10 +118,11 @@ fn one_fused_step_gives_the_per_op_step_and_the_cpu_reference_gradient_and_loss(
         cpu.train_step(&batch).unwrap();
         let (cpu_grads, cpu_totals) = (cpu.grads().unwrap(), cpu.take_totals().unwrap());
         let bound = sum_bound(&m, rows);
-        for streamed in [false, true] {
-            let label = format!("{what} ({})", if streamed { "streamed" } else { "resident" });
-            let mut fused = gpu_net(&m, loss, setup(), rows, true, streamed, &d);
-            let mut per_op = gpu_net(&m, loss, setup(), rows, false, streamed, &d);
+        for (lanes, streamed) in LANES.into_iter().flat_map(|l| [(l, false), (l, true)]) {
+            let label = format!("{what} ({lanes} lanes, {})", if streamed { "streamed" } else { "resident" });
+            let g = with_lanes(lanes);
+            let mut fused = gpu_net(&g, &m, loss, setup(), rows, true, streamed, &d);
+            let mut per_op = gpu_net(&g, &m, loss, setup(), rows, false, streamed, &d);
             assert_eq!((fused.step_kind(), per_op.step_kind()), (StepKind::SmallNet, StepKind::PerOp));
             fused.train_step(&batch).unwrap();
             per_op.train_step(&batch).unwrap();
@@ -166,9 +178,10 @@ fn the_fused_step_trains_as_the_per_op_step_with_every_optimizer() {
             (0..rows).map(|i| ((i * 13 + s * 29) % 90) as u32).collect()
         })
         .collect();
-    for (name, setup) in optimizers {
-        let mut fused = gpu_net(&m, Loss::CrossEntropy, setup.clone(), 16, true, false, &d);
-        let mut per_op = gpu_net(&m, Loss::CrossEntropy, setup, 16, false, false, &d);
+    for ((name, setup), lanes) in optimizers.into_iter().zip(LANES.into_iter().cycle()) {
+        let (g, name) = (with_lanes(lanes), format!("{name}, {lanes} lanes"));
+        let mut fused = gpu_net(&g, &m, Loss::CrossEntropy, setup.clone(), 16, true, false, &d);
+        let mut per_op = gpu_net(&g, &m, Loss::CrossEntropy, setup, 16, false, false, &d);
         for b in &batches {
             fused.train_step(b).unwrap();
             per_op.train_step(b).unwrap();
@@ -198,21 +211,22 @@ fn many_steps_per_submit_on_the_fused_step_give_the_same_bits_and_the_divergent_
     let d = data(100, 2, 2, 3);
     let batches: Vec<Vec<u32>> = (0..24).map(|s| (0..32).map(|i| ((i * 3 + s * 11) % 100) as u32).collect()).collect();
     let refs: Vec<&[u32]> = batches.iter().map(|b| b.as_slice()).collect();
-    for (lr, streamed) in [(0.01, false), (0.01, true), (1e37, false)] {
+    for (lr, streamed, lanes) in [(0.01, false, 1), (0.01, true, 64), (1e37, false, 1), (1e37, true, 64)] {
+        let g = with_lanes(lanes);
         // Adam's steps are bounded by lr; SGD at 1e37 overflows f32 within a few steps.
         let setup = || match lr > 1.0 {
             true => OptimizerSetup::from(Optimizer::from(gradflow::optim::Sgd::new(lr))),
             false => OptimizerSetup::from(Optimizer::from(Optimizer::adam(lr))),
         };
-        let mut one = gpu_net(&m, Loss::CrossEntropy, setup(), 32, true, streamed, &d);
-        let mut many = gpu_net(&m, Loss::CrossEntropy, setup(), 32, true, streamed, &d);
+        let mut one = gpu_net(&g, &m, Loss::CrossEntropy, setup(), 32, true, streamed, &d);
+        let mut many = gpu_net(&g, &m, Loss::CrossEntropy, setup(), 32, true, streamed, &d);
         for b in &refs {
             one.train_step(b).unwrap();
         }
         for chunk in refs.chunks(8) {
             many.train_steps(chunk).unwrap();
         }
-        let what = format!("lr {lr}, streamed {streamed}");
+        let what = format!("lr {lr}, streamed {streamed}, {lanes} lanes");
         assert_eq!(one.params().unwrap(), many.params().unwrap(), "{what}: parameters");
         assert_eq!(one.optimizer_state().unwrap(), many.optimizer_state().unwrap(), "{what}: state");
         let (a, b) = (one.take_totals().unwrap(), many.take_totals().unwrap());
@@ -227,33 +241,43 @@ fn many_steps_per_submit_on_the_fused_step_give_the_same_bits_and_the_divergent_
 #[test]
 fn the_step_is_chosen_by_the_model_and_a_refusal_says_why() {
     require_gpu!();
-    let d = data(200, 64, 10, 2);
+    let d = data(200, 2, 2, 2);
     let setup = || OptimizerSetup::from(Optimizer::from(gradflow::optim::Sgd::new(0.1)));
     let make = |m: &Model, rows: usize| {
         GpuNetwork::new(Arc::new(gpu().clone()), m.clone(), Loss::CrossEntropy, setup(), &m.init_params(1), rows)
             .unwrap()
     };
-    let xor = model(64, "{ type = 'linear', out = 16 }, { type = 'tanh' }, { type = 'linear', out = 10 }");
-    let net = make(&xor, 32);
-    assert_eq!(net.step_kind(), StepKind::SmallNet);
-    assert!(net.describe().contains("step: fused small-network kernel"), "{}", net.describe());
-    // Past the batch limit, and with a batch norm: the per-op step, and a forced fused one is refused.
+    // Fused by default exactly when the step is at most the adapter's multiply-adds (Higham's net
+    // at batch 1 always is; the XOR-sized net at batch 32 is on a GPU, not on lavapipe).
+    let limit = gpu().small_net_max_step_macs();
+    let higham = model(2, "{ type = 'linear', out = 2 }, { type = 'sigmoid' }, { type = 'linear', out = 3 }, { type = 'sigmoid' }, { type = 'linear', out = 2 }");
+    let xor = model(2, "{ type = 'linear', out = 16 }, { type = 'tanh' }, { type = 'linear', out = 2 }");
+    for (m, rows, macs) in [(&higham, 1, 3 * (4 + 6 + 6)), (&xor, 32, 3 * 32 * 64)] {
+        assert_eq!(gradflow::kernels::SmallNet::new(m, Loss::CrossEntropy, rows).unwrap().step_macs(rows), macs);
+        let net = make(m, rows);
+        let want = if macs <= limit { StepKind::SmallNet } else { StepKind::PerOp };
+        assert_eq!(net.step_kind(), want, "{macs} multiply-adds against {limit}");
+        let line =
+            if want == StepKind::SmallNet { "step: fused small-network kernel" } else { "step: one launch per op" };
+        assert!(net.describe().contains(line), "{}", net.describe());
+    }
+    // Past the batch limit, with a batch norm, with a residual block: the per-op step, and a
+    // forced fused one is refused with the reason.
     for (m, rows, why) in [
-        (xor.clone(), 65, "batches of 65 rows"),
+        (higham.clone(), 65, "batches of 65 rows"),
         (
-            model(64, "{ type = 'linear', out = 8 }, { type = 'batch-norm' }, { type = 'linear', out = 10 }"),
+            model(2, "{ type = 'linear', out = 8 }, { type = 'batch-norm' }, { type = 'linear', out = 2 }"),
             8,
             "layer 1 is a batch norm",
         ),
         (
-            model(64, "{ type = 'residual', layers = [{ type = 'linear', out = 64 }] }, { type = 'linear', out = 10 }"),
+            model(2, "{ type = 'residual', layers = [{ type = 'linear', out = 2 }] }, { type = 'linear', out = 2 }"),
             8,
             "residual",
         ),
     ] {
         let mut net = make(&m, rows);
         assert_eq!(net.step_kind(), StepKind::PerOp, "{why}");
-        assert!(net.describe().contains("step: one launch per op"), "{}", net.describe());
         match net.set_small_net(true) {
             Err(Error::Usage(msg)) => assert!(msg.contains(why), "{msg}"),
             other => panic!("{why}: expected a refusal, got {:?}", other.map(|_| ())),
@@ -261,11 +285,14 @@ fn the_step_is_chosen_by_the_model_and_a_refusal_says_why() {
         net.set_train_data(&d).unwrap();
         net.train_step(&(0..rows.min(8) as u32).collect::<Vec<_>>()).unwrap();
     }
-    // The digits network at batch 32 is past the size where one workgroup wins: per-op by
-    // default, fused when asked.
+    // The digits network at batch 32 is per-op by default; forced, it runs where its loops fit
+    // the adapter's budget and is refused by that budget where not (llvmpipe's one invocation).
     let digits = model(64, "{ type = 'linear', out = 128 }, { type = 'relu' }, { type = 'linear', out = 64 }, { type = 'relu' }, { type = 'linear', out = 10 }");
     let mut net = make(&digits, 32);
     assert_eq!(net.step_kind(), StepKind::PerOp);
-    net.set_small_net(true).unwrap();
-    assert_eq!(net.step_kind(), StepKind::SmallNet);
+    match (net.set_small_net(true), gpu().loop_limit()) {
+        (Ok(()), None) => assert_eq!(net.step_kind(), StepKind::SmallNet),
+        (Err(Error::LoopLimit { .. }), Some(_)) => assert_eq!(net.step_kind(), StepKind::PerOp),
+        (other, limit) => panic!("loop limit {limit:?}: {:?}", other.map(|_| ())),
+    }
 }

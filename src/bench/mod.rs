@@ -277,28 +277,36 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
         );
     }
     for case in small_models::cases() {
-        let (on_gpu, on_cpu) = small_models::measure(&gpu, &case, budget)?;
+        let r = small_models::measure(&gpu, &case, budget)?;
+        let best = r.fused.unwrap_or(0.0).max(r.per_op);
+        let fused_text = r.fused.map_or("does not fit".to_string(), |f| format!("{f:9.0}"));
+        let chosen = if r.auto_fused { "fused" } else { "per-op" };
         report.add(
             format!(
-                "small model {:<42} batch {:>2}: GPU {on_gpu:9.0} samples/s, CPU reference {on_cpu:9.0} samples/s ({:.2}×)",
+                "small model {:<42} batch {:>2}: GPU per-op {:9.0}, fused {fused_text} (chosen: {chosen}), CPU reference {:9.0} samples/s; best GPU / CPU {:.2}×",
                 case.name,
                 case.batch,
-                on_gpu / on_cpu
+                r.per_op,
+                r.cpu,
+                best / r.cpu
             ),
-            json!({"bench": "small_model", "model": case.name, "batch": case.batch, "gpu_samples_per_s": on_gpu,
-                   "cpu_samples_per_s": on_cpu}),
+            json!({"bench": "small_model", "model": case.name, "batch": case.batch, "gpu_per_op_samples_per_s": r.per_op,
+                   "gpu_fused_samples_per_s": r.fused, "auto_fused": r.auto_fused, "cpu_samples_per_s": r.cpu}),
         );
     }
-    for per_submit in [1, crate::exec::DEFAULT_STEPS_PER_SUBMIT] {
-        let (host_us, submit_us, wall_us, device_us) = step_overhead(&gpu, budget, per_submit)?;
-        let device_text = device_us.map_or(String::new(), |d| format!(", {d:7.1} µs on the device"));
-        report.add(
-            format!(
-                "step of the 2-2-3-2 sigmoid net, batch 1, {per_submit:>2} per submit: {host_us:7.1} µs host, {submit_us:7.1} µs in queue.submit, {wall_us:7.1} µs wall{device_text}"
-            ),
-            json!({"bench": "step_overhead", "model": "2-2-3-2", "steps_per_submit": per_submit, "host_us": host_us,
-                   "submit_us": submit_us, "wall_us": wall_us, "device_us": device_us}),
-        );
+    for fused in [false, true] {
+        for per_submit in [1, crate::exec::DEFAULT_STEPS_PER_SUBMIT] {
+            let (host_us, submit_us, wall_us, device_us) = step_overhead(&gpu, budget, per_submit, fused)?;
+            let device_text = device_us.map_or(String::new(), |d| format!(", {d:7.1} µs on the device"));
+            let step = if fused { "fused " } else { "per-op" };
+            report.add(
+                format!(
+                    "step of the 2-2-3-2 sigmoid net, batch 1, {step}, {per_submit:>2} per submit: {host_us:7.1} µs host, {submit_us:7.1} µs in queue.submit, {wall_us:7.1} µs wall{device_text}"
+                ),
+                json!({"bench": "step_overhead", "model": "2-2-3-2", "fused": fused, "steps_per_submit": per_submit,
+                       "host_us": host_us, "submit_us": submit_us, "wall_us": wall_us, "device_us": device_us}),
+            );
+        }
     }
     let (m, n) = if quick { (1024, 256) } else { (4096, 1024) };
     let copy = copy_throughput(&gpu, m * n, budget)?;
@@ -378,12 +386,19 @@ pub fn bench_small(gpu: Arc<Gpu>) -> Result<(GpuNetwork, usize)> {
     classifier_on_random_data(gpu, 64, layers, 1440, 4, sgd, 32)
 }
 
-/// Per-step cost of the 2-2-3-2 net at batch 1 with `per_submit` steps per submit, in µs: (host
-/// time outside `queue.submit`, time inside it, wall time with the queue drained at the end,
-/// device time from timestamps, taken one step per submit and only for `per_submit` 1).
-pub fn step_overhead(gpu: &Arc<Gpu>, budget: f64, per_submit: usize) -> Result<(f64, f64, f64, Option<f64>)> {
+/// Per-step cost of the 2-2-3-2 net at batch 1 on the per-op or the `fused` step with
+/// `per_submit` steps per submit, in µs: (host time outside `queue.submit`, time inside it, wall
+/// time with the queue drained at the end, device time from timestamps, taken one step per
+/// submit and only for `per_submit` 1).
+pub fn step_overhead(
+    gpu: &Arc<Gpu>,
+    budget: f64,
+    per_submit: usize,
+    fused: bool,
+) -> Result<(f64, f64, f64, Option<f64>)> {
     use std::sync::atomic::Ordering;
     let (mut net, rows) = bench_higham(gpu.clone())?;
+    net.set_small_net(fused)?;
     net.set_steps_per_submit(per_submit);
     train_steps(&mut net, rows, 1, 10)?;
     let submit_before = crate::device::SUBMIT_NANOS.load(Ordering::Relaxed);

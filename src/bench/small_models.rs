@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::random;
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::exec::{CpuNetwork, GpuNetwork, Network};
+use crate::exec::{CpuNetwork, GpuNetwork, Network, StepKind};
 use crate::kernels::Gpu;
 use crate::optim::{MomentumSpec, Optimizer, OptimizerSetup, Sgd};
 use crate::spec::{LayerSpec, Loss, Model};
@@ -62,20 +62,42 @@ pub fn cases() -> Vec<SmallCase> {
     ]
 }
 
-/// (GPU samples/s, CPU reference samples/s) for `case`, each timed for about `budget` seconds.
-pub fn measure(gpu: &Arc<Gpu>, case: &SmallCase, budget: f64) -> Result<(f64, f64)> {
+/// Samples per second of one small model on each executor, measured in the same run.
+#[derive(Clone, Copy, Debug)]
+pub struct SmallRates {
+    /// The GPU path with one launch per op.
+    pub per_op: f64,
+    /// The GPU path with the fused small-network step; None when the model does not fit it.
+    pub fused: Option<f64>,
+    /// Which of the two a network chooses by itself.
+    pub auto_fused: bool,
+    pub cpu: f64,
+}
+
+/// `case` on the GPU's per-op and fused steps and on the CPU reference, each timed for about
+/// `budget` seconds.
+pub fn measure(gpu: &Arc<Gpu>, case: &SmallCase, budget: f64) -> Result<SmallRates> {
     let model = Model::new(case.inputs, case.layers.clone())?;
     let params = model.init_params(0);
     let labels: Vec<u32> = (0..case.rows as u32).map(|i| i % case.classes as u32).collect();
     let data = Dataset::new(random(case.rows * case.inputs, 3), labels, case.inputs, case.classes, "small model data")?;
-    let mut on_gpu = GpuNetwork::new(gpu.clone(), model.clone(), case.loss, case.setup.clone(), &params, case.batch)?;
-    let mut on_cpu = CpuNetwork::new(model, case.loss, case.setup.clone(), params)?;
-    let mut rates = [0.0; 2];
-    for (rate, net) in rates.iter_mut().zip([&mut on_gpu as &mut dyn Network, &mut on_cpu]) {
+    let gpu_net = || GpuNetwork::new(gpu.clone(), model.clone(), case.loss, case.setup.clone(), &params, case.batch);
+    let mut per_op = gpu_net()?;
+    let auto_fused = per_op.step_kind() == StepKind::SmallNet;
+    per_op.set_small_net(false)?;
+    let mut fused = gpu_net()?;
+    let fits = fused.set_small_net(true).is_ok();
+    let mut on_cpu = CpuNetwork::new(model.clone(), case.loss, case.setup.clone(), params.clone())?;
+    let rate = |net: &mut dyn Network| -> Result<f64> {
         net.set_train_data(&data)?;
-        *rate = samples_per_sec(net, case, budget)?;
-    }
-    Ok((rates[0], rates[1]))
+        samples_per_sec(net, case, budget)
+    };
+    Ok(SmallRates {
+        per_op: rate(&mut per_op)?,
+        fused: if fits { Some(rate(&mut fused)?) } else { None },
+        auto_fused,
+        cpu: rate(&mut on_cpu)?,
+    })
 }
 
 /// Steps in order through the data, `steps_per_submit` at a time as the training loop hands

@@ -66,7 +66,7 @@ impl Context {
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(what),
             contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         })
     }
 

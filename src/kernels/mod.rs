@@ -112,7 +112,7 @@ impl Kernels {
             )?,
             hvp: Family::new(device, &[Read, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, Uniform], &[])?,
             small_mlp: Family::new(device, &[ReadWrite, ReadWrite, Read, Read, Read, ReadWrite, Uniform], &[])?,
-            small_net: Family::new(device, &[Read, ReadWrite, ReadWrite, ReadWrite, Read, Read, Read, Uniform], &[])?,
+            small_net: Family::new(device, &[Read, ReadWrite, ReadWrite, ReadWrite, Read, Read, Read, Read], &[])?,
             unused_read: placeholder("unused (read)"),
             unused_write: placeholder("unused (write)"),
         })
@@ -142,6 +142,9 @@ pub struct Gpu {
     pub matmul_schedule: Schedule,
     /// How that schedule was chosen (autotuned now, from the cache, or by $GRADFLOW_MATMUL).
     pub tuning: Option<autotune::Tuning>,
+    /// Invocations of the fused small-network step's workgroup: 1 on a CPU adapter, else 64
+    /// (`small_net::default_lanes`; tests run both).
+    pub small_net_lanes: u32,
 }
 
 impl std::ops::Deref for Gpu {
@@ -173,7 +176,14 @@ impl Gpu {
     pub fn on(ctx: Context) -> Result<Gpu> {
         let kernels = Kernels::new(&ctx.device)?;
         // Provisional until the autotuner (or $GRADFLOW_MATMUL) has chosen.
-        let mut gpu = Gpu { ctx, kernels, matmul_schedule: Schedule::uniform(MatmulVariant::Tiled), tuning: None };
+        let small_net_lanes = small_net::default_lanes(&ctx.info);
+        let mut gpu = Gpu {
+            ctx,
+            kernels,
+            matmul_schedule: Schedule::uniform(MatmulVariant::Tiled),
+            tuning: None,
+            small_net_lanes,
+        };
         let tuning = autotune::matmul_schedule(&gpu)?;
         gpu.matmul_schedule = tuning.schedule;
         gpu.tuning = Some(tuning);

@@ -20,15 +20,22 @@ entries! {
 }
 
 pub const SMALL_NET_MAX_LAYERS: usize = 8;
-/// Invocations of the one workgroup; also the largest batch (the loss gives each row one).
+/// The largest batch (the loss's one-workgroup reduction sums this many rows), and the
+/// workgroup's invocations on a GPU.
 pub const SMALL_NET_WORKGROUP: usize = LOSS_ONE_GROUP_ROWS;
 pub const SMALL_NET_NO_BIAS: u32 = u32::MAX;
 pub const SMALL_NET_CROSS_ENTROPY: u32 = 0;
 pub const SMALL_NET_MSE: u32 = 1;
-/// The most multiply-adds per step the one workgroup takes on by default: past this, the per-op
-/// path's many workgroups win even after paying for their launches (measured on lavapipe; see
-/// docs/benchmarks.md, "Small models").
+/// The most multiply-adds per step a GPU's one workgroup takes on by default, past which the
+/// per-op path's many workgroups should win even after paying for their launches. An estimate
+/// (64 invocations at ~1 ns per multiply-add against ~10 launches of ~5 µs), not yet measured on
+/// a GPU.
 pub const SMALL_NET_MAX_STEP_MACS: usize = 200_000;
+/// The same on a CPU adapter, measured on lavapipe (docs/benchmarks.md, "Small models"): its one
+/// invocation runs ~100 ns per loop iteration against ~260 µs for the per-op step of a small net,
+/// so the fused step wins below about 1,600 multiply-adds (Higham's net: 48; the XOR-sized net
+/// at batch 32: 6,144, where it loses 5×).
+pub const SMALL_NET_MAX_STEP_MACS_CPU: usize = 1_024;
 
 /// small_net.wgsl's `SmallNetParams`.
 #[repr(C)]
@@ -137,13 +144,13 @@ impl SmallNetParams {
         SmallNetParams { rows: rows as u32, src_rows: src_rows as u32, gathered: gathered as u32, ..*self }
     }
 
-    /// Loop iterations of one invocation (each loop's body runs plus one test per entry), which
-    /// llvmpipe's budget applies to: per layer, the forward elements with their sums, the weight
-    /// and bias gradients with theirs over the rows, and past the first layer dX's sums; then
-    /// the loss row and its reduction tree.
-    pub fn loop_iterations(&self) -> usize {
-        let (rows, wg) = (self.rows as usize, SMALL_NET_WORKGROUP);
-        let share = |n: usize| n.div_ceil(wg) + 1;
+    /// Loop iterations of one of `lanes` invocations (each loop's body runs plus one test per
+    /// entry), which llvmpipe's budget applies to: per layer, the forward elements with their
+    /// sums, the weight and bias gradients with theirs over the rows, and past the first layer
+    /// dX's sums; then the loss rows and the reduction tree.
+    pub fn loop_iterations(&self, lanes: usize) -> usize {
+        let rows = self.rows as usize;
+        let share = |n: usize| n.div_ceil(lanes) + 1;
         let mut n = 2 * (self.layers as usize + 1);
         for (l, s) in self.shape[..self.layers as usize].iter().enumerate() {
             let (i, o) = (s[0] as usize, s[1] as usize);
@@ -153,7 +160,9 @@ impl SmallNetParams {
                 n += share(rows * i) * (o + 1);
             }
         }
-        n + 4 * (self.cols as usize + 1) + 8 + share(rows * self.cols as usize)
+        let loss = share(SMALL_NET_WORKGROUP) * 4 * (self.cols as usize + 1);
+        let tree = 7 + (0..6).map(|level| share(SMALL_NET_WORKGROUP >> (level + 1))).sum::<usize>();
+        n + loss + tree + share(rows * self.cols as usize)
     }
 }
 
@@ -220,13 +229,44 @@ pub struct SmallNetBuffers<'a> {
     pub indices: Option<&'a GpuBuffer>,
 }
 
+/// small_net.wgsl's invocations on an adapter: one on a CPU adapter, where switching between a
+/// workgroup's invocations at each barrier costs more than a small step's arithmetic, else
+/// `SMALL_NET_WORKGROUP`.
+pub fn default_lanes(info: &wgpu::AdapterInfo) -> u32 {
+    if info.device_type == wgpu::DeviceType::Cpu {
+        1
+    } else {
+        SMALL_NET_WORKGROUP as u32
+    }
+}
+
 impl Gpu {
+    /// The most multiply-adds per step for which this adapter takes the fused step by default.
+    pub fn small_net_max_step_macs(&self) -> usize {
+        if self.info.device_type == wgpu::DeviceType::Cpu {
+            SMALL_NET_MAX_STEP_MACS_CPU
+        } else {
+            SMALL_NET_MAX_STEP_MACS
+        }
+    }
+
+    /// Ok when a launch with `p` stays inside this adapter's loop budget.
+    pub fn check_small_net_loops(&self, p: &SmallNetParams) -> Result<()> {
+        self.check_loops("the fused small-network step", p.loop_iterations(self.small_net_lanes as usize))
+    }
+
     /// One launch of small_net.wgsl; `p` from `SmallNet::new` and `SmallNetParams::for_batch`.
     pub fn small_net_step(&self, b: &SmallNetBuffers, p: &SmallNetParams) -> Result<Dispatch> {
-        self.check_loops("the fused small-network step", p.loop_iterations())?;
+        if !(1..=SMALL_NET_WORKGROUP as u32).contains(&self.small_net_lanes) {
+            let why = format!("{} invocations (1 to {SMALL_NET_WORKGROUP})", self.small_net_lanes);
+            return Err(Error::LaunchParams { kernel: SmallNetEntry::ForwardBackward.name(), why });
+        }
+        self.check_small_net_loops(p)?;
         let indices: Binding = b.indices.map_or(self.kernels.none_read(), |i| i.bind());
         let bound =
             [b.params.bind(), b.grads.bind(), b.values.bind(), b.totals.bind(), b.x.bind(), b.labels.bind(), indices];
-        self.kernels.small_net.dispatch(self, SmallNetEntry::ForwardBackward, &[], &bound, extents, p, [1, 1, 1])
+        let lanes = [("LANES", self.small_net_lanes)];
+        let entry = SmallNetEntry::ForwardBackward;
+        self.kernels.small_net.dispatch(self, entry, &lanes, &bound, extents, p, [1, 1, 1])
     }
 }

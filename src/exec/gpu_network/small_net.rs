@@ -1,10 +1,9 @@
 //! The fused step (kernels/small_net.rs): a small dense network's gather, forward, loss and
 //! backward as one launch instead of ~10, the optimizer's update unchanged after it. Chosen when
 //! the network is built if the model fits and its step is small enough that the launches would
-//! cost more than the arithmetic (`SMALL_NET_MAX_STEP_MACS`); `set_small_net` overrides.
+//! cost more than the arithmetic (`Gpu::small_net_max_step_macs`); `set_small_net` overrides.
 
 use super::*;
-use crate::kernels::small_net::SMALL_NET_MAX_STEP_MACS;
 use crate::kernels::{SmallNet, SmallNetBuffers};
 
 /// The fused launch and what it needs besides the network's own buffers.
@@ -34,7 +33,9 @@ impl GpuNetwork {
         max_rows: usize,
     ) -> Result<Option<SmallNetStep>> {
         match SmallNet::new(model, loss, max_rows) {
-            Ok(layout) if layout.step_macs(max_rows) <= SMALL_NET_MAX_STEP_MACS && Self::loops_fit(gpu, &layout) => {
+            Ok(layout)
+                if layout.step_macs(max_rows) <= gpu.small_net_max_step_macs() && Self::loops_fit(gpu, &layout) =>
+            {
                 Ok(Some(Self::small_net_step(gpu, layout)?))
             }
             _ => Ok(None),
@@ -42,7 +43,7 @@ impl GpuNetwork {
     }
 
     fn loops_fit(gpu: &Gpu, layout: &SmallNet) -> bool {
-        gpu.loop_limit().is_none_or(|limit| layout.params.loop_iterations() <= limit)
+        gpu.check_small_net_loops(&layout.params).is_ok()
     }
 
     fn small_net_step(gpu: &Gpu, layout: SmallNet) -> Result<SmallNetStep> {
@@ -69,7 +70,7 @@ impl GpuNetwork {
         if self.small_net.is_none() {
             let layout = SmallNet::new(&self.model, self.loss, self.max_rows)
                 .map_err(|why| Error::Usage(format!("the fused small-network step does not take this model: {why}")))?;
-            self.gpu.check_loops("the fused small-network step", layout.params.loop_iterations())?;
+            self.gpu.check_small_net_loops(&layout.params)?;
             self.small_net = Some(Self::small_net_step(&self.gpu, layout)?);
         }
         self.build_small_net_launch()
