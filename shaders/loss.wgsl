@@ -37,6 +37,10 @@ fn row_target(i: u32) -> f32 {
     return targets[i];
 }
 
+fn total_at(t: u32) -> u32 {
+    return t;
+}
+
 fn set_row_stats(r: u32, s: vec2<f32>) {
     row_stats[2u * r] = s.x;
     row_stats[2u * r + 1u] = s.y;

@@ -7,6 +7,7 @@
 //   fn row_label(r: u32) -> u32               row r's class
 //   fn row_target(i: u32) -> f32              MSE's target (read only when p.use_targets != 0)
 //   fn set_row_stats(r: u32, s: vec2<f32>)    row r's (loss, correct)
+//   fn total_at(t: u32) -> u32                where TOTAL_* t lives in `totals`
 
 const TOTAL_STEP_LOSS: u32 = 0u;    // mean loss of the last batch
 const TOTAL_LOSS_SUM: u32 = 1u;     // sum of per-sample losses since the host last cleared it
@@ -103,15 +104,15 @@ fn reduce_parts(li: u32, top: u32, lanes: u32) {
     if (li == 0u) {
         let sum = part_loss[0];
         let mean = sum / f32(p.rows);
-        totals[TOTAL_STEP_LOSS] = mean;
-        totals[TOTAL_LOSS_SUM] += sum;
-        totals[TOTAL_CORRECT] += part_correct[0];
-        totals[TOTAL_COUNT] += f32(p.rows);
+        totals[total_at(TOTAL_STEP_LOSS)] = mean;
+        totals[total_at(TOTAL_LOSS_SUM)] += sum;
+        totals[total_at(TOTAL_CORRECT)] += part_correct[0];
+        totals[total_at(TOTAL_COUNT)] += f32(p.rows);
         // Divergence is caught at the step it happens, without the host reading every loss.
-        totals[TOTAL_STEPS] += 1.0;
-        if (!is_finite(mean) && totals[TOTAL_FIRST_BAD] == 0.0) {
-            totals[TOTAL_FIRST_BAD] = totals[TOTAL_STEPS];
-            totals[TOTAL_BAD_LOSS] = mean;
+        totals[total_at(TOTAL_STEPS)] += 1.0;
+        if (!is_finite(mean) && totals[total_at(TOTAL_FIRST_BAD)] == 0.0) {
+            totals[total_at(TOTAL_FIRST_BAD)] = totals[total_at(TOTAL_STEPS)];
+            totals[total_at(TOTAL_BAD_LOSS)] = mean;
         }
     }
 }

@@ -1,5 +1,6 @@
-// A whole training step's forward and backward pass of a small dense network in one launch of one
-// workgroup: for models so small that the per-op path's ~10 launches per step cost more than
+// A whole training step's forward and backward pass of a small dense network in one launch, one
+// workgroup per model (a batch of same-shaped models side by side, each with its own parameters,
+// gradient, values, totals and batch rows; one model is a batch of one): for models so small that the per-op path's ~10 launches per step cost more than
 // their arithmetic. The optimizer's update stays a launch of its own (optim.wgsl), so every
 // optimizer, schedule and clipping works unchanged. Same sums in the same order as the per-op
 // kernels: each product element is summed over k from 0 (bias added after), the weight gradient
@@ -29,6 +30,10 @@ struct SmallNetParams {
     stats_at: u32,
     delta_a: u32,
     delta_b: u32,
+    models: u32,          // workgroups: model m's slices start at m times these strides
+    param_stride: u32,    // in params and grads
+    values_stride: u32,   // in values
+    index_stride: u32,    // in indices (the batch rows of each model)
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -40,6 +45,9 @@ const LOSS_CROSS_ENTROPY: u32 = 0u;
 const LOSS_MSE: u32 = 1u;
 const NO_BIAS: u32 = 0xffffffffu;
 const MAX_LAYERS: u32 = 8u;
+
+// Each model's totals take this many words (TOTALS_LEN, rounded up).
+const TOTALS_STRIDE: u32 = 8u;
 
 // Invocations in the workgroup: 64 (ONE_GROUP_ROWS), or 1 on a CPU adapter.
 override LANES: u32 = 64u;
@@ -53,21 +61,30 @@ override LANES: u32 = 64u;
 @group(0) @binding(6) var<storage, read> indices: array<u32>;
 @group(0) @binding(7) var<storage, read> p: SmallNetParams;   // storage, not uniform: see the top
 
+// This invocation's model, and where its slices start.
+var<private> model: u32;
+var<private> pbase: u32;
+var<private> vbase: u32;
+
 // The data row behind batch row r (clamped: indices are data).
 fn data_row(r: u32) -> u32 {
     if (p.gathered != 0u) {
-        return min(indices[r], p.src_rows - 1u);
+        return min(indices[model * p.index_stride + r], p.src_rows - 1u);
     }
     return r;
 }
 
+fn total_at(t: u32) -> u32 {
+    return model * TOTALS_STRIDE + t;
+}
+
 // loss_rows.wgsl's accessors.
 fn logit(i: u32) -> f32 {
-    return values[p.logits_at + i];
+    return values[vbase + p.logits_at + i];
 }
 
 fn set_logit_grad(i: u32, v: f32) {
-    values[p.logit_grads_at + i] = v;
+    values[vbase + p.logit_grads_at + i] = v;
 }
 
 fn row_label(r: u32) -> u32 {
@@ -79,8 +96,8 @@ fn row_target(i: u32) -> f32 {
 }
 
 fn set_row_stats(r: u32, s: vec2<f32>) {
-    values[p.stats_at + 2u * r] = s.x;
-    values[p.stats_at + 2u * r + 1u] = s.y;
+    values[vbase + p.stats_at + 2u * r] = s.x;
+    values[vbase + p.stats_at + 2u * r + 1u] = s.y;
 }
 
 fn slope(l: u32) -> f32 {
@@ -92,7 +109,7 @@ fn layer_input(l: u32, r: u32, i: u32) -> f32 {
     if (l == 0u) {
         return src_x[data_row(r) * p.inputs + i];
     }
-    return values[p.act[l - 1u].w + r * p.shape[l].x + i];
+    return values[vbase + p.act[l - 1u].w + r * p.shape[l].x + i];
 }
 
 // z = x·Wᵀ + b and act(z), rows × outputs; the last layer's go to the logits.
@@ -104,14 +121,14 @@ fn forward(l: u32, li: u32) {
         let j = e % s.y;
         var acc = 0.0;
         for (var i = 0u; i < s.x; i++) {
-            acc += layer_input(l, r, i) * params[s.z + j * s.x + i];
+            acc += layer_input(l, r, i) * params[pbase + s.z + j * s.x + i];
         }
         var z = acc;
         if (s.w != NO_BIAS) {
-            z += params[s.w + j];
+            z += params[pbase + s.w + j];
         }
-        values[a.z + e] = z;
-        values[a.w + e] = activate(z, a.x, slope(l));
+        values[vbase + a.z + e] = z;
+        values[vbase + a.w + e] = activate(z, a.x, slope(l));
     }
 }
 
@@ -126,7 +143,7 @@ fn backward(l: u32, li: u32, dz: u32, next: u32) {
         for (var r = 0u; r < p.rows; r++) {
             acc += values[dz + r * s.y + j] * layer_input(l, r, i);
         }
-        grads[s.z + e] = acc;
+        grads[pbase + s.z + e] = acc;
     }
     if (s.w != NO_BIAS) {
         for (var j = li; j < s.y; j += LANES) {
@@ -134,7 +151,7 @@ fn backward(l: u32, li: u32, dz: u32, next: u32) {
             for (var r = 0u; r < p.rows; r++) {
                 acc += values[dz + r * s.y + j];
             }
-            grads[s.w + j] = acc;
+            grads[pbase + s.w + j] = acc;
         }
     }
     if (l > 0u) {
@@ -144,15 +161,21 @@ fn backward(l: u32, li: u32, dz: u32, next: u32) {
             let i = e % s.x;
             var acc = 0.0;
             for (var j = 0u; j < s.y; j++) {
-                acc += values[dz + r * s.y + j] * params[s.z + j * s.x + i];
+                acc += values[dz + r * s.y + j] * params[pbase + s.z + j * s.x + i];
             }
-            values[next + e] = acc * activate_grad(values[prev.z + e], prev.x, slope(l - 1u));
+            values[next + e] = acc * activate_grad(values[vbase + prev.z + e], prev.x, slope(l - 1u));
         }
     }
 }
 
 @compute @workgroup_size(LANES, 1, 1)
-fn small_net_forward_backward(@builtin(local_invocation_index) li: u32) {
+fn small_net_forward_backward(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+) {
+    model = wg.x;
+    pbase = model * p.param_stride;
+    vbase = model * p.values_stride;
     for (var l = 0u; l < p.layers; l++) {
         forward(l, li);
         storageBarrier();
@@ -176,11 +199,12 @@ fn small_net_forward_backward(@builtin(local_invocation_index) li: u32) {
     // The last layer's dZ = dL/dy ⊙ act'(z).
     let top = p.act[p.layers - 1u];
     for (var e = li; e < p.rows * p.cols; e += LANES) {
-        values[p.delta_a + e] = values[p.logit_grads_at + e] * activate_grad(values[top.z + e], top.x, slope(p.layers - 1u));
+        values[vbase + p.delta_a + e] =
+            values[vbase + p.logit_grads_at + e] * activate_grad(values[vbase + top.z + e], top.x, slope(p.layers - 1u));
     }
     storageBarrier();
-    var dz = p.delta_a;
-    var next = p.delta_b;
+    var dz = vbase + p.delta_a;
+    var next = vbase + p.delta_b;
     for (var k = 0u; k < p.layers; k++) {
         backward(p.layers - 1u - k, li, dz, next);
         storageBarrier();

@@ -168,6 +168,10 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         stats_at,
         delta_a,
         delta_b,
+        models,
+        param_stride,
+        values_stride,
+        index_stride,
         shape,
         act
     });
@@ -234,6 +238,7 @@ fn flags_codes_and_tile_sizes_agree() {
         ("small_net.wgsl", "LOSS_MSE", gradflow::kernels::small_net::SMALL_NET_MSE as u64),
         ("small_net.wgsl", "LOSS_CROSS_ENTROPY", gradflow::kernels::small_net::SMALL_NET_CROSS_ENTROPY as u64),
         ("small_net.wgsl", "TOTAL_FIRST_BAD", gradflow::kernels::TOTAL_FIRST_BAD as u64),
+        ("small_net.wgsl", "TOTALS_STRIDE", gradflow::kernels::small_net::SMALL_NET_TOTALS_STRIDE as u64),
     ];
     for &(file, name, rust) in checks {
         let m = module(file);

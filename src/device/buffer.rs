@@ -1,11 +1,18 @@
 //! Storage buffers with their element counts, and what binds them to a launch.
 
-/// A storage buffer of `len` 4-byte elements (f32 or u32).
+/// A storage buffer of `len` 4-byte elements (f32 or u32), or a view of `len` elements of one
+/// from byte `offset` on (`GpuBuffer::view`: model k's slice of a batch of models).
 #[derive(Clone, Debug)]
 pub struct GpuBuffer {
     pub buffer: wgpu::Buffer,
     pub len: usize,
+    /// Bytes from the buffer's start (0 but for a view; a multiple of `VIEW_ALIGN`).
+    pub offset: u64,
 }
+
+/// The alignment of a view's start: WebGPU's largest `minStorageBufferOffsetAlignment`, so a
+/// view binds on every adapter.
+pub const VIEW_ALIGN: u64 = 256;
 
 /// Every buffer can also be bound as a uniform window (the uniform-window product, matmul_uniform.wgsl).
 pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -24,8 +31,36 @@ impl GpuBuffer {
     /// every allocation holds, is what the bounds check holds every index against (not the
     /// allocation's window slack past it). Never more than the allocation, whatever `len` says.
     pub fn bind(&self) -> Binding<'_> {
-        let len = (self.len as u64).next_multiple_of(4).min(self.buffer.size() / 4);
-        Binding { buffer: &self.buffer, len }
+        let len = (self.len as u64).next_multiple_of(4).min((self.buffer.size() - self.offset) / 4);
+        let size = (self.offset > 0).then_some(len * 4);
+        Binding { buffer: &self.buffer, offset: self.offset, size, len }
+    }
+
+    /// Elements `start..start + len` of this buffer as a buffer of their own (sharing its memory),
+    /// which launches bind from its first element; `start` must fall on a `VIEW_ALIGN` boundary.
+    pub fn view(&self, start: usize, len: usize) -> crate::error::Result<GpuBuffer> {
+        let offset = self.offset + (start as u64) * 4;
+        if offset % VIEW_ALIGN != 0 || start + len > self.len || len == 0 {
+            return Err(crate::error::Error::Plan(format!(
+                "a view of elements {start}..{} of a buffer of {} (starts must be multiples of {} elements)",
+                start + len,
+                self.len,
+                VIEW_ALIGN / 4
+            )));
+        }
+        Ok(GpuBuffer { buffer: self.buffer.clone(), len, offset })
+    }
+
+    /// The bind-group resource: the whole buffer, or a view's range.
+    pub(crate) fn resource<'a>(b: &Binding<'a>) -> wgpu::BindingResource<'a> {
+        match b.size {
+            None => b.buffer.as_entire_binding(),
+            Some(size) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: b.buffer,
+                offset: b.offset,
+                size: std::num::NonZeroU64::new(size),
+            }),
+        }
     }
 }
 
@@ -33,13 +68,16 @@ impl GpuBuffer {
 #[derive(Clone, Copy, Debug)]
 pub struct Binding<'a> {
     pub(crate) buffer: &'a wgpu::Buffer,
+    /// A view's start and size in bytes (0 and None: the whole buffer).
+    pub(crate) offset: u64,
+    pub(crate) size: Option<u64>,
     pub(crate) len: u64,
 }
 
 impl<'a> Binding<'a> {
     /// A placeholder for a binding the launch does not use: no element may be touched.
     pub(crate) fn unused(buffer: &'a wgpu::Buffer) -> Binding<'a> {
-        Binding { buffer, len: 0 }
+        Binding { buffer, offset: 0, size: None, len: 0 }
     }
 }
 

@@ -134,7 +134,7 @@ pub fn submit_steps(gpu: &Context, label: &str, steps: &[StepRecord]) -> Result<
         let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         for step in steps {
             for c in &step.copies {
-                encoder.copy_buffer_to_buffer(&c.src.buffer, c.src_offset, c.dst, c.dst_offset, c.size);
+                encoder.copy_buffer_to_buffer(&c.src.buffer, c.src.offset + c.src_offset, c.dst, c.dst_offset, c.size);
             }
             let mut pass =
                 encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });

@@ -41,7 +41,7 @@ impl Context {
                 mapped_at_creation: false,
             })
         })?;
-        Ok(GpuBuffer { buffer, len })
+        Ok(GpuBuffer { buffer, len, offset: 0 })
     }
 
     /// A storage buffer holding `data`.
@@ -58,7 +58,7 @@ impl Context {
                 usage: STORAGE,
             })
         })?;
-        Ok(GpuBuffer { buffer, len: data.len() })
+        Ok(GpuBuffer { buffer, len: data.len(), offset: 0 })
     }
 
     /// A uniform buffer holding one parameter struct; rewritten with `queue.write_buffer` when it changes.
@@ -73,7 +73,7 @@ impl Context {
     /// Overwrites the start of `dst` with `data` (queued: lands before the next submit runs).
     pub fn write<T: bytemuck::Pod>(&self, dst: &GpuBuffer, data: &[T]) {
         if !data.is_empty() {
-            self.queue.write_buffer(&dst.buffer, 0, bytemuck::cast_slice(data));
+            self.queue.write_buffer(&dst.buffer, dst.offset, bytemuck::cast_slice(data));
         }
     }
 
@@ -81,7 +81,7 @@ impl Context {
     /// writes are dropped (the callers write fixed slots of buffers they sized).
     pub fn write_at<T: bytemuck::Pod>(&self, dst: &GpuBuffer, offset: usize, data: &[T]) {
         if !data.is_empty() && offset + data.len() <= dst.len {
-            self.queue.write_buffer(&dst.buffer, (offset * 4) as u64, bytemuck::cast_slice(data));
+            self.queue.write_buffer(&dst.buffer, dst.offset + (offset * 4) as u64, bytemuck::cast_slice(data));
         }
     }
 
@@ -150,7 +150,7 @@ impl Context {
         }
         let index = self.scoped("read-back", || {
             let mut encoder = self.device.create_command_encoder(&Default::default());
-            encoder.copy_buffer_to_buffer(&src.buffer, (offset * 4) as u64, staging, 0, bytes);
+            encoder.copy_buffer_to_buffer(&src.buffer, src.offset + (offset * 4) as u64, staging, 0, bytes);
             self.queue.submit([encoder.finish()])
         })?;
         let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();

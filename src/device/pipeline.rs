@@ -4,7 +4,7 @@
 
 use super::context::scoped;
 use super::dispatch::{Dispatch, Step};
-use super::{shaders, Binding, Context};
+use super::{shaders, Binding, Context, GpuBuffer};
 use crate::error::{Error, Result};
 
 /// What a binding holds.
@@ -282,7 +282,7 @@ impl<E: Entry> Family<E> {
             let mut entries: Vec<wgpu::BindGroupEntry> = buffers
                 .iter()
                 .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.buffer.as_entire_binding() })
+                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: GpuBuffer::resource(b) })
                 .collect();
             entries.push(wgpu::BindGroupEntry { binding: buffers.len() as u32, resource: uniform.as_entire_binding() });
             let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -1,6 +1,6 @@
 //! small_net.wgsl: a small dense network's whole forward and backward pass (loss included) in one
-//! launch of one workgroup, for models whose per-op launches would cost more than their
-//! arithmetic. Its parameters and layout (`SmallNet::new` says which models it takes), entry
+//! launch of one workgroup per model, for models whose per-op launches would cost more than their
+//! arithmetic, and for batches of same-shaped models trained side by side. Its parameters and layout (`SmallNet::new` says which models it takes), entry
 //! point, loop count and launch builder. Its reference is the per-op path it replaces, the same
 //! sums in the same order (tests/small_net.rs holds the two together, and both to the CPU).
 
@@ -26,6 +26,10 @@ pub const SMALL_NET_WORKGROUP: usize = LOSS_ONE_GROUP_ROWS;
 pub const SMALL_NET_NO_BIAS: u32 = u32::MAX;
 pub const SMALL_NET_CROSS_ENTROPY: u32 = 0;
 pub const SMALL_NET_MSE: u32 = 1;
+/// Words of `totals` per model (TOTALS_LEN rounded up).
+pub const SMALL_NET_TOTALS_STRIDE: usize = 8;
+/// The most models one launch takes (workgroups along x).
+pub const SMALL_NET_MAX_MODELS: usize = 65_535;
 /// The most multiply-adds per step a GPU's one workgroup takes on by default, past which the
 /// per-op path's many workgroups should win even after paying for their launches. An estimate
 /// (64 invocations at ~1 ns per multiply-add against ~10 launches of ~5 µs), not yet measured on
@@ -54,6 +58,11 @@ pub struct SmallNetParams {
     pub stats_at: u32,
     pub delta_a: u32,
     pub delta_b: u32,
+    /// Models side by side (one workgroup each); model m's slices start at m times the strides.
+    pub models: u32,
+    pub param_stride: u32,
+    pub values_stride: u32,
+    pub index_stride: u32,
     pub _pad: [u32; 3],
     /// Per layer: inputs, outputs, weight offset, bias offset (`SMALL_NET_NO_BIAS`: none).
     pub shape: [[u32; 4]; SMALL_NET_MAX_LAYERS],
@@ -127,6 +136,7 @@ impl SmallNet {
         p.delta_a = take(max_rows * widest)?;
         p.delta_b = take(max_rows * widest)?;
         at(len)?;
+        (p.models, p.values_stride, p.index_stride) = (1, at(len)?, max_rows as u32);
         Ok(SmallNet { params: p, values_len: len })
     }
 
@@ -142,6 +152,12 @@ impl SmallNetParams {
     /// batch's indices when `gathered`).
     pub fn for_batch(&self, rows: usize, src_rows: usize, gathered: bool) -> SmallNetParams {
         SmallNetParams { rows: rows as u32, src_rows: src_rows as u32, gathered: gathered as u32, ..*self }
+    }
+
+    /// These parameters for `models` models side by side, each one's parameters (and gradient)
+    /// `param_stride` elements after the last's.
+    pub fn for_models(&self, models: usize, param_stride: usize) -> SmallNetParams {
+        SmallNetParams { models: models as u32, param_stride: param_stride as u32, ..*self }
     }
 
     /// Loop iterations of one of `lanes` invocations (each loop's body runs plus one test per
@@ -185,6 +201,12 @@ fn extents(entry: SmallNetEntry, p: &SmallNetParams) -> Result<Vec<u64>> {
     if p.gathered == 0 && p.src_rows < p.rows {
         return refuse(format!("a batch of {} rows in {} source rows", p.rows, p.src_rows));
     }
+    if p.models == 0 || p.models as usize > SMALL_NET_MAX_MODELS || (p.models > 1 && p.gathered == 0) {
+        return refuse(format!("{} models (1 to {SMALL_NET_MAX_MODELS}; several read their own rows)", p.models));
+    }
+    if p.index_stride < p.rows {
+        return refuse(format!("{} batch rows per model in index slices of {}", p.rows, p.index_stride));
+    }
     let rows = p.rows as u64;
     let (mut params, mut values) = (0u64, 0u64);
     let mut width = p.inputs;
@@ -211,9 +233,16 @@ fn extents(entry: SmallNetEntry, p: &SmallNetParams) -> Result<Vec<u64>> {
         .max(p.stats_at as u64 + 2 * rows)
         .max(p.delta_a as u64 + rows * widest)
         .max(p.delta_b as u64 + rows * widest);
+    if p.models > 1 && ((p.param_stride as u64) < params || (p.values_stride as u64) < values) {
+        return refuse(format!("models {} and {} elements apart overlap", p.param_stride, p.values_stride));
+    }
+    let before_last = p.models as u64 - 1;
+    let params = before_last * p.param_stride as u64 + params;
+    let values = before_last * p.values_stride as u64 + values;
+    let totals = before_last * SMALL_NET_TOTALS_STRIDE as u64 + TOTALS_LEN as u64;
     let src = if p.gathered != 0 { p.src_rows as u64 } else { rows };
-    let indices = if p.gathered != 0 { rows } else { 0 };
-    Ok(vec![params, params, values, TOTALS_LEN as u64, src * p.inputs as u64, src, indices])
+    let indices = if p.gathered != 0 { before_last * p.index_stride as u64 + rows } else { 0 };
+    Ok(vec![params, params, values, totals, src * p.inputs as u64, src, indices])
 }
 
 /// What a small_net.wgsl launch reads and writes.
@@ -255,7 +284,8 @@ impl Gpu {
         self.check_loops("the fused small-network step", p.loop_iterations(self.small_net_lanes as usize))
     }
 
-    /// One launch of small_net.wgsl; `p` from `SmallNet::new` and `SmallNetParams::for_batch`.
+    /// One launch of small_net.wgsl; `p` from `SmallNet::new`, `SmallNetParams::for_batch` and,
+    /// for several models, `for_models`.
     pub fn small_net_step(&self, b: &SmallNetBuffers, p: &SmallNetParams) -> Result<Dispatch> {
         if !(1..=SMALL_NET_WORKGROUP as u32).contains(&self.small_net_lanes) {
             let why = format!("{} invocations (1 to {SMALL_NET_WORKGROUP})", self.small_net_lanes);
@@ -267,6 +297,6 @@ impl Gpu {
             [b.params.bind(), b.grads.bind(), b.values.bind(), b.totals.bind(), b.x.bind(), b.labels.bind(), indices];
         let lanes = [("LANES", self.small_net_lanes)];
         let entry = SmallNetEntry::ForwardBackward;
-        self.kernels.small_net.dispatch(self, entry, &lanes, &bound, extents, p, [1, 1, 1])
+        self.kernels.small_net.dispatch(self, entry, &lanes, &bound, extents, p, [p.models, 1, 1])
     }
 }

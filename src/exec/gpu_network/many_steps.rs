@@ -155,7 +155,7 @@ impl StagedInputs {
             src: staging,
             src_offset: (src_word * 4) as u64,
             dst: &dst.buffer,
-            dst_offset: 0,
+            dst_offset: dst.offset,
             size: (len * 4) as u64,
         };
         match *self {

@@ -155,6 +155,10 @@ impl Gpu {
                 params.flags
             )));
         }
+        // The packed and uniform-window schedules bind whole buffers by hand: no views here.
+        if [Some(a), Some(b), bias, Some(c), aux].into_iter().flatten().any(|x| x.offset != 0) {
+            return Err(Error::Plan("a matmul operand is a view of a larger buffer".into()));
+        }
         let (params, groups) = params.tiled();
         let bias_bound = bias.map_or(self.kernels.none_read(), |b| b.bind());
         let aux_bound = aux.map_or(self.kernels.none_write(), |b| b.bind());

@@ -1,0 +1,252 @@
+//! Many models per dispatch: N copies of one small dense architecture trained side by side, each
+//! with its own initial parameters, optimizer (type, hyper-parameters, schedule, clipping) and
+//! batch rows, as JAX's `vmap` over models or PyTorch's `torch.func` ensembling. Their parameters
+//! and gradients lie in one buffer, model k's slice `stride` elements after model k − 1's; a step
+//! is one launch of small_net.wgsl with a workgroup per model, then each model's optimizer update
+//! on its slice, all in one submit. The training set is uploaded once and read by every model
+//! through its batch's row indices.
+//!
+//! Each model's numbers are those of a `GpuNetwork` on the fused step with the same start, to the
+//! bit: the same kernel does the same sums, and the same update kernel runs on the same values
+//! (tests/batched.rs).
+
+use std::sync::Arc;
+
+use super::network::{check_batch, BadStep, Totals};
+use crate::data::Dataset;
+use crate::device::{submit, Dispatch, GpuBuffer, VIEW_ALIGN};
+use crate::error::{Error, Result};
+use crate::kernels::optim::GpuOptimizer;
+use crate::kernels::small_net::{SMALL_NET_MAX_MODELS, SMALL_NET_TOTALS_STRIDE};
+use crate::kernels::{
+    Gpu, SmallNet, SmallNetBuffers, TOTALS_LEN, TOTAL_BAD_LOSS, TOTAL_CORRECT, TOTAL_COUNT, TOTAL_FIRST_BAD,
+    TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
+};
+use crate::optim::{OptimizerSetup, ParamGroups};
+use crate::spec::{Loss, Model};
+
+/// N models of one architecture, trained together on the GPU.
+pub struct BatchedNetworks {
+    gpu: Arc<Gpu>,
+    model: Model,
+    max_rows: usize,
+    layout: SmallNet,
+    /// Elements from one model's parameters to the next's (a multiple of the view alignment).
+    stride: usize,
+    params: GpuBuffer,
+    grads: GpuBuffer,
+    values: GpuBuffer,
+    totals: GpuBuffer,
+    indices: GpuBuffer,
+    /// The forward-backward launch of every model, built once the training data is set.
+    launch: Option<(Dispatch, usize)>,
+    train: Option<(GpuBuffer, GpuBuffer)>,
+    train_rows: usize,
+    optimizers: Vec<GpuOptimizer>,
+    setups: Vec<OptimizerSetup>,
+    steps: usize,
+    totals_from_step: usize,
+    /// Every model's batch rows of the coming step, model-major, `max_rows` apart.
+    index_words: Vec<u32>,
+}
+
+impl BatchedNetworks {
+    /// One model per entry of `setups`, model k starting from `inits[k]`, for batches of up to
+    /// `max_rows` rows. The model must be one the fused step takes (`SmallNet::new` says why not).
+    pub fn new(
+        gpu: Arc<Gpu>,
+        model: Model,
+        loss: Loss,
+        setups: Vec<OptimizerSetup>,
+        inits: &[Vec<f32>],
+        max_rows: usize,
+    ) -> Result<BatchedNetworks> {
+        let n = setups.len();
+        if n == 0 || n > SMALL_NET_MAX_MODELS || inits.len() != n {
+            return Err(Error::Usage(format!(
+                "batched training takes 1 to {SMALL_NET_MAX_MODELS} models, each with a start: got {n} optimizers and {} starts",
+                inits.len()
+            )));
+        }
+        let layout = SmallNet::new(&model, loss, max_rows)
+            .map_err(|why| Error::Usage(format!("batched training does not take this model: {why}")))?;
+        gpu.check_small_net_loops(&layout.params)?;
+        for (k, p) in inits.iter().enumerate() {
+            super::cpu_network::check_params(&model, p).map_err(|e| Error::Usage(format!("model {k}: {e}")))?;
+        }
+        let align = (VIEW_ALIGN / 4) as usize;
+        let stride = model.param_len.next_multiple_of(align);
+        let total =
+            |per: usize| per.checked_mul(n).ok_or_else(|| Error::Usage(format!("{n} models of {per} values overflow")));
+        let mut flat = vec![0.0f32; total(stride)?];
+        for (k, p) in inits.iter().enumerate() {
+            flat[k * stride..k * stride + p.len()].copy_from_slice(p);
+        }
+        let g = &*gpu;
+        let params = g.upload("batched parameters", &flat)?;
+        let grads = g.storage("batched gradients", total(stride)?)?;
+        let values = g.storage("batched fused-step values", total(layout.values_len)?)?;
+        let totals = g.storage("batched loss totals", total(SMALL_NET_TOTALS_STRIDE)?)?;
+        let indices = g.storage("batched batch indices", total(max_rows)?)?;
+        let mut optimizers = Vec::with_capacity(n);
+        for (k, setup) in setups.iter().enumerate() {
+            setup.validate().map_err(|e| Error::Usage(format!("model {k}: {e}")))?;
+            let groups = ParamGroups::new(&model, &setup.optimizer, &setup.groups)?;
+            let (p, gr) = (params.view(k * stride, model.param_len)?, grads.view(k * stride, model.param_len)?);
+            optimizers.push(GpuOptimizer::new(g, &p, &gr, &setup.optimizer, groups, setup.clip_grad_norm)?);
+        }
+        Ok(BatchedNetworks {
+            gpu,
+            model,
+            max_rows,
+            layout,
+            stride,
+            params,
+            grads,
+            values,
+            totals,
+            indices,
+            launch: None,
+            train: None,
+            train_rows: 0,
+            optimizers,
+            setups,
+            steps: 0,
+            totals_from_step: 0,
+            index_words: vec![0; n * max_rows],
+        })
+    }
+
+    /// Models in the batch.
+    pub fn len(&self) -> usize {
+        self.setups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.setups.is_empty()
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Uploads the training set every model's batch indices refer to (once, for all of them).
+    pub fn set_train_data(&mut self, data: &Dataset) -> Result<()> {
+        super::network::check_features(&self.model, data)?;
+        let x = self.gpu.upload("training inputs", &data.x)?;
+        let labels = self.gpu.upload("training labels", &data.labels)?;
+        self.train = Some((x, labels));
+        self.train_rows = data.n;
+        self.launch = None;
+        Ok(())
+    }
+
+    /// The launch for batches of `rows` rows, built or resized.
+    fn launch_for(&mut self, rows: usize) -> Result<&Dispatch> {
+        let Some((x, labels)) = &self.train else {
+            return Err(Error::Usage("train_step before set_train_data".into()));
+        };
+        let p = self.layout.params.for_batch(rows, self.train_rows, true).for_models(self.len(), self.stride);
+        match &mut self.launch {
+            Some((d, r)) if *r == rows => {}
+            Some((d, r)) => {
+                d.update(&self.gpu, &p, [p.models, 1, 1])?;
+                *r = rows;
+            }
+            None => {
+                let b = SmallNetBuffers {
+                    params: &self.params,
+                    grads: &self.grads,
+                    values: &self.values,
+                    totals: &self.totals,
+                    x,
+                    labels,
+                    indices: Some(&self.indices),
+                };
+                self.launch = Some((self.gpu.small_net_step(&b, &p)?, rows));
+            }
+        }
+        Ok(&self.launch.as_ref().expect("built above").0)
+    }
+
+    /// One step of every model, model k on the training rows `batches[k]` (all of one size): one
+    /// forward-backward launch for all, each model's update, one submit. Nothing is read back.
+    pub fn train_step(&mut self, batches: &[&[u32]]) -> Result<()> {
+        if batches.len() != self.len() {
+            return Err(Error::Usage(format!("{} batches for {} models", batches.len(), self.len())));
+        }
+        let rows = batches[0].len();
+        for (k, b) in batches.iter().enumerate() {
+            if b.len() != rows {
+                return Err(Error::Usage(format!("model {k}'s batch has {} rows, model 0's {rows}", b.len())));
+            }
+            check_batch(b, self.train_rows, self.max_rows)?;
+            self.index_words[k * self.max_rows..k * self.max_rows + rows].copy_from_slice(b);
+        }
+        self.gpu.write(&self.indices, &self.index_words);
+        let step = self.steps as u32;
+        for (opt, setup) in self.optimizers.iter_mut().zip(&self.setups) {
+            opt.prepare(&self.gpu, step + 1, setup.schedule.factor(step));
+        }
+        self.launch_for(rows)?;
+        let mut launches: Vec<&Dispatch> = self.launch.iter().map(|(d, _)| d).collect();
+        launches.extend(self.optimizers.iter().flat_map(|o| o.dispatches()));
+        submit(&self.gpu, "batched training step", &launches)?;
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// Optimizer steps taken by every model.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    fn check_model(&self, k: usize) -> Result<()> {
+        if k >= self.len() {
+            return Err(Error::Usage(format!("model {k} of {}", self.len())));
+        }
+        Ok(())
+    }
+
+    /// Model k's flat parameters.
+    pub fn params(&mut self, k: usize) -> Result<Vec<f32>> {
+        self.check_model(k)?;
+        self.gpu.read(&self.params, k * self.stride, self.model.param_len)
+    }
+
+    /// Model k's last gradient.
+    pub fn grads(&mut self, k: usize) -> Result<Vec<f32>> {
+        self.check_model(k)?;
+        self.gpu.read(&self.grads, k * self.stride, self.model.param_len)
+    }
+
+    /// Model k's optimizer state (the layout of `Network::optimizer_state`).
+    pub fn optimizer_state(&mut self, k: usize) -> Result<Vec<f32>> {
+        self.check_model(k)?;
+        self.optimizers[k].state(&self.gpu)
+    }
+
+    /// Every model's loss and accuracy over the steps since the last call (one read-back), then
+    /// counts afresh.
+    pub fn take_totals(&mut self) -> Result<Vec<Totals>> {
+        let all = self.gpu.read::<f32>(&self.totals, 0, self.totals.len)?;
+        let mut cleared = vec![0.0f32; all.len()];
+        let mut out = Vec::with_capacity(self.len());
+        for (k, t) in all.chunks(SMALL_NET_TOTALS_STRIDE).enumerate() {
+            cleared[k * SMALL_NET_TOTALS_STRIDE + TOTAL_STEP_LOSS] = t[TOTAL_STEP_LOSS];
+            let count = t[TOTAL_COUNT];
+            let loss_bad = (t[TOTAL_FIRST_BAD] > 0.0)
+                .then(|| (self.totals_from_step + t[TOTAL_FIRST_BAD] as usize, t[TOTAL_BAD_LOSS]));
+            out.push(Totals {
+                mean_loss: t[TOTAL_LOSS_SUM] / count.max(1.0),
+                accuracy: t[TOTAL_CORRECT] / count.max(1.0),
+                samples: count as usize,
+                first_bad: BadStep::first(loss_bad, self.optimizers[k].take_bad_step(&self.gpu)?),
+            });
+        }
+        debug_assert!(TOTALS_LEN <= SMALL_NET_TOTALS_STRIDE);
+        self.gpu.write(&self.totals, &cleared);
+        self.totals_from_step = self.steps;
+        Ok(out)
+    }
+}

@@ -1,0 +1,135 @@
+//! Many models per dispatch (`exec::BatchedNetworks`) against training each model alone on the
+//! fused step (`GpuNetwork`), model by model: the same kernel does the same sums on each model's
+//! slice and the same update kernel runs on it, so parameters, optimizer state and loss totals
+//! are the same to the bit. Run over every optimizer, a schedule, clipping, different starts and
+//! different batch rows per model, both lane counts, and a model that diverges among ones that
+//! do not.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use gradflow::data::Dataset;
+use gradflow::error::Error;
+use gradflow::exec::{BatchedNetworks, GpuNetwork, Network};
+use gradflow::kernels::Gpu;
+use gradflow::optim::{Optimizer, OptimizerSetup, Schedule};
+use gradflow::spec::{LayerSpec, Loss, Model};
+
+fn model() -> Model {
+    #[derive(serde::Deserialize)]
+    struct L {
+        layers: Vec<LayerSpec>,
+    }
+    let text = "layers = [{ type = 'linear', out = 9 }, { type = 'tanh' }, { type = 'linear', out = 5 }, \
+                { type = 'relu' }, { type = 'linear', out = 3 }]";
+    Model::new(4, toml::from_str::<L>(text).unwrap().layers).unwrap()
+}
+
+fn data() -> Dataset {
+    let mut r = rng(21);
+    let x = uniform(&mut r, 120 * 4, -2.0, 2.0);
+    let labels = (0..120).map(|i| ((x[i * 4] + 2.0 * x[i * 4 + 2]).abs() * 1.9) as u32 % 3).collect();
+    Dataset::new(x, labels, 4, 3, "batched data").unwrap()
+}
+
+/// Seven optimizers, a schedule and clipping among them; the last diverges (SGD at 1e37).
+fn setups() -> Vec<(&'static str, OptimizerSetup)> {
+    let t = |s: &str| -> Optimizer { toml::from_str(s).unwrap() };
+    vec![
+        ("sgd momentum", t("type='sgd'\nlr=0.05\nmomentum=0.9").into()),
+        (
+            "nesterov + schedule",
+            OptimizerSetup::from(t("type='sgd'\nlr=0.05\nmomentum=0.9\nnesterov=true"))
+                .with_schedule(Schedule::Exponential { gamma: 0.9 }),
+        ),
+        ("adam + clip", OptimizerSetup { clip_grad_norm: Some(0.4), ..t("type='adam'\nlr=0.01").into() }),
+        ("adagrad", t("type='adagrad'\nlr=0.05").into()),
+        ("rmsprop centered", t("type='rmsprop'\nlr=0.002\ncentered=true").into()),
+        ("adamw", t("type='adamw'\nlr=0.01\nweight_decay=0.1").into()),
+        ("diverging sgd", t("type='sgd'\nlr=1e37").into()),
+    ]
+}
+
+/// Model k's batch at step s: each model walks the data its own way.
+fn batch(k: usize, s: usize, rows: usize) -> Vec<u32> {
+    (0..rows).map(|i| ((i * (2 * k + 1) + s * 13 + k * 7) % 120) as u32).collect()
+}
+
+#[test]
+fn each_batched_model_is_bit_identical_to_training_it_alone() {
+    require_gpu!();
+    let (m, d) = (model(), data());
+    let setups = setups();
+    let inits: Vec<Vec<f32>> = (0..setups.len()).map(|k| m.init_params(100 + k as u64)).collect();
+    // 20 steps of 16 rows, then 3 of 7 (a shorter batch resizes the launch).
+    let plan: Vec<usize> = (0..23).map(|s| if s < 20 { 16 } else { 7 }).collect();
+    for lanes in [1u32, 64] {
+        let g = Arc::new(Gpu { small_net_lanes: lanes, ..gpu().clone() });
+        let all: Vec<OptimizerSetup> = setups.iter().map(|(_, s)| s.clone()).collect();
+        let mut batched = BatchedNetworks::new(g.clone(), m.clone(), Loss::CrossEntropy, all, &inits, 16).unwrap();
+        batched.set_train_data(&d).unwrap();
+        for (s, &rows) in plan.iter().enumerate() {
+            let batches: Vec<Vec<u32>> = (0..setups.len()).map(|k| batch(k, s, rows)).collect();
+            let refs: Vec<&[u32]> = batches.iter().map(Vec::as_slice).collect();
+            batched.train_step(&refs).unwrap();
+        }
+        let totals = batched.take_totals().unwrap();
+        for (k, (name, setup)) in setups.iter().enumerate() {
+            let what = format!("model {k} ({name}, {lanes} lanes)");
+            let mut alone =
+                GpuNetwork::new(g.clone(), m.clone(), Loss::CrossEntropy, setup.clone(), &inits[k], 16).unwrap();
+            alone.set_small_net(true).unwrap();
+            alone.set_streaming(false);
+            alone.set_train_data(&d).unwrap();
+            for (s, &rows) in plan.iter().enumerate() {
+                alone.train_step(&batch(k, s, rows)).unwrap();
+            }
+            let same = |a: Vec<f32>, b: Vec<f32>| {
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()) && a.len() == b.len()
+            };
+            assert!(same(batched.params(k).unwrap(), alone.params().unwrap()), "{what}: parameters");
+            assert!(same(batched.grads(k).unwrap(), alone.grads().unwrap()), "{what}: gradients");
+            assert!(same(batched.optimizer_state(k).unwrap(), alone.optimizer_state().unwrap()), "{what}: state");
+            let t = alone.take_totals().unwrap();
+            assert_eq!(format!("{:?}", totals[k]), format!("{t:?}"), "{what}: totals");
+            assert_eq!(totals[k].first_bad.is_some(), *name == "diverging sgd", "{what}: {:?}", totals[k]);
+        }
+    }
+}
+
+#[test]
+fn batched_training_refuses_what_it_cannot_train() {
+    require_gpu!();
+    let g = Arc::new(gpu().clone());
+    let m = model();
+    let sgd = || OptimizerSetup::from(Optimizer::from(gradflow::optim::Sgd::new(0.1)));
+    let init = m.init_params(1);
+    let refused = |r: gradflow::error::Result<BatchedNetworks>, want: &str| match r {
+        Err(Error::Usage(msg)) => assert!(msg.contains(want), "{msg}"),
+        Err(other) => panic!("{want}: {other}"),
+        Ok(_) => panic!("{want}: accepted"),
+    };
+    refused(BatchedNetworks::new(g.clone(), m.clone(), Loss::CrossEntropy, vec![], &[], 8), "1 to");
+    refused(BatchedNetworks::new(g.clone(), m.clone(), Loss::CrossEntropy, vec![sgd()], &[vec![0.0; 3]], 8), "model 0");
+    let bn = Model::new(
+        4,
+        vec![
+            LayerSpec::Linear { out: 4, bias: true },
+            LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync: false },
+            LayerSpec::Linear { out: 3, bias: true },
+        ],
+    )
+    .unwrap();
+    let bn_init = bn.init_params(1);
+    refused(BatchedNetworks::new(g.clone(), bn, Loss::CrossEntropy, vec![sgd()], &[bn_init], 8), "batch norm");
+    let mut net = BatchedNetworks::new(g, m, Loss::CrossEntropy, vec![sgd(), sgd()], &[init.clone(), init], 8).unwrap();
+    assert!(matches!(net.train_step(&[&[0, 1]]), Err(Error::Usage(_))), "train before data");
+    net.set_train_data(&data()).unwrap();
+    assert!(matches!(net.train_step(&[&[0, 1]]), Err(Error::Usage(_))), "one batch for two models");
+    assert!(matches!(net.train_step(&[&[0, 1], &[0]]), Err(Error::Usage(_))), "batches of two sizes");
+    assert!(matches!(net.train_step(&[&[0, 1], &[0, 120]]), Err(Error::Usage(_))), "a row past the data");
+    assert!(matches!(net.params(2), Err(Error::Usage(_))), "a model past the batch");
+    net.train_step(&[&[0, 1], &[2, 3]]).unwrap();
+}
