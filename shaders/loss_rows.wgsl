@@ -102,18 +102,22 @@ fn reduce_parts(li: u32, top: u32, lanes: u32) {
         workgroupBarrier();
     }
     if (li == 0u) {
-        let sum = part_loss[0];
-        let mean = sum / f32(p.rows);
-        totals[total_at(TOTAL_STEP_LOSS)] = mean;
-        totals[total_at(TOTAL_LOSS_SUM)] += sum;
-        totals[total_at(TOTAL_CORRECT)] += part_correct[0];
-        totals[total_at(TOTAL_COUNT)] += f32(p.rows);
-        // Divergence is caught at the step it happens, without the host reading every loss.
-        totals[total_at(TOTAL_STEPS)] += 1.0;
-        if (!is_finite(mean) && totals[total_at(TOTAL_FIRST_BAD)] == 0.0) {
-            totals[total_at(TOTAL_FIRST_BAD)] = totals[total_at(TOTAL_STEPS)];
-            totals[total_at(TOTAL_BAD_LOSS)] = mean;
-        }
+        add_to_totals(part_loss[0], part_correct[0]);
+    }
+}
+
+// The batch's summed loss and correct count into the step loss and the running totals.
+fn add_to_totals(sum: f32, correct: f32) {
+    let mean = sum / f32(p.rows);
+    totals[total_at(TOTAL_STEP_LOSS)] = mean;
+    totals[total_at(TOTAL_LOSS_SUM)] += sum;
+    totals[total_at(TOTAL_CORRECT)] += correct;
+    totals[total_at(TOTAL_COUNT)] += f32(p.rows);
+    // Divergence is caught at the step it happens, without the host reading every loss.
+    totals[total_at(TOTAL_STEPS)] += 1.0;
+    if (!is_finite(mean) && totals[total_at(TOTAL_FIRST_BAD)] == 0.0) {
+        totals[total_at(TOTAL_FIRST_BAD)] = totals[total_at(TOTAL_STEPS)];
+        totals[total_at(TOTAL_BAD_LOSS)] = mean;
     }
 }
 

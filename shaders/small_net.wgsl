@@ -49,8 +49,11 @@ const MAX_LAYERS: u32 = 8u;
 // Each model's totals take this many words (TOTALS_LEN, rounded up).
 const TOTALS_STRIDE: u32 = 8u;
 
-// Invocations in the workgroup: 64 (ONE_GROUP_ROWS), or 1 on a CPU adapter.
+// Invocations sharing one model in `small_net_forward_backward`: 64 (ONE_GROUP_ROWS), or 1 on a
+// CPU adapter; `small_net_models` is compiled with 1.
 override LANES: u32 = 64u;
+// Models per workgroup in `small_net_models`, one per invocation.
+override MODEL_GROUP: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> params: array<f32>;
 @group(0) @binding(1) var<storage, read_write> grads: array<f32>;
@@ -208,6 +211,61 @@ fn small_net_forward_backward(
     for (var k = 0u; k < p.layers; k++) {
         backward(p.layers - 1u - k, li, dz, next);
         storageBarrier();
+        let t = dz;
+        dz = next;
+        next = t;
+    }
+}
+
+// A model per invocation, MODEL_GROUP models per workgroup, no barriers (compiled with LANES = 1):
+// for batches of tiny models, where one invocation's work is a model's whole step. Same sums in
+// the same order as `small_net_forward_backward`; the loss tree runs the same pairs, in order,
+// on the invocation's own rows.
+var<private> row_loss: array<f32, 64>;
+var<private> row_correct: array<f32, 64>;
+
+@compute @workgroup_size(MODEL_GROUP, 1, 1)
+fn small_net_models(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+) {
+    model = wg.x * MODEL_GROUP + li;
+    if (model >= p.models) {
+        return;
+    }
+    pbase = model * p.param_stride;
+    vbase = model * p.values_stride;
+    for (var l = 0u; l < p.layers; l++) {
+        forward(l, 0u);
+    }
+    for (var r = 0u; r < ONE_GROUP_ROWS; r++) {
+        var stats = vec2<f32>(0.0);
+        if (r < p.rows) {
+            if (p.loss == LOSS_MSE) {
+                stats = mse_row(r);
+            } else {
+                stats = cross_entropy_row(r);
+            }
+        }
+        row_loss[r] = stats.x;
+        row_correct[r] = stats.y;
+    }
+    for (var stride = ONE_GROUP_ROWS / 2u; stride > 0u; stride >>= 1u) {
+        for (var i = 0u; i < stride; i++) {
+            row_loss[i] += row_loss[i + stride];
+            row_correct[i] += row_correct[i + stride];
+        }
+    }
+    add_to_totals(row_loss[0], row_correct[0]);
+    let top = p.act[p.layers - 1u];
+    for (var e = 0u; e < p.rows * p.cols; e++) {
+        values[vbase + p.delta_a + e] =
+            values[vbase + p.logit_grads_at + e] * activate_grad(values[vbase + top.z + e], top.x, slope(p.layers - 1u));
+    }
+    var dz = vbase + p.delta_a;
+    var next = vbase + p.delta_b;
+    for (var k = 0u; k < p.layers; k++) {
+        backward(p.layers - 1u - k, 0u, dz, next);
         let t = dz;
         dz = next;
         next = t;

@@ -93,6 +93,7 @@ fn specialisation(module: &Module) -> naga::back::PipelineConstants {
             "HVP_FLAGS" => 1.0,
             // The CPU adapters' one invocation (64 is the default).
             "LANES" => 1.0,
+            "MODEL_GROUP" => 8.0,
             // A read along k, B along n (the default, 0, is the value-by-value path).
             "WINDOW_LAYOUT" => 9.0,
             other => panic!("override {other}: give tests/portability.rs a value for it"),

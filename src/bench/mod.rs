@@ -293,6 +293,18 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
             json!({"bench": "small_model", "model": case.name, "batch": case.batch, "gpu_per_op_samples_per_s": r.per_op,
                    "gpu_fused_samples_per_s": r.fused, "auto_fused": r.auto_fused, "cpu_samples_per_s": r.cpu}),
         );
+        let models = 16;
+        if let Some(all) = small_models::measure_batched(&gpu, &case, models, budget)? {
+            report.add(
+                format!(
+                    "  {models} models side by side: {models} runs, {all:9.0} samples/s in all ({:.2}× one model's best GPU rate, {:.2}× the CPU reference's)",
+                    all / best,
+                    all / r.cpu
+                ),
+                json!({"bench": "small_model_batched", "model": case.name, "batch": case.batch, "models": models,
+                       "samples_per_s": all}),
+            );
+        }
     }
     for fused in [false, true] {
         for per_submit in [1, crate::exec::DEFAULT_STEPS_PER_SUBMIT] {

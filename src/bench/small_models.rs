@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::random;
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::exec::{CpuNetwork, GpuNetwork, Network, StepKind};
+use crate::exec::{BatchedNetworks, CpuNetwork, GpuNetwork, Network, StepKind};
 use crate::kernels::Gpu;
 use crate::optim::{MomentumSpec, Optimizer, OptimizerSetup, Sgd};
 use crate::spec::{LayerSpec, Loss, Model};
@@ -122,4 +122,38 @@ fn samples_per_sec(net: &mut dyn Network, case: &SmallCase, budget: f64) -> Resu
         steps += run(net)?;
     }
     Ok((steps * case.batch) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Aggregate samples per second of `models` copies of `case` trained side by side
+/// (`BatchedNetworks`, one launch for all their forward and backward passes), or None when the
+/// model does not fit the fused step.
+pub fn measure_batched(gpu: &Arc<Gpu>, case: &SmallCase, models: usize, budget: f64) -> Result<Option<f64>> {
+    let model = Model::new(case.inputs, case.layers.clone())?;
+    let labels: Vec<u32> = (0..case.rows as u32).map(|i| i % case.classes as u32).collect();
+    let data = Dataset::new(random(case.rows * case.inputs, 3), labels, case.inputs, case.classes, "small model data")?;
+    let inits: Vec<Vec<f32>> = (0..models).map(|k| model.init_params(k as u64)).collect();
+    let setups = vec![case.setup.clone(); models];
+    let mut nets = match BatchedNetworks::new(gpu.clone(), model, case.loss, setups, &inits, case.batch) {
+        Ok(n) => n,
+        Err(crate::error::Error::Usage(_) | crate::error::Error::LoopLimit { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    nets.set_train_data(&data)?;
+    let batches: Vec<Vec<u32>> =
+        (0..models).map(|k| (0..case.batch).map(|i| ((k * 7 + i) % case.rows) as u32).collect()).collect();
+    let refs: Vec<&[u32]> = batches.iter().map(Vec::as_slice).collect();
+    let mut run = |steps: usize| -> Result<()> {
+        for _ in 0..steps {
+            nets.train_step(&refs)?;
+        }
+        nets.take_totals().map(|_| ())
+    };
+    run(4)?; // warm-up
+    let start = Instant::now();
+    let mut steps = 0;
+    while steps == 0 || start.elapsed().as_secs_f64() < budget {
+        run(16)?;
+        steps += 16;
+    }
+    Ok(Some((steps * case.batch * models) as f64 / start.elapsed().as_secs_f64()))
 }

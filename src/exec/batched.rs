@@ -150,7 +150,7 @@ impl BatchedNetworks {
         match &mut self.launch {
             Some((d, r)) if *r == rows => {}
             Some((d, r)) => {
-                d.update(&self.gpu, &p, [p.models, 1, 1])?;
+                d.update(&self.gpu, &p, self.gpu.small_net_launch(&p).2)?;
                 *r = rows;
             }
             None => {

@@ -14,8 +14,12 @@ use super::Gpu;
 entries! {
     /// small_net.wgsl's entry point.
     pub enum SmallNetEntry in "small_net.wgsl" {
-        /// Forward, loss and backward of one step, the gradient written for the optimizer.
+        /// Forward, loss and backward of one step, the gradient written for the optimizer: a
+        /// workgroup per model, `LANES` invocations sharing it.
         ForwardBackward = "small_net_forward_backward",
+        /// The same with a model per invocation and no barriers, for batches of models on a
+        /// CPU adapter.
+        Models = "small_net_models",
     }
 }
 
@@ -30,6 +34,9 @@ pub const SMALL_NET_MSE: u32 = 1;
 pub const SMALL_NET_TOTALS_STRIDE: usize = 8;
 /// The most models one launch takes (workgroups along x).
 pub const SMALL_NET_MAX_MODELS: usize = 65_535;
+/// Models per workgroup of `Models`: one SIMD group of llvmpipe's 8 lanes (256-bit vectors),
+/// so that a batch spreads over its threads.
+pub const SMALL_NET_MODEL_GROUP: u32 = 8;
 /// The most multiply-adds per step a GPU's one workgroup takes on by default, past which the
 /// per-op path's many workgroups should win even after paying for their launches. An estimate
 /// (64 invocations at ~1 ns per multiply-add against ~10 launches of ~5 µs), not yet measured on
@@ -279,6 +286,18 @@ impl Gpu {
         }
     }
 
+    /// The entry point, its constants and its grid for `p`: on a CPU adapter (one lane) a batch of
+    /// models runs a model per invocation, else a workgroup per model.
+    pub fn small_net_launch(&self, p: &SmallNetParams) -> (SmallNetEntry, [(&'static str, u32); 2], [u32; 3]) {
+        if self.small_net_lanes == 1 && p.models > 1 {
+            let constants = [("LANES", 1), ("MODEL_GROUP", SMALL_NET_MODEL_GROUP)];
+            (SmallNetEntry::Models, constants, [p.models.div_ceil(SMALL_NET_MODEL_GROUP), 1, 1])
+        } else {
+            let constants = [("LANES", self.small_net_lanes), ("MODEL_GROUP", SMALL_NET_MODEL_GROUP)];
+            (SmallNetEntry::ForwardBackward, constants, [p.models, 1, 1])
+        }
+    }
+
     /// Ok when a launch with `p` stays inside this adapter's loop budget.
     pub fn check_small_net_loops(&self, p: &SmallNetParams) -> Result<()> {
         self.check_loops("the fused small-network step", p.loop_iterations(self.small_net_lanes as usize))
@@ -295,8 +314,7 @@ impl Gpu {
         let indices: Binding = b.indices.map_or(self.kernels.none_read(), |i| i.bind());
         let bound =
             [b.params.bind(), b.grads.bind(), b.values.bind(), b.totals.bind(), b.x.bind(), b.labels.bind(), indices];
-        let lanes = [("LANES", self.small_net_lanes)];
-        let entry = SmallNetEntry::ForwardBackward;
-        self.kernels.small_net.dispatch(self, entry, &lanes, &bound, extents, p, [p.models, 1, 1])
+        let (entry, constants, grid) = self.small_net_launch(p);
+        self.kernels.small_net.dispatch(self, entry, &constants, &bound, extents, p, grid)
     }
 }
