@@ -5,6 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
+use common::require_gpu;
 use gradflow::cli::{CompareArgs, SweepArgs};
 use gradflow::config::{Config, DEFAULT_CONFIG_PATH};
 use gradflow::train::compare::{run_contender, Contender};
@@ -139,4 +140,68 @@ fn sweep_and_compare_refuse_bad_arguments_before_training() {
     assert!(e(SweepArgs { seeds: 0, ..grid("optimizer.lr=[0.1]") }).contains("--seeds"));
     let c = CompareArgs { optimizers: "sgd".into(), seeds: 0, ..CompareArgs::default() };
     assert!(gradflow::cli::compare::compare(&c, &cpu()).unwrap_err().to_string().contains("--seeds"));
+}
+
+/// Runs that can train side by side (one small model, one batch plan) do, and each gives what it
+/// gives alone through the ordinary path (the per-op step there, the fused one here: the same
+/// maths summed in the same order up to the matmul schedule's lanes, so within the trajectory
+/// bound steps·K·u, K the batch rows plus the widest layer); a diverging run is flagged in both.
+#[test]
+fn runs_side_by_side_give_what_they_give_one_by_one() {
+    require_gpu!();
+    let set = |extra: &[&str]| {
+        let mut s = vec![
+            "model.layers=[{type='linear',out=8},{type='tanh'},{type='linear',out=3}]".to_string(),
+            "train.epochs=3".to_string(),
+        ];
+        s.extend(extra.iter().map(|e| e.to_string()));
+        s
+    };
+    let file = PathBuf::from("configs/spirals_small.toml");
+    let load = |extra: &[&str]| Config::load_with(&file, &set(extra)).unwrap();
+    let base = load(&[]);
+    let (train, test) = load_data(&base, &file).unwrap();
+    let contenders: Vec<Contender> = [
+        ("adam", &["optimizer.lr=0.01"][..]),
+        ("adam seed 1", &["optimizer.lr=0.01", "model.init_seed=1", "train.seed=1"][..]),
+        ("sgd momentum", &["optimizer={type='sgd',lr=0.1,momentum=0.9}"][..]),
+        ("diverging", &["optimizer={type='sgd',lr=1e37}"][..]),
+    ]
+    .iter()
+    .map(|(label, extra)| Contender { label: label.to_string(), config: load(extra) })
+    .collect();
+    let gpu = Placement::default();
+    let together = gradflow::train::side_by_side::run_side_by_side(&contenders, &train, &test, &gpu)
+        .unwrap()
+        .expect("a 2-8-3 net on one batch plan trains side by side");
+    assert!(together[0].device.contains("4 runs side by side"), "{}", together[0].device);
+    let steps = 3 * train.n.div_ceil(32);
+    let tol = (steps * (32 + 8)) as f64 * common::EPS;
+    for (c, t) in contenders.iter().zip(&together) {
+        let alone = run_contender(c, &train, &test, &gpu).unwrap();
+        assert_eq!(
+            t.diverged.is_some(),
+            alone.diverged.is_some(),
+            "{}: {:?} / {:?}",
+            c.label,
+            t.diverged,
+            alone.diverged
+        );
+        assert_eq!(t.diverged.is_some(), c.label == "diverging", "{}", c.label);
+        assert_eq!(t.points.len(), alone.points.len(), "{}", c.label);
+        if t.diverged.is_some() {
+            continue;
+        }
+        for (p, q) in t.points.iter().zip(&alone.points) {
+            for (what, a, b) in [("train loss", p.train_loss, q.train_loss), ("test loss", p.test_loss, q.test_loss)] {
+                assert!((a - b).abs() <= tol * b.abs(), "{} epoch {}: {what} {a} vs {b}", c.label, p.epoch);
+            }
+            assert!((p.test_accuracy - q.test_accuracy).abs() <= 1.5 / test.n as f64, "{} epoch {}", c.label, p.epoch);
+        }
+    }
+    // Different batch plans train one by one.
+    let mut other = contenders[1].clone();
+    other.config.train.batch_size = 16;
+    let mixed = [contenders[0].clone(), other];
+    assert!(gradflow::train::side_by_side::run_side_by_side(&mixed, &train, &test, &gpu).unwrap().is_none());
 }

@@ -160,6 +160,10 @@ pub struct CompareArgs {
     /// print the mean and standard deviation of the final numbers.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seeds: usize,
+    /// Train the runs one after another even where they could train side by side (one batch
+    /// of models on the GPU, which small dense models on one batch plan do by default).
+    #[arg(long)]
+    pub one_by_one: bool,
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
@@ -176,6 +180,10 @@ pub struct SweepArgs {
     /// Train each setting from N seeds (initial weights and batch order both moved by 0..N).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seeds: usize,
+    /// Train the runs one after another even where they could train side by side (one batch
+    /// of models on the GPU, which small dense models on one batch plan do by default).
+    #[arg(long)]
+    pub one_by_one: bool,
     /// Override train.epochs.
     #[arg(long)]
     pub epochs: Option<usize>,

@@ -33,24 +33,21 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
         config.model.init_seed,
         config.train.seed
     );
-    let (mut all, mut means, mut summaries) = (Vec::new(), Vec::new(), Vec::new());
+    let mut runs_of = Vec::new();
     for c in &contenders {
-        let mut runs = Vec::new();
         for seed in 0..args.seeds {
             let mut config = c.config.clone();
             config.model.init_seed += seed as u64;
             config.train.seed += seed as u64;
             let label = if args.seeds > 1 { format!("{} seed {seed}", c.label) } else { c.label.clone() };
-            let run = compare::run_contender(&compare::Contender { label, config }, &train_set, &test_set, placement)?;
-            if all.is_empty() && runs.is_empty() {
-                println!("device: {}", run.device);
-            }
-            print_run(&run);
-            runs.push(run);
+            runs_of.push(compare::Contender { label, config });
         }
-        summaries.push(sweep::Summary::of(&c.label, &runs));
-        means.push(sweep::mean_run(&c.label, &runs));
-        all.extend(runs);
+    }
+    let all = train_all(runs_of, &train_set, &test_set, placement, args.one_by_one)?;
+    let (mut means, mut summaries) = (Vec::new(), Vec::new());
+    for (c, runs) in contenders.iter().zip(all.chunks(args.seeds)) {
+        summaries.push(sweep::Summary::of(&c.label, runs));
+        means.push(sweep::mean_run(&c.label, runs));
     }
     if args.seeds > 1 {
         println!("\nmean ± standard deviation over {} seeds:\n{}", args.seeds, sweep::table(&summaries));
@@ -63,6 +60,34 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
         println!("plot: {}{what}", path.display());
     }
     Ok(())
+}
+
+/// Trains `runs` side by side where they can (`train::side_by_side`) unless `one_by_one`, else
+/// one after another, printing the device and each run's line.
+pub(super) fn train_all(
+    runs: Vec<compare::Contender>,
+    train_set: &crate::data::Dataset,
+    test_set: &crate::data::Dataset,
+    placement: &Placement,
+    one_by_one: bool,
+) -> Result<Vec<compare::Run>> {
+    if !one_by_one {
+        if let Some(done) = train::side_by_side::run_side_by_side(&runs, train_set, test_set, placement)? {
+            println!("device: {}", done[0].device);
+            done.iter().for_each(print_run);
+            return Ok(done);
+        }
+    }
+    let mut done = Vec::with_capacity(runs.len());
+    for c in &runs {
+        let run = compare::run_contender(c, train_set, test_set, placement)?;
+        if done.is_empty() {
+            println!("device: {}", run.device);
+        }
+        print_run(&run);
+        done.push(run);
+    }
+    Ok(done)
 }
 
 /// One run's line: where it started and ended, and its training time.

@@ -60,21 +60,21 @@ pub fn sweep(args: &SweepArgs, placement: &Placement) -> Result<()> {
         args.seeds,
         settings.len() * args.seeds
     );
-    let (mut all, mut means, mut summaries) = (Vec::new(), Vec::new(), Vec::new());
-    for (setting, configs) in settings.iter().zip(configs) {
-        let mut runs = Vec::new();
-        for (seed, config) in configs.into_iter().enumerate() {
-            let label = format!("{} seed {seed}", setting.label);
-            let run = compare::run_contender(&compare::Contender { label, config }, &train_set, &test_set, placement)?;
-            if all.is_empty() && runs.is_empty() {
-                println!("device: {}", run.device);
-            }
-            super::compare::print_run(&run);
-            runs.push(run);
-        }
-        summaries.push(sweep::Summary::of(&setting.label, &runs));
-        means.push(sweep::mean_run(&setting.label, &runs));
-        all.extend(runs);
+    let runs_of = settings
+        .iter()
+        .zip(configs)
+        .flat_map(|(setting, configs)| {
+            configs.into_iter().enumerate().map(move |(seed, config)| compare::Contender {
+                label: format!("{} seed {seed}", setting.label),
+                config,
+            })
+        })
+        .collect();
+    let all = super::compare::train_all(runs_of, &train_set, &test_set, placement, args.one_by_one)?;
+    let (mut means, mut summaries) = (Vec::new(), Vec::new());
+    for (setting, runs) in settings.iter().zip(all.chunks(args.seeds)) {
+        summaries.push(sweep::Summary::of(&setting.label, runs));
+        means.push(sweep::mean_run(&setting.label, runs));
     }
     let table = sweep::table(&summaries);
     println!("\nmean ± standard deviation over {} seeds:\n{table}", args.seeds);

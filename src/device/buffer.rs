@@ -40,7 +40,7 @@ impl GpuBuffer {
     /// which launches bind from its first element; `start` must fall on a `VIEW_ALIGN` boundary.
     pub fn view(&self, start: usize, len: usize) -> crate::error::Result<GpuBuffer> {
         let offset = self.offset + (start as u64) * 4;
-        if offset % VIEW_ALIGN != 0 || start + len > self.len || len == 0 {
+        if !offset.is_multiple_of(VIEW_ALIGN) || start + len > self.len || len == 0 {
             return Err(crate::error::Error::Plan(format!(
                 "a view of elements {start}..{} of a buffer of {} (starts must be multiples of {} elements)",
                 start + len,

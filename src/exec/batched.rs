@@ -244,7 +244,7 @@ impl BatchedNetworks {
                 first_bad: BadStep::first(loss_bad, self.optimizers[k].take_bad_step(&self.gpu)?),
             });
         }
-        debug_assert!(TOTALS_LEN <= SMALL_NET_TOTALS_STRIDE);
+        const { assert!(TOTALS_LEN <= SMALL_NET_TOTALS_STRIDE) };
         self.gpu.write(&self.totals, &cleared);
         self.totals_from_step = self.steps;
         Ok(out)

@@ -47,6 +47,8 @@ pub const SMALL_NET_MAX_STEP_MACS: usize = 200_000;
 /// so the fused step wins below about 1,600 multiply-adds (Higham's net: 48; the XOR-sized net
 /// at batch 32: 6,144, where it loses 5×).
 pub const SMALL_NET_MAX_STEP_MACS_CPU: usize = 1_024;
+/// `Gpu::side_by_side_max_step_macs` on a CPU adapter.
+pub const SIDE_BY_SIDE_MAX_STEP_MACS_CPU: usize = 12_288;
 
 /// small_net.wgsl's `SmallNetParams`.
 #[repr(C)]
@@ -277,6 +279,18 @@ pub fn default_lanes(info: &wgpu::AdapterInfo) -> u32 {
 }
 
 impl Gpu {
+    /// The most multiply-adds per model-step for which runs of one small model train side by side
+    /// by default (`train::side_by_side`). On a CPU adapter measured on lavapipe: 16 XOR-sized
+    /// runs (6,144 per step) side by side gave 1.5× one per-op run's samples/s, 12 runs of a
+    /// 2-16-16-3 net (32,256) 0.6×. On a GPU, the fused step's own limit.
+    pub fn side_by_side_max_step_macs(&self) -> usize {
+        if self.info.device_type == wgpu::DeviceType::Cpu {
+            SIDE_BY_SIDE_MAX_STEP_MACS_CPU
+        } else {
+            SMALL_NET_MAX_STEP_MACS
+        }
+    }
+
     /// The most multiply-adds per step for which this adapter takes the fused step by default.
     pub fn small_net_max_step_macs(&self) -> usize {
         if self.info.device_type == wgpu::DeviceType::Cpu {

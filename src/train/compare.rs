@@ -26,6 +26,7 @@ pub const PRESETS: [(&str, &str, Option<&str>); 10] = [
 ];
 
 /// One run of the comparison: its label and the config it trains with.
+#[derive(Clone, Debug)]
 pub struct Contender {
     pub label: String,
     pub config: Config,

@@ -278,6 +278,7 @@ pub mod metrics;
 pub mod plot;
 pub mod run;
 pub mod session;
+pub mod side_by_side;
 pub mod sweep;
 pub mod trainer;
 pub use run::{batcher, build_network, check_batches, load_data, max_rows, open_gpu, Placement, Standardize};

@@ -1,0 +1,149 @@
+//! The runs of `compare` and `sweep` trained at once (`exec::BatchedNetworks`) when they can be
+//! and it pays: on a GPU, one small dense architecture (its step at most
+//! `Gpu::side_by_side_max_step_macs`), one loss, and one batch plan (epochs, batch size, scheme,
+//! drop_last), differing only in optimizer, schedule, clipping, groups and seeds. Each
+//! run's numbers are those it gets alone on the fused step (tests/batched.rs, tests/sweep.rs).
+
+use std::time::Instant;
+
+use super::compare::{Contender, Point, Run};
+use super::Placement;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::exec::{BatchedNetworks, GpuNetwork, Network};
+
+/// Why the contenders cannot train side by side, or None when they can.
+fn obstacle(contenders: &[Contender]) -> Option<String> {
+    let plan = |c: &Contender| {
+        let (m, t) = (&c.config.model, &c.config.train);
+        format!("{:?} {:?} {} {} {:?} {}", m.layers, m.loss, t.epochs, t.batch_size, t.batching, t.drop_last)
+    };
+    let first = contenders.first().map(plan)?;
+    if contenders.len() < 2 {
+        return Some("a single run".into());
+    }
+    contenders
+        .iter()
+        .find(|c| plan(c) != first)
+        .map(|c| format!("{} differs in model, loss, epochs or batching", c.label))
+}
+
+/// Trains every contender at once and returns their runs, or None when they cannot share one
+/// batch of models (then they train one after another, as before).
+pub fn run_side_by_side(
+    contenders: &[Contender],
+    train_set: &Dataset,
+    test_set: &Dataset,
+    placement: &Placement,
+) -> Result<Option<Vec<Run>>> {
+    if obstacle(contenders).is_some() {
+        return Ok(None);
+    }
+    let Some(gpu) = super::open_gpu(placement, "training")? else { return Ok(None) };
+    let gpu = std::sync::Arc::new(gpu);
+    let config = &contenders[0].config;
+    let model = crate::spec::Model::new(train_set.d, config.model.layers.clone())?;
+    let loss = config.model.loss;
+    let max_rows = super::max_rows(config, train_set.n);
+    match crate::kernels::SmallNet::new(&model, loss, max_rows) {
+        Ok(layout) if layout.step_macs(max_rows) <= gpu.side_by_side_max_step_macs() => {}
+        _ => return Ok(None),
+    }
+    let inits: Vec<Vec<f32>> = contenders.iter().map(|c| model.init_params(c.config.model.init_seed)).collect();
+    let setups = contenders.iter().map(|c| c.config.optimizer_setup()).collect();
+    let mut nets = match BatchedNetworks::new(gpu.clone(), model.clone(), loss, setups, &inits, max_rows) {
+        Ok(n) => n,
+        // A model the fused step does not take (or whose loops pass the adapter's budget).
+        Err(Error::Usage(_) | Error::LoopLimit { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    nets.set_train_data(train_set)?;
+    let mut batchers = contenders.iter().map(|c| super::batcher(&c.config, train_set.n)).collect::<Result<Vec<_>>>()?;
+    super::check_batches(&model, &batchers[0])?;
+    // One network evaluates every model in turn (its parameters set to the model's).
+    let mut eval = GpuNetwork::new(gpu, model, loss, config.optimizer_setup(), &inits[0], max_rows.max(1))?;
+    let mut evaluate = |params: &[f32]| -> Result<((f32, f32), (f32, f32))> {
+        eval.set_params(params)?;
+        Ok((super::evaluate(&mut eval, train_set, loss)?, super::evaluate(&mut eval, test_set, loss)?))
+    };
+    let point = |epoch, train: (f32, f32), test: (f32, f32)| Point {
+        epoch,
+        train_loss: train.0 as f64,
+        train_accuracy: train.1 as f64,
+        test_loss: test.0 as f64,
+        test_accuracy: test.1 as f64,
+    };
+    let mut points = Vec::with_capacity(contenders.len());
+    for init in &inits {
+        let (train, test) = evaluate(init)?;
+        points.push(vec![point(0, train, test)]);
+    }
+    let mut diverged: Vec<Option<String>> = vec![None; contenders.len()];
+    let (mut seconds, mut samples) = (0.0, 0);
+    for epoch in 1..=config.train.epochs {
+        let epochs: Vec<Vec<Vec<u32>>> = batchers
+            .iter_mut()
+            .map(|b| b.next_epoch().into_iter().map(|v| v.into_iter().map(|i| i as u32).collect()).collect())
+            .collect();
+        let start = Instant::now();
+        let steps = epochs[0].len();
+        for j in 0..steps {
+            let step: Vec<&[u32]> = epochs.iter().map(|e| e[j].as_slice()).collect();
+            nets.train_step(&step)?;
+        }
+        let totals = nets.take_totals()?;
+        seconds += start.elapsed().as_secs_f64();
+        samples += epochs[0].iter().map(Vec::len).sum::<usize>();
+        for (k, t) in totals.iter().enumerate() {
+            if diverged[k].is_some() {
+                continue;
+            }
+            if let Some(bad) = t.first_bad {
+                let nan = (f32::NAN, f32::NAN);
+                points[k].push(point(epoch, nan, nan));
+                let what = bad.loss.map_or("a parameter".to_string(), |l| format!("the loss ({l})"));
+                diverged[k] = Some(format!("{what} went NaN or infinite at step {} (epoch {epoch})", bad.step));
+                continue;
+            }
+            let (_, test) = evaluate(&nets.params(k)?)?;
+            points[k].push(point(epoch, (t.mean_loss, t.accuracy), test));
+        }
+    }
+    let device = format!("{} ({} runs side by side)", first_line(&eval.describe()), contenders.len());
+    let share = seconds / contenders.len() as f64;
+    Ok(Some(
+        contenders
+            .iter()
+            .zip(points.into_iter().zip(diverged))
+            .map(|(c, (points, diverged))| Run {
+                label: c.label.clone(),
+                device: device.clone(),
+                points,
+                // The runs trained together: each is charged its share of the time.
+                seconds: share,
+                samples,
+                diverged,
+            })
+            .collect(),
+    ))
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_that_differ_in_their_batch_plan_do_not_train_side_by_side() {
+        let base = crate::config::Config::default_run_with(&[]).unwrap();
+        let c = |label: &str, config: &crate::config::Config| Contender { label: label.into(), config: config.clone() };
+        let mut other = base.clone();
+        other.train.batch_size += 1;
+        assert_eq!(obstacle(&[c("a", &base), c("b", &base)]), None);
+        assert!(obstacle(&[c("a", &base)]).is_some());
+        assert!(obstacle(&[c("a", &base), c("b", &other)]).unwrap().contains("b differs"));
+    }
+}
