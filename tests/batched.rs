@@ -65,7 +65,8 @@ fn each_batched_model_is_bit_identical_to_training_it_alone() {
     let inits: Vec<Vec<f32>> = (0..setups.len()).map(|k| m.init_params(100 + k as u64)).collect();
     // 20 steps of 16 rows, then 3 of 7 (a shorter batch resizes the launch).
     let plan: Vec<usize> = (0..23).map(|s| if s < 20 { 16 } else { 7 }).collect();
-    for lanes in [1u32, 64] {
+    let allowed = gradflow::kernels::small_net::max_lanes(&gpu().info);
+    for lanes in [1u32, 64].into_iter().filter(|&l| l <= allowed) {
         let g = Arc::new(Gpu { small_net_lanes: lanes, ..gpu().clone() });
         let all: Vec<OptimizerSetup> = setups.iter().map(|(_, s)| s.clone()).collect();
         let mut batched = BatchedNetworks::new(g.clone(), m.clone(), Loss::CrossEntropy, all, &inits, 16).unwrap();
@@ -132,4 +133,12 @@ fn batched_training_refuses_what_it_cannot_train() {
     assert!(matches!(net.train_step(&[&[0, 1], &[0, 120]]), Err(Error::Usage(_))), "a row past the data");
     assert!(matches!(net.params(2), Err(Error::Usage(_))), "a model past the batch");
     net.train_step(&[&[0, 1], &[2, 3]]).unwrap();
+    // As many models as the adapter's largest binding holds of the widest shared buffer.
+    let g = gpu();
+    let most = BatchedNetworks::max_models(g, &model(), Loss::CrossEntropy, 8).unwrap();
+    let stride = model().param_len.next_multiple_of(64);
+    let values = gradflow::kernels::SmallNet::new(&model(), Loss::CrossEntropy, 8).unwrap().values_len;
+    let widest = stride.max(values);
+    assert_eq!(most, ((g.max_storage_bytes() / 4) as usize / widest).min(65_535), "stride {stride}, values {values}");
+    assert!(most >= 2);
 }

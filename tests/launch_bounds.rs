@@ -249,6 +249,23 @@ fn the_small_net_kernel_refuses_a_chain_it_cannot_walk_and_buffers_too_short() {
     assert_out_of_bounds(run(&p, &short_values, &x), "small_net_forward_backward", 2);
     let short_x = b(27);
     assert_out_of_bounds(run(&p, &values, &short_x), "small_net_forward_backward", 4);
+    // Lanes outside 1..=64 (or past the backend's limit) are refused.
+    for lanes in [0, 65] {
+        let g = gradflow::kernels::Gpu { small_net_lanes: lanes, ..g.clone() };
+        let buffers = SmallNetBuffers {
+            params: &params,
+            grads: &grads,
+            values: &values,
+            totals: &totals,
+            x: &x,
+            labels: &labels,
+            indices: Some(&indices),
+        };
+        match g.small_net_step(&buffers, &p) {
+            Err(Error::LaunchParams { kernel, .. }) => assert_eq!(kernel, "small_net_forward_backward"),
+            other => panic!("{lanes} lanes: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
     for (what, bad) in [
         ("65 rows", SmallNetParams { rows: 65, ..p }),
         ("no layers", SmallNetParams { layers: 0, ..p }),

@@ -61,7 +61,8 @@ impl Context {
         Ok(GpuBuffer { buffer, len: data.len(), offset: 0 })
     }
 
-    /// A uniform buffer holding one parameter struct; rewritten with `queue.write_buffer` when it changes.
+    /// A uniform buffer holding one parameter struct; rewritten with `queue.write_buffer` when it
+    /// changes. Also bindable as read-only storage (small_net.wgsl reads its parameters so).
     pub fn uniform<T: bytemuck::Pod>(&self, what: &str, value: &T) -> wgpu::Buffer {
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(what),

@@ -79,7 +79,9 @@ pub fn shader_checks() -> bool {
 ///   `extents` function; also the limits its workgroup arrays rely on), and `Family::dispatch`
 ///   refuses a launch whose extents pass any bound buffer's element count (`Bounds`; the count
 ///   is the buffer's length rounded to the whole 16-byte quad every allocation holds, never more
-///   than the allocation) with `Error::LaunchOutOfBounds` naming kernel and binding. Rewritten
+///   than the allocation; for a view, `GpuBuffer::view`, its own length from its offset, which
+///   the bind group binds as the range's start and size) with `Error::LaunchOutOfBounds` naming
+///   kernel and binding. Rewritten
 ///   parameters are checked again (`Dispatch::update`; a product may only shrink,
 ///   `Dispatch::update_matmul`). The pieces that could skip this (`Family::dispatch`,
 ///   `Binding`'s fields, this function) are crate-private. A uniform-window product is built

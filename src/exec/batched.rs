@@ -117,6 +117,20 @@ impl BatchedNetworks {
         })
     }
 
+    /// The most models of `model` one batch can hold on `gpu` at batches of `max_rows` rows: each
+    /// of the batch's shared buffers (parameters, gradients, the fused step's values) must fit
+    /// the adapter's largest storage binding (queried, not assumed), and one launch takes at
+    /// most `SMALL_NET_MAX_MODELS` workgroups. Each model's optimizer state is a buffer of its
+    /// own; the training set is shared.
+    pub fn max_models(gpu: &Gpu, model: &Model, loss: Loss, max_rows: usize) -> Result<usize> {
+        let layout = SmallNet::new(model, loss, max_rows)
+            .map_err(|why| Error::Usage(format!("batched training does not take this model: {why}")))?;
+        let stride = model.param_len.next_multiple_of((VIEW_ALIGN / 4) as usize);
+        let limit = (gpu.max_storage_bytes() / 4) as usize;
+        let widest = [stride, layout.values_len, SMALL_NET_TOTALS_STRIDE, max_rows].into_iter().max().unwrap_or(1);
+        Ok((limit / widest.max(1)).min(SMALL_NET_MAX_MODELS))
+    }
+
     /// Models in the batch.
     pub fn len(&self) -> usize {
         self.setups.len()

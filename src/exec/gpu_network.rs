@@ -78,7 +78,9 @@ pub struct GpuNetwork {
     /// used: for data larger than one GPU buffer, on a CPU adapter (`Gpu::gathers_on_host`), or
     /// when asked (`set_streaming`).
     streamed: Option<Dataset>,
-    stream: bool,
+    /// Stream the training set: asked for (`set_streaming`), or else the adapter's default
+    /// (`Gpu::gathers_on_host`), which the fused step overrides since it gathers by itself.
+    stream: Option<bool>,
     /// The streamed batch's rows and labels, reused from step to step.
     staged: (Vec<f32>, Vec<u32>),
     /// Steps the training loop hands `train_steps` at once (`set_steps_per_submit`).
@@ -298,7 +300,6 @@ impl GpuNetwork {
         let grad_tails = gpu_sync::finished_tails(&model, &writes);
         let buckets = gpu_sync::buckets(&grad_tails, model.param_len, gpu_sync::DEFAULT_BUCKET_BYTES / 4);
         let rows = max_rows as u32;
-        let stream = gpu.gathers_on_host();
         let small_net = Self::auto_small_net(&gpu, &model, loss, max_rows)?;
 
         Ok(GpuNetwork {
@@ -333,7 +334,7 @@ impl GpuNetwork {
             logits: plan.logits,
             train_data: None,
             streamed: None,
-            stream,
+            stream: None,
             staged: (Vec::new(), Vec::new()),
             steps_per_submit: DEFAULT_STEPS_PER_SUBMIT,
             step_staging: None,
@@ -439,7 +440,10 @@ impl Network for GpuNetwork {
         super::network::check_features(&self.model, data)?;
         let g = &*self.gpu;
         let too_large = (data.x.len() as u64).saturating_mul(4) > g.max_storage_bytes();
-        if self.stream || too_large {
+        // The per-op step on a CPU adapter saves its gather launch by gathering on the host; the
+        // fused step reads rows through the batch's indices at no extra launch.
+        let stream = self.stream.unwrap_or(self.gpu.gathers_on_host() && self.small_net.is_none());
+        if stream || too_large {
             // Streamed: the rows stay on the host and each batch is written before its step.
             self.gather = None;
             self.train_data = None;
@@ -459,7 +463,7 @@ impl Network for GpuNetwork {
     }
 
     fn set_streaming(&mut self, on: bool) {
-        self.stream = on;
+        self.stream = Some(on);
     }
 
     fn set_bucket_cap(&mut self, bytes: usize) {

@@ -268,10 +268,21 @@ pub struct SmallNetBuffers<'a> {
 }
 
 /// small_net.wgsl's invocations on an adapter: one on a CPU adapter, where switching between a
-/// workgroup's invocations at each barrier costs more than a small step's arithmetic, else
-/// `SMALL_NET_WORKGROUP`.
+/// workgroup's invocations at each barrier costs more than a small step's arithmetic, and on the
+/// GL backend (`max_lanes`), else `SMALL_NET_WORKGROUP`.
 pub fn default_lanes(info: &wgpu::AdapterInfo) -> u32 {
-    if info.device_type == wgpu::DeviceType::Cpu {
+    if info.device_type == wgpu::DeviceType::Cpu || info.backend == wgpu::Backend::Gl {
+        1
+    } else {
+        SMALL_NET_WORKGROUP as u32
+    }
+}
+
+/// The most lanes per model the kernel may use on an adapter: one on the GL backend, where the
+/// lanes' storage writes did not reach each other across `storageBarrier` (naga's GLSL declares
+/// no buffer `coherent`; seen on llvmpipe's GL driver, the gradients wrong by 15 %).
+pub fn max_lanes(info: &wgpu::AdapterInfo) -> u32 {
+    if info.backend == wgpu::Backend::Gl {
         1
     } else {
         SMALL_NET_WORKGROUP as u32
@@ -320,8 +331,9 @@ impl Gpu {
     /// One launch of small_net.wgsl; `p` from `SmallNet::new`, `SmallNetParams::for_batch` and,
     /// for several models, `for_models`.
     pub fn small_net_step(&self, b: &SmallNetBuffers, p: &SmallNetParams) -> Result<Dispatch> {
-        if !(1..=SMALL_NET_WORKGROUP as u32).contains(&self.small_net_lanes) {
-            let why = format!("{} invocations (1 to {SMALL_NET_WORKGROUP})", self.small_net_lanes);
+        let most = max_lanes(&self.info);
+        if !(1..=most).contains(&self.small_net_lanes) {
+            let why = format!("{} invocations per model (1 to {most} on this backend)", self.small_net_lanes);
             return Err(Error::LaunchParams { kernel: SmallNetEntry::ForwardBackward.name(), why });
         }
         self.check_small_net_loops(p)?;

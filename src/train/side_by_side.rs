@@ -61,6 +61,7 @@ pub fn run_side_by_side(
     let mut batchers = contenders.iter().map(|c| super::batcher(&c.config, train_set.n)).collect::<Result<Vec<_>>>()?;
     super::check_batches(&model, &batchers[0])?;
     // One network evaluates every model in turn (its parameters set to the model's).
+    let eval_gpu = gpu.clone();
     let mut eval = GpuNetwork::new(gpu, model, loss, config.optimizer_setup(), &inits[0], max_rows.max(1))?;
     let mut evaluate = |params: &[f32]| -> Result<((f32, f32), (f32, f32))> {
         eval.set_params(params)?;
@@ -109,7 +110,12 @@ pub fn run_side_by_side(
             points[k].push(point(epoch, (t.mean_loss, t.accuracy), test));
         }
     }
-    let device = format!("{} ({} runs side by side)", first_line(&eval.describe()), contenders.len());
+    let most = BatchedNetworks::max_models(&eval_gpu, nets.model(), loss, max_rows)?;
+    let device = format!(
+        "{} ({} runs side by side; up to {most} fit this adapter)",
+        first_line(&eval.describe()),
+        contenders.len()
+    );
     let share = seconds / contenders.len() as f64;
     Ok(Some(
         contenders
