@@ -17,8 +17,8 @@ entries! {
         /// Forward, loss and backward of one step, the gradient written for the optimizer: a
         /// workgroup per model, `LANES` invocations sharing it.
         ForwardBackward = "small_net_forward_backward",
-        /// The same with a model per invocation and no barriers, for batches of models on a
-        /// CPU adapter.
+        /// The same with a model per invocation and no barriers, for one lane per model (CPU
+        /// adapters, GL).
         Models = "small_net_models",
     }
 }
@@ -42,10 +42,10 @@ pub const SMALL_NET_MODEL_GROUP: u32 = 8;
 /// (64 invocations at ~1 ns per multiply-add against ~10 launches of ~5 µs), not yet measured on
 /// a GPU.
 pub const SMALL_NET_MAX_STEP_MACS: usize = 200_000;
-/// The same on a CPU adapter, measured on lavapipe (docs/benchmarks.md, "Small models"): its one
-/// invocation runs ~100 ns per loop iteration against ~260 µs for the per-op step of a small net,
-/// so the fused step wins below about 1,600 multiply-adds (Higham's net: 48; the XOR-sized net
-/// at batch 32: 6,144, where it loses 5×).
+/// The same on a CPU adapter, measured on lavapipe (docs/benchmarks.md, "Small models"): there
+/// the fused step's one invocation pays a few hundred ns per loop iteration against ~260 µs for
+/// the per-op step of a small net, so it wins only for the tiniest steps (Higham's net: 48
+/// multiply-adds, 3× faster fused; the XOR-sized net at batch 32: 6,144, 2.4× slower fused).
 pub const SMALL_NET_MAX_STEP_MACS_CPU: usize = 1_024;
 /// `Gpu::side_by_side_max_step_macs` on a CPU adapter.
 pub const SIDE_BY_SIDE_MAX_STEP_MACS_CPU: usize = 12_288;
@@ -311,10 +311,12 @@ impl Gpu {
         }
     }
 
-    /// The entry point, its constants and its grid for `p`: on a CPU adapter (one lane) a batch of
-    /// models runs a model per invocation, else a workgroup per model.
+    /// The entry point, its constants and its grid for `p`: with one lane (a CPU adapter, GL) a
+    /// model per invocation and no barriers, even for one model (on lavapipe the one-lane
+    /// `ForwardBackward` still pays for its barriers: 1,667 µs a step of the XOR-sized net
+    /// against ~430 µs), else a workgroup per model.
     pub fn small_net_launch(&self, p: &SmallNetParams) -> (SmallNetEntry, [(&'static str, u32); 2], [u32; 3]) {
-        if self.small_net_lanes == 1 && p.models > 1 {
+        if self.small_net_lanes == 1 {
             let constants = [("LANES", 1), ("MODEL_GROUP", SMALL_NET_MODEL_GROUP)];
             (SmallNetEntry::Models, constants, [p.models.div_ceil(SMALL_NET_MODEL_GROUP), 1, 1])
         } else {

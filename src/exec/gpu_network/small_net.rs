@@ -122,7 +122,7 @@ impl GpuNetwork {
         let resident = self.streamed.is_none();
         if let Some(SmallNetStep { layout, launch: Some(d), .. }) = &mut self.small_net {
             let p = layout.params.for_batch(rows, src_rows, resident);
-            d.update(&self.gpu, &p, [1, 1, 1])?;
+            d.update(&self.gpu, &p, self.gpu.small_net_launch(&p).2)?;
         }
         Ok(())
     }
