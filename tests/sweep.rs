@@ -205,3 +205,31 @@ fn runs_side_by_side_give_what_they_give_one_by_one() {
     let mixed = [contenders[0].clone(), other];
     assert!(gradflow::train::side_by_side::run_side_by_side(&mixed, &train, &test, &gpu).unwrap().is_none());
 }
+
+/// With `--cpu`, runs go one per core, each on its own network: the same numbers to the bit as
+/// one by one, in the same order, a diverging run included.
+#[test]
+fn cpu_runs_one_per_core_give_what_they_give_one_by_one() {
+    let set = ["train.epochs=2".to_string()];
+    let base = Config::default_run_with(&set).unwrap();
+    let (train, test) = load_data(&base, &PathBuf::from(DEFAULT_CONFIG_PATH)).unwrap();
+    let contenders: Vec<Contender> = ["optimizer.lr=0.02", "optimizer.lr=0.08", "optimizer.lr=1e30"]
+        .iter()
+        .enumerate()
+        .map(|(k, o)| {
+            let mut s = set.to_vec();
+            s.extend([o.to_string(), format!("model.init_seed={k}")]);
+            Contender { label: o.to_string(), config: Config::default_run_with(&s).unwrap() }
+        })
+        .collect();
+    let together = gradflow::train::side_by_side::run_on_cpu_threads(&contenders, &train, &test, &cpu()).unwrap();
+    assert_eq!(together.len(), 3);
+    for (c, t) in contenders.iter().zip(&together) {
+        let alone = run_contender(c, &train, &test, &cpu()).unwrap();
+        assert_eq!(t.label, alone.label);
+        assert_eq!(format!("{:?}", t.points), format!("{:?}", alone.points), "{}", c.label);
+        assert_eq!(t.diverged, alone.diverged, "{}", c.label);
+        assert!(t.device.contains("at a time"), "{}", t.device);
+    }
+    assert!(together[2].diverged.is_some());
+}

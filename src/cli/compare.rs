@@ -62,8 +62,9 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
     Ok(())
 }
 
-/// Trains `runs` side by side where they can (`train::side_by_side`) unless `one_by_one`, else
-/// one after another, printing the device and each run's line.
+/// Trains `runs` side by side where they can unless `one_by_one` (on the GPU as one batch of
+/// models, `train::side_by_side`; with `--cpu`, one run per core), else one after another,
+/// printing the device and each run's line.
 pub(super) fn train_all(
     runs: Vec<compare::Contender>,
     train_set: &crate::data::Dataset,
@@ -71,8 +72,13 @@ pub(super) fn train_all(
     placement: &Placement,
     one_by_one: bool,
 ) -> Result<Vec<compare::Run>> {
-    if !one_by_one {
-        if let Some(done) = train::side_by_side::run_side_by_side(&runs, train_set, test_set, placement)? {
+    if !one_by_one && runs.len() > 1 {
+        let done = if placement.cpu {
+            Some(train::side_by_side::run_on_cpu_threads(&runs, train_set, test_set, placement)?)
+        } else {
+            train::side_by_side::run_side_by_side(&runs, train_set, test_set, placement)?
+        };
+        if let Some(done) = done {
             println!("device: {}", done[0].device);
             done.iter().for_each(print_run);
             return Ok(done);

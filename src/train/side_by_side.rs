@@ -134,6 +134,42 @@ pub fn run_side_by_side(
     ))
 }
 
+/// The runs on the CPU executor, as many at a time as the machine has cores (each run's own
+/// network on its own thread, so each gives exactly what it gives alone). Each run is charged
+/// the wall time of the whole (evaluations included) over the number of runs, so the aggregate
+/// throughput is all the runs' samples over that wall time.
+pub fn run_on_cpu_threads(
+    contenders: &[Contender],
+    train_set: &Dataset,
+    test_set: &Dataset,
+    placement: &Placement,
+) -> Result<Vec<Run>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(contenders.len()).max(1);
+    let start = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<Option<Result<Run>>> = (0..contenders.len()).map(|_| None).collect();
+    let slots = std::sync::Mutex::new(&mut done);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(c) = contenders.get(k) else { break };
+                let run = super::compare::run_contender(c, train_set, test_set, placement);
+                slots.lock().unwrap_or_else(|e| e.into_inner())[k] = Some(run);
+            });
+        }
+    });
+    let share = start.elapsed().as_secs_f64() / contenders.len().max(1) as f64;
+    let mut runs = Vec::with_capacity(contenders.len());
+    for run in done {
+        let mut run = run.ok_or_else(|| Error::Usage("a run did not finish".into()))??;
+        run.device = format!("{} ({threads} runs at a time, one per core)", run.device);
+        run.seconds = share;
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
