@@ -171,6 +171,26 @@ fn backward(l: u32, li: u32, dz: u32, next: u32) {
     }
 }
 
+// Row r's loss and whether it was right (loss_rows.wgsl), with its gradient; zero past the batch.
+fn loss_row(r: u32) -> vec2<f32> {
+    if (r >= p.rows) {
+        return vec2<f32>(0.0);
+    }
+    if (p.loss == LOSS_MSE) {
+        return mse_row(r);
+    }
+    return cross_entropy_row(r);
+}
+
+// The last layer's dZ = dL/dy ⊙ act'(z) into the first backward half.
+fn last_layer_dz(li: u32) {
+    let top = p.act[p.layers - 1u];
+    for (var e = li; e < p.rows * p.cols; e += LANES) {
+        values[vbase + p.delta_a + e] =
+            values[vbase + p.logit_grads_at + e] * activate_grad(values[vbase + top.z + e], top.x, slope(p.layers - 1u));
+    }
+}
+
 @compute @workgroup_size(LANES, 1, 1)
 fn small_net_forward_backward(
     @builtin(local_invocation_index) li: u32,
@@ -185,26 +205,14 @@ fn small_net_forward_backward(
     }
     // loss_rows.wgsl's row statistics (zero past the batch), summed by the one-workgroup tree.
     for (var r = li; r < ONE_GROUP_ROWS; r += LANES) {
-        var stats = vec2<f32>(0.0);
-        if (r < p.rows) {
-            if (p.loss == LOSS_MSE) {
-                stats = mse_row(r);
-            } else {
-                stats = cross_entropy_row(r);
-            }
-        }
+        let stats = loss_row(r);
         part_loss[r] = stats.x;
         part_correct[r] = stats.y;
     }
     workgroupBarrier();
     reduce_parts(li, ONE_GROUP_ROWS / 2u, LANES);
     storageBarrier();
-    // The last layer's dZ = dL/dy ⊙ act'(z).
-    let top = p.act[p.layers - 1u];
-    for (var e = li; e < p.rows * p.cols; e += LANES) {
-        values[vbase + p.delta_a + e] =
-            values[vbase + p.logit_grads_at + e] * activate_grad(values[vbase + top.z + e], top.x, slope(p.layers - 1u));
-    }
+    last_layer_dz(li);
     storageBarrier();
     var dz = vbase + p.delta_a;
     var next = vbase + p.delta_b;
@@ -239,14 +247,7 @@ fn small_net_models(
         forward(l, 0u);
     }
     for (var r = 0u; r < ONE_GROUP_ROWS; r++) {
-        var stats = vec2<f32>(0.0);
-        if (r < p.rows) {
-            if (p.loss == LOSS_MSE) {
-                stats = mse_row(r);
-            } else {
-                stats = cross_entropy_row(r);
-            }
-        }
+        let stats = loss_row(r);
         row_loss[r] = stats.x;
         row_correct[r] = stats.y;
     }
@@ -257,11 +258,7 @@ fn small_net_models(
         }
     }
     add_to_totals(row_loss[0], row_correct[0]);
-    let top = p.act[p.layers - 1u];
-    for (var e = 0u; e < p.rows * p.cols; e++) {
-        values[vbase + p.delta_a + e] =
-            values[vbase + p.logit_grads_at + e] * activate_grad(values[vbase + top.z + e], top.x, slope(p.layers - 1u));
-    }
+    last_layer_dz(0u);
     var dz = vbase + p.delta_a;
     var next = vbase + p.delta_b;
     for (var k = 0u; k < p.layers; k++) {

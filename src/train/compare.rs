@@ -120,6 +120,19 @@ pub struct Point {
     pub test_accuracy: f64,
 }
 
+impl Point {
+    /// Epoch `epoch`'s point from its (loss, accuracy) on the training and the test set.
+    pub fn new(epoch: usize, train: (f32, f32), test: (f32, f32)) -> Point {
+        Point {
+            epoch,
+            train_loss: train.0 as f64,
+            train_accuracy: train.1 as f64,
+            test_loss: test.0 as f64,
+            test_accuracy: test.1 as f64,
+        }
+    }
+}
+
 pub struct Run {
     pub label: String,
     /// Where it ran (`Network::describe`).
@@ -161,13 +174,7 @@ pub fn run_contender(
     // Before any step: the same numbers for every contender, since they share the weights.
     let (train_loss, train_acc) = super::evaluate(net.as_mut(), train_set, loss)?;
     let (test_loss, test_acc) = super::evaluate(net.as_mut(), test_set, loss)?;
-    let point = |epoch, train: (f32, f32), test: (f32, f32)| Point {
-        epoch,
-        train_loss: train.0 as f64,
-        train_accuracy: train.1 as f64,
-        test_loss: test.0 as f64,
-        test_accuracy: test.1 as f64,
-    };
+    let point = Point::new;
     let mut points = vec![point(0, (train_loss, train_acc), (test_loss, test_acc))];
     let (mut seconds, mut samples) = (0.0, 0);
     let mut diverged = None;

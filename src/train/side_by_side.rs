@@ -61,19 +61,12 @@ pub fn run_side_by_side(
     let mut batchers = contenders.iter().map(|c| super::batcher(&c.config, train_set.n)).collect::<Result<Vec<_>>>()?;
     super::check_batches(&model, &batchers[0])?;
     // One network evaluates every model in turn (its parameters set to the model's).
-    let eval_gpu = gpu.clone();
     let mut eval = GpuNetwork::new(gpu, model, loss, config.optimizer_setup(), &inits[0], max_rows.max(1))?;
     let mut evaluate = |params: &[f32]| -> Result<((f32, f32), (f32, f32))> {
         eval.set_params(params)?;
         Ok((super::evaluate(&mut eval, train_set, loss)?, super::evaluate(&mut eval, test_set, loss)?))
     };
-    let point = |epoch, train: (f32, f32), test: (f32, f32)| Point {
-        epoch,
-        train_loss: train.0 as f64,
-        train_accuracy: train.1 as f64,
-        test_loss: test.0 as f64,
-        test_accuracy: test.1 as f64,
-    };
+    let point = Point::new;
     let mut points = Vec::with_capacity(contenders.len());
     for init in &inits {
         let (train, test) = evaluate(init)?;
@@ -110,7 +103,7 @@ pub fn run_side_by_side(
             points[k].push(point(epoch, (t.mean_loss, t.accuracy), test));
         }
     }
-    let most = BatchedNetworks::max_models(&eval_gpu, nets.model(), loss, max_rows)?;
+    let most = BatchedNetworks::max_models(eval.gpu(), nets.model(), loss, max_rows)?;
     let device = format!(
         "{} ({} runs side by side; up to {most} fit this adapter)",
         first_line(&eval.describe()),

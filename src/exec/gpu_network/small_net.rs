@@ -79,10 +79,17 @@ impl GpuNetwork {
     /// (Re)binds the fused launch to the training data and the current batch size.
     pub(super) fn build_small_net_launch(&mut self) -> Result<()> {
         let Some(step) = &self.small_net else { return Ok(()) };
-        let resident = self.train_data.as_ref().filter(|_| self.gather.is_some());
-        let launch = match (resident, &self.streamed) {
-            (Some((x, labels)), _) => {
-                let p = step.layout.params.for_batch(self.rows as usize, self.train_rows, true);
+        let rows = self.rows as usize;
+        // The resident training set read through the batch's indices, or the streamed batch;
+        // no launch before the training data is set.
+        let source = match (&self.train_data, &self.streamed) {
+            (Some((x, labels)), _) if self.gather.is_some() => Some((x, labels, Some(&self.indices), self.train_rows)),
+            (_, Some(_)) => Some((&self.batch_x, &self.batch_labels, None, rows)),
+            _ => None,
+        };
+        let launch = match source {
+            Some((x, labels, indices, src_rows)) => {
+                let p = step.layout.params.for_batch(rows, src_rows, indices.is_some());
                 let b = SmallNetBuffers {
                     params: &self.params,
                     grads: &self.grads,
@@ -90,24 +97,11 @@ impl GpuNetwork {
                     totals: &self.totals,
                     x,
                     labels,
-                    indices: Some(&self.indices),
+                    indices,
                 };
                 Some(self.gpu.small_net_step(&b, &p)?)
             }
-            (None, Some(_)) => {
-                let p = step.layout.params.for_batch(self.rows as usize, self.rows as usize, false);
-                let b = SmallNetBuffers {
-                    params: &self.params,
-                    grads: &self.grads,
-                    values: &step.values,
-                    totals: &self.totals,
-                    x: &self.batch_x,
-                    labels: &self.batch_labels,
-                    indices: None,
-                };
-                Some(self.gpu.small_net_step(&b, &p)?)
-            }
-            (None, None) => None,
+            None => None,
         };
         if let Some(step) = &mut self.small_net {
             step.launch = launch;
