@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Peer benchmark: gradflow vs Burn (wgpu) vs PyTorch (CPU, when installed), one run, one machine.
 #
-#   scripts/peers.sh [--quick] [--out DIR] [--merge-only]
+#   scripts/peers.sh [--quick] [--out DIR] [--merge-only] [--no-burn]
+#
+# PYTHON names the interpreter with torch (default python3). --no-burn skips building and
+# running the Burn peer (13-45 min to build on 2 cores) and leaves it out of the table.
 #
 # Builds gradflow and benches/peers/burn in release mode, runs `gradflow bench`, `burn-peer`
 # and benches/peers/torch_bench.py one after another (never concurrently: they would share
@@ -16,11 +19,14 @@ cd "$(dirname "$0")/.."
 out=target/peers
 quick=()
 merge_only=0
+burn=1
+python="${PYTHON:-python3}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=(--quick) ;;
     --out) out="${2:?--out needs a directory}"; shift ;;
     --merge-only) merge_only=1 ;;
+    --no-burn) burn=0 ;;
     -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
     *) echo "peers.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
@@ -52,20 +58,24 @@ if [ "$merge_only" -eq 0 ]; then
   export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
   echo "== building gradflow and the Burn peer (release)"
   cargo build --release || die "gradflow build failed"
-  cargo build --release --manifest-path benches/peers/burn/Cargo.toml || die "Burn peer build failed"
+  if [ "$burn" -eq 1 ]; then
+    cargo build --release --manifest-path benches/peers/burn/Cargo.toml || die "Burn peer build failed"
+  fi
 
   run_tool gradflow target/release/gradflow bench "${quick[@]}" --json "$out/gradflow.json"
-  run_tool burn benches/peers/burn/target/release/burn-peer "${quick[@]}" --json "$out/burn.json"
+  rm -f "$out/burn.json"
+  if [ "$burn" -eq 1 ]; then
+    run_tool burn benches/peers/burn/target/release/burn-peer "${quick[@]}" --json "$out/burn.json"
+  fi
   rm -f "$out/torch.json"
-  if python3 -c 'import torch' 2>/dev/null; then
-    run_tool torch python3 benches/peers/torch_bench.py "${quick[@]}" --json "$out/torch.json"
+  if "$python" -c 'import torch' 2>/dev/null; then
+    run_tool torch "$python" benches/peers/torch_bench.py "${quick[@]}" --json "$out/torch.json"
   else
-    echo "== torch: not installed for $(command -v python3 || echo python3), skipped"
+    echo "== torch: not installed for $(command -v "$python" || echo "$python"), skipped"
   fi
 fi
 
 [ -s "$out/gradflow.json" ] || die "no $out/gradflow.json"
-[ -s "$out/burn.json" ] || die "no $out/burn.json"
 
 cpu_model=$(grep -m1 -E '^(model name|Model|cpu model)' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')
 machine="$(nproc) cores, ${cpu_model:-unknown CPU}, $(uname -sr)"
@@ -78,7 +88,10 @@ import json, os, sys
 out, machine, date, commit = sys.argv[1:]
 # bench -> (size key, throughput key, unit, cold-start key), as in the shared JSON schema.
 KINDS = {"matmul": ("n", "gflops", "GFLOP/s", "first_run_s"),
-         "mlp": ("batch", "samples_per_s", "samples/s", "first_step_s")}
+         "mlp": ("batch", "samples_per_s", "samples/s", "first_step_s"),
+         # The small models trained one step at a time, and the 16-run digits sweep in all.
+         "small": ("model", "samples_per_s", "samples/s", None),
+         "small_sweep": ("model", "samples_per_s", "samples/s", None)}
 
 def load(tool):
     path = os.path.join(out, tool + ".json")
@@ -139,8 +152,22 @@ print("|" + "---|" * (2 + len(tools)))
 for key in keys:
     bench, size = key
     size_key, _, _, cold = KINDS[bench]
+    if cold is None:
+        continue
     print(f"| {bench} | {size_key}={size} | " +
           " | ".join(secs(val(t, key, cold)) for t in tools) + " |")
+small = docs["gradflow"][1]
+rows = [(k, r) for k, r in small.items() if k[0] in ("small", "small_sweep")]
+if rows:
+    print("\ngradflow's small models on each of its paths (samples/s): the GPU figure above is the"
+          " step the GPU path chooses by itself; the sweep's is the faster of its GPU runs one after"
+          " another and its CPU reference runs one per core.\n")
+    print("| bench | model | GPU | CPU reference | CPU reference, one run per core |")
+    print("|---|---|---|---|---|")
+    for (bench, model), r in sorted(rows):
+        gpu = r.get("gpu_samples_per_s", r.get("samples_per_s")) if bench == "small_sweep" else r.get("samples_per_s")
+        print(f"| {bench} | {model} | {fmt(gpu)} | {fmt(r.get('cpu_reference_samples_per_s'))} | "
+              f"{fmt(r.get('cpu_threads_samples_per_s'))} |")
 PY
 mv "$out/peers.md.tmp" "$out/peers.md"
 echo

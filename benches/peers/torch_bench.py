@@ -82,6 +82,107 @@ def bench_mlp(batch, target_s, rows=8192):
     return steps * batch / (time.perf_counter() - t), first
 
 
+# The small models of `gradflow bench` (src/bench/small_models.rs): same shapes, optimizers,
+# batch and data size; random inputs, labels i % classes, batches in order through the rows.
+SMALL = {
+    "digits": dict(sizes=[64, 128, 64, 10], act="relu", rows=1440, batch=32, loss="ce", opt="sgd_momentum"),
+    "xor": dict(sizes=[2, 16, 2], act="tanh", rows=400, batch=32, loss="ce", opt="adam"),
+    "higham": dict(sizes=[2, 2, 3, 2], act="sigmoid", rows=10, batch=1, loss="mse", opt="sgd"),
+}
+# The 16-run digits sweep: these four optimizers x 4 seeds, reshuffled batches of 32.
+SWEEP_OPTS = ["sgd_momentum", "adam", "rmsprop", "adagrad"]
+
+
+def small_model(case):
+    nn = torch.nn
+    sizes, layers = case["sizes"], []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        last = i == len(sizes) - 2
+        if not last or case["act"] == "sigmoid":  # Higham's net ends in a sigmoid too
+            layers.append({"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[case["act"]]())
+    return nn.Sequential(*layers).to(DEVICE)
+
+
+def optimizer(name, params):
+    o = torch.optim
+    return {"sgd": lambda: o.SGD(params, lr=0.05),
+            "sgd_momentum": lambda: o.SGD(params, lr=0.05, momentum=0.9),
+            "adam": lambda: o.Adam(params, lr=0.01),
+            "rmsprop": lambda: o.RMSprop(params, lr=0.001),
+            "adagrad": lambda: o.Adagrad(params, lr=0.01)}[name]()
+
+
+def small_data(case, classes):
+    rows = case["rows"]
+    xs = torch.rand(rows, case["sizes"][0], device=DEVICE) * 2 - 1
+    ys = torch.arange(rows, device=DEVICE) % classes
+    if case["loss"] == "mse":
+        ys = torch.nn.functional.one_hot(ys, classes).float()
+    return xs, ys
+
+
+def small_step_fn(case, model, opt, xs, ys):
+    loss_fn = torch.nn.CrossEntropyLoss() if case["loss"] == "ce" else torch.nn.MSELoss()
+    rows, batch = case["rows"], case["batch"]
+    cursor = 0
+
+    def step(idx=None):
+        nonlocal cursor
+        if idx is None:
+            start = cursor * batch % rows
+            cursor += 1
+            x, y = xs[start:start + batch], ys[start:start + batch]
+        else:
+            x, y = xs[idx], ys[idx]
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def bench_small(name, target_s):
+    """Samples/s of one small model trained step by step, as a user's loop would."""
+    case = SMALL[name]
+    model = small_model(case)
+    step = small_step_fn(case, model, optimizer(case["opt"], model.parameters()), *small_data(case, case["sizes"][-1]))
+    for _ in range(20):
+        step()
+    t = time.perf_counter()
+    for _ in range(20):
+        step()
+    sync()
+    steps = reps_for((time.perf_counter() - t) / 20, target_s, 50)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    secs = time.perf_counter() - t
+    return steps * case["batch"] / secs, secs / steps * 1e6
+
+
+def bench_sweep(epochs, seeds=4):
+    """Aggregate samples/s of the 16-run digits sweep, the runs one after another."""
+    case = SMALL["digits"]
+    samples = 0
+    t = time.perf_counter()
+    for opt_name in SWEEP_OPTS:
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            model = small_model(case)
+            xs, ys = small_data(case, 10)
+            step = small_step_fn(case, model, optimizer(opt_name, model.parameters()), xs, ys)
+            batch = case["batch"]
+            for _ in range(epochs):
+                order = torch.randperm(case["rows"], device=DEVICE)
+                for b in range(case["rows"] // batch):
+                    step(order[b * batch:(b + 1) * batch])
+                    samples += batch
+    sync()
+    return samples / (time.perf_counter() - t)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -110,6 +211,14 @@ def main():
         sps, first = bench_mlp(batch, target)
         print(f"mlp    {batch:>6} {sps:>10.1f} samples/s first {first:.3f}s")
         results.append({"bench": "mlp", "batch": batch, "samples_per_s": sps, "first_step_s": first})
+    for name in SMALL:
+        sps, us = bench_small(name, target)
+        print(f"small  {name:>6} {sps:>10.1f} samples/s {us:8.1f} us/step")
+        results.append({"bench": "small", "model": name, "samples_per_s": sps, "us_per_step": us})
+    epochs = 3 if args.quick else 30
+    sps = bench_sweep(epochs)
+    print(f"sweep  digits x16 ({epochs} epochs) {sps:>10.1f} samples/s in all, one after another")
+    results.append({"bench": "small_sweep", "model": "digits x16", "epochs": epochs, "samples_per_s": sps})
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"tool": "torch", "version": torch.__version__, "adapter": adapter,

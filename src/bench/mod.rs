@@ -293,6 +293,11 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
             json!({"bench": "small_model", "model": case.name, "batch": case.batch, "gpu_per_op_samples_per_s": r.per_op,
                    "gpu_fused_samples_per_s": r.fused, "auto_fused": r.auto_fused, "cpu_samples_per_s": r.cpu}),
         );
+        // The peers' schema (scripts/peers.sh): the GPU path on the step it chooses by itself.
+        let chosen_rate = if r.auto_fused { r.fused.unwrap_or(r.per_op) } else { r.per_op };
+        report.results.push(json!({"bench": "small", "model": case.key, "samples_per_s": chosen_rate,
+                                   "us_per_step": case.batch as f64 / chosen_rate * 1e6,
+                                   "cpu_reference_samples_per_s": r.cpu}));
         let models = 16;
         if let Some(all) = small_models::measure_batched(&gpu, &case, models, budget)? {
             report.add(
@@ -306,6 +311,16 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
             );
         }
     }
+    let digits = &small_models::cases()[0];
+    let epochs = if quick { 3 } else { 30 };
+    let (on_gpu, on_cpu) = small_models::measure_sweep(&gpu, digits, epochs)?;
+    report.add(
+        format!(
+            "sweep of 16 digits-shape runs (4 optimizers × 4 seeds, {epochs} epochs): GPU one after another {on_gpu:9.0}, CPU reference one per core {on_cpu:9.0} samples/s in all"
+        ),
+        json!({"bench": "small_sweep", "model": "digits x16", "epochs": epochs, "samples_per_s": on_gpu.max(on_cpu),
+               "gpu_samples_per_s": on_gpu, "cpu_threads_samples_per_s": on_cpu}),
+    );
     for fused in [false, true] {
         for per_submit in [1, crate::exec::DEFAULT_STEPS_PER_SUBMIT] {
             let (host_us, submit_us, wall_us, device_us) = step_overhead(&gpu, budget, per_submit, fused)?;

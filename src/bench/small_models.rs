@@ -16,6 +16,8 @@ use crate::spec::{LayerSpec, Loss, Model};
 /// One small model: its architecture, data size, batch and optimizer.
 pub struct SmallCase {
     pub name: &'static str,
+    /// The name the peer scripts use for the same case (benches/peers/torch_bench.py).
+    pub key: &'static str,
     pub inputs: usize,
     pub layers: Vec<LayerSpec>,
     pub classes: usize,
@@ -31,6 +33,7 @@ pub fn cases() -> Vec<SmallCase> {
     vec![
         SmallCase {
             name: "64-128-64-10 (digits shape, SGD momentum)",
+            key: "digits",
             inputs: 64,
             layers: vec![linear(128), LayerSpec::Relu, linear(64), LayerSpec::Relu, linear(10)],
             classes: 10,
@@ -41,6 +44,7 @@ pub fn cases() -> Vec<SmallCase> {
         },
         SmallCase {
             name: "2-16-2 (XOR size, Adam)",
+            key: "xor",
             inputs: 2,
             layers: vec![linear(16), LayerSpec::Tanh, linear(2)],
             classes: 2,
@@ -51,6 +55,7 @@ pub fn cases() -> Vec<SmallCase> {
         },
         SmallCase {
             name: "2-2-3-2 (Higham, SGD, MSE)",
+            key: "higham",
             inputs: 2,
             layers: vec![linear(2), LayerSpec::Sigmoid, linear(3), LayerSpec::Sigmoid, linear(2), LayerSpec::Sigmoid],
             classes: 2,
@@ -156,4 +161,76 @@ pub fn measure_batched(gpu: &Arc<Gpu>, case: &SmallCase, models: usize, budget: 
         steps += 16;
     }
     Ok(Some((steps * case.batch * models) as f64 / start.elapsed().as_secs_f64()))
+}
+
+/// The 16-run digits sweep of the peer benchmark: four optimizers × four seeds, reshuffled
+/// batches of 32 over the digits-sized data, `epochs` epochs each.
+pub fn sweep_setups() -> Vec<OptimizerSetup> {
+    use crate::optim::{Adagrad, Rmsprop};
+    let rmsprop = Rmsprop { lr: 0.001, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false };
+    let adagrad = Adagrad { lr: 0.01, lr_decay: 0.0, weight_decay: 0.0, initial_accumulator_value: 0.0, eps: 1e-10 };
+    let opts: [Optimizer; 4] = [
+        Sgd { momentum: MomentumSpec::Value(0.9), ..Sgd::new(0.05) }.into(),
+        Optimizer::adam(0.01).into(),
+        Optimizer::Rmsprop(rmsprop),
+        Optimizer::Adagrad(adagrad),
+    ];
+    opts.into_iter().flat_map(|o| std::iter::repeat_n(OptimizerSetup::from(o), 4)).collect()
+}
+
+/// Aggregate samples/s of the 16-run sweep of `case` (`sweep_setups`, seed k for run k):
+/// on the GPU one run after another, each on the step it chooses (what `gradflow sweep` does
+/// for a model too large to train side by side on this adapter), and on the CPU reference
+/// one run per core (`gradflow sweep --cpu`).
+pub fn measure_sweep(gpu: &Arc<Gpu>, case: &SmallCase, epochs: usize) -> Result<(f64, f64)> {
+    use crate::data::{BatchScheme, Batcher};
+    let model = Model::new(case.inputs, case.layers.clone())?;
+    let labels: Vec<u32> = (0..case.rows as u32).map(|i| i % case.classes as u32).collect();
+    let data = Dataset::new(random(case.rows * case.inputs, 3), labels, case.inputs, case.classes, "small model data")?;
+    let setups = sweep_setups();
+    // One run: its epochs' batches, handed over as the training loop does, then one read.
+    let train = |net: &mut dyn Network, seed: u64| -> Result<usize> {
+        net.set_train_data(&data)?;
+        let mut batcher = Batcher::new(BatchScheme::Shuffle, case.rows, case.batch, true, seed)?;
+        let mut samples = 0;
+        for _ in 0..epochs {
+            let epoch: Vec<Vec<u32>> =
+                batcher.next_epoch().into_iter().map(|b| b.into_iter().map(|i| i as u32).collect()).collect();
+            for chunk in epoch.chunks(net.steps_per_submit().max(1)) {
+                let chunk: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+                net.train_steps(&chunk)?;
+                samples += chunk.iter().map(|b| b.len()).sum::<usize>();
+            }
+        }
+        net.last_loss()?;
+        Ok(samples)
+    };
+    let start = Instant::now();
+    let mut samples = 0;
+    for (k, setup) in setups.iter().enumerate() {
+        let mut net = GpuNetwork::new(gpu.clone(), model.clone(), case.loss, setup.clone(), &model.init_params(k as u64), case.batch)?;
+        samples += train(&mut net, k as u64)?;
+    }
+    let on_gpu = samples as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let total: Result<usize> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<usize> {
+                    let mut samples = 0;
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(setup) = setups.get(k) else { return Ok(samples) };
+                        let mut net = CpuNetwork::new(model.clone(), case.loss, setup.clone(), model.init_params(k as u64))?;
+                        samples += train(&mut net, k as u64)?;
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(crate::error::Error::Usage("a sweep thread panicked".into())))).sum()
+    });
+    let on_cpu = total? as f64 / start.elapsed().as_secs_f64();
+    Ok((on_gpu, on_cpu))
 }
