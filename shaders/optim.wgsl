@@ -1,12 +1,13 @@
 // Fused optimizer updates over the flat parameter buffer: one dispatch updates every tensor of
-// the model. Each kernel mirrors its CPU reference (src/reference/optim.rs) line by line, with
+// the model, or of every model of a batch trained side by side (workgroup z: the model, whose
+// numbers and offsets are `models[z]`; one model is the batch of one). Each kernel mirrors its CPU reference (src/reference/optim.rs) line by line, with
 // torch.optim's formulas. State is slot-major: state[s * len + i].
 //
 // Every 1 − h is computed on the host in f64 and rounded once, as PyTorch passes its Python
 // floats: in f32, 1 − 0.999 would carry 1000× the rounding error of 0.999 itself.
 //
 // Per-group learning rate (already multiplied by the schedule's factor) and weight decay come
-// from `p.groups`, indexed by the group of the element's 64-element block. With clipping on, the
+// from `models[model].groups`, indexed by the group of the element's 64-element block. With clipping on, the
 // gradient is scaled by clip[0], which `grad_norm_finish` wrote earlier in the same submit.
 
 struct OptParams {
@@ -26,6 +27,10 @@ struct OptParams {
     one_minus_beta2: f32,
     one_minus_alpha: f32,
     step: u32,          // 1-based optimizer step, recorded in clip[CLIP_BAD_STEP]
+    param_base: u32,    // this model's first quad of param and grad
+    state_base: u32,    // this model's first quad of state
+    clip_base: u32,     // this model's first element of clip
+    _pad: u32,
     groups: array<vec4<f32>, 8>,   // x: lr, y: weight decay
 }
 
@@ -43,7 +48,7 @@ const NORM_CHUNK: u32 = 4096u; // gradient elements per workgroup of grad_norm_p
 
 // The configuration's flags (every FLAG_* but FIRST_STEP, which changes after step 1) as a
 // pipeline constant (`OptParams::constants` on the host), so the driver compiles only the
-// update the optimizer uses; `p.flags` holds all of them, FIRST_STEP included.
+// update the optimizer uses; `models[model].flags` holds all of them, FIRST_STEP included.
 override OPT_FLAGS: u32 = 0u;
 
 // Every update works on four consecutive elements (a quad): one 16-byte load per buffer instead
@@ -60,21 +65,39 @@ const CLIP_COEF: u32 = 0u;      // clip_grad_norm_'s coefficient for this step
 const CLIP_NORM: u32 = 1u;      // the gradient's norm
 const CLIP_BAD_STEP: u32 = 2u;  // bits of the first step that wrote a NaN or ±Inf parameter; 0: none
 const CLIP_PARTIALS: u32 = 3u;  // grad_norm_partial's sums start here
-@group(0) @binding(5) var<uniform> p: OptParams;
+// One struct per model of the batch (zeros past the last). A uniform array, not a storage one:
+// llvmpipe reads a uniform at a workgroup-uniform index once per workgroup, but a storage
+// buffer's once per lane, and its updates ran 4x slower through one.
+@group(0) @binding(5) var<uniform> models: array<OptParams, 64>;
+
+// The model this invocation updates (workgroup z), set first thing by every entry point. Its
+// fields are read where they are used, `models[model].lr`, never copied whole: llvmpipe loaded every
+// field of a copied struct, which cost a third of SGD's update.
+var<private> model: u32;
 
 fn quad_index(wg: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
     return flat_group(wg, nwg) * 256u + li;
 }
 
+// Quad q of this model's param and grad.
+fn at(q: u32) -> u32 {
+    return models[model].param_base + q;
+}
+
+// Element i of this model's clip record.
+fn clip_at(i: u32) -> u32 {
+    return models[model].clip_base + i;
+}
+
 // Which elements of quad q are parameters (the last quad may run past len).
 fn live(q: u32) -> vec4<bool> {
     let i = 4u * q;
-    return vec4<u32>(i, i + 1u, i + 2u, i + 3u) < vec4<u32>(p.len);
+    return vec4<u32>(i, i + 1u, i + 2u, i + 3u) < vec4<u32>(models[model].len);
 }
 
 // Quad q of state slot s.
 fn slot(s: u32, q: u32) -> u32 {
-    return s * (p.state_stride / 4u) + q;
+    return models[model].state_base + s * (models[model].state_stride / 4u) + q;
 }
 
 // The group table's entries are data: clamped into `groups` so a wrong one stays in bounds.
@@ -83,11 +106,11 @@ fn group_of(q: u32) -> u32 {
 }
 
 fn group_lr(q: u32) -> f32 {
-    return p.groups[group_of(q)].x;
+    return models[model].groups[group_of(q)].x;
 }
 
 fn group_wd(q: u32) -> f32 {
-    return p.groups[group_of(q)].y;
+    return models[model].groups[group_of(q)].y;
 }
 
 // Writes quad q's new parameters (old values where `keep` is false) and records the first step
@@ -96,57 +119,58 @@ fn group_wd(q: u32) -> f32 {
 // check is not enough.
 fn store_param(q: u32, old_p: vec4<f32>, new_p: vec4<f32>, keep: vec4<bool>) {
     let v = select(old_p, new_p, keep);
-    param[q] = v;
+    param[at(q)] = v;
     let bad = (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u);
     // The step's bits, not its value: exact past 2^24 steps (compared as bits, never as a float).
-    if (any(bad) && bitcast<u32>(clip[CLIP_BAD_STEP]) == 0u) {
-        clip[CLIP_BAD_STEP] = bitcast<f32>(p.step);
+    if (any(bad) && bitcast<u32>(clip[clip_at(CLIP_BAD_STEP)]) == 0u) {
+        clip[clip_at(CLIP_BAD_STEP)] = bitcast<f32>(models[model].step);
     }
 }
 
 fn clipped_grad(q: u32) -> vec4<f32> {
     var coef = 1.0;
     if ((OPT_FLAGS & FLAG_CLIP) != 0u) {
-        coef = clip[CLIP_COEF];
+        coef = clip[clip_at(CLIP_COEF)];
     }
-    return grad[q] * coef;
+    return grad[at(q)] * coef;
 }
 
 // torch.optim.SGD, and the course's heavy-ball and Nesterov look-ahead forms.
 @compute @workgroup_size(256, 1, 1)
 fn sgd_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    model = wg.z;
     let q = quad_index(wg, nwg, li);
-    if (4u * q >= p.len) {
+    if (4u * q >= models[model].len) {
         return;
     }
     let keep = live(q);
     let lr = group_lr(q);
     let wd = group_wd(q);
-    let old_p = param[q];
+    let old_p = param[at(q)];
     var g = clipped_grad(q);
     if (wd != 0.0) {
         g = g + wd * old_p;
     }
-    let mu = p.momentum;
+    let mu = models[model].momentum;
     if (mu == 0.0) {
         store_param(q, old_p, old_p - lr * g, keep);
         return;
     }
-    let old = state[q];
+    let old = state[slot(0u, q)];
     if ((OPT_FLAGS & FLAG_HEAVY_BALL) != 0u) {
         let v = mu * old - lr * g;
-        state[q] = select(old, v, keep);
+        state[slot(0u, q)] = select(old, v, keep);
         store_param(q, old_p, old_p + v, keep);
     } else if ((OPT_FLAGS & FLAG_NESTEROV_LOOKAHEAD) != 0u) {
         let v = mu * old - lr * g;
-        state[q] = select(old, v, keep);
+        state[slot(0u, q)] = select(old, v, keep);
         store_param(q, old_p, old_p + v + mu * (v - old), keep);
     } else {
         var buf = g;
-        if ((p.flags & FLAG_FIRST_STEP) == 0u) {
-            buf = mu * old + p.one_minus_dampening * g;
+        if ((models[model].flags & FLAG_FIRST_STEP) == 0u) {
+            buf = mu * old + models[model].one_minus_dampening * g;
         }
-        state[q] = select(old, buf, keep);
+        state[slot(0u, q)] = select(old, buf, keep);
         var d = buf;
         if ((OPT_FLAGS & FLAG_NESTEROV) != 0u) {
             d = g + mu * buf;
@@ -158,56 +182,58 @@ fn sgd_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
 // torch.optim.Adagrad: sum += g²; p −= clr · g / (√sum + eps), clr = lr / (1 + (t − 1)·lr_decay).
 @compute @workgroup_size(256, 1, 1)
 fn adagrad_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    model = wg.z;
     let q = quad_index(wg, nwg, li);
-    if (4u * q >= p.len) {
+    if (4u * q >= models[model].len) {
         return;
     }
     let keep = live(q);
     let wd = group_wd(q);
-    let old_p = param[q];
+    let old_p = param[at(q)];
     var g = clipped_grad(q);
     if (wd != 0.0) {
         g = g + wd * old_p;
     }
-    let clr = group_lr(q) / p.lr_decay_div;
-    let old = state[q];
+    let clr = group_lr(q) / models[model].lr_decay_div;
+    let old = state[slot(0u, q)];
     let sum = old + g * g;
-    state[q] = select(old, sum, keep);
-    let std_dev = sqrt(sum) + p.eps;
+    state[slot(0u, q)] = select(old, sum, keep);
+    let std_dev = sqrt(sum) + models[model].eps;
     store_param(q, old_p, old_p - clr * (g / std_dev), keep);
 }
 
 // torch.optim.RMSprop: square_avg = α·sq + (1 − α)·g²; centered subtracts grad_avg²; eps outside the root.
 @compute @workgroup_size(256, 1, 1)
 fn rmsprop_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    model = wg.z;
     let q = quad_index(wg, nwg, li);
-    if (4u * q >= p.len) {
+    if (4u * q >= models[model].len) {
         return;
     }
     let keep = live(q);
     let lr = group_lr(q);
     let wd = group_wd(q);
-    let old_p = param[q];
+    let old_p = param[at(q)];
     var g = clipped_grad(q);
     if (wd != 0.0) {
         g = g + wd * old_p;
     }
-    let a = p.alpha;
-    let old_sq = state[q];
-    let sq = old_sq * a + p.one_minus_alpha * g * g;
-    state[q] = select(old_sq, sq, keep);
+    let a = models[model].alpha;
+    let old_sq = state[slot(0u, q)];
+    let sq = old_sq * a + models[model].one_minus_alpha * g * g;
+    state[slot(0u, q)] = select(old_sq, sq, keep);
     var avg: vec4<f32>;
     if ((OPT_FLAGS & FLAG_CENTERED) != 0u) {
         let old_ga = state[slot(1u, q)];
-        let ga = old_ga + p.one_minus_alpha * (g - old_ga);
+        let ga = old_ga + models[model].one_minus_alpha * (g - old_ga);
         state[slot(1u, q)] = select(old_ga, ga, keep);
-        avg = sqrt(sq - ga * ga) + p.eps;
+        avg = sqrt(sq - ga * ga) + models[model].eps;
     } else {
-        avg = sqrt(sq) + p.eps;
+        avg = sqrt(sq) + models[model].eps;
     }
-    if (p.momentum > 0.0) {
+    if (models[model].momentum > 0.0) {
         let old_buf = state[slot(2u, q)];
-        let buf = old_buf * p.momentum + g / avg;
+        let buf = old_buf * models[model].momentum + g / avg;
         state[slot(2u, q)] = select(old_buf, buf, keep);
         store_param(q, old_p, old_p - lr * buf, keep);
     } else {
@@ -218,14 +244,15 @@ fn rmsprop_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 // torch.optim.Adam (L2 decay into the gradient) and AdamW (decoupled: p ← p·(1 − lr·wd) first).
 @compute @workgroup_size(256, 1, 1)
 fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    model = wg.z;
     let q = quad_index(wg, nwg, li);
-    if (4u * q >= p.len) {
+    if (4u * q >= models[model].len) {
         return;
     }
     let keep = live(q);
     let lr = group_lr(q);
     let wd = group_wd(q);
-    let old_p = param[q];
+    let old_p = param[at(q)];
     var decayed = old_p;
     var g = clipped_grad(q);
     if ((OPT_FLAGS & FLAG_DECOUPLED) != 0u) {
@@ -233,11 +260,11 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     } else if (wd != 0.0) {
         g = g + wd * old_p;
     }
-    let old_m = state[q];
+    let old_m = state[slot(0u, q)];
     let old_v = state[slot(1u, q)];
-    let m = old_m + p.one_minus_beta1 * (g - old_m);
-    let v = old_v * p.beta2 + p.one_minus_beta2 * g * g;
-    state[q] = select(old_m, m, keep);
+    let m = old_m + models[model].one_minus_beta1 * (g - old_m);
+    let v = old_v * models[model].beta2 + models[model].one_minus_beta2 * g * g;
+    state[slot(0u, q)] = select(old_m, m, keep);
     state[slot(1u, q)] = select(old_v, v, keep);
     var v_used = v;
     if ((OPT_FLAGS & FLAG_AMSGRAD) != 0u) {
@@ -245,13 +272,13 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         v_used = max(old_max, v);
         state[slot(2u, q)] = select(old_max, v_used, keep);
     }
-    let denom = sqrt(v_used) / p.bias_c2_sqrt + p.eps;
-    store_param(q, old_p, decayed - (lr / p.bias_c1) * (m / denom), keep);
+    let denom = sqrt(v_used) / models[model].bias_c2_sqrt + models[model].eps;
+    store_param(q, old_p, decayed - (lr / models[model].bias_c1) * (m / denom), keep);
 }
 
 // Element i of the gradient.
 fn grad_at(i: u32) -> f32 {
-    return grad[i / 4u][i % 4u];
+    return grad[at(i / 4u)][i % 4u];
 }
 
 var<workgroup> partial: array<f32, 256>;
@@ -259,12 +286,13 @@ var<workgroup> partial: array<f32, 256>;
 // Σ g² over one NORM_CHUNK of the gradient, in a fixed order: thread t adds elements t, t + 256, …
 @compute @workgroup_size(256, 1, 1)
 fn grad_norm_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    model = wg.z;
     let chunk = flat_group(wg, nwg);
     let start = chunk * NORM_CHUNK;
     var s = 0.0;
     for (var j = 0u; j < NORM_CHUNK / 256u; j++) {
         let i = start + j * 256u + li;
-        if (i < p.len) {
+        if (i < models[model].len) {
             s += grad_at(i) * grad_at(i);
         }
     }
@@ -277,18 +305,19 @@ fn grad_norm_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         workgroupBarrier();
     }
     if (li == 0u) {
-        clip[CLIP_PARTIALS + chunk] = partial[0];
+        clip[clip_at(CLIP_PARTIALS + chunk)] = partial[0];
     }
 }
 
 // One workgroup: the partial sums in a fixed order, then clip_grad_norm_'s coefficient
 // min(max_norm / (‖g‖ + 1e-6), 1) into clip[0] and the norm into clip[1].
 @compute @workgroup_size(256, 1, 1)
-fn grad_norm_finish(@builtin(local_invocation_index) li: u32) {
-    let chunks = (p.len + NORM_CHUNK - 1u) / NORM_CHUNK;
+fn grad_norm_finish(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    model = wg.z;
+    let chunks = (models[model].len + NORM_CHUNK - 1u) / NORM_CHUNK;
     var s = 0.0;
     for (var c = li; c < chunks; c += 256u) {
-        s += clip[CLIP_PARTIALS + c];
+        s += clip[clip_at(CLIP_PARTIALS + c)];
     }
     partial[li] = s;
     workgroupBarrier();
@@ -300,7 +329,7 @@ fn grad_norm_finish(@builtin(local_invocation_index) li: u32) {
     }
     if (li == 0u) {
         let norm = sqrt(partial[0]);
-        clip[CLIP_NORM] = norm;
-        clip[CLIP_COEF] = min(p.max_norm / (norm + 1e-6), 1.0);
+        clip[clip_at(CLIP_NORM)] = norm;
+        clip[clip_at(CLIP_COEF)] = min(models[model].max_norm / (norm + 1e-6), 1.0);
     }
 }

@@ -34,7 +34,9 @@ fn data() -> Dataset {
     Dataset::new(x, labels, 4, 3, "batched data").unwrap()
 }
 
-/// Seven optimizers, a schedule and clipping among them; the last diverges (SGD at 1e37).
+/// Nine runs of six kinds of optimizer (runs of one kind share a launch: their hyper-parameters,
+/// schedules, clipping and state differ), a schedule and clipping among them; the last diverges
+/// (SGD at 1e37, sharing its launch with two SGD runs that must not be marked).
 fn setups() -> Vec<(&'static str, OptimizerSetup)> {
     let t = |s: &str| -> Optimizer { toml::from_str(s).unwrap() };
     vec![
@@ -45,6 +47,15 @@ fn setups() -> Vec<(&'static str, OptimizerSetup)> {
                 .with_schedule(Schedule::Exponential { gamma: 0.9 }),
         ),
         ("adam + clip", OptimizerSetup { clip_grad_norm: Some(0.4), ..t("type='adam'\nlr=0.01").into() }),
+        (
+            "sgd, other momentum + schedule",
+            OptimizerSetup::from(t("type='sgd'\nlr=0.02\nmomentum=0.5"))
+                .with_schedule(Schedule::Exponential { gamma: 0.8 }),
+        ),
+        (
+            "adam, other clip and betas",
+            OptimizerSetup { clip_grad_norm: Some(2.0), ..t("type='adam'\nlr=0.003\nbetas=[0.8, 0.99]").into() },
+        ),
         ("adagrad", t("type='adagrad'\nlr=0.05").into()),
         ("rmsprop centered", t("type='rmsprop'\nlr=0.002\ncentered=true").into()),
         ("adamw", t("type='adamw'\nlr=0.01\nweight_decay=0.1").into()),
@@ -70,6 +81,7 @@ fn each_batched_model_is_bit_identical_to_training_it_alone() {
         let g = Arc::new(Gpu { small_net_lanes: lanes, ..gpu().clone() });
         let all: Vec<OptimizerSetup> = setups.iter().map(|(_, s)| s.clone()).collect();
         let mut batched = BatchedNetworks::new(g.clone(), m.clone(), Loss::CrossEntropy, all, &inits, 16).unwrap();
+        assert_eq!(batched.optimizer_launches(), 6, "one optimizer launch per kind");
         batched.set_train_data(&d).unwrap();
         for (s, &rows) in plan.iter().enumerate() {
             let batches: Vec<Vec<u32>> = (0..setups.len()).map(|k| batch(k, s, rows)).collect();
@@ -141,4 +153,43 @@ fn batched_training_refuses_what_it_cannot_train() {
     let widest = stride.max(values);
     assert_eq!(most, ((g.max_storage_bytes() / 4) as usize / widest).min(65_535), "stride {stride}, values {values}");
     assert!(most >= 2);
+}
+
+/// Past 64 models of one kind the optimizer takes a second launch (optim.wgsl's uniform array
+/// holds 64); the models on either side of the split still train as they would alone.
+#[test]
+fn models_past_one_optimizer_launch_train_as_alone() {
+    require_gpu!();
+    let (m, d) = (model(), data());
+    let g = Arc::new(gpu().clone());
+    let n = 66;
+    let t = |s: &str| -> Optimizer { toml::from_str(s).unwrap() };
+    let setups: Vec<OptimizerSetup> =
+        (0..n).map(|k| t(&format!("type='adam'\nlr={}", 0.001 * (k + 1) as f64)).into()).collect();
+    let inits: Vec<Vec<f32>> = (0..n).map(|k| m.init_params(k as u64)).collect();
+    let mut batched =
+        BatchedNetworks::new(g.clone(), m.clone(), Loss::CrossEntropy, setups.clone(), &inits, 8).unwrap();
+    assert_eq!(batched.optimizer_launches(), 2, "64 models in the first launch, 2 in the second");
+    batched.set_train_data(&d).unwrap();
+    for s in 0..4 {
+        let batches: Vec<Vec<u32>> = (0..n).map(|k| batch(k, s, 8)).collect();
+        let refs: Vec<&[u32]> = batches.iter().map(Vec::as_slice).collect();
+        batched.train_step(&refs).unwrap();
+    }
+    for k in [0, 63, 64, 65] {
+        let mut alone =
+            GpuNetwork::new(g.clone(), m.clone(), Loss::CrossEntropy, setups[k].clone(), &inits[k], 8).unwrap();
+        alone.set_small_net(true).unwrap();
+        alone.set_train_data(&d).unwrap();
+        for s in 0..4 {
+            alone.train_step(&batch(k, s, 8)).unwrap();
+        }
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(bits(batched.params(k).unwrap()), bits(alone.params().unwrap()), "model {k}: parameters");
+        assert_eq!(
+            bits(batched.optimizer_state(k).unwrap()),
+            bits(alone.optimizer_state().unwrap()),
+            "model {k}: state"
+        );
+    }
 }

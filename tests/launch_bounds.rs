@@ -280,3 +280,45 @@ fn the_small_net_kernel_refuses_a_chain_it_cannot_walk_and_buffers_too_short() {
         }
     }
 }
+
+#[test]
+fn a_batched_optimizer_launch_checks_every_models_slice() {
+    use gradflow::kernels::optim::{GpuOptimizer, OptimizerModel};
+    use gradflow::optim::{Optimizer, ParamGroups};
+    require_gpu!();
+    let g = gpu();
+    let len = 64;
+    let (param, grad) = (g.storage("param", 3 * len).unwrap(), g.storage("grad", 3 * len).unwrap());
+    let adam: Optimizer = Optimizer::adam(0.01).into();
+    let at = |offset| OptimizerModel {
+        optimizer: adam.clone(),
+        groups: ParamGroups::flat(&adam, len),
+        max_norm: Some(1.0),
+        offset,
+    };
+    GpuOptimizer::for_models(g, &param, &grad, len, vec![at(0), at(len), at(2 * len)])
+        .unwrap_or_else(|e| panic!("three models that fit were refused: {e}"));
+    // The third model's slice one quad past the end: the update (built first) refuses it at
+    // param (binding 0), with clipping and without.
+    assert_out_of_bounds(
+        GpuOptimizer::for_models(g, &param, &grad, len, vec![at(0), at(len), at(2 * len + 4)]),
+        "adam_update",
+        0,
+    );
+    let mut unclipped = at(2 * len + 4);
+    unclipped.max_norm = None;
+    let r =
+        GpuOptimizer::for_models(g, &param, &grad, len, vec![OptimizerModel { max_norm: None, ..at(0) }, unclipped]);
+    assert_out_of_bounds(r, "adam_update", 0);
+    // Models that cannot share one kernel, and a slice off the quad grid, are refused by name.
+    let sgd: Optimizer = gradflow::optim::Sgd::new(0.1).into();
+    let other = OptimizerModel { optimizer: sgd.clone(), groups: ParamGroups::flat(&sgd, len), ..at(len) };
+    match GpuOptimizer::for_models(g, &param, &grad, len, vec![at(0), other]) {
+        Err(Error::Usage(m)) => assert!(m.contains("model 1's optimizer (sgd)") && m.contains("(adam)"), "{m}"),
+        other => panic!("adam and sgd in one launch: {:?}", other.err()),
+    }
+    match GpuOptimizer::for_models(g, &param, &grad, len, vec![at(2)]) {
+        Err(Error::Usage(m)) => assert!(m.contains("not a multiple of 4"), "{m}"),
+        other => panic!("a slice at element 2: {:?}", other.err()),
+    }
+}

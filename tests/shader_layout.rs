@@ -132,6 +132,10 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         one_minus_beta2,
         one_minus_alpha,
         step,
+        param_base,
+        state_base,
+        clip_base,
+        _pad,
         groups
     });
     check_struct("optim.wgsl", "OptParams", size, &f);
@@ -324,4 +328,22 @@ fn activation_constants_are_u32_overrides() {
             .unwrap_or_else(|| panic!("{file} declares no override {name}"));
         assert!(matches!(m.types[o.ty].inner, TypeInner::Scalar(naga::Scalar::U32)), "{file}: {name} not u32");
     }
+}
+
+/// optim.wgsl's per-model parameters: a uniform array of `OPT_MODELS_PER_LAUNCH` `OptParams`,
+/// which the host pads to that length (a uniform binding must cover the whole array).
+#[test]
+fn the_optimizer_model_array_holds_opt_models_per_launch_structs() {
+    let m = module("optim.wgsl");
+    let (_, var) = m
+        .global_variables
+        .iter()
+        .find(|(_, v)| v.name.as_deref() == Some("models"))
+        .expect("optim.wgsl declares `models`");
+    assert_eq!(var.space, naga::AddressSpace::Uniform, "`models` is a uniform array");
+    let TypeInner::Array { base, size: naga::ArraySize::Constant(n), .. } = m.types[var.ty].inner else {
+        panic!("`models` is not a fixed-size array");
+    };
+    assert_eq!(n.get() as usize, OPT_MODELS_PER_LAUNCH, "array length in WGSL vs OPT_MODELS_PER_LAUNCH");
+    assert_eq!(m.types[base].name.as_deref(), Some("OptParams"));
 }

@@ -208,7 +208,14 @@ pub fn measure_sweep(gpu: &Arc<Gpu>, case: &SmallCase, epochs: usize) -> Result<
     let start = Instant::now();
     let mut samples = 0;
     for (k, setup) in setups.iter().enumerate() {
-        let mut net = GpuNetwork::new(gpu.clone(), model.clone(), case.loss, setup.clone(), &model.init_params(k as u64), case.batch)?;
+        let mut net = GpuNetwork::new(
+            gpu.clone(),
+            model.clone(),
+            case.loss,
+            setup.clone(),
+            &model.init_params(k as u64),
+            case.batch,
+        )?;
         samples += train(&mut net, k as u64)?;
     }
     let on_gpu = samples as f64 / start.elapsed().as_secs_f64();
@@ -223,13 +230,17 @@ pub fn measure_sweep(gpu: &Arc<Gpu>, case: &SmallCase, epochs: usize) -> Result<
                     loop {
                         let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(setup) = setups.get(k) else { return Ok(samples) };
-                        let mut net = CpuNetwork::new(model.clone(), case.loss, setup.clone(), model.init_params(k as u64))?;
+                        let mut net =
+                            CpuNetwork::new(model.clone(), case.loss, setup.clone(), model.init_params(k as u64))?;
                         samples += train(&mut net, k as u64)?;
                     }
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(crate::error::Error::Usage("a sweep thread panicked".into())))).sum()
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(crate::error::Error::Usage("a sweep thread panicked".into()))))
+            .sum()
     });
     let on_cpu = total? as f64 / start.elapsed().as_secs_f64();
     Ok((on_gpu, on_cpu))

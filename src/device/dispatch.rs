@@ -55,7 +55,17 @@ impl Dispatch {
         bounds: BoundsCheck,
         params: &P,
     ) -> Dispatch {
-        Dispatch { steps, uniform, window_base: [0, 0], bounds, built: bytemuck::bytes_of(params).to_vec() }
+        Dispatch::new_models(steps, uniform, bounds, std::slice::from_ref(params))
+    }
+
+    /// A launch over a batch of models, built with one parameter struct per model.
+    pub(crate) fn new_models<P: bytemuck::Pod>(
+        steps: Vec<Step>,
+        uniform: wgpu::Buffer,
+        bounds: BoundsCheck,
+        params: &[P],
+    ) -> Dispatch {
+        Dispatch { steps, uniform, window_base: [0, 0], bounds, built: bytemuck::cast_slice(params).to_vec() }
     }
 
     /// Records the launch into `pass` (a launch with an empty grid records nothing).
@@ -91,7 +101,13 @@ impl Dispatch {
     /// `update_steps` without the check: for parameters already checked in another form (the
     /// uniform-window product checks absolute offsets, then writes them rebased).
     pub(crate) fn write_steps<P: bytemuck::Pod>(&mut self, gpu: &Context, params: &P, groups: &[[u32; 3]]) {
-        gpu.queue.write_buffer(&self.uniform, 0, bytemuck::bytes_of(params));
+        self.write_models(gpu, std::slice::from_ref(params), groups);
+    }
+
+    /// `write_steps` for a batched launch: one struct per model from the first (checked by the
+    /// caller, whose structs differ from the built ones only in per-step numbers).
+    pub(crate) fn write_models<P: bytemuck::Pod>(&mut self, gpu: &Context, params: &[P], groups: &[[u32; 3]]) {
+        gpu.queue.write_buffer(&self.uniform, 0, bytemuck::cast_slice(params));
         let first = self.steps.len().saturating_sub(groups.len());
         for (step, g) in self.steps[first..].iter_mut().zip(groups) {
             step.groups = *g;

@@ -64,9 +64,14 @@ impl Context {
     /// A uniform buffer holding one parameter struct; rewritten with `queue.write_buffer` when it
     /// changes. Also bindable as read-only storage (small_net.wgsl reads its parameters so).
     pub fn uniform<T: bytemuck::Pod>(&self, what: &str, value: &T) -> wgpu::Buffer {
+        self.uniform_slice(what, std::slice::from_ref(value))
+    }
+
+    /// A parameter buffer holding `values` in order (one struct per model of a batched launch).
+    pub fn uniform_slice<T: bytemuck::Pod>(&self, what: &str, values: &[T]) -> wgpu::Buffer {
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(what),
-            contents: bytemuck::bytes_of(value),
+            contents: bytemuck::cast_slice(values),
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         })
     }

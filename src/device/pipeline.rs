@@ -275,12 +275,33 @@ impl<E: Entry> Family<E> {
         params: &P,
         groups: [u32; 3],
     ) -> Result<Dispatch> {
+        self.dispatch_models(gpu, entry, constants, buffers, extents, std::slice::from_ref(params), groups)
+    }
+
+    /// `dispatch` for a launch over a batch of models whose last binding holds one parameter
+    /// struct per model (a storage array the kernel indexes by its model); each is checked.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn dispatch_models<P: bytemuck::Pod + Send + Sync>(
+        &self,
+        gpu: &Context,
+        entry: E,
+        constants: &Constants,
+        buffers: &[Binding],
+        extents: Extents<E, P>,
+        params: &[P],
+        groups: [u32; 3],
+    ) -> Result<Dispatch> {
+        if params.is_empty() {
+            return Err(Error::Plan(format!("{}: a launch needs parameters", entry.name())));
+        }
         let bounds = Bounds::new(entry, buffers, extents);
-        bounds.check(params)?;
+        for p in params {
+            bounds.check(p)?;
+        }
         let name = entry.name();
         gpu.scoped(name, || {
             let pipeline = self.pipeline(&gpu.device, entry, constants);
-            let uniform = gpu.uniform(name, params);
+            let uniform = gpu.uniform_slice(name, params);
             let mut entries: Vec<wgpu::BindGroupEntry> = buffers
                 .iter()
                 .enumerate()
@@ -292,7 +313,7 @@ impl<E: Entry> Family<E> {
                 layout: &self.layout,
                 entries: &entries,
             });
-            Dispatch::new(vec![Step { pipeline, bind_group, groups }], uniform, bounds.erase(), params)
+            Dispatch::new_models(vec![Step { pipeline, bind_group, groups }], uniform, bounds.erase(), params)
         })
     }
 }
@@ -327,16 +348,22 @@ impl<E: Entry, P: bytemuck::Pod + Send + Sync> Bounds<E, P> {
         Ok(())
     }
 
-    /// The check as the launch keeps it: over the parameters' bytes.
+    /// The check as the launch keeps it: over the parameters' bytes, one struct or one per
+    /// model of a batched launch, each checked.
     pub fn erase(self) -> super::dispatch::BoundsCheck {
-        std::sync::Arc::new(move |bytes: &[u8]| match bytemuck::try_from_bytes::<P>(bytes) {
-            Ok(p) => self.check(p),
-            Err(_) => Err(Error::Plan(format!(
-                "{}: parameters of {} bytes, expected {}",
-                self.entry.name(),
-                bytes.len(),
-                std::mem::size_of::<P>()
-            ))),
+        std::sync::Arc::new(move |bytes: &[u8]| {
+            let size = std::mem::size_of::<P>();
+            if bytes.is_empty() || !bytes.len().is_multiple_of(size) {
+                return Err(Error::Plan(format!(
+                    "{}: parameters of {} bytes, expected a multiple of {size}",
+                    self.entry.name(),
+                    bytes.len()
+                )));
+            }
+            bytes.chunks(size).try_for_each(|chunk| match bytemuck::try_from_bytes::<P>(chunk) {
+                Ok(p) => self.check(p),
+                Err(_) => Err(Error::Plan(format!("{}: parameters not aligned", self.entry.name()))),
+            })
         })
     }
 }

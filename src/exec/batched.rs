@@ -2,8 +2,9 @@
 //! with its own initial parameters, optimizer (type, hyper-parameters, schedule, clipping) and
 //! batch rows, as JAX's `vmap` over models or PyTorch's `torch.func` ensembling. Their parameters
 //! and gradients lie in one buffer, model k's slice `stride` elements after model k − 1's; a step
-//! is one launch of small_net.wgsl with a workgroup per model, then each model's optimizer update
-//! on its slice, all in one submit. The training set is uploaded once and read by every model
+//! is one launch of small_net.wgsl with a workgroup per model, then one optimizer launch per kind
+//! of optimizer in the batch (each model's hyper-parameters, schedule, state and clipping its own),
+//! all in one submit. The training set is uploaded once and read by every model
 //! through its batch's row indices.
 //!
 //! Each model's numbers are those of a `GpuNetwork` on the fused step with the same start, to the
@@ -16,7 +17,7 @@ use super::network::{check_batch, BadStep, Totals};
 use crate::data::Dataset;
 use crate::device::{submit, Dispatch, GpuBuffer, VIEW_ALIGN};
 use crate::error::{Error, Result};
-use crate::kernels::optim::GpuOptimizer;
+use crate::kernels::optim::{GpuOptimizer, OptimizerModel, OPT_MODELS_PER_LAUNCH};
 use crate::kernels::small_net::{SMALL_NET_MAX_MODELS, SMALL_NET_TOTALS_STRIDE};
 use crate::kernels::{
     Gpu, SmallNet, SmallNetBuffers, TOTALS_LEN, TOTAL_BAD_LOSS, TOTAL_CORRECT, TOTAL_COUNT, TOTAL_FIRST_BAD,
@@ -80,7 +81,11 @@ pub struct BatchedNetworks {
     launch: Option<(Dispatch, usize)>,
     train: Option<(GpuBuffer, GpuBuffer)>,
     train_rows: usize,
-    optimizers: Vec<GpuOptimizer>,
+    /// One launch per kind of optimizer (`OptimizerModel::launch_key`) and 64 models, with its
+    /// models in order.
+    optimizers: Vec<(GpuOptimizer, Vec<usize>)>,
+    /// Model k's (launch, place in it).
+    placed: Vec<(usize, usize)>,
     setups: Vec<OptimizerSetup>,
     steps: usize,
     totals_from_step: usize,
@@ -126,13 +131,35 @@ impl BatchedNetworks {
         let values = g.storage("batched fused-step values", total(layout.values_len)?)?;
         let totals = g.storage("batched loss totals", total(SMALL_NET_TOTALS_STRIDE)?)?;
         let indices = g.storage("batched batch indices", total(max_rows)?)?;
-        let mut optimizers = Vec::with_capacity(n);
+        // Models whose optimizers share a kernel, flags and group table share one launch.
+        let mut kinds: Vec<(_, Vec<OptimizerModel>, Vec<usize>)> = Vec::new();
+        let mut placed = Vec::with_capacity(n);
         for (k, setup) in setups.iter().enumerate() {
             setup.validate().map_err(|e| Error::Usage(format!("model {k}: {e}")))?;
             let groups = ParamGroups::new(&model, &setup.optimizer, &setup.groups)?;
-            let (p, gr) = (params.view(k * stride, model.param_len)?, grads.view(k * stride, model.param_len)?);
-            optimizers.push(GpuOptimizer::new(g, &p, &gr, &setup.optimizer, groups, setup.clip_grad_norm)?);
+            let member = OptimizerModel {
+                optimizer: setup.optimizer.clone(),
+                groups,
+                max_norm: setup.clip_grad_norm,
+                offset: k * stride,
+            };
+            let key = member.launch_key(model.param_len);
+            let l = match kinds.iter().position(|(kk, members, _)| *kk == key && members.len() < OPT_MODELS_PER_LAUNCH)
+            {
+                Some(l) => l,
+                None => {
+                    kinds.push((key, Vec::new(), Vec::new()));
+                    kinds.len() - 1
+                }
+            };
+            placed.push((l, kinds[l].1.len()));
+            kinds[l].1.push(member);
+            kinds[l].2.push(k);
         }
+        let optimizers = kinds
+            .into_iter()
+            .map(|(_, members, ks)| Ok((GpuOptimizer::for_models(g, &params, &grads, model.param_len, members)?, ks)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(BatchedNetworks {
             gpu,
             model,
@@ -148,6 +175,7 @@ impl BatchedNetworks {
             train: None,
             train_rows: 0,
             optimizers,
+            placed,
             setups,
             steps: 0,
             totals_from_step: 0,
@@ -237,15 +265,22 @@ impl BatchedNetworks {
         }
         self.gpu.write(&self.indices, &self.index_words);
         let step = self.steps as u32;
-        for (opt, setup) in self.optimizers.iter_mut().zip(&self.setups) {
-            opt.prepare(&self.gpu, step + 1, setup.schedule.factor(step));
+        for (opt, ks) in &mut self.optimizers {
+            let factors: Vec<f64> = ks.iter().map(|&k| self.setups[k].schedule.factor(step)).collect();
+            opt.prepare_models(&self.gpu, step + 1, &factors);
         }
         self.launch_for(rows)?;
         let mut launches: Vec<&Dispatch> = self.launch.iter().map(|(d, _)| d).collect();
-        launches.extend(self.optimizers.iter().flat_map(|o| o.dispatches()));
+        launches.extend(self.optimizers.iter().flat_map(|(o, _)| o.dispatches()));
         submit(&self.gpu, "batched training step", &launches)?;
         self.steps += 1;
         Ok(())
+    }
+
+    /// Optimizer launches a step makes: one per kind of optimizer in the batch (and per 64 models
+    /// of a kind).
+    pub fn optimizer_launches(&self) -> usize {
+        self.optimizers.len()
     }
 
     /// Optimizer steps taken by every model.
@@ -275,7 +310,8 @@ impl BatchedNetworks {
     /// Model k's optimizer state (the layout of `Network::optimizer_state`).
     pub fn optimizer_state(&mut self, k: usize) -> Result<Vec<f32>> {
         self.check_model(k)?;
-        self.optimizers[k].state(&self.gpu)
+        let (l, m) = self.placed[k];
+        self.optimizers[l].0.state_of(&self.gpu, m)
     }
 
     /// Every model's loss and accuracy over the steps since the last call (one read-back), then
@@ -293,7 +329,10 @@ impl BatchedNetworks {
                 mean_loss: t[TOTAL_LOSS_SUM] / count.max(1.0),
                 accuracy: t[TOTAL_CORRECT] / count.max(1.0),
                 samples: count as usize,
-                first_bad: BadStep::first(loss_bad, self.optimizers[k].take_bad_step(&self.gpu)?),
+                first_bad: BadStep::first(loss_bad, {
+                    let (l, m) = self.placed[k];
+                    self.optimizers[l].0.take_bad_step_of(&self.gpu, m)?
+                }),
             });
         }
         const { assert!(TOTALS_LEN <= SMALL_NET_TOTALS_STRIDE) };

@@ -60,19 +60,21 @@ fn state_slots(entry: OptEntry, p: &OptParams) -> u64 {
 /// Elements of param, grad, state, block_group and clip that `entry` may touch: whole quads of
 /// the `len` parameters, `state_stride` per state slot, one group index per 64-element block
 /// (each clamped below `MAX_GROUPS` by the kernel), the clip header and one partial per chunk.
+/// For a model of a batch, each from its own bases (`param_base`, `state_base`, `clip_base`).
 fn extents(entry: OptEntry, p: &OptParams) -> Result<Vec<u64>> {
     let len = p.len as u64;
-    let quads = 4 * len.div_ceil(4);
-    let clip = CLIP_PARTIALS as u64 + len.div_ceil(NORM_CHUNK as u64);
+    let quads = 4 * u64::from(p.param_base) + 4 * len.div_ceil(4);
+    let clip_base = u64::from(p.clip_base);
+    let clip = clip_base + CLIP_PARTIALS as u64 + len.div_ceil(NORM_CHUNK as u64);
     Ok(match entry {
         OptEntry::GradNormPartial | OptEntry::GradNormFinish => vec![0, quads, 0, 0, clip],
         _ => {
             let state = if state_slots(entry, p) == 0 {
                 0
             } else {
-                (state_slots(entry, p) - 1) * p.state_stride as u64 + quads
+                4 * u64::from(p.state_base) + (state_slots(entry, p) - 1) * p.state_stride as u64 + 4 * len.div_ceil(4)
             };
-            vec![quads, quads, state, len.div_ceil(64), CLIP_PARTIALS as u64]
+            vec![quads, quads, state, len.div_ceil(64), clip_base + CLIP_PARTIALS as u64]
         }
     })
 }
@@ -101,6 +103,13 @@ pub struct OptParams {
     /// The 1-based step, recorded in `clip[CLIP_BAD_STEP]` by the first update that writes a
     /// NaN or ±Inf parameter.
     pub step: u32,
+    /// The model's first quad of the parameter and gradient buffers (0 for a lone model).
+    pub param_base: u32,
+    /// The model's first quad of the state buffer.
+    pub state_base: u32,
+    /// The model's first element of the clip buffer.
+    pub clip_base: u32,
+    pub _pad: u32,
     pub groups: [[f32; 4]; MAX_GROUPS],
 }
 
@@ -209,7 +218,8 @@ fn to_device_layout(state: &[f32], len: usize) -> Vec<f32> {
 }
 
 impl Gpu {
-    /// One optimizer kernel over the flat parameter buffer; see optim.wgsl.
+    /// One optimizer kernel over the flat parameter buffer, for one model or (`params`: one
+    /// struct per model, workgroup z) a batch of them; see optim.wgsl.
     #[allow(clippy::too_many_arguments)]
     pub fn optimizer_kernel(
         &self,
@@ -219,34 +229,85 @@ impl Gpu {
         state: &GpuBuffer,
         block_group: &GpuBuffer,
         clip: &GpuBuffer,
-        params: &OptParams,
+        params: &[OptParams],
         groups: [u32; 3],
     ) -> Result<Dispatch> {
-        self.kernels.optim.dispatch(
+        if params.is_empty() || params.len() > OPT_MODELS_PER_LAUNCH {
+            return Err(Error::Usage(format!(
+                "an optimizer launch updates 1 to {OPT_MODELS_PER_LAUNCH} models, not {}",
+                params.len()
+            )));
+        }
+        let constants = params[0].constants();
+        // optim.wgsl's `models` is a fixed-size uniform array: the rest of it is zeros (len 0),
+        // which no workgroup reads (the grid's z is the number of models).
+        let mut padded = params.to_vec();
+        padded.resize(OPT_MODELS_PER_LAUNCH, OptParams::default());
+        self.kernels.optim.dispatch_models(
             self,
             entry,
-            &params.constants(),
+            &constants,
             &[param.bind(), grad.bind(), state.bind(), block_group.bind(), clip.bind()],
             extents,
-            params,
+            &padded,
             groups,
         )
     }
 }
 
+/// Models one optimizer launch updates at most: the length of optim.wgsl's uniform array
+/// `models` (checked against the WGSL by tests/shader_layout.rs). 64 structs take 13 KiB,
+/// inside the smallest uniform binding an adapter may offer (16 KiB, downlevel and WebGL2).
+pub const OPT_MODELS_PER_LAUNCH: usize = 64;
+
+/// One model of an optimizer launch: what updates it, and where its slices start.
+#[derive(Clone, Debug)]
+pub struct OptimizerModel {
+    pub optimizer: Optimizer,
+    pub groups: ParamGroups,
+    pub max_norm: Option<f32>,
+    /// Its first parameter (and gradient) in the launch's buffers: a multiple of 4.
+    pub offset: usize,
+}
+
+impl OptimizerModel {
+    /// What models must share to be updated by one launch: the kernel, the pipeline constant
+    /// (the optimizer's form and flags, clipping on or off) and the group table.
+    pub fn launch_key(&self, len: usize) -> (OptEntry, u32, Vec<u32>) {
+        let first = OptimizerStep {
+            optimizer: &self.optimizer,
+            step: 1,
+            lr_factor: 1.0,
+            groups: &self.groups,
+            max_norm: self.max_norm,
+        };
+        let flags = OptParams::new(len, &first).constants()[0].1;
+        (OptEntry::update(&self.optimizer), flags, self.groups.block_group.clone())
+    }
+}
+
+/// The optimizer on the device for one model, or for a batch of models trained side by side
+/// (one launch updates them all: workgroup z picks the model, whose numbers, state and clip
+/// record are its own). State and clip records are the optimizer's; parameters and gradients
+/// are the caller's buffers.
 pub struct GpuOptimizer {
-    optimizer: Optimizer,
-    groups: ParamGroups,
-    max_norm: Option<f32>,
     len: usize,
+    models: Vec<Member>,
     state: GpuBuffer,
     clip: GpuBuffer,
     _block_group: GpuBuffer,
     norm_partial: Option<Dispatch>,
     norm_finish: Option<Dispatch>,
     update: Dispatch,
-    /// What the update's uniform holds now (rewritten only when a step changes it).
-    written: Option<OptParams>,
+    /// What the update's parameter buffer holds now (rewritten only when a step changes it).
+    written: Option<Vec<OptParams>>,
+}
+
+/// One model of a `GpuOptimizer` and its bases in the launch's buffers.
+struct Member {
+    model: OptimizerModel,
+    state_base: usize,
+    clip_base: usize,
 }
 
 impl GpuOptimizer {
@@ -259,59 +320,68 @@ impl GpuOptimizer {
         groups: ParamGroups,
         max_norm: Option<f32>,
     ) -> Result<GpuOptimizer> {
-        let len = param.len;
-        if let Some(m) = max_norm {
-            crate::optim::validate_clip(m).map_err(Error::Usage)?;
-        }
-        let state = gpu.upload("optimizer state", &to_device_layout(&optimizer.initial_state(len), len))?;
-        let block_group = gpu.upload("parameter groups", &groups.block_group)?;
+        let model = OptimizerModel { optimizer: optimizer.clone(), groups, max_norm, offset: 0 };
+        GpuOptimizer::for_models(gpu, param, grad, param.len, vec![model])
+    }
+
+    /// One launch updating every model of `models`, each `len` parameters from its `offset`
+    /// in `param` and `grad`. They must share a `launch_key`.
+    pub fn for_models(
+        gpu: &Gpu,
+        param: &GpuBuffer,
+        grad: &GpuBuffer,
+        len: usize,
+        models: Vec<OptimizerModel>,
+    ) -> Result<GpuOptimizer> {
+        let Some(first) = models.first() else {
+            return Err(Error::Usage("an optimizer launch needs at least one model".into()));
+        };
+        let key = first.launch_key(len);
+        let first_name = first.optimizer.name();
         let chunks = len.div_ceil(NORM_CHUNK);
-        let mut clip_init = vec![0.0f32; CLIP_PARTIALS + chunks];
-        clip_init[CLIP_COEF] = 1.0;
+        let clip_len = CLIP_PARTIALS + chunks;
+        let (mut state_init, mut clip_init, mut members) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, m) in models.into_iter().enumerate() {
+            if let Some(n) = m.max_norm {
+                crate::optim::validate_clip(n).map_err(Error::Usage)?;
+            }
+            if m.launch_key(len) != key {
+                return Err(Error::Usage(format!(
+                    "model {k}'s optimizer ({}) cannot share a launch with model 0's ({})",
+                    m.optimizer.name(),
+                    first_name
+                )));
+            }
+            if !m.offset.is_multiple_of(4) {
+                return Err(Error::Usage(format!("model {k}'s parameters start at {}, not a multiple of 4", m.offset)));
+            }
+            let state_base = state_init.len();
+            state_init.extend(to_device_layout(&m.optimizer.initial_state(len), len));
+            let clip_base = clip_init.len();
+            clip_init.extend(std::iter::repeat_n(0.0f32, clip_len));
+            clip_init[clip_base + CLIP_COEF] = 1.0;
+            members.push(Member { model: m, state_base, clip_base });
+        }
+        let state = gpu.upload("optimizer state", &state_init)?;
+        let block_group = gpu.upload("parameter groups", &key.2)?;
         let clip = gpu.upload("gradient clipping", &clip_init)?;
-        let first = OptimizerStep { optimizer, step: 1, lr_factor: 1.0, groups: &groups, max_norm };
-        let params = OptParams::new(len, &first);
-        let elementwise = groups_for(len.div_ceil(4), 256);
-        let update = gpu.optimizer_kernel(
-            OptEntry::update(optimizer),
-            param,
-            grad,
-            &state,
-            &block_group,
-            &clip,
-            &params,
-            elementwise,
-        )?;
-        let (norm_partial, norm_finish) = if max_norm.is_some() {
-            let partial = gpu.optimizer_kernel(
-                OptEntry::GradNormPartial,
-                param,
-                grad,
-                &state,
-                &block_group,
-                &clip,
-                &params,
-                grid(chunks as u32),
-            )?;
-            let finish = gpu.optimizer_kernel(
-                OptEntry::GradNormFinish,
-                param,
-                grad,
-                &state,
-                &block_group,
-                &clip,
-                &params,
-                [1, 1, 1],
-            )?;
-            (Some(partial), Some(finish))
+        let params: Vec<OptParams> = members.iter().map(|m| member_params(len, m, 1, 1.0)).collect();
+        let n = members.len() as u32;
+        let with_models = |[x, y, _]: [u32; 3]| [x, y, n];
+        let launch =
+            |entry, groups| gpu.optimizer_kernel(entry, param, grad, &state, &block_group, &clip, &params, groups);
+        let update = launch(key.0, with_models(groups_for(len.div_ceil(4), 256)))?;
+        let (norm_partial, norm_finish) = if params[0].flags & FLAG_CLIP != 0 {
+            (
+                Some(launch(OptEntry::GradNormPartial, with_models(grid(chunks as u32)))?),
+                Some(launch(OptEntry::GradNormFinish, [1, 1, n])?),
+            )
         } else {
             (None, None)
         };
         Ok(GpuOptimizer {
-            optimizer: optimizer.clone(),
-            groups,
-            max_norm,
             len,
+            models: members,
             state,
             clip,
             _block_group: block_group,
@@ -322,16 +392,26 @@ impl GpuOptimizer {
         })
     }
 
-    /// Step `step`'s numbers (1-based) with the schedule's `lr_factor`, as the update reads them.
+    /// Models the launch updates.
+    pub fn models(&self) -> usize {
+        self.models.len()
+    }
+
+    fn member(&self, k: usize) -> Result<&Member> {
+        self.models
+            .get(k)
+            .ok_or_else(|| Error::Usage(format!("model {k} of {} in the optimizer launch", self.models.len())))
+    }
+
+    /// Model k's numbers for step `step` (1-based) with the schedule's `lr_factor`.
+    fn model_params(&self, k: usize, step: u32, lr_factor: f64) -> OptParams {
+        member_params(self.len, &self.models[k], step, lr_factor)
+    }
+
+    /// Step `step`'s numbers (1-based) with the schedule's `lr_factor`, as the update reads them
+    /// (a lone model's; `prepare_models` writes a batch's).
     pub fn step_params(&self, step: u32, lr_factor: f64) -> OptParams {
-        let s = OptimizerStep {
-            optimizer: &self.optimizer,
-            step,
-            lr_factor,
-            groups: &self.groups,
-            max_norm: self.max_norm,
-        };
-        OptParams::new(self.len, &s)
+        self.model_params(0, step, lr_factor)
     }
 
     /// The update launch, whose parameters `prepare` writes (or a many-steps submit copies).
@@ -339,21 +419,37 @@ impl GpuOptimizer {
         &self.update
     }
 
-    /// Records that the update's uniform now holds `params` (a many-steps submit copied them).
+    /// Records that the update's parameters now hold `params` (a many-steps submit copied them).
     pub(crate) fn mark_written(&mut self, params: OptParams) {
-        self.written = Some(params);
+        self.written = Some(vec![params]);
     }
 
-    /// Writes step `step`'s numbers (1-based) with the schedule's `lr_factor`.
+    /// Writes step `step`'s numbers (1-based) with the schedule's `lr_factor`, for every model.
     pub fn prepare(&mut self, gpu: &Gpu, step: u32, lr_factor: f64) {
-        let params = self.step_params(step, lr_factor);
-        if self.written.is_some_and(|w| bytemuck::bytes_of(&w) == bytemuck::bytes_of(&params)) {
+        let factors = vec![lr_factor; self.models.len()];
+        self.prepare_models(gpu, step, &factors);
+    }
+
+    /// Writes step `step`'s numbers with model k's schedule factor `lr_factors[k]`.
+    pub fn prepare_models(&mut self, gpu: &Gpu, step: u32, lr_factors: &[f64]) {
+        let params: Vec<OptParams> = (0..self.models.len())
+            .map(|k| self.model_params(k, step, lr_factors.get(k).copied().unwrap_or(1.0)))
+            .collect();
+        if self
+            .written
+            .as_deref()
+            .is_some_and(|w| bytemuck::cast_slice::<_, u8>(w) == bytemuck::cast_slice::<_, u8>(&params))
+        {
             return;
         }
         let groups = self.update.groups();
-        // Unchecked: `params` comes from the optimizer and length the launch was checked with
-        // in `new`, and a step changes none of what its extents depend on.
-        self.update.write_steps(gpu, &params, &[groups]);
+        // Unchecked: every struct comes from its model's optimizer, length and bases, which the
+        // launch was checked with in `for_models`; a step changes none of what extents read.
+        for launch in [&mut self.norm_partial, &mut self.norm_finish].into_iter().flatten() {
+            let g = launch.groups();
+            launch.write_models(gpu, &params, &[g]);
+        }
+        self.update.write_models(gpu, &params, &[groups]);
         self.written = Some(params);
     }
 
@@ -364,17 +460,25 @@ impl GpuOptimizer {
 
     /// The optimizer state, slot-major with slots of `len` (see `Optimizer::state_slots`).
     pub fn state(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        self.state_of(gpu, 0)
+    }
+
+    /// Model k's optimizer state (the layout of `state`).
+    pub fn state_of(&self, gpu: &Gpu, k: usize) -> Result<Vec<f32>> {
+        let m = self.member(k)?;
         let stride = state_stride(self.len);
-        if stride == 0 {
+        let slots = m.model.optimizer.state_slots();
+        if stride == 0 || slots == 0 {
             return Ok(Vec::new());
         }
-        let device = gpu.read_all(&self.state)?;
+        let device = gpu.read::<f32>(&self.state, m.state_base, stride * slots)?;
         Ok(device.chunks(stride).flat_map(|slot| &slot[..self.len.min(slot.len())]).copied().collect())
     }
 
-    /// Overwrites the state (same layout as `state`).
+    /// Overwrites a lone model's state (same layout as `state`).
     pub fn set_state(&self, gpu: &Gpu, state: &[f32]) -> Result<()> {
-        let expected = self.len * self.optimizer.state_slots();
+        let m = self.member(0)?;
+        let expected = self.len * m.model.optimizer.state_slots();
         if state.len() != expected {
             return Err(Error::Shape {
                 what: "optimizer state".into(),
@@ -382,30 +486,50 @@ impl GpuOptimizer {
                 got: state.len().to_string(),
             });
         }
-        gpu.write(&self.state, &to_device_layout(state, self.len));
+        gpu.write_at(&self.state, m.state_base, &to_device_layout(state, self.len));
         Ok(())
     }
 
-    /// (coefficient, gradient norm) of the last clipped step.
+    /// (coefficient, gradient norm) of a lone model's last clipped step.
     pub fn clip_stats(&self, gpu: &Gpu) -> Result<(f32, f32)> {
-        let c = gpu.read::<f32>(&self.clip, 0, 2)?;
+        let c = gpu.read::<f32>(&self.clip, self.member(0)?.clip_base, 2)?;
         Ok((c[CLIP_COEF], c[CLIP_NORM]))
     }
 
-    /// The first step (1-based) whose update wrote a NaN or ±Inf parameter since the last call,
-    /// if any; clears the record.
+    /// The first step (1-based) whose update wrote a NaN or ±Inf parameter of a lone model
+    /// since the last call, if any; clears the record.
     pub fn take_bad_step(&self, gpu: &Gpu) -> Result<Option<usize>> {
+        self.take_bad_step_of(gpu, 0)
+    }
+
+    /// `take_bad_step` for model k.
+    pub fn take_bad_step_of(&self, gpu: &Gpu, k: usize) -> Result<Option<usize>> {
+        let at = self.member(k)?.clip_base + CLIP_BAD_STEP;
         // The kernel stores the step's bits (exact for any u32 step).
-        let step = gpu.read::<u32>(&self.clip, CLIP_BAD_STEP, 1)?[0];
+        let step = gpu.read::<u32>(&self.clip, at, 1)?[0];
         if step == 0 {
             return Ok(None);
         }
-        gpu.write_at(&self.clip, CLIP_BAD_STEP, &[0u32]);
+        gpu.write_at(&self.clip, at, &[0u32]);
         Ok(Some(step as usize))
     }
 
+    /// A lone model's optimizer (model 0's in a batch).
     pub fn optimizer(&self) -> &Optimizer {
-        &self.optimizer
+        &self.models[0].model.optimizer
+    }
+}
+
+/// A member's numbers for step `step` (1-based) with the schedule's `lr_factor`, and its bases.
+fn member_params(len: usize, member: &Member, step: u32, lr_factor: f64) -> OptParams {
+    let Member { model: m, state_base, clip_base } = member;
+    let s = OptimizerStep { optimizer: &m.optimizer, step, lr_factor, groups: &m.groups, max_norm: m.max_norm };
+    // Each state slot starts on a quad (state_stride) and so does each model's state.
+    OptParams {
+        param_base: (m.offset / 4) as u32,
+        state_base: (state_base / 4) as u32,
+        clip_base: *clip_base as u32,
+        ..OptParams::new(len, &s)
     }
 }
 
