@@ -193,3 +193,53 @@ fn models_past_one_optimizer_launch_train_as_alone() {
         );
     }
 }
+
+/// Many steps per submit (`train_steps`) against one step per submit: the same launches on the
+/// same values, so the same bits, whether a submit holds 1, 5 or all of its steps.
+#[test]
+fn many_steps_per_submit_equal_one_step_per_submit() {
+    require_gpu!();
+    let (m, d) = (model(), data());
+    let g = Arc::new(gpu().clone());
+    let setups: Vec<OptimizerSetup> = setups().into_iter().map(|(_, s)| s).collect();
+    let n = setups.len();
+    let inits: Vec<Vec<f32>> = (0..n).map(|k| m.init_params(7 + k as u64)).collect();
+    let plan: Vec<usize> = (0..13).map(|s| if s < 10 { 16 } else { 5 }).collect();
+    let all: Vec<Vec<Vec<u32>>> =
+        plan.iter().enumerate().map(|(s, &r)| (0..n).map(|k| batch(k, s, r)).collect()).collect();
+    let mut runs = Vec::new();
+    for per_submit in [1, 4, 10] {
+        let mut nets =
+            BatchedNetworks::new(g.clone(), m.clone(), Loss::CrossEntropy, setups.clone(), &inits, 16).unwrap();
+        nets.set_train_data(&d).unwrap();
+        // Steps 0-9 (16 rows) in submits of `per_submit`, then 10-12 (5 rows) together.
+        for group in [&all[..10], &all[10..]] {
+            for chunk in group.chunks(per_submit) {
+                let steps: Vec<Vec<&[u32]>> = chunk.iter().map(|b| b.iter().map(Vec::as_slice).collect()).collect();
+                let refs: Vec<&[&[u32]]> = steps.iter().map(Vec::as_slice).collect();
+                nets.train_steps(&refs).unwrap();
+            }
+        }
+        assert_eq!(nets.steps(), 13);
+        let totals = format!("{:?}", nets.take_totals().unwrap());
+        let bits: Vec<Vec<u32>> = (0..n)
+            .flat_map(|k| [nets.params(k).unwrap(), nets.optimizer_state(k).unwrap()])
+            .map(|v| v.into_iter().map(f32::to_bits).collect())
+            .collect();
+        runs.push((per_submit, bits, totals));
+    }
+    let (_, bits, totals) = &runs[0];
+    for (per_submit, b, t) in &runs[1..] {
+        assert!(b == bits, "{per_submit} steps per submit: parameters or state differ from one per submit");
+        assert_eq!(t, totals, "{per_submit} steps per submit: totals");
+    }
+    // A submit whose steps differ in batch size is refused, naming the model.
+    let mut nets = BatchedNetworks::new(g, m, Loss::CrossEntropy, setups, &inits, 16).unwrap();
+    nets.set_train_data(&d).unwrap();
+    let a: Vec<&[u32]> = all[0].iter().map(Vec::as_slice).collect();
+    let b: Vec<&[u32]> = all[12].iter().map(Vec::as_slice).collect();
+    match nets.train_steps(&[&a, &b]) {
+        Err(Error::Usage(msg)) => assert!(msg.contains("share a batch size"), "{msg}"),
+        other => panic!("mixed batch sizes in one submit: {other:?}"),
+    }
+}

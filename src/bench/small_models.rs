@@ -130,8 +130,8 @@ fn samples_per_sec(net: &mut dyn Network, case: &SmallCase, budget: f64) -> Resu
 }
 
 /// Aggregate samples per second of `models` copies of `case` trained side by side
-/// (`BatchedNetworks`, one launch for all their forward and backward passes), or None when the
-/// model does not fit the fused step.
+/// (`BatchedNetworks`: one launch for all their forward and backward passes, one for their
+/// updates, 32 steps per submit), or None when the model does not fit the fused step.
 pub fn measure_batched(gpu: &Arc<Gpu>, case: &SmallCase, models: usize, budget: f64) -> Result<Option<f64>> {
     let model = Model::new(case.inputs, case.layers.clone())?;
     let labels: Vec<u32> = (0..case.rows as u32).map(|i| i % case.classes as u32).collect();
@@ -147,18 +147,19 @@ pub fn measure_batched(gpu: &Arc<Gpu>, case: &SmallCase, models: usize, budget: 
     let batches: Vec<Vec<u32>> =
         (0..models).map(|k| (0..case.batch).map(|i| ((k * 7 + i) % case.rows) as u32).collect()).collect();
     let refs: Vec<&[u32]> = batches.iter().map(Vec::as_slice).collect();
-    let mut run = |steps: usize| -> Result<()> {
-        for _ in 0..steps {
-            nets.train_step(&refs)?;
-        }
+    // As `compare` and `sweep` run them: many steps per submit, totals read once per 32 steps.
+    let per_submit = crate::exec::DEFAULT_STEPS_PER_SUBMIT;
+    let submit: Vec<&[&[u32]]> = vec![refs.as_slice(); per_submit];
+    let mut run = || -> Result<()> {
+        nets.train_steps(&submit)?;
         nets.take_totals().map(|_| ())
     };
-    run(4)?; // warm-up
+    run()?; // warm-up
     let start = Instant::now();
     let mut steps = 0;
     while steps == 0 || start.elapsed().as_secs_f64() < budget {
-        run(16)?;
-        steps += 16;
+        run()?;
+        steps += per_submit;
     }
     Ok(Some((steps * case.batch * models) as f64 / start.elapsed().as_secs_f64()))
 }

@@ -122,7 +122,18 @@ impl Dispatch {
     /// A copy that sets this launch's parameters inside a submit (`submit_steps`) to the
     /// `P`-sized bytes at `src_offset` of `src`, which the caller has checked with `check`.
     pub(crate) fn params_copy<'a, P: bytemuck::Pod>(&'a self, src: &'a GpuBuffer, src_offset: u64) -> StepCopy<'a> {
-        StepCopy { src, src_offset, dst: &self.uniform, dst_offset: 0, size: std::mem::size_of::<P>() as u64 }
+        self.models_params_copy::<P>(src, src_offset, 1)
+    }
+
+    /// `params_copy` for a batched launch: the first `models` structs.
+    pub(crate) fn models_params_copy<'a, P: bytemuck::Pod>(
+        &'a self,
+        src: &'a GpuBuffer,
+        src_offset: u64,
+        models: usize,
+    ) -> StepCopy<'a> {
+        let size = (models * std::mem::size_of::<P>()) as u64;
+        StepCopy { src, src_offset, dst: &self.uniform, dst_offset: 0, size }
     }
 }
 

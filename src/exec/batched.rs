@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use super::network::{check_batch, BadStep, Totals};
 use crate::data::Dataset;
-use crate::device::{submit, Dispatch, GpuBuffer, VIEW_ALIGN};
+use crate::device::{submit_steps, Dispatch, GpuBuffer, StepCopy, StepRecord, VIEW_ALIGN};
 use crate::error::{Error, Result};
 use crate::kernels::optim::{GpuOptimizer, OptimizerModel, OPT_MODELS_PER_LAUNCH};
 use crate::kernels::small_net::{SMALL_NET_MAX_MODELS, SMALL_NET_TOTALS_STRIDE};
+use crate::kernels::OptParams;
 use crate::kernels::{
     Gpu, SmallNet, SmallNetBuffers, TOTALS_LEN, TOTAL_BAD_LOSS, TOTAL_CORRECT, TOTAL_COUNT, TOTAL_FIRST_BAD,
     TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
@@ -91,6 +92,8 @@ pub struct BatchedNetworks {
     totals_from_step: usize,
     /// Every model's batch rows of the coming step, model-major, `max_rows` apart.
     index_words: Vec<u32>,
+    /// What `train_steps` uploads: each step's batch rows and optimizer numbers (kept between submits).
+    staging: Option<GpuBuffer>,
 }
 
 impl BatchedNetworks {
@@ -180,6 +183,7 @@ impl BatchedNetworks {
             steps: 0,
             totals_from_step: 0,
             index_words: vec![0; n * max_rows],
+            staging: None,
         })
     }
 
@@ -250,30 +254,101 @@ impl BatchedNetworks {
     }
 
     /// One step of every model, model k on the training rows `batches[k]` (all of one size): one
-    /// forward-backward launch for all, each model's update, one submit. Nothing is read back.
+    /// forward-backward launch for all, one update launch per kind of optimizer, one submit.
+    /// Nothing is read back.
     pub fn train_step(&mut self, batches: &[&[u32]]) -> Result<()> {
-        if batches.len() != self.len() {
-            return Err(Error::Usage(format!("{} batches for {} models", batches.len(), self.len())));
-        }
-        let rows = batches[0].len();
-        for (k, b) in batches.iter().enumerate() {
-            if b.len() != rows {
-                return Err(Error::Usage(format!("model {k}'s batch has {} rows, model 0's {rows}", b.len())));
+        self.train_steps(&[batches])
+    }
+
+    /// Several steps in one submit, step s giving model k the rows `steps[s][k]` (every batch of
+    /// the submit of one size), as `train_step` would run them one by one: the steps' batch rows
+    /// and optimizer numbers are uploaded once, and copies in the same command buffer put each
+    /// step's share where its launches read it (as `GpuNetwork`'s many-steps submit does).
+    pub fn train_steps(&mut self, steps: &[&[&[u32]]]) -> Result<()> {
+        let Some(first) = steps.first() else { return Ok(()) };
+        let rows = first.first().map_or(0, |b| b.len());
+        for batches in steps {
+            if batches.len() != self.len() {
+                return Err(Error::Usage(format!("{} batches for {} models", batches.len(), self.len())));
             }
-            check_batch(b, self.train_rows, self.max_rows)?;
-            self.index_words[k * self.max_rows..k * self.max_rows + rows].copy_from_slice(b);
+            for (k, b) in batches.iter().enumerate() {
+                if b.len() != rows {
+                    return Err(Error::Usage(format!(
+                        "model {k}'s batch has {} rows, model 0's first {rows}: the steps of one submit share a batch size",
+                        b.len()
+                    )));
+                }
+                check_batch(b, self.train_rows, self.max_rows)?;
+            }
         }
-        self.gpu.write(&self.indices, &self.index_words);
-        let step = self.steps as u32;
-        for (opt, ks) in &mut self.optimizers {
-            let factors: Vec<f64> = ks.iter().map(|&k| self.setups[k].schedule.factor(step)).collect();
-            opt.prepare_models(&self.gpu, step + 1, &factors);
+        // The staging buffer must fit the device's largest binding: split a submit that would not.
+        let opt_words: usize =
+            self.optimizers.iter().map(|(o, _)| o.models() * std::mem::size_of::<OptParams>() / 4).sum();
+        let step_words = self.index_words.len() + opt_words;
+        let fit = ((self.gpu.max_storage_bytes() / 4) as usize / step_words).max(1);
+        if fit < steps.len() {
+            return steps.chunks(fit).try_for_each(|chunk| self.train_steps(chunk));
         }
         self.launch_for(rows)?;
-        let mut launches: Vec<&Dispatch> = self.launch.iter().map(|(d, _)| d).collect();
-        launches.extend(self.optimizers.iter().flat_map(|(o, _)| o.dispatches()));
-        submit(&self.gpu, "batched training step", &launches)?;
-        self.steps += 1;
+
+        // Per step: every model's batch rows (model-major, `max_rows` apart), then per
+        // optimizer launch its models' numbers.
+        let mut words: Vec<u32> = Vec::with_capacity(steps.len() * step_words);
+        let mut last: Vec<Vec<OptParams>> = Vec::new();
+        for (j, batches) in steps.iter().enumerate() {
+            for (k, b) in batches.iter().enumerate() {
+                self.index_words[k * self.max_rows..k * self.max_rows + rows].copy_from_slice(b);
+            }
+            words.extend_from_slice(&self.index_words);
+            let step = (self.steps + j) as u32;
+            last.clear();
+            for (opt, ks) in &self.optimizers {
+                let factors: Vec<f64> = ks.iter().map(|&k| self.setups[k].schedule.factor(step)).collect();
+                let params = opt.models_params(step + 1, &factors);
+                words.extend_from_slice(bytemuck::cast_slice(&params));
+                last.push(params);
+            }
+        }
+        let staging = match self.staging.take() {
+            Some(b) if b.len >= words.len() => b,
+            _ => self.gpu.storage(
+                "batched steps staging",
+                words.len().next_power_of_two().min((self.gpu.max_storage_bytes() / 4) as usize).max(words.len()),
+            )?,
+        };
+        self.gpu.write(&staging, &words);
+        let Some((launch, _)) = &self.launch else {
+            return Err(Error::Plan("the batched launch was not built".into()));
+        };
+        let records: Vec<StepRecord> = (0..steps.len())
+            .map(|j| {
+                let mut at = (j * step_words * 4) as u64;
+                let index_bytes = (self.index_words.len() * 4) as u64;
+                let mut copies = vec![StepCopy {
+                    src: &staging,
+                    src_offset: at,
+                    dst: &self.indices.buffer,
+                    dst_offset: self.indices.offset,
+                    size: index_bytes,
+                }];
+                at += index_bytes;
+                for (opt, _) in &self.optimizers {
+                    copies.push(opt.update_launch().models_params_copy::<OptParams>(&staging, at, opt.models()));
+                    at += (opt.models() * std::mem::size_of::<OptParams>()) as u64;
+                }
+                let mut dispatches = vec![launch];
+                dispatches.extend(self.optimizers.iter().flat_map(|(o, _)| o.dispatches()));
+                StepRecord { copies, dispatches }
+            })
+            .collect();
+        submit_steps(&self.gpu, "batched training steps", &records)?;
+        drop(records);
+        self.staging = Some(staging);
+        // The update launches now hold the last step's numbers.
+        for ((opt, _), params) in self.optimizers.iter_mut().zip(last) {
+            opt.mark_written_models(params);
+        }
+        self.steps += steps.len();
         Ok(())
     }
 

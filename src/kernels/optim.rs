@@ -424,6 +424,17 @@ impl GpuOptimizer {
         self.written = Some(vec![params]);
     }
 
+    /// Every model's numbers for step `step` with model k's schedule factor `lr_factors[k]`,
+    /// in the order the update reads them (what `prepare_models` writes).
+    pub(crate) fn models_params(&self, step: u32, lr_factors: &[f64]) -> Vec<OptParams> {
+        (0..self.models.len()).map(|k| self.model_params(k, step, lr_factors.get(k).copied().unwrap_or(1.0))).collect()
+    }
+
+    /// Records that the update's parameters now hold `params`, one per model.
+    pub(crate) fn mark_written_models(&mut self, params: Vec<OptParams>) {
+        self.written = Some(params);
+    }
+
     /// Writes step `step`'s numbers (1-based) with the schedule's `lr_factor`, for every model.
     pub fn prepare(&mut self, gpu: &Gpu, step: u32, lr_factor: f64) {
         let factors = vec![lr_factor; self.models.len()];

@@ -80,10 +80,21 @@ pub fn run_side_by_side(
             .map(|b| b.next_epoch().into_iter().map(|v| v.into_iter().map(|i| i as u32).collect()).collect())
             .collect();
         let start = Instant::now();
-        let steps = epochs[0].len();
-        for j in 0..steps {
-            let step: Vec<&[u32]> = epochs.iter().map(|e| e[j].as_slice()).collect();
-            nets.train_step(&step)?;
+        // Many steps per submit: runs of steps whose batches share a size (a short last batch
+        // goes on its own), `DEFAULT_STEPS_PER_SUBMIT` at a time.
+        let steps: Vec<Vec<&[u32]>> =
+            (0..epochs[0].len()).map(|j| epochs.iter().map(|e| e[j].as_slice()).collect()).collect();
+        let mut start_of_run = 0;
+        while start_of_run < steps.len() {
+            let rows = steps[start_of_run][0].len();
+            let end = (start_of_run..steps.len())
+                .take(crate::exec::DEFAULT_STEPS_PER_SUBMIT)
+                .take_while(|&j| steps[j][0].len() == rows)
+                .last()
+                .map_or(start_of_run + 1, |j| j + 1);
+            let chunk: Vec<&[&[u32]]> = steps[start_of_run..end].iter().map(Vec::as_slice).collect();
+            nets.train_steps(&chunk)?;
+            start_of_run = end;
         }
         let totals = nets.take_totals()?;
         seconds += start.elapsed().as_secs_f64();
