@@ -233,3 +233,40 @@ fn cpu_runs_one_per_core_give_what_they_give_one_by_one() {
     }
     assert!(together[2].diverged.is_some());
 }
+
+/// The same with batch norm (its running statistics, evaluation mode for the test points), every
+/// kind of optimizer, a schedule and clipping: runs one per core give, to the bit, what each
+/// gives alone.
+#[test]
+fn cpu_runs_with_batch_norm_every_optimizer_schedule_and_clipping_give_what_they_give_alone() {
+    let file = PathBuf::from("configs/spirals_small.toml");
+    let common = [
+        "model.layers=[{type='linear',out=8,bias=false},{type='batch-norm'},{type='tanh'},{type='linear',out=3}]",
+        "train.epochs=2",
+    ];
+    let runs: [&[&str]; 6] = [
+        &["optimizer={type='adam',lr=0.01}", "train.clip_grad_norm=0.5"],
+        &[
+            "optimizer={type='sgd',lr=0.1,momentum=0.9,nesterov=true}",
+            "train.schedule={type='cosine',warmup=5,total=40}",
+        ],
+        &["optimizer={type='rmsprop',lr=0.005,centered=true,momentum=0.5}"],
+        &["optimizer={type='adagrad',lr=0.05}", "model.init_seed=3"],
+        &["optimizer={type='adamw',lr=0.01,weight_decay=0.1,amsgrad=true}", "train.seed=4"],
+        &["optimizer={type='sgd',lr=0.05,momentum={value=0.9,form='heavy-ball'}}"],
+    ];
+    let load = |extra: &[&str]| {
+        let set: Vec<String> = common.iter().chain(extra).map(|s| s.to_string()).collect();
+        Config::load_with(&file, &set).unwrap()
+    };
+    let (train, test) = load_data(&load(&[]), &file).unwrap();
+    let contenders: Vec<Contender> =
+        runs.iter().map(|extra| Contender { label: extra.join(" "), config: load(extra) }).collect();
+    let together = gradflow::train::side_by_side::run_on_cpu_threads(&contenders, &train, &test, &cpu()).unwrap();
+    for (c, t) in contenders.iter().zip(&together) {
+        let alone = run_contender(c, &train, &test, &cpu()).unwrap();
+        assert_eq!(format!("{:?}", t.points), format!("{:?}", alone.points), "{}", c.label);
+        assert!(t.diverged.is_none() && alone.diverged.is_none(), "{}", c.label);
+        assert_eq!(t.points.len(), 3, "{}: the start and two epochs", c.label);
+    }
+}
