@@ -282,4 +282,4 @@ pub mod side_by_side;
 pub mod sweep;
 pub mod trainer;
 pub use run::{batcher, build_network, check_batches, load_data, max_rows, open_gpu, Placement, Standardize};
-pub use trainer::{Device, EpochStats, Evaluation, History, Trainer};
+pub use trainer::{Device, EpochStats, Evaluation, History, RunSpec, Trainer};

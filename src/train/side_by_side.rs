@@ -80,22 +80,7 @@ pub fn run_side_by_side(
             .map(|b| b.next_epoch().into_iter().map(|v| v.into_iter().map(|i| i as u32).collect()).collect())
             .collect();
         let start = Instant::now();
-        // Many steps per submit: runs of steps whose batches share a size (a short last batch
-        // goes on its own), `DEFAULT_STEPS_PER_SUBMIT` at a time.
-        let steps: Vec<Vec<&[u32]>> =
-            (0..epochs[0].len()).map(|j| epochs.iter().map(|e| e[j].as_slice()).collect()).collect();
-        let mut start_of_run = 0;
-        while start_of_run < steps.len() {
-            let rows = steps[start_of_run][0].len();
-            let end = (start_of_run..steps.len())
-                .take(crate::exec::DEFAULT_STEPS_PER_SUBMIT)
-                .take_while(|&j| steps[j][0].len() == rows)
-                .last()
-                .map_or(start_of_run + 1, |j| j + 1);
-            let chunk: Vec<&[&[u32]]> = steps[start_of_run..end].iter().map(Vec::as_slice).collect();
-            nets.train_steps(&chunk)?;
-            start_of_run = end;
-        }
+        train_epoch(&mut nets, &epochs)?;
         let totals = nets.take_totals()?;
         seconds += start.elapsed().as_secs_f64();
         samples += epochs[0].iter().map(Vec::len).sum::<usize>();
@@ -176,6 +161,27 @@ pub fn run_on_cpu_threads(
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
+}
+
+/// One epoch of every model, model k's batches `epochs[k]` (every model the same number of
+/// steps), many steps per submit: runs of steps whose batches share a size (a short last batch
+/// goes on its own), `DEFAULT_STEPS_PER_SUBMIT` at a time.
+pub(crate) fn train_epoch(nets: &mut BatchedNetworks, epochs: &[Vec<Vec<u32>>]) -> Result<()> {
+    let Some(first) = epochs.first() else { return Ok(()) };
+    let steps: Vec<Vec<&[u32]>> = (0..first.len()).map(|j| epochs.iter().map(|e| e[j].as_slice()).collect()).collect();
+    let mut start = 0;
+    while start < steps.len() {
+        let rows = steps[start][0].len();
+        let end = (start..steps.len())
+            .take(crate::exec::DEFAULT_STEPS_PER_SUBMIT)
+            .take_while(|&j| steps[j][0].len() == rows)
+            .last()
+            .map_or(start + 1, |j| j + 1);
+        let chunk: Vec<&[&[u32]]> = steps[start..end].iter().map(Vec::as_slice).collect();
+        nets.train_steps(&chunk)?;
+        start = end;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 
 use std::time::Instant;
 
+mod many;
+pub use many::RunSpec;
+
 use super::{evaluate, Flow};
 use crate::config::Config;
 use crate::data::{BatchScheme, Batcher, Dataset};

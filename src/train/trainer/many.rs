@@ -1,0 +1,240 @@
+//! Many runs of one trainer's model at once (`Trainer::fit_many`): each run its own optimizer
+//! and seed, trained side by side on a GPU where the model is small enough
+//! (`exec::BatchedNetworks`), one run per core on the CPU executor, else one after another.
+//! Each run's history is what `fit` gives it alone: to the bit on the CPU and one by one; on
+//! the GPU side by side, the fused step's numbers (within the usual bounds of the per-op step's).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{first_line, EpochStats, History, Trainer};
+use crate::data::{BatchScheme, Batcher, Dataset};
+use crate::error::{Error, Result};
+use crate::exec::{BatchedNetworks, GpuNetwork, Network};
+use crate::kernels::{Gpu, SmallNet};
+use crate::optim::OptimizerSetup;
+use crate::train::Device;
+
+/// One run of [`Trainer::fit_many`]: its optimizer (with groups, schedule and clipping) and the
+/// seed of its initial parameters and batch order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSpec {
+    pub optimizer: OptimizerSetup,
+    pub seed: u64,
+}
+
+impl RunSpec {
+    pub fn new(optimizer: impl Into<OptimizerSetup>, seed: u64) -> RunSpec {
+        RunSpec { optimizer: optimizer.into(), seed }
+    }
+}
+
+impl Trainer {
+    /// Trains one run per entry of `runs` (this trainer's model, loss, epochs and batching; the
+    /// run's optimizer and seed) and returns each run's history, or the error it met alone
+    /// (a diverging run does not stop the others). Where the runs train is chosen here: side
+    /// by side on the GPU when the model is a small dense chain (`exec::BatchedNetworks`), one
+    /// run per core on [`Device::Cpu`], otherwise one after another.
+    ///
+    /// Adam at three learning rates on XOR, one run per core:
+    ///
+    /// ```
+    /// use gradflow::prelude::*;
+    ///
+    /// # fn main() -> Result<()> {
+    /// let corners = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]];
+    /// let rows: Vec<[f32; 2]> = corners.iter().cycle().take(64).copied().collect();
+    /// let labels: Vec<u32> = [0, 1, 1, 0].iter().cycle().take(64).copied().collect();
+    /// let data = Dataset::from_nested(&rows, &labels)?;
+    /// let model = Model::mlp(2, &[8], 2, Activation::Tanh)?;
+    /// let trainer = Trainer::new(model).batch_size(16).epochs(40);
+    /// let runs: Vec<RunSpec> = [0.001, 0.01, 0.1].iter().map(|&lr| RunSpec::new(Optimizer::adam(lr), 0)).collect();
+    /// let mut last = Vec::new(); // each run's final training loss
+    /// for history in trainer.fit_many(&runs, &data, None)? {
+    ///     last.push(history?.last().map_or(f32::NAN, |e| e.train_loss));
+    /// }
+    /// assert!(last[2] < last[0], "lr 0.1 ends lower than lr 0.001: {last:?}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn fit_many(&self, runs: &[RunSpec], train: &Dataset, test: Option<&Dataset>) -> Result<Vec<Result<History>>> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        super::check_data(&self.model, train, "training data")?;
+        if let Some(t) = test.filter(|t| t.n > 0) {
+            super::check_data(&self.model, t, "test data")?;
+        }
+        if self.device == Device::Cpu {
+            return Ok(self.fit_on_threads(runs, train, test));
+        }
+        if let Some(histories) = self.fit_side_by_side(runs, train, test)? {
+            return Ok(histories);
+        }
+        Ok(runs.iter().map(|r| self.for_run(r).fit(train, test)).collect())
+    }
+
+    /// A fresh trainer with this one's settings and `run`'s optimizer and seed.
+    fn for_run(&self, run: &RunSpec) -> Trainer {
+        self.settings().for_run(run)
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            model: self.model.clone(),
+            loss: self.loss,
+            device: self.device.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            batching: self.batching,
+            drop_last: self.drop_last,
+        }
+    }
+
+    /// Each run alone on its own thread, as many at a time as the machine has cores.
+    fn fit_on_threads(&self, runs: &[RunSpec], train: &Dataset, test: Option<&Dataset>) -> Vec<Result<History>> {
+        let settings = self.settings();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(runs.len());
+        let mut out: Vec<Option<Result<History>>> = (0..runs.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(run) = runs.get(k) else { return done };
+                            done.push((k, settings.for_run(run).fit(train, test)));
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                // A run that panicked is reported as its error; the others keep theirs.
+                if let Ok(done) = w.join() {
+                    for (k, h) in done {
+                        out[k] = Some(h);
+                    }
+                }
+            }
+        });
+        out.into_iter().map(|h| h.unwrap_or_else(|| Err(Error::Usage("a run's thread panicked".into())))).collect()
+    }
+
+    /// Every run at once on the GPU, or None when they cannot share a batch of models here
+    /// (no adapter, a model the fused step does not take or too large to pay, a single run).
+    fn fit_side_by_side(
+        &self,
+        runs: &[RunSpec],
+        train: &Dataset,
+        test: Option<&Dataset>,
+    ) -> Result<Option<Vec<Result<History>>>> {
+        let gpu = match &self.device {
+            Device::Cpu => None,
+            Device::Gpu => Some(Gpu::new(None)?),
+            Device::Adapter(name) => Some(Gpu::new(Some(name))?),
+            Device::Auto => crate::train::open_gpu(&crate::train::Placement::default(), "training")?,
+        };
+        let Some(gpu) = gpu else { return Ok(None) };
+        let rows = match self.batching {
+            BatchScheme::FullBatch => train.n,
+            _ => self.batch_size.min(train.n),
+        };
+        let fits = SmallNet::new(&self.model, self.loss, rows)
+            .is_ok_and(|layout| layout.step_macs(rows) <= gpu.side_by_side_max_step_macs());
+        if runs.len() < 2 || !fits || rows == 0 {
+            return Ok(None);
+        }
+        let gpu = Arc::new(gpu);
+        let inits: Vec<Vec<f32>> = runs.iter().map(|r| self.model.init_params(r.seed)).collect();
+        let setups: Vec<OptimizerSetup> = runs.iter().map(|r| r.optimizer.clone()).collect();
+        for s in &setups {
+            s.validate().map_err(Error::Usage)?;
+        }
+        let mut nets = match BatchedNetworks::new(gpu.clone(), self.model.clone(), self.loss, setups, &inits, rows) {
+            Ok(n) => n,
+            Err(Error::Usage(_) | Error::LoopLimit { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        nets.set_train_data(train)?;
+        let mut batchers = runs
+            .iter()
+            .map(|r| Batcher::new(self.batching, train.n, rows, self.drop_last, r.seed))
+            .collect::<Result<Vec<_>>>()?;
+        crate::train::check_batches(&self.model, &batchers[0])?;
+        let mut eval = GpuNetwork::new(gpu, self.model.clone(), self.loss, runs[0].optimizer.clone(), &inits[0], rows)?;
+        let device = format!("{} ({} runs side by side)", first_line(&eval.describe()), runs.len());
+        let mut histories: Vec<Result<History>> =
+            runs.iter().map(|_| Ok(History { device: device.clone(), ..History::default() })).collect();
+        let test = test.filter(|t| t.n > 0);
+        let mut steps_done = 0;
+        for epoch in 1..=self.epochs {
+            let epochs: Vec<Vec<Vec<u32>>> = batchers
+                .iter_mut()
+                .map(|b| b.next_epoch().into_iter().map(|v| v.into_iter().map(|i| i as u32).collect()).collect())
+                .collect();
+            let start = Instant::now();
+            crate::train::side_by_side::train_epoch(&mut nets, &epochs)?;
+            let totals = nets.take_totals()?;
+            // The runs trained together: each is charged its share of the time.
+            let seconds = start.elapsed().as_secs_f64() / runs.len() as f64;
+            for (k, t) in totals.iter().enumerate() {
+                let Ok(history) = &mut histories[k] else { continue };
+                if let Some(bad) = t.first_bad {
+                    let what = match bad.loss {
+                        Some(v) => format!("the loss is {v}"),
+                        None => "the update wrote NaN or ±Inf into the parameters".to_string(),
+                    };
+                    histories[k] = Err(Error::Diverged { step: bad.step, epoch, what });
+                    continue;
+                }
+                let (test_loss, test_accuracy) = match test {
+                    Some(test) => {
+                        eval.set_params(&nets.params(k)?)?;
+                        let (l, a) = crate::train::evaluate(&mut eval, test, self.loss)?;
+                        (Some(l), Some(a))
+                    }
+                    None => (None, None),
+                };
+                history.epochs.push(EpochStats {
+                    epoch,
+                    train_loss: t.mean_loss,
+                    train_accuracy: t.accuracy,
+                    test_loss,
+                    test_accuracy,
+                    steps: epochs[k].len(),
+                    lr: runs[k].optimizer.lr_at(steps_done as u32) as f32,
+                    seconds,
+                });
+            }
+            steps_done += epochs[0].len();
+        }
+        Ok(Some(histories))
+    }
+}
+
+/// What a run's trainer shares with the trainer of `fit_many` (everything but the network).
+struct Settings {
+    model: crate::spec::Model,
+    loss: crate::spec::Loss,
+    device: Device,
+    epochs: usize,
+    batch_size: usize,
+    batching: BatchScheme,
+    drop_last: bool,
+}
+
+impl Settings {
+    fn for_run(&self, run: &RunSpec) -> Trainer {
+        Trainer::new(self.model.clone())
+            .loss(self.loss)
+            .optimizer(run.optimizer.clone())
+            .device(self.device.clone())
+            .epochs(self.epochs)
+            .batch_size(self.batch_size)
+            .batching(self.batching)
+            .drop_last(self.drop_last)
+            .seed(run.seed)
+    }
+}
