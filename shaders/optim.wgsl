@@ -288,6 +288,12 @@ var<workgroup> partial: array<f32, 256>;
 fn grad_norm_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     model = wg.z;
     let chunk = flat_group(wg, nwg);
+    // The 2-D grid may hold a few workgroups past the last chunk: they would write partials
+    // past this model's clip record (into the next model's). The whole workgroup leaves (the
+    // test reads wg.z, not `model`, so uniformity analysis sees it uniform before the barriers).
+    if (chunk >= (models[wg.z].len + NORM_CHUNK - 1u) / NORM_CHUNK) {
+        return;
+    }
     let start = chunk * NORM_CHUNK;
     var s = 0.0;
     for (var j = 0u; j < NORM_CHUNK / 256u; j++) {

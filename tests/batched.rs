@@ -195,7 +195,7 @@ fn models_past_one_optimizer_launch_train_as_alone() {
 }
 
 /// Many steps per submit (`train_steps`) against one step per submit: the same launches on the
-/// same values, so the same bits, whether a submit holds 1, 5 or all of its steps.
+/// same values, so the same bits, whether a submit holds 1, 4 or 10 steps.
 #[test]
 fn many_steps_per_submit_equal_one_step_per_submit() {
     require_gpu!();

@@ -321,4 +321,9 @@ fn a_batched_optimizer_launch_checks_every_models_slice() {
         Err(Error::Usage(m)) => assert!(m.contains("not a multiple of 4"), "{m}"),
         other => panic!("a slice at element 2: {:?}", other.err()),
     }
+    // Two slices sharing quads: each update writes whole quads, so one would undo the other's.
+    match GpuOptimizer::for_models(g, &param, &grad, len, vec![at(0), at(len - 4)]) {
+        Err(Error::Usage(m)) => assert!(m.contains("overlap model 0's"), "{m}"),
+        other => panic!("overlapping slices: {:?}", other.err()),
+    }
 }

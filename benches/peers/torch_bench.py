@@ -130,11 +130,10 @@ def small_step_fn(case, model, opt, xs, ys):
     def step(idx=None):
         nonlocal cursor
         if idx is None:
-            start = cursor * batch % rows
+            # Rows in order, wrapping at the end (as gradflow's bench): every batch is full.
+            idx = (torch.arange(batch, device=DEVICE) + cursor * batch) % rows
             cursor += 1
-            x, y = xs[start:start + batch], ys[start:start + batch]
-        else:
-            x, y = xs[idx], ys[idx]
+        x, y = xs[idx], ys[idx]
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
         opt.step()

@@ -279,7 +279,7 @@ impl<E: Entry> Family<E> {
     }
 
     /// `dispatch` for a launch over a batch of models whose last binding holds one parameter
-    /// struct per model (a storage array the kernel indexes by its model); each is checked.
+    /// struct per model (an array the kernel indexes by its model); each is checked.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn dispatch_models<P: bytemuck::Pod + Send + Sync>(
         &self,

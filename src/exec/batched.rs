@@ -82,8 +82,8 @@ pub struct BatchedNetworks {
     launch: Option<(Dispatch, usize)>,
     train: Option<(GpuBuffer, GpuBuffer)>,
     train_rows: usize,
-    /// One launch per kind of optimizer (`OptimizerModel::launch_key`) and 64 models, with its
-    /// models in order.
+    /// One launch per kind of optimizer (`OptimizerModel::launch_key`) and per 64 models (fewer
+    /// where their state would not fit one buffer), with its models in order.
     optimizers: Vec<(GpuOptimizer, Vec<usize>)>,
     /// Model k's (launch, place in it).
     placed: Vec<(usize, usize)>,
@@ -134,7 +134,13 @@ impl BatchedNetworks {
         let values = g.storage("batched fused-step values", total(layout.values_len)?)?;
         let totals = g.storage("batched loss totals", total(SMALL_NET_TOTALS_STRIDE)?)?;
         let indices = g.storage("batched batch indices", total(max_rows)?)?;
-        // Models whose optimizers share a kernel, flags and group table share one launch.
+        // Models whose optimizers share a kernel, flags and group table share one launch, at
+        // most 64 (optim.wgsl's uniform array) and as many as their state buffer fits.
+        let limit = (g.max_storage_bytes() / 4) as usize;
+        let per_launch = |setup: &OptimizerSetup| {
+            let state = setup.optimizer.state_slots() * model.param_len.next_multiple_of(4);
+            (limit / state.max(1)).clamp(1, OPT_MODELS_PER_LAUNCH)
+        };
         let mut kinds: Vec<(_, Vec<OptimizerModel>, Vec<usize>)> = Vec::new();
         let mut placed = Vec::with_capacity(n);
         for (k, setup) in setups.iter().enumerate() {
@@ -147,8 +153,8 @@ impl BatchedNetworks {
                 offset: k * stride,
             };
             let key = member.launch_key(model.param_len);
-            let l = match kinds.iter().position(|(kk, members, _)| *kk == key && members.len() < OPT_MODELS_PER_LAUNCH)
-            {
+            let room = per_launch(setup);
+            let l = match kinds.iter().position(|(kk, members, _)| *kk == key && members.len() < room) {
                 Some(l) => l,
                 None => {
                     kinds.push((key, Vec::new(), Vec::new()));
@@ -190,8 +196,8 @@ impl BatchedNetworks {
     /// The most models of `model` one batch can hold on `gpu` at batches of `max_rows` rows: each
     /// of the batch's shared buffers (parameters, gradients, the fused step's values) must fit
     /// the adapter's largest storage binding (queried, not assumed), and one launch takes at
-    /// most `SMALL_NET_MAX_MODELS` workgroups. Each model's optimizer state is a buffer of its
-    /// own; the training set is shared.
+    /// most `SMALL_NET_MAX_MODELS` workgroups. The optimizer state is one buffer per optimizer
+    /// launch, whose models `new` limits to what that buffer can hold; the training set is shared.
     pub fn max_models(gpu: &Gpu, model: &Model, loss: Loss, max_rows: usize) -> Result<usize> {
         let layout = SmallNet::new(model, loss, max_rows)
             .map_err(|why| Error::Usage(format!("batched training does not take this model: {why}")))?;
@@ -304,7 +310,7 @@ impl BatchedNetworks {
             last.clear();
             for (opt, ks) in &self.optimizers {
                 let factors: Vec<f64> = ks.iter().map(|&k| self.setups[k].schedule.factor(step)).collect();
-                let params = opt.models_params(step + 1, &factors);
+                let params = opt.models_params(step + 1, &factors)?;
                 words.extend_from_slice(bytemuck::cast_slice(&params));
                 last.push(params);
             }

@@ -355,6 +355,14 @@ impl GpuOptimizer {
             if !m.offset.is_multiple_of(4) {
                 return Err(Error::Usage(format!("model {k}'s parameters start at {}, not a multiple of 4", m.offset)));
             }
+            // Updates write whole quads: two models' slices must not share one.
+            let apart = state_stride(len).max(4);
+            if let Some(j) = members.iter().position(|o: &Member| o.model.offset.abs_diff(m.offset) < apart) {
+                return Err(Error::Usage(format!(
+                    "model {k}'s parameters (from {}) overlap model {j}'s (from {})",
+                    m.offset, members[j].model.offset
+                )));
+            }
             let state_base = state_init.len();
             state_init.extend(to_device_layout(&m.optimizer.initial_state(len), len));
             let clip_base = clip_init.len();
@@ -426,8 +434,15 @@ impl GpuOptimizer {
 
     /// Every model's numbers for step `step` with model k's schedule factor `lr_factors[k]`,
     /// in the order the update reads them (what `prepare_models` writes).
-    pub(crate) fn models_params(&self, step: u32, lr_factors: &[f64]) -> Vec<OptParams> {
-        (0..self.models.len()).map(|k| self.model_params(k, step, lr_factors.get(k).copied().unwrap_or(1.0))).collect()
+    pub(crate) fn models_params(&self, step: u32, lr_factors: &[f64]) -> Result<Vec<OptParams>> {
+        if lr_factors.len() != self.models.len() {
+            return Err(Error::Usage(format!(
+                "{} learning-rate factors for {} models",
+                lr_factors.len(),
+                self.models.len()
+            )));
+        }
+        Ok(lr_factors.iter().enumerate().map(|(k, &f)| self.model_params(k, step, f)).collect())
     }
 
     /// Records that the update's parameters now hold `params`, one per model.
@@ -438,30 +453,25 @@ impl GpuOptimizer {
     /// Writes step `step`'s numbers (1-based) with the schedule's `lr_factor`, for every model.
     pub fn prepare(&mut self, gpu: &Gpu, step: u32, lr_factor: f64) {
         let factors = vec![lr_factor; self.models.len()];
-        self.prepare_models(gpu, step, &factors);
+        // One factor per model by construction: the length check cannot fail.
+        let _ = self.prepare_models(gpu, step, &factors);
     }
 
-    /// Writes step `step`'s numbers with model k's schedule factor `lr_factors[k]`.
-    pub fn prepare_models(&mut self, gpu: &Gpu, step: u32, lr_factors: &[f64]) {
-        let params: Vec<OptParams> = (0..self.models.len())
-            .map(|k| self.model_params(k, step, lr_factors.get(k).copied().unwrap_or(1.0)))
-            .collect();
-        if self
-            .written
-            .as_deref()
-            .is_some_and(|w| bytemuck::cast_slice::<_, u8>(w) == bytemuck::cast_slice::<_, u8>(&params))
-        {
-            return;
+    /// Writes step `step`'s numbers with model k's schedule factor `lr_factors[k]` (one per
+    /// model). Only the update reads per-step numbers: the norm launches keep what they were
+    /// built with (length, bases, max_norm).
+    pub fn prepare_models(&mut self, gpu: &Gpu, step: u32, lr_factors: &[f64]) -> Result<()> {
+        let params = self.models_params(step, lr_factors)?;
+        let same = |w: &[OptParams]| bytemuck::cast_slice::<_, u8>(w) == bytemuck::cast_slice::<_, u8>(&params);
+        if self.written.as_deref().is_some_and(same) {
+            return Ok(());
         }
         let groups = self.update.groups();
         // Unchecked: every struct comes from its model's optimizer, length and bases, which the
         // launch was checked with in `for_models`; a step changes none of what extents read.
-        for launch in [&mut self.norm_partial, &mut self.norm_finish].into_iter().flatten() {
-            let g = launch.groups();
-            launch.write_models(gpu, &params, &[g]);
-        }
         self.update.write_models(gpu, &params, &[groups]);
         self.written = Some(params);
+        Ok(())
     }
 
     /// The launches of one update, in order (norm reduction first when clipping).
@@ -535,11 +545,13 @@ impl GpuOptimizer {
 fn member_params(len: usize, member: &Member, step: u32, lr_factor: f64) -> OptParams {
     let Member { model: m, state_base, clip_base } = member;
     let s = OptimizerStep { optimizer: &m.optimizer, step, lr_factor, groups: &m.groups, max_norm: m.max_norm };
-    // Each state slot starts on a quad (state_stride) and so does each model's state.
+    // Each state slot starts on a quad (state_stride) and so does each model's state. A base
+    // past u32 saturates, and the launch's bounds check refuses it.
+    let word = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     OptParams {
-        param_base: (m.offset / 4) as u32,
-        state_base: (state_base / 4) as u32,
-        clip_base: *clip_base as u32,
+        param_base: word(m.offset / 4),
+        state_base: word(state_base / 4),
+        clip_base: word(*clip_base),
         ..OptParams::new(len, &s)
     }
 }

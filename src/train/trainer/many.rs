@@ -65,10 +65,18 @@ impl Trainer {
         if let Some(t) = test.filter(|t| t.n > 0) {
             super::check_data(&self.model, t, "test data")?;
         }
-        if self.device == Device::Cpu {
-            return Ok(self.fit_on_threads(runs, train, test));
-        }
-        if let Some(histories) = self.fit_side_by_side(runs, train, test)? {
+        let gpu = match &self.device {
+            Device::Cpu => None,
+            Device::Gpu => Some(Gpu::new(None)?),
+            Device::Adapter(name) => Some(Gpu::new(Some(name))?),
+            Device::Auto => crate::train::open_gpu(&crate::train::Placement::default(), "training")?,
+        };
+        let Some(gpu) = gpu else {
+            // The CPU executor (chosen, or `Auto` with no adapter): one run per core.
+            let cpu = Settings { device: Device::Cpu, ..self.settings() };
+            return Ok(fit_on_threads(&cpu, runs, train, test));
+        };
+        if let Some(histories) = self.fit_side_by_side(Arc::new(gpu), runs, train, test)? {
             return Ok(histories);
         }
         Ok(runs.iter().map(|r| self.for_run(r).fit(train, test)).collect())
@@ -91,52 +99,15 @@ impl Trainer {
         }
     }
 
-    /// Each run alone on its own thread, as many at a time as the machine has cores.
-    fn fit_on_threads(&self, runs: &[RunSpec], train: &Dataset, test: Option<&Dataset>) -> Vec<Result<History>> {
-        let settings = self.settings();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(runs.len());
-        let mut out: Vec<Option<Result<History>>> = (0..runs.len()).map(|_| None).collect();
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(run) = runs.get(k) else { return done };
-                            done.push((k, settings.for_run(run).fit(train, test)));
-                        }
-                    })
-                })
-                .collect();
-            for w in workers {
-                // A run that panicked is reported as its error; the others keep theirs.
-                if let Ok(done) = w.join() {
-                    for (k, h) in done {
-                        out[k] = Some(h);
-                    }
-                }
-            }
-        });
-        out.into_iter().map(|h| h.unwrap_or_else(|| Err(Error::Usage("a run's thread panicked".into())))).collect()
-    }
-
     /// Every run at once on the GPU, or None when they cannot share a batch of models here
     /// (no adapter, a model the fused step does not take or too large to pay, a single run).
     fn fit_side_by_side(
         &self,
+        gpu: Arc<Gpu>,
         runs: &[RunSpec],
         train: &Dataset,
         test: Option<&Dataset>,
     ) -> Result<Option<Vec<Result<History>>>> {
-        let gpu = match &self.device {
-            Device::Cpu => None,
-            Device::Gpu => Some(Gpu::new(None)?),
-            Device::Adapter(name) => Some(Gpu::new(Some(name))?),
-            Device::Auto => crate::train::open_gpu(&crate::train::Placement::default(), "training")?,
-        };
-        let Some(gpu) = gpu else { return Ok(None) };
         let rows = match self.batching {
             BatchScheme::FullBatch => train.n,
             _ => self.batch_size.min(train.n),
@@ -146,15 +117,16 @@ impl Trainer {
         if runs.len() < 2 || !fits || rows == 0 {
             return Ok(None);
         }
-        let gpu = Arc::new(gpu);
         let inits: Vec<Vec<f32>> = runs.iter().map(|r| self.model.init_params(r.seed)).collect();
         let setups: Vec<OptimizerSetup> = runs.iter().map(|r| r.optimizer.clone()).collect();
-        for s in &setups {
-            s.validate().map_err(Error::Usage)?;
+        if runs.len() > BatchedNetworks::max_models(&gpu, &self.model, self.loss, rows)? {
+            return Ok(None);
         }
+        // Refusals (an invalid optimizer setup among them) send every run to train alone,
+        // where each meets its own error.
         let mut nets = match BatchedNetworks::new(gpu.clone(), self.model.clone(), self.loss, setups, &inits, rows) {
             Ok(n) => n,
-            Err(Error::Usage(_) | Error::LoopLimit { .. }) => return Ok(None),
+            Err(Error::Usage(_) | Error::LoopLimit { .. } | Error::TooLargeForDevice { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
         nets.set_train_data(train)?;
@@ -212,6 +184,36 @@ impl Trainer {
         }
         Ok(Some(histories))
     }
+}
+
+/// Each run alone on its own thread, as many at a time as the machine has cores; a run that
+/// panics is reported as its error, the others keep theirs.
+fn fit_on_threads(
+    settings: &Settings,
+    runs: &[RunSpec],
+    train: &Dataset,
+    test: Option<&Dataset>,
+) -> Vec<Result<History>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: std::sync::Mutex<Vec<Option<Result<History>>>> =
+        std::sync::Mutex::new((0..runs.len()).map(|_| None).collect());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(runs.len());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(run) = runs.get(k) else { return };
+                let fit = std::panic::AssertUnwindSafe(|| settings.for_run(run).fit(train, test));
+                let history = std::panic::catch_unwind(fit)
+                    .unwrap_or_else(|_| Err(Error::Usage(format!("run {k} panicked while training"))));
+                if let Ok(mut d) = done.lock() {
+                    d[k] = Some(history);
+                }
+            });
+        }
+    });
+    let done = done.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+    done.into_iter().map(|h| h.unwrap_or_else(|| Err(Error::Usage("a run was not trained".into())))).collect()
 }
 
 /// What a run's trainer shares with the trainer of `fit_many` (everything but the network).
