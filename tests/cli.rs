@@ -439,3 +439,26 @@ fn command_bodies_run_from_the_library() {
         assert!(listing.starts_with("0: ") && listing.lines().count() == 3 * adapters, "{listing}");
     }
 }
+
+/// `compare` says in its header when its runs train one after another, and why.
+#[test]
+fn compare_says_why_its_runs_train_one_after_another() {
+    common::require_gpu!();
+    let small = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/spirals_small.toml");
+    let digits = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml");
+    let run = |cfg: &str, extra: &[&str]| {
+        let mut args = vec!["compare", "--config", cfg, "--epochs", "1", "--optimizers", "sgd,adam"];
+        args.extend(extra);
+        let (ok, out, err) = gradflow(&args);
+        assert!(ok, "{out}\n{err}");
+        out
+    };
+    let out = run(small, &["--one-by-one"]);
+    assert!(out.contains("runs: one after another (--one-by-one)"), "{out}");
+    // The digits model: 3·32·(64·128 + 128·64 + 64·10) multiply-adds a step, past any adapter's
+    // side-by-side limit (12,288 on a CPU adapter, 200,000 on a GPU).
+    let out = run(digits, &[]);
+    assert!(out.contains("runs: one after another (a step is 1634304 multiply-adds, past the"), "{out}");
+    let out = run(small, &[]);
+    assert!(out.contains("2 runs side by side") && !out.contains("runs: one after another"), "{out}");
+}

@@ -173,6 +173,7 @@ fn runs_side_by_side_give_what_they_give_one_by_one() {
     let gpu = Placement::default();
     let together = gradflow::train::side_by_side::run_side_by_side(&contenders, &train, &test, &gpu)
         .unwrap()
+        .trained()
         .expect("a 2-8-3 net on one batch plan trains side by side");
     assert!(together[0].device.contains("4 runs side by side"), "{}", together[0].device);
     let steps = 3 * train.n.div_ceil(32);
@@ -203,7 +204,25 @@ fn runs_side_by_side_give_what_they_give_one_by_one() {
     let mut other = contenders[1].clone();
     other.config.train.batch_size = 16;
     let mixed = [contenders[0].clone(), other];
-    assert!(gradflow::train::side_by_side::run_side_by_side(&mixed, &train, &test, &gpu).unwrap().is_none());
+    match gradflow::train::side_by_side::run_side_by_side(&mixed, &train, &test, &gpu).unwrap() {
+        gradflow::train::side_by_side::SideBySide::OneByOne(why) => {
+            assert!(why.contains("differs in model, loss, epochs or batching"), "{why}")
+        }
+        other => panic!("different batch plans trained side by side: {other:?}"),
+    }
+    // A model with batch norm says why it trains one after another.
+    let mut bn = contenders[..2].to_vec();
+    for c in &mut bn {
+        c.config.model.layers = toml::from_str::<toml::Table>(
+            "l = [{type='linear',out=8,bias=false},{type='batch-norm'},{type='tanh'},{type='linear',out=3}]",
+        )
+        .map(|t| t["l"].clone().try_into().unwrap())
+        .unwrap();
+    }
+    match gradflow::train::side_by_side::run_side_by_side(&bn, &train, &test, &gpu).unwrap() {
+        gradflow::train::side_by_side::SideBySide::OneByOne(why) => assert!(why.contains("batch norm"), "{why}"),
+        other => panic!("a batch-norm model trained side by side: {other:?}"),
+    }
 }
 
 /// With `--cpu`, runs go one per core, each on its own network: the same numbers to the bit as

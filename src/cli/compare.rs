@@ -72,17 +72,24 @@ pub(super) fn train_all(
     placement: &Placement,
     one_by_one: bool,
 ) -> Result<Vec<compare::Run>> {
-    if !one_by_one && runs.len() > 1 {
-        let done = if placement.cpu {
-            Some(train::side_by_side::run_on_cpu_threads(&runs, train_set, test_set, placement)?)
-        } else {
-            train::side_by_side::run_side_by_side(&runs, train_set, test_set, placement)?
-        };
-        if let Some(done) = done {
+    use train::side_by_side::SideBySide;
+    let together = if one_by_one {
+        SideBySide::OneByOne("--one-by-one".into())
+    } else if runs.len() < 2 {
+        SideBySide::OneByOne("a single run".into())
+    } else if placement.cpu {
+        SideBySide::Trained(train::side_by_side::run_on_cpu_threads(&runs, train_set, test_set, placement)?)
+    } else {
+        train::side_by_side::run_side_by_side(&runs, train_set, test_set, placement)?
+    };
+    match together {
+        SideBySide::Trained(done) => {
             println!("device: {}", done[0].device);
             done.iter().for_each(print_run);
             return Ok(done);
         }
+        SideBySide::OneByOne(why) if runs.len() > 1 => println!("runs: one after another ({why})"),
+        SideBySide::OneByOne(_) => {}
     }
     let mut done = Vec::with_capacity(runs.len());
     for c in &runs {

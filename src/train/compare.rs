@@ -133,6 +133,7 @@ impl Point {
     }
 }
 
+#[derive(Clone, Debug)]
 pub struct Run {
     pub label: String,
     /// Where it ran (`Network::describe`).

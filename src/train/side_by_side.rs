@@ -28,18 +28,46 @@ fn obstacle(contenders: &[Contender]) -> Option<String> {
         .map(|c| format!("{} differs in model, loss, epochs or batching", c.label))
 }
 
-/// Trains every contender at once and returns their runs, or None when they cannot share one
-/// batch of models (then they train one after another, as before).
+/// What `run_side_by_side` did: the runs, trained together, or why they must train one after
+/// another (said in the command's header).
+#[derive(Debug)]
+pub enum SideBySide {
+    Trained(Vec<Run>),
+    OneByOne(String),
+}
+
+impl SideBySide {
+    /// The runs, or None when they did not train side by side.
+    pub fn trained(self) -> Option<Vec<Run>> {
+        match self {
+            SideBySide::Trained(runs) => Some(runs),
+            SideBySide::OneByOne(_) => None,
+        }
+    }
+}
+
+/// Trains every contender at once and returns their runs, or why they cannot share one batch
+/// of models (then they train one after another, as before).
 pub fn run_side_by_side(
     contenders: &[Contender],
     train_set: &Dataset,
     test_set: &Dataset,
     placement: &Placement,
-) -> Result<Option<Vec<Run>>> {
-    if obstacle(contenders).is_some() {
-        return Ok(None);
+) -> Result<SideBySide> {
+    use SideBySide::OneByOne;
+    if let Some(why) = obstacle(contenders) {
+        return Ok(OneByOne(why));
     }
-    let Some(gpu) = super::open_gpu(placement, "training")? else { return Ok(None) };
+    let Some(gpu) = super::open_gpu(placement, "training")? else { return Ok(OneByOne("no GPU adapter".into())) };
+    // On a software adapter the CPU reference trains small models faster (docs/benchmarks.md).
+    let on_cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;
+    let one_by_one = |why: String| {
+        if on_cpu_adapter {
+            SideBySide::OneByOne(format!("{why}; on a CPU adapter such as this one, `--cpu` is usually faster for small models (one run per core on the CPU reference)"))
+        } else {
+            SideBySide::OneByOne(why)
+        }
+    };
     let gpu = std::sync::Arc::new(gpu);
     let config = &contenders[0].config;
     let model = crate::spec::Model::new(train_set.d, config.model.layers.clone())?;
@@ -47,14 +75,24 @@ pub fn run_side_by_side(
     let max_rows = super::max_rows(config, train_set.n);
     match crate::kernels::SmallNet::new(&model, loss, max_rows) {
         Ok(layout) if layout.step_macs(max_rows) <= gpu.side_by_side_max_step_macs() => {}
-        _ => return Ok(None),
+        Ok(layout) => {
+            return Ok(one_by_one(format!(
+                "a step is {} multiply-adds, past the {} this adapter trains side by side",
+                layout.step_macs(max_rows),
+                gpu.side_by_side_max_step_macs()
+            )));
+        }
+        Err(why) => return Ok(one_by_one(format!("side by side takes plain dense chains: {why}"))),
     }
     let inits: Vec<Vec<f32>> = contenders.iter().map(|c| model.init_params(c.config.model.init_seed)).collect();
     let setups = contenders.iter().map(|c| c.config.optimizer_setup()).collect();
     let mut nets = match BatchedNetworks::new(gpu.clone(), model.clone(), loss, setups, &inits, max_rows) {
         Ok(n) => n,
-        // A model the fused step does not take (or whose loops pass the adapter's budget).
-        Err(Error::Usage(_) | Error::LoopLimit { .. }) => return Ok(None),
+        // A model the fused step does not take, whose loops pass the adapter's budget, or too
+        // many runs for the adapter's buffers.
+        Err(e @ (Error::Usage(_) | Error::LoopLimit { .. } | Error::TooLargeForDevice { .. })) => {
+            return Ok(one_by_one(e.to_string()))
+        }
         Err(e) => return Err(e),
     };
     nets.set_train_data(train_set)?;
@@ -106,7 +144,7 @@ pub fn run_side_by_side(
         contenders.len()
     );
     let share = seconds / contenders.len() as f64;
-    Ok(Some(
+    Ok(SideBySide::Trained(
         contenders
             .iter()
             .zip(points.into_iter().zip(diverged))
