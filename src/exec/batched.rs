@@ -399,6 +399,9 @@ impl BatchedNetworks {
     /// counts afresh.
     pub fn take_totals(&mut self) -> Result<Vec<Totals>> {
         let all = self.gpu.read::<f32>(&self.totals, 0, self.totals.len)?;
+        // Each optimizer launch's record of the first step that wrote a bad parameter: one
+        // read-back per launch, not per model.
+        let bad_steps = self.optimizers.iter().map(|(o, _)| o.take_bad_steps(&self.gpu)).collect::<Result<Vec<_>>>()?;
         let mut cleared = vec![0.0f32; all.len()];
         let mut out = Vec::with_capacity(self.len());
         for (k, t) in all.chunks(SMALL_NET_TOTALS_STRIDE).enumerate() {
@@ -412,7 +415,7 @@ impl BatchedNetworks {
                 samples: count as usize,
                 first_bad: BadStep::first(loss_bad, {
                     let (l, m) = self.placed[k];
-                    self.optimizers[l].0.take_bad_step_of(&self.gpu, m)?
+                    bad_steps[l][m]
                 }),
             });
         }

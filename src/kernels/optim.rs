@@ -523,6 +523,21 @@ impl GpuOptimizer {
         self.take_bad_step_of(gpu, 0)
     }
 
+    /// `take_bad_step` for every model of the launch, in one read-back.
+    pub fn take_bad_steps(&self, gpu: &Gpu) -> Result<Vec<Option<usize>>> {
+        let clip = gpu.read::<u32>(&self.clip, 0, self.clip.len)?;
+        let mut out = Vec::with_capacity(self.models.len());
+        for m in &self.models {
+            let at = m.clip_base + CLIP_BAD_STEP;
+            let step = clip.get(at).copied().unwrap_or(0);
+            if step != 0 {
+                gpu.write_at(&self.clip, at, &[0u32]);
+            }
+            out.push((step != 0).then_some(step as usize));
+        }
+        Ok(out)
+    }
+
     /// `take_bad_step` for model k.
     pub fn take_bad_step_of(&self, gpu: &Gpu, k: usize) -> Result<Option<usize>> {
         let at = self.member(k)?.clip_base + CLIP_BAD_STEP;
