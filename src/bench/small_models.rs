@@ -27,6 +27,16 @@ pub struct SmallCase {
     pub setup: OptimizerSetup,
 }
 
+impl SmallCase {
+    /// The case's model and its data: random inputs, labels i % classes.
+    fn model_and_data(&self) -> Result<(Model, Dataset)> {
+        let model = Model::new(self.inputs, self.layers.clone())?;
+        let labels: Vec<u32> = (0..self.rows as u32).map(|i| i % self.classes as u32).collect();
+        let x = random(self.rows * self.inputs, 3);
+        Ok((model, Dataset::new(x, labels, self.inputs, self.classes, "small model data")?))
+    }
+}
+
 /// The digits model, an XOR-sized net and Higham & Higham's 2-2-3-2 net.
 pub fn cases() -> Vec<SmallCase> {
     let linear = |out| LayerSpec::Linear { out, bias: true };
@@ -82,10 +92,8 @@ pub struct SmallRates {
 /// `case` on the GPU's per-op and fused steps and on the CPU reference, each timed for about
 /// `budget` seconds.
 pub fn measure(gpu: &Arc<Gpu>, case: &SmallCase, budget: f64) -> Result<SmallRates> {
-    let model = Model::new(case.inputs, case.layers.clone())?;
+    let (model, data) = case.model_and_data()?;
     let params = model.init_params(0);
-    let labels: Vec<u32> = (0..case.rows as u32).map(|i| i % case.classes as u32).collect();
-    let data = Dataset::new(random(case.rows * case.inputs, 3), labels, case.inputs, case.classes, "small model data")?;
     let gpu_net = || GpuNetwork::new(gpu.clone(), model.clone(), case.loss, case.setup.clone(), &params, case.batch);
     let mut per_op = gpu_net()?;
     let auto_fused = per_op.step_kind() == StepKind::SmallNet;
@@ -133,9 +141,7 @@ fn samples_per_sec(net: &mut dyn Network, case: &SmallCase, budget: f64) -> Resu
 /// (`BatchedNetworks`: one launch for all their forward and backward passes, one for their
 /// updates, 32 steps per submit), or None when the model does not fit the fused step.
 pub fn measure_batched(gpu: &Arc<Gpu>, case: &SmallCase, models: usize, budget: f64) -> Result<Option<f64>> {
-    let model = Model::new(case.inputs, case.layers.clone())?;
-    let labels: Vec<u32> = (0..case.rows as u32).map(|i| i % case.classes as u32).collect();
-    let data = Dataset::new(random(case.rows * case.inputs, 3), labels, case.inputs, case.classes, "small model data")?;
+    let (model, data) = case.model_and_data()?;
     let inits: Vec<Vec<f32>> = (0..models).map(|k| model.init_params(k as u64)).collect();
     let setups = vec![case.setup.clone(); models];
     let mut nets = match BatchedNetworks::new(gpu.clone(), model, case.loss, setups, &inits, case.batch) {
@@ -185,9 +191,7 @@ pub fn sweep_setups() -> Vec<OptimizerSetup> {
 /// one run per core (`gradflow sweep --cpu`).
 pub fn measure_sweep(gpu: &Arc<Gpu>, case: &SmallCase, epochs: usize) -> Result<(f64, f64)> {
     use crate::data::{BatchScheme, Batcher};
-    let model = Model::new(case.inputs, case.layers.clone())?;
-    let labels: Vec<u32> = (0..case.rows as u32).map(|i| i % case.classes as u32).collect();
-    let data = Dataset::new(random(case.rows * case.inputs, 3), labels, case.inputs, case.classes, "small model data")?;
+    let (model, data) = case.model_and_data()?;
     let setups = sweep_setups();
     // One run: its epochs' batches, handed over as the training loop does, then one read.
     let train = |net: &mut dyn Network, seed: u64| -> Result<usize> {
@@ -221,28 +225,14 @@ pub fn measure_sweep(gpu: &Arc<Gpu>, case: &SmallCase, epochs: usize) -> Result<
     }
     let on_gpu = samples as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let total: Result<usize> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| -> Result<usize> {
-                    let mut samples = 0;
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(setup) = setups.get(k) else { return Ok(samples) };
-                        let mut net =
-                            CpuNetwork::new(model.clone(), case.loss, setup.clone(), model.init_params(k as u64))?;
-                        samples += train(&mut net, k as u64)?;
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err(crate::error::Error::Usage("a sweep thread panicked".into()))))
-            .sum()
+    let (done, _) = crate::dist::threads::one_per_core(setups.len(), |k| -> Result<usize> {
+        let mut net = CpuNetwork::new(model.clone(), case.loss, setups[k].clone(), model.init_params(k as u64))?;
+        train(&mut net, k as u64)
     });
+    let total: Result<usize> = done
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(crate::error::Error::Usage("a sweep run panicked".into()))))
+        .sum();
     let on_cpu = total? as f64 / start.elapsed().as_secs_f64();
     Ok((on_gpu, on_cpu))
 }

@@ -67,6 +67,19 @@ impl Context {
         self.uniform_slice(what, std::slice::from_ref(value))
     }
 
+    /// `old` when it holds at least `len` elements, else a new storage buffer of `len` rounded
+    /// up to a power of two (never past the device's largest binding, never below `len`): a
+    /// staging buffer kept between submits that grows to what they need.
+    pub fn reuse_or_grow(&self, old: Option<GpuBuffer>, what: &str, len: usize) -> Result<GpuBuffer> {
+        match old {
+            Some(b) if b.len >= len => Ok(b),
+            _ => {
+                let limit = (self.max_storage_bytes() / 4) as usize;
+                self.storage(what, len.next_power_of_two().min(limit).max(len))
+            }
+        }
+    }
+
     /// A parameter buffer holding `values` in order (one struct per model of a batched launch).
     pub fn uniform_slice<T: bytemuck::Pod>(&self, what: &str, values: &[T]) -> wgpu::Buffer {
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

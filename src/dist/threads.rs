@@ -96,3 +96,27 @@ impl Collective for Threads {
         std::process::exit(code)
     }
 }
+
+/// `work(k)` for every k in `0..count`, as many at a time as the machine has cores (threads
+/// take the next k from a shared counter), each result in its slot: independent jobs such as
+/// the runs of a sweep. A job that panics leaves None in its slot; the others keep theirs.
+/// Returns the results in order and the number of threads used.
+pub fn one_per_core<T: Send>(count: usize, work: impl Fn(usize) -> T + Sync) -> (Vec<Option<T>>, usize) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(count).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<T>>> = Mutex::new((0..count).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if k >= count {
+                    return;
+                }
+                if let Ok(result) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(k))) {
+                    slots.lock().unwrap_or_else(|e| e.into_inner())[k] = Some(result);
+                }
+            });
+        }
+    });
+    (slots.into_inner().unwrap_or_else(|e| e.into_inner()), threads)
+}

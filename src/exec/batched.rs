@@ -315,13 +315,7 @@ impl BatchedNetworks {
                 last.push(params);
             }
         }
-        let staging = match self.staging.take() {
-            Some(b) if b.len >= words.len() => b,
-            _ => self.gpu.storage(
-                "batched steps staging",
-                words.len().next_power_of_two().min((self.gpu.max_storage_bytes() / 4) as usize).max(words.len()),
-            )?,
-        };
+        let staging = self.gpu.reuse_or_grow(self.staging.take(), "batched steps staging", words.len())?;
         self.gpu.write(&staging, &words);
         let Some((launch, _)) = &self.launch else {
             return Err(Error::Plan("the batched launch was not built".into()));

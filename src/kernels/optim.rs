@@ -520,7 +520,14 @@ impl GpuOptimizer {
     /// The first step (1-based) whose update wrote a NaN or ±Inf parameter of a lone model
     /// since the last call, if any; clears the record.
     pub fn take_bad_step(&self, gpu: &Gpu) -> Result<Option<usize>> {
-        self.take_bad_step_of(gpu, 0)
+        let at = self.member(0)?.clip_base + CLIP_BAD_STEP;
+        // The kernel stores the step's bits (exact for any u32 step).
+        let step = gpu.read::<u32>(&self.clip, at, 1)?[0];
+        if step == 0 {
+            return Ok(None);
+        }
+        gpu.write_at(&self.clip, at, &[0u32]);
+        Ok(Some(step as usize))
     }
 
     /// `take_bad_step` for every model of the launch, in one read-back.
@@ -536,18 +543,6 @@ impl GpuOptimizer {
             out.push((step != 0).then_some(step as usize));
         }
         Ok(out)
-    }
-
-    /// `take_bad_step` for model k.
-    pub fn take_bad_step_of(&self, gpu: &Gpu, k: usize) -> Result<Option<usize>> {
-        let at = self.member(k)?.clip_base + CLIP_BAD_STEP;
-        // The kernel stores the step's bits (exact for any u32 step).
-        let step = gpu.read::<u32>(&self.clip, at, 1)?[0];
-        if step == 0 {
-            return Ok(None);
-        }
-        gpu.write_at(&self.clip, at, &[0u32]);
-        Ok(Some(step as usize))
     }
 
     /// A lone model's optimizer (model 0's in a batch).

@@ -208,6 +208,14 @@ impl crate::exec::StepSync for RankSync<'_> {
     }
 }
 
+/// What went bad at a divergence's first step: the loss (its value), or else the update.
+pub(crate) fn bad_step_what(loss: Option<f32>) -> String {
+    match loss {
+        Some(v) => format!("the loss is {v}"),
+        None => "the update wrote NaN or ±Inf into the parameters".to_string(),
+    }
+}
+
 /// This rank's totals made the global batch's (loss and accuracy summed over every rank's
 /// samples), or the divergence error naming the first bad step any rank saw.
 fn global_totals(
@@ -222,9 +230,8 @@ fn global_totals(
     comm.allreduce_min_u64(&mut first_bad)?;
     if first_bad[0] != u64::MAX {
         let step = first_bad[0] as usize;
-        let what = match local.first_bad.filter(|b| b.step == step).map(|b| b.loss) {
-            Some(Some(v)) => format!("the loss is {v}"),
-            Some(None) => "the update wrote NaN or ±Inf into the parameters".to_string(),
+        let what = match local.first_bad.filter(|b| b.step == step) {
+            Some(b) => bad_step_what(b.loss),
             None => "another rank's loss or parameters went NaN or ±Inf".to_string(),
         };
         return Err(Error::Diverged { step, epoch, what });

@@ -11,6 +11,8 @@ use super::Placement;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::exec::{BatchedNetworks, GpuNetwork, Network};
+use crate::kernels::{Gpu, SmallNet};
+use crate::spec::{Loss, Model};
 
 /// Why the contenders cannot train side by side, or None when they can.
 fn obstacle(contenders: &[Contender]) -> Option<String> {
@@ -46,6 +48,20 @@ impl SideBySide {
     }
 }
 
+/// Why `model` does not train side by side on `gpu` at batches of `rows` rows (a model the
+/// fused step does not take, or a step too large for side by side to pay), or None.
+pub(crate) fn model_obstacle(gpu: &Gpu, model: &Model, loss: Loss, rows: usize) -> Option<String> {
+    match SmallNet::new(model, loss, rows) {
+        Ok(layout) if layout.step_macs(rows) <= gpu.side_by_side_max_step_macs() => None,
+        Ok(layout) => Some(format!(
+            "a step is {} multiply-adds, past the {} this adapter trains side by side",
+            layout.step_macs(rows),
+            gpu.side_by_side_max_step_macs()
+        )),
+        Err(why) => Some(format!("side by side takes plain dense chains: {why}")),
+    }
+}
+
 /// Trains every contender at once and returns their runs, or why they cannot share one batch
 /// of models (then they train one after another, as before).
 pub fn run_side_by_side(
@@ -73,16 +89,8 @@ pub fn run_side_by_side(
     let model = crate::spec::Model::new(train_set.d, config.model.layers.clone())?;
     let loss = config.model.loss;
     let max_rows = super::max_rows(config, train_set.n);
-    match crate::kernels::SmallNet::new(&model, loss, max_rows) {
-        Ok(layout) if layout.step_macs(max_rows) <= gpu.side_by_side_max_step_macs() => {}
-        Ok(layout) => {
-            return Ok(one_by_one(format!(
-                "a step is {} multiply-adds, past the {} this adapter trains side by side",
-                layout.step_macs(max_rows),
-                gpu.side_by_side_max_step_macs()
-            )));
-        }
-        Err(why) => return Ok(one_by_one(format!("side by side takes plain dense chains: {why}"))),
+    if let Some(why) = model_obstacle(&gpu, &model, loss, max_rows) {
+        return Ok(one_by_one(why));
     }
     let inits: Vec<Vec<f32>> = contenders.iter().map(|c| model.init_params(c.config.model.init_seed)).collect();
     let setups = contenders.iter().map(|c| c.config.optimizer_setup()).collect();
@@ -171,20 +179,9 @@ pub fn run_on_cpu_threads(
     test_set: &Dataset,
     placement: &Placement,
 ) -> Result<Vec<Run>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(contenders.len()).max(1);
     let start = Instant::now();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut done: Vec<Option<Result<Run>>> = (0..contenders.len()).map(|_| None).collect();
-    let slots = std::sync::Mutex::new(&mut done);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(c) = contenders.get(k) else { break };
-                let run = super::compare::run_contender(c, train_set, test_set, placement);
-                slots.lock().unwrap_or_else(|e| e.into_inner())[k] = Some(run);
-            });
-        }
+    let (done, threads) = crate::dist::threads::one_per_core(contenders.len(), |k| {
+        super::compare::run_contender(&contenders[k], train_set, test_set, placement)
     });
     let share = start.elapsed().as_secs_f64() / contenders.len().max(1) as f64;
     let mut runs = Vec::with_capacity(contenders.len());

@@ -32,6 +32,19 @@ pub enum Device {
     Auto,
 }
 
+impl Device {
+    /// The adapter this device names, or None for the CPU executor (and for `Auto` where there
+    /// is no adapter, with its warning).
+    pub(crate) fn open_gpu(&self) -> Result<Option<Gpu>> {
+        Ok(match self {
+            Device::Cpu => None,
+            Device::Gpu => Some(Gpu::new(None)?),
+            Device::Adapter(name) => Some(Gpu::new(Some(name))?),
+            Device::Auto => super::open_gpu(&super::Placement::default(), "training")?,
+        })
+    }
+}
+
 /// What one epoch did: the training set's mean loss and accuracy over the epoch's steps (as
 /// they were taken, batch norm in training mode), and the test set's after the epoch (eval mode).
 #[derive(Clone, Debug, PartialEq)]
@@ -276,6 +289,14 @@ impl Trainer {
         &self.model
     }
 
+    /// Rows in a full batch over `n` training rows.
+    fn batch_rows(&self, n: usize) -> usize {
+        match self.batching {
+            BatchScheme::FullBatch => n,
+            _ => self.batch_size.min(n),
+        }
+    }
+
     /// Runs the epochs on `train`, evaluating on `test` after each when given, and returns
     /// their history.
     pub fn fit(&mut self, train: &Dataset, test: Option<&Dataset>) -> Result<History> {
@@ -319,10 +340,7 @@ impl Trainer {
         if self.batch_size == 0 {
             return Err(Error::Usage("batch_size must be at least 1".into()));
         }
-        let rows = match self.batching {
-            BatchScheme::FullBatch => train.n,
-            _ => self.batch_size.min(train.n),
-        };
+        let rows = self.batch_rows(train.n);
         let mut batcher = Batcher::new(self.batching, train.n, rows, self.drop_last, self.shuffle_seed)?;
         super::check_batches(&self.model, &batcher)?;
         // The batch order goes on from the epochs earlier fits drew, as one longer run's would.
@@ -452,12 +470,7 @@ impl Trainer {
         let setup = self.setup.clone();
         // Before a GPU is opened: torch.optim's refusals, with its wording.
         setup.validate().map_err(Error::Usage)?;
-        let gpu = match &self.device {
-            Device::Cpu => None,
-            Device::Gpu => Some(Gpu::new(None)?),
-            Device::Adapter(name) => Some(Gpu::new(Some(name))?),
-            Device::Auto => super::open_gpu(&super::Placement::default(), "training")?,
-        };
+        let gpu = self.device.open_gpu()?;
         let model = self.model.clone();
         match gpu {
             Some(gpu) => {

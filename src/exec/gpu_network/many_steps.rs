@@ -67,7 +67,7 @@ impl GpuNetwork {
                 last_norm.push(blended);
             }
         }
-        let staging = self.step_staging(words.len())?;
+        let staging = self.gpu.reuse_or_grow(self.step_staging.take(), "many-steps staging", words.len())?;
         self.gpu.write(&staging, &words);
 
         let opt_size = std::mem::size_of::<OptParams>() as u64;
@@ -123,18 +123,6 @@ impl GpuNetwork {
                 let at = words.len();
                 words.extend(batches.iter().flat_map(|b| b.iter().copied()));
                 StagedInputs::Indices { at, len: rows }
-            }
-        }
-    }
-
-    /// The staging buffer, grown to hold `words` (kept between submits; `words` fits the
-    /// device's buffer limit, the rounding up never passes it).
-    fn step_staging(&mut self, words: usize) -> Result<GpuBuffer> {
-        match self.step_staging.take() {
-            Some(b) if b.len >= words => Ok(b),
-            _ => {
-                let limit = (self.gpu.max_storage_bytes() / 4) as usize;
-                self.gpu.storage("many-steps staging", words.next_power_of_two().min(limit).max(words))
             }
         }
     }

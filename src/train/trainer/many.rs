@@ -11,7 +11,7 @@ use super::{first_line, EpochStats, History, Trainer};
 use crate::data::{BatchScheme, Batcher, Dataset};
 use crate::error::{Error, Result};
 use crate::exec::{BatchedNetworks, GpuNetwork, Network};
-use crate::kernels::{Gpu, SmallNet};
+use crate::kernels::Gpu;
 use crate::optim::OptimizerSetup;
 use crate::train::Device;
 
@@ -65,13 +65,7 @@ impl Trainer {
         if let Some(t) = test.filter(|t| t.n > 0) {
             super::check_data(&self.model, t, "test data")?;
         }
-        let gpu = match &self.device {
-            Device::Cpu => None,
-            Device::Gpu => Some(Gpu::new(None)?),
-            Device::Adapter(name) => Some(Gpu::new(Some(name))?),
-            Device::Auto => crate::train::open_gpu(&crate::train::Placement::default(), "training")?,
-        };
-        let Some(gpu) = gpu else {
+        let Some(gpu) = self.device.open_gpu()? else {
             // The CPU executor (chosen, or `Auto` with no adapter): one run per core.
             let cpu = Settings { device: Device::Cpu, ..self.settings() };
             return Ok(fit_on_threads(&cpu, runs, train, test));
@@ -108,13 +102,9 @@ impl Trainer {
         train: &Dataset,
         test: Option<&Dataset>,
     ) -> Result<Option<Vec<Result<History>>>> {
-        let rows = match self.batching {
-            BatchScheme::FullBatch => train.n,
-            _ => self.batch_size.min(train.n),
-        };
-        let fits = SmallNet::new(&self.model, self.loss, rows)
-            .is_ok_and(|layout| layout.step_macs(rows) <= gpu.side_by_side_max_step_macs());
-        if runs.len() < 2 || !fits || rows == 0 {
+        let rows = self.batch_rows(train.n);
+        let obstacle = crate::train::side_by_side::model_obstacle(&gpu, &self.model, self.loss, rows);
+        if runs.len() < 2 || obstacle.is_some() || rows == 0 {
             return Ok(None);
         }
         let inits: Vec<Vec<f32>> = runs.iter().map(|r| self.model.init_params(r.seed)).collect();
@@ -154,10 +144,7 @@ impl Trainer {
             for (k, t) in totals.iter().enumerate() {
                 let Ok(history) = &mut histories[k] else { continue };
                 if let Some(bad) = t.first_bad {
-                    let what = match bad.loss {
-                        Some(v) => format!("the loss is {v}"),
-                        None => "the update wrote NaN or ±Inf into the parameters".to_string(),
-                    };
+                    let what = crate::train::bad_step_what(bad.loss);
                     histories[k] = Err(Error::Diverged { step: bad.step, epoch, what });
                     continue;
                 }
@@ -194,26 +181,11 @@ fn fit_on_threads(
     train: &Dataset,
     test: Option<&Dataset>,
 ) -> Vec<Result<History>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done: std::sync::Mutex<Vec<Option<Result<History>>>> =
-        std::sync::Mutex::new((0..runs.len()).map(|_| None).collect());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(runs.len());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(run) = runs.get(k) else { return };
-                let fit = std::panic::AssertUnwindSafe(|| settings.for_run(run).fit(train, test));
-                let history = std::panic::catch_unwind(fit)
-                    .unwrap_or_else(|_| Err(Error::Usage(format!("run {k} panicked while training"))));
-                if let Ok(mut d) = done.lock() {
-                    d[k] = Some(history);
-                }
-            });
-        }
-    });
-    let done = done.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
-    done.into_iter().map(|h| h.unwrap_or_else(|| Err(Error::Usage("a run was not trained".into())))).collect()
+    let (done, _) = crate::dist::threads::one_per_core(runs.len(), |k| settings.for_run(&runs[k]).fit(train, test));
+    done.into_iter()
+        .enumerate()
+        .map(|(k, h)| h.unwrap_or_else(|| Err(Error::Usage(format!("run {k} panicked while training")))))
+        .collect()
 }
 
 /// What a run's trainer shares with the trainer of `fit_many` (everything but the network).
