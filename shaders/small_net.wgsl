@@ -6,6 +6,12 @@
 // kernels: each product element is summed over k from 0 (bias added after), the weight gradient
 // over rows in order, dX·act'(z) as the fused matmul epilogue; the loss is loss_rows.wgsl's.
 //
+// A layer is a Linear (with its activation) or a BatchNorm1d in training mode (with its
+// activation): batchnorm.wgsl's statistics, normalisation and backward, the same sums in the same
+// order (16 strided row partials per feature, added by the same tree), its running statistics
+// kept in the model's slice of `values` (the host reads them out; the binding count is at
+// WebGPU's default limit of 8).
+//
 // Layers run one after another, separated by storage barriers; within a layer the workgroup's
 // LANES invocations share the outputs. The host sets LANES to 1 on a CPU adapter: llvmpipe runs a
 // workgroup's invocations as coroutines and every barrier switches between them, which cost more
@@ -37,9 +43,19 @@ struct SmallNetParams {
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
-    shape: array<vec4<u32>, 8>,   // per layer: inputs, outputs, weight offset, bias offset (NO_BIAS: none)
+    shape: array<vec4<u32>, 8>,   // per layer: inputs, outputs, weight offset, bias offset (NO_BIAS: none);
+                                  // a batch norm: width, width, γ offset, β offset
     act: array<vec4<u32>, 8>,     // per layer: activation code, leaky slope as f32 bits, z at, output at
+                                  // (a batch norm's z is γ·x̂ + β, before its activation)
+    norm: array<vec4<u32>, 8>,    // per layer: LAYER_DENSE or LAYER_NORM, running mean at, running
+                                  // variance at, statistics (shift, d, inv_std per feature) at
+    blend: array<vec4<f32>, 8>,   // per batch norm: eps, keep, take (running ← keep·running + take·batch)
 }
+
+const LAYER_DENSE: u32 = 0u;
+const LAYER_NORM: u32 = 1u;
+// batchnorm.wgsl's lanes: each feature's sums are 16 strided partials added by a fixed tree.
+const NORM_LANES: u32 = 16u;
 
 const LOSS_CROSS_ENTROPY: u32 = 0u;
 const LOSS_MSE: u32 = 1u;
@@ -115,8 +131,164 @@ fn layer_input(l: u32, r: u32, i: u32) -> f32 {
     return values[vbase + p.act[l - 1u].w + r * p.shape[l].x + i];
 }
 
-// z = x·Wᵀ + b and act(z), rows × outputs; the last layer's go to the logits.
+fn is_norm(l: u32) -> bool {
+    return p.norm[l].x == LAYER_NORM;
+}
+
+// Layer l's forward: a Linear's product or a batch norm's normalisation (after `norm_stats`).
 fn forward(l: u32, li: u32) {
+    if (is_norm(l)) {
+        norm_apply(l, li);
+    } else {
+        dense_forward(l, li);
+    }
+}
+
+// Layer l's backward from its dZ at `dz`: a Linear's gradients and dX, or a batch norm's dX
+// (after `norm_sums`); the previous layer's dZ goes to `next`.
+fn backward(l: u32, li: u32, dz: u32, next: u32) {
+    if (is_norm(l)) {
+        norm_input_grad(l, li, dz, next);
+    } else {
+        dense_backward(l, li, dz, next);
+    }
+}
+
+// batchnorm.wgsl's `reduce_lanes` on one feature's 16 partials: the same pairs, in order.
+fn tree16(v: ptr<function, array<f32, 16>>) {
+    for (var half = NORM_LANES / 2u; half > 0u; half /= 2u) {
+        for (var lane = 0u; lane < half; lane++) {
+            (*v)[lane] += (*v)[lane + half];
+        }
+    }
+}
+
+struct NormStats {
+    shift: f32,
+    d: f32,
+    inv_std: f32,
+}
+
+fn norm_stats_of(l: u32, j: u32) -> NormStats {
+    let at = vbase + p.norm[l].w;
+    let n = p.shape[l].y;
+    return NormStats(values[at + j], values[at + n + j], values[at + 2u * n + j]);
+}
+
+fn xhat_of(v: f32, s: NormStats) -> f32 {
+    return ((v - s.shift) - s.d) * s.inv_std;
+}
+
+// batchnorm_stats in training mode: per feature the shift K = x[0, j], d = mean(x − K), inv_std
+// from the biased variance of (x − K) − d, and the running statistics' blend.
+fn norm_stats(l: u32, li: u32) {
+    let n = p.shape[l].y;
+    let m = p.rows;
+    let nm = p.norm[l];
+    let b = p.blend[l];
+    for (var j = li; j < n; j += LANES) {
+        let shift = layer_input(l, 0u, j);
+        var part: array<f32, 16>;
+        for (var lane = 0u; lane < NORM_LANES; lane++) {
+            var s = 0.0;
+            for (var r = lane; r < m; r += NORM_LANES) {
+                s += layer_input(l, r, j) - shift;
+            }
+            part[lane] = s;
+        }
+        tree16(&part);
+        let d = part[0] / f32(m);
+        for (var lane = 0u; lane < NORM_LANES; lane++) {
+            var q = 0.0;
+            for (var r = lane; r < m; r += NORM_LANES) {
+                let c = (layer_input(l, r, j) - shift) - d;
+                q += c * c;
+            }
+            part[lane] = q;
+        }
+        tree16(&part);
+        let var_biased = part[0] / f32(m);
+        let at = vbase + nm.w;
+        values[at + j] = shift;
+        values[at + n + j] = d;
+        values[at + 2u * n + j] = 1.0 / sqrt(var_biased + b.x);
+        let mean = shift + d;
+        let unbiased = var_biased * (f32(m) / f32(m - 1u));
+        values[vbase + nm.y + j] = b.y * values[vbase + nm.y + j] + b.z * mean;
+        values[vbase + nm.z + j] = b.y * values[vbase + nm.z + j] + b.z * unbiased;
+    }
+}
+
+// batchnorm_forward: z = γ·x̂ + β and act(z).
+fn norm_apply(l: u32, li: u32) {
+    let s = p.shape[l];
+    let a = p.act[l];
+    for (var e = li; e < p.rows * s.y; e += LANES) {
+        let r = e / s.y;
+        let j = e % s.y;
+        let st = norm_stats_of(l, j);
+        let gamma = params[pbase + s.z + j];
+        let beta = params[pbase + s.w + j];
+        let z = gamma * xhat_of(layer_input(l, r, j), st) + beta;
+        values[vbase + a.z + e] = z;
+        values[vbase + a.w + e] = activate(z, a.x, slope(l));
+    }
+}
+
+// batchnorm_backward_reduce: dβ = Σ du and dγ = Σ du·x̂ per feature, du (= dy ⊙ act'(z)) at `dz`.
+fn norm_sums(l: u32, li: u32, dz: u32) {
+    let s = p.shape[l];
+    let n = s.y;
+    for (var j = li; j < n; j += LANES) {
+        let st = norm_stats_of(l, j);
+        var sum_du: array<f32, 16>;
+        var sum_du_xhat: array<f32, 16>;
+        for (var lane = 0u; lane < NORM_LANES; lane++) {
+            var a = 0.0;
+            var b = 0.0;
+            for (var r = lane; r < p.rows; r += NORM_LANES) {
+                let xh = xhat_of(layer_input(l, r, j), st);
+                let du = values[dz + r * n + j];
+                a += du;
+                b += du * xh;
+            }
+            sum_du[lane] = a;
+            sum_du_xhat[lane] = b;
+        }
+        tree16(&sum_du);
+        tree16(&sum_du_xhat);
+        grads[pbase + s.w + j] = sum_du[0];
+        grads[pbase + s.z + j] = sum_du_xhat[0];
+    }
+}
+
+// batchnorm_backward_input: dx = γ·inv_std/m · (m·du − Σdu − x̂·Σ(du·x̂)), then the previous
+// layer's dZ = dx ⊙ act'(its z) into `next` (nothing before the first layer).
+fn norm_input_grad(l: u32, li: u32, dz: u32, next: u32) {
+    if (l == 0u) {
+        return;
+    }
+    let s = p.shape[l];
+    let n = s.y;
+    let m = f32(p.rows);
+    let prev = p.act[l - 1u];
+    for (var e = li; e < p.rows * n; e += LANES) {
+        let r = e / n;
+        let j = e % n;
+        let st = norm_stats_of(l, j);
+        let gamma = params[pbase + s.z + j];
+        let scale = gamma * st.inv_std / m;
+        let sum_du = grads[pbase + s.w + j];
+        let sum_du_xhat = grads[pbase + s.z + j];
+        let xh = xhat_of(layer_input(l, r, j), st);
+        let du = values[dz + e];
+        let dx = scale * (m * du - sum_du - xh * sum_du_xhat);
+        values[next + e] = dx * activate_grad(values[vbase + prev.z + e], prev.x, slope(l - 1u));
+    }
+}
+
+// z = x·Wᵀ + b and act(z), rows × outputs; the last layer's go to the logits.
+fn dense_forward(l: u32, li: u32) {
     let s = p.shape[l];
     let a = p.act[l];
     for (var e = li; e < p.rows * s.y; e += LANES) {
@@ -137,7 +309,7 @@ fn forward(l: u32, li: u32) {
 
 // Layer l's dW = dZᵀ·X and db = Σ_rows dZ into the gradient, and (past the first layer) the
 // previous layer's dZ = (dZ·W) ⊙ act'(z) into `next`.
-fn backward(l: u32, li: u32, dz: u32, next: u32) {
+fn dense_backward(l: u32, li: u32, dz: u32, next: u32) {
     let s = p.shape[l];
     for (var e = li; e < s.y * s.x; e += LANES) {
         let j = e / s.x;
@@ -200,6 +372,10 @@ fn small_net_forward_backward(
     pbase = model * p.param_stride;
     vbase = model * p.values_stride;
     for (var l = 0u; l < p.layers; l++) {
+        if (is_norm(l)) {
+            norm_stats(l, li);
+            storageBarrier();
+        }
         forward(l, li);
         storageBarrier();
     }
@@ -217,7 +393,12 @@ fn small_net_forward_backward(
     var dz = vbase + p.delta_a;
     var next = vbase + p.delta_b;
     for (var k = 0u; k < p.layers; k++) {
-        backward(p.layers - 1u - k, li, dz, next);
+        let l = p.layers - 1u - k;
+        if (is_norm(l)) {
+            norm_sums(l, li, dz);
+            storageBarrier();
+        }
+        backward(l, li, dz, next);
         storageBarrier();
         let t = dz;
         dz = next;
@@ -244,6 +425,9 @@ fn small_net_models(
     pbase = model * p.param_stride;
     vbase = model * p.values_stride;
     for (var l = 0u; l < p.layers; l++) {
+        if (is_norm(l)) {
+            norm_stats(l, 0u);
+        }
         forward(l, 0u);
     }
     for (var r = 0u; r < ONE_GROUP_ROWS; r++) {
@@ -262,7 +446,11 @@ fn small_net_models(
     var dz = vbase + p.delta_a;
     var next = vbase + p.delta_b;
     for (var k = 0u; k < p.layers; k++) {
-        backward(p.layers - 1u - k, 0u, dz, next);
+        let l = p.layers - 1u - k;
+        if (is_norm(l)) {
+            norm_sums(l, 0u, dz);
+        }
+        backward(l, 0u, dz, next);
         let t = dz;
         dz = next;
         next = t;

@@ -3,7 +3,8 @@
 //! slice and the same update kernel runs on it, so parameters, optimizer state and loss totals
 //! are the same to the bit. Run over every optimizer, a schedule, clipping, different starts and
 //! different batch rows per model, both lane counts, and a model that diverges among ones that
-//! do not.
+//! do not. With batch norm, against the per-op path a lone network takes (batchnorm.wgsl's sums
+//! in the same order), running statistics included.
 
 mod common;
 
@@ -136,7 +137,21 @@ fn batched_training_refuses_what_it_cannot_train() {
     )
     .unwrap();
     let bn_init = bn.init_params(1);
-    refused(BatchedNetworks::new(g.clone(), bn, Loss::CrossEntropy, vec![sgd()], &[bn_init], 8), "batch norm");
+    refused(
+        BatchedNetworks::new(g.clone(), bn.clone(), Loss::CrossEntropy, vec![sgd()], std::slice::from_ref(&bn_init), 1),
+        "batch norm",
+    );
+    BatchedNetworks::new(g.clone(), bn, Loss::CrossEntropy, vec![sgd()], &[bn_init], 2).expect("batch norm at 2 rows");
+    let residual = Model::new(
+        4,
+        vec![
+            LayerSpec::Residual { layers: vec![LayerSpec::Linear { out: 4, bias: true }], projection: false },
+            LayerSpec::Linear { out: 3, bias: true },
+        ],
+    )
+    .unwrap();
+    let res_init = residual.init_params(1);
+    refused(BatchedNetworks::new(g.clone(), residual, Loss::CrossEntropy, vec![sgd()], &[res_init], 8), "residual");
     let mut net = BatchedNetworks::new(g, m, Loss::CrossEntropy, vec![sgd(), sgd()], &[init.clone(), init], 8).unwrap();
     assert!(matches!(net.train_step(&[&[0, 1]]), Err(Error::Usage(_))), "train before data");
     net.set_train_data(&data()).unwrap();
@@ -241,5 +256,130 @@ fn many_steps_per_submit_equal_one_step_per_submit() {
     match nets.train_steps(&[&a, &b]) {
         Err(Error::Usage(msg)) => assert!(msg.contains("share a batch size"), "{msg}"),
         other => panic!("mixed batch sizes in one submit: {other:?}"),
+    }
+}
+
+/// 4-9-BN-relu-6-BN(cumulative)-tanh-3: a batch norm with the default momentum and one with the
+/// cumulative average, whose blend changes every step; the Linears before them without biases
+/// (as one writes them: a batch norm removes a bias) or with.
+fn bn_model(bias: bool) -> Model {
+    #[derive(serde::Deserialize)]
+    struct L {
+        layers: Vec<LayerSpec>,
+    }
+    let text = format!(
+        "layers = [{{ type = 'linear', out = 9, bias = {bias} }}, {{ type = 'batch-norm' }}, {{ type = 'relu' }}, \
+         {{ type = 'linear', out = 6, bias = {bias} }}, {{ type = 'batch-norm', momentum = 'none', eps = 1e-3 }}, \
+         {{ type = 'tanh' }}, {{ type = 'linear', out = 3 }}]"
+    );
+    Model::new(4, toml::from_str::<L>(&text).unwrap().layers).unwrap()
+}
+
+/// Batch-norm models side by side (the fused step: batchnorm.wgsl's sums in its order) against
+/// each model trained alone, which runs batch norm per op: the same launches give the same bits
+/// whatever the lane count and the steps per submit; against the per-op path, whose products
+/// split their sums into lanes, within tests/small_net.rs's bounds. One step's gradient: every
+/// path is within L·(rows + widest)·u of the exact gradient relative to the step's largest
+/// element (L stages, batch norm's sums over rows counted as a stage's), so two are within twice
+/// that. Fourteen steps: the trajectory bound steps·(rows + widest)·u relative to |w| + 0.1, on
+/// parameters and running statistics, for the model without biases before its norms (a bias
+/// there has an exact gradient of 0, so its computed one is rounding noise that Adam, Adagrad
+/// and RMSprop scale up to steps of about lr: it, and the running mean it shifts, walk
+/// differently on each path while the network's function does not change).
+#[test]
+fn batch_norm_models_side_by_side_train_as_each_alone() {
+    require_gpu!();
+    let d = data();
+    let setups = setups();
+    let n = setups.len();
+    let plan: Vec<usize> = (0..14).map(|s| if s < 11 { 16 } else { 7 }).collect();
+    let all: Vec<OptimizerSetup> = setups.iter().map(|(_, s)| s.clone()).collect();
+    let allowed = gradflow::kernels::small_net::max_lanes(&gpu().info);
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    let steps: Vec<Vec<Vec<u32>>> =
+        plan.iter().enumerate().map(|(s, &r)| (0..n).map(|k| batch(k, s, r)).collect()).collect();
+    let inits = |m: &Model| -> Vec<Vec<f32>> { (0..n).map(|k| m.init_params(300 + k as u64)).collect() };
+    let run = |m: &Model, lanes: u32, per_submit: usize, upto: usize| {
+        let g = Arc::new(Gpu { small_net_lanes: lanes, ..gpu().clone() });
+        let mut batched = BatchedNetworks::new(g, m.clone(), Loss::CrossEntropy, all.clone(), &inits(m), 16).unwrap();
+        batched.set_train_data(&d).unwrap();
+        for group in [&steps[..upto.min(11)], &steps[upto.min(11)..upto]] {
+            for chunk in group.chunks(per_submit) {
+                let c: Vec<Vec<&[u32]>> = chunk.iter().map(|b| b.iter().map(Vec::as_slice).collect()).collect();
+                let refs: Vec<&[&[u32]]> = c.iter().map(Vec::as_slice).collect();
+                batched.train_steps(&refs).unwrap();
+            }
+        }
+        batched
+    };
+    let alone = |m: &Model, k: usize| {
+        let g = Arc::new(gpu().clone());
+        let mut net = GpuNetwork::new(g, m.clone(), Loss::CrossEntropy, setups[k].1.clone(), &inits(m)[k], 16).unwrap();
+        assert!(net.set_small_net(true).is_err(), "a lone network keeps batch norm per op");
+        net.set_streaming(false);
+        net.set_train_data(&d).unwrap();
+        net
+    };
+    // The same bits over lane counts and steps per submit.
+    let m = bn_model(false);
+    let mut first: Option<Vec<Vec<u32>>> = None;
+    for lanes in [1u32, 64].into_iter().filter(|&l| l <= allowed) {
+        for per_submit in [1, 5] {
+            let mut b = run(&m, lanes, per_submit, plan.len());
+            let totals = format!("{:?}", b.take_totals().unwrap());
+            let mut got: Vec<Vec<u32>> = (0..n)
+                .flat_map(|k| {
+                    let norm = b.norm_state(k).unwrap();
+                    assert_eq!(norm.batches_tracked, vec![14, 14], "model {k}");
+                    [b.params(k).unwrap(), b.grads(k).unwrap(), b.optimizer_state(k).unwrap(), norm.running]
+                })
+                .map(bits)
+                .collect();
+            got.push(totals.bytes().map(u32::from).collect());
+            match &first {
+                None => first = Some(got),
+                Some(want) => {
+                    assert!(&got == want, "{lanes} lanes, {per_submit} steps per submit differ from the first run")
+                }
+            }
+        }
+    }
+    let widest = 9;
+    let sum_bound = (m.stages.len() * (16 + widest)) as f64 * EPS;
+    let tol = (plan.len() * (16 + widest)) as f64 * EPS;
+    let lanes = allowed.min(64);
+    for with_bias in [false, true] {
+        let m = bn_model(with_bias);
+        let mut one = run(&m, lanes, 1, 1);
+        for (k, (name, _)) in setups.iter().enumerate() {
+            let mut net = alone(&m, k);
+            net.train_step(&batch(k, 0, 16)).unwrap();
+            let (got, want) = (one.grads(k).unwrap(), net.grads().unwrap());
+            // Relative to the step's largest gradient: a bias before a batch norm has an exact
+            // gradient of 0, and both paths give noise of the size of the others' errors.
+            let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs() as f64));
+            for t in &m.params {
+                let (g, w) = (&got[t.offset..t.offset + t.len], &want[t.offset..t.offset + t.len]);
+                let bound = vec![2.0 * sum_bound * scale + 1e-30; w.len()];
+                let what = format!("model {k} ({name}, biases {with_bias}) first gradient, {}", t.name);
+                assert_within(&what, g, &widen(w), &bound);
+            }
+        }
+    }
+    let mut fourteen = run(&m, lanes, 5, plan.len());
+    for (k, (name, _)) in setups.iter().enumerate() {
+        if *name == "diverging sgd" {
+            continue;
+        }
+        let mut net = alone(&m, k);
+        for (s, &rows) in plan.iter().enumerate() {
+            net.train_step(&batch(k, s, rows)).unwrap();
+        }
+        let within = |what: &str, got: Vec<f32>, want: Vec<f32>| {
+            let bound: Vec<f64> = want.iter().map(|w| tol * (w.abs() as f64 + 0.1)).collect();
+            assert_within(&format!("model {k} ({name}) after 14 steps: {what}"), &got, &widen(&want), &bound);
+        };
+        within("parameters", fourteen.params(k).unwrap(), net.params().unwrap());
+        within("running statistics", fourteen.norm_state(k).unwrap().running, net.norm_state().unwrap().running);
     }
 }

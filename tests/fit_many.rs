@@ -1,7 +1,8 @@
 //! `Trainer::fit_many` against `Trainer::fit` run by run: on the CPU (one run per core) each
 //! history is the one the run gives alone, to the bit, a diverging run's error included; on a
 //! GPU side by side (`exec::BatchedNetworks`), a model the fused step takes alone too gives the
-//! same bits (the same kernels on the same values).
+//! same bits (the same kernels on the same values); one with batch norm, which a lone run trains
+//! per op, the same numbers within rounding.
 
 mod common;
 
@@ -94,4 +95,52 @@ fn gpu_runs_side_by_side_give_what_each_gives_alone() {
     let many = check_against_alone(&trainer, alone, "GPU");
     let device = &many[0].as_ref().unwrap().device;
     assert!(device.contains("5 runs side by side"), "{device}");
+}
+
+/// With batch norm the runs still go side by side (the fused step runs the norm, its running
+/// statistics kept per run for the test evaluation), while a lone run takes the per-op path,
+/// whose products split their sums into lanes: each epoch's losses agree within the trajectory
+/// bound steps·(rows + widest)·u (tests/small_net.rs), and the diverging run fails alone too.
+#[test]
+fn gpu_runs_with_batch_norm_side_by_side_train_as_each_alone() {
+    require_gpu!();
+    let layers = vec![
+        LayerSpec::Linear { out: 6, bias: false },
+        LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync: false },
+        LayerSpec::Tanh,
+        LayerSpec::Linear { out: 2, bias: true },
+    ];
+    let model = Model::new(2, layers).unwrap();
+    let trainer = Trainer::new(model.clone()).batch_size(16).epochs(6).device(Device::Gpu);
+    let (train, test) = (data(96, 5), data(32, 6));
+    let runs = runs();
+    let many = trainer.fit_many(&runs, &train, Some(&test)).unwrap();
+    let tol = (36 * (16 + 6)) as f64 * EPS;
+    for (k, (run, h)) in runs.iter().zip(&many).enumerate() {
+        let alone = Trainer::new(model.clone())
+            .batch_size(16)
+            .epochs(6)
+            .device(Device::Gpu)
+            .optimizer(run.optimizer.clone())
+            .seed(run.seed)
+            .fit(&train, Some(&test));
+        match (h, &alone) {
+            (Ok(h), Ok(a)) => {
+                assert!(h.device.contains("5 runs side by side"), "{}", h.device);
+                assert_eq!(h.len(), a.len(), "run {k}");
+                for (e, f) in h.epochs.iter().zip(&a.epochs) {
+                    let (tl, al) = (e.test_loss.unwrap() as f64, f.test_loss.unwrap() as f64);
+                    let close = |x: f64, y: f64| (x - y).abs() <= tol * y.abs();
+                    assert!(
+                        close(e.train_loss as f64, f.train_loss as f64),
+                        "run {k} epoch {}: {e:?} vs {f:?}",
+                        e.epoch
+                    );
+                    assert!(close(tl, al), "run {k} epoch {}: test loss {tl} vs {al}", e.epoch);
+                }
+            }
+            (Err(Error::Diverged { .. }), Err(Error::Diverged { .. })) => assert_eq!(k, 4, "only run 4 diverges"),
+            (h, a) => panic!("run {k}: {:?} side by side, {:?} alone", h.as_ref().map(|_| ()), a.as_ref().map(|_| ())),
+        }
+    }
 }

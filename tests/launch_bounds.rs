@@ -281,6 +281,69 @@ fn the_small_net_kernel_refuses_a_chain_it_cannot_walk_and_buffers_too_short() {
     }
 }
 
+/// A batch-norm layer of the fused step: its running statistics and batch statistics must lie
+/// inside `values`, its γ and β inside the parameters, its width kept, and a batch of one row
+/// (no variance to take) is refused; a layer kind the kernel does not know is refused too.
+#[test]
+fn the_small_net_kernel_checks_its_batch_norm_layers() {
+    require_gpu!();
+    let g = gpu();
+    let b = |n| g.storage("buffer", n).unwrap();
+    let model = gradflow::spec::Model::new(
+        3,
+        vec![
+            gradflow::spec::LayerSpec::Linear { out: 5, bias: false },
+            gradflow::spec::LayerSpec::BatchNorm { eps: 1e-5, momentum: Default::default(), sync: false },
+            gradflow::spec::LayerSpec::Tanh,
+            gradflow::spec::LayerSpec::Linear { out: 2, bias: true },
+        ],
+    )
+    .unwrap();
+    let net = gradflow::kernels::SmallNet::new(&model, Loss::CrossEntropy, 4).unwrap();
+    assert!(net.has_norms());
+    let p = net.params.for_batch(4, 10, true);
+    let (params, grads, values, totals) = (b(model.param_len), b(model.param_len), b(net.values_len), b(7));
+    let (x, labels, indices) = (b(30), b(10), b(4));
+    let run = |p: &SmallNetParams, values: &gradflow::device::GpuBuffer| {
+        let buffers = SmallNetBuffers {
+            params: &params,
+            grads: &grads,
+            values,
+            totals: &totals,
+            x: &x,
+            labels: &labels,
+            indices: Some(&indices),
+        };
+        g.small_net_step(&buffers, p)
+    };
+    run(&p, &values).expect("a 3-5-BN-2 net on 4 of 10 rows");
+    let kernel = g.small_net_launch(&p).0.name();
+    let with_norm = |f: &dyn Fn(&mut [u32; 4])| {
+        let mut q = p;
+        f(&mut q.norm[1]);
+        q
+    };
+    let past = net.values_len as u32;
+    // The running variance, then the batch statistics, moved to the end of `values`.
+    assert_out_of_bounds(run(&with_norm(&|n| n[2] = past - 2), &values), kernel, 2);
+    assert_out_of_bounds(run(&with_norm(&|n| n[3] = past - 5), &values), kernel, 2);
+    let mut gamma_past = p;
+    gamma_past.shape[1][2] = model.param_len as u32 - 2;
+    assert_out_of_bounds(run(&gamma_past, &values), kernel, 0);
+    let mut widening = p;
+    widening.shape[1][1] = 6;
+    for (what, bad) in [
+        ("one row", SmallNetParams { rows: 1, ..p }),
+        ("a layer kind 2", with_norm(&|n| n[0] = 2)),
+        ("a batch norm that widens", widening),
+    ] {
+        match run(&bad, &values) {
+            Err(Error::LaunchParams { kernel: k, .. }) => assert_eq!(k, kernel, "{what}"),
+            other => panic!("{what}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+}
+
 #[test]
 fn a_batched_optimizer_launch_checks_every_models_slice() {
     use gradflow::kernels::optim::{GpuOptimizer, OptimizerModel};

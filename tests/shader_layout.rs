@@ -177,7 +177,9 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         values_stride,
         index_stride,
         shape,
-        act
+        act,
+        norm,
+        blend
     });
     check_struct("small_net.wgsl", "SmallNetParams", size, &f);
     let (size, f) = fields!(HvpParams { len, rows, cols, act, slope, flags, gamma_offset, beta_offset });
@@ -239,6 +241,8 @@ fn flags_codes_and_tile_sizes_agree() {
         ("small_net.wgsl", "MAX_LAYERS", gradflow::kernels::small_net::SMALL_NET_MAX_LAYERS as u64),
         ("small_net.wgsl", "ONE_GROUP_ROWS", gradflow::kernels::small_net::SMALL_NET_WORKGROUP as u64),
         ("small_net.wgsl", "NO_BIAS", gradflow::kernels::small_net::SMALL_NET_NO_BIAS as u64),
+        ("small_net.wgsl", "LAYER_DENSE", gradflow::kernels::small_net::SMALL_NET_DENSE as u64),
+        ("small_net.wgsl", "LAYER_NORM", gradflow::kernels::small_net::SMALL_NET_NORM as u64),
         ("small_net.wgsl", "LOSS_MSE", gradflow::kernels::small_net::SMALL_NET_MSE as u64),
         ("small_net.wgsl", "LOSS_CROSS_ENTROPY", gradflow::kernels::small_net::SMALL_NET_CROSS_ENTROPY as u64),
         ("small_net.wgsl", "TOTAL_FIRST_BAD", gradflow::kernels::TOTAL_FIRST_BAD as u64),

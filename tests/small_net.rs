@@ -272,7 +272,7 @@ fn the_step_is_chosen_by_the_model_and_a_refusal_says_why() {
         (
             model(2, "{ type = 'linear', out = 8 }, { type = 'batch-norm' }, { type = 'linear', out = 2 }"),
             8,
-            "layer 1 is a batch norm",
+            "a lone network runs batch norms through the per-op launches",
         ),
         (
             model(2, "{ type = 'residual', layers = [{ type = 'linear', out = 2 }] }, { type = 'linear', out = 2 }"),

@@ -210,18 +210,36 @@ fn runs_side_by_side_give_what_they_give_one_by_one() {
         }
         other => panic!("different batch plans trained side by side: {other:?}"),
     }
-    // A model with batch norm says why it trains one after another.
-    let mut bn = contenders[..2].to_vec();
+    // Batch norm trains side by side too (its running statistics kept per run, the test points
+    // in evaluation mode), as each run alone within the same bound.
+    let layers = |text: &str| toml::from_str::<toml::Table>(text).map(|t| t["l"].clone().try_into().unwrap()).unwrap();
+    let mut bn = contenders[..3].to_vec();
     for c in &mut bn {
-        c.config.model.layers = toml::from_str::<toml::Table>(
-            "l = [{type='linear',out=8,bias=false},{type='batch-norm'},{type='tanh'},{type='linear',out=3}]",
-        )
-        .map(|t| t["l"].clone().try_into().unwrap())
-        .unwrap();
+        c.config.model.layers =
+            layers("l = [{type='linear',out=8,bias=false},{type='batch-norm'},{type='tanh'},{type='linear',out=3}]");
     }
-    match gradflow::train::side_by_side::run_side_by_side(&bn, &train, &test, &gpu).unwrap() {
-        gradflow::train::side_by_side::SideBySide::OneByOne(why) => assert!(why.contains("batch norm"), "{why}"),
-        other => panic!("a batch-norm model trained side by side: {other:?}"),
+    let together = gradflow::train::side_by_side::run_side_by_side(&bn, &train, &test, &gpu)
+        .unwrap()
+        .trained()
+        .expect("a batch-norm model trains side by side");
+    for (c, t) in bn.iter().zip(&together) {
+        let alone = run_contender(c, &train, &test, &gpu).unwrap();
+        assert!(t.diverged.is_none() && alone.diverged.is_none(), "{}", c.label);
+        assert_eq!((t.points.len(), alone.points.len()), (4, 4), "{}: the start and three epochs", c.label);
+        for (p, q) in t.points.iter().zip(&alone.points) {
+            for (what, a, b) in [("train loss", p.train_loss, q.train_loss), ("test loss", p.test_loss, q.test_loss)] {
+                assert!((a - b).abs() <= tol * b.abs(), "batch norm, {} epoch {}: {what} {a} vs {b}", c.label, p.epoch);
+            }
+        }
+    }
+    // A residual block says why it trains one after another.
+    let mut res = contenders[..2].to_vec();
+    for c in &mut res {
+        c.config.model.layers = layers("l = [{type='linear',out=8},{type='residual',layers=[{type='linear',out=8},{type='tanh'}]},{type='linear',out=3}]");
+    }
+    match gradflow::train::side_by_side::run_side_by_side(&res, &train, &test, &gpu).unwrap() {
+        gradflow::train::side_by_side::SideBySide::OneByOne(why) => assert!(why.contains("residual"), "{why}"),
+        other => panic!("a residual model trained side by side: {other:?}"),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Many models per dispatch: N copies of one small dense architecture trained side by side, each
+//! Many models per dispatch: N copies of one small architecture (Linears and batch norms, each
+//! with its activation) trained side by side, each
 //! with its own initial parameters, optimizer (type, hyper-parameters, schedule, clipping) and
 //! batch rows, as JAX's `vmap` over models or PyTorch's `torch.func` ensembling. Their parameters
 //! and gradients lie in one buffer, model k's slice `stride` elements after model k − 1's; a step
@@ -9,7 +10,9 @@
 //!
 //! Each model's numbers are those of a `GpuNetwork` on the fused step with the same start, to the
 //! bit: the same kernel does the same sums, and the same update kernel runs on the same values
-//! (tests/batched.rs).
+//! (tests/batched.rs). A batch norm's running statistics stay in each model's slice of the
+//! values buffer (`norm_state`); a lone `GpuNetwork` runs batch norm per op, which this equals
+//! within rounding.
 
 use std::sync::Arc;
 
@@ -19,13 +22,13 @@ use crate::device::{submit_steps, Dispatch, GpuBuffer, StepCopy, StepRecord, VIE
 use crate::error::{Error, Result};
 use crate::kernels::optim::{GpuOptimizer, OptimizerModel, OPT_MODELS_PER_LAUNCH};
 use crate::kernels::small_net::{SMALL_NET_MAX_MODELS, SMALL_NET_TOTALS_STRIDE};
-use crate::kernels::OptParams;
 use crate::kernels::{
     Gpu, SmallNet, SmallNetBuffers, TOTALS_LEN, TOTAL_BAD_LOSS, TOTAL_CORRECT, TOTAL_COUNT, TOTAL_FIRST_BAD,
     TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
 };
+use crate::kernels::{OptParams, SmallNetParams};
 use crate::optim::{OptimizerSetup, ParamGroups};
-use crate::spec::{Loss, Model};
+use crate::spec::{Loss, Model, NormState};
 
 /// N models of one architecture, trained together on the GPU.
 ///
@@ -92,6 +95,9 @@ pub struct BatchedNetworks {
     totals_from_step: usize,
     /// Every model's batch rows of the coming step, model-major, `max_rows` apart.
     index_words: Vec<u32>,
+    /// A batch norm's blend changes every step (momentum "none"): each step copies in its own
+    /// launch parameters.
+    blend_changes: bool,
     /// What `train_steps` uploads: each step's batch rows and optimizer numbers (kept between submits).
     staging: Option<GpuBuffer>,
 }
@@ -131,7 +137,18 @@ impl BatchedNetworks {
         let g = &*gpu;
         let params = g.upload("batched parameters", &flat)?;
         let grads = g.storage("batched gradients", total(stride)?)?;
-        let values = g.storage("batched fused-step values", total(layout.values_len)?)?;
+        // Each model's batch-norm running statistics start as a fresh module's, in its values.
+        let values = if layout.has_norms() {
+            let mut flat = vec![0.0f32; total(layout.values_len)?];
+            let running = model.init_norm_state().running;
+            for k in 0..n {
+                let at = k * layout.values_len + layout.running_at;
+                flat[at..at + running.len()].copy_from_slice(&running);
+            }
+            g.upload("batched fused-step values", &flat)?
+        } else {
+            g.storage("batched fused-step values", total(layout.values_len)?)?
+        };
         let totals = g.storage("batched loss totals", total(SMALL_NET_TOTALS_STRIDE)?)?;
         let indices = g.storage("batched batch indices", total(max_rows)?)?;
         // Models whose optimizers share a kernel, flags and group table share one launch, at
@@ -169,6 +186,7 @@ impl BatchedNetworks {
             .into_iter()
             .map(|(_, members, ks)| Ok((GpuOptimizer::for_models(g, &params, &grads, model.param_len, members)?, ks)))
             .collect::<Result<Vec<_>>>()?;
+        let blend_changes = layout.blend_changes(&model);
         Ok(BatchedNetworks {
             gpu,
             model,
@@ -189,6 +207,7 @@ impl BatchedNetworks {
             steps: 0,
             totals_from_step: 0,
             index_words: vec![0; n * max_rows],
+            blend_changes,
             staging: None,
         })
     }
@@ -236,7 +255,7 @@ impl BatchedNetworks {
         let Some((x, labels)) = &self.train else {
             return Err(Error::Usage("train_step before set_train_data".into()));
         };
-        let p = self.layout.params.for_batch(rows, self.train_rows, true).for_models(self.len(), self.stride);
+        let p = self.step_params(rows, self.steps);
         match &mut self.launch {
             Some((d, r)) if *r == rows => {}
             Some((d, r)) => {
@@ -257,6 +276,13 @@ impl BatchedNetworks {
             }
         }
         Ok(&self.launch.as_ref().expect("built above").0)
+    }
+
+    /// The fused launch's parameters for step `step` at batches of `rows` rows (a batch norm's
+    /// blend may change with the step).
+    fn step_params(&self, rows: usize, step: usize) -> SmallNetParams {
+        let layout = if self.blend_changes { self.layout.with_blend(&self.model, step as u64) } else { self.layout };
+        layout.params.for_batch(rows, self.train_rows, true).for_models(self.len(), self.stride)
     }
 
     /// One step of every model, model k on the training rows `batches[k]` (all of one size): one
@@ -290,7 +316,8 @@ impl BatchedNetworks {
         // The staging buffer must fit the device's largest binding: split a submit that would not.
         let opt_words: usize =
             self.optimizers.iter().map(|(o, _)| o.models() * std::mem::size_of::<OptParams>() / 4).sum();
-        let step_words = self.index_words.len() + opt_words;
+        let launch_words = if self.blend_changes { std::mem::size_of::<SmallNetParams>() / 4 } else { 0 };
+        let step_words = self.index_words.len() + opt_words + launch_words;
         let fit = ((self.gpu.max_storage_bytes() / 4) as usize / step_words).max(1);
         if fit < steps.len() {
             return steps.chunks(fit).try_for_each(|chunk| self.train_steps(chunk));
@@ -306,6 +333,11 @@ impl BatchedNetworks {
                 self.index_words[k * self.max_rows..k * self.max_rows + rows].copy_from_slice(b);
             }
             words.extend_from_slice(&self.index_words);
+            if self.blend_changes {
+                let p = self.step_params(rows, self.steps + j);
+                self.launch.as_ref().expect("built above").0.check(&p)?;
+                words.extend_from_slice(bytemuck::cast_slice(std::slice::from_ref(&p)));
+            }
             let step = (self.steps + j) as u32;
             last.clear();
             for (opt, ks) in &self.optimizers {
@@ -332,6 +364,10 @@ impl BatchedNetworks {
                     size: index_bytes,
                 }];
                 at += index_bytes;
+                if self.blend_changes {
+                    copies.push(launch.params_copy::<SmallNetParams>(&staging, at));
+                    at += std::mem::size_of::<SmallNetParams>() as u64;
+                }
                 for (opt, _) in &self.optimizers {
                     copies.push(opt.update_launch().models_params_copy::<OptParams>(&staging, at, opt.models()));
                     at += (opt.models() * std::mem::size_of::<OptParams>()) as u64;
@@ -380,6 +416,18 @@ impl BatchedNetworks {
     pub fn grads(&mut self, k: usize) -> Result<Vec<f32>> {
         self.check_model(k)?;
         self.gpu.read(&self.grads, k * self.stride, self.model.param_len)
+    }
+
+    /// Model k's batch-norm running statistics and batch counts (`Network::norm_state`'s layout).
+    pub fn norm_state(&mut self, k: usize) -> Result<NormState> {
+        self.check_model(k)?;
+        let running = if self.model.running_len == 0 {
+            Vec::new()
+        } else {
+            let at = k * self.layout.values_len + self.layout.running_at;
+            self.gpu.read(&self.values, at, self.model.running_len)?
+        };
+        Ok(NormState { running, batches_tracked: vec![self.steps as u64; self.model.norms.len()] })
     }
 
     /// Model k's optimizer state (the layout of `Network::optimizer_state`).

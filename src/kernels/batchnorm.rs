@@ -74,7 +74,8 @@ impl BnParams {
     /// ones, running ← keep·running + take·batch with keep = 1 − factor formed in f64 and
     /// rounded once (as the CPU reference does).
     pub fn training(self, factor: f64) -> BnParams {
-        BnParams { flags: self.flags | BN_TRAIN, keep: (1.0 - factor) as f32, take: factor as f32, ..self }
+        let (keep, take) = blend(factor);
+        BnParams { flags: self.flags | BN_TRAIN, keep, take, ..self }
     }
 
     /// One rank's share of a synchronised batch norm's training statistics (`BN_SYNC`).
@@ -87,6 +88,12 @@ impl BnParams {
     pub fn constants(&self) -> [(&'static str, u32); 2] {
         [("ACT", self.act), ("BN_FLAGS", self.flags)]
     }
+}
+
+/// The running statistics' blend for a momentum factor: (keep, take), keep = 1 − factor rounded
+/// once (as torch computes it in double), so running ← keep·running + take·batch.
+pub fn blend(factor: f64) -> (f32, f32) {
+    ((1.0 - factor) as f32, factor as f32)
 }
 
 /// batchnorm.wgsl: normalise with the batch's statistics and update the running ones.

@@ -77,7 +77,16 @@ pub struct SmallNetParams {
     pub shape: [[u32; 4]; SMALL_NET_MAX_LAYERS],
     /// Per layer: activation code, leaky slope's f32 bits, z offset, output offset (in `values`).
     pub act: [[u32; 4]; SMALL_NET_MAX_LAYERS],
+    /// Per layer: `SMALL_NET_DENSE` or `SMALL_NET_NORM`, and a batch norm's running mean, running
+    /// variance and batch statistics offsets (in `values`).
+    pub norm: [[u32; 4]; SMALL_NET_MAX_LAYERS],
+    /// Per batch norm: eps, keep, take (the running statistics' blend of the coming step), 0.
+    pub blend: [[f32; 4]; SMALL_NET_MAX_LAYERS],
 }
+
+/// small_net.wgsl's layer kinds.
+pub const SMALL_NET_DENSE: u32 = 0;
+pub const SMALL_NET_NORM: u32 = 1;
 
 /// A model laid out for small_net.wgsl at a batch size: the launch's parameters and the length
 /// of the `values` scratch it needs.
@@ -85,37 +94,63 @@ pub struct SmallNetParams {
 pub struct SmallNet {
     pub params: SmallNetParams,
     pub values_len: usize,
+    /// Where the model's batch-norm running statistics (laid out as `Model::running`) start in
+    /// `values`; the fused step keeps them there between steps.
+    pub running_at: usize,
+    /// Each layer's batch norm (its index in `Model::norms`), if it is one.
+    pub norm_of: [Option<usize>; SMALL_NET_MAX_LAYERS],
+}
+
+/// A layer the fused step runs.
+enum Layer {
+    Dense { inputs: usize, outputs: usize, weight: usize, bias: Option<usize>, act: crate::spec::Act },
+    Norm { width: usize, gamma: usize, beta: usize, norm: usize, act: crate::spec::Act },
 }
 
 impl SmallNet {
     /// The layout for batches of up to `max_rows` rows, or why the kernel does not take the model:
-    /// only chains of Linear layers (each with its activation), at most `SMALL_NET_MAX_LAYERS`,
-    /// batches of at most `SMALL_NET_WORKGROUP` rows.
+    /// only chains of Linear layers and batch norms (each with its activation), at most
+    /// `SMALL_NET_MAX_LAYERS`, batches of at most `SMALL_NET_WORKGROUP` rows (and, with a batch
+    /// norm, at least 2). A batch norm's blend is that of the first step (`with_blend`).
     pub fn new(model: &Model, loss: Loss, max_rows: usize) -> std::result::Result<SmallNet, String> {
-        let mut dense = Vec::new();
+        let mut layers = Vec::new();
         for (s, stage) in model.stages.iter().enumerate() {
+            if stage.input != s {
+                return Err(format!("layer {} is inside a residual block", stage.name));
+            }
             match stage.op {
-                Op::Dense { inputs, outputs, weight, bias, act } if stage.input == s => {
-                    dense.push((inputs, outputs, weight, bias, act))
+                Op::Dense { inputs, outputs, weight, bias, act } => {
+                    layers.push(Layer::Dense { inputs, outputs, weight, bias, act })
                 }
-                Op::Dense { .. } => return Err(format!("layer {} is inside a residual block", stage.name)),
-                Op::BatchNorm { .. } => return Err(format!("layer {} is a batch norm", stage.name)),
+                Op::BatchNorm { norm, .. } if model.norms[norm].sync => {
+                    return Err(format!("layer {} is a synchronised batch norm", stage.name))
+                }
+                Op::BatchNorm { width, gamma, beta, norm, act } => {
+                    layers.push(Layer::Norm { width, gamma, beta, norm, act })
+                }
                 Op::Activation { .. } => return Err(format!("layer {} is an activation on its own", stage.name)),
                 Op::Add { .. } => return Err(format!("layer {} ends a residual block", stage.name)),
             }
         }
-        if dense.is_empty() || dense.len() > SMALL_NET_MAX_LAYERS {
-            return Err(format!("{} Linear layers (1 to {SMALL_NET_MAX_LAYERS})", dense.len()));
+        if layers.is_empty() || layers.len() > SMALL_NET_MAX_LAYERS {
+            return Err(format!("{} Linear and batch-norm layers (1 to {SMALL_NET_MAX_LAYERS})", layers.len()));
         }
         if max_rows == 0 || max_rows > SMALL_NET_WORKGROUP {
             return Err(format!("batches of {max_rows} rows (1 to {SMALL_NET_WORKGROUP})"));
         }
-        let widest = dense.iter().map(|d| d.0.max(d.1)).max().unwrap_or(0);
+        if max_rows == 1 && !model.norms.is_empty() {
+            return Err("batches of 1 row: a batch norm in training mode needs more".into());
+        }
+        let width = |l: &Layer| match *l {
+            Layer::Dense { inputs, outputs, .. } => inputs.max(outputs),
+            Layer::Norm { width, .. } => width,
+        };
+        let widest = layers.iter().map(width).max().unwrap_or(0);
         let at = |n: usize| u32::try_from(n).map_err(|_| format!("{n} values do not fit the kernel's offsets"));
         let mut p = SmallNetParams {
             rows: max_rows as u32,
             cols: at(model.outputs())?,
-            layers: dense.len() as u32,
+            layers: layers.len() as u32,
             inputs: at(model.inputs)?,
             loss: match loss {
                 Loss::CrossEntropy => SMALL_NET_CROSS_ENTROPY,
@@ -123,36 +158,86 @@ impl SmallNet {
             },
             ..Default::default()
         };
-        // `values`: each layer's z and output (the last layer's output is the logits), then the
-        // logits' gradient, the row statistics and the two backward halves.
+        // `values`: the running statistics, each layer's z and output (the last layer's output
+        // is the logits) and a batch norm's statistics, then the logits' gradient, the row
+        // statistics and the two backward halves.
         let mut len = 0usize;
         let mut take = |n: usize| -> std::result::Result<u32, String> {
             let start = at(len)?;
             len += n;
             Ok(start)
         };
-        for (l, &(inputs, outputs, weight, bias, act)) in dense.iter().enumerate() {
-            let bias = match bias {
-                Some(b) => at(b)?,
-                None => SMALL_NET_NO_BIAS,
+        let running_at = take(model.running_len)? as usize;
+        let mut norm_of = [None; SMALL_NET_MAX_LAYERS];
+        for (l, layer) in layers.iter().enumerate() {
+            let (outputs, act) = match *layer {
+                Layer::Dense { inputs, outputs, weight, bias, act } => {
+                    let bias = bias.map_or(Ok(SMALL_NET_NO_BIAS), at)?;
+                    p.shape[l] = [at(inputs)?, at(outputs)?, at(weight)?, bias];
+                    (outputs, act)
+                }
+                Layer::Norm { width, gamma, beta, norm, act } => {
+                    let n = &model.norms[norm];
+                    p.shape[l] = [at(width)?, at(width)?, at(gamma)?, at(beta)?];
+                    let (mean, var) = (at(running_at + n.running_mean)?, at(running_at + n.running_var)?);
+                    p.norm[l] = [SMALL_NET_NORM, mean, var, take(3 * width)?];
+                    norm_of[l] = Some(norm);
+                    (width, act)
+                }
             };
-            p.shape[l] = [at(inputs)?, at(outputs)?, at(weight)?, bias];
             p.act[l] = [act.kind.code(), act.slope.to_bits(), take(max_rows * outputs)?, take(max_rows * outputs)?];
         }
-        p.logits_at = p.act[dense.len() - 1][3];
+        p.logits_at = p.act[layers.len() - 1][3];
         p.logit_grads_at = take(max_rows * model.outputs())?;
         p.stats_at = take(2 * max_rows)?;
         p.delta_a = take(max_rows * widest)?;
         p.delta_b = take(max_rows * widest)?;
         at(len)?;
         (p.models, p.values_stride, p.index_stride) = (1, at(len)?, max_rows as u32);
-        Ok(SmallNet { params: p, values_len: len })
+        let layout = SmallNet { params: p, values_len: len, running_at, norm_of };
+        Ok(layout.with_blend(model, 0))
     }
 
-    /// Multiply-adds per step of `rows` rows: the forward product and the two backward ones.
+    /// Whether the model has a batch norm.
+    pub fn has_norms(&self) -> bool {
+        self.norm_of.iter().any(Option::is_some)
+    }
+
+    /// Whether a batch norm's blend changes from step to step (momentum "none": the cumulative
+    /// average), so that each step needs its own parameters.
+    pub fn blend_changes(&self, model: &Model) -> bool {
+        self.norm_of.iter().flatten().any(|&k| model.norms[k].momentum.factor(1) != model.norms[k].momentum.factor(2))
+    }
+
+    /// This layout with each batch norm's blend for the step after `batches_tracked` batches,
+    /// as `BnParams::training` sets it for the per-op kernel.
+    pub fn with_blend(mut self, model: &Model, batches_tracked: u64) -> SmallNet {
+        for (l, norm) in self.norm_of.iter().enumerate() {
+            if let Some(k) = *norm {
+                let n = &model.norms[k];
+                let (keep, take) = crate::kernels::batchnorm::blend(n.momentum.factor(batches_tracked + 1));
+                self.params.blend[l] = [n.eps as f32, keep, take, 0.0];
+            }
+        }
+        self
+    }
+
+    /// Multiply-adds per step of `rows` rows: a Linear's forward product and its two backward
+    /// ones, a batch norm's six passes over its values (two for the statistics, one to
+    /// normalise, two for the backward sums and dx).
     pub fn step_macs(&self, rows: usize) -> usize {
         let p = &self.params;
-        p.shape[..p.layers as usize].iter().map(|s| 3 * rows * s[0] as usize * s[1] as usize).sum()
+        let layers = 0..p.layers as usize;
+        layers
+            .map(|l| {
+                let [i, o, _, _] = p.shape[l].map(|v| v as usize);
+                if p.norm[l][0] == SMALL_NET_NORM {
+                    6 * rows * o
+                } else {
+                    3 * rows * i * o
+                }
+            })
+            .sum()
     }
 }
 
@@ -179,6 +264,13 @@ impl SmallNetParams {
         let mut n = 2 * (self.layers as usize + 1);
         for (l, s) in self.shape[..self.layers as usize].iter().enumerate() {
             let (i, o) = (s[0] as usize, s[1] as usize);
+            if self.norm[l][0] == SMALL_NET_NORM {
+                // Statistics and backward sums: 16 partials of rows/16 each and the tree, twice
+                // each; normalising and dx: one pass over the elements each.
+                let per_feature = 2 * (16 + rows + 16) + 2 * (16 + rows + 16);
+                n += share(o) * per_feature + 2 * share(rows * o);
+                continue;
+            }
             n += share(rows * o) * (i + 1);
             n += share(o * i) * (rows + 1) + share(o) * (rows + 1);
             if l > 0 {
@@ -225,9 +317,26 @@ fn extents(entry: SmallNetEntry, p: &SmallNetParams) -> Result<Vec<u64>> {
             return refuse(format!("layer {l} takes {inputs} inputs to {outputs} outputs after a width of {width}"));
         }
         width = outputs;
-        params = params.max(weight as u64 + inputs as u64 * outputs as u64);
-        if bias != SMALL_NET_NO_BIAS {
-            params = params.max(bias as u64 + outputs as u64);
+        match p.norm[l] {
+            [SMALL_NET_DENSE, ..] => {
+                params = params.max(weight as u64 + inputs as u64 * outputs as u64);
+                if bias != SMALL_NET_NO_BIAS {
+                    params = params.max(bias as u64 + outputs as u64);
+                }
+            }
+            [SMALL_NET_NORM, mean, var, stats] if inputs == outputs && p.rows > 1 => {
+                // γ at `weight`, β at `bias`, each `outputs` long.
+                let n = outputs as u64;
+                params = params.max(weight as u64 + n).max(bias as u64 + n);
+                values = values.max(mean as u64 + n).max(var as u64 + n).max(stats as u64 + 3 * n);
+            }
+            other => {
+                return refuse(format!(
+                    "layer {l} of kind {other:?}, {inputs} to {outputs} features, batches of {} rows (a batch norm \
+                     keeps its width and needs 2 rows or more)",
+                    p.rows
+                ))
+            }
         }
         let [_, _, z, out] = p.act[l];
         values = values.max(z as u64 + rows * outputs as u64).max(out as u64 + rows * outputs as u64);

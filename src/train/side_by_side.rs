@@ -1,8 +1,9 @@
 //! The runs of `compare` and `sweep` trained at once (`exec::BatchedNetworks`) when they can be
-//! and it pays: on a GPU, one small dense architecture (its step at most
+//! and it pays: on a GPU, one small chain of Linears and batch norms (its step at most
 //! `Gpu::side_by_side_max_step_macs`), one loss, and one batch plan (epochs, batch size, scheme,
 //! drop_last), differing only in optimizer, schedule, clipping, groups and seeds. Each
-//! run's numbers are those it gets alone on the fused step (tests/batched.rs, tests/sweep.rs).
+//! run's numbers are those it gets alone on the fused step, or within rounding of its per-op
+//! step with batch norm (tests/batched.rs, tests/sweep.rs).
 
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::exec::{BatchedNetworks, GpuNetwork, Network};
 use crate::kernels::{Gpu, SmallNet};
-use crate::spec::{Loss, Model};
+use crate::spec::{Loss, Model, NormState};
 
 /// Why the contenders cannot train side by side, or None when they can.
 fn obstacle(contenders: &[Contender]) -> Option<String> {
@@ -108,14 +109,16 @@ pub fn run_side_by_side(
     super::check_batches(&model, &batchers[0])?;
     // One network evaluates every model in turn (its parameters set to the model's).
     let mut eval = GpuNetwork::new(gpu, model, loss, config.optimizer_setup(), &inits[0], max_rows.max(1))?;
-    let mut evaluate = |params: &[f32]| -> Result<((f32, f32), (f32, f32))> {
+    let start_norms = nets.model().init_norm_state();
+    let mut evaluate = |params: &[f32], norms: &NormState| -> Result<((f32, f32), (f32, f32))> {
         eval.set_params(params)?;
+        eval.set_norm_state(norms)?;
         Ok((super::evaluate(&mut eval, train_set, loss)?, super::evaluate(&mut eval, test_set, loss)?))
     };
     let point = Point::new;
     let mut points = Vec::with_capacity(contenders.len());
     for init in &inits {
-        let (train, test) = evaluate(init)?;
+        let (train, test) = evaluate(init, &start_norms)?;
         points.push(vec![point(0, train, test)]);
     }
     let mut diverged: Vec<Option<String>> = vec![None; contenders.len()];
@@ -141,7 +144,7 @@ pub fn run_side_by_side(
                 diverged[k] = Some(format!("{what} went NaN or infinite at step {} (epoch {epoch})", bad.step));
                 continue;
             }
-            let (_, test) = evaluate(&nets.params(k)?)?;
+            let (_, test) = evaluate(&nets.params(k)?, &nets.norm_state(k)?)?;
             points[k].push(point(epoch, (t.mean_loss, t.accuracy), test));
         }
     }

@@ -32,7 +32,7 @@ impl GpuNetwork {
         loss: Loss,
         max_rows: usize,
     ) -> Result<Option<SmallNetStep>> {
-        match SmallNet::new(model, loss, max_rows) {
+        match Self::small_net_layout(model, loss, max_rows) {
             Ok(layout)
                 if layout.step_macs(max_rows) <= gpu.small_net_max_step_macs() && Self::loops_fit(gpu, &layout) =>
             {
@@ -40,6 +40,17 @@ impl GpuNetwork {
             }
             _ => Ok(None),
         }
+    }
+
+    /// The fused step's layout for this network, or why it does not take the model. A lone
+    /// network keeps batch norms on the per-op path, whose running statistics live in the
+    /// network's own buffer (`BatchedNetworks` runs them fused, the statistics in its values).
+    fn small_net_layout(model: &Model, loss: Loss, max_rows: usize) -> std::result::Result<SmallNet, String> {
+        let layout = SmallNet::new(model, loss, max_rows)?;
+        if layout.has_norms() {
+            return Err("a lone network runs batch norms through the per-op launches".into());
+        }
+        Ok(layout)
     }
 
     fn loops_fit(gpu: &Gpu, layout: &SmallNet) -> bool {
@@ -68,7 +79,7 @@ impl GpuNetwork {
             return Ok(());
         }
         if self.small_net.is_none() {
-            let layout = SmallNet::new(&self.model, self.loss, self.max_rows)
+            let layout = Self::small_net_layout(&self.model, self.loss, self.max_rows)
                 .map_err(|why| Error::Usage(format!("the fused small-network step does not take this model: {why}")))?;
             self.gpu.check_small_net_loops(&layout.params)?;
             self.small_net = Some(Self::small_net_step(&self.gpu, layout)?);

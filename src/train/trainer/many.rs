@@ -151,6 +151,7 @@ impl Trainer {
                 let (test_loss, test_accuracy) = match test {
                     Some(test) => {
                         eval.set_params(&nets.params(k)?)?;
+                        eval.set_norm_state(&nets.norm_state(k)?)?;
                         let (l, a) = crate::train::evaluate(&mut eval, test, self.loss)?;
                         (Some(l), Some(a))
                     }
