@@ -312,10 +312,10 @@ fn batch_norm_models_side_by_side_train_as_each_alone() {
         }
         batched
     };
-    let alone = |m: &Model, k: usize| {
-        let g = Arc::new(gpu().clone());
+    let alone = |m: &Model, k: usize, lanes: u32, fused: bool| {
+        let g = Arc::new(Gpu { small_net_lanes: lanes, ..gpu().clone() });
         let mut net = GpuNetwork::new(g, m.clone(), Loss::CrossEntropy, setups[k].1.clone(), &inits(m)[k], 16).unwrap();
-        assert!(net.set_small_net(true).is_err(), "a lone network keeps batch norm per op");
+        net.set_small_net(fused).unwrap();
         net.set_streaming(false);
         net.set_train_data(&d).unwrap();
         net
@@ -336,6 +336,25 @@ fn batch_norm_models_side_by_side_train_as_each_alone() {
                 .map(bits)
                 .collect();
             got.push(totals.bytes().map(u32::from).collect());
+            // Each model alone on the fused step, its steps in the same submits: the same bits.
+            let mut alone_totals = Vec::new();
+            for k in 0..n {
+                let mut net = alone(&m, k, lanes, true);
+                net.set_steps_per_submit(per_submit);
+                for group in [&steps[..11], &steps[11..]] {
+                    for chunk in group.chunks(per_submit) {
+                        let c: Vec<&[u32]> = chunk.iter().map(|b| b[k].as_slice()).collect();
+                        net.train_steps(&c).unwrap();
+                    }
+                }
+                let what = format!("model {k} alone, {lanes} lanes, {per_submit} per submit");
+                assert_eq!(bits(net.params().unwrap()), got[4 * k], "{what}: parameters");
+                assert_eq!(bits(net.grads().unwrap()), got[4 * k + 1], "{what}: gradients");
+                assert_eq!(bits(net.optimizer_state().unwrap()), got[4 * k + 2], "{what}: optimizer state");
+                assert_eq!(bits(net.norm_state().unwrap().running), got[4 * k + 3], "{what}: running statistics");
+                alone_totals.push(net.take_totals().unwrap());
+            }
+            assert_eq!(format!("{alone_totals:?}"), totals, "{lanes} lanes, {per_submit} per submit: totals alone");
             match &first {
                 None => first = Some(got),
                 Some(want) => {
@@ -352,7 +371,7 @@ fn batch_norm_models_side_by_side_train_as_each_alone() {
         let m = bn_model(with_bias);
         let mut one = run(&m, lanes, 1, 1);
         for (k, (name, _)) in setups.iter().enumerate() {
-            let mut net = alone(&m, k);
+            let mut net = alone(&m, k, lanes, false);
             net.train_step(&batch(k, 0, 16)).unwrap();
             let (got, want) = (one.grads(k).unwrap(), net.grads().unwrap());
             // Relative to the step's largest gradient: a bias before a batch norm has an exact
@@ -371,7 +390,7 @@ fn batch_norm_models_side_by_side_train_as_each_alone() {
         if *name == "diverging sgd" {
             continue;
         }
-        let mut net = alone(&m, k);
+        let mut net = alone(&m, k, lanes, false);
         for (s, &rows) in plan.iter().enumerate() {
             net.train_step(&batch(k, s, rows)).unwrap();
         }

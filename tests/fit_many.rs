@@ -1,8 +1,8 @@
 //! `Trainer::fit_many` against `Trainer::fit` run by run: on the CPU (one run per core) each
 //! history is the one the run gives alone, to the bit, a diverging run's error included; on a
 //! GPU side by side (`exec::BatchedNetworks`), a model the fused step takes alone too gives the
-//! same bits (the same kernels on the same values); one with batch norm, which a lone run trains
-//! per op, the same numbers within rounding.
+//! same bits (the same kernels on the same values); one with batch norm whose lone run takes the
+//! per-op step, the same numbers within rounding.
 
 mod common;
 
@@ -98,8 +98,9 @@ fn gpu_runs_side_by_side_give_what_each_gives_alone() {
 }
 
 /// With batch norm the runs still go side by side (the fused step runs the norm, its running
-/// statistics kept per run for the test evaluation), while a lone run takes the per-op path,
-/// whose products split their sums into lanes: each epoch's losses agree within the trajectory
+/// statistics kept per run for the test evaluation), while a lone run of this size takes the
+/// per-op path on a CPU adapter (1,728 multiply-adds a step, past its 1,024), whose products
+/// split their sums into lanes (on a GPU the fused step): each epoch's losses agree within the trajectory
 /// bound steps·(rows + widest)·u (tests/small_net.rs), and the diverging run fails alone too.
 #[test]
 fn gpu_runs_with_batch_norm_side_by_side_train_as_each_alone() {

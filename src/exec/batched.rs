@@ -11,8 +11,7 @@
 //! Each model's numbers are those of a `GpuNetwork` on the fused step with the same start, to the
 //! bit: the same kernel does the same sums, and the same update kernel runs on the same values
 //! (tests/batched.rs). A batch norm's running statistics stay in each model's slice of the
-//! values buffer (`norm_state`); a lone `GpuNetwork` runs batch norm per op, which this equals
-//! within rounding.
+//! values buffer (`norm_state`), as a lone network's stay in its fused step's values.
 
 use std::sync::Arc;
 

@@ -89,6 +89,9 @@ pub struct GpuNetwork {
     step_staging: Option<GpuBuffer>,
     /// The fused forward-and-backward launch that replaces the per-op ones (None: those run).
     small_net: Option<SmallNetStep>,
+    /// The fused step's values buffer for a model with batch norm, whose running statistics are
+    /// `running` (a view of it), so that both steps and the eval launches share them.
+    fused_values: Option<GpuBuffer>,
 }
 
 /// Steps per submit unless set (`train.steps_per_submit`'s default).
@@ -108,6 +111,7 @@ impl GpuNetwork {
         super::network::check_batch_norm_rows(&self.model, batch.len(), ranks)?;
         self.resize(batch.len())?;
         self.prepare_norms()?;
+        self.prepare_small_net_blend()?;
         if let Some(data) = &self.streamed {
             let (x, labels) = &mut self.staged;
             x.clear();
@@ -221,7 +225,7 @@ impl GpuNetwork {
         let params_buf = g.upload("parameters", params)?;
         let grads = g.storage("gradients", model.param_len)?;
         let norm_state = model.init_norm_state();
-        let running = g.upload("batch-norm running statistics", &norm_state.running)?;
+        let (running, fused_values) = Self::running_buffers(g, &model, loss, max_rows, &norm_state.running)?;
         let setup = setup.into();
         setup.validate().map_err(Error::Usage)?;
         let groups = ParamGroups::new(&model, &setup.optimizer, &setup.groups)?;
@@ -300,7 +304,7 @@ impl GpuNetwork {
         let grad_tails = gpu_sync::finished_tails(&model, &writes);
         let buckets = gpu_sync::buckets(&grad_tails, model.param_len, gpu_sync::DEFAULT_BUCKET_BYTES / 4);
         let rows = max_rows as u32;
-        let small_net = Self::auto_small_net(&gpu, &model, loss, max_rows)?;
+        let small_net = Self::auto_small_net(&gpu, &model, loss, max_rows, fused_values.as_ref())?;
 
         Ok(GpuNetwork {
             gpu,
@@ -339,6 +343,7 @@ impl GpuNetwork {
             steps_per_submit: DEFAULT_STEPS_PER_SUBMIT,
             step_staging: None,
             small_net,
+            fused_values,
         })
     }
 

@@ -2,8 +2,8 @@
 //! and it pays: on a GPU, one small chain of Linears and batch norms (its step at most
 //! `Gpu::side_by_side_max_step_macs`), one loss, and one batch plan (epochs, batch size, scheme,
 //! drop_last), differing only in optimizer, schedule, clipping, groups and seeds. Each
-//! run's numbers are those it gets alone on the fused step, or within rounding of its per-op
-//! step with batch norm (tests/batched.rs, tests/sweep.rs).
+//! run's numbers are those it gets alone on the fused step, and within rounding of the per-op
+//! step a lone run of a larger model takes (tests/batched.rs, tests/sweep.rs).
 
 use std::time::Instant;
 

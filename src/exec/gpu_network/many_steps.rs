@@ -5,9 +5,10 @@
 //! step's share where the launches read it. A queue write could not do this: it lands before
 //! the whole submit. The launches themselves are the ones `step` records.
 
+use super::small_net::SmallNetStep;
 use super::*;
 use crate::device::{submit_steps, StepCopy, StepRecord};
-use crate::kernels::{BnParams, OptParams};
+use crate::kernels::{BnParams, OptParams, SmallNetParams};
 
 /// Words of a `P` (every parameter struct is a whole number of 4-byte words).
 fn words_of<P: bytemuck::Pod>(p: &P) -> &[u32] {
@@ -28,8 +29,10 @@ impl GpuNetwork {
         // The staging buffer holds every step's share: split a submit that would not fit in one
         // buffer, and take the steps one by one where not even two fit.
         let input_words = if self.streamed.is_some() { rows * (self.model.inputs + 1) } else { rows };
-        let param_words =
-            (std::mem::size_of::<OptParams>() + self.norm_launches.len() * std::mem::size_of::<BnParams>()) / 4;
+        let param_words = (std::mem::size_of::<OptParams>()
+            + self.norm_launches.len() * std::mem::size_of::<BnParams>()
+            + std::mem::size_of::<SmallNetParams>())
+            / 4;
         let fit = (self.gpu.max_storage_bytes() / 4) as usize / (input_words + param_words);
         if fit < batches.len() {
             if fit < 2 {
@@ -67,6 +70,16 @@ impl GpuNetwork {
                 last_norm.push(blended);
             }
         }
+        // The fused step's parameters per step, when a batch norm's blend changes every step.
+        let fused_at = words.len();
+        let fused_blend = self.small_net.as_ref().filter(|s| s.blend_changes && s.launch.is_some());
+        if let Some(step) = fused_blend {
+            for j in 0..count {
+                let p = self.small_net_params(&step.layout, j as u64);
+                step.launch.as_ref().expect("filtered above").check(&p)?;
+                words.extend_from_slice(words_of(&p));
+            }
+        }
         let staging = self.gpu.reuse_or_grow(self.step_staging.take(), "many-steps staging", words.len())?;
         self.gpu.write(&staging, &words);
 
@@ -80,6 +93,10 @@ impl GpuNetwork {
                 for (n, &(launch, _)) in self.norm_launches.iter().enumerate() {
                     let offset = (norm_at * 4) as u64 + (j * self.norm_launches.len() + n) as u64 * norm_size;
                     copies.push(self.forward[launch].dispatch.params_copy::<BnParams>(&staging, offset));
+                }
+                if let Some(SmallNetStep { launch: Some(d), .. }) = fused_blend {
+                    let offset = (fused_at * 4) as u64 + (j * std::mem::size_of::<SmallNetParams>()) as u64;
+                    copies.push(d.params_copy::<SmallNetParams>(&staging, offset));
                 }
                 let mut dispatches = self.step_launches();
                 dispatches.extend(self.optimizer.dispatches());

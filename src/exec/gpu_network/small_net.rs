@@ -4,13 +4,16 @@
 //! cost more than the arithmetic (`Gpu::small_net_max_step_macs`); `set_small_net` overrides.
 
 use super::*;
-use crate::kernels::{SmallNet, SmallNetBuffers};
+use crate::kernels::{SmallNet, SmallNetBuffers, SmallNetParams};
 
 /// The fused launch and what it needs besides the network's own buffers.
 pub(super) struct SmallNetStep {
     pub(super) layout: SmallNet,
-    /// Every layer's values and the backward pass's scratch.
+    /// Every layer's values and the backward pass's scratch (and a batch norm's running
+    /// statistics, which the network's `running` is a view of).
     pub(super) values: GpuBuffer,
+    /// A batch norm's blend changes every step (momentum "none"): each step writes its own.
+    pub(super) blend_changes: bool,
     /// Built once the training data is set (it binds the data).
     pub(super) launch: Option<Dispatch>,
 }
@@ -31,35 +34,93 @@ impl GpuNetwork {
         model: &Model,
         loss: Loss,
         max_rows: usize,
+        fused_values: Option<&GpuBuffer>,
     ) -> Result<Option<SmallNetStep>> {
-        match Self::small_net_layout(model, loss, max_rows) {
+        match SmallNet::new(model, loss, max_rows) {
             Ok(layout)
                 if layout.step_macs(max_rows) <= gpu.small_net_max_step_macs() && Self::loops_fit(gpu, &layout) =>
             {
-                Ok(Some(Self::small_net_step(gpu, layout)?))
+                Ok(Some(Self::small_net_step(gpu, layout, model, fused_values)?))
             }
             _ => Ok(None),
         }
     }
 
-    /// The fused step's layout for this network, or why it does not take the model. A lone
-    /// network keeps batch norms on the per-op path, whose running statistics live in the
-    /// network's own buffer (`BatchedNetworks` runs them fused, the statistics in its values).
-    fn small_net_layout(model: &Model, loss: Loss, max_rows: usize) -> std::result::Result<SmallNet, String> {
-        let layout = SmallNet::new(model, loss, max_rows)?;
-        if layout.has_norms() {
-            return Err("a lone network runs batch norms through the per-op launches".into());
+    /// The running statistics' buffer and, for a model with batch norm that the fused step
+    /// takes, the fused step's values buffer they are a view of (small_net.wgsl keeps them in
+    /// its values: its 8 storage bindings are WebGPU's default limit), so both steps, the eval
+    /// launches, `norm_state` and `set_norm_state` all see one copy.
+    pub(super) fn running_buffers(
+        gpu: &Gpu,
+        model: &Model,
+        loss: Loss,
+        max_rows: usize,
+        running: &[f32],
+    ) -> Result<(GpuBuffer, Option<GpuBuffer>)> {
+        match SmallNet::new(model, loss, max_rows) {
+            Ok(layout) if model.running_len > 0 => {
+                let mut init = vec![0.0f32; layout.values_len];
+                init[layout.running_at..layout.running_at + running.len()].copy_from_slice(running);
+                let values = gpu.upload("fused-step values", &init)?;
+                Ok((values.view(layout.running_at, model.running_len)?, Some(values)))
+            }
+            _ => Ok((gpu.upload("batch-norm running statistics", running)?, None)),
         }
-        Ok(layout)
     }
 
     fn loops_fit(gpu: &Gpu, layout: &SmallNet) -> bool {
         gpu.check_small_net_loops(&layout.params).is_ok()
     }
 
-    fn small_net_step(gpu: &Gpu, layout: SmallNet) -> Result<SmallNetStep> {
-        let values = gpu.storage("fused-step values", layout.values_len)?;
-        Ok(SmallNetStep { layout, values, launch: None })
+    fn small_net_step(
+        gpu: &Gpu,
+        layout: SmallNet,
+        model: &Model,
+        fused_values: Option<&GpuBuffer>,
+    ) -> Result<SmallNetStep> {
+        let values = match fused_values {
+            Some(v) => v.clone(),
+            None if layout.has_norms() => {
+                return Err(Error::Plan("a batch-norm model's fused step without its values buffer".into()))
+            }
+            None => gpu.storage("fused-step values", layout.values_len)?,
+        };
+        let blend_changes = layout.blend_changes(model);
+        Ok(SmallNetStep { layout, values, launch: None, blend_changes })
+    }
+
+    /// The fused launch's parameters at the current batch size for the step `ahead` steps after
+    /// the coming one (a batch norm's blend follows the batches tracked).
+    pub(super) fn small_net_params(&self, layout: &SmallNet, ahead: u64) -> SmallNetParams {
+        let rows = Self::fused_rows(layout, self.rows);
+        let (src_rows, resident) =
+            if self.streamed.is_some() { (rows, false) } else { (self.train_rows, self.gather.is_some()) };
+        let tracked = self.batches_tracked.first().copied().unwrap_or(0) + ahead;
+        layout.with_blend(&self.model, tracked).params.for_batch(rows, src_rows, resident)
+    }
+
+    /// The fused launch's batch size at the network's: at least 2 with a batch norm, whose
+    /// training step refuses a batch of 1 before it runs (a 1-row prediction resizes the per-op
+    /// launches only), so that the launch stays one the kernel can run.
+    fn fused_rows(layout: &SmallNet, rows: u32) -> usize {
+        if layout.has_norms() {
+            rows.max(2) as usize
+        } else {
+            rows as usize
+        }
+    }
+
+    /// Writes the coming step's blend into the fused launch when it changes every step.
+    pub(super) fn prepare_small_net_blend(&mut self) -> Result<()> {
+        let Some(step) = &self.small_net else { return Ok(()) };
+        if !step.blend_changes || step.launch.is_none() {
+            return Ok(());
+        }
+        let p = self.small_net_params(&step.layout, 0);
+        if let Some(SmallNetStep { launch: Some(d), .. }) = &mut self.small_net {
+            d.update(&self.gpu, &p, self.gpu.small_net_launch(&p).2)?;
+        }
+        Ok(())
     }
 
     /// Which step `train_step` runs.
@@ -79,10 +140,10 @@ impl GpuNetwork {
             return Ok(());
         }
         if self.small_net.is_none() {
-            let layout = Self::small_net_layout(&self.model, self.loss, self.max_rows)
+            let layout = SmallNet::new(&self.model, self.loss, self.max_rows)
                 .map_err(|why| Error::Usage(format!("the fused small-network step does not take this model: {why}")))?;
             self.gpu.check_small_net_loops(&layout.params)?;
-            self.small_net = Some(Self::small_net_step(&self.gpu, layout)?);
+            self.small_net = Some(Self::small_net_step(&self.gpu, layout, &self.model, self.fused_values.as_ref())?);
         }
         self.build_small_net_launch()
     }
@@ -90,7 +151,7 @@ impl GpuNetwork {
     /// (Re)binds the fused launch to the training data and the current batch size.
     pub(super) fn build_small_net_launch(&mut self) -> Result<()> {
         let Some(step) = &self.small_net else { return Ok(()) };
-        let rows = self.rows as usize;
+        let rows = Self::fused_rows(&step.layout, self.rows);
         // The resident training set read through the batch's indices, or the streamed batch;
         // no launch before the training data is set.
         let source = match (&self.train_data, &self.streamed) {
@@ -100,7 +161,9 @@ impl GpuNetwork {
         };
         let launch = match source {
             Some((x, labels, indices, src_rows)) => {
-                let p = step.layout.params.for_batch(rows, src_rows, indices.is_some());
+                let tracked = self.batches_tracked.first().copied().unwrap_or(0);
+                let p =
+                    step.layout.with_blend(&self.model, tracked).params.for_batch(rows, src_rows, indices.is_some());
                 let b = SmallNetBuffers {
                     params: &self.params,
                     grads: &self.grads,
@@ -122,11 +185,12 @@ impl GpuNetwork {
 
     /// The fused launch's batch size follows the network's.
     pub(super) fn resize_small_net(&mut self) -> Result<()> {
-        let rows = self.rows as usize;
-        let src_rows = if self.streamed.is_some() { rows } else { self.train_rows };
         let resident = self.streamed.is_none();
         if let Some(SmallNetStep { layout, launch: Some(d), .. }) = &mut self.small_net {
-            let p = layout.params.for_batch(rows, src_rows, resident);
+            let rows = Self::fused_rows(layout, self.rows);
+            let src_rows = if resident { self.train_rows } else { rows };
+            let tracked = self.batches_tracked.first().copied().unwrap_or(0);
+            let p = layout.with_blend(&self.model, tracked).params.for_batch(rows, src_rows, resident);
             d.update(&self.gpu, &p, self.gpu.small_net_launch(&p).2)?;
         }
         Ok(())
