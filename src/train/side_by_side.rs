@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use super::compare::{Contender, Point, Run};
 use super::Placement;
+use crate::data::Batcher;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::exec::{BatchedNetworks, GpuNetwork, Network};
+use crate::exec::{BatchedNetworks, GpuNetwork, Network, Totals};
 use crate::kernels::{Gpu, SmallNet};
-use crate::spec::{Loss, Model, NormState};
+use crate::spec::{Loss, Model};
 
 /// Why the contenders cannot train side by side, or None when they can.
 fn obstacle(contenders: &[Contender]) -> Option<String> {
@@ -109,45 +110,29 @@ pub fn run_side_by_side(
     super::check_batches(&model, &batchers[0])?;
     // One network evaluates every model in turn (its parameters set to the model's).
     let mut eval = GpuNetwork::new(gpu, model, loss, config.optimizer_setup(), &inits[0], max_rows.max(1))?;
-    let start_norms = nets.model().init_norm_state();
-    let mut evaluate = |params: &[f32], norms: &NormState| -> Result<((f32, f32), (f32, f32))> {
-        eval.set_params(params)?;
-        eval.set_norm_state(norms)?;
-        Ok((super::evaluate(&mut eval, train_set, loss)?, super::evaluate(&mut eval, test_set, loss)?))
-    };
     let point = Point::new;
     let mut points = Vec::with_capacity(contenders.len());
-    for init in &inits {
-        let (train, test) = evaluate(init, &start_norms)?;
+    for k in 0..inits.len() {
+        load_model(&mut eval, &mut nets, k)?;
+        let (train, test) = (super::evaluate(&mut eval, train_set, loss)?, super::evaluate(&mut eval, test_set, loss)?);
         points.push(vec![point(0, train, test)]);
     }
     let mut diverged: Vec<Option<String>> = vec![None; contenders.len()];
-    let (mut seconds, mut samples) = (0.0, 0);
-    for epoch in 1..=config.train.epochs {
-        let epochs: Vec<Vec<Vec<u32>>> = batchers
-            .iter_mut()
-            .map(|b| b.next_epoch().into_iter().map(|v| v.into_iter().map(|i| i as u32).collect()).collect())
-            .collect();
-        let start = Instant::now();
-        train_epoch(&mut nets, &epochs)?;
-        let totals = nets.take_totals()?;
-        seconds += start.elapsed().as_secs_f64();
-        samples += epochs[0].iter().map(Vec::len).sum::<usize>();
-        for (k, t) in totals.iter().enumerate() {
-            if diverged[k].is_some() {
-                continue;
-            }
-            if let Some(bad) = t.first_bad {
-                let nan = (f32::NAN, f32::NAN);
-                points[k].push(point(epoch, nan, nan));
-                let what = bad.loss.map_or("a parameter".to_string(), |l| format!("the loss ({l})"));
-                diverged[k] = Some(format!("{what} went NaN or infinite at step {} (epoch {epoch})", bad.step));
-                continue;
-            }
-            let (_, test) = evaluate(&nets.params(k)?, &nets.norm_state(k)?)?;
-            points[k].push(point(epoch, (t.mean_loss, t.accuracy), test));
+    let epochs = config.train.epochs;
+    let (samples, seconds) = train_epochs(&mut nets, &mut batchers, epochs, |nets, e| {
+        let k = e.model;
+        if let Some(bad) = e.totals.first_bad {
+            let nan = (f32::NAN, f32::NAN);
+            points[k].push(point(e.epoch, nan, nan));
+            let what = bad.loss.map_or("a parameter".to_string(), |l| format!("the loss ({l})"));
+            diverged[k] = Some(format!("{what} went NaN or infinite at step {} (epoch {})", bad.step, e.epoch));
+            return Ok(());
         }
-    }
+        load_model(&mut eval, nets, k)?;
+        let test = super::evaluate(&mut eval, test_set, loss)?;
+        points[k].push(point(e.epoch, (e.totals.mean_loss, e.totals.accuracy), test));
+        Ok(())
+    })?;
     let most = BatchedNetworks::max_models(eval.gpu(), nets.model(), loss, max_rows)?;
     let device = format!(
         "{} ({} runs side by side; up to {most} fit this adapter)",
@@ -199,6 +184,61 @@ pub fn run_on_cpu_threads(
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
+}
+
+/// What one epoch gave one model of a batch (`train_epochs`).
+pub(crate) struct EpochOf<'a> {
+    pub epoch: usize,
+    pub model: usize,
+    pub totals: &'a Totals,
+    /// The model's steps in the epoch, and before it.
+    pub steps: usize,
+    pub steps_before: usize,
+    /// The epoch's training wall time, every model's together.
+    pub seconds: f64,
+}
+
+/// The epoch loop `compare`/`sweep` side by side and `Trainer::fit_many` share: `epochs` epochs
+/// of every model, model k's batches from `batchers[k]`, many steps per submit; after each,
+/// `each` sees every model that had not diverged before it (a model that diverges is shown the
+/// epoch it diverged in, then no more). Returns the samples one model trained on and the
+/// training wall time of all (evaluations in `each` not counted).
+pub(crate) fn train_epochs(
+    nets: &mut BatchedNetworks,
+    batchers: &mut [Batcher],
+    epochs: usize,
+    mut each: impl FnMut(&mut BatchedNetworks, EpochOf) -> Result<()>,
+) -> Result<(usize, f64)> {
+    let mut diverged = vec![false; batchers.len()];
+    let (mut samples, mut seconds, mut steps_before) = (0, 0.0, 0);
+    for epoch in 1..=epochs {
+        let plans: Vec<Vec<Vec<u32>>> = batchers
+            .iter_mut()
+            .map(|b| b.next_epoch().into_iter().map(|v| v.into_iter().map(|i| i as u32).collect()).collect())
+            .collect();
+        let start = Instant::now();
+        train_epoch(nets, &plans)?;
+        let totals = nets.take_totals()?;
+        let epoch_seconds = start.elapsed().as_secs_f64();
+        seconds += epoch_seconds;
+        samples += plans.first().map_or(0, |p| p.iter().map(Vec::len).sum::<usize>());
+        for (k, t) in totals.iter().enumerate() {
+            if diverged[k] {
+                continue;
+            }
+            diverged[k] = t.first_bad.is_some();
+            let steps = plans[k].len();
+            each(nets, EpochOf { epoch, model: k, totals: t, steps, steps_before, seconds: epoch_seconds })?;
+        }
+        steps_before += plans.first().map_or(0, Vec::len);
+    }
+    Ok((samples, seconds))
+}
+
+/// Sets `eval` to model k of `nets` (parameters and batch-norm statistics), to evaluate it.
+pub(crate) fn load_model(eval: &mut GpuNetwork, nets: &mut BatchedNetworks, k: usize) -> Result<()> {
+    eval.set_params(&nets.params(k)?)?;
+    eval.set_norm_state(&nets.norm_state(k)?)
 }
 
 /// One epoch of every model, model k's batches `epochs[k]` (every model the same number of

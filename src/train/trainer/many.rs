@@ -5,7 +5,6 @@
 //! the GPU side by side, the fused step's numbers (within the usual bounds of the per-op step's).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::{first_line, EpochStats, History, Trainer};
 use crate::data::{BatchScheme, Batcher, Dataset};
@@ -130,46 +129,36 @@ impl Trainer {
         let mut histories: Vec<Result<History>> =
             runs.iter().map(|_| Ok(History { device: device.clone(), ..History::default() })).collect();
         let test = test.filter(|t| t.n > 0);
-        let mut steps_done = 0;
-        for epoch in 1..=self.epochs {
-            let epochs: Vec<Vec<Vec<u32>>> = batchers
-                .iter_mut()
-                .map(|b| b.next_epoch().into_iter().map(|v| v.into_iter().map(|i| i as u32).collect()).collect())
-                .collect();
-            let start = Instant::now();
-            crate::train::side_by_side::train_epoch(&mut nets, &epochs)?;
-            let totals = nets.take_totals()?;
-            // The runs trained together: each is charged its share of the time.
-            let seconds = start.elapsed().as_secs_f64() / runs.len() as f64;
-            for (k, t) in totals.iter().enumerate() {
-                let Ok(history) = &mut histories[k] else { continue };
-                if let Some(bad) = t.first_bad {
-                    let what = crate::train::bad_step_what(bad.loss);
-                    histories[k] = Err(Error::Diverged { step: bad.step, epoch, what });
-                    continue;
+        crate::train::side_by_side::train_epochs(&mut nets, &mut batchers, self.epochs, |nets, e| {
+            let k = e.model;
+            if let Some(bad) = e.totals.first_bad {
+                let what = crate::train::bad_step_what(bad.loss);
+                histories[k] = Err(Error::Diverged { step: bad.step, epoch: e.epoch, what });
+                return Ok(());
+            }
+            let (test_loss, test_accuracy) = match test {
+                Some(test) => {
+                    crate::train::side_by_side::load_model(&mut eval, nets, k)?;
+                    let (l, a) = crate::train::evaluate(&mut eval, test, self.loss)?;
+                    (Some(l), Some(a))
                 }
-                let (test_loss, test_accuracy) = match test {
-                    Some(test) => {
-                        eval.set_params(&nets.params(k)?)?;
-                        eval.set_norm_state(&nets.norm_state(k)?)?;
-                        let (l, a) = crate::train::evaluate(&mut eval, test, self.loss)?;
-                        (Some(l), Some(a))
-                    }
-                    None => (None, None),
-                };
+                None => (None, None),
+            };
+            if let Ok(history) = &mut histories[k] {
                 history.epochs.push(EpochStats {
-                    epoch,
-                    train_loss: t.mean_loss,
-                    train_accuracy: t.accuracy,
+                    epoch: e.epoch,
+                    train_loss: e.totals.mean_loss,
+                    train_accuracy: e.totals.accuracy,
                     test_loss,
                     test_accuracy,
-                    steps: epochs[k].len(),
-                    lr: runs[k].optimizer.lr_at(steps_done as u32) as f32,
-                    seconds,
+                    steps: e.steps,
+                    lr: runs[k].optimizer.lr_at(e.steps_before as u32) as f32,
+                    // The runs trained together: each is charged its share of the time.
+                    seconds: e.seconds / runs.len() as f64,
                 });
             }
-            steps_done += epochs[0].len();
-        }
+            Ok(())
+        })?;
         Ok(Some(histories))
     }
 }
