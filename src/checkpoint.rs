@@ -410,14 +410,19 @@ pub fn load(path: &Path, model: &Model, optimizer: &Optimizer) -> Result<Checkpo
 fn input_transform(path: &Path, st: &SafeTensors<'_>) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
     match (values(path, st, "gradflow.input_mean")?, values(path, st, "gradflow.input_std")?) {
         (Some((_, m)), Some((_, s))) => {
+            // Checked as the f32 the transform uses: a positive f64 std can round to 0, a finite
+            // f64 mean to infinity.
+            let (m, s): (Vec<f32>, Vec<f32>) =
+                (m.iter().map(|&v| v as f32).collect(), s.iter().map(|&v| v as f32).collect());
             let bad_std = s.iter().any(|v| !(v.is_finite() && *v > 0.0));
             if m.len() != s.len() || m.iter().any(|v| !v.is_finite()) || bad_std {
                 return Err(bad(
                     path,
-                    "gradflow.input_mean / input_std: lengths differ, a value is not finite, or a std is not positive",
+                    "gradflow.input_mean / input_std: lengths differ, a value is not finite in f32, or a std is not \
+                     positive in f32",
                 ));
             }
-            Ok(Some((m.iter().map(|&v| v as f32).collect(), s.iter().map(|&v| v as f32).collect())))
+            Ok(Some((m, s)))
         }
         (None, None) => Ok(None),
         _ => Err(bad(path, "has one of gradflow.input_mean and gradflow.input_std but not the other")),
