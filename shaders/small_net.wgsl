@@ -6,11 +6,15 @@
 // kernels: each product element is summed over k from 0 (bias added after), the weight gradient
 // over rows in order, dX·act'(z) as the fused matmul epilogue; the loss is loss_rows.wgsl's.
 //
-// A layer is a Linear (with its activation) or a BatchNorm1d in training mode (with its
-// activation): batchnorm.wgsl's statistics, normalisation and backward, the same sums in the same
-// order (16 strided row partials per feature, added by the same tree), its running statistics
-// kept in the model's slice of `values` (the host reads them out; the binding count is at
-// WebGPU's default limit of 8).
+// A layer is a stage of the model: a Linear (with its activation), a BatchNorm1d in training
+// mode (with its activation: batchnorm.wgsl's statistics, normalisation and backward, the same
+// sums in the same order, 16 strided row partials per feature added by the same tree, its running
+// statistics kept in the model's slice of `values`, as the binding count is at WebGPU's default
+// limit of 8), an activation on its own, or the sum that ends a residual block. Each reads a
+// value (the input, or an earlier layer's output) and, for a sum, a second (the skip). Backward,
+// each value's gradient has its own slot: a layer turns its output's gradient into dZ in place
+// (⊙ act'(z)), then stores into its inputs' slots, or adds where a later layer already stored
+// (a value read twice, the input of a residual block).
 //
 // Layers run one after another, separated by storage barriers; within a layer the workgroup's
 // LANES invocations share the outputs. The host sets LANES to 1 on a CPU adapter: llvmpipe runs a
@@ -34,15 +38,11 @@ struct SmallNetParams {
     logits_at: u32,       // offsets into `values`: the outputs, their gradient, the row statistics,
     logit_grads_at: u32,  // and the two halves the backward pass alternates between
     stats_at: u32,
-    delta_a: u32,
-    delta_b: u32,
     models: u32,          // workgroups: model m's slices start at m times these strides
     param_stride: u32,    // in params and grads
     values_stride: u32,   // in values
     index_stride: u32,    // in indices (the batch rows of each model)
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
     shape: array<vec4<u32>, 8>,   // per layer: inputs, outputs, weight offset, bias offset (NO_BIAS: none);
                                   // a batch norm: width, width, γ offset, β offset
     act: array<vec4<u32>, 8>,     // per layer: activation code, leaky slope as f32 bits, z at, output at
@@ -50,10 +50,19 @@ struct SmallNetParams {
     norm: array<vec4<u32>, 8>,    // per layer: LAYER_DENSE or LAYER_NORM, running mean at, running
                                   // variance at, statistics (shift, d, inv_std per feature) at
     blend: array<vec4<f32>, 8>,   // per batch norm: eps, keep, take (running ← keep·running + take·batch)
+    link: array<vec4<u32>, 8>,    // per layer: its input at (NONE: the network input), a sum's skip at,
+                                  // and the gradient slots of those two (NONE: no gradient wanted)
+    grad: array<vec4<u32>, 8>,    // per layer: its output's gradient slot, GRAD_ADD_* flags
 }
 
 const LAYER_DENSE: u32 = 0u;
 const LAYER_NORM: u32 = 1u;
+const LAYER_ACT: u32 = 2u;
+const LAYER_ADD: u32 = 3u;
+const NONE: u32 = 0xffffffffu;
+// The layer adds its input's (skip's) gradient to the slot, which a later layer already wrote.
+const GRAD_ADD_IN: u32 = 1u;
+const GRAD_ADD_SKIP: u32 = 2u;
 // batchnorm.wgsl's lanes: each feature's sums are 16 strided partials added by a fixed tree.
 const NORM_LANES: u32 = 16u;
 
@@ -123,34 +132,117 @@ fn slope(l: u32) -> f32 {
     return bitcast<f32>(p.act[l].y);
 }
 
-// Element (r, i) of layer l's input.
-fn layer_input(l: u32, r: u32, i: u32) -> f32 {
-    if (l == 0u) {
+// Element (r, i) of the value at `at` (NONE: the network input), `width` wide.
+fn read_value(at: u32, width: u32, r: u32, i: u32) -> f32 {
+    if (at == NONE) {
         return src_x[data_row(r) * p.inputs + i];
     }
-    return values[vbase + p.act[l - 1u].w + r * p.shape[l].x + i];
+    return values[vbase + at + r * width + i];
+}
+
+// Element (r, i) of layer l's input.
+fn layer_input(l: u32, r: u32, i: u32) -> f32 {
+    return read_value(p.link[l].x, p.shape[l].x, r, i);
 }
 
 fn is_norm(l: u32) -> bool {
     return p.norm[l].x == LAYER_NORM;
 }
 
-// Layer l's forward: a Linear's product or a batch norm's normalisation (after `norm_stats`).
-fn forward(l: u32, li: u32) {
-    if (is_norm(l)) {
-        norm_apply(l, li);
+// Stores v at slot element `at` (absolute), or adds it to what a later layer stored there.
+fn put_grad(at: u32, v: f32, add: bool) {
+    if (add) {
+        values[at] = values[at] + v;
     } else {
-        dense_forward(l, li);
+        values[at] = v;
     }
 }
 
-// Layer l's backward from its dZ at `dz`: a Linear's gradients and dX, or a batch norm's dX
-// (after `norm_sums`); the previous layer's dZ goes to `next`.
-fn backward(l: u32, li: u32, dz: u32, next: u32) {
-    if (is_norm(l)) {
-        norm_input_grad(l, li, dz, next);
-    } else {
-        dense_backward(l, li, dz, next);
+// Layer l's forward (a batch norm's after `norm_stats`).
+fn forward(l: u32, li: u32) {
+    switch p.norm[l].x {
+        case LAYER_NORM: { norm_apply(l, li); }
+        case LAYER_ACT: { act_forward(l, li); }
+        case LAYER_ADD: { add_forward(l, li); }
+        default: { dense_forward(l, li); }
+    }
+}
+
+// A Linear's or a batch norm's dZ = dY ⊙ act'(z), in place over its output's gradient.
+fn layer_dz(l: u32, li: u32) {
+    let kind = p.norm[l].x;
+    if (kind != LAYER_DENSE && kind != LAYER_NORM) {
+        return;
+    }
+    let a = p.act[l];
+    let g = vbase + p.grad[l].x;
+    for (var e = li; e < p.rows * p.shape[l].y; e += LANES) {
+        values[g + e] = values[g + e] * activate_grad(values[vbase + a.z + e], a.x, slope(l));
+    }
+}
+
+// Layer l's backward from its dZ (after `layer_dz`, and for a batch norm `norm_sums`): its
+// parameters' gradients, and its inputs' gradients into their slots.
+fn backward(l: u32, li: u32) {
+    switch p.norm[l].x {
+        case LAYER_NORM: { norm_input_grad(l, li); }
+        case LAYER_ACT: { act_backward(l, li); }
+        case LAYER_ADD: { add_backward(l, li); }
+        default: { dense_backward(l, li); }
+    }
+}
+
+// An activation on its own: y = act(x).
+fn act_forward(l: u32, li: u32) {
+    let a = p.act[l];
+    let n = p.shape[l].y;
+    for (var e = li; e < p.rows * n; e += LANES) {
+        values[vbase + a.w + e] = activate(layer_input(l, e / n, e % n), a.x, slope(l));
+    }
+}
+
+// dX = dY ⊙ act'(x).
+fn act_backward(l: u32, li: u32) {
+    let link = p.link[l];
+    if (link.z == NONE) {
+        return;
+    }
+    let a = p.act[l];
+    let n = p.shape[l].y;
+    let g = vbase + p.grad[l].x;
+    let add = (p.grad[l].y & GRAD_ADD_IN) != 0u;
+    for (var e = li; e < p.rows * n; e += LANES) {
+        let d = values[g + e] * activate_grad(layer_input(l, e / n, e % n), a.x, slope(l));
+        put_grad(vbase + link.z + e, d, add);
+    }
+}
+
+// The end of a residual block: y = x + skip.
+fn add_forward(l: u32, li: u32) {
+    let a = p.act[l];
+    let n = p.shape[l].y;
+    let skip = p.link[l].y;
+    for (var e = li; e < p.rows * n; e += LANES) {
+        let r = e / n;
+        let j = e % n;
+        values[vbase + a.w + e] = layer_input(l, r, j) + read_value(skip, n, r, j);
+    }
+}
+
+// dX = dSkip = dY.
+fn add_backward(l: u32, li: u32) {
+    let link = p.link[l];
+    let n = p.shape[l].y;
+    let g = vbase + p.grad[l].x;
+    let flags = p.grad[l].y;
+    for (var e = li; e < p.rows * n; e += LANES) {
+        let d = values[g + e];
+        if (link.z != NONE) {
+            put_grad(vbase + link.z + e, d, (flags & GRAD_ADD_IN) != 0u);
+        }
+        if (link.w != NONE) {
+            put_grad(vbase + link.w + e, d, (flags & GRAD_ADD_SKIP) != 0u);
+        }
     }
 }
 
@@ -235,10 +327,12 @@ fn norm_apply(l: u32, li: u32) {
     }
 }
 
-// batchnorm_backward_reduce: dβ = Σ du and dγ = Σ du·x̂ per feature, du (= dy ⊙ act'(z)) at `dz`.
-fn norm_sums(l: u32, li: u32, dz: u32) {
+// batchnorm_backward_reduce: dβ = Σ du and dγ = Σ du·x̂ per feature, du (= dy ⊙ act'(z)) in the
+// output's gradient slot.
+fn norm_sums(l: u32, li: u32) {
     let s = p.shape[l];
     let n = s.y;
+    let dz = vbase + p.grad[l].x;
     for (var j = li; j < n; j += LANES) {
         let st = norm_stats_of(l, j);
         var sum_du: array<f32, 16>;
@@ -262,16 +356,17 @@ fn norm_sums(l: u32, li: u32, dz: u32) {
     }
 }
 
-// batchnorm_backward_input: dx = γ·inv_std/m · (m·du − Σdu − x̂·Σ(du·x̂)), then the previous
-// layer's dZ = dx ⊙ act'(its z) into `next` (nothing before the first layer).
-fn norm_input_grad(l: u32, li: u32, dz: u32, next: u32) {
-    if (l == 0u) {
+// batchnorm_backward_input: dx = γ·inv_std/m · (m·du − Σdu − x̂·Σ(du·x̂)) into the input's slot.
+fn norm_input_grad(l: u32, li: u32) {
+    let link = p.link[l];
+    if (link.z == NONE) {
         return;
     }
     let s = p.shape[l];
     let n = s.y;
     let m = f32(p.rows);
-    let prev = p.act[l - 1u];
+    let dz = vbase + p.grad[l].x;
+    let add = (p.grad[l].y & GRAD_ADD_IN) != 0u;
     for (var e = li; e < p.rows * n; e += LANES) {
         let r = e / n;
         let j = e % n;
@@ -283,7 +378,7 @@ fn norm_input_grad(l: u32, li: u32, dz: u32, next: u32) {
         let xh = xhat_of(layer_input(l, r, j), st);
         let du = values[dz + e];
         let dx = scale * (m * du - sum_du - xh * sum_du_xhat);
-        values[next + e] = dx * activate_grad(values[vbase + prev.z + e], prev.x, slope(l - 1u));
+        put_grad(vbase + link.z + e, dx, add);
     }
 }
 
@@ -307,10 +402,12 @@ fn dense_forward(l: u32, li: u32) {
     }
 }
 
-// Layer l's dW = dZᵀ·X and db = Σ_rows dZ into the gradient, and (past the first layer) the
-// previous layer's dZ = (dZ·W) ⊙ act'(z) into `next`.
-fn dense_backward(l: u32, li: u32, dz: u32, next: u32) {
+// Layer l's dW = dZᵀ·X and db = Σ_rows dZ into the gradient, and dX = dZ·W into its input's
+// slot (whose layer multiplies by its act' in turn: the same product, rounded the same, as the
+// per-op dX·act'(z) epilogue).
+fn dense_backward(l: u32, li: u32) {
     let s = p.shape[l];
+    let dz = vbase + p.grad[l].x;
     for (var e = li; e < s.y * s.x; e += LANES) {
         let j = e / s.x;
         let i = e % s.x;
@@ -329,8 +426,9 @@ fn dense_backward(l: u32, li: u32, dz: u32, next: u32) {
             grads[pbase + s.w + j] = acc;
         }
     }
-    if (l > 0u) {
-        let prev = p.act[l - 1u];
+    let link = p.link[l];
+    if (link.z != NONE) {
+        let add = (p.grad[l].y & GRAD_ADD_IN) != 0u;
         for (var e = li; e < p.rows * s.x; e += LANES) {
             let r = e / s.x;
             let i = e % s.x;
@@ -338,7 +436,7 @@ fn dense_backward(l: u32, li: u32, dz: u32, next: u32) {
             for (var j = 0u; j < s.y; j++) {
                 acc += values[dz + r * s.y + j] * params[pbase + s.z + j * s.x + i];
             }
-            values[next + e] = acc * activate_grad(values[vbase + prev.z + e], prev.x, slope(l - 1u));
+            put_grad(vbase + link.z + e, acc, add);
         }
     }
 }
@@ -354,14 +452,6 @@ fn loss_row(r: u32) -> vec2<f32> {
     return cross_entropy_row(r);
 }
 
-// The last layer's dZ = dL/dy ⊙ act'(z) into the first backward half.
-fn last_layer_dz(li: u32) {
-    let top = p.act[p.layers - 1u];
-    for (var e = li; e < p.rows * p.cols; e += LANES) {
-        values[vbase + p.delta_a + e] =
-            values[vbase + p.logit_grads_at + e] * activate_grad(values[vbase + top.z + e], top.x, slope(p.layers - 1u));
-    }
-}
 
 @compute @workgroup_size(LANES, 1, 1)
 fn small_net_forward_backward(
@@ -388,21 +478,17 @@ fn small_net_forward_backward(
     workgroupBarrier();
     reduce_parts(li, ONE_GROUP_ROWS / 2u, LANES);
     storageBarrier();
-    last_layer_dz(li);
-    storageBarrier();
-    var dz = vbase + p.delta_a;
-    var next = vbase + p.delta_b;
+    // The last layer's output gradient slot is the logits' gradient the loss just wrote.
     for (var k = 0u; k < p.layers; k++) {
         let l = p.layers - 1u - k;
+        layer_dz(l, li);
+        storageBarrier();
         if (is_norm(l)) {
-            norm_sums(l, li, dz);
+            norm_sums(l, li);
             storageBarrier();
         }
-        backward(l, li, dz, next);
+        backward(l, li);
         storageBarrier();
-        let t = dz;
-        dz = next;
-        next = t;
     }
 }
 
@@ -442,17 +528,12 @@ fn small_net_models(
         }
     }
     add_to_totals(row_loss[0], row_correct[0]);
-    last_layer_dz(0u);
-    var dz = vbase + p.delta_a;
-    var next = vbase + p.delta_b;
     for (var k = 0u; k < p.layers; k++) {
         let l = p.layers - 1u - k;
+        layer_dz(l, 0u);
         if (is_norm(l)) {
-            norm_sums(l, 0u, dz);
+            norm_sums(l, 0u);
         }
-        backward(l, 0u, dz, next);
-        let t = dz;
-        dz = next;
-        next = t;
+        backward(l, 0u);
     }
 }

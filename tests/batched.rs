@@ -72,7 +72,25 @@ fn batch(k: usize, s: usize, rows: usize) -> Vec<u32> {
 #[test]
 fn each_batched_model_is_bit_identical_to_training_it_alone() {
     require_gpu!();
-    let (m, d) = (model(), data());
+    for m in [model(), residual_model()] {
+        each_batched_model_equals_alone(&m);
+    }
+}
+
+/// 4-6 tanh, a residual block (6-6 relu), tanh on its own, 6-3: a value with two readers.
+fn residual_model() -> Model {
+    #[derive(serde::Deserialize)]
+    struct L {
+        layers: Vec<LayerSpec>,
+    }
+    let text = "layers = [{ type = 'linear', out = 6 }, { type = 'tanh' }, \
+                { type = 'residual', layers = [{ type = 'linear', out = 6 }, { type = 'relu' }] }, \
+                { type = 'tanh' }, { type = 'linear', out = 3 }]";
+    Model::new(4, toml::from_str::<L>(text).unwrap().layers).unwrap()
+}
+
+fn each_batched_model_equals_alone(m: &Model) {
+    let (m, d) = (m.clone(), data());
     let setups = setups();
     let inits: Vec<Vec<f32>> = (0..setups.len()).map(|k| m.init_params(100 + k as u64)).collect();
     // 20 steps of 16 rows, then 3 of 7 (a shorter batch resizes the launch).
@@ -142,16 +160,10 @@ fn batched_training_refuses_what_it_cannot_train() {
         "batch norm",
     );
     BatchedNetworks::new(g.clone(), bn, Loss::CrossEntropy, vec![sgd()], &[bn_init], 2).expect("batch norm at 2 rows");
-    let residual = Model::new(
-        4,
-        vec![
-            LayerSpec::Residual { layers: vec![LayerSpec::Linear { out: 4, bias: true }], projection: false },
-            LayerSpec::Linear { out: 3, bias: true },
-        ],
-    )
-    .unwrap();
-    let res_init = residual.init_params(1);
-    refused(BatchedNetworks::new(g.clone(), residual, Loss::CrossEntropy, vec![sgd()], &[res_init], 8), "residual");
+    // Nine stages, one past the kernel's table.
+    let deep = Model::new(4, vec![LayerSpec::Linear { out: 4, bias: true }; 9]).unwrap();
+    let deep_init = deep.init_params(1);
+    refused(BatchedNetworks::new(g.clone(), deep, Loss::CrossEntropy, vec![sgd()], &[deep_init], 8), "9 stages");
     let mut net = BatchedNetworks::new(g, m, Loss::CrossEntropy, vec![sgd(), sgd()], &[init.clone(), init], 8).unwrap();
     assert!(matches!(net.train_step(&[&[0, 1]]), Err(Error::Usage(_))), "train before data");
     net.set_train_data(&data()).unwrap();

@@ -281,9 +281,10 @@ fn the_small_net_kernel_refuses_a_chain_it_cannot_walk_and_buffers_too_short() {
     }
 }
 
-/// A batch-norm layer of the fused step: its running statistics and batch statistics must lie
-/// inside `values`, its γ and β inside the parameters, its width kept, and a batch of one row
-/// (no variance to take) is refused; a layer kind the kernel does not know is refused too.
+/// A batch-norm layer of the fused step: its running statistics, batch statistics and gradient
+/// slots must lie inside `values`, its γ and β inside the parameters, its width kept, and a
+/// batch of one row (no variance to take) is refused; a layer kind the kernel does not know is
+/// refused too.
 #[test]
 fn the_small_net_kernel_checks_its_batch_norm_layers() {
     require_gpu!();
@@ -327,6 +328,13 @@ fn the_small_net_kernel_checks_its_batch_norm_layers() {
     // The running variance, then the batch statistics, moved to the end of `values`.
     assert_out_of_bounds(run(&with_norm(&|n| n[2] = past - 2), &values), kernel, 2);
     assert_out_of_bounds(run(&with_norm(&|n| n[3] = past - 5), &values), kernel, 2);
+    // The batch norm's input-gradient slot, and its output's, moved to the end of `values`.
+    let mut slot_past = p;
+    slot_past.link[1][2] = past - 2;
+    assert_out_of_bounds(run(&slot_past, &values), kernel, 2);
+    let mut grad_past = p;
+    grad_past.grad[1][0] = past - 2;
+    assert_out_of_bounds(run(&grad_past, &values), kernel, 2);
     let mut gamma_past = p;
     gamma_past.shape[1][2] = model.param_len as u32 - 2;
     assert_out_of_bounds(run(&gamma_past, &values), kernel, 0);
@@ -334,7 +342,7 @@ fn the_small_net_kernel_checks_its_batch_norm_layers() {
     widening.shape[1][1] = 6;
     for (what, bad) in [
         ("one row", SmallNetParams { rows: 1, ..p }),
-        ("a layer kind 2", with_norm(&|n| n[0] = 2)),
+        ("a layer kind 4", with_norm(&|n| n[0] = 4)),
         ("a batch norm that widens", widening),
     ] {
         match run(&bad, &values) {

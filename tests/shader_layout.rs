@@ -170,8 +170,6 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         logits_at,
         logit_grads_at,
         stats_at,
-        delta_a,
-        delta_b,
         models,
         param_stride,
         values_stride,
@@ -179,7 +177,9 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         shape,
         act,
         norm,
-        blend
+        blend,
+        link,
+        grad
     });
     check_struct("small_net.wgsl", "SmallNetParams", size, &f);
     let (size, f) = fields!(HvpParams { len, rows, cols, act, slope, flags, gamma_offset, beta_offset });
@@ -243,6 +243,11 @@ fn flags_codes_and_tile_sizes_agree() {
         ("small_net.wgsl", "NO_BIAS", gradflow::kernels::small_net::SMALL_NET_NO_BIAS as u64),
         ("small_net.wgsl", "LAYER_DENSE", gradflow::kernels::small_net::SMALL_NET_DENSE as u64),
         ("small_net.wgsl", "LAYER_NORM", gradflow::kernels::small_net::SMALL_NET_NORM as u64),
+        ("small_net.wgsl", "LAYER_ACT", gradflow::kernels::small_net::SMALL_NET_ACT as u64),
+        ("small_net.wgsl", "LAYER_ADD", gradflow::kernels::small_net::SMALL_NET_ADD as u64),
+        ("small_net.wgsl", "NONE", gradflow::kernels::small_net::SMALL_NET_NONE as u64),
+        ("small_net.wgsl", "GRAD_ADD_IN", gradflow::kernels::small_net::SMALL_NET_GRAD_ADD_IN as u64),
+        ("small_net.wgsl", "GRAD_ADD_SKIP", gradflow::kernels::small_net::SMALL_NET_GRAD_ADD_SKIP as u64),
         ("small_net.wgsl", "LOSS_MSE", gradflow::kernels::small_net::SMALL_NET_MSE as u64),
         ("small_net.wgsl", "LOSS_CROSS_ENTROPY", gradflow::kernels::small_net::SMALL_NET_CROSS_ENTROPY as u64),
         ("small_net.wgsl", "TOTAL_FIRST_BAD", gradflow::kernels::TOTAL_FIRST_BAD as u64),

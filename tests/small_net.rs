@@ -66,6 +66,24 @@ fn cases() -> Vec<(&'static str, Model, Loss, usize)> {
             16,
         ),
         (
+            "2-8 tanh, a residual block (8-8 tanh), relu on its own, 8-3: a value read twice",
+            model(2, "{ type = 'linear', out = 8 }, { type = 'tanh' }, { type = 'residual', layers = [{ type = 'linear', out = 8 }, { type = 'tanh' }] }, { type = 'relu' }, { type = 'linear', out = 3 }"),
+            Loss::CrossEntropy,
+            12,
+        ),
+        (
+            "a projected residual block on the input (3-6 relu, 3-6 projection), then 6-2, MSE",
+            model(3, "{ type = 'residual', projection = true, layers = [{ type = 'linear', out = 6 }, { type = 'relu' }] }, { type = 'linear', out = 2 }"),
+            Loss::Mse,
+            9,
+        ),
+        (
+            "4-5, a residual block with a batch norm (5-5, BN, tanh), 5-3",
+            model(4, "{ type = 'linear', out = 5 }, { type = 'residual', layers = [{ type = 'linear', out = 5, bias = false }, { type = 'batch-norm' }, { type = 'tanh' }] }, { type = 'linear', out = 3 }"),
+            Loss::CrossEntropy,
+            10,
+        ),
+        (
             "BN-gelu on the input, then 5-2, MSE, 5 rows",
             model(5, "{ type = 'batch-norm' }, { type = 'gelu' }, { type = 'linear', out = 2 }"),
             Loss::Mse,
@@ -281,15 +299,11 @@ fn the_step_is_chosen_by_the_model_and_a_refusal_says_why() {
             if want == StepKind::SmallNet { "step: fused small-network kernel" } else { "step: one launch per op" };
         assert!(net.describe().contains(line), "{}", net.describe());
     }
-    // Past the batch limit, with a residual block: the per-op step, and a
+    // Past the batch limit, past the kernel's table of stages: the per-op step, and a
     // forced fused one is refused with the reason.
     for (m, rows, why) in [
         (higham.clone(), 65, "batches of 65 rows"),
-        (
-            model(2, "{ type = 'residual', layers = [{ type = 'linear', out = 2 }] }, { type = 'linear', out = 2 }"),
-            8,
-            "residual",
-        ),
+        (model(2, &vec!["{ type = 'linear', out = 2 }"; 9].join(", ")), 8, "9 stages"),
     ] {
         let mut net = make(&m, rows);
         assert_eq!(net.step_kind(), StepKind::PerOp, "{why}");

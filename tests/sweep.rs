@@ -210,36 +210,38 @@ fn runs_side_by_side_give_what_they_give_one_by_one() {
         }
         other => panic!("different batch plans trained side by side: {other:?}"),
     }
-    // Batch norm trains side by side too (its running statistics kept per run, the test points
-    // in evaluation mode), as each run alone within the same bound.
+    // Batch norm and residual blocks train side by side too (each run's running statistics its
+    // own, the test points in evaluation mode), as each run alone within the same bound.
     let layers = |text: &str| toml::from_str::<toml::Table>(text).map(|t| t["l"].clone().try_into().unwrap()).unwrap();
     let mut bn = contenders[..3].to_vec();
     for c in &mut bn {
-        c.config.model.layers =
-            layers("l = [{type='linear',out=8,bias=false},{type='batch-norm'},{type='tanh'},{type='linear',out=3}]");
+        c.config.model.layers = layers(
+            "l = [{type='linear',out=8,bias=false},{type='batch-norm'},{type='tanh'},\
+             {type='residual',layers=[{type='linear',out=8},{type='tanh'}]},{type='linear',out=3}]",
+        );
     }
     let together = gradflow::train::side_by_side::run_side_by_side(&bn, &train, &test, &gpu)
         .unwrap()
         .trained()
-        .expect("a batch-norm model trains side by side");
+        .expect("a model with batch norm and a residual block trains side by side");
     for (c, t) in bn.iter().zip(&together) {
         let alone = run_contender(c, &train, &test, &gpu).unwrap();
         assert!(t.diverged.is_none() && alone.diverged.is_none(), "{}", c.label);
         assert_eq!((t.points.len(), alone.points.len()), (4, 4), "{}: the start and three epochs", c.label);
         for (p, q) in t.points.iter().zip(&alone.points) {
             for (what, a, b) in [("train loss", p.train_loss, q.train_loss), ("test loss", p.test_loss, q.test_loss)] {
-                assert!((a - b).abs() <= tol * b.abs(), "batch norm, {} epoch {}: {what} {a} vs {b}", c.label, p.epoch);
+                assert!((a - b).abs() <= tol * b.abs(), "{} epoch {}: {what} {a} vs {b}", c.label, p.epoch);
             }
         }
     }
-    // A residual block says why it trains one after another.
-    let mut res = contenders[..2].to_vec();
-    for c in &mut res {
-        c.config.model.layers = layers("l = [{type='linear',out=8},{type='residual',layers=[{type='linear',out=8},{type='tanh'}]},{type='linear',out=3}]");
+    // Past the kernel's table of stages the runs say why they train one after another.
+    let mut deep = contenders[..2].to_vec();
+    for c in &mut deep {
+        c.config.model.layers = layers(&format!("l = [{}]", vec!["{type='linear',out=3}"; 9].join(",")));
     }
-    match gradflow::train::side_by_side::run_side_by_side(&res, &train, &test, &gpu).unwrap() {
-        gradflow::train::side_by_side::SideBySide::OneByOne(why) => assert!(why.contains("residual"), "{why}"),
-        other => panic!("a residual model trained side by side: {other:?}"),
+    match gradflow::train::side_by_side::run_side_by_side(&deep, &train, &test, &gpu).unwrap() {
+        gradflow::train::side_by_side::SideBySide::OneByOne(why) => assert!(why.contains("9 stages"), "{why}"),
+        other => panic!("a 9-stage model trained side by side: {other:?}"),
     }
 }
 

@@ -161,7 +161,7 @@ pub struct CompareArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seeds: usize,
     /// Train the runs one after another even where they could train side by side (one batch
-    /// of models on the GPU, which small dense models on one batch plan do by default).
+    /// of models on the GPU, which small models on one batch plan do by default).
     #[arg(long)]
     pub one_by_one: bool,
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -181,7 +181,7 @@ pub struct SweepArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seeds: usize,
     /// Train the runs one after another even where they could train side by side (one batch
-    /// of models on the GPU, which small dense models on one batch plan do by default).
+    /// of models on the GPU, which small models on one batch plan do by default).
     #[arg(long)]
     pub one_by_one: bool,
     /// Override train.epochs.

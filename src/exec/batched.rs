@@ -1,5 +1,5 @@
-//! Many models per dispatch: N copies of one small architecture (Linears and batch norms, each
-//! with its activation) trained side by side, each
+//! Many models per dispatch: N copies of one small architecture (Linears, batch norms,
+//! activations, residual blocks) trained side by side, each
 //! with its own initial parameters, optimizer (type, hyper-parameters, schedule, clipping) and
 //! batch rows, as JAX's `vmap` over models or PyTorch's `torch.func` ensembling. Their parameters
 //! and gradients lie in one buffer, model k's slice `stride` elements after model k − 1's; a step

@@ -74,7 +74,7 @@ pub struct Kernels {
     hvp: Family<HvpEntry>,
     /// Many SGD steps of a small MLP per dispatch (`exec::small_mlp`), compiled on first use.
     small_mlp: Family<SmallMlpEntry>,
-    /// A small dense network's forward and backward pass in one launch (`exec::GpuNetwork`
+    /// A small network's forward and backward pass in one launch (`exec::GpuNetwork`
     /// chooses it), compiled on first use.
     small_net: Family<SmallNetEntry>,
     unused_read: wgpu::Buffer,

@@ -1,4 +1,4 @@
-//! small_net.wgsl: a small dense network's whole forward and backward pass (loss included) in one
+//! small_net.wgsl: a small network's whole forward and backward pass (loss included) in one
 //! launch of one workgroup per model, for models whose per-op launches would cost more than their
 //! arithmetic, and for batches of same-shaped models trained side by side. Its parameters and layout (`SmallNet::new` says which models it takes), entry
 //! point, loop count and launch builder. Its reference is the per-op path it replaces, the same
@@ -65,14 +65,12 @@ pub struct SmallNetParams {
     pub logits_at: u32,
     pub logit_grads_at: u32,
     pub stats_at: u32,
-    pub delta_a: u32,
-    pub delta_b: u32,
     /// Models side by side (one workgroup each); model m's slices start at m times the strides.
     pub models: u32,
     pub param_stride: u32,
     pub values_stride: u32,
     pub index_stride: u32,
-    pub _pad: [u32; 3],
+    pub _pad: u32,
     /// Per layer: inputs, outputs, weight offset, bias offset (`SMALL_NET_NO_BIAS`: none).
     pub shape: [[u32; 4]; SMALL_NET_MAX_LAYERS],
     /// Per layer: activation code, leaky slope's f32 bits, z offset, output offset (in `values`).
@@ -82,11 +80,24 @@ pub struct SmallNetParams {
     pub norm: [[u32; 4]; SMALL_NET_MAX_LAYERS],
     /// Per batch norm: eps, keep, take (the running statistics' blend of the coming step), 0.
     pub blend: [[f32; 4]; SMALL_NET_MAX_LAYERS],
+    /// Per layer: its input's offset in `values` (`SMALL_NET_NONE`: the network input), a sum's
+    /// skip value's, and the gradient slots of those two (`SMALL_NET_NONE`: none wanted).
+    pub link: [[u32; 4]; SMALL_NET_MAX_LAYERS],
+    /// Per layer: its output's gradient slot, `SMALL_NET_GRAD_ADD_*` flags, 0, 0.
+    pub grad: [[u32; 4]; SMALL_NET_MAX_LAYERS],
 }
 
-/// small_net.wgsl's layer kinds.
+/// small_net.wgsl's layer kinds: a Linear, a batch norm, an activation on its own, the sum that
+/// ends a residual block.
 pub const SMALL_NET_DENSE: u32 = 0;
 pub const SMALL_NET_NORM: u32 = 1;
+pub const SMALL_NET_ACT: u32 = 2;
+pub const SMALL_NET_ADD: u32 = 3;
+/// No value (the network input, as a layer's input) or no gradient slot.
+pub const SMALL_NET_NONE: u32 = u32::MAX;
+/// The layer adds its input's (skip's) gradient to a slot a later layer already wrote.
+pub const SMALL_NET_GRAD_ADD_IN: u32 = 1;
+pub const SMALL_NET_GRAD_ADD_SKIP: u32 = 2;
 
 /// A model laid out for small_net.wgsl at a batch size: the launch's parameters and the length
 /// of the `values` scratch it needs.
@@ -101,39 +112,40 @@ pub struct SmallNet {
     pub norm_of: [Option<usize>; SMALL_NET_MAX_LAYERS],
 }
 
-/// A layer the fused step runs.
+/// What each stage of the model is to the fused step.
 enum Layer {
     Dense { inputs: usize, outputs: usize, weight: usize, bias: Option<usize>, act: crate::spec::Act },
     Norm { width: usize, gamma: usize, beta: usize, norm: usize, act: crate::spec::Act },
+    Act { width: usize, act: crate::spec::Act },
+    Add { width: usize, skip: usize },
 }
 
 impl SmallNet {
     /// The layout for batches of up to `max_rows` rows, or why the kernel does not take the model:
-    /// only chains of Linear layers and batch norms (each with its activation), at most
-    /// `SMALL_NET_MAX_LAYERS`, batches of at most `SMALL_NET_WORKGROUP` rows (and, with a batch
-    /// norm, at least 2). A batch norm's blend is that of the first step (`with_blend`).
+    /// at most `SMALL_NET_MAX_LAYERS` stages (Linears, batch norms, activations, residual sums),
+    /// batches of at most `SMALL_NET_WORKGROUP` rows (and, with a batch norm, at least 2). A batch
+    /// norm's blend is that of the first step (`with_blend`).
     pub fn new(model: &Model, loss: Loss, max_rows: usize) -> std::result::Result<SmallNet, String> {
         let mut layers = Vec::new();
-        for (s, stage) in model.stages.iter().enumerate() {
-            if stage.input != s {
-                return Err(format!("layer {} is inside a residual block", stage.name));
-            }
-            match stage.op {
-                Op::Dense { inputs, outputs, weight, bias, act } => {
-                    layers.push(Layer::Dense { inputs, outputs, weight, bias, act })
-                }
+        for stage in &model.stages {
+            layers.push(match stage.op {
+                Op::Dense { inputs, outputs, weight, bias, act } => Layer::Dense { inputs, outputs, weight, bias, act },
                 Op::BatchNorm { norm, .. } if model.norms[norm].sync => {
                     return Err(format!("layer {} is a synchronised batch norm", stage.name))
                 }
-                Op::BatchNorm { width, gamma, beta, norm, act } => {
-                    layers.push(Layer::Norm { width, gamma, beta, norm, act })
+                Op::BatchNorm { width, gamma, beta, norm, act } => Layer::Norm { width, gamma, beta, norm, act },
+                Op::Activation { width, act } => Layer::Act { width, act },
+                Op::Add { skip, .. } if skip == stage.input => {
+                    return Err(format!("layer {} adds a value to itself", stage.name))
                 }
-                Op::Activation { .. } => return Err(format!("layer {} is an activation on its own", stage.name)),
-                Op::Add { .. } => return Err(format!("layer {} ends a residual block", stage.name)),
-            }
+                Op::Add { width, skip } => Layer::Add { width, skip },
+            });
         }
         if layers.is_empty() || layers.len() > SMALL_NET_MAX_LAYERS {
-            return Err(format!("{} Linear and batch-norm layers (1 to {SMALL_NET_MAX_LAYERS})", layers.len()));
+            return Err(format!(
+                "{} stages (Linears, batch norms, activations, sums: 1 to {SMALL_NET_MAX_LAYERS})",
+                layers.len()
+            ));
         }
         if max_rows == 0 || max_rows > SMALL_NET_WORKGROUP {
             return Err(format!("batches of {max_rows} rows (1 to {SMALL_NET_WORKGROUP})"));
@@ -141,12 +153,8 @@ impl SmallNet {
         if max_rows == 1 && !model.norms.is_empty() {
             return Err("batches of 1 row: a batch norm in training mode needs more".into());
         }
-        let width = |l: &Layer| match *l {
-            Layer::Dense { inputs, outputs, .. } => inputs.max(outputs),
-            Layer::Norm { width, .. } => width,
-        };
-        let widest = layers.iter().map(width).max().unwrap_or(0);
         let at = |n: usize| u32::try_from(n).map_err(|_| format!("{n} values do not fit the kernel's offsets"));
+        let last = layers.len() - 1;
         let mut p = SmallNetParams {
             rows: max_rows as u32,
             cols: at(model.outputs())?,
@@ -158,9 +166,9 @@ impl SmallNet {
             },
             ..Default::default()
         };
-        // `values`: the running statistics, each layer's z and output (the last layer's output
-        // is the logits) and a batch norm's statistics, then the logits' gradient, the row
-        // statistics and the two backward halves.
+        // `values`: the running statistics; each layer's z (a Linear's or a batch norm's), output
+        // and batch-norm statistics; each value's gradient slot (the last one's the logits'
+        // gradient); the row statistics.
         let mut len = 0usize;
         let mut take = |n: usize| -> std::result::Result<u32, String> {
             let start = at(len)?;
@@ -169,29 +177,73 @@ impl SmallNet {
         };
         let running_at = take(model.running_len)? as usize;
         let mut norm_of = [None; SMALL_NET_MAX_LAYERS];
+        // Value v (0: the network input, s + 1: stage s's output): where it lies, its gradient slot.
+        let mut value_at = vec![SMALL_NET_NONE];
         for (l, layer) in layers.iter().enumerate() {
-            let (outputs, act) = match *layer {
+            let rows_of = |n: usize| max_rows * n;
+            let (kind, shape, act, z, norm) = match *layer {
                 Layer::Dense { inputs, outputs, weight, bias, act } => {
                     let bias = bias.map_or(Ok(SMALL_NET_NO_BIAS), at)?;
-                    p.shape[l] = [at(inputs)?, at(outputs)?, at(weight)?, bias];
-                    (outputs, act)
+                    let shape = [at(inputs)?, at(outputs)?, at(weight)?, bias];
+                    (SMALL_NET_DENSE, shape, act, take(rows_of(outputs))?, [SMALL_NET_DENSE, 0, 0, 0])
                 }
                 Layer::Norm { width, gamma, beta, norm, act } => {
                     let n = &model.norms[norm];
-                    p.shape[l] = [at(width)?, at(width)?, at(gamma)?, at(beta)?];
                     let (mean, var) = (at(running_at + n.running_mean)?, at(running_at + n.running_var)?);
-                    p.norm[l] = [SMALL_NET_NORM, mean, var, take(3 * width)?];
                     norm_of[l] = Some(norm);
-                    (width, act)
+                    let z = take(rows_of(width))?;
+                    let shape = [at(width)?, at(width)?, at(gamma)?, at(beta)?];
+                    (SMALL_NET_NORM, shape, act, z, [SMALL_NET_NORM, mean, var, take(3 * width)?])
+                }
+                Layer::Act { width, act } => {
+                    (SMALL_NET_ACT, [at(width)?, at(width)?, 0, 0], act, SMALL_NET_NONE, [SMALL_NET_ACT, 0, 0, 0])
+                }
+                Layer::Add { width, .. } => {
+                    let identity = crate::spec::Act::IDENTITY;
+                    (SMALL_NET_ADD, [at(width)?, at(width)?, 0, 0], identity, SMALL_NET_NONE, [SMALL_NET_ADD, 0, 0, 0])
                 }
             };
-            p.act[l] = [act.kind.code(), act.slope.to_bits(), take(max_rows * outputs)?, take(max_rows * outputs)?];
+            debug_assert_eq!(kind, norm[0]);
+            let out = take(rows_of(shape[1] as usize))?;
+            (p.shape[l], p.norm[l]) = (shape, norm);
+            p.act[l] = [act.kind.code(), act.slope.to_bits(), z, out];
+            value_at.push(out);
         }
-        p.logits_at = p.act[layers.len() - 1][3];
+        p.logits_at = p.act[last][3];
+        // Gradient slots, and which reader of a value stores its gradient first: the last one
+        // (backward runs in reverse); earlier readers add.
+        let mut slot = vec![SMALL_NET_NONE];
+        for (l, stage) in model.stages.iter().enumerate() {
+            slot.push(if l == last { SMALL_NET_NONE } else { take(max_rows * stage.outputs())? });
+        }
         p.logit_grads_at = take(max_rows * model.outputs())?;
+        slot[last + 1] = p.logit_grads_at;
+        let mut written = vec![false; slot.len()];
+        for (l, stage) in model.stages.iter().enumerate().rev() {
+            let mut flags = 0;
+            let mut read = |v: usize, flag: u32| {
+                if std::mem::replace(&mut written[v], true) {
+                    flags |= flag;
+                }
+            };
+            read(stage.input, SMALL_NET_GRAD_ADD_IN);
+            let skip = match layers[l] {
+                Layer::Add { skip, .. } => {
+                    read(skip, SMALL_NET_GRAD_ADD_SKIP);
+                    skip
+                }
+                _ => 0,
+            };
+            let skip_at = if skip == 0 { SMALL_NET_NONE } else { value_at[skip] };
+            p.link[l] = [
+                value_at[stage.input],
+                skip_at,
+                slot[stage.input],
+                if skip == 0 { SMALL_NET_NONE } else { slot[skip] },
+            ];
+            p.grad[l] = [slot[l + 1], flags, 0, 0];
+        }
         p.stats_at = take(2 * max_rows)?;
-        p.delta_a = take(max_rows * widest)?;
-        p.delta_b = take(max_rows * widest)?;
         at(len)?;
         (p.models, p.values_stride, p.index_stride) = (1, at(len)?, max_rows as u32);
         let layout = SmallNet { params: p, values_len: len, running_at, norm_of };
@@ -231,10 +283,10 @@ impl SmallNet {
         layers
             .map(|l| {
                 let [i, o, _, _] = p.shape[l].map(|v| v as usize);
-                if p.norm[l][0] == SMALL_NET_NORM {
-                    6 * rows * o
-                } else {
-                    3 * rows * i * o
+                match p.norm[l][0] {
+                    SMALL_NET_NORM => 6 * rows * o,
+                    SMALL_NET_ACT | SMALL_NET_ADD => rows * o,
+                    _ => 3 * rows * i * o,
                 }
             })
             .sum()
@@ -261,20 +313,27 @@ impl SmallNetParams {
     pub fn loop_iterations(&self, lanes: usize) -> usize {
         let rows = self.rows as usize;
         let share = |n: usize| n.div_ceil(lanes) + 1;
-        let mut n = 2 * (self.layers as usize + 1);
-        for (l, s) in self.shape[..self.layers as usize].iter().enumerate() {
-            let (i, o) = (s[0] as usize, s[1] as usize);
-            if self.norm[l][0] == SMALL_NET_NORM {
-                // Statistics and backward sums: 16 partials of rows/16 each and the tree, twice
-                // each; normalising and dx: one pass over the elements each.
-                let per_feature = 2 * (16 + rows + 16) + 2 * (16 + rows + 16);
-                n += share(o) * per_feature + 2 * share(rows * o);
-                continue;
-            }
-            n += share(rows * o) * (i + 1);
-            n += share(o * i) * (rows + 1) + share(o) * (rows + 1);
-            if l > 0 {
-                n += share(rows * i) * (o + 1);
+        let mut n = 4 * (self.layers as usize + 1);
+        for l in 0..self.layers as usize {
+            let [i, o, _, _] = self.shape[l].map(|v| v as usize);
+            // dZ in place, and the input's gradient when wanted.
+            n += share(rows * o);
+            let input_grad = self.link[l][2] != SMALL_NET_NONE;
+            match self.norm[l][0] {
+                SMALL_NET_NORM => {
+                    // Statistics and backward sums: 16 partials of rows/16 each and the tree,
+                    // twice each; normalising and dx: one pass over the elements each.
+                    let per_feature = 2 * (16 + rows + 16) + 2 * (16 + rows + 16);
+                    n += share(o) * per_feature + 2 * share(rows * o);
+                }
+                SMALL_NET_ACT | SMALL_NET_ADD => n += 2 * share(rows * o),
+                _ => {
+                    n += share(rows * o) * (i + 1);
+                    n += share(o * i) * (rows + 1) + share(o) * (rows + 1);
+                    if input_grad {
+                        n += share(rows * i) * (o + 1);
+                    }
+                }
             }
         }
         let loss = share(SMALL_NET_WORKGROUP) * 4 * (self.cols as usize + 1);
@@ -310,47 +369,65 @@ fn extents(entry: SmallNetEntry, p: &SmallNetParams) -> Result<Vec<u64>> {
     }
     let rows = p.rows as u64;
     let (mut params, mut values) = (0u64, 0u64);
-    let mut width = p.inputs;
-    for (l, s) in p.shape[..layers].iter().enumerate() {
-        let [inputs, outputs, weight, bias] = *s;
-        if inputs != width || outputs == 0 {
-            return refuse(format!("layer {l} takes {inputs} inputs to {outputs} outputs after a width of {width}"));
+    // A value of `width` at `at` (NONE: the network input, which must be that wide).
+    let value = |l: usize, at: u32, width: u32, values: &mut u64| -> Result<()> {
+        if at == SMALL_NET_NONE {
+            if width != p.inputs {
+                let why = format!("layer {l} reads {width} features of the {}-wide input", p.inputs);
+                return Err(Error::LaunchParams { kernel: entry.name(), why });
+            }
+        } else {
+            *values = (*values).max(at as u64 + rows * width as u64);
         }
-        width = outputs;
-        match p.norm[l] {
-            [SMALL_NET_DENSE, ..] => {
-                params = params.max(weight as u64 + inputs as u64 * outputs as u64);
+        Ok(())
+    };
+    for l in 0..layers {
+        let [inputs, outputs, weight, bias] = p.shape[l];
+        let [kind, mean, var, stats] = p.norm[l];
+        let [input_at, skip_at, input_grad, skip_grad] = p.link[l];
+        if inputs == 0 || outputs == 0 || (kind != SMALL_NET_DENSE && inputs != outputs) {
+            return refuse(format!("layer {l} of kind {kind} takes {inputs} inputs to {outputs} outputs"));
+        }
+        value(l, input_at, inputs, &mut values)?;
+        let n = outputs as u64;
+        match kind {
+            SMALL_NET_DENSE => {
+                params = params.max(weight as u64 + inputs as u64 * n);
                 if bias != SMALL_NET_NO_BIAS {
-                    params = params.max(bias as u64 + outputs as u64);
+                    params = params.max(bias as u64 + n);
                 }
             }
-            [SMALL_NET_NORM, mean, var, stats] if inputs == outputs && p.rows > 1 => {
+            SMALL_NET_NORM if p.rows > 1 => {
                 // γ at `weight`, β at `bias`, each `outputs` long.
-                let n = outputs as u64;
                 params = params.max(weight as u64 + n).max(bias as u64 + n);
                 values = values.max(mean as u64 + n).max(var as u64 + n).max(stats as u64 + 3 * n);
             }
-            other => {
+            SMALL_NET_ACT => {}
+            SMALL_NET_ADD => value(l, skip_at, outputs, &mut values)?,
+            _ => {
                 return refuse(format!(
-                    "layer {l} of kind {other:?}, {inputs} to {outputs} features, batches of {} rows (a batch norm \
-                     keeps its width and needs 2 rows or more)",
+                    "layer {l} of kind {kind} in batches of {} rows (a batch norm needs 2 rows or more)",
                     p.rows
                 ))
             }
         }
         let [_, _, z, out] = p.act[l];
-        values = values.max(z as u64 + rows * outputs as u64).max(out as u64 + rows * outputs as u64);
+        if kind == SMALL_NET_DENSE || kind == SMALL_NET_NORM {
+            values = values.max(z as u64 + rows * n);
+        }
+        values = values.max(out as u64 + rows * n).max(p.grad[l][0] as u64 + rows * n);
+        for (slot, width) in [(input_grad, inputs), (skip_grad, outputs)] {
+            if slot != SMALL_NET_NONE {
+                values = values.max(slot as u64 + rows * width as u64);
+            }
+        }
     }
-    if width != p.cols || p.act[layers - 1][3] != p.logits_at {
-        return refuse(format!("the last layer's {width} outputs are not the {} logits", p.cols));
+    let last = layers - 1;
+    if p.shape[last][1] != p.cols || p.act[last][3] != p.logits_at || p.grad[last][0] != p.logit_grads_at {
+        return refuse(format!("the last layer's {} outputs are not the {} logits", p.shape[last][1], p.cols));
     }
-    let widest = p.shape[..layers].iter().map(|s| s[0].max(s[1]) as u64).max().unwrap_or(0);
     let matrix = rows * p.cols as u64;
-    values = values
-        .max(p.logit_grads_at as u64 + matrix)
-        .max(p.stats_at as u64 + 2 * rows)
-        .max(p.delta_a as u64 + rows * widest)
-        .max(p.delta_b as u64 + rows * widest);
+    values = values.max(p.logit_grads_at as u64 + matrix).max(p.stats_at as u64 + 2 * rows);
     if p.models > 1 && ((p.param_stride as u64) < params || (p.values_stride as u64) < values) {
         return refuse(format!("models {} and {} elements apart overlap", p.param_stride, p.values_stride));
     }

@@ -1,5 +1,5 @@
 //! The runs of `compare` and `sweep` trained at once (`exec::BatchedNetworks`) when they can be
-//! and it pays: on a GPU, one small chain of Linears and batch norms (its step at most
+//! and it pays: on a GPU, one small model the fused step takes (its step at most
 //! `Gpu::side_by_side_max_step_macs`), one loss, and one batch plan (epochs, batch size, scheme,
 //! drop_last), differing only in optimizer, schedule, clipping, groups and seeds. Each
 //! run's numbers are those it gets alone on the fused step, and within rounding of the per-op
@@ -60,7 +60,7 @@ pub(crate) fn model_obstacle(gpu: &Gpu, model: &Model, loss: Loss, rows: usize) 
             layout.step_macs(rows),
             gpu.side_by_side_max_step_macs()
         )),
-        Err(why) => Some(format!("side by side takes plain dense chains: {why}")),
+        Err(why) => Some(format!("the fused step side by side does not take the model: {why}")),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The fused step (kernels/small_net.rs): a small dense network's gather, forward, loss and
+//! The fused step (kernels/small_net.rs): a small network's gather, forward, loss and
 //! backward as one launch instead of ~10, the optimizer's update unchanged after it. Chosen when
 //! the network is built if the model fits and its step is small enough that the launches would
 //! cost more than the arithmetic (`Gpu::small_net_max_step_macs`); `set_small_net` overrides.

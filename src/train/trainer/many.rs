@@ -32,7 +32,7 @@ impl Trainer {
     /// Trains one run per entry of `runs` (this trainer's model, loss, epochs and batching; the
     /// run's optimizer and seed) and returns each run's history, or the error it met alone
     /// (a diverging run does not stop the others). Where the runs train is chosen here: side
-    /// by side on the GPU when the model is a small dense chain (`exec::BatchedNetworks`), one
+    /// by side on the GPU when the fused step takes the model (`exec::BatchedNetworks`), one
     /// run per core on [`Device::Cpu`], otherwise one after another.
     ///
     /// Adam at three learning rates on XOR, one run per core:
