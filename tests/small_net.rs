@@ -303,7 +303,7 @@ fn the_step_is_chosen_by_the_model_and_a_refusal_says_why() {
     // forced fused one is refused with the reason.
     for (m, rows, why) in [
         (higham.clone(), 65, "batches of 65 rows"),
-        (model(2, &vec!["{ type = 'linear', out = 2 }"; 9].join(", ")), 8, "9 stages"),
+        (model(2, &["{ type = 'linear', out = 2 }"; 9].join(", ")), 8, "9 stages"),
     ] {
         let mut net = make(&m, rows);
         assert_eq!(net.step_kind(), StepKind::PerOp, "{why}");
