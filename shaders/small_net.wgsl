@@ -43,16 +43,16 @@ struct SmallNetParams {
     values_stride: u32,   // in values
     index_stride: u32,    // in indices (the batch rows of each model)
     _pad0: u32,
-    shape: array<vec4<u32>, 8>,   // per layer: inputs, outputs, weight offset, bias offset (NO_BIAS: none);
+    shape: array<vec4<u32>, 32>,   // per layer: inputs, outputs, weight offset, bias offset (NO_BIAS: none);
                                   // a batch norm: width, width, γ offset, β offset
-    act: array<vec4<u32>, 8>,     // per layer: activation code, leaky slope as f32 bits, z at, output at
+    act: array<vec4<u32>, 32>,     // per layer: activation code, leaky slope as f32 bits, z at, output at
                                   // (a batch norm's z is γ·x̂ + β, before its activation)
-    norm: array<vec4<u32>, 8>,    // per layer: LAYER_DENSE or LAYER_NORM, running mean at, running
+    norm: array<vec4<u32>, 32>,    // per layer: LAYER_DENSE or LAYER_NORM, running mean at, running
                                   // variance at, statistics (shift, d, inv_std per feature) at
-    blend: array<vec4<f32>, 8>,   // per batch norm: eps, keep, take (running ← keep·running + take·batch)
-    link: array<vec4<u32>, 8>,    // per layer: its input at (NONE: the network input), a sum's skip at,
+    blend: array<vec4<f32>, 32>,   // per batch norm: eps, keep, take (running ← keep·running + take·batch)
+    link: array<vec4<u32>, 32>,    // per layer: its input at (NONE: the network input), a sum's skip at,
                                   // and the gradient slots of those two (NONE: no gradient wanted)
-    grad: array<vec4<u32>, 8>,    // per layer: its output's gradient slot, GRAD_ADD_* flags
+    grad: array<vec4<u32>, 32>,    // per layer: its output's gradient slot, GRAD_ADD_* flags
 }
 
 const LAYER_DENSE: u32 = 0u;
@@ -69,7 +69,7 @@ const NORM_LANES: u32 = 16u;
 const LOSS_CROSS_ENTROPY: u32 = 0u;
 const LOSS_MSE: u32 = 1u;
 const NO_BIAS: u32 = 0xffffffffu;
-const MAX_LAYERS: u32 = 8u;
+const MAX_LAYERS: u32 = 32u;
 
 // Each model's totals take this many words (TOTALS_LEN, rounded up).
 const TOTALS_STRIDE: u32 = 8u;

@@ -160,10 +160,10 @@ fn batched_training_refuses_what_it_cannot_train() {
         "batch norm",
     );
     BatchedNetworks::new(g.clone(), bn, Loss::CrossEntropy, vec![sgd()], &[bn_init], 2).expect("batch norm at 2 rows");
-    // Nine stages, one past the kernel's table.
-    let deep = Model::new(4, vec![LayerSpec::Linear { out: 4, bias: true }; 9]).unwrap();
+    // 33 stages, one past the kernel's table.
+    let deep = Model::new(4, vec![LayerSpec::Linear { out: 4, bias: true }; 33]).unwrap();
     let deep_init = deep.init_params(1);
-    refused(BatchedNetworks::new(g.clone(), deep, Loss::CrossEntropy, vec![sgd()], &[deep_init], 8), "9 stages");
+    refused(BatchedNetworks::new(g.clone(), deep, Loss::CrossEntropy, vec![sgd()], &[deep_init], 8), "33 stages");
     let mut net = BatchedNetworks::new(g, m, Loss::CrossEntropy, vec![sgd(), sgd()], &[init.clone(), init], 8).unwrap();
     assert!(matches!(net.train_step(&[&[0, 1]]), Err(Error::Usage(_))), "train before data");
     net.set_train_data(&data()).unwrap();

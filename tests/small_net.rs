@@ -84,6 +84,15 @@ fn cases() -> Vec<(&'static str, Model, Loss, usize)> {
             10,
         ),
         (
+            "2-4 tanh, ten residual blocks (4-4 tanh), 4-2: 22 stages",
+            model(2, &format!(
+                "{{ type = 'linear', out = 4 }}, {{ type = 'tanh' }}, {}, {{ type = 'linear', out = 2 }}",
+                ["{ type = 'residual', layers = [{ type = 'linear', out = 4 }, { type = 'tanh' }] }"; 10].join(", ")
+            )),
+            Loss::CrossEntropy,
+            8,
+        ),
+        (
             "BN-gelu on the input, then 5-2, MSE, 5 rows",
             model(5, "{ type = 'batch-norm' }, { type = 'gelu' }, { type = 'linear', out = 2 }"),
             Loss::Mse,
@@ -303,7 +312,7 @@ fn the_step_is_chosen_by_the_model_and_a_refusal_says_why() {
     // forced fused one is refused with the reason.
     for (m, rows, why) in [
         (higham.clone(), 65, "batches of 65 rows"),
-        (model(2, &["{ type = 'linear', out = 2 }"; 9].join(", ")), 8, "9 stages"),
+        (model(2, &["{ type = 'linear', out = 2 }"; 33].join(", ")), 8, "33 stages"),
     ] {
         let mut net = make(&m, rows);
         assert_eq!(net.step_kind(), StepKind::PerOp, "{why}");

@@ -237,11 +237,11 @@ fn runs_side_by_side_give_what_they_give_one_by_one() {
     // Past the kernel's table of stages the runs say why they train one after another.
     let mut deep = contenders[..2].to_vec();
     for c in &mut deep {
-        c.config.model.layers = layers(&format!("l = [{}]", ["{type='linear',out=3}"; 9].join(",")));
+        c.config.model.layers = layers(&format!("l = [{}]", ["{type='linear',out=3}"; 33].join(",")));
     }
     match gradflow::train::side_by_side::run_side_by_side(&deep, &train, &test, &gpu).unwrap() {
-        gradflow::train::side_by_side::SideBySide::OneByOne(why) => assert!(why.contains("9 stages"), "{why}"),
-        other => panic!("a 9-stage model trained side by side: {other:?}"),
+        gradflow::train::side_by_side::SideBySide::OneByOne(why) => assert!(why.contains("33 stages"), "{why}"),
+        other => panic!("a 33-stage model trained side by side: {other:?}"),
     }
 }
 

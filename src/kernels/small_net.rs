@@ -23,7 +23,7 @@ entries! {
     }
 }
 
-pub const SMALL_NET_MAX_LAYERS: usize = 8;
+pub const SMALL_NET_MAX_LAYERS: usize = 32;
 /// The largest batch (the loss's one-workgroup reduction sums this many rows), and the
 /// workgroup's invocations on a GPU.
 pub const SMALL_NET_WORKGROUP: usize = LOSS_ONE_GROUP_ROWS;
