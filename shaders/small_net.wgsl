@@ -27,7 +27,7 @@
 // until it gives up, which made a step of the XOR-sized net cost 4.5 ms instead of 0.1 ms.
 
 struct SmallNetParams {
-    rows: u32,            // batch rows (at most ONE_GROUP_ROWS)
+    rows: u32,            // batch rows
     cols: u32,            // network outputs
     use_targets: u32,     // always 0: classes from labels
     layers: u32,
@@ -441,17 +441,31 @@ fn dense_backward(l: u32, li: u32) {
     }
 }
 
-// Row r's loss and whether it was right (loss_rows.wgsl), with its gradient; zero past the batch.
+// Row r's loss and whether it was right (loss_rows.wgsl), with its gradient.
 fn loss_row(r: u32) -> vec2<f32> {
-    if (r >= p.rows) {
-        return vec2<f32>(0.0);
-    }
     if (p.loss == LOSS_MSE) {
         return mse_row(r);
     }
     return cross_entropy_row(r);
 }
 
+// loss.wgsl's partial sums: a batch of at most 64 rows is one row per part, summed by the
+// 64-wide tree of `cross_entropy_reduced`; a larger one 256 strided parts (part i sums rows i,
+// i + 256, …), summed by `loss_reduce`'s 256-wide tree. (For 64 rows or fewer the two give the
+// same bits: the wider tree's first levels only add zeros.)
+const LOSS_PARTS: u32 = 256u;
+
+fn loss_parts() -> u32 {
+    return select(LOSS_PARTS, ONE_GROUP_ROWS, p.rows <= ONE_GROUP_ROWS);
+}
+
+fn loss_part(i: u32, parts: u32) -> vec2<f32> {
+    var s = vec2<f32>(0.0);
+    for (var r = i; r < p.rows; r += parts) {
+        s += loss_row(r);
+    }
+    return s;
+}
 
 @compute @workgroup_size(LANES, 1, 1)
 fn small_net_forward_backward(
@@ -469,14 +483,15 @@ fn small_net_forward_backward(
         forward(l, li);
         storageBarrier();
     }
-    // loss_rows.wgsl's row statistics (zero past the batch), summed by the one-workgroup tree.
-    for (var r = li; r < ONE_GROUP_ROWS; r += LANES) {
-        let stats = loss_row(r);
-        part_loss[r] = stats.x;
-        part_correct[r] = stats.y;
+    // loss_rows.wgsl's row statistics, summed as loss.wgsl sums them.
+    let parts = loss_parts();
+    for (var i = li; i < parts; i += LANES) {
+        let s = loss_part(i, parts);
+        part_loss[i] = s.x;
+        part_correct[i] = s.y;
     }
     workgroupBarrier();
-    reduce_parts(li, ONE_GROUP_ROWS / 2u, LANES);
+    reduce_parts(li, parts / 2u, LANES);
     storageBarrier();
     // The last layer's output gradient slot is the logits' gradient the loss just wrote.
     for (var k = 0u; k < p.layers; k++) {
@@ -496,8 +511,8 @@ fn small_net_forward_backward(
 // for batches of tiny models, where one invocation's work is a model's whole step. Same sums in
 // the same order as `small_net_forward_backward`; the loss tree runs the same pairs, in order,
 // on the invocation's own rows.
-var<private> row_loss: array<f32, 64>;
-var<private> row_correct: array<f32, 64>;
+var<private> row_loss: array<f32, 256>;
+var<private> row_correct: array<f32, 256>;
 
 @compute @workgroup_size(MODEL_GROUP, 1, 1)
 fn small_net_models(
@@ -516,12 +531,13 @@ fn small_net_models(
         }
         forward(l, 0u);
     }
-    for (var r = 0u; r < ONE_GROUP_ROWS; r++) {
-        let stats = loss_row(r);
-        row_loss[r] = stats.x;
-        row_correct[r] = stats.y;
+    let parts = loss_parts();
+    for (var i = 0u; i < parts; i++) {
+        let s = loss_part(i, parts);
+        row_loss[i] = s.x;
+        row_correct[i] = s.y;
     }
-    for (var stride = ONE_GROUP_ROWS / 2u; stride > 0u; stride >>= 1u) {
+    for (var stride = parts / 2u; stride > 0u; stride >>= 1u) {
         for (var i = 0u; i < stride; i++) {
             row_loss[i] += row_loss[i + stride];
             row_correct[i] += row_correct[i + stride];

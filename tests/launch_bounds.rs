@@ -269,7 +269,7 @@ fn the_small_net_kernel_refuses_a_chain_it_cannot_walk_and_buffers_too_short() {
         }
     }
     for (what, bad) in [
-        ("65 rows", SmallNetParams { rows: 65, ..p }),
+        ("more rows than the index slices", SmallNetParams { rows: 5, ..p }),
         ("no layers", SmallNetParams { layers: 0, ..p }),
         ("a broken chain", SmallNetParams { inputs: 4, ..p }),
         ("MSE targets", SmallNetParams { use_targets: 1, ..p }),

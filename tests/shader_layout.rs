@@ -243,6 +243,7 @@ fn flags_codes_and_tile_sizes_agree() {
         ("small_net.wgsl", "NO_BIAS", gradflow::kernels::small_net::SMALL_NET_NO_BIAS as u64),
         ("small_net.wgsl", "LAYER_DENSE", gradflow::kernels::small_net::SMALL_NET_DENSE as u64),
         ("small_net.wgsl", "LAYER_NORM", gradflow::kernels::small_net::SMALL_NET_NORM as u64),
+        ("small_net.wgsl", "LOSS_PARTS", gradflow::kernels::small_net::SMALL_NET_LOSS_PARTS as u64),
         ("small_net.wgsl", "LAYER_ACT", gradflow::kernels::small_net::SMALL_NET_ACT as u64),
         ("small_net.wgsl", "LAYER_ADD", gradflow::kernels::small_net::SMALL_NET_ADD as u64),
         ("small_net.wgsl", "NONE", gradflow::kernels::small_net::SMALL_NET_NONE as u64),

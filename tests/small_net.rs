@@ -93,6 +93,18 @@ fn cases() -> Vec<(&'static str, Model, Loss, usize)> {
             8,
         ),
         (
+            "3-7-2 tanh, 300 rows: the loss in 256 strided parts",
+            model(3, "{ type = 'linear', out = 7 }, { type = 'tanh' }, { type = 'linear', out = 2 }"),
+            Loss::CrossEntropy,
+            300,
+        ),
+        (
+            "4-BN-relu-3, MSE, 100 rows",
+            model(4, "{ type = 'linear', out = 6, bias = false }, { type = 'batch-norm' }, { type = 'relu' }, { type = 'linear', out = 3 }"),
+            Loss::Mse,
+            100,
+        ),
+        (
             "BN-gelu on the input, then 5-2, MSE, 5 rows",
             model(5, "{ type = 'batch-norm' }, { type = 'gelu' }, { type = 'linear', out = 2 }"),
             Loss::Mse,
@@ -311,7 +323,7 @@ fn the_step_is_chosen_by_the_model_and_a_refusal_says_why() {
     // Past the batch limit, past the kernel's table of stages: the per-op step, and a
     // forced fused one is refused with the reason.
     for (m, rows, why) in [
-        (higham.clone(), 65, "batches of 65 rows"),
+        (higham.clone(), 65_537, "batches of 65537 rows"),
         (model(2, &["{ type = 'linear', out = 2 }"; 33].join(", ")), 8, "33 stages"),
     ] {
         let mut net = make(&m, rows);

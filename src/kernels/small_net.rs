@@ -24,9 +24,14 @@ entries! {
 }
 
 pub const SMALL_NET_MAX_LAYERS: usize = 32;
-/// The largest batch (the loss's one-workgroup reduction sums this many rows), and the
-/// workgroup's invocations on a GPU.
+/// The workgroup's invocations on a GPU (and the batch up to which the loss sums one row per part).
 pub const SMALL_NET_WORKGROUP: usize = LOSS_ONE_GROUP_ROWS;
+/// The largest batch: a bound on the kernel's row loops. What limits a batch in practice is
+/// checked where it applies: the adapter's loop budget and buffer sizes, and the step's
+/// multiply-adds against the per-op path (`Gpu::small_net_max_step_macs`).
+pub const SMALL_NET_MAX_ROWS: usize = 1 << 16;
+/// Partial sums of the loss past `SMALL_NET_WORKGROUP` rows (loss.wgsl's `loss_reduce`).
+pub const SMALL_NET_LOSS_PARTS: usize = 256;
 pub const SMALL_NET_NO_BIAS: u32 = u32::MAX;
 pub const SMALL_NET_CROSS_ENTROPY: u32 = 0;
 pub const SMALL_NET_MSE: u32 = 1;
@@ -123,7 +128,7 @@ enum Layer {
 impl SmallNet {
     /// The layout for batches of up to `max_rows` rows, or why the kernel does not take the model:
     /// at most `SMALL_NET_MAX_LAYERS` stages (Linears, batch norms, activations, residual sums),
-    /// batches of at most `SMALL_NET_WORKGROUP` rows (and, with a batch norm, at least 2). A batch
+    /// batches of at most `SMALL_NET_MAX_ROWS` rows (and, with a batch norm, at least 2). A batch
     /// norm's blend is that of the first step (`with_blend`).
     pub fn new(model: &Model, loss: Loss, max_rows: usize) -> std::result::Result<SmallNet, String> {
         let mut layers = Vec::new();
@@ -147,8 +152,8 @@ impl SmallNet {
                 layers.len()
             ));
         }
-        if max_rows == 0 || max_rows > SMALL_NET_WORKGROUP {
-            return Err(format!("batches of {max_rows} rows (1 to {SMALL_NET_WORKGROUP})"));
+        if max_rows == 0 || max_rows > SMALL_NET_MAX_ROWS {
+            return Err(format!("batches of {max_rows} rows (1 to {SMALL_NET_MAX_ROWS})"));
         }
         if max_rows == 1 && !model.norms.is_empty() {
             return Err("batches of 1 row: a batch norm in training mode needs more".into());
@@ -336,15 +341,18 @@ impl SmallNetParams {
                 }
             }
         }
-        let loss = share(SMALL_NET_WORKGROUP) * 4 * (self.cols as usize + 1);
-        let tree = 7 + (0..6).map(|level| share(SMALL_NET_WORKGROUP >> (level + 1))).sum::<usize>();
+        // The loss rows, their partial sums and the tree over the parts.
+        let parts = if rows <= SMALL_NET_WORKGROUP { SMALL_NET_WORKGROUP } else { SMALL_NET_LOSS_PARTS };
+        let loss = share(rows) * 4 * (self.cols as usize + 1) + share(parts);
+        let levels = parts.trailing_zeros() as usize;
+        let tree = levels + 1 + (0..levels).map(|level| share(parts >> (level + 1))).sum::<usize>();
         n + loss + tree + share(rows * self.cols as usize)
     }
 }
 
 /// Elements of params, grads, values, totals, src_x, src_labels and indices a launch may touch,
 /// after checking the chain the kernel walks: 1 to `SMALL_NET_MAX_LAYERS` layers, 1 to
-/// `SMALL_NET_WORKGROUP` rows, each layer's input width the last one's output, the first the
+/// `SMALL_NET_MAX_ROWS` rows, each layer's input width the last one's output, the first the
 /// input's, the last the outputs'. Indices are data: the kernel clamps them below `src_rows`.
 fn extents(entry: SmallNetEntry, p: &SmallNetParams) -> Result<Vec<u64>> {
     let refuse = |why: String| Err(Error::LaunchParams { kernel: entry.name(), why });
@@ -352,9 +360,9 @@ fn extents(entry: SmallNetEntry, p: &SmallNetParams) -> Result<Vec<u64>> {
     if layers == 0 || layers > SMALL_NET_MAX_LAYERS {
         return refuse(format!("{layers} layers (1 to {SMALL_NET_MAX_LAYERS})"));
     }
-    if p.rows == 0 || p.rows as usize > SMALL_NET_WORKGROUP || p.src_rows == 0 || p.use_targets != 0 {
+    if p.rows == 0 || p.rows as usize > SMALL_NET_MAX_ROWS || p.src_rows == 0 || p.use_targets != 0 {
         return refuse(format!(
-            "{} rows from {} (1 to {SMALL_NET_WORKGROUP}), targets {}",
+            "{} rows from {} (1 to {SMALL_NET_MAX_ROWS}), targets {}",
             p.rows, p.src_rows, p.use_targets
         ));
     }
