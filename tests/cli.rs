@@ -456,7 +456,7 @@ fn compare_says_why_its_runs_train_one_after_another() {
     let out = run(small, &["--one-by-one"]);
     assert!(out.contains("runs: one after another (--one-by-one)"), "{out}");
     // The digits model: 3·32·(64·128 + 128·64 + 64·10) multiply-adds a step, past any adapter's
-    // side-by-side limit (12,288 on a CPU adapter, 200,000 on a GPU).
+    // side-by-side limit for these few runs (12,288 on a CPU adapter, 200,000 a run on a GPU).
     let out = run(digits, &[]);
     assert!(out.contains("runs: one after another (a step is 1634304 multiply-adds, past the"), "{out}");
     let out = run(small, &[]);

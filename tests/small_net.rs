@@ -346,3 +346,27 @@ fn the_step_is_chosen_by_the_model_and_a_refusal_says_why() {
         (other, limit) => panic!("loop limit {limit:?}: {:?}", other.map(|_| ())),
     }
 }
+
+/// Runs side by side on a GPU share one launch whose models' workgroups run at once, so the
+/// step budget grows with the runs (to 64 counted); a CPU adapter's is the measured constant.
+#[test]
+fn the_side_by_side_budget_grows_with_the_runs_on_a_gpu() {
+    require_gpu!();
+    use gradflow::kernels::small_net::{SIDE_BY_SIDE_MAX_STEP_MACS_CPU, SMALL_NET_MAX_STEP_MACS};
+    let as_kind = |kind: wgpu::DeviceType| {
+        let mut g = gpu().clone();
+        g.ctx.info.device_type = kind;
+        g
+    };
+    let (cpu_adapter, discrete) = (as_kind(wgpu::DeviceType::Cpu), as_kind(wgpu::DeviceType::DiscreteGpu));
+    for runs in [1, 2, 16, 64, 65, 1000] {
+        assert_eq!(cpu_adapter.side_by_side_max_step_macs(runs), SIDE_BY_SIDE_MAX_STEP_MACS_CPU);
+        assert_eq!(discrete.side_by_side_max_step_macs(runs), SMALL_NET_MAX_STEP_MACS * runs.min(64));
+    }
+    // The digits shape at batch 32 (1,634,304 multiply-adds a step) goes side by side on a GPU
+    // from 9 runs.
+    let digits = model(64, "{ type = 'linear', out = 128 }, { type = 'relu' }, { type = 'linear', out = 64 }, { type = 'relu' }, { type = 'linear', out = 10 }");
+    let macs = gradflow::kernels::SmallNet::new(&digits, Loss::CrossEntropy, 32).unwrap().step_macs(32);
+    assert_eq!(macs, 1_634_304);
+    assert!(macs > discrete.side_by_side_max_step_macs(8) && macs <= discrete.side_by_side_max_step_macs(9));
+}

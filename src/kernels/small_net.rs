@@ -54,6 +54,10 @@ pub const SMALL_NET_MAX_STEP_MACS: usize = 200_000;
 pub const SMALL_NET_MAX_STEP_MACS_CPU: usize = 1_024;
 /// `Gpu::side_by_side_max_step_macs` on a CPU adapter.
 pub const SIDE_BY_SIDE_MAX_STEP_MACS_CPU: usize = 12_288;
+/// The models a GPU is taken to run at once, one workgroup each (a small GPU's multiprocessors
+/// hold that many 64-invocation workgroups; a large one more): past it, more runs side by side
+/// do not raise the step's budget.
+pub const SIDE_BY_SIDE_CONCURRENT_MODELS: usize = 64;
 
 /// small_net.wgsl's `SmallNetParams`.
 #[repr(C)]
@@ -484,15 +488,18 @@ pub fn max_lanes(info: &wgpu::AdapterInfo) -> u32 {
 }
 
 impl Gpu {
-    /// The most multiply-adds per model-step for which runs of one small model train side by side
-    /// by default (`train::side_by_side`). On a CPU adapter measured on lavapipe: 16 XOR-sized
-    /// runs (6,144 per step) side by side gave 1.5× one per-op run's samples/s, 12 runs of a
-    /// 2-16-16-3 net (32,256) 0.6×. On a GPU, the fused step's own limit.
-    pub fn side_by_side_max_step_macs(&self) -> usize {
+    /// The most multiply-adds per model-step for which `runs` runs of one small model train side
+    /// by side by default (`train::side_by_side`). On a CPU adapter measured on lavapipe: 16
+    /// XOR-sized runs (6,144 per step) side by side gave 1.5× one per-op run's samples/s, 12 runs
+    /// of a 2-16-16-3 net (32,256) 0.6×. On a GPU the models' workgroups run at once, so the
+    /// batch's step costs about one model's fused step, against `runs` per-op steps one after
+    /// another: the fused step's own break-even times the runs, up to
+    /// `SIDE_BY_SIDE_CONCURRENT_MODELS` (an estimate from the lone one, not yet measured on a GPU).
+    pub fn side_by_side_max_step_macs(&self, runs: usize) -> usize {
         if self.info.device_type == wgpu::DeviceType::Cpu {
             SIDE_BY_SIDE_MAX_STEP_MACS_CPU
         } else {
-            SMALL_NET_MAX_STEP_MACS
+            SMALL_NET_MAX_STEP_MACS * runs.clamp(1, SIDE_BY_SIDE_CONCURRENT_MODELS)
         }
     }
 

@@ -52,13 +52,13 @@ impl SideBySide {
 
 /// Why `model` does not train side by side on `gpu` at batches of `rows` rows (a model the
 /// fused step does not take, or a step too large for side by side to pay), or None.
-pub(crate) fn model_obstacle(gpu: &Gpu, model: &Model, loss: Loss, rows: usize) -> Option<String> {
+pub(crate) fn model_obstacle(gpu: &Gpu, model: &Model, loss: Loss, rows: usize, runs: usize) -> Option<String> {
     match SmallNet::new(model, loss, rows) {
-        Ok(layout) if layout.step_macs(rows) <= gpu.side_by_side_max_step_macs() => None,
+        Ok(layout) if layout.step_macs(rows) <= gpu.side_by_side_max_step_macs(runs) => None,
         Ok(layout) => Some(format!(
-            "a step is {} multiply-adds, past the {} this adapter trains side by side",
+            "a step is {} multiply-adds, past the {} this adapter trains side by side for {runs} runs",
             layout.step_macs(rows),
-            gpu.side_by_side_max_step_macs()
+            gpu.side_by_side_max_step_macs(runs)
         )),
         Err(why) => Some(format!("the fused step side by side does not take the model: {why}")),
     }
@@ -91,7 +91,7 @@ pub fn run_side_by_side(
     let model = crate::spec::Model::new(train_set.d, config.model.layers.clone())?;
     let loss = config.model.loss;
     let max_rows = super::max_rows(config, train_set.n);
-    if let Some(why) = model_obstacle(&gpu, &model, loss, max_rows) {
+    if let Some(why) = model_obstacle(&gpu, &model, loss, max_rows, contenders.len()) {
         return Ok(one_by_one(why));
     }
     let inits: Vec<Vec<f32>> = contenders.iter().map(|c| model.init_params(c.config.model.init_seed)).collect();

@@ -102,7 +102,7 @@ impl Trainer {
         test: Option<&Dataset>,
     ) -> Result<Option<Vec<Result<History>>>> {
         let rows = self.batch_rows(train.n);
-        let obstacle = crate::train::side_by_side::model_obstacle(&gpu, &self.model, self.loss, rows);
+        let obstacle = crate::train::side_by_side::model_obstacle(&gpu, &self.model, self.loss, rows, runs.len());
         if runs.len() < 2 || obstacle.is_some() || rows == 0 {
             return Ok(None);
         }
