@@ -335,6 +335,14 @@ fn the_step_is_chosen_by_the_model_and_a_refusal_says_why() {
     }
     net.set_train_data(&d).unwrap();
     net.train_step(&(0..8).collect::<Vec<_>>()).unwrap();
+    // A batch-norm model past every adapter's fused budget keeps its running statistics in a
+    // buffer of their own, so a forced fused step is refused, saying why.
+    let wide_bn = model(2, "{ type = 'linear', out = 128, bias = false }, { type = 'batch-norm' }, { type = 'relu' }, { type = 'linear', out = 128 }, { type = 'linear', out = 2 }");
+    let mut net = make(&wide_bn, 8);
+    match net.set_small_net(true) {
+        Err(Error::Usage(msg)) => assert!(msg.contains("running statistics"), "{msg}"),
+        other => panic!("a wide batch-norm model: expected a refusal, got {:?}", other.map(|_| ())),
+    }
     // The digits network at batch 32 is per-op by default; forced, it runs where its loops fit
     // the adapter's budget and is refused by that budget where not (llvmpipe's one invocation).
     let digits = model(64, "{ type = 'linear', out = 128 }, { type = 'relu' }, { type = 'linear', out = 64 }, { type = 'relu' }, { type = 'linear', out = 10 }");

@@ -4,6 +4,7 @@
 //! cost more than the arithmetic (`Gpu::small_net_max_step_macs`); `set_small_net` overrides.
 
 use super::*;
+use crate::kernels::small_net::SMALL_NET_MAX_STEP_MACS;
 use crate::kernels::{SmallNet, SmallNetBuffers, SmallNetParams};
 
 /// The fused launch and what it needs besides the network's own buffers.
@@ -49,7 +50,9 @@ impl GpuNetwork {
     /// The running statistics' buffer and, for a model with batch norm that the fused step
     /// takes, the fused step's values buffer they are a view of (small_net.wgsl keeps them in
     /// its values: its 8 storage bindings are WebGPU's default limit), so both steps, the eval
-    /// launches, `norm_state` and `set_norm_state` all see one copy.
+    /// launches, `norm_state` and `set_norm_state` all see one copy. Only for a step small
+    /// enough that some adapter would take the fused step (`SMALL_NET_MAX_STEP_MACS`): a larger
+    /// model keeps a buffer of its own and spends no memory on values it would never use.
     pub(super) fn running_buffers(
         gpu: &Gpu,
         model: &Model,
@@ -58,7 +61,7 @@ impl GpuNetwork {
         running: &[f32],
     ) -> Result<(GpuBuffer, Option<GpuBuffer>)> {
         match SmallNet::new(model, loss, max_rows) {
-            Ok(layout) if model.running_len > 0 => {
+            Ok(layout) if model.running_len > 0 && layout.step_macs(max_rows) <= SMALL_NET_MAX_STEP_MACS => {
                 let mut init = vec![0.0f32; layout.values_len];
                 init[layout.running_at..layout.running_at + running.len()].copy_from_slice(running);
                 let values = gpu.upload("fused-step values", &init)?;
@@ -81,7 +84,12 @@ impl GpuNetwork {
         let values = match fused_values {
             Some(v) => v.clone(),
             None if layout.has_norms() => {
-                return Err(Error::Plan("a batch-norm model's fused step without its values buffer".into()))
+                return Err(Error::Usage(format!(
+                    "the fused small-network step does not take this batch-norm model: its step of {} multiply-adds \
+                     is past the {SMALL_NET_MAX_STEP_MACS} for which a network keeps its running statistics where \
+                     the fused step reads them",
+                    layout.step_macs(layout.params.rows as usize)
+                )))
             }
             None => gpu.storage("fused-step values", layout.values_len)?,
         };
@@ -142,8 +150,11 @@ impl GpuNetwork {
         if self.small_net.is_none() {
             let layout = SmallNet::new(&self.model, self.loss, self.max_rows)
                 .map_err(|why| Error::Usage(format!("the fused small-network step does not take this model: {why}")))?;
-            self.gpu.check_small_net_loops(&layout.params)?;
-            self.small_net = Some(Self::small_net_step(&self.gpu, layout, &self.model, self.fused_values.as_ref())?);
+            // Whether this network can keep its batch-norm statistics where the kernel reads them
+            // is a reason on every adapter; the loop budget one on llvmpipe only.
+            let step = Self::small_net_step(&self.gpu, layout, &self.model, self.fused_values.as_ref())?;
+            self.gpu.check_small_net_loops(&step.layout.params)?;
+            self.small_net = Some(step);
         }
         self.build_small_net_launch()
     }
