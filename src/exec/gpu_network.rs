@@ -414,7 +414,7 @@ impl GpuNetwork {
             l.resize(&self.gpu, rows)?;
         }
         self.rows = rows;
-        self.resize_small_net()
+        self.update_small_net_launch()
     }
 
     pub fn gpu(&self) -> &Gpu {

@@ -98,7 +98,9 @@ impl GpuNetwork {
     }
 
     /// The fused launch's parameters at the current batch size for the step `ahead` steps after
-    /// the coming one (a batch norm's blend follows the batches tracked).
+    /// the coming one (a batch norm's blend follows the batches tracked): rows from the resident
+    /// set through the batch's indices, or the streamed batch itself (`set_train_data` keeps one
+    /// of the two).
     pub(super) fn small_net_params(&self, layout: &SmallNet, ahead: u64) -> SmallNetParams {
         let rows = Self::fused_rows(layout, self.rows);
         let (src_rows, resident) =
@@ -120,11 +122,17 @@ impl GpuNetwork {
 
     /// Writes the coming step's blend into the fused launch when it changes every step.
     pub(super) fn prepare_small_net_blend(&mut self) -> Result<()> {
-        let Some(step) = &self.small_net else { return Ok(()) };
-        if !step.blend_changes || step.launch.is_none() {
-            return Ok(());
+        match &self.small_net {
+            Some(step) if step.blend_changes => self.update_small_net_launch(),
+            _ => Ok(()),
         }
-        let p = self.small_net_params(&step.layout, 0);
+    }
+
+    /// Rewrites the fused launch's parameters (if it is built) for the coming step at the
+    /// network's batch size: after a resize, and before a step whose blend changes.
+    pub(super) fn update_small_net_launch(&mut self) -> Result<()> {
+        let Some(SmallNetStep { layout, launch: Some(_), .. }) = &self.small_net else { return Ok(()) };
+        let p = self.small_net_params(layout, 0);
         if let Some(SmallNetStep { launch: Some(d), .. }) = &mut self.small_net {
             d.update(&self.gpu, &p, self.gpu.small_net_launch(&p).2)?;
         }
@@ -162,19 +170,16 @@ impl GpuNetwork {
     /// (Re)binds the fused launch to the training data and the current batch size.
     pub(super) fn build_small_net_launch(&mut self) -> Result<()> {
         let Some(step) = &self.small_net else { return Ok(()) };
-        let rows = Self::fused_rows(&step.layout, self.rows);
         // The resident training set read through the batch's indices, or the streamed batch;
         // no launch before the training data is set.
         let source = match (&self.train_data, &self.streamed) {
-            (Some((x, labels)), _) if self.gather.is_some() => Some((x, labels, Some(&self.indices), self.train_rows)),
-            (_, Some(_)) => Some((&self.batch_x, &self.batch_labels, None, rows)),
+            (Some((x, labels)), _) if self.gather.is_some() => Some((x, labels, Some(&self.indices))),
+            (_, Some(_)) => Some((&self.batch_x, &self.batch_labels, None)),
             _ => None,
         };
         let launch = match source {
-            Some((x, labels, indices, src_rows)) => {
-                let tracked = self.batches_tracked.first().copied().unwrap_or(0);
-                let p =
-                    step.layout.with_blend(&self.model, tracked).params.for_batch(rows, src_rows, indices.is_some());
+            Some((x, labels, indices)) => {
+                let p = self.small_net_params(&step.layout, 0);
                 let b = SmallNetBuffers {
                     params: &self.params,
                     grads: &self.grads,
@@ -190,19 +195,6 @@ impl GpuNetwork {
         };
         if let Some(step) = &mut self.small_net {
             step.launch = launch;
-        }
-        Ok(())
-    }
-
-    /// The fused launch's batch size follows the network's.
-    pub(super) fn resize_small_net(&mut self) -> Result<()> {
-        let resident = self.streamed.is_none();
-        if let Some(SmallNetStep { layout, launch: Some(d), .. }) = &mut self.small_net {
-            let rows = Self::fused_rows(layout, self.rows);
-            let src_rows = if resident { self.train_rows } else { rows };
-            let tracked = self.batches_tracked.first().copied().unwrap_or(0);
-            let p = layout.with_blend(&self.model, tracked).params.for_batch(rows, src_rows, resident);
-            d.update(&self.gpu, &p, self.gpu.small_net_launch(&p).2)?;
         }
         Ok(())
     }
