@@ -378,3 +378,30 @@ fn the_side_by_side_budget_grows_with_the_runs_on_a_gpu() {
     assert_eq!(macs, 1_634_304);
     assert!(macs > discrete.side_by_side_max_step_macs(8) && macs <= discrete.side_by_side_max_step_macs(9));
 }
+
+/// A batch norm with the cumulative blend, trained 3 steps fused and then 3 per op: the per-op
+/// launches (whose blends the fused steps leave alone) take up the blend where the fused ones
+/// left it, so the running statistics match 6 steps per op within the trajectory bound.
+#[test]
+fn switching_from_the_fused_step_to_the_per_op_step_keeps_the_batch_norm_blend() {
+    require_gpu!();
+    let m = model(2, "{ type = 'linear', out = 6, bias = false }, { type = 'batch-norm', momentum = 'none' }, { type = 'tanh' }, { type = 'linear', out = 2 }");
+    let d = data(60, 2, 2, 5);
+    let batches: Vec<Vec<u32>> = (0..6).map(|s| (0..16).map(|i| ((i * 7 + s * 5) % 60) as u32).collect()).collect();
+    let sgd = || OptimizerSetup::from(Optimizer::from(gradflow::optim::Sgd::new(0.05)));
+    let g = Arc::new(gpu().clone());
+    let mut switched = gpu_net(&g, &m, Loss::CrossEntropy, sgd(), 16, true, false, &d);
+    let mut per_op = gpu_net(&g, &m, Loss::CrossEntropy, sgd(), 16, false, false, &d);
+    for (s, b) in batches.iter().enumerate() {
+        if s == 3 {
+            switched.set_small_net(false).unwrap();
+        }
+        switched.train_step(b).unwrap();
+        per_op.train_step(b).unwrap();
+    }
+    let (a, b) = (switched.norm_state().unwrap(), per_op.norm_state().unwrap());
+    assert_eq!(a.batches_tracked, b.batches_tracked);
+    let tol = (6 * (16 + 6)) as f64 * EPS;
+    let bound: Vec<f64> = b.running.iter().map(|w| tol * (w.abs() as f64 + 0.1)).collect();
+    assert_within("running statistics", &a.running, &widen(&b.running), &bound);
+}

@@ -110,8 +110,13 @@ impl GpuNetwork {
         let ranks = sync.as_ref().map_or(1, |s| s.ranks());
         super::network::check_batch_norm_rows(&self.model, batch.len(), ranks)?;
         self.resize(batch.len())?;
-        self.prepare_norms()?;
-        self.prepare_small_net_blend()?;
+        // The blends of whichever batch norms this step runs: the fused step's or the per-op
+        // launches' (a data-parallel step takes the per-op ones).
+        if sync.is_none() && self.fused_step_runs() {
+            self.prepare_small_net_blend()?;
+        } else {
+            self.prepare_norms()?;
+        }
         if let Some(data) = &self.streamed {
             let (x, labels) = &mut self.staged;
             x.clear();

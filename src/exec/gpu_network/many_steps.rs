@@ -54,11 +54,13 @@ impl GpuNetwork {
             last_opt = self.optimizer.step_params(k as u32 + 1, self.setup.schedule.factor(k as u32));
             words.extend_from_slice(words_of(&last_opt));
         }
+        // The per-op batch norms' blends, when those launches run (the fused step keeps its own).
+        let norm_launches = if self.fused_step_runs() { Vec::new() } else { self.norm_launches.clone() };
         let norm_at = words.len();
         let mut last_norm: Vec<BnParams> = Vec::new();
         for j in 0..count {
             last_norm.clear();
-            for &(launch, k) in &self.norm_launches {
+            for &(launch, k) in &norm_launches {
                 let l = &self.forward[launch];
                 let Shape::BatchNorm(p, _) = &l.shape else {
                     return Err(Error::Plan("a batch-norm statistics launch without batch-norm parameters".into()));
@@ -90,8 +92,8 @@ impl GpuNetwork {
                 let mut copies = inputs.copies(self, &staging, j);
                 let opt_offset = (opt_at * 4) as u64 + j as u64 * opt_size;
                 copies.push(self.optimizer.update_launch().params_copy::<OptParams>(&staging, opt_offset));
-                for (n, &(launch, _)) in self.norm_launches.iter().enumerate() {
-                    let offset = (norm_at * 4) as u64 + (j * self.norm_launches.len() + n) as u64 * norm_size;
+                for (n, &(launch, _)) in norm_launches.iter().enumerate() {
+                    let offset = (norm_at * 4) as u64 + (j * norm_launches.len() + n) as u64 * norm_size;
                     copies.push(self.forward[launch].dispatch.params_copy::<BnParams>(&staging, offset));
                 }
                 if let Some(SmallNetStep { launch: Some(d), .. }) = fused_blend {
@@ -109,7 +111,7 @@ impl GpuNetwork {
 
         // The uniforms now hold the last step's parameters: the host's copies say so.
         self.optimizer.mark_written(last_opt);
-        for (&(launch, _), p) in self.norm_launches.iter().zip(last_norm) {
+        for (&(launch, _), p) in norm_launches.iter().zip(last_norm) {
             if let Shape::BatchNorm(shape, _) = &mut self.forward[launch].shape {
                 *shape = p;
             }

@@ -199,6 +199,11 @@ impl GpuNetwork {
         Ok(())
     }
 
+    /// Whether a training step runs the fused launch (built once the training data is set).
+    pub(super) fn fused_step_runs(&self) -> bool {
+        self.small_net.as_ref().is_some_and(|s| s.launch.is_some())
+    }
+
     /// The launches of one training step before the update: the fused one, or gather, forward,
     /// loss and backward.
     pub(super) fn step_launches(&self) -> Vec<&Dispatch> {
