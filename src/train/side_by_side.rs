@@ -112,8 +112,11 @@ pub fn run_side_by_side(
     let mut eval = GpuNetwork::new(gpu, model, loss, config.optimizer_setup(), &inits[0], max_rows.max(1))?;
     let point = Point::new;
     let mut points = Vec::with_capacity(contenders.len());
-    for k in 0..inits.len() {
-        load_model(&mut eval, &mut nets, k)?;
+    // Every run's start, from the host's copy (fresh batch-norm statistics for all).
+    let start_norms = nets.model().init_norm_state();
+    for init in &inits {
+        eval.set_params(init)?;
+        eval.set_norm_state(&start_norms)?;
         let (train, test) = (super::evaluate(&mut eval, train_set, loss)?, super::evaluate(&mut eval, test_set, loss)?);
         points.push(vec![point(0, train, test)]);
     }
