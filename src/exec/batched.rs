@@ -138,13 +138,9 @@ impl BatchedNetworks {
         let grads = g.storage("batched gradients", total(stride)?)?;
         // Each model's batch-norm running statistics start as a fresh module's, in its values.
         let values = if layout.has_norms() {
-            let mut flat = vec![0.0f32; total(layout.values_len)?];
-            let running = model.init_norm_state().running;
-            for k in 0..n {
-                let at = k * layout.values_len + layout.running_at;
-                flat[at..at + running.len()].copy_from_slice(&running);
-            }
-            g.upload("batched fused-step values", &flat)?
+            total(layout.values_len)?; // refused here, where `repeat` would panic on the overflow
+            let one = layout.initial_values(&model.init_norm_state().running);
+            g.upload("batched fused-step values", &one.repeat(n))?
         } else {
             g.storage("batched fused-step values", total(layout.values_len)?)?
         };

@@ -259,6 +259,14 @@ impl SmallNet {
         Ok(layout.with_blend(model, 0))
     }
 
+    /// One model's `values` as a step starts them: zeros, but for the batch-norm running
+    /// statistics `running` (laid out as `Model::running`) at `running_at`.
+    pub fn initial_values(&self, running: &[f32]) -> Vec<f32> {
+        let mut values = vec![0.0f32; self.values_len];
+        values[self.running_at..self.running_at + running.len()].copy_from_slice(running);
+        values
+    }
+
     /// Whether the model has a batch norm.
     pub fn has_norms(&self) -> bool {
         self.norm_of.iter().any(Option::is_some)

@@ -62,9 +62,7 @@ impl GpuNetwork {
     ) -> Result<(GpuBuffer, Option<GpuBuffer>)> {
         match SmallNet::new(model, loss, max_rows) {
             Ok(layout) if model.running_len > 0 && layout.step_macs(max_rows) <= SMALL_NET_MAX_STEP_MACS => {
-                let mut init = vec![0.0f32; layout.values_len];
-                init[layout.running_at..layout.running_at + running.len()].copy_from_slice(running);
-                let values = gpu.upload("fused-step values", &init)?;
+                let values = gpu.upload("fused-step values", &layout.initial_values(running))?;
                 Ok((values.view(layout.running_at, model.running_len)?, Some(values)))
             }
             _ => Ok((gpu.upload("batch-norm running statistics", running)?, None)),
