@@ -190,11 +190,11 @@ impl SmallNet {
         let mut value_at = vec![SMALL_NET_NONE];
         for (l, layer) in layers.iter().enumerate() {
             let rows_of = |n: usize| max_rows * n;
-            let (kind, shape, act, z, norm) = match *layer {
+            let (shape, act, z, norm) = match *layer {
                 Layer::Dense { inputs, outputs, weight, bias, act } => {
                     let bias = bias.map_or(Ok(SMALL_NET_NO_BIAS), at)?;
                     let shape = [at(inputs)?, at(outputs)?, at(weight)?, bias];
-                    (SMALL_NET_DENSE, shape, act, take(rows_of(outputs))?, [SMALL_NET_DENSE, 0, 0, 0])
+                    (shape, act, take(rows_of(outputs))?, [SMALL_NET_DENSE, 0, 0, 0])
                 }
                 Layer::Norm { width, gamma, beta, norm, act } => {
                     let n = &model.norms[norm];
@@ -202,17 +202,16 @@ impl SmallNet {
                     norm_of[l] = Some(norm);
                     let z = take(rows_of(width))?;
                     let shape = [at(width)?, at(width)?, at(gamma)?, at(beta)?];
-                    (SMALL_NET_NORM, shape, act, z, [SMALL_NET_NORM, mean, var, take(3 * width)?])
+                    (shape, act, z, [SMALL_NET_NORM, mean, var, take(3 * width)?])
                 }
                 Layer::Act { width, act } => {
-                    (SMALL_NET_ACT, [at(width)?, at(width)?, 0, 0], act, SMALL_NET_NONE, [SMALL_NET_ACT, 0, 0, 0])
+                    ([at(width)?, at(width)?, 0, 0], act, SMALL_NET_NONE, [SMALL_NET_ACT, 0, 0, 0])
                 }
                 Layer::Add { width, .. } => {
                     let identity = crate::spec::Act::IDENTITY;
-                    (SMALL_NET_ADD, [at(width)?, at(width)?, 0, 0], identity, SMALL_NET_NONE, [SMALL_NET_ADD, 0, 0, 0])
+                    ([at(width)?, at(width)?, 0, 0], identity, SMALL_NET_NONE, [SMALL_NET_ADD, 0, 0, 0])
                 }
             };
-            debug_assert_eq!(kind, norm[0]);
             let out = take(rows_of(shape[1] as usize))?;
             (p.shape[l], p.norm[l]) = (shape, norm);
             p.act[l] = [act.kind.code(), act.slope.to_bits(), z, out];
