@@ -398,3 +398,29 @@ fn a_batched_optimizer_launch_checks_every_models_slice() {
         other => panic!("overlapping slices: {:?}", other.err()),
     }
 }
+
+#[test]
+fn a_step_ring_binds_one_slot_and_only_where_a_launch_takes_it_per_step() {
+    use gradflow::device::{GpuBuffer, STEP_SLOTS, VIEW_ALIGN};
+    require_gpu!();
+    let g = gpu();
+    // A small ring has every slot, each on a 256-byte boundary; a large one as many as 16 MiB hold.
+    let small = g.step_ring("indices", 3).unwrap();
+    assert_eq!(small.ring.map(|r| (r.stride, r.slots)), Some((VIEW_ALIGN, STEP_SLOTS)));
+    let large = g.step_ring("indices", 1 << 20).unwrap();
+    assert_eq!(large.ring.map(|r| (r.stride, r.slots)), Some((4 << 20, 4)));
+    // Writes past the last slot or wider than a slot are refused.
+    assert!(g.write_slots(&large, 3, &vec![0u32; 1 << 20], 1 << 20).is_ok());
+    assert!(g.write_slots(&large, 3, &vec![0u32; 2 << 20], 1 << 20).is_err(), "slot 4 of 4");
+    assert!(g.write_slots(&small, 0, &[0u32; 8], 8).is_err(), "8 elements into slots of 3");
+    // A gather reads its indices per step, so a ring binds there; its extents are one slot's.
+    let (x, labels) = (g.storage("x", 10 * 2).unwrap(), g.storage("labels", 10).unwrap());
+    let (bx, bl) = (g.storage("batch x", 3 * 2).unwrap(), g.storage("batch labels", 3).unwrap());
+    assert!(g.gather_batch(&x, &labels, &small, &bx, &bl, GatherParams::new(3, 2, 10)).is_ok());
+    let four: GpuBuffer = g.step_ring("indices", 4).unwrap();
+    let (bx, bl) = (g.storage("batch x", 8 * 2).unwrap(), g.storage("batch labels", 8).unwrap());
+    assert_out_of_bounds(g.gather_batch(&x, &labels, &four, &bx, &bl, GatherParams::new(5, 2, 10)), "gather_batch", 2);
+    // A binding that does not move per step refuses a ring rather than read slot 0 forever.
+    let e = g.copy_f32(&small, &bx, 3).err().expect("a ring where no offset moves it").to_string();
+    assert!(e.contains("step ring"), "{e}");
+}

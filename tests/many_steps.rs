@@ -1,7 +1,7 @@
 //! Many steps per submit (`Network::train_steps`, `train::Observe`) against one submit per step:
-//! the same launches in the same order, with each step's batch and parameters copied in before
-//! its pass, so every parameter, optimizer state, running statistic and loss total is the same
-//! to the bit. Run over what changes from step to step: Adam's step count, a learning-rate
+//! the same launches in the same order, each step reading its batch and parameters from its own
+//! slot of the step rings (a streamed batch copied in before its pass), so every parameter,
+//! optimizer state, running statistic and loss total is the same to the bit. Run over what changes from step to step: Adam's step count, a learning-rate
 //! schedule, clipping, a cumulative-average batch norm (its blend changes every step) and a
 //! momentum one, a resident and a streamed training set, a shorter last batch, a divergence
 //! and a stop request inside a submit.
@@ -49,9 +49,17 @@ fn setup(lr: f64) -> OptimizerSetup {
 }
 
 fn network(lr: f64, streamed: bool, per_submit: usize, data: &Dataset) -> GpuNetwork {
+    network_on(lr, streamed, per_submit, data, None)
+}
+
+/// `network`, on the fused step or the per-op launches where `fused` says which.
+fn network_on(lr: f64, streamed: bool, per_submit: usize, data: &Dataset, fused: Option<bool>) -> GpuNetwork {
     let model = model();
     let p0 = model.init_params(3);
     let mut net = GpuNetwork::new(Arc::new(gpu().clone()), model, Loss::CrossEntropy, setup(lr), &p0, 16).unwrap();
+    if let Some(on) = fused {
+        net.set_small_net(on).unwrap();
+    }
     net.set_streaming(streamed);
     net.set_steps_per_submit(per_submit);
     net.set_train_data(data).unwrap();
@@ -79,18 +87,37 @@ fn epoch_batches(n: usize, batch: usize, seed: u64) -> Vec<Vec<usize>> {
 fn one_submit_of_many_steps_equals_a_submit_per_step_to_the_bit() {
     require_gpu!();
     let d = data(150);
-    for streamed in [false, true] {
+    for (streamed, fused) in [(false, false), (false, true), (true, false), (true, true)] {
         let batches = epoch_batches(d.n, 16, 1); // 9 batches of 16, then one of 6
         let as_u32: Vec<Vec<u32>> = batches.iter().map(|b| b.iter().map(|&i| i as u32).collect()).collect();
-        let mut one = network(0.01, streamed, 1, &d);
+        let mut one = network_on(0.01, streamed, 1, &d, Some(fused));
         for b in &as_u32 {
             one.train_step(b).unwrap();
         }
-        let mut many = network(0.01, streamed, 64, &d);
+        let mut many = network_on(0.01, streamed, 64, &d, Some(fused));
         let full: Vec<&[u32]> = as_u32[..9].iter().map(|b| b.as_slice()).collect();
         many.train_steps(&full).unwrap();
+        // A lone step after a many-steps submit reads slot 0, which that submit left alone.
         many.train_steps(&[&as_u32[9]]).unwrap();
-        assert_eq!(state(&mut many), state(&mut one), "streamed {streamed}");
+        assert_eq!(state(&mut many), state(&mut one), "streamed {streamed}, fused {fused}");
+    }
+}
+
+#[test]
+fn submits_longer_than_the_rings_split_at_their_slots() {
+    require_gpu!();
+    // 40 steps of one submit: more than the rings' 32 step slots, so two passes in two
+    // submits (32 + 8), then lone steps in between, against a submit per step.
+    let d = data(150);
+    let batches: Vec<Vec<u32>> = (0..40u32).map(|s| (0..16).map(|r| (s * 7 + r * 3) % 150).collect()).collect();
+    let refs: Vec<&[u32]> = batches.iter().map(|b| b.as_slice()).collect();
+    for fused in [false, true] {
+        let mut one = network_on(0.01, false, 1, &d, Some(fused));
+        refs.iter().chain(&refs[..3]).for_each(|b| one.train_step(b).unwrap());
+        let mut many = network_on(0.01, false, 64, &d, Some(fused));
+        many.train_steps(&refs).unwrap();
+        refs[..3].iter().for_each(|b| many.train_step(b).unwrap());
+        assert_eq!(state(&mut many), state(&mut one), "fused {fused}");
     }
 }
 

@@ -8,7 +8,27 @@ pub struct GpuBuffer {
     pub len: usize,
     /// Bytes from the buffer's start (0 but for a view; a multiple of `VIEW_ALIGN`).
     pub offset: u64,
+    /// For a step ring (`Context::step_ring`): `len` elements per step slot, slot j at
+    /// `j * stride` bytes, which a launch binds with a dynamic offset. None: one slot.
+    pub ring: Option<Ring>,
 }
+
+/// The slots of a step ring: each step of a many-steps submit reads its own slot, written before
+/// the submit, so no copy between the steps' launches is needed (`submit_steps`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ring {
+    /// Bytes between slots: a multiple of `VIEW_ALIGN`, the dynamic offset's alignment.
+    pub stride: u64,
+    pub slots: usize,
+}
+
+/// Step slots of a ring (`Context::step_ring`, a per-step launch's parameters): slot 0 for a
+/// lone step, and one for each of the up to 32 steps of a many-steps submit (the training
+/// loop's default steps per submit), which read their own batch and numbers without copies.
+pub const STEP_SLOTS: usize = 33;
+
+/// A step ring's largest size: a ring of large batches gets fewer slots (at least one).
+pub const STEP_RING_BYTES: u64 = 16 << 20;
 
 /// The alignment of a view's start: WebGPU's largest `minStorageBufferOffsetAlignment`, so a
 /// view binds on every adapter.
@@ -31,16 +51,21 @@ impl GpuBuffer {
     /// every allocation holds, is what the bounds check holds every index against (not the
     /// allocation's window slack past it). Never more than the allocation, whatever `len` says.
     pub fn bind(&self) -> Binding<'_> {
-        let len = (self.len as u64).next_multiple_of(4).min((self.buffer.size() - self.offset) / 4);
-        let size = (self.offset > 0).then_some(len * 4);
-        Binding { buffer: &self.buffer, offset: self.offset, size, len }
+        let room = match self.ring {
+            Some(r) => r.stride,
+            None => self.buffer.size() - self.offset,
+        };
+        let len = (self.len as u64).next_multiple_of(4).min(room / 4);
+        // A ring binds one slot's range; the dynamic offset moves it from slot to slot.
+        let size = (self.offset > 0 || self.ring.is_some()).then_some(len * 4);
+        Binding { buffer: &self.buffer, offset: self.offset, size, len, ring: self.ring }
     }
 
     /// Elements `start..start + len` of this buffer as a buffer of their own (sharing its memory),
     /// which launches bind from its first element; `start` must fall on a `VIEW_ALIGN` boundary.
     pub fn view(&self, start: usize, len: usize) -> crate::error::Result<GpuBuffer> {
         let offset = self.offset + (start as u64) * 4;
-        if !offset.is_multiple_of(VIEW_ALIGN) || start + len > self.len || len == 0 {
+        if !offset.is_multiple_of(VIEW_ALIGN) || start + len > self.len || len == 0 || self.ring.is_some() {
             return Err(crate::error::Error::Plan(format!(
                 "a view of elements {start}..{} of a buffer of {} (starts must be multiples of {} elements)",
                 start + len,
@@ -48,7 +73,7 @@ impl GpuBuffer {
                 VIEW_ALIGN / 4
             )));
         }
-        Ok(GpuBuffer { buffer: self.buffer.clone(), len, offset })
+        Ok(GpuBuffer { buffer: self.buffer.clone(), len, offset, ring: None })
     }
 
     /// The bind-group resource: the whole buffer, or a view's range.
@@ -72,12 +97,14 @@ pub struct Binding<'a> {
     pub(crate) offset: u64,
     pub(crate) size: Option<u64>,
     pub(crate) len: u64,
+    /// A step ring's slots: the launch binds it with a dynamic offset (`Slot::ReadPerStep`).
+    pub(crate) ring: Option<Ring>,
 }
 
 impl<'a> Binding<'a> {
     /// A placeholder for a binding the launch does not use: no element may be touched.
     pub(crate) fn unused(buffer: &'a wgpu::Buffer) -> Binding<'a> {
-        Binding { buffer, offset: 0, size: None, len: 0 }
+        Binding { buffer, offset: 0, size: None, len: 0, ring: None }
     }
 }
 
@@ -91,4 +118,18 @@ pub struct PendingRead {
         wgpu::SubmissionIndex,
         futures_intrusive::channel::shared::OneshotReceiver<std::result::Result<(), wgpu::BufferAsyncError>>,
     )>,
+}
+
+/// `data`'s chunks of `chunk` bytes laid `stride` bytes apart (zeros between), the last unpadded:
+/// one write fills several step slots.
+pub(crate) fn gather_slots(data: &[u8], chunk: usize, stride: usize) -> Vec<u8> {
+    if chunk == 0 || data.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(data.len() / chunk * stride);
+    for c in data.chunks(chunk) {
+        out.resize(out.len().next_multiple_of(stride.max(1)), 0);
+        out.extend_from_slice(c);
+    }
+    out
 }

@@ -31,6 +31,11 @@ pub fn groups_for(len: usize, per_group: u32) -> [u32; 3] {
 pub struct Dispatch {
     pub(crate) steps: Vec<Step>,
     uniform: wgpu::Buffer,
+    /// Bytes between the parameters' step slots (0: one slot, the launch's parameters are
+    /// fixed for the steps of a submit).
+    uniform_stride: u64,
+    /// Step slots every per-step binding of the launch holds (`usize::MAX` when it has none).
+    slots: usize,
     /// Elements subtracted from (a_offset, b_offset) when a matmul's parameters are rewritten:
     /// the uniform-window product reads its operands relative to their windows.
     pub(crate) window_base: [u32; 2],
@@ -45,6 +50,9 @@ pub struct Step {
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
+    /// Bytes per step slot of each binding with a dynamic offset, in binding order (empty for
+    /// a launch without them).
+    pub strides: Vec<u64>,
 }
 
 impl Dispatch {
@@ -55,29 +63,53 @@ impl Dispatch {
         bounds: BoundsCheck,
         params: &P,
     ) -> Dispatch {
-        Dispatch::new_models(steps, uniform, bounds, std::slice::from_ref(params))
+        Dispatch::new_models(steps, uniform, 0, usize::MAX, bounds, std::slice::from_ref(params))
     }
 
-    /// A launch over a batch of models, built with one parameter struct per model.
+    /// A launch over a batch of models, built with one parameter struct per model, whose
+    /// parameters (`uniform_stride` > 0) and step rings hold `slots` step slots.
     pub(crate) fn new_models<P: bytemuck::Pod>(
         steps: Vec<Step>,
         uniform: wgpu::Buffer,
+        uniform_stride: u64,
+        slots: usize,
         bounds: BoundsCheck,
         params: &[P],
     ) -> Dispatch {
-        Dispatch { steps, uniform, window_base: [0, 0], bounds, built: bytemuck::cast_slice(params).to_vec() }
+        Dispatch {
+            steps,
+            uniform,
+            uniform_stride,
+            slots,
+            window_base: [0, 0],
+            bounds,
+            built: bytemuck::cast_slice(params).to_vec(),
+        }
     }
 
     /// Records the launch into `pass` (a launch with an empty grid records nothing).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.record_slot(pass, 0);
+    }
+
+    /// Records the launch reading step slot `slot` of its per-step bindings (`slot` below
+    /// `slots`, checked by `submit_steps`).
+    fn record_slot(&self, pass: &mut wgpu::ComputePass<'_>, slot: usize) {
         for step in &self.steps {
             if step.groups.contains(&0) {
                 continue;
             }
+            // Strides and slots are multiples of 256 bytes inside buffers the device accepted.
+            let offsets: Vec<u32> = step.strides.iter().map(|s| (s * slot as u64) as u32).collect();
             pass.set_pipeline(&step.pipeline);
-            pass.set_bind_group(0, &step.bind_group, &[]);
+            pass.set_bind_group(0, &step.bind_group, &offsets);
             pass.dispatch_workgroups(step.groups[0], step.groups[1], step.groups[2]);
         }
+    }
+
+    /// Step slots the launch's per-step bindings hold (`usize::MAX` when it has none).
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
     /// The grid of the launch's last (main) kernel.
@@ -119,27 +151,39 @@ impl Dispatch {
         (self.bounds)(bytemuck::bytes_of(params))
     }
 
-    /// A copy that sets this launch's parameters inside a submit (`submit_steps`) to the
-    /// `P`-sized bytes at `src_offset` of `src`, which the caller has checked with `check`.
-    pub(crate) fn params_copy<'a, P: bytemuck::Pod>(&'a self, src: &'a GpuBuffer, src_offset: u64) -> StepCopy<'a> {
-        self.models_params_copy::<P>(src, src_offset, 1)
-    }
-
-    /// `params_copy` for a batched launch: the first `models` structs.
-    pub(crate) fn models_params_copy<'a, P: bytemuck::Pod>(
-        &'a self,
-        src: &'a GpuBuffer,
-        src_offset: u64,
-        models: usize,
-    ) -> StepCopy<'a> {
-        let size = (models * std::mem::size_of::<P>()) as u64;
-        StepCopy { src, src_offset, dst: &self.uniform, dst_offset: 0, size }
+    /// Writes the parameters steps `first`, `first + 1`, … of a many-steps submit read,
+    /// `per_slot` structs each (one per model, as `write_models`), in one queued write (lands
+    /// before the next submit). The caller has checked them with `check`.
+    pub(crate) fn write_slots<P: bytemuck::Pod>(
+        &self,
+        gpu: &Context,
+        first: usize,
+        params: &[P],
+        per_slot: usize,
+    ) -> Result<()> {
+        let slots = params.len().checked_div(per_slot).unwrap_or(0);
+        let chunk = per_slot * std::mem::size_of::<P>();
+        let one_slot = self.uniform_stride == 0;
+        if (one_slot && first + slots > 1)
+            || (!one_slot && (first + slots > self.slots || chunk as u64 > self.uniform_stride))
+        {
+            return Err(crate::error::Error::Plan(format!(
+                "parameters for step slots {first}..{} of a launch with {} slots",
+                first + slots,
+                if one_slot { 1 } else { self.slots }
+            )));
+        }
+        let bytes = super::buffer::gather_slots(bytemuck::cast_slice(params), chunk, self.uniform_stride as usize);
+        if !bytes.is_empty() {
+            gpu.queue.write_buffer(&self.uniform, first as u64 * self.uniform_stride, &bytes);
+        }
+        Ok(())
     }
 }
 
 /// A buffer-to-buffer copy recorded before a step's pass in `submit_steps`: unlike a queue write,
 /// which lands before the whole submit, it is ordered with the passes around it, so each step
-/// of a submit can read its own batch indices and parameters.
+/// of a submit can read its own batch (a streamed batch's rows, which no ring holds).
 pub struct StepCopy<'a> {
     pub src: &'a GpuBuffer,
     pub src_offset: u64,
@@ -148,25 +192,43 @@ pub struct StepCopy<'a> {
     pub size: u64,
 }
 
-/// One step of a many-steps submit: its copies, then its launches in one compute pass.
+/// One step of a many-steps submit: its copies, then its launches reading step slot `slot`.
 pub struct StepRecord<'a> {
     pub copies: Vec<StepCopy<'a>>,
+    pub slot: usize,
     pub dispatches: Vec<&'a Dispatch>,
 }
 
-/// Records every step (copies, then a pass) into one command buffer and submits it once: the
-/// host's cost of a submit is paid once for all of them.
+/// Records every step into one command buffer and submits it once: the host's cost of a submit
+/// is paid once for all of them. Steps without copies share one compute pass, each reading its
+/// own slot of the step rings; a step with copies starts a new pass after them.
 pub fn submit_steps(gpu: &Context, label: &str, steps: &[StepRecord]) -> Result<()> {
+    for step in steps {
+        if let Some(d) = step.dispatches.iter().find(|d| step.slot >= d.slots) {
+            return Err(crate::error::Error::Plan(format!(
+                "step slot {} of a launch with {} slots ({label})",
+                step.slot, d.slots
+            )));
+        }
+    }
     gpu.scoped(label, || {
         let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        for step in steps {
-            for c in &step.copies {
+        let mut steps = steps.iter().peekable();
+        while let Some(first) = steps.next() {
+            for c in &first.copies {
                 encoder.copy_buffer_to_buffer(&c.src.buffer, c.src.offset + c.src_offset, c.dst, c.dst_offset, c.size);
             }
             let mut pass =
                 encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
-            for d in &step.dispatches {
-                d.record(&mut pass);
+            let mut step = first;
+            loop {
+                for d in &step.dispatches {
+                    d.record_slot(&mut pass, step.slot);
+                }
+                match steps.peek() {
+                    Some(next) if next.copies.is_empty() => step = steps.next().expect("peeked"),
+                    _ => break,
+                }
             }
         }
         let start = std::time::Instant::now();

@@ -3,7 +3,9 @@
 
 use wgpu::util::DeviceExt;
 
-use super::buffer::{GpuBuffer, PendingRead, STORAGE, WINDOW_SLACK};
+use super::buffer::{
+    gather_slots, GpuBuffer, PendingRead, Ring, STEP_RING_BYTES, STEP_SLOTS, STORAGE, VIEW_ALIGN, WINDOW_SLACK,
+};
 use super::Context;
 use crate::error::{Error, Result};
 
@@ -41,7 +43,52 @@ impl Context {
                 mapped_at_creation: false,
             })
         })?;
-        Ok(GpuBuffer { buffer, len, offset: 0 })
+        Ok(GpuBuffer { buffer, len, offset: 0, ring: None })
+    }
+
+    /// A zero-filled step ring of `len` elements per slot: as many slots as `STEP_SLOTS` and
+    /// `STEP_RING_BYTES` allow (at least one), each starting on a `VIEW_ALIGN` boundary.
+    pub fn step_ring(&self, what: &str, len: usize) -> Result<GpuBuffer> {
+        let slot = self.check_size(what, len)?.next_multiple_of(VIEW_ALIGN);
+        let slots = (STEP_RING_BYTES / slot).clamp(1, STEP_SLOTS as u64);
+        let bytes = slots * slot;
+        if bytes > self.max_storage_bytes() {
+            return Err(Error::TooLargeForDevice { what: what.to_string(), bytes, limit: self.max_storage_bytes() });
+        }
+        let buffer = self.scoped(what, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(what),
+                size: bytes,
+                usage: STORAGE,
+                mapped_at_creation: false,
+            })
+        })?;
+        Ok(GpuBuffer { buffer, len, offset: 0, ring: Some(Ring { stride: slot, slots: slots as usize }) })
+    }
+
+    /// Writes `data`, `per_slot` elements to a slot, into the slots of the step ring `dst` from
+    /// slot `first` on, in one queued write (like `write`): what those steps of the next
+    /// many-steps submit read.
+    pub fn write_slots<T: bytemuck::Pod>(
+        &self,
+        dst: &GpuBuffer,
+        first: usize,
+        data: &[T],
+        per_slot: usize,
+    ) -> Result<()> {
+        let ring = dst.ring.unwrap_or(Ring { stride: (dst.len * 4) as u64, slots: 1 });
+        let bytes = gather_slots(bytemuck::cast_slice(data), per_slot * std::mem::size_of::<T>(), ring.stride as usize);
+        let slots = data.len().checked_div(per_slot).unwrap_or(0);
+        if per_slot * std::mem::size_of::<T>() > dst.len * 4 || first + slots > ring.slots {
+            return Err(Error::Plan(format!(
+                "a write of {slots} slots of {per_slot} elements from slot {first} to a ring of {} slots of {} elements",
+                ring.slots, dst.len
+            )));
+        }
+        if !bytes.is_empty() {
+            self.queue.write_buffer(&dst.buffer, dst.offset + first as u64 * ring.stride, &bytes);
+        }
+        Ok(())
     }
 
     /// A storage buffer holding `data`.
@@ -58,7 +105,7 @@ impl Context {
                 usage: STORAGE,
             })
         })?;
-        Ok(GpuBuffer { buffer, len: data.len(), offset: 0 })
+        Ok(GpuBuffer { buffer, len: data.len(), offset: 0, ring: None })
     }
 
     /// A uniform buffer holding one parameter struct; rewritten with `queue.write_buffer` when it
@@ -78,6 +125,26 @@ impl Context {
                 self.storage(what, len.next_power_of_two().min(limit).max(len))
             }
         }
+    }
+
+    /// A launch's parameter buffer of `slots` step slots `stride` bytes apart, each bound as
+    /// `binding` bytes from its start, with `first` at slot 0 (the rest zeros).
+    pub(crate) fn parameter_ring(
+        &self,
+        what: &str,
+        first: &[u8],
+        stride: u64,
+        slots: u64,
+        binding: u64,
+    ) -> wgpu::Buffer {
+        let size = ((slots - 1) * stride + binding).max(first.len() as u64);
+        let mut contents = vec![0u8; size as usize];
+        contents[..first.len()].copy_from_slice(first);
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(what),
+            contents: &contents,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        })
     }
 
     /// A parameter buffer holding `values` in order (one struct per model of a batched launch).

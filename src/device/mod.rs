@@ -9,7 +9,7 @@ pub mod pipeline;
 pub mod shaders;
 pub mod timing;
 
-pub use buffer::{Binding, GpuBuffer, PendingRead, VIEW_ALIGN};
+pub use buffer::{Binding, GpuBuffer, PendingRead, Ring, STEP_SLOTS, VIEW_ALIGN};
 pub use context::{
     describe_adapter, list_adapters, scoped, Context, ADAPTER_ENV, LLVMPIPE_LOOP_BUDGET, NO_ADAPTER_HINT,
 };

@@ -2,17 +2,23 @@
 //! unchecked shader modules) with its safety contract, and `Family`, a WGSL file's compiled
 //! entry points.
 
+use super::buffer::STEP_SLOTS;
 use super::context::scoped;
 use super::dispatch::{Dispatch, Step};
-use super::{shaders, Binding, Context, GpuBuffer};
+use super::{shaders, Binding, Context, GpuBuffer, VIEW_ALIGN};
 use crate::error::{Error, Result};
 
 /// What a binding holds.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
     Read,
     ReadWrite,
     Uniform,
+    /// Read-only storage bound with a dynamic offset: a step ring (`Context::step_ring`), or as
+    /// the last binding the launch's parameters, one struct per step slot.
+    ReadPerStep,
+    /// The launch's parameters with a dynamic offset: one struct (or one per model) per step slot.
+    UniformPerStep,
     /// A sampled rgba32float texture read with `textureLoad`.
     Texture,
     /// A write-only rgba32float storage texture.
@@ -22,12 +28,22 @@ pub enum Slot {
 /// The texel format of packed operands: four f32 per texel.
 pub const PACKED_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
 
+impl Slot {
+    /// Whether the binding takes a dynamic offset per step.
+    pub fn per_step(self) -> bool {
+        matches!(self, Slot::ReadPerStep | Slot::UniformPerStep)
+    }
+}
+
 fn binding_type(slot: Slot) -> wgpu::BindingType {
-    let buffer = |ty| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
+    let buffer = |ty, has_dynamic_offset| wgpu::BindingType::Buffer { ty, has_dynamic_offset, min_binding_size: None };
+    let read = wgpu::BufferBindingType::Storage { read_only: true };
     match slot {
-        Slot::Read => buffer(wgpu::BufferBindingType::Storage { read_only: true }),
-        Slot::ReadWrite => buffer(wgpu::BufferBindingType::Storage { read_only: false }),
-        Slot::Uniform => buffer(wgpu::BufferBindingType::Uniform),
+        Slot::Read => buffer(read, false),
+        Slot::ReadPerStep => buffer(read, true),
+        Slot::ReadWrite => buffer(wgpu::BufferBindingType::Storage { read_only: false }, false),
+        Slot::Uniform => buffer(wgpu::BufferBindingType::Uniform, false),
+        Slot::UniformPerStep => buffer(wgpu::BufferBindingType::Uniform, true),
         Slot::Texture => wgpu::BindingType::Texture {
             sample_type: wgpu::TextureSampleType::Float { filterable: false },
             view_dimension: wgpu::TextureViewDimension::D2,
@@ -88,7 +104,10 @@ pub fn shader_checks() -> bool {
 ///   only when each operand's last value plus the kernel's vec4 over-read (`WINDOW_OVERREAD`)
 ///   lies inside its 16,384-float window (`window_fits`) and the buffer holds the whole 64 KiB
 ///   window from its aligned start (checked in `Gpu::matmul`); packed textures are made for the
-///   launch's m, n, k; wgpu itself validates every binding's size.
+///   launch's m, n, k; wgpu itself validates every binding's size. A step ring
+///   (`Context::step_ring`) binds one slot's range, which the extents are held against, and
+///   each step's dynamic offset moves that range to a whole slot inside the ring (wgpu checks
+///   offset + range against the buffer at every `set_bind_group`).
 /// - **Indices that are data, not parameters**, are clamped in the kernel: gathered row
 ///   numbers below `src_rows` (data.wgsl), the small-MLP schedule's rows below `rows`, the
 ///   optimizer's group indices below `MAX_GROUPS` (optim.wgsl), labels below `cols`
@@ -215,6 +234,8 @@ pub type Extents<E, P> = fn(E, &P) -> Result<Vec<u64>>;
 /// pipeline per entry point.
 pub struct Family<E: Entry> {
     pub layout: wgpu::BindGroupLayout,
+    /// What each binding holds, in binding order.
+    slots: Vec<Slot>,
     pub(crate) module: wgpu::ShaderModule,
     pipelines: Specialized,
     _entries: std::marker::PhantomData<E>,
@@ -224,6 +245,7 @@ impl<E: Entry> Clone for Family<E> {
     fn clone(&self) -> Self {
         Family {
             layout: self.layout.clone(),
+            slots: self.slots.clone(),
             module: self.module.clone(),
             pipelines: self.pipelines.clone(),
             _entries: std::marker::PhantomData,
@@ -246,8 +268,9 @@ impl<E: Entry> Family<E> {
         scoped(device, &format!("compiling {file}"), || {
             let module = module(device, file, src);
             let layout = layout_at(device, file, slots);
+            let slots = slots.iter().map(|&(_, s)| s).collect();
             let family =
-                Family { layout, module, pipelines: Specialized::default(), _entries: std::marker::PhantomData };
+                Family { layout, slots, module, pipelines: Specialized::default(), _entries: std::marker::PhantomData };
             for &entry in eager {
                 family.pipeline(device, entry, &[]);
             }
@@ -275,11 +298,32 @@ impl<E: Entry> Family<E> {
         params: &P,
         groups: [u32; 3],
     ) -> Result<Dispatch> {
-        self.dispatch_models(gpu, entry, constants, buffers, extents, std::slice::from_ref(params), groups)
+        self.dispatch_models(gpu, entry, constants, buffers, extents, std::slice::from_ref(params), 1, false, groups)
+    }
+
+    /// `dispatch` for a launch whose parameters change from step to step (a learning rate, a
+    /// blend): in a family that binds them per step, they get a slot per step
+    /// (`Dispatch::write_slot`); elsewhere this is `dispatch`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn dispatch_per_step<P: bytemuck::Pod + Send + Sync>(
+        &self,
+        gpu: &Context,
+        entry: E,
+        constants: &Constants,
+        buffers: &[Binding],
+        extents: Extents<E, P>,
+        params: &P,
+        groups: [u32; 3],
+    ) -> Result<Dispatch> {
+        self.dispatch_models(gpu, entry, constants, buffers, extents, std::slice::from_ref(params), 1, true, groups)
     }
 
     /// `dispatch` for a launch over a batch of models whose last binding holds one parameter
-    /// struct per model (an array the kernel indexes by its model); each is checked.
+    /// struct per model (an array of `array_len` the kernel indexes by its model, zeros past
+    /// `params`); each is checked. With `per_step`, in a family whose parameters are bound per
+    /// step (`Slot::UniformPerStep`, or `Slot::ReadPerStep` last), the buffer holds
+    /// `STEP_SLOTS` slots, one per step of a many-steps submit (`Dispatch::write_slot`); a
+    /// launch whose parameters stay put binds its one slot at offset 0 in every step.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn dispatch_models<P: bytemuck::Pod + Send + Sync>(
         &self,
@@ -289,31 +333,75 @@ impl<E: Entry> Family<E> {
         buffers: &[Binding],
         extents: Extents<E, P>,
         params: &[P],
+        array_len: usize,
+        per_step: bool,
         groups: [u32; 3],
     ) -> Result<Dispatch> {
-        if params.is_empty() {
-            return Err(Error::Plan(format!("{}: a launch needs parameters", entry.name())));
+        let name = entry.name();
+        if params.is_empty() || params.len() > array_len.max(1) {
+            return Err(Error::Plan(format!("{name}: a launch needs 1 to {} parameter structs", array_len.max(1))));
+        }
+        if buffers.len() + 1 != self.slots.len() {
+            return Err(Error::Plan(format!("{name}: {} buffers for {} bindings", buffers.len(), self.slots.len())));
+        }
+        // The dynamic offsets' strides, in binding order: a step ring's, then the parameters'.
+        let mut strides = Vec::new();
+        let mut slots = usize::MAX;
+        for (i, (b, slot)) in buffers.iter().zip(&self.slots).enumerate() {
+            match (slot.per_step(), b.ring) {
+                (true, Some(ring)) => {
+                    strides.push(ring.stride);
+                    slots = slots.min(ring.slots);
+                }
+                (true, None) => strides.push(0),
+                (false, Some(_)) => {
+                    return Err(Error::Plan(format!("{name}: binding {i} is a step ring but takes no offset per step")))
+                }
+                (false, None) => {}
+            }
+        }
+        let bound_per_step = self.slots.last().is_some_and(|s| s.per_step());
+        let per_step = per_step && bound_per_step;
+        let used = std::mem::size_of_val(params) as u64;
+        let uniform_stride = if per_step { used.next_multiple_of(VIEW_ALIGN) } else { 0 };
+        if bound_per_step {
+            strides.push(uniform_stride);
+        }
+        if per_step {
+            slots = slots.min(STEP_SLOTS);
         }
         let bounds = Bounds::new(entry, buffers, extents);
         for p in params {
             bounds.check(p)?;
         }
-        let name = entry.name();
         gpu.scoped(name, || {
             let pipeline = self.pipeline(&gpu.device, entry, constants);
-            let uniform = gpu.uniform_slice(name, params);
+            // Slot j's structs start at j·stride; each slot's binding spans the whole array, so
+            // slots overlap past their own structs, which no workgroup reads (zeros).
+            let array_bytes = (array_len.max(params.len()) * std::mem::size_of::<P>()) as u64;
+            let ring_slots = if per_step { STEP_SLOTS as u64 } else { 1 };
+            let uniform =
+                gpu.parameter_ring(name, bytemuck::cast_slice(params), uniform_stride, ring_slots, array_bytes);
             let mut entries: Vec<wgpu::BindGroupEntry> = buffers
                 .iter()
                 .enumerate()
                 .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: GpuBuffer::resource(b) })
                 .collect();
-            entries.push(wgpu::BindGroupEntry { binding: buffers.len() as u32, resource: uniform.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry {
+                binding: buffers.len() as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &uniform,
+                    offset: 0,
+                    size: std::num::NonZeroU64::new(array_bytes),
+                }),
+            });
             let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(name),
                 layout: &self.layout,
                 entries: &entries,
             });
-            Dispatch::new_models(vec![Step { pipeline, bind_group, groups }], uniform, bounds.erase(), params)
+            let step = Step { pipeline, bind_group, groups, strides };
+            Dispatch::new_models(vec![step], uniform, uniform_stride, slots, bounds.erase(), params)
         })
     }
 }

@@ -17,15 +17,15 @@ use std::sync::Arc;
 
 use super::network::{check_batch, BadStep, Totals};
 use crate::data::Dataset;
-use crate::device::{submit_steps, Dispatch, GpuBuffer, StepCopy, StepRecord, VIEW_ALIGN};
+use crate::device::{submit_steps, Dispatch, GpuBuffer, StepRecord, VIEW_ALIGN};
 use crate::error::{Error, Result};
 use crate::kernels::optim::{GpuOptimizer, OptimizerModel, OPT_MODELS_PER_LAUNCH};
 use crate::kernels::small_net::{SMALL_NET_MAX_MODELS, SMALL_NET_TOTALS_STRIDE};
+use crate::kernels::SmallNetParams;
 use crate::kernels::{
     Gpu, SmallNet, SmallNetBuffers, TOTALS_LEN, TOTAL_BAD_LOSS, TOTAL_CORRECT, TOTAL_COUNT, TOTAL_FIRST_BAD,
     TOTAL_LOSS_SUM, TOTAL_STEP_LOSS,
 };
-use crate::kernels::{OptParams, SmallNetParams};
 use crate::optim::{OptimizerSetup, ParamGroups};
 use crate::spec::{Loss, Model, NormState};
 
@@ -94,11 +94,9 @@ pub struct BatchedNetworks {
     totals_from_step: usize,
     /// Every model's batch rows of the coming step, model-major, `max_rows` apart.
     index_words: Vec<u32>,
-    /// A batch norm's blend changes every step (momentum "none"): each step copies in its own
+    /// A batch norm's blend changes every step (momentum "none"): each step writes its own
     /// launch parameters.
     blend_changes: bool,
-    /// What `train_steps` uploads: each step's batch rows and optimizer numbers (kept between submits).
-    staging: Option<GpuBuffer>,
 }
 
 impl BatchedNetworks {
@@ -145,7 +143,7 @@ impl BatchedNetworks {
             g.storage("batched fused-step values", total(layout.values_len)?)?
         };
         let totals = g.storage("batched loss totals", total(SMALL_NET_TOTALS_STRIDE)?)?;
-        let indices = g.storage("batched batch indices", total(max_rows)?)?;
+        let indices = g.step_ring("batched batch indices", total(max_rows)?)?;
         // Models whose optimizers share a kernel, flags and group table share one launch, at
         // most 64 (optim.wgsl's uniform array) and as many as their state buffer fits.
         let limit = (g.max_storage_bytes() / 4) as usize;
@@ -203,7 +201,6 @@ impl BatchedNetworks {
             totals_from_step: 0,
             index_words: vec![0; n * max_rows],
             blend_changes,
-            staging: None,
         })
     }
 
@@ -288,9 +285,10 @@ impl BatchedNetworks {
     }
 
     /// Several steps in one submit, step s giving model k the rows `steps[s][k]` (every batch of
-    /// the submit of one size), as `train_step` would run them one by one: the steps' batch rows
-    /// and optimizer numbers are uploaded once, and copies in the same command buffer put each
-    /// step's share where its launches read it (as `GpuNetwork`'s many-steps submit does).
+    /// the submit of one size), as `train_step` would run them one by one: each step's batch
+    /// rows and optimizer numbers are written to its own slot of the launches' step rings
+    /// before the submit, and the steps follow one another in one compute pass (as
+    /// `GpuNetwork`'s many-steps submit does; slot 0 is left to a lone step there, and here too).
     pub fn train_steps(&mut self, steps: &[&[&[u32]]]) -> Result<()> {
         let Some(first) = steps.first() else { return Ok(()) };
         let rows = first.first().map_or(0, |b| b.len());
@@ -308,79 +306,55 @@ impl BatchedNetworks {
                 check_batch(b, self.train_rows, self.max_rows)?;
             }
         }
-        // The staging buffer must fit the device's largest binding: split a submit that would not.
-        let opt_words: usize =
-            self.optimizers.iter().map(|(o, _)| o.models() * std::mem::size_of::<OptParams>() / 4).sum();
-        let launch_words = if self.blend_changes { std::mem::size_of::<SmallNetParams>() / 4 } else { 0 };
-        let step_words = self.index_words.len() + opt_words + launch_words;
-        let fit = ((self.gpu.max_storage_bytes() / 4) as usize / step_words).max(1);
+        self.launch_for(rows)?;
+        // Slots 1.. hold the steps (slot 0 too where a ring has only one): split a submit that
+        // would not fit.
+        let slots = self.step_slots();
+        let base = usize::from(slots > 1);
+        let fit = slots - base;
         if fit < steps.len() {
             return steps.chunks(fit).try_for_each(|chunk| self.train_steps(chunk));
         }
-        self.launch_for(rows)?;
-
-        // Per step: every model's batch rows (model-major, `max_rows` apart), then per
-        // optimizer launch its models' numbers.
-        let mut words: Vec<u32> = Vec::with_capacity(steps.len() * step_words);
-        let mut last: Vec<Vec<OptParams>> = Vec::new();
-        for (j, batches) in steps.iter().enumerate() {
+        // Each step's numbers, gathered per launch and written in one go.
+        let launch = &self.launch.as_ref().expect("built above").0;
+        let mut indices = Vec::with_capacity(steps.len() * self.index_words.len());
+        for batches in steps {
             for (k, b) in batches.iter().enumerate() {
                 self.index_words[k * self.max_rows..k * self.max_rows + rows].copy_from_slice(b);
             }
-            words.extend_from_slice(&self.index_words);
-            if self.blend_changes {
-                let p = self.step_params(rows, self.steps + j);
-                self.launch.as_ref().expect("built above").0.check(&p)?;
-                words.extend_from_slice(bytemuck::cast_slice(std::slice::from_ref(&p)));
-            }
-            let step = (self.steps + j) as u32;
-            last.clear();
-            for (opt, ks) in &self.optimizers {
-                let factors: Vec<f64> = ks.iter().map(|&k| self.setups[k].schedule.factor(step)).collect();
-                let params = opt.models_params(step + 1, &factors)?;
-                words.extend_from_slice(bytemuck::cast_slice(&params));
-                last.push(params);
-            }
+            indices.extend_from_slice(&self.index_words);
         }
-        let staging = self.gpu.reuse_or_grow(self.staging.take(), "batched steps staging", words.len())?;
-        self.gpu.write(&staging, &words);
-        let Some((launch, _)) = &self.launch else {
-            return Err(Error::Plan("the batched launch was not built".into()));
-        };
+        self.gpu.write_slots(&self.indices, base, &indices, self.index_words.len())?;
+        let params: Vec<SmallNetParams> = (0..steps.len()).map(|j| self.step_params(rows, self.steps + j)).collect();
+        params.iter().try_for_each(|p| launch.check(p))?;
+        launch.write_slots(&self.gpu, base, &params, 1)?;
+        for (opt, ks) in &self.optimizers {
+            let mut all = Vec::with_capacity(steps.len() * ks.len());
+            for j in 0..steps.len() {
+                let step = (self.steps + j) as u32;
+                let factors: Vec<f64> = ks.iter().map(|&k| self.setups[k].schedule.factor(step)).collect();
+                all.extend(opt.models_params(step + 1, &factors)?);
+            }
+            opt.update_launch().write_slots(&self.gpu, base, &all, ks.len())?;
+        }
         let records: Vec<StepRecord> = (0..steps.len())
-            .map(|j| {
-                let mut at = (j * step_words * 4) as u64;
-                let index_bytes = (self.index_words.len() * 4) as u64;
-                let mut copies = vec![StepCopy {
-                    src: &staging,
-                    src_offset: at,
-                    dst: &self.indices.buffer,
-                    dst_offset: self.indices.offset,
-                    size: index_bytes,
-                }];
-                at += index_bytes;
-                if self.blend_changes {
-                    copies.push(launch.params_copy::<SmallNetParams>(&staging, at));
-                    at += std::mem::size_of::<SmallNetParams>() as u64;
-                }
-                for (opt, _) in &self.optimizers {
-                    copies.push(opt.update_launch().models_params_copy::<OptParams>(&staging, at, opt.models()));
-                    at += (opt.models() * std::mem::size_of::<OptParams>()) as u64;
-                }
-                let mut dispatches = vec![launch];
-                dispatches.extend(self.optimizers.iter().flat_map(|(o, _)| o.dispatches()));
-                StepRecord { copies, dispatches }
-            })
+            .map(|j| StepRecord { copies: Vec::new(), slot: base + j, dispatches: self.step_dispatches() })
             .collect();
         submit_steps(&self.gpu, "batched training steps", &records)?;
-        drop(records);
-        self.staging = Some(staging);
-        // The update launches now hold the last step's numbers.
-        for ((opt, _), params) in self.optimizers.iter_mut().zip(last) {
-            opt.mark_written_models(params);
-        }
         self.steps += steps.len();
         Ok(())
+    }
+
+    /// The launches of one step: the forward-backward launch of every model, then the updates.
+    fn step_dispatches(&self) -> Vec<&Dispatch> {
+        let mut dispatches: Vec<&Dispatch> = self.launch.iter().map(|(d, _)| d).collect();
+        dispatches.extend(self.optimizers.iter().flat_map(|(o, _)| o.dispatches()));
+        dispatches
+    }
+
+    /// Step slots every launch of a step holds: the fewest of its launches' rings.
+    fn step_slots(&self) -> usize {
+        self.step_dispatches().iter().map(|d| d.slots()).min().unwrap_or(1).min(crate::device::STEP_SLOTS)
     }
 
     /// Optimizer launches a step makes: one per kind of optimizer in the batch (and per 64 models

@@ -237,7 +237,7 @@ impl GpuNetwork {
         let optimizer = GpuOptimizer::new(g, &params_buf, &grads, &setup.optimizer, groups, setup.clip_grad_norm)?;
         let batch_x = g.storage("batch input", max_rows * model.inputs)?;
         let batch_labels = g.storage("batch labels", max_rows)?;
-        let indices = g.storage("batch indices", max_rows)?;
+        let indices = g.step_ring("batch indices", max_rows)?;
         let row_stats = g.storage("per-row loss", 2 * max_rows)?;
         let totals = g.storage("loss totals", TOTALS_LEN)?;
         let stage_buffers =

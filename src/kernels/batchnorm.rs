@@ -170,14 +170,19 @@ impl Gpu {
         self.check_loops(&format!("{} over {} rows", entry.name(), p.rows), p.loop_iterations(entry))?;
         let dy = dy.map_or(self.kernels.none_read(), |b| b.bind());
         let out = out.map_or(self.kernels.none_write(), |b| b.bind());
-        self.kernels.batchnorm.dispatch(
-            self,
-            entry,
-            &p.constants(),
-            &[x.bind(), dy, params.bind(), running.bind(), stats.bind(), out, grads.bind()],
-            extents,
-            &p,
-            p.grid(entry),
-        )
+        let bound = [x.bind(), dy, params.bind(), running.bind(), stats.bind(), out, grads.bind()];
+        // The statistics' running-average blend changes over the first batches (momentum "none").
+        if entry == BnEntry::Stats {
+            return self.kernels.batchnorm.dispatch_per_step(
+                self,
+                entry,
+                &p.constants(),
+                &bound,
+                extents,
+                &p,
+                p.grid(entry),
+            );
+        }
+        self.kernels.batchnorm.dispatch(self, entry, &p.constants(), &bound, extents, &p, p.grid(entry))
     }
 }

@@ -103,16 +103,22 @@ impl Kernels {
             )?,
             activation: Family::new(device, &[Read, Read, ReadWrite, Uniform], ActEntry::ALL)?,
             loss: Family::new(device, &[Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, Uniform], LossEntry::ALL)?,
-            optim: Family::new(device, &[ReadWrite, Read, ReadWrite, Read, ReadWrite, Uniform], OptEntry::ALL)?,
-            data: Family::new(device, &[Read, Read, Read, ReadWrite, ReadWrite, Uniform], DataEntry::ALL)?,
+            // The optimizer's numbers and a batch norm's blend change from step to step, and so do the
+            // batch's indices: bound per step, so a many-steps submit needs no copies between steps.
+            optim: Family::new(device, &[ReadWrite, Read, ReadWrite, Read, ReadWrite, UniformPerStep], OptEntry::ALL)?,
+            data: Family::new(device, &[Read, Read, ReadPerStep, ReadWrite, ReadWrite, Uniform], DataEntry::ALL)?,
             batchnorm: Family::new(
                 device,
-                &[Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Uniform],
+                &[Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, UniformPerStep],
                 BnEntry::ALL,
             )?,
             hvp: Family::new(device, &[Read, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, Uniform], &[])?,
             small_mlp: Family::new(device, &[ReadWrite, ReadWrite, Read, Read, Read, ReadWrite, Uniform], &[])?,
-            small_net: Family::new(device, &[Read, ReadWrite, ReadWrite, ReadWrite, Read, Read, Read, Read], &[])?,
+            small_net: Family::new(
+                device,
+                &[Read, ReadWrite, ReadWrite, ReadWrite, Read, Read, ReadPerStep, ReadPerStep],
+                &[],
+            )?,
             unused_read: placeholder("unused (read)"),
             unused_write: placeholder("unused (write)"),
         })

@@ -241,15 +241,16 @@ impl Gpu {
         let constants = params[0].constants();
         // optim.wgsl's `models` is a fixed-size uniform array: the rest of it is zeros (len 0),
         // which no workgroup reads (the grid's z is the number of models).
-        let mut padded = params.to_vec();
-        padded.resize(OPT_MODELS_PER_LAUNCH, OptParams::default());
         self.kernels.optim.dispatch_models(
             self,
             entry,
             &constants,
             &[param.bind(), grad.bind(), state.bind(), block_group.bind(), clip.bind()],
             extents,
-            &padded,
+            params,
+            OPT_MODELS_PER_LAUNCH,
+            // The update's step number and learning rate change every step; the norm's inputs not.
+            !matches!(entry, OptEntry::GradNormPartial | OptEntry::GradNormFinish),
             groups,
         )
     }
@@ -422,14 +423,10 @@ impl GpuOptimizer {
         self.model_params(0, step, lr_factor)
     }
 
-    /// The update launch, whose parameters `prepare` writes (or a many-steps submit copies).
+    /// The update launch, whose parameters `prepare` writes (or a many-steps submit writes per
+    /// step slot).
     pub(crate) fn update_launch(&self) -> &Dispatch {
         &self.update
-    }
-
-    /// Records that the update's parameters now hold `params` (a many-steps submit copied them).
-    pub(crate) fn mark_written(&mut self, params: OptParams) {
-        self.written = Some(vec![params]);
     }
 
     /// Every model's numbers for step `step` with model k's schedule factor `lr_factors[k]`,
@@ -443,11 +440,6 @@ impl GpuOptimizer {
             )));
         }
         Ok(lr_factors.iter().enumerate().map(|(k, &f)| self.model_params(k, step, f)).collect())
-    }
-
-    /// Records that the update's parameters now hold `params`, one per model.
-    pub(crate) fn mark_written_models(&mut self, params: Vec<OptParams>) {
-        self.written = Some(params);
     }
 
     /// Writes step `step`'s numbers (1-based) with the schedule's `lr_factor`, for every model.

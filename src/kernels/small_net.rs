@@ -551,6 +551,7 @@ impl Gpu {
         let bound =
             [b.params.bind(), b.grads.bind(), b.values.bind(), b.totals.bind(), b.x.bind(), b.labels.bind(), indices];
         let (entry, constants, grid) = self.small_net_launch(p);
-        self.kernels.small_net.dispatch(self, entry, &constants, &bound, extents, p, grid)
+        // A batch norm's blend may change from step to step; the indices do.
+        self.kernels.small_net.dispatch_per_step(self, entry, &constants, &bound, extents, p, grid)
     }
 }

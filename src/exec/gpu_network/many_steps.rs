@@ -1,19 +1,16 @@
-//! Many training steps in one submit. The steps' batches (indices into the resident set, or the
-//! rows themselves when the set is streamed) and the parameters that change from step to step
-//! (the optimizer's step number and learning rate, a batch norm's blend over its first batches)
-//! are uploaded once; before each step's pass, copies in the same command buffer put that
-//! step's share where the launches read it. A queue write could not do this: it lands before
-//! the whole submit. The launches themselves are the ones `step` records.
+//! Many training steps in one submit. What changes from step to step (the batch's indices
+//! into the resident set, the optimizer's step number and learning rate, a batch norm's blend
+//! over its first batches) is written before the submit into step slots 1, 2, … of the
+//! launches' step rings (`Context::step_ring`, per-step parameters), which each step binds at
+//! its own dynamic offset: the steps follow one another in one compute pass, nothing copied
+//! between them. Slot 0 stays what a lone step (`step`) writes and reads. A streamed set's
+//! rows, which no ring holds, are copied in before each step's pass instead. The launches
+//! themselves are the ones `step` records.
 
 use super::small_net::SmallNetStep;
 use super::*;
 use crate::device::{submit_steps, StepCopy, StepRecord};
 use crate::kernels::{BnParams, OptParams, SmallNetParams};
-
-/// Words of a `P` (every parameter struct is a whole number of 4-byte words).
-fn words_of<P: bytemuck::Pod>(p: &P) -> &[u32] {
-    bytemuck::cast_slice(bytemuck::bytes_of(p))
-}
 
 impl GpuNetwork {
     /// `batches`, all of one size, as `step` would run them one by one, in one submit.
@@ -26,137 +23,115 @@ impl GpuNetwork {
             super::super::network::check_batch(b, self.train_rows, self.max_rows)?;
         }
         super::super::network::check_batch_norm_rows(&self.model, rows, 1)?;
-        // The staging buffer holds every step's share: split a submit that would not fit in one
-        // buffer, and take the steps one by one where not even two fit.
-        let input_words = if self.streamed.is_some() { rows * (self.model.inputs + 1) } else { rows };
-        let param_words = (std::mem::size_of::<OptParams>()
-            + self.norm_launches.len() * std::mem::size_of::<BnParams>()
-            + std::mem::size_of::<SmallNetParams>())
-            / 4;
-        let fit = (self.gpu.max_storage_bytes() / 4) as usize / (input_words + param_words);
+        self.resize(rows)?;
+        // Slots 1.. hold the steps (slot 0 is a lone step's): split a submit that would not fit,
+        // and take the steps one by one where not even two fit.
+        let fit = self.step_slots() - 1;
         if fit < batches.len() {
             if fit < 2 {
                 return batches.iter().try_for_each(|b| self.step(b, None));
             }
             return batches.chunks(fit).try_for_each(|chunk| self.steps_in_one_submit(chunk));
         }
-        self.resize(rows)?;
-
-        // Everything the steps need, in one upload: inputs, then per step its optimizer and
-        // batch-norm parameters.
+        // A streamed set's rows go through a staging buffer, copied in before each step.
         let mut words: Vec<u32> = Vec::new();
         let inputs = self.stage_inputs(batches, &mut words);
-        let (first, count) = (self.steps, batches.len());
-        let opt_at = words.len();
-        let mut last_opt = OptParams::default();
-        for j in 0..count {
-            let k = first + j;
-            last_opt = self.optimizer.step_params(k as u32 + 1, self.setup.schedule.factor(k as u32));
-            words.extend_from_slice(words_of(&last_opt));
+        let staging = match inputs {
+            Some(_) => Some(self.gpu.reuse_or_grow(self.step_staging.take(), "many-steps staging", words.len())?),
+            None => None,
+        };
+        if let Some(staging) = &staging {
+            self.gpu.write(staging, &words);
         }
+        let first = self.steps;
+        // Each step's numbers, gathered per launch and written in one go.
+        if inputs.is_none() {
+            let indices: Vec<u32> = batches.iter().flat_map(|b| b.iter().copied()).collect();
+            self.gpu.write_slots(&self.indices, 1, &indices, rows)?;
+        }
+        let opt: Vec<OptParams> = (first..first + batches.len())
+            .map(|k| self.optimizer.step_params(k as u32 + 1, self.setup.schedule.factor(k as u32)))
+            .collect();
+        self.optimizer.update_launch().write_slots(&self.gpu, 1, &opt, 1)?;
         // The per-op batch norms' blends, when those launches run (the fused step keeps its own).
-        let norm_launches = if self.fused_step_runs() { Vec::new() } else { self.norm_launches.clone() };
-        let norm_at = words.len();
-        let mut last_norm: Vec<BnParams> = Vec::new();
-        for j in 0..count {
-            last_norm.clear();
-            for &(launch, k) in &norm_launches {
+        if !self.fused_step_runs() {
+            for &(launch, n) in &self.norm_launches {
                 let l = &self.forward[launch];
                 let Shape::BatchNorm(p, _) = &l.shape else {
                     return Err(Error::Plan("a batch-norm statistics launch without batch-norm parameters".into()));
                 };
-                let blended = p.training(self.model.norms[k].momentum.factor(self.batches_tracked[k] + j as u64 + 1));
+                let momentum = self.model.norms[n].momentum;
+                let blends: Vec<BnParams> = (0..batches.len() as u64)
+                    .map(|j| p.training(momentum.factor(self.batches_tracked[n] + j + 1)))
+                    .collect();
                 // Only the blend differs from what the launch was checked with; check anyway.
-                l.dispatch.check(&blended)?;
-                words.extend_from_slice(words_of(&blended));
-                last_norm.push(blended);
+                blends.iter().try_for_each(|b| l.dispatch.check(b))?;
+                l.dispatch.write_slots(&self.gpu, 1, &blends, 1)?;
             }
         }
-        // The fused step's parameters per step, when a batch norm's blend changes every step.
-        let fused_at = words.len();
-        let fused_blend = self.small_net.as_ref().filter(|s| s.blend_changes && s.launch.is_some());
-        if let Some(step) = fused_blend {
-            for j in 0..count {
-                let p = self.small_net_params(&step.layout, j as u64);
-                step.launch.as_ref().expect("filtered above").check(&p)?;
-                words.extend_from_slice(words_of(&p));
-            }
+        if let Some(SmallNetStep { layout, launch: Some(d), .. }) = &self.small_net {
+            // The same each step unless a batch norm's blend changes.
+            let params: Vec<SmallNetParams> =
+                (0..batches.len() as u64).map(|j| self.small_net_params(layout, j)).collect();
+            params.iter().try_for_each(|p| d.check(p))?;
+            d.write_slots(&self.gpu, 1, &params, 1)?;
         }
-        let staging = self.gpu.reuse_or_grow(self.step_staging.take(), "many-steps staging", words.len())?;
-        self.gpu.write(&staging, &words);
 
-        let opt_size = std::mem::size_of::<OptParams>() as u64;
-        let norm_size = std::mem::size_of::<BnParams>() as u64;
-        let records: Vec<StepRecord> = (0..count)
+        let records: Vec<StepRecord> = (0..batches.len())
             .map(|j| {
-                let mut copies = inputs.copies(self, &staging, j);
-                let opt_offset = (opt_at * 4) as u64 + j as u64 * opt_size;
-                copies.push(self.optimizer.update_launch().params_copy::<OptParams>(&staging, opt_offset));
-                for (n, &(launch, _)) in norm_launches.iter().enumerate() {
-                    let offset = (norm_at * 4) as u64 + (j * norm_launches.len() + n) as u64 * norm_size;
-                    copies.push(self.forward[launch].dispatch.params_copy::<BnParams>(&staging, offset));
-                }
-                if let Some(SmallNetStep { launch: Some(d), .. }) = fused_blend {
-                    let offset = (fused_at * 4) as u64 + (j * std::mem::size_of::<SmallNetParams>()) as u64;
-                    copies.push(d.params_copy::<SmallNetParams>(&staging, offset));
-                }
+                let copies = match (&inputs, &staging) {
+                    (Some(rows), Some(staging)) => rows.copies(self, staging, j),
+                    _ => Vec::new(),
+                };
                 let mut dispatches = self.step_launches();
                 dispatches.extend(self.optimizer.dispatches());
-                StepRecord { copies, dispatches }
+                StepRecord { copies, slot: j + 1, dispatches }
             })
             .collect();
         submit_steps(&self.gpu, "training steps", &records)?;
         drop(records);
-        self.step_staging = Some(staging);
-
-        // The uniforms now hold the last step's parameters: the host's copies say so.
-        self.optimizer.mark_written(last_opt);
-        for (&(launch, _), p) in norm_launches.iter().zip(last_norm) {
-            if let Shape::BatchNorm(shape, _) = &mut self.forward[launch].shape {
-                *shape = p;
-            }
-        }
+        self.step_staging = staging;
         if !self.synced.is_empty() {
             self.running_host = None;
         }
-        for _ in 0..count {
+        for _ in 0..batches.len() {
             self.stepped()?;
         }
         Ok(())
     }
 
-    /// Appends the steps' inputs to `words` and says where each step's share goes.
-    fn stage_inputs(&self, batches: &[&[u32]], words: &mut Vec<u32>) -> StagedInputs {
+    /// Step slots every launch of a step holds: the fewest of its launches' rings.
+    fn step_slots(&self) -> usize {
+        let mut launches = self.step_launches();
+        launches.extend(self.optimizer.dispatches());
+        launches.iter().map(|d| d.slots()).min().unwrap_or(1).min(crate::device::STEP_SLOTS)
+    }
+
+    /// Appends a streamed set's rows and labels for the steps to `words` and says where each
+    /// step's share goes (None for the resident set: its indices go to the ring).
+    fn stage_inputs(&self, batches: &[&[u32]], words: &mut Vec<u32>) -> Option<StagedRows> {
+        let data = self.streamed.as_ref()?;
         let rows = batches.first().map_or(0, |b| b.len());
-        match &self.streamed {
-            Some(data) => {
-                let x_at = words.len();
-                for &i in batches.iter().flat_map(|b| b.iter()) {
-                    words.extend(data.row(i as usize).iter().map(|v| v.to_bits()));
-                }
-                let labels_at = words.len();
-                words.extend(batches.iter().flat_map(|b| b.iter()).map(|&i| data.labels[i as usize]));
-                StagedInputs::Rows { x_at, labels_at, x_len: rows * self.model.inputs, labels_len: rows }
-            }
-            None => {
-                let at = words.len();
-                words.extend(batches.iter().flat_map(|b| b.iter().copied()));
-                StagedInputs::Indices { at, len: rows }
-            }
+        let x_at = words.len();
+        for &i in batches.iter().flat_map(|b| b.iter()) {
+            words.extend(data.row(i as usize).iter().map(|v| v.to_bits()));
         }
+        let labels_at = words.len();
+        words.extend(batches.iter().flat_map(|b| b.iter()).map(|&i| data.labels[i as usize]));
+        Some(StagedRows { x_at, labels_at, x_len: rows * self.model.inputs, labels_len: rows })
     }
 }
 
-/// Where the steps' inputs sit in the staging buffer (in words).
-enum StagedInputs {
-    /// Batch indices for the gather launch, `len` per step.
-    Indices { at: usize, len: usize },
-    /// The batch rows and labels themselves (a streamed set), per step.
-    Rows { x_at: usize, labels_at: usize, x_len: usize, labels_len: usize },
+/// Where a streamed set's rows and labels sit in the staging buffer (in words), per step.
+struct StagedRows {
+    x_at: usize,
+    labels_at: usize,
+    x_len: usize,
+    labels_len: usize,
 }
 
-impl StagedInputs {
-    /// Step `j`'s copies of its inputs into the buffers its launches read.
+impl StagedRows {
+    /// Step `j`'s copies of its rows and labels into the batch buffers its launches read.
     fn copies<'a>(&self, net: &'a GpuNetwork, staging: &'a GpuBuffer, j: usize) -> Vec<StepCopy<'a>> {
         let copy = |src_word: usize, dst: &'a GpuBuffer, len: usize| StepCopy {
             src: staging,
@@ -165,12 +140,9 @@ impl StagedInputs {
             dst_offset: dst.offset,
             size: (len * 4) as u64,
         };
-        match *self {
-            StagedInputs::Indices { at, len } => vec![copy(at + j * len, &net.indices, len)],
-            StagedInputs::Rows { x_at, labels_at, x_len, labels_len } => vec![
-                copy(x_at + j * x_len, &net.batch_x, x_len),
-                copy(labels_at + j * labels_len, &net.batch_labels, labels_len),
-            ],
-        }
+        vec![
+            copy(self.x_at + j * self.x_len, &net.batch_x, self.x_len),
+            copy(self.labels_at + j * self.labels_len, &net.batch_labels, self.labels_len),
+        ]
     }
 }

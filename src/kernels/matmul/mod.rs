@@ -248,7 +248,12 @@ impl Gpu {
             let [flags, act] = params.epilogue();
             let constants = [flags, act, ("WINDOW_LAYOUT", rebased.window_layout())];
             let pipeline = f.pipeline(&self.device, UniformEntry::Product, &constants);
-            let mut d = Dispatch::new(vec![Step { pipeline, bind_group, groups }], uniform, bounds.erase(), &params);
+            let mut d = Dispatch::new(
+                vec![Step { pipeline, bind_group, groups, strides: Vec::new() }],
+                uniform,
+                bounds.erase(),
+                &params,
+            );
             d.window_base = window_base;
             d
         })
@@ -315,7 +320,12 @@ impl Gpu {
             });
             Dispatch::new(
                 vec![
-                    Step { pipeline: f.pack.clone(), bind_group: pack, groups: params.pack_grid() },
+                    Step {
+                        pipeline: f.pack.clone(),
+                        bind_group: pack,
+                        groups: params.pack_grid(),
+                        strides: Vec::new(),
+                    },
                     Step {
                         pipeline: f.product.get(
                             &self.device,
@@ -326,6 +336,7 @@ impl Gpu {
                         ),
                         bind_group: product,
                         groups,
+                        strides: Vec::new(),
                     },
                 ],
                 uniform,
