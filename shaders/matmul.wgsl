@@ -3,7 +3,8 @@
 //   C[m, n] = epilogue( sum_k A[m, k] * B[k, n] )
 //
 // A and B are read through strides, so X·Wᵀ, dY·W and dYᵀ·X all use this one kernel without
-// materialising a transpose. Each workgroup computes a 64×64 tile of C; each of its 16×16 threads
+// materialising a transpose. Workgroup z picks a model of a batch laid out side by side, each
+// binding's offset moved by its model stride (0 for a binding the models share). Each workgroup computes a 64×64 tile of C; each of its 16×16 threads
 // a 4×4 block held in four vec4 accumulators.
 
 struct MatmulParams {
@@ -23,6 +24,16 @@ struct MatmulParams {
     act: u32,           // activation code (common.wgsl): the pipeline's EPILOGUE_ACT
     slope: f32,         // leaky ReLU negative slope
     tiles_total: u32,
+    // A batch of models (workgroup z is the model): each binding's offset moves by its stride
+    // per model. `models` (0 or 1: one) is the host's, for the bounds check and the grid.
+    models: u32,
+    a_model_stride: u32,
+    b_model_stride: u32,
+    c_model_stride: u32,     // also moves the row sums at bias_offset of c
+    aux_model_stride: u32,
+    bias_model_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 const FLAG_BIAS: u32 = 1u;           // add bias[n] (forward)
@@ -53,16 +64,34 @@ const TILE_K: u32 = 16u;
 var<workgroup> a_tile: array<vec4<f32>, 256>;   // [TILE_K][TILE / 4]: 4 consecutive rows of A at one k
 var<workgroup> b_tile: array<vec4<f32>, 256>;   // [TILE_K][TILE / 4]: 4 consecutive columns of B at one k
 
+// This workgroup's model's bases (`set_model`, which every entry point calls first, also those
+// of the files compiled after this one): its offsets moved by the model's strides.
+var<private> a_base: u32;
+var<private> b_base: u32;
+var<private> c_base: u32;
+var<private> sum_base: u32;
+var<private> aux_base: u32;
+var<private> bias_base: u32;
+
+fn set_model(model: u32) {
+    a_base = p.a_offset + model * p.a_model_stride;
+    b_base = p.b_offset + model * p.b_model_stride;
+    c_base = p.c_offset + model * p.c_model_stride;
+    sum_base = p.bias_offset + model * p.c_model_stride;
+    aux_base = model * p.aux_model_stride;
+    bias_base = p.bias_offset + model * p.bias_model_stride;
+}
+
 fn load_a(r: u32, k: u32) -> f32 {
     if (r < p.m && k < p.k) {
-        return a[p.a_offset + r * p.a_stride_m + k * p.a_stride_k];
+        return a[a_base + r * p.a_stride_m + k * p.a_stride_k];
     }
     return 0.0;
 }
 
 fn load_b(k: u32, col: u32) -> f32 {
     if (k < p.k && col < p.n) {
-        return b[p.b_offset + k * p.b_stride_k + col * p.b_stride_n];
+        return b[b_base + k * p.b_stride_k + col * p.b_stride_n];
     }
     return 0.0;
 }
@@ -73,25 +102,25 @@ fn store_c(r: u32, col: u32, acc: f32) {
     }
     var z = acc;
     if ((EPILOGUE_FLAGS & FLAG_BIAS) != 0u) {
-        z += bias[p.bias_offset + col];
+        z += bias[bias_base + col];
     }
     let out = r * p.n + col;
     if ((EPILOGUE_FLAGS & FLAG_STORE_PREACT) != 0u) {
-        aux[out] = z;
+        aux[aux_base + out] = z;
     }
     var v: f32;
     if ((EPILOGUE_FLAGS & FLAG_ACT_GRAD) != 0u) {
-        v = z * activate_grad(aux[out], EPILOGUE_ACT, p.slope);
+        v = z * activate_grad(aux[aux_base + out], EPILOGUE_ACT, p.slope);
     } else {
         v = activate(z, EPILOGUE_ACT, p.slope);
     }
     if ((EPILOGUE_FLAGS & FLAG_ADD_SKIP) != 0u) {
-        v += aux[out];
+        v += aux[aux_base + out];
     }
     if ((EPILOGUE_FLAGS & FLAG_ACCUMULATE) != 0u) {
-        v += c[p.c_offset + out];
+        v += c[c_base + out];
     }
-    c[p.c_offset + out] = v;
+    c[c_base + out] = v;
 }
 
 // Row r's sum of A (FLAG_ROW_SUM), summed in k order: written by the invocation that owns column 0.
@@ -101,9 +130,9 @@ fn store_row_sum(r: u32, col: u32, sum: f32) {
     }
     var v = sum;
     if ((EPILOGUE_FLAGS & FLAG_ACCUMULATE) != 0u) {
-        v += c[p.bias_offset + r];
+        v += c[sum_base + r];
     }
-    c[p.bias_offset + r] = v;
+    c[sum_base + r] = v;
 }
 
 fn store_row(r: u32, col: u32, acc: vec4<f32>) {
@@ -125,6 +154,7 @@ fn matmul(
     if (tile >= p.tiles_total) {
         return;   // uniform across the workgroup: padding groups of a split dispatch
     }
+    set_model(wg.z);
     let row0 = (tile / p.tiles_n) * TILE;
     let col0 = (tile % p.tiles_n) * TILE;
     let tx = lid.x;
@@ -189,6 +219,7 @@ fn matmul_direct(
     if (tile >= p.tiles_total) {
         return;
     }
+    set_model(wg.z);
     let r = (tile / p.tiles_n) * TILE + lid.y * 8u;
     let col = (tile % p.tiles_n) * TILE + lid.x * 8u;
     if (r >= p.m || col >= p.n) {

@@ -24,6 +24,7 @@ fn matmul_pack(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
+    set_model(0u);   // one model: this schedule takes no batch
     let i = flat_group(wg, nwg) * 256u + li;
     let quads = (p.k + 3u) / 4u;
     let a_texels = quads * p.m;
@@ -57,6 +58,7 @@ fn matmul_packed(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    set_model(0u);
     let tile = flat_group(wg, nwg);
     if (tile >= p.tiles_total) {
         return;

@@ -123,6 +123,7 @@ fn matmul_uniform(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    set_model(0u);   // one model: this schedule takes no batch
     let tile = flat_group(wg, nwg);
     if (tile >= p.tiles_total) {
         return;

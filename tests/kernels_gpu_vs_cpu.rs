@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use gradflow::exec::ops;
 use gradflow::reference as cpu;
-use gradflow::spec::Act;
+use gradflow::spec::{Act, Activation};
 
 /// (m, k, n) triples: degenerate, prime, tile edges, and one large.
 const SHAPES: [(usize, usize, usize); 12] = [
@@ -250,6 +250,111 @@ for_every_schedule! {
         let (_, y) = ops::linear_forward(g, &x, &w, None, m, k, n, Act::IDENTITY).unwrap();
         assert!(y == y_ref, "{:?}: split dispatch differs", g.matmul_schedule.large);
     }
+}
+
+for_every_schedule! {
+    /// A batch of models in one launch (workgroup z), each against the CPU's product on its own
+    /// slices: shapes from 1 to past a tile, 1 and 3 models (the packed and uniform-window
+    /// schedules run a batch on matmul.wgsl's own).
+    fn linear_forward_over_a_batch_of_models_matches_cpu_model_by_model(g: &Gpu) {
+        let mut r = rng(11);
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (65, 17, 65), (127, 257, 63)] {
+            for models in [1, 3] {
+                for act in [Act::IDENTITY, Act::new(Activation::Relu), Act::new(Activation::Tanh)] {
+                    let x = uniform(&mut r, models * m * k, -2.0, 2.0);
+                    let w = uniform(&mut r, models * n * k, -1.0, 1.0);
+                    let b = uniform(&mut r, models * n, -1.0, 1.0);
+                    let (z, y) = ops::linear_forward_models(g, &x, &w, Some(&b), m, k, n, act, models).unwrap();
+                    let (z_ref, y_ref) = cpu::linear_forward_models(&x, &w, Some(&b), m, k, n, act, models);
+                    for i in 0..models {
+                        let (xs, ws, bs, out) = (i * m * k..(i + 1) * m * k, i * n * k..(i + 1) * n * k, i * n..(i + 1) * n, i * m * n..(i + 1) * m * n);
+                        let (zr, yr) = (&z_ref[out.clone()], &y_ref[out.clone()]);
+                        let (zb, yb) = linear_forward_bound(&x[xs], &w[ws], Some(&b[bs]), m, k, n, act, zr, yr);
+                        let what = format!("model {i} of {models}, {m}x{k}x{n} {}", act.kind.name());
+                        assert_within(&format!("{what} z"), &z[out.clone()], &widen(zr), &zb);
+                        assert_within(&format!("{what} y"), &y[out], &widen(yr), &yb);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A layer's three products (forward with z kept, dX with act' and accumulation, dW with the
+/// bias's row sums) for 3 models whose slices lie apart with padding, in one launch each,
+/// against each model's products launched alone on the same schedule: the same kernel sums in
+/// the same order, so to the bit.
+fn batched_products_equal_lone_products(variant: gradflow::kernels::MatmulVariant) {
+    use gradflow::kernels::{Epilogue, MatmulParams};
+    on_schedule(file!(), variant, |g| {
+        let mut r = rng(12);
+        let (models, m, k, n) = (3, 67, 19, 65);
+        let act = Act::new(Activation::Tanh);
+        // Per model: x, W and b at offsets inside a padded slice, z, y, dz, dx and the gradient.
+        let (xs, ps, outs, dxs) = (m * k + 5, n * k + n + 9, m * n + 3, m * k + 2);
+        let (weight_at, bias_at) = (4, 4 + n * k);
+        let x = uniform(&mut r, models * xs, -2.0, 2.0);
+        let params = uniform(&mut r, models * ps, -1.0, 1.0);
+        let dz = uniform(&mut r, models * outs, -1.0, 1.0);
+        let dx0 = uniform(&mut r, models * dxs, -1.0, 1.0);
+        let products = |x: &[f32], params: &[f32], dz: &[f32], dx0: &[f32], count: usize| {
+            let strides = |a: usize, b: usize, c: usize, aux: usize, bias: usize| [a, b, c, aux, bias];
+            let fwd = MatmulParams::dense_forward(m, k, n, weight_at, Epilogue::dense(Some(bias_at), act))
+                .for_models(count, strides(xs, ps, outs, outs, ps));
+            let bwd_in = MatmulParams::dense_backward_input(m, k, n, weight_at, Some(act), true)
+                .for_models(count, strides(outs, ps, dxs, outs, 0));
+            let bwd_w = MatmulParams::dense_backward_params(m, k, n, weight_at, Some(bias_at), false)
+                .for_models(count, strides(outs, xs, ps, 0, 0));
+            let (gx, gp, gdz) =
+                (g.upload("x", x).unwrap(), g.upload("p", params).unwrap(), g.upload("dz", dz).unwrap());
+            let (y, z) = (g.storage("y", count * outs).unwrap(), g.storage("z", count * outs).unwrap());
+            let (dx, grads) = (g.upload("dx", dx0).unwrap(), g.storage("grads", count * ps).unwrap());
+            let launches = [
+                g.matmul(&gx, &gp, Some(&gp), &y, Some(&z), fwd).unwrap(),
+                g.matmul(&gdz, &gp, None, &dx, Some(&z), bwd_in).unwrap(),
+                g.matmul(&gdz, &gx, None, &grads, None, bwd_w).unwrap(),
+            ];
+            gradflow::device::submit(g, "products", &launches.iter().collect::<Vec<_>>()).unwrap();
+            [&y, &z, &dx, &grads].map(|b| g.read_all(b).unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>())
+        };
+        let batched = products(&x, &params, &dz, &dx0, models);
+        for i in 0..models {
+            let slice = |v: &[f32], s: usize| v[i * s..(i + 1) * s].to_vec();
+            let alone = products(&slice(&x, xs), &slice(&params, ps), &slice(&dz, outs), &slice(&dx0, dxs), 1);
+            for (o, (what, stride)) in [("y", outs), ("z", outs), ("dx", dxs), ("grads", ps)].into_iter().enumerate() {
+                assert_eq!(batched[o][i * stride..(i + 1) * stride], alone[o][..], "{variant:?}: model {i}'s {what}");
+            }
+        }
+    });
+}
+
+#[test]
+fn batched_products_equal_lone_products_to_the_bit_on_tiled() {
+    batched_products_equal_lone_products(gradflow::kernels::MatmulVariant::Tiled);
+}
+
+#[test]
+fn batched_products_equal_lone_products_to_the_bit_on_direct() {
+    batched_products_equal_lone_products(gradflow::kernels::MatmulVariant::Direct);
+}
+
+#[test]
+fn a_batch_whose_models_would_overlap_is_refused() {
+    use gradflow::kernels::{Epilogue, MatmulParams};
+    require_gpu!();
+    let g = gpu();
+    let (m, k, n) = (4, 3, 5);
+    let (x, w) = (g.storage("x", 2 * m * k).unwrap(), g.storage("w", 2 * n * k).unwrap());
+    let y = g.storage("y", 2 * m * n).unwrap();
+    let p = MatmulParams::dense_forward(m, k, n, 0, Epilogue::linear(None, false));
+    // C moving less than one model's m·n per model: the second would overwrite the first.
+    let e = g.matmul(&x, &w, None, &y, None, p.for_models(2, [m * k, n * k, m * n - 1, 0, 0])).err().unwrap();
+    assert!(e.to_string().contains("overlap"), "{e}");
+    // Past the buffer: the second model's C is 1 element short.
+    let short = g.storage("short", 2 * m * n - 1).unwrap();
+    let r = g.matmul(&x, &w, None, &short, None, p.for_models(2, [m * k, n * k, m * n + 3, 0, 0]));
+    assert!(matches!(r, Err(gradflow::error::Error::LaunchOutOfBounds { binding: 3, .. })), "{:?}", r.err());
+    assert!(g.matmul(&x, &w, None, &y, None, p.for_models(2, [m * k, n * k, m * n, 0, 0])).is_ok());
 }
 
 #[test]

@@ -89,7 +89,13 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         flags,
         act,
         slope,
-        tiles_total
+        tiles_total,
+        models,
+        a_model_stride,
+        b_model_stride,
+        c_model_stride,
+        aux_model_stride,
+        bias_model_stride
     });
     check_struct("matmul.wgsl", "MatmulParams", size, &f);
     check_struct("matmul_packed.wgsl", "MatmulParams", size, &f);

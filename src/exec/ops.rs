@@ -45,6 +45,37 @@ pub fn linear_forward(
     Ok((z, y))
 }
 
+/// `linear_forward` for `models` models side by side in one launch (workgroup z is the model):
+/// model i's x [m, k], W [n, k], b [n], z and y are the i-th of `models` equal slices of each.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward_models(
+    gpu: &Gpu,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+    act: Act,
+    models: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let gx = gpu.upload("x", x)?;
+    let gw = gpu.upload("weight", w)?;
+    let gb = b.map(|b| gpu.upload("bias", b)).transpose()?;
+    let gy = gpu.storage("y", models * m * n)?;
+    let epilogue = Epilogue::dense(b.map(|_| 0), act);
+    let gz = if epilogue.keep_z { Some(gpu.storage("z", models * m * n)?) } else { None };
+    let p = MatmulParams::dense_forward(m, k, n, 0, epilogue).for_models(models, [m * k, n * k, m * n, m * n, n]);
+    let d = gpu.matmul(&gx, &gw, gb.as_ref(), &gy, gz.as_ref(), p)?;
+    submit(gpu, "linear_forward_models", &[&d])?;
+    let y = gpu.read_all(&gy)?;
+    let z = match &gz {
+        Some(gz) => gpu.read_all(gz)?,
+        None => y.clone(),
+    };
+    Ok((z, y))
+}
+
 /// y = x·Wᵀ + b + skip: a Linear with no activation whose output ends a residual block, the sum
 /// fused into the product's epilogue as training runs it.
 #[allow(clippy::too_many_arguments)]

@@ -49,6 +49,29 @@ pub fn linear_forward<T: Real>(
     (z, y)
 }
 
+/// `linear_forward` for `models` models side by side: model i's x, W, b, z and y are the i-th
+/// of `models` equal slices of each.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward_models<T: Real>(
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    m: usize,
+    k: usize,
+    n: usize,
+    act: Act,
+    models: usize,
+) -> (Vec<T>, Vec<T>) {
+    let (mut z, mut y) = (Vec::with_capacity(models * m * n), Vec::with_capacity(models * m * n));
+    for i in 0..models {
+        let b = b.map(|b| &b[i * n..(i + 1) * n]);
+        let (zi, yi) = linear_forward(&x[i * m * k..(i + 1) * m * k], &w[i * n * k..(i + 1) * n * k], b, m, k, n, act);
+        z.extend(zi);
+        y.extend(yi);
+    }
+    (z, y)
+}
+
 /// dx = dz·W: [m, n]·[n, k] → [m, k].
 pub fn linear_backward_input<T: Real>(dz: &[T], w: &[T], m: usize, k: usize, n: usize) -> Vec<T> {
     let mut dx = vec![T::of(0.0); m * k];

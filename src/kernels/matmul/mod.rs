@@ -43,8 +43,9 @@ entries! {
 
 /// Elements of A, B, bias, C and aux a product may touch (matmul.wgsl's `load_a`, `load_b`,
 /// `store_c` and `store_row_sum`): A and B through their strides, bias with `FLAG_BIAS`, C at
-/// c_offset (and the row sums at bias_offset of C), aux with any flag that uses it. Every
-/// schedule indexes the same elements.
+/// c_offset (and the row sums at bias_offset of C), aux with any flag that uses it; for a batch,
+/// the last model's, its model strides further on. Every schedule indexes the same elements.
+/// A batch whose models would write over one another's C or aux is refused.
 fn extents<E>(_: E, p: &MatmulParams) -> Result<Vec<u64>> {
     let (m, n) = (p.m as u64, p.n as u64);
     let empty = m == 0 || n == 0;
@@ -52,12 +53,42 @@ fn extents<E>(_: E, p: &MatmulParams) -> Result<Vec<u64>> {
     let b = strided_extent(p.b_offset, &[(p.k, p.b_stride_k), (p.n, p.b_stride_n)]);
     let bias = if p.flags & FLAG_BIAS != 0 && !empty { p.bias_offset as u64 + n } else { 0 };
     let mut c = if empty { 0 } else { p.c_offset as u64 + m * n };
-    if p.flags & FLAG_ROW_SUM != 0 && !empty {
+    let row_sums = p.flags & FLAG_ROW_SUM != 0 && !empty;
+    if row_sums {
         c = c.max(p.bias_offset as u64 + m);
     }
     let uses_aux = p.flags & (FLAG_STORE_PREACT | FLAG_ACT_GRAD | FLAG_ADD_SKIP) != 0;
     let aux = if uses_aux && !empty { m * n } else { 0 };
-    Ok(vec![a, b, bias, c, aux])
+    let last = (p.model_count() - 1) as u64;
+    if last > 0 && !empty {
+        // The C slice a model writes: the product, and the row sums past or before it.
+        let (lo, hi) = if row_sums {
+            (p.c_offset.min(p.bias_offset) as u64, (p.c_offset as u64 + m * n).max(p.bias_offset as u64 + m))
+        } else {
+            (p.c_offset as u64, p.c_offset as u64 + m * n)
+        };
+        if (p.c_model_stride as u64) < hi - lo || (uses_aux && (p.aux_model_stride as u64) < m * n) {
+            return Err(Error::LaunchParams {
+                kernel: "matmul",
+                why: format!(
+                    "{} models whose outputs overlap: C moves {} and aux {} per model, one model writes {} and {}",
+                    p.model_count(),
+                    p.c_model_stride,
+                    p.aux_model_stride,
+                    hi - lo,
+                    if uses_aux { m * n } else { 0 }
+                ),
+            });
+        }
+    }
+    let moved = |extent: u64, stride: u32| if extent == 0 { 0 } else { extent + last * stride as u64 };
+    Ok(vec![
+        moved(a, p.a_model_stride),
+        moved(b, p.b_model_stride),
+        moved(bias, p.bias_model_stride),
+        moved(c, p.c_model_stride),
+        moved(aux, p.aux_model_stride),
+    ])
 }
 
 /// The texture product's two kernels, each with its own layout: a texture cannot be bound for
@@ -168,6 +199,14 @@ impl Gpu {
             (window_start(offset, &self.limits) as u64 + UNIFORM_WINDOW as u64) * 4 <= buffer.buffer.size()
         };
         let mut variant = self.matmul_schedule.for_product(&params, &self.limits);
+        if params.model_count() > 1 && matches!(variant, MatmulVariant::Packed | MatmulVariant::Uniform) {
+            // Only matmul.wgsl's own schedules take a batch of models: the best of them here.
+            variant = if self.info.device_type == wgpu::DeviceType::Cpu {
+                MatmulVariant::Direct
+            } else {
+                MatmulVariant::Tiled
+            };
+        }
         if variant == MatmulVariant::Uniform && !(windows_fit(a, params.a_offset) && windows_fit(b, params.b_offset)) {
             // Buffers without the window slack: the large class's schedule, as for_product would.
             variant = match self.matmul_schedule.large.for_shape(&params, &self.limits) {

@@ -23,6 +23,18 @@ pub struct MatmulParams {
     pub act: u32,
     pub slope: f32,
     pub tiles_total: u32,
+    /// Models of a batch laid out side by side (0 or 1: one), workgroup z of the grid; model z's
+    /// operands lie each binding's model stride further on (0 for a binding the models share).
+    /// Only the tiled and direct schedules take a batch (`Gpu::matmul`).
+    pub models: u32,
+    pub a_model_stride: u32,
+    pub b_model_stride: u32,
+    /// Moves C and the row sums at `bias_offset` of C alike.
+    pub c_model_stride: u32,
+    pub aux_model_stride: u32,
+    pub bias_model_stride: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
 }
 
 pub const FLAG_BIAS: u32 = 1;
@@ -168,12 +180,33 @@ impl MatmulParams {
 }
 
 impl MatmulParams {
-    /// Fills in the tile counts for m × n and returns the grid.
+    /// Fills in the tile counts for m × n and returns the grid (z: the models).
     pub fn tiled(mut self) -> (MatmulParams, [u32; 3]) {
         self.tiles_n = self.n.div_ceil(MATMUL_TILE);
         self.tiles_total = self.m.div_ceil(MATMUL_TILE) * self.tiles_n;
         let groups = if self.m == 0 || self.n == 0 { 0 } else { self.tiles_total };
-        (self, grid(groups))
+        let [x, y, _] = grid(groups);
+        (self, [x, y, if groups == 0 { 0 } else { self.model_count() }])
+    }
+
+    /// Models the launch multiplies (`models`, where 0 means one).
+    pub fn model_count(&self) -> u32 {
+        self.models.max(1)
+    }
+
+    /// The same product for `models` models, each operand `strides` = (A, B, C, aux, bias)
+    /// elements after the previous model's.
+    pub fn for_models(self, models: usize, strides: [usize; 5]) -> MatmulParams {
+        let [a, b, c, aux, bias] = strides.map(|s| s as u32);
+        MatmulParams {
+            models: models as u32,
+            a_model_stride: a,
+            b_model_stride: b,
+            c_model_stride: c,
+            aux_model_stride: aux,
+            bias_model_stride: bias,
+            ..self
+        }
     }
 
     /// The epilogue's pipeline constants (matmul.wgsl): a launch's flags and activation select
