@@ -12,8 +12,9 @@ mod common;
 
 use common::*;
 use gradflow::exec::ops;
+use gradflow::kernels::{LossEntry, LossParams, TOTALS_LEN};
 use gradflow::reference as cpu;
-use gradflow::spec::{Act, Activation};
+use gradflow::spec::{Act, Activation, Loss};
 
 /// (m, k, n) triples: degenerate, prime, tile edges, and one large.
 const SHAPES: [(usize, usize, usize); 12] = [
@@ -358,6 +359,81 @@ fn a_batch_whose_models_would_overlap_is_refused() {
 }
 
 #[test]
+fn a_batch_of_losses_equals_each_model_alone_to_the_bit() {
+    // One launch over 3 models against each model's loss alone (itself held against the CPU
+    // above): the same row functions and the same reduction order, so the same bits, on the
+    // one-workgroup form (up to 64 rows) and the per-row kernel with its reduction.
+    require_gpu!();
+    let mut r = rng(21);
+    for &(rows, cols) in &[(1usize, 1usize), (13, 7), (64, 10), (65, 3), (300, 11)] {
+        let models = 3;
+        let logits = uniform(&mut r, models * rows * cols, -4.0, 4.0);
+        let targets = uniform(&mut r, models * rows * cols, -1.0, 1.0);
+        let labels: Vec<u32> = (0..models * rows).map(|i| ((i * 5 + 1) % cols) as u32).collect();
+        for (loss, with_targets) in [(Loss::CrossEntropy, false), (Loss::Mse, false), (Loss::Mse, true)] {
+            let t = with_targets.then_some(&targets[..]);
+            let all = ops::loss_models(gpu(), loss, &logits, t, &labels, rows, cols, models).unwrap();
+            for (i, got) in all.iter().enumerate() {
+                let (m, l) = (i * rows * cols..(i + 1) * rows * cols, i * rows..(i + 1) * rows);
+                let t = with_targets.then(|| &targets[m.clone()]);
+                let alone = ops::loss_models(gpu(), loss, &logits[m], t, &labels[l], rows, cols, 1).unwrap();
+                let what = format!("{} {rows}x{cols} targets {with_targets}: model {i}", loss.name());
+                assert_eq!(got.loss.to_bits(), alone[0].loss.to_bits(), "{what} loss");
+                assert_eq!(got.correct, alone[0].correct, "{what} correct");
+                assert!(got.grad.iter().zip(&alone[0].grad).all(|(a, b)| a.to_bits() == b.to_bits()), "{what} grad");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_batch_of_losses_whose_models_would_overlap_is_refused() {
+    require_gpu!();
+    let g = gpu();
+    let (rows, cols) = (5, 3);
+    let buf = |len| g.storage("b", len).unwrap();
+    let (logits, labels, grad, stats, totals) =
+        (buf(2 * rows * cols), buf(2 * rows), buf(2 * rows * cols), buf(4 * rows), buf(2 * TOTALS_LEN));
+    let p = LossParams::new(rows, cols, false);
+    let strides = |totals: usize| [rows * cols, rows, 0, rows * cols, 2 * rows, totals];
+    let e = g.loss(
+        LossEntry::CrossEntropy,
+        &logits,
+        &labels,
+        None,
+        &grad,
+        &stats,
+        &totals,
+        p.for_models(2, strides(TOTALS_LEN - 1)),
+    );
+    assert!(e.err().expect("totals 6 apart for 7 each").to_string().contains("overlap"));
+    let short = buf(TOTALS_LEN + 3);
+    let r = g.loss(
+        LossEntry::CrossEntropy,
+        &logits,
+        &labels,
+        None,
+        &grad,
+        &stats,
+        &short,
+        p.for_models(2, strides(TOTALS_LEN)),
+    );
+    assert!(matches!(r, Err(gradflow::error::Error::LaunchOutOfBounds { binding: 5, .. })), "{:?}", r.err());
+    assert!(g
+        .loss(
+            LossEntry::CrossEntropy,
+            &logits,
+            &labels,
+            None,
+            &grad,
+            &stats,
+            &totals,
+            p.for_models(2, strides(TOTALS_LEN))
+        )
+        .is_ok());
+}
+
+#[test]
 fn cross_entropy_matches_cpu_including_logits_of_100() {
     require_gpu!();
     let mut r = rng(7);
@@ -401,7 +477,7 @@ fn one_workgroup_loss_matches_the_two_dispatch_path_bit_for_bit() {
         let logits = g.upload("logits", &uniform(&mut r, rows * cols, -3.0, 3.0)).unwrap();
         let labels: Vec<u32> = (0..rows).map(|i| ((i * 5 + 1) % cols) as u32).collect();
         let labels = g.upload("labels", &labels).unwrap();
-        let p = LossParams { rows: rows as u32, cols: cols as u32, use_targets: 0, _pad: 0 };
+        let p = LossParams::new(rows, cols, false);
         let run = |max_rows: usize| {
             let grad = g.storage("grad", rows * cols).unwrap();
             let stats = g.storage("row stats", 2 * rows).unwrap();

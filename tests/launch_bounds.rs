@@ -127,7 +127,7 @@ fn elementwise_norm_loss_gather_and_hvp_launches_check_their_ranges() {
     let labels = g.storage("labels", rows - 4).unwrap();
     let row_stats = g.storage("row stats", 2 * rows).unwrap();
     let totals = g.storage("totals", gradflow::kernels::TOTALS_LEN).unwrap();
-    let lp = LossParams { rows: rows as u32, cols: cols as u32, use_targets: 0, _pad: 0 };
+    let lp = LossParams::new(rows, cols, false);
     let r = g.loss_step(Loss::CrossEntropy, &full, &labels, None, &full, &row_stats, &totals, lp, rows);
     assert_out_of_bounds(r, "cross_entropy_reduced", 1);
 

@@ -117,7 +117,18 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         take
     });
     check_struct("batchnorm.wgsl", "BnParams", size, &f);
-    let (size, f) = fields!(LossParams { rows, cols, use_targets });
+    let (size, f) = fields!(LossParams {
+        rows,
+        cols,
+        use_targets,
+        models,
+        logits_model_stride,
+        labels_model_stride,
+        targets_model_stride,
+        grad_model_stride,
+        row_stats_model_stride,
+        totals_model_stride
+    });
     check_struct("loss.wgsl", "LossParams", size, &f);
     let (size, f) = fields!(GatherParams { rows, cols, src_rows });
     check_struct("data.wgsl", "GatherParams", size, &f);

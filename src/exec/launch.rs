@@ -70,7 +70,7 @@ impl Launch {
             }
             Shape::Reduce(p) => {
                 p.rows = rows;
-                self.dispatch.update(gpu, p, [1, 1, 1])
+                self.dispatch.update(gpu, p, p.grid(LossEntry::Reduce))
             }
             Shape::Gather(p) => {
                 p.rows = rows;
@@ -294,7 +294,7 @@ pub(crate) fn residual_add(n: &Net, x: &GpuBuffer, skip: &GpuBuffer, out: &GpuBu
 /// The loss and its gradient per row, then the reduction into the step's loss and the totals (one
 /// dispatch for batches of up to 64 rows).
 pub(crate) fn loss(n: &Net, logits: &GpuBuffer, grad: &GpuBuffer) -> Result<Vec<Launch>> {
-    let p = LossParams { rows: n.rows as u32, cols: n.model.outputs() as u32, use_targets: 0, _pad: 0 };
+    let p = LossParams::new(n.rows, n.model.outputs(), false);
     let step = n.gpu.loss_step(n.loss, logits, n.labels, None, grad, n.row_stats, n.totals, p, n.rows)?;
     let last = step.len() - 1;
     // The per-row kernel's grid follows the rows; a reduction (or the one-workgroup form) is 1.

@@ -183,6 +183,40 @@ pub fn activation_backward(gpu: &Gpu, x: &[f32], dy: &[f32], act: Act) -> Result
     gpu.read_all(&gdx)
 }
 
+/// `loss` over `models` models side by side in one launch (workgroup z is the model): model i's
+/// logits, labels and targets are the i-th of `models` equal slices of each.
+#[allow(clippy::too_many_arguments)]
+pub fn loss_models(
+    gpu: &Gpu,
+    loss: Loss,
+    logits: &[f32],
+    targets: Option<&[f32]>,
+    labels: &[u32],
+    rows: usize,
+    cols: usize,
+    models: usize,
+) -> Result<Vec<LossOutput>> {
+    let gl = gpu.upload("logits", logits)?;
+    let glab = gpu.upload("labels", labels)?;
+    let gt = targets.map(|t| gpu.upload("targets", t)).transpose()?;
+    let grad = gpu.storage("grad", models * rows * cols)?;
+    let stats = gpu.storage("row stats", models * 2 * rows)?;
+    let totals = gpu.storage("totals", models * TOTALS_LEN)?;
+    let matrix = rows * cols;
+    let p = LossParams::new(rows, cols, targets.is_some())
+        .for_models(models, [matrix, rows, matrix, matrix, 2 * rows, TOTALS_LEN]);
+    let step = gpu.loss_step(loss, &gl, &glab, gt.as_ref(), &grad, &stats, &totals, p, rows)?;
+    submit(gpu, loss.name(), &step.iter().collect::<Vec<_>>())?;
+    let (stats, totals, grad) = (gpu.read_all(&stats)?, gpu.read_all(&totals)?, gpu.read_all(&grad)?);
+    Ok((0..models)
+        .map(|i| LossOutput {
+            loss: totals[i * TOTALS_LEN + TOTAL_STEP_LOSS],
+            grad: grad[i * matrix..(i + 1) * matrix].to_vec(),
+            correct: stats[i * 2 * rows..(i + 1) * 2 * rows].chunks(2).filter(|c| c[1] != 0.0).count(),
+        })
+        .collect())
+}
+
 fn loss_launch(
     gpu: &Gpu,
     loss: Loss,
@@ -192,18 +226,8 @@ fn loss_launch(
     rows: usize,
     cols: usize,
 ) -> Result<LossOutput> {
-    let gl = gpu.upload("logits", logits)?;
-    let glab = gpu.upload("labels", labels)?;
-    let gt = targets.map(|t| gpu.upload("targets", t)).transpose()?;
-    let grad = gpu.storage("grad", rows * cols)?;
-    let stats = gpu.storage("row stats", 2 * rows)?;
-    let totals = gpu.storage("totals", TOTALS_LEN)?;
-    let p = LossParams { rows: rows as u32, cols: cols as u32, use_targets: u32::from(targets.is_some()), _pad: 0 };
-    let step = gpu.loss_step(loss, &gl, &glab, gt.as_ref(), &grad, &stats, &totals, p, rows)?;
-    submit(gpu, loss.name(), &step.iter().collect::<Vec<_>>())?;
-    let stats_host = gpu.read_all(&stats)?;
-    let correct = stats_host.chunks(2).filter(|c| c[1] != 0.0).count();
-    Ok(LossOutput { loss: gpu.read::<f32>(&totals, TOTAL_STEP_LOSS, 1)?[0], grad: gpu.read_all(&grad)?, correct })
+    let mut one = loss_models(gpu, loss, logits, targets, labels, rows, cols, 1)?;
+    Ok(one.remove(0))
 }
 
 pub fn cross_entropy(gpu: &Gpu, logits: &[f32], labels: &[u32], rows: usize, cols: usize) -> Result<LossOutput> {

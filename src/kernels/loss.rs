@@ -2,7 +2,7 @@
 //! each mirrors a function of `reference::loss`.
 
 use crate::device::{entries, groups_for, Dispatch, Entry, GpuBuffer};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::spec::Loss;
 
 use super::Gpu;
@@ -49,7 +49,17 @@ pub struct LossParams {
     pub cols: u32,
     /// MSE: 1 = compare with `targets`, 0 = with one-hot labels.
     pub use_targets: u32,
-    pub _pad: u32,
+    /// Models of a batch laid out side by side (0 or 1: one), workgroup z of the grid; model z's
+    /// slice of each binding lies its model stride after model z − 1's.
+    pub models: u32,
+    pub logits_model_stride: u32,
+    pub labels_model_stride: u32,
+    pub targets_model_stride: u32,
+    pub grad_model_stride: u32,
+    pub row_stats_model_stride: u32,
+    pub totals_model_stride: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
 }
 
 /// The largest batch whose loss runs in one workgroup (loss.wgsl's `*_reduced` entry points).
@@ -66,12 +76,39 @@ pub const TOTAL_BAD_LOSS: usize = 6;
 pub const TOTALS_LEN: usize = 7;
 
 impl LossParams {
-    /// The launch's grid.
+    /// A loss over `rows` rows of `cols` columns (MSE against `targets` when `use_targets`).
+    pub fn new(rows: usize, cols: usize, use_targets: bool) -> LossParams {
+        LossParams { rows: rows as u32, cols: cols as u32, use_targets: u32::from(use_targets), ..Default::default() }
+    }
+
+    /// The same loss for `models` models, each binding's slice (logits, labels, targets, grad,
+    /// row statistics, totals) `strides` elements after the previous model's.
+    pub fn for_models(self, models: usize, strides: [usize; 6]) -> LossParams {
+        let [logits, labels, targets, grad, row_stats, totals] = strides.map(|s| s as u32);
+        LossParams {
+            models: models as u32,
+            logits_model_stride: logits,
+            labels_model_stride: labels,
+            targets_model_stride: targets,
+            grad_model_stride: grad,
+            row_stats_model_stride: row_stats,
+            totals_model_stride: totals,
+            ..self
+        }
+    }
+
+    /// Models the launch covers (`models`, where 0 means one).
+    pub fn model_count(&self) -> u32 {
+        self.models.max(1)
+    }
+
+    /// The launch's grid (z: the models).
     pub fn grid(&self, entry: LossEntry) -> [u32; 3] {
-        match entry {
+        let [x, y, _] = match entry {
             LossEntry::CrossEntropy | LossEntry::Mse => groups_for(self.rows as usize, 64),
             _ => [1, 1, 1],
-        }
+        };
+        [x, y, self.model_count()]
     }
 
     /// Loop iterations of one invocation: a row's loss loops over its columns four times, a
@@ -87,16 +124,44 @@ impl LossParams {
     }
 }
 
-/// Elements of logits, labels, targets, grad, row_stats and totals that `entry` may touch.
+/// Elements of logits, labels, targets, grad, row_stats and totals that `entry` may touch: one
+/// model's, then for a batch the last model's, its model strides further on. A batch whose
+/// models would write over one another's gradient, row statistics or totals is refused.
 fn extents(entry: LossEntry, p: &LossParams) -> Result<Vec<u64>> {
     let rows = p.rows as u64;
     let matrix = rows * p.cols as u64;
     let targets = if p.use_targets != 0 { matrix } else { 0 };
     let totals = TOTALS_LEN as u64;
-    Ok(match entry {
-        LossEntry::Reduce => vec![0, 0, 0, 0, 2 * rows, totals],
-        _ => vec![matrix, rows, targets, matrix, 2 * rows, totals],
-    })
+    let one = match entry {
+        LossEntry::Reduce => [0, 0, 0, 0, 2 * rows, totals],
+        _ => [matrix, rows, targets, matrix, 2 * rows, totals],
+    };
+    let strides = [
+        p.logits_model_stride,
+        p.labels_model_stride,
+        p.targets_model_stride,
+        p.grad_model_stride,
+        p.row_stats_model_stride,
+        p.totals_model_stride,
+    ];
+    let last = (p.model_count() - 1) as u64;
+    if last > 0 && (3..6).any(|b| one[b] > 0 && (strides[b] as u64) < one[b]) {
+        return Err(Error::LaunchParams {
+            kernel: entry.name(),
+            why: format!(
+                "{} models whose outputs overlap: gradient, row statistics and totals move {}, {} and {} per model, \
+                 one model writes {}, {} and {}",
+                p.model_count(),
+                strides[3],
+                strides[4],
+                strides[5],
+                one[3],
+                one[4],
+                one[5]
+            ),
+        });
+    }
+    Ok((0..6).map(|b| if one[b] == 0 { 0 } else { one[b] + last * strides[b] as u64 }).collect())
 }
 
 impl Gpu {
@@ -165,7 +230,7 @@ impl Gpu {
             &[unused_read, unused_read, unused_read, unused_write, row_stats.bind(), totals.bind()],
             extents,
             &params,
-            [1, 1, 1],
+            params.grid(LossEntry::Reduce),
         )
     }
 }
