@@ -20,6 +20,16 @@ struct BnParams {
     eps: f32,
     keep: f32,           // running ← keep·running + take·batch; keep = 1 − take rounded once on the host
     take: f32,
+    // A batch of models (workgroup z is the model), each binding's slice its model stride after
+    // the previous model's. `models` (0 or 1: one) is the host's, for the bounds check and grid.
+    models: u32,
+    x_model_stride: u32,
+    dy_model_stride: u32,
+    params_model_stride: u32,
+    running_model_stride: u32,
+    stats_model_stride: u32,
+    out_model_stride: u32,
+    grads_model_stride: u32,
 }
 
 const BN_TRAIN: u32 = 1u;        // batch statistics (else the running ones: eval mode)
@@ -49,6 +59,25 @@ const LANES: u32 = 16u;
 var<workgroup> partial_a: array<f32, 256>;   // [lane][feature]
 var<workgroup> partial_b: array<f32, 256>;
 
+// This workgroup's model's bases (`set_model`, which every entry point calls first).
+var<private> x_base: u32;
+var<private> dy_base: u32;
+var<private> params_base: u32;
+var<private> running_base: u32;
+var<private> stats_base: u32;
+var<private> out_base: u32;
+var<private> grads_base: u32;
+
+fn set_model(model: u32) {
+    x_base = model * p.x_model_stride;
+    dy_base = model * p.dy_model_stride;
+    params_base = model * p.params_model_stride;
+    running_base = model * p.running_model_stride;
+    stats_base = model * p.stats_model_stride;
+    out_base = model * p.out_model_stride;
+    grads_base = model * p.grads_model_stride;
+}
+
 // Sums partial_a and partial_b over the 16 lanes of feature column `f`, by a fixed tree.
 fn reduce_lanes(lane: u32, f: u32) {
     for (var half = LANES / 2u; half > 0u; half /= 2u) {
@@ -72,7 +101,7 @@ struct FeatureStats {
 
 fn feature_stats(j: u32) -> FeatureStats {
     let n = p.cols;
-    return FeatureStats(stats[j], stats[n + j], stats[2u * n + j]);
+    return FeatureStats(stats[stats_base + j], stats[stats_base + n + j], stats[stats_base + 2u * n + j]);
 }
 
 fn xhat_of(v: f32, s: FeatureStats) -> f32 {
@@ -102,6 +131,7 @@ fn batchnorm_stats(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    set_model(wg.z);
     let n = p.cols;
     let m = p.rows;
     let f = lid.x;
@@ -110,18 +140,18 @@ fn batchnorm_stats(
     let live = j < n;
     if ((BN_FLAGS & BN_TRAIN) == 0u) {
         if (live && lane == 0u) {
-            stats[j] = running[p.mean_offset + j];
-            stats[n + j] = 0.0;
-            stats[2u * n + j] = 1.0 / sqrt(running[p.var_offset + j] + p.eps);
+            stats[stats_base + j] = running[running_base + p.mean_offset + j];
+            stats[stats_base + n + j] = 0.0;
+            stats[stats_base + 2u * n + j] = 1.0 / sqrt(running[running_base + p.var_offset + j] + p.eps);
         }
         return;
     }
     var shift = 0.0;
     var s = 0.0;
     if (live) {
-        shift = x[j];
+        shift = x[x_base + j];
         for (var r = lane; r < m; r += LANES) {
-            s += x[r * n + j] - shift;
+            s += x[x_base + r * n + j] - shift;
         }
     }
     partial_a[lane * FEATURES + f] = s;
@@ -132,7 +162,7 @@ fn batchnorm_stats(
     var q = 0.0;
     if (live) {
         for (var r = lane; r < m; r += LANES) {
-            let c = (x[r * n + j] - shift) - d;
+            let c = (x[x_base + r * n + j] - shift) - d;
             q += c * c;
         }
     }
@@ -140,17 +170,17 @@ fn batchnorm_stats(
     reduce_lanes(lane, f);
     if (live && lane == 0u) {
         let var_biased = partial_a[f] / f32(m);
-        stats[j] = shift;
-        stats[n + j] = d;
+        stats[stats_base + j] = shift;
+        stats[stats_base + n + j] = d;
         if ((BN_FLAGS & BN_SYNC) != 0u) {
-            stats[2u * n + j] = var_biased;
+            stats[stats_base + 2u * n + j] = var_biased;
             return;
         }
-        stats[2u * n + j] = 1.0 / sqrt(var_biased + p.eps);
+        stats[stats_base + 2u * n + j] = 1.0 / sqrt(var_biased + p.eps);
         let mean = shift + d;
         let unbiased = var_biased * (f32(m) / f32(m - 1u));
-        running[p.mean_offset + j] = p.keep * running[p.mean_offset + j] + p.take * mean;
-        running[p.var_offset + j] = p.keep * running[p.var_offset + j] + p.take * unbiased;
+        running[running_base + p.mean_offset + j] = p.keep * running[running_base + p.mean_offset + j] + p.take * mean;
+        running[running_base + p.var_offset + j] = p.keep * running[running_base + p.var_offset + j] + p.take * unbiased;
     }
 }
 
@@ -161,6 +191,7 @@ fn batchnorm_forward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    set_model(wg.z);
     let start = elementwise_start(wg, nwg, lid);
     let j = start.x;
     if (j >= p.cols || start.y >= p.rows) {
@@ -168,12 +199,12 @@ fn batchnorm_forward(
     }
     let n = p.cols;
     let st = feature_stats(j);
-    let gamma = params[p.gamma_offset + j];
-    let beta = params[p.beta_offset + j];
+    let gamma = params[params_base + p.gamma_offset + j];
+    let beta = params[params_base + p.beta_offset + j];
     let end = min(start.y + EW_ROWS, p.rows);
     for (var r = start.y; r < end; r++) {
         let i = r * n + j;
-        out[i] = activate(gamma * xhat_of(x[i], st) + beta, ACT, p.slope);
+        out[out_base + i] = activate(gamma * xhat_of(x[x_base + i], st) + beta, ACT, p.slope);
     }
 }
 
@@ -185,6 +216,7 @@ fn batchnorm_backward_reduce(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    set_model(wg.z);
     let n = p.cols;
     let f = lid.x;
     let lane = lid.y;
@@ -192,12 +224,12 @@ fn batchnorm_backward_reduce(
     var sum_du = 0.0;
     var sum_du_xhat = 0.0;
     if (j < n) {
-        let gamma = params[p.gamma_offset + j];
-        let beta = params[p.beta_offset + j];
+        let gamma = params[params_base + p.gamma_offset + j];
+        let beta = params[params_base + p.beta_offset + j];
         let st = feature_stats(j);
         for (var r = lane; r < p.rows; r += LANES) {
-            let xh = xhat_of(x[r * n + j], st);
-            let du = dy[r * n + j] * activate_grad(gamma * xh + beta, ACT, p.slope);
+            let xh = xhat_of(x[x_base + r * n + j], st);
+            let du = dy[dy_base + r * n + j] * activate_grad(gamma * xh + beta, ACT, p.slope);
             sum_du += du;
             sum_du_xhat += du * xh;
         }
@@ -206,8 +238,8 @@ fn batchnorm_backward_reduce(
     partial_b[lane * FEATURES + f] = sum_du_xhat;
     reduce_lanes(lane, f);
     if (j < n && lane == 0u) {
-        grads[p.beta_offset + j] = partial_a[f];
-        grads[p.gamma_offset + j] = partial_b[f];
+        grads[grads_base + p.beta_offset + j] = partial_a[f];
+        grads[grads_base + p.gamma_offset + j] = partial_b[f];
     }
 }
 
@@ -218,6 +250,7 @@ fn batchnorm_backward_input(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    set_model(wg.z);
     let start = elementwise_start(wg, nwg, lid);
     let j = start.x;
     if (j >= p.cols || start.y >= p.rows) {
@@ -226,21 +259,21 @@ fn batchnorm_backward_input(
     let n = p.cols;
     let m = f32(p.rows);
     let st = feature_stats(j);
-    let gamma = params[p.gamma_offset + j];
-    let beta = params[p.beta_offset + j];
+    let gamma = params[params_base + p.gamma_offset + j];
+    let beta = params[params_base + p.beta_offset + j];
     let scale = gamma * st.inv_std / m;
-    let sum_du = grads[p.beta_offset + j];
-    let sum_du_xhat = grads[p.gamma_offset + j];
+    let sum_du = grads[grads_base + p.beta_offset + j];
+    let sum_du_xhat = grads[grads_base + p.gamma_offset + j];
     let accumulate = (BN_FLAGS & BN_ACCUMULATE) != 0u;
     let end = min(start.y + EW_ROWS, p.rows);
     for (var r = start.y; r < end; r++) {
         let i = r * n + j;
-        let xh = xhat_of(x[i], st);
-        let du = dy[i] * activate_grad(gamma * xh + beta, ACT, p.slope);
+        let xh = xhat_of(x[x_base + i], st);
+        let du = dy[dy_base + i] * activate_grad(gamma * xh + beta, ACT, p.slope);
         var dx = scale * (m * du - sum_du - xh * sum_du_xhat);
         if (accumulate) {
-            dx += out[i];
+            dx += out[out_base + i];
         }
-        out[i] = dx;
+        out[out_base + i] = dx;
     }
 }

@@ -343,3 +343,71 @@ fn statistics_past_llvmpipes_loop_budget_are_refused_not_truncated() {
         None => assert!(got.is_ok(), "{:?}", got.err()),
     }
 }
+
+/// Every batch-norm kernel of a training step (statistics with a running blend, the normalised
+/// output with an activation, the γ/β reduction and dx accumulated into what is there) over 3
+/// models in one launch each, every binding's slice padded apart, against each model launched
+/// alone: the same kernels in the same order, so the same bits.
+#[test]
+fn a_batch_of_models_equals_each_model_alone_to_the_bit() {
+    use gradflow::kernels::{BnEntry, BnParams};
+    use gradflow::spec::Activation;
+    require_gpu!();
+    let g = gpu();
+    let mut r = rng(31);
+    let act = Act::new(Activation::Relu);
+    for &(m, n) in &[(2usize, 1usize), (17, 5), (70, 33)] {
+        let models = 3;
+        // Per model: x and dy [m, n] (+3), γ β at 2 of params (+5), running mean, var at 1 (+2),
+        // stats (+4), out (+1), grads like params.
+        let (xs, ps, rs, ss, os) = (m * n + 3, 2 * n + 7, 2 * n + 3, 3 * n + 4, m * n + 1);
+        let x = uniform(&mut r, models * xs, -3.0, 3.0);
+        let dy = uniform(&mut r, models * xs, -1.0, 1.0);
+        let params = uniform(&mut r, models * ps, 0.5, 1.5);
+        let running = uniform(&mut r, models * rs, 0.5, 1.5);
+        let out0 = uniform(&mut r, models * os, -1.0, 1.0);
+        let run = |x: &[f32], dy: &[f32], params: &[f32], running: &[f32], out0: &[f32], count: usize| {
+            let p = BnParams::layer(m, n, 2, 2 + n, 1, 1 + n, 1e-5, act)
+                .training(0.1)
+                .for_models(count, [xs, xs, ps, rs, ss, os, ps]);
+            let (gx, gdy, gp) =
+                (g.upload("x", x).unwrap(), g.upload("dy", dy).unwrap(), g.upload("p", params).unwrap());
+            let (gr, gs) = (g.upload("running", running).unwrap(), g.storage("stats", count * ss).unwrap());
+            let (fwd_out, dx) = (g.storage("y", count * os).unwrap(), g.upload("dx", out0).unwrap());
+            let grads = g.storage("grads", count * ps).unwrap();
+            let launch = |entry, dy: Option<&_>, out: Option<&_>, p| {
+                g.batchnorm(entry, &gx, dy, &gp, &gr, &gs, out, &grads, p).unwrap()
+            };
+            let launches = [
+                launch(BnEntry::Stats, None, None, p),
+                launch(BnEntry::Forward, None, Some(&fwd_out), p),
+                launch(BnEntry::BackwardReduce, Some(&gdy), None, p),
+                launch(
+                    BnEntry::BackwardInput,
+                    Some(&gdy),
+                    Some(&dx),
+                    BnParams { flags: p.flags | gradflow::kernels::BN_ACCUMULATE, ..p },
+                ),
+            ];
+            gradflow::device::submit(g, "batch norm", &launches.iter().collect::<Vec<_>>()).unwrap();
+            [&gr, &gs, &fwd_out, &dx, &grads]
+                .map(|b| g.read_all(b).unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>())
+        };
+        let batched = run(&x, &dy, &params, &running, &out0, models);
+        for i in 0..models {
+            let s = |v: &[f32], len: usize| v[i * len..(i + 1) * len].to_vec();
+            let alone = run(&s(&x, xs), &s(&dy, xs), &s(&params, ps), &s(&running, rs), &s(&out0, os), 1);
+            for (b, (what, len)) in
+                [("running", rs), ("stats", ss), ("y", os), ("dx", os), ("grads", ps)].into_iter().enumerate()
+            {
+                // Compare what a model writes; its padding is what the buffer held.
+                let written = match what {
+                    "y" | "dx" => m * n,
+                    "grads" => 2 + 2 * n,
+                    _ => len,
+                };
+                assert_eq!(batched[b][i * len..i * len + written], alone[b][..written], "{m}x{n}: model {i}'s {what}");
+            }
+        }
+    }
+}

@@ -114,7 +114,15 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         slope,
         eps,
         keep,
-        take
+        take,
+        models,
+        x_model_stride,
+        dy_model_stride,
+        params_model_stride,
+        running_model_stride,
+        stats_model_stride,
+        out_model_stride,
+        grads_model_stride
     });
     check_struct("batchnorm.wgsl", "BnParams", size, &f);
     let (size, f) = fields!(LossParams {

@@ -2,7 +2,7 @@
 //! (torch.nn.BatchNorm1d); each mirrors a function of `reference::batchnorm`.
 
 use crate::device::{entries, grid, groups_for, Dispatch, Entry, GpuBuffer};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 use super::Gpu;
 
@@ -36,6 +36,16 @@ pub struct BnParams {
     pub eps: f32,
     pub keep: f32,
     pub take: f32,
+    /// Models of a batch laid out side by side (0 or 1: one), workgroup z of the grid; model z's
+    /// slice of each binding lies its model stride after model z − 1's.
+    pub models: u32,
+    pub x_model_stride: u32,
+    pub dy_model_stride: u32,
+    pub params_model_stride: u32,
+    pub running_model_stride: u32,
+    pub stats_model_stride: u32,
+    pub out_model_stride: u32,
+    pub grads_model_stride: u32,
 }
 
 impl BnParams {
@@ -67,7 +77,30 @@ impl BnParams {
             eps: eps as f32,
             keep: 1.0,
             take: 0.0,
+            ..Default::default()
         }
+    }
+
+    /// The same layer for `models` models, each binding's slice (x, dy, params, running, stats,
+    /// out, grads) `strides` elements after the previous model's.
+    pub fn for_models(self, models: usize, strides: [usize; 7]) -> BnParams {
+        let [x, dy, params, running, stats, out, grads] = strides.map(|s| s as u32);
+        BnParams {
+            models: models as u32,
+            x_model_stride: x,
+            dy_model_stride: dy,
+            params_model_stride: params,
+            running_model_stride: running,
+            stats_model_stride: stats,
+            out_model_stride: out,
+            grads_model_stride: grads,
+            ..self
+        }
+    }
+
+    /// Models the launch covers (`models`, where 0 means one).
+    pub fn model_count(&self) -> u32 {
+        self.models.max(1)
     }
 
     /// Training mode: normalise with the batch's statistics and blend them into the running
@@ -113,13 +146,14 @@ impl BnParams {
     /// Reductions run one workgroup per 16 features; the element-wise kernels one workgroup per
     /// 64 features × 64 rows (batchnorm.wgsl's EW_* constants).
     pub fn grid(&self, entry: BnEntry) -> [u32; 3] {
-        match entry {
+        let [x, y, _] = match entry {
             BnEntry::Stats | BnEntry::BackwardReduce => groups_for(self.cols as usize, BN_FEATURES),
             BnEntry::Forward | BnEntry::BackwardInput => {
                 let tiles = (self.cols as usize).div_ceil(BN_EW_COLS) * (self.rows as usize).div_ceil(BN_EW_ROWS);
                 grid(tiles.min(u32::MAX as usize) as u32)
             }
-        }
+        };
+        [x, y, if x == 0 { 0 } else { self.model_count() }]
     }
 
     /// Loop iterations of one invocation of `entry`: a reduction's lane runs over every 16th row
@@ -136,7 +170,8 @@ impl BnParams {
 
 /// Elements of x, dy, params, running, stats, out and grads that `entry` may touch: [rows, cols]
 /// activations, γ and β at their offsets of params and grads, the running mean and variance at
-/// theirs, three stats blocks of cols.
+/// theirs, three stats blocks of cols; for a batch, the last model's, its model strides further
+/// on. A batch whose models would write inside one another's slices is refused.
 fn extents(entry: BnEntry, p: &BnParams) -> Result<Vec<u64>> {
     let cols = p.cols as u64;
     let matrix = p.rows as u64 * cols;
@@ -144,12 +179,40 @@ fn extents(entry: BnEntry, p: &BnParams) -> Result<Vec<u64>> {
     let affine = at(p.gamma_offset).max(at(p.beta_offset));
     let running = at(p.mean_offset).max(at(p.var_offset));
     let stats = 3 * cols;
-    Ok(match entry {
-        BnEntry::Stats => vec![matrix, 0, 0, running, stats, 0, 0],
-        BnEntry::Forward => vec![matrix, 0, affine, 0, stats, matrix, 0],
-        BnEntry::BackwardReduce => vec![matrix, matrix, affine, 0, stats, 0, affine],
-        BnEntry::BackwardInput => vec![matrix, matrix, affine, 0, stats, matrix, affine],
-    })
+    let one = match entry {
+        BnEntry::Stats => [matrix, 0, 0, running, stats, 0, 0],
+        BnEntry::Forward => [matrix, 0, affine, 0, stats, matrix, 0],
+        BnEntry::BackwardReduce => [matrix, matrix, affine, 0, stats, 0, affine],
+        BnEntry::BackwardInput => [matrix, matrix, affine, 0, stats, matrix, affine],
+    };
+    let strides = [
+        p.x_model_stride,
+        p.dy_model_stride,
+        p.params_model_stride,
+        p.running_model_stride,
+        p.stats_model_stride,
+        p.out_model_stride,
+        p.grads_model_stride,
+    ];
+    // What the entry writes: running and stats, out, or grads.
+    let writes: &[usize] = match entry {
+        BnEntry::Stats => &[3, 4],
+        BnEntry::Forward | BnEntry::BackwardInput => &[5],
+        BnEntry::BackwardReduce => &[6],
+    };
+    let last = (p.model_count() - 1) as u64;
+    if let Some(&b) = writes.iter().find(|&&b| last > 0 && one[b] > strides[b] as u64) {
+        return Err(Error::LaunchParams {
+            kernel: entry.name(),
+            why: format!(
+                "{} models whose slices of binding {b} overlap: {} apart, each reaching {}",
+                p.model_count(),
+                strides[b],
+                one[b]
+            ),
+        });
+    }
+    Ok((0..7).map(|b| if one[b] == 0 { 0 } else { one[b] + last * strides[b] as u64 }).collect())
 }
 
 impl Gpu {
