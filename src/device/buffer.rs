@@ -11,6 +11,10 @@ pub struct GpuBuffer {
     /// For a step ring (`Context::step_ring`): `len` elements per step slot, slot j at
     /// `j * stride` bytes, which a launch binds with a dynamic offset. None: one slot.
     pub ring: Option<Ring>,
+    /// For a buffer holding a batch of models side by side (`side_by_side`): elements from one
+    /// model's slice to the next's, the model stride its launches get. 0: one model's, or
+    /// shared by every model of a batch (the training set).
+    pub per_model: usize,
 }
 
 /// The slots of a step ring: each step of a many-steps submit reads its own slot, written before
@@ -73,7 +77,12 @@ impl GpuBuffer {
                 VIEW_ALIGN / 4
             )));
         }
-        Ok(GpuBuffer { buffer: self.buffer.clone(), len, offset, ring: None })
+        Ok(GpuBuffer { buffer: self.buffer.clone(), len, offset, ring: None, per_model: 0 })
+    }
+
+    /// This buffer as `len / per_model` models' slices of `per_model` elements each.
+    pub fn side_by_side(self, per_model: usize) -> GpuBuffer {
+        GpuBuffer { per_model, ..self }
     }
 
     /// The bind-group resource: the whole buffer, or a view's range.

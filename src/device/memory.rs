@@ -43,7 +43,7 @@ impl Context {
                 mapped_at_creation: false,
             })
         })?;
-        Ok(GpuBuffer { buffer, len, offset: 0, ring: None })
+        Ok(GpuBuffer { buffer, len, offset: 0, ring: None, per_model: 0 })
     }
 
     /// A zero-filled step ring of `len` elements per slot: as many slots as `STEP_SLOTS` and
@@ -63,7 +63,7 @@ impl Context {
                 mapped_at_creation: false,
             })
         })?;
-        Ok(GpuBuffer { buffer, len, offset: 0, ring: Some(Ring { stride: slot, slots: slots as usize }) })
+        Ok(GpuBuffer { buffer, len, offset: 0, ring: Some(Ring { stride: slot, slots: slots as usize }), per_model: 0 })
     }
 
     /// Writes `data`, `per_slot` elements to a slot, into the slots of the step ring `dst` from
@@ -105,7 +105,7 @@ impl Context {
                 usage: STORAGE,
             })
         })?;
-        Ok(GpuBuffer { buffer, len: data.len(), offset: 0, ring: None })
+        Ok(GpuBuffer { buffer, len: data.len(), offset: 0, ring: None, per_model: 0 })
     }
 
     /// A uniform buffer holding one parameter struct; rewritten with `queue.write_buffer` when it

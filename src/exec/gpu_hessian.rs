@@ -184,6 +184,7 @@ impl GpuHvp {
             model: &self.model,
             loss: self.loss,
             rows,
+            models: 1,
             params: &self.params,
             grads: &self.grads,
             running: &self.running,

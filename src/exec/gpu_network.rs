@@ -249,6 +249,7 @@ impl GpuNetwork {
                 model: &model,
                 loss,
                 rows: max_rows,
+                models: 1,
                 params: &params_buf,
                 grads: &grads,
                 running: &running,
@@ -465,7 +466,7 @@ impl Network for GpuNetwork {
         let labels = g.upload("training labels", &data.labels)?;
         let p = GatherParams::new(self.rows as usize, self.model.inputs, data.n);
         let d = g.gather_batch(&x, &labels, &self.indices, &self.batch_x, &self.batch_labels, p)?;
-        self.gather = Some(Launch::new(d, Shape::Gather(p)));
+        self.gather = Some(Launch::new(d, Shape::Gather(p, 0)));
         self.train_data = Some((x, labels));
         self.streamed = None;
         self.train_rows = data.n;

@@ -22,10 +22,13 @@ pub(crate) enum Shape {
     MatmulRowsM(MatmulParams),
     /// Matmul whose k is the batch (dW = dZᵀ·X).
     MatmulRowsK(MatmulParams),
-    Act(ActParams, usize),
+    /// Element-wise over `width` per row; for a batch of models the elements before the last
+    /// model's slice come first (the kernel runs over the models' padding too: harmless).
+    Act(ActParams, usize, u32),
     Loss(LossParams),
     Reduce(LossParams),
-    Gather(crate::kernels::GatherParams),
+    /// A gather; for a batch of models, the rows before the last model's slice come first.
+    Gather(crate::kernels::GatherParams, u32),
     BatchNorm(BnParams, BnEntry),
 }
 
@@ -60,8 +63,8 @@ impl Launch {
                 p.k = rows;
                 self.dispatch.update_matmul(gpu, *p)
             }
-            Shape::Act(p, width) => {
-                p.len = rows * *width as u32;
+            Shape::Act(p, width, before) => {
+                p.len = *before + rows * *width as u32;
                 self.dispatch.update(gpu, p, p.grid())
             }
             Shape::Loss(p) => {
@@ -72,8 +75,8 @@ impl Launch {
                 p.rows = rows;
                 self.dispatch.update(gpu, p, p.grid(LossEntry::Reduce))
             }
-            Shape::Gather(p) => {
-                p.rows = rows;
+            Shape::Gather(p, before) => {
+                p.rows = *before + rows;
                 self.dispatch.update(gpu, p, p.grid())
             }
             Shape::BatchNorm(p, entry) => {
@@ -86,12 +89,15 @@ impl Launch {
 
 /// What every launch of one network shares: the device, the model, the rows the launches are
 /// built for (a training network's largest batch, which `Launch::resize` may shrink; a Hessian
-/// product's batch), and the buffers that are not per value.
+/// product's batch), and the buffers that are not per value. With `models` > 1, a batch of
+/// models side by side: every buffer holds each model's slice `GpuBuffer::per_model` apart and
+/// each launch covers them all (workgroup z, or an element-wise run over every slice).
 pub(crate) struct Net<'a> {
     pub gpu: &'a Gpu,
     pub model: &'a Model,
     pub loss: Loss,
     pub rows: usize,
+    pub models: usize,
     pub params: &'a GpuBuffer,
     pub grads: &'a GpuBuffer,
     pub running: &'a GpuBuffer,
@@ -124,6 +130,23 @@ pub(crate) enum Aux<'a> {
     Preact(&'a GpuBuffer),
     /// The skip value of the residual block the Linear ends, added in the epilogue.
     Skip(&'a GpuBuffer),
+}
+
+/// Elements of `b` before the last model's slice: where an element-wise launch over a batch of
+/// models starts its last model (0 for one model).
+fn before_last(n: &Net, b: &GpuBuffer) -> usize {
+    (n.models - 1) * b.per_model
+}
+
+/// An element-wise launch's buffers must lay the models out alike.
+fn same_layout(n: &Net, buffers: &[&GpuBuffer]) -> Result<()> {
+    match buffers.windows(2).find(|w| w[0].per_model != w[1].per_model) {
+        Some(w) if n.models > 1 => Err(crate::error::Error::Plan(format!(
+            "an element-wise launch over {} models on buffers {} and {} elements per model apart",
+            n.models, w[0].per_model, w[1].per_model
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn act_params(act: Act, len: usize, accumulate: bool) -> ActParams {
@@ -255,7 +278,8 @@ pub(crate) fn dense_forward(
         Aux::Skip(s) => (false, true, Some(s)),
     };
     let epilogue = Epilogue { keep_z, add_skip, ..Epilogue::dense(bias, act) };
-    let p = MatmulParams::dense_forward(n.rows, inputs, outputs, weight, epilogue);
+    let strides = [x.per_model, n.params.per_model, out.per_model, aux.map_or(0, |a| a.per_model), n.params.per_model];
+    let p = MatmulParams::dense_forward(n.rows, inputs, outputs, weight, epilogue).for_models(n.models, strides);
     let d = n.gpu.matmul(x, n.params, bias.map(|_| n.params), out, aux, p)?;
     Ok(Launch::new(d, Shape::MatmulRowsM(p)))
 }
@@ -270,6 +294,12 @@ pub(crate) fn batchnorm(
     out: Option<&GpuBuffer>,
     p: BnParams,
 ) -> Result<Launch> {
+    let per = |b: Option<&GpuBuffer>| b.map_or(0, |b| b.per_model);
+    let strides = [x, n.params, n.running, stats].map(|b| b.per_model);
+    let p = p.for_models(
+        n.models,
+        [strides[0], per(dy), strides[1], strides[2], strides[3], per(out), n.grads.per_model],
+    );
     let d = n.gpu.batchnorm(entry, x, dy, n.params, n.running, stats, out, n.grads, p)?;
     Ok(Launch::new(d, Shape::BatchNorm(p, entry)))
 }
@@ -280,21 +310,26 @@ pub(crate) fn bn_input_params(p: BnParams, accumulate: bool) -> BnParams {
 }
 
 pub(crate) fn activation_forward(n: &Net, x: &GpuBuffer, out: &GpuBuffer, width: usize, act: Act) -> Result<Launch> {
-    let p = act_params(act, n.rows * width, false);
+    same_layout(n, &[x, out])?;
+    let before = before_last(n, out);
+    let p = act_params(act, before + n.rows * width, false);
     let d = n.gpu.activation(ActEntry::Forward, x, None, out, p)?;
-    Ok(Launch::new(d, Shape::Act(p, width)))
+    Ok(Launch::new(d, Shape::Act(p, width, before as u32)))
 }
 
 pub(crate) fn residual_add(n: &Net, x: &GpuBuffer, skip: &GpuBuffer, out: &GpuBuffer, width: usize) -> Result<Launch> {
-    let p = act_params(Act::IDENTITY, n.rows * width, false);
+    same_layout(n, &[x, skip, out])?;
+    let before = before_last(n, out);
+    let p = act_params(Act::IDENTITY, before + n.rows * width, false);
     let d = n.gpu.residual_add(x, skip, out, p)?;
-    Ok(Launch::new(d, Shape::Act(p, width)))
+    Ok(Launch::new(d, Shape::Act(p, width, before as u32)))
 }
 
 /// The loss and its gradient per row, then the reduction into the step's loss and the totals (one
 /// dispatch for batches of up to 64 rows).
 pub(crate) fn loss(n: &Net, logits: &GpuBuffer, grad: &GpuBuffer) -> Result<Vec<Launch>> {
-    let p = LossParams::new(n.rows, n.model.outputs(), false);
+    let strides = [logits, n.labels, logits, grad, n.row_stats, n.totals].map(|b| b.per_model);
+    let p = LossParams::new(n.rows, n.model.outputs(), false).for_models(n.models, strides);
     let step = n.gpu.loss_step(n.loss, logits, n.labels, None, grad, n.row_stats, n.totals, p, n.rows)?;
     let last = step.len() - 1;
     // The per-row kernel's grid follows the rows; a reduction (or the one-workgroup form) is 1.
@@ -312,9 +347,11 @@ pub(crate) fn activation_backward(
     act: Act,
     accumulate: bool,
 ) -> Result<Launch> {
-    let p = act_params(act, n.rows * width, accumulate);
+    same_layout(n, &[z, dy, out])?;
+    let before = before_last(n, out);
+    let p = act_params(act, before + n.rows * width, accumulate);
     let d = n.gpu.activation(ActEntry::Backward, z, Some(dy), out, p)?;
-    Ok(Launch::new(d, Shape::Act(p, width)))
+    Ok(Launch::new(d, Shape::Act(p, width, before as u32)))
 }
 
 /// dW = dZᵀ·X: [outputs, rows]·[rows, inputs], and db = Σ_rows dZ in the same launch, into the
@@ -328,7 +365,8 @@ pub(crate) fn dense_backward_weight(
     weight: usize,
     bias: Option<usize>,
 ) -> Result<Launch> {
-    let p = MatmulParams::dense_backward_params(n.rows, inputs, outputs, weight, bias, false);
+    let p = MatmulParams::dense_backward_params(n.rows, inputs, outputs, weight, bias, false)
+        .for_models(n.models, [dz.per_model, x.per_model, n.grads.per_model, 0, 0]);
     let d = n.gpu.matmul(dz, x, None, n.grads, None, p)?;
     Ok(Launch::new(d, Shape::MatmulRowsK(p)))
 }
@@ -346,7 +384,9 @@ pub(crate) fn dense_backward_input(
     weight: usize,
 ) -> Result<Launch> {
     let (aux, act_grad) = (fused.map(|f| f.0), fused.map(|f| f.1));
-    let p = MatmulParams::dense_backward_input(n.rows, inputs, outputs, weight, act_grad, accumulate);
+    let strides = [dz.per_model, n.params.per_model, target.per_model, aux.map_or(0, |a| a.per_model), 0];
+    let p = MatmulParams::dense_backward_input(n.rows, inputs, outputs, weight, act_grad, accumulate)
+        .for_models(n.models, strides);
     let d = n.gpu.matmul(dz, n.params, None, target, aux, p)?;
     Ok(Launch::new(d, Shape::MatmulRowsM(p)))
 }
