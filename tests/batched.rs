@@ -160,10 +160,21 @@ fn batched_training_refuses_what_it_cannot_train() {
         "batch norm",
     );
     BatchedNetworks::new(g.clone(), bn, Loss::CrossEntropy, vec![sgd()], &[bn_init], 2).expect("batch norm at 2 rows");
-    // 33 stages, one past the kernel's table.
+    // 33 stages, one past the kernel's table: refused by the fused step, taken per op.
     let deep = Model::new(4, vec![LayerSpec::Linear { out: 4, bias: true }; 33]).unwrap();
     let deep_init = deep.init_params(1);
-    refused(BatchedNetworks::new(g.clone(), deep, Loss::CrossEntropy, vec![sgd()], &[deep_init], 8), "33 stages");
+    let fused = gradflow::exec::StepKind::SmallNet;
+    let on_fused = BatchedNetworks::with_step(
+        g.clone(),
+        deep.clone(),
+        Loss::CrossEntropy,
+        vec![sgd()],
+        std::slice::from_ref(&deep_init),
+        8,
+        fused,
+    );
+    refused(on_fused, "33 stages");
+    BatchedNetworks::new(g.clone(), deep, Loss::CrossEntropy, vec![sgd()], &[deep_init], 8).expect("per op");
     let mut net = BatchedNetworks::new(g, m, Loss::CrossEntropy, vec![sgd(), sgd()], &[init.clone(), init], 8).unwrap();
     assert!(matches!(net.train_step(&[&[0, 1]]), Err(Error::Usage(_))), "train before data");
     net.set_train_data(&data()).unwrap();
@@ -412,5 +423,87 @@ fn batch_norm_models_side_by_side_train_as_each_alone() {
         };
         within("parameters", fourteen.params(k).unwrap(), net.params().unwrap());
         within("running statistics", fourteen.norm_state(k).unwrap().running, net.norm_state().unwrap().running);
+    }
+}
+
+/// 4-6, batch norm with the cumulative average (its blend changes every step), relu, 6-5, batch
+/// norm, tanh, 5-3.
+fn batch_norm_model() -> Model {
+    #[derive(serde::Deserialize)]
+    struct L {
+        layers: Vec<LayerSpec>,
+    }
+    let text = "layers = [{ type = 'linear', out = 6 }, { type = 'batch-norm', momentum = 'none' }, { type = 'relu' }, \
+                { type = 'linear', out = 5 }, { type = 'batch-norm' }, { type = 'tanh' }, { type = 'linear', out = 3 }]";
+    Model::new(4, toml::from_str::<L>(text).unwrap().layers).unwrap()
+}
+
+/// The per-op step over a batch (every product, batch norm and loss one launch with a model
+/// index; the element-wise launches over every model's slice) against each model trained alone
+/// on the per-op step: the same kernels on the same values, so the same bits, parameters,
+/// gradients, optimizer state, running statistics and loss totals alike. Many steps per submit,
+/// a shorter last batch, every optimizer kind, a diverging model.
+#[test]
+fn each_model_of_a_per_op_batch_is_bit_identical_to_training_it_alone_per_op() {
+    use gradflow::exec::StepKind;
+    use gradflow::kernels::{MatmulVariant, Schedule};
+    require_gpu!();
+    // One schedule for every product: a batch runs matmul.wgsl's tiled or direct kernel, where a
+    // lone network might take the packed or uniform-window one and sum in another order.
+    let variant =
+        if gpu().info.device_type == wgpu::DeviceType::Cpu { MatmulVariant::Direct } else { MatmulVariant::Tiled };
+    let g = Arc::new(Gpu { matmul_schedule: Schedule::uniform(variant), ..gpu().clone() });
+    let d = data();
+    let setups = setups();
+    let plan: Vec<usize> = (0..23).map(|s| if s < 20 { 16 } else { 7 }).collect();
+    for m in [model(), residual_model(), batch_norm_model()] {
+        let inits: Vec<Vec<f32>> = (0..setups.len()).map(|k| m.init_params(100 + k as u64)).collect();
+        let all: Vec<OptimizerSetup> = setups.iter().map(|(_, s)| s.clone()).collect();
+        let mut batched =
+            BatchedNetworks::with_step(g.clone(), m.clone(), Loss::CrossEntropy, all, &inits, 16, StepKind::PerOp)
+                .unwrap();
+        batched.set_train_data(&d).unwrap();
+        let steps: Vec<Vec<Vec<u32>>> =
+            plan.iter().enumerate().map(|(s, &rows)| (0..setups.len()).map(|k| batch(k, s, rows)).collect()).collect();
+        // Submits of 4 steps, cut where the batch size changes.
+        for group in [&steps[..20], &steps[20..]] {
+            for chunk in group.chunks(4) {
+                let per_step: Vec<Vec<&[u32]>> = chunk.iter().map(|b| b.iter().map(Vec::as_slice).collect()).collect();
+                let refs: Vec<&[&[u32]]> = per_step.iter().map(Vec::as_slice).collect();
+                batched.train_steps(&refs).unwrap();
+            }
+        }
+        let totals = batched.take_totals().unwrap();
+        for (k, (name, setup)) in setups.iter().enumerate() {
+            let what = format!("model {k} ({name}) of {:?}", m.stages.len());
+            let mut alone =
+                GpuNetwork::new(g.clone(), m.clone(), Loss::CrossEntropy, setup.clone(), &inits[k], 16).unwrap();
+            alone.set_small_net(false).unwrap();
+            alone.set_streaming(false);
+            alone.set_train_data(&d).unwrap();
+            for (s, &rows) in plan.iter().enumerate() {
+                alone.train_step(&batch(k, s, rows)).unwrap();
+            }
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            assert_eq!(bits(batched.params(k).unwrap()), bits(alone.params().unwrap()), "{what}: parameters");
+            assert_eq!(bits(batched.grads(k).unwrap()), bits(alone.grads().unwrap()), "{what}: gradients");
+            assert_eq!(
+                bits(batched.optimizer_state(k).unwrap()),
+                bits(alone.optimizer_state().unwrap()),
+                "{what}: state"
+            );
+            let (bn, an) = (batched.norm_state(k).unwrap(), alone.norm_state().unwrap());
+            assert_eq!(
+                (bits(bn.running), bn.batches_tracked),
+                (bits(an.running), an.batches_tracked),
+                "{what}: running"
+            );
+            let t = alone.take_totals().unwrap();
+            assert_eq!(format!("{:?}", totals[k]), format!("{t:?}"), "{what}: totals");
+            // Batch norm rescales the blown-up weights: only the plain models diverge.
+            if m.running_len == 0 {
+                assert_eq!(totals[k].first_bad.is_some(), *name == "diverging sgd", "{what}: {:?}", totals[k]);
+            }
+        }
     }
 }

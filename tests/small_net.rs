@@ -377,6 +377,17 @@ fn the_side_by_side_budget_grows_with_the_runs_on_a_gpu() {
     let macs = gradflow::kernels::SmallNet::new(&digits, Loss::CrossEntropy, 32).unwrap().step_macs(32);
     assert_eq!(macs, 1_634_304);
     assert!(macs > discrete.side_by_side_max_step_macs(8) && macs <= discrete.side_by_side_max_step_macs(9));
+    // Below that, on a GPU the runs go side by side on the per-op launches; on a CPU adapter,
+    // where those do not pay, one after another, saying why.
+    use gradflow::exec::StepKind;
+    use gradflow::train::side_by_side::side_by_side_step;
+    assert_eq!(side_by_side_step(&discrete, &digits, Loss::CrossEntropy, 32, 9), Ok(StepKind::SmallNet));
+    assert_eq!(side_by_side_step(&discrete, &digits, Loss::CrossEntropy, 32, 8), Ok(StepKind::PerOp));
+    let why = side_by_side_step(&cpu_adapter, &digits, Loss::CrossEntropy, 32, 16).unwrap_err();
+    assert!(why.contains("a step is 1634304 multiply-adds") && why.contains("do not pay on a CPU adapter"), "{why}");
+    let deep = model(4, &vec!["{ type = 'linear', out = 4 }"; 33].join(", "));
+    assert_eq!(side_by_side_step(&discrete, &deep, Loss::CrossEntropy, 8, 2), Ok(StepKind::PerOp), "33 stages");
+    assert!(side_by_side_step(&cpu_adapter, &deep, Loss::CrossEntropy, 8, 2).is_err());
 }
 
 /// A batch norm with the cumulative blend, trained 3 steps fused and then 3 per op: the per-op

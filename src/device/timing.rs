@@ -36,7 +36,12 @@ impl PassTimer {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        Some(PassTimer { set, resolve: GpuBuffer { buffer, len, offset: 0, ring: None, per_model: 0 }, capacity: passes, used: 0 })
+        Some(PassTimer {
+            set,
+            resolve: GpuBuffer { buffer, len, offset: 0, ring: None, per_model: 0 },
+            capacity: passes,
+            used: 0,
+        })
     }
 
     /// The timestamp writes of the next pass (None once the query set is full).

@@ -1,21 +1,26 @@
-//! Many models per dispatch: N copies of one small architecture (Linears, batch norms,
-//! activations, residual blocks) trained side by side, each
+//! Many models per dispatch: N copies of one architecture (Linears, batch norms, activations,
+//! residual blocks) trained side by side, each
 //! with its own initial parameters, optimizer (type, hyper-parameters, schedule, clipping) and
 //! batch rows, as JAX's `vmap` over models or PyTorch's `torch.func` ensembling. Their parameters
 //! and gradients lie in one buffer, model k's slice `stride` elements after model k − 1's; a step
-//! is one launch of small_net.wgsl with a workgroup per model, then one optimizer launch per kind
+//! is one launch of small_net.wgsl with a workgroup per model (a small model), or the per-op
+//! launches each over every model (`per_op`: a larger one), then one optimizer launch per kind
 //! of optimizer in the batch (each model's hyper-parameters, schedule, state and clipping its own),
 //! all in one submit. The training set is uploaded once and read by every model
 //! through its batch's row indices.
 //!
-//! Each model's numbers are those of a `GpuNetwork` on the fused step with the same start, to the
-//! bit: the same kernel does the same sums, and the same update kernel runs on the same values
+//! Each model's numbers are those of a `GpuNetwork` on the same step (fused, or per op on the
+//! same matmul schedule) with the same start, to the bit: the same kernel does the same sums, and the same update kernel runs on the same values
 //! (tests/batched.rs). A batch norm's running statistics stay in each model's slice of the
 //! values buffer (`norm_state`), as a lone network's stay in its fused step's values.
 
 use std::sync::Arc;
 
-use super::network::{check_batch, BadStep, Totals};
+mod per_op;
+use per_op::PerOpBatch;
+
+use super::network::{check_batch, check_batch_norm_rows, BadStep, Totals};
+use super::StepKind;
 use crate::data::Dataset;
 use crate::device::{submit_steps, Dispatch, GpuBuffer, StepRecord, VIEW_ALIGN};
 use crate::error::{Error, Result};
@@ -72,16 +77,14 @@ pub struct BatchedNetworks {
     gpu: Arc<Gpu>,
     model: Model,
     max_rows: usize,
-    layout: SmallNet,
     /// Elements from one model's parameters to the next's (a multiple of the view alignment).
     stride: usize,
     params: GpuBuffer,
     grads: GpuBuffer,
-    values: GpuBuffer,
     totals: GpuBuffer,
     indices: GpuBuffer,
-    /// The forward-backward launch of every model, built once the training data is set.
-    launch: Option<(Dispatch, usize)>,
+    /// How a step runs: one fused launch for every model, or the per-op launches over them all.
+    step: BatchStep,
     train: Option<(GpuBuffer, GpuBuffer)>,
     train_rows: usize,
     /// One launch per kind of optimizer (`OptimizerModel::launch_key`) and per 64 models (fewer
@@ -94,14 +97,67 @@ pub struct BatchedNetworks {
     totals_from_step: usize,
     /// Every model's batch rows of the coming step, model-major, `max_rows` apart.
     index_words: Vec<u32>,
+}
+
+/// A batch's step.
+enum BatchStep {
+    Fused(Box<FusedBatch>),
+    PerOp(Box<PerOpBatch>),
+}
+
+/// small_net.wgsl's launch over every model, a workgroup each.
+struct FusedBatch {
+    layout: SmallNet,
+    /// Each model's values (and batch-norm running statistics), `layout.values_len` apart.
+    values: GpuBuffer,
+    /// Built once the training data is set, with the batch size it was built for.
+    launch: Option<(Dispatch, usize)>,
     /// A batch norm's blend changes every step (momentum "none"): each step writes its own
     /// launch parameters.
     blend_changes: bool,
 }
 
+impl FusedBatch {
+    /// The layout, values and (later) launch of `models` models of `model` on the fused step;
+    /// each model's batch-norm running statistics start as a fresh module's, in its values.
+    fn new(g: &Gpu, model: &Model, loss: Loss, models: usize, max_rows: usize) -> Result<FusedBatch> {
+        let layout = SmallNet::new(model, loss, max_rows)
+            .map_err(|why| Error::Usage(format!("the fused step does not take this model: {why}")))?;
+        g.check_small_net_loops(&layout.params)?;
+        let total = layout
+            .values_len
+            .checked_mul(models)
+            .ok_or_else(|| Error::Usage(format!("{models} models of {} values overflow", layout.values_len)))?;
+        let values = if layout.has_norms() {
+            let one = layout.initial_values(&model.init_norm_state().running);
+            g.upload("batched fused-step values", &one.repeat(models))?
+        } else {
+            g.storage("batched fused-step values", total)?
+        };
+        let blend_changes = layout.blend_changes(model);
+        Ok(FusedBatch { layout, values, launch: None, blend_changes })
+    }
+
+    /// The launch's parameters for step `step` of `models` models, `stride` apart, at batches
+    /// of `rows` rows from a set of `train_rows` (a batch norm's blend may change with the step).
+    fn params(
+        &self,
+        model: &Model,
+        rows: usize,
+        train_rows: usize,
+        models: usize,
+        stride: usize,
+        step: usize,
+    ) -> SmallNetParams {
+        let layout = if self.blend_changes { self.layout.with_blend(model, step as u64) } else { self.layout };
+        layout.params.for_batch(rows, train_rows, true).for_models(models, stride)
+    }
+}
+
 impl BatchedNetworks {
     /// One model per entry of `setups`, model k starting from `inits[k]`, for batches of up to
-    /// `max_rows` rows. The model must be one the fused step takes (`SmallNet::new` says why not).
+    /// `max_rows` rows: on the fused step where the model fits it (`SmallNet::new`), else on the
+    /// per-op launches, each over every model.
     pub fn new(
         gpu: Arc<Gpu>,
         model: Model,
@@ -110,6 +166,22 @@ impl BatchedNetworks {
         inits: &[Vec<f32>],
         max_rows: usize,
     ) -> Result<BatchedNetworks> {
+        let fits = SmallNet::new(&model, loss, max_rows).is_ok_and(|l| gpu.check_small_net_loops(&l.params).is_ok());
+        let kind = if fits { StepKind::SmallNet } else { StepKind::PerOp };
+        BatchedNetworks::with_step(gpu, model, loss, setups, inits, max_rows, kind)
+    }
+
+    /// `new` on the step `kind` says: the fused step (an error saying why when the model does
+    /// not fit it) or the per-op launches.
+    pub fn with_step(
+        gpu: Arc<Gpu>,
+        model: Model,
+        loss: Loss,
+        setups: Vec<OptimizerSetup>,
+        inits: &[Vec<f32>],
+        max_rows: usize,
+        kind: StepKind,
+    ) -> Result<BatchedNetworks> {
         let n = setups.len();
         if n == 0 || n > SMALL_NET_MAX_MODELS || inits.len() != n {
             return Err(Error::Usage(format!(
@@ -117,11 +189,13 @@ impl BatchedNetworks {
                 inits.len()
             )));
         }
-        let layout = SmallNet::new(&model, loss, max_rows)
-            .map_err(|why| Error::Usage(format!("batched training does not take this model: {why}")))?;
-        gpu.check_small_net_loops(&layout.params)?;
         for (k, p) in inits.iter().enumerate() {
             super::cpu_network::check_params(&model, p).map_err(|e| Error::Usage(format!("model {k}: {e}")))?;
+        }
+        if !model.norms.is_empty() && max_rows < 2 {
+            return Err(Error::Usage(format!(
+                "batched training with batch norm needs batches of at least 2 rows, not {max_rows}"
+            )));
         }
         let align = (VIEW_ALIGN / 4) as usize;
         let stride = model.param_len.next_multiple_of(align);
@@ -133,16 +207,17 @@ impl BatchedNetworks {
         }
         let g = &*gpu;
         let params = g.upload("batched parameters", &flat)?;
-        let grads = g.storage("batched gradients", total(stride)?)?;
-        // Each model's batch-norm running statistics start as a fresh module's, in its values.
-        let values = if layout.has_norms() {
-            total(layout.values_len)?; // refused here, where `repeat` would panic on the overflow
-            let one = layout.initial_values(&model.init_norm_state().running);
-            g.upload("batched fused-step values", &one.repeat(n))?
-        } else {
-            g.storage("batched fused-step values", total(layout.values_len)?)?
+        let params = params.side_by_side(stride);
+        let grads = g.storage("batched gradients", total(stride)?)?.side_by_side(stride);
+        let totals =
+            g.storage("batched loss totals", total(SMALL_NET_TOTALS_STRIDE)?)?.side_by_side(SMALL_NET_TOTALS_STRIDE);
+        let step = match kind {
+            StepKind::SmallNet => BatchStep::Fused(Box::new(FusedBatch::new(g, &model, loss, n, max_rows)?)),
+            StepKind::PerOp => {
+                let shared = per_op::Shared { params: &params, grads: &grads, totals: &totals };
+                BatchStep::PerOp(Box::new(PerOpBatch::new(g, &model, loss, n, max_rows, shared)?))
+            }
         };
-        let totals = g.storage("batched loss totals", total(SMALL_NET_TOTALS_STRIDE)?)?;
         let indices = g.step_ring("batched batch indices", total(max_rows)?)?;
         // Models whose optimizers share a kernel, flags and group table share one launch, at
         // most 64 (optim.wgsl's uniform array) and as many as their state buffer fits.
@@ -179,19 +254,16 @@ impl BatchedNetworks {
             .into_iter()
             .map(|(_, members, ks)| Ok((GpuOptimizer::for_models(g, &params, &grads, model.param_len, members)?, ks)))
             .collect::<Result<Vec<_>>>()?;
-        let blend_changes = layout.blend_changes(&model);
         Ok(BatchedNetworks {
             gpu,
             model,
             max_rows,
-            layout,
             stride,
             params,
             grads,
-            values,
             totals,
             indices,
-            launch: None,
+            step,
             train: None,
             train_rows: 0,
             optimizers,
@@ -200,7 +272,6 @@ impl BatchedNetworks {
             steps: 0,
             totals_from_step: 0,
             index_words: vec![0; n * max_rows],
-            blend_changes,
         })
     }
 
@@ -210,11 +281,19 @@ impl BatchedNetworks {
     /// most `SMALL_NET_MAX_MODELS` workgroups. The optimizer state is one buffer per optimizer
     /// launch, whose models `new` limits to what that buffer can hold; the training set is shared.
     pub fn max_models(gpu: &Gpu, model: &Model, loss: Loss, max_rows: usize) -> Result<usize> {
-        let layout = SmallNet::new(model, loss, max_rows)
-            .map_err(|why| Error::Usage(format!("batched training does not take this model: {why}")))?;
         let stride = model.param_len.next_multiple_of((VIEW_ALIGN / 4) as usize);
         let limit = (gpu.max_storage_bytes() / 4) as usize;
-        let widest = [stride, layout.values_len, SMALL_NET_TOTALS_STRIDE, max_rows].into_iter().max().unwrap_or(1);
+        let mut per_model = vec![stride, SMALL_NET_TOTALS_STRIDE, max_rows];
+        match SmallNet::new(model, loss, max_rows) {
+            Ok(layout) => per_model.push(layout.values_len),
+            // The per-op step's: every planned value, the batch, its per-row loss, the statistics.
+            Err(_) => {
+                let plan = crate::spec::plan::Plan::new(model, max_rows)?;
+                per_model.extend(plan.buffers.iter().map(|b| b.len));
+                per_model.extend([max_rows * model.inputs, 2 * max_rows, model.running_len]);
+            }
+        }
+        let widest = per_model.into_iter().max().unwrap_or(1);
         Ok((limit / widest.max(1)).min(SMALL_NET_MAX_MODELS))
     }
 
@@ -236,20 +315,27 @@ impl BatchedNetworks {
         super::network::check_features(&self.model, data)?;
         let x = self.gpu.upload("training inputs", &data.x)?;
         let labels = self.gpu.upload("training labels", &data.labels)?;
+        match &mut self.step {
+            BatchStep::Fused(f) => f.launch = None,
+            BatchStep::PerOp(p) => p.set_train_data(&self.gpu, &x, &labels, &self.indices, data)?,
+        }
         self.train = Some((x, labels));
         self.train_rows = data.n;
-        self.launch = None;
         Ok(())
     }
 
-    /// The launch for batches of `rows` rows, built or resized.
-    fn launch_for(&mut self, rows: usize) -> Result<&Dispatch> {
+    /// The step's launches for batches of `rows` rows, built or resized.
+    fn prepare_step(&mut self, rows: usize) -> Result<()> {
         let Some((x, labels)) = &self.train else {
             return Err(Error::Usage("train_step before set_train_data".into()));
         };
-        let p = self.step_params(rows, self.steps);
-        match &mut self.launch {
-            Some((d, r)) if *r == rows => {}
+        let fused = match &mut self.step {
+            BatchStep::PerOp(p) => return p.resize(&self.gpu, rows as u32),
+            BatchStep::Fused(f) => f,
+        };
+        let p = fused.params(&self.model, rows, self.train_rows, self.setups.len(), self.stride, self.steps);
+        match &mut fused.launch {
+            Some((_, r)) if *r == rows => {}
             Some((d, r)) => {
                 d.update(&self.gpu, &p, self.gpu.small_net_launch(&p).2)?;
                 *r = rows;
@@ -258,23 +344,16 @@ impl BatchedNetworks {
                 let b = SmallNetBuffers {
                     params: &self.params,
                     grads: &self.grads,
-                    values: &self.values,
+                    values: &fused.values,
                     totals: &self.totals,
                     x,
                     labels,
                     indices: Some(&self.indices),
                 };
-                self.launch = Some((self.gpu.small_net_step(&b, &p)?, rows));
+                fused.launch = Some((self.gpu.small_net_step(&b, &p)?, rows));
             }
         }
-        Ok(&self.launch.as_ref().expect("built above").0)
-    }
-
-    /// The fused launch's parameters for step `step` at batches of `rows` rows (a batch norm's
-    /// blend may change with the step).
-    fn step_params(&self, rows: usize, step: usize) -> SmallNetParams {
-        let layout = if self.blend_changes { self.layout.with_blend(&self.model, step as u64) } else { self.layout };
-        layout.params.for_batch(rows, self.train_rows, true).for_models(self.len(), self.stride)
+        Ok(())
     }
 
     /// One step of every model, model k on the training rows `batches[k]` (all of one size): one
@@ -306,17 +385,19 @@ impl BatchedNetworks {
                 check_batch(b, self.train_rows, self.max_rows)?;
             }
         }
-        self.launch_for(rows)?;
+        if matches!(self.step, BatchStep::PerOp(_)) {
+            check_batch_norm_rows(&self.model, rows, 1)?;
+        }
+        self.prepare_step(rows)?;
         // Slots 1.. hold the steps (slot 0 too where a ring has only one): split a submit that
         // would not fit.
-        let slots = self.step_slots();
+        let slots = self.step_slots()?;
         let base = usize::from(slots > 1);
         let fit = slots - base;
         if fit < steps.len() {
             return steps.chunks(fit).try_for_each(|chunk| self.train_steps(chunk));
         }
         // Each step's numbers, gathered per launch and written in one go.
-        let launch = &self.launch.as_ref().expect("built above").0;
         let mut indices = Vec::with_capacity(steps.len() * self.index_words.len());
         for batches in steps {
             for (k, b) in batches.iter().enumerate() {
@@ -325,9 +406,18 @@ impl BatchedNetworks {
             indices.extend_from_slice(&self.index_words);
         }
         self.gpu.write_slots(&self.indices, base, &indices, self.index_words.len())?;
-        let params: Vec<SmallNetParams> = (0..steps.len()).map(|j| self.step_params(rows, self.steps + j)).collect();
-        params.iter().try_for_each(|p| launch.check(p))?;
-        launch.write_slots(&self.gpu, base, &params, 1)?;
+        match &self.step {
+            BatchStep::Fused(f) => {
+                let (models, train_rows) = (self.setups.len(), self.train_rows);
+                let params: Vec<SmallNetParams> = (0..steps.len())
+                    .map(|j| f.params(&self.model, rows, train_rows, models, self.stride, self.steps + j))
+                    .collect();
+                let launch = &f.launch.as_ref().expect("built by prepare_step").0;
+                params.iter().try_for_each(|p| launch.check(p))?;
+                launch.write_slots(&self.gpu, base, &params, 1)?;
+            }
+            BatchStep::PerOp(p) => p.write_blends(&self.gpu, &self.model, base, self.steps, steps.len())?,
+        }
         for (opt, ks) in &self.optimizers {
             let mut all = Vec::with_capacity(steps.len() * ks.len());
             for j in 0..steps.len() {
@@ -338,23 +428,26 @@ impl BatchedNetworks {
             opt.update_launch().write_slots(&self.gpu, base, &all, ks.len())?;
         }
         let records: Vec<StepRecord> = (0..steps.len())
-            .map(|j| StepRecord { copies: Vec::new(), slot: base + j, dispatches: self.step_dispatches() })
-            .collect();
+            .map(|j| Ok(StepRecord { copies: Vec::new(), slot: base + j, dispatches: self.step_dispatches()? }))
+            .collect::<Result<_>>()?;
         submit_steps(&self.gpu, "batched training steps", &records)?;
         self.steps += steps.len();
         Ok(())
     }
 
     /// The launches of one step: the forward-backward launch of every model, then the updates.
-    fn step_dispatches(&self) -> Vec<&Dispatch> {
-        let mut dispatches: Vec<&Dispatch> = self.launch.iter().map(|(d, _)| d).collect();
+    fn step_dispatches(&self) -> Result<Vec<&Dispatch>> {
+        let mut dispatches: Vec<&Dispatch> = match &self.step {
+            BatchStep::Fused(f) => f.launch.iter().map(|(d, _)| d).collect(),
+            BatchStep::PerOp(p) => p.launches()?,
+        };
         dispatches.extend(self.optimizers.iter().flat_map(|(o, _)| o.dispatches()));
-        dispatches
+        Ok(dispatches)
     }
 
     /// Step slots every launch of a step holds: the fewest of its launches' rings.
-    fn step_slots(&self) -> usize {
-        self.step_dispatches().iter().map(|d| d.slots()).min().unwrap_or(1).min(crate::device::STEP_SLOTS)
+    fn step_slots(&self) -> Result<usize> {
+        Ok(self.step_dispatches()?.iter().map(|d| d.slots()).min().unwrap_or(1).min(crate::device::STEP_SLOTS))
     }
 
     /// Optimizer launches a step makes: one per kind of optimizer in the batch (and per 64 models
@@ -390,11 +483,11 @@ impl BatchedNetworks {
     /// Model k's batch-norm running statistics and batch counts (`Network::norm_state`'s layout).
     pub fn norm_state(&mut self, k: usize) -> Result<NormState> {
         self.check_model(k)?;
-        let running = if self.model.running_len == 0 {
-            Vec::new()
-        } else {
-            let at = k * self.layout.values_len + self.layout.running_at;
-            self.gpu.read(&self.values, at, self.model.running_len)?
+        let len = self.model.running_len;
+        let running = match &self.step {
+            _ if len == 0 => Vec::new(),
+            BatchStep::Fused(f) => self.gpu.read(&f.values, k * f.layout.values_len + f.layout.running_at, len)?,
+            BatchStep::PerOp(p) => p.running_of(&self.gpu, k, len)?,
         };
         Ok(NormState { running, batches_tracked: vec![self.steps as u64; self.model.norms.len()] })
     }

@@ -296,10 +296,8 @@ pub(crate) fn batchnorm(
 ) -> Result<Launch> {
     let per = |b: Option<&GpuBuffer>| b.map_or(0, |b| b.per_model);
     let strides = [x, n.params, n.running, stats].map(|b| b.per_model);
-    let p = p.for_models(
-        n.models,
-        [strides[0], per(dy), strides[1], strides[2], strides[3], per(out), n.grads.per_model],
-    );
+    let p =
+        p.for_models(n.models, [strides[0], per(dy), strides[1], strides[2], strides[3], per(out), n.grads.per_model]);
     let d = n.gpu.batchnorm(entry, x, dy, n.params, n.running, stats, out, n.grads, p)?;
     Ok(Launch::new(d, Shape::BatchNorm(p, entry)))
 }

@@ -93,7 +93,8 @@ impl Trainer {
     }
 
     /// Every run at once on the GPU, or None when they cannot share a batch of models here
-    /// (no adapter, a model the fused step does not take or too large to pay, a single run).
+    /// (no adapter, a single run, a model too large for the fused step on a CPU adapter, too
+    /// many runs for the adapter's buffers).
     fn fit_side_by_side(
         &self,
         gpu: Arc<Gpu>,
@@ -102,10 +103,13 @@ impl Trainer {
         test: Option<&Dataset>,
     ) -> Result<Option<Vec<Result<History>>>> {
         let rows = self.batch_rows(train.n);
-        let obstacle = crate::train::side_by_side::model_obstacle(&gpu, &self.model, self.loss, rows, runs.len());
-        if runs.len() < 2 || obstacle.is_some() || rows == 0 {
+        if runs.len() < 2 || rows == 0 {
             return Ok(None);
         }
+        let Ok(step) = crate::train::side_by_side::side_by_side_step(&gpu, &self.model, self.loss, rows, runs.len())
+        else {
+            return Ok(None);
+        };
         let inits: Vec<Vec<f32>> = runs.iter().map(|r| self.model.init_params(r.seed)).collect();
         let setups: Vec<OptimizerSetup> = runs.iter().map(|r| r.optimizer.clone()).collect();
         if runs.len() > BatchedNetworks::max_models(&gpu, &self.model, self.loss, rows)? {
@@ -113,11 +117,12 @@ impl Trainer {
         }
         // Refusals (an invalid optimizer setup among them) send every run to train alone,
         // where each meets its own error.
-        let mut nets = match BatchedNetworks::new(gpu.clone(), self.model.clone(), self.loss, setups, &inits, rows) {
-            Ok(n) => n,
-            Err(Error::Usage(_) | Error::LoopLimit { .. } | Error::TooLargeForDevice { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        let mut nets =
+            match BatchedNetworks::with_step(gpu.clone(), self.model.clone(), self.loss, setups, &inits, rows, step) {
+                Ok(n) => n,
+                Err(Error::Usage(_) | Error::LoopLimit { .. } | Error::TooLargeForDevice { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
         nets.set_train_data(train)?;
         let mut batchers = runs
             .iter()
