@@ -10,9 +10,11 @@
 //! through its batch's row indices.
 //!
 //! Each model's numbers are those of a `GpuNetwork` on the same step (fused, or per op on the
-//! same matmul schedule) with the same start, to the bit: the same kernel does the same sums, and the same update kernel runs on the same values
-//! (tests/batched.rs). A batch norm's running statistics stay in each model's slice of the
-//! values buffer (`norm_state`), as a lone network's stay in its fused step's values.
+//! same matmul schedule) with the same start, to the bit: the same kernel does the same sums,
+//! and the same update kernel runs on the same values (tests/batched.rs). On the fused step a
+//! batch norm's running statistics stay in each model's slice of the values buffer
+//! (`norm_state`), as a lone network's stay in its fused step's values; per op, in each model's
+//! slice of the running buffer.
 
 use std::sync::Arc;
 
@@ -276,7 +278,8 @@ impl BatchedNetworks {
     }
 
     /// The most models of `model` one batch can hold on `gpu` at batches of `max_rows` rows: each
-    /// of the batch's shared buffers (parameters, gradients, the fused step's values) must fit
+    /// of the batch's shared buffers (parameters, gradients, the fused step's values or the
+    /// per-op step's activations, batch and statistics) must fit
     /// the adapter's largest storage binding (queried, not assumed), and one launch takes at
     /// most `SMALL_NET_MAX_MODELS` workgroups. The optimizer state is one buffer per optimizer
     /// launch, whose models `new` limits to what that buffer can hold; the training set is shared.

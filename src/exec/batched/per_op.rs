@@ -51,6 +51,7 @@ impl PerOpBatch {
         let running = if model.running_len == 0 {
             gpu.storage("batched running statistics", 1)?
         } else {
+            per("batched running statistics", model.running_len)?; // refuses the overflow `repeat` would panic on
             let one = model.init_norm_state().running;
             gpu.upload("batched running statistics", &one.repeat(models))?.side_by_side(model.running_len)
         };
