@@ -34,16 +34,20 @@ impl Context {
 
     /// A zero-filled storage buffer of `len` elements; an error if the device cannot hold it.
     pub fn storage(&self, what: &str, len: usize) -> Result<GpuBuffer> {
-        let bytes = self.allocation(self.check_size(what, len)?);
-        let buffer = self.scoped(what, || {
+        let buffer = self.zeroed(what, self.allocation(self.check_size(what, len)?))?;
+        Ok(GpuBuffer { buffer, len, offset: 0, ring: None, per_model: 0 })
+    }
+
+    /// A zero-filled storage buffer of `bytes` bytes (wgpu zeroes every new buffer).
+    fn zeroed(&self, what: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        self.scoped(what, || {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(what),
                 size: bytes,
                 usage: STORAGE,
                 mapped_at_creation: false,
             })
-        })?;
-        Ok(GpuBuffer { buffer, len, offset: 0, ring: None, per_model: 0 })
+        })
     }
 
     /// A zero-filled step ring of `len` elements per slot: as many slots as `STEP_SLOTS` and
@@ -55,14 +59,7 @@ impl Context {
         if bytes > self.max_storage_bytes() {
             return Err(Error::TooLargeForDevice { what: what.to_string(), bytes, limit: self.max_storage_bytes() });
         }
-        let buffer = self.scoped(what, || {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(what),
-                size: bytes,
-                usage: STORAGE,
-                mapped_at_creation: false,
-            })
-        })?;
+        let buffer = self.zeroed(what, bytes)?;
         Ok(GpuBuffer { buffer, len, offset: 0, ring: Some(Ring { stride: slot, slots: slots as usize }), per_model: 0 })
     }
 

@@ -27,22 +27,7 @@ pub fn linear_forward(
     n: usize,
     act: Act,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let gx = gpu.upload("x", x)?;
-    let gw = gpu.upload("weight", w)?;
-    let gb = b.map(|b| gpu.upload("bias", b)).transpose()?;
-    let gy = gpu.storage("y", m * n)?;
-    let epilogue = Epilogue::dense(b.map(|_| 0), act);
-    let gz = if epilogue.keep_z { Some(gpu.storage("z", m * n)?) } else { None };
-    let p = MatmulParams::dense_forward(m, k, n, 0, epilogue);
-    let d = gpu.matmul(&gx, &gw, gb.as_ref(), &gy, gz.as_ref(), p)?;
-    submit(gpu, "linear_forward", &[&d])?;
-    let y = gpu.read_all(&gy)?;
-    // Without an activation z is y: training keeps no separate copy (the bias-only epilogue).
-    let z = match &gz {
-        Some(gz) => gpu.read_all(gz)?,
-        None => y.clone(),
-    };
-    Ok((z, y))
+    linear_forward_models(gpu, x, w, b, m, k, n, act, 1)
 }
 
 /// `linear_forward` for `models` models side by side in one launch (workgroup z is the model):
@@ -69,6 +54,7 @@ pub fn linear_forward_models(
     let d = gpu.matmul(&gx, &gw, gb.as_ref(), &gy, gz.as_ref(), p)?;
     submit(gpu, "linear_forward_models", &[&d])?;
     let y = gpu.read_all(&gy)?;
+    // Without an activation z is y: training keeps no separate copy (the bias-only epilogue).
     let z = match &gz {
         Some(gz) => gpu.read_all(gz)?,
         None => y.clone(),
