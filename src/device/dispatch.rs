@@ -199,6 +199,12 @@ pub struct StepRecord<'a> {
     pub dispatches: Vec<&'a Dispatch>,
 }
 
+/// Step slots every launch of `dispatches` holds: the fewest of their rings', at most
+/// `STEP_SLOTS` (also for launches without a per-step binding).
+pub fn step_slots(dispatches: &[&Dispatch]) -> usize {
+    dispatches.iter().map(|d| d.slots()).min().unwrap_or(1).min(super::buffer::STEP_SLOTS)
+}
+
 /// Records every step into one command buffer and submits it once: the host's cost of a submit
 /// is paid once for all of them. Steps without copies share one compute pass, each reading its
 /// own slot of the step rings; a step with copies starts a new pass after them.

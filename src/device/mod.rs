@@ -14,8 +14,8 @@ pub use context::{
     describe_adapter, list_adapters, scoped, Context, ADAPTER_ENV, LLVMPIPE_LOOP_BUDGET, NO_ADAPTER_HINT,
 };
 pub use dispatch::{
-    grid, groups_for, submit, submit_steps, submit_with, Dispatch, StepCopy, StepRecord, MAX_GROUPS_PER_DIM,
-    SUBMIT_NANOS,
+    grid, groups_for, step_slots, submit, submit_steps, submit_with, Dispatch, StepCopy, StepRecord,
+    MAX_GROUPS_PER_DIM, SUBMIT_NANOS,
 };
 pub(crate) use pipeline::entries;
 pub use pipeline::{shader_checks, strided_extent, Entry, Family, Slot, SHADER_CHECKS_ENV};

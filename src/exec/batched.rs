@@ -450,7 +450,7 @@ impl BatchedNetworks {
 
     /// Step slots every launch of a step holds: the fewest of its launches' rings.
     fn step_slots(&self) -> Result<usize> {
-        Ok(self.step_dispatches()?.iter().map(|d| d.slots()).min().unwrap_or(1).min(crate::device::STEP_SLOTS))
+        Ok(crate::device::step_slots(&self.step_dispatches()?))
     }
 
     /// Optimizer launches a step makes: one per kind of optimizer in the batch (and per 64 models

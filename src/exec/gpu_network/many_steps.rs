@@ -104,7 +104,7 @@ impl GpuNetwork {
     fn step_slots(&self) -> usize {
         let mut launches = self.step_launches();
         launches.extend(self.optimizer.dispatches());
-        launches.iter().map(|d| d.slots()).min().unwrap_or(1).min(crate::device::STEP_SLOTS)
+        crate::device::step_slots(&launches)
     }
 
     /// Appends a streamed set's rows and labels for the steps to `words` and says where each
