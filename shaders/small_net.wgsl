@@ -1,8 +1,8 @@
 // A whole training step's forward and backward pass of a small dense network in one launch, one
 // workgroup per model (a batch of same-shaped models side by side, each with its own parameters,
 // gradient, values, totals and batch rows; one model is a batch of one): for models so small that the per-op path's ~10 launches per step cost more than
-// their arithmetic. The optimizer's update stays a launch of its own (optim.wgsl), so every
-// optimizer, schedule and clipping works unchanged. Same sums in the same order as the per-op
+// their arithmetic. The optimizer's update is a launch of its own (optim.wgsl) after this one,
+// or, where the adapter binds enough buffers, part of the same launch (small_net_train.wgsl). Same sums in the same order as the per-op
 // kernels: each product element is summed over k from 0 (bias added after), the weight gradient
 // over rows in order, dX·act'(z) as the fused matmul epilogue; the loss is loss_rows.wgsl's.
 //
@@ -42,7 +42,7 @@ struct SmallNetParams {
     param_stride: u32,    // in params and grads
     values_stride: u32,   // in values
     index_stride: u32,    // in indices (the batch rows of each model)
-    _pad0: u32,
+    param_len: u32,       // the model's parameters: small_net_train.wgsl's update loops to it
     shape: array<vec4<u32>, 32>,   // per layer: inputs, outputs, weight offset, bias offset (NO_BIAS: none);
                                   // a batch norm: width, width, γ offset, β offset
     act: array<vec4<u32>, 32>,     // per layer: activation code, leaky slope as f32 bits, z at, output at
@@ -80,7 +80,7 @@ override LANES: u32 = 64u;
 // Models per workgroup in `small_net_models`, one per invocation.
 override MODEL_GROUP: u32 = 64u;
 
-@group(0) @binding(0) var<storage, read> params: array<f32>;
+@group(0) @binding(0) var<storage, read_write> params: array<f32>;   // written by small_net_train.wgsl's update
 @group(0) @binding(1) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(2) var<storage, read_write> values: array<f32>;
 @group(0) @binding(3) var<storage, read_write> totals: array<f32>;
@@ -472,7 +472,13 @@ fn small_net_forward_backward(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
 ) {
-    model = wg.x;
+    forward_backward(wg.x, li);
+}
+
+// Model `m`'s step on its workgroup, this invocation being lane `li` of LANES; every lane has
+// passed a storage barrier after its last write.
+fn forward_backward(m: u32, li: u32) {
+    model = m;
     pbase = model * p.param_stride;
     vbase = model * p.values_stride;
     for (var l = 0u; l < p.layers; l++) {
@@ -519,10 +525,15 @@ fn small_net_models(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
 ) {
-    model = wg.x * MODEL_GROUP + li;
-    if (model >= p.models) {
-        return;
+    let m = wg.x * MODEL_GROUP + li;
+    if (m < p.models) {
+        model_forward_backward(m);
     }
+}
+
+// Model `m`'s step on this invocation alone.
+fn model_forward_backward(m: u32) {
+    model = m;
     pbase = model * p.param_stride;
     vbase = model * p.values_stride;
     for (var l = 0u; l < p.layers; l++) {

@@ -424,3 +424,67 @@ fn a_step_ring_binds_one_slot_and_only_where_a_launch_takes_it_per_step() {
     let e = g.copy_f32(&small, &bx, 3).err().expect("a ring where no offset moves it").to_string();
     assert!(e.contains("step ring"), "{e}");
 }
+
+/// The fused step with the update in its launch (small_net_train.wgsl): its numbers must name an
+/// update and not clip, its state must hold that update's slots, and the network's parameters
+/// (`param_len`, the update's loop) must lie inside the parameters; where the adapter binds too
+/// few storage buffers it is refused by name.
+#[test]
+fn the_fused_training_step_checks_its_update_and_its_loop() {
+    use gradflow::kernels::optim::{OptParams, FLAG_CLIP, UPDATE_ADAM};
+    use gradflow::kernels::UpdateBuffers;
+    require_gpu!();
+    let g = gpu();
+    let b = |n| g.storage("buffer", n).unwrap();
+    let model = gradflow::spec::ModelBuilder::new(3)
+        .dense(5, gradflow::spec::Activation::Tanh)
+        .dense(2, gradflow::spec::Activation::Identity)
+        .build()
+        .unwrap();
+    let len = model.param_len;
+    let net = gradflow::kernels::SmallNet::new(&model, Loss::CrossEntropy, 4).unwrap();
+    let p = net.params.for_batch(4, 10, true);
+    assert_eq!(p.param_len as usize, len);
+    let (params, grads, values, totals) = (b(len), b(len), b(net.values_len), b(7));
+    let (x, labels, indices) = (b(30), b(10), b(4));
+    let stride = len.next_multiple_of(4);
+    let (state, short_state, groups, clip) = (b(2 * stride), b(stride), b(len.div_ceil(64)), b(4));
+    let opt = OptParams { len: len as u32, state_stride: stride as u32, update: UPDATE_ADAM, ..Default::default() };
+    let run = |p: &SmallNetParams, opt: &OptParams, state| {
+        let buffers = SmallNetBuffers {
+            params: &params,
+            grads: &grads,
+            values: &values,
+            totals: &totals,
+            x: &x,
+            labels: &labels,
+            indices: Some(&indices),
+        };
+        g.small_net_train_step(&buffers, p, &UpdateBuffers { state, block_group: &groups, clip: &clip }, opt)
+    };
+    if !g.small_net_trains() {
+        match run(&p, &opt, &state) {
+            Err(Error::LaunchParams { why, .. }) => assert!(why.contains("storage buffers"), "{why}"),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+        return;
+    }
+    run(&p, &opt, &state).expect("a 3-5-2 net on 4 of 10 rows with Adam");
+    let kernel = gradflow::kernels::SmallNetTrainEntry::ALL
+        .iter()
+        .map(|e| e.name())
+        .find(|n| n.contains(if g.small_net_lanes == 1 { "models" } else { "net_train" }))
+        .unwrap();
+    assert_out_of_bounds(run(&p, &opt, &short_state), kernel, 8);
+    for (what, bad) in
+        [("update 9", OptParams { update: 9, ..opt }), ("clipping", OptParams { flags: FLAG_CLIP, ..opt })]
+    {
+        match run(&p, &bad, &state) {
+            Err(Error::LaunchParams { kernel: k, .. }) => assert_eq!(k, kernel, "{what}"),
+            other => panic!("{what}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+    // The update's loop past the parameters: refused by the network's own check.
+    let past = SmallNetParams { param_len: (len + 8) as u32, ..p };
+    assert_out_of_bounds(run(&past, &opt, &state), g.small_net_launch(&p).0.name(), 0);
+}

@@ -160,7 +160,7 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         param_base,
         state_base,
         clip_base,
-        _pad,
+        update,
         groups
     });
     check_struct("optim.wgsl", "OptParams", size, &f);
@@ -199,6 +199,7 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
         param_stride,
         values_stride,
         index_stride,
+        param_len,
         shape,
         act,
         norm,
@@ -254,6 +255,11 @@ fn flags_codes_and_tile_sizes_agree() {
         ("optim.wgsl", "FLAG_FIRST_STEP", FLAG_FIRST_STEP as u64),
         ("optim.wgsl", "NORM_CHUNK", NORM_CHUNK as u64),
         ("optim.wgsl", "BLOCK", gradflow::spec::PARAM_ALIGN as u64),
+        ("optim.wgsl", "UPDATE_SGD", gradflow::kernels::optim::UPDATE_SGD as u64),
+        ("optim.wgsl", "UPDATE_ADAGRAD", gradflow::kernels::optim::UPDATE_ADAGRAD as u64),
+        ("optim.wgsl", "UPDATE_RMSPROP", gradflow::kernels::optim::UPDATE_RMSPROP as u64),
+        ("optim.wgsl", "UPDATE_ADAM", gradflow::kernels::optim::UPDATE_ADAM as u64),
+        ("small_net_train.wgsl", "UPDATE_ADAM", gradflow::kernels::optim::UPDATE_ADAM as u64),
         ("hvp.wgsl", "HVP_ACCUMULATE", HVP_ACCUMULATE as u64),
         ("hvp.wgsl", "FEATURES", HVP_FEATURES as u64),
         ("small_mlp.wgsl", "MAX_LAYERS", gradflow::kernels::small_mlp::MAX_LAYERS as u64),
@@ -365,20 +371,27 @@ fn activation_constants_are_u32_overrides() {
     }
 }
 
-/// optim.wgsl's per-model parameters: a uniform array of `OPT_MODELS_PER_LAUNCH` `OptParams`,
-/// which the host pads to that length (a uniform binding must cover the whole array).
+/// optim.wgsl's per-model parameters, and the fused training step's: an array of
+/// `OPT_MODELS_PER_LAUNCH` `OptParams` (uniform in optim.wgsl, storage in small_net_train.wgsl,
+/// whose loop runs to a field of it), which the host pads to that length (the binding covers
+/// the whole array).
 #[test]
 fn the_optimizer_model_array_holds_opt_models_per_launch_structs() {
-    let m = module("optim.wgsl");
-    let (_, var) = m
-        .global_variables
-        .iter()
-        .find(|(_, v)| v.name.as_deref() == Some("models"))
-        .expect("optim.wgsl declares `models`");
-    assert_eq!(var.space, naga::AddressSpace::Uniform, "`models` is a uniform array");
-    let TypeInner::Array { base, size: naga::ArraySize::Constant(n), .. } = m.types[var.ty].inner else {
-        panic!("`models` is not a fixed-size array");
-    };
-    assert_eq!(n.get() as usize, OPT_MODELS_PER_LAUNCH, "array length in WGSL vs OPT_MODELS_PER_LAUNCH");
-    assert_eq!(m.types[base].name.as_deref(), Some("OptParams"));
+    for (file, space) in [
+        ("optim.wgsl", naga::AddressSpace::Uniform),
+        ("small_net_train.wgsl", naga::AddressSpace::Storage { access: naga::StorageAccess::LOAD }),
+    ] {
+        let m = module(file);
+        let (_, var) = m
+            .global_variables
+            .iter()
+            .find(|(_, v)| v.name.as_deref() == Some("models"))
+            .unwrap_or_else(|| panic!("{file} declares `models`"));
+        assert_eq!(var.space, space, "{file}: `models`' address space");
+        let TypeInner::Array { base, size: naga::ArraySize::Constant(n), .. } = m.types[var.ty].inner else {
+            panic!("{file}: `models` is not a fixed-size array");
+        };
+        assert_eq!(n.get() as usize, OPT_MODELS_PER_LAUNCH, "{file}: array length in WGSL vs OPT_MODELS_PER_LAUNCH");
+        assert_eq!(m.types[base].name.as_deref(), Some("OptParams"));
+    }
 }

@@ -416,3 +416,90 @@ fn switching_from_the_fused_step_to_the_per_op_step_keeps_the_batch_norm_blend()
     let bound: Vec<f64> = b.running.iter().map(|w| tol * (w.abs() as f64 + 0.1)).collect();
     assert_within("running statistics", &a.running, &widen(&b.running), &bound);
 }
+
+/// Where the adapter binds its 11 storage buffers, the fused step takes the optimizer's update
+/// into its own launch (small_net_train.wgsl, one launch a step): the same functions as the
+/// update's own launch, so the same bits, for every update form, weight decay, a schedule, a
+/// batch norm whose blend changes every step, a shorter batch, lone steps and many-steps submits,
+/// and a run that diverges (reported at the same step). Clipping keeps the update apart.
+#[test]
+fn the_update_in_the_fused_launch_gives_the_bits_of_the_update_apart() {
+    require_gpu!();
+    let xor = model(2, "{ type = 'linear', out = 16 }, { type = 'tanh' }, { type = 'linear', out = 2 }");
+    let bn = model(3, "{ type = 'linear', out = 6, bias = false }, { type = 'batch-norm', momentum = 'none' }, { type = 'tanh' }, { type = 'residual', layers = [{ type = 'linear', out = 6 }, { type = 'relu' }] }, { type = 'linear', out = 2 }");
+    let t = |s: &str| -> OptimizerSetup { toml::from_str::<Optimizer>(s).unwrap().into() };
+    let setups: Vec<(&str, OptimizerSetup)> = vec![
+        ("sgd + weight decay", t("type='sgd'\nlr=0.05\nweight_decay=0.01")),
+        ("momentum, dampening", t("type='sgd'\nlr=0.05\nmomentum=0.9\ndampening=0.1")),
+        (
+            "nesterov + schedule",
+            t("type='sgd'\nlr=0.05\nmomentum=0.9\nnesterov=true").with_schedule(Schedule::Exponential { gamma: 0.9 }),
+        ),
+        ("heavy ball", t("type='sgd'\nlr=0.05\nmomentum={ value = 0.9, form = 'heavy-ball' }")),
+        ("look-ahead nesterov", t("type='sgd'\nlr=0.05\nmomentum={ value = 0.9, form = 'nesterov-lookahead' }")),
+        ("adagrad", t("type='adagrad'\nlr=0.05\nlr_decay=0.01")),
+        ("rmsprop centered + momentum", t("type='rmsprop'\nlr=0.005\ncentered=true\nmomentum=0.5")),
+        ("adam", t("type='adam'\nlr=0.01")),
+        ("adamw amsgrad", t("type='adamw'\nlr=0.01\namsgrad=true")),
+        ("sgd at lr 1e37 (diverges)", t("type='sgd'\nlr=1e37")),
+    ];
+    let d = data(60, 3, 2, 5);
+    let x2 =
+        Dataset::new(d.x.chunks(3).flat_map(|r| r[..2].to_vec()).collect(), d.labels.clone(), 2, 2, "xor").unwrap();
+    // 12 lone steps, then 12 in submits of 5, one batch of 7 rows among 12.
+    let batches: Vec<Vec<u32>> =
+        (0..24).map(|s| (0..if s == 17 { 7 } else { 12 }).map(|i| ((i * 7 + s * 13) % 60) as u32).collect()).collect();
+    let runs = setups.iter().zip(lanes().into_iter().cycle()).flat_map(|(s, l)| [(&xor, &x2, s, l), (&bn, &d, s, l)]);
+    for (m, data, (name, setup), lanes) in runs {
+        let g = with_lanes(lanes);
+        let what = format!("{name}, {} stages, {lanes} lanes", m.stages.len());
+        let mut nets: Vec<GpuNetwork> = [true, false]
+            .into_iter()
+            .map(|with_update| {
+                let mut n = gpu_net(&g, m, Loss::CrossEntropy, setup.clone(), 12, true, false, data);
+                match n.set_fused_update(with_update) {
+                    Ok(()) => assert_eq!(n.fused_update_runs(), with_update, "{what}"),
+                    Err(e) => assert!(with_update && !g.small_net_trains(), "{what}: {e}"),
+                }
+                n
+            })
+            .collect();
+        for n in &mut nets {
+            batches[..12].iter().for_each(|b| n.train_step(b).unwrap());
+            for chunk in batches[12..].chunks(5) {
+                let refs: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+                n.train_steps(&refs).unwrap();
+            }
+        }
+        let [a, b] = &mut nets[..] else { unreachable!() };
+        // By the bits: a diverged run's NaNs are never equal as floats.
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<u32>>();
+        assert_eq!(bits(a.params().unwrap()), bits(b.params().unwrap()), "{what}: parameters");
+        assert_eq!(bits(a.optimizer_state().unwrap()), bits(b.optimizer_state().unwrap()), "{what}: state");
+        let (na, nb) = (a.norm_state().unwrap(), b.norm_state().unwrap());
+        assert_eq!(bits(na.running), bits(nb.running), "{what}: running statistics");
+        assert_eq!(na.batches_tracked, nb.batches_tracked, "{what}: batches tracked");
+        let (ta, tb) = (a.take_totals().unwrap(), b.take_totals().unwrap());
+        assert_eq!(format!("{ta:?}"), format!("{tb:?}"), "{what}: totals");
+        assert_eq!(ta.first_bad.is_some(), name.contains("diverges"), "{what}: {ta:?}");
+    }
+    // Clipping's norm is launches of its own: the update stays apart, and the header says so.
+    let clipped = OptimizerSetup { clip_grad_norm: Some(0.5), ..t("type='adam'\nlr=0.01") };
+    let mut n = gpu_net(&with_lanes(1), &xor, Loss::CrossEntropy, clipped, 12, true, false, &x2);
+    assert!(!n.fused_update_runs());
+    assert!(n.describe().contains("then the update"), "{}", n.describe());
+    if gpu().small_net_trains() {
+        match n.set_fused_update(true) {
+            Err(Error::Usage(why)) => assert!(why.contains("gradient clipping"), "{why}"),
+            other => panic!("clipping in the fused launch: {other:?}"),
+        }
+        let mut n = gpu_net(&with_lanes(1), &xor, Loss::CrossEntropy, t("type='adam'\nlr=0.01"), 12, true, false, &x2);
+        n.set_fused_update(true).unwrap();
+        assert!(n.describe().contains("backward and update in one launch"), "{}", n.describe());
+    }
+    // By default on a GPU, apart on a CPU adapter (measured slower there).
+    let n =
+        gpu_net(&Arc::new(gpu().clone()), &xor, Loss::CrossEntropy, t("type='adam'\nlr=0.01"), 12, true, false, &x2);
+    let on_gpu = gpu().info.device_type != wgpu::DeviceType::Cpu;
+    assert_eq!(n.fused_update_runs(), on_gpu && gpu().small_net_trains());
+}

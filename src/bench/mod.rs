@@ -321,16 +321,22 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
         json!({"bench": "small_sweep", "model": "digits x16", "epochs": epochs, "samples_per_s": on_gpu.max(on_cpu),
                "gpu_samples_per_s": on_gpu, "cpu_threads_samples_per_s": on_cpu}),
     );
-    for fused in [false, true] {
+    // The per-op step, the fused one with the update in a launch of its own, and the fused one
+    // as training runs it (the update in the same launch where the adapter allows).
+    let forms = [("per-op", false, false), ("fused, update apart", true, false), ("fused with update", true, true)];
+    for (step, fused, with_update) in forms {
+        if with_update && !gpu.small_net_trains() {
+            continue;
+        }
         for per_submit in [1, crate::exec::DEFAULT_STEPS_PER_SUBMIT] {
-            let (host_us, submit_us, wall_us, device_us) = step_overhead(&gpu, budget, per_submit, fused)?;
+            let (host_us, submit_us, wall_us, device_us) =
+                step_overhead(&gpu, budget, per_submit, fused.then_some(with_update))?;
             let device_text = device_us.map_or(String::new(), |d| format!(", {d:7.1} µs on the device"));
-            let step = if fused { "fused " } else { "per-op" };
             report.add(
                 format!(
-                    "step of the 2-2-3-2 sigmoid net, batch 1, {step}, {per_submit:>2} per submit: {host_us:7.1} µs host, {submit_us:7.1} µs in queue.submit, {wall_us:7.1} µs wall{device_text}"
+                    "step of the 2-2-3-2 sigmoid net, batch 1, {step:<19}, {per_submit:>2} per submit: {host_us:7.1} µs host, {submit_us:7.1} µs in queue.submit, {wall_us:7.1} µs wall{device_text}"
                 ),
-                json!({"bench": "step_overhead", "model": "2-2-3-2", "fused": fused, "steps_per_submit": per_submit,
+                json!({"bench": "step_overhead", "model": "2-2-3-2", "fused": fused, "update_in_launch": with_update, "steps_per_submit": per_submit,
                        "host_us": host_us, "submit_us": submit_us, "wall_us": wall_us, "device_us": device_us}),
             );
         }
@@ -413,19 +419,20 @@ pub fn bench_small(gpu: Arc<Gpu>) -> Result<(GpuNetwork, usize)> {
     classifier_on_random_data(gpu, 64, layers, 1440, 4, sgd, 32)
 }
 
-/// Per-step cost of the 2-2-3-2 net at batch 1 on the per-op or the `fused` step with
-/// `per_submit` steps per submit, in µs: (host time outside `queue.submit`, time inside it, wall
+/// Per-step cost of the 2-2-3-2 net at batch 1 on the per-op step (`fused` None) or the fused
+/// one (Some(with the update in its launch)) with `per_submit` steps per submit, in µs: (host time outside `queue.submit`, time inside it, wall
 /// time with the queue drained at the end, device time from timestamps, taken one step per
 /// submit and only for `per_submit` 1).
 pub fn step_overhead(
     gpu: &Arc<Gpu>,
     budget: f64,
     per_submit: usize,
-    fused: bool,
+    fused: Option<bool>,
 ) -> Result<(f64, f64, f64, Option<f64>)> {
     use std::sync::atomic::Ordering;
     let (mut net, rows) = bench_higham(gpu.clone())?;
-    net.set_small_net(fused)?;
+    net.set_small_net(fused.is_some())?;
+    net.set_fused_update(fused == Some(true))?;
     net.set_steps_per_submit(per_submit);
     train_steps(&mut net, rows, 1, 10)?;
     let submit_before = crate::device::SUBMIT_NANOS.load(Ordering::Relaxed);

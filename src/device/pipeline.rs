@@ -107,7 +107,10 @@ pub fn shader_checks() -> bool {
 ///   launch's m, n, k; wgpu itself validates every binding's size. A step ring
 ///   (`Context::step_ring`) binds one slot's range, which the extents are held against, and
 ///   each step's dynamic offset moves that range to a whole slot inside the ring (wgpu checks
-///   offset + range against the buffer at every `set_bind_group`).
+///   offset + range against the buffer at every `set_bind_group`). The one launch with two
+///   parameter sets (small_net_train.wgsl: the optimizer's numbers are the family's parameters,
+///   the network's sit in a step ring) holds the network's to small_net.wgsl's extents over the
+///   same buffers before every write of that ring (`TrainStep::write_net`).
 /// - **Indices that are data, not parameters**, are clamped in the kernel: gathered row
 ///   numbers below `src_rows` (data.wgsl), the small-MLP schedule's rows below `rows`, the
 ///   optimizer's group indices below `MAX_GROUPS` (optim.wgsl), labels below `cols`

@@ -6,7 +6,7 @@
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// Every kernel family, by file name.
-pub const FAMILIES: [(&str, &str); 11] = [
+pub const FAMILIES: [(&str, &str); 12] = [
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_packed.wgsl", include_str!("../../shaders/matmul_packed.wgsl")),
     ("matmul_uniform.wgsl", include_str!("../../shaders/matmul_uniform.wgsl")),
@@ -18,17 +18,23 @@ pub const FAMILIES: [(&str, &str); 11] = [
     ("hvp.wgsl", include_str!("../../shaders/hvp.wgsl")),
     ("small_mlp.wgsl", include_str!("../../shaders/small_mlp.wgsl")),
     ("small_net.wgsl", include_str!("../../shaders/small_net.wgsl")),
+    ("small_net_train.wgsl", include_str!("../../shaders/small_net_train.wgsl")),
 ];
 
 /// Pieces that families build on but that are no kernels of their own (they use declarations the
 /// family provides).
-pub const PARTS: [(&str, &str); 1] = [("loss_rows.wgsl", include_str!("../../shaders/loss_rows.wgsl"))];
+pub const PARTS: [(&str, &str); 2] = [
+    ("loss_rows.wgsl", include_str!("../../shaders/loss_rows.wgsl")),
+    ("optim_update.wgsl", include_str!("../../shaders/optim_update.wgsl")),
+];
 
 /// The families a family's source builds on, compiled ahead of it.
 fn builds_on(file: &str) -> &'static [&'static str] {
     match file {
         "matmul_packed.wgsl" | "matmul_uniform.wgsl" => &["matmul.wgsl"],
         "loss.wgsl" | "small_net.wgsl" => &["loss_rows.wgsl"],
+        "optim.wgsl" => &["optim_update.wgsl"],
+        "small_net_train.wgsl" => &["loss_rows.wgsl", "small_net.wgsl", "optim_update.wgsl"],
         _ => &[],
     }
 }

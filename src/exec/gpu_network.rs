@@ -130,11 +130,10 @@ impl GpuNetwork {
         } else {
             self.gpu.write(&self.indices, batch);
         }
-        let k = self.steps as u32;
-        self.optimizer.prepare(&self.gpu, k + 1, self.setup.schedule.factor(k));
+        self.prepare_update(sync.is_none())?;
         let Some(sync) = sync else {
             let mut launches = self.step_launches();
-            launches.extend(self.optimizer.dispatches());
+            launches.extend(self.update_launches());
             submit(&self.gpu, "training step", &launches)?;
             if !self.synced.is_empty() {
                 self.running_host = None; // the kernels moved the synchronised layers' too

@@ -28,9 +28,9 @@ pub use matmul::{
     FLAG_ACCUMULATE, FLAG_ACT_GRAD, FLAG_ADD_SKIP, FLAG_BIAS, FLAG_ROW_SUM, FLAG_STORE_PREACT, MATMUL_TILE,
     SMALL_PRODUCT_DIM, UNIFORM_WINDOW,
 };
-pub use optim::{GpuOptimizer, OptEntry, OptParams};
+pub use optim::{GpuOptimizer, OptEntry, OptParams, UpdateBuffers};
 pub use small_mlp::{SmallMlpEntry, SmallMlpParams};
-pub use small_net::{SmallNet, SmallNetBuffers, SmallNetEntry, SmallNetParams};
+pub use small_net::{SmallNet, SmallNetBuffers, SmallNetEntry, SmallNetParams, SmallNetTrainEntry, TrainStep};
 
 use crate::device::{Binding, Context, Entry, Family, Slot};
 use crate::error::Result;
@@ -53,6 +53,7 @@ pub fn entry_points() -> Vec<(&'static str, Vec<&'static str>)> {
         of::<HvpEntry>(),
         of::<SmallMlpEntry>(),
         of::<SmallNetEntry>(),
+        of::<SmallNetTrainEntry>(),
     ]
 }
 
@@ -77,6 +78,9 @@ pub struct Kernels {
     /// A small network's forward and backward pass in one launch (`exec::GpuNetwork`
     /// chooses it), compiled on first use.
     small_net: Family<SmallNetEntry>,
+    /// The same with the optimizer's update in the launch, where the adapter binds its 12
+    /// storage buffers per stage (None elsewhere: the update is a launch of its own).
+    small_net_train: Option<Family<SmallNetTrainEntry>>,
     unused_read: wgpu::Buffer,
     unused_write: wgpu::Buffer,
 }
@@ -116,9 +120,33 @@ impl Kernels {
             small_mlp: Family::new(device, &[ReadWrite, ReadWrite, Read, Read, Read, ReadWrite, Uniform], &[])?,
             small_net: Family::new(
                 device,
-                &[Read, ReadWrite, ReadWrite, ReadWrite, Read, Read, ReadPerStep, ReadPerStep],
+                &[ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read, ReadPerStep, ReadPerStep],
                 &[],
             )?,
+            small_net_train: if device.limits().max_storage_buffers_per_shader_stage
+                >= small_net::SMALL_NET_TRAIN_STORAGE_BINDINGS
+            {
+                Some(Family::new(
+                    device,
+                    &[
+                        ReadWrite,
+                        ReadWrite,
+                        ReadWrite,
+                        ReadWrite,
+                        Read,
+                        Read,
+                        ReadPerStep,
+                        ReadPerStep,
+                        ReadWrite,
+                        Read,
+                        ReadWrite,
+                        ReadPerStep,
+                    ],
+                    &[],
+                )?)
+            } else {
+                None
+            },
             unused_read: placeholder("unused (read)"),
             unused_write: placeholder("unused (write)"),
         })

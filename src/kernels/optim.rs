@@ -25,6 +25,17 @@ entries! {
 }
 
 impl OptEntry {
+    /// The update an `OptParams::update` names (None: no update's number).
+    pub fn of_update(update: u32) -> Option<OptEntry> {
+        match update {
+            UPDATE_SGD => Some(OptEntry::SgdUpdate),
+            UPDATE_ADAGRAD => Some(OptEntry::AdagradUpdate),
+            UPDATE_RMSPROP => Some(OptEntry::RmspropUpdate),
+            UPDATE_ADAM => Some(OptEntry::AdamUpdate),
+            _ => None,
+        }
+    }
+
     /// The update kernel of `opt`.
     pub fn update(opt: &Optimizer) -> OptEntry {
         match opt.normalized() {
@@ -61,7 +72,7 @@ fn state_slots(entry: OptEntry, p: &OptParams) -> u64 {
 /// the `len` parameters, `state_stride` per state slot, one group index per 64-element block
 /// (each clamped below `MAX_GROUPS` by the kernel), the clip header and one partial per chunk.
 /// For a model of a batch, each from its own bases (`param_base`, `state_base`, `clip_base`).
-fn extents(entry: OptEntry, p: &OptParams) -> Result<Vec<u64>> {
+pub(crate) fn extents(entry: OptEntry, p: &OptParams) -> Result<Vec<u64>> {
     let len = p.len as u64;
     let quads = 4 * u64::from(p.param_base) + 4 * len.div_ceil(4);
     let clip_base = u64::from(p.clip_base);
@@ -109,9 +120,16 @@ pub struct OptParams {
     pub state_base: u32,
     /// The model's first element of the clip buffer.
     pub clip_base: u32,
-    pub _pad: u32,
+    /// UPDATE_*: the update this model takes (the fused small-network step switches on it).
+    pub update: u32,
     pub groups: [[f32; 4]; MAX_GROUPS],
 }
+
+/// optim_update.wgsl's numbers for the updates (`OptParams::update`).
+pub const UPDATE_SGD: u32 = 0;
+pub const UPDATE_ADAGRAD: u32 = 1;
+pub const UPDATE_RMSPROP: u32 = 2;
+pub const UPDATE_ADAM: u32 = 3;
 
 pub const FLAG_NESTEROV: u32 = 1;
 pub const FLAG_HEAVY_BALL: u32 = 2;
@@ -142,8 +160,15 @@ impl OptParams {
     /// CPU reference (`reference::optimizer_update`) rounds them.
     pub fn new(len: usize, s: &OptimizerStep) -> OptParams {
         let t = s.step as f64;
+        let update = match OptEntry::update(s.optimizer) {
+            OptEntry::SgdUpdate => UPDATE_SGD,
+            OptEntry::AdagradUpdate => UPDATE_ADAGRAD,
+            OptEntry::RmspropUpdate => UPDATE_RMSPROP,
+            _ => UPDATE_ADAM,
+        };
         let mut p = OptParams {
             len: len as u32,
+            update,
             state_stride: state_stride(len) as u32,
             max_norm: s.max_norm.unwrap_or(0.0),
             step: s.step,
@@ -296,12 +321,20 @@ pub struct GpuOptimizer {
     models: Vec<Member>,
     state: GpuBuffer,
     clip: GpuBuffer,
-    _block_group: GpuBuffer,
+    block_group: GpuBuffer,
     norm_partial: Option<Dispatch>,
     norm_finish: Option<Dispatch>,
     update: Dispatch,
     /// What the update's parameter buffer holds now (rewritten only when a step changes it).
     written: Option<Vec<OptParams>>,
+}
+
+/// What the fused step's update binds besides the network's buffers: the optimizer's state,
+/// group table and clip record (`GpuOptimizer::fused_update`).
+pub struct UpdateBuffers<'a> {
+    pub state: &'a GpuBuffer,
+    pub block_group: &'a GpuBuffer,
+    pub clip: &'a GpuBuffer,
 }
 
 /// One model of a `GpuOptimizer` and its bases in the launch's buffers.
@@ -393,7 +426,7 @@ impl GpuOptimizer {
             models: members,
             state,
             clip,
-            _block_group: block_group,
+            block_group,
             norm_partial,
             norm_finish,
             update,
@@ -464,6 +497,15 @@ impl GpuOptimizer {
         self.update.write_models(gpu, &params, &[groups]);
         self.written = Some(params);
         Ok(())
+    }
+
+    /// What the fused small-network step binds to update the models in its own launch
+    /// (small_net_train.wgsl); None with clipping, whose norm takes launches of its own.
+    pub(crate) fn fused_update(&self) -> Option<UpdateBuffers<'_>> {
+        if self.norm_partial.is_some() {
+            return None;
+        }
+        Some(UpdateBuffers { state: &self.state, block_group: &self.block_group, clip: &self.clip })
     }
 
     /// The launches of one update, in order (norm reduction first when clipping).

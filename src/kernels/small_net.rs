@@ -4,11 +4,13 @@
 //! point, loop count and launch builder. Its reference is the per-op path it replaces, the same
 //! sums in the same order (tests/small_net.rs holds the two together, and both to the CPU).
 
+use crate::device::pipeline::Bounds;
 use crate::device::{entries, Binding, Dispatch, Entry, GpuBuffer};
 use crate::error::{Error, Result};
 use crate::spec::{Loss, Model, Op};
 
 use super::loss::{LOSS_ONE_GROUP_ROWS, TOTALS_LEN};
+use super::optim::{OptEntry, OptParams, UpdateBuffers, FLAG_CLIP};
 use super::Gpu;
 
 entries! {
@@ -22,6 +24,21 @@ entries! {
         Models = "small_net_models",
     }
 }
+
+entries! {
+    /// small_net_train.wgsl's entry points: small_net.wgsl's, each followed by the optimizer's
+    /// update of its model in the same launch.
+    pub enum SmallNetTrainEntry in "small_net_train.wgsl" {
+        /// `ForwardBackward`, then the workgroup's lanes update the model.
+        Train = "small_net_train",
+        /// `Models`, then each invocation updates its model.
+        ModelsTrain = "small_net_models_train",
+    }
+}
+
+/// Storage buffers small_net_train.wgsl binds (every one of its bindings): past WebGPU's
+/// default of 8 per stage, so the fused update is taken only where the adapter allows that many.
+pub const SMALL_NET_TRAIN_STORAGE_BINDINGS: u32 = 12;
 
 pub const SMALL_NET_MAX_LAYERS: usize = 32;
 /// The workgroup's invocations on a GPU (and the batch up to which the loss sums one row per part).
@@ -79,7 +96,8 @@ pub struct SmallNetParams {
     pub param_stride: u32,
     pub values_stride: u32,
     pub index_stride: u32,
-    pub _pad: u32,
+    /// The model's parameters (and gradient elements): small_net_train.wgsl's update loops to it.
+    pub param_len: u32,
     /// Per layer: inputs, outputs, weight offset, bias offset (`SMALL_NET_NO_BIAS`: none).
     pub shape: [[u32; 4]; SMALL_NET_MAX_LAYERS],
     /// Per layer: activation code, leaky slope's f32 bits, z offset, output offset (in `values`).
@@ -165,6 +183,7 @@ impl SmallNet {
         let at = |n: usize| u32::try_from(n).map_err(|_| format!("{n} values do not fit the kernel's offsets"));
         let last = layers.len() - 1;
         let mut p = SmallNetParams {
+            param_len: at(model.param_len)?,
             rows: max_rows as u32,
             cols: at(model.outputs())?,
             layers: layers.len() as u32,
@@ -325,7 +344,8 @@ impl SmallNetParams {
     /// Loop iterations of one of `lanes` invocations (each loop's body runs plus one test per
     /// entry), which llvmpipe's budget applies to: per layer, the forward elements with their
     /// sums, the weight and bias gradients with theirs over the rows, and past the first layer
-    /// dX's sums; then the loss rows and the reduction tree.
+    /// dX's sums; then the loss rows and the reduction tree (and the update's quads, when it
+    /// shares the launch).
     pub fn loop_iterations(&self, lanes: usize) -> usize {
         let rows = self.rows as usize;
         let share = |n: usize| n.div_ceil(lanes) + 1;
@@ -357,7 +377,9 @@ impl SmallNetParams {
         let loss = share(rows) * 4 * (self.cols as usize + 1) + share(parts);
         let levels = parts.trailing_zeros() as usize;
         let tree = levels + 1 + (0..levels).map(|level| share(parts >> (level + 1))).sum::<usize>();
-        n + loss + tree + share(rows * self.cols as usize)
+        // small_net_train.wgsl's update: a quad of the parameters each.
+        let update = share((self.param_len as usize).div_ceil(4));
+        n + loss + tree + share(rows * self.cols as usize) + update
     }
 }
 
@@ -441,6 +463,9 @@ fn extents(entry: SmallNetEntry, p: &SmallNetParams) -> Result<Vec<u64>> {
             }
         }
     }
+    // small_net_train.wgsl's update loops over the quads of `param_len` (each guarded again by
+    // the optimizer's own length).
+    params = params.max((p.param_len as u64).next_multiple_of(4));
     let last = layers - 1;
     if p.shape[last][1] != p.cols || p.act[last][3] != p.logits_at || p.grad[last][0] != p.logit_grads_at {
         return refuse(format!("the last layer's {} outputs are not the {} logits", p.shape[last][1], p.cols));
@@ -470,6 +495,48 @@ pub struct SmallNetBuffers<'a> {
     pub labels: &'a GpuBuffer,
     /// The batch's row indices; None when `x` and `labels` hold the batch.
     pub indices: Option<&'a GpuBuffer>,
+}
+
+/// The bounds of small_net_train.wgsl's update, from its numbers (the family's parameters): the
+/// update the numbers name, never clipping (its norm is launches of its own), optim.wgsl's
+/// extents for parameters, gradient, state, groups and clip. The network's buffers are held to
+/// `SmallNetParams` by `TrainStep::write_net` before each write of the ring at binding 7.
+fn train_extents(entry: SmallNetTrainEntry, p: &OptParams) -> Result<Vec<u64>> {
+    let refuse = |why: String| Err(Error::LaunchParams { kernel: entry.name(), why });
+    let Some(update) = OptEntry::of_update(p.update) else {
+        return refuse(format!("update number {}", p.update));
+    };
+    if p.flags & FLAG_CLIP != 0 {
+        return refuse("gradient clipping (its norm takes launches of its own)".into());
+    }
+    let [param, grad, state, groups, clip] = <[u64; 5]>::try_from(super::optim::extents(update, p)?)
+        .map_err(|_| Error::Plan("optim.wgsl's extents are five buffers".into()))?;
+    let net = (std::mem::size_of::<SmallNetParams>() / 4) as u64;
+    Ok(vec![param, grad, 0, 0, 0, 0, 0, net, state, groups, clip])
+}
+
+/// A fused step whose update runs in the same launch: the launch, whose parameters are the
+/// optimizer's numbers, and the step ring it reads the network's parameters from.
+pub struct TrainStep {
+    pub launch: Dispatch,
+    ring: GpuBuffer,
+    /// small_net.wgsl's extents over the network's seven buffers, held against every
+    /// `SmallNetParams` before it is written to the ring.
+    net: Bounds<SmallNetEntry, SmallNetParams>,
+}
+
+impl TrainStep {
+    /// Writes the network's parameters of step slots `first..` (one per slot), each checked first.
+    pub fn write_net(&self, gpu: &Gpu, first: usize, params: &[SmallNetParams]) -> Result<()> {
+        params.iter().try_for_each(|p| self.net.check(p))?;
+        params.iter().try_for_each(|p| gpu.check_small_net_loops(p))?;
+        gpu.write_slots(&self.ring, first, params, 1)
+    }
+
+    /// Step slots the launch holds.
+    pub fn slots(&self) -> usize {
+        self.launch.slots()
+    }
 }
 
 /// small_net.wgsl's invocations on an adapter: one on a CPU adapter, where switching between a
@@ -541,6 +608,69 @@ impl Gpu {
     /// One launch of small_net.wgsl; `p` from `SmallNet::new`, `SmallNetParams::for_batch` and,
     /// for several models, `for_models`.
     pub fn small_net_step(&self, b: &SmallNetBuffers, p: &SmallNetParams) -> Result<Dispatch> {
+        let bound = self.small_net_bindings(b, p)?;
+        let (entry, constants, grid) = self.small_net_launch(p);
+        // A batch norm's blend may change from step to step; the indices do.
+        self.kernels.small_net.dispatch_per_step(self, entry, &constants, &bound, extents, p, grid)
+    }
+
+    /// Whether this adapter binds enough storage buffers for the update to share the fused
+    /// step's launch (`small_net_train_step`).
+    pub fn small_net_trains(&self) -> bool {
+        self.kernels.small_net_train.is_some()
+    }
+
+    /// The fused step and the update of one model in one launch (small_net_train.wgsl): `p` as
+    /// for `small_net_step`, `opt` the optimizer's numbers of the coming step (a lone model's:
+    /// its parameters from 0). An error where the adapter binds too few storage buffers
+    /// (`small_net_trains`) or the optimizer clips.
+    pub fn small_net_train_step(
+        &self,
+        b: &SmallNetBuffers,
+        p: &SmallNetParams,
+        u: &UpdateBuffers,
+        opt: &OptParams,
+    ) -> Result<TrainStep> {
+        let Some(family) = &self.kernels.small_net_train else {
+            let why = format!(
+                "the adapter binds {} storage buffers per stage, not {SMALL_NET_TRAIN_STORAGE_BINDINGS}",
+                self.limits.max_storage_buffers_per_shader_stage
+            );
+            return Err(Error::LaunchParams { kernel: SmallNetTrainEntry::Train.name(), why });
+        };
+        if p.models != 1 || opt.param_base != 0 {
+            let why = format!("{} models from quad {}: one model from 0", p.models, opt.param_base);
+            return Err(Error::LaunchParams { kernel: SmallNetTrainEntry::Train.name(), why });
+        }
+        let bound = self.small_net_bindings(b, p)?;
+        let (net_entry, [lanes, group], grid) = self.small_net_launch(p);
+        let net = Bounds::new(net_entry, &bound, extents);
+        net.check(p)?;
+        let ring = self.step_ring("fused-step parameters", std::mem::size_of::<SmallNetParams>() / 4)?;
+        self.write_slots(&ring, 0, std::slice::from_ref(p), 1)?;
+        let entry = match net_entry {
+            SmallNetEntry::ForwardBackward => SmallNetTrainEntry::Train,
+            SmallNetEntry::Models => SmallNetTrainEntry::ModelsTrain,
+        };
+        let constants = [lanes, group, opt.constants()[0]];
+        let mut all = bound.to_vec();
+        all.extend([ring.bind(), u.state.bind(), u.block_group.bind(), u.clip.bind()]);
+        let launch = family.dispatch_models(
+            self,
+            entry,
+            &constants,
+            &all,
+            train_extents,
+            std::slice::from_ref(opt),
+            super::optim::OPT_MODELS_PER_LAUNCH,
+            true,
+            grid,
+        )?;
+        Ok(TrainStep { launch, ring, net })
+    }
+
+    /// small_net.wgsl's seven buffers for `p`, after checking the lanes and loops it would run.
+    fn small_net_bindings<'a>(&'a self, b: &SmallNetBuffers<'a>, p: &SmallNetParams) -> Result<[Binding<'a>; 7]> {
         let most = max_lanes(&self.info);
         if !(1..=most).contains(&self.small_net_lanes) {
             let why = format!("{} invocations per model (1 to {most} on this backend)", self.small_net_lanes);
@@ -548,10 +678,6 @@ impl Gpu {
         }
         self.check_small_net_loops(p)?;
         let indices: Binding = b.indices.map_or(self.kernels.none_read(), |i| i.bind());
-        let bound =
-            [b.params.bind(), b.grads.bind(), b.values.bind(), b.totals.bind(), b.x.bind(), b.labels.bind(), indices];
-        let (entry, constants, grid) = self.small_net_launch(p);
-        // A batch norm's blend may change from step to step; the indices do.
-        self.kernels.small_net.dispatch_per_step(self, entry, &constants, &bound, extents, p, grid)
+        Ok([b.params.bind(), b.grads.bind(), b.values.bind(), b.totals.bind(), b.x.bind(), b.labels.bind(), indices])
     }
 }

@@ -7,10 +7,10 @@
 //! rows, which no ring holds, are copied in before each step's pass instead. The launches
 //! themselves are the ones `step` records.
 
-use super::small_net::SmallNetStep;
+use super::small_net::{FusedLaunch, SmallNetStep};
 use super::*;
 use crate::device::{submit_steps, StepCopy, StepRecord};
-use crate::kernels::{BnParams, OptParams, SmallNetParams};
+use crate::kernels::{BnParams, SmallNetParams};
 
 impl GpuNetwork {
     /// `batches`, all of one size, as `step` would run them one by one, in one submit.
@@ -49,10 +49,13 @@ impl GpuNetwork {
             let indices: Vec<u32> = batches.iter().flat_map(|b| b.iter().copied()).collect();
             self.gpu.write_slots(&self.indices, 1, &indices, rows)?;
         }
-        let opt: Vec<OptParams> = (first..first + batches.len())
-            .map(|k| self.optimizer.step_params(k as u32 + 1, self.setup.schedule.factor(k as u32)))
-            .collect();
-        self.optimizer.update_launch().write_slots(&self.gpu, 1, &opt, 1)?;
+        let opt = self.update_params(first, batches.len());
+        match &self.small_net {
+            Some(SmallNetStep { launch: Some(FusedLaunch::WithUpdate(t)), .. }) => {
+                t.launch.write_slots(&self.gpu, 1, &opt, 1)?
+            }
+            _ => self.optimizer.update_launch().write_slots(&self.gpu, 1, &opt, 1)?,
+        }
         // The per-op batch norms' blends, when those launches run (the fused step keeps its own).
         if !self.fused_step_runs() {
             for &(launch, n) in &self.norm_launches {
@@ -69,12 +72,17 @@ impl GpuNetwork {
                 l.dispatch.write_slots(&self.gpu, 1, &blends, 1)?;
             }
         }
-        if let Some(SmallNetStep { layout, launch: Some(d), .. }) = &self.small_net {
+        if let Some(SmallNetStep { layout, launch: Some(launch), .. }) = &self.small_net {
             // The same each step unless a batch norm's blend changes.
             let params: Vec<SmallNetParams> =
                 (0..batches.len() as u64).map(|j| self.small_net_params(layout, j)).collect();
-            params.iter().try_for_each(|p| d.check(p))?;
-            d.write_slots(&self.gpu, 1, &params, 1)?;
+            match launch {
+                FusedLaunch::Apart(d) => {
+                    params.iter().try_for_each(|p| d.check(p))?;
+                    d.write_slots(&self.gpu, 1, &params, 1)?;
+                }
+                FusedLaunch::WithUpdate(t) => t.write_net(&self.gpu, 1, &params)?,
+            }
         }
 
         let records: Vec<StepRecord> = (0..batches.len())
@@ -84,7 +92,7 @@ impl GpuNetwork {
                     _ => Vec::new(),
                 };
                 let mut dispatches = self.step_launches();
-                dispatches.extend(self.optimizer.dispatches());
+                dispatches.extend(self.update_launches());
                 StepRecord { copies, slot: j + 1, dispatches }
             })
             .collect();
@@ -103,7 +111,7 @@ impl GpuNetwork {
     /// Step slots every launch of a step holds: the fewest of its launches' rings.
     fn step_slots(&self) -> usize {
         let mut launches = self.step_launches();
-        launches.extend(self.optimizer.dispatches());
+        launches.extend(self.update_launches());
         crate::device::step_slots(&launches)
     }
 

@@ -1,11 +1,13 @@
 //! The fused step (kernels/small_net.rs): a small network's gather, forward, loss and
-//! backward as one launch instead of ~10, the optimizer's update unchanged after it. Chosen when
-//! the network is built if the model fits and its step is small enough that the launches would
-//! cost more than the arithmetic (`Gpu::small_net_max_step_macs`); `set_small_net` overrides.
+//! backward as one launch instead of ~10, and the optimizer's update in the same launch where
+//! the adapter binds enough buffers and the optimizer does not clip (small_net_train.wgsl), else
+//! in a launch of its own after it. Chosen when the network is built if the model fits and its
+//! step is small enough that the launches would cost more than the arithmetic
+//! (`Gpu::small_net_max_step_macs`); `set_small_net` and `set_fused_update` override.
 
 use super::*;
 use crate::kernels::small_net::SMALL_NET_MAX_STEP_MACS;
-use crate::kernels::{SmallNet, SmallNetBuffers, SmallNetParams};
+use crate::kernels::{OptParams, SmallNet, SmallNetBuffers, SmallNetParams, TrainStep};
 
 /// The fused launch and what it needs besides the network's own buffers.
 pub(super) struct SmallNetStep {
@@ -15,8 +17,27 @@ pub(super) struct SmallNetStep {
     pub(super) values: GpuBuffer,
     /// A batch norm's blend changes every step (momentum "none"): each step writes its own.
     pub(super) blend_changes: bool,
+    /// Take the update into the launch where the adapter and optimizer allow (the default).
+    pub(super) with_update: bool,
     /// Built once the training data is set (it binds the data).
-    pub(super) launch: Option<Dispatch>,
+    pub(super) launch: Option<FusedLaunch>,
+}
+
+/// The fused launch, without the update or with it.
+pub(super) enum FusedLaunch {
+    /// small_net.wgsl: the optimizer's launches follow.
+    Apart(Dispatch),
+    /// small_net_train.wgsl: the update is in the launch.
+    WithUpdate(TrainStep),
+}
+
+impl FusedLaunch {
+    pub(super) fn dispatch(&self) -> &Dispatch {
+        match self {
+            FusedLaunch::Apart(d) => d,
+            FusedLaunch::WithUpdate(t) => &t.launch,
+        }
+    }
 }
 
 /// Which step a network runs.
@@ -92,7 +113,11 @@ impl GpuNetwork {
             None => gpu.storage("fused-step values", layout.values_len)?,
         };
         let blend_changes = layout.blend_changes(model);
-        Ok(SmallNetStep { layout, values, launch: None, blend_changes })
+        // On lavapipe the update in the launch measured 2x slower than in a launch of its own
+        // (2-2-3-2 net, 32 steps a submit: 172-187 against 73-83 µs a step, one thread); on a
+        // GPU it saves a launch a step (not yet measured: no GPU was lent).
+        let with_update = gpu.info.device_type != wgpu::DeviceType::Cpu;
+        Ok(SmallNetStep { layout, values, launch: None, blend_changes, with_update })
     }
 
     /// The fused launch's parameters at the current batch size for the step `ahead` steps after
@@ -131,10 +156,81 @@ impl GpuNetwork {
     pub(super) fn update_small_net_launch(&mut self) -> Result<()> {
         let Some(SmallNetStep { layout, launch: Some(_), .. }) = &self.small_net else { return Ok(()) };
         let p = self.small_net_params(layout, 0);
-        if let Some(SmallNetStep { launch: Some(d), .. }) = &mut self.small_net {
-            d.update(&self.gpu, &p, self.gpu.small_net_launch(&p).2)?;
+        match &mut self.small_net {
+            Some(SmallNetStep { launch: Some(FusedLaunch::Apart(d)), .. }) => {
+                d.update(&self.gpu, &p, self.gpu.small_net_launch(&p).2)
+            }
+            Some(SmallNetStep { launch: Some(FusedLaunch::WithUpdate(t)), .. }) => {
+                t.write_net(&self.gpu, 0, std::slice::from_ref(&p))
+            }
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The optimizer's numbers for the steps `from..from + n` (0-based), as the update reads them.
+    pub(super) fn update_params(&self, from: usize, n: usize) -> Vec<OptParams> {
+        (from..from + n)
+            .map(|k| self.optimizer.step_params(k as u32 + 1, self.setup.schedule.factor(k as u32)))
+            .collect()
+    }
+
+    /// Writes the coming step's optimizer numbers where its update reads them: the fused launch
+    /// when the update is in it, else the optimizer's own launch.
+    pub(super) fn prepare_update(&mut self, fused_runs: bool) -> Result<()> {
+        let k = self.steps as u32;
+        match &mut self.small_net {
+            Some(SmallNetStep { launch: Some(FusedLaunch::WithUpdate(t)), .. }) if fused_runs => {
+                let opt = self.optimizer.step_params(k + 1, self.setup.schedule.factor(k));
+                let groups = t.launch.groups();
+                t.launch.update(&self.gpu, &opt, groups)
+            }
+            _ => {
+                self.optimizer.prepare(&self.gpu, k + 1, self.setup.schedule.factor(k));
+                Ok(())
+            }
+        }
+    }
+
+    /// The optimizer's launches a step runs after `step_launches`: none when the fused launch
+    /// holds the update.
+    pub(super) fn update_launches(&self) -> Vec<&Dispatch> {
+        match &self.small_net {
+            Some(SmallNetStep { launch: Some(FusedLaunch::WithUpdate(_)), .. }) => Vec::new(),
+            _ => self.optimizer.dispatches().collect(),
+        }
+    }
+
+    /// Whether the fused launch holds the update.
+    pub fn fused_update_runs(&self) -> bool {
+        matches!(&self.small_net, Some(SmallNetStep { launch: Some(FusedLaunch::WithUpdate(_)), .. }))
+    }
+
+    /// Takes the optimizer's update into the fused launch (`true`) or leaves it a launch of its
+    /// own (`false`), whatever the default was (in the launch on a GPU, apart on a CPU adapter,
+    /// where that measured faster). The same bits either way; no effect on the per-op step. An
+    /// error saying why where the update cannot join the launch: the adapter binds too few
+    /// storage buffers, or the optimizer clips (its norm is launches of its own).
+    pub fn set_fused_update(&mut self, on: bool) -> Result<()> {
+        if on && !self.gpu.small_net_trains() {
+            return Err(Error::Usage(format!(
+                "the fused step's update needs {} storage buffers per shader stage; this adapter binds {}",
+                crate::kernels::small_net::SMALL_NET_TRAIN_STORAGE_BINDINGS,
+                self.gpu.limits.max_storage_buffers_per_shader_stage
+            )));
+        }
+        if on && self.optimizer.fused_update().is_none() {
+            return Err(Error::Usage(
+                "with gradient clipping the update stays a launch of its own (its norm is two launches before it)"
+                    .into(),
+            ));
+        }
+        match &mut self.small_net {
+            Some(step) if step.with_update != on => {
+                step.with_update = on;
+                self.build_small_net_launch()
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Which step `train_step` runs.
@@ -187,7 +283,13 @@ impl GpuNetwork {
                     labels,
                     indices,
                 };
-                Some(self.gpu.small_net_step(&b, &p)?)
+                match self.optimizer.fused_update() {
+                    Some(u) if step.with_update && self.gpu.small_net_trains() => {
+                        let opt = self.update_params(self.steps, 1);
+                        Some(FusedLaunch::WithUpdate(self.gpu.small_net_train_step(&b, &p, &u, &opt[0])?))
+                    }
+                    _ => Some(FusedLaunch::Apart(self.gpu.small_net_step(&b, &p)?)),
+                }
             }
             None => None,
         };
@@ -205,8 +307,8 @@ impl GpuNetwork {
     /// The launches of one training step before the update: the fused one, or gather, forward,
     /// loss and backward.
     pub(super) fn step_launches(&self) -> Vec<&Dispatch> {
-        if let Some(SmallNetStep { launch: Some(d), .. }) = &self.small_net {
-            return vec![d];
+        if let Some(SmallNetStep { launch: Some(l), .. }) = &self.small_net {
+            return vec![l.dispatch()];
         }
         let mut launches: Vec<&Dispatch> = self.gather.iter().map(|l| &l.dispatch).collect();
         launches.extend(self.forward.iter().filter(|l| l.when != When::Eval).map(|l| &l.dispatch));
@@ -217,6 +319,10 @@ impl GpuNetwork {
     /// The header's line on how a step runs.
     pub(super) fn describe_step(&self) -> String {
         match &self.small_net {
+            Some(s) if self.fused_update_runs() => format!(
+                "step: fused small-network kernel (forward, loss, backward and update in one launch, {} multiply-adds)",
+                s.layout.step_macs(self.max_rows)
+            ),
             Some(s) => format!(
                 "step: fused small-network kernel (forward, loss and backward in one launch, {} multiply-adds), then the update",
                 s.layout.step_macs(self.max_rows)
