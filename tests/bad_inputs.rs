@@ -387,6 +387,14 @@ fn outputs_are_checked_before_training_and_disagreements_show_both_values() {
     let text = refused(&d, &args, 1, &["--metrics", "does not exist"]);
     assert!(!text.contains("epoch "), "refused before training: {text}");
     refused(&d, &["--cpu", "train", "--config", &cfg, "--plot", d.to_str().unwrap()], 1, &["--plot", "is a folder"]);
+    // bench's JSON too, before its first measurement (no "matmul" line, no adapter opened).
+    let text = refused(
+        &d,
+        &["--cpu", "bench", "--quick", "--json", missing.to_str().unwrap()],
+        1,
+        &["--json", "does not exist"],
+    );
+    assert!(!text.contains("GFLOP/s") && !text.contains("adapter:"), "refused before measuring: {text}");
     // Two outputs in one file, or an output over an input, are refused before anything is loaded.
     let same = d.join("out.txt");
     let same = same.to_str().unwrap();

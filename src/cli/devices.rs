@@ -44,7 +44,11 @@ pub fn check(placement: &Placement) -> Result<()> {
     }
 }
 
-/// `gradflow bench`.
+/// `gradflow bench`: the JSON path is checked before the first measurement (a full run takes
+/// minutes).
 pub fn bench(args: &BenchArgs, placement: &Placement) -> Result<()> {
+    if let Some(p) = &args.json {
+        crate::train::session::check_writable(p, "--json")?;
+    }
     crate::bench::run(placement, args.quick, args.json.as_deref())
 }
