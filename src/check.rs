@@ -253,7 +253,7 @@ fn hessian_vector_products(gpu: &Gpu, rng: &mut StdRng, loss: crate::spec::Loss,
 /// Runs every check and prints one line per op; `Ok(true)` when all are within their bounds.
 pub fn run(placement: &Placement) -> Result<bool> {
     let gpu = Gpu::new(placement.adapter.as_deref())?;
-    println!("adapter: {}", gpu.describe());
+    crate::say!("adapter: {}", gpu.describe());
     let mut rng = StdRng::seed_from_u64(0x6772_6164);
     let mut out = Vec::new();
     for (m, k, n) in [(1, 1, 1), (7, 13, 5), (65, 67, 63), (257, 129, 131)] {
@@ -273,12 +273,12 @@ pub fn run(placement: &Placement) -> Result<bool> {
     // Past 256 chunks, where each invocation of grad_norm_finish adds a second partial.
     gradient_norm(&gpu, &mut rng, NORM_CHUNK * NORM_THREADS + 1031, &mut out)?;
     let mut ok = true;
-    println!("{:<52} {:>12} {:>10}", "op (shape)", "worst error", "of bound");
+    crate::say!("{:<52} {:>12} {:>10}", "op (shape)", "worst error", "of bound");
     for o in &out {
         let pass = o.share <= 1.0;
         ok &= pass;
-        println!("{:<52} {:>12.3e} {:>9.1}% {}", o.op, o.worst, 100.0 * o.share, if pass { "ok" } else { "FAIL" });
+        crate::say!("{:<52} {:>12.3e} {:>9.1}% {}", o.op, o.worst, 100.0 * o.share, if pass { "ok" } else { "FAIL" });
     }
-    println!("{} ops checked: {}", out.len(), if ok { "all within bounds" } else { "FAILURES above" });
+    crate::say!("{} ops checked: {}", out.len(), if ok { "all within bounds" } else { "FAILURES above" });
     Ok(ok)
 }

@@ -462,3 +462,39 @@ fn compare_says_why_its_runs_train_one_after_another() {
     let out = run(small, &[]);
     assert!(out.contains("2 runs side by side") && !out.contains("runs: one after another"), "{out}");
 }
+
+/// `gradflow train | head`: the reader closes standard output after a few lines. The run goes
+/// on to the end without a panic and writes its save; the same for a command that prints a
+/// table (eval) and one that prints as it measures (check's first lines).
+#[test]
+fn a_closed_standard_output_never_panics_or_loses_the_save() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let d = dir("closed-stdout");
+    // Enough epochs that most lines come after the pipe is closed.
+    let cfg = spirals_config(&d, 300);
+    let save = d.join("model.safetensors");
+    let run = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gradflow"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run gradflow");
+        // Read one line's worth, then close the pipe as `head -1` would.
+        let mut first = [0u8; 16];
+        let _ = child.stdout.take().unwrap().read(&mut first);
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{args:?}: {status}\n{err}");
+        for text in ["panicked", "Broken pipe", "RUST_BACKTRACE"] {
+            assert!(!err.contains(text), "{args:?}: {text:?} in\n{err}");
+        }
+    };
+    let (cfg, save_s) = (cfg.to_str().unwrap(), save.to_str().unwrap());
+    run(&["--cpu", "train", "--config", cfg, "--save", save_s]);
+    let loaded = safetensors::SafeTensors::deserialize(&std::fs::read(&save).unwrap()).map(|t| t.len()).unwrap();
+    assert!(loaded > 0, "the save holds the model's tensors");
+    run(&["--cpu", "eval", "--config", cfg, "--checkpoint", save_s]);
+}

@@ -192,7 +192,7 @@ pub struct Report {
 
 impl Report {
     fn add(&mut self, line: String, row: serde_json::Value) {
-        println!("{line}");
+        crate::say!("{line}");
         self.results.push(row);
     }
 
@@ -214,8 +214,8 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
     let gpu = Arc::new(Gpu::new(placement.adapter.as_deref())?);
     let open_s = opened.elapsed().as_secs_f64();
     let schedule = gpu.tuning.as_ref().map_or(String::new(), |t| t.describe());
-    println!("adapter: {}", gpu.describe());
-    println!("{schedule} (device opened in {open_s:.2} s)");
+    crate::say!("adapter: {}", gpu.describe());
+    crate::say!("{schedule} (device opened in {open_s:.2} s)");
     let mut report = Report { adapter: gpu.describe(), schedule, results: Vec::new() };
     let sizes: &[usize] = if quick { &[256, 512] } else { &[256, 512, 1024, 2048] };
     // Seconds of measurement per figure (after a warm-up run); each figure takes at least 2 runs.
@@ -384,7 +384,7 @@ pub fn run(placement: &Placement, quick: bool, json: Option<&std::path::Path>) -
     if let Some(path) = json {
         std::fs::write(path, report.to_json())
             .map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
-        println!("wrote {}", path.display());
+        crate::say!("wrote {}", path.display());
     }
     Ok(())
 }

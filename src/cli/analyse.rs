@@ -30,10 +30,10 @@ pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> R
     };
     let mut h = crate::exec::hessian::Hessian::new(model, config.model.loss, &params, &train_set, batch)?;
     if let Some(gpu) = train::open_gpu(placement, "Hessian-vector products")? {
-        println!("device: {}", gpu.describe());
+        crate::say!("device: {}", gpu.describe());
         h.use_gpu(std::sync::Arc::new(gpu))?;
     }
-    println!(
+    crate::say!(
         "Hessian of the mean {} loss over the training split ({} rows; {norm}) at {}: {} parameters",
         config.model.loss.name(),
         train_set.n,
@@ -42,20 +42,24 @@ pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> R
     );
     let s = report::summarize(&mut h, &budget)?;
     let list = |v: &[f64]| v.iter().map(|x| format!("{x:.4e}")).collect::<Vec<_>>().join("  ");
-    println!("loss {:.6}, gradient norm {:.3e}", s.loss, s.grad_norm);
-    println!("smallest eigenvalues ({} Lanczos steps): {}", budget.steps, list(&s.smallest));
-    println!("largest eigenvalues:  {}", list(&s.largest));
-    println!(
+    crate::say!("loss {:.6}, gradient norm {:.3e}", s.loss, s.grad_norm);
+    crate::say!("smallest eigenvalues ({} Lanczos steps): {}", budget.steps, list(&s.smallest));
+    crate::say!("largest eigenvalues:  {}", list(&s.largest));
+    crate::say!(
         "index (fraction of eigenvalues below −δ, SLQ with {} probes × {} steps): {:.4}; within ±δ: {:.4} \
          (δ = width/steps = {:.2e}: the quadrature cannot tell these signs apart)",
-        budget.probes, budget.steps, s.index, s.unresolved, s.resolution
+        budget.probes,
+        budget.steps,
+        s.index,
+        s.unresolved,
+        s.resolution
     );
     if let Some(all) = &s.exact {
         // Eigenvalues within rounding of 0 (n·u·max|λ| of the f64 decomposition) count as zero.
         let tol = all.len() as f64 * f64::EPSILON * all.iter().fold(0.0f64, |m, x| m.max(x.abs()));
         let negative = all.iter().filter(|&&x| x < -tol).count();
         let zero = all.iter().filter(|&&x| x.abs() <= tol).count();
-        println!(
+        crate::say!(
             "exact (all {} eigenvalues, Jacobi): index {:.4} ({negative} negative, {zero} zero within {tol:.1e}); \
              extremes {:.4e} … {:.4e}",
             all.len(),
@@ -64,12 +68,12 @@ pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> R
             all[all.len() - 1]
         );
     }
-    println!("{} Hessian-vector products in {:.1} s on {}", s.products, s.seconds, h.device());
+    crate::say!("{} Hessian-vector products in {:.1} s on {}", s.products, s.seconds, h.device());
     if let Some(path) = plot {
         let title = format!("Hessian spectral density, {} parameters", s.dim);
         let svg = crate::plot::svg(&[report::density_chart(&s.density, &title)]);
         std::fs::write(path, svg).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
-        println!("wrote {}", path.display());
+        crate::say!("wrote {}", path.display());
     }
     Ok(())
 }

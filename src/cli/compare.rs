@@ -24,7 +24,7 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
     } else {
         String::new()
     };
-    println!(
+    crate::say!(
         "{} ({} train / {} test rows), {} epochs, init seed {}, batch seed {}{seeds}",
         file.display(),
         train_set.n,
@@ -50,14 +50,14 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
         means.push(sweep::mean_run(&c.label, runs));
     }
     if args.seeds > 1 {
-        println!("\nmean ± standard deviation over {} seeds:\n{}", args.seeds, sweep::table(&summaries));
+        crate::say!("\nmean ± standard deviation over {} seeds:\n{}", args.seeds, sweep::table(&summaries));
     }
-    println!("{}", sweep::throughput_line(&all));
+    crate::say!("{}", sweep::throughput_line(&all));
     if let Some(path) = plot {
         std::fs::write(path, crate::plot::svg(&compare::charts(&means)))
             .map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
         let what = if args.seeds > 1 { " (means over seeds)" } else { "" };
-        println!("plot: {}{what}", path.display());
+        crate::say!("plot: {}{what}", path.display());
     }
     Ok(())
 }
@@ -84,18 +84,18 @@ pub(super) fn train_all(
     };
     match together {
         SideBySide::Trained(done) => {
-            println!("device: {}", done[0].device);
+            crate::say!("device: {}", done[0].device);
             done.iter().for_each(print_run);
             return Ok(done);
         }
-        SideBySide::OneByOne(why) if runs.len() > 1 => println!("runs: one after another ({why})"),
+        SideBySide::OneByOne(why) if runs.len() > 1 => crate::say!("runs: one after another ({why})"),
         SideBySide::OneByOne(_) => {}
     }
     let mut done = Vec::with_capacity(runs.len());
     for c in &runs {
         let run = compare::run_contender(c, train_set, test_set, placement)?;
         if done.is_empty() {
-            println!("device: {}", run.device);
+            crate::say!("device: {}", run.device);
         }
         print_run(&run);
         done.push(run);
@@ -106,11 +106,11 @@ pub(super) fn train_all(
 /// One run's line: where it started and ended, and its training time.
 pub(super) fn print_run(run: &compare::Run) {
     if let Some(why) = &run.diverged {
-        println!("{:<32} diverged: {why}", run.label);
+        crate::say!("{:<32} diverged: {why}", run.label);
         return;
     }
     let (first, last) = (run.points[0], run.last());
-    println!(
+    crate::say!(
         "{:<32} start loss {:.4}  final train loss {:.4}  test loss {:.4}  test acc {:5.1}%  {:6.2} s",
         run.label,
         first.train_loss,

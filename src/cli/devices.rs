@@ -7,7 +7,8 @@ use crate::train::Placement;
 
 /// `gradflow devices`: prints `listing()`.
 pub fn devices() -> Result<()> {
-    print!("{}", listing());
+    let text = listing();
+    crate::say!("{}", text.strip_suffix('\n').unwrap_or(&text));
     Ok(())
 }
 

@@ -54,7 +54,8 @@ impl fmt::Display for Evaluation {
 
 /// The command: evaluates and prints the report.
 pub fn eval(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Result<()> {
-    print!("{}", evaluate(args, placement, non_strict)?);
+    let text = evaluate(args, placement, non_strict)?.to_string();
+    crate::say!("{}", text.strip_suffix('\n').unwrap_or(&text));
     Ok(())
 }
 

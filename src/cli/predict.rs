@@ -60,7 +60,7 @@ pub fn predict(args: &PredictArgs, placement: &Placement, non_strict: bool) -> R
         }
         crate::checkpoint::write_atomic(output, text.as_bytes())?;
     }
-    println!("{n} rows → {} ({classes} outputs each)", output.display());
+    crate::say!("{n} rows → {} ({classes} outputs each)", output.display());
     Ok(())
 }
 

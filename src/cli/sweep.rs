@@ -51,7 +51,7 @@ pub fn sweep(args: &SweepArgs, placement: &Placement) -> Result<()> {
     } else {
         format!("{} epochs", base.train.epochs)
     };
-    println!(
+    crate::say!(
         "{} ({} train / {} test rows), {epochs}; {} settings × {} seeds = {} runs",
         file.display(),
         train_set.n,
@@ -77,16 +77,16 @@ pub fn sweep(args: &SweepArgs, placement: &Placement) -> Result<()> {
         means.push(sweep::mean_run(&setting.label, runs));
     }
     let table = sweep::table(&summaries);
-    println!("\nmean ± standard deviation over {} seeds:\n{table}", args.seeds);
-    println!("{}", sweep::throughput_line(&all));
+    crate::say!("\nmean ± standard deviation over {} seeds:\n{table}", args.seeds);
+    crate::say!("{}", sweep::throughput_line(&all));
     if let Some(path) = &args.table {
         std::fs::write(path, &table).map_err(|e| Error::Io { file: path.clone(), message: e.to_string() })?;
-        println!("table: {}", path.display());
+        crate::say!("table: {}", path.display());
     }
     if let Some(path) = &args.plot {
         std::fs::write(path, crate::plot::svg(&compare::charts(&means)))
             .map_err(|e| Error::Io { file: path.clone(), message: e.to_string() })?;
-        println!("plot: {} (means over seeds)", path.display());
+        crate::say!("plot: {} (means over seeds)", path.display());
     }
     Ok(())
 }

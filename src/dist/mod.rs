@@ -27,14 +27,35 @@ pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
-/// `println!` on rank 0 only (every process when not data-parallel).
+/// `println!` on rank 0 only (every process when not data-parallel), through `print_line`: a
+/// closed standard output (`gradflow train | head`) never stops the work it reports on.
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {
         if !$crate::dist::quiet() {
-            println!($($arg)*);
+            $crate::dist::print_line(format_args!($($arg)*));
         }
     };
+}
+
+/// Set once standard output has gone away (its reader closed it): later lines are dropped.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line to standard output. Where the reader has closed it (a broken pipe) the line
+/// and every later one are dropped, as `head` expects; another write error is said once on
+/// standard error. Either way the caller goes on: printing never ends a run or loses its save.
+pub fn print_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        STDOUT_GONE.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("gradflow: standard output: {e}; no more lines go there, the run goes on");
+        }
+    }
 }
 
 /// `eprintln!` on rank 0 only.
