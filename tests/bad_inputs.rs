@@ -409,12 +409,35 @@ fn outputs_are_checked_before_training_and_disagreements_show_both_values() {
         &d,
         &["--cpu", "train", "--config", &cfg, "--metrics", &data],
         1,
-        &["--metrics: would overwrite an input of the run"],
+        &["--metrics: would overwrite an input of the command"],
     );
     // A checkpoint and a config that disagree: both values shown.
     let ck = d.join("adam.safetensors");
     assert!(run(&["--cpu", "train", "--config", &cfg, "--save", ck.to_str().unwrap()]).status.success());
     let ck = ck.to_str().unwrap();
+    // No command writes onto one of its inputs: its checkpoint, its rows, its config, its data.
+    let rows = d.join("rows.csv");
+    std::fs::write(&rows, "0.1,0.2\n0.3,0.4\n").unwrap();
+    let rows = rows.to_str().unwrap();
+    let predict = |output: &str| {
+        ["--cpu", "predict", "--config", &cfg, "--checkpoint", ck, "--input", rows, "--output", output]
+            .map(String::from)
+    };
+    for (args, flag) in [
+        (predict(ck).to_vec(), "--output"),
+        (predict(rows).to_vec(), "--output"),
+        (["--cpu", "hessian", "--config", &cfg, "--checkpoint", ck, "--plot", ck].map(String::from).to_vec(), "--plot"),
+        (["--cpu", "compare", "--config", &cfg, "--plot", &cfg].map(String::from).to_vec(), "--plot"),
+        (
+            ["--cpu", "sweep", "--config", &cfg, "--grid", "optimizer.lr=[0.1]", "--table", &data]
+                .map(String::from)
+                .to_vec(),
+            "--table",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(&d, &args, 1, &[&format!("{flag}: would overwrite an input of the command")]);
+    }
     refused(
         &d,
         &[

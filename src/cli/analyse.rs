@@ -16,7 +16,9 @@ pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> R
     let (checkpoint, plot) = (args.checkpoint.as_path(), args.plot.as_deref());
     let (config, file) = super::load_config(args.config.clone(), &args.set)?;
     if let Some(p) = plot {
-        train::session::check_writable(p, "--plot")?;
+        let mut inputs = train::session::config_inputs(&config, &file);
+        inputs.push(checkpoint);
+        train::session::check_outputs_apart(&[(p, "--plot")], &inputs)?;
     }
     let (train_set, _) = data_for_checkpoint(&config, &file, checkpoint)?;
     let model = Model::new(train_set.d, config.model.layers.clone())?;

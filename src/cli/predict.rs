@@ -14,7 +14,9 @@ use crate::train::{self, Placement};
 pub fn predict(args: &PredictArgs, placement: &Placement, non_strict: bool) -> Result<()> {
     let (checkpoint, input, output) = (args.checkpoint.as_path(), args.input.as_path(), args.output.as_path());
     let (config, file) = super::load_config(args.config.clone(), &args.set)?;
-    train::session::check_writable(output, "--output")?;
+    let mut inputs = train::session::config_inputs(&config, &file);
+    inputs.extend([checkpoint, input]);
+    train::session::check_outputs_apart(&[(output, "--output")], &inputs)?;
     let (mut x, n, d) = if is(input, "npy") { read_npy_features(input)? } else { crate::data::load_features(input)? };
     // The same transforms as training: the config's scale, then the saved standardisation.
     if config.data.scale != 1.0 {

@@ -9,11 +9,11 @@ use crate::train::{self, compare, sweep, Placement};
 pub fn sweep(args: &SweepArgs, placement: &Placement) -> Result<()> {
     let set = super::with_epochs(&args.set, args.epochs);
     let (base, file) = super::load_config(args.config.clone(), &set)?;
-    for (path, what) in [(&args.plot, "--plot"), (&args.table, "--table")] {
-        if let Some(p) = path {
-            train::session::check_writable(p, what)?;
-        }
-    }
+    let outputs: Vec<(&std::path::Path, &str)> = [(&args.plot, "--plot"), (&args.table, "--table")]
+        .into_iter()
+        .filter_map(|(p, what)| p.as_deref().map(|p| (p, what)))
+        .collect();
+    train::session::check_outputs_apart(&outputs, &train::session::config_inputs(&base, &file))?;
     if args.seeds == 0 {
         return Err(Error::Usage("--seeds must be at least 1".into()));
     }

@@ -21,7 +21,7 @@ mod preflight;
 
 pub use epochs::fmt_loss;
 use preflight::{check_labels, check_outputs, check_resume, finished, print_header, read_start, schedule_of};
-pub use preflight::{check_writable, fingerprint, warn_ignored};
+pub use preflight::{check_outputs_apart, check_writable, config_inputs, fingerprint, warn_ignored};
 
 /// What `gradflow train` was asked to do besides the config.
 #[derive(Clone, Debug, Default)]

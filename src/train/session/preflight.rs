@@ -2,7 +2,7 @@
 //! and overwrite no input, labels that fit the model, the header it prints, the state it starts
 //! from (`--init`, `--resume`) and whether a checkpoint continues this run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::TrainOptions;
 use crate::checkpoint::{self, Checkpoint, Fnv, Progress};
@@ -17,11 +17,24 @@ use crate::spec::Model;
 /// its data; `--save` may be `--resume`'s file, which it continues).
 pub(super) fn check_outputs(opts: &TrainOptions, config: &Config, config_file: &Path) -> Result<()> {
     let outputs = [(&opts.save, "--save"), (&opts.metrics, "--metrics"), (&opts.plot, "--plot")];
-    let outputs: Vec<(&PathBuf, &str)> = outputs.iter().filter_map(|(p, f)| p.as_ref().map(|p| (p, *f))).collect();
-    let inputs = [Some(config_file), Some(config.data.path.as_path()), config.data.labels.as_deref()]
+    let outputs: Vec<(&Path, &str)> = outputs.iter().filter_map(|(p, f)| p.as_deref().map(|p| (p, *f))).collect();
+    let mut inputs = config_inputs(config, config_file);
+    inputs.extend(opts.init.as_deref());
+    check_outputs_apart(&outputs, &inputs)
+}
+
+/// The files a command reads through its config: the config itself and its data.
+pub fn config_inputs<'a>(config: &'a Config, config_file: &'a Path) -> Vec<&'a Path> {
+    [Some(config_file), Some(config.data.path.as_path()), config.data.labels.as_deref()]
         .into_iter()
-        .chain([config.data.test_path.as_deref(), config.data.test_labels.as_deref(), opts.init.as_deref()])
-        .flatten();
+        .chain([config.data.test_path.as_deref(), config.data.test_labels.as_deref()])
+        .flatten()
+        .collect()
+}
+
+/// Every command's outputs (path, flag) before any work: none is one of its `inputs`, no two
+/// name the same file, each can be written (`check_writable`).
+pub fn check_outputs_apart(outputs: &[(&Path, &str)], inputs: &[&Path]) -> Result<()> {
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
@@ -30,7 +43,7 @@ pub(super) fn check_outputs(opts: &TrainOptions, config: &Config, config_file: &
         if let Some((path, flag)) = outputs.iter().find(|(p, _)| same(p, input)) {
             return Err(Error::Io {
                 file: path.to_path_buf(),
-                message: format!("{flag}: would overwrite an input of the run"),
+                message: format!("{flag}: would overwrite an input of the command"),
             });
         }
     }
