@@ -113,10 +113,12 @@ fn bad(file: &Path, message: impl Into<String>) -> Error {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync of the
-/// folder. A crash leaves the old file or the new one, never half of one.
+/// folder. A crash leaves the old file or the new one, never half of one; the temporary file a
+/// killed writer left is removed by the next write to that path (`remove_stale_temps`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| io(path, "not a file name"))?;
+    remove_stale_temps(dir, &name.to_string_lossy());
     let tmp: PathBuf = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -132,6 +134,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(|e| io(path, e))
+}
+
+/// Removes `write_atomic`'s temporary files for `name` in `dir` that no running writer owns: on
+/// Linux those whose process is gone (/proc), elsewhere those untouched for an hour. Best
+/// effort: a file that cannot be read or removed is left.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let proc_fs = Path::new("/proc/self").exists();
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let stale = if pid == std::process::id() {
+            true
+        } else if proc_fs {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600)
+        };
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {

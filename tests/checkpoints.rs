@@ -287,3 +287,24 @@ fn set_overrides_single_fields_and_names_bad_ones() {
     let (ok, _, err) = gradflow(&["--cpu", "train", "--config", cfg, "--set", "optimizer.lr"]);
     assert!(!ok && err.contains("KEY=VALUE"), "{err}");
 }
+
+/// A save killed between writing its temporary file and renaming it leaves `.NAME.tmp-PID`
+/// beside the file; the next save to that path removes it, and leaves another path's alone.
+#[test]
+fn the_next_save_removes_what_an_interrupted_save_left() {
+    let d = std::env::temp_dir().join(format!("gradflow-stale-save-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    // A process id no system hands out (Linux's pid_max is at most 2^22), written two hours ago
+    // (where no /proc tells whether a writer is alive, an hour's silence does).
+    let (stale, other) = (d.join(".m.safetensors.tmp-4294967295"), d.join(".o.safetensors.tmp-4294967295"));
+    for f in [&stale, &other] {
+        std::fs::write(f, b"half a file").unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options().write(true).open(f).unwrap().set_modified(two_hours_ago).unwrap();
+    }
+    gradflow::checkpoint::write_atomic(&d.join("m.safetensors"), b"whole").unwrap();
+    assert!(!stale.exists(), "the interrupted save's file is gone");
+    assert!(other.exists(), "another path's is not touched");
+    assert_eq!(std::fs::read(d.join("m.safetensors")).unwrap(), b"whole");
+    std::fs::remove_dir_all(&d).unwrap();
+}
