@@ -498,3 +498,20 @@ fn a_closed_standard_output_never_panics_or_loses_the_save() {
     assert!(loaded > 0, "the save holds the model's tensors");
     run(&["--cpu", "eval", "--config", cfg, "--checkpoint", save_s]);
 }
+
+/// `--help` explains every option of every command: each argument has its own help text.
+#[test]
+fn every_option_of_every_command_has_help_text() {
+    use clap::CommandFactory;
+    let cli = gradflow::cli::Cli::command();
+    let mut missing = Vec::new();
+    for command in std::iter::once(&cli).chain(cli.get_subcommands()) {
+        for arg in command.get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if help.trim().is_empty() && !matches!(arg.get_id().as_str(), "help" | "version") {
+                missing.push(format!("{} --{}", command.get_name(), arg.get_id()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "options without help text: {missing:?}");
+}

@@ -53,6 +53,7 @@ pub enum Command {
 // `gradflow train`, and `gradflow` alone (all defaults).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TrainArgs {
+    /// The run's TOML config (default: the built-in digits run, configs/digits.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Override train.epochs.
@@ -87,6 +88,7 @@ pub struct TrainArgs {
 // `gradflow eval`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct EvalArgs {
+    /// The config the checkpoint was trained with: its model and data (default: the digits run).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// A gradflow checkpoint or a PyTorch state dict (safetensors).
@@ -95,6 +97,7 @@ pub struct EvalArgs {
     /// Which part of the data: test (default), train or all.
     #[arg(long, default_value = "test")]
     pub split: String,
+    /// Override one config field, e.g. --set data.standardize=true (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
@@ -102,8 +105,10 @@ pub struct EvalArgs {
 // `gradflow predict`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct PredictArgs {
+    /// The config the checkpoint was trained with: its model and input scaling (default: the digits run).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// A gradflow checkpoint or a PyTorch state dict (safetensors).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
     /// Features: .npy (float32/float64 [n, d]) or CSV without a label column.
@@ -112,6 +117,7 @@ pub struct PredictArgs {
     /// .npy (float32 logits [n, classes]) or .csv (predicted class, then the logits).
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Override one config field, e.g. --set data.standardize=true (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
@@ -119,6 +125,7 @@ pub struct PredictArgs {
 // `gradflow hessian`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct HessianArgs {
+    /// The config the checkpoint was trained with: its model, loss and data (default: the digits run).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// A gradflow checkpoint or a PyTorch state dict (safetensors).
@@ -136,6 +143,7 @@ pub struct HessianArgs {
     /// Write the spectral density as an SVG.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Override one config field, e.g. --set data.standardize=true (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
@@ -143,6 +151,7 @@ pub struct HessianArgs {
 // `gradflow compare`.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct CompareArgs {
+    /// The config whose model, data and training settings every run shares (default: the digits run).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Comma-separated entries, each a preset with optional settings: sgd, momentum, nesterov,
@@ -164,6 +173,7 @@ pub struct CompareArgs {
     /// of models on the GPU, which small models on one batch plan do by default).
     #[arg(long)]
     pub one_by_one: bool,
+    /// Override one config field, e.g. --set data.standardize=true (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
@@ -171,6 +181,7 @@ pub struct CompareArgs {
 // `gradflow sweep`.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct SweepArgs {
+    /// The config every point of the grid starts from (default: the digits run).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// One axis of the grid: a config key and a TOML list of values, e.g.
@@ -193,6 +204,7 @@ pub struct SweepArgs {
     /// Write the table (mean ± standard deviation per setting) to FILE.
     #[arg(long, value_name = "FILE")]
     pub table: Option<PathBuf>,
+    /// Override one config field, e.g. --set data.standardize=true (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
