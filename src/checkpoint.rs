@@ -43,7 +43,24 @@ pub struct Checkpoint {
     pub schedule: String,
     /// Which rows were the training rows (`train::session::fingerprint`); empty when unknown.
     pub train_rows: String,
+    /// What the model is (config, class names), for commands given only the file.
+    pub description: Option<Description>,
 }
+
+/// What a saved model is, so that `eval`, `predict` and `hessian` need only the file: the run's
+/// config (the TOML after `--set`, data paths absolute: model, loss, preprocessing, data) and
+/// its classes' names. Stored as metadata, which PyTorch's loaders ignore.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Description {
+    pub config: String,
+    /// The config is the built-in digits run (whose data may be the built-in copy).
+    pub builtin: bool,
+    pub class_names: Option<Vec<String>>,
+}
+
+const CONFIG_KEY: &str = "gradflow.config";
+const BUILTIN_KEY: &str = "gradflow.builtin_config";
+const CLASS_NAMES_KEY: &str = "gradflow.class_names";
 
 /// PyTorch's names for each state slot of an optimizer (the order of `Optimizer::state_slots`).
 pub fn slot_names(opt: &Optimizer) -> &'static [&'static str] {
@@ -217,6 +234,14 @@ pub fn save(path: &Path, model: &Model, optimizer: &Optimizer, ck: &Checkpoint) 
     meta.insert("gradflow.state_layout".to_string(), optimizer.state_layout());
     meta.insert("gradflow.schedule".to_string(), ck.schedule.clone());
     meta.insert("gradflow.train_rows".to_string(), ck.train_rows.clone());
+    if let Some(d) = &ck.description {
+        meta.insert(CONFIG_KEY.to_string(), d.config.clone());
+        meta.insert(BUILTIN_KEY.to_string(), d.builtin.to_string());
+        if let Some(names) = &d.class_names {
+            let json = serde_json::to_string(names).map_err(|e| bad(path, e.to_string()))?;
+            meta.insert(CLASS_NAMES_KEY.to_string(), json);
+        }
+    }
     let sum = checksum(owned.iter().map(|(n, _, _, b)| (n.as_str(), b.as_slice())), &meta);
     meta.insert("gradflow.checksum".to_string(), format!("{sum:016x}"));
     let views: Vec<(String, TensorView<'_>)> = owned
@@ -434,7 +459,17 @@ pub fn load(path: &Path, model: &Model, optimizer: &Optimizer) -> Result<Checkpo
     let standardize = input_transform(path, &st)?;
     let schedule = meta.get("gradflow.schedule").cloned().unwrap_or_default();
     let train_rows = meta.get("gradflow.train_rows").cloned().unwrap_or_default();
-    Ok(Checkpoint { params, norm, optimizer_state: Some(state), progress, standardize, schedule, train_rows })
+    let description = description_of(path, &meta)?;
+    Ok(Checkpoint {
+        params,
+        norm,
+        optimizer_state: Some(state),
+        progress,
+        standardize,
+        schedule,
+        train_rows,
+        description,
+    })
 }
 
 fn input_transform(path: &Path, st: &SafeTensors<'_>) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
@@ -457,6 +492,32 @@ fn input_transform(path: &Path, st: &SafeTensors<'_>) -> Result<Option<(Vec<f32>
         (None, None) => Ok(None),
         _ => Err(bad(path, "has one of gradflow.input_mean and gradflow.input_std but not the other")),
     }
+}
+
+/// The model's description a gradflow checkpoint carries (None for a PyTorch state dict or a
+/// checkpoint saved before descriptions were), its checksum verified.
+pub fn load_description(path: &Path) -> Result<Option<Description>> {
+    let bytes = read(path)?;
+    let st = parse(path, &bytes)?;
+    let meta = verified_meta(path, &bytes, &st, false)?;
+    description_of(path, &meta)
+}
+
+fn description_of(path: &Path, meta: &HashMap<String, String>) -> Result<Option<Description>> {
+    let Some(config) = meta.get(CONFIG_KEY) else { return Ok(None) };
+    let builtin = match meta.get(BUILTIN_KEY).map(String::as_str) {
+        Some("true") => true,
+        Some("false") | None => false,
+        Some(other) => return Err(bad(path, format!("metadata {BUILTIN_KEY} is '{other}'; expected true or false"))),
+    };
+    let class_names = match meta.get(CLASS_NAMES_KEY) {
+        None => None,
+        Some(json) => Some(
+            serde_json::from_str::<Vec<String>>(json)
+                .map_err(|e| bad(path, format!("metadata {CLASS_NAMES_KEY} is not a JSON list of names ({e})")))?,
+        ),
+    };
+    Ok(Some(Description { config: config.clone(), builtin, class_names }))
 }
 
 /// The shape of tensor `name` in a state dict, if it has one.

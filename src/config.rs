@@ -26,6 +26,14 @@ pub struct Config {
     /// built-in copy (`DEFAULT_DATA`) is read instead.
     #[serde(skip)]
     pub builtin: bool,
+    /// The classes by name of the model this config describes, from its checkpoint: labels of
+    /// data read for it map through these (see `CsvOptions::class_names`).
+    #[serde(skip)]
+    pub class_names: Option<Vec<String>>,
+    /// The run as TOML after `--set`, data paths resolved: what a checkpoint saves so that the
+    /// model it holds describes itself (`Config::from_saved`).
+    #[serde(skip)]
+    pub table: toml::Table,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -199,14 +207,14 @@ impl Config {
         // The file alone first, so its own mistakes are reported with their line.
         let mut config: Config = toml::from_str(text)
             .map_err(|e| config_err(tagged::locate(text, true).unwrap_or_else(|| e.to_string())))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| config_err(e.to_string()))?;
         if !overrides.is_empty() {
-            let mut table: toml::Table = toml::from_str(text).map_err(|e| config_err(e.to_string()))?;
             for o in overrides {
                 apply_override(&mut table, o).map_err(|m| config_err(format!("--set {o}: {m}")))?;
             }
             let joined = overrides.join(" --set ");
             let merged = toml::to_string(&table).unwrap_or_default();
-            config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            config = toml::Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| {
                 let message = tagged::locate(&merged, false).unwrap_or_else(|| e.message().to_string());
                 config_err(format!("after --set {joined}: {message}"))
             })?;
@@ -219,6 +227,15 @@ impl Config {
         config.data.labels = config.data.labels.map(|p| base.join(p));
         config.data.test_path = config.data.test_path.map(|p| base.join(p));
         config.data.test_labels = config.data.test_labels.map(|p| base.join(p));
+        config.table = resolved_paths(table, &config.data);
+        Ok(config)
+    }
+
+    /// The config a checkpoint saved (`Config::table` as TOML) with `--set` overrides; `file`
+    /// (the checkpoint) names it in errors.
+    pub fn from_saved(text: &str, file: &Path, builtin: bool, overrides: &[String]) -> Result<Config> {
+        let mut config = Config::parse_with(text, file, overrides)?;
+        config.builtin = builtin;
         Ok(config)
     }
 
@@ -275,8 +292,27 @@ impl Config {
             has_header: self.data.header,
             num_classes: self.data.num_classes,
             drop_non_finite: self.data.non_finite == NonFinite::DropRow,
+            class_names: self.class_names.clone(),
         })
     }
+}
+
+/// `table` with the data paths as `data` resolved them, made absolute, so that the saved config
+/// finds its data from any working directory.
+fn resolved_paths(mut table: toml::Table, data: &DataConfig) -> toml::Table {
+    let absolute =
+        |p: &Path| toml::Value::String(std::path::absolute(p).unwrap_or(p.to_path_buf()).display().to_string());
+    if let Some(t) = table.get_mut("data").and_then(|d| d.as_table_mut()) {
+        t.insert("path".into(), absolute(&data.path));
+        for (key, path) in
+            [("labels", &data.labels), ("test_path", &data.test_path), ("test_labels", &data.test_labels)]
+        {
+            if let Some(p) = path {
+                t.insert(key.into(), absolute(p));
+            }
+        }
+    }
+    table
 }
 
 /// Whether `raw` starts as a TOML value other than a bare string would: a number, sign, array,

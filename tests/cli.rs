@@ -97,11 +97,10 @@ fn train_writes_metrics_and_a_plot_then_eval_and_predict_use_the_checkpoint() {
     let labels: Vec<usize> = data.lines().skip(1).map(|l| l.rsplit_once(',').unwrap().1.parse().unwrap()).collect();
     std::fs::write(d.join("features.csv"), features).unwrap();
     let out_csv = d.join("pred.csv");
-    // data.standardize = false here: only the statistics saved in the checkpoint can do it.
+    // Standardised with the statistics saved in the checkpoint (predict reads no training data;
+    // a --set data.standardize=false contradicting them is refused: tests/own_data.rs).
     let (ok, out, err) = gradflow(&[
         "predict",
-        "--set",
-        "data.standardize=false",
         "--config",
         cfg,
         "--checkpoint",
@@ -182,7 +181,7 @@ fn data_options_and_their_errors() {
         gradflow(&["--cpu", "train", "--config", d.join(name).to_str().unwrap()])
     };
     let (ok, out, err) = run("by_name.toml", base("'kind'", ""));
-    assert!(ok && out.contains("3 train / 0 test rows, 2 features, 2 classes"), "{out}\n{err}");
+    assert!(ok && out.contains("3 train / 0 test rows, 2 features (a, b), 2 classes"), "{out}\n{err}");
     let (ok, _, err) = run("missing.toml", base("'type'", ""));
     assert!(
         !ok && err.contains("no column named 'type'") && err.contains("a, kind, b") && err.contains("line 1"),
@@ -201,7 +200,9 @@ fn data_options_and_their_errors() {
     assert!(!ok && err.contains("non_finite") && err.contains("drop-row"), "{err}");
     std::fs::write(d.join("d.csv"), "0.5,1,2\n1.5,0,3\n").unwrap();
     // header = true takes the first row as names even when it is numeric.
-    let (ok, out, err) = run("forced.toml", base("1", "header = true").replace("batch_size = 2", "batch_size = 1"));
+    // (One row of class 0 is left: num_classes says the model's two outputs are right.)
+    let forced = base("1", "header = true\nnum_classes = 2").replace("batch_size = 2", "batch_size = 1");
+    let (ok, out, err) = run("forced.toml", forced);
     assert!(ok && out.contains("1 train / 0 test rows"), "{out}\n{err}");
 }
 

@@ -726,3 +726,44 @@ fn batch_scheme_names() {
     assert!(e.contains("sgd") && e.contains("in-order"), "{e}");
     assert!(serde_json::from_str::<BatchScheme>("\"InOrder\"").is_err());
 }
+
+/// Class names in the label column: numbered in sorted order whatever the rows' order, the
+/// header's other names kept for the features, and a file with no header still read as data
+/// (its names are only in the label column).
+#[test]
+fn csv_class_names_are_numbered_in_sorted_order() {
+    let p = temp_file("named.csv", b"width,height,kind\n1,2,virginica\n3,4,setosa\n5,6,versicolor\n7,8,setosa\n");
+    let ds = load_csv(&p, &CsvOptions::default()).unwrap();
+    assert_eq!(ds.class_names.as_deref(), Some(&["setosa".to_string(), "versicolor".into(), "virginica".into()][..]));
+    assert_eq!(ds.labels, [2, 0, 1, 0]);
+    assert_eq!((ds.num_classes, ds.d, ds.n), (3, 2, 4));
+    assert_eq!(ds.feature_names.as_deref(), Some(&["width".to_string(), "height".into()][..]));
+    assert_eq!(ds.class_name(1), "versicolor");
+
+    let p = temp_file("named_no_header.csv", b"1,2,b\n3,4,a\n");
+    let ds = load_csv(&p, &CsvOptions::default()).unwrap();
+    assert_eq!((ds.n, ds.labels.clone(), ds.feature_names.clone()), (2, vec![1, 0], None));
+
+    // One name among numbers makes the whole column names ("10" sorts before "2").
+    let p = temp_file("mixed.csv", b"1,2,2\n3,4,10\n5,6,other\n");
+    let ds = load_csv(&p, &CsvOptions::default()).unwrap();
+    assert_eq!(ds.class_names.as_deref(), Some(&["10".to_string(), "2".into(), "other".into()][..]));
+    assert_eq!(ds.labels, [1, 0, 2]);
+}
+
+/// Known classes (a test file, data for a trained model) map through the given names, and a
+/// name outside them is an error naming its line; a class count that the names contradict too.
+#[test]
+fn csv_class_names_against_known_classes_and_counts() {
+    let known = Some(vec!["cat".to_string(), "dog".into()]);
+    let p = temp_file("known.csv", b"a,label\n1,dog\n2,dog\n");
+    let ds = load_csv(&p, &CsvOptions { class_names: known.clone(), ..Default::default() }).unwrap();
+    assert_eq!((ds.labels.clone(), ds.num_classes), (vec![1, 1], 2), "both classes, though one occurs");
+    let e = csv_err("unknown.csv", "a,label\n1,dog\n2,cow\n", &CsvOptions { class_names: known, ..Default::default() });
+    assert!(e.contains("line 3") && e.contains("class 'cow' is not one of the model's classes (cat, dog)"), "{e}");
+    let e = csv_err("count.csv", "a,label\n1,dog\n2,cat\n", &CsvOptions { num_classes: Some(3), ..Default::default() });
+    assert!(e.contains("data.num_classes = 3 but the column names 2 classes (cat, dog)"), "{e}");
+    // Numbers that are not class numbers stay an error (negative, fractional).
+    let e = csv_err("fraction.csv", "a,label\n1,0\n2,1.5\n", &CsvOptions::default());
+    assert!(e.contains("line 3") && e.contains("'1.5' is not a non-negative integer"), "{e}");
+}

@@ -295,12 +295,15 @@ fn csv_options() -> impl Strategy<Value = CsvOptions> {
         prop_oneof![Just("arm"), Just("label"), Just("y"), Just("")].prop_map(|s| LabelColumn::Name(s.into())),
     ];
     let classes = prop_oneof![Just(None), (1usize..12).prop_map(Some), Just(Some(usize::MAX))];
-    (label, prop::option::of(any::<bool>()), classes, any::<bool>()).prop_map(
-        |(label_column, has_header, num_classes, drop_non_finite)| CsvOptions {
+    let names =
+        prop::option::of(prop::collection::vec(prop_oneof![Just("a"), Just("b"), Just("0"), Just("x y")], 1..4));
+    (label, prop::option::of(any::<bool>()), classes, any::<bool>(), names).prop_map(
+        |(label_column, has_header, num_classes, drop_non_finite, names)| CsvOptions {
             label_column,
             has_header,
             num_classes,
             drop_non_finite,
+            class_names: names.map(|n| n.into_iter().map(String::from).collect()),
         },
     )
 }
@@ -566,6 +569,12 @@ fn checkpoint_of(
         standardize,
         schedule: "shuffle batch_size=4 drop_last=false seed=0 rows=16".into(),
         train_rows: "rows=16 features=3 fnv=0123456789abcdef".into(),
+        // A description, so that mutations reach its reader and the config parser behind it.
+        description: Some(checkpoint::Description {
+            config: gradflow::config::DEFAULT_CONFIG.into(),
+            builtin: fill > 0.0,
+            class_names: (fill < 0.0).then(|| vec!["cat".into(), "dog, \"big\"".into()]),
+        }),
     }
 }
 
@@ -627,6 +636,12 @@ fn check_checkpoint(bytes: &[u8]) -> Result<(), TestCaseError> {
     {
         prop_assert_eq!(params.len(), MODEL.param_len);
         prop_assert!(params.iter().chain(&norm.running).all(|v| v.is_finite()), "load_state_dict: finite values");
+    }
+    if let Some(Some(d)) = read_cleanly("load_description", &[&f], len, || checkpoint::load_description(&f.0))? {
+        // The saved config parses (or is refused) without a panic either.
+        read_cleanly("the saved config", &[&f], len, || {
+            gradflow::config::Config::from_saved(&d.config, &f.0, d.builtin, &[])
+        })?;
     }
     if let Some(Some((mean, std))) =
         read_cleanly("load_input_transform", &[&f], len, || checkpoint::load_input_transform(&f.0))?

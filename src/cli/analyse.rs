@@ -14,7 +14,7 @@ use crate::train::{self, Placement};
 pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> Result<()> {
     let budget = Budget { k: args.k, steps: args.steps, probes: args.probes, seed: 0 };
     let (checkpoint, plot) = (args.checkpoint.as_path(), args.plot.as_deref());
-    let (config, file) = super::load_config(args.config.clone(), &args.set)?;
+    let (config, file) = super::saved::config_for(args.config.clone(), &args.set, checkpoint, non_strict)?;
     if let Some(p) = plot {
         let mut inputs = train::session::config_inputs(&config, &file);
         inputs.push(checkpoint);

@@ -53,6 +53,14 @@ pub enum Command {
 // `gradflow train`, and `gradflow` alone (all defaults).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TrainArgs {
+    /// Your data, with no config: a CSV (features and a label column: one named label, class,
+    /// target, y or species, else the last; class numbers or names) or a .npy of features with
+    /// --labels. A default MLP is chosen for it and said; --set refines it.
+    #[arg(value_name = "DATA", conflicts_with = "config")]
+    pub data: Option<PathBuf>,
+    /// The labels (.npy of integers) for .npy DATA.
+    #[arg(long, value_name = "FILE", requires = "data")]
+    pub labels: Option<PathBuf>,
     /// The run's TOML config (default: the built-in digits run, configs/digits.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,

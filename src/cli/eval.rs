@@ -21,6 +21,8 @@ pub struct Evaluation {
     pub correct: usize,
     /// `confusion[true class][predicted class]`: row counts.
     pub confusion: Vec<Vec<usize>>,
+    /// The classes' names, when the data names them (else they are numbered).
+    pub class_names: Option<Vec<String>>,
 }
 
 impl Evaluation {
@@ -36,15 +38,19 @@ impl fmt::Display for Evaluation {
         // As a percentage computed in this order, so the figure reads as it always has.
         writeln!(f, "loss {:.4}  accuracy {:.2}%", self.loss, 100.0 * self.correct as f64 / self.rows as f64)?;
         writeln!(f, "confusion matrix (rows: true class, columns: predicted)")?;
-        write!(f, "{:>6}", "")?;
-        for c in 0..self.confusion.len() {
-            write!(f, "{c:>6}")?;
+        let names: Vec<String> = (0..self.confusion.len())
+            .map(|c| self.class_names.as_ref().and_then(|n| n.get(c).cloned()).unwrap_or_else(|| c.to_string()))
+            .collect();
+        let width = names.iter().map(|n| n.chars().count() + 1).max().unwrap_or(0).max(6);
+        write!(f, "{:>width$}", "")?;
+        for name in &names {
+            write!(f, "{name:>width$}")?;
         }
         writeln!(f)?;
-        for (t, row) in self.confusion.iter().enumerate() {
-            write!(f, "{t:>6}")?;
+        for (name, row) in names.iter().zip(&self.confusion) {
+            write!(f, "{name:>width$}")?;
             for v in row {
-                write!(f, "{v:>6}")?;
+                write!(f, "{v:>width$}")?;
             }
             writeln!(f)?;
         }
@@ -62,7 +68,7 @@ pub fn eval(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Result<
 /// Evaluates `args.checkpoint` on the split `args.split` of the config's data, printing nothing.
 pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Result<Evaluation> {
     let (split, checkpoint) = (args.split.as_str(), args.checkpoint.as_path());
-    let (config, file) = super::load_config(args.config.clone(), &args.set)?;
+    let (config, file) = super::saved::config_for(args.config.clone(), &args.set, checkpoint, non_strict)?;
     let (train_set, test_set) = data_for_checkpoint(&config, &file, checkpoint)?;
     let data = match split {
         "test" => test_set,
@@ -105,5 +111,6 @@ pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Res
         loss: out.loss,
         correct: out.correct,
         confusion,
+        class_names: data.class_names.clone(),
     })
 }

@@ -13,7 +13,7 @@ use crate::train::{self, Placement};
 /// The command: reads `args.input`, transforms it as training did, and writes `args.output`.
 pub fn predict(args: &PredictArgs, placement: &Placement, non_strict: bool) -> Result<()> {
     let (checkpoint, input, output) = (args.checkpoint.as_path(), args.input.as_path(), args.output.as_path());
-    let (config, file) = super::load_config(args.config.clone(), &args.set)?;
+    let (config, file) = super::saved::config_for(args.config.clone(), &args.set, checkpoint, non_strict)?;
     let mut inputs = train::session::config_inputs(&config, &file);
     inputs.extend([checkpoint, input]);
     train::session::check_outputs_apart(&[(output, "--output")], &inputs)?;
@@ -47,14 +47,17 @@ pub fn predict(args: &PredictArgs, placement: &Placement, non_strict: bool) -> R
     if is(output, "npy") {
         crate::data::write_npy_f32(output, &[n, classes], &logits)?;
     } else {
+        let name = |c: usize| match config.class_names.as_ref().and_then(|names| names.get(c)) {
+            Some(n) => csv_field(n),
+            None => c.to_string(),
+        };
         let mut text = String::from("predicted");
         for c in 0..classes {
-            text += &format!(",logit_{c}");
+            text += &format!(",logit_{}", name(c));
         }
         text.push('\n');
         for row in logits.chunks(classes) {
-            let pred = crate::reference::argmax(row);
-            text += &pred.to_string();
+            text += &name(crate::reference::argmax(row));
             for v in row {
                 text += &format!(",{v}");
             }
@@ -64,6 +67,16 @@ pub fn predict(args: &PredictArgs, placement: &Placement, non_strict: bool) -> R
     }
     crate::say!("{n} rows → {} ({classes} outputs each)", output.display());
     Ok(())
+}
+
+/// A class name as a CSV field: quoted (RFC 4180) when it holds a comma, a quote or spaces at
+/// its ends, so the file reads back as written.
+fn csv_field(name: &str) -> String {
+    if name.contains([',', '"', '\n', '\r']) || name.trim() != name {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    } else {
+        name.to_string()
+    }
 }
 
 /// Whether `p` has the extension `ext` (any case).

@@ -1,14 +1,88 @@
 //! What the commands on a saved model (`eval`, `predict`, `hessian`) share: its state dict, the
 //! network built from it, and the data standardised as it was trained.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::checkpoint::Description;
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::exec::Network;
 use crate::spec::{Model, NormState};
 use crate::train::{self, Placement};
+
+/// The config for a command on a saved model, and the file it came from: `--config` (checked
+/// against the checkpoint's own description, when it has one) or else the description the
+/// checkpoint carries, with `--set` overrides either way. An override or a config that
+/// contradicts how the model was trained (its layers, loss, input scale or standardisation) is
+/// refused, never applied; `non_strict` (a state dict loaded into another model) lets the layers
+/// differ.
+pub(crate) fn config_for(
+    config: Option<PathBuf>,
+    set: &[String],
+    checkpoint: &Path,
+    non_strict: bool,
+) -> Result<(Config, PathBuf)> {
+    let described = crate::checkpoint::load_description(checkpoint)?;
+    let Some(description) = described else {
+        return match config {
+            Some(path) => Ok((Config::load_with(&path, set)?, path)),
+            None => Err(Error::Usage(format!(
+                "{} does not say which model it holds (a PyTorch state dict, or a checkpoint saved before gradflow \
+                 wrote descriptions): give the config it was trained with, --config FILE (the built-in digits run is \
+                 configs/digits.toml)",
+                checkpoint.display()
+            ))),
+        };
+    };
+    let trained = saved_config(&description, checkpoint, &[])?;
+    let (mut chosen, file, how) = match config {
+        Some(path) => (Config::load_with(&path, set)?, path.clone(), format!("--config {}", path.display())),
+        None => {
+            let how = set.iter().map(|s| format!("--set {s}")).collect::<Vec<_>>().join(" ");
+            (saved_config(&description, checkpoint, set)?, checkpoint.to_path_buf(), how)
+        }
+    };
+    if let Some(field) = contradiction(&trained, &chosen, non_strict) {
+        let or_non_strict = if field.starts_with("model.layers") {
+            " (or, to load the tensors another model shares with it, --non-strict)"
+        } else {
+            ""
+        };
+        return Err(Error::Usage(format!(
+            "{how} contradicts {}: {field}. Leave it out: the checkpoint says how its model was trained{or_non_strict}",
+            checkpoint.display()
+        )));
+    }
+    chosen.class_names = description.class_names.clone();
+    Ok((chosen, file))
+}
+
+/// The config a checkpoint's description holds, with `set` applied.
+fn saved_config(description: &Description, checkpoint: &Path, set: &[String]) -> Result<Config> {
+    let mut config = Config::from_saved(&description.config, checkpoint, description.builtin, set)?;
+    config.class_names = description.class_names.clone();
+    Ok(config)
+}
+
+/// The first setting in which `chosen` differs from how the model was `trained`, as
+/// "field = trained value in the checkpoint, chosen value here".
+fn contradiction(trained: &Config, chosen: &Config, non_strict: bool) -> Option<String> {
+    let differ =
+        |field: &str, t: String, c: String| (t != c).then(|| format!("{field} is {t} in the checkpoint, {c} here"));
+    let layers = |c: &Config| {
+        let summary = c.model.layers.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>().join(", ");
+        format!("[{summary}]")
+    };
+    let layers_differ = !non_strict && trained.model.layers != chosen.model.layers;
+    layers_differ
+        .then(|| format!("model.layers are {} in the checkpoint, {} here", layers(trained), layers(chosen)))
+        .or_else(|| differ("model.loss", trained.model.loss.name().into(), chosen.model.loss.name().into()))
+        .or_else(|| differ("data.scale", trained.data.scale.to_string(), chosen.data.scale.to_string()))
+        .or_else(|| {
+            differ("data.standardize", trained.data.standardize.to_string(), chosen.data.standardize.to_string())
+        })
+}
 
 /// A state dict for `model`, strict unless `--non-strict` (which names what it ignores).
 pub(crate) fn state_dict(path: &Path, model: &Model, non_strict: bool) -> Result<(Vec<f32>, NormState)> {

@@ -73,7 +73,14 @@ pub fn train_until(
 /// The config (with `--set` and `--epochs`), its file, and the session's options.
 fn options(args: TrainArgs, non_strict: bool) -> Result<(crate::config::Config, std::path::PathBuf, TrainOptions)> {
     let set = super::with_epochs(&args.set, args.epochs);
-    let (config, file) = super::load_config(args.config, &set)?;
+    let (config, file) = match &args.data {
+        Some(data) => {
+            let (config, file, said) = crate::train::own_data::config_for_data(data, args.labels.as_deref(), &set)?;
+            crate::say!("{said}");
+            (config, file)
+        }
+        None => super::load_config(args.config, &set)?,
+    };
     let opts = TrainOptions {
         init: args.init,
         resume: args.resume,

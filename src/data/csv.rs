@@ -1,4 +1,4 @@
-//! CSV of numbers with one integer label column. Errors name the file, the line (as an editor
+//! CSV of numbers with one label column (class numbers, or class names). Errors name the file, the line (as an editor
 //! numbers it, from 1) and the column (from 1).
 //!
 //! Comma-separated, blank lines skipped, surrounding spaces and `\r` trimmed, an optional UTF-8
@@ -33,9 +33,12 @@ pub struct CsvOptions {
     pub num_classes: Option<usize>,
     /// Skip rows with a NaN or infinite feature instead of refusing the file.
     pub drop_non_finite: bool,
+    /// The classes by name, when known (a test file, data for a trained model): every label must
+    /// be one of them, and label `i` is `class_names[i]`.
+    pub class_names: Option<Vec<String>>,
 }
 
-/// Reads a CSV file whose rows are features plus one integer label column.
+/// Reads a CSV file whose rows are features plus one label column (class numbers or names).
 pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
     parse_csv(&read_text(path)?, path, opts)
 }
@@ -164,7 +167,7 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
         return Err(Error::DataFile { file: path.to_path_buf(), message: "the file is empty".into() });
     };
     let first_fields = first_fields(path, first_line, first)?;
-    let header = opts.has_header.unwrap_or_else(|| !first_fields.iter().all(|f| is_number(f)));
+    let header = opts.has_header.unwrap_or_else(|| detect_header(&first_fields, &opts.label_column));
     // Column names from the header, for error messages; the header also fixes the field count.
     let mut names: Vec<String> = Vec::new();
     let mut expected: Option<(usize, usize)> = None; // (fields, line that set it)
@@ -178,10 +181,11 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
         None => format!("column {}", col + 1),
     };
 
-    let (mut x, mut labels) = (Vec::new(), Vec::new());
-    // The largest label kept so far and its line, to name it if the class count it implies is absurd.
-    let mut largest: Option<(u32, usize)> = None;
-    let (mut d, mut rows) = (0, 0);
+    let mut x = Vec::new();
+    // Each kept row's label field as written, with its line, resolved once every row is read
+    // (numbers or names is a property of the whole column).
+    let mut raw_labels: Vec<(String, usize)> = Vec::new();
+    let (mut d, mut rows, mut label_col) = (0, 0, 0);
     for (line, text) in lines {
         let fields = split_fields(text).map_err(|m| err(path, line, m))?;
         let (want, set_by) = *expected.get_or_insert((fields.len(), line));
@@ -194,120 +198,210 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
             let message = format!("found {want} field; a row needs at least one feature and a label");
             return Err(err(path, line, hinted(message, text)));
         }
-        let label_at = match &opts.label_column {
-            LabelColumn::Last => want - 1,
-            LabelColumn::First => 0,
-            LabelColumn::Index(i) if *i < want => *i,
-            LabelColumn::Index(i) => {
-                return Err(err(
-                    path,
-                    line,
-                    format!("label column index {i} (counting from 0) is past the {want} fields"),
-                ))
-            }
-            LabelColumn::Name(name) => match names.iter().position(|n| n == name) {
-                Some(i) => i,
-                None if !header => {
-                    return Err(err(path, line, format!("label column '{name}' is named, but the file has no header")))
-                }
-                None => {
-                    return Err(err(
-                        path,
-                        first_line,
-                        format!("no column named '{name}' in the header (columns: {})", names.join(", ")),
-                    ))
-                }
-            },
-        };
+        let label_at = label_index(path, line, first_line, want, header, &names, &opts.label_column)?;
+        label_col = label_at;
         d = want - 1;
         rows += 1;
-        let row_start = (x.len(), labels.len());
+        let row_start = x.len();
         let mut drop_row = false;
+        let mut label = String::new();
         for (col, field) in fields.iter().enumerate() {
             if field.is_empty() {
                 return Err(err(path, line, format!("{}: empty field", column(col))));
             }
+            if col == label_at {
+                label = field.to_string();
+                continue;
+            }
             let value: f64 = field
                 .parse()
                 .map_err(|_| err(path, line, hinted(format!("{}: '{field}' is not a number", column(col)), field)))?;
-            if col == label_at {
-                if !(value >= 0.0 && value.fract() == 0.0) {
-                    return Err(err(
-                        path,
-                        line,
-                        format!("{} (label): '{field}' is not a non-negative integer", column(col)),
-                    ));
-                }
-                if value > u32::MAX as f64 {
-                    return Err(err(
-                        path,
-                        line,
-                        format!("{} (label): {field} is larger than {}, the largest label", column(col), u32::MAX),
-                    ));
-                }
-                let label = value as u32;
-                if let Some(k) = opts.num_classes {
-                    if label as usize >= k {
-                        return Err(err(
-                            path,
-                            line,
-                            format!(
-                                "{} (label): label {label} is out of range for {k} classes (0..={})",
-                                column(col),
-                                k - 1
-                            ),
-                        ));
-                    }
-                }
-                labels.push(label);
-            } else {
-                if !value.is_finite() && opts.drop_non_finite {
-                    drop_row = true;
-                    continue;
-                }
-                if value.is_nan() {
-                    return Err(err(
-                        path,
-                        line,
-                        format!("{}: NaN in data (set data.non_finite = \"drop-row\" to skip such rows)", column(col)),
-                    ));
-                }
-                if value.is_infinite() {
-                    return Err(err(path, line, format!("{}: Inf in data ('{field}')", column(col))));
-                }
-                let v = value as f32;
-                if !v.is_finite() {
-                    return Err(err(path, line, format!("{}: {field} is too large for float32", column(col))));
-                }
-                x.push(v);
+            if !value.is_finite() && opts.drop_non_finite {
+                drop_row = true;
+                continue;
             }
+            if value.is_nan() {
+                return Err(err(
+                    path,
+                    line,
+                    format!("{}: NaN in data (set data.non_finite = \"drop-row\" to skip such rows)", column(col)),
+                ));
+            }
+            if value.is_infinite() {
+                return Err(err(path, line, format!("{}: Inf in data ('{field}')", column(col))));
+            }
+            let v = value as f32;
+            if !v.is_finite() {
+                return Err(err(path, line, format!("{}: {field} is too large for float32", column(col))));
+            }
+            x.push(v);
         }
         if drop_row {
-            x.truncate(row_start.0);
-            labels.truncate(row_start.1);
-        } else if let Some(&label) = labels.last() {
-            if largest.is_none_or(|(m, _)| label > m) {
-                largest = Some((label, line));
-            }
+            x.truncate(row_start);
+        } else {
+            raw_labels.push((label, line));
         }
     }
-    let Some((max_label, max_line)) = largest else {
+    if raw_labels.is_empty() {
         let message = if rows == 0 {
             "no data rows (only a header)".to_string()
         } else {
             format!("all {rows} data rows have a NaN or Inf feature and were dropped (data.non_finite = \"drop-row\")")
         };
         return Err(Error::DataFile { file: path.to_path_buf(), message });
+    }
+    let what = format!("{} (label)", column(label_col));
+    let (labels, classes, class_names) = resolve_labels(path, &what, &raw_labels, opts)?;
+    let mut ds = Dataset::new(x, labels, d, classes, &path.display().to_string())?;
+    ds.class_names = class_names;
+    if header {
+        ds.feature_names =
+            Some(names.iter().enumerate().filter(|(i, _)| *i != label_col).map(|(_, n)| n.clone()).collect());
+    }
+    Ok(ds)
+}
+
+/// The label column of a CSV with no config: the header's column named one of `names` (any
+/// case), else the last.
+pub fn guess_label_column(path: &Path, names: &[&str]) -> Result<LabelColumn> {
+    let text = read_text(path)?;
+    let text = normalized(&text);
+    let Some((line, first)) = content_lines(&text).next() else { return Ok(LabelColumn::Last) };
+    let fields = first_fields(path, line, first)?;
+    if !detect_header(&fields, &LabelColumn::Last) {
+        return Ok(LabelColumn::Last);
+    }
+    let named = fields.iter().find(|f| names.iter().any(|n| f.eq_ignore_ascii_case(n)));
+    Ok(named.map_or(LabelColumn::Last, |f| LabelColumn::Name(f.to_string())))
+}
+
+/// Whether the first line is a header: a field that is not a number where features are (the
+/// label column may hold class names, so it does not count; a named one needs a header).
+fn detect_header(first: &[Cow<'_, str>], label: &LabelColumn) -> bool {
+    let skip = match label {
+        LabelColumn::Last => first.len().checked_sub(1),
+        LabelColumn::First => Some(0),
+        LabelColumn::Index(i) => Some(*i),
+        LabelColumn::Name(_) => return true,
     };
-    let classes = match opts.num_classes {
+    first.iter().enumerate().any(|(i, f)| Some(i) != skip && !is_number(f))
+}
+
+/// The 0-based label field of a row of `want` fields.
+fn label_index(
+    path: &Path,
+    line: usize,
+    first_line: usize,
+    want: usize,
+    header: bool,
+    names: &[String],
+    label: &LabelColumn,
+) -> Result<usize> {
+    match label {
+        LabelColumn::Last => Ok(want - 1),
+        LabelColumn::First => Ok(0),
+        LabelColumn::Index(i) if *i < want => Ok(*i),
+        LabelColumn::Index(i) => {
+            Err(err(path, line, format!("label column index {i} (counting from 0) is past the {want} fields")))
+        }
+        LabelColumn::Name(name) => match names.iter().position(|n| n == name) {
+            Some(i) => Ok(i),
+            None if !header => {
+                Err(err(path, line, format!("label column '{name}' is named, but the file has no header")))
+            }
+            None => Err(err(
+                path,
+                first_line,
+                format!("no column named '{name}' in the header (columns: {})", names.join(", ")),
+            )),
+        },
+    }
+}
+
+/// The label column as class indices, the class count and the class names. Labels are class
+/// numbers when every one is a number; otherwise they are names, numbered in sorted order (as
+/// scikit-learn's LabelEncoder does), or through `opts.class_names` when the classes are known.
+fn resolve_labels(
+    path: &Path,
+    what: &str,
+    raw: &[(String, usize)],
+    opts: &CsvOptions,
+) -> Result<(Vec<u32>, usize, Option<Vec<String>>)> {
+    if let Some(known) = &opts.class_names {
+        let labels = raw
+            .iter()
+            .map(|(name, line)| {
+                known.iter().position(|k| k == name).map(|i| i as u32).ok_or_else(|| {
+                    err(
+                        path,
+                        *line,
+                        format!("{what}: class '{name}' is not one of the model's classes ({})", known.join(", ")),
+                    )
+                })
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        return Ok((labels, known.len(), Some(known.clone())));
+    }
+    if raw.iter().all(|(f, _)| is_number(f)) {
+        let (labels, classes) = number_labels(path, what, raw, opts.num_classes)?;
+        return Ok((labels, classes, None));
+    }
+    let mut names: Vec<String> = raw.iter().map(|(f, _)| f.clone()).collect();
+    names.sort();
+    names.dedup();
+    if let Some(k) = opts.num_classes.filter(|&k| k != names.len()) {
+        let shown = names.iter().take(12).cloned().collect::<Vec<_>>().join(", ");
+        return Err(Error::DataFile {
+            file: path.to_path_buf(),
+            message: format!("{what}: data.num_classes = {k} but the column names {} classes ({shown})", names.len()),
+        });
+    }
+    let labels = raw.iter().map(|(f, _)| names.binary_search(f).map_or(0, |i| i as u32)).collect();
+    Ok((labels, names.len(), Some(names)))
+}
+
+/// Numeric labels: non-negative integers below the class count (given, or the largest + 1).
+fn number_labels(
+    path: &Path,
+    what: &str,
+    raw: &[(String, usize)],
+    num_classes: Option<usize>,
+) -> Result<(Vec<u32>, usize)> {
+    let mut labels = Vec::with_capacity(raw.len());
+    // The largest label and its line, to name it if the class count it implies is absurd.
+    let mut largest: (u32, usize) = (0, raw[0].1);
+    for (field, line) in raw {
+        let value: f64 = field.parse().unwrap_or(f64::NAN);
+        if !(value >= 0.0 && value.fract() == 0.0) {
+            return Err(err(path, *line, format!("{what}: '{field}' is not a non-negative integer")));
+        }
+        if value > u32::MAX as f64 {
+            return Err(err(path, *line, format!("{what}: {field} is larger than {}, the largest label", u32::MAX)));
+        }
+        let label = value as u32;
+        if let Some(k) = num_classes {
+            if label as usize >= k {
+                return Err(err(
+                    path,
+                    *line,
+                    format!("{what}: label {label} is out of range for {k} classes (0..={})", k - 1),
+                ));
+            }
+        }
+        if label > largest.0 {
+            largest = (label, *line);
+        }
+        labels.push(label);
+    }
+    let classes = match num_classes {
         Some(k) => k,
         None => {
-            let k = max_label as usize + 1;
-            check_inferred_classes(k, labels.len()).map_err(|m| err(path, max_line, m))?;
+            let k = largest.0 as usize + 1;
+            check_inferred_classes(k, labels.len()).map_err(|m| err(path, largest.1, m))?;
             k
         }
     };
-    Dataset::new(x, labels, d, classes, &path.display().to_string())
+    Ok((labels, classes))
 }
 
 /// A CSV of features only (no label column), e.g. `predict`'s input: (values row-major, rows,

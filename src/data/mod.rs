@@ -53,6 +53,10 @@ pub struct Dataset {
     pub n: usize,
     pub d: usize,
     pub num_classes: usize,
+    /// The name of each class when the file labels rows by name (label `i` is `class_names[i]`).
+    pub class_names: Option<Vec<String>>,
+    /// The features' names from a CSV header, for messages and plots.
+    pub feature_names: Option<Vec<String>>,
 }
 
 impl Dataset {
@@ -80,7 +84,28 @@ impl Dataset {
                 labels[i]
             )));
         }
-        Ok(Dataset { x, labels, n, d, num_classes })
+        Ok(Dataset { x, labels, n, d, num_classes, class_names: None, feature_names: None })
+    }
+
+    /// Class `label` as people read it: its name, or its number.
+    pub fn class_name(&self, label: usize) -> String {
+        match self.class_names.as_ref().and_then(|names| names.get(label)) {
+            Some(name) => name.clone(),
+            None => label.to_string(),
+        }
+    }
+
+    /// The same description (widths, names) with no rows.
+    fn clone_empty(&self) -> Dataset {
+        Dataset {
+            x: Vec::new(),
+            labels: Vec::new(),
+            n: 0,
+            d: self.d,
+            num_classes: self.num_classes,
+            class_names: self.class_names.clone(),
+            feature_names: self.feature_names.clone(),
+        }
     }
 
     pub fn row(&self, i: usize) -> &[f32] {
@@ -105,7 +130,7 @@ impl Dataset {
     fn subset(&self, idx: &[usize]) -> Dataset {
         let (mut x, mut labels) = (Vec::new(), Vec::new());
         self.gather(idx, &mut x, &mut labels);
-        Dataset { x, labels, n: idx.len(), d: self.d, num_classes: self.num_classes }
+        Dataset { x, labels, n: idx.len(), ..self.clone_empty() }
     }
 
     /// Copies rows `idx` into `x_out` and their labels into `y_out`.

@@ -164,6 +164,7 @@ pub fn run_contender(
 ) -> Result<Run> {
     let config = &contender.config;
     let model = crate::spec::Model::new(train_set.d, config.model.layers.clone())?;
+    super::run::check_labels(&model, train_set, test_set, config)?;
     let mut batcher = super::batcher(config, train_set.n)?;
     super::check_batches(&model, &batcher)?;
     let mut net = super::build_network(config, model, placement, super::max_rows(config, train_set.n))?;

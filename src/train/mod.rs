@@ -282,11 +282,14 @@ pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f3
 
 pub mod compare;
 pub mod metrics;
+pub mod own_data;
 pub mod plot;
 pub mod run;
 pub mod session;
 pub mod side_by_side;
 pub mod sweep;
 pub mod trainer;
-pub use run::{batcher, build_network, check_batches, load_data, max_rows, open_gpu, Placement, Standardize};
+pub use run::{
+    batcher, build_network, check_batches, check_labels, load_data, max_rows, open_gpu, Placement, Standardize,
+};
 pub use trainer::{Device, EpochStats, Evaluation, History, RunSpec, Trainer};

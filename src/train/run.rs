@@ -23,6 +23,41 @@ pub struct Placement {
     pub data_parallel: bool,
 }
 
+/// The model's outputs must be the data's classes, one for one: a last layer wider than the
+/// classes found is a model meant for other data (the digits' 10 outputs on XOR's 2 classes
+/// trained silently to chance), unless `data.num_classes` says that some classes never occur.
+/// The test split's labels must fit too.
+pub fn check_labels(model: &Model, train: &Dataset, test: &Dataset, config: &Config) -> Result<()> {
+    let (outputs, classes) = (model.outputs(), train.num_classes);
+    let file = config.data.path.display();
+    if outputs != classes {
+        let source = match (&train.class_names, config.data.num_classes) {
+            (Some(names), _) => format!("the class names in {file}: {}", names.join(", ")),
+            (None, Some(k)) => format!("data.num_classes = {k}"),
+            (None, None) => format!("labels 0 to {} in {file}", classes - 1),
+        };
+        let hint = match (&train.class_names, config.data.num_classes) {
+            (None, None) if outputs > classes => format!(
+                ", or set data.num_classes = {outputs} if the data has {outputs} classes of which some never occur"
+            ),
+            _ => String::new(),
+        };
+        let classes_word = if classes == 1 { "class" } else { "classes" };
+        return Err(Error::Model(format!(
+            "the model's last layer has {outputs} outputs but the data has {classes} {classes_word} ({source}); \
+             set the last layer's out = {classes}{hint}"
+        )));
+    }
+    if let Some(&bad) = test.labels.iter().find(|&&l| l as usize >= outputs) {
+        let file = config.data.test_path.as_ref().unwrap_or(&config.data.path);
+        return Err(Error::Model(format!(
+            "{}: the test data has label {bad} but the model has {outputs} outputs",
+            file.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Loads the data a config names, scaled, as (train, test).
 pub fn load_data(config: &Config, config_file: &std::path::Path) -> Result<(Dataset, Dataset)> {
     load_data_with_stats(config, config_file).map(|(train, test, _)| (train, test))
@@ -39,7 +74,10 @@ pub fn load_data_with_stats(
     }
     let (mut train, mut test) = all.split(config.data.test_fraction(), config.data.split_seed)?;
     if let Some(test_path) = &config.data.test_path {
-        test = load_rows(config, config_file, test_path, config.data.test_labels.as_deref())?;
+        // Class names number as the training file's do.
+        let mut named = config.clone();
+        named.class_names = named.class_names.or(train.class_names.clone());
+        test = load_rows(&named, config_file, test_path, config.data.test_labels.as_deref())?;
         if test.d != train.d {
             return Err(Error::Shape {
                 what: format!("{} (data.test_path) features", test_path.display()),

@@ -20,7 +20,7 @@ mod epochs;
 mod preflight;
 
 pub use epochs::fmt_loss;
-use preflight::{check_labels, check_outputs, check_resume, finished, print_header, read_start, schedule_of};
+use preflight::{check_outputs, check_resume, finished, print_header, read_start, schedule_of};
 pub use preflight::{check_outputs_apart, check_writable, config_inputs, fingerprint, warn_ignored};
 
 /// What `gradflow train` was asked to do besides the config.
@@ -122,7 +122,7 @@ fn start(
     }
     let (train_set, test_set, fitted) = super::run::load_data_with_stats(config, config_file)?;
     let model = Model::new(train_set.d, config.model.layers.clone())?;
-    check_labels(&model, &train_set, &test_set, config)?;
+    super::run::check_labels(&model, &train_set, &test_set, config)?;
     let batcher = super::batcher(config, train_set.n)?;
     super::check_batches(&model, &batcher)?;
     check_split(&model, &batcher, comm.size())?;
@@ -167,7 +167,12 @@ fn start(
         Some(saved) => Some(saved),
         None => fitted.map(|s| (s.mean, s.std)),
     };
-    let saved = Saved { standardize, schedule, train_rows };
+    let description = crate::checkpoint::Description {
+        config: toml::to_string(&config.table).map_err(|e| Error::Usage(format!("the config as TOML: {e}")))?,
+        builtin: config.builtin,
+        class_names: train_set.class_names.clone(),
+    };
+    let saved = Saved { standardize, schedule, train_rows, description };
     Ok((Started::Run(Box::new(Start { net, train_set, test_set, batcher, progress, saved })), run))
 }
 
@@ -238,6 +243,7 @@ fn check_split(model: &Model, batcher: &crate::data::Batcher, ranks: usize) -> R
 /// What every checkpoint of this run carries besides the network's state.
 struct Saved {
     standardize: Option<(Vec<f32>, Vec<f32>)>,
+    description: crate::checkpoint::Description,
     schedule: String,
     train_rows: String,
 }

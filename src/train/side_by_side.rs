@@ -104,6 +104,7 @@ pub fn run_side_by_side(
     let gpu = std::sync::Arc::new(gpu);
     let config = &contenders[0].config;
     let model = crate::spec::Model::new(train_set.d, config.model.layers.clone())?;
+    super::run::check_labels(&model, train_set, test_set, config)?;
     let loss = config.model.loss;
     let max_rows = super::max_rows(config, train_set.n);
     let step = match side_by_side_step(&gpu, &model, loss, max_rows, contenders.len()) {

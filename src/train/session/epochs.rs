@@ -325,6 +325,7 @@ impl Run<'_> {
             standardize: self.saved.standardize.clone(),
             schedule: self.saved.schedule.clone(),
             train_rows: self.saved.train_rows.clone(),
+            description: Some(self.saved.description.clone()),
         };
         checkpoint::save(path, self.net.model(), &self.config.optimizer, &ck)?;
         self.saved_once = true;

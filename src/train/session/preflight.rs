@@ -78,23 +78,12 @@ pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
     Ok(())
 }
 
-/// Labels every split has must fit the model's outputs; one-class data gets a warning.
-pub(super) fn check_labels(model: &Model, train: &Dataset, test: &Dataset, config: &Config) -> Result<()> {
-    let outputs = model.outputs();
-    if outputs < train.num_classes {
-        return Err(Error::Model(format!(
-            "the last layer has {outputs} outputs but the data has {} classes",
-            train.num_classes
-        )));
+/// Names as a list a line can hold: the first eight, then how many more.
+fn listed(names: &[String]) -> String {
+    match names.len() {
+        0..=8 => names.join(", "),
+        n => format!("{}, … ({} more)", names[..8].join(", "), n - 8),
     }
-    if let Some(&bad) = test.labels.iter().find(|&&l| l as usize >= outputs) {
-        let file = config.data.test_path.as_ref().unwrap_or(&config.data.path);
-        return Err(Error::Model(format!(
-            "{}: the test data has label {bad} but the model has {outputs} outputs",
-            file.display()
-        )));
-    }
-    Ok(())
 }
 
 pub(super) fn print_header(config: &Config, config_file: &Path, train: &Dataset, test: &Dataset, model: &Model) {
@@ -104,16 +93,23 @@ pub(super) fn print_header(config: &Config, config_file: &Path, train: &Dataset,
         1 => "1 class".to_string(),
         n => format!("{n} classes"),
     };
+    let classes = match &train.class_names {
+        Some(names) => format!("{classes}: {}", listed(names)),
+        None => classes,
+    };
+    let features = match &train.feature_names {
+        Some(names) => format!("{} features ({})", train.d, listed(names)),
+        None => format!("{} features", train.d),
+    };
     let test_rows = match &config.data.test_path {
         Some(p) => format!("{} test rows from {}", test.n, p.display()),
         None => format!("{} test", test.n),
     };
     let builtin_data = if config.builtin && !config.data.path.exists() { " (the built-in copy)" } else { "" };
     crate::say!(
-        "data: {}{builtin_data} ({} train / {test_rows} rows, {} features, {classes})",
+        "data: {}{builtin_data} ({} train / {test_rows} rows, {features}, {classes})",
         config.data.path.display(),
         train.n,
-        train.d
     );
     if train.num_classes == 1 {
         crate::warn!(
@@ -147,6 +143,7 @@ pub(super) fn read_start(config: &Config, opts: &TrainOptions, model: &Model) ->
             standardize: None,
             schedule: String::new(),
             train_rows: String::new(),
+            description: None,
         }));
     }
     let Some(path) = &opts.resume else { return Ok(None) };

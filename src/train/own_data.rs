@@ -1,0 +1,104 @@
+//! `gradflow train DATA` with no config: the run a config would describe, chosen from the data.
+//! The choices are a config's TOML (so `--set` refines any of them, and the checkpoint saves
+//! them as it saves any run's), read in two passes: the first finds the features and classes,
+//! the second sizes the last layer to the classes.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::data::LabelColumn;
+use crate::error::{Error, Result};
+
+/// Header names taken for the label column (any case) when no other column is named; else the
+/// last column is the label, as in scikit-learn's and most course data sets.
+pub const LABEL_NAMES: [&str; 6] = ["label", "labels", "class", "target", "y", "species"];
+
+/// Hidden widths of the default MLP: enough for the course's 2-D sets and the digits, cheap on
+/// any device; `--set model.layers=[…]` replaces it.
+const HIDDEN: [usize; 2] = [64, 64];
+/// Optimizer steps the default run aims at, spread over 10 to 100 epochs.
+const TARGET_STEPS: usize = 2000;
+const BATCH: usize = 32;
+
+/// The config for training on `data` (CSV, or `.npy` features with `labels`), with `overrides`
+/// applied; the file name errors use; and a line saying what was chosen.
+pub fn config_for_data(data: &Path, labels: Option<&Path>, overrides: &[String]) -> Result<(Config, PathBuf, String)> {
+    let file = PathBuf::from(format!("{} (chosen for the data)", data.display()));
+    let is_npy = data.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if is_npy && labels.is_none() {
+        return Err(Error::Usage(format!(
+            "{} is a .npy array of features: give its labels too, --labels FILE.npy",
+            data.display()
+        )));
+    }
+    if !is_npy && labels.is_some() {
+        return Err(Error::Usage(format!(
+            "--labels is for .npy features; {} holds its own label column",
+            data.display()
+        )));
+    }
+    if !data.is_file() {
+        return Err(Error::Io { file: data.to_path_buf(), message: "no such file".into() });
+    }
+    let label_column =
+        if is_npy { LabelColumn::Last } else { crate::data::csv::guess_label_column(data, &LABEL_NAMES)? };
+    // Pass 1: the data as the overrides read it, through a model whose width does not matter yet.
+    let probe = Config::parse_with(&toml(data, labels, &label_column, 1, 1, BATCH), &file, overrides)?;
+    let (train, _) = super::load_data(&probe, &file)?;
+    // A batch no larger than the training rows (a small file trains full-batch).
+    let batch = if probe.train.batch_size == BATCH { BATCH.min(train.n.max(1)) } else { probe.train.batch_size };
+    let steps_per_epoch = train.n.div_ceil(batch).max(1);
+    let epochs = TARGET_STEPS.div_ceil(steps_per_epoch).clamp(10, 100);
+    let text = toml(data, labels, &label_column, train.num_classes, epochs, batch);
+    let config = Config::parse_with(&text, &file, overrides)?;
+    let column = match (&label_column, is_npy) {
+        (_, true) => "labels from --labels".to_string(),
+        (LabelColumn::Name(n), _) => format!("label column '{n}'"),
+        _ => "the last column as the label".to_string(),
+    };
+    let names = match &train.class_names {
+        Some(n) if n.len() <= 12 => format!(": {}", n.join(", ")),
+        _ => String::new(),
+    };
+    let standardised = if config.data.standardize { "standardised inputs" } else { "raw inputs" };
+    let said = format!(
+        "no config: for {} chose {column} ({} classes{names}), the model below, {}, batch {}, {} epoch{}, {standardised}, \
+         {:.0}% held out for testing; --set changes any of it (e.g. --set train.epochs=20)",
+        data.display(),
+        train.num_classes,
+        config.optimizer,
+        config.train.batch_size,
+        config.train.epochs,
+        if config.train.epochs == 1 { "" } else { "s" },
+        100.0 * config.data.test_fraction(),
+    );
+    Ok((config, file, said))
+}
+
+/// The default run's TOML for `classes` classes.
+fn toml(
+    data: &Path,
+    labels: Option<&Path>,
+    label_column: &LabelColumn,
+    classes: usize,
+    epochs: usize,
+    batch: usize,
+) -> String {
+    let quoted =
+        |p: &Path| toml::Value::String(std::path::absolute(p).unwrap_or(p.to_path_buf()).display().to_string());
+    let mut text = format!("[data]\npath = {}\n", quoted(data));
+    if let Some(l) = labels {
+        text += &format!("labels = {}\n", quoted(l));
+    }
+    if let LabelColumn::Name(n) = label_column {
+        text += &format!("label_column = {}\n", toml::Value::String(n.clone()));
+    }
+    text += "standardize = true\ntest_fraction = 0.2\n\n[model]\nlayers = [\n";
+    for width in HIDDEN {
+        text += &format!("  {{ type = \"linear\", out = {width} }}, {{ type = \"relu\" }},\n");
+    }
+    text += &format!("  {{ type = \"linear\", out = {classes} }},\n]\n\n");
+    text += "[optimizer]\ntype = \"adam\"\nlr = 0.01\n\n";
+    text += &format!("[train]\nepochs = {epochs}\nbatch_size = {batch}\n");
+    text
+}
