@@ -20,6 +20,10 @@ fn ranges(chart: &Chart) -> ((f64, f64), (f64, f64)) {
         (ylo, yhi) = (ylo.floor(), yhi.ceil());
     } else if let Some(range) = chart.y_range {
         (ylo, yhi) = range;
+    } else {
+        // A 5 % margin, as matplotlib's, so no curve runs along the frame.
+        let pad = 0.05 * (yhi - ylo);
+        (ylo, yhi) = (ylo - pad, yhi + pad);
     }
     if yhi - ylo < 1e-12 {
         (ylo, yhi) = (ylo - 0.5, yhi + 0.5);
@@ -133,6 +137,8 @@ fn regions_panel(out: &mut String, r: &Regions, x0: f64, y0: f64) {
     title(out, &r.title, f.x + f.w / 2.0, y0);
     let n = r.resolution.max(1);
     let (cw, ch) = (f.w / n as f64, f.h / n as f64);
+    // Crisp edges: anti-aliased neighbouring cells leave faint seams between them.
+    let _ = writeln!(out, r#"<g shape-rendering="crispEdges">"#);
     for (i, &c) in r.classes.iter().enumerate() {
         let (col, row) = (i % n, i / n);
         let _ = writeln!(
@@ -145,6 +151,7 @@ fn regions_panel(out: &mut String, r: &Regions, x0: f64, y0: f64) {
             tint(c)
         );
     }
+    out.push_str("</g>\n");
     for &(x, y, label) in &r.points {
         let color = PALETTE[label % PALETTE.len()];
         let _ = writeln!(

@@ -120,6 +120,8 @@ fn field_panel(out: &mut String, fd: &Field, x0: f64, y0: f64) {
     let scale = Scale::of(fd);
     let n = fd.resolution.max(1);
     let (cw, ch) = (f.w / n as f64, f.h / n as f64);
+    // Crisp edges: anti-aliased neighbouring cells leave faint seams between them.
+    let _ = writeln!(out, r#"<g shape-rendering="crispEdges">"#);
     for (i, &v) in fd.values.iter().enumerate() {
         let fill = if v.is_finite() { viridis(scale.level(v) as f64 / (LEVELS - 1) as f64) } else { "#ffffff".into() };
         let _ = writeln!(
@@ -131,6 +133,7 @@ fn field_panel(out: &mut String, fd: &Field, x0: f64, y0: f64) {
             ch + 0.3
         );
     }
+    out.push_str("</g>\n");
     // Contours through the cell centres, in pixels.
     let at = |c: f64, r: f64| (f.x + (c + 0.5) * cw, f.y + f.h - (r + 0.5) * ch);
     let scaled: Vec<f64> = fd.values.iter().map(|&v| scale.to(v)).collect();

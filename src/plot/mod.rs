@@ -157,10 +157,11 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// A legend column's width for these names (DejaVu Sans averages ~0.6 em a character).
+/// A legend column's width for these names (DejaVu Sans runs up to ~0.62 em a character), with
+/// the sample and a margin.
 fn legend_width<'a>(names: impl Iterator<Item = &'a str>) -> f64 {
     let longest = names.map(|n| n.chars().count()).max();
-    longest.map_or(0.0, |n| (40.0 + 0.6 * LEGEND_PX * n as f64).min(300.0))
+    longest.map_or(0.0, |n| (50.0 + 0.62 * LEGEND_PX * n as f64).min(300.0))
 }
 
 /// The SVG document's opening for a figure of this size, on white.
