@@ -69,6 +69,10 @@ impl Scale {
             s
         }
     }
+    /// The values' range, for telling rounding from a value.
+    fn span(&self) -> f64 {
+        self.from(self.shi) - self.lo
+    }
     /// Level boundary k of 0..=LEVELS, in scaled units.
     fn boundary(&self, k: usize) -> f64 {
         self.slo + (self.shi - self.slo) * k as f64 / LEVELS as f64
@@ -219,11 +223,20 @@ fn colour_bar(out: &mut String, scale: &Scale, x: f64, f: &Frame, log: bool) {
             x + BAR_W + 5.0,
             x + BAR_W + 8.0,
             y + 4.5,
-            significant(scale.from(scale.boundary(k)))
+            significant(tidy(scale.from(scale.boundary(k)), scale.span()))
         );
     }
     let caption = if log { "f (log spacing)" } else { "f" };
     let _ = writeln!(out, r#"<text x="{x:.1}" y="{:.1}" font-size="{TICK_PX}">{caption}</text></g>"#, f.y - 8.0);
+}
+
+/// Zero for a value within rounding of it (a level boundary at 0 computes as ~1e-16).
+fn tidy(v: f64, span: f64) -> f64 {
+    if v.abs() < 1e-9 * span {
+        0.0
+    } else {
+        v
+    }
 }
 
 /// Two significant digits, for colour-bar values that need not be round.
