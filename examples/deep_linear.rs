@@ -22,6 +22,8 @@ const STEPS: usize = 1500;
 
 fn main() -> Result<()> {
     let out = std::env::args().nth(1).unwrap_or_else(|| "docs/deep-linear.svg".into());
+    // The format (by extension) is checked before any work.
+    gradflow::plot::format_of(std::path::Path::new(&out), "the output file")?;
     let data = modes_dataset(&STRENGTHS)?;
     let d = data.d;
     let model = deep_linear_model(d, 3)?;
@@ -81,8 +83,7 @@ fn main() -> Result<()> {
         y_range: None,
         scatter: false,
     };
-    std::fs::write(&out, svg(&[loss, index]))
-        .map_err(|e| gradflow::error::Error::Io { file: out.clone().into(), message: e.to_string() })?;
+    gradflow::plot::write(std::path::Path::new(&out), &svg(&[loss, index]))?;
     println!("wrote {out}");
     Ok(())
 }

@@ -16,6 +16,8 @@ use gradflow::train::{self, Placement};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = args.iter().find(|a| !a.starts_with("--")).map_or(PathBuf::from("depth.svg"), PathBuf::from);
+    // The format (by extension) is checked before any work.
+    gradflow::plot::format_of(std::path::Path::new(&out), "the output file")?;
     let placement = Placement { cpu: args.iter().any(|a| a == "--cpu"), ..Default::default() };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
     let runs = [
@@ -81,8 +83,7 @@ fn main() -> Result<()> {
             scatter: false,
         },
     ];
-    std::fs::write(&out, svg(&charts))
-        .map_err(|e| gradflow::error::Error::Io { file: out.clone(), message: e.to_string() })?;
+    gradflow::plot::write(std::path::Path::new(&out), &svg(&charts))?;
     println!("plot written to {}", out.display());
     Ok(())
 }

@@ -28,6 +28,8 @@ const EVERY: usize = 10_000;
 
 fn main() -> Result<()> {
     let out = std::env::args().nth(1).unwrap_or_else(|| "docs/higham.svg".into());
+    // The format (by extension) is checked before any work.
+    gradflow::plot::format_of(std::path::Path::new(&out), "the output file")?;
     let x1 = [0.1, 0.3, 0.1, 0.6, 0.4, 0.6, 0.5, 0.9, 0.4, 0.7f32];
     let x2 = [0.1, 0.4, 0.5, 0.9, 0.2, 0.3, 0.6, 0.2, 0.4, 0.6f32];
     let x: Vec<f32> = (0..10).flat_map(|i| [x1[i], x2[i]]).collect();
@@ -103,14 +105,15 @@ fn main() -> Result<()> {
         scatter: false,
     };
     let regions = Regions {
-        title: "Decision regions (A: blue, B: red)".into(),
+        title: "Decision regions".into(),
         bounds: (0.0, 1.0, 0.0, 1.0),
         resolution: n,
         classes: regions,
         points: (0..10).map(|i| (x1[i] as f64, x2[i] as f64, data.labels[i] as usize)).collect(),
+        // The first five points (label 0) are class A.
+        class_names: vec!["A".into(), "B".into()],
     };
-    std::fs::write(&out, svg_with_regions(&[chart], Some(&regions)))
-        .map_err(|e| gradflow::error::Error::Io { file: out.clone().into(), message: e.to_string() })?;
+    gradflow::plot::write(std::path::Path::new(&out), &svg_with_regions(&[chart], Some(&regions)))?;
     println!("wrote {out}");
     Ok(())
 }

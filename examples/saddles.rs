@@ -31,6 +31,8 @@ fn linear(out: usize) -> LayerSpec {
 
 fn main() -> Result<()> {
     let out = std::env::args().nth(1).unwrap_or_else(|| "docs/saddles.svg".into());
+    // The format (by extension) is checked before any work.
+    gradflow::plot::format_of(std::path::Path::new(&out), "the output file")?;
 
     // 1. Index against loss along a run on digits.
     let file = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml"));
@@ -156,8 +158,10 @@ fn main() -> Result<()> {
         y_range: None,
         scatter: false,
     };
-    std::fs::write(&out, svg_grid(&[Panel::Chart(scatter), Panel::Chart(escape), Panel::Field(field)], 3))
-        .map_err(|e| gradflow::error::Error::Io { file: out.clone().into(), message: e.to_string() })?;
+    gradflow::plot::write(
+        std::path::Path::new(&out),
+        &svg_grid(&[Panel::Chart(scatter), Panel::Chart(escape), Panel::Field(field)], 3),
+    )?;
     println!("wrote {out}");
     Ok(())
 }

@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(Ok(2000), |a| a.parse())?;
     let out = args.next().unwrap_or_else(|| "docs/semicircle.svg".into());
+    // The format (by extension) is checked before any work.
+    gradflow::plot::format_of(std::path::Path::new(&out), "the output file")?;
     let (probes, steps, sigma) = (20, 80, 0.1);
     let start = std::time::Instant::now();
     let mut h = gaussian_symmetric(n, 1);
@@ -46,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         y_range: Some((0.0, 0.4)),
         scatter: false,
     };
-    std::fs::write(&out, svg(&[chart]))?;
+    gradflow::plot::write(std::path::Path::new(&out), &svg(&[chart]))?;
     println!("wrote {out}");
     Ok(())
 }

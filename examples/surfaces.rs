@@ -48,6 +48,8 @@ fn field(
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = args.iter().find(|a| !a.starts_with("--")).cloned().unwrap_or_else(|| "docs/surfaces.svg".into());
+    // The format (by extension) is checked before any work.
+    gradflow::plot::format_of(std::path::Path::new(&out), "the output file")?;
     let gpu = if args.iter().any(|a| a == "--cpu") { None } else { Some(gradflow::kernels::Gpu::new(None)?) };
     let backend = gpu.as_ref().map_or(Backend::Cpu, Backend::Gpu);
     println!("on the {}", backend.name());
@@ -146,8 +148,7 @@ fn main() -> Result<()> {
         y_range: None,
         scatter: false,
     }));
-    std::fs::write(&out, svg_grid(&panels, 2))
-        .map_err(|e| gradflow::error::Error::Io { file: out.clone().into(), message: e.to_string() })?;
+    gradflow::plot::write(std::path::Path::new(&out), &svg_grid(&panels, 2))?;
     println!("wrote {out}");
     Ok(())
 }

@@ -5,7 +5,7 @@ use super::hessian as report;
 use super::hessian::Budget;
 use super::saved::{data_for_checkpoint, state_dict};
 use super::HessianArgs;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::spec::Model;
 use crate::train::{self, Placement};
 
@@ -16,6 +16,7 @@ pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> R
     let (checkpoint, plot) = (args.checkpoint.as_path(), args.plot.as_deref());
     let (config, file) = super::saved::config_for(args.config.clone(), &args.set, checkpoint, non_strict)?;
     if let Some(p) = plot {
+        crate::plot::format_of(p, "--plot")?;
         let mut inputs = train::session::config_inputs(&config, &file);
         inputs.push(checkpoint);
         train::session::check_outputs_apart(&[(p, "--plot")], &inputs)?;
@@ -74,7 +75,7 @@ pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> R
     if let Some(path) = plot {
         let title = format!("Hessian spectral density, {} parameters", s.dim);
         let svg = crate::plot::svg(&[report::density_chart(&s.density, &title)]);
-        std::fs::write(path, svg).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+        crate::plot::write(path, &svg)?;
         crate::say!("wrote {}", path.display());
     }
     Ok(())

@@ -88,7 +88,8 @@ pub struct TrainArgs {
     /// Also write a metrics record every N steps (each reads the step's loss back).
     #[arg(long, value_name = "N")]
     pub log_every: Option<usize>,
-    /// Write an SVG of the training curves (and, for 2-feature data, the decision regions).
+    /// Write the training curves (and, for 2-feature data, the decision regions) as SVG or PNG (by
+    /// extension).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
 }
@@ -148,7 +149,7 @@ pub struct HessianArgs {
     /// Random probes for the density and the index.
     #[arg(long, default_value_t = 5)]
     pub probes: usize,
-    /// Write the spectral density as an SVG.
+    /// Write the spectral density as SVG or PNG (by extension).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
     /// Override one config field, e.g. --set data.standardize=true (repeatable).
@@ -170,7 +171,8 @@ pub struct CompareArgs {
     /// Override train.epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Write the overlaid curves as an SVG (with --seeds, the mean curve of each entry).
+    /// Write the overlaid curves as SVG or PNG, by extension (with --seeds, the mean curve of each
+    /// entry).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
     /// Train each entry from N seeds (initial weights and batch order both moved by 0..N) and
@@ -206,7 +208,7 @@ pub struct SweepArgs {
     /// Override train.epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Write the mean curves of every setting as an SVG.
+    /// Write the mean curves of every setting as SVG or PNG (by extension).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
     /// Write the table (mean ± standard deviation per setting) to FILE.

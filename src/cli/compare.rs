@@ -12,6 +12,7 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
     let set = super::with_epochs(&args.set, args.epochs);
     let (config, file) = super::load_config(args.config.clone(), &set)?;
     if let Some(p) = plot {
+        crate::plot::format_of(p, "--plot")?;
         train::session::check_outputs_apart(&[(p, "--plot")], &train::session::config_inputs(&config, &file))?;
     }
     if args.seeds == 0 {
@@ -54,8 +55,7 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
     }
     crate::say!("{}", sweep::throughput_line(&all));
     if let Some(path) = plot {
-        std::fs::write(path, crate::plot::svg(&compare::charts(&means)))
-            .map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+        crate::plot::write(path, &crate::plot::svg(&compare::charts(&means)))?;
         let what = if args.seeds > 1 { " (means over seeds)" } else { "" };
         crate::say!("plot: {}{what}", path.display());
     }

@@ -14,6 +14,9 @@ pub fn sweep(args: &SweepArgs, placement: &Placement) -> Result<()> {
         .filter_map(|(p, what)| p.as_deref().map(|p| (p, what)))
         .collect();
     train::session::check_outputs_apart(&outputs, &train::session::config_inputs(&base, &file))?;
+    if let Some(p) = &args.plot {
+        crate::plot::format_of(p, "--plot")?;
+    }
     if args.seeds == 0 {
         return Err(Error::Usage("--seeds must be at least 1".into()));
     }
@@ -84,8 +87,7 @@ pub fn sweep(args: &SweepArgs, placement: &Placement) -> Result<()> {
         crate::say!("table: {}", path.display());
     }
     if let Some(path) = &args.plot {
-        std::fs::write(path, crate::plot::svg(&compare::charts(&means)))
-            .map_err(|e| Error::Io { file: path.clone(), message: e.to_string() })?;
+        crate::plot::write(path, &crate::plot::svg(&compare::charts(&means)))?;
         crate::say!("plot: {} (means over seeds)", path.display());
     }
     Ok(())

@@ -219,7 +219,7 @@ pub fn charts(runs: &[Run]) -> Vec<crate::plot::Chart> {
         Chart {
             title: "Training loss".into(),
             x_label: "epoch".into(),
-            y_label: "loss".into(),
+            y_label: "training loss (log scale)".into(),
             series: series(&|p| p.train_loss),
             log_y: true,
             y_range: None,
@@ -228,7 +228,7 @@ pub fn charts(runs: &[Run]) -> Vec<crate::plot::Chart> {
         Chart {
             title: "Test accuracy".into(),
             x_label: "epoch".into(),
-            y_label: "%".into(),
+            y_label: "test accuracy (%)".into(),
             series: series(&|p| 100.0 * p.test_accuracy),
             log_y: false,
             y_range: Some((0.0, 100.0)),

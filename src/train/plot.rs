@@ -58,9 +58,16 @@ pub fn write(
         let classes = logits.chunks(c).map(crate::reference::argmax).collect();
         let labels = train_set.labels.iter().chain(&test_set.labels);
         let points = all.iter().zip(labels).map(|(p, &l)| (p[0] as f64, p[1] as f64, l as usize)).collect();
-        Some(Regions { title: "decision regions".into(), bounds, resolution: n, classes, points })
+        Some(Regions {
+            title: "decision regions".into(),
+            bounds,
+            resolution: n,
+            classes,
+            points,
+            class_names: Vec::new(),
+        })
     } else {
         None
     };
-    crate::checkpoint::write_atomic(path, svg_with_regions(&charts, regions.as_ref()).as_bytes())
+    crate::plot::write(path, &svg_with_regions(&charts, regions.as_ref()))
 }

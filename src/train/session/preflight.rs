@@ -20,6 +20,9 @@ pub(super) fn check_outputs(opts: &TrainOptions, config: &Config, config_file: &
     let outputs: Vec<(&Path, &str)> = outputs.iter().filter_map(|(p, f)| p.as_deref().map(|p| (p, *f))).collect();
     let mut inputs = config_inputs(config, config_file);
     inputs.extend(opts.init.as_deref());
+    if let Some(p) = &opts.plot {
+        crate::plot::format_of(p, "--plot")?;
+    }
     check_outputs_apart(&outputs, &inputs)
 }
 
