@@ -112,6 +112,7 @@ fn main() -> Result<()> {
         points: (0..10).map(|i| (x1[i] as f64, x2[i] as f64, data.labels[i] as usize)).collect(),
         // The first five points (label 0) are class A.
         class_names: vec!["A".into(), "B".into()],
+        axis_names: (String::new(), String::new()),
     };
     gradflow::plot::write(std::path::Path::new(&out), &svg_with_regions(&[chart], Some(&regions)))?;
     println!("wrote {out}");

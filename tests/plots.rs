@@ -162,6 +162,7 @@ fn decision_regions_have_a_legend_entry_per_class() {
         classes: vec![0, 1, 2, 2],
         points: vec![(0.2, 0.2, 0), (0.8, 0.2, 1), (0.5, 0.8, 2)],
         class_names: vec!["setosa".into(), "versicolor".into()],
+        axis_names: (String::new(), String::new()),
     };
     let svg = written(&dir("regions").join("r.svg"), &plot::svg_with_regions(&[], Some(&regions)));
     let legend: Vec<&str> = svg.lines().filter(|l| l.contains(r#"class="legend""#)).collect();

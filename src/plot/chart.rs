@@ -162,7 +162,8 @@ fn regions_panel(out: &mut String, r: &Regions, x0: f64, y0: f64) {
         );
     }
     let (xt, yt) = (axes::linear(xlo, xhi), axes::linear(ylo, yhi));
-    f.axes(out, &xt, &yt, "feature 0", "feature 1");
+    let or = |name: &str, default: &'static str| if name.is_empty() { default.to_string() } else { name.to_string() };
+    f.axes(out, &xt, &yt, &or(&r.axis_names.0, "feature 1"), &or(&r.axis_names.1, "feature 2"));
     let lx = f.x + f.w + GAP;
     for (c, name) in names.iter().enumerate() {
         let y = f.y + 10.0 + super::LEGEND_ROW * c as f64;

@@ -52,6 +52,8 @@ pub struct Regions {
     pub points: Vec<(f64, f64, usize)>,
     /// The legend's name of class k (`class k` where absent).
     pub class_names: Vec<String>,
+    /// The axes' names (the features'); "feature 1" and "feature 2" when empty.
+    pub axis_names: (String, String),
 }
 
 /// A function of two variables over a box as filled levels with contour lines and a colour bar,

@@ -64,10 +64,20 @@ pub fn write(
             resolution: n,
             classes,
             points,
-            class_names: Vec::new(),
+            class_names: (0..c).map(|k| train_set.class_name(k)).collect(),
+            axis_names: axis_names(train_set),
         })
     } else {
         None
     };
     crate::plot::write(path, &svg_with_regions(&charts, regions.as_ref()))
+}
+
+/// The axes of the decision regions: the features' names from the header, standardised when
+/// the model saw them so.
+fn axis_names(data: &crate::data::Dataset) -> (String, String) {
+    match data.feature_names.as_deref() {
+        Some([a, b]) => (a.clone(), b.clone()),
+        _ => (String::new(), String::new()),
+    }
 }
