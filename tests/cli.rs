@@ -179,7 +179,7 @@ fn data_options_and_their_errors() {
     std::fs::write(d.join("d.csv"), "a,kind,b\n0.5,1,2\n1.5,0,3\n2.5,1,4\n").unwrap();
     let run = |name: &str, text: String| {
         std::fs::write(d.join(name), text).unwrap();
-        gradflow(&["--cpu", "train", "--config", d.join(name).to_str().unwrap()])
+        gradflow(&["train", "--cpu", "--config", d.join(name).to_str().unwrap()])
     };
     let (ok, out, err) = run("by_name.toml", base("'kind'", ""));
     assert!(ok && out.contains("3 train / 0 test rows, 2 features, 2 classes"), "{out}\n{err}");
@@ -493,10 +493,10 @@ fn a_closed_standard_output_never_panics_or_loses_the_save() {
         }
     };
     let (cfg, save_s) = (cfg.to_str().unwrap(), save.to_str().unwrap());
-    run(&["--cpu", "train", "--config", cfg, "--save", save_s]);
+    run(&["train", "--cpu", "--config", cfg, "--save", save_s]);
     let loaded = safetensors::SafeTensors::deserialize(&std::fs::read(&save).unwrap()).map(|t| t.len()).unwrap();
     assert!(loaded > 0, "the save holds the model's tensors");
-    run(&["--cpu", "eval", "--config", cfg, "--checkpoint", save_s]);
+    run(&["eval", "--cpu", "--config", cfg, "--checkpoint", save_s]);
 }
 
 /// `--help` explains every option of every command: each argument has its own help text.
@@ -514,4 +514,44 @@ fn every_option_of_every_command_has_help_text() {
         }
     }
     assert!(missing.is_empty(), "options without help text: {missing:?}");
+}
+
+/// Each command offers only the options that mean something for it: `check` measures a GPU
+/// against the CPU reference (no `--cpu`), `devices` lists adapters (neither), and `--non-strict`
+/// belongs to the commands that load a state dict. `gradflow` alone still takes the device options.
+#[test]
+fn options_are_offered_only_by_the_commands_they_apply_to() {
+    use clap::Parser;
+    use gradflow::cli::{Cli, Command};
+    let refused = |args: &[&str], option: &str| {
+        let e = Cli::try_parse_from(std::iter::once("gradflow").chain(args.iter().copied())).err();
+        let text = e.map(|e| e.to_string()).unwrap_or_else(|| panic!("{args:?} was accepted"));
+        assert!(text.contains(&format!("unexpected argument '{option}'")), "{args:?}: {text}");
+    };
+    refused(&["check", "--cpu"], "--cpu");
+    refused(&["devices", "--cpu"], "--cpu");
+    refused(&["devices", "--adapter", "x"], "--adapter");
+    refused(&["bench", "--cpu"], "--cpu");
+    for command in ["compare", "sweep", "check", "bench"] {
+        refused(&[command, "--non-strict"], "--non-strict");
+    }
+    // Before a command's name they were global flags; now that is refused, naming both.
+    let e = Cli::try_parse_from(["gradflow", "--cpu", "check"]).err().expect("--cpu check accepted").to_string();
+    assert!(e.contains("'check' cannot be used with '--cpu'"), "{e}");
+    let parsed = |args: &[&str]| Cli::try_parse_from(std::iter::once("gradflow").chain(args.iter().copied())).unwrap();
+    assert!(parsed(&["--cpu"]).device.cpu, "gradflow alone trains the default run, on the CPU with --cpu");
+    match parsed(&["check", "--adapter", "lavapipe"]).command {
+        Some(Command::Check { adapter }) => assert_eq!(adapter.placement().adapter.as_deref(), Some("lavapipe")),
+        _ => panic!("check"),
+    }
+    match parsed(&["train", "--cpu", "--non-strict", "--init", "a.safetensors"]).command {
+        Some(Command::Train { device, load, .. }) => assert!(device.placement().cpu && load.non_strict),
+        _ => panic!("train"),
+    }
+    match parsed(&["eval", "--adapter", "gl", "--checkpoint", "a.safetensors"]).command {
+        Some(Command::Eval { device, load, .. }) => {
+            assert_eq!((device.adapter.as_deref(), load.non_strict), (Some("gl"), false))
+        }
+        _ => panic!("eval"),
+    }
 }
