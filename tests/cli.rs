@@ -326,27 +326,29 @@ fn compare_on(placement: Option<&str>) {
     let d = dir(&format!("compare{}", placement.unwrap_or("-gpu")));
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml");
     let svg = d.join("compare.svg");
-    let (ok, out, err) = gradflow(&[
-        "compare",
-        "--cpu",
-        "--config",
-        cfg,
-        "--epochs",
-        "3",
-        "--optimizers",
-        "momentum,adam(lr=0.002),sgd(batching=\"replacement\"),gd",
-        "--plot",
-        svg.to_str().unwrap(),
-    ]);
+    let spec = "config,adam(lr=0.002, betas=[0.8, 0.99]),sgd(batching=\"replacement\"),gd";
+    let mut args = vec!["compare", "--config", cfg, "--epochs", "3", "--optimizers", spec, "--plot"];
+    args.extend([svg.to_str().unwrap()].into_iter().chain(placement));
+    let (ok, out, err) = gradflow(&args);
     assert!(ok, "{out}\n{err}");
     let rows: Vec<&str> = out.lines().filter(|l| l.contains("start loss")).collect();
     assert_eq!(rows.len(), 4, "{out}");
+    // Every run's full settings, the presets at the config's lr (0.05) unless the entry sets one.
+    for settings in [
+        "sgd(lr=0.05, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=false)",
+        "adam(lr=0.002, betas=[0.8, 0.99], eps=1e-8, weight_decay=0.0, amsgrad=false)",
+        "sgd(lr=0.05, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=false, batching=\"replacement\")",
+        "sgd(lr=0.05, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=false, batching=\"full-batch\")",
+    ] {
+        assert!(out.lines().any(|l| l.trim_end().ends_with(settings)), "{settings}\n{out}");
+    }
+    assert!(rows[0].starts_with("config: sgd(lr=0.05, momentum=0.9) "), "{out}");
     let field = |line: &str, key: &str| -> f64 {
         line.split(key).nth(1).and_then(|t| t.split_whitespace().next()).unwrap().trim_end_matches('%').parse().unwrap()
     };
     let start = field(rows[0], "start loss");
     assert!(rows.iter().all(|r| field(r, "start loss") == start), "{out}");
-    // `momentum` is the digits config's own optimizer (SGD, lr 0.05, momentum 0.9).
+    // `config` is the digits config's own optimizer (SGD, lr 0.05, momentum 0.9).
     let mut args = vec!["train", "--config", cfg, "--epochs", "3"];
     args.extend(placement);
     let (ok, train, err) = gradflow(&args);
@@ -355,15 +357,19 @@ fn compare_on(placement: Option<&str>) {
     assert_eq!(field(rows[0], "final train loss"), field(last_epoch, "loss"), "{out}\n{train}");
     assert_eq!(field(rows[0], "test acc"), field(last_epoch, "test acc"), "{out}\n{train}");
     let plot = std::fs::read_to_string(&svg).unwrap();
-    assert!(plot.contains("Training loss") && plot.contains("adam(lr=0.002)"));
+    assert!(plot.contains("Training loss") && plot.contains("adam(lr=0.002, betas=[0.8, 0.99])"));
     for (spec, why) in [
         ("sgd,lion", "unknown entry 'lion'"),
         ("adam(lr=0.1", "without its ')'"),
-        ("adam(betas=3)", "adam(betas=3)"),
+        ("adam(betas=3)", "entry 'adam(betas=3)': betas=3: invalid type: integer `3`, expected an array of length 2; write it as betas=[0.9, 0.999]"),
+        ("adam(foo=1)", "entry 'adam(foo=1)': foo=1: unknown field `foo`"),
+        ("adam(lr)", "'lr' is not a setting; write name=value"),
+        ("adam(lr=0.1, lr=0.2)", "lr is given twice"),
         ("sgd(batching=\"sometimes\")", "unknown batching 'sometimes'"),
     ] {
         let (ok, out, err) = gradflow(&["compare", "--cpu", "--config", cfg, "--epochs", "1", "--optimizers", spec]);
         assert!(!ok && err.contains(why), "{spec}: {out}\n{err}");
+        assert!(!out.contains("start loss"), "{spec}: refused before any training\n{out}");
     }
 }
 
@@ -553,5 +559,39 @@ fn options_are_offered_only_by_the_commands_they_apply_to() {
             assert_eq!((device.adapter.as_deref(), load.non_strict), (Some("gl"), false))
         }
         _ => panic!("eval"),
+    }
+}
+
+/// `compare`'s default list starts with the config's own optimizer, and that run is `train`'s
+/// to the bit on the CPU path: every epoch's numbers equal the metrics `train` writes for the
+/// same config (spirals: Adam at lr 0.01, which the old presets silently replaced with 0.001).
+#[test]
+fn compare_config_entry_is_train_to_the_bit() {
+    use gradflow::cli::{self, TrainArgs};
+    use gradflow::train::{compare, side_by_side, Placement};
+    use std::sync::atomic::AtomicUsize;
+    let d = dir("compare-config-bits");
+    let cfg = spirals_config(&d, 3);
+    let cpu = Placement { cpu: true, ..Default::default() };
+    let (config, file) = cli::load_config(Some(cfg.clone()), &[]).unwrap();
+    let (train_set, test_set) = gradflow::train::load_data(&config, &file).unwrap();
+    let runs = compare::parse_contenders(&config, compare::DEFAULT_ENTRIES).unwrap();
+    assert_eq!(runs[0].label, "config: adam(lr=0.01)");
+    let adam = runs.iter().find(|r| r.label == "adam").unwrap();
+    assert_eq!(
+        compare::settings(&config, &adam.config),
+        "adam(lr=0.01, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.0, amsgrad=false)"
+    );
+    // As `compare --cpu` trains several runs: one per core.
+    let done = side_by_side::run_on_cpu_threads(&runs[..2], &train_set, &test_set, &cpu).unwrap();
+    let metrics = d.join("train.csv");
+    let args = TrainArgs { config: Some(cfg), metrics: Some(metrics.clone()), ..Default::default() };
+    cli::train::train_until(args, &cpu, false, &gradflow::dist::Single, &AtomicUsize::new(0)).unwrap();
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let epochs: Vec<Vec<f64>> =
+        text.lines().skip(1).map(|l| l.split(',').skip(2).take(4).map(|v| v.parse().unwrap()).collect()).collect();
+    assert_eq!(epochs.len(), 3, "{text}");
+    for (p, want) in done[0].points[1..].iter().zip(&epochs) {
+        assert_eq!(&[p.train_loss, p.train_accuracy, p.test_loss, p.test_accuracy][..], &want[..], "epoch {}", p.epoch);
     }
 }

@@ -244,10 +244,11 @@ pub struct CompareArgs {
     /// The config whose model, data and training settings every run shares (default: the digits run).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Comma-separated entries, each a preset with optional settings: sgd, momentum, nesterov,
-    /// adagrad, rmsprop, adam, adamw, sgd-reshuffle, sgd-replacement, gd; e.g.
-    /// "sgd,adam(lr=0.003),sgd(batching=\"replacement\")".
-    #[arg(long, default_value = "sgd,momentum,nesterov,adagrad,rmsprop,adam")]
+    /// Comma-separated entries: config (the config's own optimizer) or a preset (sgd, momentum,
+    /// nesterov, adagrad, rmsprop, adam, adamw, sgd-reshuffle, sgd-replacement, gd), each with
+    /// optional settings; a preset takes the config's lr unless given one. E.g.
+    /// "config,adam(lr=0.003, betas=[0.8, 0.99]),sgd(batching=\"replacement\")".
+    #[arg(long, default_value = crate::train::compare::DEFAULT_ENTRIES)]
     pub optimizers: String,
     /// Override train.epochs.
     #[arg(long)]
