@@ -173,6 +173,12 @@ pub struct TrainArgs {
     /// Write an SVG of the training curves (and, for 2-feature data, the decision regions).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Print only warnings, errors and the closing summary (no header, epoch lines or progress bar).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print every N-th epoch's line (the run's first and last always); --metrics still records all.
+    #[arg(long, value_name = "N")]
+    pub log_interval: Option<usize>,
 }
 
 // `gradflow eval`.
