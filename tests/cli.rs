@@ -595,3 +595,63 @@ fn compare_config_entry_is_train_to_the_bit() {
         assert_eq!(&[p.train_loss, p.train_accuracy, p.test_loss, p.test_accuracy][..], &want[..], "epoch {}", p.epoch);
     }
 }
+
+/// Printing never changes computing: `--quiet`, `--log-interval`, `--metrics` with `--log-every`
+/// (which reads each logged step's loss back) and `--plot` leave every tensor of the checkpoint
+/// bit-identical, on the CPU path and on the GPU; `--metrics` records every epoch whatever prints.
+#[test]
+fn printing_options_never_change_the_checkpoint() {
+    let d = dir("printing");
+    let cfg = spirals_config(&d, 4);
+    let cfg = cfg.to_str().unwrap();
+    let tensors = |path: &Path| -> Vec<(String, Vec<u8>)> {
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut all: Vec<_> = st.tensors().into_iter().map(|(n, t)| (n, t.data().to_vec())).collect();
+        all.sort();
+        all
+    };
+    for cpu in [true, false] {
+        if !cpu && !common::gpu_part!() {
+            continue;
+        }
+        let tag = if cpu { "cpu" } else { "gpu" };
+        let train = |name: &str, extra: &[&str]| {
+            let save = d.join(format!("{tag}-{name}.safetensors"));
+            let mut args = vec!["train", "--config", cfg, "--save", save.to_str().unwrap()];
+            args.extend(cpu.then_some("--cpu"));
+            args.extend(extra);
+            let (ok, out, err) = gradflow(&args);
+            assert!(ok, "{args:?}\n{out}\n{err}");
+            (tensors(&save), out)
+        };
+        let (plain, plain_out) = train("plain", &[]);
+        assert_eq!(plain_out.lines().filter(|l| l.starts_with("epoch ")).count(), 4, "{plain_out}");
+        // The spirals run's rate is constant: said once, in the optimizer line.
+        assert!(
+            plain_out.contains("optimizer: Adam(lr=0.01); lr constant") && !plain_out.contains("  lr "),
+            "{plain_out}"
+        );
+        let (quiet, out) = train("quiet", &["--quiet"]);
+        assert_eq!(out.lines().collect::<Vec<_>>().len(), 1, "only the summary: {out}");
+        assert!(out.starts_with("test accuracy "), "{out}");
+        let (sparse, out) = train("interval", &["--log-interval", "3"]);
+        let shown: Vec<&str> = out.lines().filter(|l| l.starts_with("epoch ")).map(|l| &l[..9]).collect();
+        assert_eq!(shown, ["epoch   1", "epoch   3", "epoch   4"], "first, every 3rd, last: {out}");
+        let metrics = d.join(format!("{tag}.csv"));
+        let svg = d.join(format!("{tag}.svg"));
+        let (logged, _) = train(
+            "logged",
+            &["--metrics", metrics.to_str().unwrap(), "--log-every", "5", "--plot", svg.to_str().unwrap(), "--quiet"],
+        );
+        // 15 steps an epoch: step records at 5, 10 and 15, and the epoch's own (after the header).
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        assert_eq!(text.lines().count(), 1 + 4 * 4, "{text}");
+        assert_eq!(text.lines().filter(|l| !l.split(',').nth(3).unwrap_or("").is_empty()).count(), 1 + 4, "{text}");
+        for (name, other) in
+            [("--quiet", &quiet), ("--log-interval", &sparse), ("--metrics --log-every --plot", &logged)]
+        {
+            assert!(other == &plain, "{tag}: {name} changed the checkpoint");
+        }
+    }
+}
