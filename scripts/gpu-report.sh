@@ -26,11 +26,11 @@ if [ -z "$bin" ]; then
 fi
 mkdir -p "$out"
 
-echo "==> $bin ${adapter[*]} check"
+echo "==> $bin check ${adapter[*]}"
 check_status=0
-"$bin" "${adapter[@]}" check 2>&1 | tee "$out/check.txt" || check_status=$?
-echo "==> $bin ${adapter[*]} bench $quick --json $out/bench.json"
-"$bin" "${adapter[@]}" bench $quick --json "$out/bench.json" 2>&1 | tee "$out/bench.txt"
+"$bin" check "${adapter[@]}" 2>&1 | tee "$out/check.txt" || check_status=$?
+echo "==> $bin bench ${adapter[*]} $quick --json $out/bench.json"
+"$bin" bench "${adapter[@]}" $quick --json "$out/bench.json" 2>&1 | tee "$out/bench.txt"
 
 python3 - "$out" "$check_status" <<'PY'
 import json, os, platform, sys

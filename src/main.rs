@@ -6,25 +6,28 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use gradflow::cli::{self, Cli, Command, TrainArgs};
-use gradflow::train::Placement;
 
 fn main() -> ExitCode {
     quiet_device_select();
     let cli = Cli::parse();
-    let placement = Placement { adapter: cli.adapter.clone(), cpu: cli.cpu, ..Default::default() };
-    let non_strict = cli.non_strict;
     let result = match cli.command {
         // `train` sets its own exit status (a signal's, a data-parallel run's ranks).
-        None => return ExitCode::from(cli::train::run(TrainArgs::default(), &placement, non_strict)),
-        Some(Command::Train(args)) => return ExitCode::from(cli::train::run(args, &placement, non_strict)),
-        Some(Command::Eval(args)) => cli::eval::eval(&args, &placement, non_strict),
-        Some(Command::Predict(args)) => cli::predict::predict(&args, &placement, non_strict),
-        Some(Command::Hessian(args)) => cli::analyse::hessian(&args, &placement, non_strict),
-        Some(Command::Compare(args)) => cli::compare::compare(&args, &placement),
-        Some(Command::Sweep(args)) => cli::sweep::sweep(&args, &placement),
-        Some(Command::Check) => cli::devices::check(&placement),
+        None => return ExitCode::from(cli::train::run(TrainArgs::default(), &cli.device.placement(), false)),
+        Some(Command::Train { args, device, load }) => {
+            return ExitCode::from(cli::train::run(args, &device.placement(), load.non_strict))
+        }
+        Some(Command::Eval { args, device, load }) => cli::eval::eval(&args, &device.placement(), load.non_strict),
+        Some(Command::Predict { args, device, load }) => {
+            cli::predict::predict(&args, &device.placement(), load.non_strict)
+        }
+        Some(Command::Hessian { args, device, load }) => {
+            cli::analyse::hessian(&args, &device.placement(), load.non_strict)
+        }
+        Some(Command::Compare { args, device }) => cli::compare::compare(&args, &device.placement()),
+        Some(Command::Sweep { args, device }) => cli::sweep::sweep(&args, &device.placement()),
+        Some(Command::Check { adapter }) => cli::devices::check(&adapter.placement()),
         Some(Command::Devices) => cli::devices::devices(),
-        Some(Command::Bench(args)) => cli::devices::bench(&args, &placement),
+        Some(Command::Bench { args, adapter }) => cli::devices::bench(&args, &adapter.placement()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -79,7 +79,7 @@ fn nan_or_zero_data_scale_is_refused_before_training() {
     let save = d.join("out.safetensors");
     for value in ["nan", "0.0", "inf"] {
         let set = format!("data.scale={value}");
-        let args = ["--cpu", "train", "--config", &cfg, "--set", &set, "--save", save.to_str().unwrap()];
+        let args = ["train", "--cpu", "--config", &cfg, "--set", &set, "--save", save.to_str().unwrap()];
         refused(&d, &args, 1, &["data.scale must be a finite non-zero factor"]);
     }
 }
@@ -92,7 +92,7 @@ fn a_bucket_cap_that_is_not_a_positive_size_is_refused() {
         let set = format!("train.bucket_cap_mb={value}");
         refused(
             &d,
-            &["--cpu", "train", "--config", &cfg, "--set", &set],
+            &["train", "--cpu", "--config", &cfg, "--set", &set],
             1,
             &["train.bucket_cap_mb must be a positive"],
         );
@@ -106,24 +106,24 @@ fn a_checkpoint_of_a_bigger_model_is_refused_unless_non_strict() {
     let big = d.join("big.safetensors");
     let bigger = "model.layers=[{type='linear',out=16},{type='relu'},{type='linear',out=16},{type='relu'},{type='linear',out=3}]";
     let smaller = "model.layers=[{type='linear',out=16},{type='relu'},{type='linear',out=16}]";
-    let out = run(&["--cpu", "train", "--config", &cfg, "--set", bigger, "--save", big.to_str().unwrap()]);
+    let out = run(&["train", "--cpu", "--config", &cfg, "--set", bigger, "--save", big.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let big = big.to_str().unwrap();
     let expect = ["big.safetensors", "does not have", "4.weight", "4.bias", "--non-strict"];
     // The checkpoint describes its model, so eval names the layers that differ.
     let differ = ["big.safetensors", "model.layers are", "--non-strict"];
-    refused(&d, &["--cpu", "eval", "--config", &cfg, "--set", smaller, "--checkpoint", big], 1, &differ);
+    refused(&d, &["eval", "--cpu", "--config", &cfg, "--set", smaller, "--checkpoint", big], 1, &differ);
     // The smaller model's 16 outputs must be the data's classes to get as far as the state dict.
     let sixteen = "data.num_classes=16";
-    refused(&d, &["--cpu", "train", "--config", &cfg, "--set", smaller, "--set", sixteen, "--init", big], 1, &expect);
+    refused(&d, &["train", "--cpu", "--config", &cfg, "--set", smaller, "--set", sixteen, "--init", big], 1, &expect);
     refused(
         &d,
-        &["--cpu", "train", "--config", &cfg, "--set", smaller, "--set", sixteen, "--resume", big],
+        &["train", "--cpu", "--config", &cfg, "--set", smaller, "--set", sixteen, "--resume", big],
         1,
         &expect[..4],
     );
     // The opt-out works, and says loudly what it dropped.
-    let out = run(&["--cpu", "--non-strict", "eval", "--config", &cfg, "--set", smaller, "--checkpoint", big]);
+    let out = run(&["eval", "--cpu", "--non-strict", "--config", &cfg, "--set", smaller, "--checkpoint", big]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.contains("--non-strict: ignoring") && err.contains("4.weight"), "{err}");
 }
@@ -155,7 +155,7 @@ fn optimizer_schedule_clipping_and_group_settings_torch_would_refuse_are_refused
         ("train.param_groups=[{match=['bias'], weight_decay=nan}]", "weight_decay: Invalid weight_decay value: nan"),
     ];
     for (set, message) in cases {
-        refused(&d, &["--cpu", "train", "--config", &cfg, "--set", set], 1, &[&cfg, message]);
+        refused(&d, &["train", "--cpu", "--config", &cfg, "--set", set], 1, &[&cfg, message]);
     }
     // SGD's own: Nesterov needs momentum and no dampening.
     let sgd = [
@@ -165,7 +165,7 @@ fn optimizer_schedule_clipping_and_group_settings_torch_would_refuse_are_refused
     for set in sgd {
         refused(
             &d,
-            &["--cpu", "train", "--config", &cfg, "--set", set],
+            &["train", "--cpu", "--config", &cfg, "--set", set],
             1,
             &["Nesterov momentum requires a momentum and zero dampening"],
         );
@@ -179,21 +179,21 @@ fn a_layer_too_large_for_the_host_is_an_error_on_the_cpu_path_not_an_abort() {
     let wide = "model.layers=[{type='linear',out=1000000000},{type='relu'},{type='linear',out=3}]";
     refused(
         &d,
-        &["--cpu", "train", "--config", &cfg, "--set", wide],
+        &["train", "--cpu", "--config", &cfg, "--set", wide],
         1,
         &["the CPU reference path needs about", "GiB"],
     );
     let huge = "model.layers=[{type='linear',out=1000000000000000000},{type='linear',out=3}]";
     refused(
         &d,
-        &["--cpu", "train", "--config", &cfg, "--set", huge],
+        &["train", "--cpu", "--config", &cfg, "--set", huge],
         1,
         &["'0.weight'", "more than 4294967295 elements"],
     );
     // Each tensor in range, but a full batch of 480 rows × 6·10^7 activations (~345 GB) is not.
     let batch = "model.layers=[{type='linear',out=60000000},{type='relu'},{type='linear',out=3}]";
     let full = "train.batching='full-batch'";
-    let args = ["--cpu", "train", "--config", &cfg, "--set", batch, "--set", full];
+    let args = ["train", "--cpu", "--config", &cfg, "--set", batch, "--set", full];
     refused(&d, &args, 1, &["the CPU reference path needs about", "GiB"]);
 }
 
@@ -205,15 +205,15 @@ fn divergence_is_reported_at_its_step_and_the_last_good_checkpoint_is_kept() {
     let sgd = "optimizer={type='sgd',lr=0.05,momentum=0.9}";
     let ck = d.join("good.safetensors");
     let ck = ck.to_str().unwrap();
-    let out = run(&["--cpu", "train", "--config", &cfg, "--set", layers, "--set", sgd, "--save", ck]);
+    let out = run(&["train", "--cpu", "--config", &cfg, "--set", layers, "--set", sgd, "--save", ck]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut steps = Vec::new();
     for cpu in [true, false] {
         if !cpu && !common::gpu_part!() {
             continue;
         }
-        let mut args = if cpu { vec!["--cpu"] } else { vec![] };
-        args.extend(["train", "--config", &cfg, "--set", layers, "--set", sgd, "--epochs", "3"]);
+        let mut args = if cpu { vec!["train", "--cpu"] } else { vec!["train"] };
+        args.extend(["--config", &cfg, "--set", layers, "--set", sgd, "--epochs", "3"]);
         args.extend(["--resume", ck, "--save", ck, "--set", "optimizer.lr=1e30"]);
         let text = refused(&d, &args, 1, &["training diverged at step", "good.safetensors keeps the last good state"]);
         let step: usize =
@@ -235,17 +235,17 @@ fn zero_epochs_and_a_finished_resume_have_nothing_to_do() {
     let metrics = metrics.to_str().unwrap();
     refused(
         &d,
-        &["--cpu", "train", "--config", &cfg, "--epochs", "0", "--save", save, "--metrics", metrics],
+        &["train", "--cpu", "--config", &cfg, "--epochs", "0", "--save", save, "--metrics", metrics],
         0,
         &["nothing to do: train.epochs = 0"],
     );
     let done = d.join("done.safetensors");
-    let out = run(&["--cpu", "train", "--config", &cfg, "--save", done.to_str().unwrap()]);
+    let out = run(&["train", "--cpu", "--config", &cfg, "--save", done.to_str().unwrap()]);
     assert!(out.status.success());
     let done = done.to_str().unwrap();
     refused(
         &d,
-        &["--cpu", "train", "--config", &cfg, "--resume", done, "--save", done],
+        &["train", "--cpu", "--config", &cfg, "--resume", done, "--save", done],
         0,
         &["nothing to do", "finished epoch 1 of train.epochs = 1"],
     );
@@ -264,21 +264,21 @@ fn the_first_run_reads_well() {
     let d = dir("looks");
     let cfg = spirals(&d, 2);
     // The optimizer as torch prints it, not Rust's Debug text.
-    let text = refused(&d, &["--cpu", "train", "--config", &cfg], 0, &["optimizer: Adam(lr=0.01)"]);
+    let text = refused(&d, &["train", "--cpu", "--config", &cfg], 0, &["optimizer: Adam(lr=0.01)"]);
     assert!(!text.contains("Adam {"), "{text}");
     // No test set: no test column and no NaN.
     let text =
-        refused(&d, &["--cpu", "train", "--config", &cfg, "--set", "data.test_fraction=0.0"], 0, &["no test set"]);
+        refused(&d, &["train", "--cpu", "--config", &cfg, "--set", "data.test_fraction=0.0"], 0, &["no test set"]);
     assert!(!text.contains("NaN") && !text.contains("test acc"), "{text}");
     // A huge loss in scientific notation, not 27 digits.
-    let text = refused(&d, &["--cpu", "train", "--config", &cfg, "--set", "optimizer.lr=1e4"], 0, &["loss"]);
+    let text = refused(&d, &["train", "--cpu", "--config", &cfg, "--set", "optimizer.lr=1e4"], 0, &["loss"]);
     let longest_digits = text.split(|c: char| !c.is_ascii_digit()).map(str::len).max().unwrap_or(0);
     assert!(longest_digits < 12, "{text}");
     // A 3,000-layer model's summary is one short line.
     let deep = format!("model.layers=[{}{{type='linear',out=3}}]", "{type='linear',out=4},{type='relu'},".repeat(1500));
     let text = refused(
         &d,
-        &["--cpu", "train", "--config", &cfg, "--set", &deep, "--max-steps", "1"],
+        &["train", "--cpu", "--config", &cfg, "--set", &deep, "--max-steps", "1"],
         0,
         &["model: 2 → Linear(4)+relu ×1500 → Linear(3)"],
     );
@@ -294,7 +294,7 @@ fn the_first_run_reads_well() {
     std::fs::write(&one, one_text).unwrap();
     let text = refused(
         &d,
-        &["--cpu", "train", "--config", one.to_str().unwrap()],
+        &["train", "--cpu", "--config", one.to_str().unwrap()],
         0,
         &["1 class)", "warning: the training data has only one class"],
     );
@@ -326,7 +326,7 @@ fn a_separate_test_file_gets_the_training_standardisation() {
     let set = format!("data.test_path='{}'", manifest("data/spirals.csv"));
     refused(
         &d,
-        &["--cpu", "train", "--config", &cfg, "--set", &set, "--set", "data.test_fraction=0.0"],
+        &["train", "--cpu", "--config", &cfg, "--set", &set, "--set", "data.test_fraction=0.0"],
         0,
         &["600 test rows from", "test acc"],
     );
@@ -352,29 +352,29 @@ fn messages_point_at_the_field_the_layer_and_the_line() {
     let bad_lr = d.join("lr.toml");
     std::fs::write(&bad_lr, text.replace("lr = 0.01", "lr = \"fast\"")).unwrap();
     let line = text.lines().position(|l| l.starts_with("lr = 0.01")).unwrap() + 1;
-    let args = ["--cpu", "train", "--config", bad_lr.to_str().unwrap()];
+    let args = ["train", "--cpu", "--config", bad_lr.to_str().unwrap()];
     refused(&d, &args, 1, &[&format!("line {line}: [optimizer]: lr: invalid type: string \"fast\", expected f64")]);
     let bad_layer = d.join("layer.toml");
     std::fs::write(&bad_layer, text.replace("{ type = \"linear\", out = 3 }", "{ type = \"linear\", out = \"3\" }"))
         .unwrap();
     let line = text.lines().position(|l| l.contains("{ type = \"linear\", out = 3 }")).unwrap() + 1;
-    let args = ["--cpu", "train", "--config", bad_layer.to_str().unwrap()];
+    let args = ["train", "--cpu", "--config", bad_layer.to_str().unwrap()];
     refused(&d, &args, 1, &[&format!("line {line}: model.layers[6] (linear): out: invalid type: string \"3\"")]);
     // A TOML syntax error in a --set value is reported as one.
     refused(
         &d,
-        &["--cpu", "train", "--config", &cfg, "--set", "optimizer.lr=[1"],
+        &["train", "--cpu", "--config", &cfg, "--set", "optimizer.lr=[1"],
         1,
         &["'[1' is not a valid TOML value"],
     );
     // predict with the wrong number of columns blames the input.
     let ck = d.join("m.safetensors");
-    assert!(run(&["--cpu", "train", "--config", &cfg, "--save", ck.to_str().unwrap()]).status.success());
+    assert!(run(&["train", "--cpu", "--config", &cfg, "--save", ck.to_str().unwrap()]).status.success());
     std::fs::write(d.join("three.csv"), "1,2,3\n4,5,6\n").unwrap();
     let (input, output) = (d.join("three.csv"), d.join("out.csv"));
     let args = [
-        "--cpu",
         "predict",
+        "--cpu",
         "--config",
         &cfg,
         "--checkpoint",
@@ -392,53 +392,49 @@ fn outputs_are_checked_before_training_and_disagreements_show_both_values() {
     let d = dir("principles");
     let cfg = spirals(&d, 1);
     let missing = d.join("no/such/folder/m.csv");
-    let args = ["--cpu", "train", "--config", &cfg, "--metrics", missing.to_str().unwrap()];
+    let args = ["train", "--cpu", "--config", &cfg, "--metrics", missing.to_str().unwrap()];
     let text = refused(&d, &args, 1, &["--metrics", "does not exist"]);
     assert!(!text.contains("epoch "), "refused before training: {text}");
-    refused(&d, &["--cpu", "train", "--config", &cfg, "--plot", d.to_str().unwrap()], 1, &["--plot", "is a folder"]);
+    refused(&d, &["train", "--cpu", "--config", &cfg, "--plot", d.to_str().unwrap()], 1, &["--plot", "is a folder"]);
     // bench's JSON too, before its first measurement (no "matmul" line, no adapter opened).
-    let text = refused(
-        &d,
-        &["--cpu", "bench", "--quick", "--json", missing.to_str().unwrap()],
-        1,
-        &["--json", "does not exist"],
-    );
+    let text =
+        refused(&d, &["bench", "--quick", "--json", missing.to_str().unwrap()], 1, &["--json", "does not exist"]);
     assert!(!text.contains("GFLOP/s") && !text.contains("adapter:"), "refused before measuring: {text}");
     // Two outputs in one file, or an output over an input, are refused before anything is loaded.
     let same = d.join("out.txt");
     let same = same.to_str().unwrap();
     refused(
         &d,
-        &["--cpu", "train", "--config", &cfg, "--save", same, "--metrics", same],
+        &["train", "--cpu", "--config", &cfg, "--save", same, "--metrics", same],
         1,
         &["--save and --metrics name the same file"],
     );
     let data = manifest("data/spirals.csv");
     refused(
         &d,
-        &["--cpu", "train", "--config", &cfg, "--metrics", &data],
+        &["train", "--cpu", "--config", &cfg, "--metrics", &data],
         1,
         &["--metrics: would overwrite an input of the command"],
     );
     // A checkpoint and a config that disagree: both values shown.
     let ck = d.join("adam.safetensors");
-    assert!(run(&["--cpu", "train", "--config", &cfg, "--save", ck.to_str().unwrap()]).status.success());
+    assert!(run(&["train", "--cpu", "--config", &cfg, "--save", ck.to_str().unwrap()]).status.success());
     let ck = ck.to_str().unwrap();
     // No command writes onto one of its inputs: its checkpoint, its rows, its config, its data.
     let rows = d.join("rows.csv");
     std::fs::write(&rows, "0.1,0.2\n0.3,0.4\n").unwrap();
     let rows = rows.to_str().unwrap();
     let predict = |output: &str| {
-        ["--cpu", "predict", "--config", &cfg, "--checkpoint", ck, "--input", rows, "--output", output]
+        ["predict", "--cpu", "--config", &cfg, "--checkpoint", ck, "--input", rows, "--output", output]
             .map(String::from)
     };
     for (args, flag) in [
         (predict(ck).to_vec(), "--output"),
         (predict(rows).to_vec(), "--output"),
-        (["--cpu", "hessian", "--config", &cfg, "--checkpoint", ck, "--plot", ck].map(String::from).to_vec(), "--plot"),
-        (["--cpu", "compare", "--config", &cfg, "--plot", &cfg].map(String::from).to_vec(), "--plot"),
+        (["hessian", "--cpu", "--config", &cfg, "--checkpoint", ck, "--plot", ck].map(String::from).to_vec(), "--plot"),
+        (["compare", "--cpu", "--config", &cfg, "--plot", &cfg].map(String::from).to_vec(), "--plot"),
         (
-            ["--cpu", "sweep", "--config", &cfg, "--grid", "optimizer.lr=[0.1]", "--table", &data]
+            ["sweep", "--cpu", "--config", &cfg, "--grid", "optimizer.lr=[0.1]", "--table", &data]
                 .map(String::from)
                 .to_vec(),
             "--table",
@@ -450,8 +446,8 @@ fn outputs_are_checked_before_training_and_disagreements_show_both_values() {
     refused(
         &d,
         &[
-            "--cpu",
             "train",
+            "--cpu",
             "--config",
             &cfg,
             "--epochs",
@@ -466,7 +462,7 @@ fn outputs_are_checked_before_training_and_disagreements_show_both_values() {
     );
     refused(
         &d,
-        &["--cpu", "train", "--config", &cfg, "--epochs", "2", "--resume", ck, "--set", "train.batch_size=16"],
+        &["train", "--cpu", "--config", &cfg, "--epochs", "2", "--resume", ck, "--set", "train.batch_size=16"],
         1,
         &["batch_size=32", "batch_size=16"],
     );
@@ -474,7 +470,7 @@ fn outputs_are_checked_before_training_and_disagreements_show_both_values() {
     for set in ["data.split_seed=7", "data.test_fraction=0.25", "data.standardize=false"] {
         refused(
             &d,
-            &["--cpu", "train", "--config", &cfg, "--epochs", "2", "--resume", ck, "--set", set],
+            &["train", "--cpu", "--config", &cfg, "--epochs", "2", "--resume", ck, "--set", set],
             1,
             &["training rows", "fnv="],
         );
@@ -491,8 +487,8 @@ fn sigint_saves_the_position_and_resume_continues() {
     let (ck, metrics) = (d.join("s.safetensors"), d.join("m.csv"));
     let child = Command::new(env!("CARGO_BIN_EXE_gradflow"))
         .args([
-            "--cpu",
             "train",
+            "--cpu",
             "--config",
             &cfg,
             "--save",
@@ -530,8 +526,8 @@ fn sigint_saves_the_position_and_resume_continues() {
     }
     // The checkpoint loads, and --resume continues from that step.
     let resumed = run(&[
-        "--cpu",
         "train",
+        "--cpu",
         "--config",
         &cfg,
         "--resume",

@@ -270,8 +270,8 @@ fn set_overrides_single_fields_and_names_bad_ones() {
     let config = bn_digits_config(&d, 16);
     let cfg = config.to_str().unwrap();
     let (ok, out, err) = gradflow(&[
-        "--cpu",
         "train",
+        "--cpu",
         "--config",
         cfg,
         "--set",
@@ -282,9 +282,9 @@ fn set_overrides_single_fields_and_names_bad_ones() {
         "1",
     ]);
     assert!(ok && out.contains("(lr=0.01"), "{out}\n{err}");
-    let (ok, _, err) = gradflow(&["--cpu", "train", "--config", cfg, "--set", "optimizer.lrr=0.01"]);
+    let (ok, _, err) = gradflow(&["train", "--cpu", "--config", cfg, "--set", "optimizer.lrr=0.01"]);
     assert!(!ok && err.contains("--set optimizer.lrr=0.01") && err.contains("lrr"), "{err}");
-    let (ok, _, err) = gradflow(&["--cpu", "train", "--config", cfg, "--set", "optimizer.lr"]);
+    let (ok, _, err) = gradflow(&["train", "--cpu", "--config", cfg, "--set", "optimizer.lr"]);
     assert!(!ok && err.contains("KEY=VALUE"), "{err}");
 }
 

@@ -178,7 +178,7 @@ fn data_options_and_their_errors() {
     std::fs::write(d.join("d.csv"), "a,kind,b\n0.5,1,2\n1.5,0,3\n2.5,1,4\n").unwrap();
     let run = |name: &str, text: String| {
         std::fs::write(d.join(name), text).unwrap();
-        gradflow(&["--cpu", "train", "--config", d.join(name).to_str().unwrap()])
+        gradflow(&["train", "--cpu", "--config", d.join(name).to_str().unwrap()])
     };
     let (ok, out, err) = run("by_name.toml", base("'kind'", ""));
     assert!(ok && out.contains("3 train / 0 test rows, 2 features (a, b), 2 classes"), "{out}\n{err}");
@@ -327,27 +327,29 @@ fn compare_on(placement: Option<&str>) {
     let d = dir(&format!("compare{}", placement.unwrap_or("-gpu")));
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml");
     let svg = d.join("compare.svg");
-    let (ok, out, err) = gradflow(&[
-        "compare",
-        "--cpu",
-        "--config",
-        cfg,
-        "--epochs",
-        "3",
-        "--optimizers",
-        "momentum,adam(lr=0.002),sgd(batching=\"replacement\"),gd",
-        "--plot",
-        svg.to_str().unwrap(),
-    ]);
+    let spec = "config,adam(lr=0.002, betas=[0.8, 0.99]),sgd(batching=\"replacement\"),gd";
+    let mut args = vec!["compare", "--config", cfg, "--epochs", "3", "--optimizers", spec, "--plot"];
+    args.extend([svg.to_str().unwrap()].into_iter().chain(placement));
+    let (ok, out, err) = gradflow(&args);
     assert!(ok, "{out}\n{err}");
     let rows: Vec<&str> = out.lines().filter(|l| l.contains("start loss")).collect();
     assert_eq!(rows.len(), 4, "{out}");
+    // Every run's full settings, the presets at the config's lr (0.05) unless the entry sets one.
+    for settings in [
+        "sgd(lr=0.05, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=false)",
+        "adam(lr=0.002, betas=[0.8, 0.99], eps=1e-8, weight_decay=0.0, amsgrad=false)",
+        "sgd(lr=0.05, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=false, batching=\"replacement\")",
+        "sgd(lr=0.05, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=false, batching=\"full-batch\")",
+    ] {
+        assert!(out.lines().any(|l| l.trim_end().ends_with(settings)), "{settings}\n{out}");
+    }
+    assert!(rows[0].starts_with("config: sgd(lr=0.05, momentum=0.9) "), "{out}");
     let field = |line: &str, key: &str| -> f64 {
         line.split(key).nth(1).and_then(|t| t.split_whitespace().next()).unwrap().trim_end_matches('%').parse().unwrap()
     };
     let start = field(rows[0], "start loss");
     assert!(rows.iter().all(|r| field(r, "start loss") == start), "{out}");
-    // `momentum` is the digits config's own optimizer (SGD, lr 0.05, momentum 0.9).
+    // `config` is the digits config's own optimizer (SGD, lr 0.05, momentum 0.9).
     let mut args = vec!["train", "--config", cfg, "--epochs", "3"];
     args.extend(placement);
     let (ok, train, err) = gradflow(&args);
@@ -356,15 +358,19 @@ fn compare_on(placement: Option<&str>) {
     assert_eq!(field(rows[0], "final train loss"), field(last_epoch, "loss"), "{out}\n{train}");
     assert_eq!(field(rows[0], "test acc"), field(last_epoch, "test acc"), "{out}\n{train}");
     let plot = std::fs::read_to_string(&svg).unwrap();
-    assert!(plot.contains("Training loss") && plot.contains("adam(lr=0.002)"));
+    assert!(plot.contains("Training loss") && plot.contains("adam(lr=0.002, betas=[0.8, 0.99])"));
     for (spec, why) in [
         ("sgd,lion", "unknown entry 'lion'"),
         ("adam(lr=0.1", "without its ')'"),
-        ("adam(betas=3)", "adam(betas=3)"),
+        ("adam(betas=3)", "entry 'adam(betas=3)': betas=3: invalid type: integer `3`, expected an array of length 2; write it as betas=[0.9, 0.999]"),
+        ("adam(foo=1)", "entry 'adam(foo=1)': foo=1: unknown field `foo`"),
+        ("adam(lr)", "'lr' is not a setting; write name=value"),
+        ("adam(lr=0.1, lr=0.2)", "lr is given twice"),
         ("sgd(batching=\"sometimes\")", "unknown batching 'sometimes'"),
     ] {
         let (ok, out, err) = gradflow(&["compare", "--cpu", "--config", cfg, "--epochs", "1", "--optimizers", spec]);
         assert!(!ok && err.contains(why), "{spec}: {out}\n{err}");
+        assert!(!out.contains("start loss"), "{spec}: refused before any training\n{out}");
     }
 }
 
@@ -494,10 +500,10 @@ fn a_closed_standard_output_never_panics_or_loses_the_save() {
         }
     };
     let (cfg, save_s) = (cfg.to_str().unwrap(), save.to_str().unwrap());
-    run(&["--cpu", "train", "--config", cfg, "--save", save_s]);
+    run(&["train", "--cpu", "--config", cfg, "--save", save_s]);
     let loaded = safetensors::SafeTensors::deserialize(&std::fs::read(&save).unwrap()).map(|t| t.len()).unwrap();
     assert!(loaded > 0, "the save holds the model's tensors");
-    run(&["--cpu", "eval", "--config", cfg, "--checkpoint", save_s]);
+    run(&["eval", "--cpu", "--config", cfg, "--checkpoint", save_s]);
 }
 
 /// `--help` explains every option of every command: each argument has its own help text.
@@ -515,4 +521,138 @@ fn every_option_of_every_command_has_help_text() {
         }
     }
     assert!(missing.is_empty(), "options without help text: {missing:?}");
+}
+
+/// Each command offers only the options that mean something for it: `check` measures a GPU
+/// against the CPU reference (no `--cpu`), `devices` lists adapters (neither), and `--non-strict`
+/// belongs to the commands that load a state dict. `gradflow` alone still takes the device options.
+#[test]
+fn options_are_offered_only_by_the_commands_they_apply_to() {
+    use clap::Parser;
+    use gradflow::cli::{Cli, Command};
+    let refused = |args: &[&str], option: &str| {
+        let e = Cli::try_parse_from(std::iter::once("gradflow").chain(args.iter().copied())).err();
+        let text = e.map(|e| e.to_string()).unwrap_or_else(|| panic!("{args:?} was accepted"));
+        assert!(text.contains(&format!("unexpected argument '{option}'")), "{args:?}: {text}");
+    };
+    refused(&["check", "--cpu"], "--cpu");
+    refused(&["devices", "--cpu"], "--cpu");
+    refused(&["devices", "--adapter", "x"], "--adapter");
+    refused(&["bench", "--cpu"], "--cpu");
+    for command in ["compare", "sweep", "check", "bench"] {
+        refused(&[command, "--non-strict"], "--non-strict");
+    }
+    // Before a command's name they were global flags; now that is refused, naming both.
+    let e = Cli::try_parse_from(["gradflow", "--cpu", "check"]).err().expect("--cpu check accepted").to_string();
+    assert!(e.contains("'check' cannot be used with '--cpu'"), "{e}");
+    let parsed = |args: &[&str]| Cli::try_parse_from(std::iter::once("gradflow").chain(args.iter().copied())).unwrap();
+    assert!(parsed(&["--cpu"]).device.cpu, "gradflow alone trains the default run, on the CPU with --cpu");
+    match parsed(&["check", "--adapter", "lavapipe"]).command {
+        Some(Command::Check { adapter }) => assert_eq!(adapter.placement().adapter.as_deref(), Some("lavapipe")),
+        _ => panic!("check"),
+    }
+    match parsed(&["train", "--cpu", "--non-strict", "--init", "a.safetensors"]).command {
+        Some(Command::Train { device, load, .. }) => assert!(device.placement().cpu && load.non_strict),
+        _ => panic!("train"),
+    }
+    match parsed(&["eval", "--adapter", "gl", "--checkpoint", "a.safetensors"]).command {
+        Some(Command::Eval { device, load, .. }) => {
+            assert_eq!((device.adapter.as_deref(), load.non_strict), (Some("gl"), false))
+        }
+        _ => panic!("eval"),
+    }
+}
+
+/// `compare`'s default list starts with the config's own optimizer, and that run is `train`'s
+/// to the bit on the CPU path: every epoch's numbers equal the metrics `train` writes for the
+/// same config (spirals: Adam at lr 0.01, which the old presets silently replaced with 0.001).
+#[test]
+fn compare_config_entry_is_train_to_the_bit() {
+    use gradflow::cli::{self, TrainArgs};
+    use gradflow::train::{compare, side_by_side, Placement};
+    use std::sync::atomic::AtomicUsize;
+    let d = dir("compare-config-bits");
+    let cfg = spirals_config(&d, 3);
+    let cpu = Placement { cpu: true, ..Default::default() };
+    let (config, file) = cli::load_config(Some(cfg.clone()), &[]).unwrap();
+    let (train_set, test_set) = gradflow::train::load_data(&config, &file).unwrap();
+    let runs = compare::parse_contenders(&config, compare::DEFAULT_ENTRIES).unwrap();
+    assert_eq!(runs[0].label, "config: adam(lr=0.01)");
+    let adam = runs.iter().find(|r| r.label == "adam").unwrap();
+    assert_eq!(
+        compare::settings(&config, &adam.config),
+        "adam(lr=0.01, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.0, amsgrad=false)"
+    );
+    // As `compare --cpu` trains several runs: one per core.
+    let done = side_by_side::run_on_cpu_threads(&runs[..2], &train_set, &test_set, &cpu).unwrap();
+    let metrics = d.join("train.csv");
+    let args = TrainArgs { config: Some(cfg), metrics: Some(metrics.clone()), ..Default::default() };
+    cli::train::train_until(args, &cpu, false, &gradflow::dist::Single, &AtomicUsize::new(0)).unwrap();
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let epochs: Vec<Vec<f64>> =
+        text.lines().skip(1).map(|l| l.split(',').skip(2).take(4).map(|v| v.parse().unwrap()).collect()).collect();
+    assert_eq!(epochs.len(), 3, "{text}");
+    for (p, want) in done[0].points[1..].iter().zip(&epochs) {
+        assert_eq!(&[p.train_loss, p.train_accuracy, p.test_loss, p.test_accuracy][..], &want[..], "epoch {}", p.epoch);
+    }
+}
+
+/// Printing never changes computing: `--quiet`, `--log-interval`, `--metrics` with `--log-every`
+/// (which reads each logged step's loss back) and `--plot` leave every tensor of the checkpoint
+/// bit-identical, on the CPU path and on the GPU; `--metrics` records every epoch whatever prints.
+#[test]
+fn printing_options_never_change_the_checkpoint() {
+    let d = dir("printing");
+    let cfg = spirals_config(&d, 4);
+    let cfg = cfg.to_str().unwrap();
+    let tensors = |path: &Path| -> Vec<(String, Vec<u8>)> {
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut all: Vec<_> = st.tensors().into_iter().map(|(n, t)| (n, t.data().to_vec())).collect();
+        all.sort();
+        all
+    };
+    for cpu in [true, false] {
+        if !cpu && !common::gpu_part!() {
+            continue;
+        }
+        let tag = if cpu { "cpu" } else { "gpu" };
+        let train = |name: &str, extra: &[&str]| {
+            let save = d.join(format!("{tag}-{name}.safetensors"));
+            let mut args = vec!["train", "--config", cfg, "--save", save.to_str().unwrap()];
+            args.extend(cpu.then_some("--cpu"));
+            args.extend(extra);
+            let (ok, out, err) = gradflow(&args);
+            assert!(ok, "{args:?}\n{out}\n{err}");
+            (tensors(&save), out)
+        };
+        let (plain, plain_out) = train("plain", &[]);
+        assert_eq!(plain_out.lines().filter(|l| l.starts_with("epoch ")).count(), 4, "{plain_out}");
+        // The spirals run's rate is constant: said once, in the optimizer line.
+        assert!(
+            plain_out.contains("optimizer: Adam(lr=0.01); lr constant") && !plain_out.contains("  lr "),
+            "{plain_out}"
+        );
+        let (quiet, out) = train("quiet", &["--quiet"]);
+        assert_eq!(out.lines().collect::<Vec<_>>().len(), 1, "only the summary: {out}");
+        assert!(out.starts_with("test accuracy "), "{out}");
+        let (sparse, out) = train("interval", &["--log-interval", "3"]);
+        let shown: Vec<&str> = out.lines().filter(|l| l.starts_with("epoch ")).map(|l| &l[..9]).collect();
+        assert_eq!(shown, ["epoch   1", "epoch   3", "epoch   4"], "first, every 3rd, last: {out}");
+        let metrics = d.join(format!("{tag}.csv"));
+        let svg = d.join(format!("{tag}.svg"));
+        let (logged, _) = train(
+            "logged",
+            &["--metrics", metrics.to_str().unwrap(), "--log-every", "5", "--plot", svg.to_str().unwrap(), "--quiet"],
+        );
+        // 15 steps an epoch: step records at 5, 10 and 15, and the epoch's own (after the header).
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        assert_eq!(text.lines().count(), 1 + 4 * 4, "{text}");
+        assert_eq!(text.lines().filter(|l| !l.split(',').nth(3).unwrap_or("").is_empty()).count(), 1 + 4, "{text}");
+        for (name, other) in
+            [("--quiet", &quiet), ("--log-interval", &sparse), ("--metrics --log-every --plot", &logged)]
+        {
+            assert!(other == &plain, "{tag}: {name} changed the checkpoint");
+        }
+    }
 }

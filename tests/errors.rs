@@ -249,20 +249,20 @@ fn without_an_adapter_gpu_tests_skip_in_one_line_and_fail_when_one_is_required()
 fn cli_reports_bad_data_files_by_line() {
     let ragged = temp("ragged.csv", "1,2,0\n3,4,1\n5,1\n");
     let config = temp("ragged.toml", &GOOD.replace("x.csv", ragged.to_str().unwrap()));
-    let (ok, err) = run_cli(&["--cpu", "train", "--config", config.to_str().unwrap()]);
+    let (ok, err) = run_cli(&["train", "--cpu", "--config", config.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("ragged.csv") && err.contains("line 3") && err.contains("expected 3 fields"), "{err}");
 
     let nan = temp("nan.csv", "1,2,0\nNaN,4,1\n");
     let config = temp("nan.toml", &GOOD.replace("x.csv", nan.to_str().unwrap()));
-    let (ok, err) = run_cli(&["--cpu", "train", "--config", config.to_str().unwrap()]);
+    let (ok, err) = run_cli(&["train", "--cpu", "--config", config.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("nan.csv") && err.contains("line 2") && err.contains("NaN"), "{err}");
 
     let label = temp("label.csv", "1,2,0\n3,4,7\n");
     let text = GOOD.replace("x.csv", label.to_str().unwrap()).replace("path = ", "num_classes = 3\npath = ");
     let config = temp("label.toml", &text);
-    let (ok, err) = run_cli(&["--cpu", "train", "--config", config.to_str().unwrap()]);
+    let (ok, err) = run_cli(&["train", "--cpu", "--config", config.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("label.csv") && err.contains("line 2") && err.contains("label 7"), "{err}");
 }
@@ -271,7 +271,7 @@ fn cli_reports_bad_data_files_by_line() {
 fn cli_reports_an_unknown_layer_and_a_missing_config() {
     // (the wide-layer case through the CLI is the library test above: same check, same message)
     let config = temp("layer.toml", &GOOD.replace(r#"type = "relu""#, r#"type = "softmaxx""#));
-    let (ok, err) = run_cli(&["--cpu", "train", "--config", config.to_str().unwrap()]);
+    let (ok, err) = run_cli(&["train", "--cpu", "--config", config.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("softmaxx") && err.contains("layer.toml"), "{err}");
     let (ok, err) = run_cli(&["train", "--config", "/nonexistent/run.toml"]);
@@ -283,7 +283,7 @@ fn cli_reports_an_unknown_layer_and_a_missing_config() {
 fn cli_reports_an_unknown_adapter() {
     // With no adapter at all the CLI falls back to the CPU (tested above): no list to refuse from.
     common::require_gpu!();
-    let (ok, err) = run_cli(&["--adapter", "no-such-gpu-anywhere", "train", "--epochs", "1"]);
+    let (ok, err) = run_cli(&["train", "--adapter", "no-such-gpu-anywhere", "--epochs", "1"]);
     assert!(!ok);
     assert!(err.contains("no-such-gpu-anywhere") && err.contains("available"), "{err}");
 }
@@ -329,7 +329,7 @@ fn cli_refuses_batch_norm_batches_of_one_row_before_training() {
     let layers =
         "[{ type = 'linear', out = 16 }, { type = 'batch-norm' }, { type = 'relu' }, { type = 'linear', out = 10 }]";
     let config = digits_config("bn1.toml", layers, 3);
-    let (ok, err) = run_cli(&["--cpu", "train", "--config", config.to_str().unwrap()]);
+    let (ok, err) = run_cli(&["train", "--cpu", "--config", config.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("1 row") && err.contains("batch norm (layer 1)") && err.contains("drop_last"), "{err}");
     assert!(!err.contains("epoch"), "the error comes before any training: {err}");
@@ -339,7 +339,7 @@ fn cli_refuses_batch_norm_batches_of_one_row_before_training() {
 fn cli_reports_a_residual_width_mismatch_before_training() {
     let layers = "[{ type = 'linear', out = 16 }, { type = 'residual', layers = [{ type = 'linear', out = 12 }] }, { type = 'linear', out = 10 }]";
     let config = digits_config("res.toml", layers, 32);
-    let (ok, err) = run_cli(&["--cpu", "train", "--config", config.to_str().unwrap()]);
+    let (ok, err) = run_cli(&["train", "--cpu", "--config", config.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("layer 1 (residual)") && err.contains("width 16") && err.contains("width 12"), "{err}");
 }

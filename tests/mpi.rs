@@ -292,11 +292,11 @@ fn two_ranks_train_to_where_one_process_does() {
     let d = work_dir("match");
     let cfg = spirals(&d, 3);
     let (one, two) = (d.join("one.safetensors"), d.join("two.safetensors"));
-    let run = single("match-one", &["--cpu", "train", "--config", &cfg, "--save", one.to_str().unwrap()]);
+    let run = single("match-one", &["train", "--cpu", "--config", &cfg, "--save", one.to_str().unwrap()]);
     assert_eq!(run.code, Some(0), "{}", run.text());
     let run = mpirun_gradflow(
         "match-two",
-        &ranks_of(2, &["--cpu", "train", "--config", &cfg, "--save", two.to_str().unwrap()]),
+        &ranks_of(2, &["train", "--cpu", "--config", &cfg, "--save", two.to_str().unwrap()]),
     );
     run.assert_no_panic();
     assert_eq!(run.code, Some(0), "{}", run.text());
@@ -326,8 +326,8 @@ fn two_ranks_with_synchronised_batch_norm_train_to_where_one_process_does() {
         let (one, two) = (d.join("one.safetensors"), d.join("two.safetensors"));
         let exec: &[&str] = if gpu { &[] } else { &["--cpu"] };
         let args = |out: &std::path::Path| -> Vec<String> {
-            let tail = ["train", "--config", &cfg, "--save", out.to_str().unwrap()];
-            exec.iter().chain(tail.iter()).map(|s| s.to_string()).collect()
+            let tail = ["--config", &cfg, "--save", out.to_str().unwrap()];
+            std::iter::once(&"train").chain(exec).chain(tail.iter()).map(|s| s.to_string()).collect()
         };
         let one_args = args(&one);
         let run = single("sync-one", &one_args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -346,14 +346,14 @@ fn a_run_stopped_under_two_ranks_resumes_under_one() {
     let d = work_dir("resume");
     let cfg = spirals(&d, 3);
     let (whole, part) = (d.join("whole.safetensors"), d.join("part.safetensors"));
-    let run = single("resume-whole", &["--cpu", "train", "--config", &cfg, "--save", whole.to_str().unwrap()]);
+    let run = single("resume-whole", &["train", "--cpu", "--config", &cfg, "--save", whole.to_str().unwrap()]);
     assert_eq!(run.code, Some(0), "{}", run.text());
     let part_s = part.to_str().unwrap();
-    let args = ["--cpu", "train", "--config", &cfg, "--save", part_s, "--max-steps", "20"];
+    let args = ["train", "--cpu", "--config", &cfg, "--save", part_s, "--max-steps", "20"];
     let run = mpirun_gradflow("resume-two", &ranks_of(2, &args));
     assert_eq!(run.code, Some(0), "{}", run.text());
     assert!(run.stdout.contains("stopped after step 20 (--max-steps), in epoch 2 after batch 5"), "{}", run.text());
-    let run = single("resume-one", &["--cpu", "train", "--config", &cfg, "--resume", part_s, "--save", part_s]);
+    let run = single("resume-one", &["train", "--cpu", "--config", &cfg, "--resume", part_s, "--save", part_s]);
     assert_eq!(run.code, Some(0), "{}", run.text());
     assert!(
         run.stdout.contains("resume: ") && run.stdout.contains("(step 20, epoch 2 after batch 5)"),
@@ -376,7 +376,7 @@ fn a_batch_that_does_not_split_over_the_ranks_is_one_message_and_a_clean_exit() 
     let d = work_dir("split");
     let cfg = spirals(&d, 1);
     let run =
-        mpirun_gradflow("split", &ranks_of(2, &["--cpu", "train", "--config", &cfg, "--set", "train.batch_size=31"]));
+        mpirun_gradflow("split", &ranks_of(2, &["train", "--cpu", "--config", &cfg, "--set", "train.batch_size=31"]));
     assert_refused(&run, "a batch of 31 rows does not split over 2 ranks");
 }
 
@@ -384,7 +384,7 @@ fn a_batch_that_does_not_split_over_the_ranks_is_one_message_and_a_clean_exit() 
 fn ranks_started_with_different_configs_are_one_message_and_a_clean_exit() {
     let d = work_dir("configs");
     let cfg = spirals(&d, 1);
-    let mut contexts = ranks_of(2, &["--cpu", "train", "--config", &cfg]);
+    let mut contexts = ranks_of(2, &["train", "--cpu", "--config", &cfg]);
     contexts[1].extend(["--set".to_string(), "optimizer.lr=0.5".to_string()]);
     let run = mpirun_gradflow("configs", &contexts);
     assert_refused(&run, "the ranks were started with different configs");
@@ -413,12 +413,12 @@ fn ranks_given_different_options_or_epochs_are_one_message_and_never_a_hang() {
     let d = work_dir("options");
     let cfg = spirals(&d, 2);
     // --max-steps on rank 0 only: the ranks would wait in different collectives.
-    let mut contexts = ranks_of(2, &["--cpu", "train", "--config", &cfg]);
+    let mut contexts = ranks_of(2, &["train", "--cpu", "--config", &cfg]);
     contexts[0].extend(["--max-steps".to_string(), "5".to_string()]);
     let run = mpirun_gradflow("options-steps", &contexts);
     assert_refused(&run, "the ranks differ in their options");
     // --epochs 0 on rank 1 only: it must not leave alone while rank 0 waits.
-    let mut contexts = ranks_of(2, &["--cpu", "train", "--config", &cfg]);
+    let mut contexts = ranks_of(2, &["train", "--cpu", "--config", &cfg]);
     contexts[1].extend(["--epochs".to_string(), "0".to_string()]);
     let run = mpirun_gradflow("options-epochs", &contexts);
     assert_refused(&run, "the ranks were started with different configs");

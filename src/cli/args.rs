@@ -1,50 +1,140 @@
-//! The command line as clap parses it: the global flags, and one argument struct per command.
+//! The command line as clap parses it: one argument struct per command, and the option groups
+//! (device, adapter, state-dict loading) that the commands they apply to flatten in.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::train::Placement;
+
 #[derive(Parser)]
 #[command(name = "gradflow", version, about = "Train dense networks on any GPU with WGSL compute shaders")]
+// `gradflow` alone trains the default run, so it takes the device options, which go after a
+// command's name otherwise (`gradflow --cpu check` is refused: check has no --cpu).
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Adapter to use: a substring of its name, or a backend (vulkan, metal, dx12, gl). Also $GRADFLOW_ADAPTER.
-    #[arg(long, global = true)]
-    pub adapter: Option<String>,
-    /// Run on the CPU reference path instead of a GPU.
-    #[arg(long, global = true)]
-    pub cpu: bool,
-    /// Load state dicts that have tensors the config's model lacks, ignoring them with a warning
-    /// (torch's strict=False); by default such a file is refused. Not for --resume.
-    #[arg(long, global = true)]
-    pub non_strict: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 #[derive(Subcommand)]
 pub enum Command {
     /// Train the model a config describes (the default: configs/digits.toml).
-    Train(TrainArgs),
+    Train {
+        #[command(flatten)]
+        args: TrainArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// Loss, accuracy and confusion matrix of a saved model on the config's data.
-    Eval(EvalArgs),
+    Eval {
+        #[command(flatten)]
+        args: EvalArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// Writes a saved model's outputs for new inputs: logits to .npy, or class and logits to CSV.
-    Predict(PredictArgs),
+    Predict {
+        #[command(flatten)]
+        args: PredictArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// The Hessian of the mean training loss at a saved model: its extreme eigenvalues (Lanczos),
     /// its index and spectral density (stochastic Lanczos quadrature).
-    Hessian(HessianArgs),
+    Hessian {
+        #[command(flatten)]
+        args: HessianArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// Trains the config's model with each of several optimizers (or batching schemes) from the
     /// same initial weights and batch schedule, and overlays their curves.
-    Compare(CompareArgs),
+    Compare {
+        #[command(flatten)]
+        args: CompareArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Trains a grid of settings (e.g. learning rates × momenta), each from several seeds, and
     /// prints one table of the final numbers' mean and spread.
-    Sweep(SweepArgs),
+    Sweep {
+        #[command(flatten)]
+        args: SweepArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Runs every kernel on this machine's adapter against the CPU reference and prints the
     /// worst error of each; exits non-zero if one is out of bounds.
-    Check,
+    Check {
+        #[command(flatten)]
+        adapter: AdapterArgs,
+    },
     /// List the adapters wgpu can see, best first.
     Devices,
     /// Matmul GFLOP/s and training samples/s on the chosen adapter.
-    Bench(BenchArgs),
+    Bench {
+        #[command(flatten)]
+        args: BenchArgs,
+        #[command(flatten)]
+        adapter: AdapterArgs,
+    },
+}
+
+// The option groups that several commands share, each only on the commands it means something
+// for: clap refuses them elsewhere.
+
+// Where a command computes: a GPU adapter or the CPU reference (train, eval, predict, hessian,
+// compare, sweep, and `gradflow` alone).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DeviceArgs {
+    /// Adapter to use: a substring of its name, or a backend (vulkan, metal, dx12, gl). Also $GRADFLOW_ADAPTER.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Run on the CPU reference path instead of a GPU.
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+impl DeviceArgs {
+    /// Where the command runs, as `train` takes it.
+    pub fn placement(&self) -> Placement {
+        Placement { adapter: self.adapter.clone(), cpu: self.cpu, ..Default::default() }
+    }
+}
+
+// The adapter alone, for the commands that exist to measure one (check, bench).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct AdapterArgs {
+    /// Adapter to use: a substring of its name, or a backend (vulkan, metal, dx12, gl). Also $GRADFLOW_ADAPTER.
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
+impl AdapterArgs {
+    /// The adapter's placement (never the CPU reference: these commands measure a GPU).
+    pub fn placement(&self) -> Placement {
+        Placement { adapter: self.adapter.clone(), ..Default::default() }
+    }
+}
+
+// How a state dict is loaded, for the commands that load one (train --init, eval, predict, hessian).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LoadArgs {
+    /// Load state dicts that have tensors the config's model lacks, ignoring them with a warning
+    /// (torch's strict=False); by default such a file is refused. Not for --resume.
+    #[arg(long)]
+    pub non_strict: bool,
 }
 
 // The argument structs carry no doc comments of their own: clap would take one for the
@@ -92,6 +182,12 @@ pub struct TrainArgs {
     /// extension).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Print only warnings, errors and the closing summary (no header, epoch lines or progress bar).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print every N-th epoch's line (the run's first and last always); --metrics still records all.
+    #[arg(long, value_name = "N")]
+    pub log_interval: Option<usize>,
 }
 
 // `gradflow eval`.
@@ -163,10 +259,11 @@ pub struct CompareArgs {
     /// The config whose model, data and training settings every run shares (default: the digits run).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Comma-separated entries, each a preset with optional settings: sgd, momentum, nesterov,
-    /// adagrad, rmsprop, adam, adamw, sgd-reshuffle, sgd-replacement, gd; e.g.
-    /// "sgd,adam(lr=0.003),sgd(batching=\"replacement\")".
-    #[arg(long, default_value = "sgd,momentum,nesterov,adagrad,rmsprop,adam")]
+    /// Comma-separated entries: config (the config's own optimizer) or a preset (sgd, momentum,
+    /// nesterov, adagrad, rmsprop, adam, adamw, sgd-reshuffle, sgd-replacement, gd), each with
+    /// optional settings; a preset takes the config's lr unless given one. E.g.
+    /// "config,adam(lr=0.003, betas=[0.8, 0.99]),sgd(batching=\"replacement\")".
+    #[arg(long, default_value = crate::train::compare::DEFAULT_ENTRIES)]
     pub optimizers: String,
     /// Override train.epochs.
     #[arg(long)]

@@ -26,14 +26,17 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
         String::new()
     };
     crate::say!(
-        "{} ({} train / {} test rows), {} epochs, init seed {}, batch seed {}{seeds}",
+        "{} ({} train / {} test rows), {} epochs, batch size {}, batching {}, init seed {}, batch seed {}{seeds}",
         file.display(),
         train_set.n,
         test_set.n,
         config.train.epochs,
+        config.train.batch_size,
+        config.train.batching,
         config.model.init_seed,
         config.train.seed
     );
+    print_settings(&config, &contenders);
     let mut runs_of = Vec::new();
     for c in &contenders {
         for seed in 0..args.seeds {
@@ -62,6 +65,15 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
     Ok(())
 }
 
+/// Every run's full settings, each as an `--optimizers` entry that trains it again.
+fn print_settings(base: &crate::config::Config, contenders: &[compare::Contender]) {
+    let width = contenders.iter().map(|c| c.label.chars().count()).max().unwrap_or(0);
+    crate::say!("settings (each can be pasted back into --optimizers):");
+    for c in contenders {
+        crate::say!("  {:<width$}  {}", c.label, compare::settings(base, &c.config));
+    }
+}
+
 /// Trains `runs` side by side where they can unless `one_by_one` (on the GPU as one batch of
 /// models, `train::side_by_side`; with `--cpu`, one run per core), else one after another,
 /// printing the device and each run's line.
@@ -82,10 +94,11 @@ pub(super) fn train_all(
     } else {
         train::side_by_side::run_side_by_side(&runs, train_set, test_set, placement)?
     };
+    let width = runs.iter().map(|r| r.label.chars().count()).max().unwrap_or(0).max(LABEL_WIDTH);
     match together {
         SideBySide::Trained(done) => {
             crate::say!("device: {}", done[0].device);
-            done.iter().for_each(print_run);
+            done.iter().for_each(|r| print_run(r, width));
             return Ok(done);
         }
         SideBySide::OneByOne(why) if runs.len() > 1 => crate::say!("runs: one after another ({why})"),
@@ -97,21 +110,24 @@ pub(super) fn train_all(
         if done.is_empty() {
             crate::say!("device: {}", run.device);
         }
-        print_run(&run);
+        print_run(&run, width);
         done.push(run);
     }
     Ok(done)
 }
 
-/// One run's line: where it started and ended, and its training time.
-pub(super) fn print_run(run: &compare::Run) {
+/// The narrowest label column, so that short labels still line up as they always have.
+const LABEL_WIDTH: usize = 32;
+
+/// One run's line: where it started and ended, and its training time; the label padded to `width`.
+pub(super) fn print_run(run: &compare::Run, width: usize) {
     if let Some(why) = &run.diverged {
-        crate::say!("{:<32} diverged: {why}", run.label);
+        crate::say!("{:<width$} diverged: {why}", run.label);
         return;
     }
     let (first, last) = (run.points[0], run.last());
     crate::say!(
-        "{:<32} start loss {:.4}  final train loss {:.4}  test loss {:.4}  test acc {:5.1}%  {:6.2} s",
+        "{:<width$} start loss {:.4}  final train loss {:.4}  test loss {:.4}  test acc {:5.1}%  {:6.2} s",
         run.label,
         first.train_loss,
         last.train_loss,

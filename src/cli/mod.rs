@@ -18,7 +18,10 @@ pub mod train;
 
 use std::path::PathBuf;
 
-pub use args::{BenchArgs, Cli, Command, CompareArgs, EvalArgs, HessianArgs, PredictArgs, SweepArgs, TrainArgs};
+pub use args::{
+    AdapterArgs, BenchArgs, Cli, Command, CompareArgs, DeviceArgs, EvalArgs, HessianArgs, LoadArgs, PredictArgs,
+    SweepArgs, TrainArgs,
+};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::error::Result;

@@ -72,6 +72,9 @@ pub fn train_until(
 
 /// The config (with `--set` and `--epochs`), its file, and the session's options.
 fn options(args: TrainArgs, non_strict: bool) -> Result<(crate::config::Config, std::path::PathBuf, TrainOptions)> {
+    if args.log_interval == Some(0) {
+        return Err(Error::Usage("--log-interval must be at least 1 (print every N-th epoch)".into()));
+    }
     let set = super::with_epochs(&args.set, args.epochs);
     let (config, file) = match &args.data {
         Some(data) => {
@@ -90,6 +93,8 @@ fn options(args: TrainArgs, non_strict: bool) -> Result<(crate::config::Config, 
         log_every: args.log_every,
         plot: args.plot,
         non_strict,
+        quiet: args.quiet,
+        log_interval: args.log_interval,
     };
     Ok((config, file, opts))
 }

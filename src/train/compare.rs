@@ -1,28 +1,37 @@
 //! `gradflow compare`: the same model, from the same initial weights and the same batch schedule,
 //! trained with each of several optimizers (or batching schemes), with the curves overlaid.
 //!
-//! An entry is a preset name, optionally with settings in parentheses, TOML values separated by
-//! spaces: `adam(lr=0.003)`, `sgd(lr=0.1 batching="replacement")`, `momentum(momentum=0.95)`.
-//! Settings name optimizer fields, or `batching` and `batch_size` of the training section.
+//! An entry is `config` (the config's own optimizer and batching) or a preset name, optionally
+//! with settings in parentheses: TOML values separated by commas or spaces, `adam(lr=0.003,
+//! betas=[0.8, 0.99])`, `sgd(lr=0.1 batching="replacement")`. Settings name optimizer fields, or
+//! `batching` and `batch_size` of the training section. A preset takes the config's learning
+//! rate unless the entry sets `lr`, so no run has a rate the user did not see; `settings` writes
+//! every field of a run back in this form.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::optim::Optimizer;
+use crate::optim::{MomentumForm, MomentumSpec, Optimizer};
 
-/// The presets: (name, optimizer fields as TOML, batching override). Learning rates suit the
-/// default digits run; override them per entry for other problems.
+/// The entry that stands for the config's own optimizer (and batching).
+pub const CONFIG_ENTRY: &str = "config";
+
+/// `--optimizers` when not given: the config's own run first, as the reference.
+pub const DEFAULT_ENTRIES: &str = "config,sgd,momentum,nesterov,adagrad,rmsprop,adam";
+
+/// The presets: (name, optimizer fields as TOML, batching override). None sets `lr`: each takes
+/// the config's unless the entry gives one; the other fields are torch.optim's defaults.
 pub const PRESETS: [(&str, &str, Option<&str>); 10] = [
-    ("sgd", "type = 'sgd'\nlr = 0.05", None),
-    ("momentum", "type = 'sgd'\nlr = 0.05\nmomentum = 0.9", None),
-    ("nesterov", "type = 'sgd'\nlr = 0.05\nmomentum = 0.9\nnesterov = true", None),
-    ("adagrad", "type = 'adagrad'\nlr = 0.05", None),
-    ("rmsprop", "type = 'rmsprop'\nlr = 0.001", None),
-    ("adam", "type = 'adam'\nlr = 0.001", None),
-    ("adamw", "type = 'adamw'\nlr = 0.001", None),
+    ("sgd", "type = 'sgd'", None),
+    ("momentum", "type = 'sgd'\nmomentum = 0.9", None),
+    ("nesterov", "type = 'sgd'\nmomentum = 0.9\nnesterov = true", None),
+    ("adagrad", "type = 'adagrad'", None),
+    ("rmsprop", "type = 'rmsprop'", None),
+    ("adam", "type = 'adam'", None),
+    ("adamw", "type = 'adamw'", None),
     // The course's two SGD schemes and full-batch gradient descent.
-    ("sgd-reshuffle", "type = 'sgd'\nlr = 0.05", Some("shuffle")),
-    ("sgd-replacement", "type = 'sgd'\nlr = 0.05", Some("replacement")),
-    ("gd", "type = 'sgd'\nlr = 0.5", Some("full-batch")),
+    ("sgd-reshuffle", "type = 'sgd'", Some("shuffle")),
+    ("sgd-replacement", "type = 'sgd'", Some("replacement")),
+    ("gd", "type = 'sgd'", Some("full-batch")),
 ];
 
 /// One run of the comparison: its label and the config it trains with.
@@ -61,52 +70,233 @@ fn entries(spec: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The contenders `spec` names, each a copy of `base` with its optimizer (and batching).
-pub fn parse_contenders(base: &Config, spec: &str) -> Result<Vec<Contender>> {
-    let names = PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ");
-    let mut out = Vec::new();
-    for entry in entries(spec)? {
-        let (name, settings) = match entry.split_once('(') {
-            Some((n, rest)) => (n.trim(), rest.strip_suffix(')').unwrap_or(rest).trim()),
-            None => (entry.as_str(), ""),
-        };
-        let (_, fields, batching) = PRESETS
-            .iter()
-            .find(|p| p.0 == name)
-            .ok_or_else(|| Error::Usage(format!("--optimizers: unknown entry '{name}'; use one of {names}")))?;
-        let mut optimizer: toml::Table = toml::from_str(fields).map_err(|e| Error::Usage(e.to_string()))?;
-        let mut config = base.clone();
-        if let Some(b) = batching {
-            config.train.batching = b.parse().map_err(|e: Error| Error::Usage(e.to_string()))?;
-        }
-        // Settings as TOML: `lr=0.1 momentum=0.9` reads as two key-value lines.
-        let table: toml::Table = toml::from_str(&settings.split_whitespace().collect::<Vec<_>>().join("\n"))
-            .map_err(|e| Error::Usage(format!("--optimizers entry '{entry}': {}", e.message())))?;
-        for (key, value) in table {
-            match key.as_str() {
-                "batching" => {
-                    let s = value.as_str().ok_or_else(|| Error::Usage(format!("'{entry}': batching is a string")))?;
-                    config.train.batching = s.parse()?;
+/// The pieces of `inside` separated by commas or blanks outside brackets, braces and quotes,
+/// with a lone `=` (from `lr = 0.1`) joined to its neighbours.
+fn pieces(inside: &str) -> Vec<String> {
+    let (mut out, mut cur, mut depth, mut quote) = (Vec::new(), String::new(), 0i32, None);
+    for c in inside.chars() {
+        match (quote, c) {
+            (Some(q), _) => quote = (c != q).then_some(q),
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth -= 1,
+            (None, ',') | (None, ' ' | '\t') if depth == 0 => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
                 }
-                "batch_size" => {
-                    let n = value
-                        .as_integer()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| Error::Usage(format!("'{entry}': batch_size must be a positive integer")))?;
-                    config.train.batch_size = n as usize;
-                }
-                _ => {
-                    optimizer.insert(key, value);
-                }
+                continue;
             }
+            _ => {}
         }
-        config.optimizer = toml::Value::Table(optimizer)
-            .try_into::<Optimizer>()
-            .map_err(|e| Error::Usage(format!("--optimizers entry '{entry}': {}", e.message())))?;
-        config.optimizer.validate().map_err(|m| Error::Usage(format!("--optimizers entry '{entry}': {m}")))?;
-        out.push(Contender { label: entry.clone(), config });
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    let mut joined: Vec<String> = Vec::new();
+    for p in out {
+        match joined.last_mut() {
+            Some(last) if last.ends_with('=') || p.starts_with('=') => last.push_str(&p),
+            _ => joined.push(p),
+        }
+    }
+    joined
+}
+
+/// The entry's settings as (field, TOML value), in the order given.
+fn parse_settings(entry: &str, inside: &str) -> Result<Vec<(String, toml::Value)>> {
+    let usage = |m: String| Error::Usage(format!("--optimizers entry '{entry}': {m}"));
+    let mut out: Vec<(String, toml::Value)> = Vec::new();
+    for piece in pieces(inside) {
+        let (key, value) = piece
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+            .ok_or_else(|| usage(format!("'{piece}' is not a setting; write name=value, e.g. lr=0.01")))?;
+        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .ok_or_else(|| {
+                usage(format!(
+                    "{key}={value}: not a TOML value (a number 0.01, true/false, a string \"replacement\", \
+                     an array [0.9, 0.999])"
+                ))
+            })?;
+        if out.iter().any(|(k, _)| k == key) {
+            return Err(usage(format!("{key} is given twice")));
+        }
+        out.push((key.to_string(), value));
     }
     Ok(out)
+}
+
+/// The contenders `spec` names, each a copy of `base` with its optimizer (and batching).
+pub fn parse_contenders(base: &Config, spec: &str) -> Result<Vec<Contender>> {
+    entries(spec)?.into_iter().map(|entry| contender(base, &entry)).collect()
+}
+
+/// One entry's contender: its preset (or the config's optimizer) with the entry's settings.
+fn contender(base: &Config, entry: &str) -> Result<Contender> {
+    let usage = |m: String| Error::Usage(format!("--optimizers entry '{entry}': {m}"));
+    let (name, inside) = match entry.split_once('(') {
+        Some((n, rest)) => (n.trim(), rest.strip_suffix(')').unwrap_or(rest)),
+        None => (entry, ""),
+    };
+    let mut config = base.clone();
+    let mut optimizer = if name == CONFIG_ENTRY {
+        table_of(&base.optimizer)
+    } else {
+        let names = PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ");
+        let (_, fields, batching) = PRESETS.iter().find(|p| p.0 == name).ok_or_else(|| {
+            Error::Usage(format!("--optimizers: unknown entry '{name}'; use {CONFIG_ENTRY} or one of {names}"))
+        })?;
+        if let Some(b) = batching {
+            config.train.batching = b.parse()?;
+        }
+        let mut table: toml::Table = toml::from_str(fields).map_err(|e| Error::Usage(e.to_string()))?;
+        table.insert("lr".into(), toml::Value::Float(base.optimizer.lr()));
+        table
+    };
+    let preset = optimizer.clone();
+    let mut given = Vec::new();
+    for (key, value) in parse_settings(entry, inside)? {
+        match key.as_str() {
+            "batching" => {
+                let s = value
+                    .as_str()
+                    .ok_or_else(|| usage("batching is a string, e.g. batching=\"replacement\"".into()))?;
+                config.train.batching = s.parse().map_err(|e: Error| usage(e.to_string()))?;
+            }
+            "batch_size" => {
+                let n = value
+                    .as_integer()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| usage(format!("batch_size={value}: a positive integer, e.g. batch_size=32")))?;
+                config.train.batch_size = n as usize;
+            }
+            "type" => {
+                return Err(usage("the optimizer is the entry's name (adam(lr=0.01)), not a type= setting".into()))
+            }
+            _ => {
+                given.push((key.clone(), value.clone()));
+                optimizer.insert(key, value);
+            }
+        }
+    }
+    config.optimizer = optimizer_of(optimizer).map_err(|m| usage(blame(&preset, &given).unwrap_or(m)))?;
+    config.optimizer.validate().map_err(usage)?;
+    let label = if name == CONFIG_ENTRY && inside.trim().is_empty() {
+        format!("{CONFIG_ENTRY}: {}", short_settings(&base.optimizer))
+    } else {
+        entry.to_string()
+    };
+    Ok(Contender { label, config })
+}
+
+fn optimizer_of(table: toml::Table) -> std::result::Result<Optimizer, String> {
+    toml::Value::Table(table).try_into::<Optimizer>().map_err(|e| e.message().to_string())
+}
+
+/// The first of the `given` settings that the `preset` refuses on its own: "field=value:
+/// why; expected form", for an error that names the field.
+fn blame(preset: &toml::Table, given: &[(String, toml::Value)]) -> Option<String> {
+    let example = optimizer_of(preset.clone()).ok().map(|o| settings_of(&o)).unwrap_or_default();
+    given.iter().find_map(|(key, value)| {
+        let mut one = preset.clone();
+        one.insert(key.clone(), value.clone());
+        let why = optimizer_of(one).err()?;
+        let form =
+            example.iter().find(|(k, _)| k == key).map_or(String::new(), |(k, v)| format!("; write it as {k}={v}"));
+        Some(format!("{key}={value}: {why}{form}"))
+    })
+}
+
+/// Every field of `optimizer` (defaults included) as (name, TOML value), in its struct's order.
+pub fn settings_of(optimizer: &Optimizer) -> Vec<(String, String)> {
+    // `{:?}` writes the shortest text that reads back as the same f64, in a form TOML reads.
+    let f = |x: f64| format!("{x:?}");
+    let b = |x: bool| x.to_string();
+    let adam = |lr, betas: [f64; 2], eps, wd, amsgrad| {
+        vec![
+            ("lr", f(lr)),
+            ("betas", format!("[{}, {}]", f(betas[0]), f(betas[1]))),
+            ("eps", f(eps)),
+            ("weight_decay", f(wd)),
+            ("amsgrad", b(amsgrad)),
+        ]
+    };
+    let fields = match optimizer {
+        Optimizer::Sgd(s) => vec![
+            ("lr", f(s.lr)),
+            ("momentum", momentum(&s.momentum)),
+            ("dampening", f(s.dampening)),
+            ("weight_decay", f(s.weight_decay)),
+            ("nesterov", b(s.nesterov)),
+        ],
+        Optimizer::Adagrad(a) => vec![
+            ("lr", f(a.lr)),
+            ("lr_decay", f(a.lr_decay)),
+            ("weight_decay", f(a.weight_decay)),
+            ("initial_accumulator_value", f(a.initial_accumulator_value)),
+            ("eps", f(a.eps)),
+        ],
+        Optimizer::Rmsprop(r) => vec![
+            ("lr", f(r.lr)),
+            ("alpha", f(r.alpha)),
+            ("eps", f(r.eps)),
+            ("weight_decay", f(r.weight_decay)),
+            ("momentum", f(r.momentum)),
+            ("centered", b(r.centered)),
+        ],
+        Optimizer::Adam(a) => adam(a.lr, a.betas, a.eps, a.weight_decay, a.amsgrad),
+        Optimizer::Adamw(a) => adam(a.lr, a.betas, a.eps, a.weight_decay, a.amsgrad),
+    };
+    fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// SGD's momentum as the config writes it: a number, or a table with its form.
+fn momentum(m: &MomentumSpec) -> String {
+    let form = match m.form() {
+        MomentumForm::Pytorch => return format!("{:?}", m.value()),
+        MomentumForm::HeavyBall => "heavy-ball",
+        MomentumForm::NesterovLookahead => "nesterov-lookahead",
+    };
+    format!("{{value = {:?}, form = \"{form}\"}}", m.value())
+}
+
+/// `optimizer` as an entry that names its learning rate and the fields it sets away from
+/// torch.optim's defaults: `sgd(lr=0.05, momentum=0.9)`.
+pub fn short_settings(optimizer: &Optimizer) -> String {
+    let bare = format!("type = '{}'\nlr = {:?}", optimizer.name(), optimizer.lr());
+    let defaults = toml::from_str::<toml::Table>(&bare).ok().and_then(|t| optimizer_of(t).ok());
+    let defaults = defaults.map(|d| settings_of(&d)).unwrap_or_default();
+    let fields: Vec<String> = settings_of(optimizer)
+        .into_iter()
+        .filter(|(k, v)| k == "lr" || !defaults.iter().any(|(dk, dv)| dk == k && dv == v))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!("{}({})", optimizer.name(), fields.join(", "))
+}
+
+/// `optimizer` as the `[optimizer]` table that reads back as it.
+fn table_of(optimizer: &Optimizer) -> toml::Table {
+    let lines: Vec<String> = settings_of(optimizer).iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    let mut table: toml::Table = toml::from_str(&lines.join("\n")).unwrap_or_default();
+    table.insert("type".into(), toml::Value::String(optimizer.name().into()));
+    table
+}
+
+/// A run's full settings as an `--optimizers` entry that trains it again on `base`: every
+/// optimizer field, and the batching and batch size where they differ from the config's.
+pub fn settings(base: &Config, run: &Config) -> String {
+    let mut fields: Vec<String> = settings_of(&run.optimizer).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if run.train.batching != base.train.batching {
+        fields.push(format!("batching=\"{}\"", run.train.batching));
+    }
+    if run.train.batch_size != base.train.batch_size {
+        fields.push(format!("batch_size={}", run.train.batch_size));
+    }
+    format!("{}({})", run.optimizer.name(), fields.join(", "))
 }
 
 /// One epoch of a run; epoch 0 is before training (its training numbers then come from an

@@ -35,6 +35,10 @@ pub struct TrainOptions {
     pub plot: Option<PathBuf>,
     /// Take a state dict with tensors the model does not have (torch's `strict=False`), naming them.
     pub non_strict: bool,
+    /// Print only warnings, errors and the closing summary. Printing never changes what is computed.
+    pub quiet: bool,
+    /// Print every N-th epoch's line (the run's first and last always).
+    pub log_interval: Option<usize>,
 }
 
 /// How a run that did not fail ended.
@@ -137,8 +141,8 @@ fn start(
     if let Some(ck) = start.as_ref().filter(|ck| ck.optimizer_state.is_some()) {
         check_resume(opts, ck, &schedule, &train_rows)?;
     }
-    print_header(config, config_file, &train_set, &test_set, &model);
-    if comm.size() > 1 {
+    print_header(config, config_file, &train_set, &test_set, &model, opts.quiet);
+    if comm.size() > 1 && !opts.quiet {
         crate::say!(
             "data-parallel: {} ranks, {} rows of each batch per rank",
             comm.size(),
@@ -156,8 +160,12 @@ fn start(
         }
         net.set_steps(ck.progress.steps);
     }
-    crate::say!("device: {}", net.describe());
-    crate::say!("optimizer: {}", config.optimizer);
+    if !opts.quiet {
+        crate::say!("device: {}", net.describe());
+        // A constant rate is said here once instead of in every epoch's line.
+        let constant = if config.train.schedule == crate::optim::Schedule::Constant { "; lr constant" } else { "" };
+        crate::say!("optimizer: {}{constant}", config.optimizer);
+    }
     if let Some(stream) = config.data.stream {
         net.set_streaming(stream);
     }

@@ -45,6 +45,7 @@ pub(super) fn run(
         reduce_secs: 0.0,
         steps_run: 0,
         saved_once: false,
+        first_epoch: 1,
     };
     run.epochs(batcher, progress)
 }
@@ -66,6 +67,8 @@ struct Run<'a> {
     steps_run: usize,
     /// Whether this run has written its checkpoint yet.
     saved_once: bool,
+    /// The first epoch this process trains (after a resume, not 1): its line always prints.
+    first_epoch: usize,
 }
 
 impl Run<'_> {
@@ -76,6 +79,7 @@ impl Run<'_> {
             batcher.next_epoch();
         }
         let mut throughput = Vec::new();
+        self.first_epoch = progress.epoch + 1;
         for epoch in progress.epoch + 1..=epochs {
             if let Some(signal) = self.signalled()? {
                 let saved = self.opts.save.as_ref().map_or(String::new(), |p| format!("; {} has its end", p.display()));
@@ -130,9 +134,11 @@ impl Run<'_> {
         }
         if let Some(path) = &self.opts.plot {
             crate::train::plot::write(path, &self.curves, self.net.as_mut(), self.train_set, self.test_set)?;
-            crate::say!("plot: {}", path.display());
+            if !self.opts.quiet {
+                crate::say!("plot: {}", path.display());
+            }
         }
-        if self.comm.size() > 1 {
+        if self.comm.size() > 1 && !self.opts.quiet {
             let (wall, steps) = (self.clock.elapsed().as_secs_f64(), self.steps_run.max(1) as f64);
             crate::say!(
                 "data-parallel over {} ranks: {:.3} ms a step on rank 0, {:.3} ms of it in all-reduces \
@@ -171,7 +177,7 @@ impl Run<'_> {
         let epochs = self.config.train.epochs;
         // indicatif draws nothing when stderr is not a terminal (logs, pipes, CI).
         let bar = ProgressBar::new(run.iter().map(Vec::len).sum::<usize>() as u64);
-        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_draw_target(if self.opts.quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() });
         bar.set_style(
             ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} samples {per_sec} eta {eta} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -265,15 +271,31 @@ impl Run<'_> {
             test_loss as f64,
             test_acc as f64,
         ));
+        if !self.prints_epoch(epoch) {
+            return Ok(());
+        }
         let test = if has_test { format!("  test acc {:5.1}%", 100.0 * test_acc) } else { String::new() };
+        // A constant rate is in the header (the optimizer line), not in every epoch's line.
+        let lr = if self.config.train.schedule == crate::optim::Schedule::Constant {
+            String::new()
+        } else {
+            format!("  lr {lr:.3e}")
+        };
         crate::say!(
-            "epoch {epoch:>3}/{}  lr {lr:.3e}  loss {}  train acc {:5.1}%{test}  {:>9.0} samples/s",
+            "epoch {epoch:>3}/{}{lr}  loss {}  train acc {:5.1}%{test}  {:>9.0} samples/s",
             self.config.train.epochs,
             fmt_loss(report.train_loss),
             100.0 * report.train_accuracy,
             report.samples_per_sec
         );
         Ok(())
+    }
+
+    /// Whether epoch `epoch`'s line prints: not with --quiet; with --log-interval N every N-th,
+    /// and the run's first and last always.
+    fn prints_epoch(&self, epoch: usize) -> bool {
+        let ends = epoch == self.first_epoch || epoch == self.config.train.epochs;
+        !self.opts.quiet && (ends || self.opts.log_interval.is_none_or(|n| epoch.is_multiple_of(n)))
     }
 
     /// Batch norm's running statistics as rank 0 has them, on every rank: each rank normalises

@@ -89,7 +89,23 @@ fn listed(names: &[String]) -> String {
     }
 }
 
-pub(super) fn print_header(config: &Config, config_file: &Path, train: &Dataset, test: &Dataset, model: &Model) {
+pub(super) fn print_header(
+    config: &Config,
+    config_file: &Path,
+    train: &Dataset,
+    test: &Dataset,
+    model: &Model,
+    quiet: bool,
+) {
+    if train.num_classes == 1 {
+        crate::warn!(
+            "warning: the training data has only one class: every prediction will be that class \
+             (wrong label column? set data.label_column or data.num_classes)"
+        );
+    }
+    if quiet {
+        return;
+    }
     let builtin = config.builtin && !config_file.exists();
     crate::say!("config: {}{}", config_file.display(), if builtin { " (the built-in copy)" } else { "" });
     let classes = match train.num_classes {
@@ -114,12 +130,6 @@ pub(super) fn print_header(config: &Config, config_file: &Path, train: &Dataset,
         config.data.path.display(),
         train.n,
     );
-    if train.num_classes == 1 {
-        crate::warn!(
-            "warning: the training data has only one class: every prediction will be that class \
-             (wrong label column? set data.label_column or data.num_classes)"
-        );
-    }
     if test.n == 0 {
         crate::say!("no test set (data.test_fraction = 0 and no data.test_path): no test column");
     }
@@ -137,7 +147,9 @@ pub(super) fn read_start(config: &Config, opts: &TrainOptions, model: &Model) ->
         } else {
             checkpoint::load_state_dict(path, model)?
         };
-        crate::say!("init: {}", path.display());
+        if !opts.quiet {
+            crate::say!("init: {}", path.display());
+        }
         return Ok(Some(Checkpoint {
             params,
             norm,
@@ -156,7 +168,9 @@ pub(super) fn read_start(config: &Config, opts: &TrainOptions, model: &Model) ->
         0 => format!("after epoch {}", p.epoch),
         b => format!("epoch {} after batch {b}", p.epoch + 1),
     };
-    crate::say!("resume: {} (step {}, {at})", path.display(), p.steps);
+    if !opts.quiet {
+        crate::say!("resume: {} (step {}, {at})", path.display(), p.steps);
+    }
     Ok(Some(ck))
 }
 
