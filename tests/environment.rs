@@ -60,3 +60,61 @@ fn an_autotune_cache_that_cannot_be_written_is_said_once_and_in_the_schedule_lin
     assert!(said[0].contains(&why) && said[0].contains("set $GRADFLOW_AUTOTUNE_CACHE to a writable file"), "{stderr}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn invalid_values_of_gradflow_variables_are_refused_naming_the_variable_value_and_choices() {
+    use gradflow::device::parse_shader_checks;
+    use gradflow::kernels::autotune::parse_cache_env;
+    use gradflow::kernels::MatmulVariant;
+    let message = |e: gradflow::error::Error| e.to_string();
+    assert_eq!(MatmulVariant::parse_env("packed").unwrap(), MatmulVariant::Packed);
+    assert_eq!(
+        message(MatmulVariant::parse_env("fast").unwrap_err()),
+        "$GRADFLOW_MATMUL=\"fast\" is not a value it takes; expected one of tiled, direct, packed, uniform (or unset, to autotune)"
+    );
+    assert!(parse_shader_checks("1").unwrap() && !parse_shader_checks("0").unwrap());
+    assert_eq!(
+        message(parse_shader_checks("true").unwrap_err()),
+        "$GRADFLOW_SHADER_CHECKS=\"true\" is not a value it takes; expected 1 (checks on) or 0 (off, the default)"
+    );
+    assert_eq!(parse_cache_env("off".as_ref()).unwrap(), None);
+    assert_eq!(parse_cache_env("/tmp/c.txt".as_ref()).unwrap(), Some(PathBuf::from("/tmp/c.txt")));
+    for switch in ["OFF", "0", "false", "none", "Disabled"] {
+        let e = message(parse_cache_env(switch.as_ref()).unwrap_err());
+        assert_eq!(
+            e,
+            format!(
+                "$GRADFLOW_AUTOTUNE_CACHE=\"{switch}\" is not a value it takes; expected a file path for the cache, or off to turn it off"
+            )
+        );
+    }
+}
+
+#[test]
+fn the_commands_refuse_an_invalid_variable_instead_of_ignoring_it() {
+    // `devices` reads every GPU variable without opening a device, so this runs anywhere.
+    for (var, value) in
+        [("GRADFLOW_MATMUL", "fast"), ("GRADFLOW_SHADER_CHECKS", "yes"), ("GRADFLOW_AUTOTUNE_CACHE", "OFF")]
+    {
+        let out = gradflow(&["devices"], &[(var, value)]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{var}={value}: {stdout}{stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: ${var}=\"{value}\" is not a value it takes; expected ")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn an_adapter_named_by_the_environment_that_matches_none_says_where_the_name_came_from() {
+    common::require_gpu!();
+    let out = gradflow(&["check"], &[("GRADFLOW_ADAPTER", "no-such-gpu")]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with("error: no adapter matches 'no-such-gpu' (from $GRADFLOW_ADAPTER); available: "),
+        "{stderr}"
+    );
+}

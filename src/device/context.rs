@@ -95,6 +95,14 @@ pub fn list_adapters() -> Vec<wgpu::Adapter> {
     adapters
 }
 
+/// `$GRADFLOW_ADAPTER`, None when unset or empty.
+fn adapter_env() -> Result<Option<String>> {
+    crate::error::env_value(
+        ADAPTER_ENV,
+        "part of an adapter's name, backend or driver, as `gradflow devices` lists them",
+    )
+}
+
 fn matches(info: &wgpu::AdapterInfo, wanted: &str) -> bool {
     let wanted = wanted.to_lowercase();
     info.name.to_lowercase().contains(&wanted)
@@ -106,8 +114,8 @@ impl Context {
     /// Opens the best adapter, or the first whose name, backend or driver matches `wanted`
     /// (else `$GRADFLOW_ADAPTER`). Discrete beats integrated beats software.
     pub fn new(wanted: Option<&str>) -> Result<Context> {
-        let env = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
-        let wanted = wanted.map(str::to_owned).or(env);
+        let from = if wanted.is_none() { " (from $GRADFLOW_ADAPTER)" } else { "" };
+        let wanted = wanted.map(str::to_owned).or(adapter_env()?);
         let adapters = list_adapters();
         if adapters.is_empty() {
             return Err(Error::NoAdapter(NO_ADAPTER_HINT.to_string()));
@@ -117,6 +125,7 @@ impl Context {
             Some(w) => {
                 adapters.iter().find(|a| matches(&a.get_info(), w)).cloned().ok_or_else(|| Error::AdapterNotFound {
                     wanted: w.clone(),
+                    from,
                     available: adapters.iter().map(|a| describe_adapter(&a.get_info())).collect::<Vec<_>>().join("; "),
                 })?
             }
@@ -127,7 +136,7 @@ impl Context {
     /// `new`, for data-parallel rank `rank_on_host` of its host: unless an adapter is named, the
     /// ranks share out the adapters of the best kind (rank r takes the r-th, modulo their number).
     pub fn for_rank(wanted: Option<&str>, rank_on_host: usize) -> Result<Context> {
-        let named = wanted.is_some() || std::env::var(ADAPTER_ENV).is_ok_and(|s| !s.is_empty());
+        let named = wanted.is_some() || adapter_env()?.is_some();
         if named || rank_on_host == 0 {
             return Context::new(wanted);
         }
@@ -141,6 +150,8 @@ impl Context {
 
     /// Opens a device with the adapter's own limits, so layers as large as the hardware allows fit.
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Context> {
+        // Refused before any kernel is compiled, where `shader_checks()` would read it as off.
+        super::pipeline::shader_checks_env()?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {

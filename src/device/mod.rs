@@ -18,4 +18,6 @@ pub use dispatch::{
     MAX_GROUPS_PER_DIM, SUBMIT_NANOS,
 };
 pub(crate) use pipeline::entries;
-pub use pipeline::{shader_checks, strided_extent, Entry, Family, Slot, SHADER_CHECKS_ENV};
+pub use pipeline::{
+    parse_shader_checks, shader_checks, shader_checks_env, strided_extent, Entry, Family, Slot, SHADER_CHECKS_ENV,
+};

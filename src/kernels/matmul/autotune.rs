@@ -14,7 +14,7 @@ use std::time::Instant;
 use super::Gpu;
 use super::{MatmulParams, MatmulVariant, Schedule};
 use crate::device::submit;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Environment variable naming the cache file (default: `$XDG_CACHE_HOME/gradflow/autotune.txt`,
 /// else `$HOME/.cache/gradflow/autotune.txt`); `off` disables the cache.
@@ -93,18 +93,38 @@ impl std::fmt::Display for NoCache {
 }
 
 /// The cache file, or why there is none.
-pub fn cache_path() -> std::result::Result<PathBuf, NoCache> {
-    match std::env::var_os(CACHE_ENV) {
-        Some(v) if v == "off" => return Err(NoCache::Off),
-        Some(v) if !v.is_empty() => return Ok(PathBuf::from(v)),
-        _ => {}
+pub type CachePlace = std::result::Result<PathBuf, NoCache>;
+
+/// The cache file or why there is none; an error for a `$GRADFLOW_AUTOTUNE_CACHE` that reads
+/// like a switch but is not `off`.
+pub fn cache_path() -> Result<CachePlace> {
+    if let Some(v) = std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()) {
+        return Ok(parse_cache_env(&v)?.ok_or(NoCache::Off));
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))
-        .ok_or(NoCache::NoHome)?;
-    Ok(base.join("gradflow").join("autotune.txt"))
+        .ok_or(NoCache::NoHome);
+    Ok(base.map(|b| b.join("gradflow").join("autotune.txt")))
+}
+
+/// A non-empty `$GRADFLOW_AUTOTUNE_CACHE`: `off` (None) or the cache file. "OFF", "0", "false",
+/// "none", "no" and "disabled" are refused: each would otherwise be a cache file of that name
+/// in the current folder, and the user who wrote it meant off.
+pub fn parse_cache_env(value: &std::ffi::OsStr) -> Result<Option<PathBuf>> {
+    if value == "off" {
+        return Ok(None);
+    }
+    let switch = ["off", "0", "false", "none", "no", "disable", "disabled"];
+    match value.to_str() {
+        Some(v) if switch.contains(&v.to_lowercase().as_str()) => Err(Error::Env {
+            var: CACHE_ENV,
+            value: v.into(),
+            expected: "a file path for the cache, or off to turn it off",
+        }),
+        _ => Ok(Some(PathBuf::from(value))),
+    }
 }
 
 /// What a cached choice is valid for: the adapter and driver, this build's kernels (a hash of
@@ -170,7 +190,7 @@ fn write_cache(path: &Path, key: &str, schedule: Schedule) -> std::result::Resul
 
 /// Where the winners of a search went; a cache that cannot be kept (rather than one turned
 /// off) is said on stderr once per process, since every run pays the search again.
-fn keep(path: std::result::Result<PathBuf, NoCache>, key: &str, schedule: Schedule, seconds: f64) -> Kept {
+fn keep(path: CachePlace, key: &str, schedule: Schedule, seconds: f64) -> Kept {
     let why = match path {
         Ok(p) => match write_cache(&p, key, schedule) {
             Ok(()) => return Kept::Cached(p),
@@ -192,12 +212,13 @@ pub fn unwritable_line(why: &str, seconds: f64) -> String {
     )
 }
 
-/// The cached schedule of an adapter, if it has been autotuned (for `gradflow devices`).
-pub fn cached(info: &wgpu::AdapterInfo) -> Option<Schedule> {
-    if let Some(variant) = MatmulVariant::from_env() {
-        return Some(Schedule::uniform(variant));
+/// The cached schedule of an adapter, if it has been autotuned (for `gradflow devices`); an
+/// error for an invalid `$GRADFLOW_MATMUL` or `$GRADFLOW_AUTOTUNE_CACHE`.
+pub fn cached(info: &wgpu::AdapterInfo) -> Result<Option<Schedule>> {
+    if let Some(variant) = MatmulVariant::from_env()? {
+        return Ok(Some(Schedule::uniform(variant)));
     }
-    cache_path().ok().and_then(|p| read_cache(&p, &cache_key(info)))
+    Ok(cache_path()?.ok().and_then(|p| read_cache(&p, &cache_key(info))))
 }
 
 /// The small class's probe: a Linear layer's (rows, inputs, outputs), all three of its products.
@@ -252,11 +273,11 @@ fn fastest(times: &[(MatmulVariant, f64)]) -> MatmulVariant {
 /// The schedule for `gpu`: `$GRADFLOW_MATMUL` (one schedule for every shape), else the cached
 /// winners, else the fastest now for each shape class.
 pub fn matmul_schedule(gpu: &Gpu) -> Result<Tuning> {
-    if let Some(variant) = MatmulVariant::from_env() {
+    if let Some(variant) = MatmulVariant::from_env()? {
         return Ok(Tuning { schedule: Schedule::uniform(variant), source: Source::Environment });
     }
     let key = cache_key(&gpu.info);
-    let path = cache_path();
+    let path = cache_path()?;
     if let Some((p, schedule)) = path.as_ref().ok().and_then(|p| Some((p, read_cache(p, &key)?))) {
         return Ok(Tuning { schedule, source: Source::Cached(p.clone()) });
     }
