@@ -118,3 +118,15 @@ fn an_adapter_named_by_the_environment_that_matches_none_says_where_the_name_cam
         "{stderr}"
     );
 }
+
+#[test]
+fn an_example_run_without_xdg_runtime_dir_prints_no_mesa_error() {
+    // `cargo test` builds the examples beside the test binaries' folder (target/<profile>/examples).
+    let exe = std::env::current_exe().unwrap();
+    let example = exe.parent().unwrap().parent().unwrap().join("examples").join("quickstart");
+    assert!(example.is_file(), "{} not built", example.display());
+    let out = Command::new(&example).env_remove("XDG_RUNTIME_DIR").env_remove("NODEVICE_SELECT").output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR") && !stdout.contains("XDG_RUNTIME_DIR"), "{stderr}");
+}

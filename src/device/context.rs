@@ -7,6 +7,38 @@ use crate::error::{Error, Result};
 /// Environment variable that picks an adapter, like `--adapter`.
 pub const ADAPTER_ENV: &str = "GRADFLOW_ADAPTER";
 
+/// Mesa's Vulkan device-select layer connects to Wayland while adapters are enumerated and, on a
+/// headless machine without `XDG_RUNTIME_DIR`, prints "error: XDG_RUNTIME_DIR is invalid or not
+/// set in the environment." twice, which reads as gradflow's own error. The layer only reorders
+/// adapters for programs that take the first one; gradflow ranks them itself (`--adapter`), so
+/// without a runtime folder (and so without a display to select for) this turns the layer off
+/// through its own switch, `NODEVICE_SELECT=1`, unless that is already set.
+///
+/// It changes the environment, so it must run while no other thread can read it (the rule of
+/// `std::env::set_var`): the `gradflow` binary calls it first in `main`. On Linux every program
+/// linked with gradflow (the examples, a library user's) also runs it before `main`, from the
+/// `.init_array` constructor below, where only one thread exists; calling it again is harmless.
+pub fn quiet_mesa_device_select() {
+    let runtime_dir_ok = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+    if !runtime_dir_ok && std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
+/// Runs `quiet_mesa_device_select` before `main` of any program linked with gradflow. Library
+/// code cannot do it soundly later: by the time an instance is created, other threads may be
+/// reading the environment. Kept beside `instance()`, which every adapter search calls, so the
+/// linker keeps this object file.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static QUIET_MESA_BEFORE_MAIN: extern "C" fn() = {
+    extern "C" fn quiet() {
+        quiet_mesa_device_select();
+    }
+    quiet
+};
+
 /// How to get a GPU where there is none: printed whenever no adapter is found.
 pub const NO_ADAPTER_HINT: &str = "; on headless Linux install Mesa's software Vulkan driver (lavapipe): \
     `apt-get install -y mesa-vulkan-drivers`";
@@ -150,8 +182,6 @@ impl Context {
 
     /// Opens a device with the adapter's own limits, so layers as large as the hardware allows fit.
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Context> {
-        // Refused before any kernel is compiled, where `shader_checks()` would read it as off.
-        super::pipeline::shader_checks_env()?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {

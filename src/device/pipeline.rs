@@ -82,7 +82,7 @@ const SHADER_CHECKS_VALUES: &str = "1 (checks on) or 0 (off, the default)";
 
 /// Whether kernels are compiled with wgpu's runtime checks (bounds clamps, loop bounding,
 /// division guards): off unless `$GRADFLOW_SHADER_CHECKS=1`. An invalid value reads as off
-/// here; `Context::from_adapter` refuses it before any kernel is compiled.
+/// here; `Gpu::on` refuses it before any kernel is compiled.
 pub fn shader_checks() -> bool {
     shader_checks_env().unwrap_or(false)
 }
