@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 use crate::optim::{GroupSpec, Optimizer, OptimizerSetup, Schedule};
 use crate::spec::{LayerSpec, Loss};
 
+mod messages;
+
 /// The built-in default run (configs/digits.toml), used when `gradflow` gets no arguments.
 pub const DEFAULT_CONFIG: &str = include_str!("../configs/digits.toml");
 pub const DEFAULT_CONFIG_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml");
@@ -205,18 +207,20 @@ impl Config {
     pub fn parse_with(text: &str, file: &Path, overrides: &[String]) -> Result<Config> {
         let config_err = |message: String| Error::Config { file: file.to_path_buf(), message };
         // The file alone first, so its own mistakes are reported with their line.
-        let mut config: Config = toml::from_str(text)
-            .map_err(|e| config_err(tagged::locate(text, true).unwrap_or_else(|| e.to_string())))?;
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| config_err(e.to_string()))?;
+        let described = |text: &str, e: &toml::de::Error, lines: bool| {
+            messages::plain(&tagged::locate(text, lines).unwrap_or_else(|| messages::describe(text, e, lines)))
+        };
+        let mut config: Config = toml::from_str(text).map_err(|e| config_err(described(text, &e, true)))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| config_err(described(text, &e, true)))?;
         if !overrides.is_empty() {
             for o in overrides {
                 apply_override(&mut table, o).map_err(|m| config_err(format!("--set {o}: {m}")))?;
             }
             let joined = overrides.join(" --set ");
             let merged = toml::to_string(&table).unwrap_or_default();
-            config = toml::Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| {
-                let message = tagged::locate(&merged, false).unwrap_or_else(|| e.message().to_string());
-                config_err(format!("after --set {joined}: {message}"))
+            // Parsed from text, not converted from the table, so the error has a span to name the field by.
+            config = toml::from_str(&merged).map_err(|e: toml::de::Error| {
+                config_err(format!("after --set {joined}: {}", described(&merged, &e, false)))
             })?;
         }
         config.optimizer_setup().validate().map_err(config_err)?;
@@ -336,7 +340,10 @@ fn apply_override(table: &mut toml::Table, assignment: &str) -> std::result::Res
         // A bare word (`adam`, `../data/x.csv`) is a string; what starts like a TOML number,
         // array, table or quoted string was meant as one, and its syntax error is reported.
         Err(e) if looks_like_toml(raw) => {
-            let message = e.message().trim().to_string();
+            let message = messages::plain(e.message().trim());
+            if message.contains("is too large") {
+                return Err(format!("{key}: {message}"));
+            }
             return Err(format!(
                 "'{raw}' is not a valid TOML value ({message}); write strings in quotes, e.g. {key}='text'"
             ));

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("no GPU adapter found{0}")]
     NoAdapter(String),
-    #[error("no adapter matches '{wanted}'; available: {available}")]
-    AdapterNotFound { wanted: String, available: String },
+    /// `from` says where the name came from when not from `--adapter` (`$GRADFLOW_ADAPTER`).
+    #[error("no adapter matches '{wanted}'{from}; available: {available}")]
+    AdapterNotFound { wanted: String, from: &'static str, available: String },
     #[error("could not open a device on adapter '{adapter}': {source}")]
     RequestDevice { adapter: String, source: wgpu::RequestDeviceError },
     #[error("GPU validation error in {context}: {message}")]
@@ -60,10 +61,26 @@ pub enum Error {
     Fixture { file: PathBuf, message: String },
     #[error("{0}")]
     Usage(String),
+    /// A gradflow environment variable set to a value it does not take.
+    #[error("${var}={value:?} is not a value it takes; expected {expected}")]
+    Env { var: &'static str, value: String, expected: &'static str },
     /// A data-parallel run's ranks disagree or cannot all start, a collective used wrongly, or
     /// MPI refusing to start.
     #[error("data-parallel run: {0}")]
     Dist(String),
+}
+
+/// `$var`'s value, None when unset or empty (both mean "the default"); a value that is not
+/// UTF-8 is refused rather than read as unset.
+pub fn env_value(var: &'static str, expected: &'static str) -> Result<Option<String>> {
+    match std::env::var(var) {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(Error::Env { var, value: v.to_string_lossy().into_owned(), expected })
+        }
+    }
 }
 
 /// `Result<T>` is `Result<T, gradflow::error::Error>`; the second parameter defaults, so the

@@ -8,7 +8,8 @@ use clap::Parser;
 use gradflow::cli::{self, Cli, Command, TrainArgs};
 
 fn main() -> ExitCode {
-    quiet_device_select();
+    // Before any thread exists: it sets an environment variable.
+    gradflow::device::quiet_mesa_device_select();
     let cli = Cli::parse();
     let result = match cli.command {
         // `train` sets its own exit status (a signal's, a data-parallel run's ranks).
@@ -35,18 +36,5 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Mesa's Vulkan device-select layer connects to Wayland while adapters are enumerated and, on a
-/// headless machine without XDG_RUNTIME_DIR, prints "error: XDG_RUNTIME_DIR is invalid or not set"
-/// twice, which reads as gradflow's own error. The layer only reorders adapters for programs that
-/// take the first one; gradflow ranks them itself (`--adapter`), so without a runtime folder (and
-/// so without a display to select for) the layer is turned off through its own switch. Runs
-/// first in `main`, before any thread exists.
-fn quiet_device_select() {
-    let runtime_dir_ok = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
-    if !runtime_dir_ok && std::env::var_os("NODEVICE_SELECT").is_none() {
-        std::env::set_var("NODEVICE_SELECT", "1");
     }
 }

@@ -353,13 +353,18 @@ fn messages_point_at_the_field_the_layer_and_the_line() {
     std::fs::write(&bad_lr, text.replace("lr = 0.01", "lr = \"fast\"")).unwrap();
     let line = text.lines().position(|l| l.starts_with("lr = 0.01")).unwrap() + 1;
     let args = ["train", "--cpu", "--config", bad_lr.to_str().unwrap()];
-    refused(&d, &args, 1, &[&format!("line {line}: [optimizer]: lr: invalid type: string \"fast\", expected f64")]);
+    refused(&d, &args, 1, &[&format!("line {line}: [optimizer]: lr: expected a number, found the string \"fast\"")]);
     let bad_layer = d.join("layer.toml");
     std::fs::write(&bad_layer, text.replace("{ type = \"linear\", out = 3 }", "{ type = \"linear\", out = \"3\" }"))
         .unwrap();
     let line = text.lines().position(|l| l.contains("{ type = \"linear\", out = 3 }")).unwrap() + 1;
     let args = ["train", "--cpu", "--config", bad_layer.to_str().unwrap()];
-    refused(&d, &args, 1, &[&format!("line {line}: model.layers[6] (linear): out: invalid type: string \"3\"")]);
+    refused(
+        &d,
+        &args,
+        1,
+        &[&format!("line {line}: model.layers[6] (linear): out: expected a whole number ≥ 0, found the string \"3\"")],
+    );
     // A TOML syntax error in a --set value is reported as one.
     refused(
         &d,
@@ -385,6 +390,72 @@ fn messages_point_at_the_field_the_layer_and_the_line() {
         output.to_str().unwrap(),
     ];
     refused(&d, &args, 1, &["three.csv", "3 feature", "2"]);
+}
+
+/// Numbers out of a field's range and values of the wrong type, in the file and through --set:
+/// each message names the field and what it takes in words, never a Rust type name.
+#[test]
+fn wrong_types_and_numbers_too_large_name_the_field_and_the_form_in_words() {
+    let d = dir("types");
+    let cfg = spirals(&d, 1);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let line_of = |start: &str| text.lines().position(|l| l.starts_with(start)).unwrap() + 1;
+    let file_cases = [
+        (
+            "batch_size = 32",
+            "batch_size = \"32\"",
+            "train.batch_size: expected a whole number ≥ 0, found the string \"32\"",
+        ),
+        ("batch_size = 32", "batch_size = -1", "train.batch_size: expected a whole number ≥ 0, found -1"),
+        ("epochs = 1", "epochs = 1e20", "train.epochs: expected a whole number ≥ 0, found 1e20"),
+        (
+            "epochs = 1",
+            "epochs = 99999999999999999999",
+            "train.epochs: 99999999999999999999 is too large (at most 9223372036854775807)",
+        ),
+        ("lr = 0.01", "lr = 1e400", "optimizer.lr: the number is too large (at most about 1.8e308)"),
+        ("drop_last = true", "drop_last = 1", "train.drop_last: expected true or false, found 1"),
+    ];
+    for (i, (good, bad, message)) in file_cases.into_iter().enumerate() {
+        let p = d.join(format!("case{i}.toml"));
+        std::fs::write(&p, text.replacen(good, bad, 1)).unwrap();
+        let out = refused(
+            &d,
+            &["train", "--cpu", "--config", p.to_str().unwrap()],
+            1,
+            &[&format!("line {}: {message}", line_of(good))],
+        );
+        no_type_names(&out);
+    }
+    let set_cases = [
+        ("train.epochs=1e20", "after --set train.epochs=1e20: train.epochs: expected a whole number ≥ 0, found 1e20"),
+        ("train.epochs=2.5", "train.epochs: expected a whole number ≥ 0, found 2.5"),
+        ("train.epochs=99999999999999999999", "--set train.epochs=99999999999999999999: train.epochs: 99999999999999999999 is too large (at most 9223372036854775807)"),
+        ("train.batch_size=-1", "train.batch_size: expected a whole number ≥ 0, found -1"),
+        ("optimizer.lr=abc", "[optimizer]: lr: expected a number, found the string \"abc\""),
+        ("data.num_classes=1e9", "data.num_classes: expected a whole number ≥ 0, found 1000000000.0"),
+        ("train.steps_per_submit=1e12", "train.steps_per_submit: expected a whole number ≥ 0, found 1000000000000.0"),
+    ];
+    for (set, message) in set_cases {
+        no_type_names(&refused(&d, &["train", "--cpu", "--config", &cfg, "--set", set], 1, &[message]));
+    }
+    // clap's own range check names the option.
+    let out = refused(
+        &d,
+        &["train", "--cpu", "--config", &cfg, "--epochs", "99999999999999999999999"],
+        2,
+        &["--epochs", "too large"],
+    );
+    no_type_names(&out);
+}
+
+/// No Rust type name as a word, and no serde phrasing, in `text`.
+fn no_type_names(text: &str) {
+    let words: Vec<&str> = text.split(|c: char| !c.is_ascii_alphanumeric()).collect();
+    for name in ["usize", "u64", "u32", "i64", "i128", "f32", "f64"] {
+        assert!(!words.contains(&name), "{name:?} in {text}");
+    }
+    assert!(!text.contains("invalid type") && !text.contains("invalid value:"), "{text}");
 }
 
 #[test]

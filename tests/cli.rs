@@ -439,7 +439,7 @@ fn command_bodies_run_from_the_library() {
 
     // One entry of three lines per adapter wgpu sees, or the line saying there is none.
     let adapters = gradflow::device::list_adapters().len();
-    let listing = cli::devices::listing();
+    let listing = cli::devices::listing().unwrap();
     if adapters == 0 {
         assert!(listing.starts_with("no adapters"), "{listing}");
     } else {

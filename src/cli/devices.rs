@@ -7,14 +7,15 @@ use crate::train::Placement;
 
 /// `gradflow devices`: prints `listing()`.
 pub fn devices() -> Result<()> {
-    let text = listing();
+    let text = listing()?;
     crate::say!("{}", text.strip_suffix('\n').unwrap_or(&text));
     Ok(())
 }
 
 /// The adapters wgpu can see, best first, each with its limits and matmul schedule (or a line
-/// saying there are none, and how to get one).
-pub fn listing() -> String {
+/// saying there are none, and how to get one); an error for an invalid gradflow variable.
+pub fn listing() -> Result<String> {
+    crate::device::shader_checks_env()?;
     let adapters = crate::device::list_adapters();
     let mut text = String::new();
     if adapters.is_empty() {
@@ -23,7 +24,7 @@ pub fn listing() -> String {
     for (i, a) in adapters.iter().enumerate() {
         let info = a.get_info();
         let l = a.limits();
-        let schedule = crate::kernels::autotune::cached(&info)
+        let schedule = crate::kernels::autotune::cached(&info)?
             .map_or("not autotuned yet (the first run that opens it times the candidates)".to_string(), |s| s.name());
         text += &format!(
             "{i}: {}\n   max storage binding {} MiB, max workgroups/dim {}, max invocations/workgroup {}\n   matmul schedule: {schedule}\n",
@@ -33,7 +34,7 @@ pub fn listing() -> String {
             l.max_compute_invocations_per_workgroup
         );
     }
-    text
+    Ok(text)
 }
 
 /// `gradflow check`: every kernel against the CPU reference; an error if one is out of bounds.

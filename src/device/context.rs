@@ -7,6 +7,38 @@ use crate::error::{Error, Result};
 /// Environment variable that picks an adapter, like `--adapter`.
 pub const ADAPTER_ENV: &str = "GRADFLOW_ADAPTER";
 
+/// Mesa's Vulkan device-select layer connects to Wayland while adapters are enumerated and, on a
+/// headless machine without `XDG_RUNTIME_DIR`, prints "error: XDG_RUNTIME_DIR is invalid or not
+/// set in the environment." twice, which reads as gradflow's own error. The layer only reorders
+/// adapters for programs that take the first one; gradflow ranks them itself (`--adapter`), so
+/// without a runtime folder (and so without a display to select for) this turns the layer off
+/// through its own switch, `NODEVICE_SELECT=1`, unless that is already set.
+///
+/// It changes the environment, so it must run while no other thread can read it (the rule of
+/// `std::env::set_var`): the `gradflow` binary calls it first in `main`. On Linux every program
+/// linked with gradflow (the examples, a library user's) also runs it before `main`, from the
+/// `.init_array` constructor below, where only one thread exists; calling it again is harmless.
+pub fn quiet_mesa_device_select() {
+    let runtime_dir_ok = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+    if !runtime_dir_ok && std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
+/// Runs `quiet_mesa_device_select` before `main` of any program linked with gradflow. Library
+/// code cannot do it soundly later: by the time an instance is created, other threads may be
+/// reading the environment. Kept beside `instance()`, which every adapter search calls, so the
+/// linker keeps this object file.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static QUIET_MESA_BEFORE_MAIN: extern "C" fn() = {
+    extern "C" fn quiet() {
+        quiet_mesa_device_select();
+    }
+    quiet
+};
+
 /// How to get a GPU where there is none: printed whenever no adapter is found.
 pub const NO_ADAPTER_HINT: &str = "; on headless Linux install Mesa's software Vulkan driver (lavapipe): \
     `apt-get install -y mesa-vulkan-drivers`";
@@ -95,6 +127,14 @@ pub fn list_adapters() -> Vec<wgpu::Adapter> {
     adapters
 }
 
+/// `$GRADFLOW_ADAPTER`, None when unset or empty.
+fn adapter_env() -> Result<Option<String>> {
+    crate::error::env_value(
+        ADAPTER_ENV,
+        "part of an adapter's name, backend or driver, as `gradflow devices` lists them",
+    )
+}
+
 fn matches(info: &wgpu::AdapterInfo, wanted: &str) -> bool {
     let wanted = wanted.to_lowercase();
     info.name.to_lowercase().contains(&wanted)
@@ -106,8 +146,8 @@ impl Context {
     /// Opens the best adapter, or the first whose name, backend or driver matches `wanted`
     /// (else `$GRADFLOW_ADAPTER`). Discrete beats integrated beats software.
     pub fn new(wanted: Option<&str>) -> Result<Context> {
-        let env = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
-        let wanted = wanted.map(str::to_owned).or(env);
+        let from = if wanted.is_none() { " (from $GRADFLOW_ADAPTER)" } else { "" };
+        let wanted = wanted.map(str::to_owned).or(adapter_env()?);
         let adapters = list_adapters();
         if adapters.is_empty() {
             return Err(Error::NoAdapter(NO_ADAPTER_HINT.to_string()));
@@ -117,6 +157,7 @@ impl Context {
             Some(w) => {
                 adapters.iter().find(|a| matches(&a.get_info(), w)).cloned().ok_or_else(|| Error::AdapterNotFound {
                     wanted: w.clone(),
+                    from,
                     available: adapters.iter().map(|a| describe_adapter(&a.get_info())).collect::<Vec<_>>().join("; "),
                 })?
             }
@@ -127,7 +168,7 @@ impl Context {
     /// `new`, for data-parallel rank `rank_on_host` of its host: unless an adapter is named, the
     /// ranks share out the adapters of the best kind (rank r takes the r-th, modulo their number).
     pub fn for_rank(wanted: Option<&str>, rank_on_host: usize) -> Result<Context> {
-        let named = wanted.is_some() || std::env::var(ADAPTER_ENV).is_ok_and(|s| !s.is_empty());
+        let named = wanted.is_some() || adapter_env()?.is_some();
         if named || rank_on_host == 0 {
             return Context::new(wanted);
         }

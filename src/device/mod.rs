@@ -11,11 +11,14 @@ pub mod timing;
 
 pub use buffer::{Binding, GpuBuffer, PendingRead, Ring, STEP_SLOTS, VIEW_ALIGN};
 pub use context::{
-    describe_adapter, list_adapters, scoped, Context, ADAPTER_ENV, LLVMPIPE_LOOP_BUDGET, NO_ADAPTER_HINT,
+    describe_adapter, list_adapters, quiet_mesa_device_select, scoped, Context, ADAPTER_ENV, LLVMPIPE_LOOP_BUDGET,
+    NO_ADAPTER_HINT,
 };
 pub use dispatch::{
     grid, groups_for, step_slots, submit, submit_steps, submit_with, Dispatch, StepCopy, StepRecord,
     MAX_GROUPS_PER_DIM, SUBMIT_NANOS,
 };
 pub(crate) use pipeline::entries;
-pub use pipeline::{shader_checks, strided_extent, Entry, Family, Slot, SHADER_CHECKS_ENV};
+pub use pipeline::{
+    parse_shader_checks, shader_checks, shader_checks_env, strided_extent, Entry, Family, Slot, SHADER_CHECKS_ENV,
+};

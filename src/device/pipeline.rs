@@ -78,11 +78,28 @@ pub fn buffer(binding: u32, b: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
 
 /// Environment variable that turns wgpu's injected shader checks back on (`1`).
 pub const SHADER_CHECKS_ENV: &str = "GRADFLOW_SHADER_CHECKS";
+const SHADER_CHECKS_VALUES: &str = "1 (checks on) or 0 (off, the default)";
 
 /// Whether kernels are compiled with wgpu's runtime checks (bounds clamps, loop bounding,
-/// division guards): off unless `$GRADFLOW_SHADER_CHECKS=1`.
+/// division guards): off unless `$GRADFLOW_SHADER_CHECKS=1`. An invalid value reads as off
+/// here; `Gpu::on` refuses it before any kernel is compiled.
 pub fn shader_checks() -> bool {
-    std::env::var(SHADER_CHECKS_ENV).is_ok_and(|v| v == "1")
+    shader_checks_env().unwrap_or(false)
+}
+
+/// `$GRADFLOW_SHADER_CHECKS`, or the error naming its invalid value.
+pub fn shader_checks_env() -> Result<bool> {
+    crate::error::env_value(SHADER_CHECKS_ENV, SHADER_CHECKS_VALUES)?.map_or(Ok(false), |v| parse_shader_checks(&v))
+}
+
+/// A `$GRADFLOW_SHADER_CHECKS` value: `1` or `0`; anything else ("true", "yes") is refused, not
+/// silently off.
+pub fn parse_shader_checks(value: &str) -> Result<bool> {
+    match value {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        _ => Err(Error::Env { var: SHADER_CHECKS_ENV, value: value.into(), expected: SHADER_CHECKS_VALUES }),
+    }
 }
 
 /// Compiles one kernel family's WGSL.

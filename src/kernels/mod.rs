@@ -208,6 +208,8 @@ impl Gpu {
 
     /// Compiles every family on `ctx` and chooses the matmul schedule.
     pub fn on(ctx: Context) -> Result<Gpu> {
+        // Refused before any kernel is compiled, where `shader_checks()` would read it as off.
+        crate::device::shader_checks_env()?;
         let kernels = Kernels::new(&ctx.device)?;
         // Provisional until the autotuner (or $GRADFLOW_MATMUL) has chosen.
         let small_net_lanes = small_net::default_lanes(&ctx.info);

@@ -91,19 +91,29 @@ pub fn adapter_present() -> bool {
     *PRESENT.get_or_init(|| !gradflow::device::list_adapters().is_empty())
 }
 
-/// Whether `GRADFLOW_REQUIRE_GPU` asks for an adapter: any value but empty and "0".
+/// Whether `GRADFLOW_REQUIRE_GPU` asks for an adapter: `1` yes, `0` or unset no; any other
+/// value stops the test binary (a misspelt "true" must not quietly skip every GPU test).
 pub fn gpu_required() -> bool {
-    std::env::var(REQUIRE_GPU_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+    match std::env::var(REQUIRE_GPU_ENV).as_deref() {
+        Ok("1") => true,
+        Ok("0" | "") | Err(std::env::VarError::NotPresent) => false,
+        Ok(other) => panic!("${REQUIRE_GPU_ENV}={other:?} is not a value it takes; expected 1 or 0"),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            panic!("${REQUIRE_GPU_ENV}={v:?} is not a value it takes; expected 1 or 0")
+        }
+    }
 }
 
 /// The gate behind `require_gpu!` and `gpu_part!` for a test in `file`: true with an adapter;
 /// without one a panic with the install command under `GRADFLOW_REQUIRE_GPU=1`, else false, and
 /// the first time in this test binary one line on stderr saying what is skipped and why.
 pub fn gpu_gate(file: &str) -> bool {
+    // Read first, so an invalid value is refused on a machine with an adapter too.
+    let required = gpu_required();
     if adapter_present() {
         return true;
     }
-    if gpu_required() {
+    if required {
         panic!(
             "{REQUIRE_GPU_ENV}={} and wgpu finds no GPU adapter. On a headless Linux machine install \
              Mesa's software Vulkan driver (lavapipe): `{INSTALL_LAVAPIPE}`",

@@ -8,13 +8,13 @@
 //! more than 4× slower than the best on the small product is not timed on the large one (where a
 //! slow schedule costs the search most), nor is one that cannot run it (`uniform`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::Gpu;
 use super::{MatmulParams, MatmulVariant, Schedule};
 use crate::device::submit;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Environment variable naming the cache file (default: `$XDG_CACHE_HOME/gradflow/autotune.txt`,
 /// else `$HOME/.cache/gradflow/autotune.txt`); `off` disables the cache.
@@ -27,9 +27,18 @@ pub enum Source {
     Environment,
     /// Read from the cache file.
     Cached(PathBuf),
-    /// Timed now: (variant, seconds) per candidate on the small and on the large product, and
-    /// the search's wall time.
-    Measured { small: Vec<(MatmulVariant, f64)>, large: Vec<(MatmulVariant, f64)>, seconds: f64 },
+    /// Timed now: (variant, seconds) per candidate on the small and on the large product, the
+    /// search's wall time, and where the winners were kept.
+    Measured { small: Vec<(MatmulVariant, f64)>, large: Vec<(MatmulVariant, f64)>, seconds: f64, kept: Kept },
+}
+
+/// Where a fresh search's winners went.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kept {
+    /// Appended to this cache file: the next run reads them.
+    Cached(PathBuf),
+    /// Not cached, and why: the next run searches again.
+    NotCached(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -47,12 +56,16 @@ impl Tuning {
             Source::Cached(path) => {
                 format!("matmul schedule: {name} (autotuned earlier, cached in {})", path.display())
             }
-            Source::Measured { small, large, seconds } => {
+            Source::Measured { small, large, seconds, kept } => {
                 let each = |times: &[(MatmulVariant, f64)]| {
                     times.iter().map(|(v, t)| format!("{} {:.2} ms", v.name(), t * 1e3)).collect::<Vec<_>>().join(", ")
                 };
+                let kept = match kept {
+                    Kept::Cached(path) => format!("cached in {}", path.display()),
+                    Kept::NotCached(why) => format!("not cached: {why}"),
+                };
                 format!(
-                    "matmul schedule: {name} (autotuned in {seconds:.2} s; small layer, 3 products: {}; large product: {})",
+                    "matmul schedule: {name} (autotuned in {seconds:.2} s; small layer, 3 products: {}; large product: {}; {kept})",
                     each(small),
                     each(large)
                 )
@@ -61,18 +74,57 @@ impl Tuning {
     }
 }
 
-/// The cache file, unless disabled or no home is known.
-pub fn cache_path() -> Option<PathBuf> {
-    match std::env::var(CACHE_ENV) {
-        Ok(v) if v == "off" => return None,
-        Ok(v) if !v.is_empty() => return Some(PathBuf::from(v)),
-        _ => {}
+/// Why there is no cache file.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NoCache {
+    /// `$GRADFLOW_AUTOTUNE_CACHE=off`: the user's choice, said only in the schedule line.
+    Off,
+    /// Neither `$XDG_CACHE_HOME` nor `$HOME`: said once on stderr, like an unwritable file.
+    NoHome,
+}
+
+impl std::fmt::Display for NoCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            NoCache::Off => write!(f, "${CACHE_ENV}=off"),
+            NoCache::NoHome => write!(f, "neither $XDG_CACHE_HOME nor $HOME is set"),
+        }
+    }
+}
+
+/// The cache file, or why there is none.
+pub type CachePlace = std::result::Result<PathBuf, NoCache>;
+
+/// The cache file or why there is none; an error for a `$GRADFLOW_AUTOTUNE_CACHE` that reads
+/// like a switch but is not `off`.
+pub fn cache_path() -> Result<CachePlace> {
+    if let Some(v) = std::env::var_os(CACHE_ENV).filter(|v| !v.is_empty()) {
+        return Ok(parse_cache_env(&v)?.ok_or(NoCache::Off));
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("gradflow").join("autotune.txt"))
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))
+        .ok_or(NoCache::NoHome);
+    Ok(base.map(|b| b.join("gradflow").join("autotune.txt")))
+}
+
+/// A non-empty `$GRADFLOW_AUTOTUNE_CACHE`: `off` (None) or the cache file. "OFF", "0", "false",
+/// "none", "no" and "disabled" are refused: each would otherwise be a cache file of that name
+/// in the current folder, and the user who wrote it meant off.
+pub fn parse_cache_env(value: &std::ffi::OsStr) -> Result<Option<PathBuf>> {
+    if value == "off" {
+        return Ok(None);
+    }
+    let switch = ["off", "0", "false", "none", "no", "disable", "disabled"];
+    match value.to_str() {
+        Some(v) if switch.contains(&v.to_lowercase().as_str()) => Err(Error::Env {
+            var: CACHE_ENV,
+            value: v.into(),
+            expected: "a file path for the cache, or off to turn it off",
+        }),
+        _ => Ok(Some(PathBuf::from(value))),
+    }
 }
 
 /// What a cached choice is valid for: the adapter and driver, this build's kernels (a hash of
@@ -113,7 +165,7 @@ fn kernels_hash() -> u64 {
     h
 }
 
-fn read_cache(path: &PathBuf, key: &str) -> Option<Schedule> {
+fn read_cache(path: &Path, key: &str) -> Option<Schedule> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines().rev().find_map(|line| {
         let (k, v) = line.split_once('\t')?;
@@ -121,21 +173,52 @@ fn read_cache(path: &PathBuf, key: &str) -> Option<Schedule> {
     })
 }
 
-/// Appends the entry; a cache that cannot be written only costs the next run another search.
-fn write_cache(path: &PathBuf, key: &str, schedule: Schedule) {
+/// Appends the entry, or says why it could not (then the next run searches again).
+fn write_cache(path: &Path, key: &str, schedule: Schedule) -> std::result::Result<(), String> {
     use std::io::Write;
-    let _ = path.parent().map(std::fs::create_dir_all);
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-        let _ = writeln!(f, "{key}\t{}", schedule.to_cache());
+    let why = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // A file where a folder of the path should be: create_dir_all's "File exists" misleads.
+        if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
+            return Err(format!("{} is a file, not a folder", file.display()));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(why)?;
+    writeln!(f, "{key}\t{}", schedule.to_cache()).map_err(why)
 }
 
-/// The cached schedule of an adapter, if it has been autotuned (for `gradflow devices`).
-pub fn cached(info: &wgpu::AdapterInfo) -> Option<Schedule> {
-    if let Some(variant) = MatmulVariant::from_env() {
-        return Some(Schedule::uniform(variant));
+/// Where the winners of a search went; a cache that cannot be kept (rather than one turned
+/// off) is said on stderr once per process, since every run pays the search again.
+fn keep(path: CachePlace, key: &str, schedule: Schedule, seconds: f64) -> Kept {
+    let why = match path {
+        Ok(p) => match write_cache(&p, key, schedule) {
+            Ok(()) => return Kept::Cached(p),
+            Err(why) => why,
+        },
+        Err(NoCache::Off) => return Kept::NotCached(NoCache::Off.to_string()),
+        Err(NoCache::NoHome) => NoCache::NoHome.to_string(),
+    };
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| crate::warn!("{}", unwritable_line(&why, seconds)));
+    Kept::NotCached(why)
+}
+
+/// The one stderr line for a cache that cannot be kept: why, the cost, and the two ways out.
+pub fn unwritable_line(why: &str, seconds: f64) -> String {
+    format!(
+        "gradflow: the matmul autotune cache is not kept ({why}), so every run times the schedules \
+         again ({seconds:.1} s here); set ${CACHE_ENV} to a writable file, or to off to stop caching"
+    )
+}
+
+/// The cached schedule of an adapter, if it has been autotuned (for `gradflow devices`); an
+/// error for an invalid `$GRADFLOW_MATMUL` or `$GRADFLOW_AUTOTUNE_CACHE`.
+pub fn cached(info: &wgpu::AdapterInfo) -> Result<Option<Schedule>> {
+    if let Some(variant) = MatmulVariant::from_env()? {
+        return Ok(Some(Schedule::uniform(variant)));
     }
-    cache_path().and_then(|p| read_cache(&p, &cache_key(info)))
+    Ok(cache_path()?.ok().and_then(|p| read_cache(&p, &cache_key(info))))
 }
 
 /// The small class's probe: a Linear layer's (rows, inputs, outputs), all three of its products.
@@ -190,13 +273,13 @@ fn fastest(times: &[(MatmulVariant, f64)]) -> MatmulVariant {
 /// The schedule for `gpu`: `$GRADFLOW_MATMUL` (one schedule for every shape), else the cached
 /// winners, else the fastest now for each shape class.
 pub fn matmul_schedule(gpu: &Gpu) -> Result<Tuning> {
-    if let Some(variant) = MatmulVariant::from_env() {
+    if let Some(variant) = MatmulVariant::from_env()? {
         return Ok(Tuning { schedule: Schedule::uniform(variant), source: Source::Environment });
     }
     let key = cache_key(&gpu.info);
-    let path = cache_path();
-    if let Some(schedule) = path.as_ref().and_then(|p| read_cache(p, &key)) {
-        return Ok(Tuning { schedule, source: Source::Cached(path.unwrap_or_default()) });
+    let path = cache_path()?;
+    if let Some((p, schedule)) = path.as_ref().ok().and_then(|p| Some((p, read_cache(p, &key)?))) {
+        return Ok(Tuning { schedule, source: Source::Cached(p.clone()) });
     }
     let start = Instant::now();
     let mut small = Vec::new();
@@ -215,15 +298,41 @@ pub fn matmul_schedule(gpu: &Gpu) -> Result<Tuning> {
         }
     }
     let schedule = Schedule { small: fastest(&small), large: fastest(&large) };
-    if let Some(p) = &path {
-        write_cache(p, &key, schedule);
-    }
-    Ok(Tuning { schedule, source: Source::Measured { small, large, seconds: start.elapsed().as_secs_f64() } })
+    let seconds = start.elapsed().as_secs_f64();
+    let kept = keep(path, &key, schedule, seconds);
+    Ok(Tuning { schedule, source: Source::Measured { small, large, seconds, kept } })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_that_cannot_be_written_says_why_and_the_line_says_not_cached() {
+        let dir = std::env::temp_dir().join(format!("gradflow-autotune-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let s = Schedule::uniform(MatmulVariant::Packed);
+        let why = write_cache(&file.join("cache.txt"), "key", s).unwrap_err();
+        assert_eq!(why, format!("{} is a file, not a folder", file.display()));
+        assert!(write_cache(&dir, "key", s).unwrap_err().starts_with(&format!("cannot write {}: ", dir.display())));
+        let kept = write_cache(&dir.join("sub/cache.txt"), "key", s);
+        assert_eq!(kept, Ok(()));
+        assert_eq!(read_cache(&dir.join("sub/cache.txt"), "key"), Some(s));
+
+        let tuning = Tuning {
+            schedule: s,
+            source: Source::Measured { small: vec![], large: vec![], seconds: 1.0, kept: Kept::NotCached(why.clone()) },
+        };
+        assert!(tuning.describe().ends_with(&format!("; not cached: {why})")), "{}", tuning.describe());
+        let line = unwritable_line(&why, 4.25);
+        assert_eq!(line.lines().count(), 1);
+        for part in [why.as_str(), "(4.2 s here)", "$GRADFLOW_AUTOTUNE_CACHE to a writable file", "to off"] {
+            assert!(line.contains(part), "{part:?} in {line}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
     use crate::kernels::SMALL_PRODUCT_DIM;
 
     #[test]

@@ -2,6 +2,11 @@
 //! conditions, and the per-shape-class choice the autotuner makes.
 
 use super::MatmulParams;
+use crate::error::{Error, Result};
+
+/// Environment variable pinning one matmul schedule for every product.
+pub const MATMUL_ENV: &str = "GRADFLOW_MATMUL";
+const MATMUL_VALUES: &str = "one of tiled, direct, packed, uniform (or unset, to autotune)";
 
 /// (width, height of A's texture, height of B's) for a packed product, each rounded up to a
 /// power of two: llvmpipe compiles a separate shader variant for every combination of
@@ -43,9 +48,19 @@ impl MatmulVariant {
         MatmulVariant::ALL.into_iter().find(|v| v.name() == name)
     }
 
-    /// `$GRADFLOW_MATMUL=tiled|direct|packed|uniform` if set; otherwise None (the autotuner decides).
-    pub fn from_env() -> Option<MatmulVariant> {
-        std::env::var("GRADFLOW_MATMUL").ok().and_then(|v| MatmulVariant::from_name(&v))
+    /// `$GRADFLOW_MATMUL=tiled|direct|packed|uniform` if set; otherwise None (the autotuner
+    /// decides). Any other value is refused: ignoring it would autotune a run the user meant to pin.
+    pub fn from_env() -> Result<Option<MatmulVariant>> {
+        crate::error::env_value(MATMUL_ENV, MATMUL_VALUES)?.map(|v| MatmulVariant::parse_env(&v)).transpose()
+    }
+
+    /// A `$GRADFLOW_MATMUL` value: one of the schedules' names.
+    pub fn parse_env(value: &str) -> Result<MatmulVariant> {
+        MatmulVariant::from_name(value).ok_or_else(|| Error::Env {
+            var: MATMUL_ENV,
+            value: value.into(),
+            expected: MATMUL_VALUES,
+        })
     }
 
     /// The schedule this product actually runs: `Packed` needs both operands to fit a texture
