@@ -191,20 +191,29 @@ fn value(pick: usize, case_dir: &Path) -> String {
 
 /// `gradflow`'s dispatch (src/main.rs) for a parsed command line, on the CPU.
 fn run(cli: Cli) -> gradflow::error::Result<()> {
-    let placement = Placement { adapter: cli.adapter.clone(), cpu: true, ..Default::default() };
-    let strict = cli.non_strict;
+    // Always on the CPU reference, whatever --cpu/--adapter said: the fuzz is about the commands.
+    let on_cpu = |adapter: Option<String>| Placement { adapter, cpu: true, ..Default::default() };
     match cli.command {
         None => Ok(()),
-        Some(Command::Train(args)) => {
-            cli::train::train_until(args, &placement, strict, &gradflow::dist::Single, &AtomicUsize::new(0)).map(drop)
+        Some(Command::Train { args, device, load }) => cli::train::train_until(
+            args,
+            &on_cpu(device.adapter),
+            load.non_strict,
+            &gradflow::dist::Single,
+            &AtomicUsize::new(0),
+        )
+        .map(drop),
+        Some(Command::Eval { args, device, load }) => cli::eval::eval(&args, &on_cpu(device.adapter), load.non_strict),
+        Some(Command::Predict { args, device, load }) => {
+            cli::predict::predict(&args, &on_cpu(device.adapter), load.non_strict)
         }
-        Some(Command::Eval(args)) => cli::eval::eval(&args, &placement, strict),
-        Some(Command::Predict(args)) => cli::predict::predict(&args, &placement, strict),
-        Some(Command::Hessian(args)) => cli::analyse::hessian(&args, &placement, strict),
-        Some(Command::Compare(args)) => cli::compare::compare(&args, &placement),
-        Some(Command::Sweep(args)) => cli::sweep::sweep(&args, &placement),
+        Some(Command::Hessian { args, device, load }) => {
+            cli::analyse::hessian(&args, &on_cpu(device.adapter), load.non_strict)
+        }
+        Some(Command::Compare { args, device }) => cli::compare::compare(&args, &on_cpu(device.adapter)),
+        Some(Command::Sweep { args, device }) => cli::sweep::sweep(&args, &on_cpu(device.adapter)),
         Some(Command::Devices) => cli::devices::devices(),
-        Some(Command::Check | Command::Bench(_)) => Ok(()),
+        Some(Command::Check { .. } | Command::Bench { .. }) => Ok(()),
     }
 }
 
@@ -212,13 +221,13 @@ fn run(cli: Cli) -> gradflow::error::Result<()> {
 fn bounded(mut cli: Cli) -> Cli {
     let cap = |n: &mut usize| *n = (*n).min(2);
     match &mut cli.command {
-        Some(Command::Train(a)) => a.epochs.iter_mut().for_each(cap),
-        Some(Command::Hessian(a)) => [&mut a.k, &mut a.steps, &mut a.probes].into_iter().for_each(cap),
-        Some(Command::Compare(a)) => {
+        Some(Command::Train { args: a, .. }) => a.epochs.iter_mut().for_each(cap),
+        Some(Command::Hessian { args: a, .. }) => [&mut a.k, &mut a.steps, &mut a.probes].into_iter().for_each(cap),
+        Some(Command::Compare { args: a, .. }) => {
             a.epochs.iter_mut().for_each(cap);
             cap(&mut a.seeds);
         }
-        Some(Command::Sweep(a)) => {
+        Some(Command::Sweep { args: a, .. }) => {
             a.epochs.iter_mut().for_each(cap);
             cap(&mut a.seeds);
         }
