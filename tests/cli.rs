@@ -58,7 +58,8 @@ fn train_writes_metrics_and_a_plot_then_eval_and_predict_use_the_checkpoint() {
 
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.starts_with("<svg") && plot.contains("decision regions") && plot.contains("<polyline"));
-    assert!(plot.matches("<circle").count() == 600, "every data point is drawn");
+    // Every data point, and one marker per class in the legend.
+    assert_eq!(plot.matches("<circle").count(), 600 + 3, "every data point is drawn");
 
     // JSON lines, every 5 steps and every epoch.
     let (ok, out, err) = gradflow(&[

@@ -16,10 +16,10 @@ pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> R
     let (checkpoint, plot) = (args.checkpoint.as_path(), args.plot.as_deref());
     let (config, file) = super::saved::config_for(args.config.clone(), &args.set, checkpoint, non_strict)?;
     if let Some(p) = plot {
-        crate::plot::format_of(p, "--plot")?;
         let mut inputs = train::session::config_inputs(&config, &file);
         inputs.push(checkpoint);
         train::session::check_outputs_apart(&[(p, "--plot")], &inputs)?;
+        crate::plot::format_of(p, "--plot")?;
     }
     let (train_set, _) = data_for_checkpoint(&config, &file, checkpoint)?;
     let model = Model::new(train_set.d, config.model.layers.clone())?;

@@ -12,8 +12,8 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
     let set = super::with_epochs(&args.set, args.epochs);
     let (config, file) = super::load_config(args.config.clone(), &set)?;
     if let Some(p) = plot {
-        crate::plot::format_of(p, "--plot")?;
         train::session::check_outputs_apart(&[(p, "--plot")], &train::session::config_inputs(&config, &file))?;
+        crate::plot::format_of(p, "--plot")?;
     }
     if args.seeds == 0 {
         return Err(Error::Usage("--seeds must be at least 1".into()));

@@ -88,6 +88,10 @@ pub enum Format {
 /// The format a plot path asks for: `.svg` or `.png`, in any case; anything else is an error that
 /// names the path, so a command can refuse it before any work.
 pub fn format_of(path: &Path, flag: &str) -> Result<Format> {
+    // A folder's name has no meaningful extension: say what is wrong with it, as every output does.
+    if path.is_dir() {
+        return Err(Error::Io { file: path.to_path_buf(), message: format!("{flag}: is a folder; give a file name") });
+    }
     let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
     match ext.as_deref() {
         Some("svg") => Ok(Format::Svg),

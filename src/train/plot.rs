@@ -10,6 +10,7 @@ pub fn write(
     net: &mut dyn crate::exec::Network,
     train_set: &crate::data::Dataset,
     test_set: &crate::data::Dataset,
+    standardized: bool,
 ) -> Result<()> {
     use crate::plot::{svg_with_regions, Chart, Regions, Series};
     let series = |name: &str, f: &dyn Fn(&Curve) -> f64| Series {
@@ -65,7 +66,7 @@ pub fn write(
             classes,
             points,
             class_names: (0..c).map(|k| train_set.class_name(k)).collect(),
-            axis_names: axis_names(train_set),
+            axis_names: axis_names(train_set, standardized),
         })
     } else {
         None
@@ -73,11 +74,13 @@ pub fn write(
     crate::plot::write(path, &svg_with_regions(&charts, regions.as_ref()))
 }
 
-/// The axes of the decision regions: the features' names from the header, standardised when
-/// the model saw them so.
-fn axis_names(data: &crate::data::Dataset) -> (String, String) {
-    match data.feature_names.as_deref() {
+/// The axes of the decision regions: the features' names from the header (else "feature k"),
+/// marked when the model saw them standardised, as they are drawn.
+fn axis_names(data: &crate::data::Dataset, standardized: bool) -> (String, String) {
+    let (a, b) = match data.feature_names.as_deref() {
         Some([a, b]) => (a.clone(), b.clone()),
-        _ => (String::new(), String::new()),
-    }
+        _ => ("feature 1".to_string(), "feature 2".to_string()),
+    };
+    let mark = |name: String| if standardized { format!("{name} (standardised)") } else { name };
+    (mark(a), mark(b))
 }

@@ -133,7 +133,14 @@ impl Run<'_> {
             return Ok(Ending::Finished);
         }
         if let Some(path) = &self.opts.plot {
-            crate::train::plot::write(path, &self.curves, self.net.as_mut(), self.train_set, self.test_set)?;
+            crate::train::plot::write(
+                path,
+                &self.curves,
+                self.net.as_mut(),
+                self.train_set,
+                self.test_set,
+                self.config.data.standardize,
+            )?;
             if !self.opts.quiet {
                 crate::say!("plot: {}", path.display());
             }

@@ -20,10 +20,12 @@ pub(super) fn check_outputs(opts: &TrainOptions, config: &Config, config_file: &
     let outputs: Vec<(&Path, &str)> = outputs.iter().filter_map(|(p, f)| p.as_deref().map(|p| (p, *f))).collect();
     let mut inputs = config_inputs(config, config_file);
     inputs.extend(opts.init.as_deref());
-    if let Some(p) = &opts.plot {
-        crate::plot::format_of(p, "--plot")?;
+    // Overwriting an input is the graver mistake: said first.
+    check_outputs_apart(&outputs, &inputs)?;
+    match &opts.plot {
+        Some(p) => crate::plot::format_of(p, "--plot").map(drop),
+        None => Ok(()),
     }
-    check_outputs_apart(&outputs, &inputs)
 }
 
 /// The files a command reads through its config: the config itself and its data.
