@@ -79,7 +79,9 @@ fn options(args: TrainArgs, non_strict: bool) -> Result<(crate::config::Config, 
     let (config, file) = match &args.data {
         Some(data) => {
             let (config, file, said) = crate::train::own_data::config_for_data(data, args.labels.as_deref(), &set)?;
-            crate::say!("{said}");
+            if !args.quiet {
+                crate::say!("{said}");
+            }
             (config, file)
         }
         None => super::load_config(args.config, &set)?,
