@@ -170,7 +170,7 @@ fn npy_features_with_labels_train_alone_and_the_wrong_combinations_are_explained
     // Integer labels as numpy writes them (int64): three classes by thirds.
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
     let mut header = "{'descr': '<i8', 'fortran_order': False, 'shape': (60,), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
