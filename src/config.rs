@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::optim::{GroupSpec, Optimizer, OptimizerSetup, Schedule};
 use crate::spec::{LayerSpec, Loss};
 
-mod messages;
+pub(crate) mod messages;
 
 /// The built-in default run (configs/digits.toml), used when `gradflow` gets no arguments.
 pub const DEFAULT_CONFIG: &str = include_str!("../configs/digits.toml");
@@ -205,6 +205,13 @@ impl Config {
     /// bare string), as `--set` does. Errors in the file name its line; errors an override
     /// causes name the override.
     pub fn parse_with(text: &str, file: &Path, overrides: &[String]) -> Result<Config> {
+        Config::parse_in(text, file, file.parent().unwrap_or(Path::new(".")), overrides)
+    }
+
+    /// `parse_with`, with relative data paths resolved against `base` instead of the file's
+    /// folder: for a config that is no file of the user's (a checkpoint's, one chosen for the
+    /// data), where a path in `--set` is relative to the working directory as the shell's are.
+    pub fn parse_in(text: &str, file: &Path, base: &Path, overrides: &[String]) -> Result<Config> {
         let config_err = |message: String| Error::Config { file: file.to_path_buf(), message };
         // The file alone first, so its own mistakes are reported with their line.
         let described = |text: &str, e: &toml::de::Error, lines: bool| {
@@ -226,7 +233,6 @@ impl Config {
         config.optimizer_setup().validate().map_err(config_err)?;
         config.data.validate().map_err(config_err)?;
         config.train.validate().map_err(config_err)?;
-        let base = file.parent().unwrap_or(Path::new("."));
         config.data.path = base.join(&config.data.path);
         config.data.labels = config.data.labels.map(|p| base.join(p));
         config.data.test_path = config.data.test_path.map(|p| base.join(p));
@@ -238,7 +244,7 @@ impl Config {
     /// The config a checkpoint saved (`Config::table` as TOML) with `--set` overrides; `file`
     /// (the checkpoint) names it in errors.
     pub fn from_saved(text: &str, file: &Path, builtin: bool, overrides: &[String]) -> Result<Config> {
-        let mut config = Config::parse_with(text, file, overrides)?;
+        let mut config = Config::parse_in(text, file, Path::new(""), overrides)?;
         config.builtin = builtin;
         Ok(config)
     }
@@ -301,11 +307,14 @@ impl Config {
     }
 }
 
+/// `p` from the working directory, as a TOML string: a path that means the same from anywhere.
+pub(crate) fn absolute(p: &Path) -> toml::Value {
+    toml::Value::String(std::path::absolute(p).unwrap_or(p.to_path_buf()).display().to_string())
+}
+
 /// `table` with the data paths as `data` resolved them, made absolute, so that the saved config
 /// finds its data from any working directory.
 fn resolved_paths(mut table: toml::Table, data: &DataConfig) -> toml::Table {
-    let absolute =
-        |p: &Path| toml::Value::String(std::path::absolute(p).unwrap_or(p.to_path_buf()).display().to_string());
     if let Some(t) = table.get_mut("data").and_then(|d| d.as_table_mut()) {
         t.insert("path".into(), absolute(&data.path));
         for (key, path) in

@@ -111,7 +111,8 @@ fn a_checkpoint_of_a_bigger_model_is_refused_unless_non_strict() {
     let big = big.to_str().unwrap();
     let expect = ["big.safetensors", "does not have", "4.weight", "4.bias", "--non-strict"];
     // The checkpoint describes its model, so eval names the layers that differ.
-    let differ = ["big.safetensors", "model.layers are", "--non-strict"];
+    let differ =
+        ["big.safetensors", "model.layers[3] is { type = \"relu\" } in the checkpoint, none here", "--non-strict"];
     refused(&d, &["eval", "--cpu", "--config", &cfg, "--set", smaller, "--checkpoint", big], 1, &differ);
     // The smaller model's 16 outputs must be the data's classes to get as far as the state dict.
     let sixteen = "data.num_classes=16";

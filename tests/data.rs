@@ -744,11 +744,38 @@ fn csv_class_names_are_numbered_in_sorted_order() {
     let ds = load_csv(&p, &CsvOptions::default()).unwrap();
     assert_eq!((ds.n, ds.labels.clone(), ds.feature_names.clone()), (2, vec![1, 0], None));
 
-    // One name among numbers makes the whole column names ("10" sorts before "2").
-    let p = temp_file("mixed.csv", b"1,2,2\n3,4,10\n5,6,other\n");
+    // A first line whose label field alone is not a number, above class numbers, is a header of
+    // numbered columns (as pandas writes `pd.DataFrame(X).assign(kind=y)`): not a class.
+    let p = temp_file("numbered.csv", b"0,1,kind\n1,2,0\n3,4,1\n");
     let ds = load_csv(&p, &CsvOptions::default()).unwrap();
-    assert_eq!(ds.class_names.as_deref(), Some(&["10".to_string(), "2".into(), "other".into()][..]));
-    assert_eq!(ds.labels, [1, 0, 2]);
+    assert_eq!((ds.n, ds.num_classes, ds.class_names.clone()), (2, 2, None));
+    assert_eq!(ds.feature_names.as_deref(), Some(&["0".to_string(), "1".into()][..]));
+    // A label field named like a label column makes a header even above names.
+    let p = temp_file("numbered_named.csv", b"0,1,label\n1,2,cat\n3,4,dog\n");
+    let ds = load_csv(&p, &CsvOptions::default()).unwrap();
+    assert_eq!((ds.n, ds.class_names.clone()), (2, Some(vec!["cat".to_string(), "dog".into()])));
+}
+
+/// A stray mark among class numbers is an error naming both kinds' lines, not a third class.
+#[test]
+fn csv_labels_mixing_numbers_and_names_are_refused() {
+    let e = csv_err("mixed.csv", "a,label\n1,0\n2,1\n3,?\n4,1\n", &CsvOptions::default());
+    assert!(
+        e.contains("line 4") && e.contains("mixes class numbers ('0' on line 2) and class names ('?' on line 4)"),
+        "{e}"
+    );
+}
+
+/// With no config, the header's most telling label name is the label column: `label` over a
+/// feature named `y` before it; `y` alone where nothing else is; else the last column.
+#[test]
+fn csv_label_column_guess_prefers_label_over_y() {
+    let guess = |text: &str| gradflow::data::csv::guess_label_column(&temp_file("guess.csv", text.as_bytes())).unwrap();
+    assert_eq!(guess("x,y,label\n1,2,a\n"), LabelColumn::Name("label".into()));
+    assert_eq!(guess("Class,x,y\na,1,2\n"), LabelColumn::Name("Class".into()));
+    assert_eq!(guess("a,y,b\n1,2,3\n"), LabelColumn::Name("y".into()));
+    assert_eq!(guess("a,b,c\n1,2,3\n"), LabelColumn::Last);
+    assert_eq!(guess("1,2,3\n4,5,6\n"), LabelColumn::Last);
 }
 
 /// Known classes (a test file, data for a trained model) map through the given names, and a

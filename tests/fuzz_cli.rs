@@ -148,6 +148,19 @@ fn good(option: &str, case_dir: &Path) -> String {
     }
 }
 
+/// Options that write a file.
+const OUTPUTS: [&str; 6] = ["--plot", "--table", "--output", "--save", "--metrics", "--json"];
+
+/// An output option's relative value (`2.5`, `train.epochs=1`) as a path in the case's folder:
+/// the test must not write into the working directory, which is the repository.
+fn inside(option: &str, value: String, case_dir: &Path) -> String {
+    if OUTPUTS.contains(&option) && !Path::new(&value).is_absolute() {
+        case_dir.join(value).to_str().unwrap().to_string()
+    } else {
+        value
+    }
+}
+
 /// A value from the pool, for any option: numbers out of every range, text where numbers go,
 /// files of the wrong kind, paths that do not exist, and a few good ones.
 fn value(pick: usize, case_dir: &Path) -> String {
@@ -282,7 +295,8 @@ proptest! {
             given.push(option.clone());
             argv.push(option.clone());
             if with_values.contains(&option) {
-                argv.push(if kind >= 2 { good(&option, &case_dir) } else { value(v, &case_dir) });
+                let value = if kind >= 2 { good(&option, &case_dir) } else { value(v, &case_dir) };
+                argv.push(inside(&option, value, &case_dir));
             }
         }
         // Without --config a command reads the built-in digits run, minutes of training here.

@@ -193,7 +193,8 @@ pub struct TrainArgs {
 // `gradflow eval`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct EvalArgs {
-    /// The config the checkpoint was trained with: its model and data (default: the digits run).
+    /// A config for the checkpoint's model and data (default: the description the checkpoint
+    /// carries; needed for a PyTorch state dict). Checked against the checkpoint.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// A gradflow checkpoint or a PyTorch state dict (safetensors).
@@ -202,7 +203,8 @@ pub struct EvalArgs {
     /// Which part of the data: test (default), train or all.
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Override one config field, e.g. --set data.standardize=true (repeatable).
+    /// Override one config field that leaves the model as trained, e.g. --set data.path=other.csv
+    /// (repeatable); one that contradicts the checkpoint is refused.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
@@ -210,7 +212,8 @@ pub struct EvalArgs {
 // `gradflow predict`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct PredictArgs {
-    /// The config the checkpoint was trained with: its model and input scaling (default: the digits run).
+    /// A config for the checkpoint's model and input scaling (default: the description the
+    /// checkpoint carries; needed for a PyTorch state dict). Checked against the checkpoint.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// A gradflow checkpoint or a PyTorch state dict (safetensors).
@@ -222,7 +225,8 @@ pub struct PredictArgs {
     /// .npy (float32 logits [n, classes]) or .csv (predicted class, then the logits).
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Override one config field, e.g. --set data.standardize=true (repeatable).
+    /// Override one config field that leaves the model as trained (repeatable); one that
+    /// contradicts the checkpoint (data.scale, data.standardize, the layers) is refused.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
@@ -230,7 +234,8 @@ pub struct PredictArgs {
 // `gradflow hessian`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct HessianArgs {
-    /// The config the checkpoint was trained with: its model, loss and data (default: the digits run).
+    /// A config for the checkpoint's model, loss and data (default: the description the
+    /// checkpoint carries; needed for a PyTorch state dict). Checked against the checkpoint.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// A gradflow checkpoint or a PyTorch state dict (safetensors).
@@ -248,7 +253,8 @@ pub struct HessianArgs {
     /// Write the spectral density as SVG or PNG (by extension).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
-    /// Override one config field, e.g. --set data.standardize=true (repeatable).
+    /// Override one config field that leaves the model as trained, e.g. --set
+    /// train.batch_size=64 (the batches batch norm sees; repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }

@@ -38,9 +38,8 @@ impl fmt::Display for Evaluation {
         // As a percentage computed in this order, so the figure reads as it always has.
         writeln!(f, "loss {:.4}  accuracy {:.2}%", self.loss, 100.0 * self.correct as f64 / self.rows as f64)?;
         writeln!(f, "confusion matrix (rows: true class, columns: predicted)")?;
-        let names: Vec<String> = (0..self.confusion.len())
-            .map(|c| self.class_names.as_ref().and_then(|n| n.get(c).cloned()).unwrap_or_else(|| c.to_string()))
-            .collect();
+        let names: Vec<String> =
+            (0..self.confusion.len()).map(|c| crate::data::class_name(self.class_names.as_deref(), c)).collect();
         let width = names.iter().map(|n| n.chars().count() + 1).max().unwrap_or(0).max(6);
         write!(f, "{:>width$}", "")?;
         for name in &names {

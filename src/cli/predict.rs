@@ -5,9 +5,7 @@ use std::path::Path;
 
 use super::saved::saved_network;
 use super::PredictArgs;
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::spec::Model;
 use crate::train::{self, Placement};
 
 /// The command: reads `args.input`, transforms it as training did, and writes `args.output`.
@@ -40,24 +38,21 @@ pub fn predict(args: &PredictArgs, placement: &Placement, non_strict: bool) -> R
         }
         s.apply(&mut x);
     }
-    check_input_width(&config, checkpoint, input, d)?;
+    super::saved::check_input_width(&config, checkpoint, input, d)?;
     let mut net = saved_network(&config, d, checkpoint, placement, 1024.min(n.max(1)), non_strict)?;
     let logits = net.predict(&x, n)?;
     let classes = net.model().outputs();
     if is(output, "npy") {
         crate::data::write_npy_f32(output, &[n, classes], &logits)?;
     } else {
-        let name = |c: usize| match config.class_names.as_ref().and_then(|names| names.get(c)) {
-            Some(n) => csv_field(n),
-            None => c.to_string(),
-        };
+        let name = |c: usize| crate::data::class_name(config.class_names.as_deref(), c);
         let mut text = String::from("predicted");
         for c in 0..classes {
-            text += &format!(",logit_{}", name(c));
+            text += &format!(",{}", csv_field(&format!("logit_{}", name(c))));
         }
         text.push('\n');
         for row in logits.chunks(classes) {
-            text += &name(crate::reference::argmax(row));
+            text += &csv_field(&name(crate::reference::argmax(row)));
             for v in row {
                 text += &format!(",{v}");
             }
@@ -118,24 +113,4 @@ fn read_npy_features(input: &Path) -> Result<(Vec<f32>, usize, usize)> {
         });
     }
     Ok((x, a.shape[0], a.shape[1]))
-}
-
-/// An input file with the wrong number of columns is the input's fault, not the checkpoint's:
-/// the model's first tensor ([out, in] or a norm's [in]) says how many features it takes.
-fn check_input_width(config: &Config, checkpoint: &Path, input: &Path, d: usize) -> Result<()> {
-    let probe = Model::new(d, config.model.layers.clone())?;
-    let Some(first) = probe.params.first() else { return Ok(()) };
-    let saved = crate::checkpoint::tensor_shape(checkpoint, &first.name)?;
-    match saved.as_deref().and_then(|s| s.last()) {
-        Some(&want) if want != d => Err(Error::DataFile {
-            file: input.to_path_buf(),
-            message: format!(
-                "has {d} features per row, but the model in {} takes {want} (tensor '{}' {:?})",
-                checkpoint.display(),
-                first.name,
-                saved.unwrap_or_default()
-            ),
-        }),
-        _ => Ok(()),
-    }
 }

@@ -70,18 +70,26 @@ fn saved_config(description: &Description, checkpoint: &Path, set: &[String]) ->
 fn contradiction(trained: &Config, chosen: &Config, non_strict: bool) -> Option<String> {
     let differ =
         |field: &str, t: String, c: String| (t != c).then(|| format!("{field} is {t} in the checkpoint, {c} here"));
-    let layers = |c: &Config| {
-        let summary = c.model.layers.iter().map(|l| format!("{l:?}")).collect::<Vec<_>>().join(", ");
-        format!("[{summary}]")
-    };
     let layers_differ = !non_strict && trained.model.layers != chosen.model.layers;
     layers_differ
-        .then(|| format!("model.layers are {} in the checkpoint, {} here", layers(trained), layers(chosen)))
+        .then(|| first_layer_difference(trained, chosen))
         .or_else(|| differ("model.loss", trained.model.loss.name().into(), chosen.model.loss.name().into()))
         .or_else(|| differ("data.scale", trained.data.scale.to_string(), chosen.data.scale.to_string()))
         .or_else(|| {
             differ("data.standardize", trained.data.standardize.to_string(), chosen.data.standardize.to_string())
         })
+}
+
+/// "model.layers[i] is A in the checkpoint, B here" for the first layer that differs, each as
+/// the TOML of its config ("none" past the end of the shorter list).
+fn first_layer_difference(trained: &Config, chosen: &Config) -> String {
+    let (t, c) = (&trained.model.layers, &chosen.model.layers);
+    let i = (0..t.len().max(c.len())).find(|&i| t.get(i) != c.get(i)).unwrap_or(0);
+    let toml_of = |config: &Config| {
+        let layer = config.table.get("model").and_then(|m| m.get("layers")).and_then(|l| l.get(i));
+        layer.map_or("none".to_string(), |l| l.to_string())
+    };
+    format!("model.layers[{i}] is {} in the checkpoint, {} here", toml_of(trained), toml_of(chosen))
 }
 
 /// A state dict for `model`, strict unless `--non-strict` (which names what it ignores).
@@ -119,7 +127,17 @@ pub(crate) fn data_for_checkpoint(config: &Config, file: &Path, checkpoint: &Pat
     if saved.is_some() {
         raw.data.standardize = false;
     }
+    if !config.builtin && !config.data.path.exists() {
+        return Err(Error::Io {
+            file: config.data.path.clone(),
+            message: format!(
+                "no such file: the data {} was trained on (moved?); give it with --set data.path=FILE",
+                checkpoint.display()
+            ),
+        });
+    }
     let (mut train_set, mut test_set) = train::load_data(&raw, file)?;
+    check_input_width(config, checkpoint, &config.data.path, train_set.d)?;
     if let Some((mean, std)) = saved {
         let s = train::Standardize { mean, std };
         if s.mean.len() != train_set.d {
@@ -133,4 +151,24 @@ pub(crate) fn data_for_checkpoint(config: &Config, file: &Path, checkpoint: &Pat
         s.apply(&mut test_set.x);
     }
     Ok((train_set, test_set))
+}
+
+/// Data with the wrong number of features is the data's fault, not the checkpoint's: the
+/// model's first tensor ([out, in] or a norm's [in]) says how many features it takes.
+pub(crate) fn check_input_width(config: &Config, checkpoint: &Path, input: &Path, d: usize) -> Result<()> {
+    let probe = Model::new(d, config.model.layers.clone())?;
+    let Some(first) = probe.params.first() else { return Ok(()) };
+    let saved = crate::checkpoint::tensor_shape(checkpoint, &first.name)?;
+    match saved.as_deref().and_then(|s| s.last()) {
+        Some(&want) if want != d => Err(Error::DataFile {
+            file: input.to_path_buf(),
+            message: format!(
+                "has {d} features per row, but the model in {} takes {want} (tensor '{}' {:?})",
+                checkpoint.display(),
+                first.name,
+                saved.unwrap_or_default()
+            ),
+        }),
+        _ => Ok(()),
+    }
 }

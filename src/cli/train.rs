@@ -84,7 +84,13 @@ fn options(args: TrainArgs, non_strict: bool) -> Result<(crate::config::Config, 
             }
             (config, file)
         }
-        None => super::load_config(args.config, &set)?,
+        // A run continued with no config is the run its checkpoint describes, not the digits run.
+        None => match (&args.config, &args.resume) {
+            (None, Some(ck)) if crate::checkpoint::load_description(ck)?.is_some() => {
+                super::saved::config_for(None, &set, ck, non_strict)?
+            }
+            _ => super::load_config(args.config, &set)?,
+        },
     };
     let opts = TrainOptions {
         init: args.init,

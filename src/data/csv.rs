@@ -167,7 +167,7 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
         return Err(Error::DataFile { file: path.to_path_buf(), message: "the file is empty".into() });
     };
     let first_fields = first_fields(path, first_line, first)?;
-    let header = opts.has_header.unwrap_or_else(|| detect_header(&first_fields, &opts.label_column));
+    let mut header = opts.has_header.unwrap_or_else(|| detect_header(&first_fields, &opts.label_column));
     // Column names from the header, for error messages; the header also fixes the field count.
     let mut names: Vec<String> = Vec::new();
     let mut expected: Option<(usize, usize)> = None; // (fields, line that set it)
@@ -176,10 +176,7 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
         expected = Some((names.len(), first_line));
         lines.next();
     }
-    let column = |col: usize| match names.get(col).filter(|s| !s.is_empty()) {
-        Some(name) => format!("column {} ('{name}')", col + 1),
-        None => format!("column {}", col + 1),
-    };
+    let column = |col: usize| column_text(&names, col);
 
     let mut x = Vec::new();
     // Each kept row's label field as written, with its line, resolved once every row is read
@@ -242,6 +239,12 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
             raw_labels.push((label, line));
         }
     }
+    if opts.has_header.is_none() && !header && header_after_all(&raw_labels, first_line) {
+        header = true;
+        names = first_fields.iter().map(|f| f.to_string()).collect();
+        x.drain(..d);
+        raw_labels.remove(0);
+    }
     if raw_labels.is_empty() {
         let message = if rows == 0 {
             "no data rows (only a header)".to_string()
@@ -250,7 +253,7 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
         };
         return Err(Error::DataFile { file: path.to_path_buf(), message });
     }
-    let what = format!("{} (label)", column(label_col));
+    let what = format!("{} (label)", column_text(&names, label_col));
     let (labels, classes, class_names) = resolve_labels(path, &what, &raw_labels, opts)?;
     let mut ds = Dataset::new(x, labels, d, classes, &path.display().to_string())?;
     ds.class_names = class_names;
@@ -261,9 +264,14 @@ pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset> 
     Ok(ds)
 }
 
-/// The label column of a CSV with no config: the header's column named one of `names` (any
-/// case), else the last.
-pub fn guess_label_column(path: &Path, names: &[&str]) -> Result<LabelColumn> {
+/// Header names that mark the label column (any case), most telling first: a CSV with no config
+/// takes the first of these it has (`y` only when no other is there: in `x,y,label` it is a
+/// feature), and a first line whose label field is one of them is a header.
+pub const LABEL_NAMES: [&str; 6] = ["label", "labels", "class", "target", "species", "y"];
+
+/// The label column of a CSV with no config: the header's column named by the first of
+/// `LABEL_NAMES` it has, else the last.
+pub fn guess_label_column(path: &Path) -> Result<LabelColumn> {
     let text = read_text(path)?;
     let text = normalized(&text);
     let Some((line, first)) = content_lines(&text).next() else { return Ok(LabelColumn::Last) };
@@ -271,20 +279,38 @@ pub fn guess_label_column(path: &Path, names: &[&str]) -> Result<LabelColumn> {
     if !detect_header(&fields, &LabelColumn::Last) {
         return Ok(LabelColumn::Last);
     }
-    let named = fields.iter().find(|f| names.iter().any(|n| f.eq_ignore_ascii_case(n)));
+    let named = LABEL_NAMES.iter().find_map(|n| fields.iter().find(|f| f.eq_ignore_ascii_case(n)));
     Ok(named.map_or(LabelColumn::Last, |f| LabelColumn::Name(f.to_string())))
 }
 
-/// Whether the first line is a header: a field that is not a number where features are (the
-/// label column may hold class names, so it does not count; a named one needs a header).
+/// "column C ('name')" for the 0-based column `col`, with its header name when there is one.
+fn column_text(names: &[String], col: usize) -> String {
+    match names.get(col).filter(|s| !s.is_empty()) {
+        Some(name) => format!("column {} ('{name}')", col + 1),
+        None => format!("column {}", col + 1),
+    }
+}
+
+/// Whether the first line is a header: a field that is not a number where features are, or a
+/// label field named like a label column (`0,1,label`, as pandas writes a frame of numbered
+/// columns). Other names in the label column are classes; `header_after_all` catches the rest.
 fn detect_header(first: &[Cow<'_, str>], label: &LabelColumn) -> bool {
-    let skip = match label {
+    let at = match label {
         LabelColumn::Last => first.len().checked_sub(1),
         LabelColumn::First => Some(0),
         LabelColumn::Index(i) => Some(*i),
         LabelColumn::Name(_) => return true,
     };
-    first.iter().enumerate().any(|(i, f)| Some(i) != skip && !is_number(f))
+    let label_named =
+        at.and_then(|i| first.get(i)).is_some_and(|f| LABEL_NAMES.iter().any(|n| f.eq_ignore_ascii_case(n)));
+    label_named || first.iter().enumerate().any(|(i, f)| Some(i) != at && !is_number(f))
+}
+
+/// A first line read as data whose label alone is not a number while every later label is: a
+/// header of numbered feature columns and a named label column (`0,1,kind`), not a class.
+fn header_after_all(raw: &[(String, usize)], first_line: usize) -> bool {
+    matches!(raw, [(first, line), rest @ ..] if *line == first_line && !is_number(first) && !rest.is_empty()
+        && rest.iter().all(|(f, _)| is_number(f)))
 }
 
 /// The 0-based label field of a row of `want` fields.
@@ -345,6 +371,18 @@ fn resolve_labels(
     if raw.iter().all(|(f, _)| is_number(f)) {
         let (labels, classes) = number_labels(path, what, raw, opts.num_classes)?;
         return Ok((labels, classes, None));
+    }
+    // Numbers and names in one column: a stray mark ('?', 'n/a') in class numbers, most likely.
+    if let Some((number, line)) = raw.iter().find(|(f, _)| is_number(f)) {
+        let (name, name_line) = raw.iter().find(|(f, _)| !is_number(f)).map_or(("", 0), |(f, l)| (f.as_str(), *l));
+        return Err(err(
+            path,
+            name_line.max(*line),
+            format!(
+                "{what}: the label column mixes class numbers ('{number}' on line {line}) and class names ('{name}' \
+                 on line {name_line}); labels are all numbers or all names"
+            ),
+        ));
     }
     let mut names: Vec<String> = raw.iter().map(|(f, _)| f.clone()).collect();
     names.sort();

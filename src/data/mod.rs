@@ -45,6 +45,25 @@ pub(crate) fn check_inferred_classes(classes: usize, rows: usize) -> std::result
     Ok(())
 }
 
+/// Names as one line can hold them: the first eight, then how many more; a name holding a
+/// comma is quoted so that the list reads unambiguously.
+pub fn listed(names: &[String]) -> String {
+    let shown: Vec<String> =
+        names.iter().take(8).map(|n| if n.contains(',') { format!("\"{n}\"") } else { n.clone() }).collect();
+    match names.len() {
+        0..=8 => shown.join(", "),
+        n => format!("{}, … ({} more)", shown.join(", "), n - 8),
+    }
+}
+
+/// Class `label` as people read it: its name among `names`, or its number.
+pub fn class_name(names: Option<&[String]>, label: usize) -> String {
+    match names.and_then(|n| n.get(label)) {
+        Some(name) => name.clone(),
+        None => label.to_string(),
+    }
+}
+
 /// Rows of features with integer class labels, features row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
@@ -89,10 +108,7 @@ impl Dataset {
 
     /// Class `label` as people read it: its name, or its number.
     pub fn class_name(&self, label: usize) -> String {
-        match self.class_names.as_ref().and_then(|names| names.get(label)) {
-            Some(name) => name.clone(),
-            None => label.to_string(),
-        }
+        class_name(self.class_names.as_deref(), label)
     }
 
     /// The same description (widths, names) with no rows.

@@ -194,7 +194,7 @@ fn contender(base: &Config, entry: &str) -> Result<Contender> {
 }
 
 fn optimizer_of(table: toml::Table) -> std::result::Result<Optimizer, String> {
-    toml::Value::Table(table).try_into::<Optimizer>().map_err(|e| e.message().to_string())
+    toml::Value::Table(table).try_into::<Optimizer>().map_err(|e| crate::config::messages::plain(e.message()))
 }
 
 /// The first of the `given` settings that the `preset` refuses on its own: "field=value:

@@ -9,10 +9,6 @@ use crate::config::Config;
 use crate::data::LabelColumn;
 use crate::error::{Error, Result};
 
-/// Header names taken for the label column (any case) when no other column is named; else the
-/// last column is the label, as in scikit-learn's and most course data sets.
-pub const LABEL_NAMES: [&str; 6] = ["label", "labels", "class", "target", "y", "species"];
-
 /// Hidden widths of the default MLP: enough for the course's 2-D sets and the digits, cheap on
 /// any device; `--set model.layers=[…]` replaces it.
 const HIDDEN: [usize; 2] = [64, 64];
@@ -37,40 +33,46 @@ pub fn config_for_data(data: &Path, labels: Option<&Path>, overrides: &[String])
             data.display()
         )));
     }
+    if data.is_dir() {
+        return Err(Error::Io { file: data.to_path_buf(), message: "is a folder; give the data file".into() });
+    }
     if !data.is_file() {
         return Err(Error::Io { file: data.to_path_buf(), message: "no such file".into() });
     }
-    let label_column =
-        if is_npy { LabelColumn::Last } else { crate::data::csv::guess_label_column(data, &LABEL_NAMES)? };
+    let label_column = if is_npy { LabelColumn::Last } else { crate::data::csv::guess_label_column(data)? };
     // Pass 1: the data as the overrides read it, through a model whose width does not matter yet.
-    let probe = Config::parse_with(&toml(data, labels, &label_column, 1, 1, BATCH), &file, overrides)?;
+    let probe = Config::parse_in(&toml(data, labels, &label_column, 1, 1, BATCH), &file, Path::new(""), overrides)?;
     let (train, _) = super::load_data(&probe, &file)?;
     // A batch no larger than the training rows (a small file trains full-batch).
     let batch = if probe.train.batch_size == BATCH { BATCH.min(train.n.max(1)) } else { probe.train.batch_size };
     let steps_per_epoch = train.n.div_ceil(batch).max(1);
     let epochs = TARGET_STEPS.div_ceil(steps_per_epoch).clamp(10, 100);
     let text = toml(data, labels, &label_column, train.num_classes, epochs, batch);
-    let config = Config::parse_with(&text, &file, overrides)?;
+    let config = Config::parse_in(&text, &file, Path::new(""), overrides)?;
     let column = match (&label_column, is_npy) {
         (_, true) => "labels from --labels".to_string(),
         (LabelColumn::Name(n), _) => format!("label column '{n}'"),
         _ => "the last column as the label".to_string(),
     };
     let names = match &train.class_names {
-        Some(n) if n.len() <= 12 => format!(": {}", n.join(", ")),
+        Some(n) if n.len() <= 12 => format!(": {}", crate::data::listed(n)),
         _ => String::new(),
     };
     let standardised = if config.data.standardize { "standardised inputs" } else { "raw inputs" };
+    let test = match &config.data.test_path {
+        Some(p) => format!("the test rows from {}", p.display()),
+        None => format!("{:.0}% held out for testing", 100.0 * config.data.test_fraction()),
+    };
+    let classes = if train.num_classes == 1 { "class" } else { "classes" };
     let said = format!(
-        "no config: for {} chose {column} ({} classes{names}), the model below, {}, batch {}, {} epoch{}, {standardised}, \
-         {:.0}% held out for testing; --set changes any of it (e.g. --set train.epochs=20)",
+        "no config: for {} chose {column} ({} {classes}{names}), the model below, {}, batch {}, {} epoch{}, \
+         {standardised}, {test}; --set changes any of it (e.g. --set train.epochs=20)",
         data.display(),
         train.num_classes,
         config.optimizer,
         config.train.batch_size,
         config.train.epochs,
         if config.train.epochs == 1 { "" } else { "s" },
-        100.0 * config.data.test_fraction(),
     );
     Ok((config, file, said))
 }
@@ -84,8 +86,7 @@ fn toml(
     epochs: usize,
     batch: usize,
 ) -> String {
-    let quoted =
-        |p: &Path| toml::Value::String(std::path::absolute(p).unwrap_or(p.to_path_buf()).display().to_string());
+    let quoted = crate::config::absolute;
     let mut text = format!("[data]\npath = {}\n", quoted(data));
     if let Some(l) = labels {
         text += &format!("labels = {}\n", quoted(l));
@@ -93,7 +94,8 @@ fn toml(
     if let LabelColumn::Name(n) = label_column {
         text += &format!("label_column = {}\n", toml::Value::String(n.clone()));
     }
-    text += "standardize = true\ntest_fraction = 0.2\n\n[model]\nlayers = [\n";
+    // No test_fraction: its default (0.2, or 0 with a --set data.test_path) holds out the test set.
+    text += "standardize = true\n\n[model]\nlayers = [\n";
     for width in HIDDEN {
         text += &format!("  {{ type = \"linear\", out = {width} }}, {{ type = \"relu\" }},\n");
     }

@@ -32,7 +32,7 @@ pub fn check_labels(model: &Model, train: &Dataset, test: &Dataset, config: &Con
     let file = config.data.path.display();
     if outputs != classes {
         let source = match (&train.class_names, config.data.num_classes) {
-            (Some(names), _) => format!("the class names in {file}: {}", names.join(", ")),
+            (Some(names), _) => format!("the class names in {file}: {}", crate::data::listed(names)),
             (None, Some(k)) => format!("data.num_classes = {k}"),
             (None, None) => format!("labels 0 to {} in {file}", classes - 1),
         };

@@ -19,6 +19,10 @@ pub(super) fn check_outputs(opts: &TrainOptions, config: &Config, config_file: &
     let outputs = [(&opts.save, "--save"), (&opts.metrics, "--metrics"), (&opts.plot, "--plot")];
     let outputs: Vec<(&Path, &str)> = outputs.iter().filter_map(|(p, f)| p.as_deref().map(|p| (p, *f))).collect();
     let mut inputs = config_inputs(config, config_file);
+    // A run continued from the checkpoint its config came from may save over it, as any --resume.
+    if opts.resume.as_deref() == Some(config_file) {
+        inputs.retain(|p| *p != config_file);
+    }
     inputs.extend(opts.init.as_deref());
     // Overwriting an input is the graver mistake: said first.
     check_outputs_apart(&outputs, &inputs)?;
@@ -83,14 +87,6 @@ pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
     Ok(())
 }
 
-/// Names as a list a line can hold: the first eight, then how many more.
-fn listed(names: &[String]) -> String {
-    match names.len() {
-        0..=8 => names.join(", "),
-        n => format!("{}, … ({} more)", names[..8].join(", "), n - 8),
-    }
-}
-
 pub(super) fn print_header(
     config: &Config,
     config_file: &Path,
@@ -115,20 +111,20 @@ pub(super) fn print_header(
         n => format!("{n} classes"),
     };
     let classes = match &train.class_names {
-        Some(names) => format!("{classes}: {}", listed(names)),
+        Some(names) => format!("{classes}: {}", crate::data::listed(names)),
         None => classes,
     };
     let features = match &train.feature_names {
-        Some(names) => format!("{} features ({})", train.d, listed(names)),
+        Some(names) => format!("{} features ({})", train.d, crate::data::listed(names)),
         None => format!("{} features", train.d),
     };
     let test_rows = match &config.data.test_path {
         Some(p) => format!("{} test rows from {}", test.n, p.display()),
-        None => format!("{} test", test.n),
+        None => format!("{} test rows", test.n),
     };
     let builtin_data = if config.builtin && !config.data.path.exists() { " (the built-in copy)" } else { "" };
     crate::say!(
-        "data: {}{builtin_data} ({} train / {test_rows} rows, {features}, {classes})",
+        "data: {}{builtin_data} ({} train / {test_rows}, {features}, {classes})",
         config.data.path.display(),
         train.n,
     );
