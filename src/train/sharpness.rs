@@ -104,6 +104,20 @@ pub fn largest_eigenvalue(op: &mut dyn SymmetricOperator, start: &[f64]) -> Resu
     top.last().copied().ok_or_else(|| Error::Usage("Lanczos made no step (an operator of dimension 0)".into()))
 }
 
+/// Why 2/η is not this optimizer's threshold, when it is not: it is that of plain gradient
+/// descent (SGD without momentum) on a quadratic.
+pub fn threshold_caveat(optimizer: &crate::optim::Optimizer) -> Option<&'static str> {
+    match optimizer {
+        crate::optim::Optimizer::Sgd(s) if s.momentum.value() == 0.0 => None,
+        crate::optim::Optimizer::Sgd(_) => {
+            Some("2/η is plain gradient descent's threshold; heavy-ball momentum β is stable up to (2 + 2β)/η")
+        }
+        _ => Some(
+            "2/η is plain gradient descent's threshold; an adaptive optimizer's concerns its preconditioned Hessian",
+        ),
+    }
+}
+
 /// A measurement as the epoch line says it: `λmax 12.34 (2/η 20.00)`.
 pub fn describe(m: &Measured) -> String {
     format!("λmax {} (2/η {})", fmt_value(m.lambda_max), fmt_value(m.two_over_lr))

@@ -346,6 +346,9 @@ impl Run<'_> {
                 crate::train::sharpness::STEPS,
                 s.every()
             );
+            if let Some(caveat) = crate::train::sharpness::threshold_caveat(&self.config.optimizer) {
+                crate::say!("note: {caveat}");
+            }
         }
         Ok(())
     }
