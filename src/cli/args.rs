@@ -188,6 +188,11 @@ pub struct TrainArgs {
     /// Print every N-th epoch's line (the run's first and last always); --metrics still records all.
     #[arg(long, value_name = "N")]
     pub log_interval: Option<usize>,
+    /// Measure the sharpness λ_max (largest eigenvalue of the training loss's Hessian, 20 Lanczos
+    /// steps) at step 0 and every K steps: printed beside 2/η, in --metrics' sharpness column and
+    /// a third --plot chart. Changes nothing the run computes.
+    #[arg(long, value_name = "K")]
+    pub track_sharpness: Option<usize>,
 }
 
 // `gradflow eval`.

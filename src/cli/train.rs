@@ -75,6 +75,9 @@ fn options(args: TrainArgs, non_strict: bool) -> Result<(crate::config::Config, 
     if args.log_interval == Some(0) {
         return Err(Error::Usage("--log-interval must be at least 1 (print every N-th epoch)".into()));
     }
+    if args.track_sharpness == Some(0) {
+        return Err(Error::Usage("--track-sharpness must be at least 1 (measure every K steps)".into()));
+    }
     let set = super::with_epochs(&args.set, args.epochs);
     let (config, file) = match &args.data {
         Some(data) => {
@@ -103,6 +106,7 @@ fn options(args: TrainArgs, non_strict: bool) -> Result<(crate::config::Config, 
         non_strict,
         quiet: args.quiet,
         log_interval: args.log_interval,
+        track_sharpness: args.track_sharpness,
     };
     Ok((config, file, opts))
 }

@@ -433,6 +433,10 @@ impl GpuNetwork {
 }
 
 impl Network for GpuNetwork {
+    fn shared_gpu(&self) -> Option<Arc<Gpu>> {
+        Some(Arc::clone(&self.gpu))
+    }
+
     fn describe(&self) -> String {
         match &self.gpu.tuning {
             Some(t) => {

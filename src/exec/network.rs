@@ -114,6 +114,11 @@ pub trait Network {
     fn set_steps(&mut self, steps: usize);
     /// Group 0's learning rate for the next step.
     fn lr(&self) -> f32;
+    /// The device this network trains on, for other work on the same placement (the Hessian
+    /// of `train --track-sharpness`); None on the CPU reference.
+    fn shared_gpu(&self) -> Option<std::sync::Arc<crate::kernels::Gpu>> {
+        None
+    }
 }
 
 /// The data's width matches the model's input.

@@ -1,7 +1,8 @@
 //! The metrics file: one record per epoch (and per `log_every` steps when asked), as CSV or JSON
 //! lines by the file's extension. Fields: step, epoch, loss, accuracy, test_loss,
-//! test_accuracy, lr, grad_norm, wall_s; a field that does not apply to a record is empty
-//! (CSV) or null (JSON).
+//! test_accuracy, lr, grad_norm, wall_s, sharpness (λ_max of the training loss's Hessian, from
+//! `train --track-sharpness`, on the step records where it was measured); a field that does
+//! not apply to a record is empty (CSV) or null (JSON).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,14 +22,16 @@ pub struct Record {
     /// ‖∇‖₂ of the last step's gradients.
     pub grad_norm: Option<f64>,
     pub wall_s: f64,
+    /// λ_max of the training loss's Hessian at this step (`train::sharpness`).
+    pub sharpness: Option<f64>,
 }
 
 /// (epoch, train loss, train accuracy, test loss, test accuracy) of each epoch: what the session
 /// records and `train --plot` draws.
 pub type Curve = (f64, f64, f64, f64, f64);
 
-const FIELDS: [&str; 9] =
-    ["step", "epoch", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "grad_norm", "wall_s"];
+const FIELDS: [&str; 10] =
+    ["step", "epoch", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "grad_norm", "wall_s", "sharpness"];
 
 pub struct MetricsWriter {
     path: PathBuf,
@@ -62,7 +65,7 @@ impl MetricsWriter {
         let line = if self.json {
             let null = "null";
             format!(
-                "{{\"step\":{},\"epoch\":{},\"loss\":{},\"accuracy\":{},\"test_loss\":{},\"test_accuracy\":{},\"lr\":{},\"grad_norm\":{},\"wall_s\":{:.3}}}",
+                "{{\"step\":{},\"epoch\":{},\"loss\":{},\"accuracy\":{},\"test_loss\":{},\"test_accuracy\":{},\"lr\":{},\"grad_norm\":{},\"wall_s\":{:.3},\"sharpness\":{}}}",
                 r.step,
                 r.epoch,
                 opt(r.loss, null),
@@ -71,11 +74,12 @@ impl MetricsWriter {
                 opt(r.test_accuracy, null),
                 r.lr,
                 opt(r.grad_norm, null),
-                r.wall_s
+                r.wall_s,
+                opt(r.sharpness, null)
             )
         } else {
             format!(
-                "{},{},{},{},{},{},{},{},{:.3}",
+                "{},{},{},{},{},{},{},{},{:.3},{}",
                 r.step,
                 r.epoch,
                 opt(r.loss, ""),
@@ -84,7 +88,8 @@ impl MetricsWriter {
                 opt(r.test_accuracy, ""),
                 r.lr,
                 opt(r.grad_norm, ""),
-                r.wall_s
+                r.wall_s,
+                opt(r.sharpness, "")
             )
         };
         let io = |e: std::io::Error| Error::Io { file: self.path.clone(), message: e.to_string() };

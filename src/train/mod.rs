@@ -286,6 +286,7 @@ pub mod own_data;
 pub mod plot;
 pub mod run;
 pub mod session;
+pub mod sharpness;
 pub mod side_by_side;
 pub mod sweep;
 pub mod trainer;

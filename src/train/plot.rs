@@ -1,12 +1,16 @@
-//! `train --plot`: the training curves, and for 2-feature data the decision regions.
+//! `train --plot`: the training curves, with `--track-sharpness` the sharpness against 2/η, and
+//! for 2-feature data the decision regions.
 
 use super::metrics::Curve;
+use super::sharpness::{Measured, STEPS};
 use crate::error::Result;
 
-/// Training curves, and for 2-feature data the decision regions with the points.
+/// Training curves, the sharpness when `measured` has any, and for 2-feature data the decision
+/// regions with the points.
 pub fn write(
     path: &std::path::Path,
     curves: &[Curve],
+    measured: &[Measured],
     net: &mut dyn crate::exec::Network,
     train_set: &crate::data::Dataset,
     test_set: &crate::data::Dataset,
@@ -17,7 +21,7 @@ pub fn write(
         name: name.into(),
         points: curves.iter().map(|c| (c.0, f(c))).filter(|p| p.1.is_finite()).collect(),
     };
-    let charts = [
+    let mut charts = vec![
         Chart {
             title: "loss".into(),
             x_label: "epoch".into(),
@@ -37,6 +41,9 @@ pub fn write(
             scatter: false,
         },
     ];
+    if !measured.is_empty() {
+        charts.push(sharpness_chart(measured));
+    }
     let regions = if train_set.d == 2 {
         let all: Vec<&[f32]> = train_set.x.chunks(2).chain(test_set.x.chunks(2)).collect();
         let (mut xlo, mut xhi, mut ylo, mut yhi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -83,4 +90,25 @@ fn axis_names(data: &crate::data::Dataset, standardized: bool) -> (String, Strin
     };
     let mark = |name: String| if standardized { format!("{name} (standardised)") } else { name };
     (mark(a), mark(b))
+}
+
+/// λ_max against the step, and the stability threshold 2/η of gradient descent on a quadratic
+/// (a line that moves with a learning-rate schedule).
+fn sharpness_chart(measured: &[Measured]) -> crate::plot::Chart {
+    let series = |name: String, f: &dyn Fn(&Measured) -> f64| crate::plot::Series {
+        name,
+        points: measured.iter().map(|m| (m.step as f64, f(m))).filter(|p| p.1.is_finite()).collect(),
+    };
+    crate::plot::Chart {
+        title: "sharpness".into(),
+        x_label: "step".into(),
+        y_label: "largest Hessian eigenvalue".into(),
+        series: vec![
+            series(format!("λmax (Lanczos, {STEPS} steps)"), &|m| m.lambda_max),
+            series("2/η".into(), &|m| m.two_over_lr),
+        ],
+        log_y: false,
+        y_range: None,
+        scatter: false,
+    }
 }

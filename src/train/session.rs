@@ -39,6 +39,8 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Print every N-th epoch's line (the run's first and last always).
     pub log_interval: Option<usize>,
+    /// Measure λ_max of the training loss's Hessian at step 0 and every K steps (`sharpness`).
+    pub track_sharpness: Option<usize>,
 }
 
 /// How a run that did not fail ended.

@@ -15,6 +15,7 @@ use crate::dist::Collective;
 use crate::error::{Error, Result};
 use crate::exec::Network;
 use crate::train::metrics::{Curve, MetricsWriter, Record};
+use crate::train::sharpness::Sharpness;
 use crate::train::{Flow, Observe};
 
 /// Runs the epochs `start` has left, writing metrics on rank 0 (the only rank that writes).
@@ -25,9 +26,14 @@ pub(super) fn run(
     signal: &AtomicUsize,
     comm: &dyn Collective,
 ) -> Result<Ending> {
-    let Start { net, train_set, test_set, batcher, progress, saved } = start;
+    let Start { mut net, train_set, test_set, batcher, progress, saved } = start;
     let metrics = match (&opts.metrics, comm.rank() == 0) {
         (Some(p), true) => Some(MetricsWriter::create(p, opts.resume.is_some())?),
+        _ => None,
+    };
+    // Rank 0 measures (it alone writes and prints); the others wait in the next step's all-reduce.
+    let sharpness = match (opts.track_sharpness, comm.rank() == 0) {
+        (Some(every), true) => Some(Sharpness::new(every, config, net.as_mut(), &train_set)?),
         _ => None,
     };
     let mut run = Run {
@@ -37,6 +43,7 @@ pub(super) fn run(
         train_set: &train_set,
         test_set: &test_set,
         metrics,
+        sharpness,
         curves: Vec::new(),
         clock: Instant::now(),
         signal,
@@ -57,6 +64,8 @@ struct Run<'a> {
     train_set: &'a Dataset,
     test_set: &'a Dataset,
     metrics: Option<MetricsWriter>,
+    /// `--track-sharpness`: λ_max of the training loss's Hessian every K steps.
+    sharpness: Option<Sharpness>,
     curves: Vec<Curve>,
     clock: Instant,
     signal: &'a AtomicUsize,
@@ -80,6 +89,9 @@ impl Run<'_> {
         }
         let mut throughput = Vec::new();
         self.first_epoch = progress.epoch + 1;
+        if self.net.steps() == 0 {
+            self.measure_start()?;
+        }
         for epoch in progress.epoch + 1..=epochs {
             if let Some(signal) = self.signalled()? {
                 let saved = self.opts.save.as_ref().map_or(String::new(), |p| format!("; {} has its end", p.display()));
@@ -133,9 +145,11 @@ impl Run<'_> {
             return Ok(Ending::Finished);
         }
         if let Some(path) = &self.opts.plot {
+            let measured = self.sharpness.as_ref().map_or(&[][..], |s| &s.measured[..]);
             crate::train::plot::write(
                 path,
                 &self.curves,
+                measured,
                 self.net.as_mut(),
                 self.train_set,
                 self.test_set,
@@ -194,34 +208,45 @@ impl Run<'_> {
         if let Some(c) = self.curves.last() {
             bar.set_message(format!("last epoch's loss {}", fmt_loss(c.1 as f32)));
         }
-        let (log_every, clock, signal) = (self.opts.log_every, self.clock, self.signal);
+        let (clock, signal) = (self.clock, self.signal);
         let metrics = &mut self.metrics;
+        let sharpness = &mut self.sharpness;
+        let log_every = self.opts.log_every.filter(|&every| every > 0 && metrics.is_some());
         let stop = || signal.load(Ordering::SeqCst) != 0;
-        // Per-step metrics need the network as each logged step left it; otherwise the steps
-        // go several per submit and the bar moves a submit at a time.
-        let observe = match log_every {
-            Some(every) if every > 0 && metrics.is_some() => Observe::Every(every),
-            _ => Observe::Submits,
+        // Per-step metrics and sharpness need the network as each such step left it (submits
+        // end at multiples of both intervals); otherwise the steps go several per submit and
+        // the bar moves a submit at a time. Where submits end never changes what is computed.
+        let observe = match (log_every, sharpness.as_ref().map(Sharpness::every)) {
+            (Some(a), Some(b)) => Observe::Every(gcd(a, b)),
+            (Some(every), None) | (None, Some(every)) => Observe::Every(every),
+            (None, None) => Observe::Submits,
         };
         let mut done = 0;
         let report =
             crate::train::train_batches_on(self.net.as_mut(), run, epoch, self.comm, &stop, observe, |net, i| {
                 bar.inc(run[done..i].iter().map(Vec::len).sum::<usize>() as u64);
                 done = i;
-                if let (Some(every), Some(m)) = (log_every, metrics.as_mut()) {
-                    if every > 0 && net.steps() % every == 0 {
+                let logged = log_every.is_some_and(|every| net.steps().is_multiple_of(every));
+                let measured = match sharpness.as_mut() {
+                    Some(s) if s.due(net.steps()) => Some(s.measure(net)?.lambda_max),
+                    _ => None,
+                };
+                if let (Some(m), true) = (metrics.as_mut(), logged || measured.is_some()) {
+                    let mut record = Record {
+                        step: net.steps(),
+                        epoch,
+                        lr: net.lr() as f64,
+                        wall_s: clock.elapsed().as_secs_f64(),
+                        sharpness: measured,
+                        ..Default::default()
+                    };
+                    if logged {
                         let loss = net.last_loss()? as f64;
                         bar.set_message(format!("loss {}", fmt_loss(loss as f32)));
-                        m.write(&Record {
-                            step: net.steps(),
-                            epoch,
-                            loss: Some(loss),
-                            lr: net.lr() as f64,
-                            grad_norm: Some(crate::train::metrics::grad_norm(&net.grads()?)),
-                            wall_s: clock.elapsed().as_secs_f64(),
-                            ..Default::default()
-                        })?;
+                        record.loss = Some(loss);
+                        record.grad_norm = Some(crate::train::metrics::grad_norm(&net.grads()?));
                     }
+                    m.write(&record)?;
                 }
                 // A signal stops every rank at the same step: it travels with the gradient.
                 Ok(Flow::Continue)
@@ -269,6 +294,7 @@ impl Run<'_> {
                 lr: lr as f64,
                 grad_norm: Some(crate::train::metrics::grad_norm(&self.net.grads()?)),
                 wall_s: self.clock.elapsed().as_secs_f64(),
+                sharpness: None,
             })?;
         }
         self.curves.push((
@@ -288,13 +314,42 @@ impl Run<'_> {
         } else {
             format!("  lr {lr:.3e}")
         };
+        let sharp = self.sharpness.as_ref().and_then(Sharpness::latest);
+        let sharp = sharp.map_or(String::new(), |m| format!("  {}", crate::train::sharpness::describe(&m)));
         crate::say!(
-            "epoch {epoch:>3}/{}{lr}  loss {}  train acc {:5.1}%{test}  {:>9.0} samples/s",
+            "epoch {epoch:>3}/{}{lr}  loss {}  train acc {:5.1}%{test}  {:>9.0} samples/s{sharp}",
             self.config.train.epochs,
             fmt_loss(report.train_loss),
             100.0 * report.train_accuracy,
             report.samples_per_sec
         );
+        Ok(())
+    }
+
+    /// The sharpness before the first step (a fresh run's step 0), recorded and said.
+    fn measure_start(&mut self) -> Result<()> {
+        let Some(s) = self.sharpness.as_mut() else { return Ok(()) };
+        let m = s.measure(self.net.as_mut())?;
+        if let Some(w) = self.metrics.as_mut() {
+            w.write(&Record {
+                step: 0,
+                lr: self.net.lr() as f64,
+                wall_s: self.clock.elapsed().as_secs_f64(),
+                sharpness: Some(m.lambda_max),
+                ..Default::default()
+            })?;
+        }
+        if !self.opts.quiet {
+            crate::say!(
+                "sharpness at step 0: {} ({} Lanczos steps every {} steps: a lower bound on λmax)",
+                crate::train::sharpness::describe(&m),
+                crate::train::sharpness::STEPS,
+                s.every()
+            );
+            if let Some(caveat) = crate::train::sharpness::threshold_caveat(&self.config.optimizer) {
+                crate::say!("note: {caveat}");
+            }
+        }
         Ok(())
     }
 
@@ -359,6 +414,15 @@ impl Run<'_> {
         checkpoint::save(path, self.net.model(), &self.config.optimizer, &ck)?;
         self.saved_once = true;
         Ok(())
+    }
+}
+
+/// Greatest common divisor (both positive): the interval whose multiples include both's.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
