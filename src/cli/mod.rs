@@ -12,6 +12,7 @@ pub mod compare;
 pub mod devices;
 pub mod eval;
 pub mod hessian;
+pub mod landscape;
 pub mod predict;
 pub mod sweep;
 pub mod train;
@@ -19,7 +20,7 @@ pub mod train;
 use std::path::PathBuf;
 
 pub use args::{
-    AdapterArgs, BenchArgs, Cli, Command, CompareArgs, DeviceArgs, EvalArgs, HessianArgs, LoadArgs, PredictArgs,
+    AdapterArgs, BenchArgs, Cli, Command, CompareArgs, DeviceArgs, EvalArgs, HessianArgs, LandscapeArgs, LoadArgs, PredictArgs,
     SweepArgs, TrainArgs,
 };
 
