@@ -54,7 +54,8 @@ fn setup(d: &Path, layers: &str, loss: &str) -> PathBuf {
 /// Trains `cfg` (with `extra` options) and saves to `name` in `d`.
 fn save(d: &Path, cfg: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let out = d.join(name);
-    let mut args = vec!["train", "--cpu", "--quiet", "--config", cfg.to_str().unwrap(), "--save", out.to_str().unwrap()];
+    let mut args =
+        vec!["train", "--cpu", "--quiet", "--config", cfg.to_str().unwrap(), "--save", out.to_str().unwrap()];
     args.extend(extra);
     gradflow(&args);
     out
@@ -152,7 +153,12 @@ fn a_model_linear_in_its_parameters_gives_an_exact_parabola() {
     let tol = 8.0 * (2.0 * (m + 1.0) * 5.0 * U32 * m + U32 * jmax);
     for r in &l.rows {
         let x = r.coords[0];
-        assert!((r.train.loss - p(x)).abs() <= tol, "α = {x}: J = {} but the parabola gives {} (tol {tol:.2e})", r.train.loss, p(x));
+        assert!(
+            (r.train.loss - p(x)).abs() <= tol,
+            "α = {x}: J = {} but the parabola gives {} (tol {tol:.2e})",
+            r.train.loss,
+            p(x)
+        );
     }
     // Not a line: the curvature is there to fit (J(½) is below the chord between the ends).
     assert!(jh < (j0 + j1) / 2.0 - tol, "J(½) = {jh}, chord {}", (j0 + j1) / 2.0);

@@ -101,7 +101,11 @@ pub fn grid_of(args: &LandscapeArgs, shape: &Shape) -> Result<((f64, f64), usize
                 [Some(lo), Some(hi)] if lo.is_finite() && hi.is_finite() => {
                     return Err(Error::Usage(format!("--range {text}: the minimum must be below the maximum")))
                 }
-                _ => return Err(Error::Usage(format!("--range {text}: give MIN,MAX, two numbers, e.g. --range=-0.5,1.5"))),
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "--range {text}: give MIN,MAX, two numbers, e.g. --range=-0.5,1.5"
+                    )))
+                }
             }
         }
     };
@@ -143,8 +147,7 @@ pub fn measure(args: &LandscapeArgs, placement: &Placement, non_strict: bool) ->
     }
     let (train_set, test_set) = data_for_checkpoint(&config, &file, &named[0].0)?;
     let model = Model::new(train_set.d, config.model.layers.clone())?;
-    let states =
-        named.iter().map(|(p, _)| state(p, &model, non_strict)).collect::<Result<Vec<State>>>()?;
+    let states = named.iter().map(|(p, _)| state(p, &model, non_strict)).collect::<Result<Vec<State>>>()?;
     let rows = 1024.min(train_set.n.max(test_set.n).max(1));
     let net = train::build_network(&config, model.clone(), placement, rows)?;
     let device = net.describe();
@@ -305,7 +308,8 @@ pub fn report(l: &Landscape) -> String {
 }
 
 fn line_report(out: &mut String, rows: &[Row]) {
-    let _ = writeln!(out, "{:>7}  {:>10}  {:>10}  {:>9}  {:>9}", "α", "train loss", "test loss", "train acc", "test acc");
+    let _ =
+        writeln!(out, "{:>7}  {:>10}  {:>10}  {:>9}  {:>9}", "α", "train loss", "test loss", "train acc", "test acc");
     for r in rows {
         let _ = writeln!(
             out,
@@ -349,13 +353,22 @@ fn plane_report(out: &mut String, l: &Landscape) {
     let max = l.rows.iter().fold(&l.rows[0], |m, r| if r.train.loss > m.train.loss { r } else { m });
     let _ = writeln!(
         out,
-        "{}×{} grid on [{}, {}]²: train loss from {:.4} at ({:.3}, {:.3}) to {:.4} at ({:.3}, {:.3})",
-        l.side, l.side, l.range.0, l.range.1, min.train.loss, min.coords[0], min.coords[1], max.train.loss,
-        max.coords[0], max.coords[1]
+        "{}×{} grid on [{}, {}]²: train loss from {} at ({:.3}, {:.3}) to {} at ({:.3}, {:.3})",
+        l.side,
+        l.side,
+        l.range.0,
+        l.range.1,
+        loss(min.train.loss),
+        min.coords[0],
+        min.coords[1],
+        loss(max.train.loss),
+        max.coords[0],
+        max.coords[1]
     );
     for (name, x, y) in anchors(&l.shape) {
         if let Some(r) = l.rows.iter().find(|r| r.coords == [x, y]) {
-            let _ = writeln!(out, "{name} ({x}, {y}): train loss {:.4}, test loss {:.4}", r.train.loss, r.test.loss);
+            let _ =
+                writeln!(out, "{name} ({x}, {y}): train loss {}, test loss {}", loss(r.train.loss), loss(r.test.loss));
         }
     }
     for p in &l.trajectory {
@@ -418,8 +431,7 @@ pub fn figure(l: &Landscape) -> String {
                 scatter: false,
             };
             let losses = vec![curve("train", &|r| r.train.loss), curve("test", &|r| r.test.loss)];
-            let accs =
-                vec![curve("train", &|r| 100.0 * r.train.accuracy), curve("test", &|r| 100.0 * r.test.accuracy)];
+            let accs = vec![curve("train", &|r| 100.0 * r.train.accuracy), curve("test", &|r| 100.0 * r.test.accuracy)];
             crate::plot::svg(&[
                 chart("Loss along (1−α)·A + α·B", "loss", losses, None),
                 chart("Accuracy along the line", "accuracy (%)", accs, Some((0.0, 100.0))),
@@ -437,16 +449,17 @@ pub fn figure(l: &Landscape) -> String {
                 });
             }
             let title = match l.shape {
-                Shape::Plane { .. } => "Training loss on the plane through A, B, C",
-                _ => "Training loss around θ (filter-normalised directions)",
+                Shape::Plane { .. } => "log₁₀ training loss on the plane through A, B, C",
+                _ => "log₁₀ training loss around θ, filter-normalised",
             };
             crate::plot::svg_grid(
                 &[Panel::Field(Field {
                     title: title.into(),
                     bounds: (l.range.0, l.range.1, l.range.0, l.range.1),
                     resolution: l.side,
-                    values: l.rows.iter().map(|r| r.train.loss).collect(),
-                    log: true,
+                    // Decades evenly: a trained model's loss is orders of magnitude below the start's.
+                    values: l.rows.iter().map(|r| r.train.loss.max(1e-30).log10()).collect(),
+                    log: false,
                     paths,
                 })],
                 1,

@@ -20,8 +20,8 @@ pub mod train;
 use std::path::PathBuf;
 
 pub use args::{
-    AdapterArgs, BenchArgs, Cli, Command, CompareArgs, DeviceArgs, EvalArgs, HessianArgs, LandscapeArgs, LoadArgs, PredictArgs,
-    SweepArgs, TrainArgs,
+    AdapterArgs, BenchArgs, Cli, Command, CompareArgs, DeviceArgs, EvalArgs, HessianArgs, LandscapeArgs, LoadArgs,
+    PredictArgs, SweepArgs, TrainArgs,
 };
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};

@@ -109,7 +109,8 @@ pub fn filter_normalized(model: &Model, theta: &State, rng: &mut StdRng) -> Stat
             let at = t.offset + r * cols;
             let g: Vec<f64> = (0..cols).map(|_| crate::spectrum::random_matrix::standard_normal(rng)).collect();
             let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
-            let (gn, tn) = (norm(&mut g.iter().copied()), norm(&mut theta.params[at..at + cols].iter().map(|&x| x as f64)));
+            let (gn, tn) =
+                (norm(&mut g.iter().copied()), norm(&mut theta.params[at..at + cols].iter().map(|&x| x as f64)));
             let s = if gn > 0.0 { tn / gn } else { 0.0 };
             d[at..at + cols].iter_mut().zip(&g).for_each(|(o, &x)| *o = (s * x) as f32);
         }
@@ -131,10 +132,13 @@ pub fn project(origin: &[f32], u: &[f32], v: &[f32], p: &[f32]) -> Result<(f64, 
     let dot = |a: &dyn Fn(usize) -> f64, b: &dyn Fn(usize) -> f64| (0..origin.len()).map(|i| a(i) * b(i)).sum::<f64>();
     let (fu, fv) = (|i: usize| u[i] as f64, |i: usize| v[i] as f64);
     let fp = |i: usize| p[i] as f64 - origin[i] as f64;
-    let (uu, uv, vv, pu, pv, pp) = (dot(&fu, &fu), dot(&fu, &fv), dot(&fv, &fv), dot(&fp, &fu), dot(&fp, &fv), dot(&fp, &fp));
+    let (uu, uv, vv, pu, pv, pp) =
+        (dot(&fu, &fu), dot(&fu, &fv), dot(&fv, &fv), dot(&fp, &fu), dot(&fp, &fv), dot(&fp, &fp));
     let det = uu * vv - uv * uv;
     if det <= 1e-12 * uu * vv || uu == 0.0 {
-        return Err(Error::Usage("the plane's two directions are parallel (or one is zero): no plane to project on".into()));
+        return Err(Error::Usage(
+            "the plane's two directions are parallel (or one is zero): no plane to project on".into(),
+        ));
     }
     let (x, y) = ((pu * vv - pv * uv) / det, (pv * uu - pu * uv) / det);
     // |p − proj|² = |p|² − (x·pu + y·pv) for the least-squares solution.
