@@ -31,6 +31,9 @@ fn main() -> ExitCode {
         Some(Command::Hessian { args, device, load }) => {
             cli::analyse::hessian(&args, &device.placement(), load.non_strict)
         }
+        Some(Command::Landscape { args, device, load }) => {
+            cli::landscape::landscape(&args, &device.placement(), load.non_strict)
+        }
         Some(Command::Compare { args, device }) => cli::compare::compare(&args, &device.placement()),
         Some(Command::Sweep { args, device }) => cli::sweep::sweep(&args, &device.placement()),
         Some(Command::Check { adapter }) => cli::devices::check(&adapter.placement()),

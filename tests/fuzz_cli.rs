@@ -7,8 +7,9 @@
 //! may pass `ALLOWANCE`.
 //!
 //! `check` (the GPU kernels) and `bench` (minutes) are only parsed. Counts that set a run's
-//! length (`--epochs`, `--seeds`, hessian's `--k`, `--steps`, `--probes`) are capped at 2 after
-//! parsing, so the file stays within a minute; their huge values still go through clap's checks.
+//! length (`--epochs`, `--seeds`, hessian's `--k`, `--steps`, `--probes`, landscape's
+//! `--points`) are capped at 2 after parsing, so the file stays within a minute; their huge
+//! values still go through clap's checks.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -223,6 +224,9 @@ fn run(cli: Cli) -> gradflow::error::Result<()> {
         Some(Command::Hessian { args, device, load }) => {
             cli::analyse::hessian(&args, &on_cpu(device.adapter), load.non_strict)
         }
+        Some(Command::Landscape { args, device, load }) => {
+            cli::landscape::landscape(&args, &on_cpu(device.adapter), load.non_strict)
+        }
         Some(Command::Compare { args, device }) => cli::compare::compare(&args, &on_cpu(device.adapter)),
         Some(Command::Sweep { args, device }) => cli::sweep::sweep(&args, &on_cpu(device.adapter)),
         Some(Command::Devices) => cli::devices::devices(),
@@ -236,6 +240,7 @@ fn bounded(mut cli: Cli) -> Cli {
     match &mut cli.command {
         Some(Command::Train { args: a, .. }) => a.epochs.iter_mut().for_each(cap),
         Some(Command::Hessian { args: a, .. }) => [&mut a.k, &mut a.steps, &mut a.probes].into_iter().for_each(cap),
+        Some(Command::Landscape { args: a, .. }) => a.points.iter_mut().for_each(cap),
         Some(Command::Compare { args: a, .. }) => {
             a.epochs.iter_mut().for_each(cap);
             cap(&mut a.seeds);

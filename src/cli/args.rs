@@ -58,6 +58,16 @@ pub enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// The loss along the line between two saved models, (1−α)·A + α·B, or over a plane through
+    /// three of them or through one and two filter-normalised random directions.
+    Landscape {
+        #[command(flatten)]
+        args: LandscapeArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// Trains the config's model with each of several optimizers (or batching schemes) from the
     /// same initial weights and batch schedule, and overlays their curves.
     Compare {
@@ -169,7 +179,8 @@ pub struct TrainArgs {
     /// Write a checkpoint here after every epoch and when the run stops (atomically).
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
-    /// Stop after this many optimizer steps in all (counting those before --resume).
+    /// Stop after this many optimizer steps in all (counting those before --resume); 0 with --save
+    /// saves the initial weights (e.g. the start of `gradflow landscape`'s path).
     #[arg(long, value_name = "STEPS")]
     pub max_steps: Option<usize>,
     /// Write metrics here: .csv, or .jsonl for JSON lines (one record per epoch).
@@ -260,6 +271,53 @@ pub struct HessianArgs {
     pub plot: Option<PathBuf>,
     /// Override one config field that leaves the model as trained, e.g. --set
     /// train.batch_size=64 (the batches batch norm sees; repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+// `gradflow landscape`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LandscapeArgs {
+    /// The config the checkpoints were trained with (default: the description the first one carries).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The line's start (α = 0): a gradflow checkpoint or a PyTorch state dict.
+    #[arg(long, value_name = "A", requires = "to")]
+    pub from: Option<PathBuf>,
+    /// The line's end (α = 1), a state of the same model.
+    #[arg(long, value_name = "B", requires = "from")]
+    pub to: Option<PathBuf>,
+    /// A plane through three checkpoints A,B,C: A + x·(B − A) + y·(C − A).
+    #[arg(long, value_name = "A,B,C", conflicts_with_all = ["from", "to", "around"])]
+    pub plane: Option<String>,
+    /// A plane through one checkpoint θ: θ + x·d₁ + y·d₂, d₁ and d₂ random (--random-directions).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to"], requires = "random_directions")]
+    pub around: Option<PathBuf>,
+    /// The seed of --around's two Gaussian directions, each row of a weight matrix scaled to the
+    /// norm of θ's row (Li et al. 2018), biases and batch-norm parameters 0.
+    #[arg(long, value_name = "SEED", requires = "around")]
+    pub random_directions: Option<u64>,
+    /// The range of α (of x and y on a plane) as MIN,MAX, e.g. --range=-0.5,1.5 (default: that
+    /// for a line or three points, -1,1 around one).
+    #[arg(long, value_name = "MIN,MAX", allow_hyphen_values = true)]
+    pub range: Option<String>,
+    /// Values of α (41 by default), or per side of a plane (21 by default).
+    #[arg(long, value_name = "N")]
+    pub points: Option<usize>,
+    /// Batch norm while measuring: eval (running statistics, combined like the parameters) or
+    /// train (each batch of train.batch_size consecutive rows normalised by its own statistics).
+    #[arg(long, value_name = "MODE", default_value = "eval")]
+    pub bn: String,
+    /// Checkpoints along a training run, comma-separated, projected onto the plane and drawn on it.
+    #[arg(long, value_name = "A1,A2,...")]
+    pub trajectory: Option<String>,
+    /// Write the loss along the line (or the plane's level sets) as SVG or PNG (by extension).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Write every point as CSV: alpha (or x,y), train_loss, test_loss, train_acc, test_acc.
+    #[arg(long, value_name = "FILE")]
+    pub table: Option<PathBuf>,
+    /// Override one config field, e.g. --set data.standardize=true (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }

@@ -12,6 +12,7 @@ pub mod compare;
 pub mod devices;
 pub mod eval;
 pub mod hessian;
+pub mod landscape;
 pub mod predict;
 pub mod sweep;
 pub mod train;
@@ -19,8 +20,8 @@ pub mod train;
 use std::path::PathBuf;
 
 pub use args::{
-    AdapterArgs, BenchArgs, Cli, Command, CompareArgs, DeviceArgs, EvalArgs, HessianArgs, LoadArgs, PredictArgs,
-    SweepArgs, TrainArgs,
+    AdapterArgs, BenchArgs, Cli, Command, CompareArgs, DeviceArgs, EvalArgs, HessianArgs, LandscapeArgs, LoadArgs,
+    PredictArgs, SweepArgs, TrainArgs,
 };
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};

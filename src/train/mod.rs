@@ -281,6 +281,7 @@ pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f3
 }
 
 pub mod compare;
+pub mod landscape;
 pub mod metrics;
 pub mod own_data;
 pub mod plot;

@@ -107,6 +107,13 @@ impl Run<'_> {
                 )));
             }
             let left = self.opts.max_steps.map_or(usize::MAX, |m| m.saturating_sub(self.net.steps()));
+            if left == 0 && self.steps_run == 0 {
+                // `--max-steps 0 --save`: the initial state, as the first step would start from.
+                self.save(Progress { steps: self.net.steps(), epoch: epoch - 1, batch: first })?;
+                let saved = self.opts.save.as_ref().map_or(String::new(), |p| format!("; saved {}", p.display()));
+                crate::say!("stopped before the first step (--max-steps 0){saved}");
+                return Ok(Ending::StepBudget);
+            }
             if left == 0 {
                 // The budget ended with the last epoch, which is saved and recorded already.
                 crate::say!("stopped after step {} (--max-steps), after epoch {}", self.net.steps(), epoch - 1);

@@ -193,8 +193,12 @@ pub(super) fn finished(config: &Config, opts: &TrainOptions, progress: &Progress
             progress.epoch
         ));
     }
+    // `--max-steps 0 --save FILE` on a fresh run saves the initial state (the start of a path).
+    let saves_start = opts.max_steps == Some(0) && opts.save.is_some() && opts.resume.is_none();
     match opts.max_steps {
-        Some(m) if m <= progress.steps => Some(format!("--max-steps {m}, and the run is at step {}", progress.steps)),
+        Some(m) if m <= progress.steps && !saves_start => {
+            Some(format!("--max-steps {m}, and the run is at step {}", progress.steps))
+        }
         _ => None,
     }
 }
