@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("gradflow-sharpness-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cpu = gradflow::train::Placement { cpu: true, ..Default::default() };
-    let (mut sharp, mut loss) = (Vec::new(), Vec::new());
+    let (mut sharp, mut loss, mut thresholds) = (Vec::new(), Vec::new(), Vec::<(f64, f64)>::new());
     for (i, (label, set, epochs, every)) in RUNS.iter().enumerate() {
         let metrics = dir.join(format!("run{i}.csv"));
         let args = TrainArgs {
@@ -56,12 +56,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             name: format!("{label}: λmax"),
             points: measured.iter().map(|r| (r.step, lambda(r))).collect(),
         });
+        // One threshold line per distinct η, after every run's λmax: each run keeps its colour in
+        // both charts, and runs sharing an η share its line.
         let last = measured[measured.len() - 1].step;
-        sharp.push(Series { name: format!("{label}: 2/η"), points: vec![(0.0, two_over_lr), (last, two_over_lr)] });
+        thresholds.push((two_over_lr, last));
         // Epoch records (with an accuracy): the epoch's mean training loss at its last step.
         let epochs: Vec<(f64, f64)> =
             rows.iter().filter(|r| r.epoch_record).filter_map(|r| r.loss.map(|l| (r.step, l))).collect();
         loss.push(Series { name: label.to_string(), points: epochs });
+    }
+    thresholds.sort_by(|a, b| b.0.total_cmp(&a.0));
+    thresholds.dedup_by(|a, b| a.0 == b.0);
+    for (two_over_lr, last) in thresholds {
+        let name = format!("2/η = {two_over_lr} (η = {})", 2.0 / two_over_lr);
+        sharp.push(Series { name, points: vec![(0.0, two_over_lr), (last, two_over_lr)] });
     }
     let charts = [
         Chart {

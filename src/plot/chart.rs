@@ -53,7 +53,8 @@ pub(super) fn panel(out: &mut String, chart: &Chart, x0: f64, y0: f64) {
             .filter(|p| p.0.is_finite() && p.1.is_finite())
             .map(|(x, y)| (f.sx(x), f.sy(y.clamp(yr.0, yr.1))))
             .collect();
-        if chart.scatter {
+        // A lone point (a one-epoch run) draws nothing as a line: it gets its marker.
+        if chart.scatter || pts.len() == 1 {
             pts.iter().for_each(|&(x, y)| marker(out, i, x, y));
         } else {
             let joined: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
