@@ -190,3 +190,27 @@ fn npy_features_with_labels_train_alone_and_the_wrong_combinations_are_explained
         gradflow(&["train", "--cpu", s(&csv), "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/configs/digits.toml")]);
     assert!(!ok && err.contains("cannot be used with"), "{err}");
 }
+
+/// Labels numbered from 1 leave class 0 an output nothing trains: said, not silent; an explicit
+/// data.num_classes says it is meant.
+#[test]
+fn classes_that_never_occur_are_said() {
+    let d = dir("missing");
+    let data = d.join("from_one.csv");
+    std::fs::write(&data, "a,b,label\n1,2,1\n2,3,2\n3,1,1\n1,1,2\n2,2,1\n").unwrap();
+    let (ok, out, err) = gradflow(&["train", "--cpu", s(&data), "--epochs", "1", "--set", "data.test_fraction=0"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("warning: class 0 never occurs in the training data"), "{err}");
+    let (ok, out, err) = gradflow(&[
+        "train",
+        "--cpu",
+        s(&data),
+        "--epochs",
+        "1",
+        "--set",
+        "data.test_fraction=0",
+        "--set",
+        "data.num_classes=3",
+    ]);
+    assert!(ok && !err.contains("never occur"), "{out}\n{err}");
+}

@@ -87,6 +87,27 @@ pub fn check_writable(path: &Path, flag: &str) -> Result<()> {
     Ok(())
 }
 
+/// The numbered classes below the largest label that no training row has ("classes 0 to 4 never
+/// occur", "class 3 never occurs"), when there are any: a label column numbered from 1 gives class 0 an output that
+/// nothing trains. Named classes all occur by construction.
+fn missing_classes(train: &Dataset) -> Option<String> {
+    if train.class_names.is_some() {
+        return None;
+    }
+    let mut seen = vec![false; train.num_classes];
+    train.labels.iter().for_each(|&l| seen[l as usize] = true);
+    let missing: Vec<usize> = (0..train.num_classes).filter(|&c| !seen[c]).collect();
+    let contiguous = missing.windows(2).all(|w| w[1] == w[0] + 1);
+    match missing.as_slice() {
+        [] => None,
+        [one] => Some(format!("class {one} never occurs")),
+        [first, .., last] if contiguous => Some(format!("classes {first} to {last} never occur")),
+        many => {
+            Some(format!("classes {} never occur", many.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")))
+        }
+    }
+}
+
 pub(super) fn print_header(
     config: &Config,
     config_file: &Path,
@@ -99,6 +120,12 @@ pub(super) fn print_header(
         crate::warn!(
             "warning: the training data has only one class: every prediction will be that class \
              (wrong label column? set data.label_column or data.num_classes)"
+        );
+    }
+    if let Some(missing) = missing_classes(train).filter(|_| config.data.num_classes.is_none()) {
+        crate::warn!(
+            "warning: {missing} in the training data; the model still has an output for each (labels are class \
+             numbers from 0: numbered from 1? set data.num_classes to say the classes are meant)"
         );
     }
     if quiet {
