@@ -6,5 +6,6 @@ pub mod continuous;
 pub mod critical;
 pub mod deep_linear;
 pub mod descent;
+pub mod resnet_depth;
 pub mod resnet_ode;
 pub mod surfaces;
