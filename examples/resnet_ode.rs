@@ -74,9 +74,10 @@ fn depth_sweep() -> Result<(Chart, Chart)> {
         train_set.n
     );
     say!(
-        "{:>4} {:>8} {:>11} {:>11} {:>11} {:>11} {:>9} {:>9}",
+        "{:>4} {:>8} {:>10} {:>11} {:>11} {:>11} {:>11} {:>9} {:>9}",
         "L",
         "h",
+        "init step",
         "loss ep 1",
         "final loss",
         "mean step",
@@ -91,7 +92,8 @@ fn depth_sweep() -> Result<(Chart, Chart)> {
         let mean = run.steps.iter().sum::<f64>() / blocks as f64;
         let max = run.steps.iter().cloned().fold(0.0, f64::max);
         say!(
-            "{blocks:>4} {h:>8.4} {:>11.4} {:>11.4} {mean:>11.4} {max:>11.4} {:>9.2} {:>9.2}",
+            "{blocks:>4} {h:>8.4} {:>10.4} {:>11.4} {:>11.4} {mean:>11.4} {max:>11.4} {:>9.2} {:>9.2}",
+            run.init_steps.iter().sum::<f64>() / blocks as f64,
             run.losses[0],
             run.losses[epochs - 1],
             max / h,

@@ -49,6 +49,8 @@ pub struct DepthRun {
     pub losses: Vec<f64>,
     pub params: Vec<f32>,
     pub steps: Vec<f64>,
+    /// The same at initialisation, where each step is h·‖tanh(·)‖.
+    pub init_steps: Vec<f64>,
 }
 
 /// Trains the L-block network with Adam(lr) for `epochs` (batches of 32, shuffled with `seed`).
@@ -62,6 +64,7 @@ pub fn train_depth(
 ) -> Result<DepthRun> {
     let model = depth_model(data.d, width, blocks, Some(data.num_classes))?;
     let params = euler_init(&model, blocks, horizon, 0);
+    let init_steps = block_steps(data, width, blocks, &params)?;
     let adam = Adam { lr, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0, amsgrad: false, decoupled: false };
     let mut net = CpuNetwork::new(model, Loss::CrossEntropy, adam, params)?;
     net.set_train_data(data)?;
@@ -72,7 +75,7 @@ pub fn train_depth(
     }
     let params = net.params()?;
     let steps = block_steps(data, width, blocks, &params)?;
-    Ok(DepthRun { blocks, losses, params, steps })
+    Ok(DepthRun { blocks, losses, params, steps, init_steps })
 }
 
 /// Hidden states after 0 … L blocks, through the engine: the model of the first k blocks has
