@@ -1,9 +1,11 @@
 //! The course's experiments on explicit functions: optimizers run through the same update code
 //! as training (the GPU's fused kernels or the CPU reference) on a gradient the host computes,
-//! and the continuous-time view of momentum.
+//! the continuous-time view of momentum, and ResNets as forward Euler.
 
 pub mod continuous;
 pub mod critical;
 pub mod deep_linear;
 pub mod descent;
+pub mod resnet_depth;
+pub mod resnet_ode;
 pub mod surfaces;
