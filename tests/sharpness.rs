@@ -199,7 +199,9 @@ fn tracking_the_sharpness_changes_nothing_the_run_computes() {
         assert_eq!(out.lines().filter(|l| l.starts_with("epoch ") && l.contains("λmax ")).count(), epochs, "{out}");
         assert!(out.contains("sharpness at step 0: λmax "), "{out}");
         let csv = std::fs::read_to_string(&metrics).unwrap();
-        assert!(csv.starts_with("step,epoch,loss,accuracy,test_loss,test_accuracy,lr,grad_norm,wall_s,sharpness\n"));
+        assert!(csv.starts_with(
+            "step,epoch,loss,accuracy,test_loss,test_accuracy,lr,grad_norm,wall_s,sharpness,val_loss,val_accuracy\n"
+        ));
         let measured = column(&csv, "step", &|r| r.last().is_some_and(|s| !s.is_empty()));
         let want: Vec<f64> = (0..=steps).step_by(7).map(|s| s as f64).collect();
         assert_eq!(measured, want, "{csv}");
