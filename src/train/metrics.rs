@@ -30,9 +30,10 @@ pub struct Record {
     pub val_accuracy: Option<f64>,
 }
 
-/// (epoch, train loss, train accuracy, test loss, test accuracy) of each epoch: what the session
-/// records and `train --plot` draws.
-pub type Curve = (f64, f64, f64, f64, f64);
+/// (epoch, train loss, train accuracy, test loss, test accuracy, validation loss, validation
+/// accuracy; NaN where a split is empty) of each epoch: what the session records and
+/// `train --plot` draws.
+pub type Curve = (f64, f64, f64, f64, f64, f64, f64);
 
 // New fields go at the end: readers that take columns by position keep working.
 const FIELDS: [&str; 12] = [

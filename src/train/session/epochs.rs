@@ -366,6 +366,8 @@ impl Run<'_> {
             report.train_accuracy as f64,
             test_loss as f64,
             test_acc as f64,
+            val_loss as f64,
+            val_acc as f64,
         ));
         if !self.prints_epoch(epoch) {
             return Ok(());
