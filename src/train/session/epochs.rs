@@ -163,6 +163,7 @@ impl Run<'_> {
             }
         }
         if self.comm.rank() != 0 {
+            // Only rank 0 evaluates, so only it knows the best epoch (0 here).
             return Ok(stopped_at.map_or(Ending::Finished, |epoch| Ending::EarlyStopped { epoch, best_epoch: 0 }));
         }
         if let Some(path) = &self.opts.plot {
