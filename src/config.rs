@@ -78,6 +78,11 @@ pub struct DataConfig {
     pub test_labels: Option<PathBuf>,
     #[serde(default)]
     pub split_seed: u64,
+    /// Share of the training rows (after the test split) held out for validation, by a shuffle
+    /// seeded with `split_seed`: evaluated every epoch, never trained on, and not in the
+    /// standardisation statistics. Default 0: no validation set.
+    #[serde(default)]
+    pub validation_fraction: f64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -125,6 +130,21 @@ pub struct TrainConfig {
     /// make a stop request wait less and keep one submit short where a driver has a watchdog.
     #[serde(default = "default_steps_per_submit")]
     pub steps_per_submit: usize,
+    /// Stop when the validation loss has not improved for `patience` epochs (needs
+    /// `data.validation_fraction` > 0).
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// Keras' `EarlyStopping(monitor="val_loss", patience, min_delta)`: an epoch improves when its
+/// validation loss is below the best so far by more than `min_delta`; the run stops after
+/// `patience` epochs in a row without one. The weights are the last epoch's (Keras'
+/// `restore_best_weights=False`); `train --save-best` keeps the best epoch's.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    pub patience: usize,
+    #[serde(default)]
+    pub min_delta: f64,
 }
 
 impl TrainConfig {
@@ -139,6 +159,17 @@ impl TrainConfig {
         }
         if self.steps_per_submit == 0 {
             return Err("train.steps_per_submit must be at least 1".into());
+        }
+        if let Some(stop) = &self.early_stopping {
+            if stop.patience == 0 {
+                return Err("train.early_stopping.patience must be at least 1 (epochs without improvement)".into());
+            }
+            if !(stop.min_delta.is_finite() && stop.min_delta >= 0.0) {
+                return Err(format!(
+                    "train.early_stopping.min_delta must be a finite number ≥ 0, got {}",
+                    stop.min_delta
+                ));
+            }
         }
         Ok(())
     }
@@ -191,6 +222,10 @@ impl DataConfig {
         if self.num_classes == Some(0) {
             return Err("data.num_classes must be at least 1".into());
         }
+        let v = self.validation_fraction;
+        if !(0.0..1.0).contains(&v) {
+            return Err(format!("data.validation_fraction must be in [0, 1), got {v}"));
+        }
         Ok(())
     }
 }
@@ -233,6 +268,11 @@ impl Config {
         config.optimizer_setup().validate().map_err(config_err)?;
         config.data.validate().map_err(config_err)?;
         config.train.validate().map_err(config_err)?;
+        if config.train.early_stopping.is_some() && config.data.validation_fraction == 0.0 {
+            return Err(config_err(
+                "train.early_stopping watches the validation loss: set data.validation_fraction > 0 (e.g. 0.1)".into(),
+            ));
+        }
         config.data.path = base.join(&config.data.path);
         config.data.labels = config.data.labels.map(|p| base.join(p));
         config.data.test_path = config.data.test_path.map(|p| base.join(p));

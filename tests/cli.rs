@@ -50,7 +50,10 @@ fn train_writes_metrics_and_a_plot_then_eval_and_predict_use_the_checkpoint() {
 
     let text = std::fs::read_to_string(&csv).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "step,epoch,loss,accuracy,test_loss,test_accuracy,lr,grad_norm,wall_s,sharpness");
+    assert_eq!(
+        lines[0],
+        "step,epoch,loss,accuracy,test_loss,test_accuracy,lr,grad_norm,wall_s,sharpness,val_loss,val_accuracy"
+    );
     assert_eq!(lines.len(), 13, "a header and one record per epoch");
     // The sharpness column is empty without --track-sharpness.
     assert!(lines[12].ends_with(','), "{}", lines[12]);

@@ -136,6 +136,7 @@ fn good(option: &str, case_dir: &Path) -> String {
         "--input" => f.features.clone(),
         "--output" => out("out.csv"),
         "--save" => out("out.safetensors"),
+        "--save-best" => out("best.safetensors"),
         "--metrics" => out("metrics.csv"),
         "--plot" => out("plot.svg"),
         "--table" => out("table.txt"),
@@ -150,7 +151,7 @@ fn good(option: &str, case_dir: &Path) -> String {
 }
 
 /// Options that write a file.
-const OUTPUTS: [&str; 6] = ["--plot", "--table", "--output", "--save", "--metrics", "--json"];
+const OUTPUTS: [&str; 7] = ["--plot", "--table", "--output", "--save", "--save-best", "--metrics", "--json"];
 
 /// An output option's relative value (`2.5`, `train.epochs=1`) as a path in the case's folder:
 /// the test must not write into the working directory, which is the repository.

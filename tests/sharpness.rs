@@ -73,6 +73,12 @@ fn exact_eigenvalues() -> Vec<f64> {
 }
 
 /// The metrics file's column `name`, over the rows where `keep` holds.
+/// Whether a metrics row holds a sharpness measurement: the 10th column (the metrics file's
+/// order; columns added later, such as val_loss, come after it).
+fn measured_row(r: &[&str]) -> bool {
+    r.get(9).is_some_and(|s| !s.is_empty())
+}
+
 fn column(csv: &str, name: &str, keep: &dyn Fn(&[&str]) -> bool) -> Vec<f64> {
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -87,8 +93,8 @@ fn run_quadratic(d: &Path, lr: f64, epochs: usize) -> (Vec<f64>, Vec<f64>) {
     let (cfg, m) = (cfg.to_str().unwrap(), metrics.to_str().unwrap());
     gradflow(&["train", "--cpu", "--config", cfg, "--metrics", m, "--log-every", "1", "--track-sharpness", "1"]);
     let csv = std::fs::read_to_string(&metrics).unwrap();
-    // Columns: step, epoch, loss, accuracy, …, sharpness (last); step records have no accuracy.
-    let sharp = column(&csv, "sharpness", &|r| r.last().is_some_and(|s| !s.is_empty()));
+    // Columns: step, epoch, loss, accuracy, …, sharpness; step records have no accuracy.
+    let sharp = column(&csv, "sharpness", &measured_row);
     let losses = column(&csv, "loss", &|r| r[3].is_empty() && !r[2].is_empty());
     (sharp, losses)
 }
@@ -199,8 +205,10 @@ fn tracking_the_sharpness_changes_nothing_the_run_computes() {
         assert_eq!(out.lines().filter(|l| l.starts_with("epoch ") && l.contains("λmax ")).count(), epochs, "{out}");
         assert!(out.contains("sharpness at step 0: λmax "), "{out}");
         let csv = std::fs::read_to_string(&metrics).unwrap();
-        assert!(csv.starts_with("step,epoch,loss,accuracy,test_loss,test_accuracy,lr,grad_norm,wall_s,sharpness\n"));
-        let measured = column(&csv, "step", &|r| r.last().is_some_and(|s| !s.is_empty()));
+        assert!(csv.starts_with(
+            "step,epoch,loss,accuracy,test_loss,test_accuracy,lr,grad_norm,wall_s,sharpness,val_loss,val_accuracy\n"
+        ));
+        let measured = column(&csv, "step", &measured_row);
         let want: Vec<f64> = (0..=steps).step_by(7).map(|s| s as f64).collect();
         assert_eq!(measured, want, "{csv}");
         let svg = std::fs::read_to_string(&plot).unwrap();
@@ -208,7 +216,7 @@ fn tracking_the_sharpness_changes_nothing_the_run_computes() {
         let (both, _) = train("both", &["--track-sharpness", "4", "--metrics", m, "--log-every", "3"]);
         assert!(plain == both, "{tag}: --track-sharpness with --log-every changed the checkpoint");
         let csv = std::fs::read_to_string(&metrics).unwrap();
-        let measured = column(&csv, "step", &|r| r.last().is_some_and(|s| !s.is_empty()));
+        let measured = column(&csv, "step", &measured_row);
         assert_eq!(measured, (0..=steps).step_by(4).map(|s| s as f64).collect::<Vec<_>>(), "{csv}");
     }
 }

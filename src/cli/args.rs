@@ -179,6 +179,10 @@ pub struct TrainArgs {
     /// Write a checkpoint here after every epoch and when the run stops (atomically).
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
+    /// Write a checkpoint here (atomically, as --save) after each epoch that improves the
+    /// validation loss: the best epoch's model. Needs data.validation_fraction > 0.
+    #[arg(long, value_name = "FILE")]
+    pub save_best: Option<PathBuf>,
     /// Stop after this many optimizer steps in all (counting those before --resume); 0 with --save
     /// saves the initial weights (e.g. the start of `gradflow landscape`'s path).
     #[arg(long, value_name = "STEPS")]

@@ -1,7 +1,8 @@
 //! The metrics file: one record per epoch (and per `log_every` steps when asked), as CSV or JSON
 //! lines by the file's extension. Fields: step, epoch, loss, accuracy, test_loss,
 //! test_accuracy, lr, grad_norm, wall_s, sharpness (λ_max of the training loss's Hessian, from
-//! `train --track-sharpness`, on the step records where it was measured); a field that does
+//! `train --track-sharpness`, on the step records where it was measured), val_loss,
+//! val_accuracy (the validation split's, `data.validation_fraction`); a field that does
 //! not apply to a record is empty (CSV) or null (JSON).
 
 use std::io::Write;
@@ -24,14 +25,31 @@ pub struct Record {
     pub wall_s: f64,
     /// λ_max of the training loss's Hessian at this step (`train::sharpness`).
     pub sharpness: Option<f64>,
+    /// The validation split's loss and accuracy after the epoch.
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
 }
 
-/// (epoch, train loss, train accuracy, test loss, test accuracy) of each epoch: what the session
-/// records and `train --plot` draws.
-pub type Curve = (f64, f64, f64, f64, f64);
+/// (epoch, train loss, train accuracy, test loss, test accuracy, validation loss, validation
+/// accuracy; NaN where a split is empty) of each epoch: what the session records and
+/// `train --plot` draws.
+pub type Curve = (f64, f64, f64, f64, f64, f64, f64);
 
-const FIELDS: [&str; 10] =
-    ["step", "epoch", "loss", "accuracy", "test_loss", "test_accuracy", "lr", "grad_norm", "wall_s", "sharpness"];
+// New fields go at the end: readers that take columns by position keep working.
+const FIELDS: [&str; 12] = [
+    "step",
+    "epoch",
+    "loss",
+    "accuracy",
+    "test_loss",
+    "test_accuracy",
+    "lr",
+    "grad_norm",
+    "wall_s",
+    "sharpness",
+    "val_loss",
+    "val_accuracy",
+];
 
 pub struct MetricsWriter {
     path: PathBuf,
@@ -65,7 +83,7 @@ impl MetricsWriter {
         let line = if self.json {
             let null = "null";
             format!(
-                "{{\"step\":{},\"epoch\":{},\"loss\":{},\"accuracy\":{},\"test_loss\":{},\"test_accuracy\":{},\"lr\":{},\"grad_norm\":{},\"wall_s\":{:.3},\"sharpness\":{}}}",
+                "{{\"step\":{},\"epoch\":{},\"loss\":{},\"accuracy\":{},\"test_loss\":{},\"test_accuracy\":{},\"lr\":{},\"grad_norm\":{},\"wall_s\":{:.3},\"sharpness\":{},\"val_loss\":{},\"val_accuracy\":{}}}",
                 r.step,
                 r.epoch,
                 opt(r.loss, null),
@@ -75,11 +93,13 @@ impl MetricsWriter {
                 r.lr,
                 opt(r.grad_norm, null),
                 r.wall_s,
-                opt(r.sharpness, null)
+                opt(r.sharpness, null),
+                opt(r.val_loss, null),
+                opt(r.val_accuracy, null)
             )
         } else {
             format!(
-                "{},{},{},{},{},{},{},{},{:.3},{}",
+                "{},{},{},{},{},{},{},{},{:.3},{},{},{}",
                 r.step,
                 r.epoch,
                 opt(r.loss, ""),
@@ -89,7 +109,9 @@ impl MetricsWriter {
                 r.lr,
                 opt(r.grad_norm, ""),
                 r.wall_s,
-                opt(r.sharpness, "")
+                opt(r.sharpness, ""),
+                opt(r.val_loss, ""),
+                opt(r.val_accuracy, "")
             )
         };
         let io = |e: std::io::Error| Error::Io { file: self.path.clone(), message: e.to_string() };

@@ -292,6 +292,7 @@ pub mod side_by_side;
 pub mod sweep;
 pub mod trainer;
 pub use run::{
-    batcher, build_network, check_batches, check_labels, load_data, max_rows, open_gpu, Placement, Standardize,
+    batcher, build_network, check_batches, check_labels, load_data, load_split, max_rows, open_gpu, Placement, Split,
+    Standardize,
 };
 pub use trainer::{Device, EpochStats, Evaluation, History, RunSpec, Trainer};

@@ -5,6 +5,14 @@ use super::metrics::Curve;
 use super::sharpness::{Measured, STEPS};
 use crate::error::Result;
 
+/// A chart's series with the validation split's, when the run has one.
+fn with_validation(mut series: Vec<crate::plot::Series>, validation: crate::plot::Series) -> Vec<crate::plot::Series> {
+    if !validation.points.is_empty() {
+        series.push(validation);
+    }
+    series
+}
+
 /// Training curves, the sharpness when `measured` has any, and for 2-feature data the decision
 /// regions with the points.
 pub fn write(
@@ -26,7 +34,10 @@ pub fn write(
             title: "loss".into(),
             x_label: "epoch".into(),
             y_label: "loss (log scale)".into(),
-            series: vec![series("train", &|c| c.1), series("test", &|c| c.3)],
+            series: with_validation(
+                vec![series("train", &|c| c.1), series("test", &|c| c.3)],
+                series("validation", &|c| c.5),
+            ),
             log_y: true,
             y_range: None,
             scatter: false,
@@ -35,7 +46,10 @@ pub fn write(
             title: "accuracy".into(),
             x_label: "epoch".into(),
             y_label: "accuracy (%)".into(),
-            series: vec![series("train", &|c| 100.0 * c.2), series("test", &|c| 100.0 * c.4)],
+            series: with_validation(
+                vec![series("train", &|c| 100.0 * c.2), series("test", &|c| 100.0 * c.4)],
+                series("validation", &|c| 100.0 * c.6),
+            ),
             log_y: false,
             y_range: Some((0.0, 100.0)),
             scatter: false,

@@ -63,16 +63,33 @@ pub fn load_data(config: &Config, config_file: &std::path::Path) -> Result<(Data
     load_data_with_stats(config, config_file).map(|(train, test, _)| (train, test))
 }
 
-/// `load_data`, also returning the standardisation it applied (when `data.standardize`).
+/// `load_data`, also returning the standardisation it applied (when `data.standardize`). The
+/// training rows are those left after the validation split (`load_split`).
 pub fn load_data_with_stats(
     config: &Config,
     config_file: &std::path::Path,
 ) -> Result<(Dataset, Dataset, Option<Standardize>)> {
+    load_split(config, config_file).map(|s| (s.train, s.test, s.standardize))
+}
+
+/// The data a config names, in its three disjoint parts.
+pub struct Split {
+    pub train: Dataset,
+    /// `data.validation_fraction` of the rows left after the test split (empty when 0).
+    pub validation: Dataset,
+    pub test: Dataset,
+    /// Fitted on `train` alone, applied to all three.
+    pub standardize: Option<Standardize>,
+}
+
+/// Loads the data a config names, scaled, split into training, validation and test rows.
+pub fn load_split(config: &Config, config_file: &std::path::Path) -> Result<Split> {
     let mut all = load_rows(config, config_file, &config.data.path, config.data.labels.as_deref())?;
     if config.data.scale != 1.0 {
         all.scale(config.data.scale);
     }
-    let (mut train, mut test) = all.split(config.data.test_fraction(), config.data.split_seed)?;
+    let (train, mut test) = all.split(config.data.test_fraction(), config.data.split_seed)?;
+    let (mut train, mut validation) = split_validation(train, config, config_file)?;
     if let Some(test_path) = &config.data.test_path {
         // Class names number as the training file's do.
         let mut named = config.clone();
@@ -89,12 +106,35 @@ pub fn load_data_with_stats(
             test.scale(config.data.scale);
         }
     }
-    let stats = config.data.standardize.then(|| Standardize::fit(&train));
-    if let Some(s) = &stats {
+    let standardize = config.data.standardize.then(|| Standardize::fit(&train));
+    if let Some(s) = &standardize {
         s.apply(&mut train.x);
+        s.apply(&mut validation.x);
         s.apply(&mut test.x);
     }
-    Ok((train, test, stats))
+    Ok(Split { train, validation, test, standardize })
+}
+
+/// (training rows, validation rows): `data.validation_fraction` of `train` by a shuffle seeded
+/// with `data.split_seed`; both must keep a row.
+fn split_validation(train: Dataset, config: &Config, config_file: &std::path::Path) -> Result<(Dataset, Dataset)> {
+    let fraction = config.data.validation_fraction;
+    if fraction == 0.0 {
+        // All the rows, in order, and none.
+        return train.split(0.0, 0);
+    }
+    let n = train.n;
+    let (rest, validation) = train.split(fraction, config.data.split_seed)?;
+    if rest.n == 0 || validation.n == 0 {
+        let (left, what) = if rest.n == 0 { ("no training row", "smaller") } else { ("no validation row", "larger") };
+        return Err(Error::Config {
+            file: config_file.to_path_buf(),
+            message: format!(
+                "data.validation_fraction = {fraction} of the {n} training rows leaves {left}; choose a {what} fraction"
+            ),
+        });
+    }
+    Ok((rest, validation))
 }
 
 /// The rows of one data file (`path`, with `labels` for `.npy` inputs) with the config's options.

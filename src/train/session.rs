@@ -18,6 +18,7 @@ use crate::spec::Model;
 
 mod epochs;
 mod preflight;
+mod watch;
 
 pub use epochs::fmt_loss;
 use preflight::{check_outputs, check_resume, finished, print_header, read_start, schedule_of};
@@ -29,6 +30,8 @@ pub struct TrainOptions {
     pub init: Option<PathBuf>,
     pub resume: Option<PathBuf>,
     pub save: Option<PathBuf>,
+    /// Write a checkpoint here whenever the validation loss improves (needs a validation split).
+    pub save_best: Option<PathBuf>,
     pub max_steps: Option<usize>,
     pub metrics: Option<PathBuf>,
     pub log_every: Option<usize>,
@@ -55,6 +58,12 @@ pub enum Ending {
     },
     /// Nothing to train: the reason.
     NothingToDo(String),
+    /// `train.early_stopping`: no better validation loss in the epochs after `best_epoch`, up
+    /// to `epoch`, where the run stopped.
+    EarlyStopped {
+        epoch: usize,
+        best_epoch: usize,
+    },
 }
 
 /// Trains `config` (read from `config_file`) as `opts` asks, on `placement`, as one rank of
@@ -107,6 +116,7 @@ enum Started {
 struct Start {
     net: Box<dyn Network>,
     train_set: Dataset,
+    validation_set: Dataset,
     test_set: Dataset,
     batcher: crate::data::Batcher,
     progress: Progress,
@@ -126,9 +136,11 @@ fn start(
     if lead {
         check_outputs(opts, config, config_file)?;
     }
-    let (train_set, test_set, fitted) = super::run::load_data_with_stats(config, config_file)?;
+    let super::run::Split { train: train_set, validation: validation_set, test: test_set, standardize: fitted } =
+        super::run::load_split(config, config_file)?;
     let model = Model::new(train_set.d, config.model.layers.clone())?;
     super::run::check_labels(&model, &train_set, &test_set, config)?;
+    super::run::check_labels(&model, &train_set, &validation_set, config)?;
     let batcher = super::batcher(config, train_set.n)?;
     super::check_batches(&model, &batcher)?;
     check_split(&model, &batcher, comm.size())?;
@@ -143,7 +155,7 @@ fn start(
     if let Some(ck) = start.as_ref().filter(|ck| ck.optimizer_state.is_some()) {
         check_resume(opts, ck, &schedule, &train_rows)?;
     }
-    print_header(config, config_file, &train_set, &test_set, &model, opts.quiet);
+    print_header(config, config_file, [&train_set, &validation_set, &test_set], &model, opts.quiet);
     if comm.size() > 1 && !opts.quiet {
         crate::say!(
             "data-parallel: {} ranks, {} rows of each batch per rank",
@@ -183,7 +195,7 @@ fn start(
         class_names: train_set.class_names.clone(),
     };
     let saved = Saved { standardize, schedule, train_rows, description };
-    Ok((Started::Run(Box::new(Start { net, train_set, test_set, batcher, progress, saved })), run))
+    Ok((Started::Run(Box::new(Start { net, train_set, validation_set, test_set, batcher, progress, saved })), run))
 }
 
 /// What must be the same on every rank besides the config: the options that steer the run, the

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::watch::Watch;
 use super::{Ending, Saved, Start, TrainOptions};
 use crate::checkpoint::{self, Checkpoint, Progress};
 use crate::config::Config;
@@ -26,7 +27,7 @@ pub(super) fn run(
     signal: &AtomicUsize,
     comm: &dyn Collective,
 ) -> Result<Ending> {
-    let Start { mut net, train_set, test_set, batcher, progress, saved } = start;
+    let Start { mut net, train_set, validation_set, test_set, batcher, progress, saved } = start;
     let metrics = match (&opts.metrics, comm.rank() == 0) {
         (Some(p), true) => Some(MetricsWriter::create(p, opts.resume.is_some())?),
         _ => None,
@@ -41,7 +42,10 @@ pub(super) fn run(
         opts,
         net,
         train_set: &train_set,
+        validation_set: &validation_set,
         test_set: &test_set,
+        watch: Watch::new(config.train.early_stopping.as_ref(), progress.epoch),
+        stopping: false,
         metrics,
         sharpness,
         curves: Vec::new(),
@@ -62,7 +66,12 @@ struct Run<'a> {
     opts: &'a TrainOptions,
     net: Box<dyn Network>,
     train_set: &'a Dataset,
+    validation_set: &'a Dataset,
     test_set: &'a Dataset,
+    /// The validation loss's best epoch (rank 0), for `--save-best` and early stopping.
+    watch: Watch,
+    /// Rank 0's verdict after the last epoch: early stopping ends the run here.
+    stopping: bool,
     metrics: Option<MetricsWriter>,
     /// `--track-sharpness`: λ_max of the training loss's Hessian every K steps.
     sharpness: Option<Sharpness>,
@@ -88,6 +97,7 @@ impl Run<'_> {
             batcher.next_epoch();
         }
         let mut throughput = Vec::new();
+        let mut stopped_at = None;
         self.first_epoch = progress.epoch + 1;
         if self.net.steps() == 0 {
             self.measure_start()?;
@@ -147,9 +157,14 @@ impl Run<'_> {
             self.save(Progress { steps: self.net.steps(), epoch, batch: 0 })?;
             self.end_epoch(epoch, &report)?;
             throughput.push(report.samples_per_sec);
+            if self.stops_early()? {
+                stopped_at = Some(epoch);
+                break;
+            }
         }
         if self.comm.rank() != 0 {
-            return Ok(Ending::Finished);
+            // Only rank 0 evaluates, so only it knows the best epoch (0 here).
+            return Ok(stopped_at.map_or(Ending::Finished, |epoch| Ending::EarlyStopped { epoch, best_epoch: 0 }));
         }
         if let Some(path) = &self.opts.plot {
             let measured = self.sharpness.as_ref().map_or(&[][..], |s| &s.measured[..]);
@@ -187,7 +202,37 @@ impl Run<'_> {
         } else {
             crate::say!("no test set; training throughput {mean:.0} samples/s (mean over epochs)");
         }
-        Ok(Ending::Finished)
+        match stopped_at {
+            Some(epoch) => Ok(self.say_stopped(epoch)),
+            None => Ok(Ending::Finished),
+        }
+    }
+
+    /// Whether early stopping ends the run now: rank 0's verdict, on every rank.
+    fn stops_early(&self) -> Result<bool> {
+        if self.config.train.early_stopping.is_none() {
+            return Ok(false);
+        }
+        // Rank 0 alone evaluates: the others take its verdict (the least of rank 0's and MAX).
+        let mut verdict = [if self.comm.rank() == 0 { self.stopping as u64 } else { u64::MAX }];
+        self.comm.allreduce_min_u64(&mut verdict)?;
+        Ok(verdict[0] == 1)
+    }
+
+    /// The run's last line after early stopping: where it stopped, and the best epoch.
+    fn say_stopped(&self, epoch: usize) -> Ending {
+        let w = &self.watch;
+        let best_epoch = w.best_epoch;
+        let by = if w.min_delta() > 0.0 { format!(" by more than {}", w.min_delta()) } else { String::new() };
+        let kept = self.opts.save_best.as_ref().map_or(String::new(), |p| format!("; {} has it", p.display()));
+        crate::say!(
+            "early stopping: stopped after epoch {epoch} of {}, the validation loss not having improved{by} for {} \
+             epochs; best epoch {best_epoch} (val loss {}){kept}",
+            self.config.train.epochs,
+            w.patience().unwrap_or(0),
+            fmt_loss(w.best as f32)
+        );
+        Ending::EarlyStopped { epoch, best_epoch }
     }
 
     /// The signal this run received, agreed by every rank (the largest number any rank saw),
@@ -289,6 +334,16 @@ impl Run<'_> {
         } else {
             (f32::NAN, f32::NAN)
         };
+        let has_val = self.validation_set.n > 0;
+        let (val_loss, val_acc) = if has_val {
+            crate::train::evaluate(self.net.as_mut(), self.validation_set, self.config.model.loss)?
+        } else {
+            (f32::NAN, f32::NAN)
+        };
+        if has_val && self.watch.record(epoch, val_loss as f64) {
+            self.save_best(Progress { steps: self.net.steps(), epoch, batch: 0 })?;
+        }
+        self.stopping = self.watch.exhausted(epoch);
         let lr = self.net.lr();
         if let Some(m) = self.metrics.as_mut() {
             m.write(&Record {
@@ -302,6 +357,8 @@ impl Run<'_> {
                 grad_norm: Some(crate::train::metrics::grad_norm(&self.net.grads()?)),
                 wall_s: self.clock.elapsed().as_secs_f64(),
                 sharpness: None,
+                val_loss: has_val.then_some(val_loss as f64),
+                val_accuracy: has_val.then_some(val_acc as f64),
             })?;
         }
         self.curves.push((
@@ -310,11 +367,18 @@ impl Run<'_> {
             report.train_accuracy as f64,
             test_loss as f64,
             test_acc as f64,
+            val_loss as f64,
+            val_acc as f64,
         ));
         if !self.prints_epoch(epoch) {
             return Ok(());
         }
         let test = if has_test { format!("  test acc {:5.1}%", 100.0 * test_acc) } else { String::new() };
+        let val = if has_val {
+            format!("  val loss {}  val acc {:5.1}%", fmt_loss(val_loss), 100.0 * val_acc)
+        } else {
+            String::new()
+        };
         // A constant rate is in the header (the optimizer line), not in every epoch's line.
         let lr = if self.config.train.schedule == crate::optim::Schedule::Constant {
             String::new()
@@ -324,7 +388,7 @@ impl Run<'_> {
         let sharp = self.sharpness.as_ref().and_then(Sharpness::latest);
         let sharp = sharp.map_or(String::new(), |m| format!("  {}", crate::train::sharpness::describe(&m)));
         crate::say!(
-            "epoch {epoch:>3}/{}{lr}  loss {}  train acc {:5.1}%{test}  {:>9.0} samples/s{sharp}",
+            "epoch {epoch:>3}/{}{lr}  loss {}  train acc {:5.1}%{val}{test}  {:>9.0} samples/s{sharp}",
             self.config.train.epochs,
             fmt_loss(report.train_loss),
             100.0 * report.train_accuracy,
@@ -363,7 +427,7 @@ impl Run<'_> {
     /// Whether epoch `epoch`'s line prints: not with --quiet; with --log-interval N every N-th,
     /// and the run's first and last always.
     fn prints_epoch(&self, epoch: usize) -> bool {
-        let ends = epoch == self.first_epoch || epoch == self.config.train.epochs;
+        let ends = epoch == self.first_epoch || epoch == self.config.train.epochs || self.stopping;
         !self.opts.quiet && (ends || self.opts.log_interval.is_none_or(|n| epoch.is_multiple_of(n)))
     }
 
@@ -395,10 +459,25 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Writes the checkpoint (with `--save`); parameters that are not finite are never written
-    /// over a good file.
+    /// Writes the checkpoint (with `--save`).
     fn save(&mut self, progress: Progress) -> Result<()> {
-        let Some(path) = self.opts.save.as_ref().filter(|_| self.comm.rank() == 0) else { return Ok(()) };
+        let Some(path) = self.opts.save.clone().filter(|_| self.comm.rank() == 0) else { return Ok(()) };
+        self.save_to(&path, progress)?;
+        self.saved_once = true;
+        Ok(())
+    }
+
+    /// Writes the best epoch's checkpoint (with `--save-best`; rank 0 alone evaluates and calls this).
+    fn save_best(&mut self, progress: Progress) -> Result<()> {
+        match self.opts.save_best.clone() {
+            Some(path) => self.save_to(&path, progress),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a checkpoint of the network to `path`; parameters that are not finite are never
+    /// written over a good file.
+    fn save_to(&mut self, path: &std::path::Path, progress: Progress) -> Result<()> {
         let params = self.net.params()?;
         if let Some(i) = params.iter().position(|p| !p.is_finite()) {
             return Err(Error::Diverged {
@@ -418,9 +497,7 @@ impl Run<'_> {
             train_rows: self.saved.train_rows.clone(),
             description: Some(self.saved.description.clone()),
         };
-        checkpoint::save(path, self.net.model(), &self.config.optimizer, &ck)?;
-        self.saved_once = true;
-        Ok(())
+        checkpoint::save(path, self.net.model(), &self.config.optimizer, &ck)
     }
 }
 

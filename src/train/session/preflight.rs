@@ -13,10 +13,22 @@ use crate::spec::Model;
 
 /// Every file the run will write can be written, before any training: a typo in a folder name
 /// must not cost an hour of training.
-/// The outputs must also be three different files, none of them one the run reads (the config,
+/// The outputs must also be different files, none of them one the run reads (the config,
 /// its data; `--save` may be `--resume`'s file, which it continues).
 pub(super) fn check_outputs(opts: &TrainOptions, config: &Config, config_file: &Path) -> Result<()> {
-    let outputs = [(&opts.save, "--save"), (&opts.metrics, "--metrics"), (&opts.plot, "--plot")];
+    if opts.save_best.is_some() && config.data.validation_fraction == 0.0 {
+        return Err(Error::Usage(
+            "--save-best keeps the epoch with the lowest validation loss: set data.validation_fraction > 0 \
+             (e.g. --set data.validation_fraction=0.1)"
+                .into(),
+        ));
+    }
+    let outputs = [
+        (&opts.save, "--save"),
+        (&opts.save_best, "--save-best"),
+        (&opts.metrics, "--metrics"),
+        (&opts.plot, "--plot"),
+    ];
     let outputs: Vec<(&Path, &str)> = outputs.iter().filter_map(|(p, f)| p.as_deref().map(|p| (p, *f))).collect();
     let mut inputs = config_inputs(config, config_file);
     // A run continued from the checkpoint its config came from may save over it, as any --resume.
@@ -111,8 +123,7 @@ fn missing_classes(train: &Dataset) -> Option<String> {
 pub(super) fn print_header(
     config: &Config,
     config_file: &Path,
-    train: &Dataset,
-    test: &Dataset,
+    [train, validation, test]: [&Dataset; 3],
     model: &Model,
     quiet: bool,
 ) {
@@ -150,8 +161,12 @@ pub(super) fn print_header(
         None => format!("{} test rows", test.n),
     };
     let builtin_data = if config.builtin && !config.data.path.exists() { " (the built-in copy)" } else { "" };
+    let validation_rows = match validation.n {
+        0 => String::new(),
+        n => format!("{n} validation / "),
+    };
     crate::say!(
-        "data: {}{builtin_data} ({} train / {test_rows}, {features}, {classes})",
+        "data: {}{builtin_data} ({} train / {validation_rows}{test_rows}, {features}, {classes})",
         config.data.path.display(),
         train.n,
     );
