@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::golden::{cases_of, load, Case};
-use common::EPS;
+use common::{checkpoint_tensors as tensors, EPS};
 use gradflow::checkpoint;
 use gradflow::spec::{LayerSpec, Model};
 use safetensors::tensor::{Dtype, TensorView};
@@ -150,15 +150,6 @@ fn bn_digits_config(d: &Path, width: usize) -> PathBuf {
     std::fs::write(&path, format!("{}{layers}{}", &text[..start], &text[end..])).unwrap();
     assert!(text.contains("adam"), "the digits config changed: update this test");
     path
-}
-
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Vec<u8>)> =
-        st.tensors().into_iter().map(|(n, v)| (n.to_string(), v.data().to_vec())).collect();
-    out.sort();
-    out
 }
 
 #[test]

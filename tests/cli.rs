@@ -614,13 +614,7 @@ fn printing_options_never_change_the_checkpoint() {
     let d = dir("printing");
     let cfg = spirals_config(&d, 4);
     let cfg = cfg.to_str().unwrap();
-    let tensors = |path: &Path| -> Vec<(String, Vec<u8>)> {
-        let bytes = std::fs::read(path).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut all: Vec<_> = st.tensors().into_iter().map(|(n, t)| (n, t.data().to_vec())).collect();
-        all.sort();
-        all
-    };
+    let tensors = common::checkpoint_tensors;
     for cpu in [true, false] {
         if !cpu && !common::gpu_part!() {
             continue;

@@ -7,6 +7,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::checkpoint_tensors as tensors;
+
 use gradflow::spectrum::symmetric_eigen;
 
 fn dir(name: &str) -> PathBuf {
@@ -161,14 +163,6 @@ fn spirals_config(d: &Path, epochs: usize) -> PathBuf {
     let p = d.join("spirals.toml");
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut all: Vec<_> = st.tensors().into_iter().map(|(n, t)| (n, t.data().to_vec())).collect();
-    all.sort();
-    all
 }
 
 /// Measuring reads the parameters back and nothing else: with and without `--track-sharpness`

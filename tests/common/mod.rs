@@ -221,3 +221,13 @@ pub fn assert_within(what: &str, got: &[f32], want: &[f64], bound: &[f64]) -> (f
 pub fn widen(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
+
+/// A saved file's tensors as (name, bytes), sorted by name: two checkpoints compare bit for bit.
+pub fn checkpoint_tensors(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n.to_string(), v.data().to_vec())).collect();
+    out.sort();
+    out
+}
