@@ -11,8 +11,6 @@
 //! `--points`) are capped at 2 after parsing, so the file stays within a minute; their huge
 //! values still go through clap's checks.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
@@ -23,39 +21,12 @@ use gradflow::cli::{self, Cli, Command};
 use gradflow::train::Placement;
 use proptest::prelude::*;
 
-// ------------------------------------------------------------ the largest allocation of a case
+// ------------------------------------------------------------ the largest allocation
 
-/// The system allocator, noting the largest single request of each thread (as fuzz_readers.rs).
-struct LargestRequest;
+#[path = "common/largest_alloc.rs"]
+mod largest_alloc;
 
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|m| m.set(m.get().max(size)));
-}
-
-unsafe impl GlobalAlloc for LargestRequest {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: LargestRequest = LargestRequest;
+use largest_alloc::largest_allocation;
 
 /// A tiny run allocates a few MiB at most; an allocation sized by a huge argument is far more.
 const ALLOWANCE: usize = 256 << 20;
@@ -311,14 +282,12 @@ proptest! {
         for option in needed.filter(|o| !given.contains(o)).cloned().collect::<Vec<_>>() {
             argv.extend([option.clone(), good(&option, &case_dir)]);
         }
-        let (outcome, largest) = {
-            LARGEST.with(|m| m.set(0));
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match Cli::try_parse_from(&argv) {
+        let (outcome, largest) = largest_allocation(|| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| match Cli::try_parse_from(&argv) {
                 Err(e) => Err(e.to_string()),
                 Ok(cli) => run(bounded(cli)).map_err(|e| e.to_string()),
-            }));
-            (outcome, LARGEST.with(Cell::get))
-        };
+            }))
+        });
         let Ok(result) = outcome else {
             return Err(TestCaseError::fail(format!("{argv:?} panicked")));
         };

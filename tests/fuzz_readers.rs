@@ -8,8 +8,6 @@
 //! time; a failure prints its seed and proptest keeps it in fuzz_readers.proptest-regressions
 //! for replay.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
@@ -25,47 +23,12 @@ use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 use safetensors::tensor::{Dtype, TensorView};
 
-// ------------------------------------------------------------ the largest allocation of a call
+// ------------------------------------------------------------ the largest allocation
 
-/// The system allocator, noting the largest single request of each thread.
-struct LargestRequest;
+#[path = "common/largest_alloc.rs"]
+mod largest_alloc;
 
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    // try_with: the allocator can run while a thread's locals are torn down.
-    let _ = LARGEST.try_with(|m| m.set(m.get().max(size)));
-}
-
-unsafe impl GlobalAlloc for LargestRequest {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: LargestRequest = LargestRequest;
-
-/// `f`'s result and the largest single allocation it made on this thread.
-fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|m| m.set(0));
-    let out = f();
-    (out, LARGEST.with(Cell::get))
-}
+use largest_alloc::largest_allocation;
 
 /// What a reader may allocate at once for an input of `len` bytes: a few copies of the file
 /// widened (bytes to f32, fields to slices), plus small fixed buffers.
