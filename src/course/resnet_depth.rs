@@ -12,14 +12,7 @@ use crate::spec::{LayerSpec, Loss, Model};
 /// Linear(width) lift, `blocks` residual blocks [Linear(width), Tanh, Linear(width, no bias)],
 /// then `head` (a Linear to the classes), or none for the hidden state after the blocks.
 pub fn depth_model(inputs: usize, width: usize, blocks: usize, head: Option<usize>) -> Result<Model> {
-    let block = LayerSpec::Residual {
-        layers: vec![
-            LayerSpec::Linear { out: width, bias: true },
-            LayerSpec::Tanh,
-            LayerSpec::Linear { out: width, bias: false },
-        ],
-        projection: false,
-    };
+    let block = super::resnet_ode::euler_block(width);
     let mut layers = vec![LayerSpec::Linear { out: width, bias: true }];
     layers.extend(std::iter::repeat_n(block, blocks));
     layers.extend(head.map(|out| LayerSpec::Linear { out, bias: true }));

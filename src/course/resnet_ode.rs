@@ -81,17 +81,22 @@ pub fn rk4(field: &Field, x0: &[f64], horizon: f64, steps: usize) -> Vec<f64> {
     x
 }
 
-/// L residual blocks of width d, each [Linear(d), Tanh, Linear(d, no bias)].
-pub fn residual_model(d: usize, blocks: usize) -> Result<Model> {
-    let block = LayerSpec::Residual {
+/// One Euler block of width d: [Linear(d), Tanh, Linear(d, no bias)] on a skip, the last Linear
+/// holding the step h.
+pub fn euler_block(d: usize) -> LayerSpec {
+    LayerSpec::Residual {
         layers: vec![
             LayerSpec::Linear { out: d, bias: true },
             LayerSpec::Tanh,
             LayerSpec::Linear { out: d, bias: false },
         ],
         projection: false,
-    };
-    Model::new(d, vec![block; blocks])
+    }
+}
+
+/// L residual blocks of width d, each an `euler_block`.
+pub fn residual_model(d: usize, blocks: usize) -> Result<Model> {
+    Model::new(d, vec![euler_block(d); blocks])
 }
 
 /// The flat parameters that make `residual_model(d, L)` the Euler recursion: block k holds
