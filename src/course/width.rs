@@ -22,6 +22,11 @@ pub fn one_hidden_params(inputs: usize, width: usize, classes: usize) -> usize {
     inputs * width + width + width * classes + classes
 }
 
+/// The model's trained parameters (`param_len` counts the flat buffer's alignment padding too).
+pub fn trained_params(model: &Model) -> usize {
+    model.params.iter().map(|p| p.len).sum()
+}
+
 /// `labels` with round(q·n) of them, chosen by a seeded shuffle, replaced by a uniformly drawn
 /// class other than their own (symmetric label noise that always changes the label).
 pub fn noisy_labels(labels: &[u32], classes: usize, q: f64, seed: u64) -> Result<Vec<u32>> {
@@ -112,7 +117,7 @@ pub fn width_sweep(train: &Dataset, test: &Dataset, widths: &[usize], setup: &Sw
         .iter()
         .map(|&width| {
             let model = one_hidden(train.d, width, train.num_classes)?;
-            let params = model.param_len;
+            let params = trained_params(&model);
             let trainer = Trainer::new(model)
                 .loss(Loss::CrossEntropy)
                 .epochs(setup.epochs)
