@@ -54,13 +54,23 @@ fn decay_against_stopping() -> Result<(Chart, Chart)> {
         test.n
     );
     say!("64 → 256 (ReLU) → 10, batch 32, lr 0.01, {EPOCHS} epochs, seed 0, CPU\n");
-    let adamw = |wd| Optimizer::Adamw(AdamW { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: wd, amsgrad: false });
+    let adamw =
+        |wd| Optimizer::Adamw(AdamW { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: wd, amsgrad: false });
     let mut runs = vec![("none (Adam)".to_string(), adamw(0.0))];
     runs.extend(DECAYS.iter().map(|&wd| (format!("AdamW λ = {wd}"), adamw(wd))));
     let (mut loss_series, mut error_series) = (Vec::new(), Vec::new());
-    say!("{:<30} {:>6} {:>10} {:>10} {:>11} {:>10}", "regulariser", "epoch", "test loss", "test err", "best t.err", "(epoch)");
+    say!(
+        "{:<30} {:>6} {:>10} {:>10} {:>11} {:>10}",
+        "regulariser",
+        "epoch",
+        "test loss",
+        "test err",
+        "best t.err",
+        "(epoch)"
+    );
     let report = |name: &str, c: &gradflow::course::width::Curves, stop: usize| {
-        let best = c.test_error.iter().enumerate().fold((0, f64::MAX), |b, (i, &e)| if e < b.1 { (i + 1, e) } else { b });
+        let best =
+            c.test_error.iter().enumerate().fold((0, f64::MAX), |b, (i, &e)| if e < b.1 { (i + 1, e) } else { b });
         say!(
             "{name:<30} {stop:>6} {:>10.4} {:>10.3} {:>11.3} {:>10}",
             c.test_loss[stop - 1],
@@ -136,7 +146,11 @@ fn sharpness_at_the_end() -> Result<Chart> {
             let params = trainer.network()?.params()?;
             let lambda = final_sharpness(trainer.model(), config.model.loss, &params, &train)?;
             let loss = history.last().map_or(f64::NAN, |e| e.train_loss as f64);
-            say!("{lr:>6} {batch:>6} {epochs:>7} {lambda:>10.3} {:>10.3} {:>11.3} {loss:>10.4}", 2.0 / lr, lr * lambda / 2.0);
+            say!(
+                "{lr:>6} {batch:>6} {epochs:>7} {lambda:>10.3} {:>10.3} {:>11.3} {loss:>10.4}",
+                2.0 / lr,
+                lr * lambda / 2.0
+            );
             points.push((lr, lambda));
         }
         let name = if batch == train.n { "full batch (GD)".to_string() } else { format!("batch {batch}") };

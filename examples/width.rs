@@ -25,12 +25,8 @@ fn main() -> Result<()> {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/digits.toml");
     let (all_train, test) = gradflow::train::load_data(&Config::load(&file)?, &file)?;
     let train = first_rows(&all_train, TRAIN_ROWS)?;
-    let setup = SweepSetup {
-        epochs: 100,
-        batch_size: 32,
-        optimizer: Optimizer::adam(0.01).into(),
-        seeds: (0..8).collect(),
-    };
+    let setup =
+        SweepSetup { epochs: 100, batch_size: 32, optimizer: Optimizer::adam(0.01).into(), seeds: (0..8).collect() };
     say!(
         "digits: {} training rows, {} test rows; 64 → w (ReLU) → 10, Adam lr 0.01, batch 32, {} epochs, {} seeds, CPU",
         train.n,
@@ -43,7 +39,11 @@ fn main() -> Result<()> {
     table(&clean);
     let noisy_train = relabelled(&train, noisy_labels(&train.labels, train.num_classes, NOISE, 1)?)?;
     let flipped = train.labels.iter().zip(&noisy_train.labels).filter(|(a, b)| a != b).count();
-    say!("\n{flipped} of {} training labels flipped to another class ({:.0} %), test labels clean", train.n, NOISE * 100.0);
+    say!(
+        "\n{flipped} of {} training labels flipped to another class ({:.0} %), test labels clean",
+        train.n,
+        NOISE * 100.0
+    );
     let noisy = width_sweep(&noisy_train, &test, &WIDTHS, &setup)?;
     table(&noisy);
     gradflow::plot::write(&out, &svg(&charts(&clean, &noisy)))?;

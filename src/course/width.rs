@@ -82,7 +82,13 @@ pub fn spread(values: &[f64]) -> Spread {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
     let ss = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
-    let std = if values.len() > 1 { (ss / (n - 1.0)).sqrt() } else if values.is_empty() { f64::NAN } else { 0.0 };
+    let std = if values.len() > 1 {
+        (ss / (n - 1.0)).sqrt()
+    } else if values.is_empty() {
+        f64::NAN
+    } else {
+        0.0
+    };
     let (min, max) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     if values.is_empty() {
         return Spread { mean: f64::NAN, std, min: f64::NAN, max: f64::NAN };
@@ -146,7 +152,13 @@ pub struct Curves {
 
 /// Trains `trainer` one epoch at a time for `epochs`, reading the test and validation sets
 /// after each (the same run an `epochs`-long fit is: the batch order carries on).
-pub fn curves(trainer: &mut Trainer, train: &Dataset, validation: &Dataset, test: &Dataset, epochs: usize) -> Result<Curves> {
+pub fn curves(
+    trainer: &mut Trainer,
+    train: &Dataset,
+    validation: &Dataset,
+    test: &Dataset,
+    epochs: usize,
+) -> Result<Curves> {
     let mut out = Curves::default();
     let mut one = std::mem::replace(trainer, Trainer::new(trainer.model().clone())).epochs(1);
     for _ in 0..epochs {
