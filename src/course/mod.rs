@@ -9,3 +9,4 @@ pub mod descent;
 pub mod resnet_depth;
 pub mod resnet_ode;
 pub mod surfaces;
+pub mod width;
