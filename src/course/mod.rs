@@ -3,6 +3,7 @@
 //! the continuous-time view of momentum, and ResNets as forward Euler.
 
 pub mod continuous;
+pub mod batchnorm_shift;
 pub mod critical;
 pub mod deep_linear;
 pub mod descent;
