@@ -33,7 +33,12 @@ fn main() -> Result<()> {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/digits.toml");
     let (data, _) = gradflow::train::load_data(&Config::load(&file)?, &file)?;
     let net = Net { inputs: data.d, width: 32, depth: 8, classes: data.num_classes };
-    say!("digits ({} training rows), {} tanh layers of {}, plain SGD, batches of {BATCH}, CPU", data.n, net.depth, net.width);
+    say!(
+        "digits ({} training rows), {} tanh layers of {}, plain SGD, batches of {BATCH}, CPU",
+        data.n,
+        net.depth,
+        net.width
+    );
     let mut charts = one_step(&net, &data)?;
     charts.extend(covariate_shift(&net, &data)?);
     charts.push(lr_sweep(&net, &data)?);
@@ -62,8 +67,11 @@ fn one_step(net: &Net, data: &Dataset) -> Result<Vec<Chart>> {
     let batch: Vec<u32> = (0..BATCH as u32).collect();
     let x = &data.x[..BATCH * data.d];
     let layer = net.depth - 1;
-    say!("\n(a) unit 0 of hidden layer {}, over batch 0 ({BATCH} rows), before and after one SGD step (lr {LR})", net.depth);
-    say!("{:<34} {:>9} {:>9} {:>9} {:>9}", "", "mean", "var", "mean'", "var'");
+    say!(
+        "\n(a) unit 0 of hidden layer {}, over batch 0 ({BATCH} rows), before and after one SGD step (lr {LR})",
+        net.depth
+    );
+    say!("{:<34} {:>9} {:>10} {:>9} {:>10}", "", "mean", "var", "mean'", "var'");
     let mut charts = Vec::new();
     for (name, params, bn_on) in [("no BN", plain, false), ("BN", bn, true)] {
         let model = net.model(bn_on)?;
@@ -78,11 +86,17 @@ fn one_step(net: &Net, data: &Dataset) -> Result<Vec<Chart>> {
         for (site, b, a) in sites {
             let (b, a) = (column(b, net.width, 0), column(a, net.width, 0));
             let (sb, sa) = (column_stats(&b, 1)[0], column_stats(&a, 1)[0]);
-            say!("{:<34} {:>9.4} {:>9.4} {:>9.4} {:>9.4}", format!("{name}, {site}"), sb.0, sb.1, sa.0, sa.1);
+            say!("{:<34} {:>9.4} {:>10.3e} {:>9.4} {:>10.3e}", format!("{name}, {site}"), sb.0, sb.1, sa.0, sa.1);
             let (lo, hi) = range_of(&[&b, &a]);
             let (hb, ha) = (histogram(&b, lo, hi, 16)?, histogram(&a, lo, hi, 16)?);
             let title = format!("{name}: {site}, layer {} unit 0", net.depth);
-            charts.push(chart(&title, "pre-activation", "rows", vec![outline("before", &hb), outline("after 1 step", &ha)], false));
+            charts.push(chart(
+                &title,
+                "pre-activation",
+                "rows",
+                vec![outline("before", &hb), outline("after 1 step", &ha)],
+                false,
+            ));
         }
     }
     Ok(charts)
@@ -116,7 +130,12 @@ fn covariate_shift(net: &Net, data: &Dataset) -> Result<Vec<Chart>> {
                     .enumerate()
                     .map(|(l, v)| Series {
                         name: format!("layer {}", l + 1),
-                        points: trace.steps.iter().zip(v).map(|(&s, p)| (s as f64, if k == 0 { p.0 } else { p.1 })).collect(),
+                        points: trace
+                            .steps
+                            .iter()
+                            .zip(v)
+                            .map(|(&s, p)| (s as f64, if k == 0 { p.0 } else { p.1 }))
+                            .collect(),
                     })
                     .collect();
                 charts.push(chart(&format!("{name}: {site}"), "step", what, series, false));
@@ -154,7 +173,9 @@ fn lr_sweep(net: &Net, data: &Dataset) -> Result<Chart> {
     for (k, name) in ["no BN", "BN"].iter().enumerate() {
         let ok: Vec<f64> = lrs.iter().zip(&finals[k]).filter(|(_, &l)| l < TRAINED).map(|(&lr, _)| lr).collect();
         match (ok.first(), ok.last()) {
-            (Some(lo), Some(hi)) => say!("{name}: trains for lr in [{lo}, {hi}] of the grid ({} of {} values)", ok.len(), lrs.len()),
+            (Some(lo), Some(hi)) => {
+                say!("{name}: trains for lr in [{lo}, {hi}] of the grid ({} of {} values)", ok.len(), lrs.len())
+            }
             _ => say!("{name}: no lr of the grid trains"),
         }
     }
@@ -167,5 +188,11 @@ fn lr_sweep(net: &Net, data: &Dataset) -> Result<Chart> {
             points: lrs.iter().zip(f).skip(1).map(|(&lr, &l)| (lr.log10(), l.min(1e3))).collect(),
         })
         .collect();
-    Ok(chart(&format!("final training loss after {STEPS} steps"), "log₁₀ lr", "cross-entropy (log scale)", series, true))
+    Ok(chart(
+        &format!("final training loss after {STEPS} steps"),
+        "log₁₀ lr",
+        "cross-entropy (log scale)",
+        series,
+        true,
+    ))
 }

@@ -5,8 +5,7 @@ use std::path::Path;
 
 use gradflow::config::Config;
 use gradflow::course::batchnorm_shift::{
-    column, column_stats, final_loss, full_loss, histogram, preactivations, range_of, sgd_net, shift_over_training,
-    Net,
+    column, column_stats, final_loss, full_loss, histogram, preactivations, range_of, sgd_net, shift_over_training, Net,
 };
 use gradflow::data::Dataset;
 use gradflow::exec::Network;
@@ -97,7 +96,8 @@ fn shift_is_zero_at_lr_zero() {
     let net = small(&data);
     for (k, bn) in [false, true].into_iter().enumerate() {
         let model = net.model(bn).unwrap();
-        let trace = shift_over_training(&model, net.init(0).unwrap()[k].clone(), &data, 128, 0.0, 32, 20, 5, 0).unwrap();
+        let trace =
+            shift_over_training(&model, net.init(0).unwrap()[k].clone(), &data, 128, 0.0, 32, 20, 5, 0).unwrap();
         assert_eq!(trace.steps, [0, 5, 10, 15, 20]);
         assert_eq!(trace.linear.len(), net.depth);
         assert_eq!(trace.normalised.len(), if bn { net.depth } else { 0 });

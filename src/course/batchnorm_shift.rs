@@ -61,7 +61,7 @@ pub struct Preacts {
 
 impl Preacts {
     /// What the nonlinearity reads: the normalised values where there are any.
-    pub fn into_tanh(&self) -> &[f32] {
+    pub fn tanh_input(&self) -> &[f32] {
         self.normalised.as_deref().unwrap_or(&self.linear)
     }
 }
@@ -122,7 +122,7 @@ pub struct Histogram {
 /// A histogram of `values` on bins over [lo, hi]; a value outside is an error (the caller
 /// chooses the range from the data).
 pub fn histogram(values: &[f32], lo: f64, hi: f64, bins: usize) -> Result<Histogram> {
-    if bins == 0 || !(lo < hi) {
+    if bins == 0 || lo.is_nan() || hi.is_nan() || lo >= hi {
         return Err(Error::Usage(format!("a histogram needs bins > 0 and lo < hi, got {bins} bins on [{lo}, {hi}]")));
     }
     let width = (hi - lo) / bins as f64;
@@ -165,6 +165,10 @@ pub fn probe(data: &Dataset, rows: usize) -> (Vec<f32>, Vec<u32>) {
     (data.x[..rows * data.d].to_vec(), data.labels[..rows].to_vec())
 }
 
+/// One layer's unit statistics (mean, variance) at the Linear output and, with batch norm, at
+/// tanh's input.
+type LayerStats = [Option<Vec<(f64, f64)>>; 2];
+
 /// Per layer, per recorded step: the shift (mean, log-variance) of the layer's pre-activations
 /// on the probe batch from step 0, at the Linear's output and (batch-norm net) at tanh's input.
 #[derive(Clone, Debug, Default)]
@@ -193,7 +197,7 @@ pub fn shift_over_training(
     seed: u64,
 ) -> Result<ShiftTrace> {
     let (px, py) = probe(data, probe_rows);
-    let stats_of = |p: &[f32]| -> Result<Vec<[Option<Vec<(f64, f64)>>; 2]>> {
+    let stats_of = |p: &[f32]| -> Result<Vec<LayerStats>> {
         let layers = preactivations(model, p, &px, probe_rows)?;
         Ok(layers
             .iter()

@@ -2,8 +2,8 @@
 //! as training (the GPU's fused kernels or the CPU reference) on a gradient the host computes,
 //! the continuous-time view of momentum, and ResNets as forward Euler.
 
-pub mod continuous;
 pub mod batchnorm_shift;
+pub mod continuous;
 pub mod critical;
 pub mod deep_linear;
 pub mod descent;
