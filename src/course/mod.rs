@@ -3,6 +3,7 @@
 //! the continuous-time view of momentum, ResNets as forward Euler, and the noise ball of SGD on
 //! least squares.
 
+pub mod batchnorm_shift;
 pub mod continuous;
 pub mod critical;
 pub mod deep_linear;
