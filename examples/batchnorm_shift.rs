@@ -16,7 +16,7 @@ use gradflow::course::batchnorm_shift::{
 use gradflow::data::Dataset;
 use gradflow::error::Result;
 use gradflow::exec::Network;
-use gradflow::plot::{svg, Chart, Series};
+use gradflow::plot::{svg_grid, Chart, Panel, Series};
 use gradflow::say;
 
 const BATCH: usize = 64;
@@ -42,7 +42,9 @@ fn main() -> Result<()> {
     let mut charts = one_step(&net, &data)?;
     charts.extend(covariate_shift(&net, &data)?);
     charts.push(lr_sweep(&net, &data)?);
-    gradflow::plot::write(&out, &svg(&charts))?;
+    // Four panels a row: eleven side by side would be 8,000 px wide.
+    let panels: Vec<Panel> = charts.into_iter().map(Panel::Chart).collect();
+    gradflow::plot::write(&out, &svg_grid(&panels, 4))?;
     say!("plot written to {}", out.display());
     Ok(())
 }
@@ -124,7 +126,7 @@ fn covariate_shift(net: &Net, data: &Dataset) -> Result<Vec<Chart>> {
                 let last = v[v.len() - 1];
                 rows[l] += &format!(" {:>10.4} / {:>9.4}", last.0, last.1);
             }
-            for (k, what) in [(0, "mean shift (σ⁰ units)"), (1, "|ln var ratio|")] {
+            for (k, what, shift) in [(0, "mean shift (σ⁰ units)", "mean"), (1, "|ln var ratio|", "variance")] {
                 let series = layers
                     .iter()
                     .enumerate()
@@ -138,7 +140,7 @@ fn covariate_shift(net: &Net, data: &Dataset) -> Result<Vec<Chart>> {
                             .collect(),
                     })
                     .collect();
-                charts.push(chart(&format!("{name}: {site}"), "step", what, series, false));
+                charts.push(chart(&format!("{name}: {site}, {shift} shift"), "step", what, series, false));
             }
         }
     }
