@@ -81,6 +81,7 @@ impl Gpu {
         params: DropoutParams,
     ) -> Result<Dispatch> {
         let x = x.map_or(self.kernels.none_read(), |b| b.bind());
-        self.kernels.dropout.dispatch(self, entry, &[], &[x, y.bind()], extents, &params, params.grid())
+        // The step (and so the mask) changes every step: parameters in per-step slots.
+        self.kernels.dropout.dispatch_per_step(self, entry, &[], &[x, y.bind()], extents, &params, params.grid())
     }
 }
