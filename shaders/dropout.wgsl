@@ -17,6 +17,12 @@ struct DropoutParams {
 
 const DROPOUT_ACCUMULATE: u32 = 1u;
 
+// Philox4x32's round multipliers and key increments (reference/philox.rs's, checked by naga).
+const PHILOX_M0: u32 = 0xD2511F53u;
+const PHILOX_M1: u32 = 0xCD9E8D57u;
+const PHILOX_W0: u32 = 0x9E3779B9u;
+const PHILOX_W1: u32 = 0xBB67AE85u;
+
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<uniform> p: DropoutParams;
@@ -40,10 +46,10 @@ fn philox4x32_10(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
     var k = key;
     for (var r = 0u; r < 10u; r = r + 1u) {
         if (r > 0u) {
-            k = k + vec2<u32>(0x9E3779B9u, 0xBB67AE85u);
+            k = k + vec2<u32>(PHILOX_W0, PHILOX_W1);
         }
-        let p0 = mulhilo(0xD2511F53u, c.x);
-        let p1 = mulhilo(0xCD9E8D57u, c.z);
+        let p0 = mulhilo(PHILOX_M0, c.x);
+        let p1 = mulhilo(PHILOX_M1, c.z);
         c = vec4<u32>(p1.x ^ c.y ^ k.x, p1.y, p0.x ^ c.w ^ k.y, p0.y);
     }
     return c;

@@ -4,11 +4,11 @@
 //! anywhere, in any order, and again. shaders/dropout.wgsl holds the same rounds.
 
 /// The round multipliers of Philox4x32.
-const M0: u32 = 0xD251_1F53;
-const M1: u32 = 0xCD9E_8D57;
+pub const PHILOX_M0: u32 = 0xD251_1F53;
+pub const PHILOX_M1: u32 = 0xCD9E_8D57;
 /// The key's Weyl increments (golden ratio and √3 − 1, as 32-bit fractions).
-const W0: u32 = 0x9E37_79B9;
-const W1: u32 = 0xBB67_AE85;
+pub const PHILOX_W0: u32 = 0x9E37_79B9;
+pub const PHILOX_W1: u32 = 0xBB67_AE85;
 
 /// (high, low) words of the 64-bit product a·b.
 fn mulhilo(a: u32, b: u32) -> (u32, u32) {
@@ -18,8 +18,8 @@ fn mulhilo(a: u32, b: u32) -> (u32, u32) {
 
 /// One Philox round on the counter with the round's key.
 fn round(c: [u32; 4], k: [u32; 2]) -> [u32; 4] {
-    let (hi0, lo0) = mulhilo(M0, c[0]);
-    let (hi1, lo1) = mulhilo(M1, c[2]);
+    let (hi0, lo0) = mulhilo(PHILOX_M0, c[0]);
+    let (hi1, lo1) = mulhilo(PHILOX_M1, c[2]);
     [hi1 ^ c[1] ^ k[0], lo1, hi0 ^ c[3] ^ k[1], lo0]
 }
 
@@ -28,7 +28,7 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     let (mut c, mut k) = (counter, key);
     for r in 0..10 {
         if r > 0 {
-            k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+            k = [k[0].wrapping_add(PHILOX_W0), k[1].wrapping_add(PHILOX_W1)];
         }
         c = round(c, k);
     }
