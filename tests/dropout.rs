@@ -321,3 +321,25 @@ fn a_probability_outside_zero_one_is_a_config_error() {
     // p = 1 is torch's too: allowed, everything dropped.
     assert!(Model::new(3, layers("[{ type = 'dropout', p = 1.0 }, { type = 'linear', out = 2 }]")).is_ok());
 }
+
+#[test]
+fn the_hessian_sees_dropout_as_the_identity() {
+    let d = data();
+    let params = dropout_model().init_params(4);
+    let hessian = |m: Model, on_gpu: bool| {
+        let mut h = gradflow::exec::hessian::Hessian::new(m, Loss::CrossEntropy, &params, &d, 32).unwrap();
+        if on_gpu {
+            h.use_gpu(std::sync::Arc::new(gpu().clone())).unwrap();
+        }
+        let v: Vec<f64> = (0..h.point().len()).map(|i| ((i * 37) % 11) as f64 / 11.0 - 0.5).collect();
+        h.evaluate(&v).unwrap()
+    };
+    // Evaluation mode: the same f64 arithmetic as the dropout-free model, exactly.
+    let (a, b) = (hessian(dropout_model(), false), hessian(without_dropout(), false));
+    assert_eq!((a.loss, &a.grad, &a.hv), (b.loss, &b.grad, &b.hv));
+    if gpu_part!() {
+        // The GPU runs the identity as an activation launch: the same f32 launches either way.
+        let (a, b) = (hessian(dropout_model(), true), hessian(without_dropout(), true));
+        assert_eq!((a.loss, &a.grad, &a.hv), (b.loss, &b.grad, &b.hv));
+    }
+}
