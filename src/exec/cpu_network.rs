@@ -173,6 +173,7 @@ impl<T> Trace<T> {
 /// The forward pass over `rows` rows of `x`, in the float type `T` (shapes checked by callers);
 /// with `sync` (training, data-parallel), synchronised batch norms use the global batch's
 /// statistics.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Real>(
     model: &Model,
     params: &[T],
