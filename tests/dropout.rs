@@ -343,3 +343,15 @@ fn the_hessian_sees_dropout_as_the_identity() {
         assert_eq!((a.loss, &a.grad, &a.hv), (b.loss, &b.grad, &b.hv));
     }
 }
+
+#[test]
+fn batched_training_refuses_dropout_so_runs_train_one_by_one() {
+    require_gpu!();
+    let m = dropout_model();
+    let inits = vec![m.init_params(0), m.init_params(1)];
+    let setups: Vec<gradflow::optim::OptimizerSetup> = vec![gradflow::optim::Sgd::new(0.1).into(); 2];
+    let g = std::sync::Arc::new(gpu().clone());
+    let e = gradflow::exec::BatchedNetworks::new(g, m, Loss::CrossEntropy, setups, &inits, 16).err().unwrap();
+    // A usage error: the side-by-side callers take it as "train one by one".
+    assert!(matches!(e, gradflow::error::Error::Usage(_)) && e.to_string().contains("dropout"), "{e}");
+}
