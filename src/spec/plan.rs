@@ -527,4 +527,23 @@ mod tests {
         assert!(plan.backward.iter().any(|op| matches!(op, BackwardOp::BatchNormReduce { .. })));
         assert!(plan.backward.iter().any(|op| matches!(op, BackwardOp::BatchNormInput { accumulate: false, .. })));
     }
+
+    #[test]
+    fn dropout_gets_an_output_gradient_and_stops_act_prime_fusion() {
+        let m = model(
+            6,
+            vec![
+                LayerSpec::Linear { out: 5, bias: true },
+                LayerSpec::Relu,
+                LayerSpec::Dropout { p: 0.25 },
+                LayerSpec::Linear { out: 2, bias: true },
+            ],
+        );
+        let plan = Plan::new(&m, 8).unwrap();
+        assert!(plan.forward.iter().any(|op| matches!(op, ForwardOp::Dropout { p, layer: 1, .. } if *p == 0.25)));
+        // The ReLU's derivative cannot ride on the dropout's backward: the Linear keeps an output
+        // gradient and applies it itself.
+        assert!(plan.backward.iter().any(|op| matches!(op, BackwardOp::DropoutGrad { accumulate: false, .. })));
+        assert!(plan.backward.iter().any(|op| matches!(op, BackwardOp::ActivationGrad { .. })));
+    }
 }
