@@ -355,3 +355,17 @@ fn batched_training_refuses_dropout_so_runs_train_one_by_one() {
     // A usage error: the side-by-side callers take it as "train one by one".
     assert!(matches!(e, gradflow::error::Error::Usage(_)) && e.to_string().contains("dropout"), "{e}");
 }
+
+#[test]
+fn the_builder_adds_a_dropout_and_build_checks_p() {
+    let m = gradflow::spec::ModelBuilder::new(4)
+        .dense(8, gradflow::spec::Activation::Relu)
+        .dropout(0.2)
+        .dense(2, gradflow::spec::Activation::Identity)
+        .build()
+        .unwrap();
+    let names: Vec<&str> = m.params.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["0.weight", "0.bias", "3.weight", "3.bias"], "0 Linear, 1 ReLU, 2 Dropout, 3 Linear");
+    let e = gradflow::spec::ModelBuilder::new(4).dropout(-1.0).dense(2, gradflow::spec::Activation::Identity).build();
+    assert!(e.unwrap_err().to_string().contains("p must be a probability"));
+}
