@@ -9,6 +9,7 @@ use gradflow::device::shaders;
 use gradflow::kernels::matmul::*;
 use gradflow::kernels::optim::*;
 use gradflow::kernels::*;
+use gradflow::reference::philox;
 use gradflow::spec::Activation;
 use naga::{Expression, Literal, Module, TypeInner};
 
@@ -102,6 +103,8 @@ fn parameter_structs_have_the_same_layout_on_both_sides() {
     check_struct("matmul_uniform.wgsl", "MatmulParams", size, &f);
     let (size, f) = fields!(ActParams { len, act, slope, flags });
     check_struct("activation.wgsl", "ActParams", size, &f);
+    let (size, f) = fields!(DropoutParams { len, step, layer, threshold, key0, key1, scale, flags });
+    check_struct("dropout.wgsl", "DropoutParams", size, &f);
     let (size, f) = fields!(BnParams {
         rows,
         cols,
@@ -228,6 +231,11 @@ fn flags_codes_and_tile_sizes_agree() {
         ("matmul_uniform.wgsl", "B_ALONG_K", WINDOW_B_ALONG_K as u64),
         ("matmul_uniform.wgsl", "B_ALONG_N", WINDOW_B_ALONG_N as u64),
         ("activation.wgsl", "ACT_ACCUMULATE", ACT_ACCUMULATE as u64),
+        ("dropout.wgsl", "DROPOUT_ACCUMULATE", DROPOUT_ACCUMULATE as u64),
+        ("dropout.wgsl", "PHILOX_M0", philox::PHILOX_M0 as u64),
+        ("dropout.wgsl", "PHILOX_M1", philox::PHILOX_M1 as u64),
+        ("dropout.wgsl", "PHILOX_W0", philox::PHILOX_W0 as u64),
+        ("dropout.wgsl", "PHILOX_W1", philox::PHILOX_W1 as u64),
         ("batchnorm.wgsl", "BN_TRAIN", BN_TRAIN as u64),
         ("batchnorm.wgsl", "BN_ACCUMULATE", BN_ACCUMULATE as u64),
         ("batchnorm.wgsl", "BN_SYNC", BN_SYNC as u64),

@@ -6,7 +6,7 @@
 pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
 /// Every kernel family, by file name.
-pub const FAMILIES: [(&str, &str); 12] = [
+pub const FAMILIES: [(&str, &str); 13] = [
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_packed.wgsl", include_str!("../../shaders/matmul_packed.wgsl")),
     ("matmul_uniform.wgsl", include_str!("../../shaders/matmul_uniform.wgsl")),
@@ -15,6 +15,7 @@ pub const FAMILIES: [(&str, &str); 12] = [
     ("optim.wgsl", include_str!("../../shaders/optim.wgsl")),
     ("data.wgsl", include_str!("../../shaders/data.wgsl")),
     ("batchnorm.wgsl", include_str!("../../shaders/batchnorm.wgsl")),
+    ("dropout.wgsl", include_str!("../../shaders/dropout.wgsl")),
     ("hvp.wgsl", include_str!("../../shaders/hvp.wgsl")),
     ("small_mlp.wgsl", include_str!("../../shaders/small_mlp.wgsl")),
     ("small_net.wgsl", include_str!("../../shaders/small_net.wgsl")),

@@ -191,6 +191,11 @@ impl BatchedNetworks {
                 inits.len()
             )));
         }
+        // Each model's mask would need its own element count and seed in one launch: refused
+        // here, as a usage error, so that callers train the runs one by one instead.
+        if model.has_dropout() {
+            return Err(Error::Usage("batched training does not draw dropout masks; train the runs one by one".into()));
+        }
         for (k, p) in inits.iter().enumerate() {
             super::cpu_network::check_params(&model, p).map_err(|e| Error::Usage(format!("model {k}: {e}")))?;
         }

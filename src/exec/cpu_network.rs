@@ -20,6 +20,8 @@ pub struct CpuNetwork {
     state: Vec<f32>,
     norm: NormState,
     steps: usize,
+    /// Key of the dropout masks (`Network::set_dropout_seed`).
+    dropout_seed: u64,
     train_x: Vec<f32>,
     train_labels: Vec<u32>,
     last_loss: f32,
@@ -47,7 +49,8 @@ impl CpuNetwork {
             labels.push(self.train_labels[i]);
         }
         let (model, params) = (&self.model, &self.params);
-        let trace = forward(model, params, &self.norm.running, &x, rows, Mode::Train, sync.as_deref_mut())?;
+        let key = DropoutKey { seed: self.dropout_seed, step: self.steps as u64 };
+        let trace = forward(model, params, &self.norm.running, &x, rows, Mode::Train, Some(key), sync.as_deref_mut())?;
         update_running(&self.model, &trace, &mut self.norm, rows, ranks);
         let out = loss_of(self.loss, trace.output(), &labels, rows, self.model.outputs());
         self.grads = backward(&self.model, &self.params, &trace, out.grad, rows, sync.as_deref_mut())?;
@@ -119,6 +122,7 @@ impl CpuNetwork {
             params,
             grads: vec![0.0; n],
             steps: 0,
+            dropout_seed: 0,
             train_x: Vec::new(),
             train_labels: Vec::new(),
             last_loss: f32::NAN,
@@ -147,6 +151,17 @@ pub struct Trace<T> {
     pub preacts: Vec<Option<Vec<T>>>,
     /// Each batch-norm stage's normalising statistics.
     pub stats: Vec<Option<NormStats>>,
+    /// Each dropout stage's mask and scale when one was drawn (training); the backward pass
+    /// applies the same one (kept, not redrawn: a bool per element is cheap on the host).
+    pub masks: Vec<Option<(Vec<bool>, f32)>>,
+}
+
+/// Which masks a training forward pass draws: the run's seed and the optimizer step (0 for the
+/// first), so a resumed run draws what an uninterrupted one would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropoutKey {
+    pub seed: u64,
+    pub step: u64,
 }
 
 impl<T> Trace<T> {
@@ -158,6 +173,7 @@ impl<T> Trace<T> {
 /// The forward pass over `rows` rows of `x`, in the float type `T` (shapes checked by callers);
 /// with `sync` (training, data-parallel), synchronised batch norms use the global batch's
 /// statistics.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Real>(
     model: &Model,
     params: &[T],
@@ -165,14 +181,16 @@ pub(crate) fn forward<T: Real>(
     x: &[T],
     rows: usize,
     mode: Mode,
+    dropout: Option<DropoutKey>,
     mut sync: Option<&mut (dyn StepSync + '_)>,
 ) -> Result<Trace<T>> {
     let mut values = vec![x.to_vec()];
     let mut preacts = Vec::with_capacity(model.stages.len());
     let mut stats = Vec::with_capacity(model.stages.len());
+    let mut masks = Vec::with_capacity(model.stages.len());
     for stage in &model.stages {
         let input = &values[stage.input];
-        let (mut preact, mut stat) = (None, None);
+        let (mut preact, mut stat, mut mask) = (None, None, None);
         let y = match stage.op {
             Op::Dense { inputs: k, outputs: n, weight, bias, act } => {
                 let w = &params[weight..weight + n * k];
@@ -210,12 +228,23 @@ pub(crate) fn forward<T: Real>(
             }
             Op::Activation { act, .. } => cpu::activation_forward(input, act),
             Op::Add { skip, .. } => cpu::residual_add(input, &values[skip]),
+            Op::Dropout { p, layer, .. } => match dropout {
+                Some(key) => {
+                    let draw = cpu::DropoutDraw::new(p, key.seed, key.step, layer);
+                    let m = draw.mask(input.len());
+                    let y = cpu::dropout_apply(input, &m, draw.scale);
+                    mask = Some((m, draw.scale));
+                    y
+                }
+                None => input.clone(),
+            },
         };
         values.push(y);
         preacts.push(preact);
         stats.push(stat);
+        masks.push(mask);
     }
-    Ok(Trace { values, preacts, stats })
+    Ok(Trace { values, preacts, stats, masks })
 }
 
 /// Adds `g` into the gradient of a value: the first contribution is stored, later ones summed,
@@ -270,6 +299,10 @@ pub(crate) fn backward<T: Real>(
                 Some(cpu::batchnorm_backward_input(input, &g, rows, width, gm, bt, stats, act, &sums))
             }
             Op::Activation { act, .. } => Some(cpu::activation_backward(input, &g, act)),
+            Op::Dropout { .. } => match &trace.masks[s] {
+                Some((mask, scale)) => Some(cpu::dropout_apply(&g, mask, *scale)),
+                None => Some(g),
+            },
             Op::Add { skip, .. } => {
                 if skip != 0 {
                     accumulate(&mut value_grads[skip], g.clone());
@@ -313,7 +346,8 @@ pub fn loss_and_grads<T: Real>(
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= model.outputs()) {
         return Err(Error::Usage(format!("label {bad} is not below the model's {} outputs", model.outputs())));
     }
-    let trace = forward(model, params, running, x, rows, Mode::Train, None)?;
+    // Dropout off: the loss is then a fixed function of the parameters to differentiate.
+    let trace = forward(model, params, running, x, rows, Mode::Train, None, None)?;
     let out = loss_of(loss, trace.output(), labels, rows, model.outputs());
     let grads = backward(model, params, &trace, out.grad, rows, None)?;
     Ok((out.loss, grads))
@@ -400,7 +434,7 @@ impl Network for CpuNetwork {
 
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         super::network::check_rows(&self.model, x, rows)?;
-        let trace = forward(&self.model, &self.params, &self.norm.running, x, rows, Mode::Eval, None)?;
+        let trace = forward(&self.model, &self.params, &self.norm.running, x, rows, Mode::Eval, None, None)?;
         Ok(trace.values.last().cloned().unwrap_or_default())
     }
 
@@ -446,6 +480,10 @@ impl Network for CpuNetwork {
 
     fn steps(&self) -> usize {
         self.steps
+    }
+
+    fn set_dropout_seed(&mut self, seed: u64) {
+        self.dropout_seed = seed;
     }
 
     fn set_steps(&mut self, steps: usize) {

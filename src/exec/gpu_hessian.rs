@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::launch::{self, Aux, Net};
 use crate::device::GpuBuffer;
 use crate::device::{submit, Dispatch};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::Gpu;
 use crate::kernels::{BnEntry, Epilogue, HvpBuffers, HvpEntry, HvpParams, MatmulParams, HVP_ACCUMULATE};
 use crate::spec::{Act, Loss, Model, Op};
@@ -198,7 +198,8 @@ impl GpuHvp {
     fn forward(&self, rows: usize, s: usize, input: usize, out: &mut Vec<Dispatch>) -> Result<()> {
         let (g, net) = (&*self.gpu, self.net(rows));
         let (a, ra, y, ry) = (&self.values[input], &self.rvalues[input], &self.values[s + 1], &self.rvalues[s + 1]);
-        match self.model.stages[s].op {
+        // Evaluation mode: a dropout is the identity activation.
+        match self.model.stages[s].op.for_eval() {
             Op::Dense { inputs: k, outputs: n, weight, bias, act } => {
                 let d = self.dense(s)?;
                 // z = a·Wᵀ + b, y = act(z); R{z} = a·Vᵀ + v_b (+ R{a}·Wᵀ); R{y} = act'(z)·R{z}.
@@ -239,6 +240,7 @@ impl GpuHvp {
                 out.push(launch::residual_add(&net, a, &self.values[skip], y, width)?.dispatch);
                 out.push(launch::residual_add(&net, ra, &self.rvalues[skip], ry, width)?.dispatch);
             }
+            Op::Dropout { .. } => return Err(Error::Plan("a dropout left after for_eval".into())),
         }
         Ok(())
     }
@@ -273,7 +275,7 @@ impl GpuHvp {
         if input != 0 {
             written[input] = true;
         }
-        match stage.op {
+        match stage.op.for_eval() {
             Op::Dense { inputs: k, outputs: n, weight, bias, act } => {
                 let d = self.dense(s)?;
                 // dz = act'(z)·g, R{dz} = act''(z)·R{z}·g + act'(z)·R{g}.
@@ -369,6 +371,7 @@ impl GpuHvp {
                     written[target] = true;
                 }
             }
+            Op::Dropout { .. } => return Err(Error::Plan("a dropout left after for_eval".into())),
         }
         Ok(())
     }

@@ -66,6 +66,8 @@ pub struct GpuNetwork {
     optimizer: GpuOptimizer,
     setup: OptimizerSetup,
     steps: usize,
+    /// Key of the dropout masks (`Network::set_dropout_seed`).
+    dropout_seed: u64,
     /// `steps` when the totals were last cleared (the loss kernel counts from there).
     totals_from_step: usize,
     /// The plan's buffers, one per `BufferSpec`.
@@ -131,6 +133,7 @@ impl GpuNetwork {
             self.gpu.write(&self.indices, batch);
         }
         self.prepare_update(sync.is_none())?;
+        self.prepare_dropout()?;
         let Some(sync) = sync else {
             let mut launches = self.step_launches();
             launches.extend(self.update_launches());
@@ -338,6 +341,7 @@ impl GpuNetwork {
             optimizer,
             setup,
             steps: 0,
+            dropout_seed: 0,
             totals_from_step: 0,
             stage_buffers,
             logits: plan.logits,
@@ -365,6 +369,18 @@ impl GpuNetwork {
                     *p = blended;
                     l.dispatch.update(&self.gpu, p, p.grid(*entry))?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Points each training dropout launch at this step's mask (the step count, as the CPU's).
+    fn prepare_dropout(&mut self) -> Result<()> {
+        let (seed, step) = (self.dropout_seed, self.steps as u64);
+        for l in self.forward.iter_mut().chain(self.backward.iter_mut()) {
+            if let Some(p) = l.draw_at(seed, step) {
+                l.dispatch.update(&self.gpu, &p, p.grid())?;
+                l.shape = Shape::Dropout(p, if let Shape::Dropout(_, w) = l.shape { w } else { 0 });
             }
         }
         Ok(())
@@ -595,6 +611,10 @@ impl Network for GpuNetwork {
     fn set_steps(&mut self, steps: usize) {
         self.steps = steps;
         self.totals_from_step = steps;
+    }
+
+    fn set_dropout_seed(&mut self, seed: u64) {
+        self.dropout_seed = seed;
     }
 
     fn lr(&self) -> f32 {

@@ -7,11 +7,11 @@
 
 use crate::device::Dispatch;
 use crate::device::GpuBuffer;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::Gpu;
 use crate::kernels::{
-    ActEntry, ActParams, BnEntry, BnParams, Epilogue, LossEntry, LossParams, MatmulParams, ACT_ACCUMULATE,
-    BN_ACCUMULATE,
+    ActEntry, ActParams, BnEntry, BnParams, DropEntry, DropoutParams, Epilogue, LossEntry, LossParams, MatmulParams,
+    ACT_ACCUMULATE, BN_ACCUMULATE,
 };
 use crate::spec::plan::{BackwardOp, Buf, ForwardOp};
 use crate::spec::{Act, Loss, Model};
@@ -30,6 +30,9 @@ pub(crate) enum Shape {
     /// A gather; for a batch of models, the rows before the last model's slice come first.
     Gather(crate::kernels::GatherParams, u32),
     BatchNorm(BnParams, BnEntry),
+    /// Element-wise over `width` per row (one model only); a training launch's step and key
+    /// are rewritten every step (`Launch::draw_at`).
+    Dropout(DropoutParams, usize),
 }
 
 /// Which pass a forward launch belongs to: batch norm differs between training and eval.
@@ -83,6 +86,19 @@ impl Launch {
                 p.rows = rows;
                 self.dispatch.update(gpu, p, p.grid(*entry))
             }
+            Shape::Dropout(p, width) => {
+                p.len = rows * *width as u32;
+                self.dispatch.update(gpu, p, p.grid())
+            }
+        }
+    }
+
+    /// A training dropout launch's parameters for optimizer step `step` of a run seeded `seed`
+    /// (None for any other launch, and for an evaluation one, which stays the identity).
+    pub fn draw_at(&self, seed: u64, step: u64) -> Option<DropoutParams> {
+        match (&self.shape, self.when) {
+            (Shape::Dropout(p, _), When::Train | When::Always) => Some(p.at(seed, step)),
+            _ => None,
         }
     }
 }
@@ -191,6 +207,12 @@ pub(crate) fn forward(c: &Context, op: &ForwardOp) -> Result<Vec<Launch>> {
         ForwardOp::Add { x, skip, out, width, .. } => {
             residual_add(n, c.get(x), c.get(skip), c.get(out), width).map(|l| vec![l])
         }
+        ForwardOp::Dropout { x, out, width, p, layer, .. } => {
+            let (x, out) = (c.get(x), c.get(out));
+            let train = dropout(n, x, out, width, p, layer, false)?;
+            let eval = dropout_launch(n, x, out, width, DropoutParams::identity(n.rows * width))?;
+            Ok(vec![Launch { when: When::Train, ..train }, Launch { when: When::Eval, ..eval }])
+        }
     }
 }
 
@@ -208,6 +230,9 @@ pub(crate) fn backward(c: &Context, op: &BackwardOp) -> Result<Vec<Launch>> {
             let fused = target.fused.map(|(z, act)| (c.get(z), act));
             dense_backward_input(n, c.get(dz), c.get(target.buf), fused, accumulate, inputs, outputs, weight)
                 .map(|l| vec![l])
+        }
+        BackwardOp::DropoutGrad { dy, out, width, p, layer, accumulate } => {
+            dropout(n, c.get(dy), c.get(out), width, p, layer, accumulate).map(|l| vec![l])
         }
         BackwardOp::BatchNormReduce { x, dy, stats, width, gamma, beta, norm, act } => {
             let p = bn_params(n, norm, width, gamma, beta, act);
@@ -321,6 +346,29 @@ pub(crate) fn residual_add(n: &Net, x: &GpuBuffer, skip: &GpuBuffer, out: &GpuBu
     let p = act_params(Act::IDENTITY, before + n.rows * width, false);
     let d = n.gpu.residual_add(x, skip, out, p)?;
     Ok(Launch::new(d, Shape::Act(p, width, before as u32)))
+}
+
+/// out (+)= mask ⊙ x / (1 − p), the mask of step 0 under seed 0 until `Launch::draw_at` moves it.
+fn dropout(
+    n: &Net,
+    x: &GpuBuffer,
+    out: &GpuBuffer,
+    width: usize,
+    p: f32,
+    layer: usize,
+    accumulate: bool,
+) -> Result<Launch> {
+    let draw = crate::reference::DropoutDraw::new(p, 0, 0, layer);
+    dropout_launch(n, x, out, width, DropoutParams::new(&draw, n.rows * width, accumulate))
+}
+
+fn dropout_launch(n: &Net, x: &GpuBuffer, out: &GpuBuffer, width: usize, p: DropoutParams) -> Result<Launch> {
+    // A batch of models would need each model's element index to restart at its slice.
+    if n.models > 1 {
+        return Err(Error::Plan("dropout in a batch of models side by side (train them one by one)".into()));
+    }
+    let d = n.gpu.dropout(DropEntry::Apply, Some(x), out, p)?;
+    Ok(Launch::new(d, Shape::Dropout(p, width)))
 }
 
 /// The loss and its gradient per row, then the reduction into the step's loss and the totals (one

@@ -112,6 +112,9 @@ pub trait Network {
     fn steps(&self) -> usize;
     /// Continues counting from `steps`, e.g. after loading a checkpoint.
     fn set_steps(&mut self, steps: usize);
+    /// Keys the dropout masks (the run's seed; 0 until set). With the step count it fixes every
+    /// mask, so a resumed run draws what an uninterrupted one would.
+    fn set_dropout_seed(&mut self, seed: u64);
     /// Group 0's learning rate for the next step.
     fn lr(&self) -> f32;
     /// The device this network trains on, for other work on the same placement (the Hessian

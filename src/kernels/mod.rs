@@ -8,6 +8,7 @@ pub use matmul::autotune;
 
 pub mod batchnorm;
 pub mod data;
+pub mod dropout;
 pub mod hvp;
 pub mod loss;
 pub mod matmul;
@@ -18,6 +19,7 @@ pub mod small_net;
 pub use activation::{ActEntry, ActParams, ACT_ACCUMULATE};
 pub use batchnorm::{BnEntry, BnParams, BN_ACCUMULATE, BN_EW_COLS, BN_EW_ROWS, BN_FEATURES, BN_SYNC, BN_TRAIN};
 pub use data::{DataEntry, GatherParams};
+pub use dropout::{DropEntry, DropoutParams, DROPOUT_ACCUMULATE};
 pub use hvp::{HvpBuffers, HvpEntry, HvpParams, HVP_ACCUMULATE, HVP_FEATURES};
 pub use loss::{
     LossEntry, LossParams, LOSS_ONE_GROUP_ROWS, TOTALS_LEN, TOTAL_BAD_LOSS, TOTAL_CORRECT, TOTAL_COUNT,
@@ -50,6 +52,7 @@ pub fn entry_points() -> Vec<(&'static str, Vec<&'static str>)> {
         of::<OptEntry>(),
         of::<DataEntry>(),
         of::<BnEntry>(),
+        of::<DropEntry>(),
         of::<HvpEntry>(),
         of::<SmallMlpEntry>(),
         of::<SmallNetEntry>(),
@@ -70,6 +73,8 @@ pub struct Kernels {
     optim: Family<OptEntry>,
     data: Family<DataEntry>,
     batchnorm: Family<BnEntry>,
+    /// Dropout's parameters carry the step, which changes every step: bound per step.
+    dropout: Family<DropEntry>,
     /// The R-operator's kernels (Hessian-vector products), compiled on first use: most runs
     /// never need them.
     hvp: Family<HvpEntry>,
@@ -116,6 +121,7 @@ impl Kernels {
                 &[Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, UniformPerStep],
                 BnEntry::ALL,
             )?,
+            dropout: Family::new(device, &[Read, ReadWrite, UniformPerStep], DropEntry::ALL)?,
             hvp: Family::new(device, &[Read, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, Uniform], &[])?,
             small_mlp: Family::new(device, &[ReadWrite, ReadWrite, Read, Read, Read, ReadWrite, Uniform], &[])?,
             small_net: Family::new(

@@ -166,6 +166,9 @@ impl SmallNet {
                     return Err(format!("layer {} adds a value to itself", stage.name))
                 }
                 Op::Add { width, skip } => Layer::Add { width, skip },
+                // Its mask is a Philox draw per element and step, which the fused kernel does
+                // not carry: the per-op path runs such a model.
+                Op::Dropout { .. } => return Err(format!("layer {} is a dropout", stage.name)),
             });
         }
         if layers.is_empty() || layers.len() > SMALL_NET_MAX_LAYERS {

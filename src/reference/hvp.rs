@@ -357,7 +357,8 @@ impl Pass<'_> {
     fn forward(&self, stage: &Stage, values: &[Vec<f64>], rvalues: &[Vec<f64>]) -> (Vec<f64>, Vec<f64>, Kept) {
         let (m, params, v) = (self.rows, self.params, self.v);
         let (a, ra) = (&values[stage.input], &rvalues[stage.input]);
-        match stage.op {
+        // The Hessian is of the evaluation-mode loss: a dropout is the identity there.
+        match stage.op.for_eval() {
             Op::Dense { inputs: k, outputs: n, weight, bias, act } => {
                 let (w, vw) = (&params[weight..weight + n * k], &v[weight..weight + n * k]);
                 let (b, vb) = (bias.map(|b| &params[b..b + n]), bias.map(|b| &v[b..b + n]));
@@ -382,6 +383,7 @@ impl Pass<'_> {
             }
             Op::Activation { act, .. } => (activation_forward(a, act), activation_backward(a, ra, act), Kept::Other),
             Op::Add { skip, .. } => (residual_add(a, &values[skip]), residual_add(ra, &rvalues[skip]), Kept::Other),
+            Op::Dropout { .. } => unreachable!("for_eval makes a dropout the identity activation"),
         }
     }
 
@@ -399,7 +401,7 @@ impl Pass<'_> {
         hv: &mut [f64],
     ) -> Vec<(usize, Vec<f64>, Vec<f64>)> {
         let (m, params, v, input) = (self.rows, self.params, self.v, stage.input);
-        match (&stage.op, keep) {
+        match (&stage.op.for_eval(), keep) {
             (&Op::Dense { inputs: k, outputs: n, weight, bias, act }, Kept::Dense { z, rz }) => {
                 let dz = activation_backward(&z, &g, act);
                 let mut rdz = vec![0.0; m * n];

@@ -7,16 +7,19 @@
 pub mod activation;
 pub mod batchnorm;
 pub mod bounds;
+pub mod dropout;
 pub mod hvp;
 pub mod linear;
 pub mod loss;
 pub mod optim;
+pub mod philox;
 
 pub use activation::{activate, activate_grad, activation_backward, activation_forward};
 pub use batchnorm::{
     batchnorm_backward, batchnorm_backward_input, batchnorm_backward_reduce, batchnorm_forward, batchnorm_stats,
     batchnorm_update_running, residual_add, NormStats,
 };
+pub use dropout::{dropout_apply, DropoutDraw};
 pub use linear::{bias_grad, linear_backward_input, linear_backward_weight, linear_forward, linear_forward_models};
 pub use loss::{argmax, cross_entropy, mse, LossOutput};
 pub use optim::{clip_coefficient, clip_coefficient_rel_error, optimizer_update, Real};

@@ -66,6 +66,13 @@ impl ModelBuilder {
         self
     }
 
+    /// torch.nn.Dropout(p): in training each element zeroed with probability `p` and the rest
+    /// scaled by 1/(1 − p); the identity in evaluation. `p` outside [0, 1] is refused by `build`.
+    pub fn dropout(mut self, p: f32) -> ModelBuilder {
+        self.layers.push(LayerSpec::Dropout { p });
+        self
+    }
+
     /// A residual block, y = x + body(x): `body` gets an empty builder and adds the block's
     /// layers, which must end at the width they start from (else see
     /// [`residual_projected`](Self::residual_projected)).

@@ -39,6 +39,12 @@ pub enum LayerSpec {
         #[serde(default)]
         projection: bool,
     },
+    /// torch.nn.Dropout: in training each element is zeroed with probability `p` and the rest
+    /// scaled by 1/(1 − p); the identity in evaluation. No parameters, the width kept.
+    Dropout {
+        #[serde(default = "default_dropout_p")]
+        p: f32,
+    },
     Identity,
     Relu,
     Sigmoid,
@@ -56,6 +62,11 @@ fn yes() -> bool {
 
 fn default_slope() -> f32 {
     0.01
+}
+
+/// torch.nn.Dropout's default.
+fn default_dropout_p() -> f32 {
+    0.5
 }
 
 fn default_bn_eps() -> f64 {
@@ -107,7 +118,10 @@ impl BnMomentum {
 impl LayerSpec {
     pub fn activation(&self) -> Option<Act> {
         let kind = match self {
-            LayerSpec::Linear { .. } | LayerSpec::BatchNorm { .. } | LayerSpec::Residual { .. } => return None,
+            LayerSpec::Linear { .. }
+            | LayerSpec::BatchNorm { .. }
+            | LayerSpec::Residual { .. }
+            | LayerSpec::Dropout { .. } => return None,
             LayerSpec::Identity => Activation::Identity,
             LayerSpec::Relu => Activation::Relu,
             LayerSpec::Sigmoid => Activation::Sigmoid,
@@ -170,6 +184,20 @@ pub enum Op {
     Activation { width: usize, act: Act },
     /// y = input + value `skip`: the end of a residual block.
     Add { width: usize, skip: usize },
+    /// Dropout with probability `p` in training (the identity in evaluation); `layer` (the
+    /// stage's index) is the third word of its Philox counter, so each layer draws its own mask.
+    Dropout { width: usize, p: f32, layer: usize },
+}
+
+impl Op {
+    /// The op as evaluation runs it: a dropout is then the identity activation (what the Hessian,
+    /// landscape and sharpness code, which evaluate, see).
+    pub fn for_eval(&self) -> Op {
+        match *self {
+            Op::Dropout { width, .. } => Op::Activation { width, act: Act::IDENTITY },
+            ref op => op.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -185,7 +213,10 @@ impl Stage {
     pub fn outputs(&self) -> usize {
         match self.op {
             Op::Dense { outputs, .. } => outputs,
-            Op::BatchNorm { width, .. } | Op::Activation { width, .. } | Op::Add { width, .. } => width,
+            Op::BatchNorm { width, .. }
+            | Op::Activation { width, .. }
+            | Op::Add { width, .. }
+            | Op::Dropout { width, .. } => width,
         }
     }
 
@@ -346,6 +377,16 @@ impl Builder {
                     value = self.push(name, body_out, Op::Add { width: body_width, skip });
                     width = body_width;
                 }
+                LayerSpec::Dropout { p } => {
+                    // torch allows p = 1 (everything zeroed); beyond [0, 1] is no probability.
+                    if !(0.0..=1.0).contains(p) {
+                        return Err(Error::Model(format!(
+                            "layer {name} (dropout): p must be a probability in [0, 1], got {p}"
+                        )));
+                    }
+                    let layer = self.stages.len();
+                    value = self.push(name, value, Op::Dropout { width, p: *p, layer });
+                }
                 other => {
                     let act =
                         other.activation().ok_or_else(|| Error::Model(format!("layer {name}: not an activation")))?;
@@ -444,6 +485,11 @@ impl Model {
         !self.norms.is_empty()
     }
 
+    /// Whether any stage is a dropout (training then draws masks; evaluation is unchanged).
+    pub fn has_dropout(&self) -> bool {
+        self.stages.iter().any(|s| matches!(s.op, Op::Dropout { .. }))
+    }
+
     /// The flat vector as named tensors, in state-dict order.
     pub fn named<'a>(&'a self, flat: &'a [f32]) -> impl Iterator<Item = (&'a ParamTensor, &'a [f32])> + 'a {
         self.params.iter().map(move |t| (t, &flat[t.offset..t.offset + t.len]))
@@ -468,6 +514,7 @@ impl Model {
                 }
                 Op::Activation { act, .. } => act.kind.name().to_string(),
                 Op::Add { .. } => format!("Add[{}]", stage.name),
+                Op::Dropout { p, .. } => format!("Dropout({p})"),
             })
             .collect();
         let n: usize = self.params.iter().map(|t| t.len).sum();

@@ -73,6 +73,15 @@ pub enum ForwardOp {
         out: Buf,
         width: usize,
     },
+    /// out = mask ⊙ x / (1 − p) in training, out = x in evaluation.
+    Dropout {
+        stage: usize,
+        x: Buf,
+        out: Buf,
+        width: usize,
+        p: f32,
+        layer: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -88,6 +97,8 @@ pub enum BackwardOp {
     DenseInput { dz: Buf, target: GradTarget, accumulate: bool, inputs: usize, outputs: usize, weight: usize },
     /// dγ, dβ and the per-feature sums dx needs.
     BatchNormReduce { x: Buf, dy: Buf, stats: Buf, width: usize, gamma: usize, beta: usize, norm: usize, act: Act },
+    /// out (+)= mask ⊙ dy / (1 − p): the forward pass's mask, redrawn from its counter.
+    DropoutGrad { dy: Buf, out: Buf, width: usize, p: f32, layer: usize, accumulate: bool },
     BatchNormInput {
         x: Buf,
         dy: Buf,
@@ -207,7 +218,9 @@ impl Plan {
                     b.grad = alloc(name("output gradient"), values);
                     b.stats = alloc(format!("stage {s} ({}) statistics (3 × {width})", stage.name), 3 * width);
                 }
-                Op::Activation { .. } | Op::Add { .. } => b.grad = alloc(name("output gradient"), values),
+                Op::Activation { .. } | Op::Add { .. } | Op::Dropout { .. } => {
+                    b.grad = alloc(name("output gradient"), values)
+                }
             }
             bufs.push(b);
         }
@@ -260,6 +273,9 @@ impl Plan {
                     let x = value(stages[d].input)?;
                     let skip = Some(value(skip)?);
                     ForwardOp::Dense { stage: d, x, out, preact: None, skip, inputs, outputs, weight, bias, act }
+                }
+                Op::Dropout { width, p, layer } => {
+                    ForwardOp::Dropout { stage: s, x: value(stage.input)?, out, width, p, layer }
                 }
                 Op::Add { width, skip } => {
                     ForwardOp::Add { stage: s, x: value(stage.input)?, skip: value(skip)?, out, width }
@@ -335,6 +351,16 @@ impl Plan {
                         }
                         let accumulate = write(stage.input);
                         backward.push(BackwardOp::ActivationGrad { z: x()?, dy, out: t.buf, width, act, accumulate });
+                    }
+                }
+                Op::Dropout { width, p, layer } => {
+                    if stage.input > 0 {
+                        let t = target(stage.input)?;
+                        if t.fused.is_some() {
+                            return Err(bug(format!("dropout {s} cannot apply its producer's act'")));
+                        }
+                        let accumulate = write(stage.input);
+                        backward.push(BackwardOp::DropoutGrad { dy, out: t.buf, width, p, layer, accumulate });
                     }
                 }
                 Op::Add { width, skip } => {
@@ -479,7 +505,8 @@ mod tests {
             ForwardOp::Dense { stage, .. }
             | ForwardOp::BatchNorm { stage, .. }
             | ForwardOp::Activation { stage, .. }
-            | ForwardOp::Add { stage, .. } => stage,
+            | ForwardOp::Add { stage, .. }
+            | ForwardOp::Dropout { stage, .. } => stage,
         }
     }
 
@@ -499,5 +526,24 @@ mod tests {
         assert_eq!(stats.len, 3 * 5);
         assert!(plan.backward.iter().any(|op| matches!(op, BackwardOp::BatchNormReduce { .. })));
         assert!(plan.backward.iter().any(|op| matches!(op, BackwardOp::BatchNormInput { accumulate: false, .. })));
+    }
+
+    #[test]
+    fn dropout_gets_an_output_gradient_and_stops_act_prime_fusion() {
+        let m = model(
+            6,
+            vec![
+                LayerSpec::Linear { out: 5, bias: true },
+                LayerSpec::Relu,
+                LayerSpec::Dropout { p: 0.25 },
+                LayerSpec::Linear { out: 2, bias: true },
+            ],
+        );
+        let plan = Plan::new(&m, 8).unwrap();
+        assert!(plan.forward.iter().any(|op| matches!(op, ForwardOp::Dropout { p, layer: 1, .. } if *p == 0.25)));
+        // The ReLU's derivative cannot ride on the dropout's backward: the Linear keeps an output
+        // gradient and applies it itself.
+        assert!(plan.backward.iter().any(|op| matches!(op, BackwardOp::DropoutGrad { accumulate: false, .. })));
+        assert!(plan.backward.iter().any(|op| matches!(op, BackwardOp::ActivationGrad { .. })));
     }
 }

@@ -179,7 +179,7 @@ impl Evaluator {
         let (mut loss, mut correct) = (0.0f64, 0usize);
         for (s, e) in batches(data.n, self.batch) {
             let x = &data.x[s * data.d..e * data.d];
-            let trace = forward(&model, &state.params, &state.norm.running, x, e - s, Mode::Train, None)?;
+            let trace = forward(&model, &state.params, &state.norm.running, x, e - s, Mode::Train, None, None)?;
             let out = loss_of(self.loss, trace.output(), &data.labels[s..e], e - s, model.outputs());
             loss += (e - s) as f64 * out.0 as f64;
             correct += out.1;

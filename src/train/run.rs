@@ -237,12 +237,15 @@ pub fn build_network(
             let params = model.init_params(config.model.init_seed);
             let mut net = GpuNetwork::new(Arc::new(gpu), model, config.model.loss, setup, &params, max_rows)?;
             net.set_steps_per_submit(config.train.steps_per_submit);
+            net.set_dropout_seed(config.model.init_seed);
             Ok(Box::new(net))
         }
         None => {
             CpuNetwork::check_fits(&model, max_rows, setup.optimizer.state_slots())?;
             let params = model.init_params(config.model.init_seed);
-            Ok(Box::new(CpuNetwork::new(model, config.model.loss, setup, params)?))
+            let mut net = CpuNetwork::new(model, config.model.loss, setup, params)?;
+            net.set_dropout_seed(config.model.init_seed);
+            Ok(Box::new(net))
         }
     }
 }

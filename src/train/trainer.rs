@@ -477,12 +477,16 @@ impl Trainer {
                 // Before the parameters are drawn: a model too large for the device fails at once.
                 GpuNetwork::check_fits(&gpu, &model, rows)?;
                 let params = model.init_params(self.init_seed);
-                Ok(Box::new(GpuNetwork::new(std::sync::Arc::new(gpu), model, self.loss, setup, &params, rows)?))
+                let mut net = GpuNetwork::new(std::sync::Arc::new(gpu), model, self.loss, setup, &params, rows)?;
+                net.set_dropout_seed(self.init_seed);
+                Ok(Box::new(net))
             }
             None => {
                 CpuNetwork::check_fits(&model, rows, setup.optimizer.state_slots())?;
                 let params = model.init_params(self.init_seed);
-                Ok(Box::new(CpuNetwork::new(model, self.loss, setup, params)?))
+                let mut net = CpuNetwork::new(model, self.loss, setup, params)?;
+                net.set_dropout_seed(self.init_seed);
+                Ok(Box::new(net))
             }
         }
     }

@@ -72,6 +72,15 @@ impl GpuNetwork {
                 l.dispatch.write_slots(&self.gpu, 1, &blends, 1)?;
             }
         }
+        // Each dropout launch's mask per step: its step count, as `step` would set it.
+        for l in self.forward.iter().chain(self.backward.iter()) {
+            let draws: Vec<_> =
+                (0..batches.len() as u64).filter_map(|j| l.draw_at(self.dropout_seed, first as u64 + j)).collect();
+            if !draws.is_empty() {
+                draws.iter().try_for_each(|d| l.dispatch.check(d))?;
+                l.dispatch.write_slots(&self.gpu, 1, &draws, 1)?;
+            }
+        }
         if let Some(SmallNetStep { layout, launch: Some(launch), .. }) = &self.small_net {
             // The same each step unless a batch norm's blend changes.
             let params: Vec<SmallNetParams> =
