@@ -70,7 +70,7 @@ impl Preacts {
 /// training-mode forward pass (batch norm uses this batch's statistics, as in a step).
 pub fn preactivations(model: &Model, params: &[f32], x: &[f32], rows: usize) -> Result<Vec<Preacts>> {
     let running = vec![0.0f32; model.running_len];
-    let trace = forward(model, params, &running, x, rows, Mode::Train, None)?;
+    let trace = forward(model, params, &running, x, rows, Mode::Train, None, None)?;
     let mut layers: Vec<Preacts> = Vec::new();
     for (s, stage) in model.stages.iter().enumerate() {
         match stage.op {
