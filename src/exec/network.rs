@@ -130,7 +130,26 @@ pub(crate) fn check_features(model: &Model, data: &Dataset) -> Result<()> {
             got: format!("{}", data.d),
         });
     }
-    Ok(())
+    check_targets(model, data)
+}
+
+/// A regression set's targets, one per output of the model's last layer.
+pub(crate) fn check_targets(model: &Model, data: &Dataset) -> Result<()> {
+    match &data.targets {
+        Some(t) if t.k != model.outputs() => Err(Error::Model(format!(
+            "the data has {} target(s) ({}) but the model's last layer has {} outputs; make it {} wide",
+            t.k,
+            crate::data::listed(&t.all_names()),
+            model.outputs(),
+            t.k
+        ))),
+        Some(t) if t.values.len() != data.n * t.k => Err(Error::Shape {
+            what: "training targets".into(),
+            expected: format!("{} rows × {} targets", data.n, t.k),
+            got: format!("{} values", t.values.len()),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// `x` holds `rows` rows of the model's input width.
