@@ -393,10 +393,15 @@ impl Network for CpuNetwork {
 
     fn set_train_data(&mut self, data: &Dataset) -> Result<()> {
         super::network::check_features(&self.model, data)?;
+        super::network::check_loss_targets(self.loss, data)?;
         self.train_x = data.x.clone();
         self.train_labels = data.labels.clone();
         self.train_targets = data.targets.clone();
         Ok(())
+    }
+
+    fn trains_regression(&self) -> bool {
+        self.train_targets.is_some()
     }
 
     fn train_step(&mut self, batch: &[u32]) -> Result<()> {

@@ -65,6 +65,10 @@ pub trait Network {
     /// Keep the training set on the host and upload each batch as it is used (the GPU executor
     /// does this by itself when the set is larger than one buffer); the CPU has nothing to do.
     fn set_streaming(&mut self, _on: bool) {}
+    /// Whether the training set has real targets (regression: no accuracy to count).
+    fn trains_regression(&self) -> bool {
+        false
+    }
     /// Bytes of gradient per all-reduce call in a data-parallel step (DDP's `bucket_cap_mb`): the
     /// GPU executor sends each bucket as soon as the backward pass has finished it, overlapping
     /// the all-reduce with the rest of the pass; the CPU reference computes and reduces on one
@@ -131,6 +135,16 @@ pub(crate) fn check_features(model: &Model, data: &Dataset) -> Result<()> {
         });
     }
     check_targets(model, data)
+}
+
+/// Real targets need the MSE loss (cross-entropy compares with class labels).
+pub(crate) fn check_loss_targets(loss: crate::spec::Loss, data: &Dataset) -> Result<()> {
+    if data.is_regression() && loss != crate::spec::Loss::Mse {
+        return Err(Error::Usage(format!(
+            "the data has real targets, which need train.loss = \"mse\" (got {loss:?})"
+        )));
+    }
+    Ok(())
 }
 
 /// A regression set's targets, one per output of the model's last layer.
