@@ -1,0 +1,289 @@
+//! Real-valued targets (regression) through the training launch: PyTorch's MSE goldens, GPU
+//! against CPU, full-batch gradient descent against the normal equations, the R²/RMSE formulas,
+//! and the errors.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::golden::{cases_of, load};
+use common::*;
+use gradflow::data::{BatchScheme, Batcher, Dataset, Targets};
+use gradflow::exec::{CpuNetwork, GpuNetwork, Network};
+use gradflow::optim::{OptimizerSetup, Sgd};
+use gradflow::spec::{LayerSpec, Loss, Model};
+use gradflow::train::regression::scores;
+
+/// f32's unit roundoff.
+const U: f64 = f32::EPSILON as f64 / 2.0;
+
+fn linear(inputs: usize, out: usize, bias: bool) -> Model {
+    Model::new(inputs, vec![LayerSpec::Linear { out, bias }]).unwrap()
+}
+
+/// The flat parameter vector of `model` holding `tensors` in its order (padding zero).
+fn flat(model: &Model, tensors: &[&[f32]]) -> Vec<f32> {
+    let mut v = vec![0.0; model.param_len];
+    for (t, values) in model.params.iter().zip(tensors) {
+        v[t.offset..t.offset + t.len].copy_from_slice(values);
+    }
+    v
+}
+
+/// Every tensor of a flat vector, concatenated (padding dropped).
+fn unflat(model: &Model, v: &[f32]) -> Vec<f32> {
+    model.params.iter().flat_map(|t| v[t.offset..t.offset + t.len].iter().copied()).collect()
+}
+
+/// The networks a test runs: always the CPU reference; with an adapter the GPU executor both
+/// streaming its batches and with the training set resident (the device gather).
+fn networks(model: &Model, opt: &OptimizerSetup, params: &[f32], rows: usize) -> Vec<(String, Box<dyn Network>)> {
+    let mut nets: Vec<(String, Box<dyn Network>)> =
+        vec![("cpu".into(), Box::new(CpuNetwork::new(model.clone(), Loss::Mse, opt.clone(), params.to_vec()).unwrap()))];
+    if gpu_part!() {
+        for stream in [true, false] {
+            let gpu = Arc::new(gpu_or_panic());
+            let mut net = GpuNetwork::new(gpu, model.clone(), Loss::Mse, opt.clone(), params, rows).unwrap();
+            net.set_streaming(stream);
+            nets.push((format!("gpu (streamed: {stream})"), Box::new(net)));
+        }
+    }
+    nets
+}
+
+/// Each golden MSE case through one training step: a bias-free Linear layer with W = I makes
+/// the network's output the case's `pred` exactly (each output is one product by 1 plus
+/// products by 0), so the step's loss is the case's loss and dW = dpredᵀ·pred.
+#[test]
+fn golden_mse_through_the_training_step() {
+    let cases = cases_of("mse");
+    assert_eq!(cases.len(), 2);
+    for name in cases {
+        let c = load(&name);
+        let (rows, cols) = (c.shape("pred")[0], c.shape("pred")[1]);
+        let (pred, target) = (c.f32("pred"), c.f32("target"));
+        let data = Dataset::from_rows_with_targets(&pred, cols, &target, cols).unwrap();
+        let model = linear(cols, cols, false);
+        let eye: Vec<f32> = (0..cols * cols).map(|i| f32::from(u8::from(i % (cols + 1) == 0))).collect();
+        let eye = flat(&model, &[&eye]);
+        let (want_loss, dpred) = (c.t("loss")[0], c.t("dpred"));
+        // dW[i, j] = Σ_r dpred[r, i]·pred[r, j], in f64 from PyTorch's float64 dpred.
+        let term = |r: usize, i: usize, j: usize| dpred[r * cols + i] * pred[r * cols + j] as f64;
+        let want_dw: Vec<f64> =
+            (0..cols * cols).map(|e| (0..rows).map(|r| term(r, e / cols, e % cols)).sum()).collect();
+        // Any summation order of n terms in f32 errs by at most γ_n·Σ|terms| (γ_n ≈ n·u); the
+        // loss sums rows·cols squares of differences (each difference and square one more u
+        // each), dW sums `rows` products of an f32 gradient (itself within 3u of dpred) and pred.
+        let loss_bound = (rows * cols + 4) as f64 * U * want_loss.abs() * 1.01;
+        let dw_bound: Vec<f64> = (0..cols * cols)
+            .map(|e| (rows + 5) as f64 * U * (0..rows).map(|r| term(r, e / cols, e % cols).abs()).sum::<f64>() * 1.01)
+            .collect();
+        let opt: OptimizerSetup = Sgd::new(0.01).into();
+        for (what, mut net) in networks(&model, &opt, &eye, rows) {
+            net.set_train_data(&data).unwrap();
+            let batch: Vec<u32> = (0..rows as u32).collect();
+            net.train_step(&batch).unwrap();
+            let loss = net.last_loss().unwrap();
+            assert_within(&format!("{name} {what} loss"), &[loss], &[want_loss], &[loss_bound]);
+            assert_within(&format!("{name} {what} dW"), &unflat(&model, &net.grads().unwrap()), &want_dw, &dw_bound);
+            assert!(net.take_totals().unwrap().samples == rows);
+        }
+    }
+}
+
+/// Seeded regression data: `rows` rows of `d` features in [−1, 1), `k` targets from a fixed
+/// smooth rule plus uniform noise.
+fn regression_data(rows: usize, d: usize, k: usize, seed: u64) -> Dataset {
+    let mut r = rng(seed);
+    let x = uniform(&mut r, rows * d, -1.0, 1.0);
+    let noise = uniform(&mut r, rows * k, -0.1, 0.1);
+    let y: Vec<f32> = (0..rows * k)
+        .map(|e| {
+            let (i, j) = (e / k, e % k);
+            let row = &x[i * d..(i + 1) * d];
+            row.iter().enumerate().map(|(f, v)| v * ((f + j) % 3) as f32 - 0.5 * v * v).sum::<f32>() + noise[e]
+        })
+        .collect();
+    Dataset::from_rows_with_targets(&x, d, &y, k).unwrap()
+}
+
+/// The same training run on the GPU (streamed and resident) and the CPU: the same step losses
+/// and parameters. Tolerance as tests/training.rs argues for its runs (dot products of length
+/// ≤ 24 with |terms| ≲ 1 give ≲ 24·u per step; 15 steps of SGD at lr 0.05 with ‖H‖ ≲ 4 amplify
+/// it at most (1.2)^15 ≈ 15×): 2e-4 relative to max(1, |value|).
+#[test]
+fn gpu_and_cpu_train_the_same_regression() {
+    require_gpu!();
+    const REL_TOL: f64 = 2e-4;
+    let data = regression_data(70, 5, 2, 3);
+    let model = Model::new(
+        5,
+        vec![LayerSpec::Linear { out: 24, bias: true }, LayerSpec::Tanh, LayerSpec::Linear { out: 2, bias: true }],
+    )
+    .unwrap();
+    let opt: OptimizerSetup = Sgd::new(0.05).into();
+    let params = model.init_params(11);
+    let mut nets = networks(&model, &opt, &params, 16);
+    for (_, net) in nets.iter_mut() {
+        net.set_train_data(&data).unwrap();
+    }
+    let mut batcher = Batcher::new(BatchScheme::Shuffle, data.n, 16, false, 5).unwrap();
+    let batches: Vec<Vec<u32>> =
+        batcher.next_epoch().into_iter().chain(batcher.next_epoch()).map(|b| b.iter().map(|&i| i as u32).collect()).collect();
+    for b in batches.iter().take(15) {
+        let losses: Vec<f32> = nets
+            .iter_mut()
+            .map(|(_, n)| {
+                n.train_step(b).unwrap();
+                n.last_loss().unwrap()
+            })
+            .collect();
+        for (l, (what, _)) in losses.iter().zip(&nets).skip(1) {
+            let scale = (losses[0].abs() as f64).max(1.0);
+            assert!(((l - losses[0]).abs() as f64) <= REL_TOL * scale, "{what}: loss {l} vs cpu {}", losses[0]);
+        }
+    }
+    let want = nets[0].1.params().unwrap();
+    for (what, net) in nets.iter_mut().skip(1) {
+        let got = net.params().unwrap();
+        let bound: Vec<f64> = want.iter().map(|w| REL_TOL * (w.abs() as f64).max(1.0)).collect();
+        assert_within(&format!("{what} parameters"), &got, &widen(&want), &bound);
+        assert!(net.trains_regression());
+        assert!(net.take_totals().unwrap().mean_loss.is_finite());
+    }
+}
+
+/// Eigenvalues of a small symmetric matrix (cyclic Jacobi; converges quadratically).
+fn sym_eigenvalues(mut a: Vec<Vec<f64>>) -> Vec<f64> {
+    let n = a.len();
+    for _ in 0..100 {
+        for p in 0..n {
+            for q in p + 1..n {
+                if a[p][q].abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let (c, s) = (1.0 / (t * t + 1.0).sqrt(), t / (t * t + 1.0).sqrt());
+                for row in a.iter_mut() {
+                    let (x, y) = (row[p], row[q]);
+                    row[p] = c * x - s * y;
+                    row[q] = s * x + c * y;
+                }
+                for k in 0..n {
+                    let (x, y) = (a[p][k], a[q][k]);
+                    a[p][k] = c * x - s * y;
+                    a[q][k] = s * x + c * y;
+                }
+            }
+        }
+    }
+    (0..n).map(|i| a[i][i]).collect()
+}
+
+/// Solves A·x = b (A symmetric positive definite, small) by Gaussian elimination in f64.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let n = b.len();
+    for i in 0..n {
+        for r in i + 1..n {
+            let f = a[r][i] / a[i][i];
+            for c in i..n {
+                a[r][c] -= f * a[i][c];
+            }
+            b[r] -= f * b[i];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for i in (0..n).rev() {
+        x[i] = (b[i] - (i + 1..n).map(|c| a[i][c] * x[c]).sum::<f64>()) / a[i][i];
+    }
+    x
+}
+
+/// Full-batch gradient descent on one Linear layer (with bias) under the MSE converges to the
+/// least-squares solution, here computed independently from the normal equations in f64.
+#[test]
+fn full_batch_descent_on_a_linear_model_reaches_least_squares() {
+    let (n, d) = (40, 3);
+    let data = regression_data(n, d, 1, 9);
+    // Augmented rows [x, 1]; the weight layout is [w_1..w_d, b] (weight then bias).
+    let row = |i: usize| -> Vec<f64> { data.row(i).iter().map(|&v| v as f64).chain([1.0]).collect() };
+    let y: Vec<f64> = widen(&data.targets.as_ref().unwrap().values);
+    let gram: Vec<Vec<f64>> =
+        (0..=d).map(|a| (0..=d).map(|b| (0..n).map(|i| row(i)[a] * row(i)[b]).sum()).collect()).collect();
+    let xty: Vec<f64> = (0..=d).map(|a| (0..n).map(|i| row(i)[a] * y[i]).sum()).collect();
+    let theta = solve(gram.clone(), xty);
+    // The loss (1/n)‖Xθ − y‖² has Hessian H = (2/n)·XᵀX; with lr = 1/λ_max every step contracts
+    // the error by (1 − λ_min/λ_max) at least.
+    let eig = sym_eigenvalues(gram.iter().map(|r| r.iter().map(|v| 2.0 * v / n as f64).collect()).collect());
+    let (lo, hi) = eig.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &e| (lo.min(e), hi.max(e)));
+    let lr = 1.0 / hi;
+    let rate = 1.0 - lo / hi;
+    let steps = ((1e-7f64).ln() / rate.ln()).ceil() as usize;
+    let start = (0..=d).map(|a| theta[a].powi(2)).sum::<f64>().sqrt(); // ‖θ₀ − θ*‖ with θ₀ = 0
+    // What f32 leaves: the gradient at θ* computed with error ≲ (n + 4)·u·(2/n)·Σ|x|(|ŷ| + |y|),
+    // which moves the fixed point by that over λ_min; plus the contraction's 1e-7 of the start.
+    let grad_floor = (0..n)
+        .map(|i| {
+            let r = row(i);
+            let yhat: f64 = (0..=d).map(|a| r[a] * theta[a]).sum();
+            r.iter().map(|v| v.abs()).fold(0.0, f64::max) * (yhat.abs() + y[i].abs())
+        })
+        .sum::<f64>()
+        * (n + 4) as f64
+        * U
+        * 2.0
+        / n as f64;
+    let bound = 1e-7 * start + 2.0 * grad_floor / lo + 4.0 * U * theta.iter().map(|t| t.abs()).fold(0.0, f64::max);
+    let model = linear(d, 1, true);
+    let zero = vec![0.0; model.param_len];
+    let mut net = CpuNetwork::new(model.clone(), Loss::Mse, Sgd::new(lr), zero).unwrap();
+    net.set_train_data(&data).unwrap();
+    let batch: Vec<u32> = (0..n as u32).collect();
+    for _ in 0..steps {
+        net.train_step(&batch).unwrap();
+    }
+    let got = unflat(&model, &net.params().unwrap());
+    assert_within("GD vs normal equations", &got, &theta, &vec![bound; d + 1]);
+    eprintln!("{steps} steps at lr {lr:.3} (rate {rate:.4}): bound {bound:.2e}");
+}
+
+/// R² and RMSE by hand: predicting each target's mean gives R² = 0 and RMSE = its standard
+/// deviation (population); predicting the targets gives R² = 1 and RMSE = 0; the uniform
+/// average is the mean of the per-target R².
+#[test]
+fn r2_and_rmse_match_the_hand_derived_cases() {
+    // Target 1: 1, 2, 3, 4 (mean 2.5, population variance 1.25); target 2: 0, 0, 2, 2 (mean 1, variance 1).
+    let t = Targets::new(vec![1.0, 0.0, 2.0, 0.0, 3.0, 2.0, 4.0, 2.0], 2, 4, "case").unwrap();
+    let mean = [2.5f32, 1.0].repeat(4);
+    let s = scores(&mean, &t);
+    assert_eq!(s.r2, vec![0.0, 0.0]);
+    assert_eq!(s.rmse, vec![1.25f64.sqrt(), 1.0]);
+    assert_eq!(s.rmse_all, (2.25f64 / 2.0).sqrt()); // (4·1.25 + 4·1)/8
+    // Perfect for target 1, mean for target 2: R² 1 and 0, average 0.5.
+    let mixed = [1.0f32, 1.0, 2.0, 1.0, 3.0, 1.0, 4.0, 1.0];
+    let s = scores(&mixed, &t);
+    assert_eq!((s.r2.clone(), s.r2_mean), (vec![1.0, 0.0], 0.5));
+    assert_eq!(s.rmse, vec![0.0, 1.0]);
+}
+
+#[test]
+fn targets_errors_name_what_is_wrong() {
+    let nan = Dataset::from_rows_with_targets(&[0.0, 1.0, 2.0, 3.0], 1, &[1.0, 2.0, 3.0, f32::NAN, 5.0, 6.0, 7.0, 8.0], 2)
+        .unwrap_err();
+    assert_eq!(nan.to_string(), "data: row 2 (counting from 1), target 2 (counting from 1): NaN in targets");
+    let short = Dataset::from_rows_with_targets(&[0.0, 1.0, 2.0], 1, &[1.0, 2.0], 1).unwrap_err();
+    assert!(short.to_string().contains("2 rows"), "{short}");
+    let data = regression_data(8, 2, 2, 1);
+    // Targets with cross-entropy.
+    let two = linear(2, 2, true);
+    let mut ce = CpuNetwork::new(two.clone(), Loss::CrossEntropy, Sgd::new(0.1), two.init_params(1)).unwrap();
+    let e = ce.set_train_data(&data).unwrap_err().to_string();
+    assert!(e.contains("loss = \"mse\""), "{e}");
+    // A last layer of the wrong width.
+    let three = linear(2, 3, true);
+    let mut wide = CpuNetwork::new(three.clone(), Loss::Mse, Sgd::new(0.1), three.init_params(1)).unwrap();
+    let e = wide.set_train_data(&data).unwrap_err().to_string();
+    assert!(e.contains("2 target(s)") && e.contains("3 outputs"), "{e}");
+}
