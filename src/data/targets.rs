@@ -3,8 +3,97 @@
 //! `num_classes` is 1, only so that code shared with classification keeps its shapes; nothing
 //! reports accuracy or a confusion matrix for it.
 
+use std::path::Path;
+
 use super::{row_text, Dataset};
 use crate::error::{Error, Result};
+
+/// A target column of a CSV: its header name, or its number counting from 1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetColumn {
+    Name(String),
+    Number(usize),
+}
+
+impl std::fmt::Display for TargetColumn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetColumn::Name(n) => write!(f, "'{n}'"),
+            TargetColumn::Number(c) => write!(f, "column {c}"),
+        }
+    }
+}
+
+/// A CSV of numbers whose `columns` are the targets and the rest the features (in file order).
+/// A column named that the header lacks, or numbered past the row, is an error listing what the
+/// file has; a NaN or ±Inf names its line and column.
+pub fn load_csv_targets(path: &Path, columns: &[TargetColumn]) -> Result<Dataset> {
+    let (values, n, width, names) = super::csv::load_table(path)?;
+    let bad = |message: String| Error::DataFile { file: path.to_path_buf(), message };
+    let mut at = Vec::with_capacity(columns.len());
+    for c in columns {
+        let i = match (c, &names) {
+            (TargetColumn::Name(name), Some(names)) => names.iter().position(|n| n == name).ok_or_else(|| {
+                bad(format!("no column named '{name}' for data.targets; the header has {}", super::listed(names)))
+            })?,
+            (TargetColumn::Name(name), None) => {
+                return Err(bad(format!(
+                    "data.targets names '{name}' but the file has no header: give column numbers (from 1)"
+                )))
+            }
+            (TargetColumn::Number(k), _) if (1..=width).contains(k) => k - 1,
+            (TargetColumn::Number(k), _) => {
+                return Err(bad(format!("data.targets: column {k} is not among the file's {width} columns (from 1)")))
+            }
+        };
+        if at.contains(&i) {
+            return Err(bad(format!("data.targets names column {c} twice")));
+        }
+        at.push(i);
+    }
+    if at.is_empty() || at.len() >= width {
+        return Err(bad(format!(
+            "data.targets takes {} of the file's {width} columns; at least one must be a target and one a feature",
+            at.len()
+        )));
+    }
+    let features: Vec<usize> = (0..width).filter(|i| !at.contains(i)).collect();
+    let (mut x, mut y) = (Vec::with_capacity(n * features.len()), Vec::with_capacity(n * at.len()));
+    for row in values.chunks(width) {
+        x.extend(features.iter().map(|&i| row[i]));
+        y.extend(at.iter().map(|&i| row[i]));
+    }
+    let what = path.display().to_string();
+    let mut targets = Targets::new(y, at.len(), n, &what)?;
+    targets.names = Some(at.iter().map(|&i| column_name(&names, i)).collect());
+    let mut data = Dataset::regression(x, features.len(), targets, &what)?;
+    data.feature_names = names.is_some().then(|| features.iter().map(|&i| column_name(&names, i)).collect());
+    Ok(data)
+}
+
+/// Column `i`'s header name, or "column I" from 1.
+fn column_name(names: &Option<Vec<String>>, i: usize) -> String {
+    names.as_ref().and_then(|n| n.get(i)).cloned().unwrap_or_else(|| format!("column {}", i + 1))
+}
+
+/// Inputs `x_path` (2-D, float or integer) and real targets `y_path` (float, shape [n] or [n, k]).
+pub fn load_npy_targets(x_path: &Path, y_path: &Path) -> Result<Dataset> {
+    let (x, n, d) = super::npy::load_npy_inputs(x_path)?;
+    let ya = super::read_npy(y_path)?;
+    let bad = |message: String| Error::DataFile { file: y_path.to_path_buf(), message };
+    let k = match ya.shape[..] {
+        [m] if m == n => 1,
+        [m, k] if m == n => k,
+        _ => return Err(bad(format!("targets must be [{n}] or [{n}, k] (as the inputs' rows), got shape {:?}", ya.shape))),
+    };
+    let y: Vec<f32> = match ya.data {
+        super::NpyData::F32(v) => v,
+        super::NpyData::F64(v) => v.into_iter().map(|v| v as f32).collect(),
+        other => return Err(bad(format!("targets must be float32 or float64, got {}", other.dtype_name()))),
+    };
+    let what = y_path.display().to_string();
+    Dataset::regression(x, d, Targets::new(y, k, n, &what)?, &what)
+}
 
 /// The targets of a data set: `k` values per row, row-major, and their names (a CSV header's).
 #[derive(Clone, Debug, PartialEq)]
