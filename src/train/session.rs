@@ -193,6 +193,7 @@ fn start(
         config: toml::to_string(&config.table).map_err(|e| Error::Usage(format!("the config as TOML: {e}")))?,
         builtin: config.builtin,
         class_names: train_set.class_names.clone(),
+        target_names: train_set.targets.as_ref().map(|t| t.all_names()),
     };
     let saved = Saved { standardize, schedule, train_rows, description };
     Ok((Started::Run(Box::new(Start { net, train_set, validation_set, test_set, batcher, progress, saved })), run))

@@ -127,7 +127,7 @@ pub(super) fn print_header(
     model: &Model,
     quiet: bool,
 ) {
-    if train.num_classes == 1 {
+    if train.num_classes == 1 && !train.is_regression() {
         crate::warn!(
             "warning: the training data has only one class: every prediction will be that class \
              (wrong label column? set data.label_column or data.num_classes)"
