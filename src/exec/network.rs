@@ -137,6 +137,18 @@ pub(crate) fn check_features(model: &Model, data: &Dataset) -> Result<()> {
     check_targets(model, data)
 }
 
+/// Refuses real targets where `what` compares outputs with class labels only (the batched
+/// kernels, the Hessian, the loss landscape): never a silent fit to one-hot labels.
+pub(crate) fn refuse_targets(data: &Dataset, what: &str) -> Result<()> {
+    if data.is_regression() {
+        return Err(Error::Usage(format!(
+            "{what} compares with class labels only; data with real targets (regression) trains through \
+             `gradflow train` or `Trainer::fit`"
+        )));
+    }
+    Ok(())
+}
+
 /// Real targets need the MSE loss (cross-entropy compares with class labels).
 pub(crate) fn check_loss_targets(loss: crate::spec::Loss, data: &Dataset) -> Result<()> {
     if data.is_regression() && loss != crate::spec::Loss::Mse {

@@ -148,9 +148,10 @@ pub(super) fn print_header(
         1 => "1 class".to_string(),
         n => format!("{n} classes"),
     };
-    let classes = match &train.class_names {
-        Some(names) => format!("{classes}: {}", crate::data::listed(names)),
-        None => classes,
+    let classes = match (&train.targets, &train.class_names) {
+        (Some(t), _) => format!("{} real target(s): {}", t.k, crate::data::listed(&t.all_names())),
+        (None, Some(names)) => format!("{classes}: {}", crate::data::listed(names)),
+        (None, None) => classes,
     };
     let features = match &train.feature_names {
         Some(names) => format!("{} features ({})", train.d, crate::data::listed(names)),
