@@ -287,3 +287,102 @@ fn targets_errors_name_what_is_wrong() {
     let e = wide.set_train_data(&data).unwrap_err().to_string();
     assert!(e.contains("2 target(s)") && e.contains("3 outputs"), "{e}");
 }
+
+fn gradflow(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradflow")).args(args).output().expect("run gradflow");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("gradflow-regression-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A CSV with header x1,x2,y1,y2 (targets in the middle would work too; last is the usual place)
+/// and a config naming the targets, with `model`/`extra` TOML lines; returns the config's path.
+fn regression_run(d: &std::path::Path, model: &str, extra: &str) -> String {
+    let data = regression_data(60, 2, 2, 4);
+    let t = data.targets.as_ref().unwrap();
+    let mut csv = String::from("x1,x2,y1,y2\n");
+    for i in 0..data.n {
+        let (x, y) = (data.row(i), t.row(i));
+        csv += &format!("{},{},{},{}\n", x[0], x[1], y[0], y[1]);
+    }
+    std::fs::write(d.join("data.csv"), csv).unwrap();
+    let cfg = format!(
+        "[data]\npath = \"data.csv\"\ntargets = [\"y1\", \"y2\"]\n{extra}\n[model]\n{model}\n\
+         [optimizer]\ntype = \"sgd\"\nlr = 0.1\n\n[train]\nepochs = 3\nbatch_size = 8\n"
+    );
+    let p = d.join("run.toml");
+    std::fs::write(&p, cfg).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+const LINEAR2: &str = "layers = [{ type = \"linear\", out = 2 }]\nloss = \"mse\"";
+
+/// train → eval → predict on a regression checkpoint, `--checkpoint` alone: eval reports RMSE
+/// and R² per target under the targets' names and no accuracy or confusion matrix; its RMSE
+/// over all values is √loss (both printed to 4 places); predict writes a column per target.
+#[test]
+fn train_eval_predict_a_regression_model() {
+    let d = scratch("flow");
+    let cfg = regression_run(&d, LINEAR2, "");
+    let ck = d.join("m.safetensors");
+    let ck = ck.to_str().unwrap();
+    let (ok, out, err) = gradflow(&["train", "--cpu", "--config", &cfg, "--save", ck]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("train rmse") && !out.contains("acc"), "{out}");
+    assert!(out.contains("2 real target(s): y1, y2"), "{out}");
+    let (ok, out, err) = gradflow(&["eval", "--cpu", "--checkpoint", ck]);
+    assert!(ok, "{out}{err}");
+    assert!(!out.contains("confusion") && !out.contains("accuracy"), "{out}");
+    let number_after = |key: &str| -> f64 {
+        let rest = &out[out.find(key).unwrap_or_else(|| panic!("{key} in {out}")) + key.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (loss, rmse) = (number_after("loss "), number_after("RMSE "));
+    // Both printed to 4 places: √loss within √(loss ± 5e-5) of the printed RMSE ± 5e-5.
+    assert!((rmse - loss.sqrt()).abs() <= 5e-5 + 5e-5 / (2.0 * loss.sqrt()), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("y1 ")) && out.lines().any(|l| l.starts_with("y2 ")), "{out}");
+    std::fs::write(d.join("in.csv"), "x1,x2\n0,0\n0.5,-0.5\n").unwrap();
+    let pred = d.join("pred.csv");
+    let (ok, out, err) =
+        gradflow(&["predict", "--cpu", "--checkpoint", ck, "--input", d.join("in.csv").to_str().unwrap(), "--output", pred.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let text = std::fs::read_to_string(&pred).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "y1,y2");
+    assert_eq!(lines.len(), 3);
+    assert!(lines[1..].iter().all(|l| l.split(',').count() == 2 && l.split(',').all(|v| v.parse::<f32>().is_ok())));
+}
+
+#[test]
+fn regression_config_errors_name_the_field() {
+    let d = scratch("errors");
+    // Targets under cross-entropy.
+    let cfg = regression_run(&d, "layers = [{ type = \"linear\", out = 2 }]", "");
+    let (ok, _, err) = gradflow(&["train", "--cpu", "--config", &cfg]);
+    assert!(!ok && err.contains("data.targets") && err.contains("mse"), "{err}");
+    // A last layer of another width.
+    let cfg = regression_run(&d, "layers = [{ type = \"linear\", out = 3 }]\nloss = \"mse\"", "");
+    let (ok, _, err) = gradflow(&["train", "--cpu", "--config", &cfg]);
+    assert!(!ok && err.contains("2 target(s) (y1, y2)") && err.contains("make it 2 wide"), "{err}");
+    // A name the header lacks: the error lists the header.
+    let cfg = regression_run(&d, LINEAR2, "");
+    let (ok, _, err) = gradflow(&["train", "--cpu", "--config", &cfg, "--set", "data.targets=[\"y1\", \"z\"]"]);
+    assert!(!ok && err.contains("no column named 'z'") && err.contains("x1, x2, y1, y2"), "{err}");
+    // Column numbers from 1 work as names do; 5 is past the 4 columns.
+    let (ok, out, err) = gradflow(&["train", "--cpu", "--config", &cfg, "--set", "data.targets=[3, 4]", "--epochs", "1"]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = gradflow(&["train", "--cpu", "--config", &cfg, "--set", "data.targets=[3, 5]"]);
+    assert!(!ok && err.contains("column 5"), "{err}");
+    // A NaN target: the error names its line and column.
+    let text = std::fs::read_to_string(d.join("data.csv")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let fields: Vec<&str> = lines[3].split(',').collect();
+    lines[3] = format!("{},{},{},nan", fields[0], fields[1], fields[2]);
+    std::fs::write(d.join("data.csv"), lines.join("\n")).unwrap();
+    let (ok, _, err) = gradflow(&["train", "--cpu", "--config", &cfg]);
+    assert!(!ok && err.contains("line 4") && err.contains("column 4") && err.contains("NaN"), "{err}");
+}
