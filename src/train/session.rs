@@ -174,17 +174,18 @@ fn start(
         }
         net.set_steps(ck.progress.steps);
     }
-    if !opts.quiet {
-        crate::say!("device: {}", net.describe());
-        // A constant rate is said here once instead of in every epoch's line.
-        let constant = if config.train.schedule == crate::optim::Schedule::Constant { "; lr constant" } else { "" };
-        crate::say!("optimizer: {}{constant}", config.optimizer);
-    }
     if let Some(stream) = config.data.stream {
         net.set_streaming(stream);
     }
     net.set_bucket_cap(config.train.bucket_bytes());
     net.set_train_data(&train_set)?;
+    if !opts.quiet {
+        // After the data is set: a regression set moves the GPU step off the fused kernel.
+        crate::say!("device: {}", net.describe());
+        // A constant rate is said here once instead of in every epoch's line.
+        let constant = if config.train.schedule == crate::optim::Schedule::Constant { "; lr constant" } else { "" };
+        crate::say!("optimizer: {}{constant}", config.optimizer);
+    }
     let standardize = match start.as_ref().and_then(|ck| ck.standardize.clone()) {
         Some(saved) => Some(saved),
         None => fitted.map(|s| (s.mean, s.std)),
