@@ -237,9 +237,13 @@ impl DataConfig {
         }
         self.target_columns()?;
         match (&self.targets, &self.targets_path, &self.labels) {
-            (Some(_), Some(_), _) => Err("data.targets (CSV columns) and data.targets_path (.npy) both give targets; use one".into()),
+            (Some(_), Some(_), _) => {
+                Err("data.targets (CSV columns) and data.targets_path (.npy) both give targets; use one".into())
+            }
             (_, Some(_), Some(_)) => Err("data.targets_path and data.labels both give what to learn; use one".into()),
-            (Some(_), None, Some(_)) => Err("data.targets names CSV columns but data.labels gives a .npy of labels; use one".into()),
+            (Some(_), None, Some(_)) => {
+                Err("data.targets names CSV columns but data.labels gives a .npy of labels; use one".into())
+            }
             _ => Ok(()),
         }
     }
@@ -260,9 +264,9 @@ impl DataConfig {
             .map(|v| match v {
                 toml::Value::String(s) if !s.is_empty() => Ok(TargetColumn::Name(s.clone())),
                 toml::Value::Integer(i) if *i >= 1 => Ok(TargetColumn::Number(*i as usize)),
-                other => Err(format!(
-                    "data.targets takes header names (\"price\") or column numbers from 1, got {other}"
-                )),
+                other => {
+                    Err(format!("data.targets takes header names (\"price\") or column numbers from 1, got {other}"))
+                }
             })
             .collect()
     }

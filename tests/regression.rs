@@ -38,8 +38,10 @@ fn unflat(model: &Model, v: &[f32]) -> Vec<f32> {
 /// The networks a test runs: always the CPU reference; with an adapter the GPU executor both
 /// streaming its batches and with the training set resident (the device gather).
 fn networks(model: &Model, opt: &OptimizerSetup, params: &[f32], rows: usize) -> Vec<(String, Box<dyn Network>)> {
-    let mut nets: Vec<(String, Box<dyn Network>)> =
-        vec![("cpu".into(), Box::new(CpuNetwork::new(model.clone(), Loss::Mse, opt.clone(), params.to_vec()).unwrap()))];
+    let mut nets: Vec<(String, Box<dyn Network>)> = vec![(
+        "cpu".into(),
+        Box::new(CpuNetwork::new(model.clone(), Loss::Mse, opt.clone(), params.to_vec()).unwrap()),
+    )];
     if gpu_part!() {
         for stream in [true, false] {
             let gpu = Arc::new(gpu_or_panic());
@@ -128,8 +130,12 @@ fn gpu_and_cpu_train_the_same_regression() {
         net.set_train_data(&data).unwrap();
     }
     let mut batcher = Batcher::new(BatchScheme::Shuffle, data.n, 16, false, 5).unwrap();
-    let batches: Vec<Vec<u32>> =
-        batcher.next_epoch().into_iter().chain(batcher.next_epoch()).map(|b| b.iter().map(|&i| i as u32).collect()).collect();
+    let batches: Vec<Vec<u32>> = batcher
+        .next_epoch()
+        .into_iter()
+        .chain(batcher.next_epoch())
+        .map(|b| b.iter().map(|&i| i as u32).collect())
+        .collect();
     for b in batches.iter().take(15) {
         let losses: Vec<f32> = nets
             .iter_mut()
@@ -154,6 +160,8 @@ fn gpu_and_cpu_train_the_same_regression() {
 }
 
 /// Eigenvalues of a small symmetric matrix (cyclic Jacobi; converges quadratically).
+// Index loops: each rotation reads and writes two rows of the same matrix, as the textbook writes it.
+#[allow(clippy::needless_range_loop)]
 fn sym_eigenvalues(mut a: Vec<Vec<f64>>) -> Vec<f64> {
     let n = a.len();
     for _ in 0..100 {
@@ -183,6 +191,8 @@ fn sym_eigenvalues(mut a: Vec<Vec<f64>>) -> Vec<f64> {
 }
 
 /// Solves A·x = b (A symmetric positive definite, small) by Gaussian elimination in f64.
+// Index loops: row r is updated from row i of the same matrix.
+#[allow(clippy::needless_range_loop)]
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
     for i in 0..n {
@@ -222,8 +232,8 @@ fn full_batch_descent_on_a_linear_model_reaches_least_squares() {
     let rate = 1.0 - lo / hi;
     let steps = ((1e-7f64).ln() / rate.ln()).ceil() as usize;
     let start = (0..=d).map(|a| theta[a].powi(2)).sum::<f64>().sqrt(); // ‖θ₀ − θ*‖ with θ₀ = 0
-    // What f32 leaves: the gradient at θ* computed with error ≲ (n + 4)·u·(2/n)·Σ|x|(|ŷ| + |y|),
-    // which moves the fixed point by that over λ_min; plus the contraction's 1e-7 of the start.
+                                                                       // What f32 leaves: the gradient at θ* computed with error ≲ (n + 4)·u·(2/n)·Σ|x|(|ŷ| + |y|),
+                                                                       // which moves the fixed point by that over λ_min; plus the contraction's 1e-7 of the start.
     let grad_floor = (0..n)
         .map(|i| {
             let r = row(i);
@@ -261,7 +271,7 @@ fn r2_and_rmse_match_the_hand_derived_cases() {
     assert_eq!(s.r2, vec![0.0, 0.0]);
     assert_eq!(s.rmse, vec![1.25f64.sqrt(), 1.0]);
     assert_eq!(s.rmse_all, (2.25f64 / 2.0).sqrt()); // (4·1.25 + 4·1)/8
-    // Perfect for target 1, mean for target 2: R² 1 and 0, average 0.5.
+                                                    // Perfect for target 1, mean for target 2: R² 1 and 0, average 0.5.
     let mixed = [1.0f32, 1.0, 2.0, 1.0, 3.0, 1.0, 4.0, 1.0];
     let s = scores(&mixed, &t);
     assert_eq!((s.r2.clone(), s.r2_mean), (vec![1.0, 0.0], 0.5));
@@ -270,8 +280,9 @@ fn r2_and_rmse_match_the_hand_derived_cases() {
 
 #[test]
 fn targets_errors_name_what_is_wrong() {
-    let nan = Dataset::from_rows_with_targets(&[0.0, 1.0, 2.0, 3.0], 1, &[1.0, 2.0, 3.0, f32::NAN, 5.0, 6.0, 7.0, 8.0], 2)
-        .unwrap_err();
+    let nan =
+        Dataset::from_rows_with_targets(&[0.0, 1.0, 2.0, 3.0], 1, &[1.0, 2.0, 3.0, f32::NAN, 5.0, 6.0, 7.0, 8.0], 2)
+            .unwrap_err();
     assert_eq!(nan.to_string(), "data: row 2 (counting from 1), target 2 (counting from 1): NaN in targets");
     let short = Dataset::from_rows_with_targets(&[0.0, 1.0, 2.0], 1, &[1.0, 2.0], 1).unwrap_err();
     assert!(short.to_string().contains("2 rows"), "{short}");
@@ -347,8 +358,16 @@ fn train_eval_predict_a_regression_model() {
     assert!(out.lines().any(|l| l.starts_with("y1 ")) && out.lines().any(|l| l.starts_with("y2 ")), "{out}");
     std::fs::write(d.join("in.csv"), "x1,x2\n0,0\n0.5,-0.5\n").unwrap();
     let pred = d.join("pred.csv");
-    let (ok, out, err) =
-        gradflow(&["predict", "--cpu", "--checkpoint", ck, "--input", d.join("in.csv").to_str().unwrap(), "--output", pred.to_str().unwrap()]);
+    let (ok, out, err) = gradflow(&[
+        "predict",
+        "--cpu",
+        "--checkpoint",
+        ck,
+        "--input",
+        d.join("in.csv").to_str().unwrap(),
+        "--output",
+        pred.to_str().unwrap(),
+    ]);
     assert!(ok, "{out}{err}");
     let text = std::fs::read_to_string(&pred).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -373,7 +392,8 @@ fn regression_config_errors_name_the_field() {
     let (ok, _, err) = gradflow(&["train", "--cpu", "--config", &cfg, "--set", "data.targets=[\"y1\", \"z\"]"]);
     assert!(!ok && err.contains("no column named 'z'") && err.contains("x1, x2, y1, y2"), "{err}");
     // Column numbers from 1 work as names do; 5 is past the 4 columns.
-    let (ok, out, err) = gradflow(&["train", "--cpu", "--config", &cfg, "--set", "data.targets=[3, 4]", "--epochs", "1"]);
+    let (ok, out, err) =
+        gradflow(&["train", "--cpu", "--config", &cfg, "--set", "data.targets=[3, 4]", "--epochs", "1"]);
     assert!(ok, "{out}{err}");
     let (ok, _, err) = gradflow(&["train", "--cpu", "--config", &cfg, "--set", "data.targets=[3, 5]"]);
     assert!(!ok && err.contains("column 5"), "{err}");

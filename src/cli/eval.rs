@@ -128,7 +128,10 @@ pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Res
             correct: 0,
             confusion: Vec::new(),
             class_names: None,
-            regression: Some(RegressionReport { target_names: names, scores: crate::train::regression::scores(&pred, t) }),
+            regression: Some(RegressionReport {
+                target_names: names,
+                scores: crate::train::regression::scores(&pred, t),
+            }),
         });
     }
     let classes = net.model().outputs();

@@ -448,9 +448,11 @@ pub fn load_features(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     load_table(path).map(|(x, n, d, _)| (x, n, d))
 }
 
-/// A CSV of numbers only: (values row-major, rows, columns, the header's names if it has one).
-/// The header is detected as in `load_features`.
-pub fn load_table(path: &Path) -> Result<(Vec<f32>, usize, usize, Option<Vec<String>>)> {
+/// A CSV of numbers only: values row-major, rows, columns, and the header's names if it has one.
+pub type Table = (Vec<f32>, usize, usize, Option<Vec<String>>);
+
+/// A CSV of numbers only (see `Table`). The header is detected as in `load_features`.
+pub fn load_table(path: &Path) -> Result<Table> {
     let text = read_text(path)?;
     let text = normalized(&text);
     let mut rows = content_lines(&text).peekable();

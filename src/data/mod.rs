@@ -13,8 +13,8 @@ use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 pub use batches::{BatchScheme, Batcher};
 pub use csv::{load_csv, load_features, CsvOptions, LabelColumn};
-pub use targets::{load_csv_targets, load_npy_targets, TargetColumn, Targets};
 pub use npy::{load_npy_pair, load_npy_pair_with, read_npy, write_npy_f32, NpyArray, NpyData};
+pub use targets::{load_csv_targets, load_npy_targets, TargetColumn, Targets};
 
 use crate::error::{Error, Result};
 

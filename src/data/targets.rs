@@ -84,7 +84,12 @@ pub fn load_npy_targets(x_path: &Path, y_path: &Path) -> Result<Dataset> {
     let k = match ya.shape[..] {
         [m] if m == n => 1,
         [m, k] if m == n => k,
-        _ => return Err(bad(format!("targets must be [{n}] or [{n}, k] (as the inputs' rows), got shape {:?}", ya.shape))),
+        _ => {
+            return Err(bad(format!(
+                "targets must be [{n}] or [{n}, k] (as the inputs' rows), got shape {:?}",
+                ya.shape
+            )))
+        }
     };
     let y: Vec<f32> = match ya.data {
         super::NpyData::F32(v) => v,
@@ -163,7 +168,7 @@ impl Dataset {
     /// assert_eq!(nan.to_string(), "data: row 2 (counting from 1), target 1 (counting from 1): NaN in targets");
     /// ```
     pub fn from_rows_with_targets(x: &[f32], d: usize, targets: &[f32], k: usize) -> Result<Dataset> {
-        let rows = if k == 0 { 0 } else { targets.len() / k };
+        let rows = targets.len().checked_div(k).unwrap_or(0);
         let targets = Targets::new(targets.to_vec(), k, rows, "data")?;
         Dataset::regression(x.to_vec(), d, targets, "data")
     }

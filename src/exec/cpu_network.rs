@@ -51,8 +51,10 @@ impl CpuNetwork {
         let (model, params) = (&self.model, &self.params);
         let trace = forward(model, params, &self.norm.running, &x, rows, Mode::Train, sync.as_deref_mut())?;
         update_running(&self.model, &trace, &mut self.norm, rows, ranks);
-        let targets: Option<Vec<f32>> =
-            self.train_targets.as_ref().map(|t| batch.iter().flat_map(|&i| t.row(i as usize).iter().copied()).collect());
+        let targets: Option<Vec<f32>> = self
+            .train_targets
+            .as_ref()
+            .map(|t| batch.iter().flat_map(|&i| t.row(i as usize).iter().copied()).collect());
         let targets = targets.as_deref();
         let out = loss_with(self.loss, trace.output(), targets, &labels, rows, self.model.outputs());
         self.grads = backward(&self.model, &self.params, &trace, out.grad, rows, sync.as_deref_mut())?;

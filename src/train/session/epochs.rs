@@ -202,10 +202,10 @@ impl Run<'_> {
                 );
             } else {
                 crate::say!(
-                "test accuracy {:.1}% (loss {}); training throughput {mean:.0} samples/s (mean over epochs)",
-                100.0 * acc,
-                fmt_loss(loss)
-            );
+                    "test accuracy {:.1}% (loss {}); training throughput {mean:.0} samples/s (mean over epochs)",
+                    100.0 * acc,
+                    fmt_loss(loss)
+                );
             }
         } else {
             crate::say!("no test set; training throughput {mean:.0} samples/s (mean over epochs)");
