@@ -406,3 +406,49 @@ fn regression_config_errors_name_the_field() {
     let (ok, _, err) = gradflow(&["train", "--cpu", "--config", &cfg]);
     assert!(!ok && err.contains("line 4") && err.contains("column 4") && err.contains("NaN"), "{err}");
 }
+
+/// The library API the mimic and linear-regression pieces use: `Trainer::fit` on a regression
+/// `Dataset` (CPU, and the GPU when present) reports no accuracy (NaN), its `evaluate` loss is
+/// the mean squared error of its own `predict` (recomputed here in f64; f32 sums of 2·40 terms
+/// of size ≲ loss err by ≲ 80·u relative, bound 1e-5), CPU and GPU agree as in
+/// `gpu_and_cpu_train_the_same_regression`, and a cross-entropy trainer refuses the data.
+#[test]
+fn trainer_fits_and_evaluates_a_regression_dataset() {
+    use gradflow::train::{Device, Trainer};
+    let data = regression_data(120, 3, 2, 8);
+    let (train, test) = data.split(1.0 / 3.0, 1).unwrap();
+    let model = Model::new(
+        3,
+        vec![LayerSpec::Linear { out: 16, bias: true }, LayerSpec::Tanh, LayerSpec::Linear { out: 2, bias: true }],
+    )
+    .unwrap();
+    let mut devices = vec![Device::Cpu];
+    if gpu_part!() {
+        devices.push(Device::Gpu);
+    }
+    let mut finals = Vec::new();
+    for device in devices {
+        let mut trainer = Trainer::new(model.clone())
+            .loss(Loss::Mse)
+            .optimizer(Sgd::new(0.05))
+            .device(device)
+            .epochs(3)
+            .batch_size(16);
+        let history = trainer.fit(&train, Some(&test)).unwrap();
+        let last = history.last().unwrap();
+        assert!(last.train_accuracy.is_nan() && last.test_accuracy.is_some_and(f32::is_nan));
+        let eval = trainer.evaluate(&test).unwrap();
+        let pred = trainer.predict(&test.x).unwrap();
+        let t = &test.targets.as_ref().unwrap().values;
+        let mse = pred.iter().zip(t).map(|(p, y)| (*p as f64 - *y as f64).powi(2)).sum::<f64>() / t.len() as f64;
+        assert!((eval.loss as f64 - mse).abs() <= 1e-5 * mse, "{} vs {mse}", eval.loss);
+        assert!(eval.accuracy.is_nan());
+        finals.push(last.train_loss as f64);
+    }
+    if let [cpu, gpu] = finals[..] {
+        assert!((cpu - gpu).abs() <= 2e-4 * cpu.max(1.0), "cpu {cpu} vs gpu {gpu}");
+    }
+    let mut ce = Trainer::new(model).loss(Loss::CrossEntropy).epochs(1);
+    let e = ce.fit(&train, None).unwrap_err().to_string();
+    assert!(e.contains("mse"), "{e}");
+}
