@@ -452,3 +452,33 @@ fn trainer_fits_and_evaluates_a_regression_dataset() {
     let e = ce.fit(&train, None).unwrap_err().to_string();
     assert!(e.contains("mse"), "{e}");
 }
+
+/// `.npy` inputs with `data.targets_path` ([n, k] floats): the same rows as the CSV give the
+/// same epoch line (the same split, batches and initial weights); with both `data.targets` and
+/// `data.targets_path` the config is refused.
+#[test]
+fn npy_targets_train_as_the_csv_does() {
+    let d = scratch("npy");
+    let cfg = regression_run(&d, LINEAR2, "");
+    let data = regression_data(60, 2, 2, 4);
+    // The CSV holds the values as Rust prints them (shortest round trip): the same f32s.
+    gradflow::data::write_npy_f32(&d.join("x.npy"), &[60, 2], &data.x).unwrap();
+    gradflow::data::write_npy_f32(&d.join("y.npy"), &[60, 2], &data.targets.as_ref().unwrap().values).unwrap();
+    let npy_cfg = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("path = \"data.csv\"\ntargets = [\"y1\", \"y2\"]", "path = \"x.npy\"\ntargets_path = \"y.npy\"");
+    let npy_cfg_path = d.join("npy.toml");
+    std::fs::write(&npy_cfg_path, npy_cfg).unwrap();
+    let epoch1 = |cfg: &str| {
+        let (ok, out, err) = gradflow(&["train", "--cpu", "--config", cfg, "--epochs", "1"]);
+        assert!(ok, "{out}{err}");
+        // The line without its throughput (the last two words).
+        let words: Vec<&str> = out.lines().find(|l| l.starts_with("epoch")).unwrap().split_whitespace().collect();
+        words[..words.len() - 2].join(" ")
+    };
+    let (csv_line, npy_line) = (epoch1(&cfg), epoch1(npy_cfg_path.to_str().unwrap()));
+    assert!(csv_line.contains("rmse"), "{csv_line}");
+    assert_eq!(csv_line, npy_line);
+    let (ok, _, err) = gradflow(&["train", "--cpu", "--config", &cfg, "--set", "data.targets_path=\"y.npy\""]);
+    assert!(!ok && err.contains("data.targets") && err.contains("data.targets_path"), "{err}");
+}
