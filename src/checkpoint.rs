@@ -56,11 +56,14 @@ pub struct Description {
     /// The config is the built-in digits run (whose data may be the built-in copy).
     pub builtin: bool,
     pub class_names: Option<Vec<String>>,
+    /// A regression model's targets' names, one per output (`predict` writes them as headers).
+    pub target_names: Option<Vec<String>>,
 }
 
 const CONFIG_KEY: &str = "gradflow.config";
 const BUILTIN_KEY: &str = "gradflow.builtin_config";
 const CLASS_NAMES_KEY: &str = "gradflow.class_names";
+const TARGET_NAMES_KEY: &str = "gradflow.target_names";
 
 /// PyTorch's names for each state slot of an optimizer (the order of `Optimizer::state_slots`).
 pub fn slot_names(opt: &Optimizer) -> &'static [&'static str] {
@@ -240,6 +243,10 @@ pub fn save(path: &Path, model: &Model, optimizer: &Optimizer, ck: &Checkpoint) 
         if let Some(names) = &d.class_names {
             let json = serde_json::to_string(names).map_err(|e| bad(path, e.to_string()))?;
             meta.insert(CLASS_NAMES_KEY.to_string(), json);
+        }
+        if let Some(names) = &d.target_names {
+            let json = serde_json::to_string(names).map_err(|e| bad(path, e.to_string()))?;
+            meta.insert(TARGET_NAMES_KEY.to_string(), json);
         }
     }
     let sum = checksum(owned.iter().map(|(n, _, _, b)| (n.as_str(), b.as_slice())), &meta);
@@ -510,14 +517,17 @@ fn description_of(path: &Path, meta: &HashMap<String, String>) -> Result<Option<
         Some("false") | None => false,
         Some(other) => return Err(bad(path, format!("metadata {BUILTIN_KEY} is '{other}'; expected true or false"))),
     };
-    let class_names = match meta.get(CLASS_NAMES_KEY) {
-        None => None,
-        Some(json) => Some(
-            serde_json::from_str::<Vec<String>>(json)
-                .map_err(|e| bad(path, format!("metadata {CLASS_NAMES_KEY} is not a JSON list of names ({e})")))?,
-        ),
+    let names = |key: &str| -> Result<Option<Vec<String>>> {
+        match meta.get(key) {
+            None => Ok(None),
+            Some(json) => serde_json::from_str::<Vec<String>>(json)
+                .map(Some)
+                .map_err(|e| bad(path, format!("metadata {key} is not a JSON list of names ({e})"))),
+        }
     };
-    Ok(Some(Description { config: config.clone(), builtin, class_names }))
+    let class_names = names(CLASS_NAMES_KEY)?;
+    let target_names = names(TARGET_NAMES_KEY)?;
+    Ok(Some(Description { config: config.clone(), builtin, class_names, target_names }))
 }
 
 /// The shape of tensor `name` in a state dict, if it has one.

@@ -83,6 +83,15 @@ pub struct DataConfig {
     /// standardisation statistics. Default 0: no validation set.
     #[serde(default)]
     pub validation_fraction: f64,
+    /// Regression: the CSV columns that are real targets, by header name (`["price"]`) or by
+    /// number from 1 (`[5, 6]`); the other columns are the features. Needs `loss = "mse"` and
+    /// a last layer as wide as the list.
+    pub targets: Option<Vec<toml::Value>>,
+    /// Regression with `.npy` inputs: a float `.npy` of targets, shape [n] or [n, k] (instead
+    /// of `labels`).
+    pub targets_path: Option<PathBuf>,
+    /// Real targets of a `.npy` `test_path` (with `targets_path`).
+    pub test_targets: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -226,7 +235,40 @@ impl DataConfig {
         if !(0.0..1.0).contains(&v) {
             return Err(format!("data.validation_fraction must be in [0, 1), got {v}"));
         }
-        Ok(())
+        self.target_columns()?;
+        match (&self.targets, &self.targets_path, &self.labels) {
+            (Some(_), Some(_), _) => {
+                Err("data.targets (CSV columns) and data.targets_path (.npy) both give targets; use one".into())
+            }
+            (_, Some(_), Some(_)) => Err("data.targets_path and data.labels both give what to learn; use one".into()),
+            (Some(_), None, Some(_)) => {
+                Err("data.targets names CSV columns but data.labels gives a .npy of labels; use one".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the data has real targets (regression) rather than class labels.
+    pub fn is_regression(&self) -> bool {
+        self.targets.is_some() || self.targets_path.is_some()
+    }
+
+    /// `data.targets` read: names (strings) or column numbers from 1 (integers).
+    pub fn target_columns(&self) -> std::result::Result<Vec<crate::data::TargetColumn>, String> {
+        use crate::data::TargetColumn;
+        let Some(list) = &self.targets else { return Ok(Vec::new()) };
+        if list.is_empty() {
+            return Err("data.targets is empty: name at least one target column".into());
+        }
+        list.iter()
+            .map(|v| match v {
+                toml::Value::String(s) if !s.is_empty() => Ok(TargetColumn::Name(s.clone())),
+                toml::Value::Integer(i) if *i >= 1 => Ok(TargetColumn::Number(*i as usize)),
+                other => {
+                    Err(format!("data.targets takes header names (\"price\") or column numbers from 1, got {other}"))
+                }
+            })
+            .collect()
     }
 }
 
@@ -267,6 +309,12 @@ impl Config {
         }
         config.optimizer_setup().validate().map_err(config_err)?;
         config.data.validate().map_err(config_err)?;
+        if config.data.is_regression() && config.model.loss != Loss::Mse {
+            return Err(config_err(format!(
+                "data.targets / data.targets_path give real targets, which need model.loss = \"mse\" (got {:?})",
+                config.model.loss
+            )));
+        }
         config.train.validate().map_err(config_err)?;
         if config.train.early_stopping.is_some() && config.data.validation_fraction == 0.0 {
             return Err(config_err(
@@ -277,6 +325,8 @@ impl Config {
         config.data.labels = config.data.labels.map(|p| base.join(p));
         config.data.test_path = config.data.test_path.map(|p| base.join(p));
         config.data.test_labels = config.data.test_labels.map(|p| base.join(p));
+        config.data.targets_path = config.data.targets_path.map(|p| base.join(p));
+        config.data.test_targets = config.data.test_targets.map(|p| base.join(p));
         config.table = resolved_paths(table, &config.data);
         Ok(config)
     }
@@ -357,9 +407,13 @@ pub(crate) fn absolute(p: &Path) -> toml::Value {
 fn resolved_paths(mut table: toml::Table, data: &DataConfig) -> toml::Table {
     if let Some(t) = table.get_mut("data").and_then(|d| d.as_table_mut()) {
         t.insert("path".into(), absolute(&data.path));
-        for (key, path) in
-            [("labels", &data.labels), ("test_path", &data.test_path), ("test_labels", &data.test_labels)]
-        {
+        for (key, path) in [
+            ("labels", &data.labels),
+            ("test_path", &data.test_path),
+            ("test_labels", &data.test_labels),
+            ("targets_path", &data.targets_path),
+            ("test_targets", &data.test_targets),
+        ] {
             if let Some(p) = path {
                 t.insert(key.into(), absolute(p));
             }

@@ -537,6 +537,7 @@ fn checkpoint_of(
             config: gradflow::config::DEFAULT_CONFIG.into(),
             builtin: fill > 0.0,
             class_names: (fill < 0.0).then(|| vec!["cat".into(), "dog, \"big\"".into()]),
+            target_names: None,
         }),
     }
 }

@@ -242,7 +242,7 @@ pub struct PredictArgs {
     /// Features: .npy (float32/float64 [n, d]) or CSV without a label column.
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
-    /// .npy (float32 logits [n, classes]) or .csv (predicted class, then the logits).
+    /// .npy (float32 logits [n, classes]) or .csv (predicted class, then the logits); for a regression model the k predicted targets, a CSV headed by the targets' names.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
     /// Override one config field that leaves the model as trained (repeatable); one that

@@ -1,4 +1,5 @@
-//! `gradflow eval`: loss, accuracy and confusion matrix of a saved model on the config's data.
+//! `gradflow eval`: loss, accuracy and confusion matrix of a saved model on the config's data;
+//! for a regression model, loss, RMSE and R² (per target and averaged) instead.
 
 use std::fmt;
 
@@ -23,6 +24,28 @@ pub struct Evaluation {
     pub confusion: Vec<Vec<usize>>,
     /// The classes' names, when the data names them (else they are numbered).
     pub class_names: Option<Vec<String>>,
+    /// A regression model's scores (then `correct` is 0 and `confusion` empty: no classes).
+    pub regression: Option<RegressionReport>,
+}
+
+/// RMSE and R² of a regression model, per target (named) and over them all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegressionReport {
+    pub target_names: Vec<String>,
+    pub scores: crate::train::regression::RegressionScores,
+}
+
+impl fmt::Display for RegressionReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.scores;
+        writeln!(f, "RMSE {:.4}  R² {:.4} (mean over targets)", s.rmse_all, s.r2_mean)?;
+        let width = self.target_names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(6);
+        writeln!(f, "{:<width$}  {:>10}  {:>10}", "target", "RMSE", "R²")?;
+        for (j, name) in self.target_names.iter().enumerate() {
+            writeln!(f, "{name:<width$}  {:>10.4}  {:>10.4}", s.rmse[j], s.r2[j])?;
+        }
+        Ok(())
+    }
 }
 
 impl Evaluation {
@@ -35,6 +58,10 @@ impl Evaluation {
 impl fmt::Display for Evaluation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} rows ({}) on {}", self.rows, self.split, self.device)?;
+        if let Some(r) = &self.regression {
+            writeln!(f, "loss {:.4}", self.loss)?;
+            return write!(f, "{r}");
+        }
         // As a percentage computed in this order, so the figure reads as it always has.
         writeln!(f, "loss {:.4}  accuracy {:.2}%", self.loss, 100.0 * self.correct as f64 / self.rows as f64)?;
         writeln!(f, "confusion matrix (rows: true class, columns: predicted)")?;
@@ -76,6 +103,9 @@ pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Res
             let mut all = train_set;
             all.x.extend(&test_set.x);
             all.labels.extend(&test_set.labels);
+            if let (Some(t), Some(more)) = (all.targets.as_mut(), &test_set.targets) {
+                t.values.extend(&more.values);
+            }
             all.n += test_set.n;
             all
         }
@@ -85,6 +115,25 @@ pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Res
         return Err(Error::Usage(format!("the {split} split is empty (data.test_fraction?)")));
     }
     let mut net = saved_network(&config, data.d, checkpoint, placement, 1024.min(data.n), non_strict)?;
+    if let Some(t) = &data.targets {
+        crate::exec::network::check_targets(net.model(), &data)?;
+        let pred = net.predict(&data.x, data.n)?;
+        let out = crate::reference::mse(&pred, Some(&t.values), &data.labels, data.n, t.k);
+        let names = checkpoint_target_names(checkpoint).unwrap_or_else(|| t.all_names());
+        return Ok(Evaluation {
+            split: split.to_string(),
+            rows: data.n,
+            device: net.describe(),
+            loss: out.loss,
+            correct: 0,
+            confusion: Vec::new(),
+            class_names: None,
+            regression: Some(RegressionReport {
+                target_names: names,
+                scores: crate::train::regression::scores(&pred, t),
+            }),
+        });
+    }
     let classes = net.model().outputs();
     if let Some(&bad) = data.labels.iter().find(|&&l| l as usize >= classes) {
         return Err(Error::Model(format!("the data has label {bad} but the model has {classes} outputs")));
@@ -111,5 +160,11 @@ pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Res
         correct: out.correct,
         confusion,
         class_names: data.class_names.clone(),
+        regression: None,
     })
+}
+
+/// The target names a checkpoint's metadata carries, if any.
+fn checkpoint_target_names(checkpoint: &std::path::Path) -> Option<Vec<String>> {
+    crate::checkpoint::load_description(checkpoint).ok().flatten().and_then(|d| d.target_names)
 }

@@ -44,6 +44,17 @@ pub fn predict(args: &PredictArgs, placement: &Placement, non_strict: bool) -> R
     let classes = net.model().outputs();
     if is(output, "npy") {
         crate::data::write_npy_f32(output, &[n, classes], &logits)?;
+    } else if config.data.is_regression() {
+        // A regression model's k outputs are its predicted targets, under the targets' names.
+        let names = crate::checkpoint::load_description(checkpoint)?.and_then(|d| d.target_names);
+        let name = |j: usize| names.as_ref().and_then(|n| n.get(j).cloned()).unwrap_or(format!("target_{}", j + 1));
+        let mut text = (0..classes).map(|j| csv_field(&name(j))).collect::<Vec<_>>().join(",");
+        text.push('\n');
+        for row in logits.chunks(classes) {
+            text += &row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+            text.push('\n');
+        }
+        crate::checkpoint::write_atomic(output, text.as_bytes())?;
     } else {
         let name = |c: usize| crate::data::class_name(config.class_names.as_deref(), c);
         let mut text = String::from("predicted");

@@ -445,11 +445,22 @@ fn number_labels(
 /// A CSV of features only (no label column), e.g. `predict`'s input: (values row-major, rows,
 /// features). The header is detected as in `parse_csv`; a bad field names its line and column.
 pub fn load_features(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    load_table(path).map(|(x, n, d, _)| (x, n, d))
+}
+
+/// A CSV of numbers only: values row-major, rows, columns, and the header's names if it has one.
+pub type Table = (Vec<f32>, usize, usize, Option<Vec<String>>);
+
+/// A CSV of numbers only (see `Table`). The header is detected as in `load_features`.
+pub fn load_table(path: &Path) -> Result<Table> {
     let text = read_text(path)?;
     let text = normalized(&text);
     let mut rows = content_lines(&text).peekable();
+    let mut names = None;
     if let Some(&(line, first)) = rows.peek() {
-        if !first_fields(path, line, first)?.iter().all(|f| is_number(f)) {
+        let fields = first_fields(path, line, first)?;
+        if !fields.iter().all(|f| is_number(f)) {
+            names = Some(fields.iter().map(|f| f.to_string()).collect());
             rows.next();
         }
     }
@@ -478,7 +489,7 @@ pub fn load_features(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
         n += 1;
     }
     match d {
-        Some(d) => Ok((x, n, d)),
+        Some(d) => Ok((x, n, d, names)),
         None => Err(Error::DataFile { file: path.to_path_buf(), message: "the file has no rows".into() }),
     }
 }

@@ -7,12 +7,14 @@ pub mod batches;
 pub mod csv;
 mod memory;
 pub mod npy;
+pub mod targets;
 
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 pub use batches::{BatchScheme, Batcher};
 pub use csv::{load_csv, load_features, CsvOptions, LabelColumn};
 pub use npy::{load_npy_pair, load_npy_pair_with, read_npy, write_npy_f32, NpyArray, NpyData};
+pub use targets::{load_csv_targets, load_npy_targets, TargetColumn, Targets};
 
 use crate::error::{Error, Result};
 
@@ -76,6 +78,8 @@ pub struct Dataset {
     pub class_names: Option<Vec<String>>,
     /// The features' names from a CSV header, for messages and plots.
     pub feature_names: Option<Vec<String>>,
+    /// Real-valued targets (regression, `loss = "mse"`); None for class labels.
+    pub targets: Option<Targets>,
 }
 
 impl Dataset {
@@ -103,7 +107,7 @@ impl Dataset {
                 labels[i]
             )));
         }
-        Ok(Dataset { x, labels, n, d, num_classes, class_names: None, feature_names: None })
+        Ok(Dataset { x, labels, n, d, num_classes, class_names: None, feature_names: None, targets: None })
     }
 
     /// Class `label` as people read it: its name, or its number.
@@ -121,6 +125,7 @@ impl Dataset {
             num_classes: self.num_classes,
             class_names: self.class_names.clone(),
             feature_names: self.feature_names.clone(),
+            targets: self.targets.as_ref().map(|t| Targets { values: Vec::new(), k: t.k, names: t.names.clone() }),
         }
     }
 
@@ -146,7 +151,8 @@ impl Dataset {
     fn subset(&self, idx: &[usize]) -> Dataset {
         let (mut x, mut labels) = (Vec::new(), Vec::new());
         self.gather(idx, &mut x, &mut labels);
-        Dataset { x, labels, n: idx.len(), ..self.clone_empty() }
+        let targets = self.targets.as_ref().map(|t| t.subset(idx));
+        Dataset { x, labels, n: idx.len(), targets, ..self.clone_empty() }
     }
 
     /// Copies rows `idx` into `x_out` and their labels into `y_out`.

@@ -181,30 +181,7 @@ pub fn load_npy_pair_with(
     if num_classes == Some(0) {
         return Err(Error::Usage("num_classes must be at least 1".into()));
     }
-    let xa = read_npy(x_path)?;
-    if xa.shape.len() != 2 {
-        return Err(bad(x_path, format!("inputs must be 2-D [rows, features], got shape {:?}", xa.shape)));
-    }
-    let (n, d) = (xa.shape[0], xa.shape[1]);
-    if d == 0 {
-        return Err(bad(x_path, format!("inputs have no features (shape {:?})", xa.shape)));
-    }
-    if n == 0 {
-        return Err(bad(x_path, format!("inputs have no rows (shape {:?})", xa.shape)));
-    }
-    let x: Vec<f32> = match xa.data {
-        NpyData::F32(v) => v,
-        NpyData::F64(v) => {
-            if let Some(i) = v.iter().position(|v| v.is_finite() && !(*v as f32).is_finite()) {
-                return Err(bad(x_path, format!("{}: {} is too large for float32", row_feature_text(i, d), v[i])));
-            }
-            v.into_iter().map(|v| v as f32).collect()
-        }
-        // Integer inputs (pixel values, counts) are exact in f32 up to 2^24; beyond that refused.
-        NpyData::I64(v) => ints_to_f32(x_path, d, v.into_iter())?,
-        NpyData::I32(v) => ints_to_f32(x_path, d, v.into_iter().map(i64::from))?,
-        NpyData::U8(v) => v.into_iter().map(f32::from).collect(),
-    };
+    let (x, n, d) = load_npy_inputs(x_path)?;
     let keep: Vec<bool> = x.chunks(d).map(|row| row.iter().all(|v| v.is_finite())).collect();
     if !drop_non_finite {
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
@@ -320,4 +297,34 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     out.extend(header.as_bytes());
     out.extend(data.iter().flat_map(|v| v.to_le_bytes()));
     crate::checkpoint::write_atomic(path, &out)
+}
+
+/// A 2-D `.npy` of inputs (float32/float64, or integers exact in f32): (values row-major,
+/// rows, features).
+pub(crate) fn load_npy_inputs(x_path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let xa = read_npy(x_path)?;
+    if xa.shape.len() != 2 {
+        return Err(bad(x_path, format!("inputs must be 2-D [rows, features], got shape {:?}", xa.shape)));
+    }
+    let (n, d) = (xa.shape[0], xa.shape[1]);
+    if d == 0 {
+        return Err(bad(x_path, format!("inputs have no features (shape {:?})", xa.shape)));
+    }
+    if n == 0 {
+        return Err(bad(x_path, format!("inputs have no rows (shape {:?})", xa.shape)));
+    }
+    let x: Vec<f32> = match xa.data {
+        NpyData::F32(v) => v,
+        NpyData::F64(v) => {
+            if let Some(i) = v.iter().position(|v| v.is_finite() && !(*v as f32).is_finite()) {
+                return Err(bad(x_path, format!("{}: {} is too large for float32", row_feature_text(i, d), v[i])));
+            }
+            v.into_iter().map(|v| v as f32).collect()
+        }
+        // Integer inputs (pixel values, counts) are exact in f32 up to 2^24; beyond that refused.
+        NpyData::I64(v) => ints_to_f32(x_path, d, v.into_iter())?,
+        NpyData::I32(v) => ints_to_f32(x_path, d, v.into_iter().map(i64::from))?,
+        NpyData::U8(v) => v.into_iter().map(f32::from).collect(),
+    };
+    Ok((x, n, d))
 }

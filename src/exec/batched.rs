@@ -320,6 +320,7 @@ impl BatchedNetworks {
 
     /// Uploads the training set every model's batch indices refer to (once, for all of them).
     pub fn set_train_data(&mut self, data: &Dataset) -> Result<()> {
+        super::network::refuse_targets(data, "training several models side by side")?;
         super::network::check_features(&self.model, data)?;
         let x = self.gpu.upload("training inputs", &data.x)?;
         let labels = self.gpu.upload("training labels", &data.labels)?;

@@ -24,6 +24,8 @@ pub struct CpuNetwork {
     dropout_seed: u64,
     train_x: Vec<f32>,
     train_labels: Vec<u32>,
+    /// The training set's real targets (regression), k per row.
+    train_targets: Option<crate::data::Targets>,
     last_loss: f32,
     loss_sum: f64,
     first_bad: Option<BadStep>,
@@ -52,7 +54,12 @@ impl CpuNetwork {
         let key = DropoutKey { seed: self.dropout_seed, step: self.steps as u64 };
         let trace = forward(model, params, &self.norm.running, &x, rows, Mode::Train, Some(key), sync.as_deref_mut())?;
         update_running(&self.model, &trace, &mut self.norm, rows, ranks);
-        let out = loss_of(self.loss, trace.output(), &labels, rows, self.model.outputs());
+        let targets: Option<Vec<f32>> = self
+            .train_targets
+            .as_ref()
+            .map(|t| batch.iter().flat_map(|&i| t.row(i as usize).iter().copied()).collect());
+        let targets = targets.as_deref();
+        let out = loss_with(self.loss, trace.output(), targets, &labels, rows, self.model.outputs());
         self.grads = backward(&self.model, &self.params, &trace, out.grad, rows, sync.as_deref_mut())?;
         if let Some(sync) = sync {
             sync.gradient(&mut self.grads)?;
@@ -125,6 +132,7 @@ impl CpuNetwork {
             dropout_seed: 0,
             train_x: Vec::new(),
             train_labels: Vec::new(),
+            train_targets: None,
             last_loss: f32::NAN,
             loss_sum: 0.0,
             first_bad: None,
@@ -354,9 +362,26 @@ pub fn loss_and_grads<T: Real>(
 }
 
 fn loss_of<T: Real>(loss: Loss, output: &[T], labels: &[u32], rows: usize, classes: usize) -> LossOutput<T> {
-    match loss {
-        Loss::CrossEntropy => cpu::cross_entropy(output, labels, rows, classes),
-        Loss::Mse => cpu::mse(output, None, labels, rows, classes),
+    loss_with(loss, output, None, labels, rows, classes)
+}
+
+/// The loss against real `targets` (MSE only; the trainer refuses other losses with targets)
+/// or else the labels.
+fn loss_with<T: Real>(
+    loss: Loss,
+    output: &[T],
+    targets: Option<&[f32]>,
+    labels: &[u32],
+    rows: usize,
+    cols: usize,
+) -> LossOutput<T> {
+    match (loss, targets) {
+        (Loss::CrossEntropy, _) => cpu::cross_entropy(output, labels, rows, cols),
+        (Loss::Mse, None) => cpu::mse(output, None, labels, rows, cols),
+        (Loss::Mse, Some(t)) => {
+            let t: Vec<T> = t.iter().map(|&v| T::of(v as f64)).collect();
+            cpu::mse(output, Some(&t), labels, rows, cols)
+        }
     }
 }
 
@@ -404,9 +429,15 @@ impl Network for CpuNetwork {
 
     fn set_train_data(&mut self, data: &Dataset) -> Result<()> {
         super::network::check_features(&self.model, data)?;
+        super::network::check_loss_targets(self.loss, data)?;
         self.train_x = data.x.clone();
         self.train_labels = data.labels.clone();
+        self.train_targets = data.targets.clone();
         Ok(())
+    }
+
+    fn trains_regression(&self) -> bool {
+        self.train_targets.is_some()
     }
 
     fn train_step(&mut self, batch: &[u32]) -> Result<()> {

@@ -189,6 +189,7 @@ impl GpuHvp {
             grads: &self.grads,
             running: &self.running,
             labels: &self.labels,
+            targets: None,
             row_stats: &self.row_stats,
             totals: &self.totals,
         }

@@ -40,6 +40,15 @@ pub struct GpuNetwork {
     batches_tracked: Vec<u64>,
     batch_x: GpuBuffer,
     batch_labels: GpuBuffer,
+    /// The batch's real targets (MSE only; else None), read by the loss launch when the
+    /// training set has targets.
+    batch_targets: Option<GpuBuffer>,
+    /// The training set's targets on the device and the gather of the batch's rows of them (a
+    /// second `gather_batch` launch, whose label copy rewrites the same labels): None without
+    /// targets or when streamed.
+    gather_targets: Option<(GpuBuffer, Launch)>,
+    /// Whether the training set has real targets (regression).
+    regression: bool,
     indices: GpuBuffer,
     totals: GpuBuffer,
     /// Forward launches (stage order); `predict` runs those for eval.
@@ -129,6 +138,10 @@ impl GpuNetwork {
             }
             self.gpu.write(&self.batch_x, x);
             self.gpu.write(&self.batch_labels, labels);
+            if let (Some(t), Some(buf)) = (&data.targets, &self.batch_targets) {
+                let rows: Vec<f32> = batch.iter().flat_map(|&i| t.row(i as usize).iter().copied()).collect();
+                self.gpu.write(buf, &rows);
+            }
         } else {
             self.gpu.write(&self.indices, batch);
         }
@@ -167,6 +180,7 @@ impl GpuNetwork {
             Buf::Input => &self.batch_x,
         };
         let mut pending: Vec<&Dispatch> = self.gather.iter().map(|l| &l.dispatch).collect();
+        pending.extend(self.gather_targets.iter().map(|(_, l)| &l.dispatch));
         for (i, l) in self.forward.iter().enumerate() {
             match self.synced.iter().find(|s| s.train_stats == i) {
                 Some(s) => {
@@ -239,6 +253,10 @@ impl GpuNetwork {
         let optimizer = GpuOptimizer::new(g, &params_buf, &grads, &setup.optimizer, groups, setup.clip_grad_norm)?;
         let batch_x = g.storage("batch input", max_rows * model.inputs)?;
         let batch_labels = g.storage("batch labels", max_rows)?;
+        let batch_targets = match loss {
+            Loss::Mse => Some(g.storage("batch targets", max_rows * model.outputs())?),
+            Loss::CrossEntropy => None,
+        };
         let indices = g.step_ring("batch indices", max_rows)?;
         let row_stats = g.storage("per-row loss", 2 * max_rows)?;
         let totals = g.storage("loss totals", TOTALS_LEN)?;
@@ -256,6 +274,7 @@ impl GpuNetwork {
                 grads: &grads,
                 running: &running,
                 labels: &batch_labels,
+                targets: batch_targets.as_ref(),
                 row_stats: &row_stats,
                 totals: &totals,
             },
@@ -326,6 +345,9 @@ impl GpuNetwork {
             running,
             batch_x,
             batch_labels,
+            batch_targets,
+            gather_targets: None,
+            regression: false,
             indices,
             totals,
             forward,
@@ -431,11 +453,30 @@ impl GpuNetwork {
             return Ok(());
         }
         let synced = self.synced.iter_mut().map(|s| &mut s.share_stats);
-        for l in self.forward.iter_mut().chain(self.backward.iter_mut()).chain(self.gather.iter_mut()).chain(synced) {
+        let targets = self.gather_targets.iter_mut().map(|(_, l)| l);
+        let launches = self.forward.iter_mut().chain(self.backward.iter_mut()).chain(self.gather.iter_mut());
+        for l in launches.chain(targets).chain(synced) {
             l.resize(&self.gpu, rows)?;
         }
         self.rows = rows;
         self.update_small_net_launch()
+    }
+
+    /// Points the loss launches at real targets or back at labels. The fused small-net kernels
+    /// compare with one-hot labels only, so a regression run takes the per-op launches (never
+    /// training silently on one-hot).
+    fn set_regression(&mut self, on: bool) -> Result<()> {
+        if on == self.regression {
+            return Ok(());
+        }
+        if on {
+            self.small_net = None;
+        }
+        for l in self.backward.iter_mut() {
+            l.set_use_targets(&self.gpu, on)?;
+        }
+        self.regression = on;
+        Ok(())
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -468,6 +509,9 @@ impl Network for GpuNetwork {
 
     fn set_train_data(&mut self, data: &Dataset) -> Result<()> {
         super::network::check_features(&self.model, data)?;
+        super::network::check_loss_targets(self.loss, data)?;
+        self.set_regression(data.is_regression())?;
+        self.gather_targets = None;
         let g = &*self.gpu;
         let too_large = (data.x.len() as u64).saturating_mul(4) > g.max_storage_bytes();
         // The per-op step on a CPU adapter saves its gather launch by gathering on the host; the
@@ -486,10 +530,20 @@ impl Network for GpuNetwork {
         let p = GatherParams::new(self.rows as usize, self.model.inputs, data.n);
         let d = g.gather_batch(&x, &labels, &self.indices, &self.batch_x, &self.batch_labels, p)?;
         self.gather = Some(Launch::new(d, Shape::Gather(p, 0)));
+        if let (Some(t), Some(dst)) = (&data.targets, &self.batch_targets) {
+            let values = g.upload("training targets", &t.values)?;
+            let pt = GatherParams::new(self.rows as usize, t.k, data.n);
+            let d = g.gather_batch(&values, &labels, &self.indices, dst, &self.batch_labels, pt)?;
+            self.gather_targets = Some((values, Launch::new(d, Shape::Gather(pt, 0))));
+        }
         self.train_data = Some((x, labels));
         self.streamed = None;
         self.train_rows = data.n;
         self.build_small_net_launch()
+    }
+
+    fn trains_regression(&self) -> bool {
+        self.regression
     }
 
     fn set_streaming(&mut self, on: bool) {
@@ -512,7 +566,8 @@ impl Network for GpuNetwork {
     fn train_steps(&mut self, batches: &[&[u32]]) -> Result<()> {
         let ready = self.gather.is_some() || self.streamed.is_some();
         let same_size = batches.windows(2).all(|w| w[0].len() == w[1].len());
-        if batches.len() > 1 && ready && same_size {
+        // The many-steps submit stages labels but not targets: a regression run steps one by one.
+        if batches.len() > 1 && ready && same_size && !self.regression {
             return self.steps_in_one_submit(batches);
         }
         batches.iter().try_for_each(|b| self.step(b, None))

@@ -52,6 +52,7 @@ pub struct Hessian {
 impl Hessian {
     /// The Hessian of `model`'s mean `loss` over `data` at `params` (flat, as checkpoints hold them).
     pub fn new(model: Model, loss: Loss, params: &[f32], data: &Dataset, batch_size: usize) -> Result<Hessian> {
+        super::network::refuse_targets(data, "the Hessian (sharpness, spectrum)")?;
         super::cpu_network::check_params(&model, params)?;
         super::network::check_features(&model, data)?;
         if data.n == 0 {

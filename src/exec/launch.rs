@@ -50,6 +50,19 @@ pub(crate) struct Launch {
 }
 
 impl Launch {
+    /// Points a loss launch at the batch's real targets (`on`) or at one-hot labels; other
+    /// launches are left alone.
+    pub fn set_use_targets(&mut self, gpu: &Gpu, on: bool) -> Result<()> {
+        match &mut self.shape {
+            Shape::Loss(p) | Shape::Reduce(p) => {
+                p.use_targets = u32::from(on);
+                let rows = p.rows;
+                self.resize(gpu, rows)
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn new(dispatch: Dispatch, shape: Shape) -> Launch {
         Launch { dispatch, shape, when: When::Always }
     }
@@ -72,6 +85,7 @@ impl Launch {
             }
             Shape::Loss(p) => {
                 p.rows = rows;
+                // The loss kernel's grid is the same for every loss (rows / 64).
                 self.dispatch.update(gpu, p, p.grid(LossEntry::CrossEntropy))
             }
             Shape::Reduce(p) => {
@@ -118,6 +132,9 @@ pub(crate) struct Net<'a> {
     pub grads: &'a GpuBuffer,
     pub running: &'a GpuBuffer,
     pub labels: &'a GpuBuffer,
+    /// The batch's real targets for MSE (regression), bound to the loss launch; its
+    /// `use_targets` flag says whether they are read (`GpuNetwork::set_train_data` sets it).
+    pub targets: Option<&'a GpuBuffer>,
     pub row_stats: &'a GpuBuffer,
     pub totals: &'a GpuBuffer,
 }
@@ -376,7 +393,7 @@ fn dropout_launch(n: &Net, x: &GpuBuffer, out: &GpuBuffer, width: usize, p: Drop
 pub(crate) fn loss(n: &Net, logits: &GpuBuffer, grad: &GpuBuffer) -> Result<Vec<Launch>> {
     let strides = [logits, n.labels, logits, grad, n.row_stats, n.totals].map(|b| b.per_model);
     let p = LossParams::new(n.rows, n.model.outputs(), false).for_models(n.models, strides);
-    let step = n.gpu.loss_step(n.loss, logits, n.labels, None, grad, n.row_stats, n.totals, p, n.rows)?;
+    let step = n.gpu.loss_step(n.loss, logits, n.labels, n.targets, grad, n.row_stats, n.totals, p, n.rows)?;
     let last = step.len() - 1;
     // The per-row kernel's grid follows the rows; a reduction (or the one-workgroup form) is 1.
     let shape = |i: usize| if i < last { Shape::Loss(p) } else { Shape::Reduce(p) };

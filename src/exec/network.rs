@@ -65,6 +65,10 @@ pub trait Network {
     /// Keep the training set on the host and upload each batch as it is used (the GPU executor
     /// does this by itself when the set is larger than one buffer); the CPU has nothing to do.
     fn set_streaming(&mut self, _on: bool) {}
+    /// Whether the training set has real targets (regression: no accuracy to count).
+    fn trains_regression(&self) -> bool {
+        false
+    }
     /// Bytes of gradient per all-reduce call in a data-parallel step (DDP's `bucket_cap_mb`): the
     /// GPU executor sends each bucket as soon as the backward pass has finished it, overlapping
     /// the all-reduce with the rest of the pass; the CPU reference computes and reduces on one
@@ -133,7 +137,46 @@ pub(crate) fn check_features(model: &Model, data: &Dataset) -> Result<()> {
             got: format!("{}", data.d),
         });
     }
+    check_targets(model, data)
+}
+
+/// Refuses real targets where `what` compares outputs with class labels only (the batched
+/// kernels, the Hessian, the loss landscape): never a silent fit to one-hot labels.
+pub(crate) fn refuse_targets(data: &Dataset, what: &str) -> Result<()> {
+    if data.is_regression() {
+        return Err(Error::Usage(format!(
+            "{what} compares with class labels only; data with real targets (regression) trains through \
+             `gradflow train` or `Trainer::fit`"
+        )));
+    }
     Ok(())
+}
+
+/// Real targets need the MSE loss (cross-entropy compares with class labels).
+pub(crate) fn check_loss_targets(loss: crate::spec::Loss, data: &Dataset) -> Result<()> {
+    if data.is_regression() && loss != crate::spec::Loss::Mse {
+        return Err(Error::Usage(format!("the data has real targets, which need train.loss = \"mse\" (got {loss:?})")));
+    }
+    Ok(())
+}
+
+/// A regression set's targets, one per output of the model's last layer.
+pub(crate) fn check_targets(model: &Model, data: &Dataset) -> Result<()> {
+    match &data.targets {
+        Some(t) if t.k != model.outputs() => Err(Error::Model(format!(
+            "the data has {} target(s) ({}) but the model's last layer has {} outputs; make it {} wide",
+            t.k,
+            crate::data::listed(&t.all_names()),
+            model.outputs(),
+            t.k
+        ))),
+        Some(t) if t.values.len() != data.n * t.k => Err(Error::Shape {
+            what: "training targets".into(),
+            expected: format!("{} rows × {} targets", data.n, t.k),
+            got: format!("{} values", t.values.len()),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// `x` holds `rows` rows of the model's input width.

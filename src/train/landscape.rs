@@ -165,6 +165,7 @@ pub struct Evaluator {
 
 impl Evaluator {
     pub fn measure(&mut self, state: &State, data: &Dataset) -> Result<Measure> {
+        crate::exec::network::refuse_targets(data, "the loss landscape")?;
         if data.n == 0 {
             return Ok(Measure { loss: f64::NAN, accuracy: f64::NAN });
         }

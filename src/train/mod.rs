@@ -136,7 +136,10 @@ pub fn train_batches_on(
             break;
         }
     }
-    let totals = global_totals(net.take_totals()?, epoch, comm)?;
+    let mut totals = global_totals(net.take_totals()?, epoch, comm)?;
+    if net.trains_regression() {
+        totals.accuracy = f32::NAN; // the loss kernel counts no hits against real targets
+    }
     let secs = start.elapsed().as_secs_f64();
     Ok(EpochReport {
         epoch,
@@ -271,11 +274,17 @@ pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f3
     if data.n == 0 {
         return Ok((f32::NAN, f32::NAN));
     }
+    crate::exec::network::check_targets(net.model(), data)?;
     let logits = net.predict(&data.x, data.n)?;
     let classes = net.model().outputs();
-    let out = match loss {
-        Loss::CrossEntropy => crate::reference::cross_entropy(&logits, &data.labels, data.n, classes),
-        Loss::Mse => crate::reference::mse(&logits, None, &data.labels, data.n, classes),
+    let out = match (loss, &data.targets) {
+        (Loss::CrossEntropy, _) => crate::reference::cross_entropy(&logits, &data.labels, data.n, classes),
+        (Loss::Mse, None) => crate::reference::mse(&logits, None, &data.labels, data.n, classes),
+        // Regression has no accuracy: NaN, so no column reads as if it meant something.
+        (Loss::Mse, Some(t)) => {
+            let out = crate::reference::mse(&logits, Some(&t.values), &data.labels, data.n, classes);
+            return Ok((out.loss, f32::NAN));
+        }
     };
     Ok((out.loss, out.correct as f32 / data.n as f32))
 }
@@ -285,6 +294,7 @@ pub mod landscape;
 pub mod metrics;
 pub mod own_data;
 pub mod plot;
+pub mod regression;
 pub mod run;
 pub mod session;
 pub mod sharpness;

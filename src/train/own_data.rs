@@ -40,16 +40,22 @@ pub fn config_for_data(data: &Path, labels: Option<&Path>, overrides: &[String])
         return Err(Error::Io { file: data.to_path_buf(), message: "no such file".into() });
     }
     let label_column = if is_npy { LabelColumn::Last } else { crate::data::csv::guess_label_column(data)? };
+    // Regression when the overrides name targets: the MSE loss, and a last layer one per target.
+    let regression = overrides.iter().any(|o| o.trim_start().starts_with("data.targets"));
+    let shape = |width: usize| Head { width, regression };
     // Pass 1: the data as the overrides read it, through a model whose width does not matter yet.
-    let probe = Config::parse_in(&toml(data, labels, &label_column, 1, 1, BATCH), &file, Path::new(""), overrides)?;
+    let probe =
+        Config::parse_in(&toml(data, labels, &label_column, shape(1), 1, BATCH), &file, Path::new(""), overrides)?;
     let (train, _) = super::load_data(&probe, &file)?;
     // A batch no larger than the training rows (a small file trains full-batch).
     let batch = if probe.train.batch_size == BATCH { BATCH.min(train.n.max(1)) } else { probe.train.batch_size };
     let steps_per_epoch = train.n.div_ceil(batch).max(1);
     let epochs = TARGET_STEPS.div_ceil(steps_per_epoch).clamp(10, 100);
-    let text = toml(data, labels, &label_column, train.num_classes, epochs, batch);
+    let width = train.targets.as_ref().map_or(train.num_classes, |t| t.k);
+    let text = toml(data, labels, &label_column, shape(width), epochs, batch);
     let config = Config::parse_in(&text, &file, Path::new(""), overrides)?;
     let column = match (&label_column, is_npy) {
+        _ if train.is_regression() => "real targets".to_string(),
         (_, true) => "labels from --labels".to_string(),
         (LabelColumn::Name(n), _) => format!("label column '{n}'"),
         _ => "the last column as the label".to_string(),
@@ -63,12 +69,15 @@ pub fn config_for_data(data: &Path, labels: Option<&Path>, overrides: &[String])
         Some(p) => format!("the test rows from {}", p.display()),
         None => format!("{:.0}% held out for testing", 100.0 * config.data.test_fraction()),
     };
-    let classes = if train.num_classes == 1 { "class" } else { "classes" };
+    let classes = match (&train.targets, train.num_classes) {
+        (Some(t), _) => format!("{}: {}, mse", t.k, crate::data::listed(&t.all_names())),
+        (None, 1) => format!("1 class{names}"),
+        (None, n) => format!("{n} classes{names}"),
+    };
     let said = format!(
-        "no config: for {} chose {column} ({} {classes}{names}), the model below, {}, batch {}, {} epoch{}, \
+        "no config: for {} chose {column} ({classes}), the model below, {}, batch {}, {} epoch{}, \
          {standardised}, {test}; --set changes any of it (e.g. --set train.epochs=20)",
         data.display(),
-        train.num_classes,
         config.optimizer,
         config.train.batch_size,
         config.train.epochs,
@@ -77,12 +86,19 @@ pub fn config_for_data(data: &Path, labels: Option<&Path>, overrides: &[String])
     Ok((config, file, said))
 }
 
-/// The default run's TOML for `classes` classes.
+/// The default run's last layer: its width, and whether it regresses (MSE) or classifies.
+#[derive(Clone, Copy)]
+struct Head {
+    width: usize,
+    regression: bool,
+}
+
+/// The default run's TOML for a last layer `head`.
 fn toml(
     data: &Path,
     labels: Option<&Path>,
     label_column: &LabelColumn,
-    classes: usize,
+    head: Head,
     epochs: usize,
     batch: usize,
 ) -> String {
@@ -99,7 +115,8 @@ fn toml(
     for width in HIDDEN {
         text += &format!("  {{ type = \"linear\", out = {width} }}, {{ type = \"relu\" }},\n");
     }
-    text += &format!("  {{ type = \"linear\", out = {classes} }},\n]\n\n");
+    text += &format!("  {{ type = \"linear\", out = {} }},\n]\n", head.width);
+    text += if head.regression { "loss = \"mse\"\n\n" } else { "\n" };
     text += "[optimizer]\ntype = \"adam\"\nlr = 0.01\n\n";
     text += &format!("[train]\nepochs = {epochs}\nbatch_size = {batch}\n");
     text

@@ -55,10 +55,26 @@ pub fn write(
             scatter: false,
         },
     ];
+    if train_set.is_regression() {
+        // No accuracy for real targets: the RMSE (√ of the MSE loss) in its place.
+        charts[1] = Chart {
+            title: "RMSE".into(),
+            x_label: "epoch".into(),
+            y_label: "RMSE (log scale)".into(),
+            series: with_validation(
+                vec![series("train", &|c| c.1.sqrt()), series("test", &|c| c.3.sqrt())],
+                series("validation", &|c| c.5.sqrt()),
+            ),
+            log_y: true,
+            y_range: None,
+            scatter: false,
+        };
+    }
     if !measured.is_empty() {
         charts.push(sharpness_chart(measured));
     }
-    let regions = if train_set.d == 2 {
+    // Decision regions are argmax classes: none for regression.
+    let regions = if train_set.d == 2 && !train_set.is_regression() {
         let all: Vec<&[f32]> = train_set.x.chunks(2).chain(test_set.x.chunks(2)).collect();
         let (mut xlo, mut xhi, mut ylo, mut yhi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
         for p in &all {

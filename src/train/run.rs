@@ -28,6 +28,13 @@ pub struct Placement {
 /// trained silently to chance), unless `data.num_classes` says that some classes never occur.
 /// The test split's labels must fit too.
 pub fn check_labels(model: &Model, train: &Dataset, test: &Dataset, config: &Config) -> Result<()> {
+    if train.is_regression() {
+        // One output per target, as the classes' case below; the message names the config.
+        let file = config.data.path.display();
+        return crate::exec::network::check_targets(model, train)
+            .and_then(|()| crate::exec::network::check_targets(model, test))
+            .map_err(|e| Error::Model(format!("{file}: {e}")));
+    }
     let (outputs, classes) = (model.outputs(), train.num_classes);
     let file = config.data.path.display();
     if outputs != classes {
@@ -145,6 +152,9 @@ fn load_rows(
     labels: Option<&std::path::Path>,
 ) -> Result<Dataset> {
     let drop_non_finite = config.data.non_finite == crate::config::NonFinite::DropRow;
+    if config.data.is_regression() {
+        return load_regression_rows(config, config_file, path);
+    }
     match labels {
         Some(labels) => data::load_npy_pair_with(path, labels, config.data.num_classes, drop_non_finite),
         None if path.extension().is_some_and(|e| e == "npy") => Err(Error::Config {
@@ -155,6 +165,22 @@ fn load_rows(
             data::csv::parse_csv(crate::config::DEFAULT_DATA, path, &config.csv_options(config_file)?)
         }
         None => data::load_csv(path, &config.csv_options(config_file)?),
+    }
+}
+
+/// A regression file's rows: CSV target columns (`data.targets`), or a `.npy` pair with float
+/// targets (`data.targets_path`, and `data.test_targets` for a `.npy` test file).
+fn load_regression_rows(config: &Config, config_file: &std::path::Path, path: &std::path::Path) -> Result<Dataset> {
+    let config_err = |message: String| Error::Config { file: config_file.to_path_buf(), message };
+    let is_test = config.data.test_path.as_deref() == Some(path);
+    let npy_targets = if is_test { &config.data.test_targets } else { &config.data.targets_path };
+    match npy_targets {
+        Some(y) => data::load_npy_targets(path, y),
+        None if path.extension().is_some_and(|e| e == "npy") => Err(config_err(format!(
+            "{} is a .npy file: give its targets as a .npy too (data.targets_path / data.test_targets)",
+            path.display()
+        ))),
+        None => data::load_csv_targets(path, &config.data.target_columns().map_err(config_err)?),
     }
 }
 

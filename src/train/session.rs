@@ -174,17 +174,18 @@ fn start(
         }
         net.set_steps(ck.progress.steps);
     }
-    if !opts.quiet {
-        crate::say!("device: {}", net.describe());
-        // A constant rate is said here once instead of in every epoch's line.
-        let constant = if config.train.schedule == crate::optim::Schedule::Constant { "; lr constant" } else { "" };
-        crate::say!("optimizer: {}{constant}", config.optimizer);
-    }
     if let Some(stream) = config.data.stream {
         net.set_streaming(stream);
     }
     net.set_bucket_cap(config.train.bucket_bytes());
     net.set_train_data(&train_set)?;
+    if !opts.quiet {
+        // After the data is set: a regression set moves the GPU step off the fused kernel.
+        crate::say!("device: {}", net.describe());
+        // A constant rate is said here once instead of in every epoch's line.
+        let constant = if config.train.schedule == crate::optim::Schedule::Constant { "; lr constant" } else { "" };
+        crate::say!("optimizer: {}{constant}", config.optimizer);
+    }
     let standardize = match start.as_ref().and_then(|ck| ck.standardize.clone()) {
         Some(saved) => Some(saved),
         None => fitted.map(|s| (s.mean, s.std)),
@@ -193,6 +194,7 @@ fn start(
         config: toml::to_string(&config.table).map_err(|e| Error::Usage(format!("the config as TOML: {e}")))?,
         builtin: config.builtin,
         class_names: train_set.class_names.clone(),
+        target_names: train_set.targets.as_ref().map(|t| t.all_names()),
     };
     let saved = Saved { standardize, schedule, train_rows, description };
     Ok((Started::Run(Box::new(Start { net, train_set, validation_set, test_set, batcher, progress, saved })), run))

@@ -91,6 +91,10 @@ pub fn run_side_by_side(
     if let Some(why) = obstacle(contenders) {
         return Ok(OneByOne(why));
     }
+    if train_set.is_regression() {
+        // The batched kernels compare with class labels only.
+        return Ok(OneByOne("real targets (regression)".into()));
+    }
     let Some(gpu) = super::open_gpu(placement, "training")? else { return Ok(OneByOne("no GPU adapter".into())) };
     // On a software adapter the CPU reference trains small models faster (docs/benchmarks.md).
     let on_cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;

@@ -530,6 +530,7 @@ fn check_data(model: &Model, data: &Dataset, what: &str) -> Result<()> {
         let bad = if data.x[i].is_nan() { "NaN" } else { "Inf" };
         return Err(Error::Usage(format!("{what}: {}: {bad}", crate::data::row_feature_text(i, data.d))));
     }
+    crate::exec::network::check_targets(model, data)?;
     let outputs = model.outputs();
     if let Some(i) = data.labels.iter().position(|&l| l as usize >= outputs) {
         return Err(Error::Model(format!(

@@ -70,6 +70,7 @@ impl PerOpBatch {
                 grads: s.grads,
                 running: &running,
                 labels: &batch_labels,
+                targets: None,
                 row_stats: &row_stats,
                 totals: s.totals,
             },

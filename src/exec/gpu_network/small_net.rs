@@ -311,6 +311,7 @@ impl GpuNetwork {
             return vec![l.dispatch()];
         }
         let mut launches: Vec<&Dispatch> = self.gather.iter().map(|l| &l.dispatch).collect();
+        launches.extend(self.gather_targets.iter().map(|(_, l)| &l.dispatch));
         launches.extend(self.forward.iter().filter(|l| l.when != When::Eval).map(|l| &l.dispatch));
         launches.extend(self.backward.iter().map(|l| &l.dispatch));
         launches

@@ -194,11 +194,19 @@ impl Run<'_> {
         let mean = throughput.iter().sum::<f64>() / throughput.len().max(1) as f64;
         if self.test_set.n > 0 {
             let (loss, acc) = crate::train::evaluate(self.net.as_mut(), self.test_set, self.config.model.loss)?;
-            crate::say!(
-                "test accuracy {:.1}% (loss {}); training throughput {mean:.0} samples/s (mean over epochs)",
-                100.0 * acc,
-                fmt_loss(loss)
-            );
+            if self.config.data.is_regression() {
+                crate::say!(
+                    "test RMSE {:.4} (loss {}); training throughput {mean:.0} samples/s (mean over epochs)",
+                    loss.sqrt(),
+                    fmt_loss(loss)
+                );
+            } else {
+                crate::say!(
+                    "test accuracy {:.1}% (loss {}); training throughput {mean:.0} samples/s (mean over epochs)",
+                    100.0 * acc,
+                    fmt_loss(loss)
+                );
+            }
         } else {
             crate::say!("no test set; training throughput {mean:.0} samples/s (mean over epochs)");
         }
@@ -373,9 +381,15 @@ impl Run<'_> {
         if !self.prints_epoch(epoch) {
             return Ok(());
         }
-        let test = if has_test { format!("  test acc {:5.1}%", 100.0 * test_acc) } else { String::new() };
+        // Regression: RMSE (the square root of the MSE loss over every value) where accuracy would be.
+        let regression = self.config.data.is_regression();
+        let score = |loss: f32, acc: f32| match regression {
+            true => format!("rmse {:.4}", loss.sqrt()),
+            false => format!("acc {:5.1}%", 100.0 * acc),
+        };
+        let test = if has_test { format!("  test {}", score(test_loss, test_acc)) } else { String::new() };
         let val = if has_val {
-            format!("  val loss {}  val acc {:5.1}%", fmt_loss(val_loss), 100.0 * val_acc)
+            format!("  val loss {}  val {}", fmt_loss(val_loss), score(val_loss, val_acc))
         } else {
             String::new()
         };
@@ -388,10 +402,10 @@ impl Run<'_> {
         let sharp = self.sharpness.as_ref().and_then(Sharpness::latest);
         let sharp = sharp.map_or(String::new(), |m| format!("  {}", crate::train::sharpness::describe(&m)));
         crate::say!(
-            "epoch {epoch:>3}/{}{lr}  loss {}  train acc {:5.1}%{val}{test}  {:>9.0} samples/s{sharp}",
+            "epoch {epoch:>3}/{}{lr}  loss {}  train {}{val}{test}  {:>9.0} samples/s{sharp}",
             self.config.train.epochs,
             fmt_loss(report.train_loss),
-            100.0 * report.train_accuracy,
+            score(report.train_loss, report.train_accuracy),
             report.samples_per_sec
         );
         Ok(())

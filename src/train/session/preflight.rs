@@ -127,7 +127,7 @@ pub(super) fn print_header(
     model: &Model,
     quiet: bool,
 ) {
-    if train.num_classes == 1 {
+    if train.num_classes == 1 && !train.is_regression() {
         crate::warn!(
             "warning: the training data has only one class: every prediction will be that class \
              (wrong label column? set data.label_column or data.num_classes)"
@@ -148,9 +148,10 @@ pub(super) fn print_header(
         1 => "1 class".to_string(),
         n => format!("{n} classes"),
     };
-    let classes = match &train.class_names {
-        Some(names) => format!("{classes}: {}", crate::data::listed(names)),
-        None => classes,
+    let classes = match (&train.targets, &train.class_names) {
+        (Some(t), _) => format!("{} real target(s): {}", t.k, crate::data::listed(&t.all_names())),
+        (None, Some(names)) => format!("{classes}: {}", crate::data::listed(names)),
+        (None, None) => classes,
     };
     let features = match &train.feature_names {
         Some(names) => format!("{} features ({})", train.d, crate::data::listed(names)),

@@ -103,7 +103,8 @@ impl Trainer {
         test: Option<&Dataset>,
     ) -> Result<Option<Vec<Result<History>>>> {
         let rows = self.batch_rows(train.n);
-        if runs.len() < 2 || rows == 0 {
+        // Real targets: each run trains alone (the batched kernels compare with labels only).
+        if runs.len() < 2 || rows == 0 || train.is_regression() {
             return Ok(None);
         }
         let Ok(step) = crate::train::side_by_side::side_by_side_step(&gpu, &self.model, self.loss, rows, runs.len())
