@@ -39,8 +39,7 @@ fn gaussian_data(rows: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut normal = || gradflow::spectrum::random_matrix::standard_normal(&mut rng);
     let x: Vec<f32> = (0..rows * 3).map(|_| normal() as f32).collect();
-    let y: Vec<f32> =
-        x.chunks(3).map(|r| (0.5 * r[0] - r[1] + 0.25 * r[2]) as f32 + 0.3 + 0.4 * normal() as f32).collect();
+    let y: Vec<f32> = x.chunks(3).map(|r| (0.5 * r[0] - r[1] + 0.25 * r[2]) + 0.3 + 0.4 * normal() as f32).collect();
     (x, y)
 }
 
@@ -146,4 +145,42 @@ fn a_step_past_stability_is_an_error() {
     assert!(err.contains("does not settle"), "{err}");
     assert!(stationary_covariance(&problem, 0.0, 1).is_err());
     assert!(stationary_covariance(&problem, 0.1, 0).is_err());
+}
+
+/// The engine's own training (CPU reference, f32, batches drawn with replacement) settles where
+/// the exact equation says: data/linear_noise.csv, η = 0.1, B = 4, the plateau of L(θ) after
+/// each epoch over epochs 201–1000, within five batch-means standard errors.
+#[test]
+fn the_engine_settles_in_the_predicted_ball() {
+    use gradflow::config::Config;
+    use gradflow::course::noise_ball::plateau;
+    use gradflow::data::BatchScheme;
+    use gradflow::optim::Sgd;
+    use gradflow::train::{Device, Trainer};
+
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/linear_noise.toml");
+    let config = Config::load_with(&file, &["data.test_fraction=0".into()]).unwrap();
+    let (data, _) = gradflow::train::load_data(&config, &file).unwrap();
+    let targets = &data.targets.as_ref().unwrap().values;
+    let problem = LeastSquares::new(&data.x, data.d, targets, true).unwrap();
+    let best = problem.loss(&problem.minimiser().unwrap());
+    let (eta, batch) = (0.1, 4);
+    let predicted = stationary_covariance(&problem, eta, batch).unwrap();
+    let mut trainer = Trainer::from_config(&config, data.d)
+        .unwrap()
+        .optimizer(Sgd::new(eta))
+        .batch_size(batch)
+        .batching(BatchScheme::Replacement)
+        .epochs(1000)
+        .device(Device::Cpu)
+        .seed(11);
+    let history = trainer.fit(&data, Some(&data)).unwrap();
+    let measured = plateau(&history, best, 200).unwrap();
+    assert!(
+        (measured.mean - predicted.excess_loss).abs() < 5.0 * measured.standard_error,
+        "engine {:.4e} ± {:.1e}, predicted {:.4e}",
+        measured.mean,
+        measured.standard_error,
+        predicted.excess_loss
+    );
 }

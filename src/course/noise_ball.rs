@@ -17,6 +17,7 @@
 //! s², S ≈ s²A and that is η·s²·tr(A)/B; for standardised features and a bias, tr(A) = d + 1.
 
 use crate::error::{Error, Result};
+use crate::train::History;
 
 /// A least-squares problem over rows z_j (features, then 1 when the model has a bias).
 #[derive(Clone, Debug)]
@@ -169,6 +170,34 @@ pub fn stationary_covariance(problem: &LeastSquares, eta: f64, batch: usize) -> 
     let excess_loss = trace_product(&a, &c, p);
     let first_order = eta * (0..p).map(|i| s[i * p + i]).sum::<f64>() / batch as f64;
     Ok(NoiseBall { covariance: c, excess_loss, first_order })
+}
+
+/// A measured plateau: the mean excess loss and its standard error.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Plateau {
+    pub mean: f64,
+    pub standard_error: f64,
+}
+
+/// The mean of L(θ) − L* over the epochs after `burn_in`, from each epoch's evaluation (the
+/// `test_loss` of a fit given its training set as the test set). The standard error is by batch
+/// means over ten blocks of epochs, which the iterates' correlation from epoch to epoch does not
+/// bias as it would the plain one.
+pub fn plateau(history: &History, best: f64, burn_in: usize) -> Result<Plateau> {
+    let excess: Vec<f64> =
+        history.iter().skip(burn_in).filter_map(|e| e.test_loss).map(|l| f64::from(l) - best).collect();
+    let blocks = 10;
+    if excess.len() < blocks {
+        return Err(Error::Usage(format!(
+            "noise ball: {} evaluated epochs after the burn-in of {burn_in}; need at least {blocks} (was the training set passed as the test set?)",
+            excess.len()
+        )));
+    }
+    let size = excess.len() / blocks;
+    let means: Vec<f64> = excess.chunks_exact(size).take(blocks).map(|c| c.iter().sum::<f64>() / size as f64).collect();
+    let mean = means.iter().sum::<f64>() / blocks as f64;
+    let var = means.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / (blocks - 1) as f64;
+    Ok(Plateau { mean, standard_error: (var / blocks as f64).sqrt() })
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
