@@ -214,3 +214,20 @@ fn classes_that_never_occur_are_said() {
     ]);
     assert!(ok && !err.contains("never occur"), "{out}\n{err}");
 }
+
+/// `gradflow train run.toml` is the config's run, the same as `--config run.toml`; --labels with
+/// it is refused, since a config names its own labels.
+#[test]
+fn a_toml_given_as_data_is_the_config() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/linear_noise.toml");
+    let (ok, as_data, err) = gradflow(&["train", config, "--cpu", "--epochs", "1"]);
+    assert!(ok, "{err}");
+    let (ok, as_config, err) = gradflow(&["train", "--config", config, "--cpu", "--epochs", "1"]);
+    assert!(ok, "{err}");
+    // The closing line holds the run's numbers; throughput differs from run to run.
+    let closing = |out: &str| out.lines().last().unwrap_or("").split(';').next().unwrap_or("").to_string();
+    assert!(closing(&as_data).starts_with("test RMSE"), "{as_data}");
+    assert_eq!(closing(&as_data), closing(&as_config));
+    let (ok, _, err) = gradflow(&["train", config, "--labels", "y.npy", "--cpu"]);
+    assert!(!ok && err.contains("--labels is for .npy data"), "{err}");
+}

@@ -155,7 +155,8 @@ pub struct LoadArgs {
 pub struct TrainArgs {
     /// Your data, with no config: a CSV (features and a label column: one named label, class,
     /// target, y or species, else the last; class numbers or names) or a .npy of features with
-    /// --labels. A default MLP is chosen for it and said; --set refines it.
+    /// --labels. A default MLP is chosen for it and said; --set refines it. A .toml here is taken
+    /// as --config.
     #[arg(value_name = "DATA", conflicts_with = "config")]
     pub data: Option<PathBuf>,
     /// The labels (.npy of integers) for .npy DATA.

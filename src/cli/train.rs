@@ -79,7 +79,20 @@ fn options(args: TrainArgs, non_strict: bool) -> Result<(crate::config::Config, 
         return Err(Error::Usage("--track-sharpness must be at least 1 (measure every K steps)".into()));
     }
     let set = super::with_epochs(&args.set, args.epochs);
-    let (config, file) = match &args.data {
+    // `gradflow train run.toml` means the config: a TOML file is never data.
+    let (data, config_file) = match args.data {
+        Some(path) if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml")) => {
+            if args.labels.is_some() {
+                return Err(Error::Usage(format!(
+                    "--labels is for .npy data, and {} is a config (its data.labels names the labels)",
+                    path.display()
+                )));
+            }
+            (None, Some(path))
+        }
+        data => (data, args.config),
+    };
+    let (config, file) = match &data {
         Some(data) => {
             let (config, file, said) = crate::train::own_data::config_for_data(data, args.labels.as_deref(), &set)?;
             if !args.quiet {
@@ -88,11 +101,11 @@ fn options(args: TrainArgs, non_strict: bool) -> Result<(crate::config::Config, 
             (config, file)
         }
         // A run continued with no config is the run its checkpoint describes, not the digits run.
-        None => match (&args.config, &args.resume) {
+        None => match (&config_file, &args.resume) {
             (None, Some(ck)) if crate::checkpoint::load_description(ck)?.is_some() => {
                 super::saved::config_for(None, &set, ck, non_strict)?
             }
-            _ => super::load_config(args.config, &set)?,
+            _ => super::load_config(config_file, &set)?,
         },
     };
     let opts = TrainOptions {
