@@ -482,3 +482,13 @@ fn npy_targets_train_as_the_csv_does() {
     let (ok, _, err) = gradflow(&["train", "--cpu", "--config", &cfg, "--set", "data.targets_path=\"y.npy\""]);
     assert!(!ok && err.contains("data.targets") && err.contains("data.targets_path"), "{err}");
 }
+
+/// `--track-sharpness` on a regression config is refused before the run says anything: the
+/// Hessian code compares with class labels only.
+#[test]
+fn sharpness_on_real_targets_is_refused_up_front() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/linear_noise.toml");
+    let (ok, out, err) = gradflow(&["train", "--cpu", "--config", config, "--track-sharpness", "5"]);
+    assert!(!ok && err.contains("--track-sharpness") && err.contains("data.targets"), "{err}");
+    assert!(out.is_empty(), "printed before refusing: {out}");
+}

@@ -23,6 +23,14 @@ pub(super) fn check_outputs(opts: &TrainOptions, config: &Config, config_file: &
                 .into(),
         ));
     }
+    if opts.track_sharpness.is_some() && config.data.is_regression() {
+        // Said before the header lines, as every other refusal of the run's options.
+        return Err(Error::Usage(
+            "--track-sharpness measures the Hessian, which compares with class labels only; \
+             this config trains on real targets (data.targets)"
+                .into(),
+        ));
+    }
     let outputs = [
         (&opts.save, "--save"),
         (&opts.save_best, "--save-best"),
@@ -49,6 +57,7 @@ pub fn config_inputs<'a>(config: &'a Config, config_file: &'a Path) -> Vec<&'a P
     [Some(config_file), Some(config.data.path.as_path()), config.data.labels.as_deref()]
         .into_iter()
         .chain([config.data.test_path.as_deref(), config.data.test_labels.as_deref()])
+        .chain([config.data.targets_path.as_deref(), config.data.test_targets.as_deref()])
         .flatten()
         .collect()
 }
