@@ -492,3 +492,25 @@ fn sharpness_on_real_targets_is_refused_up_front() {
     assert!(!ok && err.contains("--track-sharpness") && err.contains("data.targets"), "{err}");
     assert!(out.is_empty(), "printed before refusing: {out}");
 }
+
+/// compare and sweep score regression runs by RMSE (√ of the test loss), never "NaN%".
+#[test]
+fn compare_and_sweep_score_real_targets_by_rmse() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/linear_noise.toml");
+    let (ok, out, err) = gradflow(&["compare", "--cpu", "--config", config, "--epochs", "3"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("NaN"), "{out}");
+    for line in out.lines().filter(|l| l.contains("test loss")) {
+        let field = |name: &str| -> f64 {
+            let rest = &line[line.find(name).unwrap_or_else(|| panic!("no {name} in {line}")) + name.len()..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        // Both printed to 4 decimals: √ moves a rounding of 5e-5 by at most 5e-5/(2√loss).
+        let (loss, rmse) = (field("test loss "), field("test rmse "));
+        assert!((rmse - loss.sqrt()).abs() <= 5e-5 + 5e-5 / (2.0 * loss.sqrt()), "{line}");
+    }
+    let (ok, out, err) =
+        gradflow(&["sweep", "--cpu", "--config", config, "--epochs", "2", "--grid", "optimizer.lr=[0.01,0.1]"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("NaN") && out.contains('—'), "{out}");
+}

@@ -126,13 +126,18 @@ pub(super) fn print_run(run: &compare::Run, width: usize) {
         return;
     }
     let (first, last) = (run.points[0], run.last());
+    // Real targets have no accuracy: their score is the RMSE, √ of the mean squared error.
+    let score = if last.test_accuracy.is_nan() {
+        format!("test rmse {:.4}", last.test_loss.sqrt())
+    } else {
+        format!("test acc {:5.1}%", 100.0 * last.test_accuracy)
+    };
     crate::say!(
-        "{:<width$} start loss {:.4}  final train loss {:.4}  test loss {:.4}  test acc {:5.1}%  {:6.2} s",
+        "{:<width$} start loss {:.4}  final train loss {:.4}  test loss {:.4}  {score}  {:6.2} s",
         run.label,
         first.train_loss,
         last.train_loss,
         last.test_loss,
-        100.0 * last.test_accuracy,
         run.seconds
     );
 }

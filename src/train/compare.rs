@@ -415,14 +415,27 @@ pub fn charts(runs: &[Run]) -> Vec<crate::plot::Chart> {
             y_range: None,
             scatter: false,
         },
-        Chart {
-            title: "Test accuracy".into(),
-            x_label: "epoch".into(),
-            y_label: "test accuracy (%)".into(),
-            series: series(&|p| 100.0 * p.test_accuracy),
-            log_y: false,
-            y_range: Some((0.0, 100.0)),
-            scatter: false,
+        // Real targets have no accuracy: their second chart is the test RMSE, √ of the MSE.
+        if runs.iter().flat_map(|r| &r.points).all(|p| p.test_accuracy.is_nan()) {
+            Chart {
+                title: "Test RMSE".into(),
+                x_label: "epoch".into(),
+                y_label: "test RMSE".into(),
+                series: series(&|p| p.test_loss.sqrt()),
+                log_y: false,
+                y_range: None,
+                scatter: false,
+            }
+        } else {
+            Chart {
+                title: "Test accuracy".into(),
+                x_label: "epoch".into(),
+                y_label: "test accuracy (%)".into(),
+                series: series(&|p| 100.0 * p.test_accuracy),
+                log_y: false,
+                y_range: Some((0.0, 100.0)),
+                scatter: false,
+            }
         },
     ]
 }

@@ -142,7 +142,14 @@ pub fn table(summaries: &[Summary]) -> String {
         "setting", "train loss", "train acc %", "test loss", "test acc %"
     );
     let loss = |s: Spread| format!("{:.4} ± {:.4}", s.mean, s.sd);
-    let acc = |s: Spread| format!("{:.1} ± {:.1}", 100.0 * s.mean, 100.0 * s.sd);
+    // Real targets (regression) have no accuracy.
+    let acc = |s: Spread| {
+        if s.mean.is_nan() {
+            "—".into()
+        } else {
+            format!("{:.1} ± {:.1}", 100.0 * s.mean, 100.0 * s.sd)
+        }
+    };
     for s in summaries {
         let runs = if s.diverged > 0 { format!("{}/{}", s.runs - s.diverged, s.runs) } else { s.runs.to_string() };
         out += &format!(
