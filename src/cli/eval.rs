@@ -123,7 +123,7 @@ pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Res
         return Ok(Evaluation {
             split: split.to_string(),
             rows: data.n,
-            device: net.describe(),
+            device: without_step(&net.describe()),
             loss: out.loss,
             correct: 0,
             confusion: Vec::new(),
@@ -155,7 +155,7 @@ pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Res
     Ok(Evaluation {
         split: split.to_string(),
         rows: data.n,
-        device: net.describe(),
+        device: without_step(&net.describe()),
         loss: out.loss,
         correct: out.correct,
         confusion,
@@ -167,4 +167,9 @@ pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Res
 /// The target names a checkpoint's metadata carries, if any.
 fn checkpoint_target_names(checkpoint: &std::path::Path) -> Option<Vec<String>> {
     crate::checkpoint::load_description(checkpoint).ok().flatten().and_then(|d| d.target_names)
+}
+
+/// The executor's description less its training-step line: evaluation runs no step.
+fn without_step(describe: &str) -> String {
+    describe.lines().filter(|l| !l.trim_start().starts_with("step:")).collect::<Vec<_>>().join("\n")
 }
