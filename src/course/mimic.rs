@@ -128,6 +128,9 @@ pub struct SeedScores {
     pub mimic: Scores,
     /// The mimic's final mean squared error on the teacher's training logits.
     pub mimic_train_mse: f64,
+    /// The same mimic trained on the teacher's logits for the training inputs and extra
+    /// unlabelled ones (the paper's transfer set); None without extra inputs.
+    pub mimic_more: Option<Scores>,
 }
 
 fn trainer(model: Model, loss: Loss, setup: &MimicSetup, seed: u64) -> Trainer {
@@ -141,10 +144,12 @@ fn trainer(model: Model, loss: Loss, setup: &MimicSetup, seed: u64) -> Trainer {
 }
 
 /// Trains the three nets for one seed (the shallow net and the mimic start from the same
-/// initial parameters) and scores their logits on `test`.
+/// initial parameters) and scores their logits on `test`; with `unlabelled` inputs (row-major,
+/// `train.d` per row) a fourth, the mimic on the training and the unlabelled inputs.
 pub fn compare_seed(
     teacher: &Model,
     train: &Dataset,
+    unlabelled: &[f32],
     test: &Dataset,
     setup: &MimicSetup,
     seed: u64,
@@ -155,15 +160,27 @@ pub fn compare_seed(
     deep.fit(train, None)?;
     let mut shallow = trainer(shallow_model.clone(), Loss::CrossEntropy, setup, seed);
     shallow.fit(train, None)?;
-    let mut mimic = trainer(shallow_model, Loss::Mse, setup, seed);
+    let mut mimic = trainer(shallow_model.clone(), Loss::Mse, setup, seed);
     let history = mimic.fit(&teacher_targets(&mut deep, train)?, None)?;
     let mimic_train_mse = history.last().map_or(f64::NAN, |e| e.train_loss as f64);
+    let mimic_more = if unlabelled.is_empty() {
+        None
+    } else {
+        let x = [&train.x[..], unlabelled].concat();
+        let rows = x.len() / train.d;
+        // Dataset::new checks the rows are whole: the labels are unused by a regression run.
+        let inputs = Dataset::new(x, vec![0; rows], train.d, 1, "training and unlabelled inputs")?;
+        let mut more = trainer(shallow_model.clone(), Loss::Mse, setup, seed);
+        more.fit(&teacher_targets(&mut deep, &inputs)?, None)?;
+        Some(scores(&more.predict(&test.x)?, &test.labels, c)?)
+    };
     Ok(SeedScores {
         seed,
         teacher: scores(&deep.predict(&test.x)?, &test.labels, c)?,
         shallow: scores(&shallow.predict(&test.x)?, &test.labels, c)?,
         mimic: scores(&mimic.predict(&test.x)?, &test.labels, c)?,
         mimic_train_mse,
+        mimic_more,
     })
 }
 
@@ -172,6 +189,7 @@ pub fn compare_seed(
 pub fn compare(
     teacher: &Model,
     train: &Dataset,
+    unlabelled: &[f32],
     test: &Dataset,
     setup: &MimicSetup,
     seeds: &[u64],
@@ -179,8 +197,10 @@ pub fn compare(
     let mut out = Vec::with_capacity(seeds.len());
     for pair in seeds.chunks(2) {
         let runs: Vec<Result<SeedScores>> = std::thread::scope(|s| {
-            let handles: Vec<_> =
-                pair.iter().map(|&seed| s.spawn(move || compare_seed(teacher, train, test, setup, seed))).collect();
+            let handles: Vec<_> = pair
+                .iter()
+                .map(|&seed| s.spawn(move || compare_seed(teacher, train, unlabelled, test, setup, seed)))
+                .collect();
             handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|_| Err(Error::Usage("a run panicked".into()))))
