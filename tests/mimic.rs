@@ -134,3 +134,20 @@ fn mimic_data_refuses_logits_of_the_wrong_shape() {
     let ok = mimic_data(&data, vec![1.0; 12], 3).unwrap();
     assert!(ok.is_regression() && ok.targets.unwrap().k == 3);
 }
+
+#[test]
+fn compare_seed_trains_the_fourth_net_only_with_unlabelled_inputs_of_whole_rows() {
+    use gradflow::course::mimic::{compare_seed, MimicSetup};
+    let train = small_digits_like(32, 4);
+    let test = small_digits_like(16, 5);
+    let teacher = Model::mlp(6, &[4, 4], 3, Activation::Relu).unwrap();
+    let setup = MimicSetup { epochs: 1, batch_size: 16, optimizer: Sgd::new(0.1).into() };
+    let none = compare_seed(&teacher, &train, &[], &test, &setup, 0).unwrap();
+    assert!(none.mimic_more.is_none());
+    let more = compare_seed(&teacher, &train, &gaussian(6 * 8, 9), &test, &setup, 0).unwrap();
+    assert!(more.mimic_more.is_some());
+    // The three nets do not see the unlabelled inputs: the same seed gives the same scores.
+    assert_eq!((none.teacher, none.shallow, none.mimic), (more.teacher, more.shallow, more.mimic));
+    // 47 values are not whole rows of 6 features.
+    assert!(compare_seed(&teacher, &train, &gaussian(47, 9), &test, &setup, 0).is_err());
+}
