@@ -8,6 +8,7 @@ pub mod continuous;
 pub mod critical;
 pub mod deep_linear;
 pub mod descent;
+pub mod mimic;
 pub mod noise_ball;
 pub mod resnet_depth;
 pub mod resnet_ode;
