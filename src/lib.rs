@@ -72,6 +72,7 @@ pub mod check;
 pub mod course;
 pub mod train;
 
+#[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 
 pub mod prelude;
