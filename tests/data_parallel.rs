@@ -394,3 +394,35 @@ fn the_ring_all_reduce_model_moves_2_n_minus_1_over_n_of_the_gradient() {
     assert_eq!((c.compute_s, c.staging_s), (1e-3, 8e-6));
     assert!((c.efficiency(4e-3, 4) - 1e-3 / c.total()).abs() < 1e-12);
 }
+
+/// A dropout model is refused on several ranks before any work: each rank would draw the same
+/// masks over its own rows, which is not the one-process run over the global batch.
+#[test]
+fn dropout_on_several_ranks_is_refused() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/digits-dropout.toml");
+    let config = gradflow::config::Config::load(&file).unwrap();
+    let opts = gradflow::train::session::TrainOptions { quiet: true, ..Default::default() };
+    let placement = gradflow::train::run::Placement { cpu: true, data_parallel: true, ..Default::default() };
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = Threads::group(2)
+            .into_iter()
+            .map(|comm| {
+                let (config, file, opts, placement) = (&config, &file, &opts, &placement);
+                s.spawn(move || {
+                    let signal = std::sync::atomic::AtomicUsize::new(0);
+                    gradflow::train::session::train(config, file, opts, placement, &signal, &comm)
+                        .map(|_| ())
+                        .unwrap_err()
+                        .to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Rank 0 says why; every other rank that it could not start (the ranks agree to stop).
+    assert!(errors[0].contains("dropout is not supported in a data-parallel run"), "{errors:?}");
+    assert!(
+        errors[1..].iter().all(|e| e.contains("dropout is not supported") || e.contains("could not start")),
+        "{errors:?}"
+    );
+}

@@ -259,6 +259,14 @@ fn check_split(model: &Model, batcher: &crate::data::Batcher, ranks: usize) -> R
             return Err(Error::Dist(problem));
         }
     }
+    // The mask's counter is the element's index in the rank's own rows: every rank would draw
+    // the same masks, which is not the one-process run over the global batch.
+    if model.stages.iter().any(|s| matches!(s.op, crate::spec::Op::Dropout { .. })) {
+        return Err(Error::Dist(format!(
+            "dropout is not supported in a data-parallel run yet: the {ranks} ranks would draw identical \
+             masks over their own rows; train on one process or remove the dropout layers"
+        )));
+    }
     let share = batcher.smallest_batch() / ranks;
     crate::exec::network::check_batch_norm_rows(model, share, ranks)
         .map_err(|e| Error::Dist(format!("each of the {ranks} ranks would train on {share} row(s): {e}")))
