@@ -464,9 +464,10 @@ pub fn load_table(path: &Path) -> Result<Table> {
             rows.next();
         }
     }
-    let (mut x, mut n, mut d) = (Vec::new(), 0, None);
+    let (mut x, mut n, mut d) = (Vec::new(), 0, names.as_ref().map(|h: &Vec<String>| h.len()));
     for (line, text) in rows {
         let fields = split_fields(text).map_err(|m| err(path, line, m))?;
+        // With a header, every row has its width: a column named there exists in every row.
         let want = *d.get_or_insert(fields.len());
         if fields.len() != want {
             return Err(err(path, line, hinted(format!("expected {want} fields, found {}", fields.len()), text)));
@@ -489,7 +490,7 @@ pub fn load_table(path: &Path) -> Result<Table> {
         n += 1;
     }
     match d {
-        Some(d) => Ok((x, n, d, names)),
-        None => Err(Error::DataFile { file: path.to_path_buf(), message: "the file has no rows".into() }),
+        Some(d) if n > 0 => Ok((x, n, d, names)),
+        _ => Err(Error::DataFile { file: path.to_path_buf(), message: "the file has no rows".into() }),
     }
 }

@@ -79,6 +79,17 @@ fn column_name(names: &Option<Vec<String>>, i: usize) -> String {
 /// Inputs `x_path` (2-D, float or integer) and real targets `y_path` (float, shape [n] or [n, k]).
 pub fn load_npy_targets(x_path: &Path, y_path: &Path) -> Result<Dataset> {
     let (x, n, d) = super::npy::load_npy_inputs(x_path)?;
+    // The inputs' own NaN/Inf is named against their file, before the targets'.
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(Error::DataFile {
+            file: x_path.to_path_buf(),
+            message: format!(
+                "{}: {} in data",
+                super::row_feature_text(i, d),
+                if x[i].is_nan() { "NaN" } else { "Inf" }
+            ),
+        });
+    }
     let ya = super::read_npy(y_path)?;
     let bad = |message: String| Error::DataFile { file: y_path.to_path_buf(), message };
     let k = match ya.shape[..] {
