@@ -38,7 +38,7 @@ pub struct RegressionReport {
 impl fmt::Display for RegressionReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.scores;
-        writeln!(f, "RMSE {:.4}  R² {:.4} (mean over targets)", s.rmse_all, s.r2_mean)?;
+        writeln!(f, "RMSE {:.4} (all targets pooled)  R² {:.4} (mean over targets)", s.rmse_all, s.r2_mean)?;
         let width = self.target_names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(6);
         writeln!(f, "{:<width$}  {:>10}  {:>10}", "target", "RMSE", "R²")?;
         for (j, name) in self.target_names.iter().enumerate() {
@@ -49,9 +49,12 @@ impl fmt::Display for RegressionReport {
 }
 
 impl Evaluation {
-    /// The fraction of rows predicted right.
+    /// The fraction of rows predicted right; NaN for a regression model (no classes).
     pub fn accuracy(&self) -> f64 {
-        self.correct as f64 / self.rows as f64
+        match self.regression {
+            Some(_) => f64::NAN,
+            None => self.correct as f64 / self.rows as f64,
+        }
     }
 }
 
@@ -119,7 +122,8 @@ pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Res
         crate::exec::network::check_targets(net.model(), &data)?;
         let pred = net.predict(&data.x, data.n)?;
         let out = crate::reference::mse(&pred, Some(&t.values), &data.labels, data.n, t.k);
-        let names = checkpoint_target_names(checkpoint).unwrap_or_else(|| t.all_names());
+        // The checkpoint's names where they describe these k targets; the data's otherwise.
+        let names = checkpoint_target_names(checkpoint).filter(|n| n.len() == t.k).unwrap_or_else(|| t.all_names());
         return Ok(Evaluation {
             split: split.to_string(),
             rows: data.n,

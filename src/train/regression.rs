@@ -8,8 +8,9 @@ use crate::data::Targets;
 pub struct RegressionScores {
     /// √(mean over rows of (prediction − target)²), per target.
     pub rmse: Vec<f64>,
-    /// 1 − SS_res / SS_tot per target, SS_tot about the evaluated rows' own mean; NaN for a
-    /// constant target (0/0), as sklearn's r2_score (force_finite=False).
+    /// 1 − SS_res / SS_tot per target, SS_tot about the evaluated rows' own mean. For a constant
+    /// target (SS_tot = 0) it is NaN when the prediction is exact (0/0) and −∞ otherwise, as
+    /// sklearn's r2_score with force_finite=False.
     pub r2: Vec<f64>,
     /// √(mean over every value of the squared error): the RMSE of the MSE loss.
     pub rmse_all: f64,
