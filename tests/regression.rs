@@ -514,3 +514,33 @@ fn compare_and_sweep_score_real_targets_by_rmse() {
     assert!(ok, "{err}");
     assert!(!out.contains("NaN") && out.contains('—'), "{out}");
 }
+
+/// A header naming more columns than the rows have is an error naming both counts, not a
+/// target read past the row.
+#[test]
+fn a_header_wider_than_its_rows_is_an_error() {
+    let d = scratch("wide-header");
+    let path = d.join("wide.csv");
+    std::fs::write(&path, "a,b,c,y\n1,2,3\n4,5,6\n").unwrap();
+    let err = gradflow::data::load_csv_targets(&path, &[gradflow::data::TargetColumn::Name("y".into())])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wide.csv") && err.contains("expected 4 fields, found 3"), "{err}");
+}
+
+/// Real targets are scored only by the mean squared error, and a fit's test set is scored as its
+/// training set is: mixing them is an error, not a score against the placeholder labels.
+#[test]
+fn real_targets_and_class_labels_are_not_mixed() {
+    let x: Vec<f32> = (0..16).map(|i| i as f32 / 8.0).collect();
+    let regression = Dataset::from_rows_with_targets(&x, 1, &x, 1).unwrap();
+    // One class, so that the one-output model takes it and only the kinds differ.
+    let classes = Dataset::from_rows_with_classes(&x, 1, &[0u32; 16], 1).unwrap();
+    let model = Model::new(1, vec![LayerSpec::Linear { out: 1, bias: true }]).unwrap();
+    let mut trainer = gradflow::train::Trainer::new(model.clone()).loss(Loss::Mse).epochs(1);
+    let err = trainer.fit(&regression, Some(&classes)).unwrap_err().to_string();
+    assert!(err.contains("real targets") && err.contains("class labels"), "{err}");
+    let mut ce = gradflow::train::Trainer::new(model);
+    let err = ce.evaluate(&regression).unwrap_err().to_string();
+    assert!(err.contains("model.loss = \"mse\""), "{err}");
+}

@@ -155,7 +155,10 @@ pub(crate) fn refuse_targets(data: &Dataset, what: &str) -> Result<()> {
 /// Real targets need the MSE loss (cross-entropy compares with class labels).
 pub(crate) fn check_loss_targets(loss: crate::spec::Loss, data: &Dataset) -> Result<()> {
     if data.is_regression() && loss != crate::spec::Loss::Mse {
-        return Err(Error::Usage(format!("the data has real targets, which need train.loss = \"mse\" (got {loss:?})")));
+        return Err(Error::Usage(format!(
+            "the data has real targets, which need model.loss = \"mse\" (got \"{}\")",
+            loss.name()
+        )));
     }
     Ok(())
 }

@@ -275,6 +275,8 @@ pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f3
         return Ok((f32::NAN, f32::NAN));
     }
     crate::exec::network::check_targets(net.model(), data)?;
+    // Cross-entropy would score real targets against the placeholder labels.
+    crate::exec::network::check_loss_targets(loss, data)?;
     let logits = net.predict(&data.x, data.n)?;
     let classes = net.model().outputs();
     let out = match (loss, &data.targets) {

@@ -336,6 +336,14 @@ impl Trainer {
         let test = test.filter(|t| t.n > 0);
         if let Some(test) = test {
             check_data(&self.model, test, "test data")?;
+            if test.is_regression() != train.is_regression() {
+                let kind = |d: &Dataset| if d.is_regression() { "real targets" } else { "class labels" };
+                return Err(Error::Usage(format!(
+                    "the training data has {} but the test data {}: both must be scored the same way",
+                    kind(train),
+                    kind(test)
+                )));
+            }
         }
         if self.batch_size == 0 {
             return Err(Error::Usage("batch_size must be at least 1".into()));

@@ -249,6 +249,13 @@ impl GpuNetwork {
             self.small_net = None;
             return Ok(());
         }
+        if self.regression {
+            // The fused kernel compares with one-hot labels only.
+            return Err(Error::Usage(
+                "the fused small-network step does not take real targets (regression): it compares with class labels"
+                    .into(),
+            ));
+        }
         if self.small_net.is_none() {
             let layout = SmallNet::new(&self.model, self.loss, self.max_rows)
                 .map_err(|why| Error::Usage(format!("the fused small-network step does not take this model: {why}")))?;
