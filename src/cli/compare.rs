@@ -126,8 +126,8 @@ pub(super) fn print_run(run: &compare::Run, width: usize) {
         return;
     }
     let (first, last) = (run.points[0], run.last());
-    // Real targets have no accuracy: their score is the RMSE, √ of the mean squared error.
-    let score = if last.test_accuracy.is_nan() {
+    // Real targets have no accuracy, even in training: their score is the RMSE, √ of the MSE.
+    let score = if last.train_accuracy.is_nan() {
         format!("test rmse {:.4}", last.test_loss.sqrt())
     } else {
         format!("test acc {:5.1}%", 100.0 * last.test_accuracy)

@@ -82,6 +82,7 @@ fn options(args: TrainArgs, non_strict: bool) -> Result<(crate::config::Config, 
     // `gradflow train run.toml` means the config: a TOML file is never data.
     let (data, config_file) = match args.data {
         Some(path) if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml")) => {
+            // (DATA and --config conflict in clap: a second config never gets here.)
             if args.labels.is_some() {
                 return Err(Error::Usage(format!(
                     "--labels is for .npy data, and {} is a config (its data.labels names the labels)",

@@ -416,7 +416,7 @@ pub fn charts(runs: &[Run]) -> Vec<crate::plot::Chart> {
             scatter: false,
         },
         // Real targets have no accuracy: their second chart is the test RMSE, √ of the MSE.
-        if runs.iter().flat_map(|r| &r.points).all(|p| p.test_accuracy.is_nan()) {
+        if runs.iter().flat_map(|r| &r.points).all(|p| p.train_accuracy.is_nan()) {
             Chart {
                 title: "Test RMSE".into(),
                 x_label: "epoch".into(),
