@@ -4,7 +4,7 @@
 //! engine), compared by test accuracy and test cross-entropy over seeds; and a seeded data set
 //! labelled by a random deep tanh network, on which depth is known to be enough.
 
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::StdRng, SeedableRng};
 
 use crate::data::{BatchScheme, Dataset, Targets};
 use crate::error::{Error, Result};
@@ -74,10 +74,8 @@ pub fn scores(logits: &[f32], labels: &[u32], classes: usize) -> Result<Scores> 
     Ok(Scores { accuracy: right as f64 / n, cross_entropy: ce / n })
 }
 
-/// The index of the largest value (the first on a tie).
-pub fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
-}
+/// The index of the largest value (the first on a tie): the reference's.
+pub use crate::reference::argmax;
 
 /// A data set the project makes: `n` rows of `d` standard Gaussian features, each labelled by
 /// the argmax of a random `d → hidden… (tanh) → classes` network (its initial parameters from
@@ -102,13 +100,7 @@ pub fn deep_teacher_data(
 /// `len` standard normal draws (Box–Muller on a seeded generator).
 pub fn gaussian(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x6761_7573_7369_616e);
-    (0..len)
-        .map(|_| {
-            // 1 − u lies in (0, 1], so its logarithm is finite.
-            let (u, v): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
-            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-        })
-        .collect()
+    (0..len).map(|_| crate::spectrum::random_matrix::standard_normal(&mut rng) as f32).collect()
 }
 
 /// How every net is trained: epochs, batch size, optimizer (seed per run).
