@@ -236,6 +236,24 @@ impl DataConfig {
             return Err(format!("data.validation_fraction must be in [0, 1), got {v}"));
         }
         self.target_columns()?;
+        if self.test_targets.is_some() && (self.targets_path.is_none() || self.test_path.is_none()) {
+            return Err("data.test_targets (.npy) needs data.targets_path and data.test_path (the test inputs)".into());
+        }
+        if self.is_regression() {
+            // Options the regression readers do not take: refused rather than ignored.
+            if self.non_finite == NonFinite::DropRow {
+                return Err(
+                    "data.non_finite = \"drop-row\" is for class labels; with data.targets every value must be finite"
+                        .into(),
+                );
+            }
+            if self.header == Some(false) && self.targets.is_some() {
+                return Err("data.header = false with data.targets: the regression reader detects the header (a line with a non-number); give column numbers to name headerless columns".into());
+            }
+            if self.test_labels.is_some() {
+                return Err("data.test_labels gives class labels but data.targets makes this a regression; use data.test_targets".into());
+            }
+        }
         match (&self.targets, &self.targets_path, &self.labels) {
             (Some(_), Some(_), _) => {
                 Err("data.targets (CSV columns) and data.targets_path (.npy) both give targets; use one".into())
@@ -263,7 +281,9 @@ impl DataConfig {
         list.iter()
             .map(|v| match v {
                 toml::Value::String(s) if !s.is_empty() => Ok(TargetColumn::Name(s.clone())),
-                toml::Value::Integer(i) if *i >= 1 => Ok(TargetColumn::Number(*i as usize)),
+                toml::Value::Integer(i) if *i >= 1 => usize::try_from(*i)
+                    .map(TargetColumn::Number)
+                    .map_err(|_| format!("data.targets: column {i} is too large")),
                 other => {
                     Err(format!("data.targets takes header names (\"price\") or column numbers from 1, got {other}"))
                 }

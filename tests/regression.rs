@@ -544,3 +544,18 @@ fn real_targets_and_class_labels_are_not_mixed() {
     let err = ce.evaluate(&regression).unwrap_err().to_string();
     assert!(err.contains("model.loss = \"mse\""), "{err}");
 }
+
+/// Data options the regression readers do not take are refused, naming the field, rather than
+/// ignored.
+#[test]
+fn options_a_regression_does_not_take_are_refused() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/linear_noise.toml");
+    for (set, field) in [
+        ("data.non_finite=\"drop-row\"", "data.non_finite"),
+        ("data.header=false", "data.header"),
+        ("data.test_targets=\"t.npy\"", "data.test_targets"),
+    ] {
+        let (ok, _, err) = gradflow(&["train", "--cpu", "--config", config, "--set", set]);
+        assert!(!ok && err.contains(field), "{set}: {err}");
+    }
+}
