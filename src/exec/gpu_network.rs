@@ -513,7 +513,10 @@ impl Network for GpuNetwork {
         self.set_regression(data.is_regression())?;
         self.gather_targets = None;
         let g = &*self.gpu;
-        let too_large = (data.x.len() as u64).saturating_mul(4) > g.max_storage_bytes();
+        // Either resident buffer past one binding's limit streams the set (targets may be wider
+        // than the inputs).
+        let widest = data.x.len().max(data.targets.as_ref().map_or(0, |t| t.values.len()));
+        let too_large = (widest as u64).saturating_mul(4) > g.max_storage_bytes();
         // The per-op step on a CPU adapter saves its gather launch by gathering on the host; the
         // fused step reads rows through the batch's indices at no extra launch.
         let stream = self.stream.unwrap_or(self.gpu.gathers_on_host() && self.small_net.is_none());
