@@ -13,7 +13,7 @@ use gradflow::course::mimic::{compare, deep_teacher_data, gaussian, matching_sha
 use gradflow::course::width::{spread, trained_params};
 use gradflow::error::Result;
 use gradflow::optim::Optimizer;
-use gradflow::plot::{svg, Chart, Series};
+use gradflow::plot::{svg_grid, Chart, Panel, Series};
 use gradflow::say;
 use gradflow::spec::{Activation, Model};
 
@@ -48,7 +48,9 @@ fn main() -> Result<()> {
     let unlabelled = gaussian(UNLABELLED * 16, 8);
     say!("the fourth net, 'mimic+', regresses the teacher's logits on the training inputs and {UNLABELLED} unlabelled ones");
     let made = experiment(&teacher, &train, &unlabelled, &test, &setup)?;
-    gradflow::plot::write(&out, &svg(&charts(&digits, &made)))?;
+    // Two panels a row: the digits above, the deep-teacher set below.
+    let panels: Vec<Panel> = charts(&digits, &made).into_iter().map(Panel::Chart).collect();
+    gradflow::plot::write(&out, &svg_grid(&panels, 2))?;
     say!("plot written to {}", out.display());
     Ok(())
 }
