@@ -13,14 +13,11 @@ use gradflow::spec::{LayerSpec, Model};
 use safetensors::tensor::{Dtype, TensorView};
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gradflow-ck-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch_dir("ck", name)
 }
 
 fn gradflow(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradflow")).args(args).output().expect("run gradflow");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    common::run_gradflow(args)
 }
 
 fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) {

@@ -7,14 +7,11 @@ mod common;
 use std::path::{Path, PathBuf};
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gradflow-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch_dir("cli", name)
 }
 
 fn gradflow(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradflow")).args(args).output().expect("run gradflow");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    common::run_gradflow(args)
 }
 
 fn spirals_config(d: &Path, epochs: usize) -> PathBuf {

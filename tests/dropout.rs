@@ -249,14 +249,11 @@ fn a_training_step_with_dropout_matches_the_cpu_on_the_gpu() {
 }
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gradflow-dropout-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch_dir("dropout", name)
 }
 
 fn gradflow(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradflow")).args(args).output().expect("run gradflow");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    common::run_gradflow(args)
 }
 
 /// configs/digits.toml with dropout, Adam, 2 epochs of 64-row batches (23 steps each).

@@ -2,21 +2,16 @@
 //! user's view (`gradflow train data.csv`, then eval, predict and hessian with only
 //! `--checkpoint`), read from what the commands print and write.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gradflow-own-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch_dir("own", name)
 }
 
 fn gradflow(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradflow"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("run gradflow");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    common::run_gradflow(args)
 }
 
 fn s(p: &Path) -> &str {

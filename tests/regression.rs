@@ -300,14 +300,11 @@ fn targets_errors_name_what_is_wrong() {
 }
 
 fn gradflow(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradflow")).args(args).output().expect("run gradflow");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    common::run_gradflow(args)
 }
 
 fn scratch(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("gradflow-regression-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch_dir("regression", name)
 }
 
 /// A CSV with header x1,x2,y1,y2 (targets in the middle would work too; last is the usual place)

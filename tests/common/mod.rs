@@ -231,3 +231,22 @@ pub fn checkpoint_tensors(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Runs the `gradflow` binary with `args`: (succeeded, stdout, stderr). XDG_RUNTIME_DIR points at
+/// the temp dir so that Mesa's warning about it stays out of stderr.
+pub fn run_gradflow(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradflow"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("run gradflow");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// A scratch directory `gradflow-{test}-{pid}-{name}` under the temp dir, created: one per test
+/// binary run and name, so parallel tests do not share files.
+pub fn scratch_dir(test: &str, name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("gradflow-{test}-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
