@@ -121,7 +121,7 @@ pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Res
     if let Some(t) = &data.targets {
         crate::exec::network::check_targets(net.model(), &data)?;
         let pred = net.predict(&data.x, data.n)?;
-        let out = crate::reference::mse(&pred, Some(&t.values), &data.labels, data.n, t.k);
+        let out = crate::reference::loss_of(crate::spec::Loss::Mse, &pred, Some(&t.values), &data.labels, data.n, t.k);
         // The checkpoint's names where they describe these k targets; the data's otherwise.
         let names = checkpoint_target_names(checkpoint).filter(|n| n.len() == t.k).unwrap_or_else(|| t.all_names());
         return Ok(Evaluation {
@@ -143,10 +143,7 @@ pub fn evaluate(args: &EvalArgs, placement: &Placement, non_strict: bool) -> Res
         return Err(Error::Model(format!("the data has label {bad} but the model has {classes} outputs")));
     }
     let logits = net.predict(&data.x, data.n)?;
-    let out = match config.model.loss {
-        crate::spec::Loss::CrossEntropy => crate::reference::cross_entropy(&logits, &data.labels, data.n, classes),
-        crate::spec::Loss::Mse => crate::reference::mse(&logits, None, &data.labels, data.n, classes),
-    };
+    let out = crate::reference::loss_of(config.model.loss, &logits, None, &data.labels, data.n, classes);
     // Rows: true class; columns: predicted class (argmax, first maximum as torch.argmax).
     let mut confusion = vec![vec![0usize; classes]; classes];
     for (r, &label) in data.labels.iter().enumerate() {

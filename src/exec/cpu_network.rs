@@ -7,7 +7,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::optim::{OptimizerSetup, OptimizerStep, ParamGroups};
 use crate::reference as cpu;
-use crate::reference::{LossOutput, NormStats, Real};
+use crate::reference::{NormStats, Real};
 use crate::spec::{Activation, Loss, Model, NormState, Op};
 
 pub struct CpuNetwork {
@@ -59,7 +59,7 @@ impl CpuNetwork {
             .as_ref()
             .map(|t| batch.iter().flat_map(|&i| t.row(i as usize).iter().copied()).collect());
         let targets = targets.as_deref();
-        let out = loss_with(self.loss, trace.output(), targets, &labels, rows, self.model.outputs());
+        let out = cpu::loss_of(self.loss, trace.output(), targets, &labels, rows, self.model.outputs());
         self.grads = backward(&self.model, &self.params, &trace, out.grad, rows, sync.as_deref_mut())?;
         if let Some(sync) = sync {
             sync.gradient(&mut self.grads)?;
@@ -356,33 +356,9 @@ pub fn loss_and_grads<T: Real>(
     }
     // Dropout off: the loss is then a fixed function of the parameters to differentiate.
     let trace = forward(model, params, running, x, rows, Mode::Train, None, None)?;
-    let out = loss_of(loss, trace.output(), labels, rows, model.outputs());
+    let out = cpu::loss_of(loss, trace.output(), None, labels, rows, model.outputs());
     let grads = backward(model, params, &trace, out.grad, rows, None)?;
     Ok((out.loss, grads))
-}
-
-fn loss_of<T: Real>(loss: Loss, output: &[T], labels: &[u32], rows: usize, classes: usize) -> LossOutput<T> {
-    loss_with(loss, output, None, labels, rows, classes)
-}
-
-/// The loss against real `targets` (MSE only; the trainer refuses other losses with targets)
-/// or else the labels.
-fn loss_with<T: Real>(
-    loss: Loss,
-    output: &[T],
-    targets: Option<&[f32]>,
-    labels: &[u32],
-    rows: usize,
-    cols: usize,
-) -> LossOutput<T> {
-    match (loss, targets) {
-        (Loss::CrossEntropy, _) => cpu::cross_entropy(output, labels, rows, cols),
-        (Loss::Mse, None) => cpu::mse(output, None, labels, rows, cols),
-        (Loss::Mse, Some(t)) => {
-            let t: Vec<T> = t.iter().map(|&v| T::of(v as f64)).collect();
-            cpu::mse(output, Some(&t), labels, rows, cols)
-        }
-    }
 }
 
 /// Updates every batch-norm layer's running statistics from a training forward pass over

@@ -1,6 +1,7 @@
 //! Losses with their gradients, mean-reduced as PyTorch (loss.wgsl).
 
 use super::Real;
+use crate::spec::Loss;
 
 /// A batch's mean loss, the gradient with respect to the network's output, and how many rows'
 /// argmax matched the label.
@@ -65,4 +66,25 @@ pub fn mse<T: Real>(pred: &[T], targets: Option<&[T]>, labels: &[u32], rows: usi
         }
     }
     LossOutput { loss: T::of(total / n), grad, correct }
+}
+
+/// The config's `loss` of `output`: against real `targets` (MSE; rows × cols, row-major) when
+/// given, else against the class `labels` (one-hot for MSE). Every host-side loss goes through
+/// here, so training, evaluation and the landscape score alike.
+pub fn loss_of<T: Real>(
+    loss: Loss,
+    output: &[T],
+    targets: Option<&[f32]>,
+    labels: &[u32],
+    rows: usize,
+    cols: usize,
+) -> LossOutput<T> {
+    match (loss, targets) {
+        (Loss::CrossEntropy, _) => cross_entropy(output, labels, rows, cols),
+        (Loss::Mse, None) => mse(output, None, labels, rows, cols),
+        (Loss::Mse, Some(t)) => {
+            let t: Vec<T> = t.iter().map(|&v| T::of(v as f64)).collect();
+            mse(output, Some(&t), labels, rows, cols)
+        }
+    }
 }

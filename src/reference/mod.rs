@@ -21,5 +21,5 @@ pub use batchnorm::{
 };
 pub use dropout::{dropout_apply, DropoutDraw};
 pub use linear::{bias_grad, linear_backward_input, linear_backward_weight, linear_forward, linear_forward_models};
-pub use loss::{argmax, cross_entropy, mse, LossOutput};
+pub use loss::{argmax, cross_entropy, loss_of, mse, LossOutput};
 pub use optim::{clip_coefficient, clip_coefficient_rel_error, optimizer_update, Real};

@@ -191,10 +191,7 @@ impl Evaluator {
 
 /// Mean loss and rows right, as `gradflow eval` computes them from the logits.
 fn loss_of(loss: Loss, logits: &[f32], labels: &[u32], rows: usize, classes: usize) -> (f32, usize) {
-    let out = match loss {
-        Loss::CrossEntropy => crate::reference::cross_entropy(logits, labels, rows, classes),
-        Loss::Mse => crate::reference::mse(logits, None, labels, rows, classes),
-    };
+    let out = crate::reference::loss_of(loss, logits, None, labels, rows, classes);
     (out.loss, out.correct)
 }
 

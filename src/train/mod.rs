@@ -279,16 +279,11 @@ pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f3
     crate::exec::network::check_loss_targets(loss, data)?;
     let logits = net.predict(&data.x, data.n)?;
     let classes = net.model().outputs();
-    let out = match (loss, &data.targets) {
-        (Loss::CrossEntropy, _) => crate::reference::cross_entropy(&logits, &data.labels, data.n, classes),
-        (Loss::Mse, None) => crate::reference::mse(&logits, None, &data.labels, data.n, classes),
-        // Regression has no accuracy: NaN, so no column reads as if it meant something.
-        (Loss::Mse, Some(t)) => {
-            let out = crate::reference::mse(&logits, Some(&t.values), &data.labels, data.n, classes);
-            return Ok((out.loss, f32::NAN));
-        }
-    };
-    Ok((out.loss, out.correct as f32 / data.n as f32))
+    let targets = data.targets.as_ref().map(|t| t.values.as_slice());
+    let out = crate::reference::loss_of(loss, &logits, targets, &data.labels, data.n, classes);
+    // Regression has no accuracy: NaN, so no column reads as if it meant something.
+    let accuracy = if data.is_regression() { f32::NAN } else { out.correct as f32 / data.n as f32 };
+    Ok((out.loss, accuracy))
 }
 
 pub mod compare;
