@@ -160,8 +160,12 @@ impl Targets {
 
     /// The rows `idx`, in that order.
     pub fn subset(&self, idx: &[usize]) -> Targets {
-        let values = idx.iter().flat_map(|&i| self.row(i).iter().copied()).collect();
-        Targets { values, k: self.k, names: self.names.clone() }
+        Targets { values: self.rows_of(idx.iter().copied()), k: self.k, names: self.names.clone() }
+    }
+
+    /// The rows `idx` (a batch's), one after another: k values each.
+    pub fn rows_of(&self, idx: impl IntoIterator<Item = usize>) -> Vec<f32> {
+        idx.into_iter().flat_map(|i| self.row(i).iter().copied()).collect()
     }
 }
 

@@ -54,10 +54,7 @@ impl CpuNetwork {
         let key = DropoutKey { seed: self.dropout_seed, step: self.steps as u64 };
         let trace = forward(model, params, &self.norm.running, &x, rows, Mode::Train, Some(key), sync.as_deref_mut())?;
         update_running(&self.model, &trace, &mut self.norm, rows, ranks);
-        let targets: Option<Vec<f32>> = self
-            .train_targets
-            .as_ref()
-            .map(|t| batch.iter().flat_map(|&i| t.row(i as usize).iter().copied()).collect());
+        let targets = self.train_targets.as_ref().map(|t| t.rows_of(batch.iter().map(|&i| i as usize)));
         let targets = targets.as_deref();
         let out = cpu::loss_of(self.loss, trace.output(), targets, &labels, rows, self.model.outputs());
         self.grads = backward(&self.model, &self.params, &trace, out.grad, rows, sync.as_deref_mut())?;

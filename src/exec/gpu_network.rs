@@ -139,8 +139,7 @@ impl GpuNetwork {
             self.gpu.write(&self.batch_x, x);
             self.gpu.write(&self.batch_labels, labels);
             if let (Some(t), Some(buf)) = (&data.targets, &self.batch_targets) {
-                let rows: Vec<f32> = batch.iter().flat_map(|&i| t.row(i as usize).iter().copied()).collect();
-                self.gpu.write(buf, &rows);
+                self.gpu.write(buf, &t.rows_of(batch.iter().map(|&i| i as usize)));
             }
         } else {
             self.gpu.write(&self.indices, batch);
