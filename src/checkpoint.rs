@@ -190,6 +190,12 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 /// Saves `ck` for `model` (and the optimizer whose state it carries) to `path`.
 pub fn save(path: &Path, model: &Model, optimizer: &Optimizer, ck: &Checkpoint) -> Result<()> {
+    write_atomic(path, &to_bytes(path, model, optimizer, ck)?)
+}
+
+/// The bytes `save` writes (a browser page offers them as a download); `path` names the file in
+/// errors.
+pub fn to_bytes(path: &Path, model: &Model, optimizer: &Optimizer, ck: &Checkpoint) -> Result<Vec<u8>> {
     let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for t in &model.params {
         owned.push((t.name.clone(), Dtype::F32, t.shape.clone(), f32_bytes(&ck.params[t.offset..t.offset + t.len])));
@@ -256,8 +262,7 @@ pub fn save(path: &Path, model: &Model, optimizer: &Optimizer, ck: &Checkpoint) 
         .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| bad(path, e.to_string()))?;
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
-    write_atomic(path, &bytes)
+    safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))
 }
 
 /// One tensor of a file as f64 values, with its shape (f32, f64, and the integer counters).
@@ -372,9 +377,14 @@ pub fn load_state_dict(path: &Path, model: &Model) -> Result<(Vec<f32>, NormStat
 /// `load_state_dict` that takes a file with tensors the model does not have, as torch's
 /// `strict=False`: their names come back so the caller can say which were ignored.
 pub fn load_state_dict_lenient(path: &Path, model: &Model) -> Result<(Vec<f32>, NormState, Vec<String>)> {
-    let bytes = read(path)?;
-    let st = parse(path, &bytes)?;
-    verified_meta(path, &bytes, &st, false)?;
+    state_dict_of_bytes(path, &read(path)?, model)
+}
+
+/// `load_state_dict_lenient` on a file's bytes (a file dropped into a browser page); `path`
+/// names it in errors.
+pub fn state_dict_of_bytes(path: &Path, bytes: &[u8], model: &Model) -> Result<(Vec<f32>, NormState, Vec<String>)> {
+    let st = parse(path, bytes)?;
+    verified_meta(path, bytes, &st, false)?;
     let (params, norm) = fill_state(path, &st, model, "", false)?;
     Ok((params, norm, unexpected(&st, model)))
 }

@@ -2,7 +2,7 @@
 //! and training samples/s, timed around whole submits with the queue drained.
 
 use std::sync::Arc;
-use std::time::Instant;
+use web_time::Instant;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 

@@ -3,7 +3,7 @@
 //! decides which executor a small model should use on this machine.
 
 use std::sync::Arc;
-use std::time::Instant;
+use web_time::Instant;
 
 use super::random;
 use crate::data::Dataset;

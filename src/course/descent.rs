@@ -44,6 +44,19 @@ pub fn run_optimizer_within(
     x0: &[f32],
     steps: usize,
     radius: f64,
+    grad: impl FnMut(&[f64]) -> Vec<f64>,
+) -> Result<Vec<Vec<f64>>> {
+    crate::device::wait("an optimizer on a surface", run_optimizer_async(backend, setup, x0, steps, radius, grad))
+}
+
+/// `run_optimizer_within` as a future, each GPU iterate's read-back awaited: the form a browser
+/// page uses.
+pub async fn run_optimizer_async(
+    backend: Backend<'_>,
+    setup: &OptimizerSetup,
+    x0: &[f32],
+    steps: usize,
+    radius: f64,
     mut grad: impl FnMut(&[f64]) -> Vec<f64>,
 ) -> Result<Vec<Vec<f64>>> {
     setup.optimizer.validate().map_err(|m| Error::Usage(format!("optimizer ({}): {m}", setup.optimizer.name())))?;
@@ -96,7 +109,7 @@ pub fn run_optimizer_within(
                 opt.prepare(gpu, k as u32 + 1, setup.schedule.factor(k as u32));
                 let launches: Vec<&Dispatch> = opt.dispatches().collect();
                 submit(gpu, "optimizer on a surface", &launches)?;
-                out.push(wide(&gpu.read_all(&params)?));
+                out.push(wide(&gpu.read_async(&params, 0, n).await?));
             }
         }
     }

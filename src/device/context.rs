@@ -120,11 +120,36 @@ fn instance() -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
-/// Every adapter wgpu can see, best first.
+/// Every adapter wgpu can see, best first (none in a browser, whose one adapter is asked for
+/// by `Context::open`).
 pub fn list_adapters() -> Vec<wgpu::Adapter> {
-    let mut adapters = pollster::block_on(instance().enumerate_adapters(backends()));
+    let mut adapters =
+        wait("listing adapters", async { Ok(instance().enumerate_adapters(backends()).await) }).unwrap_or_default();
     adapters.sort_by_key(|a| rank(&a.get_info()));
     adapters
+}
+
+/// Runs `future` to its end: natively by blocking on it. A browser's main thread must never
+/// block (a read-back's mapping completes only once the page yields to its event loop), so
+/// there a future that is not ready at its first poll is an error naming `what` and the
+/// awaited form to use instead; nothing panics or hangs.
+pub fn wait<T>(what: &str, future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = what;
+        pollster::block_on(future)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => Err(Error::Readback(format!(
+                "{what}: a browser cannot wait for the GPU; use the awaited (async) form of this call"
+            ))),
+        }
+    }
 }
 
 /// `$GRADFLOW_ADAPTER`, None when unset or empty.
@@ -182,6 +207,37 @@ impl Context {
 
     /// Opens a device with the adapter's own limits, so layers as large as the hardware allows fit.
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Context> {
+        wait("opening a device", Context::open_adapter(adapter))
+    }
+
+    /// The GPU a browser page offers (WebGPU's one adapter, high-performance preferred), or
+    /// natively `new(None)`: the form a page awaits. `Error::NoAdapter` says what is missing.
+    pub async fn open() -> Result<Context> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            Context::new(None)
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+            desc.backends = wgpu::Backends::BROWSER_WEBGPU;
+            let instance = wgpu::Instance::new(desc);
+            let options = wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            };
+            let adapter = instance.request_adapter(&options).await.map_err(|e| {
+                Error::NoAdapter(format!(
+                    " ({e}); this browser offers no WebGPU adapter: use a recent Chrome or Edge, Firefox 141+ on \
+                     Windows, or Safari 26, with hardware acceleration on"
+                ))
+            })?;
+            Context::open_adapter(&adapter).await
+        }
+    }
+
+    /// `from_adapter` as a future.
+    pub async fn open_adapter(adapter: &wgpu::Adapter) -> Result<Context> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {
@@ -194,12 +250,12 @@ impl Context {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+        let (device, queue) = adapter
+            .request_device(&desc)
+            .await
             .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
         // Errors outside our scopes are reported, not turned into a panic inside wgpu.
-        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
-            eprintln!("gradflow: uncaptured GPU error: {e}");
-        }));
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| report_late_error(format!("uncaptured GPU error: {e}"))));
         Ok(Context { device, queue, info, limits, timer: Default::default() })
     }
 
@@ -223,13 +279,56 @@ impl Context {
     }
 }
 
+/// GPU errors no call could return: natively the uncaptured ones (printed on stderr), in a
+/// browser also every error scope's (printed on the console), kept for `late_errors`.
+static LATE_ERRORS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn report_late_error(message: String) {
+    #[cfg(target_arch = "wasm32")]
+    web_sys::console::error_1(&format!("gradflow: {message}").into());
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("gradflow: {message}");
+    LATE_ERRORS.lock().unwrap_or_else(|e| e.into_inner()).push(message);
+}
+
+/// The GPU errors reported since the last call (a page shows them; its self-test fails on any).
+pub fn late_errors() -> Vec<String> {
+    std::mem::take(&mut *LATE_ERRORS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// Runs `f` inside validation and out-of-memory error scopes on `device` and returns what they caught.
 pub fn scoped<T>(device: &wgpu::Device, context: &str, f: impl FnOnce() -> T) -> Result<T> {
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let value = f();
-    let validation_err = pollster::block_on(validation.pop());
-    let oom_err = pollster::block_on(oom.pop());
+    let (validation, oom) = (validation.pop(), oom.pop());
+    // A browser reports a scope's errors only through its event loop: they arrive later, as
+    // `late_errors` (and on the console), never as this call's result.
+    #[cfg(target_arch = "wasm32")]
+    {
+        let context = context.to_string();
+        wasm_bindgen_futures::spawn_local(async move {
+            for e in [validation.await, oom.await].into_iter().flatten() {
+                report_late_error(format!("{context}: {e}"));
+            }
+        });
+        Ok(value)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let validation_err = pollster::block_on(validation);
+        let oom_err = pollster::block_on(oom);
+        scope_result(context, value, validation_err, oom_err)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn scope_result<T>(
+    context: &str,
+    value: T,
+    validation_err: Option<wgpu::Error>,
+    oom_err: Option<wgpu::Error>,
+) -> Result<T> {
     if let Some(e) = oom_err {
         return Err(Error::GpuOutOfMemory { context: context.to_string(), message: e.to_string() });
     }

@@ -237,7 +237,7 @@ pub fn submit_steps(gpu: &Context, label: &str, steps: &[StepRecord]) -> Result<
                 }
             }
         }
-        let start = std::time::Instant::now();
+        let start = web_time::Instant::now();
         gpu.queue.submit([encoder.finish()]);
         SUBMIT_NANOS.fetch_add(start.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
     })
@@ -274,7 +274,7 @@ pub fn submit_with(
             t.resolve(&mut encoder, i);
         }
         drop(timer);
-        let start = std::time::Instant::now();
+        let start = web_time::Instant::now();
         gpu.queue.submit([encoder.finish()]);
         SUBMIT_NANOS.fetch_add(start.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
     })

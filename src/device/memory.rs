@@ -252,7 +252,7 @@ impl Context {
 impl PendingRead {
     /// Waits for the copy's submission (not for work submitted after it) and returns the values.
     pub fn finish<T: bytemuck::Pod>(self, gpu: &Context) -> Result<Vec<T>> {
-        pollster::block_on(self.values(gpu))
+        super::context::wait("a read-back", self.values(gpu))
     }
 
     /// The values, once the copy's mapping has completed: natively the device is polled for the

@@ -11,8 +11,8 @@ pub mod timing;
 
 pub use buffer::{Binding, GpuBuffer, PendingRead, Ring, STEP_SLOTS, VIEW_ALIGN};
 pub use context::{
-    describe_adapter, list_adapters, quiet_mesa_device_select, scoped, Context, ADAPTER_ENV, LLVMPIPE_LOOP_BUDGET,
-    NO_ADAPTER_HINT,
+    describe_adapter, late_errors, list_adapters, quiet_mesa_device_select, scoped, wait, Context, ADAPTER_ENV,
+    LLVMPIPE_LOOP_BUDGET, NO_ADAPTER_HINT,
 };
 pub use dispatch::{
     grid, groups_for, step_slots, submit, submit_steps, submit_with, Dispatch, StepCopy, StepRecord,

@@ -9,8 +9,8 @@ use super::launch::{self, Context, Launch, Net, Shape, When};
 use super::network::{BadStep, StepSync};
 use super::{Network, Totals};
 use crate::data::Dataset;
-use crate::device::GpuBuffer;
 use crate::device::{submit, Dispatch};
+use crate::device::{wait, GpuBuffer};
 use crate::error::{Error, Result};
 use crate::kernels::optim::GpuOptimizer;
 use crate::kernels::Gpu;
@@ -488,6 +488,73 @@ impl GpuNetwork {
     }
 }
 
+/// The read-backs as futures: the forms a browser page awaits (the `Network` methods block on
+/// these natively).
+impl GpuNetwork {
+    /// `Network::last_loss` as a future.
+    pub async fn last_loss_async(&mut self) -> Result<f32> {
+        Ok(self.gpu.read_async::<f32>(&self.totals, TOTAL_STEP_LOSS, 1).await?[0])
+    }
+
+    /// `Network::take_totals` as a future.
+    pub async fn take_totals_async(&mut self) -> Result<Totals> {
+        let t = self.gpu.read_async::<f32>(&self.totals, 0, TOTALS_LEN).await?;
+        let count = t[TOTAL_COUNT];
+        let mut cleared = [0.0f32; TOTALS_LEN];
+        cleared[TOTAL_STEP_LOSS] = t[TOTAL_STEP_LOSS];
+        self.gpu.write(&self.totals, &cleared);
+        // The loss kernel counts steps since the last clear; the optimizer records run steps.
+        let loss_bad = (t[TOTAL_FIRST_BAD] > 0.0)
+            .then(|| (self.totals_from_step + t[TOTAL_FIRST_BAD] as usize, t[TOTAL_BAD_LOSS]));
+        let first_bad = BadStep::first(loss_bad, self.optimizer.take_bad_step_async(&self.gpu).await?);
+        self.totals_from_step = self.steps;
+        Ok(Totals {
+            mean_loss: t[TOTAL_LOSS_SUM] / count.max(1.0),
+            accuracy: t[TOTAL_CORRECT] / count.max(1.0),
+            samples: count as usize,
+            first_bad,
+        })
+    }
+
+    /// `Network::predict` as a future.
+    pub async fn predict_async(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        super::network::check_rows(&self.model, x, rows)?;
+        let d = self.model.inputs;
+        let classes = self.model.outputs();
+        let mut out = Vec::with_capacity(rows * classes);
+        for start in (0..rows).step_by(self.max_rows) {
+            let n = (rows - start).min(self.max_rows);
+            self.resize(n)?;
+            self.gpu.write(&self.batch_x, &x[start * d..(start + n) * d]);
+            let launches: Vec<&Dispatch> =
+                self.forward.iter().filter(|l| l.when != When::Train).map(|l| &l.dispatch).collect();
+            submit(&self.gpu, "forward", &launches)?;
+            let logits = match self.logits {
+                Buf::Stage(i) => &self.stage_buffers[i],
+                Buf::Input => &self.batch_x,
+            };
+            out.extend(self.gpu.read_async::<f32>(logits, 0, n * classes).await?);
+        }
+        Ok(out)
+    }
+
+    /// `Network::params` as a future.
+    pub async fn params_async(&mut self) -> Result<Vec<f32>> {
+        self.gpu.read_async(&self.params, 0, self.params.len).await
+    }
+
+    /// `Network::norm_state` as a future.
+    pub async fn norm_state_async(&mut self) -> Result<NormState> {
+        let running = self.gpu.read_async(&self.running, 0, self.running.len).await?;
+        Ok(NormState { running, batches_tracked: self.batches_tracked.clone() })
+    }
+
+    /// `Network::optimizer_state` as a future.
+    pub async fn optimizer_state_async(&mut self) -> Result<Vec<f32>> {
+        self.optimizer.state_of_async(&self.gpu, 0).await
+    }
+}
+
 impl Network for GpuNetwork {
     fn shared_gpu(&self) -> Option<Arc<Gpu>> {
         Some(Arc::clone(&self.gpu))
@@ -584,51 +651,19 @@ impl Network for GpuNetwork {
     }
 
     fn last_loss(&mut self) -> Result<f32> {
-        Ok(self.gpu.read::<f32>(&self.totals, TOTAL_STEP_LOSS, 1)?[0])
+        wait("reading the last loss", self.last_loss_async())
     }
 
     fn take_totals(&mut self) -> Result<Totals> {
-        let t = self.gpu.read::<f32>(&self.totals, 0, TOTALS_LEN)?;
-        let count = t[TOTAL_COUNT];
-        let mut cleared = [0.0f32; TOTALS_LEN];
-        cleared[TOTAL_STEP_LOSS] = t[TOTAL_STEP_LOSS];
-        self.gpu.write(&self.totals, &cleared);
-        // The loss kernel counts steps since the last clear; the optimizer records run steps.
-        let loss_bad = (t[TOTAL_FIRST_BAD] > 0.0)
-            .then(|| (self.totals_from_step + t[TOTAL_FIRST_BAD] as usize, t[TOTAL_BAD_LOSS]));
-        let first_bad = BadStep::first(loss_bad, self.optimizer.take_bad_step(&self.gpu)?);
-        self.totals_from_step = self.steps;
-        Ok(Totals {
-            mean_loss: t[TOTAL_LOSS_SUM] / count.max(1.0),
-            accuracy: t[TOTAL_CORRECT] / count.max(1.0),
-            samples: count as usize,
-            first_bad,
-        })
+        wait("reading the epoch's totals", self.take_totals_async())
     }
 
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        super::network::check_rows(&self.model, x, rows)?;
-        let d = self.model.inputs;
-        let classes = self.model.outputs();
-        let mut out = Vec::with_capacity(rows * classes);
-        for start in (0..rows).step_by(self.max_rows) {
-            let n = (rows - start).min(self.max_rows);
-            self.resize(n)?;
-            self.gpu.write(&self.batch_x, &x[start * d..(start + n) * d]);
-            let launches: Vec<&Dispatch> =
-                self.forward.iter().filter(|l| l.when != When::Train).map(|l| &l.dispatch).collect();
-            submit(&self.gpu, "forward", &launches)?;
-            let logits = match self.logits {
-                Buf::Stage(i) => &self.stage_buffers[i],
-                Buf::Input => &self.batch_x,
-            };
-            out.extend(self.gpu.read::<f32>(logits, 0, n * classes)?);
-        }
-        Ok(out)
+        wait("reading predictions", self.predict_async(x, rows))
     }
 
     fn params(&mut self) -> Result<Vec<f32>> {
-        self.gpu.read_all(&self.params)
+        wait("reading the parameters", self.params_async())
     }
 
     fn set_params(&mut self, flat: &[f32]) -> Result<()> {
@@ -642,7 +677,7 @@ impl Network for GpuNetwork {
     }
 
     fn optimizer_state(&mut self) -> Result<Vec<f32>> {
-        self.optimizer.state(&self.gpu)
+        wait("reading the optimizer state", self.optimizer_state_async())
     }
 
     fn set_optimizer_state(&mut self, state: &[f32]) -> Result<()> {
@@ -650,7 +685,7 @@ impl Network for GpuNetwork {
     }
 
     fn norm_state(&mut self) -> Result<NormState> {
-        Ok(NormState { running: self.gpu.read_all(&self.running)?, batches_tracked: self.batches_tracked.clone() })
+        wait("reading the batch-norm state", self.norm_state_async())
     }
 
     fn set_norm_state(&mut self, state: &NormState) -> Result<()> {

@@ -207,6 +207,12 @@ impl Gpu {
         Gpu::on(Context::for_rank(wanted, rank_on_host)?)
     }
 
+    /// The GPU a browser page offers (natively `new(None)`), every family compiled: the form a
+    /// page awaits.
+    pub async fn open() -> Result<Gpu> {
+        Gpu::on(Context::open().await?)
+    }
+
     /// Opens a device on `adapter` with the adapter's own limits.
     pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Gpu> {
         Gpu::on(Context::from_adapter(adapter)?)
@@ -226,6 +232,10 @@ impl Gpu {
             tuning: None,
             small_net_lanes,
         };
+        // A page cannot block on the timing read-backs the search needs: one fixed schedule.
+        #[cfg(target_arch = "wasm32")]
+        let tuning = autotune::Tuning { schedule: gpu.matmul_schedule, source: autotune::Source::Browser };
+        #[cfg(not(target_arch = "wasm32"))]
         let tuning = autotune::matmul_schedule(&gpu)?;
         gpu.matmul_schedule = tuning.schedule;
         gpu.tuning = Some(tuning);

@@ -520,13 +520,18 @@ impl GpuOptimizer {
 
     /// Model k's optimizer state (the layout of `state`).
     pub fn state_of(&self, gpu: &Gpu, k: usize) -> Result<Vec<f32>> {
+        crate::device::wait("reading the optimizer state", self.state_of_async(gpu, k))
+    }
+
+    /// `state_of` as a future: the form a page awaits.
+    pub async fn state_of_async(&self, gpu: &Gpu, k: usize) -> Result<Vec<f32>> {
         let m = self.member(k)?;
         let stride = state_stride(self.len);
         let slots = m.model.optimizer.state_slots();
         if stride == 0 || slots == 0 {
             return Ok(Vec::new());
         }
-        let device = gpu.read::<f32>(&self.state, m.state_base, stride * slots)?;
+        let device = gpu.read_async::<f32>(&self.state, m.state_base, stride * slots).await?;
         Ok(device.chunks(stride).flat_map(|slot| &slot[..self.len.min(slot.len())]).copied().collect())
     }
 
@@ -554,9 +559,14 @@ impl GpuOptimizer {
     /// The first step (1-based) whose update wrote a NaN or ±Inf parameter of a lone model
     /// since the last call, if any; clears the record.
     pub fn take_bad_step(&self, gpu: &Gpu) -> Result<Option<usize>> {
+        crate::device::wait("reading the bad-step record", self.take_bad_step_async(gpu))
+    }
+
+    /// `take_bad_step` as a future: the form a page awaits.
+    pub async fn take_bad_step_async(&self, gpu: &Gpu) -> Result<Option<usize>> {
         let at = self.member(0)?.clip_base + CLIP_BAD_STEP;
         // The kernel stores the step's bits (exact for any u32 step).
-        let step = gpu.read::<u32>(&self.clip, at, 1)?[0];
+        let step = gpu.read_async::<u32>(&self.clip, at, 1).await?[0];
         if step == 0 {
             return Ok(None);
         }

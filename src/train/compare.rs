@@ -372,7 +372,7 @@ pub fn run_contender(
     let mut diverged = None;
     for epoch in 1..=config.train.epochs {
         let batches = batcher.next_epoch();
-        let start = std::time::Instant::now();
+        let start = web_time::Instant::now();
         let report = match super::train_batches(net.as_mut(), &batches, epoch, super::Observe::Submits, |_, _| {
             Ok(super::Flow::Continue)
         }) {

@@ -1,12 +1,12 @@
 //! The training loop, the same for both executors: batches from a `Batcher`, one `train_step`
 //! each, and a read-back only at the end of an epoch (or when a caller asks for a step's loss).
 
-use std::time::Instant;
+use web_time::Instant;
 
 use crate::data::{Batcher, Dataset};
 use crate::error::{Error, Result};
 use crate::exec::Network;
-use crate::spec::Loss;
+use crate::spec::{Loss, Model};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochReport {
@@ -34,7 +34,7 @@ pub enum Observe {
 impl Observe {
     /// Steps of `batches[from..]` the next submit may take, for a network `steps` steps in that
     /// prefers `per_submit`.
-    fn chunk(self, batches: &[Vec<usize>], from: usize, steps: usize, per_submit: usize) -> usize {
+    pub fn chunk(self, batches: &[Vec<usize>], from: usize, steps: usize, per_submit: usize) -> usize {
         let mut n = match self {
             Observe::EveryStep => 1,
             // The chunk ends at the next multiple of `every`.
@@ -212,7 +212,7 @@ impl crate::exec::StepSync for RankSync<'_> {
 }
 
 /// What went bad at a divergence's first step: the loss (its value), or else the update.
-pub(crate) fn bad_step_what(loss: Option<f32>) -> String {
+pub fn bad_step_what(loss: Option<f32>) -> String {
     match loss {
         Some(v) => format!("the loss is {v}"),
         None => "the update wrote NaN or ±Inf into the parameters".to_string(),
@@ -278,12 +278,20 @@ pub fn evaluate(net: &mut dyn Network, data: &Dataset, loss: Loss) -> Result<(f3
     // Cross-entropy would score real targets against the placeholder labels.
     crate::exec::network::check_loss_targets(loss, data)?;
     let logits = net.predict(&data.x, data.n)?;
-    let classes = net.model().outputs();
+    Ok(score(net.model(), data, loss, &logits))
+}
+
+/// `evaluate` from the network's outputs on `data` (a page awaits them, then scores them here).
+pub fn score(model: &Model, data: &Dataset, loss: Loss, logits: &[f32]) -> (f32, f32) {
+    if data.n == 0 {
+        return (f32::NAN, f32::NAN);
+    }
+    let classes = model.outputs();
     let targets = data.targets.as_ref().map(|t| t.values.as_slice());
-    let out = crate::reference::loss_of(loss, &logits, targets, &data.labels, data.n, classes);
+    let out = crate::reference::loss_of(loss, logits, targets, &data.labels, data.n, classes);
     // Regression has no accuracy: NaN, so no column reads as if it meant something.
     let accuracy = if data.is_regression() { f32::NAN } else { out.correct as f32 / data.n as f32 };
-    Ok((out.loss, accuracy))
+    (out.loss, accuracy)
 }
 
 pub mod compare;
@@ -299,7 +307,7 @@ pub mod side_by_side;
 pub mod sweep;
 pub mod trainer;
 pub use run::{
-    batcher, build_network, check_batches, check_labels, load_data, load_split, max_rows, open_gpu, Placement, Split,
-    Standardize,
+    batcher, build_network, check_batches, check_labels, cpu_network, gpu_network, load_data, load_split, max_rows,
+    open_gpu, Placement, Split, Standardize,
 };
 pub use trainer::{Device, EpochStats, Evaluation, History, RunSpec, Trainer};

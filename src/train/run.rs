@@ -91,7 +91,13 @@ pub struct Split {
 
 /// Loads the data a config names, scaled, split into training, validation and test rows.
 pub fn load_split(config: &Config, config_file: &std::path::Path) -> Result<Split> {
-    let mut all = load_rows(config, config_file, &config.data.path, config.data.labels.as_deref())?;
+    let all = load_rows(config, config_file, &config.data.path, config.data.labels.as_deref())?;
+    split_rows(all, config, config_file)
+}
+
+/// `load_split` after the rows are read: scaling, the test and validation splits, a test file,
+/// the standardisation. A browser page hands it rows it parsed itself.
+pub fn split_rows(mut all: Dataset, config: &Config, config_file: &std::path::Path) -> Result<Split> {
     if config.data.scale != 1.0 {
         all.scale(config.data.scale);
     }
@@ -218,6 +224,16 @@ impl Standardize {
         }
     }
 
+    /// Undoes `apply`: rows back in the data's own units (a page plots them so).
+    pub fn invert(&self, x: &mut [f32]) {
+        let d = self.mean.len();
+        for row in x.chunks_exact_mut(d) {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                *v = *v * s + m;
+            }
+        }
+    }
+
     /// The statistics a config's data gives (None unless `data.standardize`): recomputed from
     /// the training split, which is deterministic.
     pub fn of_config(config: &Config, config_file: &std::path::Path) -> Result<Option<Standardize>> {
@@ -255,25 +271,32 @@ pub fn build_network(
     placement: &Placement,
     max_rows: usize,
 ) -> Result<Box<dyn Network>> {
+    Ok(match open_gpu(placement, "training")? {
+        Some(gpu) => Box::new(gpu_network(config, model, Arc::new(gpu), max_rows)?),
+        None => Box::new(cpu_network(config, model, max_rows)?),
+    })
+}
+
+/// The config's network on `gpu`: parameters from `model.init_seed`, the config's steps per
+/// submit and dropout key (what `gradflow train` and the browser page build).
+pub fn gpu_network(config: &Config, model: Model, gpu: Arc<Gpu>, max_rows: usize) -> Result<GpuNetwork> {
+    // Before the parameters are drawn: a model too large for the device fails at once.
+    GpuNetwork::check_fits(&gpu, &model, max_rows)?;
+    let params = model.init_params(config.model.init_seed);
+    let mut net = GpuNetwork::new(gpu, model, config.model.loss, config.optimizer_setup(), &params, max_rows)?;
+    net.set_steps_per_submit(config.train.steps_per_submit);
+    net.set_dropout_seed(config.model.init_seed);
+    Ok(net)
+}
+
+/// The config's network on the CPU reference executor, initialised as `gpu_network`.
+pub fn cpu_network(config: &Config, model: Model, max_rows: usize) -> Result<CpuNetwork> {
     let setup = config.optimizer_setup();
-    match open_gpu(placement, "training")? {
-        Some(gpu) => {
-            // Before the parameters are drawn: a model too large for the device fails at once.
-            GpuNetwork::check_fits(&gpu, &model, max_rows)?;
-            let params = model.init_params(config.model.init_seed);
-            let mut net = GpuNetwork::new(Arc::new(gpu), model, config.model.loss, setup, &params, max_rows)?;
-            net.set_steps_per_submit(config.train.steps_per_submit);
-            net.set_dropout_seed(config.model.init_seed);
-            Ok(Box::new(net))
-        }
-        None => {
-            CpuNetwork::check_fits(&model, max_rows, setup.optimizer.state_slots())?;
-            let params = model.init_params(config.model.init_seed);
-            let mut net = CpuNetwork::new(model, config.model.loss, setup, params)?;
-            net.set_dropout_seed(config.model.init_seed);
-            Ok(Box::new(net))
-        }
-    }
+    CpuNetwork::check_fits(&model, max_rows, setup.optimizer.state_slots())?;
+    let params = model.init_params(config.model.init_seed);
+    let mut net = CpuNetwork::new(model, config.model.loss, setup, params)?;
+    net.set_dropout_seed(config.model.init_seed);
+    Ok(net)
 }
 
 /// Batch norm cannot train on a batch of one row (PyTorch refuses it too): found before the first

@@ -21,8 +21,8 @@ mod preflight;
 mod watch;
 
 pub use epochs::fmt_loss;
-use preflight::{check_outputs, check_resume, finished, print_header, read_start, schedule_of};
-pub use preflight::{check_outputs_apart, check_writable, config_inputs, fingerprint, warn_ignored};
+use preflight::{check_outputs, check_resume, finished, print_header, read_start};
+pub use preflight::{check_outputs_apart, check_writable, config_inputs, fingerprint, schedule_of, warn_ignored};
 
 /// What `gradflow train` was asked to do besides the config.
 #[derive(Clone, Debug, Default)]
@@ -190,12 +190,7 @@ fn start(
         Some(saved) => Some(saved),
         None => fitted.map(|s| (s.mean, s.std)),
     };
-    let description = crate::checkpoint::Description {
-        config: toml::to_string(&config.table).map_err(|e| Error::Usage(format!("the config as TOML: {e}")))?,
-        builtin: config.builtin,
-        class_names: train_set.class_names.clone(),
-        target_names: train_set.targets.as_ref().map(|t| t.all_names()),
-    };
+    let description = description(config, &train_set)?;
     let saved = Saved { standardize, schedule, train_rows, description };
     Ok((Started::Run(Box::new(Start { net, train_set, validation_set, test_set, batcher, progress, saved })), run))
 }
@@ -270,6 +265,16 @@ fn check_split(model: &Model, batcher: &crate::data::Batcher, ranks: usize) -> R
     let share = batcher.smallest_batch() / ranks;
     crate::exec::network::check_batch_norm_rows(model, share, ranks)
         .map_err(|e| Error::Dist(format!("each of the {ranks} ranks would train on {share} row(s): {e}")))
+}
+
+/// What a checkpoint says the model is: the run's config and its classes' or targets' names.
+pub fn description(config: &Config, train_set: &Dataset) -> Result<crate::checkpoint::Description> {
+    Ok(crate::checkpoint::Description {
+        config: toml::to_string(&config.table).map_err(|e| Error::Usage(format!("the config as TOML: {e}")))?,
+        builtin: config.builtin,
+        class_names: train_set.class_names.clone(),
+        target_names: train_set.targets.as_ref().map(|t| t.all_names()),
+    })
 }
 
 /// What every checkpoint of this run carries besides the network's state.

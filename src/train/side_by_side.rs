@@ -5,7 +5,7 @@
 //! launches over every model. Each run's numbers are those it gets alone on the same step
 //! (tests/batched.rs), and within rounding of the other step (tests/sweep.rs).
 
-use std::time::Instant;
+use web_time::Instant;
 
 use super::compare::{Contender, Point, Run};
 use super::Placement;

@@ -2,7 +2,7 @@
 //! chosen executor, runs epochs with `train_batches_on` (the loop `gradflow train` runs) and
 //! returns what each epoch did as a [`History`].
 
-use std::time::Instant;
+use web_time::Instant;
 
 mod many;
 pub use many::RunSpec;

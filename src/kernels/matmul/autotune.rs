@@ -9,7 +9,7 @@
 //! slow schedule costs the search most), nor is one that cannot run it (`uniform`).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use web_time::Instant;
 
 use super::Gpu;
 use super::{MatmulParams, MatmulVariant, Schedule};
@@ -29,7 +29,14 @@ pub enum Source {
     Cached(PathBuf),
     /// Timed now: (variant, seconds) per candidate on the small and on the large product, the
     /// search's wall time, and where the winners were kept.
-    Measured { small: Vec<(MatmulVariant, f64)>, large: Vec<(MatmulVariant, f64)>, seconds: f64, kept: Kept },
+    /// In a browser, which is not searched (its timings would need blocking read-backs).
+    Browser,
+    Measured {
+        small: Vec<(MatmulVariant, f64)>,
+        large: Vec<(MatmulVariant, f64)>,
+        seconds: f64,
+        kept: Kept,
+    },
 }
 
 /// Where a fresh search's winners went.
@@ -53,6 +60,7 @@ impl Tuning {
         let name = self.schedule.name();
         match &self.source {
             Source::Environment => format!("matmul schedule: {name} (from $GRADFLOW_MATMUL)"),
+            Source::Browser => format!("matmul schedule: {name} (fixed in a browser: no autotuning)"),
             Source::Cached(path) => {
                 format!("matmul schedule: {name} (autotuned earlier, cached in {})", path.display())
             }

@@ -3,7 +3,7 @@
 //! epoch and when the run stops (a signal, `--max-steps`), and the closing summary.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use web_time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 

@@ -256,7 +256,7 @@ pub(super) fn finished(config: &Config, opts: &TrainOptions, progress: &Progress
 }
 
 /// What a saved batch position refers to: a resume with another schedule would replay other batches.
-pub(super) fn schedule_of(config: &Config, rows: usize) -> String {
+pub fn schedule_of(config: &Config, rows: usize) -> String {
     let t = &config.train;
     format!("{} batch_size={} drop_last={} seed={} rows={rows}", t.batching, t.batch_size, t.drop_last, t.seed)
 }
