@@ -1,0 +1,42 @@
+//! gradflow in a browser page (issue 23): the library's kernels on the reader's GPU through
+//! WebGPU, beside the same CPU reference compiled to wasm. The page (`web/index.html`,
+//! `web/app.js`) calls what this crate exports; every number comes from the library, as
+//! `gradflow train` computes it, with each GPU read-back awaited instead of blocked on.
+//!
+//! Wasm only: elsewhere the crate is empty, so a native workspace build skips it.
+#![cfg(target_arch = "wasm32")]
+
+mod lab;
+mod run;
+
+pub use lab::{open_lab, Lab};
+pub use run::Run;
+
+use wasm_bindgen::prelude::*;
+
+/// The library's error as a JavaScript `Error` carrying its message.
+pub(crate) fn js_error(e: gradflow::error::Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// A value as the JSON text the page parses.
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<String, JsError> {
+    serde_json::to_string(value).map_err(|e| JsError::new(&format!("as JSON: {e}")))
+}
+
+/// The built-in digits (`data/digits.csv`: 8×8 images, 10 classes), for the page's data menu.
+#[wasm_bindgen]
+pub fn digits_csv() -> String {
+    gradflow::config::DEFAULT_DATA.to_string()
+}
+
+/// The built-in digits run's config (`configs/digits.toml`).
+#[wasm_bindgen]
+pub fn digits_config() -> String {
+    gradflow::config::DEFAULT_CONFIG.to_string()
+}
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
