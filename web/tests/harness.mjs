@@ -59,7 +59,11 @@ export async function startServer() {
     });
   });
   child.removeAllListeners('exit');
+  // Should the tests die before `after` runs, the server goes with them.
+  const orphan = () => child.kill('SIGKILL');
+  process.once('exit', orphan);
   const stop = async () => {
+    process.off('exit', orphan);
     if (child.exitCode !== null) return;
     const exited = new Promise((ok) => child.once('exit', ok));
     child.kill('SIGTERM');

@@ -53,7 +53,8 @@ fn stop_on_signals() -> Result<()> {
         .map_err(|e| Error::Usage(format!("could not install the signal handler: {e}")))?;
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
-            println!("stopped");
+            // stdout may be a pipe its reader has closed: that must not keep the server alive.
+            let _ = writeln!(io::stdout(), "stopped");
             std::process::exit(0);
         }
     });
@@ -70,7 +71,7 @@ fn connection(stream: TcpStream, root: &Path) -> io::Result<()> {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(()),
             Err(HeadError::Malformed(why)) => {
-                eprintln!("serve: bad request: {why}");
+                let _ = writeln!(io::stderr(), "serve: bad request: {why}");
                 http::write_status(&mut out, 400, &[], false, false)?;
                 return out.flush();
             }
@@ -80,7 +81,8 @@ fn connection(stream: TcpStream, root: &Path) -> io::Result<()> {
         let keep_alive = request.keep_alive && !request.has_body;
         let status = answer(&mut out, root, &request, keep_alive)?;
         out.flush()?;
-        eprintln!("{} {} {status}", request.method, request.target);
+        // The request log; a closed stderr loses it, and nothing else.
+        let _ = writeln!(io::stderr(), "{} {} {status}", request.method, request.target);
         if !keep_alive {
             return Ok(());
         }
