@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Some(Command::Check { adapter }) => cli::devices::check(&adapter.placement()),
         Some(Command::Devices) => cli::devices::devices(),
         Some(Command::Bench { args, adapter }) => cli::devices::bench(&args, &adapter.placement()),
+        Some(Command::Serve { args }) => cli::serve::serve(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,10 +6,10 @@
 //! may panic, an error must be a message in words (no Rust type names), and no single allocation
 //! may pass `ALLOWANCE`.
 //!
-//! `check` (the GPU kernels) and `bench` (minutes) are only parsed. Counts that set a run's
-//! length (`--epochs`, `--seeds`, hessian's `--k`, `--steps`, `--probes`, landscape's
-//! `--points`) are capped at 2 after parsing, so the file stays within a minute; their huge
-//! values still go through clap's checks.
+//! `check` (the GPU kernels), `bench` (minutes) and `serve` (runs until stopped) are only
+//! parsed. Counts that set a run's length (`--epochs`, `--seeds`, hessian's `--k`, `--steps`,
+//! `--probes`, landscape's `--points`) are capped at 2 after parsing, so the file stays within a
+//! minute; their huge values still go through clap's checks.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -202,7 +202,7 @@ fn run(cli: Cli) -> gradflow::error::Result<()> {
         Some(Command::Compare { args, device }) => cli::compare::compare(&args, &on_cpu(device.adapter)),
         Some(Command::Sweep { args, device }) => cli::sweep::sweep(&args, &on_cpu(device.adapter)),
         Some(Command::Devices) => cli::devices::devices(),
-        Some(Command::Check { .. } | Command::Bench { .. }) => Ok(()),
+        Some(Command::Check { .. } | Command::Bench { .. } | Command::Serve { .. }) => Ok(()),
     }
 }
 

@@ -99,6 +99,11 @@ pub enum Command {
         #[command(flatten)]
         adapter: AdapterArgs,
     },
+    /// Serves a folder (the web page, web/) over HTTP on this machine, to open in a browser.
+    Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    },
 }
 
 // The option groups that several commands share, each only on the commands it means something
@@ -399,4 +404,18 @@ pub struct BenchArgs {
     /// Also write every figure as JSON to FILE (for scripts/peers.sh and scripts/gpu-report.sh).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+// `gradflow serve`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// The folder to serve; / is its index.html (build the page into web/ with scripts/build-web.sh).
+    #[arg(long, value_name = "DIR", default_value = "web")]
+    pub dir: PathBuf,
+    /// The TCP port; 0 takes a free one (the printed URL names it).
+    #[arg(long, value_name = "N", default_value_t = 8000)]
+    pub port: u16,
+    /// The address to listen on; 0.0.0.0 opens the page to other machines.
+    #[arg(long, value_name = "H", default_value = "127.0.0.1")]
+    pub host: String,
 }

@@ -14,6 +14,7 @@ pub mod eval;
 pub mod hessian;
 pub mod landscape;
 pub mod predict;
+pub mod serve;
 pub mod sweep;
 pub mod train;
 
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 
 pub use args::{
     AdapterArgs, BenchArgs, Cli, Command, CompareArgs, DeviceArgs, EvalArgs, HessianArgs, LandscapeArgs, LoadArgs,
-    PredictArgs, SweepArgs, TrainArgs,
+    PredictArgs, ServeArgs, SweepArgs, TrainArgs,
 };
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};

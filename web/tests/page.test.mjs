@@ -1,0 +1,121 @@
+// The web page end to end in headless Chromium: the self-test (index.html?selftest) reaches PASS,
+// and every view runs to `done:` with a screenshot each; the model view's download is a valid
+// safetensors file.
+//
+// Timeouts, in seconds, from the environment: GRADFLOW_SELFTEST_TIMEOUT_S (default 360: the
+// self-test takes up to ~3 minutes on SwiftShader, so twice that), GRADFLOW_VIEW_TIMEOUT_S (default
+// 300, per view). GRADFLOW_WEB_EPOCHS: the train view's epochs (default 5: a smoke run).
+
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { OUT, openPage, screenshot, seconds, startBrowser, startServer, textNow, waitForText } from './harness.mjs';
+
+const SELFTEST_MS = seconds('GRADFLOW_SELFTEST_TIMEOUT_S', 360);
+const VIEW_MS = seconds('GRADFLOW_VIEW_TIMEOUT_S', 300);
+const EPOCHS = process.env.GRADFLOW_WEB_EPOCHS || '5';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await startBrowser();
+  console.log(`page: ${server.url}`);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** Waits for `#id` to say done: or error:, printing the line either way (and why on a timeout). */
+async function outcome(page, id, ms) {
+  try {
+    const line = await waitForText(page, id, ['done:', 'error:'], ms);
+    console.log(`#${id}: ${line}`);
+    return line;
+  } catch (e) {
+    const line = `timed out after ${ms / 1000} s; #${id} says: ${await textNow(page, id)}`;
+    console.log(`#${id}: ${line}`);
+    return line;
+  }
+}
+
+/** The line to assert with: the page's console errors and uncaught exceptions, if any. */
+const problems = (page) => (page.problems.length ? `\npage problems:\n${page.problems.join('\n')}` : '');
+
+test('the self-test reaches PASS', { timeout: SELFTEST_MS + 60_000 }, async () => {
+  const page = await openPage(browser.context);
+  await page.goto(`${server.url}index.html?selftest`);
+  console.log(`#adapter: ${await textNow(page, 'adapter')}`);
+  let line;
+  try {
+    line = await waitForText(page, 'selftest', ['selftest: PASS', 'selftest: FAIL'], SELFTEST_MS);
+  } catch {
+    line = `timed out after ${SELFTEST_MS / 1000} s; #selftest says: ${await textNow(page, 'selftest')}`;
+  }
+  console.log(line);
+  console.log(`screenshot: ${await screenshot(page, 'selftest')}`);
+  assert.match(line, /^selftest: PASS/, problems(page));
+  await page.close();
+});
+
+// Views with a start button and a status line, after train (which the others' models may use).
+const VIEWS = [
+  ['compare', 'compare'],
+  ['surfaces', 'surface'],
+  ['spectrum', 'spectrum'],
+  ['check', 'check'],
+];
+
+test('every view runs to done', async (t) => {
+  const page = await openPage(browser.context);
+  await page.goto(server.url);
+  console.log(`#adapter: ${await textNow(page, 'adapter')}`);
+
+  await t.test('train (spirals)', { timeout: VIEW_MS + 30_000 }, async () => {
+    await page.click('#tab-train');
+    await page.selectOption('#train-data', 'spirals');
+    await page.fill('#train-epochs', EPOCHS);
+    await page.click('#train-start');
+    const line = await outcome(page, 'train-status', VIEW_MS);
+    console.log(`screenshot: ${await screenshot(page, 'train')}`);
+    assert.match(line, /^done:/, problems(page));
+  });
+
+  for (const [view, prefix] of VIEWS) {
+    await t.test(view, { timeout: VIEW_MS + 30_000 }, async () => {
+      await page.click(`#tab-${view}`);
+      await page.click(`#${prefix}-start`);
+      const line = await outcome(page, `${prefix}-status`, VIEW_MS);
+      console.log(`screenshot: ${await screenshot(page, view)}`);
+      assert.match(line, /^done:/, problems(page));
+    });
+  }
+
+  await t.test('model: info and a safetensors download', { timeout: VIEW_MS + 30_000 }, async () => {
+    await page.click('#tab-model');
+    const info = (await textNow(page, 'model-info')).trim();
+    console.log(`#model-info: ${info}`);
+    assert.notEqual(info, '', 'the model view describes the model');
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: VIEW_MS }), page.click('#model-download')]);
+    const name = download.suggestedFilename();
+    assert.match(name, /\.safetensors$/);
+    const path = join(OUT, name);
+    await download.saveAs(path);
+    console.log(`screenshot: ${await screenshot(page, 'model')}; download: ${path}`);
+    // safetensors: an 8-byte little-endian header length, a JSON header of tensors (dtype, shape,
+    // data_offsets into the bytes after it), and exactly those bytes.
+    const bytes = readFileSync(path);
+    const n = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8'));
+    const tensors = Object.entries(header).filter(([k]) => k !== '__metadata__');
+    assert.ok(tensors.length > 0, 'the file holds tensors');
+    const end = Math.max(...tensors.map(([, t]) => t.data_offsets[1]));
+    assert.equal(bytes.length, 8 + n + end, 'the data section is exactly what the header describes');
+  });
+
+  await page.close();
+});
