@@ -33,7 +33,7 @@ fi
 have="$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }' || true)"
 if [ "$have" != "$want" ]; then
     echo "build-web.sh: wasm-bindgen-cli ${have:-is not installed}${have:+ is installed}; Cargo.lock has wasm-bindgen $want." >&2
-    echo "    install it with: cargo install wasm-bindgen-cli --version $want --locked" >&2
+    echo "    install it with: cargo install wasm-bindgen-cli --version $want" >&2
     exit 1
 fi
 

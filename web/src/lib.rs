@@ -8,6 +8,7 @@
 
 mod lab;
 mod run;
+mod surfaces;
 
 pub use lab::{open_lab, Lab};
 pub use run::Run;
