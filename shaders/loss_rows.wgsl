@@ -57,7 +57,9 @@ fn cross_entropy_row(r: u32) -> vec2<f32> {
     }
     var loss = lse - logit(base + min(label, p.cols - 1u));
     if (label >= p.cols) {
-        loss = bitcast<f32>(0x7fc00000u);   // NaN: a label the host failed to check must not pass silently
+        // NaN: a label the host failed to check must not pass silently. Built from the label so it
+        // is not a constant expression: WGSL forbids a constant NaN (browsers' Tint refuses it).
+        loss = bitcast<f32>(0x7fc00000u | (label & 0u));
     }
     let stats = vec2<f32>(loss, select(0.0, 1.0, arg == label));
     set_row_stats(r, stats);
