@@ -17,11 +17,8 @@ fn shared_gpu() -> Arc<Gpu> {
     Arc::new(gpu_or_panic())
 }
 
-/// Tolerance for step losses and parameters, GPU against CPU. One step's forward error is a
-/// handful of dot products of length ≤ 64 with |terms| ≲ 1, i.e. ≲ 64·u ≈ 4e-6 relative; the update
-/// map (lr 0.05, momentum 0.9) amplifies a perturbation by at most ~(1 + lr·‖H‖)/(1 − μ) over the
-/// run, with ‖H‖ ≲ 1 here; 20 steps of that stay below 50× the one-step error: 2e-4.
-const REL_TOL: f64 = 2e-4;
+/// Tolerance for step losses and parameters, GPU against CPU (its derivation is beside it).
+const REL_TOL: f64 = gradflow::reference::bounds::TRAINING_REL_TOL;
 
 fn run_both(
     model: Model,

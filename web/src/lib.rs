@@ -8,6 +8,7 @@
 
 mod lab;
 mod run;
+mod selftest;
 mod surfaces;
 
 pub use lab::{open_lab, Lab};

@@ -78,15 +78,15 @@ impl Executor {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct EpochLine {
-    epoch: usize,
-    epochs: usize,
-    steps: usize,
-    train_loss: f32,
-    train_accuracy: Option<f32>,
-    test_loss: Option<f32>,
-    test_accuracy: Option<f32>,
-    lr: f32,
-    seconds: f64,
+    pub(crate) epoch: usize,
+    pub(crate) epochs: usize,
+    pub(crate) steps: usize,
+    pub(crate) train_loss: f32,
+    pub(crate) train_accuracy: Option<f32>,
+    pub(crate) test_loss: Option<f32>,
+    pub(crate) test_accuracy: Option<f32>,
+    pub(crate) lr: f32,
+    pub(crate) seconds: f64,
 }
 
 pub(crate) struct Inner {
@@ -133,7 +133,7 @@ fn split_of(config: &Config, csv: Option<&str>) -> Result<(Split, Dataset)> {
 }
 
 impl Inner {
-    fn new(lab: &Lab, config_toml: &str, csv: Option<&str>, executor: &str) -> Result<Inner> {
+    pub(crate) fn new(lab: &Lab, config_toml: &str, csv: Option<&str>, executor: &str) -> Result<Inner> {
         let config = config_of(config_toml)?;
         let (Split { train, validation: _, test, standardize }, raw_train) = split_of(&config, csv)?;
         let model = Model::new(train.d, config.model.layers.clone())?;
@@ -156,7 +156,7 @@ impl Inner {
 
     /// The next epoch's steps, submitted as `gradflow train` submits them, then its totals
     /// (one awaited read-back) and the test set's loss and accuracy.
-    async fn epoch(&mut self) -> Result<EpochLine> {
+    pub(crate) async fn epoch(&mut self) -> Result<EpochLine> {
         let start = web_time_now();
         self.epoch += 1;
         let lr = self.exec.net().lr();

@@ -531,3 +531,18 @@ pub fn batchnorm_eval_bound(
 pub fn residual_add_bound(want: &[f64]) -> Vec<f64> {
     cpu_bound(want)
 }
+
+/// Relative tolerance for a short training run's step losses, totals and parameters, GPU
+/// executor against the CPU reference from the same initial weights and batches (tests/
+/// training.rs, the browser self-test, tests/web_selftest.rs). One step's forward error is a
+/// handful of dot products of length ≤ 64 with |terms| ≲ 1, i.e. ≲ 64·u ≈ 4e-6 relative; the
+/// update map (lr ≤ 0.05, momentum 0.9) amplifies a perturbation by at most ~(1 + lr·‖H‖)/(1 − μ)
+/// over the run, with ‖H‖ ≲ 1 there; 30 steps of that stay below 50× the one-step error: 2e-4.
+/// Valid for runs within those conditions only.
+pub const TRAINING_REL_TOL: f64 = 2e-4;
+
+/// Relative tolerance between two builds of the same CPU reference code (native and wasm32):
+/// the f32/f64 arithmetic is IEEE and identical; only the f64 transcendental functions (exp,
+/// ln, tanh from each platform's libm) may differ, by an ulp of f64 (1e-16), which flips an f32
+/// rounding (6e-8) rarely and, amplified as in `TRAINING_REL_TOL` (50×), stays below 1e-6.
+pub const SAME_CODE_REL_TOL: f64 = 1e-6;
