@@ -161,7 +161,7 @@ impl Inner {
         self.epoch += 1;
         let lr = self.exec.net().lr();
         let batches = self.batcher.next_epoch();
-        let mut done = 0;
+        let (mut done, mut yielded) = (0, start);
         while done < batches.len() {
             let net = self.exec.net();
             let n = Observe::Submits.chunk(&batches, done, net.steps(), net.steps_per_submit());
@@ -170,6 +170,11 @@ impl Inner {
             let chunk: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
             net.train_steps(&chunk)?;
             done += n;
+            // The CPU reference computes on the page's own thread: let it draw between chunks.
+            if matches!(self.exec, Executor::Cpu(_)) && web_time_now() - yielded > FRAME_MS {
+                next_task().await;
+                yielded = web_time_now();
+            }
         }
         let totals = self.exec.take_totals().await?;
         if let Some(bad) = totals.first_bad {
@@ -229,6 +234,26 @@ impl Inner {
         net.set_params(&params)?;
         net.set_norm_state(&norm)
     }
+}
+
+/// How long the CPU reference may hold the page's thread before it yields (about a frame).
+const FRAME_MS: f64 = 16.0;
+
+/// Resolves in a later task (`setTimeout(0)`), after the browser has handled input and drawn.
+async fn next_task() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        let set_timeout = js_sys::Reflect::get(&global, &"setTimeout".into()).ok();
+        match set_timeout.and_then(|f| f.dyn_into::<js_sys::Function>().ok()) {
+            Some(f) => {
+                let _ = f.call2(&global, &resolve, &0.into());
+            }
+            None => {
+                let _ = resolve.call0(&JsValue::NULL);
+            }
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
 /// Milliseconds from the page's clock (web-time: performance.now()).
