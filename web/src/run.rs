@@ -107,7 +107,11 @@ pub(crate) struct Inner {
 #[wasm_bindgen]
 pub struct Run {
     inner: Rc<RefCell<Inner>>,
+    /// Fixed at the start, so the page can read them while an epoch holds `inner`.
     device: String,
+    epochs: usize,
+    planar: bool,
+    class_names: String,
 }
 
 fn config_of(text: &str) -> Result<Config> {
@@ -289,7 +293,16 @@ impl Lab {
             Executor::Cpu(_) => "CPU reference (wasm)".to_string(),
             Executor::Gpu(n) => n.describe(),
         };
-        Ok(Run { inner: Rc::new(RefCell::new(inner)), device })
+        let names: Vec<String> = (0..inner.exec_model_outputs())
+            .map(|c| gradflow::data::class_name(inner.train.class_names.as_deref(), c))
+            .collect();
+        Ok(Run {
+            device,
+            epochs: inner.config.train.epochs,
+            planar: inner.train.d == 2,
+            class_names: json(&names)?,
+            inner: Rc::new(RefCell::new(inner)),
+        })
     }
 }
 
@@ -316,23 +329,19 @@ impl Run {
 
     /// The config's epoch count.
     pub fn epochs(&self) -> usize {
-        self.inner.borrow().config.train.epochs
+        self.epochs
     }
 
     /// Whether the data has two features (the page draws decision regions).
     #[wasm_bindgen(js_name = isPlanar)]
     pub fn is_planar(&self) -> bool {
-        self.inner.borrow().train.d == 2
+        self.planar
     }
 
     /// The training set's class names, as JSON (numbers when the data has none).
     #[wasm_bindgen(js_name = classNames)]
-    pub fn class_names(&self) -> Result<String, JsError> {
-        let inner = self.inner.borrow();
-        let k = inner.exec_model_outputs();
-        let names: Vec<String> =
-            (0..k).map(|c| gradflow::data::class_name(inner.train.class_names.as_deref(), c)).collect();
-        json(&names)
+    pub fn class_names(&self) -> String {
+        self.class_names.clone()
     }
 
     /// Trains one epoch and resolves to its line (JSON `EpochLine`).
