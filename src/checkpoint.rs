@@ -262,7 +262,32 @@ pub fn to_bytes(path: &Path, model: &Model, optimizer: &Optimizer, ck: &Checkpoi
         .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| bad(path, e.to_string()))?;
-    safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
+    sorted_header(&bytes).map_err(|e| bad(path, e))
+}
+
+/// The file with its JSON header's keys (tensors, and the metadata's) in sorted order: safetensors
+/// writes the metadata from a HashMap, whose order changes between runs, so without this two
+/// saves of one state differ in their bytes. Same length (same keys and values), same padding.
+fn sorted_header(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    type Sorted = std::collections::BTreeMap<String, serde_json::Value>;
+    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| "no header length")?) as usize;
+    let header = bytes.get(8..8 + n).ok_or("header past the end")?;
+    let mut sorted: Sorted = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    if let Some(meta) = sorted.get_mut("__metadata__") {
+        let inner: Sorted = serde_json::from_value(meta.take()).map_err(|e| e.to_string())?;
+        *meta = serde_json::to_value(inner).map_err(|e| e.to_string())?;
+    }
+    let mut text = serde_json::to_vec(&sorted).map_err(|e| e.to_string())?;
+    if text.len() > n {
+        return Err(format!("the sorted header is {} bytes, the written one {n}", text.len()));
+    }
+    text.resize(n, b' ');
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..8]);
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// One tensor of a file as f64 values, with its shape (f32, f64, and the integer counters).
