@@ -288,8 +288,12 @@ impl DataConfig {
                 ))
             }
             (Some(_), None) => {
-                let generator_keys =
-                    [("points", self.points.is_some()), ("noise", self.noise.is_some()), ("classes", self.classes.is_some()), ("seed", self.seed.is_some())];
+                let generator_keys = [
+                    ("points", self.points.is_some()),
+                    ("noise", self.noise.is_some()),
+                    ("classes", self.classes.is_some()),
+                    ("seed", self.seed.is_some()),
+                ];
                 if let Some((key, _)) = generator_keys.iter().find(|(_, set)| *set) {
                     return Err(format!("data.{key} is for data.generate (a built-in set), not a data file"));
                 }
@@ -310,7 +314,8 @@ impl DataConfig {
             ("test_targets", self.test_targets.is_some()),
         ];
         if let Some((key, _)) = file_keys.iter().find(|(_, set)| *set) {
-            let instead = if *key == "num_classes" { " (data.classes sets the classes of spirals and blobs)" } else { "" };
+            let instead =
+                if *key == "num_classes" { " (data.classes sets the classes of spirals and blobs)" } else { "" };
             return Err(format!("data.{key} is for a data file and does not apply to data.generate{instead}"));
         }
         self.toy_spec().map_or(Ok(()), |spec| spec.check())

@@ -109,20 +109,17 @@ pub struct ToySpec {
 impl ToySpec {
     /// `kind` with its defaults and seed 0.
     pub fn new(kind: ToyKind) -> ToySpec {
-        ToySpec {
-            kind,
-            points: DEFAULT_POINTS,
-            noise: kind.default_noise(),
-            classes: kind.default_classes(),
-            seed: 0,
-        }
+        ToySpec { kind, points: DEFAULT_POINTS, noise: kind.default_noise(), classes: kind.default_classes(), seed: 0 }
     }
 
     /// Why these parameters cannot make a set, naming the parameter as `data.<name>`.
     pub fn check(&self) -> std::result::Result<(), String> {
         let kind = self.kind;
         if !self.kind.takes_classes() && self.classes != 2 {
-            return Err(format!("data.classes: {kind} has 2 classes, got {}; only spirals and blobs take it", self.classes));
+            return Err(format!(
+                "data.classes: {kind} has 2 classes, got {}; only spirals and blobs take it",
+                self.classes
+            ));
         }
         if self.classes < 2 {
             return Err(format!("data.classes must be at least 2, got {}", self.classes));

@@ -170,8 +170,11 @@ pub(super) fn print_header(
         Some(p) => format!("{} test rows from {}", test.n, p.display()),
         None => format!("{} test rows", test.n),
     };
-    let builtin_data =
-        if config.builtin && config.data.path.as_ref().is_some_and(|p| !p.exists()) { " (the built-in copy)" } else { "" };
+    let builtin_data = if config.builtin && config.data.path.as_ref().is_some_and(|p| !p.exists()) {
+        " (the built-in copy)"
+    } else {
+        ""
+    };
     let validation_rows = match validation.n {
         0 => String::new(),
         n => format!("{n} validation / "),
