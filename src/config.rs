@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::data::{BatchScheme, CsvOptions, LabelColumn};
+use crate::data::{BatchScheme, CsvOptions, LabelColumn, ToyKind, ToySpec};
 use crate::error::{Error, Result};
 use crate::optim::{GroupSpec, Optimizer, OptimizerSetup, Schedule};
 use crate::spec::{LayerSpec, Loss};
@@ -42,12 +42,22 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// A CSV file (features and a label column) or a `.npy` of inputs (then `labels` is required).
-    pub path: PathBuf,
+    /// Exactly one of `path` and `generate` is given.
+    pub path: Option<PathBuf>,
+    /// A built-in 2-D toy set instead of a file: "spirals", "xor", "circles" or "blobs".
+    pub generate: Option<ToyKind>,
+    /// With `generate`: total rows (default 400).
+    pub points: Option<usize>,
+    /// With `generate`: std of the Gaussian noise added to each coordinate (default per set).
+    pub noise: Option<f64>,
+    /// With `generate = "spirals"` or `"blobs"`: the number of classes (default 3).
+    pub classes: Option<usize>,
+    /// With `generate`: the generator's seed (default 0).
+    pub seed: Option<u64>,
     /// `.npy` of integer labels, for `.npy` inputs.
     pub labels: Option<PathBuf>,
-    /// "last", "first" or a 0-based column index.
-    #[serde(default = "default_label_column")]
-    pub label_column: toml::Value,
+    /// "last" (default), "first", a header name or a 0-based column index.
+    pub label_column: Option<toml::Value>,
     pub num_classes: Option<usize>,
     /// Whether the CSV's first line is a header (default: detected, a header has a non-number).
     pub header: Option<bool>,
@@ -196,9 +206,6 @@ fn default_bucket_cap_mb() -> f64 {
     25.0
 }
 
-fn default_label_column() -> toml::Value {
-    toml::Value::String("last".into())
-}
 fn one() -> f32 {
     1.0
 }
@@ -213,6 +220,7 @@ impl DataConfig {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        self.check_source()?;
         if !(self.scale.is_finite() && self.scale != 0.0) {
             return Err(format!("data.scale must be a finite non-zero factor, got {}", self.scale));
         }
@@ -263,6 +271,75 @@ impl DataConfig {
                 Err("data.targets names CSV columns but data.labels gives a .npy of labels; use one".into())
             }
             _ => Ok(()),
+        }
+    }
+
+    /// `path` or `generate`, one of them; the generator's keys only with `generate`, and no
+    /// file-reading key with it.
+    fn check_source(&self) -> std::result::Result<(), String> {
+        let kinds = ToyKind::names();
+        match (&self.path, self.generate) {
+            (Some(_), Some(_)) => {
+                return Err("data.path and data.generate both give the data; use one (a file, or a built-in set)".into())
+            }
+            (None, None) => {
+                return Err(format!(
+                    "data: give data.path (a CSV or .npy file) or data.generate (a built-in set: {kinds})"
+                ))
+            }
+            (Some(_), None) => {
+                let generator_keys = [
+                    ("points", self.points.is_some()),
+                    ("noise", self.noise.is_some()),
+                    ("classes", self.classes.is_some()),
+                    ("seed", self.seed.is_some()),
+                ];
+                if let Some((key, _)) = generator_keys.iter().find(|(_, set)| *set) {
+                    return Err(format!("data.{key} is for data.generate (a built-in set), not a data file"));
+                }
+                return Ok(());
+            }
+            (None, Some(_)) => {}
+        }
+        let file_keys = [
+            ("labels", self.labels.is_some()),
+            ("label_column", self.label_column.is_some()),
+            ("num_classes", self.num_classes.is_some()),
+            ("header", self.header.is_some()),
+            ("non_finite", self.non_finite != NonFinite::Error),
+            ("test_path", self.test_path.is_some()),
+            ("test_labels", self.test_labels.is_some()),
+            ("targets", self.targets.is_some()),
+            ("targets_path", self.targets_path.is_some()),
+            ("test_targets", self.test_targets.is_some()),
+        ];
+        if let Some((key, _)) = file_keys.iter().find(|(_, set)| *set) {
+            let instead =
+                if *key == "num_classes" { " (data.classes sets the classes of spirals and blobs)" } else { "" };
+            return Err(format!("data.{key} is for a data file and does not apply to data.generate{instead}"));
+        }
+        self.toy_spec().map_or(Ok(()), |spec| spec.check())
+    }
+
+    /// The generator's parameters, when the data is generated.
+    pub fn toy_spec(&self) -> Option<ToySpec> {
+        let kind = self.generate?;
+        let defaults = ToySpec::new(kind);
+        Some(ToySpec {
+            kind,
+            points: self.points.unwrap_or(defaults.points),
+            noise: self.noise.unwrap_or(defaults.noise),
+            classes: self.classes.unwrap_or(defaults.classes),
+            seed: self.seed.unwrap_or(defaults.seed),
+        })
+    }
+
+    /// Where the rows come from, for messages: the file, or "the generated circles set".
+    pub fn source(&self) -> String {
+        match (&self.path, self.generate) {
+            (Some(p), _) => p.display().to_string(),
+            (None, Some(kind)) => format!("the generated {kind} set"),
+            (None, None) => "no data".into(),
         }
     }
 
@@ -341,7 +418,7 @@ impl Config {
                 "train.early_stopping watches the validation loss: set data.validation_fraction > 0 (e.g. 0.1)".into(),
             ));
         }
-        config.data.path = base.join(&config.data.path);
+        config.data.path = config.data.path.map(|p| base.join(p));
         config.data.labels = config.data.labels.map(|p| base.join(p));
         config.data.test_path = config.data.test_path.map(|p| base.join(p));
         config.data.test_labels = config.data.test_labels.map(|p| base.join(p));
@@ -393,7 +470,8 @@ impl Config {
     }
 
     pub fn csv_options(&self, file: &Path) -> Result<CsvOptions> {
-        let label_column = match &self.data.label_column {
+        let last = toml::Value::String("last".into());
+        let label_column = match self.data.label_column.as_ref().unwrap_or(&last) {
             toml::Value::String(s) if s == "last" => LabelColumn::Last,
             toml::Value::String(s) if s == "first" => LabelColumn::First,
             toml::Value::Integer(i) if *i >= 0 => LabelColumn::Index(*i as usize),
@@ -426,8 +504,8 @@ pub(crate) fn absolute(p: &Path) -> toml::Value {
 /// finds its data from any working directory.
 fn resolved_paths(mut table: toml::Table, data: &DataConfig) -> toml::Table {
     if let Some(t) = table.get_mut("data").and_then(|d| d.as_table_mut()) {
-        t.insert("path".into(), absolute(&data.path));
         for (key, path) in [
+            ("path", &data.path),
             ("labels", &data.labels),
             ("test_path", &data.test_path),
             ("test_labels", &data.test_labels),

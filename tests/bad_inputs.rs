@@ -336,7 +336,7 @@ fn a_separate_test_file_gets_the_training_standardisation() {
 #[test]
 fn the_built_in_run_reads_its_built_in_data_when_the_file_is_gone() {
     let mut config = gradflow::config::Config::default_run().unwrap();
-    config.data.path = std::env::temp_dir().join("gradflow-nowhere/digits.csv");
+    config.data.path = Some(std::env::temp_dir().join("gradflow-nowhere/digits.csv"));
     let (train, test) = gradflow::train::load_data(&config, Path::new("digits.toml")).unwrap();
     assert_eq!((train.n + test.n, train.d), (1797, 64));
     // Any other config with a missing file is an error naming it.

@@ -38,7 +38,7 @@ batch_size = 2
 fn a_good_config_parses() {
     let c = Config::parse(GOOD, Path::new("/tmp/run.toml")).unwrap();
     assert_eq!(c.model.layers.len(), 3);
-    assert_eq!(c.data.path, Path::new("/tmp/x.csv"));
+    assert_eq!(c.data.path.as_deref(), Some(Path::new("/tmp/x.csv")));
 }
 
 #[test]

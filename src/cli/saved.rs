@@ -127,9 +127,10 @@ pub(crate) fn data_for_checkpoint(config: &Config, file: &Path, checkpoint: &Pat
     if saved.is_some() {
         raw.data.standardize = false;
     }
-    if !config.builtin && !config.data.path.exists() {
+    let missing = config.data.path.as_ref().filter(|p| !p.exists());
+    if let (false, Some(path)) = (config.builtin, missing) {
         return Err(Error::Io {
-            file: config.data.path.clone(),
+            file: path.clone(),
             message: format!(
                 "no such file: the data {} was trained on (moved?); give it with --set data.path=FILE",
                 checkpoint.display()
@@ -137,7 +138,8 @@ pub(crate) fn data_for_checkpoint(config: &Config, file: &Path, checkpoint: &Pat
         });
     }
     let (mut train_set, mut test_set) = train::load_data(&raw, file)?;
-    check_input_width(config, checkpoint, &config.data.path, train_set.d)?;
+    let source = std::path::PathBuf::from(config.data.source());
+    check_input_width(config, checkpoint, config.data.path.as_ref().unwrap_or(&source), train_set.d)?;
     if let Some((mean, std)) = saved {
         let s = train::Standardize { mean, std };
         if s.mean.len() != train_set.d {

@@ -8,6 +8,7 @@ pub mod csv;
 mod memory;
 pub mod npy;
 pub mod targets;
+pub mod toy;
 
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
@@ -15,6 +16,7 @@ pub use batches::{BatchScheme, Batcher};
 pub use csv::{load_csv, load_features, CsvOptions, LabelColumn};
 pub use npy::{load_npy_pair, load_npy_pair_with, read_npy, write_npy_f32, NpyArray, NpyData};
 pub use targets::{load_csv_targets, load_npy_targets, TargetColumn, Targets};
+pub use toy::{generate as generate_toy, ToyKind, ToySpec};
 
 use crate::error::{Error, Result};
 

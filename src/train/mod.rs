@@ -307,7 +307,7 @@ pub mod side_by_side;
 pub mod sweep;
 pub mod trainer;
 pub use run::{
-    batcher, build_network, check_batches, check_labels, cpu_network, gpu_network, load_data, load_split, max_rows,
-    open_gpu, Placement, Split, Standardize,
+    batcher, build_network, check_batches, check_labels, cpu_network, gpu_network, load_all, load_data, load_split,
+    max_rows, open_gpu, split_rows, Placement, Split, Standardize,
 };
 pub use trainer::{Device, EpochStats, Evaluation, History, RunSpec, Trainer};

@@ -30,15 +30,18 @@ pub struct Placement {
 pub fn check_labels(model: &Model, train: &Dataset, test: &Dataset, config: &Config) -> Result<()> {
     if train.is_regression() {
         // One output per target, as the classes' case below; the message names the config.
-        let file = config.data.path.display();
+        let file = config.data.source();
         return crate::exec::network::check_targets(model, train)
             .and_then(|()| crate::exec::network::check_targets(model, test))
             .map_err(|e| Error::Model(format!("{file}: {e}")));
     }
     let (outputs, classes) = (model.outputs(), train.num_classes);
-    let file = config.data.path.display();
+    let file = config.data.source();
     if outputs != classes {
         let source = match (&train.class_names, config.data.num_classes) {
+            (Some(names), _) if config.data.generate.is_some() => {
+                format!("the classes of {file}: {}", crate::data::listed(names))
+            }
             (Some(names), _) => format!("the class names in {file}: {}", crate::data::listed(names)),
             (None, Some(k)) => format!("data.num_classes = {k}"),
             (None, None) => format!("labels 0 to {} in {file}", classes - 1),
@@ -56,11 +59,8 @@ pub fn check_labels(model: &Model, train: &Dataset, test: &Dataset, config: &Con
         )));
     }
     if let Some(&bad) = test.labels.iter().find(|&&l| l as usize >= outputs) {
-        let file = config.data.test_path.as_ref().unwrap_or(&config.data.path);
-        return Err(Error::Model(format!(
-            "{}: the test data has label {bad} but the model has {outputs} outputs",
-            file.display()
-        )));
+        let file = config.data.test_path.as_ref().map_or(config.data.source(), |p| p.display().to_string());
+        return Err(Error::Model(format!("{file}: the test data has label {bad} but the model has {outputs} outputs")));
     }
     Ok(())
 }
@@ -91,33 +91,59 @@ pub struct Split {
 
 /// Loads the data a config names, scaled, split into training, validation and test rows.
 pub fn load_split(config: &Config, config_file: &std::path::Path) -> Result<Split> {
-    let all = load_rows(config, config_file, &config.data.path, config.data.labels.as_deref())?;
-    split_rows(all, config, config_file)
+    let all = load_all(config, config_file)?;
+    split_with(all, config, config_file, |train| match &config.data.test_path {
+        Some(test_path) => load_test_rows(config, config_file, test_path, train).map(Some),
+        None => Ok(None),
+    })
 }
 
-/// `load_split` after the rows are read: scaling, the test and validation splits, a test file,
-/// the standardisation. A browser page hands it rows it parsed itself.
-pub fn split_rows(mut all: Dataset, config: &Config, config_file: &std::path::Path) -> Result<Split> {
+/// All the rows the config's data names, before any split: its file, or its generated set.
+pub fn load_all(config: &Config, config_file: &std::path::Path) -> Result<Dataset> {
+    match (&config.data.path, config.data.toy_spec()) {
+        (Some(path), _) => load_rows(config, config_file, path, config.data.labels.as_deref()),
+        (None, Some(spec)) => data::generate_toy(&spec),
+        // Config::parse refuses a [data] with neither.
+        (None, None) => Err(Error::Config {
+            file: config_file.to_path_buf(),
+            message: "data: give data.path or data.generate".into(),
+        }),
+    }
+}
+
+/// Rows already in hand (parsed from CSV text, generated) split as the config says: scaled,
+/// the test split, the validation split, standardised with the training rows' statistics. A
+/// config with `data.test_path` names a file, which only `load_split` reads.
+pub fn split_rows(all: Dataset, config: &Config, config_file: &std::path::Path) -> Result<Split> {
+    if let Some(test_path) = &config.data.test_path {
+        return Err(Error::Config {
+            file: config_file.to_path_buf(),
+            message: format!(
+                "data.test_path = {}: split_rows takes only the rows handed to it; use test_fraction (or load_split)",
+                test_path.display()
+            ),
+        });
+    }
+    split_with(all, config, config_file, |_| Ok(None))
+}
+
+/// The split, with the test rows from `test_file` (given the training rows) when it has any.
+fn split_with(
+    mut all: Dataset,
+    config: &Config,
+    config_file: &std::path::Path,
+    test_file: impl FnOnce(&Dataset) -> Result<Option<Dataset>>,
+) -> Result<Split> {
     if config.data.scale != 1.0 {
         all.scale(config.data.scale);
     }
     let (train, mut test) = all.split(config.data.test_fraction(), config.data.split_seed)?;
     let (mut train, mut validation) = split_validation(train, config, config_file)?;
-    if let Some(test_path) = &config.data.test_path {
-        // Class names number as the training file's do.
-        let mut named = config.clone();
-        named.class_names = named.class_names.or(train.class_names.clone());
-        test = load_rows(&named, config_file, test_path, config.data.test_labels.as_deref())?;
-        if test.d != train.d {
-            return Err(Error::Shape {
-                what: format!("{} (data.test_path) features", test_path.display()),
-                expected: format!("{} (as {})", train.d, config.data.path.display()),
-                got: test.d.to_string(),
-            });
-        }
+    if let Some(mut rows) = test_file(&train)? {
         if config.data.scale != 1.0 {
-            test.scale(config.data.scale);
+            rows.scale(config.data.scale);
         }
+        test = rows;
     }
     let standardize = config.data.standardize.then(|| Standardize::fit(&train));
     if let Some(s) = &standardize {
@@ -126,6 +152,27 @@ pub fn split_rows(mut all: Dataset, config: &Config, config_file: &std::path::Pa
         s.apply(&mut test.x);
     }
     Ok(Split { train, validation, test, standardize })
+}
+
+/// The rows of `data.test_path`, unscaled, checked against the training rows' width.
+fn load_test_rows(
+    config: &Config,
+    config_file: &std::path::Path,
+    test_path: &std::path::Path,
+    train: &Dataset,
+) -> Result<Dataset> {
+    // Class names number as the training file's do.
+    let mut named = config.clone();
+    named.class_names = named.class_names.or(train.class_names.clone());
+    let test = load_rows(&named, config_file, test_path, config.data.test_labels.as_deref())?;
+    if test.d != train.d {
+        return Err(Error::Shape {
+            what: format!("{} (data.test_path) features", test_path.display()),
+            expected: format!("{} (as {})", train.d, config.data.source()),
+            got: test.d.to_string(),
+        });
+    }
+    Ok(test)
 }
 
 /// (training rows, validation rows): `data.validation_fraction` of `train` by a shuffle seeded

@@ -54,7 +54,7 @@ pub(super) fn check_outputs(opts: &TrainOptions, config: &Config, config_file: &
 
 /// The files a command reads through its config: the config itself and its data.
 pub fn config_inputs<'a>(config: &'a Config, config_file: &'a Path) -> Vec<&'a Path> {
-    [Some(config_file), Some(config.data.path.as_path()), config.data.labels.as_deref()]
+    [Some(config_file), config.data.path.as_deref(), config.data.labels.as_deref()]
         .into_iter()
         .chain([config.data.test_path.as_deref(), config.data.test_labels.as_deref()])
         .chain([config.data.targets_path.as_deref(), config.data.test_targets.as_deref()])
@@ -170,14 +170,18 @@ pub(super) fn print_header(
         Some(p) => format!("{} test rows from {}", test.n, p.display()),
         None => format!("{} test rows", test.n),
     };
-    let builtin_data = if config.builtin && !config.data.path.exists() { " (the built-in copy)" } else { "" };
+    let builtin_data = if config.builtin && config.data.path.as_ref().is_some_and(|p| !p.exists()) {
+        " (the built-in copy)"
+    } else {
+        ""
+    };
     let validation_rows = match validation.n {
         0 => String::new(),
         n => format!("{n} validation / "),
     };
     crate::say!(
         "data: {}{builtin_data} ({} train / {validation_rows}{test_rows}, {features}, {classes})",
-        config.data.path.display(),
+        config.data.source(),
         train.n,
     );
     if test.n == 0 {
