@@ -222,7 +222,6 @@ fn gradient_norm(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>
 fn hessian_vector_products(gpu: &Gpu, rng: &mut StdRng, loss: crate::spec::Loss, out: &mut Vec<Outcome>) -> Result<()> {
     use crate::exec::hessian::{gpu_hvp_error_bound, Hessian};
     use crate::spec::LayerSpec;
-    use crate::spectrum::SymmetricOperator;
     let l = |out| LayerSpec::Linear { out, bias: true };
     let layers = vec![
         l(7),
