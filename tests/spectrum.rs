@@ -201,8 +201,7 @@ fn awaited_lanczos_and_slq_match_the_blocking_drivers_bit_for_bit() {
     let start: Vec<f64> = (0..n).map(|_| standard_normal(&mut rng)).collect();
     for steps in [0, 1, 7, n, n + 5] {
         let blocking = lanczos(&mut op, &start, steps).unwrap();
-        let waited =
-            gradflow::device::wait("test Lanczos", lanczos_async(&mut awaited, &start, steps)).unwrap();
+        let waited = gradflow::device::wait("test Lanczos", lanczos_async(&mut awaited, &start, steps)).unwrap();
         assert_eq!(blocking.steps(), steps.min(n), "{steps} steps asked");
         assert!(same_run(&blocking, &waited), "{steps} steps: awaited Lanczos differs from blocking");
     }

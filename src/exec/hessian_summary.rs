@@ -95,4 +95,3 @@ pub async fn summarize_async(h: &mut Hessian, budget: &Budget) -> Result<Hessian
         seconds,
     })
 }
-
