@@ -22,6 +22,11 @@ pub fn batch_rows(model: &Model, batch_size: usize, rows: usize) -> (usize, Stri
     }
 }
 
+/// `gradflow hessian`'s defaults (`--k`, `--steps`, `--probes`), which the page follows.
+pub const DEFAULT_K: usize = 5;
+pub const DEFAULT_STEPS: usize = 40;
+pub const DEFAULT_PROBES: usize = 5;
+
 /// How much work the estimates get.
 pub struct Budget {
     /// Eigenvalues reported at each end.

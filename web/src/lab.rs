@@ -14,7 +14,7 @@ use crate::json;
 pub struct Lab {
     pub(crate) gpu: Option<Arc<Gpu>>,
     /// Why there is no GPU, when there is none.
-    why_no_gpu: Option<String>,
+    pub(crate) why_no_gpu: Option<String>,
 }
 
 /// Opens the browser's WebGPU adapter and compiles every kernel family on it. A browser without

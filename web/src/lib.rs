@@ -6,8 +6,10 @@
 //! Wasm only: elsewhere the crate is empty, so a native workspace build skips it.
 #![cfg(target_arch = "wasm32")]
 
+mod check;
 mod lab;
 mod run;
+mod spectrum;
 
 pub use lab::{open_lab, Lab};
 pub use run::Run;
