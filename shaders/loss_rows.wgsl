@@ -57,7 +57,10 @@ fn cross_entropy_row(r: u32) -> vec2<f32> {
     }
     var loss = lse - logit(base + min(label, p.cols - 1u));
     if (label >= p.cols) {
-        loss = bitcast<f32>(0x7fc00000u);   // NaN: a label the host failed to check must not pass silently
+        // NaN: a label the host failed to check must not pass silently. Through a `let`, not a
+        // constant: WebGPU (Tint) const-evaluates bitcast<f32>(0x7fc00000u) and refuses the NaN.
+        let nan_bits = 0x7fc00000u;
+        loss = bitcast<f32>(nan_bits);
     }
     let stats = vec2<f32>(loss, select(0.0, 1.0, arg == label));
     set_row_stats(r, stats);
