@@ -22,7 +22,6 @@ use gradflow::error::Result;
 use gradflow::exec::hessian::Hessian;
 use gradflow::plot::{svg_grid, Chart, Field, Panel, Series};
 use gradflow::spec::{LayerSpec, Loss, Model};
-use gradflow::spectrum::SymmetricOperator;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn linear(out: usize) -> LayerSpec {

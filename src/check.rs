@@ -28,10 +28,20 @@ fn wide(v: &[f32]) -> Vec<f64> {
 }
 
 /// One op's result: worst |gpu − reference| and the largest error/bound ratio.
-struct Outcome {
-    op: String,
-    worst: f64,
-    share: f64,
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The op and its shape, as the table prints it.
+    pub op: String,
+    pub worst: f64,
+    /// The worst error as a fraction of its bound: the op passes at ≤ 1.
+    pub share: f64,
+}
+
+impl Outcome {
+    /// Whether every error is within its bound.
+    pub fn pass(&self) -> bool {
+        self.share <= 1.0
+    }
 }
 
 fn compare(op: String, got: &[f32], want: &[f64], bound: &[f64]) -> Outcome {
@@ -50,7 +60,7 @@ fn compare(op: String, got: &[f32], want: &[f64], bound: &[f64]) -> Outcome {
     o
 }
 
-fn linear(gpu: &Gpu, rng: &mut StdRng, m: usize, k: usize, n: usize, out: &mut Vec<Outcome>) -> Result<()> {
+async fn linear(gpu: &Gpu, rng: &mut StdRng, m: usize, k: usize, n: usize, out: &mut Vec<Outcome>) -> Result<()> {
     let (x, w, b, dz) = (
         random(rng, m * k, -1.0, 1.0),
         random(rng, n * k, -1.0, 1.0),
@@ -60,13 +70,13 @@ fn linear(gpu: &Gpu, rng: &mut StdRng, m: usize, k: usize, n: usize, out: &mut V
     let shape = format!("{m}×{k}×{n}");
     let (z, y_ref) = cpu::linear_forward(&wide(&x), &wide(&w), Some(&wide(&b)), m, k, n, Act::IDENTITY);
     let (_, bound) = bounds::linear_forward_bound(&x, &w, Some(&b), m, k, n, Act::IDENTITY, &z, &y_ref);
-    let (_, y) = ops::linear_forward(gpu, &x, &w, Some(&b), m, k, n, Act::IDENTITY)?;
+    let (_, y) = ops::linear_forward_async(gpu, &x, &w, Some(&b), m, k, n, Act::IDENTITY).await?;
     out.push(compare(format!("linear_forward {shape}"), &y, &y_ref, &bound));
     let dx = cpu::linear_backward_input(&wide(&dz), &wide(&w), m, k, n);
     let bound = bounds::linear_backward_input_bound(&dz, &w, m, k, n, &dx);
     out.push(compare(
         format!("linear_backward_input {shape}"),
-        &ops::linear_backward_input(gpu, &dz, &w, m, k, n, None)?,
+        &ops::linear_backward_input_async(gpu, &dz, &w, m, k, n, None).await?,
         &dx,
         &bound,
     ));
@@ -74,11 +84,11 @@ fn linear(gpu: &Gpu, rng: &mut StdRng, m: usize, k: usize, n: usize, out: &mut V
     let bound = bounds::linear_backward_weight_bound(&dz, &x, m, k, n, &dw);
     out.push(compare(
         format!("linear_backward_weight {shape}"),
-        &ops::linear_backward_weight(gpu, &dz, &x, m, k, n)?,
+        &ops::linear_backward_weight_async(gpu, &dz, &x, m, k, n).await?,
         &dw,
         &bound,
     ));
-    let (dw_fused, db_fused) = ops::linear_backward_weight_and_bias(gpu, &dz, &x, m, k, n)?;
+    let (dw_fused, db_fused) = ops::linear_backward_weight_and_bias_async(gpu, &dz, &x, m, k, n).await?;
     out.push(compare(format!("linear_backward_weight (with bias) {shape}"), &dw_fused, &dw, &bound));
     let db = cpu::bias_grad(&wide(&dz), m, n);
     let bound = bounds::bias_grad_bound(&dz, m, n);
@@ -86,7 +96,7 @@ fn linear(gpu: &Gpu, rng: &mut StdRng, m: usize, k: usize, n: usize, out: &mut V
     Ok(())
 }
 
-fn activations(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -> Result<()> {
+async fn activations(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -> Result<()> {
     let x = random(rng, len, -9.0, 9.0);
     let dy = random(rng, len, -1.0, 1.0);
     for act in ops::all_activations() {
@@ -95,7 +105,7 @@ fn activations(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) 
         let bound = bounds::activation_forward_bound(act, &x, &want);
         out.push(compare(
             format!("activation_forward {name} ×{len}"),
-            &ops::activation_forward(gpu, &x, act)?,
+            &ops::activation_forward_async(gpu, &x, act).await?,
             &want,
             &bound,
         ));
@@ -103,7 +113,7 @@ fn activations(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) 
         let bound = bounds::activation_backward_bound(act, &x, &dy, &want);
         out.push(compare(
             format!("activation_backward {name} ×{len}"),
-            &ops::activation_backward(gpu, &x, &dy, act)?,
+            &ops::activation_backward_async(gpu, &x, &dy, act).await?,
             &want,
             &bound,
         ));
@@ -111,25 +121,25 @@ fn activations(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) 
     Ok(())
 }
 
-fn losses(gpu: &Gpu, rng: &mut StdRng, rows: usize, cols: usize, out: &mut Vec<Outcome>) -> Result<()> {
+async fn losses(gpu: &Gpu, rng: &mut StdRng, rows: usize, cols: usize, out: &mut Vec<Outcome>) -> Result<()> {
     let logits = random(rng, rows * cols, -20.0, 20.0);
     let labels: Vec<u32> = (0..rows).map(|_| rng.random_range(0..cols as u32)).collect();
     // The references here are f64, the exact values the loss bounds are stated against.
     let want = cpu::cross_entropy(&wide(&logits), &labels, rows, cols);
-    let got = ops::cross_entropy(gpu, &logits, &labels, rows, cols)?;
+    let got = ops::cross_entropy_async(gpu, &logits, &labels, rows, cols).await?;
     let (loss_bound, bound) = bounds::cross_entropy_bounds(&logits, &labels, rows, cols);
     out.push(compare(format!("cross_entropy loss {rows}×{cols}"), &[got.loss], &[want.loss], &[loss_bound]));
     out.push(compare(format!("cross_entropy grad {rows}×{cols}"), &got.grad, &want.grad, &bound));
     let targets = random(rng, rows * cols, -1.0, 1.0);
     let want = cpu::mse(&wide(&logits), Some(&wide(&targets)), &labels, rows, cols);
-    let got = ops::mse(gpu, &logits, Some(&targets), &labels, rows, cols)?;
+    let got = ops::mse_async(gpu, &logits, Some(&targets), &labels, rows, cols).await?;
     let (loss_bound, bound) = bounds::mse_bounds(&logits, &wide(&targets), rows, cols);
     out.push(compare(format!("mse loss {rows}×{cols}"), &[got.loss], &[want.loss], &[loss_bound]));
     out.push(compare(format!("mse grad {rows}×{cols}"), &got.grad, &want.grad, &bound));
     Ok(())
 }
 
-fn batchnorm(gpu: &Gpu, rng: &mut StdRng, m: usize, n: usize, out: &mut Vec<Outcome>) -> Result<()> {
+async fn batchnorm(gpu: &Gpu, rng: &mut StdRng, m: usize, n: usize, out: &mut Vec<Outcome>) -> Result<()> {
     let centres = random(rng, n, -50.0, 50.0);
     let x: Vec<f32> = (0..m * n).map(|i| centres[i % n] + rng.random_range(-2.0f32..2.0)).collect();
     let (gamma_v, beta_v, dy) = (random(rng, n, 0.5, 2.0), random(rng, n, -1.0, 1.0), random(rng, m * n, -1.0, 1.0));
@@ -141,9 +151,11 @@ fn batchnorm(gpu: &Gpu, rng: &mut StdRng, m: usize, n: usize, out: &mut Vec<Outc
     let gb = bounds::BatchNormBounds::new(&x, m, n, &gamma_v, &beta_v, eps);
     let ones = vec![1.0f32; n];
     let (gy, _, _) =
-        ops::batchnorm_forward(gpu, &x, m, n, &gamma_v, &beta_v, &ones, &ones, eps, Some(0.1), Act::IDENTITY)?;
+        ops::batchnorm_forward_async(gpu, &x, m, n, &gamma_v, &beta_v, &ones, &ones, eps, Some(0.1), Act::IDENTITY)
+            .await?;
     out.push(compare(format!("batchnorm_forward {m}×{n}"), &gy, &y, &gb.y));
-    let (gdx, gdg, gdb) = ops::batchnorm_backward(gpu, &x, &dy, m, n, &gamma_v, &beta_v, eps, Act::IDENTITY)?;
+    let (gdx, gdg, gdb) =
+        ops::batchnorm_backward_async(gpu, &x, &dy, m, n, &gamma_v, &beta_v, eps, Act::IDENTITY).await?;
     let (bdx, bdg, bdb) = gb.backward(&x, &dy, m, n, &gamma_v, eps);
     out.push(compare(format!("batchnorm_backward dx {m}×{n}"), &gdx, &dx, &bdx));
     out.push(compare(format!("batchnorm_backward dgamma {m}×{n}"), &gdg, &dg, &bdg));
@@ -151,11 +163,11 @@ fn batchnorm(gpu: &Gpu, rng: &mut StdRng, m: usize, n: usize, out: &mut Vec<Outc
     let (a, b) = (random(rng, m * n, -5.0, 5.0), random(rng, m * n, -5.0, 5.0));
     let want = cpu::residual_add(&wide(&a), &wide(&b));
     let bound = bounds::residual_add_bound(&want);
-    out.push(compare(format!("residual_add ×{}", m * n), &ops::residual_add(gpu, &a, &b)?, &want, &bound));
+    out.push(compare(format!("residual_add ×{}", m * n), &ops::residual_add_async(gpu, &a, &b).await?, &want, &bound));
     Ok(())
 }
 
-fn optimizers(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -> Result<()> {
+async fn optimizers(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -> Result<()> {
     let t = |s: &str| -> Result<Optimizer> {
         toml::from_str(s).map_err(|e| crate::error::Error::Usage(format!("check optimizer: {e}")))
     };
@@ -171,7 +183,7 @@ fn optimizers(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -
     for opt in all {
         let setup = OptimizerSetup::from(opt.clone());
         let groups = ParamGroups::flat(&opt, len);
-        let (iterates, _) = ops::optimizer_update(gpu, &p0, &grads, &setup, groups.clone())?;
+        let (iterates, _) = ops::optimizer_update_async(gpu, &p0, &grads, &setup, groups.clone()).await?;
         // The f64 reference run, and per step the update kernels' bound (tests/optimizers.rs).
         let mut p = wide(&p0);
         let mut state: Vec<f64> = opt.initial_state(len).iter().map(|&v| v as f64).collect();
@@ -198,7 +210,7 @@ fn optimizers(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -
 
 /// clip_grad_norm's gradient norm and coefficient (grad_norm_partial, grad_norm_finish) against
 /// the f64 ones, within the bounds of the kernels' fixed summation order.
-fn gradient_norm(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -> Result<()> {
+async fn gradient_norm(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>) -> Result<()> {
     let grad = random(rng, len, -1.0, 1.0);
     let norm64 = grad.iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt();
     let opt = Optimizer::Sgd(crate::optim::Sgd::new(0.1));
@@ -206,7 +218,7 @@ fn gradient_norm(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>
     let mut clip = GpuOptimizer::new(gpu, &param, &g, &opt, ParamGroups::flat(&opt, len), Some(1.0))?;
     clip.prepare(gpu, 1, 1.0);
     crate::device::submit(gpu, "gradient norm", &clip.dispatches().collect::<Vec<_>>())?;
-    let (coef, norm) = clip.clip_stats(gpu)?;
+    let (coef, norm) = clip.clip_stats_async(gpu).await?;
     // The f64 reference's own error (γ_{len+1} in f64) joins both bounds.
     let reference = (len + 1) as f64 * f64::EPSILON;
     let bound = (grad_norm_rel_error(len) + reference) * norm64;
@@ -219,10 +231,14 @@ fn gradient_norm(gpu: &Gpu, rng: &mut StdRng, len: usize, out: &mut Vec<Outcome>
 
 /// H·v by the GPU's R-operator against the CPU reference's (f64) on a small model with every
 /// layer type, batch norm in training mode over two batches.
-fn hessian_vector_products(gpu: &Gpu, rng: &mut StdRng, loss: crate::spec::Loss, out: &mut Vec<Outcome>) -> Result<()> {
+async fn hessian_vector_products(
+    gpu: &Gpu,
+    rng: &mut StdRng,
+    loss: crate::spec::Loss,
+    out: &mut Vec<Outcome>,
+) -> Result<()> {
     use crate::exec::hessian::{gpu_hvp_error_bound, Hessian};
     use crate::spec::LayerSpec;
-    use crate::spectrum::SymmetricOperator;
     let l = |out| LayerSpec::Linear { out, bias: true };
     let layers = vec![
         l(7),
@@ -242,40 +258,47 @@ fn hessian_vector_products(gpu: &Gpu, rng: &mut StdRng, loss: crate::spec::Loss,
     let mut device = Hessian::new(model.clone(), loss, &params, &data, 10)?;
     device.use_gpu(std::sync::Arc::new(gpu.clone()))?;
     let v: Vec<f64> = (0..reference.dim()).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let want = reference.hv(&v)?;
-    let got: Vec<f32> = device.hv(&v)?.iter().map(|&x| x as f32).collect();
+    let want = reference.hv_async(&v).await?;
+    let got: Vec<f32> = device.hv_async(&v).await?.iter().map(|&x| x as f32).collect();
     let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     let bound = vec![gpu_hvp_error_bound(&model, 10, scale); want.len()];
     out.push(compare(format!("hessian_vector_product {} ({} params)", loss.name(), want.len()), &got, &want, &bound));
     Ok(())
 }
 
+/// Every check on `gpu`, each op's outcome in the order `gradflow check` prints them; every
+/// read-back awaited (the form a browser page uses).
+pub async fn run_async(gpu: &Gpu) -> Result<Vec<Outcome>> {
+    let mut rng = StdRng::seed_from_u64(0x6772_6164);
+    let mut out = Vec::new();
+    for (m, k, n) in [(1, 1, 1), (7, 13, 5), (65, 67, 63), (257, 129, 131)] {
+        linear(gpu, &mut rng, m, k, n, &mut out).await?;
+    }
+    activations(gpu, &mut rng, 4099, &mut out).await?;
+    for (rows, cols) in [(1, 2), (67, 10), (300, 257)] {
+        losses(gpu, &mut rng, rows, cols, &mut out).await?;
+    }
+    for (m, n) in [(2, 3), (17, 33), (1000, 70)] {
+        batchnorm(gpu, &mut rng, m, n, &mut out).await?;
+    }
+    optimizers(gpu, &mut rng, 10_007, &mut out).await?;
+    for loss in [crate::spec::Loss::CrossEntropy, crate::spec::Loss::Mse] {
+        hessian_vector_products(gpu, &mut rng, loss, &mut out).await?;
+    }
+    // Past 256 chunks, where each invocation of grad_norm_finish adds a second partial.
+    gradient_norm(gpu, &mut rng, NORM_CHUNK * NORM_THREADS + 1031, &mut out).await?;
+    Ok(out)
+}
+
 /// Runs every check and prints one line per op; `Ok(true)` when all are within their bounds.
 pub fn run(placement: &Placement) -> Result<bool> {
     let gpu = Gpu::new(placement.adapter.as_deref())?;
     crate::say!("adapter: {}", gpu.describe());
-    let mut rng = StdRng::seed_from_u64(0x6772_6164);
-    let mut out = Vec::new();
-    for (m, k, n) in [(1, 1, 1), (7, 13, 5), (65, 67, 63), (257, 129, 131)] {
-        linear(&gpu, &mut rng, m, k, n, &mut out)?;
-    }
-    activations(&gpu, &mut rng, 4099, &mut out)?;
-    for (rows, cols) in [(1, 2), (67, 10), (300, 257)] {
-        losses(&gpu, &mut rng, rows, cols, &mut out)?;
-    }
-    for (m, n) in [(2, 3), (17, 33), (1000, 70)] {
-        batchnorm(&gpu, &mut rng, m, n, &mut out)?;
-    }
-    optimizers(&gpu, &mut rng, 10_007, &mut out)?;
-    for loss in [crate::spec::Loss::CrossEntropy, crate::spec::Loss::Mse] {
-        hessian_vector_products(&gpu, &mut rng, loss, &mut out)?;
-    }
-    // Past 256 chunks, where each invocation of grad_norm_finish adds a second partial.
-    gradient_norm(&gpu, &mut rng, NORM_CHUNK * NORM_THREADS + 1031, &mut out)?;
+    let out = crate::device::wait("gradflow check", run_async(&gpu))?;
     let mut ok = true;
     crate::say!("{:<52} {:>12} {:>10}", "op (shape)", "worst error", "of bound");
     for o in &out {
-        let pass = o.share <= 1.0;
+        let pass = o.pass();
         ok &= pass;
         crate::say!("{:<52} {:>12.3e} {:>9.1}% {}", o.op, o.worst, 100.0 * o.share, if pass { "ok" } else { "FAIL" });
     }

@@ -8,7 +8,7 @@ use gradflow::exec::cpu_network::loss_and_grads;
 use gradflow::exec::hessian::{gpu_hvp_error_bound, Hessian};
 use gradflow::reference::hvp::loss_grad_hvp;
 use gradflow::spec::{LayerSpec, Loss, Model};
-use gradflow::spectrum::{lanczos, stochastic_lanczos_quadrature, symmetric_eigen, SymmetricOperator};
+use gradflow::spectrum::{lanczos, stochastic_lanczos_quadrature, symmetric_eigen};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 mod common;

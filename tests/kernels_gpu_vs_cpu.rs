@@ -578,3 +578,14 @@ fn gather_batch_matches_dataset_gather_bit_for_bit() {
         assert_eq!(got_y, want_y, "gather_batch labels, {rows} rows from {n}");
     }
 }
+
+#[test]
+fn a_label_the_host_did_not_check_makes_the_loss_nan() {
+    // loss_rows.wgsl's guard, written so WebGPU's compiler (which refuses a constant NaN) takes it too.
+    require_gpu!();
+    let logits = [0.5f32, -1.0, 2.0, 0.25, 1.0, -0.5];
+    let ok = ops::cross_entropy(gpu(), &logits, &[2, 0], 2, 3).unwrap();
+    assert!(ok.loss.is_finite(), "labels in range: {}", ok.loss);
+    let bad = ops::cross_entropy(gpu(), &logits, &[2, 3], 2, 3).unwrap();
+    assert!(bad.loss.is_nan(), "label 3 of 3 classes gave loss {}", bad.loss);
+}

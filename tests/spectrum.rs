@@ -9,7 +9,8 @@
 
 use gradflow::spectrum::random_matrix::standard_normal;
 use gradflow::spectrum::{
-    gaussian_symmetric, lanczos, semicircle_density, stochastic_lanczos_quadrature, symmetric_eigen, DenseSymmetric,
+    gaussian_symmetric, lanczos, lanczos_async, semicircle_density, stochastic_lanczos_quadrature,
+    stochastic_lanczos_quadrature_async, symmetric_eigen, AsyncSymmetricOperator, DenseSymmetric, Lanczos,
     SymmetricOperator,
 };
 use rand::{rngs::StdRng, SeedableRng};
@@ -147,6 +148,99 @@ fn lanczos_extremes_and_the_slq_index_match_a_full_eigendecomposition() {
     assert!((estimate - index).abs() <= bound, "index {index} vs SLQ {estimate} (bound {bound})");
     eprintln!("index {index:.3}, SLQ estimate {estimate:.3} (bound ±{bound:.3})");
     assert!((density.weights.iter().sum::<f64>() - 1.0).abs() <= 1e-12);
+}
+
+/// A dense matrix whose every product is awaited: the future is pending once (as a browser's
+/// read-back is until the page yields) before it returns A·x.
+struct Awaited(DenseSymmetric);
+
+/// Pending at its first poll (waking its task at once), ready at the second.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+impl AsyncSymmetricOperator for Awaited {
+    fn dim(&self) -> usize {
+        self.0.n
+    }
+
+    async fn apply_async(&mut self, x: &[f64]) -> gradflow::error::Result<Vec<f64>> {
+        YieldOnce(false).await;
+        let mut y = vec![0.0; self.0.n];
+        self.0.apply(x, &mut y)?;
+        Ok(y)
+    }
+}
+
+fn same_run(a: &Lanczos, b: &Lanczos) -> bool {
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    bits(&a.alpha) == bits(&b.alpha)
+        && bits(&a.beta) == bits(&b.beta)
+        && a.basis.len() == b.basis.len()
+        && a.basis.iter().zip(&b.basis).all(|(p, q)| bits(p) == bits(q))
+}
+
+#[test]
+fn awaited_lanczos_and_slq_match_the_blocking_drivers_bit_for_bit() {
+    // Both drivers run one recurrence (`LanczosSteps`) on the same products: identical bits.
+    let n = 60;
+    let lambda: Vec<f64> = (0..n).map(|i| -2.0 + 5.0 * (i as f64 / (n - 1) as f64).powi(3)).collect();
+    let mut op = with_spectrum(&lambda, 21);
+    let mut awaited = Awaited(DenseSymmetric { n, a: op.a.clone() });
+    let mut rng = StdRng::seed_from_u64(22);
+    let start: Vec<f64> = (0..n).map(|_| standard_normal(&mut rng)).collect();
+    for steps in [0, 1, 7, n, n + 5] {
+        let blocking = lanczos(&mut op, &start, steps).unwrap();
+        let waited = gradflow::device::wait("test Lanczos", lanczos_async(&mut awaited, &start, steps)).unwrap();
+        assert_eq!(blocking.steps(), steps.min(n), "{steps} steps asked");
+        assert!(same_run(&blocking, &waited), "{steps} steps: awaited Lanczos differs from blocking");
+    }
+    // Every step of the full run: T is similar to A, so its Ritz values are A's eigenvalues to
+    // the backward-stable c·n·u·‖A‖_F (c ≤ 100, as above).
+    let full = gradflow::device::wait("test Lanczos", lanczos_async(&mut awaited, &start, n)).unwrap();
+    let tol = 100.0 * n as f64 * U * frobenius(&op.a);
+    let mut sorted = lambda.clone();
+    sorted.sort_by(f64::total_cmp);
+    for (r, e) in full.ritz().0.iter().zip(&sorted) {
+        assert!((r - e).abs() <= tol, "awaited full Lanczos: {r} vs {e}");
+    }
+
+    let blocking = stochastic_lanczos_quadrature(&mut op, 4, 12, 5).unwrap();
+    let waited =
+        gradflow::device::wait("test SLQ", stochastic_lanczos_quadrature_async(&mut awaited, 4, 12, 5)).unwrap();
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&blocking.nodes), bits(&waited.nodes));
+    assert_eq!(bits(&blocking.weights), bits(&waited.weights));
+    assert_eq!(blocking.nodes.len(), 4 * 12);
+}
+
+#[test]
+fn lanczos_stops_at_an_invariant_subspace_with_exact_eigenvalues() {
+    // Three distinct eigenvalues: the Krylov space of any start vector has dimension ≤ 3, so the
+    // driver stops after 3 steps (β₃ ≈ 0) and T's eigenvalues are exactly the three, to c·n·u·‖A‖_F.
+    let n = 30;
+    let lambda: Vec<f64> = (0..n).map(|i| [-1.5, 0.5, 4.0][i % 3]).collect();
+    let mut op = with_spectrum(&lambda, 31);
+    let mut awaited = Awaited(DenseSymmetric { n, a: op.a.clone() });
+    let start: Vec<f64> = (0..n).map(|i| 1.0 + i as f64 / n as f64).collect();
+    let blocking = lanczos(&mut op, &start, 20).unwrap();
+    let waited = gradflow::device::wait("test Lanczos", lanczos_async(&mut awaited, &start, 20)).unwrap();
+    assert!(same_run(&blocking, &waited));
+    assert_eq!(blocking.steps(), 3, "Lanczos should stop at the invariant subspace");
+    let tol = 100.0 * n as f64 * U * frobenius(&op.a);
+    for (r, e) in blocking.ritz().0.iter().zip([-1.5, 0.5, 4.0]) {
+        assert!((r - e).abs() <= tol, "invariant-subspace Ritz value {r} vs {e}");
+    }
 }
 
 /// H²'s trace and Frobenius norm squared (= tr H⁴) by one dense product.

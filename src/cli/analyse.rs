@@ -24,13 +24,7 @@ pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> R
     let (train_set, _) = data_for_checkpoint(&config, &file, checkpoint)?;
     let model = Model::new(train_set.d, config.model.layers.clone())?;
     let (params, _) = state_dict(checkpoint, &model, non_strict)?;
-    // Without batch norm the batching does not change the loss: as few batches as memory allows.
-    let (batch, norm) = if model.has_batch_norm() {
-        let b = config.train.batch_size;
-        (b, format!("batch norm in training mode, statistics of each batch of {b} consecutive rows"))
-    } else {
-        (train_set.n.clamp(1, 4096), "no batch norm".to_string())
-    };
+    let (batch, norm) = crate::exec::hessian_summary::batch_rows(&model, config.train.batch_size, train_set.n);
     let mut h = crate::exec::hessian::Hessian::new(model, config.model.loss, &params, &train_set, batch)?;
     if let Some(gpu) = train::open_gpu(placement, "Hessian-vector products")? {
         crate::say!("device: {}", gpu.describe());

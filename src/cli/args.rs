@@ -268,13 +268,13 @@ pub struct HessianArgs {
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
     /// Eigenvalues to print at each end of the spectrum.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = crate::exec::hessian_summary::DEFAULT_K)]
     pub k: usize,
     /// Lanczos steps (for the extremes, and per probe for the density).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = crate::exec::hessian_summary::DEFAULT_STEPS)]
     pub steps: usize,
     /// Random probes for the density and the index.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = crate::exec::hessian_summary::DEFAULT_PROBES)]
     pub probes: usize,
     /// Write the spectral density as SVG or PNG (by extension).
     #[arg(long, value_name = "FILE")]

@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use crate::exec::hessian::Hessian;
-use crate::spectrum::{lanczos, symmetric_eigen, SymmetricOperator};
+use crate::spectrum::{lanczos, symmetric_eigen};
 
 fn norm(v: &[f64]) -> f64 {
     v.iter().map(|x| x * x).sum::<f64>().sqrt()

@@ -247,6 +247,11 @@ impl Context {
     pub fn read_all(&self, src: &GpuBuffer) -> Result<Vec<f32>> {
         self.read(src, 0, src.len)
     }
+
+    /// `read_all` as a future: the form a browser build awaits.
+    pub async fn read_all_async(&self, src: &GpuBuffer) -> Result<Vec<f32>> {
+        self.read_async(src, 0, src.len).await
+    }
 }
 
 impl PendingRead {

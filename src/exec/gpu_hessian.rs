@@ -121,6 +121,18 @@ impl GpuHvp {
     /// caller's number for the batch: its rows are uploaded only when the last product was over
     /// another one.
     pub fn batch_hvp(&mut self, id: usize, x: &[f32], labels: &[u32], rows: usize, v: &[f32]) -> Result<Vec<f32>> {
+        crate::device::wait("a Hessian-vector product", self.batch_hvp_async(id, x, labels, rows, v))
+    }
+
+    /// `batch_hvp` with its read-back awaited: the form a browser page uses.
+    pub async fn batch_hvp_async(
+        &mut self,
+        id: usize,
+        x: &[f32],
+        labels: &[u32],
+        rows: usize,
+        v: &[f32],
+    ) -> Result<Vec<f32>> {
         if rows == 0 || rows > self.max_rows {
             return Err(crate::error::Error::Usage(format!(
                 "a Hessian batch of {rows} rows (at most {})",
@@ -159,7 +171,7 @@ impl GpuHvp {
         self.gpu.write(&self.v, v);
         let launches: Vec<&Dispatch> = self.recorded.iter().flat_map(|(_, l)| l.iter()).collect();
         submit(&self.gpu, "Hessian-vector product", &launches)?;
-        self.gpu.read(&self.hv, 0, self.model.param_len)
+        self.gpu.read_async(&self.hv, 0, self.model.param_len).await
     }
 
     /// Every launch of one product, in order, for batches of `rows` rows.

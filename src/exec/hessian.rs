@@ -17,7 +17,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::reference::hvp::{loss_grad_hvp, HvpOutput};
 use crate::spec::{Loss, Model};
-use crate::spectrum::SymmetricOperator;
+use crate::spectrum::{AsyncSymmetricOperator, SymmetricOperator};
 
 /// Bound on |H·v (GPU, f32) − H·v (exact)| for `model` with batches of up to `rows` rows, given
 /// max|H·v| = `scale`: each f32 product or reduction of K terms errs by at most K·u·Σ|terms|, and
@@ -117,6 +117,12 @@ impl Hessian {
 
     /// H·v (v in coordinates), on the GPU when `use_gpu` was called.
     pub fn hv(&mut self, v: &[f64]) -> Result<Vec<f64>> {
+        crate::device::wait("a Hessian-vector product", self.hv_async(v))
+    }
+
+    /// `hv` with the GPU's read-backs awaited (the CPU reference is ready at once): the form a
+    /// browser page uses.
+    pub async fn hv_async(&mut self, v: &[f64]) -> Result<Vec<f64>> {
         if self.gpu.is_none() {
             return Ok(self.evaluate(v)?.hv);
         }
@@ -128,7 +134,7 @@ impl Hessian {
             return Err(Error::Plan("the GPU Hessian-vector product without a GPU".into()));
         };
         for (b, ((_, labels, rows), x32)) in self.batches.iter().zip(&self.gpu_inputs).enumerate() {
-            let part = gpu.batch_hvp(b, x32, labels, *rows, &flat_v)?;
+            let part = gpu.batch_hvp_async(b, x32, labels, *rows, &flat_v).await?;
             let share = *rows as f64 / self.rows as f64;
             hv.iter_mut().zip(&part).for_each(|(a, &b)| *a += share * b as f64);
         }
@@ -216,11 +222,26 @@ impl Hessian {
     pub fn model(&self) -> &Model {
         &self.model
     }
+
+    /// The number of coordinates (parameters without padding).
+    pub fn dim(&self) -> usize {
+        self.coords.len()
+    }
+}
+
+impl AsyncSymmetricOperator for Hessian {
+    fn dim(&self) -> usize {
+        Hessian::dim(self)
+    }
+
+    async fn apply_async(&mut self, x: &[f64]) -> Result<Vec<f64>> {
+        self.hv_async(x).await
+    }
 }
 
 impl SymmetricOperator for Hessian {
     fn dim(&self) -> usize {
-        self.coords.len()
+        Hessian::dim(self)
     }
 
     fn apply(&mut self, x: &[f64], y: &mut [f64]) -> Result<()> {

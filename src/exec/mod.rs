@@ -9,6 +9,7 @@ pub mod gpu_hessian;
 pub mod gpu_network;
 mod gpu_sync;
 pub mod hessian;
+pub mod hessian_summary;
 mod launch;
 pub mod network;
 pub mod ops;

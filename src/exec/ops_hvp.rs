@@ -44,10 +44,10 @@ struct Reads<'a> {
 
 /// Uploads `reads`, `stats` and `out`, runs `entry` once, reads `out` back into place and
 /// returns `stats` as the kernel left it.
-fn run(
+async fn run(
     gpu: &Gpu,
     entry: HvpEntry,
-    reads: Reads,
+    reads: Reads<'_>,
     stats: Option<&[f32]>,
     out: &mut [f32],
     params: HvpParams,
@@ -70,14 +70,32 @@ fn run(
     };
     let launch = gpu.hvp_kernel(entry, &b, params)?;
     submit(gpu, entry.name(), &[&launch])?;
-    out.copy_from_slice(&gpu.read_all(&gout)?);
-    stats.map(|s| gpu.read_all(&s)).transpose()
+    out.copy_from_slice(&gpu.read_all_async(&gout).await?);
+    match stats {
+        Some(s) => Ok(Some(gpu.read_all_async(&s).await?)),
+        None => Ok(None),
+    }
 }
 
 /// R{act'(z)·g} = act''(z)·R{z}·g + act'(z)·R{g} element-wise into `out`, or added to it with
 /// `accumulate` (HVP_ACCUMULATE).
 #[allow(clippy::too_many_arguments)]
 pub fn activation_r_backward(
+    gpu: &Gpu,
+    z: &[f32],
+    rz: &[f32],
+    g: &[f32],
+    rg: &[f32],
+    act: Act,
+    out: &mut [f32],
+    accumulate: bool,
+) -> Result<()> {
+    crate::device::wait("activation_r_backward", activation_r_backward_async(gpu, z, rz, g, rg, act, out, accumulate))
+}
+
+/// `activation_r_backward` as a future: the form a browser page awaits.
+#[allow(clippy::too_many_arguments)]
+pub async fn activation_r_backward_async(
     gpu: &Gpu,
     z: &[f32],
     rz: &[f32],
@@ -95,21 +113,38 @@ pub fn activation_r_backward(
         ..Default::default()
     };
     let reads = Reads { x: z, rx: rz, g: Some(g), rg: Some(rg), ..Default::default() };
-    run(gpu, HvpEntry::ActivationRBackward, reads, None, out, params).map(drop)
+    run(gpu, HvpEntry::ActivationRBackward, reads, None, out, params).await.map(drop)
 }
 
 /// R{∂L/∂o} of softmax cross-entropy over `rows` rows of `cols` logits into `out`.
 pub fn cross_entropy_r(gpu: &Gpu, o: &[f32], ro: &[f32], rows: usize, cols: usize, out: &mut [f32]) -> Result<()> {
+    crate::device::wait("cross_entropy_r", cross_entropy_r_async(gpu, o, ro, rows, cols, out))
+}
+
+/// `cross_entropy_r` as a future: the form a browser page awaits.
+pub async fn cross_entropy_r_async(
+    gpu: &Gpu,
+    o: &[f32],
+    ro: &[f32],
+    rows: usize,
+    cols: usize,
+    out: &mut [f32],
+) -> Result<()> {
     let params = HvpParams { len: (rows * cols) as u32, rows: rows as u32, cols: cols as u32, ..Default::default() };
     let reads = Reads { x: o, rx: ro, ..Default::default() };
-    run(gpu, HvpEntry::CrossEntropyR, reads, None, out, params).map(drop)
+    run(gpu, HvpEntry::CrossEntropyR, reads, None, out, params).await.map(drop)
 }
 
 /// R{∂L/∂o} = 2·R{o}/len of the mean squared error into `out`.
 pub fn mse_r(gpu: &Gpu, ro: &[f32], out: &mut [f32]) -> Result<()> {
+    crate::device::wait("mse_r", mse_r_async(gpu, ro, out))
+}
+
+/// `mse_r` as a future: the form a browser page awaits.
+pub async fn mse_r_async(gpu: &Gpu, ro: &[f32], out: &mut [f32]) -> Result<()> {
     let params = HvpParams { len: ro.len() as u32, rows: 1, cols: ro.len() as u32, ..Default::default() };
     let reads = Reads { x: &[], rx: ro, ..Default::default() };
-    run(gpu, HvpEntry::MseR, reads, None, out, params).map(drop)
+    run(gpu, HvpEntry::MseR, reads, None, out, params).await.map(drop)
 }
 
 /// R{μ} and ρ into stats blocks 3 and 4 (from blocks 0–2), R{y} into `out`.
@@ -124,8 +159,23 @@ pub fn batchnorm_r_forward(
     stats: &mut [f32],
     out: &mut [f32],
 ) -> Result<()> {
+    crate::device::wait("batchnorm_r_forward", batchnorm_r_forward_async(gpu, l, x, rx, theta, v, stats, out))
+}
+
+/// `batchnorm_r_forward` as a future: the form a browser page awaits.
+#[allow(clippy::too_many_arguments)]
+pub async fn batchnorm_r_forward_async(
+    gpu: &Gpu,
+    l: &NormLayout,
+    x: &[f32],
+    rx: &[f32],
+    theta: &[f32],
+    v: &[f32],
+    stats: &mut [f32],
+    out: &mut [f32],
+) -> Result<()> {
     let reads = Reads { x, rx, theta: Some(theta), v: Some(v), ..Default::default() };
-    if let Some(after) = run(gpu, HvpEntry::BatchnormRForward, reads, Some(stats), out, norm_params(l, false))? {
+    if let Some(after) = run(gpu, HvpEntry::BatchnormRForward, reads, Some(stats), out, norm_params(l, false)).await? {
         stats.copy_from_slice(&after);
     }
     Ok(())
@@ -145,9 +195,29 @@ pub fn batchnorm_r_backward_reduce(
     stats: &mut [f32],
     out: &mut [f32],
 ) -> Result<()> {
+    crate::device::wait(
+        "batchnorm_r_backward_reduce",
+        batchnorm_r_backward_reduce_async(gpu, l, x, rx, g, rg, theta, v, stats, out),
+    )
+}
+
+/// `batchnorm_r_backward_reduce` as a future: the form a browser page awaits.
+#[allow(clippy::too_many_arguments)]
+pub async fn batchnorm_r_backward_reduce_async(
+    gpu: &Gpu,
+    l: &NormLayout,
+    x: &[f32],
+    rx: &[f32],
+    g: &[f32],
+    rg: &[f32],
+    theta: &[f32],
+    v: &[f32],
+    stats: &mut [f32],
+    out: &mut [f32],
+) -> Result<()> {
     let reads = Reads { x, rx, g: Some(g), rg: Some(rg), theta: Some(theta), v: Some(v) };
     let params = norm_params(l, false);
-    if let Some(after) = run(gpu, HvpEntry::BatchnormRBackwardReduce, reads, Some(stats), out, params)? {
+    if let Some(after) = run(gpu, HvpEntry::BatchnormRBackwardReduce, reads, Some(stats), out, params).await? {
         stats.copy_from_slice(&after);
     }
     Ok(())
@@ -168,6 +238,27 @@ pub fn batchnorm_r_backward_input(
     out: &mut [f32],
     accumulate: bool,
 ) -> Result<()> {
+    crate::device::wait(
+        "batchnorm_r_backward_input",
+        batchnorm_r_backward_input_async(gpu, l, x, rx, g, rg, theta, v, stats, out, accumulate),
+    )
+}
+
+/// `batchnorm_r_backward_input` as a future: the form a browser page awaits.
+#[allow(clippy::too_many_arguments)]
+pub async fn batchnorm_r_backward_input_async(
+    gpu: &Gpu,
+    l: &NormLayout,
+    x: &[f32],
+    rx: &[f32],
+    g: &[f32],
+    rg: &[f32],
+    theta: &[f32],
+    v: &[f32],
+    stats: &[f32],
+    out: &mut [f32],
+    accumulate: bool,
+) -> Result<()> {
     let reads = Reads { x, rx, g: Some(g), rg: Some(rg), theta: Some(theta), v: Some(v) };
-    run(gpu, HvpEntry::BatchnormRBackwardInput, reads, Some(stats), out, norm_params(l, accumulate)).map(drop)
+    run(gpu, HvpEntry::BatchnormRBackwardInput, reads, Some(stats), out, norm_params(l, accumulate)).await.map(drop)
 }

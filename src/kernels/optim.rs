@@ -552,7 +552,12 @@ impl GpuOptimizer {
 
     /// (coefficient, gradient norm) of a lone model's last clipped step.
     pub fn clip_stats(&self, gpu: &Gpu) -> Result<(f32, f32)> {
-        let c = gpu.read::<f32>(&self.clip, self.member(0)?.clip_base, 2)?;
+        crate::device::wait("reading the clipping statistics", self.clip_stats_async(gpu))
+    }
+
+    /// `clip_stats` as a future: the form a page awaits.
+    pub async fn clip_stats_async(&self, gpu: &Gpu) -> Result<(f32, f32)> {
+        let c = gpu.read_async::<f32>(&self.clip, self.member(0)?.clip_base, 2).await?;
         Ok((c[CLIP_COEF], c[CLIP_NORM]))
     }
 

@@ -13,9 +13,9 @@ pub mod random_matrix;
 pub mod slq;
 
 pub use jacobi::symmetric_eigen;
-pub use lanczos::{lanczos, Lanczos};
+pub use lanczos::{lanczos, lanczos_async, Lanczos, LanczosSteps};
 pub use random_matrix::{gaussian_symmetric, semicircle_density, DenseSymmetric};
-pub use slq::{stochastic_lanczos_quadrature, SpectralDensity};
+pub use slq::{stochastic_lanczos_quadrature, stochastic_lanczos_quadrature_async, SpectralDensity};
 
 use crate::error::Result;
 
@@ -24,6 +24,16 @@ pub trait SymmetricOperator {
     fn dim(&self) -> usize;
     /// y = A·x (x and y both of length `dim`).
     fn apply(&mut self, x: &[f64], y: &mut [f64]) -> Result<()>;
+}
+
+/// A symmetric linear operator whose products are awaited (a GPU's read-back in a browser),
+/// for `lanczos_async` and `stochastic_lanczos_quadrature_async`.
+// Its futures need not be Send: a page's event loop and pollster both poll on one thread.
+#[allow(async_fn_in_trait)]
+pub trait AsyncSymmetricOperator {
+    fn dim(&self) -> usize;
+    /// A·x (x of length `dim`).
+    async fn apply_async(&mut self, x: &[f64]) -> Result<Vec<f64>>;
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {

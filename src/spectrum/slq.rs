@@ -6,7 +6,7 @@
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use super::{lanczos, SymmetricOperator};
+use super::{lanczos, lanczos_async, AsyncSymmetricOperator, Lanczos, SymmetricOperator};
 use crate::error::{Error, Result};
 
 /// A discrete spectral measure: nodes with weights summing to 1.
@@ -23,18 +23,60 @@ pub fn stochastic_lanczos_quadrature(
     steps: usize,
     seed: u64,
 ) -> Result<SpectralDensity> {
-    if probes == 0 || steps == 0 {
-        return Err(Error::Usage("stochastic Lanczos quadrature needs at least one probe and one step".into()));
+    let mut q = Quadrature::new(op.dim(), probes, steps, seed)?;
+    while let Some(v) = q.next_probe() {
+        q.add(&lanczos(op, &v, steps)?);
     }
-    let mut rng = StdRng::seed_from_u64(seed);
-    let (mut nodes, mut weights) = (Vec::new(), Vec::new());
-    for _ in 0..probes {
-        let v: Vec<f64> = (0..op.dim()).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect();
-        let (values, first) = lanczos(op, &v, steps)?.ritz();
-        nodes.extend(values);
-        weights.extend(first.iter().map(|c| c * c / probes as f64));
+    Ok(q.density)
+}
+
+/// `stochastic_lanczos_quadrature` with an awaited operator: the same probes and recurrence.
+pub async fn stochastic_lanczos_quadrature_async<O: AsyncSymmetricOperator>(
+    op: &mut O,
+    probes: usize,
+    steps: usize,
+    seed: u64,
+) -> Result<SpectralDensity> {
+    let mut q = Quadrature::new(op.dim(), probes, steps, seed)?;
+    while let Some(v) = q.next_probe() {
+        q.add(&lanczos_async(op, &v, steps).await?);
     }
-    Ok(SpectralDensity { nodes, weights })
+    Ok(q.density)
+}
+
+/// The probes and the running measure both drivers share.
+struct Quadrature {
+    dim: usize,
+    probes: usize,
+    drawn: usize,
+    rng: StdRng,
+    density: SpectralDensity,
+}
+
+impl Quadrature {
+    fn new(dim: usize, probes: usize, steps: usize, seed: u64) -> Result<Quadrature> {
+        if probes == 0 || steps == 0 {
+            return Err(Error::Usage("stochastic Lanczos quadrature needs at least one probe and one step".into()));
+        }
+        let density = SpectralDensity { nodes: Vec::new(), weights: Vec::new() };
+        Ok(Quadrature { dim, probes, drawn: 0, rng: StdRng::seed_from_u64(seed), density })
+    }
+
+    /// The next Rademacher probe; None after the last.
+    fn next_probe(&mut self) -> Option<Vec<f64>> {
+        if self.drawn == self.probes {
+            return None;
+        }
+        self.drawn += 1;
+        Some((0..self.dim).map(|_| if self.rng.random::<bool>() { 1.0 } else { -1.0 }).collect())
+    }
+
+    /// One probe's Gauss quadrature: nodes at the Ritz values, weights the squared first components.
+    fn add(&mut self, run: &Lanczos) {
+        let (values, first) = run.ritz();
+        self.density.nodes.extend(values);
+        self.density.weights.extend(first.iter().map(|c| c * c / self.probes as f64));
+    }
 }
 
 impl SpectralDensity {
@@ -61,5 +103,19 @@ impl SpectralDensity {
                     .sum()
             })
             .collect()
+    }
+
+    /// (xs, density at each, σ): the measure smoothed by a Gaussian of 1 % of its nodes' span,
+    /// on `points` + 1 even steps from 5 % below the lowest node to 5 % above the highest: the
+    /// curve `gradflow hessian` plots and the page draws.
+    pub fn curve(&self, points: usize) -> (Vec<f64>, Vec<f64>, f64) {
+        let lo = self.nodes.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = self.nodes.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let width = (hi - lo).max(1e-12);
+        let sigma = 0.01 * width;
+        let points = points.max(1);
+        let xs: Vec<f64> = (0..=points).map(|i| lo - 0.05 * width + 1.1 * width * i as f64 / points as f64).collect();
+        let ys = self.smoothed(&xs, sigma);
+        (xs, ys, sigma)
     }
 }

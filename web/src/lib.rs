@@ -6,9 +6,11 @@
 //! Wasm only: elsewhere the crate is empty, so a native workspace build skips it.
 #![cfg(target_arch = "wasm32")]
 
+mod check;
 mod lab;
 mod run;
 mod selftest;
+mod spectrum;
 mod surfaces;
 
 pub use lab::{open_lab, Lab};

@@ -106,7 +106,7 @@ pub(crate) struct Inner {
 /// duration; a second call meanwhile is refused ("busy"), never interleaved.
 #[wasm_bindgen]
 pub struct Run {
-    inner: Rc<RefCell<Inner>>,
+    pub(crate) inner: Rc<RefCell<Inner>>,
     /// Fixed at the start, so the page can read them while an epoch holds `inner`.
     device: String,
     epochs: usize,
@@ -307,7 +307,7 @@ impl Lab {
 }
 
 /// Runs `f` on the run's state as a promise of its JSON, refusing a second call while one runs.
-fn promise<F, T>(inner: &Rc<RefCell<Inner>>, f: F) -> js_sys::Promise
+pub(crate) fn promise<F, T>(inner: &Rc<RefCell<Inner>>, f: F) -> js_sys::Promise
 where
     F: for<'a> FnOnce(&'a mut Inner) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + 'a>> + 'static,
     T: Into<JsValue>,

@@ -1,0 +1,102 @@
+//! The summary `gradflow hessian` prints and the page shows: a trained model's Hessian's
+//! extreme eigenvalues (Lanczos), index and spectral density (SLQ), and every eigenvalue of a
+//! small one; with the rows per batch both take.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use web_time::Instant;
+
+use super::hessian::Hessian;
+use crate::error::Result;
+use crate::spec::Model;
+use crate::spectrum::{lanczos_async, stochastic_lanczos_quadrature_async, SpectralDensity};
+
+/// Rows per batch of the Hessian's loss for `model` over `rows` training rows whose config
+/// trains with `batch_size`, and the words that say why. Without batch norm the batching does
+/// not change the loss: as few batches as memory allows. With it, the training batches, whose
+/// statistics the loss depends on.
+pub fn batch_rows(model: &Model, batch_size: usize, rows: usize) -> (usize, String) {
+    if model.has_batch_norm() {
+        (batch_size, format!("batch norm in training mode, statistics of each batch of {batch_size} consecutive rows"))
+    } else {
+        (rows.clamp(1, 4096), "no batch norm".to_string())
+    }
+}
+
+/// `gradflow hessian`'s defaults (`--k`, `--steps`, `--probes`), which the page follows.
+pub const DEFAULT_K: usize = 5;
+pub const DEFAULT_STEPS: usize = 40;
+pub const DEFAULT_PROBES: usize = 5;
+
+/// How much work the estimates get.
+pub struct Budget {
+    /// Eigenvalues reported at each end.
+    pub k: usize,
+    /// Lanczos steps for the extremes and per SLQ probe.
+    pub steps: usize,
+    /// SLQ probes for the density and the index.
+    pub probes: usize,
+    pub seed: u64,
+}
+
+pub struct HessianSummary {
+    pub dim: usize,
+    pub loss: f64,
+    pub grad_norm: f64,
+    /// The k smallest and k largest Ritz values, ascending.
+    pub smallest: Vec<f64>,
+    pub largest: Vec<f64>,
+    pub density: SpectralDensity,
+    /// SLQ's fraction of eigenvalues below −resolution: the index, of the resolved part.
+    pub index: f64,
+    /// SLQ's fraction within ±resolution, whose sign the quadrature cannot tell.
+    pub unresolved: f64,
+    /// The spectrum's width over the Lanczos steps: an m-point Gauss quadrature cannot place
+    /// mass inside the spectrum more finely than about this.
+    pub resolution: f64,
+    /// Every eigenvalue (ascending), for models of at most `EXACT_LIMIT` parameters.
+    pub exact: Option<Vec<f64>>,
+    /// Products (and seconds) of Lanczos and SLQ, not counting the exact decomposition's.
+    pub products: usize,
+    pub seconds: f64,
+}
+
+/// Parameters up to which `summarize` also decomposes the whole Hessian (built column by column
+/// on the CPU reference in f64, then Jacobi: seconds at this size).
+pub const EXACT_LIMIT: usize = 400;
+
+/// Lanczos for the extremes, SLQ for the density and the index, at the Hessian's point.
+pub fn summarize(h: &mut Hessian, budget: &Budget) -> Result<HessianSummary> {
+    crate::device::wait("the Hessian's spectrum", summarize_async(h, budget))
+}
+
+/// `summarize` with the GPU's products awaited: the form a browser page uses.
+pub async fn summarize_async(h: &mut Hessian, budget: &Budget) -> Result<HessianSummary> {
+    let start = Instant::now();
+    let dim = h.dim();
+    let at = h.evaluate(&vec![0.0; dim])?;
+    // Lanczos from a Rademacher vector for the extremes (its own stream, apart from the probes').
+    let mut rng = StdRng::seed_from_u64(budget.seed ^ 0x5eed);
+    let v: Vec<f64> = (0..dim).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect();
+    let (smallest, largest) = lanczos_async(h, &v, budget.steps).await?.extremes(budget.k);
+    let density = stochastic_lanczos_quadrature_async(h, budget.probes, budget.steps, budget.seed).await?;
+    let width = largest.last().copied().unwrap_or(0.0) - smallest.first().copied().unwrap_or(0.0);
+    let resolution = width / budget.steps as f64;
+    let index = density.fraction_below(-resolution);
+    let (products, seconds) = (h.products, start.elapsed().as_secs_f64());
+    // The exact decomposition's columns come from the CPU reference in f64 (`Hessian::dense`).
+    let exact = if dim <= EXACT_LIMIT { Some(crate::spectrum::symmetric_eigen(&h.dense()?, dim).0) } else { None };
+    Ok(HessianSummary {
+        dim,
+        loss: at.loss,
+        grad_norm: at.grad.iter().map(|g| g * g).sum::<f64>().sqrt(),
+        smallest,
+        largest,
+        index,
+        unresolved: density.fraction_below(resolution) - index,
+        resolution,
+        density,
+        exact,
+        products,
+        seconds,
+    })
+}
