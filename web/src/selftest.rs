@@ -155,3 +155,16 @@ impl Lab {
         })
     }
 }
+
+/// The self-test's config (`web/selftest.toml`), for the browser tests that compare a model saved
+/// in the page with the CLI's.
+#[wasm_bindgen]
+pub fn selftest_config() -> String {
+    CONFIG.to_string()
+}
+
+/// The self-test's data (`data/spirals.csv`).
+#[wasm_bindgen]
+pub fn selftest_data() -> String {
+    DATA.to_string()
+}
