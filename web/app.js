@@ -472,6 +472,7 @@ function torchModel(info, inputs) {
     width = w;
   });
   parts.push(`nn.Linear(${width}, ${m.outputs})`);
+  const scale = (info.toml.match(/^scale = (\S+)/m) || [])[1];
   const residual = m.residual && hidden.length > 1 ? `
 class Residual(nn.Module):
     """gradflow's residual layer: y = skip(x) + body(x)."""
@@ -492,7 +493,8 @@ model = nn.Sequential(
 # The file also holds the optimizer state ("optimizer.*") and the input standardisation ("gradflow.*").
 model.load_state_dict({k: v for k, v in state.items() if not k.startswith(("optimizer.", "gradflow."))})
 model.eval()
-x = torch.zeros(1, ${inputs})   # one row of your data, in its own units
+x = torch.zeros(1, ${inputs})   # one row of your data, in its own units${scale ? `
+x = x * ${scale}                # the config's data.scale` : ''}
 if "gradflow.input_mean" in state:
     x = (x - state["gradflow.input_mean"]) / state["gradflow.input_std"]
 print(model(x).argmax(dim=1))
@@ -506,14 +508,29 @@ function inputsOf(info) {
   return 2;
 }
 
+// PyTorch's parameter count (sum of numel over model.parameters()) of the run's layers: the
+// engine's flat buffer may be padded between tensors, so its length is not this.
+function paramCount(info, inputs) {
+  const hidden = info.hidden.split(/[,\s]+/).filter(Boolean).map(Number);
+  const m = info.model;
+  let n = 0;
+  let width = inputs;
+  hidden.forEach((w, k) => {
+    n += width * w + (m.batchNorm ? 2 * w : w);
+    if (m.residual && k > 0 && width !== w) n += width * w;
+    width = w;
+  });
+  return n + width * m.outputs + m.outputs;
+}
+
 async function showModelInfo() {
   const info = state.runInfo;
   if (!info || !state.run) return;
-  let params = '?';
-  try { params = (await state.run.params()).length.toLocaleString('en'); } catch (e) { params = `? (${message(e)})`; }
+  const inputs = inputsOf(info);
+  const params = Number.isInteger(inputs) ? paramCount(info, inputs).toLocaleString('en') : '?';
   const layers = `${info.hidden || '(none)'} hidden, ${info.model.activation}${info.model.batchNorm ? ', batch norm' : ''}${info.model.residual ? ', residual' : ''}, ${info.model.outputs} outputs`;
   $('model-info').textContent = `${info.device} · data ${info.data} · layers ${layers} · ${params} parameters · trained ${info.epochsDone} epochs`;
-  $('model-python').textContent = torchModel(info, inputsOf(info));
+  $('model-python').textContent = torchModel(info, inputs);
 }
 
 async function download() {

@@ -29,6 +29,16 @@ function niceTicks(lo, hi, n = 5) {
   return ticks;
 }
 
+// Ticks (as log10 values) at the decades, and at 2 and 5 times them when under two decades show.
+function logTicks(y0, y1) {
+  const ticks = [];
+  const mults = y1 - y0 < 2 ? [1, 2, 5] : [1];
+  for (let k = Math.floor(y0); k <= Math.ceil(y1); k++) {
+    for (const m of mults) { const t = k + Math.log10(m); if (t >= y0 && t <= y1) ticks.push(t); }
+  }
+  return ticks;
+}
+
 const fmt = (v) => {
   const a = Math.abs(v);
   if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(0);
@@ -65,9 +75,7 @@ export function lineChart(canvas, series, opts = {}) {
   ctx.lineWidth = 1;
   ctx.fillStyle = '#555';
   ctx.textAlign = 'right';
-  const yticks = opts.logY
-    ? Array.from({ length: Math.floor(y1) - Math.ceil(y0) + 1 }, (_, i) => Math.ceil(y0) + i)
-    : niceTicks(y0, y1);
+  const yticks = opts.logY ? logTicks(y0, y1) : niceTicks(y0, y1);
   for (const t of yticks) {
     const py = opts.logY ? h - pad.b - ((t - y0) / (y1 - y0)) * (h - pad.t - pad.b) : Y(t);
     ctx.beginPath(); ctx.moveTo(pad.l, py); ctx.lineTo(w - pad.r, py); ctx.stroke();
