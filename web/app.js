@@ -220,10 +220,10 @@ async function train() {
     await breathe();
     const run = state.lab.run(toml, csvText(), executor);
     state.run = run;
-    state.runInfo = { toml, device: run.device(), planar: run.isPlanar(), hidden: f.hidden, model: f.model, data: f.data.kind, epochsDone: 0 };
+    state.runInfo = { toml, device: run.device().split('\n')[0].trim(), planar: run.isPlanar(), hidden: f.hidden, model: f.model, data: f.data.kind, epochsDone: 0 };
     state.classNames = JSON.parse(run.classNames());
     const n = run.epochs();
-    const every = Math.max(1, Math.floor(n / 40));
+    let [regionsAt, regionsMs] = [0, 0];
     drawTrain();
     let last = null;
     for (let e = 1; e <= n; e++) {
@@ -236,7 +236,14 @@ async function train() {
       state.runInfo.epochsDone = last.epoch;
       $('train-log').textContent += logLine(last) + '\n';
       $('train-log').scrollTop = 1e9;
-      if (state.runInfo.planar && (e % every === 0 || e === n)) state.regions = JSON.parse(await run.regions(120));
+      // Regions cost a 120² prediction; on a slow adapter (SwiftShader: seconds) they are
+      // refreshed so as to take at most about a fifth of the time.
+      if (state.runInfo.planar && (e === n || performance.now() - regionsAt > 4 * regionsMs)) {
+        const t0 = performance.now();
+        state.regions = JSON.parse(await run.regions(120));
+        regionsAt = performance.now();
+        regionsMs = regionsAt - t0;
+      }
       setStatus('train-status', `epoch ${last.epoch}/${n} · train loss ${fix(last.trainLoss)} · test accuracy ${pct(last.testAccuracy)} · ${state.runInfo.device}`);
       drawTrain();
       await breathe();
@@ -337,7 +344,13 @@ const SURFACES = {
   rosenbrock: { f: (x, y) => (1 - x) ** 2 + 100 * (y - x * x) ** 2, bounds: [-1.5, 1.5, -0.5, 1.5], min: [1, 1] },
   saddle: { f: (x, y) => 5 * x * x - y * y, bounds: [-1.2, 1.2, -1.2, 1.2], min: null },
 };
-const SURFACE_LR = { sgd: 0.015, momentum: 0.005, 'heavy-ball': 0.005, nesterov: 0.005, 'nesterov-lookahead': 0.005, adagrad: 0.3, rmsprop: 0.01, adam: 0.05, adamw: 0.05 };
+// Starting learning rates per surface, each stable there: κ = 100 needs lr < 2/100 for SGD;
+// Rosenbrock's curvature at (−1.2, 1) is about 1300, so SGD needs lr below ~1.5e-3.
+const SURFACE_LR = {
+  quadratic: { sgd: 0.015, momentum: 0.005, 'heavy-ball': 0.005, nesterov: 0.005, 'nesterov-lookahead': 0.005, adagrad: 0.3, rmsprop: 0.01, adam: 0.05, adamw: 0.05 },
+  rosenbrock: { sgd: 0.001, momentum: 0.0002, 'heavy-ball': 0.0002, nesterov: 0.0002, 'nesterov-lookahead': 0.0002, adagrad: 0.3, rmsprop: 0.003, adam: 0.05, adamw: 0.05 },
+  saddle: { sgd: 0.05, momentum: 0.02, 'heavy-ball': 0.02, nesterov: 0.02, 'nesterov-lookahead': 0.02, adagrad: 0.1, rmsprop: 0.01, adam: 0.02, adamw: 0.02 },
+};
 const surfaceState = { paths: [], shown: 0 };
 
 function drawSurface() {
@@ -363,7 +376,7 @@ async function surfaces() {
     surfaceState.paths = [];
     surfaceState.shown = 0;
     for (const o of opts) {
-      const toml = ['[optimizer]', ...optimizerLines(o.id, { lr: o.lr, momentum: 0.9 })].join('\n') + '\n';
+      const toml = optimizerLines(o.id, { lr: o.lr, momentum: 0.9 }).join('\n') + '\n';
       setStatus('surface-status', `running ${o.label}…`);
       const r = JSON.parse(await state.lab.surface(name, toml, steps, $('executor').value));
       surfaceState.bounds = r.bounds;
@@ -596,7 +609,7 @@ function redraw() {
 async function main() {
   fillOptimizerSelect();
   optimizerTable('compare-optimizers', ['sgd', 'heavy-ball', 'nesterov-lookahead', 'adam'], (o) => o.lr);
-  optimizerTable('surface-optimizers', ['sgd', 'heavy-ball', 'adam'], (o) => SURFACE_LR[o.id]);
+  optimizerTable('surface-optimizers', ['sgd', 'heavy-ball', 'adam'], (o) => SURFACE_LR.quadratic[o.id]);
   for (const el of document.querySelectorAll('#train-form input, #train-form select')) el.addEventListener('change', syncForm);
   $('train-data').addEventListener('change', applyPreset);
   $('train-csv').addEventListener('change', async (ev) => {
@@ -608,7 +621,11 @@ async function main() {
   $('train-logy').addEventListener('change', drawTrain);
   $('compare-metric').addEventListener('change', drawCompare);
   $('compare-logy').addEventListener('change', drawCompare);
-  $('surface-name').addEventListener('change', () => { surfaceState.paths = []; surfaceState.bounds = null; drawSurface(); });
+  $('surface-name').addEventListener('change', () => {
+    const lrs = SURFACE_LR[$('surface-name').value];
+    for (const el of document.querySelectorAll('#surface-optimizers input[data-lr]')) el.value = lrs[el.dataset.lr];
+    surfaceState.paths = []; surfaceState.bounds = null; drawSurface();
+  });
   $('train-start').addEventListener('click', train);
   $('compare-start').addEventListener('click', compare);
   $('surface-start').addEventListener('click', surfaces);

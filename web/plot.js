@@ -212,7 +212,9 @@ export function regionsPlot(canvas, r, classNames) {
 // f: (x, y) → value; bounds [x0, x1, y0, y1]; paths: [{ name, color, points: [[x, y], ...] }].
 export function surfacePlot(canvas, f, bounds, paths, opts = {}) {
   const [ctx, w, h] = setup(canvas);
-  const pad = { l: 44, r: 10, t: 10, b: 34 };
+  // The legend goes below the plot so it never hides a path.
+  const named = paths.filter((p) => p.name);
+  const pad = { l: 44, r: 10, t: 10, b: 38 + (named.length ? named.length * 16 + 8 : 0) };
   const pw = w - pad.l - pad.r;
   const ph = h - pad.t - pad.b;
   const [x0, x1, y0, y1] = bounds;
@@ -268,5 +270,5 @@ export function surfacePlot(canvas, f, bounds, paths, opts = {}) {
   ctx.textAlign = 'right';
   for (const t of niceTicks(y0, y1, 5)) ctx.fillText(fmt(t), pad.l - 4, Y(t) + 4);
   ctx.save(); ctx.translate(11, pad.t + ph / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = 'center'; ctx.fillText('y', 0, 0); ctx.restore();
-  legend(ctx, paths.filter((p) => p.name), pad.l + pw - 4, pad.t + 4);
+  legend(ctx, named, pad.l + pw, pad.t + ph + 36);
 }
