@@ -624,6 +624,8 @@ async function main() {
   $('surface-name').addEventListener('change', () => {
     const lrs = SURFACE_LR[$('surface-name').value];
     for (const el of document.querySelectorAll('#surface-optimizers input[data-lr]')) el.value = lrs[el.dataset.lr];
+    // Rosenbrock's valley takes many small steps; the saddle's escape only a few dozen.
+    $('surface-steps').value = { quadratic: 100, rosenbrock: 1000, saddle: 60 }[$('surface-name').value];
     surfaceState.paths = []; surfaceState.bounds = null; drawSurface();
   });
   $('train-start').addEventListener('click', train);
