@@ -366,7 +366,7 @@ function drawSurface() {
 
 async function surfaces() {
   if (state.busy) return;
-  if (typeof state.lab.surface !== 'function') { setStatus('surface-status', 'not available in this build (Lab.surface is missing)', true); drawSurface(); return; }
+  if (typeof state.lab.surface !== 'function') { setStatus('surface-status', 'error: not available in this build (Lab.surface is missing)', true); drawSurface(); return; }
   setBusy(true);
   try {
     const name = $('surface-name').value;
@@ -406,8 +406,8 @@ async function surfaces() {
 async function spectrum() {
   if (state.busy) return;
   const run = state.run;
-  if (!run) { setStatus('spectrum-status', 'train a model on the Train tab first', true); return; }
-  if (typeof run.spectrum !== 'function') { setStatus('spectrum-status', 'not available in this build (Run.spectrum is missing)', true); return; }
+  if (!run) { setStatus('spectrum-status', 'error: no trained model: train one on the Train tab first', true); return; }
+  if (typeof run.spectrum !== 'function') { setStatus('spectrum-status', 'error: not available in this build (Run.spectrum is missing)', true); return; }
   setBusy(true);
   $('train-start').disabled = true;
   try {
@@ -438,7 +438,7 @@ async function spectrum() {
 // ---------- Check ----------
 async function check() {
   if (state.busy) return;
-  if (typeof state.lab.check !== 'function') { setStatus('check-status', 'not available in this build (Lab.check is missing)', true); return; }
+  if (typeof state.lab.check !== 'function') { setStatus('check-status', 'error: not available in this build (Lab.check is missing)', true); return; }
   setBusy(true);
   try {
     setStatus('check-status', 'checking every kernel family against the CPU reference…');
@@ -548,7 +548,7 @@ async function showModelInfo() {
 
 async function download() {
   if (state.busy) return;
-  if (!state.run) { setStatus('model-status', 'no model yet: train one on the Train tab', true); return; }
+  if (!state.run) { setStatus('model-status', 'error: no model yet: train one on the Train tab', true); return; }
   setBusy(true);
   try {
     const bytes = await state.run.safetensors();
