@@ -1,6 +1,6 @@
 // The gradflow page: wires the controls to the wasm crate (web/src: Lab, Run) and draws what
 // the engine returns. Every number shown comes from the engine; the page only plots it.
-import init, { open_lab, digits_csv, digits_config } from './pkg/gradflow_web.js';
+import init, { open_lab, digits_csv, digits_config, toy_noise } from './pkg/gradflow_web.js';
 import { OPTIMIZERS, buildConfig, optimizerLines, dataTableOf, csvClasses } from './config.js';
 import { COLORS, lineChart, regionsPlot, surfacePlot } from './plot.js';
 
@@ -127,6 +127,11 @@ function applyPreset() {
   $('train-optimizer').value = p.optimizer;
   $('train-lr').value = p.lr;
   $('train-batch').value = p.batch;
+  // The library's own default for the set (small beside the gap between its classes).
+  if (state.wasm) {
+    const noise = toy_noise($('train-data').value);
+    if (noise !== undefined) $('train-noise').value = noise;
+  }
   syncForm();
 }
 
@@ -422,11 +427,11 @@ async function spectrum() {
     });
     $('spectrum-out').textContent = [
       `device     ${s.device}`, `method     ${s.method}`, `λ_max      ${lmax.toPrecision(6)}`, `λ_min      ${lmin.toPrecision(6)}`,
-      `index      ${s.index}`, `top        ${s.top.map((v) => v.toPrecision(5)).join(', ')}`,
+      `index      ${(100 * s.index).toPrecision(3)} % of the spectrum below zero`, `top        ${s.top.map((v) => v.toPrecision(5)).join(', ')}`,
       `bottom     ${s.bottom.map((v) => v.toPrecision(5)).join(', ')}`, `time       ${Number(s.seconds).toFixed(2)} s`,
       '(dashed red lines: the top eigenvalues)',
     ].join('\n');
-    setStatus('spectrum-status', `done: λ_max = ${lmax.toPrecision(5)}, λ_min = ${lmin.toPrecision(5)}, index = ${s.index}`);
+    setStatus('spectrum-status', `done: λ_max = ${lmax.toPrecision(5)}, λ_min = ${lmin.toPrecision(5)}, index = ${(100 * s.index).toPrecision(3)} %`);
   } catch (e) {
     setStatus('spectrum-status', `error: ${message(e)}`, true);
   } finally {
@@ -641,6 +646,8 @@ async function main() {
   $('train-start').disabled = true;
   try {
     await init();
+    state.wasm = true;
+    applyPreset();
     state.lab = await open_lab();
     showAdapter();
     drainGpuErrors();

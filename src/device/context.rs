@@ -106,7 +106,9 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
     let driver =
         if info.driver.is_empty() { String::new() } else { format!(", driver {} {}", info.driver, info.driver_info) };
-    format!("{} ({:?}, {:?}{})", info.name, info.device_type, info.backend, driver.trim_end())
+    // A browser may withhold the name (WebGPU's privacy rules): say so rather than print nothing.
+    let name = if info.name.is_empty() { "unnamed adapter" } else { info.name.as_str() };
+    format!("{name} ({:?}, {:?}{})", info.device_type, info.backend, driver.trim_end())
 }
 
 /// Every backend, or those `$WGPU_BACKEND` names (wgpu's own variable: "vulkan,gl", …).

@@ -40,6 +40,13 @@ pub fn digits_config() -> String {
     gradflow::config::DEFAULT_CONFIG.to_string()
 }
 
+/// The library's default noise for a generated 2-D set ("spirals", "xor", "circles", "blobs"),
+/// undefined for any other name.
+#[wasm_bindgen]
+pub fn toy_noise(kind: &str) -> Option<f64> {
+    kind.parse::<gradflow::data::ToyKind>().ok().map(|k| k.default_noise())
+}
+
 #[wasm_bindgen(start)]
 fn start() {
     console_error_panic_hook::set_once();
