@@ -69,6 +69,29 @@ fn awaited_hessian_products_and_summary_match_the_blocking_ones() {
 }
 
 #[test]
+fn a_budget_that_cannot_run_or_would_exhaust_memory_is_refused_by_field() {
+    use gradflow::exec::hessian_summary::{exact_index, MAX_STEPS};
+    let err = |k, steps, probes| Budget { k, steps, probes, seed: 0 }.check().unwrap_err().to_string();
+    assert!(err(3, 0, 5).starts_with("steps"), "{}", err(3, 0, 5));
+    assert!(err(3, MAX_STEPS + 1, 5).contains(&format!("expected 1 to {MAX_STEPS}")));
+    assert!(err(0, 10, 5).starts_with("k "));
+    assert!(err(11, 10, 5).contains("expected 1 to 10"), "k beyond the steps' Ritz values");
+    assert!(err(3, 10, 0).starts_with("probes"));
+    assert!(Budget { k: 5, steps: 40, probes: 5, seed: 0 }.check().is_ok());
+    // The summary refuses it too, before any product.
+    let model = small_model();
+    let data = synthetic(24, 4, 3, 3);
+    let mut h = Hessian::new(model.clone(), Loss::CrossEntropy, &model.init_params(5), &data, 8).unwrap();
+    assert!(summarize(&mut h, &Budget { k: 1, steps: 0, probes: 1, seed: 0 }).is_err());
+    assert_eq!(h.products, 0);
+    // Rounding-sized eigenvalues count as zero, not negative: n·u·max|λ| = 4·2.2e-16·2.
+    let (index, negative, zero, tol) = exact_index(&[-1.0, -1e-16, 0.0, 2.0]);
+    assert_eq!((negative, zero), (1, 2));
+    assert_eq!(index, 0.25);
+    assert!((tol - 4.0 * f64::EPSILON * 2.0).abs() < 1e-30);
+}
+
+#[test]
 fn awaited_one_shot_ops_match_the_blocking_ones() {
     require_gpu!();
     let g = gpu();

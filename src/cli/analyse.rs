@@ -13,6 +13,7 @@ use crate::train::{self, Placement};
 /// summary and writes the density's plot.
 pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> Result<()> {
     let budget = Budget { k: args.k, steps: args.steps, probes: args.probes, seed: 0 };
+    budget.check()?;
     let (checkpoint, plot) = (args.checkpoint.as_path(), args.plot.as_deref());
     let (config, file) = super::saved::config_for(args.config.clone(), &args.set, checkpoint, non_strict)?;
     if let Some(p) = plot {
@@ -52,15 +53,12 @@ pub fn hessian(args: &HessianArgs, placement: &Placement, non_strict: bool) -> R
         s.resolution
     );
     if let Some(all) = &s.exact {
-        // Eigenvalues within rounding of 0 (n·u·max|λ| of the f64 decomposition) count as zero.
-        let tol = all.len() as f64 * f64::EPSILON * all.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        let negative = all.iter().filter(|&&x| x < -tol).count();
-        let zero = all.iter().filter(|&&x| x.abs() <= tol).count();
+        let (index, negative, zero, tol) = crate::exec::hessian_summary::exact_index(all);
         crate::say!(
             "exact (all {} eigenvalues, Jacobi): index {:.4} ({negative} negative, {zero} zero within {tol:.1e}); \
              extremes {:.4e} … {:.4e}",
             all.len(),
-            negative as f64 / all.len() as f64,
+            index,
             all[0],
             all[all.len() - 1]
         );

@@ -6,7 +6,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use web_time::Instant;
 
 use super::hessian::Hessian;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::spec::Model;
 use crate::spectrum::{lanczos_async, stochastic_lanczos_quadrature_async, SpectralDensity};
 
@@ -36,6 +36,38 @@ pub struct Budget {
     /// SLQ probes for the density and the index.
     pub probes: usize,
     pub seed: u64,
+}
+
+/// The most Lanczos steps a budget may ask for: each keeps a vector of the model's size for
+/// reorthogonalisation, and beyond this Ritz values no longer sharpen in f32 products.
+pub const MAX_STEPS: usize = 1000;
+/// The most probes a budget may ask for (each is a full Lanczos run).
+pub const MAX_PROBES: usize = 1000;
+
+impl Budget {
+    /// Refuses a budget that could not run or would exhaust memory, naming the field.
+    pub fn check(&self) -> Result<()> {
+        let field = |name: &str, v: usize, hi: usize| {
+            if (1..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::Usage(format!("{name} = {v}: expected 1 to {hi}")))
+            }
+        };
+        field("steps (Lanczos steps)", self.steps, MAX_STEPS)?;
+        field("k (eigenvalues at each end)", self.k, self.steps)?;
+        field("probes", self.probes, MAX_PROBES)
+    }
+}
+
+/// The fraction of `eigenvalues` below zero, counting those within rounding of 0 (n·u·max|λ| of
+/// an f64 decomposition) as zero: (index, negatives, zeros, that tolerance).
+pub fn exact_index(eigenvalues: &[f64]) -> (f64, usize, usize, f64) {
+    let n = eigenvalues.len();
+    let tol = n as f64 * f64::EPSILON * eigenvalues.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let negative = eigenvalues.iter().filter(|&&x| x < -tol).count();
+    let zero = eigenvalues.iter().filter(|&&x| x.abs() <= tol).count();
+    (negative as f64 / n.max(1) as f64, negative, zero, tol)
 }
 
 pub struct HessianSummary {
@@ -71,6 +103,7 @@ pub fn summarize(h: &mut Hessian, budget: &Budget) -> Result<HessianSummary> {
 
 /// `summarize` with the GPU's products awaited: the form a browser page uses.
 pub async fn summarize_async(h: &mut Hessian, budget: &Budget) -> Result<HessianSummary> {
+    budget.check()?;
     let start = Instant::now();
     let dim = h.dim();
     let at = h.evaluate(&vec![0.0; dim])?;

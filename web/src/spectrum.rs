@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use gradflow::error::Result;
 use gradflow::exec::hessian::Hessian;
-use gradflow::exec::hessian_summary::{batch_rows, summarize_async, Budget, DEFAULT_PROBES};
+use gradflow::exec::hessian_summary::{batch_rows, exact_index, summarize_async, Budget, DEFAULT_PROBES};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
@@ -66,6 +66,8 @@ impl Run {
 }
 
 async fn spectrum(inner: &mut Inner, run_device: String, k: usize, steps: usize) -> Result<String> {
+    let budget = Budget { k, steps, probes: DEFAULT_PROBES, seed: 0 };
+    budget.check()?;
     let params = inner.exec.params().await?;
     let model = inner.exec.net().model().clone();
     let (batch, how) = batch_rows(&model, inner.config.train.batch_size, inner.train.n);
@@ -74,14 +76,10 @@ async fn spectrum(inner: &mut Inner, run_device: String, k: usize, steps: usize)
         // Cloning a Gpu shares its device.
         h.use_gpu(Arc::new(net.gpu().clone()))?;
     }
-    let budget = Budget { k, steps, probes: DEFAULT_PROBES, seed: 0 };
     let s = summarize_async(&mut h, &budget).await?;
     let (x, y, sigma) = s.density.curve(DENSITY_POINTS);
-    let exact_index = s.exact.as_ref().map(|all| {
-        // As `gradflow hessian`: within n·u·max|λ| of 0 counts as zero, not negative.
-        let tol = all.len() as f64 * f64::EPSILON * all.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        all.iter().filter(|&&x| x < -tol).count() as f64 / all.len() as f64
-    });
+    // As `gradflow hessian`: within rounding of 0 counts as zero, not negative.
+    let exact_index = s.exact.as_deref().map(|all| exact_index(all).0);
     let report = SpectrumReport {
         device: format!("{run_device}; products on {}", h.device()),
         params: s.dim,
