@@ -127,6 +127,9 @@ fn noiseless_xor_and_blobs_sit_on_their_centres() {
 fn bad_parameters_are_refused_by_name() {
     let err = |s: ToySpec| generate_toy(&s).unwrap_err().to_string();
     assert!(err(ToySpec { points: 0, ..ToySpec::new(ToyKind::Circles) }).contains("data.points"));
+    // Refused before anything is allocated (a browser tab would abort on it).
+    let huge = err(ToySpec { points: usize::MAX, ..ToySpec::new(ToyKind::Blobs) });
+    assert!(huge.contains("data.points must be at most"), "{huge}");
     assert!(err(spec(ToyKind::Xor, -0.1, 0)).contains("data.noise"));
     assert!(err(spec(ToyKind::Blobs, f64::NAN, 0)).contains("data.noise"));
     assert!(err(ToySpec { classes: 3, ..ToySpec::new(ToyKind::Circles) }).contains("data.classes"));
@@ -196,6 +199,8 @@ fn config_errors_name_the_field() {
     assert!(unknown.contains("data.generate") && unknown.contains("`spirals`, `xor`, `circles`, `blobs`"), "{unknown}");
     let zero = config_error("generate = \"circles\"\npoints = 0");
     assert!(zero.contains("data.points"), "{zero}");
+    let huge = config_error("generate = \"circles\"\npoints = 100000000000");
+    assert!(huge.contains("data.points") && huge.contains("at most"), "{huge}");
     let negative = config_error("generate = \"circles\"\nnoise = -0.5");
     assert!(negative.contains("data.noise") && negative.contains("-0.5"), "{negative}");
     let wrong_type = config_error("generate = \"circles\"\npoints = \"many\"");

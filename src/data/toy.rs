@@ -93,6 +93,10 @@ impl std::fmt::Display for ToyKind {
 /// Default row count: enough for a clear picture, few enough to train in a second on the CPU.
 pub const DEFAULT_POINTS: usize = 400;
 
+/// The most rows a generated set may have: far past any 2-D lesson, and small enough (160 MB
+/// of features and copies) that a browser tab can hold it.
+pub const MAX_POINTS: usize = 10_000_000;
+
 /// A toy set's parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ToySpec {
@@ -129,6 +133,9 @@ impl ToySpec {
                 "data.points must be at least the {} classes (a row each), got {}",
                 self.classes, self.points
             ));
+        }
+        if self.points > MAX_POINTS {
+            return Err(format!("data.points must be at most {MAX_POINTS}, got {}", self.points));
         }
         if !(self.noise.is_finite() && self.noise >= 0.0) {
             return Err(format!("data.noise must be a finite standard deviation ≥ 0, got {}", self.noise));
