@@ -64,6 +64,8 @@ fn stop_on_signals() -> Result<()> {
 /// Answers the requests on one connection until either side closes it.
 fn connection(stream: TcpStream, root: &Path) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE))?;
+    // A client that stops reading must not hold its thread forever either.
+    stream.set_write_timeout(Some(IDLE))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = BufWriter::new(stream);
     loop {

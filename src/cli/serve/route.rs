@@ -49,7 +49,11 @@ pub fn resolve(root: &Path, target: &str) -> Route {
     if real.is_dir() {
         if !decoded.is_empty() && !decoded.ends_with('/') {
             let query = &target[1 + path.len()..];
-            return Route::Redirect(format!("/{path}/{query}"));
+            // Rebuilt from the non-empty segments: a leading "//" would send the browser to
+            // another host (a protocol-relative URL).
+            let folder: String =
+                path.split('/').filter(|s| !s.is_empty() && *s != ".").map(|s| format!("{s}/")).collect();
+            return Route::Redirect(format!("/{folder}{query}"));
         }
         let index = real.join("index.html");
         return if index.is_file() { Route::File(index) } else { Route::NotFound };
@@ -104,6 +108,9 @@ mod tests {
         assert_eq!(resolve(&r, "/index.html?selftest"), Route::File(r.join("index.html")));
         assert_eq!(resolve(&r, "/pkg/a%20b.js"), Route::File(r.join("pkg/a b.js")));
         assert_eq!(resolve(&r, "/pkg?x=1"), Route::Redirect("/pkg/?x=1".into()));
+        assert_eq!(resolve(&r, "//pkg"), Route::Redirect("/pkg/".into()), "never to the host \"pkg\"");
+        assert_eq!(resolve(&r, "/.//pkg?a"), Route::Redirect("/pkg/?a".into()));
+        assert_eq!(resolve(&r, "/."), Route::Redirect("/".into()));
         assert_eq!(resolve(&r, "/pkg/"), Route::NotFound, "no index.html, no listing");
         assert_eq!(resolve(&r, "/missing.js"), Route::NotFound);
         assert_eq!(resolve(&r, "/../secret.txt"), Route::Forbidden);
