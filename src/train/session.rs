@@ -277,10 +277,54 @@ pub fn description(config: &Config, train_set: &Dataset) -> Result<crate::checkp
     })
 }
 
-/// What every checkpoint of this run carries besides the network's state.
-struct Saved {
-    standardize: Option<(Vec<f32>, Vec<f32>)>,
-    description: crate::checkpoint::Description,
-    schedule: String,
-    train_rows: String,
+/// What every checkpoint of a run carries besides the network's state: how to standardise new
+/// rows, the config it came from, and what a resume must match (the schedule, the rows).
+pub struct Saved {
+    pub standardize: Option<(Vec<f32>, Vec<f32>)>,
+    pub description: crate::checkpoint::Description,
+    pub schedule: String,
+    pub train_rows: String,
+}
+
+impl Saved {
+    /// For a run of `config` from its first step on `train_set`, standardised by `standardize`.
+    pub fn fresh(config: &Config, train_set: &Dataset, standardize: Option<(Vec<f32>, Vec<f32>)>) -> Result<Saved> {
+        Ok(Saved {
+            standardize,
+            description: description(config, train_set)?,
+            schedule: schedule_of(config, train_set.n),
+            train_rows: fingerprint(train_set),
+        })
+    }
+
+    /// The checkpoint of a network's state at `progress`. Parameters that are not finite are
+    /// refused, never saved; `kept` says what that left alone (e.g. "x.safetensors was not
+    /// overwritten").
+    pub fn checkpoint(
+        &self,
+        params: Vec<f32>,
+        norm: crate::spec::NormState,
+        optimizer_state: Vec<f32>,
+        progress: Progress,
+        kept: &str,
+    ) -> Result<Checkpoint> {
+        if let Some(i) = params.iter().position(|p| !p.is_finite()) {
+            return Err(Error::Diverged {
+                step: progress.steps,
+                // The epoch the parameters went bad in (1-based; `progress.epoch` counts finished ones).
+                epoch: if progress.batch > 0 { progress.epoch + 1 } else { progress.epoch },
+                what: format!("parameter {i} is {}; {kept}", params[i]),
+            });
+        }
+        Ok(Checkpoint {
+            params,
+            norm,
+            optimizer_state: Some(optimizer_state),
+            progress,
+            standardize: self.standardize.clone(),
+            schedule: self.schedule.clone(),
+            train_rows: self.train_rows.clone(),
+            description: Some(self.description.clone()),
+        })
+    }
 }

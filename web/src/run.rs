@@ -6,12 +6,13 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use gradflow::checkpoint::{self, Checkpoint, Progress};
+use gradflow::checkpoint::{self, Progress};
 use gradflow::config::Config;
 use gradflow::data::{Batcher, Dataset};
 use gradflow::error::{Error, Result};
 use gradflow::exec::{CpuNetwork, GpuNetwork, Network, Totals};
 use gradflow::spec::{Model, NormState};
+use gradflow::train::session::Saved;
 use gradflow::train::{self, Observe, Split, Standardize};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -99,7 +100,8 @@ pub(crate) struct Inner {
     standardize: Option<Standardize>,
     batcher: Batcher,
     epoch: usize,
-    description: checkpoint::Description,
+    /// What its checkpoints carry besides the network's state, as `gradflow train` saves them.
+    saved: Saved,
 }
 
 /// A training run, stepped by `epoch()`. Methods that await the GPU take the run for their
@@ -154,16 +156,15 @@ impl Inner {
             other => return Err(Error::Usage(format!("executor \"{other}\": expected \"gpu\" or \"cpu\""))),
         };
         exec.net().set_train_data(&train)?;
-        let description = train::session::description(&config, &train)?;
-        Ok(Inner { config, exec, train, test, raw_train, standardize, batcher, epoch: 0, description })
+        let saved = Saved::fresh(&config, &train, standardize.as_ref().map(|s| (s.mean.clone(), s.std.clone())))?;
+        Ok(Inner { config, exec, train, test, raw_train, standardize, batcher, epoch: 0, saved })
     }
 
     /// The next epoch's steps, submitted as `gradflow train` submits them, then its totals
     /// (one awaited read-back) and the test set's loss and accuracy.
     pub(crate) async fn epoch(&mut self) -> Result<EpochLine> {
         let start = web_time_now();
-        self.epoch += 1;
-        let lr = self.exec.net().lr();
+        let epoch = self.epoch + 1;
         let batches = self.batcher.next_epoch();
         let (mut done, mut yielded) = (0, start);
         while done < batches.len() {
@@ -182,8 +183,12 @@ impl Inner {
         }
         let totals = self.exec.take_totals().await?;
         if let Some(bad) = totals.first_bad {
-            return Err(Error::Diverged { step: bad.step, epoch: self.epoch, what: train::bad_step_what(bad.loss) });
+            return Err(Error::Diverged { step: bad.step, epoch, what: train::bad_step_what(bad.loss) });
         }
+        // Counted only once its steps are in, so a failed epoch is not reported as done.
+        self.epoch = epoch;
+        // Read after the steps, as `gradflow train` logs it: the rate the next step will use.
+        let lr = self.exec.net().lr();
         let (test_loss, test_accuracy) = self.evaluate_test().await?;
         let seconds = (web_time_now() - start) / 1e3;
         let finite = |v: f32| v.is_finite().then_some(v);
@@ -211,16 +216,10 @@ impl Inner {
     /// The checkpoint `gradflow train --save` would write now.
     async fn checkpoint(&mut self) -> Result<Vec<u8>> {
         let params = self.exec.params().await?;
-        let ck = Checkpoint {
-            params,
-            norm: self.exec.norm_state().await?,
-            optimizer_state: Some(self.exec.optimizer_state().await?),
-            progress: Progress { steps: self.exec.net().steps(), epoch: self.epoch, batch: 0 },
-            standardize: self.standardize.as_ref().map(|s| (s.mean.clone(), s.std.clone())),
-            schedule: train::session::schedule_of(&self.config, self.train.n),
-            train_rows: train::session::fingerprint(&self.train),
-            description: Some(self.description.clone()),
-        };
+        let norm = self.exec.norm_state().await?;
+        let state = self.exec.optimizer_state().await?;
+        let progress = Progress { steps: self.exec.net().steps(), epoch: self.epoch, batch: 0 };
+        let ck = self.saved.checkpoint(params, norm, state, progress, "nothing was saved")?;
         checkpoint::to_bytes(Path::new("model.safetensors"), self.exec.net().model(), &self.config.optimizer, &ck)
     }
 
@@ -243,21 +242,44 @@ impl Inner {
 /// How long the CPU reference may hold the page's thread before it yields (about a frame).
 const FRAME_MS: f64 = 16.0;
 
-/// Resolves in a later task (`setTimeout(0)`), after the browser has handled input and drawn.
+/// Resolves in a later task, after the browser has handled input: a message to itself through a
+/// `MessageChannel`, which, unlike `setTimeout`, browsers do not throttle in a hidden tab (to a
+/// second or more per call); `setTimeout(0)` where there is no MessageChannel.
 async fn next_task() {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
-        let global = js_sys::global();
-        let set_timeout = js_sys::Reflect::get(&global, &"setTimeout".into()).ok();
-        match set_timeout.and_then(|f| f.dyn_into::<js_sys::Function>().ok()) {
-            Some(f) => {
-                let _ = f.call2(&global, &resolve, &0.into());
-            }
-            None => {
-                let _ = resolve.call0(&JsValue::NULL);
+        if !post_to_self(&resolve) {
+            let global = js_sys::global();
+            match js_sys::Reflect::get(&global, &"setTimeout".into())
+                .ok()
+                .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+            {
+                Some(f) => {
+                    let _ = f.call2(&global, &resolve, &0.into());
+                }
+                None => {
+                    let _ = resolve.call0(&JsValue::NULL);
+                }
             }
         }
     });
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// Calls `resolve` from a new task by posting a message on a fresh MessageChannel; false when
+/// the global has none.
+fn post_to_self(resolve: &js_sys::Function) -> bool {
+    use js_sys::Reflect;
+    let function = |v: JsValue| v.dyn_into::<js_sys::Function>().ok();
+    let Some(ctor) = Reflect::get(&js_sys::global(), &"MessageChannel".into()).ok().and_then(function) else {
+        return false;
+    };
+    let Ok(channel) = Reflect::construct(&ctor, &js_sys::Array::new()) else { return false };
+    let (Ok(receiver), Ok(sender)) = (Reflect::get(&channel, &"port1".into()), Reflect::get(&channel, &"port2".into()))
+    else {
+        return false;
+    };
+    let Some(post) = Reflect::get(&sender, &"postMessage".into()).ok().and_then(function) else { return false };
+    Reflect::set(&receiver, &"onmessage".into(), resolve).is_ok() && post.call1(&sender, &JsValue::NULL).is_ok()
 }
 
 /// Milliseconds from the page's clock (web-time: performance.now()).

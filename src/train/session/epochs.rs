@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::watch::Watch;
 use super::{Ending, Saved, Start, TrainOptions};
-use crate::checkpoint::{self, Checkpoint, Progress};
+use crate::checkpoint::{self, Progress};
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::dist::Collective;
@@ -492,25 +492,9 @@ impl Run<'_> {
     /// Writes a checkpoint of the network to `path`; parameters that are not finite are never
     /// written over a good file.
     fn save_to(&mut self, path: &std::path::Path, progress: Progress) -> Result<()> {
-        let params = self.net.params()?;
-        if let Some(i) = params.iter().position(|p| !p.is_finite()) {
-            return Err(Error::Diverged {
-                step: progress.steps,
-                // The epoch the parameters went bad in (1-based; `progress.epoch` counts finished ones).
-                epoch: if progress.batch > 0 { progress.epoch + 1 } else { progress.epoch },
-                what: format!("parameter {i} is {}; {} was not overwritten", params[i], path.display()),
-            });
-        }
-        let ck = Checkpoint {
-            params,
-            norm: self.net.norm_state()?,
-            optimizer_state: Some(self.net.optimizer_state()?),
-            progress,
-            standardize: self.saved.standardize.clone(),
-            schedule: self.saved.schedule.clone(),
-            train_rows: self.saved.train_rows.clone(),
-            description: Some(self.saved.description.clone()),
-        };
+        let (params, norm, state) = (self.net.params()?, self.net.norm_state()?, self.net.optimizer_state()?);
+        let kept = format!("{} was not overwritten", path.display());
+        let ck = self.saved.checkpoint(params, norm, state, progress, &kept)?;
         checkpoint::save(path, self.net.model(), &self.config.optimizer, &ck)
     }
 }
