@@ -1,14 +1,24 @@
 // The gradflow page: wires the controls to the wasm crate (web/src: Lab, Run) and draws what
 // the engine returns. Every number shown comes from the engine; the page only plots it.
-import init, { open_lab, digits_csv, digits_config, toy_noise } from './pkg/gradflow_web.js';
-import { OPTIMIZERS, buildConfig, optimizerLines, dataTableOf, csvClasses } from './config.js';
+import init, { open_lab, digits_csv, digits_config, toy_noise, csv_classes } from './pkg/gradflow_web.js';
+import { OPTIMIZERS, buildConfig, optimizerLines, dataTableOf } from './config.js';
 import { COLORS, lineChart, regionsPlot, surfacePlot } from './plot.js';
 
 const $ = (id) => document.getElementById(id);
 const state = { lab: null, run: null, runInfo: null, busy: false, stop: false, csv: null, csvName: null, history: [], regions: null, classNames: [] };
 
-// Lets the browser paint between epochs; the timeout keeps going when a hidden tab stops frames.
-const breathe = () => new Promise((r) => { requestAnimationFrame(() => r()); setTimeout(r, 100); });
+// Lets the browser paint between epochs. A hidden tab draws no frames and throttles timers to a
+// second or more, so there a message to itself (not throttled) lets the work go on at full speed.
+const breathe = () => new Promise((r) => {
+  if (document.hidden) {
+    const c = new MessageChannel();
+    c.port1.onmessage = () => r();
+    c.port2.postMessage(null);
+    return;
+  }
+  requestAnimationFrame(() => r());
+  setTimeout(r, 100);
+});
 
 function message(e) {
   if (e instanceof Error) return e.message;
@@ -81,6 +91,13 @@ function drainGpuErrors() {
   return late;
 }
 
+// Stops a GPU action whose numbers a late error has spoilt. Call `drainGpuErrors()` as the
+// action starts, so errors left from an earlier one are shown but not blamed on this one.
+function stopOnGpuErrors(onGpu) {
+  const late = drainGpuErrors();
+  if (late.length && onGpu) throw new Error(`the GPU reported: ${late[0]}`);
+}
+
 // ---------- the Train form ----------
 const digitsData = () => dataTableOf(digits_config());
 
@@ -140,7 +157,12 @@ function outputsOf(data) {
   if (data === 'spirals' || data === 'blobs') return Number($('train-classes').value);
   if (data === 'xor' || data === 'circles') return 2;
   if (!state.csv) throw new Error('choose a CSV file first');
-  return csvClasses(state.csv, $('train-label').value);
+  // The engine's own CSV reader (named classes too), once per file and label column.
+  const label = $('train-label').value;
+  if (state.csvClasses?.csv !== state.csv || state.csvClasses.label !== label) {
+    state.csvClasses = { csv: state.csv, label, n: csv_classes(state.csv, label) };
+  }
+  return state.csvClasses.n;
 }
 
 // The page's settings as buildConfig takes them.
@@ -220,12 +242,13 @@ async function train() {
     const toml = buildConfig(f, trainOptimizer());
     $('train-config').textContent = toml;
     const executor = $('executor').value;
+    drainGpuErrors();
     if (state.run) { state.run.free(); state.run = null; }
     setStatus('train-status', 'building the model…');
     await breathe();
     const run = state.lab.run(toml, csvText(), executor);
     state.run = run;
-    state.runInfo = { toml, device: run.device().split('\n')[0].trim(), planar: run.isPlanar(), hidden: f.hidden, model: f.model, data: f.data.kind, epochsDone: 0 };
+    state.runInfo = { toml, device: run.device().split('\n')[0].trim(), planar: run.isPlanar(), executor, hidden: f.hidden, model: f.model, data: f.data.kind, epochsDone: 0 };
     state.classNames = JSON.parse(run.classNames());
     const n = run.epochs();
     let [regionsAt, regionsMs] = [0, 0];
@@ -234,9 +257,7 @@ async function train() {
     for (let e = 1; e <= n; e++) {
       if (state.stop) break;
       last = JSON.parse(await run.epoch());
-      // Numbers after a GPU validation error are garbage: stop and say what the GPU reported.
-      const late = drainGpuErrors();
-      if (late.length && executor === 'gpu') throw new Error(`the GPU reported: ${late[0]}`);
+      stopOnGpuErrors(executor === 'gpu');
       state.history.push(last);
       state.runInfo.epochsDone = last.epoch;
       $('train-log').textContent += logLine(last) + '\n';
@@ -316,6 +337,7 @@ async function compare() {
     if (opts.length === 0) throw new Error('choose at least one optimizer');
     const f = form();
     const executor = $('executor').value;
+    drainGpuErrors();
     compareState.runs = [];
     for (const o of opts) {
       const optimizer = { ...trainOptimizer(), id: o.id, lr: o.lr };
@@ -326,6 +348,7 @@ async function compare() {
     const n = runs[0].epochs();
     for (let e = 1; e <= n; e++) {
       for (const r of compareState.runs) r.history.push(JSON.parse(await r.run.epoch()));
+      stopOnGpuErrors(executor === 'gpu');
       setStatus('compare-status', `epoch ${e}/${n}`);
       drawCompare();
       await breathe();
@@ -380,10 +403,13 @@ async function surfaces() {
     if (opts.length === 0) throw new Error('choose at least one optimizer');
     surfaceState.paths = [];
     surfaceState.shown = 0;
+    const executor = $('executor').value;
+    drainGpuErrors();
     for (const o of opts) {
       const toml = optimizerLines(o.id, { lr: o.lr, momentum: 0.9 }).join('\n') + '\n';
       setStatus('surface-status', `running ${o.label}…`);
-      const r = JSON.parse(await state.lab.surface(name, toml, steps, $('executor').value));
+      const r = JSON.parse(await state.lab.surface(name, toml, steps, executor));
+      stopOnGpuErrors(executor === 'gpu');
       surfaceState.bounds = r.bounds;
       surfaceState.paths.push({ label: `${o.label}, lr ${o.lr}`, path: r.path, values: r.values });
     }
@@ -416,9 +442,13 @@ async function spectrum() {
   setBusy(true);
   $('train-start').disabled = true;
   try {
-    setStatus('spectrum-status', 'running Lanczos…');
+    const onGpu = state.runInfo.executor === 'gpu';
+    // The CPU reference computes on the page's own thread: the page is still until it is done.
+    setStatus('spectrum-status', onGpu ? 'running Lanczos…' : 'running Lanczos on the CPU reference (the page pauses until it is done)…');
     await breathe();
+    drainGpuErrors();
     const s = JSON.parse(await run.spectrum(Number($('spectrum-k').value), Number($('spectrum-steps').value)));
+    stopOnGpuErrors(onGpu);
     const lmax = Math.max(...s.top);
     const lmin = s.bottom.length ? Math.min(...s.bottom) : Math.min(...s.top);
     lineChart($('spectrum-plot'), [{ name: 'spectral density', color: COLORS[0], points: s.density.x.map((x, i) => [x, s.density.y[i]]) }], {
@@ -448,7 +478,9 @@ async function check() {
   try {
     setStatus('check-status', 'checking every kernel family against the CPU reference…');
     await breathe();
+    drainGpuErrors();
     const r = JSON.parse(await state.lab.check());
+    stopOnGpuErrors(true);
     const t = $('check-table');
     t.innerHTML = '<thead><tr><th>op</th><th>worst error</th><th>share of bound</th><th>result</th></tr></thead>';
     const tb = t.createTBody();

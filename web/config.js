@@ -178,28 +178,3 @@ export function buildConfig(form, optimizer) {
   if (sched) t.push(`schedule = ${sched}`);
   return t.join('\n') + '\n';
 }
-
-// The number of classes in a CSV's label column (largest label + 1), for the last layer's width.
-export function csvClasses(text, labelColumn) {
-  const rows = text.split(/\r?\n/).filter((l) => l.trim() !== '');
-  if (rows.length === 0) throw new Error('the CSV file is empty');
-  const split = (l) => l.split(',').map((s) => s.trim());
-  const first = split(rows[0]);
-  const header = first.some((f) => f !== '' && !Number.isFinite(Number(f)));
-  let col;
-  const lc = (labelColumn || 'last').trim();
-  if (lc === 'last') col = first.length - 1;
-  else if (lc === 'first') col = 0;
-  else if (/^\d+$/.test(lc)) col = Number(lc);
-  else {
-    col = header ? first.indexOf(lc) : -1;
-    if (col < 0) throw new Error(`label column "${lc}": no such column in the CSV's header`);
-  }
-  let max = -1;
-  for (const r of rows.slice(header ? 1 : 0)) {
-    const v = Number(split(r)[col]);
-    if (Number.isInteger(v) && v > max) max = v;
-  }
-  if (max < 0) throw new Error(`label column "${lc}" holds no whole-number labels`);
-  return max + 1;
-}

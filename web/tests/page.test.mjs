@@ -119,3 +119,38 @@ test('every view runs to done', async (t) => {
 
   await page.close();
 });
+
+// A dropped CSV whose labels are names (the CLI reads those), trained on the CPU reference in a
+// tab that says it is hidden: the page's hidden-tab path (a message to itself instead of frames
+// and timers) must carry the run to its end. Headless Chromium does not throttle a hidden page's
+// timers, so the time bound only catches a stall, not throttling itself.
+test('a CSV with named classes trains in a hidden tab', { timeout: VIEW_MS + 30_000 }, async () => {
+  const page = await openPage(browser.context);
+  await page.goto(server.url);
+  await page.evaluate(() => {
+    Object.defineProperty(document, 'hidden', { get: () => true });
+    Object.defineProperty(document, 'visibilityState', { get: () => 'hidden' });
+  });
+  const rows = ['a,b,kind'];
+  for (let i = 0; i < 120; i++) {
+    const kind = ['cat', 'dog', 'fox'][i % 3];
+    rows.push(`${(i % 3) + Math.sin(i)},${(i % 7) / 7},${kind}`);
+  }
+  await page.click('#tab-train');
+  await page.selectOption('#train-data', 'csv');
+  await page.setInputFiles('#train-csv', { name: 'animals.csv', mimeType: 'text/csv', buffer: Buffer.from(rows.join('\n') + '\n') });
+  await page.selectOption('#executor', 'cpu');
+  await page.fill('#train-epochs', '20');
+  // The file is read asynchronously; the config shown follows it.
+  await page.waitForFunction(() => document.getElementById('train-config').textContent.includes('animals.csv'), null, { timeout: 10_000 });
+  const config = await textNow(page, 'train-config');
+  assert.match(config, /out = 3 \},\s*\]/, `the last layer is 3 wide for 3 named classes:\n${config}`);
+  const t0 = Date.now();
+  await page.click('#train-start');
+  const line = await outcome(page, 'train-status', VIEW_MS);
+  const seconds = (Date.now() - t0) / 1000;
+  assert.match(line, /^done: epoch 20,/, problems(page));
+  // Throttled timers would give at least a second an epoch.
+  assert.ok(seconds < 15, `20 tiny epochs took ${seconds} s in a hidden tab`);
+  await page.close();
+});
