@@ -49,6 +49,10 @@
 //! - `exec` (the GPU and CPU executors, Hessian products);
 //! - `train`, `course`, `check`, `bench`; then `cli`.
 
+// In a browser wgpu's handles are neither Send nor Sync (one thread); natively the same
+// Arc<Gpu> is shared across threads, so the Arc stays.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 pub mod error;
 
 pub mod checkpoint;

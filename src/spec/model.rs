@@ -257,6 +257,8 @@ impl Layout {
     /// Adds a tensor; one of more than `MAX_TENSOR_ELEMENTS` elements (or a total that
     /// overflows) is refused, before anything is allocated.
     fn push(&mut self, name: String, shape: Vec<usize>, init: Init, norm: bool) -> Result<usize> {
+        // On wasm32 the bound is usize::MAX, which checked_mul already enforces.
+        #[allow(clippy::absurd_extreme_comparisons)]
         let len = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).filter(|&n| n <= MAX_TENSOR_ELEMENTS);
         let Some(len) = len else {
             return Err(Error::Model(format!(

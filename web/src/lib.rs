@@ -5,6 +5,8 @@
 //!
 //! Wasm only: elsewhere the crate is empty, so a native workspace build skips it.
 #![cfg(target_arch = "wasm32")]
+// wgpu's handles are neither Send nor Sync in a browser; the library's API takes Arc<Gpu>.
+#![allow(clippy::arc_with_non_send_sync)]
 
 mod check;
 mod lab;

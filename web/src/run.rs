@@ -26,6 +26,7 @@ const CONFIG_FILE: &str = "page.toml";
 const DATA_FILE: &str = "data.csv";
 
 /// The network on one of the two executors: the GPU's read-backs are awaited.
+#[allow(clippy::large_enum_variant)] // one per run: boxing would buy nothing
 pub(crate) enum Executor {
     Cpu(CpuNetwork),
     Gpu(GpuNetwork),
@@ -335,6 +336,9 @@ where
     T: Into<JsValue>,
 {
     let inner = Rc::clone(inner);
+    // Holding the borrow across the awaits is the point: it is the run's lock, and a second
+    // call meanwhile fails try_borrow_mut ("busy") instead of interleaving with this one.
+    #[allow(clippy::await_holding_refcell_ref)]
     future_to_promise(async move {
         let mut guard = inner.try_borrow_mut().map_err(|_| JsError::new("busy: the run is still working"))?;
         let value = f(&mut guard).await.map_err(js_error)?;
