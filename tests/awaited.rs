@@ -69,6 +69,37 @@ fn awaited_hessian_products_and_summary_match_the_blocking_ones() {
 }
 
 #[test]
+fn a_pause_is_asked_before_each_cpu_product_and_changes_no_number() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let model = small_model();
+    let data = synthetic(24, 4, 3, 3);
+    let params = model.init_params(5);
+    let new = || Hessian::new(model.clone(), Loss::CrossEntropy, &params, &data, 8).unwrap();
+    let (mut plain, mut paused) = (new(), new());
+    let (asked, awaited) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, w) = (Arc::clone(&asked), Arc::clone(&awaited));
+    // Every other call hands back a future to await, as a page does once a frame has passed.
+    paused.set_pause(Box::new(move || {
+        let w = Arc::clone(&w);
+        (a.fetch_add(1, Ordering::SeqCst) % 2 == 1).then(|| {
+            Box::pin(async move {
+                w.fetch_add(1, Ordering::SeqCst);
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+        })
+    }));
+    let budget = Budget { k: 2, steps: 6, probes: 1, seed: 0 };
+    let a = summarize(&mut plain, &budget).unwrap();
+    let b = wait("test summary", summarize_async(&mut paused, &budget)).unwrap();
+    assert_eq!(bits(&a.largest), bits(&b.largest));
+    assert_eq!(a.index.to_bits(), b.index.to_bits());
+    // Every product but summarize's first evaluation (the loss and gradient at the point).
+    let products = b.products - 1;
+    assert_eq!(asked.load(Ordering::SeqCst), products, "asked once per product");
+    assert_eq!(awaited.load(Ordering::SeqCst), products / 2, "each future it handed back was awaited");
+}
+
+#[test]
 fn a_budget_that_cannot_run_or_would_exhaust_memory_is_refused_by_field() {
     use gradflow::exec::hessian_summary::{exact_index, MAX_STEPS};
     let err = |k, steps, probes| Budget { k, steps, probes, seed: 0 }.check().unwrap_err().to_string();

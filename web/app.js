@@ -443,8 +443,7 @@ async function spectrum() {
   $('train-start').disabled = true;
   try {
     const onGpu = state.runInfo.executor === 'gpu';
-    // The CPU reference computes on the page's own thread: the page is still until it is done.
-    setStatus('spectrum-status', onGpu ? 'running Lanczos…' : 'running Lanczos on the CPU reference (the page pauses until it is done)…');
+    setStatus('spectrum-status', onGpu ? 'running Lanczos…' : 'running Lanczos on the CPU reference…');
     await breathe();
     drainGpuErrors();
     const s = JSON.parse(await run.spectrum(Number($('spectrum-k').value), Number($('spectrum-steps').value)));

@@ -47,7 +47,13 @@ pub struct Hessian {
     gpu: Option<GpuHvp>,
     /// Each batch's inputs in f32, made once for the GPU (empty on the CPU path).
     gpu_inputs: Vec<Vec<f32>>,
+    /// Asked before each CPU product in `hv_async`; what it returns is awaited (`set_pause`).
+    pause: Option<Pause>,
 }
+
+/// A hook that may hand back a future to await before the next CPU product: how a browser page,
+/// whose CPU reference runs on its own thread, lets the page draw and take input meanwhile.
+pub type Pause = Box<dyn FnMut() -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>>;
 
 impl Hessian {
     /// The Hessian of `model`'s mean `loss` over `data` at `params` (flat, as checkpoints hold them).
@@ -94,6 +100,7 @@ impl Hessian {
             products: 0,
             gpu: None,
             gpu_inputs: Vec::new(),
+            pause: None,
         })
     }
 
@@ -124,6 +131,9 @@ impl Hessian {
     /// browser page uses.
     pub async fn hv_async(&mut self, v: &[f64]) -> Result<Vec<f64>> {
         if self.gpu.is_none() {
+            if let Some(wait) = self.pause.as_mut().and_then(|p| p()) {
+                wait.await;
+            }
             return Ok(self.evaluate(v)?.hv);
         }
         self.check_direction(v)?;
@@ -140,6 +150,11 @@ impl Hessian {
         }
         self.products += 1;
         Ok(self.pack(&hv))
+    }
+
+    /// Sets the hook `hv_async` asks before each CPU product (see `Pause`).
+    pub fn set_pause(&mut self, pause: Pause) {
+        self.pause = Some(pause);
     }
 
     /// Flat vector (padding included) → coordinates.

@@ -241,12 +241,12 @@ impl Inner {
 }
 
 /// How long the CPU reference may hold the page's thread before it yields (about a frame).
-const FRAME_MS: f64 = 16.0;
+pub(crate) const FRAME_MS: f64 = 16.0;
 
 /// Resolves in a later task, after the browser has handled input: a message to itself through a
 /// `MessageChannel`, which, unlike `setTimeout`, browsers do not throttle in a hidden tab (to a
 /// second or more per call); `setTimeout(0)` where there is no MessageChannel.
-async fn next_task() {
+pub(crate) async fn next_task() {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         if !post_to_self(&resolve) {
             let global = js_sys::global();
@@ -284,7 +284,7 @@ fn post_to_self(resolve: &js_sys::Function) -> bool {
 }
 
 /// Milliseconds from the page's clock (web-time: performance.now()).
-fn web_time_now() -> f64 {
+pub(crate) fn web_time_now() -> f64 {
     thread_local! { static ORIGIN: web_time::Instant = web_time::Instant::now(); }
     ORIGIN.with(|o| o.elapsed().as_secs_f64() * 1e3)
 }

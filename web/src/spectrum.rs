@@ -2,6 +2,8 @@
 //! weights, as `gradflow hessian` computes it (the same rows per batch, probes and seed), with
 //! each GPU product's read-back awaited.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use gradflow::error::Result;
@@ -10,7 +12,7 @@ use gradflow::exec::hessian_summary::{batch_rows, exact_index, summarize_async, 
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::run::{promise, Executor, Inner, Run};
+use crate::run::{next_task, promise, web_time_now, Executor, Inner, Run, FRAME_MS};
 
 /// Points of the smoothed density the page draws.
 const DENSITY_POINTS: usize = 200;
@@ -72,9 +74,11 @@ async fn spectrum(inner: &mut Inner, run_device: String, k: usize, steps: usize)
     let model = inner.exec.net().model().clone();
     let (batch, how) = batch_rows(&model, inner.config.train.batch_size, inner.train.n);
     let mut h = Hessian::new(model, inner.config.model.loss, &params, &inner.train, batch)?;
-    if let Executor::Gpu(net) = &inner.exec {
+    match &inner.exec {
         // Cloning a Gpu shares its device.
-        h.use_gpu(Arc::new(net.gpu().clone()))?;
+        Executor::Gpu(net) => h.use_gpu(Arc::new(net.gpu().clone()))?,
+        // The CPU reference runs on the page's thread: let the page draw about once a frame.
+        Executor::Cpu(_) => h.set_pause(yield_each_frame()),
     }
     let s = summarize_async(&mut h, &budget).await?;
     let (x, y, sigma) = s.density.curve(DENSITY_POINTS);
@@ -101,4 +105,19 @@ async fn spectrum(inner: &mut Inner, run_device: String, k: usize, steps: usize)
         seconds: s.seconds,
     };
     serde_json::to_string(&report).map_err(|e| gradflow::error::Error::Usage(format!("spectrum as JSON: {e}")))
+}
+
+/// A pause that yields to the browser when a frame's time has passed since the last one.
+fn yield_each_frame() -> gradflow::exec::hessian::Pause {
+    let last = Rc::new(Cell::new(web_time_now()));
+    Box::new(move || {
+        if web_time_now() - last.get() < FRAME_MS {
+            return None;
+        }
+        let last = Rc::clone(&last);
+        Some(Box::pin(async move {
+            next_task().await;
+            last.set(web_time_now());
+        }))
+    })
 }

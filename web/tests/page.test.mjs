@@ -121,10 +121,10 @@ test('every view runs to done', async (t) => {
 });
 
 // A dropped CSV whose labels are names (the CLI reads those), trained on the CPU reference in a
-// tab that says it is hidden: the page's hidden-tab path (a message to itself instead of frames
+// tab that says it is hidden, then its spectrum: the page's hidden-tab path (a message to itself instead of frames
 // and timers) must carry the run to its end. Headless Chromium does not throttle a hidden page's
 // timers, so the time bound only catches a stall, not throttling itself.
-test('a CSV with named classes trains in a hidden tab', { timeout: VIEW_MS + 30_000 }, async () => {
+test('a CSV with named classes trains in a hidden tab; its CPU spectrum leaves the page live', { timeout: VIEW_MS + 30_000 }, async () => {
   const page = await openPage(browser.context);
   await page.goto(server.url);
   await page.evaluate(() => {
@@ -152,5 +152,19 @@ test('a CSV with named classes trains in a hidden tab', { timeout: VIEW_MS + 30_
   assert.match(line, /^done: epoch 20,/, problems(page));
   // Throttled timers would give at least a second an epoch.
   assert.ok(seconds < 15, `20 tiny epochs took ${seconds} s in a hidden tab`);
+
+  // The spectrum of that CPU run runs on the page's thread: it must yield to it as it goes, so a
+  // 20 ms timer keeps firing (a thread held throughout would fire it about once, at the end).
+  await page.click('#tab-spectrum');
+  await page.fill('#spectrum-steps', '200');
+  await page.evaluate(() => { window.ticks = 0; window.ticker = setInterval(() => { window.ticks++; }, 20); });
+  const s0 = Date.now();
+  await page.click('#spectrum-start');
+  const spectrum = await outcome(page, 'spectrum-status', VIEW_MS);
+  const ms = Date.now() - s0;
+  const ticks = await page.evaluate(() => { clearInterval(window.ticker); return window.ticks; });
+  console.log(`CPU spectrum: ${ticks} timer ticks in ${ms} ms`);
+  assert.match(spectrum, /^done:/, problems(page));
+  assert.ok(ticks >= Math.min(10, ms / 200), `only ${ticks} ticks of a 20 ms timer in ${ms} ms: the page's thread was held`);
   await page.close();
 });
