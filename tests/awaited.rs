@@ -93,10 +93,13 @@ fn a_pause_is_asked_before_each_cpu_product_and_changes_no_number() {
     let b = wait("test summary", summarize_async(&mut paused, &budget)).unwrap();
     assert_eq!(bits(&a.largest), bits(&b.largest));
     assert_eq!(a.index.to_bits(), b.index.to_bits());
-    // Every product but summarize's first evaluation (the loss and gradient at the point).
-    let products = b.products - 1;
+    // Every product but summarize's first evaluation (the loss and gradient at the point), and
+    // each column of the exact decomposition this small model gets.
+    assert!(b.exact.is_some(), "{} parameters: small enough for the exact spectrum", b.dim);
+    let products = b.products - 1 + b.dim;
     assert_eq!(asked.load(Ordering::SeqCst), products, "asked once per product");
     assert_eq!(awaited.load(Ordering::SeqCst), products / 2, "each future it handed back was awaited");
+    assert_eq!(bits(a.exact.as_ref().unwrap()), bits(b.exact.as_ref().unwrap()), "the exact spectrum");
 }
 
 #[test]

@@ -199,10 +199,19 @@ impl Hessian {
     /// The whole matrix, column by column (coordinates × coordinates, row-major): for models
     /// small enough to decompose exactly.
     pub fn dense(&mut self) -> Result<Vec<f64>> {
+        crate::device::wait("the dense Hessian", self.dense_async())
+    }
+
+    /// `dense`, asking the pause (`set_pause`) before each column: always on the CPU reference,
+    /// so a page's thread can draw meanwhile.
+    pub async fn dense_async(&mut self) -> Result<Vec<f64>> {
         let n = self.dim();
         let mut h = vec![0.0; n * n];
         let mut e = vec![0.0; n];
         for j in 0..n {
+            if let Some(wait) = self.pause.as_mut().and_then(|p| p()) {
+                wait.await;
+            }
             e[j] = 1.0;
             let col = self.evaluate(&e)?.hv;
             e[j] = 0.0;

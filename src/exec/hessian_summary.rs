@@ -117,7 +117,8 @@ pub async fn summarize_async(h: &mut Hessian, budget: &Budget) -> Result<Hessian
     let index = density.fraction_below(-resolution);
     let (products, seconds) = (h.products, start.elapsed().as_secs_f64());
     // The exact decomposition's columns come from the CPU reference in f64 (`Hessian::dense`).
-    let exact = if dim <= EXACT_LIMIT { Some(crate::spectrum::symmetric_eigen(&h.dense()?, dim).0) } else { None };
+    let exact =
+        if dim <= EXACT_LIMIT { Some(crate::spectrum::symmetric_eigen(&h.dense_async().await?, dim).0) } else { None };
     Ok(HessianSummary {
         dim,
         loss: at.loss,
