@@ -454,13 +454,21 @@ async function spectrum() {
       xLabel: 'eigenvalue λ', yLabel: 'density', title: `Hessian spectrum (${s.params} parameters, ${s.rows} rows)`,
       marks: s.top.map((x) => ({ x, color: COLORS[1] })), yMin: 0,
     });
+    const p3 = (v) => `${(100 * v).toPrecision(3)} %`;
+    const delta = Number(s.resolution).toExponential(2);
+    // SLQ cannot tell the sign of mass within ±δ of zero: say how much there is, not just the index.
+    const index = s.exactIndex !== null
+      ? `${p3(s.exactIndex)} of all ${s.params} eigenvalues below zero (exact: every eigenvalue computed)`
+      : `${p3(s.index)} of the spectrum below −δ, and ${p3(s.unresolved)} within ±δ (δ = ${delta}), whose sign SLQ cannot tell`;
     $('spectrum-out').textContent = [
-      `device     ${s.device}`, `method     ${s.method}`, `λ_max      ${lmax.toPrecision(6)}`, `λ_min      ${lmin.toPrecision(6)}`,
-      `index      ${(100 * s.index).toPrecision(3)} % of the spectrum below zero`, `top        ${s.top.map((v) => v.toPrecision(5)).join(', ')}`,
-      `bottom     ${s.bottom.map((v) => v.toPrecision(5)).join(', ')}`, `time       ${Number(s.seconds).toFixed(2)} s`,
+      `device     ${s.device}`, `λ_max      ${lmax.toPrecision(6)}`, `λ_min      ${lmin.toPrecision(6)}`,
+      `index      ${index}`, `top        ${s.top.map((v) => v.toPrecision(5)).join(', ')}`,
+      `bottom     ${s.bottom.map((v) => v.toPrecision(5)).join(', ')}`, `method     ${s.method}`,
+      `time       ${Number(s.seconds).toFixed(2)} s, ${s.products} Hessian-vector products`,
       '(dashed red lines: the top eigenvalues)',
     ].join('\n');
-    setStatus('spectrum-status', `done: λ_max = ${lmax.toPrecision(5)}, λ_min = ${lmin.toPrecision(5)}, index = ${(100 * s.index).toPrecision(3)} %`);
+    const shown = s.exactIndex !== null ? `${p3(s.exactIndex)} (exact)` : `${p3(s.index)} (+ ${p3(s.unresolved)} unresolved)`;
+    setStatus('spectrum-status', `done: λ_max = ${lmax.toPrecision(5)}, λ_min = ${lmin.toPrecision(5)}, index = ${shown}`);
   } catch (e) {
     setStatus('spectrum-status', `error: ${message(e)}`, true);
   } finally {

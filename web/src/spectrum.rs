@@ -39,6 +39,8 @@ struct SpectrumReport {
     method: String,
     /// SLQ's mass within ±δ, whose sign the quadrature cannot tell.
     unresolved: f64,
+    /// δ: the spectrum's width over the Lanczos steps.
+    resolution: f64,
     /// The index counted from every eigenvalue, for models small enough to decompose exactly.
     exact_index: Option<f64>,
     density: Density,
@@ -93,10 +95,12 @@ async fn spectrum(inner: &mut Inner, run_device: String, k: usize, steps: usize)
         bottom: s.smallest.clone(),
         index: s.index,
         method: format!(
-            "SLQ: mass below −δ from {} Rademacher probes × {} Lanczos steps (δ = spectrum width / steps = {:.2e})",
-            budget.probes, budget.steps, s.resolution
+            "extremes: Lanczos, {} steps; density and index: SLQ, {} Rademacher probes × {} steps, \
+             δ = spectrum width / steps",
+            budget.steps, budget.probes, budget.steps
         ),
         unresolved: s.unresolved,
+        resolution: s.resolution,
         exact_index,
         density: Density { x, y, sigma },
         loss: s.loss,
