@@ -71,7 +71,9 @@ fn dropout_apply(
     if (i >= p.len) {
         return;
     }
-    let v = select(0.0, x[i] * p.scale, keep(i));
+    // Threshold 0 keeps every element (evaluation, p = 0): no mask to draw. `||` short-circuits.
+    let kept = p.threshold == 0u || keep(i);
+    let v = select(0.0, x[i] * p.scale, kept);
     if ((p.flags & DROPOUT_ACCUMULATE) != 0u) {
         y[i] = y[i] + v;
     } else {
