@@ -132,6 +132,7 @@ fn main() -> Result<()> {
         bounds: (xlo, xhi, ylo, yhi),
         resolution: n,
         values,
+        measure: "f".into(),
         log: false,
         paths,
     };

@@ -138,6 +138,7 @@ fn a_level_set_has_contour_lines_and_a_colour_bar_with_values() {
         bounds: (-1.0, 1.0, -1.0, 1.0),
         resolution: n,
         values,
+        measure: "loss & co".into(),
         log: false,
         paths: vec![line("SGD", vec![(0.9, 0.9), (0.0, 0.0)])],
     };
@@ -151,6 +152,7 @@ fn a_level_set_has_contour_lines_and_a_colour_bar_with_values() {
         "the bar's scale runs from the minimum 0 to the maximum 800: {labels:?}"
     );
     assert!(svg.contains(">SGD<"), "the path is in the legend");
+    assert!(bar.contains(">loss &amp; co</text>"), "the bar names what it measures, escaped: {labels:?}");
 }
 
 #[test]

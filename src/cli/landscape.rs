@@ -459,6 +459,7 @@ pub fn figure(l: &Landscape) -> String {
                     resolution: l.side,
                     // Decades evenly: a trained model's loss is orders of magnitude below the start's.
                     values: l.rows.iter().map(|r| r.train.loss.max(1e-30).log10()).collect(),
+                    measure: "log₁₀ loss".into(),
                     log: false,
                     paths,
                 })],

@@ -155,7 +155,7 @@ fn field_panel(out: &mut String, fd: &Field, x0: f64, y0: f64) {
     }
     paths(out, fd, &f);
     f.axes(out, &axes::linear(xlo, xhi), &axes::linear(ylo, yhi), "x", "y");
-    colour_bar(out, &scale, f.x + f.w + GAP, &f, fd.log);
+    colour_bar(out, &scale, f.x + f.w + GAP, &f, fd);
     let lx = f.x + f.w + GAP + BAR_SPACE + GAP;
     for (k, s) in fd.paths.iter().enumerate() {
         let y = f.y + 10.0 + super::LEGEND_ROW * k as f64;
@@ -197,7 +197,7 @@ fn paths(out: &mut String, fd: &Field, f: &Frame) {
 }
 
 /// The levels' colours bottom (low) to top, with the value at every other boundary.
-fn colour_bar(out: &mut String, scale: &Scale, x: f64, f: &Frame, log: bool) {
+fn colour_bar(out: &mut String, scale: &Scale, x: f64, f: &Frame, fd: &Field) {
     let band = f.h / LEVELS as f64;
     let _ = writeln!(out, r#"<g class="colorbar">"#);
     for k in 0..LEVELS {
@@ -226,7 +226,8 @@ fn colour_bar(out: &mut String, scale: &Scale, x: f64, f: &Frame, log: bool) {
             significant(tidy(scale.from(scale.boundary(k)), scale.span()))
         );
     }
-    let caption = if log { "f (log spacing)" } else { "f" };
+    let measure = super::escape(&fd.measure);
+    let caption = if fd.log { format!("{measure} (log spacing)") } else { measure };
     let _ = writeln!(out, r#"<text x="{x:.1}" y="{:.1}" font-size="{TICK_PX}">{caption}</text></g>"#, f.y - 8.0);
 }
 

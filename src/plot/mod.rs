@@ -66,6 +66,8 @@ pub struct Field {
     /// Cells per side; `values` is row-major from the bottom row, `resolution`² of them.
     pub resolution: usize,
     pub values: Vec<f64>,
+    /// What the values are, as the colour bar names them ("f", "log₁₀ loss").
+    pub measure: String,
     /// Levels on log(value − min + 1e-12·span) instead of the value (for valleys like Rosenbrock's).
     pub log: bool,
     pub paths: Vec<Series>,
