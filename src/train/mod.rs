@@ -112,22 +112,14 @@ pub fn train_batches_on(
     let mut steps = 0;
     let mut reduce_secs = 0.0;
     while steps < batches.len() {
-        let observe = if ranks == 1 { observe } else { Observe::EveryStep };
-        let n = observe.chunk(batches, steps, net.steps(), net.steps_per_submit());
-        idx.resize(n, Vec::new());
-        for (ids, batch) in idx.iter_mut().zip(&batches[steps..steps + n]) {
-            ids.clear();
-            ids.extend(share_of(batch, rank, ranks)?.iter().map(|&r| r as u32));
-        }
-        let stop_all = if ranks == 1 {
-            let chunk: Vec<&[u32]> = idx.iter().map(|v| v.as_slice()).collect();
-            net.train_steps(&chunk)?;
-            stop()
+        let (n, stop_all) = if ranks == 1 {
+            (submit_steps(net, batches, steps, observe, &mut idx)?, stop())
         } else {
+            let ids: Vec<u32> = share_of(&batches[steps], rank, ranks)?.iter().map(|&r| r as u32).collect();
             let mut sync = RankSync { comm, stop, stop_all: None, secs: 0.0 };
-            net.train_step_reduced(&idx[0], &mut sync)?;
+            net.train_step_reduced(&ids, &mut sync)?;
             reduce_secs += sync.secs;
-            sync.stop_all.unwrap_or(false)
+            (1, sync.stop_all.unwrap_or(false))
         };
         steps += n;
         let flow = on_step(net, steps)?;
@@ -149,6 +141,28 @@ pub fn train_batches_on(
         samples_per_sec: totals.samples as f64 / secs.max(1e-9),
         reduce_secs,
     })
+}
+
+/// Submits the next steps of an epoch's `batches`, from step `done`, to `net` in one go: as
+/// many as `observe` and the executor allow per submit (`Observe::chunk`). Returns how many.
+/// `idx` is scratch for the row indices, kept by the caller between calls. The one place a
+/// single process's training steps are cut into submits: `train_batches_on` and the web page.
+pub fn submit_steps(
+    net: &mut dyn Network,
+    batches: &[Vec<usize>],
+    done: usize,
+    observe: Observe,
+    idx: &mut Vec<Vec<u32>>,
+) -> Result<usize> {
+    let n = observe.chunk(batches, done, net.steps(), net.steps_per_submit());
+    idx.resize(n, Vec::new());
+    for (ids, batch) in idx.iter_mut().zip(&batches[done..done + n]) {
+        ids.clear();
+        ids.extend(batch.iter().map(|&r| r as u32));
+    }
+    let chunk: Vec<&[u32]> = idx.iter().map(|v| v.as_slice()).collect();
+    net.train_steps(&chunk)?;
+    Ok(n)
 }
 
 /// One rank's side of a data-parallel step's exchanges, over `comm`.

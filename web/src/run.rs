@@ -167,15 +167,9 @@ impl Inner {
         let start = web_time_now();
         let epoch = self.epoch + 1;
         let batches = self.batcher.next_epoch();
-        let (mut done, mut yielded) = (0, start);
+        let (mut done, mut yielded, mut idx) = (0, start, Vec::new());
         while done < batches.len() {
-            let net = self.exec.net();
-            let n = Observe::Submits.chunk(&batches, done, net.steps(), net.steps_per_submit());
-            let ids: Vec<Vec<u32>> =
-                batches[done..done + n].iter().map(|b| b.iter().map(|&r| r as u32).collect()).collect();
-            let chunk: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-            net.train_steps(&chunk)?;
-            done += n;
+            done += train::submit_steps(self.exec.net(), &batches, done, Observe::Submits, &mut idx)?;
             // The CPU reference computes on the page's own thread: let it draw between chunks.
             if matches!(self.exec, Executor::Cpu(_)) && web_time_now() - yielded > FRAME_MS {
                 next_task().await;
