@@ -556,3 +556,14 @@ fn options_a_regression_does_not_take_are_refused() {
         assert!(!ok && err.contains(field), "{set}: {err}");
     }
 }
+
+/// One rule names a target everywhere (eval's lines, predict's header for a state dict without
+/// names, error messages): the header's name, else "target J" from 1.
+#[test]
+fn a_target_without_a_name_is_target_j() {
+    use gradflow::data::Targets;
+    let names = vec!["y1".to_string()];
+    assert_eq!(Targets::name_in(Some(&names), 0), "y1");
+    assert_eq!(Targets::name_in(Some(&names), 1), "target 2", "past the names given");
+    assert_eq!(Targets::name_in(None, 0), "target 1");
+}

@@ -47,7 +47,7 @@ pub fn predict(args: &PredictArgs, placement: &Placement, non_strict: bool) -> R
     } else if config.data.is_regression() {
         // A regression model's k outputs are its predicted targets, under the targets' names.
         let names = crate::checkpoint::load_description(checkpoint)?.and_then(|d| d.target_names);
-        let name = |j: usize| names.as_ref().and_then(|n| n.get(j).cloned()).unwrap_or(format!("target_{}", j + 1));
+        let name = |j: usize| crate::data::Targets::name_in(names.as_deref(), j);
         let mut text = (0..classes).map(|j| csv_field(&name(j))).collect::<Vec<_>>().join(",");
         text.push('\n');
         for row in logits.chunks(classes) {

@@ -147,10 +147,13 @@ impl Targets {
 
     /// Target `j`'s name: from the header, or "target J" counting from 1.
     pub fn name(&self, j: usize) -> String {
-        match self.names.as_ref().and_then(|n| n.get(j)) {
-            Some(name) => name.clone(),
-            None => format!("target {}", j + 1),
-        }
+        Targets::name_in(self.names.as_deref(), j)
+    }
+
+    /// Target `j`'s name among `names` (a header's, a checkpoint's), or "target J" from 1: the
+    /// one rule for every place that names a target.
+    pub fn name_in(names: Option<&[String]>, j: usize) -> String {
+        names.and_then(|n| n.get(j)).cloned().unwrap_or_else(|| format!("target {}", j + 1))
     }
 
     /// Every target's name.
