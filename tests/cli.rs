@@ -656,3 +656,25 @@ fn printing_options_never_change_the_checkpoint() {
         }
     }
 }
+
+/// `--quiet`: compare prints each run's line and nothing else; sweep prints its table alone.
+#[test]
+fn compare_and_sweep_quiet_print_only_their_results() {
+    let small = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/spirals_small.toml");
+    let (ok, out, err) =
+        gradflow(&["compare", "--cpu", "--config", small, "--epochs", "1", "--optimizers", "sgd,adam", "--quiet"]);
+    assert!(ok, "{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("sgd ") && lines[1].starts_with("adam "), "{out}");
+    assert!(lines.iter().all(|l| l.contains("final train loss")), "{out}");
+    let grid = "optimizer.lr=[0.01,0.1]";
+    let (ok, out, err) = gradflow(&["sweep", "--cpu", "--config", small, "--epochs", "1", "--grid", grid, "--quiet"]);
+    assert!(ok, "{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and a row per setting:\n{out}");
+    assert!(
+        lines[0].starts_with("setting") && lines[1].starts_with("lr=0.01") && lines[2].starts_with("lr=0.1"),
+        "{out}"
+    );
+}

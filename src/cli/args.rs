@@ -359,6 +359,9 @@ pub struct CompareArgs {
     /// of models on the GPU, which small models on one batch plan do by default).
     #[arg(long)]
     pub one_by_one: bool,
+    /// Print only each run's line (and, with --seeds, the table of means), warnings and errors.
+    #[arg(long)]
+    pub quiet: bool,
     /// Override one config field, e.g. --set data.standardize=true (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -381,6 +384,9 @@ pub struct SweepArgs {
     /// of models on the GPU, which small models on one batch plan do by default).
     #[arg(long)]
     pub one_by_one: bool,
+    /// Print only the table of means, warnings and errors.
+    #[arg(long)]
+    pub quiet: bool,
     /// Override train.epochs.
     #[arg(long)]
     pub epochs: Option<usize>,

@@ -25,18 +25,20 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
     } else {
         String::new()
     };
-    crate::say!(
-        "{} ({} train / {} test rows), {} epochs, batch size {}, batching {}, init seed {}, batch seed {}{seeds}",
-        file.display(),
-        train_set.n,
-        test_set.n,
-        config.train.epochs,
-        config.train.batch_size,
-        config.train.batching,
-        config.model.init_seed,
-        config.train.seed
-    );
-    print_settings(&config, &contenders);
+    if !args.quiet {
+        crate::say!(
+            "{} ({} train / {} test rows), {} epochs, batch size {}, batching {}, init seed {}, batch seed {}{seeds}",
+            file.display(),
+            train_set.n,
+            test_set.n,
+            config.train.epochs,
+            config.train.batch_size,
+            config.train.batching,
+            config.model.init_seed,
+            config.train.seed
+        );
+        print_settings(&config, &contenders);
+    }
     let mut runs_of = Vec::new();
     for c in &contenders {
         for seed in 0..args.seeds {
@@ -47,7 +49,8 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
             runs_of.push(compare::Contender { label, config });
         }
     }
-    let all = train_all(runs_of, &train_set, &test_set, placement, args.one_by_one)?;
+    let lines = if args.quiet { RunLines::RunsOnly } else { RunLines::All };
+    let all = train_all(runs_of, &train_set, &test_set, placement, args.one_by_one, lines)?;
     let (mut means, mut summaries) = (Vec::new(), Vec::new());
     for (c, runs) in contenders.iter().zip(all.chunks(args.seeds)) {
         summaries.push(sweep::Summary::of(&c.label, runs));
@@ -56,11 +59,15 @@ pub fn compare(args: &CompareArgs, placement: &Placement) -> Result<()> {
     if args.seeds > 1 {
         crate::say!("\nmean ± standard deviation over {} seeds:\n{}", args.seeds, sweep::table(&summaries));
     }
-    crate::say!("{}", sweep::throughput_line(&all));
+    if !args.quiet {
+        crate::say!("{}", sweep::throughput_line(&all));
+    }
     if let Some(path) = plot {
         crate::plot::write(path, &crate::plot::svg(&compare::charts(&means)))?;
         let what = if args.seeds > 1 { " (means over seeds)" } else { "" };
-        crate::say!("plot: {}{what}", path.display());
+        if !args.quiet {
+            crate::say!("plot: {}{what}", path.display());
+        }
     }
     Ok(())
 }
@@ -74,15 +81,27 @@ fn print_settings(base: &crate::config::Config, contenders: &[compare::Contender
     }
 }
 
+/// What `train_all` prints as it goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum RunLines {
+    /// The device, how the runs train, and each run's line.
+    All,
+    /// Each run's line only (`compare --quiet`).
+    RunsOnly,
+    /// Nothing (`sweep --quiet`: its table says it all).
+    None,
+}
+
 /// Trains `runs` side by side where they can unless `one_by_one` (on the GPU as one batch of
 /// models, `train::side_by_side`; with `--cpu`, one run per core), else one after another,
-/// printing the device and each run's line.
+/// printing what `lines` asks for.
 pub(super) fn train_all(
     runs: Vec<compare::Contender>,
     train_set: &crate::data::Dataset,
     test_set: &crate::data::Dataset,
     placement: &Placement,
     one_by_one: bool,
+    lines: RunLines,
 ) -> Result<Vec<compare::Run>> {
     use train::side_by_side::SideBySide;
     let together = if one_by_one {
@@ -95,22 +114,29 @@ pub(super) fn train_all(
         train::side_by_side::run_side_by_side(&runs, train_set, test_set, placement)?
     };
     let width = runs.iter().map(|r| r.label.chars().count()).max().unwrap_or(0).max(LABEL_WIDTH);
+    let (all, runs_too) = (lines == RunLines::All, lines != RunLines::None);
     match together {
         SideBySide::Trained(done) => {
-            crate::say!("device: {}", done[0].device);
-            done.iter().for_each(|r| print_run(r, width));
+            if all {
+                crate::say!("device: {}", done[0].device);
+            }
+            if runs_too {
+                done.iter().for_each(|r| print_run(r, width));
+            }
             return Ok(done);
         }
-        SideBySide::OneByOne(why) if runs.len() > 1 => crate::say!("runs: one after another ({why})"),
+        SideBySide::OneByOne(why) if runs.len() > 1 && all => crate::say!("runs: one after another ({why})"),
         SideBySide::OneByOne(_) => {}
     }
     let mut done = Vec::with_capacity(runs.len());
     for c in &runs {
         let run = compare::run_contender(c, train_set, test_set, placement)?;
-        if done.is_empty() {
+        if done.is_empty() && all {
             crate::say!("device: {}", run.device);
         }
-        print_run(&run, width);
+        if runs_too {
+            print_run(&run, width);
+        }
         done.push(run);
     }
     Ok(done)

@@ -54,15 +54,17 @@ pub fn sweep(args: &SweepArgs, placement: &Placement) -> Result<()> {
     } else {
         format!("{} epochs", base.train.epochs)
     };
-    crate::say!(
-        "{} ({} train / {} test rows), {epochs}; {} settings × {} seeds = {} runs",
-        file.display(),
-        train_set.n,
-        test_set.n,
-        settings.len(),
-        args.seeds,
-        settings.len() * args.seeds
-    );
+    if !args.quiet {
+        crate::say!(
+            "{} ({} train / {} test rows), {epochs}; {} settings × {} seeds = {} runs",
+            file.display(),
+            train_set.n,
+            test_set.n,
+            settings.len(),
+            args.seeds,
+            settings.len() * args.seeds
+        );
+    }
     let runs_of = settings
         .iter()
         .zip(configs)
@@ -73,22 +75,32 @@ pub fn sweep(args: &SweepArgs, placement: &Placement) -> Result<()> {
             })
         })
         .collect();
-    let all = super::compare::train_all(runs_of, &train_set, &test_set, placement, args.one_by_one)?;
+    use super::compare::{train_all, RunLines};
+    let lines = if args.quiet { RunLines::None } else { RunLines::All };
+    let all = train_all(runs_of, &train_set, &test_set, placement, args.one_by_one, lines)?;
     let (mut means, mut summaries) = (Vec::new(), Vec::new());
     for (setting, runs) in settings.iter().zip(all.chunks(args.seeds)) {
         summaries.push(sweep::Summary::of(&setting.label, runs));
         means.push(sweep::mean_run(&setting.label, runs));
     }
     let table = sweep::table(&summaries);
-    crate::say!("\nmean ± standard deviation over {} seeds:\n{table}", args.seeds);
-    crate::say!("{}", sweep::throughput_line(&all));
+    if args.quiet {
+        crate::say!("{}", table.trim_end());
+    } else {
+        crate::say!("\nmean ± standard deviation over {} seeds:\n{table}", args.seeds);
+        crate::say!("{}", sweep::throughput_line(&all));
+    }
     if let Some(path) = &args.table {
         std::fs::write(path, &table).map_err(|e| Error::Io { file: path.clone(), message: e.to_string() })?;
-        crate::say!("table: {}", path.display());
+        if !args.quiet {
+            crate::say!("table: {}", path.display());
+        }
     }
     if let Some(path) = &args.plot {
         crate::plot::write(path, &crate::plot::svg(&compare::charts(&means)))?;
-        crate::say!("plot: {} (means over seeds)", path.display());
+        if !args.quiet {
+            crate::say!("plot: {} (means over seeds)", path.display());
+        }
     }
     Ok(())
 }
