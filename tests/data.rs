@@ -776,6 +776,17 @@ fn csv_label_column_guess_prefers_label_over_y() {
     assert_eq!(guess("a,y,b\n1,2,3\n"), LabelColumn::Name("y".into()));
     assert_eq!(guess("a,b,c\n1,2,3\n"), LabelColumn::Last);
     assert_eq!(guess("1,2,3\n4,5,6\n"), LabelColumn::Last);
+    // A large file is not read whole for the guess: a bad byte past its first MiB does not stop
+    // it (the load that follows reports it, with its line).
+    let mut big = b"x,\xc3\xa9,label\n".to_vec();
+    while big.len() < 3 << 19 {
+        big.extend_from_slice("1,2,é\n".as_bytes());
+    }
+    big.extend_from_slice(b"3,4,\xff\n");
+    let p = temp_file("big-guess.csv", &big);
+    assert_eq!(gradflow::data::csv::guess_label_column(&p).unwrap(), LabelColumn::Name("label".into()));
+    let e = load_csv(&p, &CsvOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("not UTF-8"), "{e}");
 }
 
 /// Known classes (a test file, data for a trained model) map through the given names, and a

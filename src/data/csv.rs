@@ -53,6 +53,28 @@ fn read_text(path: &Path) -> Result<String> {
     })
 }
 
+/// The file's first whole lines, about `HEAD_BYTES` of them (all of a smaller file), as UTF-8:
+/// what a look at the header needs, without reading a large file whole a second time. A head
+/// that is not UTF-8 or holds no line break falls back to `read_text` (and its error).
+fn head_text(path: &Path) -> Result<String> {
+    use std::io::Read;
+    const HEAD_BYTES: u64 = 1 << 20;
+    let io = |e: std::io::Error| Error::Io { file: path.to_path_buf(), message: e.to_string() };
+    let mut head = Vec::new();
+    std::fs::File::open(path).map_err(io)?.take(HEAD_BYTES).read_to_end(&mut head).map_err(io)?;
+    if (head.len() as u64) < HEAD_BYTES {
+        return read_text(path);
+    }
+    // Cut after the last line break, so that no line (or character) is split.
+    match head.iter().rposition(|&b| b == b'\n' || b == b'\r') {
+        Some(end) => {
+            head.truncate(end + 1);
+            String::from_utf8(head).or_else(|_| read_text(path))
+        }
+        None => read_text(path),
+    }
+}
+
 fn err(path: &Path, line: usize, message: String) -> Error {
     Error::Data { file: path.to_path_buf(), line, message }
 }
@@ -272,7 +294,7 @@ pub const LABEL_NAMES: [&str; 6] = ["label", "labels", "class", "target", "speci
 /// The label column of a CSV with no config: the header's column named by the first of
 /// `LABEL_NAMES` it has, else the last.
 pub fn guess_label_column(path: &Path) -> Result<LabelColumn> {
-    let text = read_text(path)?;
+    let text = head_text(path)?;
     let text = normalized(&text);
     let Some((line, first)) = content_lines(&text).next() else { return Ok(LabelColumn::Last) };
     let fields = first_fields(path, line, first)?;
