@@ -112,6 +112,15 @@ fn a_budget_that_cannot_run_or_would_exhaust_memory_is_refused_by_field() {
     assert!(err(11, 10, 5).contains("expected 1 to 10"), "k beyond the steps' Ritz values");
     assert!(err(3, 10, 0).starts_with("probes"));
     assert!(Budget { k: 5, steps: 40, probes: 5, seed: 0 }.check().is_ok());
+    // The basis: min(steps, dim) vectors of dim f64s must fit.
+    use gradflow::exec::hessian_summary::MAX_BASIS_BYTES;
+    let dim = 1 << 22;
+    let most = MAX_BASIS_BYTES / (8 * dim);
+    let big = Budget { k: 5, steps: most + 1, probes: 5, seed: 0 };
+    let e = big.check_for(dim).unwrap_err().to_string();
+    assert!(e.starts_with("steps") && e.contains(&format!("at most {most} steps fit")), "{e}");
+    assert!(Budget { steps: most, ..big }.check_for(dim).is_ok());
+    assert!(Budget { k: 5, steps: 1000, probes: 5, seed: 0 }.check_for(10).is_ok(), "steps past dim cost dim vectors");
     // The summary refuses it too, before any product.
     let model = small_model();
     let data = synthetic(24, 4, 3, 3);

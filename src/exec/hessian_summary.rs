@@ -43,6 +43,12 @@ pub struct Budget {
 pub const MAX_STEPS: usize = 1000;
 /// The most probes a budget may ask for (each is a full Lanczos run).
 pub const MAX_PROBES: usize = 1000;
+/// The most memory Lanczos's basis (min(steps, dim) vectors of dim f64s, kept for
+/// reorthogonalisation) may take: a browser tab has a 4 GiB address space at most.
+#[cfg(target_arch = "wasm32")]
+pub const MAX_BASIS_BYTES: usize = 1 << 30;
+#[cfg(not(target_arch = "wasm32"))]
+pub const MAX_BASIS_BYTES: usize = 16 << 30;
 
 impl Budget {
     /// Refuses a budget that could not run or would exhaust memory, naming the field.
@@ -57,6 +63,25 @@ impl Budget {
         field("steps (Lanczos steps)", self.steps, MAX_STEPS)?;
         field("k (eigenvalues at each end)", self.k, self.steps)?;
         field("probes", self.probes, MAX_PROBES)
+    }
+
+    /// `check`, and that Lanczos's basis for a Hessian of `dim` coordinates fits in
+    /// `MAX_BASIS_BYTES`, naming the most steps that would.
+    pub fn check_for(&self, dim: usize) -> Result<()> {
+        self.check()?;
+        let bytes = self.steps.min(dim).saturating_mul(dim).saturating_mul(8);
+        if bytes > MAX_BASIS_BYTES {
+            let most = MAX_BASIS_BYTES / (8 * dim.max(1));
+            return Err(Error::Usage(format!(
+                "steps (Lanczos steps) = {}: its basis of {} vectors of {dim} coordinates would take {:.1} GiB, past the \
+                 {:.0} GiB allowed here; at most {most} steps fit",
+                self.steps,
+                self.steps.min(dim),
+                bytes as f64 / (1u64 << 30) as f64,
+                MAX_BASIS_BYTES as f64 / (1u64 << 30) as f64,
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -103,9 +128,9 @@ pub fn summarize(h: &mut Hessian, budget: &Budget) -> Result<HessianSummary> {
 
 /// `summarize` with the GPU's products awaited: the form a browser page uses.
 pub async fn summarize_async(h: &mut Hessian, budget: &Budget) -> Result<HessianSummary> {
-    budget.check()?;
-    let start = Instant::now();
     let dim = h.dim();
+    budget.check_for(dim)?;
+    let start = Instant::now();
     let at = h.evaluate(&vec![0.0; dim])?;
     // Lanczos from a Rademacher vector for the extremes (its own stream, apart from the probes').
     let mut rng = StdRng::seed_from_u64(budget.seed ^ 0x5eed);
