@@ -789,6 +789,17 @@ fn csv_label_column_guess_prefers_label_over_y() {
     assert!(e.contains("not UTF-8"), "{e}");
 }
 
+/// The page's label-column field: words, digits as a 0-based index, anything else a name.
+#[test]
+fn a_typed_label_column_reads_as_the_page_writes_it() {
+    assert_eq!(LabelColumn::from_text(" last "), LabelColumn::Last);
+    assert_eq!(LabelColumn::from_text(""), LabelColumn::Last);
+    assert_eq!(LabelColumn::from_text("first"), LabelColumn::First);
+    assert_eq!(LabelColumn::from_text("2"), LabelColumn::Index(2));
+    assert_eq!(LabelColumn::from_text("+2"), LabelColumn::Name("+2".into()), "config.js writes it as a name");
+    assert_eq!(LabelColumn::from_text("kind"), LabelColumn::Name("kind".into()));
+}
+
 /// Known classes (a test file, data for a trained model) map through the given names, and a
 /// name outside them is an error naming its line; a class count that the names contradict too.
 #[test]

@@ -24,6 +24,22 @@ pub enum LabelColumn {
     Name(String),
 }
 
+impl LabelColumn {
+    /// The column a person typed in a text field: "last", "first", a 0-based index (digits
+    /// only), or a header name; surrounding spaces ignored. (A config's TOML tells an index
+    /// from a name by its type instead: `label_column = 3` against `"3"`.)
+    pub fn from_text(text: &str) -> LabelColumn {
+        match text.trim() {
+            "" | "last" => LabelColumn::Last,
+            "first" => LabelColumn::First,
+            s if s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse().map(LabelColumn::Index).unwrap_or_else(|_| LabelColumn::Name(s.to_string()))
+            }
+            s => LabelColumn::Name(s.to_string()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct CsvOptions {
     pub label_column: LabelColumn,

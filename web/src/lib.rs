@@ -50,17 +50,12 @@ pub fn toy_noise(kind: &str) -> Option<f64> {
 }
 
 /// The classes a CSV's label column holds, as `gradflow train` reads the file (numbers: the
-/// largest + 1; names: how many), for the last layer's width. `label_column` is the config's:
-/// "last", "first", a 0-based index or a header name.
+/// largest + 1; names: how many), for the last layer's width. `label_column` as the page's
+/// field holds it (`LabelColumn::from_text`: "last", "first", a 0-based index or a header name).
 #[wasm_bindgen]
 pub fn csv_classes(text: &str, label_column: &str) -> Result<usize, JsError> {
     use gradflow::data::csv::{parse_csv, CsvOptions, LabelColumn};
-    let label_column = match label_column.trim() {
-        "" | "last" => LabelColumn::Last,
-        "first" => LabelColumn::First,
-        s => s.parse().map(LabelColumn::Index).unwrap_or_else(|_| LabelColumn::Name(s.to_string())),
-    };
-    let opts = CsvOptions { label_column, ..CsvOptions::default() };
+    let opts = CsvOptions { label_column: LabelColumn::from_text(label_column), ..CsvOptions::default() };
     let set = parse_csv(text, std::path::Path::new("data.csv"), &opts).map_err(js_error)?;
     Ok(set.num_classes)
 }
