@@ -42,7 +42,7 @@ fn field(
             f(xlo + (xhi - xlo) * c / n as f64, ylo + (yhi - ylo) * r / n as f64)
         })
         .collect();
-    Panel::Field(Field { title, bounds, resolution: n, values, measure: "f(x, y)".into(), log, paths })
+    Panel::Field(Field { title, bounds, resolution: n, values, measure: "f".into(), log, paths })
 }
 
 fn main() -> Result<()> {

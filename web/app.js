@@ -171,7 +171,7 @@ function form() {
   return {
     data: {
       kind: data, points: $('train-points').value, noise: $('train-noise').value, classes: $('train-classes').value,
-      dataSeed: $('train-seed').value, digitsData: digitsData(), fileName: state.csvName, labelColumn: $('train-label').value,
+      dataSeed: $('train-seed').value, digitsData: digitsData(), fileName: state.csvName, labelColumn: $('train-label').value.trim(),
     },
     hidden: $('train-hidden').value,
     model: { activation: $('train-activation').value, batchNorm: $('train-bn').checked, residual: $('train-residual').checked, outputs: outputsOf(data) },
@@ -267,6 +267,7 @@ async function train() {
       if (state.runInfo.planar && (e === n || performance.now() - regionsAt > 4 * regionsMs)) {
         const t0 = performance.now();
         state.regions = JSON.parse(await run.regions(120));
+        stopOnGpuErrors(executor === 'gpu');
         regionsAt = performance.now();
         regionsMs = regionsAt - t0;
       }
@@ -274,7 +275,10 @@ async function train() {
       drawTrain();
       await breathe();
     }
-    if (state.runInfo.planar && state.stop && last) state.regions = JSON.parse(await run.regions(120));
+    if (state.runInfo.planar && state.stop && last) {
+      state.regions = JSON.parse(await run.regions(120));
+      stopOnGpuErrors(executor === 'gpu');
+    }
     drawTrain();
     if (last) {
       const acc = last.testAccuracy === null ? '—' : `${(last.testAccuracy * 100).toFixed(1)}%`;
@@ -595,7 +599,10 @@ async function download() {
   if (!state.run) { setStatus('model-status', 'error: no model yet: train one on the Train tab', true); return; }
   setBusy(true);
   try {
+    drainGpuErrors();
     const bytes = await state.run.safetensors();
+    // A GPU error on the way would have spoilt the bytes read back.
+    stopOnGpuErrors(state.runInfo?.executor === 'gpu');
     const a = $('model-link');
     if (a.href) URL.revokeObjectURL(a.href);
     a.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
@@ -618,8 +625,10 @@ async function load(ev) {
   setBusy(true);
   try {
     const bytes = new Uint8Array(await file.arrayBuffer());
+    drainGpuErrors();
     state.run.loadSafetensors(bytes, file.name);
     const [loss, acc] = JSON.parse(await state.run.evaluateTest());
+    stopOnGpuErrors(state.runInfo?.executor === 'gpu');
     setStatus('model-status', `loaded ${file.name}: test loss ${fix(loss)}, test accuracy ${pct(acc)}`);
   } catch (e) {
     setStatus('model-status', `error: ${message(e)}`, true);

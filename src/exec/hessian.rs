@@ -127,8 +127,9 @@ impl Hessian {
         crate::device::wait("a Hessian-vector product", self.hv_async(v))
     }
 
-    /// `hv` with the GPU's read-backs awaited (the CPU reference is ready at once): the form a
-    /// browser page uses.
+    /// `hv` with the GPU's read-backs awaited, and on the CPU reference the pause (`set_pause`),
+    /// if any: the form a browser page uses. With a pause set, use only the `_async` forms on
+    /// wasm (a blocking form cannot wait for it there).
     pub async fn hv_async(&mut self, v: &[f64]) -> Result<Vec<f64>> {
         if self.gpu.is_none() {
             if let Some(wait) = self.pause.as_mut().and_then(|p| p()) {

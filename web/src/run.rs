@@ -103,6 +103,9 @@ pub(crate) struct Inner {
     epoch: usize,
     /// What its checkpoints carry besides the network's state, as `gradflow train` saves them.
     saved: Saved,
+    /// Why an epoch failed part-way, after which the network's steps and the batcher no longer
+    /// match `epoch`: the run trains and saves no more.
+    failed: Option<String>,
 }
 
 /// A training run, stepped by `epoch()`. Methods that await the GPU take the run for their
@@ -158,12 +161,29 @@ impl Inner {
         };
         exec.net().set_train_data(&train)?;
         let saved = Saved::fresh(&config, &train, standardize.as_ref().map(|s| (s.mean.clone(), s.std.clone())))?;
-        Ok(Inner { config, exec, train, test, raw_train, standardize, batcher, epoch: 0, saved })
+        Ok(Inner { config, exec, train, test, raw_train, standardize, batcher, epoch: 0, saved, failed: None })
     }
 
     /// The next epoch's steps, submitted as `gradflow train` submits them, then its totals
-    /// (one awaited read-back) and the test set's loss and accuracy.
+    /// (one awaited read-back) and the test set's loss and accuracy. After an error the run is
+    /// over (see `failed`).
     pub(crate) async fn epoch(&mut self) -> Result<EpochLine> {
+        self.refuse_if_failed()?;
+        let line = self.train_epoch().await;
+        if let Err(e) = &line {
+            self.failed = Some(e.to_string());
+        }
+        line
+    }
+
+    fn refuse_if_failed(&self) -> Result<()> {
+        match &self.failed {
+            Some(why) => Err(Error::Usage(format!("this run stopped at an error ({why}); start a new run"))),
+            None => Ok(()),
+        }
+    }
+
+    async fn train_epoch(&mut self) -> Result<EpochLine> {
         let start = web_time_now();
         let epoch = self.epoch + 1;
         let batches = self.batcher.next_epoch();
@@ -210,6 +230,8 @@ impl Inner {
 
     /// The checkpoint `gradflow train --save` would write now.
     async fn checkpoint(&mut self) -> Result<Vec<u8>> {
+        // Its steps and epoch would disagree: a resume would start on the wrong batches.
+        self.refuse_if_failed()?;
         let params = self.exec.params().await?;
         let norm = self.exec.norm_state().await?;
         let state = self.exec.optimizer_state().await?;

@@ -76,12 +76,13 @@ async fn spectrum(inner: &mut Inner, run_device: String, k: usize, steps: usize)
     let model = inner.exec.net().model().clone();
     let (batch, how) = batch_rows(&model, inner.config.train.batch_size, inner.train.n);
     let mut h = Hessian::new(model, inner.config.model.loss, &params, &inner.train, batch)?;
-    match &inner.exec {
+    if let Executor::Gpu(net) = &inner.exec {
         // Cloning a Gpu shares its device.
-        Executor::Gpu(net) => h.use_gpu(Arc::new(net.gpu().clone()))?,
-        // The CPU reference runs on the page's thread: let the page draw about once a frame.
-        Executor::Cpu(_) => h.set_pause(yield_each_frame()),
+        h.use_gpu(Arc::new(net.gpu().clone()))?;
     }
+    // What runs on the CPU (every product of a CPU run; a small model's exact Hessian on either)
+    // runs on the page's thread: let the page draw about once a frame.
+    h.set_pause(yield_each_frame());
     let s = summarize_async(&mut h, &budget).await?;
     let (x, y, sigma) = s.density.curve(DENSITY_POINTS);
     // As `gradflow hessian`: within rounding of 0 counts as zero, not negative.
