@@ -168,3 +168,25 @@ test('a CSV with named classes trains in a hidden tab; its CPU spectrum leaves t
   assert.ok(ticks >= Math.min(10, ms / 200), `only ${ticks} ticks of a 20 ms timer in ${ms} ms: the page's thread was held`);
   await page.close();
 });
+
+// A run that diverges stops with the engine's error, and is over: its weights are not finite and
+// its step count no longer matches its epochs, so the model view refuses to save it.
+test('a diverging run stops with an error and cannot be saved', { timeout: VIEW_MS + 30_000 }, async () => {
+  const page = await openPage(browser.context);
+  await page.goto(server.url);
+  await page.click('#tab-train');
+  await page.selectOption('#train-data', 'xor');
+  await page.selectOption('#executor', 'cpu');
+  await page.selectOption('#train-optimizer', 'sgd');
+  await page.fill('#train-lr', '1e30');
+  await page.fill('#train-epochs', '5');
+  await page.click('#train-start');
+  const line = await outcome(page, 'train-status', VIEW_MS);
+  assert.match(line, /^error: .*(diverged|not finite|NaN|inf)/i, problems(page));
+  await page.click('#tab-model');
+  await page.click('#model-download');
+  const saved = await waitForText(page, 'model-status', ['saved', 'error:'], 60_000);
+  console.log(`#model-status: ${saved}`);
+  assert.match(saved, /^error: this run stopped at an error/, problems(page));
+  await page.close();
+});
