@@ -132,9 +132,7 @@ impl Hessian {
     /// wasm (a blocking form cannot wait for it there).
     pub async fn hv_async(&mut self, v: &[f64]) -> Result<Vec<f64>> {
         if self.gpu.is_none() {
-            if let Some(wait) = self.pause.as_mut().and_then(|p| p()) {
-                wait.await;
-            }
+            self.pause().await;
             return Ok(self.evaluate(v)?.hv);
         }
         self.check_direction(v)?;
@@ -156,6 +154,13 @@ impl Hessian {
     /// Sets the hook `hv_async` asks before each CPU product (see `Pause`).
     pub fn set_pause(&mut self, pause: Pause) {
         self.pause = Some(pause);
+    }
+
+    /// Awaits what the pause hands back, if it is set and hands anything back.
+    async fn pause(&mut self) {
+        if let Some(wait) = self.pause.as_mut().and_then(|p| p()) {
+            wait.await;
+        }
     }
 
     /// Flat vector (padding included) → coordinates.
@@ -210,9 +215,7 @@ impl Hessian {
         let mut h = vec![0.0; n * n];
         let mut e = vec![0.0; n];
         for j in 0..n {
-            if let Some(wait) = self.pause.as_mut().and_then(|p| p()) {
-                wait.await;
-            }
+            self.pause().await;
             e[j] = 1.0;
             let col = self.evaluate(&e)?.hv;
             e[j] = 0.0;
