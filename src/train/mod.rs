@@ -115,9 +115,11 @@ pub fn train_batches_on(
         let (n, stop_all) = if ranks == 1 {
             (submit_steps(net, batches, steps, observe, &mut idx)?, stop())
         } else {
-            let ids: Vec<u32> = share_of(&batches[steps], rank, ranks)?.iter().map(|&r| r as u32).collect();
+            idx.resize(1, Vec::new());
+            idx[0].clear();
+            idx[0].extend(share_of(&batches[steps], rank, ranks)?.iter().map(|&r| r as u32));
             let mut sync = RankSync { comm, stop, stop_all: None, secs: 0.0 };
-            net.train_step_reduced(&ids, &mut sync)?;
+            net.train_step_reduced(&idx[0], &mut sync)?;
             reduce_secs += sync.secs;
             (1, sync.stop_all.unwrap_or(false))
         };
