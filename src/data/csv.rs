@@ -62,6 +62,11 @@ pub fn load_csv(path: &Path, opts: &CsvOptions) -> Result<Dataset> {
 /// The file as UTF-8 text; a bad byte is reported with its line and offset.
 fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io { file: path.to_path_buf(), message: e.to_string() })?;
+    text_of(path, bytes)
+}
+
+/// `bytes` (all of `path`) as UTF-8; a bad byte is reported with its line and offset.
+fn text_of(path: &Path, bytes: Vec<u8>) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
@@ -79,7 +84,7 @@ fn head_text(path: &Path) -> Result<String> {
     let mut head = Vec::new();
     std::fs::File::open(path).map_err(io)?.take(HEAD_BYTES).read_to_end(&mut head).map_err(io)?;
     if (head.len() as u64) < HEAD_BYTES {
-        return read_text(path);
+        return text_of(path, head); // the whole file
     }
     // Cut after the last line break, so that no line (or character) is split.
     match head.iter().rposition(|&b| b == b'\n' || b == b'\r') {
