@@ -187,13 +187,14 @@ impl Inner {
         let start = web_time_now();
         let epoch = self.epoch + 1;
         let batches = self.batcher.next_epoch();
-        let (mut done, mut yielded, mut idx) = (0, start, Vec::new());
+        let (mut done, mut idx, mut pause) = (0, Vec::new(), yield_each_frame());
         while done < batches.len() {
             done += train::submit_steps(self.exec.net(), &batches, done, Observe::Submits, &mut idx)?;
             // The CPU reference computes on the page's own thread: let it draw between chunks.
-            if matches!(self.exec, Executor::Cpu(_)) && web_time_now() - yielded > FRAME_MS {
-                next_task().await;
-                yielded = web_time_now();
+            if matches!(self.exec, Executor::Cpu(_)) {
+                if let Some(wait) = pause() {
+                    wait.await;
+                }
             }
         }
         let totals = self.exec.take_totals().await?;
@@ -257,12 +258,28 @@ impl Inner {
 }
 
 /// How long the CPU reference may hold the page's thread before it yields (about a frame).
-pub(crate) const FRAME_MS: f64 = 16.0;
+const FRAME_MS: f64 = 16.0;
+
+/// A pause that yields to the browser once a frame's time has passed since the last yield: how
+/// the CPU reference (an epoch's steps, a Hessian's products) shares the page's thread.
+pub(crate) fn yield_each_frame() -> gradflow::exec::hessian::Pause {
+    let last = Rc::new(std::cell::Cell::new(web_time_now()));
+    Box::new(move || {
+        if web_time_now() - last.get() < FRAME_MS {
+            return None;
+        }
+        let last = Rc::clone(&last);
+        Some(Box::pin(async move {
+            next_task().await;
+            last.set(web_time_now());
+        }))
+    })
+}
 
 /// Resolves in a later task, after the browser has handled input: a message to itself through a
 /// `MessageChannel`, which, unlike `setTimeout`, browsers do not throttle in a hidden tab (to a
 /// second or more per call); `setTimeout(0)` where there is no MessageChannel.
-pub(crate) async fn next_task() {
+async fn next_task() {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         if !post_to_self(&resolve) {
             let global = js_sys::global();
@@ -300,7 +317,7 @@ fn post_to_self(resolve: &js_sys::Function) -> bool {
 }
 
 /// Milliseconds from the page's clock (web-time: performance.now()).
-pub(crate) fn web_time_now() -> f64 {
+fn web_time_now() -> f64 {
     thread_local! { static ORIGIN: web_time::Instant = web_time::Instant::now(); }
     ORIGIN.with(|o| o.elapsed().as_secs_f64() * 1e3)
 }

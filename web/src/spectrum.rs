@@ -2,8 +2,6 @@
 //! weights, as `gradflow hessian` computes it (the same rows per batch, probes and seed), with
 //! each GPU product's read-back awaited.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use gradflow::error::Result;
@@ -12,7 +10,7 @@ use gradflow::exec::hessian_summary::{batch_rows, exact_index, summarize_async, 
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::run::{next_task, promise, web_time_now, Executor, Inner, Run, FRAME_MS};
+use crate::run::{promise, yield_each_frame, Executor, Inner, Run};
 
 /// Points of the smoothed density the page draws.
 const DENSITY_POINTS: usize = 200;
@@ -110,19 +108,4 @@ async fn spectrum(inner: &mut Inner, run_device: String, k: usize, steps: usize)
         seconds: s.seconds,
     };
     serde_json::to_string(&report).map_err(|e| gradflow::error::Error::Usage(format!("spectrum as JSON: {e}")))
-}
-
-/// A pause that yields to the browser when a frame's time has passed since the last one.
-fn yield_each_frame() -> gradflow::exec::hessian::Pause {
-    let last = Rc::new(Cell::new(web_time_now()));
-    Box::new(move || {
-        if web_time_now() - last.get() < FRAME_MS {
-            return None;
-        }
-        let last = Rc::clone(&last);
-        Some(Box::pin(async move {
-            next_task().await;
-            last.set(web_time_now());
-        }))
-    })
 }
